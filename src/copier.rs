@@ -1,0 +1,291 @@
+//! The copy workers and the copy of one file.
+//!
+//! A worker takes a [`Job`] (a relative path), looks at the source as it is *now*, and makes the
+//! destination match: copy a new version to a partial name and rename it into place (invariant 1),
+//! skip a version it already has, or remove a file the source no longer has. Workers run at the
+//! lowest CPU and IO priority and never touch Python.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::sys::{self, CopyMethod};
+use crate::tracker::{Identity, Job, Outcome};
+
+/// Suffix of our temporary files. A Zarr key never ends with it, so a partial can never collide
+/// with (or be mistaken for) data, and a later run can find and remove leftovers.
+pub const PARTIAL_SUFFIX: &str = ".softcopy-partial";
+
+/// How workers copy.
+#[derive(Clone, Debug, Default)]
+pub struct CopyOptions {
+    pub method: CopyMethod,
+    /// Pause after each file actually copied (the seed's `--sleep-time`).
+    pub sleep: Duration,
+    /// Drop to idle IO priority and nice 19 in every worker thread.
+    pub low_priority: bool,
+}
+
+/// The identity of an open file or of a path's metadata.
+pub fn identity(meta: &fs::Metadata) -> Identity {
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    };
+    // Windows has no stable file index in std; size + mtime still catch every rewrite the writers do.
+    #[cfg(not(unix))]
+    let (dev, ino) = (0, 0);
+    Identity {
+        dev,
+        ino,
+        size: meta.len(),
+        mtime_ns,
+    }
+}
+
+fn open_source(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never follow a symlink out of the source (invariant 6): a link at the final component
+        // fails with ELOOP and is reported instead of copied.
+        opts.custom_flags(libc::O_NOFOLLOW);
+    }
+    opts.open(path)
+}
+
+static PARTIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn partial_path(dst: &Path) -> PathBuf {
+    let name = dst.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let n = PARTIAL_COUNTER.fetch_add(1, Ordering::Relaxed);
+    dst.with_file_name(format!(".{name}.{}-{n}{PARTIAL_SUFFIX}", std::process::id()))
+}
+
+fn create_partial(path: &Path) -> io::Result<File> {
+    // create_new: a partial name is ours alone; never truncate something we did not create.
+    let open = || OpenOptions::new().write(true).create_new(true).open(path);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Directories are created on demand: one failed open per new directory is cheaper than
+            // a stat of the parent before every file.
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            open()
+        }
+        r => r,
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    // ENOTDIR: a parent of the key was replaced by a file, so the key is gone too.
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
+}
+
+/// Brings `dst_root/rel` in line with `src_root/rel`. Never panics; every failure is an
+/// [`Outcome::Failed`] naming the path, so one bad file cannot stop the engine.
+pub fn sync_file(src_root: &Path, dst_root: &Path, job: &Job, opts: &CopyOptions) -> (Outcome, bool) {
+    let src = src_root.join(&job.rel);
+    let dst = dst_root.join(&job.rel);
+    match sync_inner(&src, &dst, job.prev, opts) {
+        Ok(outcome) => {
+            let copied = matches!(outcome, Outcome::Copied { .. });
+            (outcome, copied)
+        }
+        Err(e) => (Outcome::Failed(e.to_string()), false),
+    }
+}
+
+fn sync_inner(src: &Path, dst: &Path, prev: Option<Identity>, opts: &CopyOptions) -> crate::Result<Outcome> {
+    use crate::Error;
+    let file = match open_source(src) {
+        Ok(f) => f,
+        Err(e) if is_gone(&e) => return remove_destination(dst),
+        Err(e) if e.raw_os_error() == Some(40) => {
+            // ELOOP from O_NOFOLLOW: a symlink. Not followed, not copied (documented).
+            return Err(Error::io("not copying symlink", src, e));
+        }
+        Err(e) => return Err(Error::io("open source", src, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("stat source", src, e))?;
+    if !meta.is_file() {
+        return Ok(Outcome::Skipped);
+    }
+    let ident = identity(&meta);
+    if prev == Some(ident) {
+        return Ok(Outcome::Unchanged(ident));
+    }
+    if prev.is_none() {
+        // First sight of this file in this run: a previous run may have copied this very version.
+        if let Ok(d) = fs::symlink_metadata(dst) {
+            if d.is_file() && d.len() == ident.size && identity(&d).mtime_ns == ident.mtime_ns {
+                return Ok(Outcome::Unchanged(ident));
+            }
+        }
+    }
+    let tmp = partial_path(dst);
+    let out = create_partial(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let result = (|| {
+        let bytes = sys::copy_contents(&file, &out, opts.method).map_err(|e| Error::io("copy to", &tmp, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // The source's permission bits, never wider (no setuid/setgid/sticky), and not narrowed
+            // by our umask either.
+            let mode = meta.permissions().mode() & 0o777;
+            out.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("chmod", &tmp, e))?;
+        }
+        if let Ok(mtime) = meta.modified() {
+            out.set_times(fs::FileTimes::new().set_modified(mtime))
+                .map_err(|e| Error::io("set mtime", &tmp, e))?;
+        }
+        sys::drop_cache(&file);
+        // Re-check the source after the copy (invariant 2): if the name now points at another
+        // version, or this one changed in place, what we hold is stale and must not be published.
+        let after = fs::symlink_metadata(src).map(|m| identity(&m)).ok();
+        let fd_after = file.metadata().map(|m| identity(&m)).ok();
+        if after != Some(ident) || fd_after != Some(ident) || bytes != ident.size {
+            return Ok(None);
+        }
+        fs::rename(&tmp, dst).map_err(|e| Error::io("rename into", dst, e))?;
+        Ok(Some(bytes))
+    })();
+    match result {
+        Ok(Some(bytes)) => Ok(Outcome::Copied { ident, bytes }),
+        Ok(None) => {
+            let _ = fs::remove_file(&tmp);
+            Ok(Outcome::Changed)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn remove_destination(dst: &Path) -> crate::Result<Outcome> {
+    match fs::symlink_metadata(dst) {
+        Ok(m) if m.is_dir() => Ok(Outcome::Deleted),
+        Ok(_) => match fs::remove_file(dst) {
+            Ok(()) => Ok(Outcome::Deleted),
+            Err(e) if is_gone(&e) => Ok(Outcome::Deleted),
+            Err(e) => Err(crate::Error::io("remove", dst, e)),
+        },
+        Err(_) => Ok(Outcome::Deleted),
+    }
+}
+
+/// Removes partial files left by an earlier run that was killed (invariant 1). Returns how many.
+pub fn remove_partials(dst_root: &Path) -> usize {
+    walkdir::WalkDir::new(dst_root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// A finished job, as reported back to the coordinator.
+pub struct Done {
+    pub rel: PathBuf,
+    pub outcome: Outcome,
+}
+
+/// The worker threads of one target.
+pub struct Pool {
+    jobs: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts `n` workers copying from `src_root` to `dst_root`, reporting on `done`.
+    /// `priority_warning` receives (once per pool) why the priority could not be lowered.
+    pub fn start(
+        n: usize,
+        src_root: PathBuf,
+        dst_root: PathBuf,
+        opts: CopyOptions,
+        done: Sender<Done>,
+        stop: Arc<AtomicBool>,
+        priority_warning: Sender<String>,
+    ) -> std::io::Result<Pool> {
+        let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
+        let warned = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n.max(1) {
+            let (rx, done, stop, warned, warn_tx) = (
+                rx.clone(),
+                done.clone(),
+                stop.clone(),
+                warned.clone(),
+                priority_warning.clone(),
+            );
+            let (src_root, dst_root, opts) = (src_root.clone(), dst_root.clone(), opts.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("softcopy-worker-{i}"))
+                .spawn(move || {
+                    if opts.low_priority {
+                        // Per thread on Linux: each worker lowers its own priority.
+                        if let Err(msg) = sys::lower_thread_priority() {
+                            if !warned.swap(true, Ordering::Relaxed) {
+                                let _ = warn_tx.send(msg);
+                            }
+                        }
+                    }
+                    for job in rx.iter() {
+                        if stop.load(Ordering::Relaxed) {
+                            // Report instead of copying so the coordinator's in-flight count stays exact.
+                            let _ = done.send(Done {
+                                rel: job.rel,
+                                outcome: Outcome::Failed("stopped".into()),
+                            });
+                            continue;
+                        }
+                        let (outcome, copied) = sync_file(&src_root, &dst_root, &job, &opts);
+                        if done.send(Done { rel: job.rel, outcome }).is_err() {
+                            break;
+                        }
+                        if copied && !opts.sleep.is_zero() {
+                            std::thread::sleep(opts.sleep);
+                        }
+                    }
+                })?;
+            threads.push(handle);
+        }
+        Ok(Pool {
+            jobs: Some(tx),
+            threads,
+        })
+    }
+
+    /// Hands a job to the next free worker.
+    pub fn submit(&self, job: Job) {
+        if let Some(tx) = &self.jobs {
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Closes the queue and waits for every worker to finish its current file.
+    pub fn shutdown(mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

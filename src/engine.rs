@@ -1,0 +1,605 @@
+//! One target's engine: a coordinator thread that owns the watcher, the tracker and the worker
+//! pool, and a shared status that the Python side reads without ever running Python in our threads.
+//!
+//! Life of a target: wait for the source → remove leftover partials → watch → initial scan →
+//! copy as files become ready → (marker seen, or one-shot, or `finish()`) → final reconcile scan →
+//! drain → `Drained`. Verification and publishing the marker are separate calls made afterwards
+//! (see `verify.rs`), because the expected file set comes from Zarr metadata parsed in Python.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+
+use crate::copier::{self, CopyOptions, Done, Pool};
+use crate::sys::CopyMethod;
+use crate::tracker::{Change, Job, Outcome, Tracker};
+use crate::watcher::{self, FsEvent, Watcher};
+use crate::{Error, Result};
+
+/// Everything one target needs to know.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    /// Copy workers for this target.
+    pub nprocs: usize,
+    /// Pause in each worker after each file copied.
+    pub sleep: Duration,
+    /// Wait for a missing source to appear instead of failing.
+    pub wait_for_source: bool,
+    /// Name of the file at the source root that marks the end of the acquisition.
+    pub marker: String,
+    /// How long a file written in place must stay closed and quiet before it is copied.
+    pub settle: Duration,
+    /// Copy what is there now and finish, without waiting for the marker.
+    pub once: bool,
+    pub method: CopyMethod,
+    pub low_priority: bool,
+    /// Report every filesystem event as a debug message (`--verbose`).
+    pub log_events: bool,
+}
+
+impl Config {
+    /// A configuration with the CLI's defaults.
+    pub fn new(source: impl Into<PathBuf>, destination: impl Into<PathBuf>) -> Self {
+        Config {
+            source: source.into(),
+            destination: destination.into(),
+            nprocs: 8,
+            sleep: Duration::ZERO,
+            wait_for_source: true,
+            marker: "complete".into(),
+            settle: Duration::from_millis(50),
+            once: false,
+            method: CopyMethod::Auto,
+            low_priority: true,
+            log_events: false,
+        }
+    }
+}
+
+/// Where a target is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Starting,
+    /// The source does not exist yet.
+    Waiting,
+    /// Watching installed, initial scan running.
+    Scanning,
+    /// Copying files as they become ready.
+    Copying,
+    /// The acquisition is over: reconcile scan and drain.
+    Finishing,
+    /// Everything copied; ready for verification.
+    Drained,
+    /// Stopped on request before the end.
+    Stopped,
+    /// A fatal error ended the engine (see `Status::fatal`).
+    Failed,
+}
+
+impl Phase {
+    /// The name shown to users and passed to Python.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Waiting => "waiting",
+            Phase::Scanning => "scanning",
+            Phase::Copying => "copying",
+            Phase::Finishing => "finishing",
+            Phase::Drained => "drained",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// The coordinator thread has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Drained | Phase::Stopped | Phase::Failed)
+    }
+}
+
+/// A snapshot of one target's progress.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub phase: Phase,
+    pub files_copied: u64,
+    pub bytes_copied: u64,
+    pub files_deleted: u64,
+    /// Jobs that found the destination already up to date (re-triggers, resumed runs).
+    pub files_unchanged: u64,
+    /// Copies of a file that had already been copied in this run (rewritten keys).
+    pub redundant: u64,
+    /// Copy attempts that failed (each is retried with backoff).
+    pub errors: u64,
+    /// Files given up after repeated failures.
+    pub failed: u64,
+    /// Complete at the source, waiting for a worker.
+    pub backlog: u64,
+    pub in_flight: u64,
+    /// Open for writing at the source.
+    pub writing: u64,
+    pub last_error: Option<String>,
+    /// Why the engine failed, when `phase == Failed`.
+    pub fatal: Option<String>,
+    /// Seconds since the engine started.
+    pub elapsed: f64,
+    /// The marker was seen (or a one-shot copy / finish() was requested).
+    pub finishing: bool,
+}
+
+/// Severity of an engine message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+/// Oldest messages are dropped beyond this, so a reader that never drains cannot grow memory.
+const MAX_MESSAGES: usize = 10_000;
+/// Longest the coordinator sleeps without looking at the stop and finish flags.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Shared {
+    status: Mutex<Status>,
+    ended: Condvar,
+    messages: Mutex<VecDeque<(Level, String)>>,
+    stop: Arc<AtomicBool>,
+    finish: AtomicBool,
+    roots: Mutex<Option<(PathBuf, PathBuf)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not turn every later status read into another panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn say(&self, level: Level, text: String) {
+        let mut q = lock(&self.messages);
+        if q.len() >= MAX_MESSAGES {
+            q.pop_front();
+        }
+        q.push_back((level, text));
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        lock(&self.status).phase = phase;
+        if phase.is_final() {
+            self.ended.notify_all();
+        }
+    }
+}
+
+/// A running target. Dropping it stops it.
+pub struct Engine {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    config: Config,
+}
+
+impl Engine {
+    /// Starts the coordinator thread. Errors (a missing source, an unwatchable tree) are reported
+    /// through [`Status::fatal`], not here, because they may happen long after the start.
+    pub fn start(config: Config) -> Result<Engine> {
+        let shared = Arc::new(Shared {
+            status: Mutex::new(Status::default()),
+            ended: Condvar::new(),
+            messages: Mutex::new(VecDeque::new()),
+            stop: Arc::new(AtomicBool::new(false)),
+            finish: AtomicBool::new(false),
+            roots: Mutex::new(None),
+        });
+        let (sh, cfg) = (shared.clone(), config.clone());
+        let thread = std::thread::Builder::new()
+            .name("softcopy-engine".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cfg, &sh, started)));
+                let fatal = match result {
+                    Ok(Ok(phase)) => {
+                        sh.set_phase(phase);
+                        return;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "internal error: the engine thread panicked".to_string(),
+                };
+                lock(&sh.status).fatal = Some(fatal.clone());
+                sh.say(Level::Error, fatal);
+                sh.set_phase(Phase::Failed);
+            })
+            .map_err(|e| Error::Internal(format!("cannot start engine thread: {e}")))?;
+        Ok(Engine {
+            shared,
+            thread: Mutex::new(Some(thread)),
+            config,
+        })
+    }
+
+    /// The configuration this engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A snapshot of the progress.
+    pub fn status(&self) -> Status {
+        lock(&self.shared.status).clone()
+    }
+
+    /// Takes the messages queued since the last call.
+    pub fn messages(&self) -> Vec<(Level, String)> {
+        lock(&self.shared.messages).drain(..).collect()
+    }
+
+    /// Declares the acquisition over (as if the marker had appeared): reconcile, drain, end.
+    pub fn finish(&self) {
+        self.shared.finish.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks the engine to stop; workers finish the file in hand (its partial is never renamed
+    /// into place unless complete).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Blocks until the engine thread has ended or `timeout` passed. Returns whether it ended.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let guard = lock(&self.shared.status);
+        let (guard, _) = self
+            .shared
+            .ended
+            .wait_timeout_while(guard, timeout, |s| !s.phase.is_final())
+            .unwrap_or_else(|e| e.into_inner());
+        let ended = guard.phase.is_final();
+        drop(guard);
+        if ended {
+            if let Some(t) = lock(&self.thread).take() {
+                let _ = t.join();
+            }
+        }
+        ended
+    }
+
+    /// The canonical source and destination roots, once the source exists.
+    pub fn roots(&self) -> Option<(PathBuf, PathBuf)> {
+        lock(&self.shared.roots).clone()
+    }
+
+    /// Copies the marker file last, after verification, so its presence at the destination means
+    /// the copy is whole. Returns false when the source has no marker (a one-shot copy).
+    pub fn publish_marker(&self) -> Result<bool> {
+        let Some((src, dst)) = self.roots() else {
+            return Ok(false);
+        };
+        let rel = PathBuf::from(&self.config.marker);
+        if !src.join(&rel).is_file() {
+            return Ok(false);
+        }
+        let opts = CopyOptions {
+            method: self.config.method,
+            ..CopyOptions::default()
+        };
+        match copier::sync_file(&src, &dst, &Job { rel, prev: None }, &opts).0 {
+            Outcome::Failed(msg) => Err(Error::Internal(msg)),
+            _ => Ok(true),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits for the source to exist (or fails at once when asked not to wait). `None` if stopped.
+fn wait_for_source(cfg: &Config, sh: &Shared) -> Result<Option<PathBuf>> {
+    let mut said = false;
+    loop {
+        match fs::metadata(&cfg.source) {
+            Ok(m) if m.is_dir() => {
+                return fs::canonicalize(&cfg.source)
+                    .map(Some)
+                    .map_err(|e| Error::io("resolve", &cfg.source, e))
+            }
+            Ok(_) => return Err(Error::SourceNotDir(cfg.source.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !cfg.wait_for_source {
+                    return Err(Error::SourceMissing(cfg.source.clone()));
+                }
+            }
+            Err(e) => return Err(Error::io("stat", &cfg.source, e)),
+        }
+        if !said {
+            sh.set_phase(Phase::Waiting);
+            sh.say(Level::Info, format!("waiting for {} to appear", cfg.source.display()));
+            said = true;
+        }
+        // Polling a single stat a few times a second while nothing exists yet costs nothing
+        // measurable, unlike a watch on an ancestor that may not exist either.
+        if sh.stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Run<'a> {
+    cfg: &'a Config,
+    sh: &'a Shared,
+    src: PathBuf,
+    tracker: Tracker,
+    finishing: bool,
+    status: Status,
+    started: Instant,
+}
+
+impl Run<'_> {
+    fn is_marker(&self, rel: &Path) -> bool {
+        rel.as_os_str() == self.cfg.marker.as_str()
+    }
+
+    fn file_event(&mut self, rel: PathBuf, change: Change, now: Instant) {
+        if self.is_marker(&rel) {
+            if matches!(change, Change::Replaced | Change::Created | Change::ClosedWrite) && !self.finishing {
+                self.sh.say(
+                    Level::Info,
+                    format!("{} appeared: the acquisition is complete", self.cfg.marker),
+                );
+                self.finishing = true;
+            }
+            return;
+        }
+        self.tracker.event(&rel, change, now);
+    }
+
+    fn scan(&mut self, start: &Path, change: Change) {
+        let now = Instant::now();
+        let mut found = Vec::new();
+        if let Err(e) = watcher::scan(&self.src, start, false, |rel, _| found.push(rel)) {
+            self.sh.say(
+                Level::Warning,
+                format!("scan of {}: {e}", self.src.join(start).display()),
+            );
+        }
+        for rel in found {
+            self.file_event(rel, change, now);
+        }
+    }
+
+    /// A full scan comparing identities: re-queues what changed unseen and mirrors what vanished
+    /// unseen. Used after lost events and once more before the end (invariant 3).
+    fn reconcile(&mut self) {
+        let now = Instant::now();
+        self.tracker.begin_sweep();
+        let mut found = Vec::new();
+        if let Err(e) = watcher::scan(&self.src, Path::new(""), true, |rel, ident| found.push((rel, ident))) {
+            self.sh
+                .say(Level::Warning, format!("reconcile scan of {}: {e}", self.src.display()));
+        }
+        for (rel, ident) in found {
+            if self.is_marker(&rel) {
+                self.finishing = true;
+                continue;
+            }
+            self.tracker.scanned(&rel, ident.expect("scan with identity"), now);
+        }
+        self.tracker.end_sweep(now);
+    }
+
+    fn handle(&mut self, ev: FsEvent, watcher: &mut Watcher) {
+        if self.cfg.log_events {
+            self.sh.say(Level::Debug, format!("event {ev:?}"));
+        }
+        let now = Instant::now();
+        match ev {
+            FsEvent::File(rel, change) => self.file_event(rel, change, now),
+            FsEvent::NewDir(rel) => {
+                if let Err(e) = watcher.ensure_watched(&self.src.join(&rel)) {
+                    self.sh.say(Level::Warning, e.to_string());
+                }
+                // Found files may still be open for writing (in-place writers): treat them as just
+                // created, so a write seen within the settle time holds them back.
+                self.scan(&rel, Change::Created);
+            }
+            FsEvent::Gone(rel) => self.tracker.removed_tree(&rel, now),
+            FsEvent::Rescan => {
+                self.sh.say(
+                    Level::Warning,
+                    "filesystem events were lost; rescanning the source".into(),
+                );
+                self.reconcile();
+            }
+            FsEvent::Error(msg) => self.sh.say(Level::Warning, msg),
+        }
+    }
+
+    fn done(&mut self, d: Done) {
+        let s = &mut self.status;
+        match &d.outcome {
+            Outcome::Copied { bytes, .. } => {
+                s.files_copied += 1;
+                s.bytes_copied += bytes;
+            }
+            Outcome::Unchanged(_) => s.files_unchanged += 1,
+            Outcome::Deleted => s.files_deleted += 1,
+            Outcome::Failed(msg) => {
+                if self.sh.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                s.errors += 1;
+                self.sh.say(Level::Warning, msg.clone());
+            }
+            Outcome::Changed | Outcome::Skipped => {}
+        }
+        self.tracker.finish(&d.rel, d.outcome, Instant::now());
+    }
+
+    fn publish(&mut self, phase: Phase) {
+        let counts = self.tracker.counts();
+        let s = &mut self.status;
+        s.phase = phase;
+        s.redundant = counts.redundant;
+        s.failed = counts.failed;
+        s.backlog = self.tracker.backlog() as u64;
+        s.in_flight = self.tracker.in_flight() as u64;
+        s.writing = self.tracker.writing() as u64;
+        s.last_error = self.tracker.last_error().map(str::to_owned);
+        s.elapsed = self.started.elapsed().as_secs_f64();
+        s.finishing = self.finishing;
+        *lock(&self.sh.status) = s.clone();
+    }
+}
+
+fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
+    let Some(src) = wait_for_source(cfg, sh)? else {
+        return Ok(Phase::Stopped);
+    };
+    fs::create_dir_all(&cfg.destination).map_err(|e| Error::io("create destination", &cfg.destination, e))?;
+    let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
+    if dst.starts_with(&src) || src.starts_with(&dst) {
+        return Err(Error::Internal(format!(
+            "source {} and destination {} must not contain each other",
+            src.display(),
+            dst.display()
+        )));
+    }
+    *lock(&sh.roots) = Some((src.clone(), dst.clone()));
+    let removed = copier::remove_partials(&dst);
+    if removed > 0 {
+        sh.say(
+            Level::Info,
+            format!("removed {removed} partial files left by an earlier run"),
+        );
+    }
+
+    // Invariant 3: the watch exists before the initial scan starts.
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let mut watcher = Watcher::new(&src, ev_tx)?;
+    sh.set_phase(Phase::Scanning);
+    let mut run = Run {
+        cfg,
+        sh,
+        src: src.clone(),
+        tracker: Tracker::new(cfg.settle),
+        finishing: cfg.once,
+        status: Status::default(),
+        started,
+    };
+    run.scan(Path::new(""), Change::Replaced);
+    sh.say(
+        Level::Info,
+        format!(
+            "watching {} (initial scan: {} files to check)",
+            src.display(),
+            run.tracker.backlog()
+        ),
+    );
+
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (warn_tx, warn_rx) = crossbeam_channel::unbounded();
+    let opts = CopyOptions {
+        method: cfg.method,
+        sleep: cfg.sleep,
+        low_priority: cfg.low_priority,
+    };
+    let nprocs = cfg.nprocs.max(1);
+    let pool = Pool::start(nprocs, src.clone(), dst, opts, done_tx, sh.stop.clone(), warn_tx)
+        .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;
+
+    let mut reconciled = false;
+    let end = loop {
+        if sh.stop.load(Ordering::Relaxed) {
+            break Phase::Stopped;
+        }
+        if sh.finish.load(Ordering::Relaxed) {
+            run.finishing = true;
+        }
+        let now = Instant::now();
+        while run.tracker.in_flight() < nprocs {
+            match run.tracker.next_job(now) {
+                Some(job) => pool.submit(job),
+                None => break,
+            }
+        }
+        let phase = if run.finishing {
+            Phase::Finishing
+        } else {
+            Phase::Copying
+        };
+        run.publish(phase);
+        if run.finishing && run.tracker.is_idle() {
+            if !reconciled {
+                run.reconcile();
+                reconciled = true;
+                continue;
+            }
+            break Phase::Drained;
+        }
+        let wait = run
+            .tracker
+            .next_deadline()
+            .map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
+        select! {
+            recv(ev_rx) -> ev => {
+                let Ok(first) = ev else { break Phase::Failed };
+                handle_batch(&mut run, &src, first, &ev_rx, &mut watcher);
+            }
+            recv(done_rx) -> d => {
+                if let Ok(d) = d {
+                    run.done(d);
+                    for d in done_rx.try_iter() {
+                        run.done(d);
+                    }
+                }
+            }
+            recv(warn_rx) -> w => {
+                if let Ok(w) = w {
+                    sh.say(Level::Warning, format!("cannot lower copy priority ({w}); consider --max-rate"));
+                }
+            }
+            default(wait) => {}
+        }
+    };
+    drop(watcher);
+    pool.shutdown();
+    for d in done_rx.try_iter() {
+        run.done(d);
+    }
+    run.publish(end);
+    if end == Phase::Failed {
+        return Err(Error::Internal("the filesystem watcher stopped unexpectedly".into()));
+    }
+    Ok(end)
+}
+
+/// Handles one event and everything already queued behind it, so a burst is processed before the
+/// next dispatch round (this is where repeated triggers of one key collapse into one job).
+fn handle_batch(
+    run: &mut Run<'_>,
+    src: &Path,
+    first: notify::Result<notify::Event>,
+    rx: &Receiver<notify::Result<notify::Event>>,
+    watcher: &mut Watcher,
+) {
+    let mut evs = Vec::new();
+    watcher::translate(src, first, &mut evs);
+    for raw in rx.try_iter().take(4096) {
+        watcher::translate(src, raw, &mut evs);
+    }
+    for ev in evs {
+        run.handle(ev, watcher);
+    }
+}

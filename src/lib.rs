@@ -1,0 +1,224 @@
+//! softcopy's native core, and the only file that touches PyO3.
+//!
+//! The engine (`engine`, `tracker`, `watcher`, `copier`, `verify`, `sys`) is plain Rust: its threads
+//! never hold the GIL or call Python. This file converts plain values at the boundary, releases the
+//! GIL around everything that blocks, and maps errors to Python exceptions.
+
+pub mod copier;
+pub mod engine;
+mod error;
+pub mod sys;
+pub mod tracker;
+pub mod verify;
+pub mod watcher;
+
+pub use error::{Error, Result};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use engine::{Config, Engine, Level};
+use sys::CopyMethod;
+use verify::ArraySpec;
+
+pyo3::create_exception!(
+    _softcopy,
+    SoftcopyError,
+    PyRuntimeError,
+    "An error inside softcopy's engine."
+);
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        match e {
+            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string())
+            }
+            Error::SourceMissing(_) => pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string()),
+            _ => SoftcopyError::new_err(e.to_string()),
+        }
+    }
+}
+
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
+}
+
+/// One target being copied. See `_softcopy.pyi` for the documentation.
+#[pyclass(module = "softcopy._softcopy", name = "Engine", frozen)]
+struct PyEngine {
+    engine: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
+        marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
+        copy_method="auto"))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        source: PathBuf,
+        destination: PathBuf,
+        nprocs: usize,
+        sleep_time: f64,
+        wait_for_source: bool,
+        marker: String,
+        settle_time: f64,
+        once: bool,
+        low_priority: bool,
+        log_events: bool,
+        copy_method: &str,
+    ) -> PyResult<Self> {
+        if nprocs == 0 {
+            return Err(PyValueError::new_err("nprocs must be at least 1"));
+        }
+        let method = match copy_method {
+            "auto" => CopyMethod::Auto,
+            "sendfile" => CopyMethod::SendFile,
+            "readwrite" => CopyMethod::ReadWrite,
+            other => return Err(PyValueError::new_err(format!("unknown copy_method {other:?}"))),
+        };
+        let config = Config {
+            nprocs,
+            sleep: seconds("sleep_time", sleep_time)?,
+            wait_for_source,
+            marker,
+            settle: seconds("settle_time", settle_time)?,
+            once,
+            method,
+            low_priority,
+            log_events,
+            ..Config::new(source, destination)
+        };
+        Ok(PyEngine {
+            engine: Engine::start(config)?,
+        })
+    }
+
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.engine.status();
+        let d = PyDict::new(py);
+        d.set_item("phase", s.phase.name())?;
+        d.set_item("files_copied", s.files_copied)?;
+        d.set_item("bytes_copied", s.bytes_copied)?;
+        d.set_item("files_deleted", s.files_deleted)?;
+        d.set_item("files_unchanged", s.files_unchanged)?;
+        d.set_item("redundant", s.redundant)?;
+        d.set_item("errors", s.errors)?;
+        d.set_item("failed", s.failed)?;
+        d.set_item("backlog", s.backlog)?;
+        d.set_item("in_flight", s.in_flight)?;
+        d.set_item("writing", s.writing)?;
+        d.set_item("last_error", s.last_error)?;
+        d.set_item("fatal", s.fatal)?;
+        d.set_item("elapsed", s.elapsed)?;
+        d.set_item("finishing", s.finishing)?;
+        Ok(d)
+    }
+
+    fn messages(&self) -> Vec<(&'static str, String)> {
+        self.engine
+            .messages()
+            .into_iter()
+            .map(|(level, text)| {
+                let name = match level {
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warning => "warning",
+                    Level::Error => "error",
+                };
+                (name, text)
+            })
+            .collect()
+    }
+
+    fn finish(&self) {
+        self.engine.finish();
+    }
+
+    fn stop(&self) {
+        self.engine.stop();
+    }
+
+    fn wait(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = seconds("timeout", timeout)?;
+        Ok(py.detach(|| self.engine.wait(timeout)))
+    }
+
+    #[getter]
+    fn source(&self) -> PathBuf {
+        self.engine
+            .roots()
+            .map_or_else(|| self.engine.config().source.clone(), |r| r.0)
+    }
+
+    #[getter]
+    fn destination(&self) -> PathBuf {
+        self.engine
+            .roots()
+            .map_or_else(|| self.engine.config().destination.clone(), |r| r.1)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn verify<'py>(
+        &self,
+        py: Python<'py>,
+        arrays: Vec<(String, Vec<u64>, Vec<u64>, Option<String>, char)>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let Some((src, dst)) = self.engine.roots() else {
+            return Err(SoftcopyError::new_err("verify() needs an engine whose source exists"));
+        };
+        let specs: Vec<ArraySpec> = arrays
+            .into_iter()
+            .map(|(path, shape, grid, prefix, separator)| ArraySpec {
+                path,
+                shape,
+                grid,
+                prefix,
+                separator,
+            })
+            .collect();
+        let marker = self.engine.config().marker.clone();
+        let r = py
+            .detach(|| verify::verify(&src, &dst, &marker, &specs))
+            .map_err(|e| Error::io("verify", &src, e))?;
+        let d = PyDict::new(py);
+        d.set_item("ok", r.ok())?;
+        d.set_item("files", r.files)?;
+        d.set_item("bytes", r.bytes)?;
+        d.set_item("missing", r.missing)?;
+        d.set_item("size_mismatch", r.size_mismatch)?;
+        d.set_item("partials", r.partials)?;
+        d.set_item("symlinks", r.symlinks)?;
+        d.set_item("extra", r.extra)?;
+        d.set_item("expected_chunks", r.expected_chunks)?;
+        d.set_item("present_chunks", r.present_chunks)?;
+        d.set_item("outside_grid", r.outside_grid)?;
+        Ok(d)
+    }
+
+    fn publish_marker(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(py.detach(|| self.engine.publish_marker())?)
+    }
+}
+
+/// Turns "0.1.0-alpha.1" into PEP 440's "0.1.0a1", so `softcopy.__version__` matches the wheel.
+fn python_version() -> String {
+    env!("CARGO_PKG_VERSION")
+        .replace("-alpha.", "a")
+        .replace("-beta.", "b")
+        .replace("-rc.", "rc")
+}
+
+#[pymodule(gil_used = false)]
+fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", python_version())?;
+    m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
+    m.add_class::<PyEngine>()?;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Operating-system calls that the standard library does not offer, each behind `cfg`, each with a
+//! portable fallback so the crate builds (and copies correctly, if less gently) on every platform.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+
+/// How file contents are moved. `Auto` walks the chain copy_file_range → sendfile → read/write,
+/// dropping to the next method when the kernel or filesystem says the current one is unsupported.
+/// The other variants force one step of the chain, so tests can prove every fallback copies correctly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CopyMethod {
+    #[default]
+    Auto,
+    SendFile,
+    ReadWrite,
+}
+
+/// Copies from the current offset of `src` to the current offset of `dst` until `src` reports EOF.
+/// Copying to EOF rather than to a size taken earlier means a file that grew between `fstat` and the
+/// copy is still copied whole; the caller re-checks the source's identity afterwards anyway.
+pub fn copy_contents(src: &File, dst: &File, method: CopyMethod) -> io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::copy_contents(src, dst, method)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = method;
+        read_write(src, dst)
+    }
+}
+
+/// The last step of every chain: a plain user-space copy with a buffer large enough to keep
+/// per-syscall overhead negligible for MiB-sized chunks.
+fn read_write(mut src: &File, mut dst: &File) -> io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Lowers the calling thread's CPU and IO priority as far as the OS allows. Returns a description
+/// of what could not be applied (logged once by the caller) rather than failing: a copy at normal
+/// priority is better than no copy.
+pub fn lower_thread_priority() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::lower_thread_priority()
+    }
+    #[cfg(windows)]
+    {
+        windows::lower_thread_priority()
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
+    {
+        Ok(())
+    }
+}
+
+/// Tells the kernel we will not read this file's pages again, so copying does not evict the
+/// acquisition's own page cache. Dirty pages are kept by the kernel; this only drops clean ones.
+pub fn drop_cache(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open fd; posix_fadvise reads no memory of ours.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::CopyMethod;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    /// Bytes asked for per call: large enough to amortise the syscall, small enough that a stop
+    /// request is noticed between calls on a slow network destination.
+    const STEP: usize = 64 << 20;
+
+    /// errnos meaning "this method does not work here, use the next one" (copy_file_range(2): EXDEV
+    /// across filesystems on older kernels, EINVAL/EOPNOTSUPP on filesystems without support such as
+    /// some FUSE mounts, ENOSYS before 4.5, EPERM in some sandboxes). Anything else is a real error.
+    fn unsupported(err: &io::Error) -> bool {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSYS | libc::EXDEV | libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP)
+        )
+    }
+
+    pub fn copy_contents(src: &File, dst: &File, method: CopyMethod) -> io::Result<u64> {
+        let mut total = 0u64;
+        if method == CopyMethod::Auto {
+            match loop_syscall(src, dst, &mut total, |s, d| {
+                // SAFETY: valid fds; null offsets mean "use and advance the file offsets".
+                unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), STEP, 0) }
+            }) {
+                Ok(()) => return Ok(total),
+                Err(e) if unsupported(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if method != CopyMethod::ReadWrite {
+            match loop_syscall(src, dst, &mut total, |s, d| {
+                // SAFETY: valid fds; a null offset means "use and advance src's file offset".
+                unsafe { libc::sendfile(d, s, std::ptr::null_mut(), STEP) }
+            }) {
+                Ok(()) => return Ok(total),
+                Err(e) if unsupported(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total + super::read_write(src, dst)?)
+    }
+
+    /// Calls `f` until it returns 0 (EOF), adding what it moved to `total`. Returns the first
+    /// error untouched so the caller can decide between falling back and failing; since file
+    /// offsets advanced with every byte moved, the next method resumes exactly where this stopped.
+    fn loop_syscall(
+        src: &File,
+        dst: &File,
+        total: &mut u64,
+        mut f: impl FnMut(libc::c_int, libc::c_int) -> isize,
+    ) -> io::Result<()> {
+        loop {
+            let n = f(src.as_raw_fd(), dst.as_raw_fd());
+            match n {
+                0 => return Ok(()),
+                n if n > 0 => *total += n as u64,
+                _ => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn lower_thread_priority() -> Result<(), String> {
+        // ioprio_set(2): IOPRIO_WHO_PROCESS with who=0 means the calling *thread*, which is why every
+        // worker calls this itself. Class IDLE (3) gets disk time only when nobody else wants it;
+        // honoured by BFQ (and partly mq-deadline), ignored by `none`, hence --max-rate elsewhere.
+        const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+        const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        let mut problems = Vec::new();
+        // SAFETY: plain syscalls with integer arguments.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_ioprio_set,
+                IOPRIO_WHO_PROCESS,
+                0,
+                IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+            )
+        };
+        if rc != 0 {
+            problems.push(format!("ioprio_set(IDLE): {}", io::Error::last_os_error()));
+        }
+        // setpriority(PRIO_PROCESS, tid) sets the nice value of one thread on Linux (see the NOTES
+        // of setpriority(2)), so the Python thread and the watcher keep their priority.
+        // SAFETY: as above.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19)
+        };
+        if rc != 0 {
+            problems.push(format!("setpriority(19): {}", io::Error::last_os_error()));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use windows_sys::Win32::System::Threading::{GetCurrentThread, SetThreadPriority, THREAD_MODE_BACKGROUND_BEGIN};
+
+    pub fn lower_thread_priority() -> Result<(), String> {
+        // THREAD_MODE_BACKGROUND_BEGIN lowers both CPU and IO (and memory) priority of the calling
+        // thread only (SetThreadPriority docs), the Windows counterpart of ioprio IDLE + nice 19.
+        // SAFETY: GetCurrentThread returns a pseudo-handle valid in this thread.
+        let ok = unsafe { SetThreadPriority(GetCurrentThread(), THREAD_MODE_BACKGROUND_BEGIN) };
+        if ok == 0 {
+            Err(format!(
+                "SetThreadPriority(background): {}",
+                std::io::Error::last_os_error()
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! The pure state machine that decides when a source file is ready to copy.
+//!
+//! It sees filesystem changes (already reduced to [`Change`]), hands out [`Job`]s, and learns the
+//! [`Outcome`] of each. It does no I/O and reads no clock: every call takes `now`, so tests drive it
+//! with synthetic event sequences and a mock clock. Rules, from the writers' observed behaviour
+//! (`shared/research/writers.md`):
+//! - a rename onto a final name (or a file found by a scan) is a complete version: ready now;
+//! - a file written in place (MODIFY) is ready once closed (CLOSE_WRITE) and quiet for `settle`;
+//! - a bare CREATE with no write (zarr-python's `link`) is ready after `settle`;
+//! - CLOSE_WRITE without a MODIFY since the last version (tensorstore closing its lock fd after the
+//!   rename) is not a new version;
+//! - a deletion is a job too: the worker finds the source gone and mirrors that;
+//! - lock files and other writers' temps are never tracked at all;
+//! - a file is in the ready queue at most once and in a worker at most once; a change while it is
+//!   being copied makes it copy again afterwards (invariant 2).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What identifies one version of a source file. A rename-over gives a new inode; an in-place
+/// rewrite changes size or mtime. Equal identities mean "already copied, nothing to do".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+/// A filesystem change to one file, relative to the source root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A complete version appeared under this name: a rename onto it, or a scan found it.
+    Replaced,
+    /// The name was created (by `open(O_CREAT)` or by `link`); content may or may not follow.
+    Created,
+    /// Someone wrote into the file in place; it is not ready until closed.
+    Modified,
+    /// A writer closed the file after writing.
+    ClosedWrite,
+    /// The name disappeared (deleted, or renamed away).
+    Removed,
+}
+
+/// One unit of work for a copy worker: bring `rel` at the destination in line with the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub rel: PathBuf,
+    /// The identity of the version this process last copied, so an unchanged file costs one stat.
+    pub prev: Option<Identity>,
+}
+
+/// What a worker did with a [`Job`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new version was copied.
+    Copied { ident: Identity, bytes: u64 },
+    /// The destination already held this version (copied earlier in this run, or by an earlier run).
+    Unchanged(Identity),
+    /// The source is gone; the destination file was removed (or was already absent).
+    Deleted,
+    /// The source changed while it was being copied; the copy was discarded.
+    Changed,
+    /// Not a regular file (a directory, a socket...): nothing to copy.
+    Skipped,
+    /// The copy failed; it is retried with backoff.
+    Failed(String),
+}
+
+/// Copies that fail this many times in a row are given up until the file changes again; the final
+/// verification then lists them. Later work (fault handling) can make this a user option.
+const MAX_FAILURES: u8 = 6;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    None,
+    Now,
+    At(Instant),
+}
+
+#[derive(Debug)]
+struct FileState {
+    want: Want,
+    /// MODIFY seen and no CLOSE_WRITE yet: a writer has it open.
+    writing: bool,
+    queued: bool,
+    in_flight: bool,
+    failures: u8,
+    copied: Option<Identity>,
+    /// How many versions were copied; more than one means redundant copies.
+    copies: u32,
+    /// Found by the current reconcile sweep.
+    seen: bool,
+}
+
+impl FileState {
+    fn new() -> Self {
+        FileState {
+            want: Want::None,
+            writing: false,
+            queued: false,
+            in_flight: false,
+            failures: 0,
+            copied: None,
+            copies: 0,
+            seen: true,
+        }
+    }
+}
+
+/// Counters the tracker keeps about its own decisions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerCounts {
+    /// Copies of a file that had already been copied before in this run.
+    pub redundant: u64,
+    /// Files given up after repeated failures.
+    pub failed: u64,
+}
+
+/// The per-target readiness state machine. See the module docs for the rules.
+#[derive(Debug)]
+pub struct Tracker {
+    /// Ordered by path, so everything below a directory is one contiguous range.
+    files: BTreeMap<PathBuf, FileState>,
+    ready: VecDeque<PathBuf>,
+    timers: BinaryHeap<Reverse<(Instant, PathBuf)>>,
+    settle: Duration,
+    in_flight: usize,
+    counts: TrackerCounts,
+    last_error: Option<String>,
+}
+
+/// True for names that are never data: lock files (`K.__lock`, `K_<hex>.__lock`), other writers'
+/// temps (`*.partial`), our own partials, and our state entries at the root.
+pub fn is_ignored(rel: &Path) -> bool {
+    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name.ends_with(".__lock")
+        || name.ends_with(".partial")
+        || name.ends_with(crate::copier::PARTIAL_SUFFIX)
+        || (rel.parent() == Some(Path::new("")) && name.starts_with(".softcopy"))
+}
+
+impl Tracker {
+    /// A tracker whose in-place writes become ready `settle` after their last close.
+    pub fn new(settle: Duration) -> Self {
+        Tracker {
+            files: BTreeMap::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            settle,
+            in_flight: 0,
+            counts: TrackerCounts::default(),
+            last_error: None,
+        }
+    }
+
+    /// Feeds one change. Ignored names are dropped here, so callers need not filter.
+    pub fn event(&mut self, rel: &Path, change: Change, now: Instant) {
+        if is_ignored(rel) {
+            return;
+        }
+        let settle_at = now + self.settle;
+        let st = self.files.entry(rel.to_path_buf()).or_insert_with(FileState::new);
+        st.failures = 0;
+        let want = match change {
+            Change::Replaced | Change::Removed => {
+                st.writing = false;
+                Want::Now
+            }
+            Change::Created => Want::At(settle_at),
+            Change::Modified => {
+                // Whatever was due is superseded: the writer's close will make it due again.
+                st.writing = true;
+                st.want = Want::None;
+                return;
+            }
+            Change::ClosedWrite => {
+                if !st.writing && !matches!(st.want, Want::At(_)) {
+                    // tensorstore closes its lock fd after renaming it onto K: same version.
+                    return;
+                }
+                st.writing = false;
+                Want::At(settle_at)
+            }
+        };
+        self.want(rel, want);
+    }
+
+    /// Every tracked file at or below `prefix` (a removed or renamed-away directory) is gone.
+    pub fn removed_tree(&mut self, prefix: &Path, now: Instant) {
+        let under: Vec<PathBuf> = self
+            .files
+            .range(prefix.to_path_buf()..)
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(prefix))
+            .cloned()
+            .collect();
+        for rel in under {
+            self.event(&rel, Change::Removed, now);
+        }
+    }
+
+    /// Every tracked path.
+    pub fn tracked(&self) -> impl Iterator<Item = &PathBuf> {
+        self.files.keys()
+    }
+
+    /// Starts a reconcile sweep: every file is unseen until [`Tracker::scanned`] finds it.
+    pub fn begin_sweep(&mut self) {
+        for st in self.files.values_mut() {
+            st.seen = false;
+        }
+    }
+
+    /// A sweep found `rel` with identity `ident`: nothing to do if that version is the one copied,
+    /// otherwise it is a new version (its events were lost, or it was never seen).
+    pub fn scanned(&mut self, rel: &Path, ident: Identity, now: Instant) {
+        if is_ignored(rel) {
+            return;
+        }
+        if let Some(st) = self.files.get_mut(rel) {
+            st.seen = true;
+            if st.copied == Some(ident) && !st.in_flight {
+                st.writing = false;
+                return;
+            }
+        }
+        self.event(rel, Change::Replaced, now);
+    }
+
+    /// Ends a sweep: files it did not find vanished unseen and are mirrored as deletions.
+    pub fn end_sweep(&mut self, now: Instant) {
+        let gone: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, st)| !st.seen)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for rel in gone {
+            self.event(&rel, Change::Removed, now);
+        }
+    }
+
+    fn want(&mut self, rel: &Path, want: Want) {
+        let Some(st) = self.files.get_mut(rel) else { return };
+        match want {
+            Want::None => st.want = Want::None,
+            Want::Now => {
+                st.want = Want::Now;
+                if !st.queued && !st.in_flight && !st.writing {
+                    st.queued = true;
+                    self.ready.push_back(rel.to_path_buf());
+                }
+            }
+            Want::At(t) => {
+                // Never postpone a file that is already due now.
+                if st.want != Want::Now {
+                    st.want = Want::At(t);
+                    self.timers.push(Reverse((t, rel.to_path_buf())));
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, _))) = self.timers.peek() {
+            if *t > now {
+                break;
+            }
+            let Reverse((t, rel)) = self.timers.pop().expect("peeked");
+            // A timer is stale when the file's deadline moved since it was set.
+            if self.files.get(&rel).is_some_and(|st| st.want == Want::At(t)) {
+                self.want(&rel, Want::Now);
+            }
+        }
+    }
+
+    /// The next file to copy, if any is due. The file is then "in flight" until [`Tracker::finish`].
+    pub fn next_job(&mut self, now: Instant) -> Option<Job> {
+        self.fire_timers(now);
+        while let Some(rel) = self.ready.pop_front() {
+            let Some(st) = self.files.get_mut(&rel) else { continue };
+            st.queued = false;
+            if st.want != Want::Now || st.in_flight || st.writing {
+                continue;
+            }
+            st.want = Want::None;
+            st.in_flight = true;
+            self.in_flight += 1;
+            return Some(Job { prev: st.copied, rel });
+        }
+        None
+    }
+
+    /// Records what a worker did with the job for `rel`, re-queueing it if it changed meanwhile.
+    pub fn finish(&mut self, rel: &Path, outcome: Outcome, now: Instant) {
+        let Some(st) = self.files.get_mut(rel) else { return };
+        if st.in_flight {
+            st.in_flight = false;
+            self.in_flight -= 1;
+        }
+        let mut retry = None;
+        match outcome {
+            Outcome::Copied { ident, .. } => {
+                if st.copies > 0 {
+                    self.counts.redundant += 1;
+                }
+                st.copies += 1;
+                st.copied = Some(ident);
+            }
+            Outcome::Unchanged(ident) => st.copied = Some(ident),
+            Outcome::Deleted | Outcome::Skipped => st.copied = None,
+            Outcome::Changed => retry = Some(Want::Now),
+            Outcome::Failed(msg) => {
+                st.failures = st.failures.saturating_add(1);
+                self.last_error = Some(msg);
+                if st.failures < MAX_FAILURES {
+                    // 0.2 s, 0.4 s, ... 6.4 s: rides out a brief hiccup without a busy loop.
+                    let backoff = Duration::from_millis(100 << st.failures);
+                    retry = Some(Want::At(now + backoff));
+                } else {
+                    self.counts.failed += 1;
+                }
+            }
+        }
+        let gone = st.copied.is_none() && st.want == Want::None && !st.writing && retry.is_none();
+        if gone {
+            // Forget deleted files so memory follows the live file set, not its history.
+            self.files.remove(rel);
+            return;
+        }
+        let want = retry.unwrap_or(st.want);
+        if want != Want::None {
+            // `want` re-evaluates queueing now that the file is no longer in flight.
+            if let Want::At(_) = want {
+                st.want = Want::None;
+            }
+            self.want(rel, want);
+        }
+    }
+
+    /// When the next timer is due, so the caller can sleep exactly until then.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Nothing queued, nothing in flight, nothing waiting to settle.
+    pub fn is_idle(&self) -> bool {
+        // Only live timers count; files open for writing do not, so a writer that never closes
+        // cannot hold up the end (the final reconcile scan copies whatever is there).
+        self.in_flight == 0
+            && self.ready.is_empty()
+            && self
+                .timers
+                .iter()
+                .all(|Reverse((t, rel))| self.files.get(rel).is_none_or(|st| st.want != Want::At(*t)))
+    }
+
+    /// Files complete at the source and waiting for a worker.
+    pub fn backlog(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Files a worker is copying now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Files currently being written in place (not yet closed).
+    pub fn writing(&self) -> usize {
+        self.files.values().filter(|st| st.writing).count()
+    }
+
+    /// Counters about the tracker's decisions.
+    pub fn counts(&self) -> TrackerCounts {
+        self.counts
+    }
+
+    /// The most recent copy failure message, for the status line.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mock clock: a fixed origin plus offsets in milliseconds.
+    struct Clock(Instant);
+    impl Clock {
+        fn at(&self, ms: u64) -> Instant {
+            self.0 + Duration::from_millis(ms)
+        }
+    }
+
+    fn ident(ino: u64) -> Identity {
+        Identity {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime_ns: 0,
+        }
+    }
+
+    fn copied(ino: u64) -> Outcome {
+        Outcome::Copied {
+            ident: ident(ino),
+            bytes: 10,
+        }
+    }
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    fn setup() -> (Tracker, Clock) {
+        (Tracker::new(Duration::from_millis(100)), Clock(Instant::now()))
+    }
+
+    fn drain(t: &mut Tracker, now: Instant) -> Vec<PathBuf> {
+        std::iter::from_fn(|| t.next_job(now)).map(|j| j.rel).collect()
+    }
+
+    #[test]
+    fn tensorstore_os_mode_write_is_one_copy() {
+        // CREATE K.__lock, CLOSE_WRITE K.__lock (before data), MODIFY K.__lock, MOVED_FROM K.__lock,
+        // MOVED_TO K, CLOSE_WRITE K — exactly as recorded in writers.md §1.
+        let (mut t, c) = setup();
+        t.event(&p("0.0.__lock"), Change::Created, c.at(0));
+        t.event(&p("0.0.__lock"), Change::ClosedWrite, c.at(0));
+        t.event(&p("0.0.__lock"), Change::Modified, c.at(0));
+        t.event(&p("0.0.__lock"), Change::Removed, c.at(1));
+        t.event(&p("0.0"), Change::Replaced, c.at(1));
+        t.event(&p("0.0"), Change::ClosedWrite, c.at(1));
+        assert_eq!(drain(&mut t, c.at(1)), vec![p("0.0")]);
+        t.finish(&p("0.0"), copied(1), c.at(2));
+        // The trailing CLOSE_WRITE K is the lock fd closing: no second copy, ever.
+        assert_eq!(drain(&mut t, c.at(10_000)), Vec::<PathBuf>::new());
+        assert!(t.is_idle());
+        assert_eq!(t.counts().redundant, 0);
+    }
+
+    #[test]
+    fn lock_and_partial_names_are_never_jobs() {
+        let (mut t, c) = setup();
+        for name in [
+            "a/0.__lock",
+            "a/0_0123456789abcdef.__lock",
+            "zarr.0123abcd.partial",
+            "x/.k.1.softcopy-partial",
+        ] {
+            t.event(&p(name), Change::Created, c.at(0));
+            t.event(&p(name), Change::Modified, c.at(0));
+            t.event(&p(name), Change::ClosedWrite, c.at(0));
+            t.event(&p(name), Change::Replaced, c.at(0));
+        }
+        assert!(drain(&mut t, c.at(1000)).is_empty());
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn new_version_while_copying_copies_again_after() {
+        let (mut t, c) = setup();
+        t.event(&p("k"), Change::Replaced, c.at(0));
+        let job = t.next_job(c.at(0)).unwrap();
+        assert_eq!(job.prev, None);
+        // A second version lands while the first is being copied: not dispatched concurrently.
+        t.event(&p("k"), Change::Replaced, c.at(1));
+        t.event(&p("k"), Change::Replaced, c.at(2));
+        assert_eq!(t.next_job(c.at(2)), None);
+        t.finish(&p("k"), copied(1), c.at(3));
+        let again = t.next_job(c.at(3)).unwrap();
+        assert_eq!(again.prev, Some(ident(1)));
+        assert_eq!(t.next_job(c.at(3)), None, "queued at most once");
+        t.finish(&p("k"), copied(2), c.at(4));
+        assert_eq!(t.counts().redundant, 1);
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn repeated_triggers_while_queued_queue_once() {
+        let (mut t, c) = setup();
+        for _ in 0..5 {
+            t.event(&p("k"), Change::Replaced, c.at(0));
+        }
+        assert_eq!(t.backlog(), 1);
+        assert_eq!(drain(&mut t, c.at(0)), vec![p("k")]);
+    }
+
+    #[test]
+    fn in_place_write_waits_for_close_and_settle() {
+        // acquire-zarr / tensorstore non_atomic: CREATE, MODIFY..., CLOSE_WRITE.
+        let (mut t, c) = setup();
+        t.event(&p("s"), Change::Created, c.at(0));
+        t.event(&p("s"), Change::Modified, c.at(1));
+        assert!(drain(&mut t, c.at(5_000)).is_empty(), "open for writing: never copied");
+        t.event(&p("s"), Change::Modified, c.at(5_000));
+        t.event(&p("s"), Change::ClosedWrite, c.at(5_001));
+        assert!(drain(&mut t, c.at(5_050)).is_empty(), "not settled yet");
+        assert_eq!(t.next_deadline(), Some(c.at(5_101)));
+        assert_eq!(drain(&mut t, c.at(5_101)), vec![p("s")]);
+    }
+
+    #[test]
+    fn link_publish_without_write_is_ready_after_settle() {
+        // zarr-python set_if_not_exists: link(tmp, K) → a bare CREATE K with complete content.
+        let (mut t, c) = setup();
+        t.event(&p("zarr.json"), Change::Created, c.at(0));
+        assert!(drain(&mut t, c.at(99)).is_empty());
+        assert_eq!(drain(&mut t, c.at(100)), vec![p("zarr.json")]);
+    }
+
+    #[test]
+    fn created_then_written_is_not_copied_at_the_create_deadline() {
+        let (mut t, c) = setup();
+        t.event(&p("f"), Change::Created, c.at(0));
+        t.event(&p("f"), Change::Modified, c.at(10));
+        assert!(drain(&mut t, c.at(500)).is_empty());
+        t.event(&p("f"), Change::ClosedWrite, c.at(600));
+        assert_eq!(drain(&mut t, c.at(700)), vec![p("f")]);
+    }
+
+    #[test]
+    fn modify_while_copying_waits_for_close_before_copying_again() {
+        let (mut t, c) = setup();
+        t.event(&p("f"), Change::Replaced, c.at(0));
+        let _ = t.next_job(c.at(0)).unwrap();
+        t.event(&p("f"), Change::Modified, c.at(1));
+        t.finish(&p("f"), copied(1), c.at(2));
+        assert!(drain(&mut t, c.at(1000)).is_empty());
+        t.event(&p("f"), Change::ClosedWrite, c.at(1000));
+        assert_eq!(drain(&mut t, c.at(1100)), vec![p("f")]);
+    }
+
+    #[test]
+    fn deletion_is_a_job_and_then_forgotten() {
+        let (mut t, c) = setup();
+        t.event(&p("k"), Change::Replaced, c.at(0));
+        let _ = t.next_job(c.at(0));
+        t.finish(&p("k"), copied(1), c.at(0));
+        t.event(&p("k"), Change::Removed, c.at(1));
+        let job = t.next_job(c.at(1)).unwrap();
+        assert_eq!(job.rel, p("k"));
+        t.finish(&p("k"), Outcome::Deleted, c.at(1));
+        assert_eq!(t.tracked().count(), 0);
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn delete_during_copy_is_mirrored_after_the_copy() {
+        let (mut t, c) = setup();
+        t.event(&p("k"), Change::Replaced, c.at(0));
+        let _ = t.next_job(c.at(0));
+        t.event(&p("k"), Change::Removed, c.at(1));
+        t.finish(&p("k"), copied(1), c.at(2));
+        assert_eq!(drain(&mut t, c.at(2)), vec![p("k")]);
+    }
+
+    #[test]
+    fn removed_tree_removes_everything_below() {
+        let (mut t, c) = setup();
+        for k in ["a/c/0/0", "a/c/0/1", "b/c/0/0"] {
+            t.event(&p(k), Change::Replaced, c.at(0));
+        }
+        for rel in drain(&mut t, c.at(0)) {
+            t.finish(&rel, copied(1), c.at(0));
+        }
+        t.removed_tree(&p("a/c"), c.at(1));
+        let mut jobs = drain(&mut t, c.at(1));
+        jobs.sort();
+        assert_eq!(jobs, vec![p("a/c/0/0"), p("a/c/0/1")]);
+    }
+
+    #[test]
+    fn sweep_requeues_changed_and_vanished_files_only() {
+        let (mut t, c) = setup();
+        for (k, ino) in [("same", 1), ("changed", 2), ("vanished", 3)] {
+            t.event(&p(k), Change::Replaced, c.at(0));
+            let job = t.next_job(c.at(0)).unwrap();
+            t.finish(&job.rel, copied(ino), c.at(0));
+        }
+        t.begin_sweep();
+        t.scanned(&p("same"), ident(1), c.at(1));
+        t.scanned(&p("changed"), ident(9), c.at(1));
+        t.scanned(&p("new"), ident(4), c.at(1));
+        t.scanned(&p("x.__lock"), ident(5), c.at(1));
+        t.end_sweep(c.at(1));
+        let mut jobs = drain(&mut t, c.at(1));
+        jobs.sort();
+        assert_eq!(jobs, vec![p("changed"), p("new"), p("vanished")]);
+    }
+
+    #[test]
+    fn changed_during_copy_is_retried_at_once() {
+        let (mut t, c) = setup();
+        t.event(&p("k"), Change::Replaced, c.at(0));
+        let _ = t.next_job(c.at(0));
+        t.finish(&p("k"), Outcome::Changed, c.at(1));
+        assert_eq!(drain(&mut t, c.at(1)), vec![p("k")]);
+    }
+
+    #[test]
+    fn failures_back_off_then_give_up() {
+        let (mut t, c) = setup();
+        t.event(&p("k"), Change::Replaced, c.at(0));
+        let mut now = 0;
+        let mut attempts = 0;
+        while let Some(job) = t.next_job(c.at(now)) {
+            attempts += 1;
+            t.finish(&job.rel, Outcome::Failed("disk full".into()), c.at(now));
+            assert!(t.next_job(c.at(now)).is_none(), "no retry without backoff");
+            now += 10_000;
+        }
+        assert_eq!(attempts, MAX_FAILURES as usize);
+        assert_eq!(t.counts().failed, 1);
+        assert_eq!(t.last_error(), Some("disk full"));
+        assert!(t.is_idle(), "a given-up file must not block the end");
+        // A new version of the file makes it eligible again.
+        t.event(&p("k"), Change::Replaced, c.at(now));
+        assert!(t.next_job(c.at(now)).is_some());
+    }
+
+    #[test]
+    fn every_ordering_of_a_tensorstore_write_and_delete_ends_consistent() {
+        // All permutations of (rename-in, delete, scan) for one key: whatever the order, after the
+        // last event the tracker wants exactly one more job for the key, so the worker (which reads
+        // the source as it is then) makes the destination match.
+        let events = [Change::Replaced, Change::Removed, Change::Replaced];
+        let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        for order in orders {
+            for split in 0..=3 {
+                let (mut t, c) = setup();
+                let mut in_flight = None;
+                for (i, &e) in order.iter().enumerate() {
+                    if i == split {
+                        in_flight = t.next_job(c.at(i as u64));
+                    }
+                    t.event(&p("k"), events[e], c.at(i as u64));
+                }
+                if let Some(job) = in_flight {
+                    t.finish(&job.rel, copied(1), c.at(10));
+                }
+                assert_eq!(drain(&mut t, c.at(10)), vec![p("k")], "order {order:?} split {split}");
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The end-of-copy proof (invariant 5): every source file is at the destination with the same
+//! size, no partial is left, and for every Zarr array the chunk (or shard) files are accounted for
+//! against the grid given by the final metadata — present, or absent at the source (fill value).
+//!
+//! The expected set is never materialised: a file's key is parsed and checked against the grid, so
+//! an array of ten million chunks costs nothing per absent chunk.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use crate::copier::PARTIAL_SUFFIX;
+use crate::tracker::is_ignored;
+
+/// What verification needs to know about one array: where it is, its shape, the grid of files
+/// (chunk shape, or shard shape when sharded) and how grid indices become file names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArraySpec {
+    /// Relative to the source root, `/`-separated ("" for an array at the root).
+    pub path: String,
+    pub shape: Vec<u64>,
+    pub grid: Vec<u64>,
+    /// `Some("c")` for Zarr v3's default chunk key encoding, `None` for v2-style keys.
+    pub prefix: Option<String>,
+    pub separator: char,
+}
+
+impl ArraySpec {
+    fn cells(&self) -> Vec<u64> {
+        self.shape
+            .iter()
+            .zip(&self.grid)
+            .map(|(&s, &g)| if g == 0 { 0 } else { s.div_ceil(g) })
+            .collect()
+    }
+
+    /// The number of files the grid has room for.
+    pub fn expected(&self) -> u64 {
+        self.cells().iter().fold(1u64, |acc, &n| acc.saturating_mul(n))
+    }
+
+    /// Parses a key (relative to the array) into grid indices, if it is one of this array's keys.
+    pub fn parse_key(&self, key: &str) -> Option<Vec<u64>> {
+        let body = match &self.prefix {
+            Some(p) => {
+                let rest = key.strip_prefix(p.as_str())?;
+                if rest.is_empty() {
+                    return self.shape.is_empty().then(Vec::new);
+                }
+                rest.strip_prefix(self.separator)?
+            }
+            None if self.shape.is_empty() => return (key == "0").then(Vec::new),
+            None => key,
+        };
+        let idx: Vec<u64> = body
+            .split(self.separator)
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()?;
+        (idx.len() == self.shape.len()).then_some(idx)
+    }
+
+    fn in_bounds(&self, idx: &[u64]) -> bool {
+        idx.iter().zip(self.cells()).all(|(&i, n)| i < n)
+    }
+}
+
+/// The verdict, with every problem named.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub files: u64,
+    pub bytes: u64,
+    /// Source files with no destination file.
+    pub missing: Vec<PathBuf>,
+    /// (path, source size, destination size).
+    pub size_mismatch: Vec<(PathBuf, u64, u64)>,
+    /// Our temporary files still at the destination.
+    pub partials: Vec<PathBuf>,
+    /// Symlinks in the source: never followed, never copied.
+    pub symlinks: Vec<PathBuf>,
+    /// Files at the destination that the source does not have (not an error: reported).
+    pub extra: u64,
+    /// Chunk/shard files the final metadata has room for, over all arrays.
+    pub expected_chunks: u64,
+    /// ...of which exist at the source (the rest are fill value).
+    pub present_chunks: u64,
+    /// Files named like chunk keys but outside the final grid (e.g. left by a shrinking resize).
+    pub outside_grid: Vec<PathBuf>,
+}
+
+impl Report {
+    /// True when the destination holds everything (invariant 5).
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty() && self.size_mismatch.is_empty() && self.partials.is_empty()
+    }
+}
+
+fn slash_path(rel: &Path) -> String {
+    let parts: Vec<_> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy()),
+            _ => None,
+        })
+        .collect();
+    parts.join("/")
+}
+
+/// Compares `src` and `dst` (ignoring the marker, locks and temps at the source).
+pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec]) -> std::io::Result<Report> {
+    let mut report = Report::default();
+    let by_path: HashMap<&str, &ArraySpec> = arrays.iter().map(|a| (a.path.as_str(), a)).collect();
+    report.expected_chunks = arrays.iter().map(ArraySpec::expected).sum();
+    for entry in walkdir::WalkDir::new(src).follow_links(false) {
+        let entry = entry?;
+        let Ok(rel) = entry.path().strip_prefix(src) else {
+            continue;
+        };
+        if entry.file_type().is_symlink() {
+            report.symlinks.push(rel.to_path_buf());
+            continue;
+        }
+        if !entry.file_type().is_file() || is_ignored(rel) || rel.as_os_str() == marker {
+            continue;
+        }
+        let size = entry.metadata()?.len();
+        report.files += 1;
+        report.bytes += size;
+        match fs::symlink_metadata(dst.join(rel)) {
+            Ok(m) if m.is_file() && m.len() == size => {}
+            Ok(m) if m.is_file() => report.size_mismatch.push((rel.to_path_buf(), size, m.len())),
+            _ => report.missing.push(rel.to_path_buf()),
+        }
+        account_chunk(&slash_path(rel), &by_path, &mut report);
+    }
+    for entry in walkdir::WalkDir::new(dst).follow_links(false) {
+        let entry = entry?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(dst) else {
+            continue;
+        };
+        if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+            report.partials.push(rel.to_path_buf());
+        } else if fs::symlink_metadata(src.join(rel)).is_err() && rel.as_os_str() != marker {
+            report.extra += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Finds the array a file belongs to (its nearest ancestor that is an array) and counts the file
+/// against that array's grid.
+fn account_chunk(rel: &str, arrays: &HashMap<&str, &ArraySpec>, report: &mut Report) {
+    let mut dir = rel;
+    loop {
+        let parent = dir.rfind('/').map_or("", |i| &dir[..i]);
+        if let Some(spec) = arrays.get(parent) {
+            let key = if parent.is_empty() {
+                rel
+            } else {
+                &rel[parent.len() + 1..]
+            };
+            if let Some(idx) = spec.parse_key(key) {
+                if spec.in_bounds(&idx) {
+                    report.present_chunks += 1;
+                } else {
+                    report.outside_grid.push(PathBuf::from(rel));
+                }
+            }
+            return;
+        }
+        if parent.is_empty() {
+            return;
+        }
+        dir = parent;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(shape: &[u64], grid: &[u64], prefix: Option<&str>, sep: char) -> ArraySpec {
+        ArraySpec {
+            path: "a".into(),
+            shape: shape.to_vec(),
+            grid: grid.to_vec(),
+            prefix: prefix.map(Into::into),
+            separator: sep,
+        }
+    }
+
+    #[test]
+    fn key_encodings() {
+        let v2dot = spec(&[10, 10], &[4, 5], None, '.');
+        assert_eq!(v2dot.expected(), 6);
+        assert_eq!(v2dot.parse_key("2.1"), Some(vec![2, 1]));
+        assert_eq!(v2dot.parse_key("2/1"), None);
+        assert_eq!(v2dot.parse_key(".zarray"), None);
+        let v3 = spec(&[10, 10], &[4, 5], Some("c"), '/');
+        assert_eq!(v3.parse_key("c/2/1"), Some(vec![2, 1]));
+        assert_eq!(v3.parse_key("2/1"), None);
+        assert_eq!(v3.parse_key("zarr.json"), None);
+        let scalar3 = spec(&[], &[], Some("c"), '/');
+        assert_eq!(scalar3.parse_key("c"), Some(vec![]));
+        assert_eq!(scalar3.expected(), 1);
+        let scalar2 = spec(&[], &[], None, '.');
+        assert_eq!(scalar2.parse_key("0"), Some(vec![]));
+    }
+
+    #[test]
+    fn ten_million_chunks_cost_nothing_per_chunk() {
+        let big = spec(&[10_000_000, 1], &[1, 1], Some("c"), '/');
+        assert_eq!(big.expected(), 10_000_000);
+    }
+
+    #[test]
+    fn nested_arrays_find_their_nearest_array() {
+        let outer = ArraySpec {
+            path: "".into(),
+            ..spec(&[4], &[2], None, '.')
+        };
+        let inner = ArraySpec {
+            path: "g/s0".into(),
+            ..spec(&[4, 4], &[2, 2], Some("c"), '/')
+        };
+        let map: HashMap<&str, &ArraySpec> = [("", &outer), ("g/s0", &inner)].into_iter().collect();
+        let mut r = Report::default();
+        account_chunk("1", &map, &mut r);
+        account_chunk("g/s0/c/1/1", &map, &mut r);
+        account_chunk("g/s0/c/2/0", &map, &mut r);
+        assert_eq!(r.present_chunks, 2);
+        assert_eq!(r.outside_grid, vec![PathBuf::from("g/s0/c/2/0")]);
+    }
+}

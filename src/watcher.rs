@@ -1,0 +1,170 @@
+//! Filesystem events from notify, reduced to what the tracker needs, plus the scans that events
+//! cannot replace: the initial scan (after the watch is in place), the scan of every new directory
+//! (after *its* watch is in place), and full rescans after an event-queue overflow (invariant 3).
+
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::Sender;
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+
+use crate::tracker::{is_ignored, Change, Identity};
+use crate::{Error, Result};
+
+/// One event, in the engine's terms. Paths are relative to the source root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsEvent {
+    /// A change to a file.
+    File(PathBuf, Change),
+    /// A directory appeared (created, or renamed into the tree): watch it, then scan it.
+    NewDir(PathBuf),
+    /// A name disappeared that may be a directory (removed, or renamed away): everything tracked
+    /// at or below it is gone.
+    Gone(PathBuf),
+    /// Events were lost (queue overflow): rescan everything.
+    Rescan,
+    /// The watcher reported a problem (e.g. the inotify watch limit).
+    Error(String),
+}
+
+/// A recursive watch on one source tree.
+pub struct Watcher {
+    inner: RecommendedWatcher,
+}
+
+impl Watcher {
+    /// Watches `root` recursively, delivering raw notify events on `tx`. Returns only once the
+    /// watch is installed, so a scan started afterwards cannot miss a file.
+    pub fn new(root: &Path, tx: Sender<notify::Result<Event>>) -> Result<Self> {
+        let mut inner = notify::recommended_watcher(tx).map_err(|e| watch_error(root, e))?;
+        inner
+            .watch(root, RecursiveMode::Recursive)
+            .map_err(|e| watch_error(root, e))?;
+        Ok(Watcher { inner })
+    }
+
+    /// Makes sure a newly created directory is watched before it is scanned.
+    ///
+    /// notify's inotify backend adds the watch for a new directory only after it has delivered the
+    /// whole batch of events containing its creation, so a scan started on receipt of the event
+    /// could run before the watch exists and miss files created in between (writers create the
+    /// directory just before its first file). `watch()` is served by the same single event-loop
+    /// thread, after that batch, so once it returns the watch is certainly in place.
+    pub fn ensure_watched(&mut self, dir: &Path) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            self.inner
+                .watch(dir, RecursiveMode::Recursive)
+                .map_err(|e| watch_error(dir, e))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            // ReadDirectoryChangesW / FSEvents watch the whole tree with one handle: new
+            // directories are covered from the moment they exist.
+            let _ = dir;
+            Ok(())
+        }
+    }
+}
+
+fn watch_error(path: &Path, e: notify::Error) -> Error {
+    let message = match e.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            "the inotify watch limit is reached; raise it with `sysctl fs.inotify.max_user_watches=1048576`".into()
+        }
+        _ => e.to_string(),
+    };
+    Error::Watch {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Translates one notify event into engine events, relative to `root`.
+pub fn translate(root: &Path, event: notify::Result<Event>, out: &mut Vec<FsEvent>) {
+    let event = match event {
+        Ok(ev) => ev,
+        Err(e) => {
+            out.push(FsEvent::Error(watch_error(root, e).to_string()));
+            return;
+        }
+    };
+    if event.need_rescan() {
+        out.push(FsEvent::Rescan);
+        return;
+    }
+    for path in &event.paths {
+        let Ok(rel) = path.strip_prefix(root) else { continue };
+        if rel.as_os_str().is_empty() {
+            // Events on the root itself (deleted, moved) are handled by later work on root recreation.
+            continue;
+        }
+        let rel = rel.to_path_buf();
+        let ev = match event.kind {
+            EventKind::Create(CreateKind::Folder) => FsEvent::NewDir(rel),
+            EventKind::Create(_) => {
+                if path.is_dir() {
+                    FsEvent::NewDir(rel)
+                } else {
+                    FsEvent::File(rel, Change::Created)
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                // Lock and temp names never become directories; skip the stat for them.
+                if !is_ignored(&rel) && path.is_dir() {
+                    FsEvent::NewDir(rel)
+                } else {
+                    FsEvent::File(rel, Change::Replaced)
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) if is_ignored(&rel) => continue,
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => FsEvent::Gone(rel),
+            EventKind::Modify(ModifyKind::Name(_)) => continue,
+            EventKind::Modify(ModifyKind::Data(_)) => FsEvent::File(rel, Change::Modified),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => FsEvent::File(rel, Change::ClosedWrite),
+            EventKind::Remove(RemoveKind::Folder) => FsEvent::Gone(rel),
+            EventKind::Remove(_) => FsEvent::File(rel, Change::Removed),
+            _ => continue,
+        };
+        out.push(ev);
+    }
+}
+
+/// Walks `root/start` and calls `found` with each regular file's path relative to `root` (and its
+/// identity when `with_identity`, at the cost of one `lstat` per file). Symlinks are not followed.
+pub fn scan(
+    root: &Path,
+    start: &Path,
+    with_identity: bool,
+    mut found: impl FnMut(PathBuf, Option<Identity>),
+) -> std::io::Result<()> {
+    let top = root.join(start);
+    for entry in walkdir::WalkDir::new(&top).follow_links(false) {
+        let entry = match entry {
+            Ok(e) => e,
+            // A directory deleted while we walk it is the writer's business, not an error.
+            Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
+            Err(e) if e.depth() == 0 => return Err(e.into()),
+            Err(_) => continue,
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        if is_ignored(rel) {
+            continue;
+        }
+        let ident = if with_identity {
+            match entry.metadata() {
+                Ok(m) => Some(crate::copier::identity(&m)),
+                Err(_) => continue,
+            }
+        } else {
+            None
+        };
+        found(rel.to_path_buf(), ident);
+    }
+    Ok(())
+}
