@@ -1,0 +1,3 @@
+from softcopy.cli import main
+
+main()

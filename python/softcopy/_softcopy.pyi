@@ -1,0 +1,82 @@
+"""Native core of softcopy (Rust). Use the `softcopy` package, not this module directly."""
+
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal
+
+__version__: str
+
+class SoftcopyError(RuntimeError):
+    """An error inside softcopy's engine (a fatal fault, or verify() before the source exists)."""
+
+class Engine:
+    """One target being copied: a watcher, a tracker and a pool of copy workers in Rust threads.
+
+    The engine starts at once. Python reads its progress with `status()` and `messages()`; nothing
+    in the engine's threads ever runs Python code.
+
+    Args:
+        source: the Zarr archive (or any folder) being written.
+        destination: where to copy it; created if missing.
+        nprocs: copy worker threads.
+        sleep_time: seconds each worker pauses after each file it copied.
+        wait_for_source: wait for a missing source to appear instead of failing.
+        marker: name of the file at the source root that ends the acquisition; copied last.
+        settle_time: seconds a file written in place must stay closed before it is copied.
+        once: copy what is there now, then finish without waiting for the marker.
+        low_priority: idle IO priority and nice 19 in every worker thread.
+        log_events: report every filesystem event as a debug message.
+        copy_method: "auto" (copy_file_range, then sendfile, then read/write), or force
+            "sendfile" or "readwrite" (used by tests to exercise every fallback).
+    """
+
+    def __init__(
+        self,
+        source: str | PathLike[str],
+        destination: str | PathLike[str],
+        *,
+        nprocs: int = 8,
+        sleep_time: float = 0.0,
+        wait_for_source: bool = True,
+        marker: str = "complete",
+        settle_time: float = 0.05,
+        once: bool = False,
+        low_priority: bool = True,
+        log_events: bool = False,
+        copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
+    ) -> None: ...
+    def status(self) -> dict[str, Any]:
+        """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
+        errors, failed, backlog, in_flight, writing, last_error, fatal, elapsed, finishing.
+
+        `phase` is one of "starting", "waiting", "scanning", "copying", "finishing", "drained",
+        "stopped", "failed".
+        """
+    def messages(self) -> list[tuple[Literal["debug", "info", "warning", "error"], str]]:
+        """Takes the messages queued since the last call (oldest dropped beyond 10 000)."""
+    def finish(self) -> None:
+        """Declares the acquisition over, as if the marker had appeared."""
+    def stop(self) -> None:
+        """Stops without finishing; no partial file is ever left under a final name."""
+    def wait(self, timeout: float) -> bool:
+        """Waits up to `timeout` seconds, without the GIL, for the engine to end; True if it did."""
+    @property
+    def source(self) -> Path:
+        """The resolved source root (as given until the source exists)."""
+    @property
+    def destination(self) -> Path:
+        """The resolved destination root (as given until the source exists)."""
+    def verify(self, arrays: list[tuple[str, list[int], list[int], str | None, str]]) -> dict[str, Any]:
+        """Compares source and destination after the engine drained.
+
+        Args:
+            arrays: one (path, shape, grid, prefix, separator) per Zarr array, from the final
+                metadata; `grid` is the chunk shape (the shard shape when sharded), `prefix` is
+                "c" for Zarr v3's default key encoding and None for v2-style keys.
+
+        Returns:
+            ok, files, bytes, missing, size_mismatch, partials, symlinks, extra,
+            expected_chunks, present_chunks, outside_grid.
+        """
+    def publish_marker(self) -> bool:
+        """Copies the marker to the destination (after verification). False if there is none."""

@@ -1,0 +1,158 @@
+"""The `softcopy` command. It parses options, loads the targets, runs a Copier and maps the outcome
+to an exit code: 0 verified, 1 incomplete, 2 bad input, 130/143 stopped by SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from softcopy import __version__
+from softcopy.config import ConfigError, Target, load_targets, make_target
+from softcopy.display import Display, print_report
+from softcopy.run import Copier, Report
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+
+log = logging.getLogger("softcopy")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager stopping us) handled like Ctrl-C, with its own exit code."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated()
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"softcopy: error: {message}", err=True)
+    sys.exit(code)
+
+
+def setup_logging(console: Console, verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+
+
+def run_copier(targets: list[Target], console: Console, *, verbose: bool, log_every: float, live: bool) -> int:
+    """Runs the copy with a progress display; returns the exit code."""
+    copier = Copier(targets, log_events=verbose)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    report: Report | None = None
+    code = EXIT_OK
+    try:
+        copier.start()
+        with Display(console, copier.status, log_every, live) as display:
+            while report is None:
+                report = copier.wait(0.25)
+                display.step()
+    except KeyboardInterrupt as e:
+        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+        copier.stop()
+        report = copier.wait(30)
+        console.print("softcopy: stopped; files already copied are kept, run the same command again to resume")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if report is not None:
+        print_report(console, report)
+    if code != EXIT_OK:
+        return code
+    assert report is not None
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE
+
+
+OPTION_HELP = {
+    "nprocs": "Copy workers per target.",
+    "sleep_time": "Seconds each worker pauses after each file it copied (eases the load on the source disk).",
+    "wait_for_source": "Wait for a missing source to appear; 'false' makes a missing source an error.",
+}
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=(
+        "TARGETS_FILE is YAML:\n\n"
+        "\b\n"
+        "  targets:\n"
+        "    - source: /acquisition/data.zarr\n"
+        "      destination: /cluster/project/data.zarr\n"
+        "      nprocs: 4            # any option may be set per target\n\n"
+        "Relative paths in it are taken from the file's folder. Every target is copied in parallel. "
+        "The copy of a target ends when the file 'complete' appears at its source root (the writer's "
+        "signal that the acquisition is over) or at once with --once; softcopy then checks that every "
+        "file arrived with the right size and copies the marker last.\n\n"
+        "Exit codes: 0 all copied and verified; 1 something is missing or different (listed); "
+        "2 bad input; 130/143 stopped by Ctrl-C/SIGTERM (run again to resume).\n\n"
+        "'softcopy --demo' copies a simulated acquisition live, to show what softcopy does."
+    ),
+)
+@click.argument("paths", nargs=-1, metavar="TARGETS_FILE | SRC DST", type=click.Path(path_type=Path))
+@click.option("--nprocs", type=click.IntRange(min=1), default=None, help=OPTION_HELP["nprocs"] + "  [default: 8]")
+@click.option(
+    "--sleep-time", type=click.FloatRange(min=0), default=None, help=OPTION_HELP["sleep_time"] + "  [default: 0]"
+)
+@click.option(
+    "--wait-for-source", type=click.BOOL, default=None, help=OPTION_HELP["wait_for_source"] + "  [default: true]"
+)
+@click.option(
+    "--once", is_flag=True, default=None, help="Copy what is there now and finish, without waiting for the marker."
+)
+@click.option(
+    "--marker", default=None, help="Name of the end-of-acquisition file at the source root.  [default: complete]"
+)
+@click.option(
+    "--log-every",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between status lines when not on a terminal (0: none).",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Log initialisation, Zarr analysis, every filesystem event, debug info."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the final result.")
+@click.option("--demo", is_flag=True, help="Run the built-in demo: a simulated acquisition copied live.")
+@click.version_option(__version__, "-V", "--version", prog_name="softcopy")
+def main(paths: tuple[Path, ...], log_every: float, verbose: bool, quiet: bool, demo: bool, **options: Any) -> None:
+    """Copy Zarr archives to their destination while the microscope is still writing them.
+
+    \b
+      softcopy TARGETS_FILE [OPTIONS]   copy every source/destination pair in a YAML file
+      softcopy SRC DST [OPTIONS]        copy one archive
+
+    Files are copied as soon as the writer completes them (tensorstore renames, closed files),
+    at idle IO priority and nice 19, to a temporary name that is renamed into place, so the
+    destination never holds a partial file under a real name.
+    """
+    console = Console(stderr=True)
+    setup_logging(console, verbose, quiet)
+    given = {k: v for k, v in options.items() if v is not None}
+    if demo:
+        if paths:
+            fail("--demo takes no paths")
+        from softcopy.demo import run_demo
+
+        sys.exit(run_demo(console, given))
+    try:
+        if len(paths) == 1:
+            targets = load_targets(paths[0], given)
+        elif len(paths) == 2:
+            targets = [make_target(paths[0].expanduser().resolve(), paths[1].expanduser().resolve(), given)]
+        else:
+            raise click.UsageError("give a TARGETS_FILE, or SRC and DST (see --help)")
+        for t in targets:
+            if not t.wait_for_source and not t.source.exists():
+                raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
+    except ConfigError as e:
+        fail(str(e))
+    live = console.is_terminal and not quiet
+    sys.exit(run_copier(targets, console, verbose=verbose, log_every=0 if quiet else log_every, live=live))

@@ -1,0 +1,174 @@
+"""The targets file: YAML in, validated `Target`s out. Every error is one line naming the file, the
+target and the key, because the person reading it is setting up a 24-hour run and must fix it fast.
+
+Relative paths and `~` in a targets file are resolved against the folder the file is in (not the
+current directory), so the same file works from a service, a cron job or a shell.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad input: a malformed targets file, a bad option, impossible paths. The message is one line."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One source → destination pair and the options it is copied with."""
+
+    source: Path
+    destination: Path
+    nprocs: int = 8
+    """Copy workers for this target."""
+    sleep_time: float = 0.0
+    """Seconds each worker pauses after each file it copied."""
+    wait_for_source: bool = True
+    """Wait for a missing source to appear (False: a missing source is an error)."""
+    marker: str = "complete"
+    """File at the source root that says the acquisition is over; copied last."""
+    once: bool = False
+    """Copy what is there now and finish, without waiting for the marker."""
+    settle_time: float = 0.05
+    """Seconds a file written in place must stay closed before it is copied."""
+
+    def __post_init__(self) -> None:
+        check_options(self, where="")
+
+
+#: Options a targets entry (or the command line) may set, with their types.
+OPTIONS: dict[str, type] = {
+    "nprocs": int,
+    "sleep_time": float,
+    "wait_for_source": bool,
+    "marker": str,
+    "once": bool,
+    "settle_time": float,
+}
+_KEYS = ("source", "destination", *OPTIONS)
+
+
+def check_options(t: Target, where: str) -> None:
+    """Raises ConfigError for option values no run could use."""
+    if isinstance(t.nprocs, bool) or not isinstance(t.nprocs, int) or t.nprocs < 1:
+        raise ConfigError(f"{where}nprocs must be a whole number >= 1, got {t.nprocs!r}")
+    for name in ("sleep_time", "settle_time"):
+        value = getattr(t, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
+            raise ConfigError(f"{where}{name} must be a number of seconds >= 0, got {value!r}")
+    if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
+        raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
+
+
+def _resolve(value: object, base: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}must be a path (a string), got {value!r}")
+    p = Path(os.path.expanduser(value))
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def check_pair(source: Path, destination: Path, where: str = "") -> None:
+    """Source and destination must be distinct and must not contain each other."""
+    s, d = source.resolve(), destination.resolve()
+    if s == d:
+        raise ConfigError(f"{where}source and destination are the same folder: {s}")
+    if d.is_relative_to(s):
+        raise ConfigError(f"{where}destination {d} is inside the source {s}")
+    if s.is_relative_to(d):
+        raise ConfigError(f"{where}source {s} is inside the destination {d}")
+    if s.exists() and not s.is_dir():
+        raise ConfigError(f"{where}source {s} is a file, not a folder")
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"{where}destination {d} is a file, not a folder")
+
+
+def make_target(source: Path, destination: Path, options: Mapping[str, Any], where: str = "") -> Target:
+    """A validated Target from paths and option values (None values mean "use the default")."""
+    check_pair(source, destination, where)
+    opts = {k: v for k, v in options.items() if v is not None}
+    for key, value in opts.items():
+        want = OPTIONS[key]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            opts[key] = float(value)
+        elif want is int and isinstance(value, float) and value.is_integer():
+            opts[key] = int(value)
+        elif not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{where}{key} must be {want.__name__}, got {value!r}")
+    t = Target(source=source, destination=destination, **opts)
+    check_options(t, where)
+    return t
+
+
+def load_targets(path: str | os.PathLike[str], defaults: Mapping[str, Any] | None = None) -> list[Target]:
+    """Reads a targets file. `defaults` (e.g. from the command line) apply where an entry sets nothing.
+
+    Raises:
+        ConfigError: with a one-line message naming the file, the entry and the key.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such targets file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{file}: cannot read: {e}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{file}: not valid YAML{at}: {problem}") from None
+    if not isinstance(doc, dict) or "targets" not in doc:
+        raise ConfigError(f"{file}: expected a mapping with a 'targets' list")
+    unknown = set(doc) - {"targets"}
+    if unknown:
+        raise ConfigError(f"{file}: unknown top-level key {min(unknown)!r} (only 'targets' is allowed)")
+    entries = doc["targets"]
+    if not isinstance(entries, list):
+        raise ConfigError(f"{file}: 'targets' must be a list of source/destination entries")
+    if not entries:
+        raise ConfigError(f"{file}: 'targets' is empty; list at least one source/destination pair")
+    base = file.resolve().parent
+    targets: list[Target] = []
+    for i, entry in enumerate(entries, start=1):
+        where = f"{file}: target {i}: "
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}expected a mapping with 'source' and 'destination'")
+        normalised = {str(k).replace("-", "_"): v for k, v in entry.items()}
+        for key in normalised:
+            if key not in _KEYS:
+                close = difflib.get_close_matches(key, _KEYS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(_KEYS)})"
+                raise ConfigError(f"{where}unknown key {key!r}{hint}")
+        for key in ("source", "destination"):
+            if key not in normalised:
+                raise ConfigError(f"{where}missing '{key}'")
+        src = _resolve(normalised.pop("source"), base, f"{where}source ")
+        dst = _resolve(normalised.pop("destination"), base, f"{where}destination ")
+        options = {**(defaults or {}), **normalised}
+        targets.append(make_target(src, dst, options, where))
+    check_targets(targets, str(file))
+    return targets
+
+
+def check_targets(targets: list[Target], name: str) -> None:
+    """Targets must not write into each other."""
+    for i, a in enumerate(targets):
+        for b in targets[i + 1 :]:
+            if a.destination == b.destination:
+                raise ConfigError(f"{name}: two targets have the same destination {a.destination}")
+            for x, y in ((a, b), (b, a)):
+                if y.destination.is_relative_to(x.source):
+                    raise ConfigError(f"{name}: destination {y.destination} is inside the source {x.source}")
+                if y.destination.is_relative_to(x.destination):
+                    raise ConfigError(f"{name}: destination {y.destination} is inside destination {x.destination}")

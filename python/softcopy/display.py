@@ -1,0 +1,136 @@
+"""What a person sees: a live table in a terminal, one status line per interval elsewhere, and the
+final summary. Rendering reads status snapshots only; it never slows the copy."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Self
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from softcopy.run import Progress, Report, TargetReport
+
+log = logging.getLogger("softcopy")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _rate(p: Progress) -> str:
+    return f"{human_bytes(p.bytes_copied / p.elapsed)}/s" if p.elapsed > 0 else "-"
+
+
+def table(progress: list[Progress]) -> Table:
+    t = Table(title="softcopy", title_justify="left", expand=False)
+    for col in ("source", "state", "files", "copied", "rate", "waiting", "copying", "errors", "time"):
+        t.add_column(col, justify="left" if col in ("source", "state") else "right")
+    for p in progress:
+        state = p.phase + (" (complete marker seen)" if p.finishing and p.phase == "finishing" else "")
+        t.add_row(
+            p.source.name,
+            state,
+            str(p.files_copied),
+            human_bytes(p.bytes_copied),
+            _rate(p),
+            str(p.backlog),
+            str(p.in_flight),
+            str(p.errors),
+            f"{p.elapsed:.0f} s",
+        )
+    if len(progress) > 1:
+        t.add_row(
+            "total",
+            "",
+            str(sum(p.files_copied for p in progress)),
+            human_bytes(sum(p.bytes_copied for p in progress)),
+            "",
+            str(sum(p.backlog for p in progress)),
+            str(sum(p.in_flight for p in progress)),
+            str(sum(p.errors for p in progress)),
+            "",
+        )
+    return t
+
+
+def status_line(p: Progress) -> str:
+    return (
+        f"{p.source.name}: {p.phase}, {p.files_copied} files ({human_bytes(p.bytes_copied)}, {_rate(p)}) copied, "
+        f"{p.backlog} waiting, {p.in_flight} copying, {p.errors} errors, {p.elapsed:.0f} s"
+    )
+
+
+class Display:
+    """Shows progress while `step()` is called; a live table on a terminal, log lines otherwise."""
+
+    def __init__(self, console: Console, get: Callable[[], list[Progress]], log_every: float, live: bool) -> None:
+        self._get = get
+        self._log_every = log_every
+        self._next_log = time.monotonic() + log_every
+        self._live = Live(console=console, refresh_per_second=4, transient=False) if live else None
+
+    def __enter__(self) -> Self:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(table(self._get()))
+            self._live.__exit__(None, None, None)
+
+    def step(self) -> None:
+        if self._live is not None:
+            self._live.update(table(self._get()))
+        elif self._log_every > 0 and time.monotonic() >= self._next_log:
+            self._next_log = time.monotonic() + self._log_every
+            for p in self._get():
+                log.info("%s", status_line(p))
+
+
+def summary(t: TargetReport) -> list[str]:
+    """The lines that say how one target ended."""
+    head = f"{t.source} -> {t.destination}: "
+    lines: list[str] = []
+    if t.fatal:
+        return [head + f"FAILED: {t.fatal}"]
+    if t.phase == "stopped":
+        return [head + f"stopped after {t.files_copied} files; run the same command again to resume"]
+    stats = (
+        f"{t.files_checked} files ({human_bytes(t.bytes_checked)}) at the destination; "
+        f"{t.files_copied} copied in {t.duration:.1f} s"
+    )
+    if t.verified:
+        lines.append(head + "verified complete: " + stats)
+    else:
+        lines.append(head + "INCOMPLETE: " + stats)
+        for p in t.missing[:50]:
+            lines.append(f"  missing: {p}")
+        for p, a, b in t.size_mismatch[:50]:
+            lines.append(f"  size differs: {p} (source {a} bytes, destination {b} bytes)")
+        for p in t.partials[:50]:
+            lines.append(f"  partial file left: {p}")
+        hidden = len(t.missing) + len(t.size_mismatch) + len(t.partials) - 150
+        if hidden > 0:
+            lines.append(f"  ... and {hidden} more")
+    if t.arrays:
+        lines.append(
+            f"  {t.arrays} Zarr arrays: {t.present_chunks} of {t.expected_chunks} chunk files exist; "
+            f"{t.absent_chunks} absent at the source (fill value, not an error)"
+        )
+    lines.extend(f"  note: {n}" for n in t.notes)
+    return lines
+
+
+def print_report(console: Console, report: Report) -> None:
+    for t in report.targets:
+        for line in summary(t):
+            console.print(line, markup=False, highlight=False)

@@ -1,0 +1,289 @@
+"""Orchestration: one native engine per target, all running in parallel; Python only polls their
+status, relays their messages to `logging`, and verifies each target once its engine has drained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from softcopy import zarr
+from softcopy._softcopy import Engine, SoftcopyError
+from softcopy.config import Target, check_targets, make_target
+
+log = logging.getLogger("softcopy")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+#: How long a wait() call holds before giving Python a chance to handle Ctrl-C.
+POLL = 0.1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of one target while it runs."""
+
+    source: Path
+    destination: Path
+    phase: str
+    files_copied: int
+    bytes_copied: int
+    files_deleted: int
+    files_unchanged: int
+    redundant: int
+    errors: int
+    failed: int
+    backlog: int
+    in_flight: int
+    writing: int
+    elapsed: float
+    finishing: bool
+    last_error: str | None
+    fatal: str | None
+
+
+@dataclass
+class TargetReport:
+    """How one target ended."""
+
+    source: Path
+    destination: Path
+    phase: str
+    files_copied: int = 0
+    bytes_copied: int = 0
+    files_deleted: int = 0
+    redundant: int = 0
+    errors: int = 0
+    duration: float = 0.0
+    verified: bool = False
+    files_checked: int = 0
+    bytes_checked: int = 0
+    missing: list[str] = field(default_factory=list)
+    size_mismatch: list[tuple[str, int, int]] = field(default_factory=list)
+    partials: list[str] = field(default_factory=list)
+    arrays: int = 0
+    expected_chunks: int = 0
+    present_chunks: int = 0
+    notes: list[str] = field(default_factory=list)
+    fatal: str | None = None
+
+    @property
+    def absent_chunks(self) -> int:
+        """Chunk files the final metadata has room for that the source never had (fill value)."""
+        return self.expected_chunks - self.present_chunks
+
+    @property
+    def ok(self) -> bool:
+        return self.verified and self.fatal is None
+
+
+@dataclass
+class Report:
+    """How a whole run ended. `ok` is true only when every target was verified complete."""
+
+    targets: list[TargetReport]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(t.ok for t in self.targets)
+
+
+def _progress(engine: Engine, target: Target) -> Progress:
+    s = engine.status()
+    return Progress(source=target.source, destination=target.destination, **s)
+
+
+class Copier:
+    """Copies several targets in parallel without blocking the caller.
+
+    Example:
+        with softcopy.Copier([softcopy.Target(src, dst)]) as c:
+            while (report := c.wait(1.0)) is None:
+                print(c.status())
+    """
+
+    def __init__(self, targets: Sequence[Target], *, log_events: bool = False) -> None:
+        if not targets:
+            raise ValueError("at least one target is needed")
+        check_targets(list(targets), "targets")
+        self.targets = list(targets)
+        self._log_events = log_events
+        self._engines: list[Engine] = []
+        self._reports: dict[int, TargetReport] = {}
+        self._stopped = False
+
+    def start(self) -> None:
+        """Starts one engine per target. Returns at once."""
+        if self._engines:
+            raise RuntimeError("already started")
+        for t in self.targets:
+            self._engines.append(
+                Engine(
+                    t.source,
+                    t.destination,
+                    nprocs=t.nprocs,
+                    sleep_time=t.sleep_time,
+                    wait_for_source=t.wait_for_source,
+                    marker=t.marker,
+                    settle_time=t.settle_time,
+                    once=t.once,
+                    log_events=self._log_events,
+                )
+            )
+
+    def status(self) -> list[Progress]:
+        """One snapshot per target."""
+        return [_progress(e, t) for e, t in zip(self._engines, self.targets, strict=True)]
+
+    def finish(self) -> None:
+        """Declares every acquisition over (as if each marker had appeared)."""
+        for e in self._engines:
+            e.finish()
+
+    def stop(self) -> None:
+        """Stops every target now. Files already copied stay; a later run resumes."""
+        self._stopped = True
+        for e in self._engines:
+            e.stop()
+
+    def poll(self) -> Report | None:
+        """Relays messages, verifies targets that drained; the Report once every target ended."""
+        if not self._engines:
+            raise RuntimeError("start() first")
+        for i, (engine, target) in enumerate(zip(self._engines, self.targets, strict=True)):
+            for level, text in engine.messages():
+                log.log(_LEVELS[level], "%s: %s", target.source.name, text)
+            if i not in self._reports and engine.wait(0):
+                self._reports[i] = self._conclude(engine, target)
+        if len(self._reports) == len(self._engines):
+            return Report([self._reports[i] for i in range(len(self._engines))], interrupted=self._stopped)
+        return None
+
+    def wait(self, timeout: float | None = None) -> Report | None:
+        """Blocks (GIL released) until every target ended, or `timeout` seconds passed (then None)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            report = self.poll()
+            if report is not None:
+                return report
+            left = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+            if left <= 0:
+                return None
+            pending = [e for i, e in enumerate(self._engines) if i not in self._reports]
+            # Waiting on one engine is enough to sleep; poll() looks at all of them.
+            pending[0].wait(left)
+
+    def _conclude(self, engine: Engine, target: Target) -> TargetReport:
+        s = engine.status()
+        r = TargetReport(
+            source=engine.source,
+            destination=engine.destination,
+            phase=s["phase"],
+            files_copied=s["files_copied"],
+            bytes_copied=s["bytes_copied"],
+            files_deleted=s["files_deleted"],
+            redundant=s["redundant"],
+            errors=s["errors"],
+            duration=s["elapsed"],
+            fatal=s["fatal"],
+        )
+        if s["phase"] != "drained":
+            for level, text in engine.messages():
+                log.log(_LEVELS[level], "%s: %s", target.source.name, text)
+            return r
+        arrays, notes = zarr.discover(engine.source)
+        r.notes.extend(notes)
+        r.arrays = len(arrays)
+        if not arrays:
+            r.notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
+        v: dict[str, Any] = engine.verify([a.as_native() for a in arrays])
+        r.files_checked, r.bytes_checked = v["files"], v["bytes"]
+        r.missing = [os.fspath(p) for p in v["missing"]]
+        r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v["size_mismatch"]]
+        r.partials = [os.fspath(p) for p in v["partials"]]
+        r.expected_chunks, r.present_chunks = v["expected_chunks"], v["present_chunks"]
+        if v["symlinks"]:
+            r.notes.append(f"{len(v['symlinks'])} symlinks in the source were not copied (never followed)")
+        if v["outside_grid"]:
+            r.notes.append(f"{len(v['outside_grid'])} chunk files lie outside their array's final shape")
+        if v["extra"]:
+            r.notes.append(f"{v['extra']} files at the destination are not in the source (left in place)")
+        r.verified = bool(v["ok"])
+        if r.verified:
+            try:
+                engine.publish_marker()
+            except (OSError, SoftcopyError) as e:
+                r.verified = False
+                r.notes.append(f"could not copy the marker {target.marker!r}: {e}")
+        return r
+
+    def __enter__(self) -> Self:
+        if not self._engines:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.poll() is None:
+            self.stop()
+            self.wait(10)
+
+
+def copy(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    nprocs: int = 8,
+    sleep_time: float = 0.0,
+    wait_for_source: bool = True,
+    marker: str = "complete",
+    once: bool = False,
+    settle_time: float = 0.05,
+    timeout: float | None = None,
+) -> Report:
+    """Copies `source` to `destination` while it is written; returns once it is complete and verified.
+
+    The copy ends when the file `marker` appears at the source root (or at once, for `once=True`
+    or a source that already has the marker). Check `Report.ok`: it is True only when every file
+    arrived. Ctrl-C stops the copy cleanly and raises KeyboardInterrupt; a later call resumes.
+
+    Raises:
+        ConfigError: bad arguments (e.g. the destination inside the source).
+        SoftcopyError: the engine failed (e.g. the source is missing and `wait_for_source=False`).
+        TimeoutError: `timeout` seconds passed first (the copy is stopped).
+    """
+    target = make_target(
+        Path(source).resolve(),
+        Path(destination).resolve(),
+        {
+            "nprocs": nprocs,
+            "sleep_time": sleep_time,
+            "wait_for_source": wait_for_source,
+            "marker": marker,
+            "once": once,
+            "settle_time": settle_time,
+        },
+    )
+    copier = Copier([target])
+    copier.start()
+    try:
+        report = copier.wait(timeout)
+    except BaseException:
+        copier.stop()
+        copier.wait(10)
+        raise
+    if report is None:
+        copier.stop()
+        copier.wait(10)
+        raise TimeoutError(f"copy of {source} did not finish within {timeout} s")
+    fatal = report.targets[0].fatal
+    if fatal:
+        raise SoftcopyError(fatal)
+    return report

@@ -1,0 +1,133 @@
+"""Zarr awareness: find the arrays under a source root and turn their metadata into `ArraySpec`s,
+the plain values from which the engine accounts for every chunk (or shard) file.
+
+Only metadata is read, never chunks, and the walk does not descend into arrays (an array has no
+children), so discovering a hierarchy costs one directory listing per group, not per chunk. No Zarr
+library is needed: the formats are small JSON documents (Zarr v2: `.zarray`; v3: `zarr.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array as its (final) metadata describes it."""
+
+    path: str
+    """Relative to the source root, '/'-separated; '' for an array at the root."""
+    zarr_format: int
+    shape: tuple[int, ...]
+    grid: tuple[int, ...]
+    """Shape of one file's worth of data: the chunk shape, or the shard shape when sharded."""
+    prefix: str | None
+    """'c' for Zarr v3's default chunk key encoding, None for v2-style keys."""
+    separator: str
+    sharded: bool = False
+
+    @property
+    def expected_files(self) -> int:
+        """How many chunk/shard files the grid has room for."""
+        return math.prod(-(-s // g) if g else 0 for s, g in zip(self.shape, self.grid, strict=True))
+
+    def key(self, index: tuple[int, ...]) -> str:
+        """The file name (relative to the array) of the grid cell `index`."""
+        if not index:
+            return self.prefix or "0"
+        body = self.separator.join(str(i) for i in index)
+        return f"{self.prefix}{self.separator}{body}" if self.prefix else body
+
+    def as_native(self) -> tuple[str, list[int], list[int], str | None, str]:
+        """The tuple the engine's verify() takes."""
+        return (self.path, list(self.shape), list(self.grid), self.prefix, self.separator)
+
+
+class MetadataError(ValueError):
+    """Metadata that cannot describe an array (reported; the files are still copied and checked)."""
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise MetadataError(f"{what} must be a list of non-negative integers, got {value!r}")
+    return tuple(value)
+
+
+def parse_v2(meta: Any, path: str) -> ArraySpec:
+    """`.zarray` → ArraySpec. `dimension_separator` is optional and defaults to '.'."""
+    if not isinstance(meta, dict):
+        raise MetadataError("not a JSON object")
+    shape = _ints(meta.get("shape"), "shape")
+    chunks = _ints(meta.get("chunks"), "chunks")
+    if len(shape) != len(chunks):
+        raise MetadataError(f"shape {shape} and chunks {chunks} differ in length")
+    sep = meta.get("dimension_separator") or "."
+    if sep not in (".", "/"):
+        raise MetadataError(f"dimension_separator must be '.' or '/', got {sep!r}")
+    return ArraySpec(path, 2, shape, chunks, None, sep)
+
+
+def parse_v3(meta: Any, path: str) -> ArraySpec | None:
+    """`zarr.json` → ArraySpec, or None for a group. With `sharding_indexed` the regular chunk grid
+    is already the shard grid (one file per shard), so sharding changes nothing about file names."""
+    if not isinstance(meta, dict):
+        raise MetadataError("not a JSON object")
+    if meta.get("node_type") != "array":
+        return None
+    shape = _ints(meta.get("shape"), "shape")
+    grid_meta = meta.get("chunk_grid") or {}
+    if grid_meta.get("name") != "regular":
+        raise MetadataError(f"unsupported chunk_grid {grid_meta.get('name')!r}")
+    grid = _ints((grid_meta.get("configuration") or {}).get("chunk_shape"), "chunk_shape")
+    if len(shape) != len(grid):
+        raise MetadataError(f"shape {shape} and chunk_shape {grid} differ in length")
+    enc = meta.get("chunk_key_encoding") or {"name": "default"}
+    name = enc.get("name")
+    conf = enc.get("configuration") or {}
+    if name == "default":
+        prefix, sep = "c", conf.get("separator", "/")
+    elif name == "v2":
+        prefix, sep = None, conf.get("separator", ".")
+    else:
+        raise MetadataError(f"unsupported chunk_key_encoding {name!r}")
+    if sep not in (".", "/"):
+        raise MetadataError(f"chunk key separator must be '.' or '/', got {sep!r}")
+    codecs = meta.get("codecs") or []
+    sharded = any(isinstance(c, dict) and c.get("name") == "sharding_indexed" for c in codecs)
+    return ArraySpec(path, 3, shape, grid, prefix, sep, sharded)
+
+
+def discover(root: str | os.PathLike[str]) -> tuple[list[ArraySpec], list[str]]:
+    """Finds every array under `root` (the root itself may be one).
+
+    Returns:
+        The arrays, and one note per metadata file that could not be read or understood.
+    """
+    base = Path(root)
+    arrays: list[ArraySpec] = []
+    notes: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        rel = Path(dirpath).relative_to(base).as_posix()
+        rel = "" if rel == "." else rel
+        spec: ArraySpec | None = None
+        for name, parse in ((".zarray", parse_v2), ("zarr.json", parse_v3)):
+            if name not in filenames:
+                continue
+            file = Path(dirpath, name)
+            try:
+                spec = parse(json.loads(file.read_text(encoding="utf-8")), rel)
+            except (OSError, ValueError, AttributeError) as e:
+                notes.append(f"{file}: {e}")
+            if spec is not None:
+                break
+        if spec is not None:
+            arrays.append(spec)
+            dirnames.clear()  # an array has no child nodes: do not walk its chunks
+        else:
+            dirnames.sort()
+    return arrays, notes
