@@ -39,8 +39,14 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def setup_logging(console: Console, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False)
+        fmt = "%(message)s"
+    else:
+        # A log file or a service journal: one unwrapped line per record, greppable.
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
 
 
 def run_copier(targets: list[Target], console: Console, *, verbose: bool, log_every: float, live: bool) -> int:
@@ -59,7 +65,9 @@ def run_copier(targets: list[Target], console: Console, *, verbose: bool, log_ev
         code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
         copier.stop()
         report = copier.wait(30)
-        console.print("softcopy: stopped; files already copied are kept, run the same command again to resume")
+        console.print(
+            "softcopy: stopped; files already copied are kept, run the same command again to resume", soft_wrap=True
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     if report is not None:

@@ -133,4 +133,4 @@ def summary(t: TargetReport) -> list[str]:
 def print_report(console: Console, report: Report) -> None:
     for t in report.targets:
         for line in summary(t):
-            console.print(line, markup=False, highlight=False)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,82 @@
+"""Shared helpers: real processes, real files, bounded waits (never a sleep as synchronisation)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+WRITER = Path(__file__).parent / "writers" / "ts_writer.py"
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Polls `cond` until it holds; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def tree(root: Path, *, skip_marker: bool = False) -> dict[str, bytes]:
+    """Every data file under `root` with its content (writers' locks and temps excluded)."""
+    out = {}
+    for p in root.rglob("*"):
+        if p.is_file() and not p.name.endswith((".__lock", ".partial")):
+            rel = p.relative_to(root).as_posix()
+            if not (skip_marker and rel == "complete"):
+                out[rel] = p.read_bytes()
+    return out
+
+
+def assert_same_tree(src: Path, dst: Path) -> None:
+    a, b = tree(src), tree(dst)
+    assert sorted(a) == sorted(b), (
+        f"only at source: {sorted(set(a) - set(b))[:10]}, only at destination: {sorted(set(b) - set(a))[:10]}"
+    )
+    different = [k for k in a if a[k] != b[k]]
+    assert not different, f"content differs: {different[:10]}"
+
+
+def softcopy_cmd(*args: str | os.PathLike[str]) -> list[str]:
+    return [sys.executable, "-m", "softcopy", *map(str, args)]
+
+
+def start_writer(path: Path, layout: str, timepoints: int, interval: float, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(WRITER), str(path), layout, str(timepoints), str(interval), *extra])
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str]:
+    """Waits for a softcopy process started with `run_softcopy`; returns (exit code, its output)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"softcopy did not exit within {timeout} s:\n{out.decode(errors='replace')}") from None
+    return proc.returncode, out.decode(errors="replace")
+
+
+@pytest.fixture
+def run_softcopy() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str | os.PathLike[str]) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(softcopy_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def write_finished_archive(root: Path, layout: str = "v2dot", timepoints: int = 3) -> None:
+    subprocess.run([sys.executable, str(WRITER), str(root), layout, str(timepoints), "0"], check=True)
