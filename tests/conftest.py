@@ -51,23 +51,35 @@ def start_writer(path: Path, layout: str, timepoints: int, interval: float, *ext
     return subprocess.Popen([sys.executable, str(WRITER), str(path), layout, str(timepoints), str(interval), *extra])
 
 
-def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str]:
+class Softcopy(subprocess.Popen[bytes]):
+    """A softcopy process whose combined output goes to a file, so a test can wait on what it said."""
+
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def finish(proc: Softcopy, timeout: float = 60) -> tuple[int, str]:
     """Waits for a softcopy process started with `run_softcopy`; returns (exit code, its output)."""
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"softcopy did not exit within {timeout} s:\n{out.decode(errors='replace')}") from None
-    return proc.returncode, out.decode(errors="replace")
+        proc.wait()
+        raise AssertionError(f"softcopy did not exit within {timeout} s:\n{proc.output()}") from None
+    return proc.returncode, proc.output()
 
 
 @pytest.fixture
-def run_softcopy() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
+def run_softcopy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Softcopy]]:
+    procs: list[Softcopy] = []
 
-    def start(*args: str | os.PathLike[str]) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(softcopy_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    def start(*args: str | os.PathLike[str]) -> Softcopy:
+        log = tmp_path_factory.mktemp("log") / "softcopy.log"
+        with log.open("wb") as out:
+            p = Softcopy(softcopy_cmd(*args), stdout=out, stderr=subprocess.STDOUT)
+        p.log = log
         procs.append(p)
         return p
 

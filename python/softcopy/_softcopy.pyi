@@ -2,13 +2,16 @@
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, final
+
+__all__ = ["Engine", "SoftcopyError", "__version__"]
 
 __version__: str
 
 class SoftcopyError(RuntimeError):
     """An error inside softcopy's engine (a fatal fault, or verify() before the source exists)."""
 
+@final
 class Engine:
     """One target being copied: a watcher, a tracker and a pool of copy workers in Rust threads.
 
@@ -30,8 +33,8 @@ class Engine:
             "sendfile" or "readwrite" (used by tests to exercise every fallback).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         source: str | PathLike[str],
         destination: str | PathLike[str],
         *,
@@ -44,7 +47,7 @@ class Engine:
         low_priority: bool = True,
         log_events: bool = False,
         copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
-    ) -> None: ...
+    ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
         errors, failed, backlog, in_flight, writing, last_error, fatal, elapsed, finishing.

@@ -103,9 +103,10 @@ def make_target(source: Path, destination: Path, options: Mapping[str, Any], whe
             opts[key] = int(value)
         elif not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
             raise ConfigError(f"{where}{key} must be {want.__name__}, got {value!r}")
-    t = Target(source=source, destination=destination, **opts)
-    check_options(t, where)
-    return t
+    try:
+        return Target(source=source, destination=destination, **opts)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
 
 
 def load_targets(path: str | os.PathLike[str], defaults: Mapping[str, Any] | None = None) -> list[Target]:

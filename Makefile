@@ -1,0 +1,35 @@
+# The project's commands. `make test` is what CI runs (through .ci/run); it installs what it needs.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: help install demo test lint test-rust test-python bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: ## build softcopy (Rust + Python) in place, with test and lint tools
+	$(PIP) install --quiet --disable-pip-version-check -e '.[test,lint]'
+
+demo: ## install softcopy and copy a simulated acquisition live
+	$(PIP) install --quiet --disable-pip-version-check . && softcopy --demo
+
+lint: install ## formatting, clippy, ruff, mypy, stub check
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	$(PYTHON) -m ruff check python tests benches
+	$(PYTHON) -m ruff format --check python tests benches
+	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy.stubtest softcopy._softcopy --allowlist .stubtest-allowlist
+
+test-rust: ## the tracker state machine and the copy chain
+	cargo test
+
+test-python: install ## acceptance tests with real writers, the CLI, properties
+	$(PYTHON) -m pytest
+
+test: lint test-rust test-python ## everything CI runs
+
+bench: ## whole-process comparisons (see BENCHMARKS.md)
+	$(PIP) install --quiet --disable-pip-version-check .
+	$(PYTHON) benches/bulk.py
+	$(PYTHON) benches/live_lag.py

@@ -1,0 +1,140 @@
+"""The command line as a user meets it: help, version, options, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import softcopy
+from conftest import finish, softcopy_cmd, wait_for
+
+
+def run(*args: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(softcopy_cmd(*args), check=False, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_explains_usage_options_targets_file_and_exit_codes() -> None:
+    r = run("--help")
+    assert r.returncode == 0
+    for text in (
+        "TARGETS_FILE",
+        "SRC DST",
+        "--nprocs",
+        "--sleep-time",
+        "--wait-for-source",
+        "--verbose",
+        "--version",
+        "targets:",
+        "destination:",
+        "Exit codes",
+        "complete",
+        "--demo",
+    ):
+        assert text in r.stdout, text
+
+
+def test_version_matches_the_package() -> None:
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"softcopy, version {softcopy.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "give a TARGETS_FILE, or SRC and DST"),
+        (("a", "b", "c"), "give a TARGETS_FILE, or SRC and DST"),
+        (("--nprocs", "0", "x", "y"), "--nprocs"),
+        (("--nprocs", "many", "x", "y"), "--nprocs"),
+        (("--sleep-time", "-1", "x", "y"), "--sleep-time"),
+        (("--wait-for-source", "maybe", "x", "y"), "--wait-for-source"),
+        (("no-such-targets.yaml",), "no such targets file"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_clear_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    r = subprocess.run(softcopy_cmd(*args), check=False, capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_malformed_targets_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text("targets:\n  - source: [unclosed\n")
+    r = run(f)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and str(f) in r.stderr and "not valid YAML" in r.stderr
+
+
+def test_missing_source_without_waiting_is_an_immediate_error(tmp_path: Path) -> None:
+    r = run(tmp_path / "nope.zarr", tmp_path / "out", "--wait-for-source", "false")
+    assert r.returncode == 2
+    assert "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists(), "nothing written"
+
+
+def test_missing_source_with_waiting_waits_then_copies(tmp_path: Path, run_softcopy: Any) -> None:
+    src, dst = tmp_path / "later.zarr", tmp_path / "out"
+    proc = run_softcopy(src, dst)
+    wait_for(lambda: "waiting for" in proc.output(), 10, "softcopy to say it waits")
+    assert proc.poll() is None
+    src.mkdir()
+    (src / "a").write_bytes(b"abc")
+    (src / "complete").touch()
+    code, out = finish(proc)
+    assert code == 0, out
+    assert (dst / "a").read_bytes() == b"abc"
+
+
+def test_src_dst_shorthand_with_every_option(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    src.mkdir()
+    (src / "x").write_bytes(b"1")
+    (src / "done").touch()
+    r = run(
+        src,
+        dst,
+        "--nprocs",
+        "2",
+        "--sleep-time",
+        "0.01",
+        "--wait-for-source",
+        "false",
+        "--marker",
+        "done",
+        "--verbose",
+        "--log-every",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    assert (dst / "x").read_bytes() == b"1" and (dst / "done").exists()
+    assert "verified complete" in r.stderr
+    assert "event" in r.stderr or "watching" in r.stderr, "--verbose shows engine detail"
+
+
+def test_quiet_prints_only_the_result(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    src.mkdir()
+    (src / "x").write_bytes(b"1")
+    r = run(src, dst, "--once", "--quiet")
+    assert r.returncode == 0
+    assert "INFO" not in r.stderr and "verified complete" in r.stderr
+
+
+def test_targets_file_options_per_target_and_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(b"a")
+    f = tmp_path / "conf" / "targets.yaml"
+    f.parent.mkdir()
+    f.write_text("targets:\n  - source: ../a\n    destination: ../out/a\n    nprocs: 1\n    once: true\n")
+    r = subprocess.run(softcopy_cmd(f), check=False, capture_output=True, text=True, cwd="/", timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "a" / "f").read_bytes() == b"a"
+
+
+def test_demo_runs_and_verifies() -> None:
+    r = run("--demo", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "verified complete" in r.stderr
+    assert "identical" in r.stderr
