@@ -10,8 +10,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 WRITER = Path(__file__).parent / "writers" / "ts_writer.py"
+
+# These tests drive real processes and files on a shared 2-core machine: per-example time limits
+# would measure the machine, not softcopy. Every wait has its own bounded timeout instead.
+settings.register_profile("softcopy", deadline=None)
+settings.load_profile("softcopy")
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

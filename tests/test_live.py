@@ -196,3 +196,21 @@ def test_worker_threads_run_at_idle_io_priority_and_nice_19(tmp_path: Path) -> N
     finally:
         engine.stop()
         engine.wait(10)
+
+
+def test_files_in_new_directories_are_copied_live_not_only_at_the_end(tmp_path: Path) -> None:
+    # Writers create a directory just before its first file; the file can land before any watch on
+    # the directory exists. softcopy must still copy it live (not only in the final rescan).
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    with softcopy.Copier([softcopy.Target(src, dst)]) as c:
+        wait_for(lambda: c.status()[0].phase == "copying", 10, "the engine to start")
+        for i in range(60):
+            d = src / "c" / str(i) / "0"
+            d.mkdir(parents=True)
+            (d / "0.__lock").write_bytes(b"%d" % i)
+            os.replace(d / "0.__lock", d / "0")
+        expected = {f"c/{i}/0/0" for i in range(60)}
+        wait_for(lambda: all((dst / k).exists() for k in expected), 10, "every file, before any marker")
+        assert c.status()[0].finishing is False
+        c.stop()
