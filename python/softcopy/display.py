@@ -34,7 +34,7 @@ def table(progress: list[Progress]) -> Table:
     for col in ("source", "state", "files", "copied", "rate", "waiting", "copying", "errors", "time"):
         t.add_column(col, justify="left" if col in ("source", "state") else "right")
     for p in progress:
-        state = p.phase + (" (complete marker seen)" if p.finishing and p.phase == "finishing" else "")
+        state = {"drained": "done", "finishing": "finishing (marker seen)"}.get(p.phase, p.phase)
         t.add_row(
             p.source.name,
             state,
@@ -98,20 +98,18 @@ class Display:
 
 def summary(t: TargetReport) -> list[str]:
     """The lines that say how one target ended."""
-    head = f"{t.source} -> {t.destination}: "
+    pair = f"{t.source} -> {t.destination}"
     lines: list[str] = []
     if t.fatal:
-        return [head + f"FAILED: {t.fatal}"]
+        return [f"FAILED: {pair}", f"  {t.fatal}"]
     if t.phase == "stopped":
-        return [head + f"stopped after {t.files_copied} files; run the same command again to resume"]
-    stats = (
-        f"{t.files_checked} files ({human_bytes(t.bytes_checked)}) at the destination; "
+        return [f"stopped: {pair}", f"  {t.files_copied} files copied; run the same command again to resume"]
+    lines.append(f"{'verified complete' if t.verified else 'INCOMPLETE'}: {pair}")
+    lines.append(
+        f"  {t.files_checked} files ({human_bytes(t.bytes_checked)}) at the destination; "
         f"{t.files_copied} copied in {t.duration:.1f} s"
     )
-    if t.verified:
-        lines.append(head + "verified complete: " + stats)
-    else:
-        lines.append(head + "INCOMPLETE: " + stats)
+    if not t.verified:
         for p in t.missing[:50]:
             lines.append(f"  missing: {p}")
         for p, a, b in t.size_mismatch[:50]:
