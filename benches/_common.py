@@ -12,15 +12,16 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
-def write_archive(root: Path, chunks: int, chunk_bytes: int) -> None:
-    """A finished Zarr v2 archive of `chunks` uncompressed chunks of `chunk_bytes`, written by tensorstore."""
-    import numpy as np
+def open_array(root: Path, chunks: int, chunk_bytes: int) -> Any:
+    """A new tensorstore Zarr v2 array of `chunks` uncompressed uint16 chunks of `chunk_bytes` each
+    (one chunk per index along the first axis, flat `.` keys)."""
     import tensorstore as ts
 
     x = chunk_bytes // 2 // 256
-    arr = ts.open(
+    return ts.open(
         {
             "driver": "zarr",
             "kvstore": {"driver": "file", "path": str(root)},
@@ -30,11 +31,18 @@ def write_archive(root: Path, chunks: int, chunk_bytes: int) -> None:
         dtype=ts.uint16,
         shape=[chunks, 256, x],
     ).result()
+
+
+def write_archive(root: Path, chunks: int, chunk_bytes: int) -> None:
+    """A finished archive, written by tensorstore 64 MiB at a time, with its `complete` marker."""
+    import numpy as np
+
+    arr = open_array(root, chunks, chunk_bytes)
     rng = np.random.default_rng(1)
     step = max(1, (64 << 20) // chunk_bytes)
     for t in range(0, chunks, step):
         n = min(step, chunks - t)
-        arr[t : t + n].write(rng.integers(0, 65535, size=(n, 256, x), dtype=np.uint16)).result()
+        arr[t : t + n].write(rng.integers(0, 65535, size=(n, *arr.shape[1:]), dtype=np.uint16)).result()
     (root / "complete").touch()
 
 

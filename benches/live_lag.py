@@ -16,26 +16,15 @@ import threading
 import time
 from pathlib import Path
 
-from _common import identical, machine, rmtree
+from _common import identical, machine, open_array, rmtree
 from _inotify import IN_MOVED_TO, Inotify
 
 
 def writer(root: Path, timepoints: int, chunk_bytes: int, rate: float) -> None:
     import numpy as np
-    import tensorstore as ts
 
-    x = chunk_bytes // 2 // 256
-    arr = ts.open(
-        {
-            "driver": "zarr",
-            "kvstore": {"driver": "file", "path": str(root)},
-            "metadata": {"chunks": [1, 256, x], "compressor": None, "dimension_separator": "."},
-        },
-        create=True,
-        dtype=ts.uint16,
-        shape=[timepoints, 256, x],
-    ).result()
-    data = np.random.default_rng(2).integers(0, 65535, size=(256, x), dtype=np.uint16)
+    arr = open_array(root, timepoints, chunk_bytes)
+    data = np.random.default_rng(2).integers(0, 65535, size=arr.shape[1:], dtype=np.uint16)
     t0 = time.monotonic()
     for t in range(timepoints):
         arr[t].write(data).result()
