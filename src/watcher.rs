@@ -29,6 +29,8 @@ pub enum FsEvent {
 
 /// A recursive watch on one source tree.
 pub struct Watcher {
+    // Elsewhere than Linux it is only held: dropping it would end the watch.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     inner: RecommendedWatcher,
 }
 

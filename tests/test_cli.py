@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +140,35 @@ def test_demo_runs_and_verifies() -> None:
     assert r.returncode == 0, r.stderr
     assert "verified complete" in r.stderr
     assert "identical" in r.stderr
+
+
+def test_demo_without_tensorstore_uses_the_builtin_lock_and_rename_writer() -> None:
+    code = (
+        "import sys; sys.modules['tensorstore'] = None\n"  # makes `import tensorstore` fail
+        "from softcopy.cli import main; main(['--demo'])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "built-in tensorstore-style writer" in r.stderr and "identical" in r.stderr
+
+
+def test_copy_api_turns_ctrl_c_into_a_clean_stop_and_keyboard_interrupt(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    code = (
+        "import softcopy, sys\n"
+        "try:\n"
+        f"    softcopy.copy({str(src)!r}, {str(dst)!r})\n"
+        "except KeyboardInterrupt:\n"
+        "    print('KeyboardInterrupt', flush=True); sys.exit(7)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (dst / "a").exists(), 20, "the copy to start")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 7 and "KeyboardInterrupt" in out
+    assert not [p for p in dst.iterdir() if p.name.endswith(".softcopy-partial")]
