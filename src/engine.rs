@@ -37,6 +37,8 @@ pub struct Config {
     pub marker: String,
     /// How long a file written in place must stay closed and quiet before it is copied.
     pub settle: Duration,
+    /// How long a new version of an already-copied file waits for further versions.
+    pub debounce: Duration,
     /// Copy what is there now and finish, without waiting for the marker.
     pub once: bool,
     pub method: CopyMethod,
@@ -56,6 +58,7 @@ impl Config {
             wait_for_source: true,
             marker: "complete".into(),
             settle: Duration::from_millis(50),
+            debounce: Duration::from_millis(100),
             once: false,
             method: CopyMethod::Auto,
             low_priority: true,
@@ -117,6 +120,10 @@ pub struct Status {
     pub files_unchanged: u64,
     /// Copies of a file that had already been copied in this run (rewritten keys).
     pub redundant: u64,
+    /// Distinct files copied at least once.
+    pub files_distinct: u64,
+    /// The most copies of any one file.
+    pub max_copies: u64,
     /// Copy attempts that failed (each is retried with backoff).
     pub errors: u64,
     /// Files given up after repeated failures.
@@ -414,7 +421,25 @@ impl Run<'_> {
                 // created, so a write seen within the settle time holds them back.
                 self.scan(&rel, Change::Created);
             }
-            FsEvent::Gone(rel) => self.tracker.removed_tree(&rel, now),
+            FsEvent::Gone(rel) => {
+                if rel.as_os_str().is_empty() {
+                    self.sh.say(
+                        Level::Warning,
+                        format!("{} was removed; waiting for it to return", self.src.display()),
+                    );
+                }
+                self.tracker.removed_tree(&rel, now)
+            }
+            FsEvent::RootCreated => {
+                if let Err(e) = watcher.rewatch_root(&self.src) {
+                    self.sh.say(Level::Warning, e.to_string());
+                }
+                self.sh.say(
+                    Level::Info,
+                    format!("{} was recreated; watching it again", self.src.display()),
+                );
+                self.scan(Path::new(""), Change::Created);
+            }
             FsEvent::Rescan => {
                 self.sh.say(
                     Level::Warning,
@@ -452,6 +477,8 @@ impl Run<'_> {
         let s = &mut self.status;
         s.phase = phase;
         s.redundant = counts.redundant;
+        s.files_distinct = counts.distinct;
+        s.max_copies = u64::from(counts.max_copies);
         s.failed = counts.failed;
         s.backlog = self.tracker.backlog() as u64;
         s.in_flight = self.tracker.in_flight() as u64;
@@ -493,7 +520,7 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         cfg,
         sh,
         src: src.clone(),
-        tracker: Tracker::new(cfg.settle),
+        tracker: Tracker::new(cfg.settle, cfg.debounce),
         finishing: cfg.once,
         status: Status::default(),
         started,

@@ -23,7 +23,7 @@ use pyo3::types::PyDict;
 
 use engine::{Config, Engine, Level};
 use sys::CopyMethod;
-use verify::ArraySpec;
+use verify::{ArraySpec, ShardIndex};
 
 pyo3::create_exception!(
     _softcopy,
@@ -109,6 +109,8 @@ impl PyEngine {
         d.set_item("files_deleted", s.files_deleted)?;
         d.set_item("files_unchanged", s.files_unchanged)?;
         d.set_item("redundant", s.redundant)?;
+        d.set_item("files_distinct", s.files_distinct)?;
+        d.set_item("max_copies", s.max_copies)?;
         d.set_item("errors", s.errors)?;
         d.set_item("failed", s.failed)?;
         d.set_item("backlog", s.backlog)?;
@@ -168,19 +170,27 @@ impl PyEngine {
     fn verify<'py>(
         &self,
         py: Python<'py>,
-        arrays: Vec<(String, Vec<u64>, Vec<u64>, Option<String>, char)>,
+        arrays: Vec<(
+            String,
+            Vec<u64>,
+            Vec<u64>,
+            Option<String>,
+            char,
+            Option<(u64, bool, bool)>,
+        )>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let Some((src, dst)) = self.engine.roots() else {
             return Err(SoftcopyError::new_err("verify() needs an engine whose source exists"));
         };
         let specs: Vec<ArraySpec> = arrays
             .into_iter()
-            .map(|(path, shape, grid, prefix, separator)| ArraySpec {
+            .map(|(path, shape, grid, prefix, separator, shard)| ArraySpec {
                 path,
                 shape,
                 grid,
                 prefix,
                 separator,
+                shard: shard.map(|(chunks, at_end, crc32c)| ShardIndex { chunks, at_end, crc32c }),
             })
             .collect();
         let marker = self.engine.config().marker.clone();
@@ -199,6 +209,8 @@ impl PyEngine {
         d.set_item("expected_chunks", r.expected_chunks)?;
         d.set_item("present_chunks", r.present_chunks)?;
         d.set_item("outside_grid", r.outside_grid)?;
+        d.set_item("bad_shards", r.bad_shards)?;
+        d.set_item("bad_shards_at_source", r.bad_shards_at_source)?;
         Ok(d)
     }
 

@@ -12,7 +12,10 @@
 //! - a deletion is a job too: the worker finds the source gone and mirrors that;
 //! - lock files and other writers' temps are never tracked at all;
 //! - a file is in the ready queue at most once and in a worker at most once; a change while it is
-//!   being copied makes it copy again afterwards (invariant 2).
+//!   being copied makes it copy again afterwards (invariant 2);
+//! - a *new version of a file already copied* (a hot key: a shard rewritten per inner chunk, metadata
+//!   rewritten on every resize) waits `debounce` for further versions, but never more than
+//!   `MAX_DEBOUNCES` × `debounce` in all; a file's first version is never delayed.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -73,6 +76,9 @@ pub enum Outcome {
 /// verification then lists them. Later work (fault handling) can make this a user option.
 const MAX_FAILURES: u8 = 6;
 
+/// A hot key is copied at least once per this many debounce periods, however often it changes.
+const MAX_DEBOUNCES: u32 = 10;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Want {
     None,
@@ -93,6 +99,8 @@ struct FileState {
     copies: u32,
     /// Found by the current reconcile sweep.
     seen: bool,
+    /// When the oldest version not yet copied of a hot key arrived (bounds the debounce).
+    pending_since: Option<Instant>,
 }
 
 impl FileState {
@@ -106,6 +114,7 @@ impl FileState {
             copied: None,
             copies: 0,
             seen: true,
+            pending_since: None,
         }
     }
 }
@@ -117,6 +126,10 @@ pub struct TrackerCounts {
     pub redundant: u64,
     /// Files given up after repeated failures.
     pub failed: u64,
+    /// Distinct files copied at least once.
+    pub distinct: u64,
+    /// The most copies of any one file.
+    pub max_copies: u32,
 }
 
 /// The per-target readiness state machine. See the module docs for the rules.
@@ -127,6 +140,7 @@ pub struct Tracker {
     ready: VecDeque<PathBuf>,
     timers: BinaryHeap<Reverse<(Instant, PathBuf)>>,
     settle: Duration,
+    debounce: Duration,
     in_flight: usize,
     counts: TrackerCounts,
     last_error: Option<String>,
@@ -145,13 +159,15 @@ pub fn is_ignored(rel: &Path) -> bool {
 }
 
 impl Tracker {
-    /// A tracker whose in-place writes become ready `settle` after their last close.
-    pub fn new(settle: Duration) -> Self {
+    /// A tracker whose in-place writes become ready `settle` after their last close, and whose
+    /// hot keys wait `debounce` for further versions before being copied again.
+    pub fn new(settle: Duration, debounce: Duration) -> Self {
         Tracker {
             files: BTreeMap::new(),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             settle,
+            debounce,
             in_flight: 0,
             counts: TrackerCounts::default(),
             last_error: None,
@@ -167,6 +183,11 @@ impl Tracker {
         let st = self.files.entry(rel.to_path_buf()).or_insert_with(FileState::new);
         st.failures = 0;
         let want = match change {
+            Change::Replaced if (st.copies > 0 || st.in_flight) && !self.debounce.is_zero() => {
+                st.writing = false;
+                let since = *st.pending_since.get_or_insert(now);
+                Want::At((now + self.debounce).min(since + self.debounce * MAX_DEBOUNCES))
+            }
             Change::Replaced | Change::Removed => {
                 st.writing = false;
                 Want::Now
@@ -289,6 +310,7 @@ impl Tracker {
                 continue;
             }
             st.want = Want::None;
+            st.pending_since = None;
             st.in_flight = true;
             self.in_flight += 1;
             return Some(Job { prev: st.copied, rel });
@@ -308,8 +330,11 @@ impl Tracker {
             Outcome::Copied { ident, .. } => {
                 if st.copies > 0 {
                     self.counts.redundant += 1;
+                } else {
+                    self.counts.distinct += 1;
                 }
                 st.copies += 1;
+                self.counts.max_copies = self.counts.max_copies.max(st.copies);
                 st.copied = Some(ident);
             }
             Outcome::Unchanged(ident) => st.copied = Some(ident),
@@ -419,7 +444,10 @@ mod tests {
     }
 
     fn setup() -> (Tracker, Clock) {
-        (Tracker::new(Duration::from_millis(100)), Clock(Instant::now()))
+        (
+            Tracker::new(Duration::from_millis(100), Duration::ZERO),
+            Clock(Instant::now()),
+        )
     }
 
     fn drain(t: &mut Tracker, now: Instant) -> Vec<PathBuf> {
@@ -480,6 +508,41 @@ mod tests {
         t.finish(&p("k"), copied(2), c.at(4));
         assert_eq!(t.counts().redundant, 1);
         assert!(t.is_idle());
+    }
+
+    #[test]
+    fn hot_keys_are_debounced_but_first_versions_are_not() {
+        let mut t = Tracker::new(Duration::from_millis(100), Duration::from_millis(50));
+        let c = Clock(Instant::now());
+        t.event(&p("shard"), Change::Replaced, c.at(0));
+        assert_eq!(drain(&mut t, c.at(0)), vec![p("shard")], "first version: no delay");
+        t.finish(&p("shard"), copied(1), c.at(1));
+        // Rewritten every 20 ms: the re-copy waits for a 50 ms pause...
+        for ms in [10, 30, 50, 70] {
+            t.event(&p("shard"), Change::Replaced, c.at(ms));
+            assert!(drain(&mut t, c.at(ms)).is_empty(), "at {ms} ms");
+        }
+        assert_eq!(drain(&mut t, c.at(120)), vec![p("shard")]);
+        t.finish(&p("shard"), copied(2), c.at(121));
+        // ...and a key that never pauses is still copied within MAX_DEBOUNCES periods.
+        let mut copies_at = Vec::new();
+        for ms in (200..1300).step_by(10) {
+            t.event(&p("shard"), Change::Replaced, c.at(ms));
+            if let Some(job) = t.next_job(c.at(ms)) {
+                copies_at.push(ms);
+                t.finish(&job.rel, copied(ms), c.at(ms));
+            }
+        }
+        assert_eq!(
+            copies_at,
+            vec![700, 1210],
+            "capped at 10 x 50 ms after the first pending version"
+        );
+        assert_eq!(t.counts().distinct, 1);
+        assert_eq!(t.counts().max_copies, 4);
+        // Other keys written once are unaffected.
+        t.event(&p("other"), Change::Replaced, c.at(2000));
+        assert!(drain(&mut t, c.at(2000)).contains(&p("other")));
     }
 
     #[test]

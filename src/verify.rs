@@ -12,6 +12,64 @@ use std::path::{Component, Path, PathBuf};
 use crate::copier::PARTIAL_SUFFIX;
 use crate::tracker::is_ignored;
 
+/// Where a shard keeps its index, and how to check it (Zarr v3 `sharding_indexed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardIndex {
+    /// Inner chunks per shard: the index has one (offset, nbytes) pair of u64 for each.
+    pub chunks: u64,
+    /// `index_location: "end"` (the default) or `"start"`.
+    pub at_end: bool,
+    /// The index codecs end with `crc32c`: 4 bytes of CRC32C after the index.
+    pub crc32c: bool,
+}
+
+impl ShardIndex {
+    fn len(&self) -> u64 {
+        self.chunks * 16 + if self.crc32c { 4 } else { 0 }
+    }
+
+    /// Checks that the file holds a whole shard: an index where the codec puts it, a matching
+    /// CRC32C, and every chunk it points to inside the file. This is what an interrupted writer
+    /// (acquire-zarr writes the index last) or a truncated copy fails.
+    pub fn check(&self, path: &Path) -> Result<(), String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
+        let size = f.metadata().map_err(|e| e.to_string())?.len();
+        let want = self.len();
+        if size < want {
+            return Err(format!("{size} bytes, too short for its {want}-byte index"));
+        }
+        f.seek(if self.at_end {
+            SeekFrom::End(-(want as i64))
+        } else {
+            SeekFrom::Start(0)
+        })
+        .map_err(|e| e.to_string())?;
+        let mut index = vec![0u8; want as usize];
+        f.read_exact(&mut index).map_err(|e| e.to_string())?;
+        let entries = &index[..(self.chunks * 16) as usize];
+        if self.crc32c {
+            let stored = u32::from_le_bytes(index[entries.len()..].try_into().expect("4 bytes"));
+            if crc32c::crc32c(entries) != stored {
+                return Err("index checksum (CRC32C) does not match".into());
+            }
+        }
+        for pair in entries.chunks_exact(16) {
+            let offset = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
+            let nbytes = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
+            if offset == u64::MAX && nbytes == u64::MAX {
+                continue; // an empty inner chunk (fill value)
+            }
+            if offset.checked_add(nbytes).is_none_or(|end| end > size) {
+                return Err(format!(
+                    "index points past the end of the file ({offset} + {nbytes} > {size})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What verification needs to know about one array: where it is, its shape, the grid of files
 /// (chunk shape, or shard shape when sharded) and how grid indices become file names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +81,8 @@ pub struct ArraySpec {
     /// `Some("c")` for Zarr v3's default chunk key encoding, `None` for v2-style keys.
     pub prefix: Option<String>,
     pub separator: char,
+    /// For sharded arrays: how to check that each shard file is whole.
+    pub shard: Option<ShardIndex>,
 }
 
 impl ArraySpec {
@@ -85,12 +145,19 @@ pub struct Report {
     pub present_chunks: u64,
     /// Files named like chunk keys but outside the final grid (e.g. left by a shrinking resize).
     pub outside_grid: Vec<PathBuf>,
+    /// Shards that are whole at the source but not at the destination: an error.
+    pub bad_shards: Vec<(PathBuf, String)>,
+    /// Shards not whole at the source either (a killed writer): copied as they are, reported.
+    pub bad_shards_at_source: Vec<(PathBuf, String)>,
 }
 
 impl Report {
     /// True when the destination holds everything (invariant 5).
     pub fn ok(&self) -> bool {
-        self.missing.is_empty() && self.size_mismatch.is_empty() && self.partials.is_empty()
+        self.missing.is_empty()
+            && self.size_mismatch.is_empty()
+            && self.partials.is_empty()
+            && self.bad_shards.is_empty()
     }
 }
 
@@ -125,12 +192,28 @@ pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec]) -> std
         let size = entry.metadata()?.len();
         report.files += 1;
         report.bytes += size;
-        match fs::symlink_metadata(dst.join(rel)) {
-            Ok(m) if m.is_file() && m.len() == size => {}
-            Ok(m) if m.is_file() => report.size_mismatch.push((rel.to_path_buf(), size, m.len())),
-            _ => report.missing.push(rel.to_path_buf()),
+        let copy = dst.join(rel);
+        let arrived = match fs::symlink_metadata(&copy) {
+            Ok(m) if m.is_file() && m.len() == size => true,
+            Ok(m) if m.is_file() => {
+                report.size_mismatch.push((rel.to_path_buf(), size, m.len()));
+                false
+            }
+            _ => {
+                report.missing.push(rel.to_path_buf());
+                false
+            }
+        };
+        if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
+            if arrived {
+                if let Err(why) = shard.check(&copy) {
+                    match shard.check(entry.path()) {
+                        Err(at_source) => report.bad_shards_at_source.push((rel.to_path_buf(), at_source)),
+                        Ok(()) => report.bad_shards.push((rel.to_path_buf(), why)),
+                    }
+                }
+            }
         }
-        account_chunk(&slash_path(rel), &by_path, &mut report);
     }
     for entry in walkdir::WalkDir::new(dst).follow_links(false) {
         let entry = entry?;
@@ -150,8 +233,8 @@ pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec]) -> std
 }
 
 /// Finds the array a file belongs to (its nearest ancestor that is an array) and counts the file
-/// against that array's grid.
-fn account_chunk(rel: &str, arrays: &HashMap<&str, &ArraySpec>, report: &mut Report) {
+/// against that array's grid. Returns how to check it when it is an in-grid shard.
+fn account_chunk(rel: &str, arrays: &HashMap<&str, &ArraySpec>, report: &mut Report) -> Option<ShardIndex> {
     let mut dir = rel;
     loop {
         let parent = dir.rfind('/').map_or("", |i| &dir[..i]);
@@ -164,14 +247,14 @@ fn account_chunk(rel: &str, arrays: &HashMap<&str, &ArraySpec>, report: &mut Rep
             if let Some(idx) = spec.parse_key(key) {
                 if spec.in_bounds(&idx) {
                     report.present_chunks += 1;
-                } else {
-                    report.outside_grid.push(PathBuf::from(rel));
+                    return spec.shard;
                 }
+                report.outside_grid.push(PathBuf::from(rel));
             }
-            return;
+            return None;
         }
         if parent.is_empty() {
-            return;
+            return None;
         }
         dir = parent;
     }
@@ -188,6 +271,7 @@ mod tests {
             grid: grid.to_vec(),
             prefix: prefix.map(Into::into),
             separator: sep,
+            shard: None,
         }
     }
 
@@ -232,5 +316,77 @@ mod tests {
         account_chunk("g/s0/c/2/0", &map, &mut r);
         assert_eq!(r.present_chunks, 2);
         assert_eq!(r.outside_grid, vec![PathBuf::from("g/s0/c/2/0")]);
+    }
+
+    fn shard_file(dir: &Path, chunks: &[&[u8]], crc: bool, at_end: bool) -> PathBuf {
+        let mut index = Vec::new();
+        let mut data = Vec::new();
+        let base = if at_end {
+            0
+        } else {
+            chunks.len() as u64 * 16 + if crc { 4 } else { 0 }
+        };
+        for c in chunks {
+            if c.is_empty() {
+                index.extend(u64::MAX.to_le_bytes());
+                index.extend(u64::MAX.to_le_bytes());
+            } else {
+                index.extend((base + data.len() as u64).to_le_bytes());
+                index.extend((c.len() as u64).to_le_bytes());
+                data.extend_from_slice(c);
+            }
+        }
+        if crc {
+            let sum = crc32c::crc32c(&index);
+            index.extend(sum.to_le_bytes());
+        }
+        let file = if at_end {
+            [data, index].concat()
+        } else {
+            [index, data].concat()
+        };
+        let path = dir.join("shard");
+        fs::write(&path, file).unwrap();
+        path
+    }
+
+    #[test]
+    fn whole_shards_pass_and_broken_ones_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        for (crc, at_end) in [(true, true), (false, true), (true, false)] {
+            let shard = ShardIndex {
+                chunks: 3,
+                at_end,
+                crc32c: crc,
+            };
+            let p = shard_file(dir.path(), &[b"abcd", b"", b"efgh"], crc, at_end);
+            assert_eq!(shard.check(&p), Ok(()), "crc {crc} at_end {at_end}");
+        }
+        let shard = ShardIndex {
+            chunks: 3,
+            at_end: true,
+            crc32c: true,
+        };
+        let p = shard_file(dir.path(), &[b"abcd", b"", b"efgh"], true, true);
+        // A killed acquire-zarr writer: chunk data, no index.
+        fs::write(&p, b"abcdefgh").unwrap();
+        assert!(shard.check(&p).unwrap_err().contains("too short"));
+        // One flipped bit in the index.
+        let p = shard_file(dir.path(), &[b"abcd", b"", b"efgh"], true, true);
+        let mut bytes = fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 1;
+        fs::write(&p, &bytes).unwrap();
+        assert!(shard.check(&p).unwrap_err().contains("CRC32C"));
+        // Truncated data with an index that still claims it (no CRC to catch it).
+        let unchecked = ShardIndex {
+            chunks: 1,
+            at_end: false,
+            crc32c: false,
+        };
+        let p = shard_file(dir.path(), &[b"abcdefgh"], false, false);
+        let bytes = fs::read(&p).unwrap();
+        fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
+        assert!(unchecked.check(&p).unwrap_err().contains("past the end"));
     }
 }

@@ -23,6 +23,8 @@ pub enum FsEvent {
     Gone(PathBuf),
     /// Events were lost (queue overflow): rescan everything.
     Rescan,
+    /// The source root itself appeared again (a writer's `overwrite=True` removes and recreates it).
+    RootCreated,
     /// The watcher reported a problem (e.g. the inotify watch limit).
     Error(String),
 }
@@ -37,12 +39,28 @@ pub struct Watcher {
 impl Watcher {
     /// Watches `root` recursively, delivering raw notify events on `tx`. Returns only once the
     /// watch is installed, so a scan started afterwards cannot miss a file.
+    ///
+    /// The root's parent is watched too (not recursively): zarr-python and acquire-zarr delete and
+    /// recreate the root on `overwrite=True`, which ends every watch inside it; the parent's events
+    /// say when it is back.
     pub fn new(root: &Path, tx: Sender<notify::Result<Event>>) -> Result<Self> {
         let mut inner = notify::recommended_watcher(tx).map_err(|e| watch_error(root, e))?;
+        if let Some(parent) = root.parent() {
+            inner
+                .watch(parent, RecursiveMode::NonRecursive)
+                .map_err(|e| watch_error(parent, e))?;
+        }
         inner
             .watch(root, RecursiveMode::Recursive)
             .map_err(|e| watch_error(root, e))?;
         Ok(Watcher { inner })
+    }
+
+    /// Watches the recreated root again (its old watches died with the old directory).
+    pub fn rewatch_root(&mut self, root: &Path) -> Result<()> {
+        self.inner
+            .watch(root, RecursiveMode::Recursive)
+            .map_err(|e| watch_error(root, e))
     }
 
     /// Makes sure a newly created directory is watched before it is scanned.
@@ -96,9 +114,18 @@ pub fn translate(root: &Path, event: notify::Result<Event>, out: &mut Vec<FsEven
         return;
     }
     for path in &event.paths {
+        // Everything else in the root's parent is none of our business.
         let Ok(rel) = path.strip_prefix(root) else { continue };
         if rel.as_os_str().is_empty() {
-            // Events on the root itself (deleted, moved) are handled by later work on root recreation.
+            match event.kind {
+                EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                    out.push(FsEvent::RootCreated)
+                }
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                    out.push(FsEvent::Gone(PathBuf::new()))
+                }
+                _ => {}
+            }
             continue;
         }
         let rel = rel.to_path_buf();

@@ -50,7 +50,8 @@ class Engine:
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
-        errors, failed, backlog, in_flight, writing, last_error, fatal, elapsed, finishing.
+        files_distinct, max_copies, errors, failed, backlog, in_flight, writing, last_error, fatal,
+        elapsed, finishing.
 
         `phase` is one of "starting", "waiting", "scanning", "copying", "finishing", "drained",
         "stopped", "failed".
@@ -69,17 +70,21 @@ class Engine:
     @property
     def destination(self) -> Path:
         """The resolved destination root (as given until the source exists)."""
-    def verify(self, arrays: list[tuple[str, list[int], list[int], str | None, str]]) -> dict[str, Any]:
+    def verify(
+        self, arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]]
+    ) -> dict[str, Any]:
         """Compares source and destination after the engine drained.
 
         Args:
-            arrays: one (path, shape, grid, prefix, separator) per Zarr array, from the final
-                metadata; `grid` is the chunk shape (the shard shape when sharded), `prefix` is
-                "c" for Zarr v3's default key encoding and None for v2-style keys.
+            arrays: one (path, shape, grid, prefix, separator, shard) per Zarr array, from the
+                final metadata; `grid` is the chunk shape (the shard shape when sharded), `prefix`
+                is "c" for Zarr v3's default key encoding and None for v2-style keys, and `shard`
+                is (inner chunks per shard, index at the end, index has a CRC32C) or None.
 
         Returns:
             ok, files, bytes, missing, size_mismatch, partials, symlinks, extra,
-            expected_chunks, present_chunks, outside_grid.
+            expected_chunks, present_chunks, outside_grid, bad_shards (whole at the source, not
+            at the destination: an error), bad_shards_at_source (e.g. a killed writer: reported).
         """
     def publish_marker(self) -> bool:
         """Copies the marker to the destination (after verification). False if there is none."""

@@ -116,7 +116,9 @@ def summary(t: TargetReport) -> list[str]:
             lines.append(f"  size differs: {p} (source {a} bytes, destination {b} bytes)")
         for p in t.partials[:50]:
             lines.append(f"  partial file left: {p}")
-        hidden = len(t.missing) + len(t.size_mismatch) + len(t.partials) - 150
+        for p, why in t.bad_shards[:50]:
+            lines.append(f"  shard not whole at the destination: {p} ({why})")
+        hidden = len(t.missing) + len(t.size_mismatch) + len(t.partials) + len(t.bad_shards) - 200
         if hidden > 0:
             lines.append(f"  ... and {hidden} more")
     if t.arrays:

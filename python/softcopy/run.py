@@ -36,6 +36,8 @@ class Progress:
     files_deleted: int
     files_unchanged: int
     redundant: int
+    files_distinct: int
+    max_copies: int
     errors: int
     failed: int
     backlog: int
@@ -58,6 +60,9 @@ class TargetReport:
     bytes_copied: int = 0
     files_deleted: int = 0
     redundant: int = 0
+    """Copies of files that had been copied before (rewritten keys)."""
+    max_copies: int = 0
+    """The most copies of any one file."""
     errors: int = 0
     duration: float = 0.0
     verified: bool = False
@@ -66,6 +71,7 @@ class TargetReport:
     missing: list[str] = field(default_factory=list)
     size_mismatch: list[tuple[str, int, int]] = field(default_factory=list)
     partials: list[str] = field(default_factory=list)
+    bad_shards: list[tuple[str, str]] = field(default_factory=list)
     arrays: int = 0
     expected_chunks: int = 0
     present_chunks: int = 0
@@ -189,6 +195,7 @@ class Copier:
             bytes_copied=s["bytes_copied"],
             files_deleted=s["files_deleted"],
             redundant=s["redundant"],
+            max_copies=s["max_copies"],
             errors=s["errors"],
             duration=s["elapsed"],
             fatal=s["fatal"],
@@ -208,6 +215,9 @@ class Copier:
         r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v["size_mismatch"]]
         r.partials = [os.fspath(p) for p in v["partials"]]
         r.expected_chunks, r.present_chunks = v["expected_chunks"], v["present_chunks"]
+        r.bad_shards = [(os.fspath(p), why) for p, why in v["bad_shards"]]
+        for p, why in v["bad_shards_at_source"]:
+            r.notes.append(f"shard {os.fspath(p)} is not whole at the source either ({why}); copied as it is")
         if v["symlinks"]:
             r.notes.append(f"{len(v['symlinks'])} symlinks in the source were not copied (never followed)")
         if v["outside_grid"]:

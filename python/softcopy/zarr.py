@@ -17,6 +17,15 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ShardLayout:
+    """How a `sharding_indexed` shard file ends (or starts) with its index."""
+
+    chunks_per_shard: int
+    index_at_end: bool
+    crc32c: bool
+
+
+@dataclass(frozen=True)
 class ArraySpec:
     """One array as its (final) metadata describes it."""
 
@@ -29,7 +38,12 @@ class ArraySpec:
     prefix: str | None
     """'c' for Zarr v3's default chunk key encoding, None for v2-style keys."""
     separator: str
-    sharded: bool = False
+    shard: ShardLayout | None = None
+    """For sharded arrays: where each shard file keeps its index."""
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard is not None
 
     @property
     def expected_files(self) -> int:
@@ -43,9 +57,11 @@ class ArraySpec:
         body = self.separator.join(str(i) for i in index)
         return f"{self.prefix}{self.separator}{body}" if self.prefix else body
 
-    def as_native(self) -> tuple[str, list[int], list[int], str | None, str]:
+    def as_native(self) -> tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]:
         """The tuple the engine's verify() takes."""
-        return (self.path, list(self.shape), list(self.grid), self.prefix, self.separator)
+        s = self.shard
+        shard = None if s is None else (s.chunks_per_shard, s.index_at_end, s.crc32c)
+        return (self.path, list(self.shape), list(self.grid), self.prefix, self.separator, shard)
 
 
 class MetadataError(ValueError):
@@ -98,8 +114,21 @@ def parse_v3(meta: Any, path: str) -> ArraySpec | None:
     if sep not in (".", "/"):
         raise MetadataError(f"chunk key separator must be '.' or '/', got {sep!r}")
     codecs = meta.get("codecs") or []
-    sharded = any(isinstance(c, dict) and c.get("name") == "sharding_indexed" for c in codecs)
-    return ArraySpec(path, 3, shape, grid, prefix, sep, sharded)
+    sharding = next((c for c in codecs if isinstance(c, dict) and c.get("name") == "sharding_indexed"), None)
+    return ArraySpec(path, 3, shape, grid, prefix, sep, _shard_layout(sharding, grid) if sharding else None)
+
+
+def _shard_layout(codec: dict[str, Any], shard_shape: tuple[int, ...]) -> ShardLayout:
+    conf = codec.get("configuration") or {}
+    inner = _ints(conf.get("chunk_shape"), "sharding chunk_shape")
+    if len(inner) != len(shard_shape) or any(i == 0 or s % i for s, i in zip(shard_shape, inner, strict=False)):
+        raise MetadataError(f"shard shape {shard_shape} is not a multiple of the inner chunk shape {inner}")
+    location = conf.get("index_location", "end")
+    if location not in ("start", "end"):
+        raise MetadataError(f"unsupported shard index_location {location!r}")
+    index_codecs = conf.get("index_codecs") or []
+    crc = any(isinstance(c, dict) and c.get("name") == "crc32c" for c in index_codecs)
+    return ShardLayout(math.prod(s // i for s, i in zip(shard_shape, inner, strict=True)), location == "end", crc)
 
 
 def discover(root: str | os.PathLike[str]) -> tuple[list[ArraySpec], list[str]]:
