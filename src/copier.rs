@@ -103,6 +103,10 @@ pub fn sync_file(src_root: &Path, dst_root: &Path, job: &Job, opts: &CopyOptions
     let src = src_root.join(&job.rel);
     let dst = dst_root.join(&job.rel);
     match sync_inner(&src, &dst, job.prev, opts) {
+        Ok(Outcome::Deleted) => {
+            prune_empty_dirs(src_root, dst_root, &job.rel);
+            (Outcome::Deleted, false)
+        }
         Ok(outcome) => {
             let copied = matches!(outcome, Outcome::Copied { .. });
             (outcome, copied)
@@ -181,13 +185,31 @@ fn sync_inner(src: &Path, dst: &Path, prev: Option<Identity>, opts: &CopyOptions
 
 fn remove_destination(dst: &Path) -> crate::Result<Outcome> {
     match fs::symlink_metadata(dst) {
-        Ok(m) if m.is_dir() => Ok(Outcome::Deleted),
+        Ok(m) if m.is_dir() => {
+            // A directory gone at the source: removed here only once empty (its files are jobs
+            // of their own; whichever finishes last prunes it).
+            let _ = fs::remove_dir(dst);
+            Ok(Outcome::Deleted)
+        }
         Ok(_) => match fs::remove_file(dst) {
             Ok(()) => Ok(Outcome::Deleted),
             Err(e) if is_gone(&e) => Ok(Outcome::Deleted),
             Err(e) => Err(crate::Error::io("remove", dst, e)),
         },
         Err(_) => Ok(Outcome::Deleted),
+    }
+}
+
+/// After a deletion, removes the destination directories that became empty and no longer exist at
+/// the source (a removed array, a recreated root), so the destination mirrors the source's folders
+/// too. Stops at the first directory that is not empty or still exists at the source.
+fn prune_empty_dirs(src_root: &Path, dst_root: &Path, rel: &Path) {
+    let mut dir = rel.parent();
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        if src_root.join(d).exists() || fs::remove_dir(dst_root.join(d)).is_err() {
+            return;
+        }
+        dir = d.parent();
     }
 }
 

@@ -421,24 +421,26 @@ impl Run<'_> {
                 // created, so a write seen within the settle time holds them back.
                 self.scan(&rel, Change::Created);
             }
+            FsEvent::Gone(rel) if rel.as_os_str().is_empty() => {
+                // The root itself went away. If a writer is recreating it (`overwrite=True`), the
+                // reconcile when it returns mirrors whatever it no longer has. If it was moved or
+                // unmounted, the copy must not be wiped: nothing is deleted until it is back.
+                self.sh.say(
+                    Level::Warning,
+                    format!("{} disappeared; waiting for it to return (the copy is kept)", self.src.display()),
+                );
+            }
             FsEvent::Gone(rel) => {
-                if rel.as_os_str().is_empty() {
-                    self.sh.say(
-                        Level::Warning,
-                        format!("{} was removed; waiting for it to return", self.src.display()),
-                    );
-                }
-                self.tracker.removed_tree(&rel, now)
+                self.tracker.removed_tree(&rel, now);
+                // The directory itself too: its worker removes it at the destination once empty.
+                self.tracker.event(&rel, Change::Removed, now);
             }
             FsEvent::RootCreated => {
                 if let Err(e) = watcher.rewatch_root(&self.src) {
                     self.sh.say(Level::Warning, e.to_string());
                 }
-                self.sh.say(
-                    Level::Info,
-                    format!("{} was recreated; watching it again", self.src.display()),
-                );
-                self.scan(Path::new(""), Change::Created);
+                self.sh.say(Level::Info, format!("{} is back; watching it again", self.src.display()));
+                self.reconcile();
             }
             FsEvent::Rescan => {
                 self.sh.say(

@@ -233,7 +233,7 @@ pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec]) -> std
 }
 
 /// Finds the array a file belongs to (its nearest ancestor that is an array) and counts the file
-/// against that array's grid. Returns how to check it when it is an in-grid shard.
+/// against that array's grid. Returns how to check it when it is a shard.
 fn account_chunk(rel: &str, arrays: &HashMap<&str, &ArraySpec>, report: &mut Report) -> Option<ShardIndex> {
     let mut dir = rel;
     loop {
@@ -247,9 +247,12 @@ fn account_chunk(rel: &str, arrays: &HashMap<&str, &ArraySpec>, report: &mut Rep
             if let Some(idx) = spec.parse_key(key) {
                 if spec.in_bounds(&idx) {
                     report.present_chunks += 1;
-                    return spec.shard;
+                } else {
+                    report.outside_grid.push(PathBuf::from(rel));
                 }
-                report.outside_grid.push(PathBuf::from(rel));
+                // Out-of-grid shards are checked too: acquire-zarr's metadata lags its data, so
+                // after a crash the newest shards lie beyond the shape it last recorded.
+                return spec.shard;
             }
             return None;
         }

@@ -3,8 +3,14 @@ timepoint by timepoint, each timepoint in two half-chunk writes (so every chunk 
 some planes equal to the fill value (never written; or written and then unlinked), and the
 `complete` marker at the end.
 
-Usage: python ts_writer.py PATH LAYOUT TIMEPOINTS INTERVAL [--no-marker]
+Usage: python ts_writer.py PATH LAYOUT TIMEPOINTS INTERVAL [options]
 LAYOUT: v2dot | v2slash | zarr3 | zarr3sharded
+Options:
+  --no-marker         do not write the `complete` marker
+  --locking MODE      file_io_locking mode: os (default) | lockfile | none | non_atomic
+  --no-sync           file_io_sync false (no fsync before the rename)
+  --grow              start with one timepoint and resize the array before each new one
+  --shrink            at the end, shrink the array to half its timepoints (chunks beyond are deleted)
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorstore as ts
@@ -19,7 +26,7 @@ import tensorstore as ts
 Z, Y, X = 4, 64, 64
 
 
-def spec(path: str, layout: str, timepoints: int) -> dict[str, object]:
+def spec(path: str, layout: str, timepoints: int) -> dict[str, Any]:
     kv = {"driver": "file", "path": path}
     if layout.startswith("v2"):
         sep = "." if layout == "v2dot" else "/"
@@ -57,12 +64,21 @@ def spec(path: str, layout: str, timepoints: int) -> dict[str, object]:
     return {"driver": "zarr3", "kvstore": kv, "metadata": metadata}
 
 
+def option(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
 def main() -> None:
     path, layout, timepoints, interval = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     marker = "--no-marker" not in sys.argv
-    arr = ts.open(spec(path, layout, timepoints), create=True).result()
+    grow = "--grow" in sys.argv
+    s = spec(path, layout, 1 if grow else timepoints)
+    s["context"] = {"file_io_locking": {"mode": option("--locking", "os")}, "file_io_sync": "--no-sync" not in sys.argv}
+    arr = ts.open(s, create=True).result()
     rng = np.random.default_rng(0)
     for t in range(timepoints):
+        if grow and t > 0:
+            arr = arr.resize(exclusive_max=[t + 1, Z, Y, X]).result()
         data = rng.integers(1, 4000, size=(Z, Y, X), dtype=np.uint16)
         if t % 3 == 1:
             data[2:] = 0  # fill value: those chunks are never written
@@ -71,6 +87,8 @@ def main() -> None:
         if t % 4 == 2:
             arr[t, 0:2].write(np.zeros((2, Y, X), dtype=np.uint16)).result()  # existing chunks become fill: unlinked
         time.sleep(interval)
+    if "--shrink" in sys.argv:
+        arr = arr.resize(exclusive_max=[timepoints // 2, Z, Y, X], resize_metadata_only=False).result()
     if marker:
         Path(path, "complete").touch()
 
