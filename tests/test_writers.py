@@ -25,6 +25,7 @@ def live(tmp_path: Path, run_softcopy: Any, writer: list[str], *extra: str) -> s
     assert w.returncode == 0, f"the writer failed: {writer}"
     code, out = finish(proc, 60)
     assert code == 0, out
+    assert "not whole" not in out, "every shard a live writer finished must verify as whole"
     assert_same_tree(src, dst)
     return out
 

@@ -193,4 +193,23 @@ def test_expected_keys_equal_the_files_tensorstore_writes_for_a_full_array(layou
         assert spec.sharded == ("sharding_indexed" in written_meta)
         # And the native verifier agrees every shard tensorstore wrote is whole.
         report = softcopy.copy(root, Path(tmp, "copy.zarr"), once=True)
-        assert report.ok and report.targets[0].present_chunks == len(written)
+        t = report.targets[0]
+        assert report.ok and t.present_chunks == len(written)
+        assert not [n for n in t.notes if "not whole" in n], t.notes
+
+
+def test_a_shard_damaged_at_the_destination_fails_verification(tmp_path: Path) -> None:
+    src, dst = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    subprocess.run([sys.executable, str(WRITER), str(src), "zarr3sharded", "4", "0"], check=True)
+    engine = softcopy._softcopy.Engine(src, dst, once=True)
+    assert engine.wait(30) and engine.status()["phase"] == "drained"
+    arrays, _ = discover(src)
+    assert engine.verify([a.as_native() for a in arrays])["ok"]
+    shard = next(p for p in dst.rglob("*") if p.is_file() and p.parent.name != "a.zarr" and p.name != "zarr.json")
+    data = bytearray(shard.read_bytes())
+    data[-6] ^= 0xFF  # inside the index, same size: only the CRC32C can tell
+    shard.write_bytes(bytes(data))
+    v = engine.verify([a.as_native() for a in arrays])
+    assert not v["ok"]
+    assert [p.as_posix() for p, _ in v["bad_shards"]] == [shard.relative_to(dst).as_posix()]
+    assert "CRC32C" in v["bad_shards"][0][1]
