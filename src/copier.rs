@@ -102,7 +102,7 @@ fn is_gone(e: &io::Error) -> bool {
 pub fn sync_file(src_root: &Path, dst_root: &Path, job: &Job, opts: &CopyOptions) -> (Outcome, bool) {
     let src = src_root.join(&job.rel);
     let dst = dst_root.join(&job.rel);
-    match sync_inner(&src, &dst, job.prev, opts) {
+    match sync_inner(&src, &dst, job, opts) {
         Ok(Outcome::Deleted) => {
             prune_empty_dirs(src_root, dst_root, &job.rel);
             (Outcome::Deleted, false)
@@ -115,7 +115,8 @@ pub fn sync_file(src_root: &Path, dst_root: &Path, job: &Job, opts: &CopyOptions
     }
 }
 
-fn sync_inner(src: &Path, dst: &Path, prev: Option<Identity>, opts: &CopyOptions) -> crate::Result<Outcome> {
+fn sync_inner(src: &Path, dst: &Path, job: &Job, opts: &CopyOptions) -> crate::Result<Outcome> {
+    let prev = job.prev;
     use crate::Error;
     let file = match open_source(src) {
         Ok(f) => f,
@@ -141,6 +142,10 @@ fn sync_inner(src: &Path, dst: &Path, prev: Option<Identity>, opts: &CopyOptions
                 return Ok(Outcome::Unchanged(ident));
             }
         }
+    }
+    if job.verify_closed && sys::open_for_writing(&file) == Some(true) {
+        // Invariant 4: a file a writer still has open is not copied; its close will bring it back.
+        return Ok(Outcome::Busy);
     }
     let tmp = partial_path(dst);
     let out = create_partial(&tmp).map_err(|e| Error::io("create", &tmp, e))?;

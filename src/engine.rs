@@ -295,7 +295,18 @@ impl Engine {
             method: self.config.method,
             ..CopyOptions::default()
         };
-        match copier::sync_file(&src, &dst, &Job { rel, prev: None }, &opts).0 {
+        match copier::sync_file(
+            &src,
+            &dst,
+            &Job {
+                rel,
+                prev: None,
+                verify_closed: false,
+            },
+            &opts,
+        )
+        .0
+        {
             Outcome::Failed(msg) => Err(Error::Internal(msg)),
             _ => Ok(true),
         }
@@ -360,7 +371,11 @@ impl Run<'_> {
 
     fn file_event(&mut self, rel: PathBuf, change: Change, now: Instant) {
         if self.is_marker(&rel) {
-            if matches!(change, Change::Replaced | Change::Created | Change::ClosedWrite) && !self.finishing {
+            if matches!(
+                change,
+                Change::Replaced | Change::Found | Change::Created | Change::ClosedWrite
+            ) && !self.finishing
+            {
                 self.sh.say(
                     Level::Info,
                     format!("{} appeared: the acquisition is complete", self.cfg.marker),
@@ -417,9 +432,9 @@ impl Run<'_> {
                 if let Err(e) = watcher.ensure_watched(&self.src.join(&rel)) {
                     self.sh.say(Level::Warning, e.to_string());
                 }
-                // Found files may still be open for writing (in-place writers): treat them as just
-                // created, so a write seen within the settle time holds them back.
-                self.scan(&rel, Change::Created);
+                // Files found may still be open for writing (in-place writers): `Found` makes the
+                // worker check before copying.
+                self.scan(&rel, Change::Found);
             }
             FsEvent::Gone(rel) if rel.as_os_str().is_empty() => {
                 // The root itself went away. If a writer is recreating it (`overwrite=True`), the
@@ -427,7 +442,10 @@ impl Run<'_> {
                 // unmounted, the copy must not be wiped: nothing is deleted until it is back.
                 self.sh.say(
                     Level::Warning,
-                    format!("{} disappeared; waiting for it to return (the copy is kept)", self.src.display()),
+                    format!(
+                        "{} disappeared; waiting for it to return (the copy is kept)",
+                        self.src.display()
+                    ),
                 );
             }
             FsEvent::Gone(rel) => {
@@ -439,7 +457,10 @@ impl Run<'_> {
                 if let Err(e) = watcher.rewatch_root(&self.src) {
                     self.sh.say(Level::Warning, e.to_string());
                 }
-                self.sh.say(Level::Info, format!("{} is back; watching it again", self.src.display()));
+                self.sh.say(
+                    Level::Info,
+                    format!("{} is back; watching it again", self.src.display()),
+                );
                 self.reconcile();
             }
             FsEvent::Rescan => {
@@ -469,7 +490,7 @@ impl Run<'_> {
                 s.errors += 1;
                 self.sh.say(Level::Warning, msg.clone());
             }
-            Outcome::Changed | Outcome::Skipped => {}
+            Outcome::Changed | Outcome::Skipped | Outcome::Busy => {}
         }
         self.tracker.finish(&d.rel, d.outcome, Instant::now());
     }
@@ -527,7 +548,7 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         status: Status::default(),
         started,
     };
-    run.scan(Path::new(""), Change::Replaced);
+    run.scan(Path::new(""), Change::Found);
     sh.say(
         Level::Info,
         format!(

@@ -4,9 +4,11 @@
 //! [`Outcome`] of each. It does no I/O and reads no clock: every call takes `now`, so tests drive it
 //! with synthetic event sequences and a mock clock. Rules, from the writers' observed behaviour
 //! (`shared/research/writers.md`):
-//! - a rename onto a final name (or a file found by a scan) is a complete version: ready now;
+//! - a rename onto a final name is a complete version: ready now;
+//! - a file found by a scan, or a bare CREATE (zarr-python's `link`, or the start of an in-place
+//!   write), is ready now *if no process has it open for writing*: its job asks the worker to check
+//!   ([`Job::verify_closed`]); a file still open comes back as [`Outcome::Busy`] and waits for its close;
 //! - a file written in place (MODIFY) is ready once closed (CLOSE_WRITE) and quiet for `settle`;
-//! - a bare CREATE with no write (zarr-python's `link`) is ready after `settle`;
 //! - CLOSE_WRITE without a MODIFY since the last version (tensorstore closing its lock fd after the
 //!   rename) is not a new version;
 //! - a deletion is a job too: the worker finds the source gone and mirrors that;
@@ -35,8 +37,10 @@ pub struct Identity {
 /// A filesystem change to one file, relative to the source root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// A complete version appeared under this name: a rename onto it, or a scan found it.
+    /// A complete version appeared under this name: a rename onto it.
     Replaced,
+    /// A scan found the file: complete unless a writer still has it open.
+    Found,
     /// The name was created (by `open(O_CREAT)` or by `link`); content may or may not follow.
     Created,
     /// Someone wrote into the file in place; it is not ready until closed.
@@ -53,6 +57,8 @@ pub struct Job {
     pub rel: PathBuf,
     /// The identity of the version this process last copied, so an unchanged file costs one stat.
     pub prev: Option<Identity>,
+    /// Readiness was not proven by a rename: copy only if no process has the file open for writing.
+    pub verify_closed: bool,
 }
 
 /// What a worker did with a [`Job`].
@@ -68,6 +74,8 @@ pub enum Outcome {
     Changed,
     /// Not a regular file (a directory, a socket...): nothing to copy.
     Skipped,
+    /// A writer still has the file open: wait for it to close.
+    Busy,
     /// The copy failed; it is retried with backoff.
     Failed(String),
 }
@@ -101,6 +109,8 @@ struct FileState {
     seen: bool,
     /// When the oldest version not yet copied of a hot key arrived (bounds the debounce).
     pending_since: Option<Instant>,
+    /// The next job must check that no writer has the file open (see [`Job::verify_closed`]).
+    verify_closed: bool,
 }
 
 impl FileState {
@@ -115,6 +125,7 @@ impl FileState {
             copies: 0,
             seen: true,
             pending_since: None,
+            verify_closed: false,
         }
     }
 }
@@ -185,14 +196,20 @@ impl Tracker {
         let want = match change {
             Change::Replaced if (st.copies > 0 || st.in_flight) && !self.debounce.is_zero() => {
                 st.writing = false;
+                st.verify_closed = false;
                 let since = *st.pending_since.get_or_insert(now);
                 Want::At((now + self.debounce).min(since + self.debounce * MAX_DEBOUNCES))
             }
             Change::Replaced | Change::Removed => {
                 st.writing = false;
+                st.verify_closed = false;
                 Want::Now
             }
-            Change::Created => Want::At(settle_at),
+            Change::Found | Change::Created => {
+                st.writing = false;
+                st.verify_closed = true;
+                Want::Now
+            }
             Change::Modified => {
                 // Whatever was due is superseded: the writer's close will make it due again.
                 st.writing = true;
@@ -200,8 +217,11 @@ impl Tracker {
                 return;
             }
             Change::ClosedWrite => {
-                if !st.writing && !matches!(st.want, Want::At(_)) {
-                    // tensorstore closes its lock fd after renaming it onto K: same version.
+                // A close matters after a write, or while a job that checks for writers is in
+                // flight (it may have seen the file still open). Otherwise it is tensorstore closing
+                // its lock fd after the rename: the same version.
+                let matters = st.writing || (st.in_flight && st.verify_closed) || matches!(st.want, Want::At(_));
+                if !matters {
                     return;
                 }
                 st.writing = false;
@@ -250,7 +270,7 @@ impl Tracker {
                 return;
             }
         }
-        self.event(rel, Change::Replaced, now);
+        self.event(rel, Change::Found, now);
     }
 
     /// Ends a sweep: files it did not find vanished unseen and are mirrored as deletions.
@@ -313,7 +333,11 @@ impl Tracker {
             st.pending_since = None;
             st.in_flight = true;
             self.in_flight += 1;
-            return Some(Job { prev: st.copied, rel });
+            return Some(Job {
+                prev: st.copied,
+                rel,
+                verify_closed: st.verify_closed,
+            });
         }
         None
     }
@@ -336,10 +360,23 @@ impl Tracker {
                 st.copies += 1;
                 self.counts.max_copies = self.counts.max_copies.max(st.copies);
                 st.copied = Some(ident);
+                st.verify_closed = false;
             }
-            Outcome::Unchanged(ident) => st.copied = Some(ident),
-            Outcome::Deleted | Outcome::Skipped => st.copied = None,
+            Outcome::Unchanged(ident) => {
+                st.copied = Some(ident);
+                st.verify_closed = false;
+            }
+            Outcome::Deleted | Outcome::Skipped => {
+                st.copied = None;
+                st.verify_closed = false;
+            }
             Outcome::Changed => retry = Some(Want::Now),
+            Outcome::Busy => {
+                // Wait for the writer's close, unless it already came while we were checking.
+                if st.want == Want::None {
+                    st.writing = true;
+                }
+            }
             Outcome::Failed(msg) => {
                 st.failures = st.failures.saturating_add(1);
                 self.last_error = Some(msg);
@@ -560,7 +597,7 @@ mod tests {
         // acquire-zarr / tensorstore non_atomic: CREATE, MODIFY..., CLOSE_WRITE.
         let (mut t, c) = setup();
         t.event(&p("s"), Change::Created, c.at(0));
-        t.event(&p("s"), Change::Modified, c.at(1));
+        t.event(&p("s"), Change::Modified, c.at(0));
         assert!(drain(&mut t, c.at(5_000)).is_empty(), "open for writing: never copied");
         t.event(&p("s"), Change::Modified, c.at(5_000));
         t.event(&p("s"), Change::ClosedWrite, c.at(5_001));
@@ -570,22 +607,55 @@ mod tests {
     }
 
     #[test]
-    fn link_publish_without_write_is_ready_after_settle() {
+    fn link_publish_without_write_is_ready_at_once_if_nobody_writes_it() {
         // zarr-python set_if_not_exists: link(tmp, K) → a bare CREATE K with complete content.
         let (mut t, c) = setup();
         t.event(&p("zarr.json"), Change::Created, c.at(0));
-        assert!(drain(&mut t, c.at(99)).is_empty());
-        assert_eq!(drain(&mut t, c.at(100)), vec![p("zarr.json")]);
+        let job = t.next_job(c.at(0)).unwrap();
+        assert!(
+            job.verify_closed,
+            "not proven by a rename: the worker must check for writers"
+        );
     }
 
     #[test]
-    fn created_then_written_is_not_copied_at_the_create_deadline() {
+    fn found_file_still_open_waits_for_its_close() {
+        // A scan finds a shard an in-place writer still has open (its CREATE and MODIFY happened
+        // before the watch): the worker reports Busy; the close makes it ready.
         let (mut t, c) = setup();
-        t.event(&p("f"), Change::Created, c.at(0));
-        t.event(&p("f"), Change::Modified, c.at(10));
-        assert!(drain(&mut t, c.at(500)).is_empty());
-        t.event(&p("f"), Change::ClosedWrite, c.at(600));
-        assert_eq!(drain(&mut t, c.at(700)), vec![p("f")]);
+        t.event(&p("c/0/0"), Change::Found, c.at(0));
+        let job = t.next_job(c.at(0)).unwrap();
+        assert!(job.verify_closed);
+        t.finish(&job.rel, Outcome::Busy, c.at(1));
+        assert!(drain(&mut t, c.at(10_000)).is_empty(), "still open: not copied");
+        assert!(
+            t.is_idle(),
+            "an open file does not hold up the end (the final rescan copies it)"
+        );
+        t.event(&p("c/0/0"), Change::ClosedWrite, c.at(10_000));
+        assert_eq!(drain(&mut t, c.at(10_100)), vec![p("c/0/0")]);
+    }
+
+    #[test]
+    fn close_during_the_busy_check_is_not_lost() {
+        let (mut t, c) = setup();
+        t.event(&p("k"), Change::Found, c.at(0));
+        let job = t.next_job(c.at(0)).unwrap();
+        // The writer closes right after the worker found it open; the close event is handled first.
+        t.event(&p("k"), Change::ClosedWrite, c.at(1));
+        t.finish(&job.rel, Outcome::Busy, c.at(2));
+        assert_eq!(drain(&mut t, c.at(101)), vec![p("k")]);
+    }
+
+    #[test]
+    fn renamed_versions_need_no_check_and_tensorstore_close_is_still_ignored() {
+        let (mut t, c) = setup();
+        t.event(&p("k"), Change::Replaced, c.at(0));
+        let job = t.next_job(c.at(0)).unwrap();
+        assert!(!job.verify_closed);
+        t.event(&p("k"), Change::ClosedWrite, c.at(0));
+        t.finish(&job.rel, copied(1), c.at(1));
+        assert!(drain(&mut t, c.at(10_000)).is_empty());
     }
 
     #[test]

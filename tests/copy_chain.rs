@@ -35,6 +35,7 @@ fn job(rel: &str) -> Job {
     Job {
         rel: rel.into(),
         prev: None,
+        verify_closed: true,
     }
 }
 
@@ -77,6 +78,7 @@ fn sync_file_copies_skips_and_deletes() {
         &Job {
             rel: "c/0/1".into(),
             prev: Some(ident),
+            verify_closed: true,
         },
         &opts,
     )
@@ -112,6 +114,18 @@ fn symlinks_are_not_followed() {
         "{outcome:?}"
     );
     assert!(!dst.path().join("link").exists());
+}
+
+#[test]
+fn a_file_open_for_writing_is_not_copied_until_closed() {
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = File::create(src.path().join("shard")).unwrap();
+    let (outcome, _) = sync_file(src.path(), dst.path(), &job("shard"), &CopyOptions::default());
+    assert_eq!(outcome, Outcome::Busy);
+    assert!(!dst.path().join("shard").exists() && no_partials(dst.path()));
+    drop(writer);
+    let (outcome, _) = sync_file(src.path(), dst.path(), &job("shard"), &CopyOptions::default());
+    assert!(matches!(outcome, Outcome::Copied { .. }), "{outcome:?}");
 }
 
 #[test]

@@ -63,6 +63,8 @@ class TargetReport:
     """Copies of files that had been copied before (rewritten keys)."""
     max_copies: int = 0
     """The most copies of any one file."""
+    files_distinct: int = 0
+    """Distinct files copied at least once."""
     errors: int = 0
     duration: float = 0.0
     verified: bool = False
@@ -196,6 +198,7 @@ class Copier:
             files_deleted=s["files_deleted"],
             redundant=s["redundant"],
             max_copies=s["max_copies"],
+            files_distinct=s["files_distinct"],
             errors=s["errors"],
             duration=s["elapsed"],
             fatal=s["fatal"],
