@@ -111,8 +111,41 @@ pub fn sync_file(src_root: &Path, dst_root: &Path, job: &Job, opts: &CopyOptions
             let copied = matches!(outcome, Outcome::Copied { .. });
             (outcome, copied)
         }
+        Err(e) if destination_unavailable(&e, dst_root) => (Outcome::Unavailable(e.to_string()), false),
         Err(e) => (Outcome::Failed(e.to_string()), false),
     }
+}
+
+/// Whether an error means the destination as a whole cannot take files (full, read-only, a network
+/// share gone) rather than a problem with this one file. The first pauses the whole target until
+/// the destination is back; the second is retried for this file alone, then given up.
+fn destination_unavailable(e: &crate::Error, dst_root: &Path) -> bool {
+    let crate::Error::Io { op, source, .. } = e else {
+        return false;
+    };
+    if matches!(*op, "open source" | "stat source" | "not copying symlink") {
+        return false;
+    }
+    #[cfg(unix)]
+    let device = matches!(
+        source.raw_os_error(),
+        Some(
+            libc::ENOSPC
+                | libc::EDQUOT
+                | libc::EROFS
+                | libc::ENOTCONN
+                | libc::ESTALE
+                | libc::ETIMEDOUT
+                | libc::ECONNABORTED
+                | libc::EHOSTDOWN
+                | libc::ENODEV
+                | libc::ENXIO
+        )
+    );
+    #[cfg(not(unix))]
+    let device = source.kind() == io::ErrorKind::StorageFull;
+    // Otherwise (EIO, EACCES, ...) it is the destination's fault only if its root is unreachable.
+    device || fs::metadata(dst_root).is_err()
 }
 
 fn sync_inner(src: &Path, dst: &Path, job: &Job, opts: &CopyOptions) -> crate::Result<Outcome> {

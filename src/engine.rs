@@ -45,6 +45,8 @@ pub struct Config {
     pub low_priority: bool,
     /// Report every filesystem event as a debug message (`--verbose`).
     pub log_events: bool,
+    /// How long an unavailable destination (full, gone) is retried before the target gives up.
+    pub give_up_after: Duration,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             method: CopyMethod::Auto,
             low_priority: true,
             log_events: false,
+            give_up_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -140,6 +143,10 @@ pub struct Status {
     pub elapsed: f64,
     /// The marker was seen (or a one-shot copy / finish() was requested).
     pub finishing: bool,
+    /// Why the destination cannot take files now (full, gone), while that lasts.
+    pub destination_trouble: Option<String>,
+    /// The destination stayed unavailable longer than `give_up_after`: the copy ended incomplete.
+    pub gave_up: bool,
 }
 
 /// Severity of an engine message.
@@ -155,6 +162,21 @@ pub enum Level {
 const MAX_MESSAGES: usize = 10_000;
 /// Longest the coordinator sleeps without looking at the stop and finish flags.
 const TICK: Duration = Duration::from_millis(100);
+/// Retry intervals for an unavailable destination: from the first to the longest.
+const PROBE_FIRST: Duration = Duration::from_millis(200);
+const PROBE_MAX: Duration = Duration::from_secs(15);
+/// At most one message about an unavailable destination per this interval (a day-long outage
+/// must not flood the log).
+const TROUBLE_MESSAGE_EVERY: Duration = Duration::from_secs(30);
+
+/// An unavailable destination: while it lasts, one job at a time probes it, with backoff.
+struct Trouble {
+    since: Instant,
+    next_probe: Instant,
+    backoff: Duration,
+    last_said: Option<Instant>,
+    error: String,
+}
 
 struct Shared {
     status: Mutex<Status>,
@@ -362,6 +384,8 @@ struct Run<'a> {
     finishing: bool,
     status: Status,
     started: Instant,
+    dst: PathBuf,
+    trouble: Option<Trouble>,
 }
 
 impl Run<'_> {
@@ -474,7 +498,76 @@ impl Run<'_> {
         }
     }
 
+    /// How many jobs may be handed out now: all free workers normally; while the destination is
+    /// unavailable, one probe at a time when its backoff has passed.
+    fn dispatch_budget(&self, nprocs: usize, now: Instant) -> usize {
+        let free = nprocs.saturating_sub(self.tracker.in_flight());
+        match &self.trouble {
+            None => free,
+            Some(t) if now >= t.next_probe && self.tracker.in_flight() == 0 => 1,
+            Some(_) => 0,
+        }
+    }
+
+    fn destination_failed(&mut self, error: &str) {
+        let now = Instant::now();
+        let t = self.trouble.get_or_insert(Trouble {
+            since: now,
+            next_probe: now,
+            backoff: PROBE_FIRST / 2,
+            last_said: None,
+            error: String::new(),
+        });
+        t.backoff = (t.backoff * 2).min(PROBE_MAX);
+        t.next_probe = now + t.backoff;
+        t.error = error.to_owned();
+        if t.last_said.is_none_or(|said| now - said >= TROUBLE_MESSAGE_EVERY) {
+            t.last_said = Some(now);
+            let space = crate::sys::free_space(&self.dst).map_or_else(String::new, |(free, total)| {
+                format!("; {} free of {}", human(free), human(total))
+            });
+            let waited = (now - t.since).as_secs();
+            self.sh.say(
+                Level::Warning,
+                format!(
+                    "destination {} cannot take files ({error}){space}; retrying every {} s (for {waited} s so far, \
+                     giving up after {} s)",
+                    self.dst.display(),
+                    t.backoff.as_secs().max(1),
+                    self.cfg.give_up_after.as_secs()
+                ),
+            );
+        }
+    }
+
+    fn destination_ok(&mut self) {
+        if let Some(t) = self.trouble.take() {
+            self.sh.say(
+                Level::Info,
+                format!(
+                    "destination {} is back after {} s; copying on",
+                    self.dst.display(),
+                    t.since.elapsed().as_secs()
+                ),
+            );
+        }
+    }
+
+    fn gave_up(&self) -> bool {
+        self.trouble
+            .as_ref()
+            .is_some_and(|t| t.since.elapsed() > self.cfg.give_up_after)
+    }
+
     fn done(&mut self, d: Done) {
+        match &d.outcome {
+            Outcome::Unavailable(msg) => {
+                let msg = msg.clone();
+                self.destination_failed(&msg);
+            }
+            Outcome::Copied { .. } | Outcome::Unchanged(_) | Outcome::Deleted => self.destination_ok(),
+            _ => {}
+        }
         let s = &mut self.status;
         match &d.outcome {
             Outcome::Copied { bytes, .. } => {
@@ -490,7 +583,7 @@ impl Run<'_> {
                 s.errors += 1;
                 self.sh.say(Level::Warning, msg.clone());
             }
-            Outcome::Changed | Outcome::Skipped | Outcome::Busy => {}
+            Outcome::Changed | Outcome::Skipped | Outcome::Busy | Outcome::Unavailable(_) => {}
         }
         self.tracker.finish(&d.rel, d.outcome, Instant::now());
     }
@@ -509,7 +602,24 @@ impl Run<'_> {
         s.last_error = self.tracker.last_error().map(str::to_owned);
         s.elapsed = self.started.elapsed().as_secs_f64();
         s.finishing = self.finishing;
+        s.destination_trouble = self.trouble.as_ref().map(|t| t.error.clone());
         *lock(&self.sh.status) = s.clone();
+    }
+}
+
+/// Bytes in the binary units people read on a status line.
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
     }
 }
 
@@ -547,6 +657,8 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         finishing: cfg.once,
         status: Status::default(),
         started,
+        dst: dst.clone(),
+        trouble: None,
     };
     run.scan(Path::new(""), Change::Found);
     sh.say(
@@ -578,7 +690,19 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
             run.finishing = true;
         }
         let now = Instant::now();
-        while run.tracker.in_flight() < nprocs {
+        if run.gave_up() {
+            let waited = run.cfg.give_up_after.as_secs();
+            sh.say(
+                Level::Error,
+                format!(
+                    "destination {} unavailable for {waited} s: giving up",
+                    run.dst.display()
+                ),
+            );
+            run.status.gave_up = true;
+            break Phase::Drained;
+        }
+        for _ in 0..run.dispatch_budget(nprocs, now) {
             match run.tracker.next_job(now) {
                 Some(job) => pool.submit(job),
                 None => break,

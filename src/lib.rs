@@ -59,7 +59,7 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto"))]
+        copy_method="auto", give_up_after=86400.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -73,6 +73,7 @@ impl PyEngine {
         low_priority: bool,
         log_events: bool,
         copy_method: &str,
+        give_up_after: f64,
     ) -> PyResult<Self> {
         if nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
@@ -93,6 +94,7 @@ impl PyEngine {
             method,
             low_priority,
             log_events,
+            give_up_after: seconds("give_up_after", give_up_after)?,
             ..Config::new(source, destination)
         };
         Ok(PyEngine {
@@ -120,6 +122,8 @@ impl PyEngine {
         d.set_item("fatal", s.fatal)?;
         d.set_item("elapsed", s.elapsed)?;
         d.set_item("finishing", s.finishing)?;
+        d.set_item("destination_trouble", s.destination_trouble)?;
+        d.set_item("gave_up", s.gave_up)?;
         Ok(d)
     }
 

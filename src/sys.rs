@@ -95,6 +95,32 @@ pub fn open_for_writing(file: &File) -> Option<bool> {
     }
 }
 
+/// Free and total bytes of the filesystem holding `path` (for messages about a full destination).
+pub fn free_space(path: &std::path::Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a valid NUL-terminated path and a buffer of the right type for statvfs to fill.
+        if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it filled the buffer.
+        let st = unsafe { st.assume_init() };
+        // The field types are 32-bit on some targets: the casts are for them.
+        #[allow(clippy::unnecessary_cast)]
+        let frsize = st.f_frsize as u64;
+        #[allow(clippy::unnecessary_cast)]
+        Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Tells the kernel we will not read this file's pages again, so copying does not evict the
 /// acquisition's own page cache. Dirty pages are kept by the kernel; this only drops clean ones.
 pub fn drop_cache(file: &File) {

@@ -76,8 +76,12 @@ pub enum Outcome {
     Skipped,
     /// A writer still has the file open: wait for it to close.
     Busy,
-    /// The copy failed; it is retried with backoff.
+    /// The copy of this file failed (a source problem, or one destination path); it is retried
+    /// with backoff, and given up after [`MAX_FAILURES`] attempts in a row.
     Failed(String),
+    /// The destination as a whole cannot take files now (full, read-only, a share gone). Not this
+    /// file's fault: it is queued again and the engine decides when to try the destination again.
+    Unavailable(String),
 }
 
 /// Copies that fail this many times in a row are given up until the file changes again; the final
@@ -370,7 +374,7 @@ impl Tracker {
                 st.copied = None;
                 st.verify_closed = false;
             }
-            Outcome::Changed => retry = Some(Want::Now),
+            Outcome::Changed | Outcome::Unavailable(_) => retry = Some(Want::Now),
             Outcome::Busy => {
                 // Wait for the writer's close, unless it already came while we were checking.
                 if st.want == Want::None {

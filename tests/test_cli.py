@@ -33,6 +33,8 @@ def test_help_explains_usage_options_targets_file_and_exit_codes() -> None:
         "Exit codes",
         "complete",
         "--demo",
+        "--settle-time",
+        "--give-up-after",
     ):
         assert text in r.stdout, text
 

@@ -31,6 +31,8 @@ class Engine:
         log_events: report every filesystem event as a debug message.
         copy_method: "auto" (copy_file_range, then sendfile, then read/write), or force
             "sendfile" or "readwrite" (used by tests to exercise every fallback).
+        give_up_after: seconds an unavailable destination (full, disconnected) is retried, one
+            probe at a time with backoff, before the engine ends with `gave_up` set.
     """
 
     def __new__(
@@ -47,11 +49,13 @@ class Engine:
         low_priority: bool = True,
         log_events: bool = False,
         copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
+        give_up_after: float = 86400.0,
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
         files_distinct, max_copies, errors, failed, backlog, in_flight, writing, last_error, fatal,
-        elapsed, finishing.
+        elapsed, finishing, destination_trouble (why the destination cannot take files now, or None),
+        gave_up.
 
         `phase` is one of "starting", "waiting", "scanning", "copying", "finishing", "drained",
         "stopped", "failed".

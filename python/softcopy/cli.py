@@ -118,6 +118,20 @@ OPTION_HELP = {
     "--marker", default=None, help="Name of the end-of-acquisition file at the source root.  [default: complete]"
 )
 @click.option(
+    "--settle-time",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds a file written in place (not renamed into place) must stay closed before it is copied.  "
+    "[default: 0.05]",
+)
+@click.option(
+    "--give-up-after",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds a full or disconnected destination is retried before the copy ends incomplete (exit 1).  "
+    "[default: 86400]",
+)
+@click.option(
     "--log-every",
     type=click.FloatRange(min=0),
     default=30.0,

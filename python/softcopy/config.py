@@ -40,6 +40,8 @@ class Target:
     """Copy what is there now and finish, without waiting for the marker."""
     settle_time: float = 0.05
     """Seconds a file written in place must stay closed before it is copied."""
+    give_up_after: float = 86400.0
+    """Seconds an unavailable destination (full, disconnected) is retried before the copy gives up."""
 
     def __post_init__(self) -> None:
         check_options(self, where="")
@@ -53,6 +55,7 @@ OPTIONS: dict[str, type] = {
     "marker": str,
     "once": bool,
     "settle_time": float,
+    "give_up_after": float,
 }
 _KEYS = ("source", "destination", *OPTIONS)
 
@@ -61,7 +64,7 @@ def check_options(t: Target, where: str) -> None:
     """Raises ConfigError for option values no run could use."""
     if isinstance(t.nprocs, bool) or not isinstance(t.nprocs, int) or t.nprocs < 1:
         raise ConfigError(f"{where}nprocs must be a whole number >= 1, got {t.nprocs!r}")
-    for name in ("sleep_time", "settle_time"):
+    for name in ("sleep_time", "settle_time", "give_up_after"):
         value = getattr(t, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
             raise ConfigError(f"{where}{name} must be a number of seconds >= 0, got {value!r}")

@@ -35,6 +35,8 @@ def table(progress: list[Progress]) -> Table:
         t.add_column(col, justify="left" if col in ("source", "state") else "right")
     for p in progress:
         state = {"drained": "done", "finishing": "finishing (marker seen)"}.get(p.phase, p.phase)
+        if p.destination_trouble:
+            state = f"DESTINATION UNAVAILABLE: {p.destination_trouble}"
         t.add_row(
             p.source.name,
             state,
@@ -62,8 +64,9 @@ def table(progress: list[Progress]) -> Table:
 
 
 def status_line(p: Progress) -> str:
+    trouble = f" (DESTINATION UNAVAILABLE: {p.destination_trouble})" if p.destination_trouble else ""
     return (
-        f"{p.source.name}: {p.phase}, {p.files_copied} files ({human_bytes(p.bytes_copied)}, {_rate(p)}) copied, "
+        f"{p.source.name}: {p.phase}{trouble}, {p.files_copied} files ({human_bytes(p.bytes_copied)}, {_rate(p)}) copied, "
         f"{p.backlog} waiting, {p.in_flight} copying, {p.errors} errors, {p.elapsed:.0f} s"
     )
 

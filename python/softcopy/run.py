@@ -47,6 +47,8 @@ class Progress:
     finishing: bool
     last_error: str | None
     fatal: str | None
+    destination_trouble: str | None
+    gave_up: bool
 
 
 @dataclass
@@ -140,6 +142,7 @@ class Copier:
                     wait_for_source=t.wait_for_source,
                     marker=t.marker,
                     settle_time=t.settle_time,
+                    give_up_after=t.give_up_after,
                     once=t.once,
                     log_events=self._log_events,
                 )
@@ -207,12 +210,18 @@ class Copier:
             for level, text in engine.messages():
                 log.log(_LEVELS[level], "%s: %s", target.source.name, text)
             return r
+        if s["gave_up"]:
+            r.notes.append(f"gave up: the destination was unavailable for over {target.give_up_after:.0f} s")
         arrays, notes = zarr.discover(engine.source)
         r.notes.extend(notes)
         r.arrays = len(arrays)
         if not arrays:
             r.notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
-        v: dict[str, Any] = engine.verify([a.as_native() for a in arrays])
+        try:
+            v: dict[str, Any] = engine.verify([a.as_native() for a in arrays])
+        except (OSError, SoftcopyError) as e:
+            r.fatal = f"cannot verify: {e}"
+            return r
         r.files_checked, r.bytes_checked = v["files"], v["bytes"]
         r.missing = [os.fspath(p) for p in v["missing"]]
         r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v["size_mismatch"]]
@@ -259,6 +268,7 @@ def copy(
     marker: str = "complete",
     once: bool = False,
     settle_time: float = 0.05,
+    give_up_after: float = 86400.0,
     timeout: float | None = None,
 ) -> Report:
     """Copies `source` to `destination` while it is written; returns once it is complete and verified.
@@ -282,6 +292,7 @@ def copy(
             "marker": marker,
             "once": once,
             "settle_time": settle_time,
+            "give_up_after": give_up_after,
         },
     )
     copier = Copier([target])
