@@ -34,11 +34,8 @@ pub struct CopyOptions {
 
 /// The identity of an open file or of a path's metadata.
 pub fn identity(meta: &fs::Metadata) -> Identity {
-    let mtime_ns = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128);
+    let mtime_ns =
+        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i128);
     #[cfg(unix)]
     let (dev, ino) = {
         use std::os::unix::fs::MetadataExt;
@@ -47,12 +44,7 @@ pub fn identity(meta: &fs::Metadata) -> Identity {
     // Windows has no stable file index in std; size + mtime still catch every rewrite the writers do.
     #[cfg(not(unix))]
     let (dev, ino) = (0, 0);
-    Identity {
-        dev,
-        ino,
-        size: meta.len(),
-        mtime_ns,
-    }
+    Identity { dev, ino, size: meta.len(), mtime_ns }
 }
 
 fn open_source(path: &Path) -> io::Result<File> {
@@ -76,19 +68,57 @@ fn partial_path(dst: &Path) -> PathBuf {
     dst.with_file_name(format!(".{name}.{}-{n}{PARTIAL_SUFFIX}", std::process::id()))
 }
 
-fn create_partial(path: &Path) -> io::Result<File> {
+fn create_partial(dst_root: &Path, rel_dir: &Path, path: &Path) -> io::Result<File> {
     // create_new: a partial name is ours alone; never truncate something we did not create.
     let open = || OpenOptions::new().write(true).create_new(true).open(path);
     match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // Directories are created on demand: one failed open per new directory is cheaper than
             // a stat of the parent before every file.
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
+            create_dirs_beneath(dst_root, rel_dir)?;
             open()
         }
         r => r,
+    }
+}
+
+/// Creates `root/rel` and its missing parents, refusing to go through a symlink: a link placed in
+/// the destination must not make us write anywhere else (invariant 6).
+fn create_dirs_beneath(root: &Path, rel: &Path) -> io::Result<()> {
+    let mut dir = root.to_path_buf();
+    for part in rel.components() {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(io::Error::other(format!("{} is a symlink; not writing through it", dir.display())))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether an open file was reached without leaving `root` through a symlink in a parent folder
+/// (`O_NOFOLLOW` only covers the last component). The kernel's own name for the descriptor says
+/// where the file really is. Unknown (not Linux, no /proc) counts as inside.
+fn opened_beneath(file: &File, root: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        match fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+            Ok(real) => real.starts_with(root),
+            Err(_) => true,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, root);
+        true
     }
 }
 
@@ -99,10 +129,16 @@ fn is_gone(e: &io::Error) -> bool {
 
 /// Brings `dst_root/rel` in line with `src_root/rel`. Never panics; every failure is an
 /// [`Outcome::Failed`] naming the path, so one bad file cannot stop the engine.
-pub fn sync_file(src_root: &Path, dst_root: &Path, job: &Job, opts: &CopyOptions) -> (Outcome, bool) {
+pub fn sync_file(
+    src_root: &Path,
+    dst_root: &Path,
+    job: &Job,
+    opts: &CopyOptions,
+    stop: &AtomicBool,
+) -> (Outcome, bool) {
     let src = src_root.join(&job.rel);
     let dst = dst_root.join(&job.rel);
-    match sync_inner(&src, &dst, job, opts) {
+    match sync_inner(src_root, dst_root, &src, &dst, job, opts, stop) {
         Ok(Outcome::Deleted) => {
             prune_empty_dirs(src_root, dst_root, &job.rel);
             (Outcome::Deleted, false)
@@ -148,18 +184,30 @@ fn destination_unavailable(e: &crate::Error, dst_root: &Path) -> bool {
     device || fs::metadata(dst_root).is_err()
 }
 
-fn sync_inner(src: &Path, dst: &Path, job: &Job, opts: &CopyOptions) -> crate::Result<Outcome> {
+fn sync_inner(
+    src_root: &Path,
+    dst_root: &Path,
+    src: &Path,
+    dst: &Path,
+    job: &Job,
+    opts: &CopyOptions,
+    stop: &AtomicBool,
+) -> crate::Result<Outcome> {
     let prev = job.prev;
     use crate::Error;
     let file = match open_source(src) {
         Ok(f) => f,
         Err(e) if is_gone(&e) => return remove_destination(dst),
         Err(e) if e.raw_os_error() == Some(40) => {
-            // ELOOP from O_NOFOLLOW: a symlink. Not followed, not copied (documented).
-            return Err(Error::io("not copying symlink", src, e));
+            // ELOOP from O_NOFOLLOW: a symlink. Not followed, not copied; the report lists it.
+            return Ok(Outcome::Skipped);
         }
         Err(e) => return Err(Error::io("open source", src, e)),
     };
+    if !opened_beneath(&file, src_root) {
+        // Reached through a symlinked folder (notify watches through links): outside the source.
+        return Ok(Outcome::Skipped);
+    }
     let meta = file.metadata().map_err(|e| Error::io("stat source", src, e))?;
     if !meta.is_file() {
         return Ok(Outcome::Skipped);
@@ -181,21 +229,20 @@ fn sync_inner(src: &Path, dst: &Path, job: &Job, opts: &CopyOptions) -> crate::R
         return Ok(Outcome::Busy);
     }
     let tmp = partial_path(dst);
-    let out = create_partial(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let rel_dir = job.rel.parent().unwrap_or(Path::new(""));
+    let out = create_partial(dst_root, rel_dir, &tmp).map_err(|e| Error::io("create", &tmp, e))?;
     let result = (|| {
-        let bytes = sys::copy_contents(&file, &out, opts.method).map_err(|e| Error::io("copy to", &tmp, e))?;
+        let bytes = sys::copy_contents(&file, &out, opts.method, stop).map_err(|e| Error::io("copy to", &tmp, e))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             // The source's permission bits, never wider (no setuid/setgid/sticky), and not narrowed
             // by our umask either.
             let mode = meta.permissions().mode() & 0o777;
-            out.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io("chmod", &tmp, e))?;
+            out.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", &tmp, e))?;
         }
         if let Ok(mtime) = meta.modified() {
-            out.set_times(fs::FileTimes::new().set_modified(mtime))
-                .map_err(|e| Error::io("set mtime", &tmp, e))?;
+            out.set_times(fs::FileTimes::new().set_modified(mtime)).map_err(|e| Error::io("set mtime", &tmp, e))?;
         }
         sys::drop_cache(&file);
         // Re-check the source after the copy (invariant 2): if the name now points at another
@@ -289,49 +336,36 @@ impl Pool {
         let warned = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {
-            let (rx, done, stop, warned, warn_tx) = (
-                rx.clone(),
-                done.clone(),
-                stop.clone(),
-                warned.clone(),
-                priority_warning.clone(),
-            );
+            let (rx, done, stop, warned, warn_tx) =
+                (rx.clone(), done.clone(), stop.clone(), warned.clone(), priority_warning.clone());
             let (src_root, dst_root, opts) = (src_root.clone(), dst_root.clone(), opts.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("softcopy-worker-{i}"))
-                .spawn(move || {
-                    if opts.low_priority {
-                        // Per thread on Linux: each worker lowers its own priority.
-                        if let Err(msg) = sys::lower_thread_priority() {
-                            if !warned.swap(true, Ordering::Relaxed) {
-                                let _ = warn_tx.send(msg);
-                            }
+            let handle = std::thread::Builder::new().name(format!("softcopy-worker-{i}")).spawn(move || {
+                if opts.low_priority {
+                    // Per thread on Linux: each worker lowers its own priority.
+                    if let Err(msg) = sys::lower_thread_priority() {
+                        if !warned.swap(true, Ordering::Relaxed) {
+                            let _ = warn_tx.send(msg);
                         }
                     }
-                    for job in rx.iter() {
-                        if stop.load(Ordering::Relaxed) {
-                            // Report instead of copying so the coordinator's in-flight count stays exact.
-                            let _ = done.send(Done {
-                                rel: job.rel,
-                                outcome: Outcome::Failed("stopped".into()),
-                            });
-                            continue;
-                        }
-                        let (outcome, copied) = sync_file(&src_root, &dst_root, &job, &opts);
-                        if done.send(Done { rel: job.rel, outcome }).is_err() {
-                            break;
-                        }
-                        if copied && !opts.sleep.is_zero() {
-                            std::thread::sleep(opts.sleep);
-                        }
+                }
+                for job in rx.iter() {
+                    if stop.load(Ordering::Relaxed) {
+                        // Report instead of copying so the coordinator's in-flight count stays exact.
+                        let _ = done.send(Done { rel: job.rel, outcome: Outcome::Failed("stopped".into()) });
+                        continue;
                     }
-                })?;
+                    let (outcome, copied) = sync_file(&src_root, &dst_root, &job, &opts, &stop);
+                    if done.send(Done { rel: job.rel, outcome }).is_err() {
+                        break;
+                    }
+                    if copied && !opts.sleep.is_zero() {
+                        std::thread::sleep(opts.sleep);
+                    }
+                }
+            })?;
             threads.push(handle);
         }
-        Ok(Pool {
-            jobs: Some(tx),
-            threads,
-        })
+        Ok(Pool { jobs: Some(tx), threads })
     }
 
     /// Hands a job to the next free worker.

@@ -162,6 +162,8 @@ pub enum Level {
 const MAX_MESSAGES: usize = 10_000;
 /// Longest the coordinator sleeps without looking at the stop and finish flags.
 const TICK: Duration = Duration::from_millis(100);
+/// Shortest interval between the rescans that stand in for missing watches.
+const RESCAN_MIN: Duration = Duration::from_secs(2);
 /// Retry intervals for an unavailable destination: from the first to the longest.
 const PROBE_FIRST: Duration = Duration::from_millis(200);
 const PROBE_MAX: Duration = Duration::from_secs(15);
@@ -247,11 +249,7 @@ impl Engine {
                 sh.set_phase(Phase::Failed);
             })
             .map_err(|e| Error::Internal(format!("cannot start engine thread: {e}")))?;
-        Ok(Engine {
-            shared,
-            thread: Mutex::new(Some(thread)),
-            config,
-        })
+        Ok(Engine { shared, thread: Mutex::new(Some(thread)), config })
     }
 
     /// The configuration this engine runs with.
@@ -313,23 +311,17 @@ impl Engine {
         if !src.join(&rel).is_file() {
             return Ok(false);
         }
-        let opts = CopyOptions {
-            method: self.config.method,
-            ..CopyOptions::default()
-        };
+        let opts = CopyOptions { method: self.config.method, ..CopyOptions::default() };
         match copier::sync_file(
             &src,
             &dst,
-            &Job {
-                rel,
-                prev: None,
-                verify_closed: false,
-            },
+            &Job { rel, prev: None, verify_closed: false },
             &opts,
+            &AtomicBool::new(false),
         )
         .0
         {
-            Outcome::Failed(msg) => Err(Error::Internal(msg)),
+            Outcome::Failed(msg) | Outcome::Unavailable(msg) => Err(Error::Internal(msg)),
             _ => Ok(true),
         }
     }
@@ -350,9 +342,7 @@ fn wait_for_source(cfg: &Config, sh: &Shared) -> Result<Option<PathBuf>> {
     loop {
         match fs::metadata(&cfg.source) {
             Ok(m) if m.is_dir() => {
-                return fs::canonicalize(&cfg.source)
-                    .map(Some)
-                    .map_err(|e| Error::io("resolve", &cfg.source, e))
+                return fs::canonicalize(&cfg.source).map(Some).map_err(|e| Error::io("resolve", &cfg.source, e))
             }
             Ok(_) => return Err(Error::SourceNotDir(cfg.source.clone())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -386,6 +376,8 @@ struct Run<'a> {
     started: Instant,
     dst: PathBuf,
     trouble: Option<Trouble>,
+    /// Set once the inotify watch limit is hit: when to rescan the source next.
+    rescan_at: Option<Instant>,
 }
 
 impl Run<'_> {
@@ -395,15 +387,10 @@ impl Run<'_> {
 
     fn file_event(&mut self, rel: PathBuf, change: Change, now: Instant) {
         if self.is_marker(&rel) {
-            if matches!(
-                change,
-                Change::Replaced | Change::Found | Change::Created | Change::ClosedWrite
-            ) && !self.finishing
+            if matches!(change, Change::Replaced | Change::Found | Change::Created | Change::ClosedWrite)
+                && !self.finishing
             {
-                self.sh.say(
-                    Level::Info,
-                    format!("{} appeared: the acquisition is complete", self.cfg.marker),
-                );
+                self.sh.say(Level::Info, format!("{} appeared: the acquisition is complete", self.cfg.marker));
                 self.finishing = true;
             }
             return;
@@ -415,10 +402,7 @@ impl Run<'_> {
         let now = Instant::now();
         let mut found = Vec::new();
         if let Err(e) = watcher::scan(&self.src, start, false, |rel, _| found.push(rel)) {
-            self.sh.say(
-                Level::Warning,
-                format!("scan of {}: {e}", self.src.join(start).display()),
-            );
+            self.sh.say(Level::Warning, format!("scan of {}: {e}", self.src.join(start).display()));
         }
         for rel in found {
             self.file_event(rel, change, now);
@@ -432,8 +416,7 @@ impl Run<'_> {
         self.tracker.begin_sweep();
         let mut found = Vec::new();
         if let Err(e) = watcher::scan(&self.src, Path::new(""), true, |rel, ident| found.push((rel, ident))) {
-            self.sh
-                .say(Level::Warning, format!("reconcile scan of {}: {e}", self.src.display()));
+            self.sh.say(Level::Warning, format!("reconcile scan of {}: {e}", self.src.display()));
         }
         for (rel, ident) in found {
             if self.is_marker(&rel) {
@@ -453,8 +436,10 @@ impl Run<'_> {
         match ev {
             FsEvent::File(rel, change) => self.file_event(rel, change, now),
             FsEvent::NewDir(rel) => {
-                if let Err(e) = watcher.ensure_watched(&self.src.join(&rel)) {
-                    self.sh.say(Level::Warning, e.to_string());
+                match watcher.ensure_watched(&self.src.join(&rel)) {
+                    Err(e @ Error::WatchLimit(_)) => self.watch_limited(e.to_string()),
+                    Err(e) => self.sh.say(Level::Warning, e.to_string()),
+                    Ok(()) => {}
                 }
                 // Files found may still be open for writing (in-place writers): `Found` makes the
                 // worker check before copying.
@@ -466,10 +451,7 @@ impl Run<'_> {
                 // unmounted, the copy must not be wiped: nothing is deleted until it is back.
                 self.sh.say(
                     Level::Warning,
-                    format!(
-                        "{} disappeared; waiting for it to return (the copy is kept)",
-                        self.src.display()
-                    ),
+                    format!("{} disappeared; waiting for it to return (the copy is kept)", self.src.display()),
                 );
             }
             FsEvent::Gone(rel) => {
@@ -481,20 +463,15 @@ impl Run<'_> {
                 if let Err(e) = watcher.rewatch_root(&self.src) {
                     self.sh.say(Level::Warning, e.to_string());
                 }
-                self.sh.say(
-                    Level::Info,
-                    format!("{} is back; watching it again", self.src.display()),
-                );
+                self.sh.say(Level::Info, format!("{} is back; watching it again", self.src.display()));
                 self.reconcile();
             }
             FsEvent::Rescan => {
-                self.sh.say(
-                    Level::Warning,
-                    "filesystem events were lost; rescanning the source".into(),
-                );
+                self.sh.say(Level::Warning, "filesystem events were lost; rescanning the source".into());
                 self.reconcile();
             }
             FsEvent::Error(msg) => self.sh.say(Level::Warning, msg),
+            FsEvent::WatchLimit(msg) => self.watch_limited(msg),
         }
     }
 
@@ -523,9 +500,8 @@ impl Run<'_> {
         t.error = error.to_owned();
         if t.last_said.is_none_or(|said| now - said >= TROUBLE_MESSAGE_EVERY) {
             t.last_said = Some(now);
-            let space = crate::sys::free_space(&self.dst).map_or_else(String::new, |(free, total)| {
-                format!("; {} free of {}", human(free), human(total))
-            });
+            let space = crate::sys::free_space(&self.dst)
+                .map_or_else(String::new, |(free, total)| format!("; {} free of {}", human(free), human(total)));
             let waited = (now - t.since).as_secs();
             self.sh.say(
                 Level::Warning,
@@ -553,10 +529,27 @@ impl Run<'_> {
         }
     }
 
+    /// Some folders cannot be watched: say so once, then rescan the whole source periodically so
+    /// that nothing in them is missed (invariant 3), only found later.
+    fn watch_limited(&mut self, msg: String) {
+        if self.rescan_at.is_none() {
+            self.sh.say(Level::Warning, msg);
+            self.rescan_at = Some(Instant::now() + RESCAN_MIN);
+        }
+    }
+
+    /// Runs the periodic rescan when due; its interval grows with the time a scan takes, so the
+    /// fallback never keeps the disk busy more than a tenth of the time.
+    fn rescan_if_due(&mut self, now: Instant) {
+        if self.rescan_at.is_some_and(|t| now >= t) {
+            let t0 = Instant::now();
+            self.reconcile();
+            self.rescan_at = Some(Instant::now() + RESCAN_MIN.max(t0.elapsed() * 10));
+        }
+    }
+
     fn gave_up(&self) -> bool {
-        self.trouble
-            .as_ref()
-            .is_some_and(|t| t.since.elapsed() > self.cfg.give_up_after)
+        self.trouble.as_ref().is_some_and(|t| t.since.elapsed() > self.cfg.give_up_after)
     }
 
     fn done(&mut self, d: Done) {
@@ -639,15 +632,12 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
     *lock(&sh.roots) = Some((src.clone(), dst.clone()));
     let removed = copier::remove_partials(&dst);
     if removed > 0 {
-        sh.say(
-            Level::Info,
-            format!("removed {removed} partial files left by an earlier run"),
-        );
+        sh.say(Level::Info, format!("removed {removed} partial files left by an earlier run"));
     }
 
     // Invariant 3: the watch exists before the initial scan starts.
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let mut watcher = Watcher::new(&src, ev_tx)?;
+    let (mut watcher, limited) = Watcher::new(&src, ev_tx)?;
     sh.set_phase(Phase::Scanning);
     let mut run = Run {
         cfg,
@@ -659,24 +649,17 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         started,
         dst: dst.clone(),
         trouble: None,
+        rescan_at: None,
     };
+    if let Some(e) = limited {
+        run.watch_limited(e.to_string());
+    }
     run.scan(Path::new(""), Change::Found);
-    sh.say(
-        Level::Info,
-        format!(
-            "watching {} (initial scan: {} files to check)",
-            src.display(),
-            run.tracker.backlog()
-        ),
-    );
+    sh.say(Level::Info, format!("watching {} (initial scan: {} files to check)", src.display(), run.tracker.backlog()));
 
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (warn_tx, warn_rx) = crossbeam_channel::unbounded();
-    let opts = CopyOptions {
-        method: cfg.method,
-        sleep: cfg.sleep,
-        low_priority: cfg.low_priority,
-    };
+    let opts = CopyOptions { method: cfg.method, sleep: cfg.sleep, low_priority: cfg.low_priority };
     let nprocs = cfg.nprocs.max(1);
     let pool = Pool::start(nprocs, src.clone(), dst, opts, done_tx, sh.stop.clone(), warn_tx)
         .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;
@@ -690,15 +673,10 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
             run.finishing = true;
         }
         let now = Instant::now();
+        run.rescan_if_due(now);
         if run.gave_up() {
             let waited = run.cfg.give_up_after.as_secs();
-            sh.say(
-                Level::Error,
-                format!(
-                    "destination {} unavailable for {waited} s: giving up",
-                    run.dst.display()
-                ),
-            );
+            sh.say(Level::Error, format!("destination {} unavailable for {waited} s: giving up", run.dst.display()));
             run.status.gave_up = true;
             break Phase::Drained;
         }
@@ -708,11 +686,7 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
                 None => break,
             }
         }
-        let phase = if run.finishing {
-            Phase::Finishing
-        } else {
-            Phase::Copying
-        };
+        let phase = if run.finishing { Phase::Finishing } else { Phase::Copying };
         run.publish(phase);
         if run.finishing && run.tracker.is_idle() {
             if !reconciled {
@@ -722,10 +696,8 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
             }
             break Phase::Drained;
         }
-        let wait = run
-            .tracker
-            .next_deadline()
-            .map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
+        let wake = [run.tracker.next_deadline(), run.trouble.as_ref().map(|t| t.next_probe), run.rescan_at];
+        let wait = wake.into_iter().flatten().min().map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
         select! {
             recv(ev_rx) -> ev => {
                 let Ok(first) = ev else { break Phase::Failed };

@@ -24,6 +24,12 @@ pub enum Error {
     /// The filesystem watcher could not be set up.
     #[error("cannot watch {path}: {message}")]
     Watch { path: PathBuf, message: String },
+    /// The kernel's limit on inotify watches is reached: part of the tree has no watch.
+    #[error(
+        "cannot watch {0}: the inotify watch limit (fs.inotify.max_user_watches) is reached; raise it with \
+         `sysctl fs.inotify.max_user_watches=1048576` (until then softcopy rescans the source periodically)"
+    )]
+    WatchLimit(PathBuf),
     /// A worker or the coordinator thread died (a bug): reported instead of hanging.
     #[error("internal error: {0}")]
     Internal(String),
@@ -32,11 +38,7 @@ pub enum Error {
 impl Error {
     /// Wraps an `io::Error` with the operation and the path it concerned.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Error::Io { op, path: path.into(), source }
     }
 }
 

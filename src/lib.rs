@@ -25,12 +25,7 @@ use engine::{Config, Engine, Level};
 use sys::CopyMethod;
 use verify::{ArraySpec, ShardIndex};
 
-pyo3::create_exception!(
-    _softcopy,
-    SoftcopyError,
-    PyRuntimeError,
-    "An error inside softcopy's engine."
-);
+pyo3::create_exception!(_softcopy, SoftcopyError, PyRuntimeError, "An error inside softcopy's engine.");
 
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
@@ -97,9 +92,7 @@ impl PyEngine {
             give_up_after: seconds("give_up_after", give_up_after)?,
             ..Config::new(source, destination)
         };
-        Ok(PyEngine {
-            engine: Engine::start(config)?,
-        })
+        Ok(PyEngine { engine: Engine::start(config)? })
     }
 
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -158,30 +151,19 @@ impl PyEngine {
 
     #[getter]
     fn source(&self) -> PathBuf {
-        self.engine
-            .roots()
-            .map_or_else(|| self.engine.config().source.clone(), |r| r.0)
+        self.engine.roots().map_or_else(|| self.engine.config().source.clone(), |r| r.0)
     }
 
     #[getter]
     fn destination(&self) -> PathBuf {
-        self.engine
-            .roots()
-            .map_or_else(|| self.engine.config().destination.clone(), |r| r.1)
+        self.engine.roots().map_or_else(|| self.engine.config().destination.clone(), |r| r.1)
     }
 
     #[allow(clippy::type_complexity)]
     fn verify<'py>(
         &self,
         py: Python<'py>,
-        arrays: Vec<(
-            String,
-            Vec<u64>,
-            Vec<u64>,
-            Option<String>,
-            char,
-            Option<(u64, bool, bool)>,
-        )>,
+        arrays: Vec<(String, Vec<u64>, Vec<u64>, Option<String>, char, Option<(u64, bool, bool)>)>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let Some((src, dst)) = self.engine.roots() else {
             return Err(SoftcopyError::new_err("verify() needs an engine whose source exists"));
@@ -198,9 +180,7 @@ impl PyEngine {
             })
             .collect();
         let marker = self.engine.config().marker.clone();
-        let r = py
-            .detach(|| verify::verify(&src, &dst, &marker, &specs))
-            .map_err(|e| Error::io("verify", &src, e))?;
+        let r = py.detach(|| verify::verify(&src, &dst, &marker, &specs)).map_err(|e| Error::io("verify", &src, e))?;
         let d = PyDict::new(py);
         d.set_item("ok", r.ok())?;
         d.set_item("files", r.files)?;
@@ -225,10 +205,7 @@ impl PyEngine {
 
 /// Turns "0.1.0-alpha.1" into PEP 440's "0.1.0a1", so `softcopy.__version__` matches the wheel.
 fn python_version() -> String {
-    env!("CARGO_PKG_VERSION")
-        .replace("-alpha.", "a")
-        .replace("-beta.", "b")
-        .replace("-rc.", "rc")
+    env!("CARGO_PKG_VERSION").replace("-alpha.", "a").replace("-beta.", "b").replace("-rc.", "rc")
 }
 
 #[pymodule(gil_used = false)]

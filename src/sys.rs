@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How file contents are moved. `Auto` walks the chain copy_file_range → sendfile → read/write,
 /// dropping to the next method when the kernel or filesystem says the current one is unsupported.
@@ -18,24 +19,34 @@ pub enum CopyMethod {
 /// Copies from the current offset of `src` to the current offset of `dst` until `src` reports EOF.
 /// Copying to EOF rather than to a size taken earlier means a file that grew between `fstat` and the
 /// copy is still copied whole; the caller re-checks the source's identity afterwards anyway.
-pub fn copy_contents(src: &File, dst: &File, method: CopyMethod) -> io::Result<u64> {
+/// `stop` is looked at between steps, so a stop request never waits for a whole large file.
+pub fn copy_contents(src: &File, dst: &File, method: CopyMethod, stop: &AtomicBool) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     {
-        linux::copy_contents(src, dst, method)
+        linux::copy_contents(src, dst, method, stop)
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = method;
-        read_write(src, dst)
+        read_write(src, dst, stop)
+    }
+}
+
+fn check_stop(stop: &AtomicBool) -> io::Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        Err(io::Error::other("stopped"))
+    } else {
+        Ok(())
     }
 }
 
 /// The last step of every chain: a plain user-space copy with a buffer large enough to keep
 /// per-syscall overhead negligible for MiB-sized chunks.
-fn read_write(mut src: &File, mut dst: &File) -> io::Result<u64> {
+fn read_write(mut src: &File, mut dst: &File, stop: &AtomicBool) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
+        check_stop(stop)?;
         let n = match src.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -140,29 +151,27 @@ pub fn drop_cache(file: &File) {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::CopyMethod;
+    use super::{check_stop, CopyMethod};
     use std::fs::File;
     use std::io;
     use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicBool;
 
     /// Bytes asked for per call: large enough to amortise the syscall, small enough that a stop
     /// request is noticed between calls on a slow network destination.
-    const STEP: usize = 64 << 20;
+    const STEP: usize = 16 << 20;
 
     /// errnos meaning "this method does not work here, use the next one" (copy_file_range(2): EXDEV
     /// across filesystems on older kernels, EINVAL/EOPNOTSUPP on filesystems without support such as
     /// some FUSE mounts, ENOSYS before 4.5, EPERM in some sandboxes). Anything else is a real error.
     fn unsupported(err: &io::Error) -> bool {
-        matches!(
-            err.raw_os_error(),
-            Some(libc::ENOSYS | libc::EXDEV | libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP)
-        )
+        matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EXDEV | libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP))
     }
 
-    pub fn copy_contents(src: &File, dst: &File, method: CopyMethod) -> io::Result<u64> {
+    pub fn copy_contents(src: &File, dst: &File, method: CopyMethod, stop: &AtomicBool) -> io::Result<u64> {
         let mut total = 0u64;
         if method == CopyMethod::Auto {
-            match loop_syscall(src, dst, &mut total, |s, d| {
+            match loop_syscall(src, dst, &mut total, stop, |s, d| {
                 // SAFETY: valid fds; null offsets mean "use and advance the file offsets".
                 unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), STEP, 0) }
             }) {
@@ -172,7 +181,7 @@ mod linux {
             }
         }
         if method != CopyMethod::ReadWrite {
-            match loop_syscall(src, dst, &mut total, |s, d| {
+            match loop_syscall(src, dst, &mut total, stop, |s, d| {
                 // SAFETY: valid fds; a null offset means "use and advance src's file offset".
                 unsafe { libc::sendfile(d, s, std::ptr::null_mut(), STEP) }
             }) {
@@ -181,7 +190,7 @@ mod linux {
                 Err(e) => return Err(e),
             }
         }
-        Ok(total + super::read_write(src, dst)?)
+        Ok(total + super::read_write(src, dst, stop)?)
     }
 
     /// Calls `f` until it returns 0 (EOF), adding what it moved to `total`. Returns the first
@@ -191,9 +200,11 @@ mod linux {
         src: &File,
         dst: &File,
         total: &mut u64,
+        stop: &AtomicBool,
         mut f: impl FnMut(libc::c_int, libc::c_int) -> isize,
     ) -> io::Result<()> {
         loop {
+            check_stop(stop)?;
             let n = f(src.as_raw_fd(), dst.as_raw_fd());
             match n {
                 0 => return Ok(()),
@@ -218,12 +229,7 @@ mod linux {
         let mut problems = Vec::new();
         // SAFETY: plain syscalls with integer arguments.
         let rc = unsafe {
-            libc::syscall(
-                libc::SYS_ioprio_set,
-                IOPRIO_WHO_PROCESS,
-                0,
-                IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
-            )
+            libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT)
         };
         if rc != 0 {
             problems.push(format!("ioprio_set(IDLE): {}", io::Error::last_os_error()));
@@ -256,10 +262,7 @@ mod windows {
         // SAFETY: GetCurrentThread returns a pseudo-handle valid in this thread.
         let ok = unsafe { SetThreadPriority(GetCurrentThread(), THREAD_MODE_BACKGROUND_BEGIN) };
         if ok == 0 {
-            Err(format!(
-                "SetThreadPriority(background): {}",
-                std::io::Error::last_os_error()
-            ))
+            Err(format!("SetThreadPriority(background): {}", std::io::Error::last_os_error()))
         } else {
             Ok(())
         }

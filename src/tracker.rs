@@ -279,12 +279,7 @@ impl Tracker {
 
     /// Ends a sweep: files it did not find vanished unseen and are mirrored as deletions.
     pub fn end_sweep(&mut self, now: Instant) {
-        let gone: Vec<PathBuf> = self
-            .files
-            .iter()
-            .filter(|(_, st)| !st.seen)
-            .map(|(p, _)| p.clone())
-            .collect();
+        let gone: Vec<PathBuf> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
         for rel in gone {
             self.event(&rel, Change::Removed, now);
         }
@@ -337,11 +332,7 @@ impl Tracker {
             st.pending_since = None;
             st.in_flight = true;
             self.in_flight += 1;
-            return Some(Job {
-                prev: st.copied,
-                rel,
-                verify_closed: st.verify_closed,
-            });
+            return Some(Job { prev: st.copied, rel, verify_closed: st.verify_closed });
         }
         None
     }
@@ -420,10 +411,7 @@ impl Tracker {
         // cannot hold up the end (the final reconcile scan copies whatever is there).
         self.in_flight == 0
             && self.ready.is_empty()
-            && self
-                .timers
-                .iter()
-                .all(|Reverse((t, rel))| self.files.get(rel).is_none_or(|st| st.want != Want::At(*t)))
+            && self.timers.iter().all(|Reverse((t, rel))| self.files.get(rel).is_none_or(|st| st.want != Want::At(*t)))
     }
 
     /// Files complete at the source and waiting for a worker.
@@ -465,19 +453,11 @@ mod tests {
     }
 
     fn ident(ino: u64) -> Identity {
-        Identity {
-            dev: 1,
-            ino,
-            size: 10,
-            mtime_ns: 0,
-        }
+        Identity { dev: 1, ino, size: 10, mtime_ns: 0 }
     }
 
     fn copied(ino: u64) -> Outcome {
-        Outcome::Copied {
-            ident: ident(ino),
-            bytes: 10,
-        }
+        Outcome::Copied { ident: ident(ino), bytes: 10 }
     }
 
     fn p(s: &str) -> PathBuf {
@@ -485,10 +465,7 @@ mod tests {
     }
 
     fn setup() -> (Tracker, Clock) {
-        (
-            Tracker::new(Duration::from_millis(100), Duration::ZERO),
-            Clock(Instant::now()),
-        )
+        (Tracker::new(Duration::from_millis(100), Duration::ZERO), Clock(Instant::now()))
     }
 
     fn drain(t: &mut Tracker, now: Instant) -> Vec<PathBuf> {
@@ -517,12 +494,7 @@ mod tests {
     #[test]
     fn lock_and_partial_names_are_never_jobs() {
         let (mut t, c) = setup();
-        for name in [
-            "a/0.__lock",
-            "a/0_0123456789abcdef.__lock",
-            "zarr.0123abcd.partial",
-            "x/.k.1.softcopy-partial",
-        ] {
+        for name in ["a/0.__lock", "a/0_0123456789abcdef.__lock", "zarr.0123abcd.partial", "x/.k.1.softcopy-partial"] {
             t.event(&p(name), Change::Created, c.at(0));
             t.event(&p(name), Change::Modified, c.at(0));
             t.event(&p(name), Change::ClosedWrite, c.at(0));
@@ -574,11 +546,7 @@ mod tests {
                 t.finish(&job.rel, copied(ms), c.at(ms));
             }
         }
-        assert_eq!(
-            copies_at,
-            vec![700, 1210],
-            "capped at 10 x 50 ms after the first pending version"
-        );
+        assert_eq!(copies_at, vec![700, 1210], "capped at 10 x 50 ms after the first pending version");
         assert_eq!(t.counts().distinct, 1);
         assert_eq!(t.counts().max_copies, 4);
         // Other keys written once are unaffected.
@@ -616,10 +584,7 @@ mod tests {
         let (mut t, c) = setup();
         t.event(&p("zarr.json"), Change::Created, c.at(0));
         let job = t.next_job(c.at(0)).unwrap();
-        assert!(
-            job.verify_closed,
-            "not proven by a rename: the worker must check for writers"
-        );
+        assert!(job.verify_closed, "not proven by a rename: the worker must check for writers");
     }
 
     #[test]
@@ -632,10 +597,7 @@ mod tests {
         assert!(job.verify_closed);
         t.finish(&job.rel, Outcome::Busy, c.at(1));
         assert!(drain(&mut t, c.at(10_000)).is_empty(), "still open: not copied");
-        assert!(
-            t.is_idle(),
-            "an open file does not hold up the end (the final rescan copies it)"
-        );
+        assert!(t.is_idle(), "an open file does not hold up the end (the final rescan copies it)");
         t.event(&p("c/0/0"), Change::ClosedWrite, c.at(10_000));
         assert_eq!(drain(&mut t, c.at(10_100)), vec![p("c/0/0")]);
     }

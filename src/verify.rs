@@ -39,12 +39,8 @@ impl ShardIndex {
         if size < want {
             return Err(format!("{size} bytes, too short for its {want}-byte index"));
         }
-        f.seek(if self.at_end {
-            SeekFrom::End(-(want as i64))
-        } else {
-            SeekFrom::Start(0)
-        })
-        .map_err(|e| e.to_string())?;
+        f.seek(if self.at_end { SeekFrom::End(-(want as i64)) } else { SeekFrom::Start(0) })
+            .map_err(|e| e.to_string())?;
         let mut index = vec![0u8; want as usize];
         f.read_exact(&mut index).map_err(|e| e.to_string())?;
         let entries = &index[..(self.chunks * 16) as usize];
@@ -61,9 +57,7 @@ impl ShardIndex {
                 continue; // an empty inner chunk (fill value)
             }
             if offset.checked_add(nbytes).is_none_or(|end| end > size) {
-                return Err(format!(
-                    "index points past the end of the file ({offset} + {nbytes} > {size})"
-                ));
+                return Err(format!("index points past the end of the file ({offset} + {nbytes} > {size})"));
             }
         }
         Ok(())
@@ -87,11 +81,7 @@ pub struct ArraySpec {
 
 impl ArraySpec {
     fn cells(&self) -> Vec<u64> {
-        self.shape
-            .iter()
-            .zip(&self.grid)
-            .map(|(&s, &g)| if g == 0 { 0 } else { s.div_ceil(g) })
-            .collect()
+        self.shape.iter().zip(&self.grid).map(|(&s, &g)| if g == 0 { 0 } else { s.div_ceil(g) }).collect()
     }
 
     /// The number of files the grid has room for.
@@ -112,10 +102,7 @@ impl ArraySpec {
             None if self.shape.is_empty() => return (key == "0").then(Vec::new),
             None => key,
         };
-        let idx: Vec<u64> = body
-            .split(self.separator)
-            .map(|p| p.parse().ok())
-            .collect::<Option<_>>()?;
+        let idx: Vec<u64> = body.split(self.separator).map(|p| p.parse().ok()).collect::<Option<_>>()?;
         (idx.len() == self.shape.len()).then_some(idx)
     }
 
@@ -239,11 +226,7 @@ fn account_chunk(rel: &str, arrays: &HashMap<&str, &ArraySpec>, report: &mut Rep
     loop {
         let parent = dir.rfind('/').map_or("", |i| &dir[..i]);
         if let Some(spec) = arrays.get(parent) {
-            let key = if parent.is_empty() {
-                rel
-            } else {
-                &rel[parent.len() + 1..]
-            };
+            let key = if parent.is_empty() { rel } else { &rel[parent.len() + 1..] };
             if let Some(idx) = spec.parse_key(key) {
                 if spec.in_bounds(&idx) {
                     report.present_chunks += 1;
@@ -304,14 +287,8 @@ mod tests {
 
     #[test]
     fn nested_arrays_find_their_nearest_array() {
-        let outer = ArraySpec {
-            path: "".into(),
-            ..spec(&[4], &[2], None, '.')
-        };
-        let inner = ArraySpec {
-            path: "g/s0".into(),
-            ..spec(&[4, 4], &[2, 2], Some("c"), '/')
-        };
+        let outer = ArraySpec { path: "".into(), ..spec(&[4], &[2], None, '.') };
+        let inner = ArraySpec { path: "g/s0".into(), ..spec(&[4, 4], &[2, 2], Some("c"), '/') };
         let map: HashMap<&str, &ArraySpec> = [("", &outer), ("g/s0", &inner)].into_iter().collect();
         let mut r = Report::default();
         account_chunk("1", &map, &mut r);
@@ -324,11 +301,7 @@ mod tests {
     fn shard_file(dir: &Path, chunks: &[&[u8]], crc: bool, at_end: bool) -> PathBuf {
         let mut index = Vec::new();
         let mut data = Vec::new();
-        let base = if at_end {
-            0
-        } else {
-            chunks.len() as u64 * 16 + if crc { 4 } else { 0 }
-        };
+        let base = if at_end { 0 } else { chunks.len() as u64 * 16 + if crc { 4 } else { 0 } };
         for c in chunks {
             if c.is_empty() {
                 index.extend(u64::MAX.to_le_bytes());
@@ -343,11 +316,7 @@ mod tests {
             let sum = crc32c::crc32c(&index);
             index.extend(sum.to_le_bytes());
         }
-        let file = if at_end {
-            [data, index].concat()
-        } else {
-            [index, data].concat()
-        };
+        let file = if at_end { [data, index].concat() } else { [index, data].concat() };
         let path = dir.join("shard");
         fs::write(&path, file).unwrap();
         path
@@ -357,19 +326,11 @@ mod tests {
     fn whole_shards_pass_and_broken_ones_say_why() {
         let dir = tempfile::tempdir().unwrap();
         for (crc, at_end) in [(true, true), (false, true), (true, false)] {
-            let shard = ShardIndex {
-                chunks: 3,
-                at_end,
-                crc32c: crc,
-            };
+            let shard = ShardIndex { chunks: 3, at_end, crc32c: crc };
             let p = shard_file(dir.path(), &[b"abcd", b"", b"efgh"], crc, at_end);
             assert_eq!(shard.check(&p), Ok(()), "crc {crc} at_end {at_end}");
         }
-        let shard = ShardIndex {
-            chunks: 3,
-            at_end: true,
-            crc32c: true,
-        };
+        let shard = ShardIndex { chunks: 3, at_end: true, crc32c: true };
         let p = shard_file(dir.path(), &[b"abcd", b"", b"efgh"], true, true);
         // A killed acquire-zarr writer: chunk data, no index.
         fs::write(&p, b"abcdefgh").unwrap();
@@ -382,11 +343,7 @@ mod tests {
         fs::write(&p, &bytes).unwrap();
         assert!(shard.check(&p).unwrap_err().contains("CRC32C"));
         // Truncated data with an index that still claims it (no CRC to catch it).
-        let unchecked = ShardIndex {
-            chunks: 1,
-            at_end: false,
-            crc32c: false,
-        };
+        let unchecked = ShardIndex { chunks: 1, at_end: false, crc32c: false };
         let p = shard_file(dir.path(), &[b"abcdefgh"], false, false);
         let bytes = fs::read(&p).unwrap();
         fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();

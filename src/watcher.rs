@@ -25,8 +25,10 @@ pub enum FsEvent {
     Rescan,
     /// The source root itself appeared again (a writer's `overwrite=True` removes and recreates it).
     RootCreated,
-    /// The watcher reported a problem (e.g. the inotify watch limit).
+    /// The watcher reported a problem.
     Error(String),
+    /// The inotify watch limit is reached: some folders have no watch.
+    WatchLimit(String),
 }
 
 /// A recursive watch on one source tree.
@@ -43,24 +45,24 @@ impl Watcher {
     /// The root's parent is watched too (not recursively): zarr-python and acquire-zarr delete and
     /// recreate the root on `overwrite=True`, which ends every watch inside it; the parent's events
     /// say when it is back.
-    pub fn new(root: &Path, tx: Sender<notify::Result<Event>>) -> Result<Self> {
+    ///
+    /// When the inotify watch limit stops the recursive watch part-way, the watcher is still
+    /// returned, with the [`Error::WatchLimit`] that says so: the caller falls back to rescans.
+    pub fn new(root: &Path, tx: Sender<notify::Result<Event>>) -> Result<(Self, Option<Error>)> {
         let mut inner = notify::recommended_watcher(tx).map_err(|e| watch_error(root, e))?;
         if let Some(parent) = root.parent() {
-            inner
-                .watch(parent, RecursiveMode::NonRecursive)
-                .map_err(|e| watch_error(parent, e))?;
+            inner.watch(parent, RecursiveMode::NonRecursive).map_err(|e| watch_error(parent, e))?;
         }
-        inner
-            .watch(root, RecursiveMode::Recursive)
-            .map_err(|e| watch_error(root, e))?;
-        Ok(Watcher { inner })
+        match inner.watch(root, RecursiveMode::Recursive).map_err(|e| watch_error(root, e)) {
+            Ok(()) => Ok((Watcher { inner }, None)),
+            Err(e @ Error::WatchLimit(_)) => Ok((Watcher { inner }, Some(e))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Watches the recreated root again (its old watches died with the old directory).
     pub fn rewatch_root(&mut self, root: &Path) -> Result<()> {
-        self.inner
-            .watch(root, RecursiveMode::Recursive)
-            .map_err(|e| watch_error(root, e))
+        self.inner.watch(root, RecursiveMode::Recursive).map_err(|e| watch_error(root, e))
     }
 
     /// Makes sure a newly created directory is watched before it is scanned.
@@ -73,9 +75,7 @@ impl Watcher {
     pub fn ensure_watched(&mut self, dir: &Path) -> Result<()> {
         #[cfg(target_os = "linux")]
         {
-            self.inner
-                .watch(dir, RecursiveMode::Recursive)
-                .map_err(|e| watch_error(dir, e))
+            self.inner.watch(dir, RecursiveMode::Recursive).map_err(|e| watch_error(dir, e))
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -88,16 +88,13 @@ impl Watcher {
 }
 
 fn watch_error(path: &Path, e: notify::Error) -> Error {
-    let message = match e.kind {
-        notify::ErrorKind::MaxFilesWatch => {
-            "the inotify watch limit is reached; raise it with `sysctl fs.inotify.max_user_watches=1048576`".into()
-        }
-        _ => e.to_string(),
-    };
-    Error::Watch {
-        path: path.to_path_buf(),
-        message,
+    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+        // ENOSPC from inotify_add_watch is the watch limit (inotify(7)); notify does not always map it.
+        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
+    if limit {
+        return Error::WatchLimit(path.to_path_buf());
     }
+    Error::Watch { path: path.to_path_buf(), message: e.to_string() }
 }
 
 /// Translates one notify event into engine events, relative to `root`.
@@ -105,7 +102,10 @@ pub fn translate(root: &Path, event: notify::Result<Event>, out: &mut Vec<FsEven
     let event = match event {
         Ok(ev) => ev,
         Err(e) => {
-            out.push(FsEvent::Error(watch_error(root, e).to_string()));
+            out.push(match watch_error(root, e) {
+                e @ Error::WatchLimit(_) => FsEvent::WatchLimit(e.to_string()),
+                e => FsEvent::Error(e.to_string()),
+            });
             return;
         }
     };

@@ -3,15 +3,14 @@
 
 use std::fs::{self, File};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use _softcopy::copier::{sync_file, CopyOptions, PARTIAL_SUFFIX};
 use _softcopy::sys::{copy_contents, CopyMethod};
 use _softcopy::tracker::{Job, Outcome};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 const SIZES: [usize; 5] = [0, 1, 4095, 1 << 20, (3 << 20) + 7];
@@ -24,19 +23,21 @@ fn every_method_copies_exact_bytes() {
             let data = pattern(len, i as u8);
             let (a, b) = (dir.path().join("a"), dir.path().join("b"));
             fs::write(&a, &data).unwrap();
-            let n = copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method).unwrap();
+            let no_stop = AtomicBool::new(false);
+            let n = copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method, &no_stop).unwrap();
             assert_eq!(n as usize, len, "{method:?} {len}");
             assert_eq!(fs::read(&b).unwrap(), data, "{method:?} {len}");
         }
     }
 }
 
+/// The copy of one file, with no stop request.
+fn sync(src: &Path, dst: &Path, job: &Job, opts: &CopyOptions) -> (Outcome, bool) {
+    sync_file(src, dst, job, opts, &AtomicBool::new(false))
+}
+
 fn job(rel: &str) -> Job {
-    Job {
-        rel: rel.into(),
-        prev: None,
-        verify_closed: true,
-    }
+    Job { rel: rel.into(), prev: None, verify_closed: true }
 }
 
 fn no_partials(dir: &Path) -> bool {
@@ -64,67 +65,61 @@ fn sync_file_copies_skips_and_deletes() {
     let opts = CopyOptions::default();
 
     // New file, into a directory that does not exist yet at the destination.
-    let (outcome, copied) = sync_file(src.path(), dst.path(), &job("c/0/1"), &opts);
-    let Outcome::Copied { ident, bytes: 5 } = outcome else {
-        panic!("{outcome:?}")
-    };
+    let (outcome, copied) = sync(src.path(), dst.path(), &job("c/0/1"), &opts);
+    let Outcome::Copied { ident, bytes: 5 } = outcome else { panic!("{outcome:?}") };
     assert!(copied);
     assert_eq!(fs::read(dst.path().join("c/0/1")).unwrap(), b"chunk");
 
     // The same version again: one stat, no copy.
-    let again = sync_file(
-        src.path(),
-        dst.path(),
-        &Job {
-            rel: "c/0/1".into(),
-            prev: Some(ident),
-            verify_closed: true,
-        },
-        &opts,
-    )
-    .0;
+    let again =
+        sync(src.path(), dst.path(), &Job { rel: "c/0/1".into(), prev: Some(ident), verify_closed: true }, &opts).0;
     assert_eq!(again, Outcome::Unchanged(ident));
 
     // A fresh process (prev = None) recognises the earlier copy by size and mtime: resume.
-    assert_eq!(
-        sync_file(src.path(), dst.path(), &job("c/0/1"), &opts).0,
-        Outcome::Unchanged(ident)
-    );
+    assert_eq!(sync(src.path(), dst.path(), &job("c/0/1"), &opts).0, Outcome::Unchanged(ident));
 
     // Gone at the source: gone at the destination.
     fs::remove_file(src.path().join("c/0/1")).unwrap();
-    assert_eq!(
-        sync_file(src.path(), dst.path(), &job("c/0/1"), &opts).0,
-        Outcome::Deleted
-    );
+    assert_eq!(sync(src.path(), dst.path(), &job("c/0/1"), &opts).0, Outcome::Deleted);
     assert!(!dst.path().join("c/0/1").exists());
     assert!(no_partials(dst.path()));
 }
 
 #[cfg(unix)]
 #[test]
-fn symlinks_are_not_followed() {
+fn symlinks_are_not_followed_out_of_the_source_nor_the_destination() {
     let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("secret"), b"outside the source").unwrap();
+    fs::create_dir(outside.path().join("dir")).unwrap();
+    fs::write(outside.path().join("dir/k"), b"outside too").unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret"), src.path().join("link")).unwrap();
-    let (outcome, _) = sync_file(src.path(), dst.path(), &job("link"), &CopyOptions::default());
-    assert!(
-        matches!(outcome, Outcome::Failed(ref m) if m.contains("symlink")),
-        "{outcome:?}"
-    );
-    assert!(!dst.path().join("link").exists());
+    std::os::unix::fs::symlink(outside.path().join("dir"), src.path().join("linkdir")).unwrap();
+    for rel in ["link", "linkdir/k"] {
+        let (outcome, _) = sync(src.path(), dst.path(), &job(rel), &CopyOptions::default());
+        assert_eq!(outcome, Outcome::Skipped, "{rel}");
+    }
+    assert!(fs::read_dir(dst.path()).unwrap().next().is_none(), "nothing copied");
+
+    // A symlinked folder placed in the destination is not written through either.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), dst.path().join("c")).unwrap();
+    fs::create_dir_all(src.path().join("c/0")).unwrap();
+    fs::write(src.path().join("c/0/0"), b"chunk").unwrap();
+    let (outcome, _) = sync(src.path(), dst.path(), &job("c/0/0"), &CopyOptions::default());
+    assert!(matches!(outcome, Outcome::Failed(ref m) if m.contains("symlink")), "{outcome:?}");
+    assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none(), "nothing written outside");
 }
 
 #[test]
 fn a_file_open_for_writing_is_not_copied_until_closed() {
     let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let writer = File::create(src.path().join("shard")).unwrap();
-    let (outcome, _) = sync_file(src.path(), dst.path(), &job("shard"), &CopyOptions::default());
+    let (outcome, _) = sync(src.path(), dst.path(), &job("shard"), &CopyOptions::default());
     assert_eq!(outcome, Outcome::Busy);
     assert!(!dst.path().join("shard").exists() && no_partials(dst.path()));
     drop(writer);
-    let (outcome, _) = sync_file(src.path(), dst.path(), &job("shard"), &CopyOptions::default());
+    let (outcome, _) = sync(src.path(), dst.path(), &job("shard"), &CopyOptions::default());
     assert!(matches!(outcome, Outcome::Copied { .. }), "{outcome:?}");
 }
 
@@ -135,7 +130,7 @@ fn a_failed_copy_leaves_no_partial_and_no_final_name() {
     fs::write(src.path().join("d/k"), b"x").unwrap();
     // A file where the destination needs a directory: the copy must fail cleanly.
     fs::write(dst.path().join("d"), b"in the way").unwrap();
-    let (outcome, _) = sync_file(src.path(), dst.path(), &job("d/k"), &CopyOptions::default());
+    let (outcome, _) = sync(src.path(), dst.path(), &job("d/k"), &CopyOptions::default());
     assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
     assert!(no_partials(dst.path()));
     assert_eq!(fs::read(dst.path().join("d")).unwrap(), b"in the way");
