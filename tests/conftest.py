@@ -30,13 +30,21 @@ def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condi
 
 
 def tree(root: Path, *, skip_marker: bool = False) -> dict[str, bytes]:
-    """Every data file under `root` with its content (writers' locks and temps excluded)."""
+    """Every data file under `root` with its content (writers' locks and temps, and softcopy's
+    partials, excluded). Safe to call while files come and go: a file gone by the time it is read
+    is left out, as if the walk had come a moment later."""
     out = {}
     for p in root.rglob("*"):
-        if p.is_file() and not p.name.endswith((".__lock", ".partial")):
-            rel = p.relative_to(root).as_posix()
-            if not (skip_marker and rel == "complete"):
+        if p.name.endswith((".__lock", ".partial", ".softcopy-partial")):
+            continue
+        rel = p.relative_to(root).as_posix()
+        if skip_marker and rel == "complete":
+            continue
+        try:
+            if p.is_file():
                 out[rel] = p.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
     return out
 
 

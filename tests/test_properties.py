@@ -87,5 +87,5 @@ def test_any_interleaving_ends_with_destination_equal_to_source(
         assert report is not None, "softcopy did not finish"
         assert report.ok, report
         assert tree(dst) == tree(src)
-        leftovers = [p.name for p in dst.rglob("*") if p.name.endswith((".__lock", ".partial"))]
+        leftovers = [p.name for p in dst.rglob("*") if p.name.endswith((".__lock", ".partial", ".softcopy-partial"))]
         assert leftovers == []
