@@ -376,8 +376,13 @@ struct Run<'a> {
     started: Instant,
     dst: PathBuf,
     trouble: Option<Trouble>,
-    /// Set once the inotify watch limit is hit: when to rescan the source next.
+    /// When to rescan the source next (after lost events, or periodically once watches are missing).
     rescan_at: Option<Instant>,
+    last_rescan: Option<Instant>,
+    /// The inotify watch limit was hit: some folders have no watch.
+    limited: bool,
+    overflows: u64,
+    overflow_said: Option<Instant>,
 }
 
 impl Run<'_> {
@@ -466,10 +471,7 @@ impl Run<'_> {
                 self.sh.say(Level::Info, format!("{} is back; watching it again", self.src.display()));
                 self.reconcile();
             }
-            FsEvent::Rescan => {
-                self.sh.say(Level::Warning, "filesystem events were lost; rescanning the source".into());
-                self.reconcile();
-            }
+            FsEvent::Rescan => self.events_lost(now),
             FsEvent::Error(msg) => self.sh.say(Level::Warning, msg),
             FsEvent::WatchLimit(msg) => self.watch_limited(msg),
         }
@@ -532,19 +534,42 @@ impl Run<'_> {
     /// Some folders cannot be watched: say so once, then rescan the whole source periodically so
     /// that nothing in them is missed (invariant 3), only found later.
     fn watch_limited(&mut self, msg: String) {
-        if self.rescan_at.is_none() {
+        if !self.limited {
+            self.limited = true;
             self.sh.say(Level::Warning, msg);
             self.rescan_at = Some(Instant::now() + RESCAN_MIN);
         }
     }
 
-    /// Runs the periodic rescan when due; its interval grows with the time a scan takes, so the
-    /// fallback never keeps the disk busy more than a tenth of the time.
+    /// The kernel's event queue overflowed: rescan, but once per burst, not once per overflow. A
+    /// rescan's own reads make events too, so rescanning at every overflow could feed itself.
+    fn events_lost(&mut self, now: Instant) {
+        self.overflows += 1;
+        if self.overflow_said.is_none_or(|t| now - t >= TROUBLE_MESSAGE_EVERY) {
+            self.overflow_said = Some(now);
+            self.sh.say(
+                Level::Warning,
+                format!(
+                    "filesystem events were lost ({} queue overflows so far; fs.inotify.max_queued_events may be \
+                     too small); rescanning the source",
+                    self.overflows
+                ),
+            );
+        }
+        let earliest = self.last_rescan.map_or(now, |t| t + RESCAN_MIN);
+        let due = earliest.max(now);
+        self.rescan_at = Some(self.rescan_at.map_or(due, |t| t.min(due)));
+    }
+
+    /// Runs a due rescan (after lost events, or periodically while watches are missing). Its
+    /// interval grows with the time a scan takes, so it never keeps the disk busy more than a
+    /// tenth of the time.
     fn rescan_if_due(&mut self, now: Instant) {
         if self.rescan_at.is_some_and(|t| now >= t) {
             let t0 = Instant::now();
             self.reconcile();
-            self.rescan_at = Some(Instant::now() + RESCAN_MIN.max(t0.elapsed() * 10));
+            self.last_rescan = Some(Instant::now());
+            self.rescan_at = self.limited.then(|| Instant::now() + RESCAN_MIN.max(t0.elapsed() * 10));
         }
     }
 
@@ -650,6 +675,10 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         dst: dst.clone(),
         trouble: None,
         rescan_at: None,
+        last_rescan: None,
+        limited: false,
+        overflows: 0,
+        overflow_said: None,
     };
     if let Some(e) = limited {
         run.watch_limited(e.to_string());

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,15 @@ def run_softcopy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 
 def write_finished_archive(root: Path, layout: str = "v2dot", timepoints: int = 3) -> None:
     subprocess.run([sys.executable, str(WRITER), str(root), layout, str(timepoints), "0"], check=True)
+
+
+@contextmanager
+def sysctl(name: str, value: int) -> Iterator[None]:
+    """Sets a kernel setting for the duration of a block, and restores it whatever happens."""
+    path = Path("/proc/sys") / name.replace(".", "/")
+    old = path.read_text()
+    path.write_text(f"{value}\n")
+    try:
+        yield
+    finally:
+        path.write_text(old)

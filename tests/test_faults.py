@@ -1,5 +1,7 @@
-"""Faults injected for real: a full destination (tmpfs with a size limit), ... . Each ends with the
-destination verified, or with exit 1 and the missing files listed; never with lost data."""
+"""Faults injected for real: a full destination (tmpfs with a size limit), lost inotify events and
+too few watches (kernel settings lowered, then restored), SIGKILL and restart, unreadable source
+files, symlinks. Each ends with the destination verified, or with exit 1 and the missing files
+listed; never with lost data and never with a partial file under a final name."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_same_tree, finish, wait_for
+from conftest import assert_same_tree, finish, softcopy_cmd, sysctl, tree, wait_for
 
 MIB = 1 << 20
 
@@ -64,3 +66,101 @@ def test_full_destination_gives_up_when_told_to(tmp_path: Path, small_tmpfs: Pat
         if f.is_file():
             assert not f.name.endswith(".softcopy-partial"), "no partial left behind"
             assert f.read_bytes() == (src / f.relative_to(dst)).read_bytes()
+
+
+def test_event_queue_overflow_triggers_a_rescan_and_nothing_is_missed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import softcopy
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    c = softcopy.Copier([softcopy.Target(src, dst)])
+    with sysctl("fs.inotify.max_queued_events", 1):  # read when softcopy creates its inotify instance
+        c.start()
+        wait_for(lambda: c.poll() is None and c.status()[0].phase == "copying", 10, "the watch")
+    try:
+        # A burst of thousands of events from one fast process: far beyond a queue of one event.
+        subprocess.run(["touch", *(str(src / str(i)) for i in range(2000))], check=True)
+        wait_for(lambda: c.poll() is None and "events were lost" in caplog.text, 10, "the overflow to be noticed")
+        wait_for(lambda: tree(dst) == tree(src), 20, "every file, before any marker")
+    finally:
+        c.stop()
+        c.wait(10)
+
+
+def test_watch_limit_gives_one_clear_warning_and_rescans(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import softcopy
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    with sysctl("fs.inotify.max_user_watches", 3):
+        c = softcopy.Copier([softcopy.Target(src, dst)])
+        c.start()
+        try:
+            wait_for(lambda: c.poll() is None and c.status()[0].phase == "copying", 10, "the engine")
+            for i in range(30):  # a deep Zarr v3 tree: far more folders than watches
+                d = src / "c" / str(i) / "0"
+                d.mkdir(parents=True)
+                (d / "0").write_bytes(b"%d" % i)
+            wait_for(lambda: c.poll() is None and tree(dst) == tree(src), 20, "every file, by rescans")
+            assert caplog.text.count("fs.inotify.max_user_watches=1048576") == 1, caplog.text
+            (src / "complete").touch()
+            report = c.wait(30)
+            assert report is not None and report.ok
+        finally:
+            c.stop()
+            c.wait(10)
+
+
+def test_crash_and_resume_copies_nothing_twice(tmp_path: Path, run_softcopy: Any) -> None:
+    import softcopy
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "c").mkdir(parents=True)
+    for i in range(60):
+        (src / "c" / str(i)).write_bytes(bytes([i]) * 65536)
+    (src / "complete").touch()
+    slow = run_softcopy(src, dst, "--nprocs", "1", "--sleep-time", "0.05")
+    wait_for(lambda: len(list(dst.glob("c/*"))) >= 20, 20, "a third of the copy")
+    slow.kill()  # SIGKILL: no cleanup at all
+    slow.wait()
+    arrived = {p.name for p in dst.glob("c/*") if not p.name.endswith(".softcopy-partial")}
+    assert 0 < len(arrived) < 60
+    report = softcopy.copy(src, dst)
+    assert report.ok
+    # Only files that had not arrived are copied again: none of the ones already there.
+    assert report.targets[0].files_copied == 60 - len(arrived)
+    assert not list(dst.rglob("*.softcopy-partial"))
+    assert_same_tree(src, dst)
+
+
+def test_unreadable_source_file_is_reported_not_a_crash(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "ok").write_bytes(b"fine")
+    (src / "secret").write_bytes(b"no")
+    (src / "secret").chmod(0o000)
+    # Root reads anything; without CAP_DAC_OVERRIDE it meets permissions like any user.
+    cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *softcopy_cmd(src, dst, "--once")]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 1, r.stderr
+    assert "missing: secret" in r.stderr and "Permission denied" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert (dst / "ok").read_bytes() == b"fine"
+
+
+def test_symlinks_are_reported_and_never_followed(tmp_path: Path) -> None:
+    import softcopy
+
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "dir" / "k").write_bytes(b"outside")
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    (src / "link").symlink_to(outside / "dir" / "k")
+    (src / "linkdir").symlink_to(outside / "dir")
+    report = softcopy.copy(src, dst, once=True)
+    assert report.ok
+    assert sorted(p.name for p in dst.iterdir()) == ["a"]
+    assert any("2 symlinks" in n for n in report.targets[0].notes)
