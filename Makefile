@@ -2,13 +2,18 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install demo test lint test-rust test-python bench
+.PHONY: help install system-deps demo test lint test-rust test-python bench soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: ## build softcopy (Rust + Python) in place, with test and lint tools
+install: system-deps ## build softcopy (Rust + Python) in place, with test and lint tools
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test,lint]'
+
+system-deps: ## Debian packages the fault tests drive: sshd + sshfs (a network destination), util-linux
+	@command -v sshfs >/dev/null && test -x /usr/sbin/sshd || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			openssh-server openssh-client sshfs util-linux procps >/dev/null; }
 
 demo: ## install softcopy and copy a simulated acquisition live
 	$(PIP) install --quiet --disable-pip-version-check . && softcopy --demo

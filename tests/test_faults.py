@@ -164,3 +164,26 @@ def test_symlinks_are_reported_and_never_followed(tmp_path: Path) -> None:
     assert report.ok
     assert sorted(p.name for p in dst.iterdir()) == ["a"]
     assert any("2 symlinks" in n for n in report.targets[0].notes)
+
+
+def test_network_destination_that_drops_and_comes_back(tmp_path: Path, sshd: Any, run_softcopy: Any) -> None:
+    remote, mnt, src = tmp_path / "remote", tmp_path / "mnt", tmp_path / "src"
+    remote.mkdir()
+    mnt.mkdir()
+    (src / "c").mkdir(parents=True)
+    for i in range(40):
+        (src / "c" / str(i)).write_bytes(bytes([i]) * 256 * 1024)
+    sshd.mount(remote, mnt)
+    try:
+        proc = run_softcopy(src, mnt / "out", "--once", "--nprocs", "1", "--sleep-time", "0.1")
+        wait_for(lambda: len(list((remote / "out").glob("c/*"))) >= 5, 30, "some files over sshfs")
+        sshd.kill()  # the share drops mid-copy
+        wait_for(lambda: "cannot take files" in proc.output(), 30, "softcopy to notice the lost destination")
+        assert proc.poll() is None, "a lost share is waited out"
+        sshd.start()  # ...and comes back; sshfs reconnects by itself
+        code, out = finish(proc, 90)
+        assert code == 0, out
+        assert "is back" in out
+    finally:
+        subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=False)
+    assert_same_tree(src, remote / "out")
