@@ -38,6 +38,9 @@ test-python: install ## acceptance tests with real writers, the CLI, properties
 
 test: lint test-rust test-python ## everything CI runs
 
+soak: install ## 10 minutes of live writers and random faults (not part of CI)
+	$(PYTHON) tests/soak.py --minutes 10
+
 bench: ## whole-process comparisons (see BENCHMARKS.md)
 	$(PIP) install --quiet --disable-pip-version-check .
 	$(PYTHON) benches/bulk.py

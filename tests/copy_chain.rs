@@ -36,6 +36,18 @@ fn sync(src: &Path, dst: &Path, job: &Job, opts: &CopyOptions) -> (Outcome, bool
     sync_file(src, dst, job, opts, &AtomicBool::new(false))
 }
 
+#[test]
+fn a_stop_request_interrupts_a_copy_between_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    fs::write(&a, pattern(1 << 20, 1)).unwrap();
+    for method in [CopyMethod::Auto, CopyMethod::SendFile, CopyMethod::ReadWrite] {
+        let stop = AtomicBool::new(true);
+        let err = copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method, &stop).unwrap_err();
+        assert_eq!(err.to_string(), "stopped", "{method:?}");
+    }
+}
+
 fn job(rel: &str) -> Job {
     Job { rel: rel.into(), prev: None, verify_closed: true }
 }
