@@ -33,8 +33,8 @@ lint: install ## formatting, clippy, ruff, mypy, stub check
 test-rust: ## the tracker state machine and the copy chain
 	cargo test
 
-test-python: install ## acceptance tests with real writers, the CLI, properties
-	$(PYTHON) -m pytest
+test-python: install ## acceptance tests with real writers, faults, the CLI, properties, the wheel
+	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest
 
 test: lint test-rust test-python ## everything CI runs
 

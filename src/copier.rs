@@ -49,6 +49,10 @@ pub fn identity(meta: &fs::Metadata) -> Identity {
 
 fn open_source(path: &Path) -> io::Result<File> {
     let mut opts = OpenOptions::new();
+    // On Windows std opens with FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE (the
+    // OpenOptionsExt::share_mode default), so a writer can still rename over or delete a file while
+    // we copy it, as tensorstore does. A sharing violation from a writer that does not share (or an
+    // antivirus scanner) fails this open and is retried with backoff like any per-file failure.
     opts.read(true);
     #[cfg(unix)]
     {

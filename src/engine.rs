@@ -164,6 +164,9 @@ const MAX_MESSAGES: usize = 10_000;
 const TICK: Duration = Duration::from_millis(100);
 /// Shortest interval between the rescans that stand in for missing watches.
 const RESCAN_MIN: Duration = Duration::from_secs(2);
+/// Interval of the rescans that stand in for undetectable event loss on Windows.
+#[cfg(windows)]
+const WINDOWS_RESCAN: Duration = Duration::from_secs(30);
 /// Retry intervals for an unavailable destination: from the first to the longest.
 const PROBE_FIRST: Duration = Duration::from_millis(200);
 const PROBE_MAX: Duration = Duration::from_secs(15);
@@ -379,8 +382,9 @@ struct Run<'a> {
     /// When to rescan the source next (after lost events, or periodically once watches are missing).
     rescan_at: Option<Instant>,
     last_rescan: Option<Instant>,
-    /// The inotify watch limit was hit: some folders have no watch.
-    limited: bool,
+    /// Rescans are periodic, at this interval: the inotify watch limit was hit (some folders have
+    /// no watch), or the platform cannot report lost events.
+    periodic: Option<Duration>,
     overflows: u64,
     overflow_said: Option<Instant>,
 }
@@ -534,8 +538,8 @@ impl Run<'_> {
     /// Some folders cannot be watched: say so once, then rescan the whole source periodically so
     /// that nothing in them is missed (invariant 3), only found later.
     fn watch_limited(&mut self, msg: String) {
-        if !self.limited {
-            self.limited = true;
+        if self.periodic != Some(RESCAN_MIN) {
+            self.periodic = Some(RESCAN_MIN);
             self.sh.say(Level::Warning, msg);
             self.rescan_at = Some(Instant::now() + RESCAN_MIN);
         }
@@ -569,7 +573,7 @@ impl Run<'_> {
             let t0 = Instant::now();
             self.reconcile();
             self.last_rescan = Some(Instant::now());
-            self.rescan_at = self.limited.then(|| Instant::now() + RESCAN_MIN.max(t0.elapsed() * 10));
+            self.rescan_at = self.periodic.map(|every| Instant::now() + every.max(t0.elapsed() * 10));
         }
     }
 
@@ -583,7 +587,9 @@ impl Run<'_> {
                 let msg = msg.clone();
                 self.destination_failed(&msg);
             }
-            Outcome::Copied { .. } | Outcome::Unchanged(_) | Outcome::Deleted => self.destination_ok(),
+            // Only a file written proves the destination takes files again (an unchanged or deleted
+            // file may need no write at all).
+            Outcome::Copied { .. } => self.destination_ok(),
             _ => {}
         }
         let s = &mut self.status;
@@ -676,12 +682,20 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         trouble: None,
         rescan_at: None,
         last_rescan: None,
-        limited: false,
+        periodic: None,
         overflows: 0,
         overflow_said: None,
     };
     if let Some(e) = limited {
         run.watch_limited(e.to_string());
+    }
+    #[cfg(windows)]
+    {
+        // ReadDirectoryChangesW reports an overflowed buffer only as an empty result, which notify
+        // does not pass on (its handle_event ignores the byte count): lost events cannot be seen
+        // on Windows, so a periodic rescan stands in for the overflow rescan.
+        run.periodic = Some(WINDOWS_RESCAN);
+        run.rescan_at = Some(Instant::now() + WINDOWS_RESCAN);
     }
     run.scan(Path::new(""), Change::Found);
     sh.say(Level::Info, format!("watching {} (initial scan: {} files to check)", src.display(), run.tracker.backlog()));

@@ -10,6 +10,7 @@ byte-identical to its source, and softcopy's memory must not have grown with tim
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def run(base: Path, mnt: Path, seconds: float, rng: random.Random) -> None:
                 rss.clear()  # a new process: memory growth is measured per process lifetime
                 copier = start()
             else:
-                used = sum(p.stat().st_size for p in mnt.rglob("*") if p.is_file())
+                st = os.statvfs(mnt)
+                used = (st.f_blocks - st.f_bfree) * st.f_frsize  # tmpfs refuses a size below its usage
                 subprocess.run(["mount", "-o", f"remount,size={used + (1 << 20)}", str(mnt)], check=True)
                 time.sleep(10)
                 subprocess.run(["mount", "-o", "remount,size=2g", str(mnt)], check=True)
