@@ -1,0 +1,97 @@
+"""Every command in the README runs here, so the README cannot drift: the Use commands, the targets
+file, the Python example and the systemd unit's ExecStart run against real folders (the README's
+/acquisition and /cluster paths are mapped into a temporary folder); the install commands are the
+ones the wheel test runs; the two top commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import assert_same_tree, softcopy_cmd
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, re.DOTALL)
+
+
+def commands(block: str) -> list[str]:
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Path:
+    """The README's /acquisition sources, finished (marker present), under tmp_path."""
+    for name in ("data.zarr", "other.zarr"):
+        src = tmp_path / "acquisition" / name
+        (src / "c" / "0").mkdir(parents=True)
+        (src / "c" / "0" / "0").write_bytes(name.encode())
+        (src / "zarr.json").write_text('{"node_type": "group"}')
+        (src / "complete").touch()
+    return tmp_path
+
+
+def mapped(text: str, world: Path) -> str:
+    return text.replace("/acquisition", f"{world}/acquisition").replace("/cluster", f"{world}/cluster")
+
+
+def test_the_two_commands_come_first_and_are_what_ci_runs() -> None:
+    first = blocks("bash")[0]
+    assert README.index("```bash") < README.index("\n## ")
+    assert commands(first) == ["pip install . && softcopy --demo", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_install_commands_are_the_ones_the_wheel_test_runs() -> None:
+    install = commands(blocks("bash")[1])
+    assert install[0].startswith("pip install softcopy-") and install[0].endswith(".whl")
+    assert install[1].startswith("uvx --from softcopy-") and install[1].endswith("softcopy --help")
+    wheel_test = (ROOT / "tests" / "test_wheel.py").read_text()
+    assert '"pip"), "install"' in wheel_test and '["uvx", "--from"' in wheel_test
+
+
+def test_use_commands_and_targets_file(world: Path) -> None:
+    targets = world / "targets.yaml"
+    targets.write_text(mapped(blocks("yaml")[0], world))
+    for line in commands(blocks("bash")[2]):
+        argv = shlex.split(mapped(line, world).replace("targets.yaml", str(targets)))
+        assert argv[0] == "softcopy"
+        r = subprocess.run(softcopy_cmd(*argv[1:]), check=False, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (line, r.stderr)
+    for name in ("data.zarr", "other.zarr"):
+        assert_same_tree(world / "acquisition" / name, world / "cluster" / "project" / name)
+
+
+def test_python_example(world: Path) -> None:
+    code = mapped(blocks("python")[0], world)
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("verified")
+
+
+def test_systemd_unit_runs_its_exec_start(world: Path) -> None:
+    unit = blocks("ini")[0]
+    exec_start = next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_start)
+    assert argv[0].endswith("/bin/softcopy") and argv[1].endswith("targets.yaml")
+    targets = world / "targets.yaml"
+    targets.write_text(mapped(blocks("yaml")[0], world))
+    r = subprocess.run(softcopy_cmd(str(targets), *argv[2:]), check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # Exit 1 (incomplete) and 2 (bad input) must not be restarted in a loop; crashes are.
+    assert "RestartPreventExitStatus=1 2" in unit and "Restart=on-failure" in unit
+
+
+def test_windows_task_starts_softcopy_with_a_targets_file() -> None:
+    [task] = commands(blocks("bat")[0])
+    argv = shlex.split(task, posix=False)
+    assert argv[:2] == ["schtasks", "/Create"]
+    run = argv[argv.index("/TR") + 1].strip('"')
+    assert run.split()[0].endswith("softcopy.exe") and run.split()[1].endswith("targets.yaml")
