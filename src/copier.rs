@@ -15,7 +15,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::sys::{self, CopyMethod};
+use crate::rate::RateLimit;
+use crate::sys::{self, CopyMethod, Pace};
 use crate::tracker::{Identity, Job, Outcome};
 
 /// Suffix of our temporary files. A Zarr key never ends with it, so a partial can never collide
@@ -26,10 +27,20 @@ pub const PARTIAL_SUFFIX: &str = ".softcopy-partial";
 #[derive(Clone, Debug, Default)]
 pub struct CopyOptions {
     pub method: CopyMethod,
+    /// This target's budget (`--max-rate`).
+    pub max_rate: Option<Arc<RateLimit>>,
+    /// The process-wide budget (`--max-total-rate`), shared with every other target.
+    pub max_total_rate: Option<Arc<RateLimit>>,
     /// Pause after each file actually copied (the seed's `--sleep-time`).
     pub sleep: Duration,
     /// Drop to idle IO priority and nice 19 in every worker thread.
     pub low_priority: bool,
+}
+
+impl CopyOptions {
+    fn pace<'a>(&'a self, stop: &'a AtomicBool) -> Pace<'a> {
+        Pace::new(stop).limit(self.max_rate.as_deref()).limit(self.max_total_rate.as_deref())
+    }
 }
 
 /// The identity of an open file or of a path's metadata.
@@ -236,7 +247,8 @@ fn sync_inner(
     let rel_dir = job.rel.parent().unwrap_or(Path::new(""));
     let out = create_partial(dst_root, rel_dir, &tmp).map_err(|e| Error::io("create", &tmp, e))?;
     let result = (|| {
-        let bytes = sys::copy_contents(&file, &out, opts.method, stop).map_err(|e| Error::io("copy to", &tmp, e))?;
+        let bytes = sys::copy_contents(&file, &out, opts.method, &opts.pace(stop))
+            .map_err(|e| Error::io("copy to", &tmp, e))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -47,6 +47,8 @@ pub struct Config {
     pub log_events: bool,
     /// How long an unavailable destination (full, gone) is retried before the target gives up.
     pub give_up_after: Duration,
+    /// This target's bandwidth budget in bytes per second (`--max-rate`).
+    pub max_rate: Option<u64>,
 }
 
 impl Config {
@@ -66,6 +68,7 @@ impl Config {
             low_priority: true,
             log_events: false,
             give_up_after: Duration::from_secs(24 * 3600),
+            max_rate: None,
         }
     }
 }
@@ -702,7 +705,13 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
 
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (warn_tx, warn_rx) = crossbeam_channel::unbounded();
-    let opts = CopyOptions { method: cfg.method, sleep: cfg.sleep, low_priority: cfg.low_priority };
+    let opts = CopyOptions {
+        method: cfg.method,
+        sleep: cfg.sleep,
+        low_priority: cfg.low_priority,
+        max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
+        max_total_rate: crate::rate::total(),
+    };
     let nprocs = cfg.nprocs.max(1);
     let pool = Pool::start(nprocs, src.clone(), dst, opts, done_tx, sh.stop.clone(), warn_tx)
         .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;

@@ -7,6 +7,7 @@
 pub mod copier;
 pub mod engine;
 mod error;
+pub mod rate;
 pub mod sys;
 pub mod tracker;
 pub mod verify;
@@ -54,7 +55,7 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto", give_up_after=86400.0))]
+        copy_method="auto", give_up_after=86400.0, max_rate=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -69,6 +70,7 @@ impl PyEngine {
         log_events: bool,
         copy_method: &str,
         give_up_after: f64,
+        max_rate: Option<u64>,
     ) -> PyResult<Self> {
         if nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
@@ -90,6 +92,7 @@ impl PyEngine {
             low_priority,
             log_events,
             give_up_after: seconds("give_up_after", give_up_after)?,
+            max_rate,
             ..Config::new(source, destination)
         };
         Ok(PyEngine { engine: Engine::start(config)? })
@@ -208,9 +211,16 @@ fn python_version() -> String {
     env!("CARGO_PKG_VERSION").replace("-alpha.", "a").replace("-beta.", "b").replace("-rc.", "rc")
 }
 
+/// Sets the process-wide bandwidth budget shared by every engine started afterwards (None: none).
+#[pyfunction]
+fn set_total_rate(bytes_per_s: Option<u64>) {
+    rate::set_total(bytes_per_s);
+}
+
 #[pymodule(gil_used = false)]
 fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", python_version())?;
+    m.add_function(wrap_pyfunction!(set_total_rate, m)?)?;
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;
     Ok(())

@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::rate::RateLimit;
+
 /// How file contents are moved. `Auto` walks the chain copy_file_range → sendfile → read/write,
 /// dropping to the next method when the kernel or filesystem says the current one is unsupported.
 /// The other variants force one step of the chain, so tests can prove every fallback copies correctly.
@@ -19,34 +21,63 @@ pub enum CopyMethod {
 /// Copies from the current offset of `src` to the current offset of `dst` until `src` reports EOF.
 /// Copying to EOF rather than to a size taken earlier means a file that grew between `fstat` and the
 /// copy is still copied whole; the caller re-checks the source's identity afterwards anyway.
-/// `stop` is looked at between steps, so a stop request never waits for a whole large file.
-pub fn copy_contents(src: &File, dst: &File, method: CopyMethod, stop: &AtomicBool) -> io::Result<u64> {
+/// `pace` is obeyed between steps: a stop request never waits for a whole large file, and rate
+/// limits are held while the file is copied, not only between files.
+pub fn copy_contents(src: &File, dst: &File, method: CopyMethod, pace: &Pace<'_>) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     {
-        linux::copy_contents(src, dst, method, stop)
+        linux::copy_contents(src, dst, method, pace)
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = method;
-        read_write(src, dst, stop)
+        read_write(src, dst, pace)
     }
 }
 
-fn check_stop(stop: &AtomicBool) -> io::Result<()> {
-    if stop.load(Ordering::Relaxed) {
-        Err(io::Error::other("stopped"))
-    } else {
-        Ok(())
+/// What a copy loop obeys between steps: a stop request, and any number of rate limits.
+pub struct Pace<'a> {
+    stop: &'a AtomicBool,
+    limits: Vec<&'a RateLimit>,
+}
+
+impl<'a> Pace<'a> {
+    /// No limit; only the stop request.
+    pub fn new(stop: &'a AtomicBool) -> Self {
+        Pace { stop, limits: Vec::new() }
+    }
+
+    /// Adds a rate limit to obey.
+    pub fn limit(mut self, limit: Option<&'a RateLimit>) -> Self {
+        self.limits.extend(limit);
+        self
+    }
+
+    /// The most bytes to move in one step.
+    fn step(&self, max: usize) -> usize {
+        self.limits.iter().map(|l| l.step()).fold(max, usize::min)
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(io::Error::other("stopped"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn moved(&self, n: u64) -> io::Result<()> {
+        self.limits.iter().try_for_each(|l| l.take(n, self.stop))
     }
 }
 
 /// The last step of every chain: a plain user-space copy with a buffer large enough to keep
 /// per-syscall overhead negligible for MiB-sized chunks.
-fn read_write(mut src: &File, mut dst: &File, stop: &AtomicBool) -> io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
+fn read_write(mut src: &File, mut dst: &File, pace: &Pace<'_>) -> io::Result<u64> {
+    let mut buf = vec![0u8; pace.step(1 << 20)];
     let mut total = 0u64;
     loop {
-        check_stop(stop)?;
+        pace.check()?;
         let n = match src.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -55,6 +86,7 @@ fn read_write(mut src: &File, mut dst: &File, stop: &AtomicBool) -> io::Result<u
         };
         dst.write_all(&buf[..n])?;
         total += n as u64;
+        pace.moved(n as u64)?;
     }
 }
 
@@ -151,11 +183,10 @@ pub fn drop_cache(file: &File) {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{check_stop, CopyMethod};
+    use super::{CopyMethod, Pace};
     use std::fs::File;
     use std::io;
     use std::os::fd::AsRawFd;
-    use std::sync::atomic::AtomicBool;
 
     /// Bytes asked for per call: large enough to amortise the syscall, small enough that a stop
     /// request is noticed between calls on a slow network destination.
@@ -168,12 +199,13 @@ mod linux {
         matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EXDEV | libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP))
     }
 
-    pub fn copy_contents(src: &File, dst: &File, method: CopyMethod, stop: &AtomicBool) -> io::Result<u64> {
+    pub fn copy_contents(src: &File, dst: &File, method: CopyMethod, pace: &Pace<'_>) -> io::Result<u64> {
         let mut total = 0u64;
+        let step = pace.step(STEP);
         if method == CopyMethod::Auto {
-            match loop_syscall(src, dst, &mut total, stop, |s, d| {
+            match loop_syscall(src, dst, &mut total, pace, |s, d| {
                 // SAFETY: valid fds; null offsets mean "use and advance the file offsets".
-                unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), STEP, 0) }
+                unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), step, 0) }
             }) {
                 Ok(()) => return Ok(total),
                 Err(e) if unsupported(&e) => {}
@@ -181,16 +213,16 @@ mod linux {
             }
         }
         if method != CopyMethod::ReadWrite {
-            match loop_syscall(src, dst, &mut total, stop, |s, d| {
+            match loop_syscall(src, dst, &mut total, pace, |s, d| {
                 // SAFETY: valid fds; a null offset means "use and advance src's file offset".
-                unsafe { libc::sendfile(d, s, std::ptr::null_mut(), STEP) }
+                unsafe { libc::sendfile(d, s, std::ptr::null_mut(), step) }
             }) {
                 Ok(()) => return Ok(total),
                 Err(e) if unsupported(&e) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(total + super::read_write(src, dst, stop)?)
+        Ok(total + super::read_write(src, dst, pace)?)
     }
 
     /// Calls `f` until it returns 0 (EOF), adding what it moved to `total`. Returns the first
@@ -200,15 +232,18 @@ mod linux {
         src: &File,
         dst: &File,
         total: &mut u64,
-        stop: &AtomicBool,
+        pace: &Pace<'_>,
         mut f: impl FnMut(libc::c_int, libc::c_int) -> isize,
     ) -> io::Result<()> {
         loop {
-            check_stop(stop)?;
+            pace.check()?;
             let n = f(src.as_raw_fd(), dst.as_raw_fd());
             match n {
                 0 => return Ok(()),
-                n if n > 0 => *total += n as u64,
+                n if n > 0 => {
+                    *total += n as u64;
+                    pace.moved(n as u64)?;
+                }
                 _ => {
                     let err = io::Error::last_os_error();
                     if err.kind() != io::ErrorKind::Interrupted {

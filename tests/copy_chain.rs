@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use _softcopy::copier::{sync_file, CopyOptions, PARTIAL_SUFFIX};
-use _softcopy::sys::{copy_contents, CopyMethod};
+use _softcopy::sys::{copy_contents, CopyMethod, Pace};
 use _softcopy::tracker::{Job, Outcome};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -24,7 +24,8 @@ fn every_method_copies_exact_bytes() {
             let (a, b) = (dir.path().join("a"), dir.path().join("b"));
             fs::write(&a, &data).unwrap();
             let no_stop = AtomicBool::new(false);
-            let n = copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method, &no_stop).unwrap();
+            let n = copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method, &Pace::new(&no_stop))
+                .unwrap();
             assert_eq!(n as usize, len, "{method:?} {len}");
             assert_eq!(fs::read(&b).unwrap(), data, "{method:?} {len}");
         }
@@ -43,7 +44,8 @@ fn a_stop_request_interrupts_a_copy_between_steps() {
     fs::write(&a, pattern(1 << 20, 1)).unwrap();
     for method in [CopyMethod::Auto, CopyMethod::SendFile, CopyMethod::ReadWrite] {
         let stop = AtomicBool::new(true);
-        let err = copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method, &stop).unwrap_err();
+        let err =
+            copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method, &Pace::new(&stop)).unwrap_err();
         assert_eq!(err.to_string(), "stopped", "{method:?}");
     }
 }

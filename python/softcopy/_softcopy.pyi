@@ -4,7 +4,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, final
 
-__all__ = ["Engine", "SoftcopyError", "__version__"]
+__all__ = ["Engine", "SoftcopyError", "__version__", "set_total_rate"]
+
+def set_total_rate(bytes_per_s: int | None) -> None:
+    """Sets the bandwidth budget shared by every engine started afterwards (None: no limit)."""
 
 __version__: str
 
@@ -33,6 +36,8 @@ class Engine:
             "sendfile" or "readwrite" (used by tests to exercise every fallback).
         give_up_after: seconds an unavailable destination (full, disconnected) is retried, one
             probe at a time with backoff, before the engine ends with `gave_up` set.
+        max_rate: this target's bandwidth budget in bytes per second, held while files are copied
+            (not only between them) whatever the IO scheduler; None for no limit.
     """
 
     def __new__(
@@ -50,6 +55,7 @@ class Engine:
         log_events: bool = False,
         copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
         give_up_after: float = 86400.0,
+        max_rate: int | None = None,
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,

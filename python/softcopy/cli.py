@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from softcopy import __version__
-from softcopy.config import ConfigError, Target, load_targets, make_target
+from softcopy.config import ConfigError, Target, load_targets, make_target, parse_rate
 from softcopy.display import Display, print_report
 from softcopy.run import Copier, Report
 
@@ -49,9 +49,17 @@ def setup_logging(console: Console, verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
 
 
-def run_copier(targets: list[Target], console: Console, *, verbose: bool, log_every: float, live: bool) -> int:
+def run_copier(
+    targets: list[Target],
+    console: Console,
+    *,
+    verbose: bool,
+    log_every: float,
+    live: bool,
+    max_total_rate: int | None = None,
+) -> int:
     """Runs the copy with a progress display; returns the exit code."""
-    copier = Copier(targets, log_events=verbose)
+    copier = Copier(targets, log_events=verbose, max_total_rate=max_total_rate)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     report: Report | None = None
     code = EXIT_OK
@@ -125,6 +133,18 @@ OPTION_HELP = {
     "[default: 0.05]",
 )
 @click.option(
+    "--max-rate",
+    default=None,
+    metavar="RATE",
+    help="Bandwidth budget per target, e.g. 200M (bytes per second; K, M, G are binary units).  [default: none]",
+)
+@click.option(
+    "--max-total-rate",
+    default=None,
+    metavar="RATE",
+    help="Bandwidth budget for all targets together, e.g. 500M.  [default: none]",
+)
+@click.option(
     "--give-up-after",
     type=click.FloatRange(min=0),
     default=None,
@@ -144,7 +164,15 @@ OPTION_HELP = {
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the final result.")
 @click.option("--demo", is_flag=True, help="Run the built-in demo: a simulated acquisition copied live.")
 @click.version_option(__version__, "-V", "--version", prog_name="softcopy")
-def main(paths: tuple[Path, ...], log_every: float, verbose: bool, quiet: bool, demo: bool, **options: Any) -> None:
+def main(
+    paths: tuple[Path, ...],
+    log_every: float,
+    verbose: bool,
+    quiet: bool,
+    demo: bool,
+    max_total_rate: str | None,
+    **options: Any,
+) -> None:
     """Copy Zarr archives to their destination while the microscope is still writing them.
 
     \b
@@ -174,7 +202,12 @@ def main(paths: tuple[Path, ...], log_every: float, verbose: bool, quiet: bool, 
         for t in targets:
             if not t.wait_for_source and not t.source.exists():
                 raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
+        total = None if max_total_rate is None else parse_rate(max_total_rate)
     except ConfigError as e:
         fail(str(e))
     live = console.is_terminal and not quiet
-    sys.exit(run_copier(targets, console, verbose=verbose, log_every=0 if quiet else log_every, live=live))
+    sys.exit(
+        run_copier(
+            targets, console, verbose=verbose, log_every=0 if quiet else log_every, live=live, max_total_rate=total
+        )
+    )

@@ -42,6 +42,8 @@ class Target:
     """Seconds a file written in place must stay closed before it is copied."""
     give_up_after: float = 86400.0
     """Seconds an unavailable destination (full, disconnected) is retried before the copy gives up."""
+    max_rate: int | None = None
+    """This target's bandwidth budget in bytes per second (None: unlimited)."""
 
     def __post_init__(self) -> None:
         check_options(self, where="")
@@ -56,6 +58,7 @@ OPTIONS: dict[str, type] = {
     "once": bool,
     "settle_time": float,
     "give_up_after": float,
+    "max_rate": int,
 }
 _KEYS = ("source", "destination", *OPTIONS)
 
@@ -70,6 +73,32 @@ def check_options(t: Target, where: str) -> None:
             raise ConfigError(f"{where}{name} must be a number of seconds >= 0, got {value!r}")
     if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
         raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_rate(value: object) -> int:
+    """Bytes per second from `200M`, `1.5G`, `500K`, `200MiB/s` or a plain number (binary units).
+
+    Raises:
+        ConfigError: when the value is not a positive rate.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"not a rate: {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        text = str(value).strip().upper().removesuffix("/S").removesuffix("IB").removesuffix("B")
+        unit = text[-1:] if text[-1:] in _UNITS else ""
+        try:
+            number = float(text[: len(text) - len(unit)])
+        except ValueError:
+            raise ConfigError(f"not a rate: {value!r} (use e.g. 200M for 200 MiB/s)") from None
+    rate = int(number * _UNITS[unit])
+    if not math.isfinite(number) or rate < 1:
+        raise ConfigError(f"a rate must be at least 1 byte per second, got {value!r}")
+    return rate
 
 
 def _resolve(value: object, base: Path, where: str) -> Path:
@@ -98,6 +127,11 @@ def make_target(source: Path, destination: Path, options: Mapping[str, Any], whe
     """A validated Target from paths and option values (None values mean "use the default")."""
     check_pair(source, destination, where)
     opts = {k: v for k, v in options.items() if v is not None}
+    if "max_rate" in opts:
+        try:
+            opts["max_rate"] = parse_rate(opts["max_rate"])
+        except ConfigError as e:
+            raise ConfigError(f"{where}max_rate: {e}") from None
     for key, value in opts.items():
         want = OPTIONS[key]
         if want is float and isinstance(value, int) and not isinstance(value, bool):

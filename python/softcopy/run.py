@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from softcopy import zarr
-from softcopy._softcopy import Engine, SoftcopyError
+from softcopy._softcopy import Engine, SoftcopyError, set_total_rate
 from softcopy.config import Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
@@ -118,12 +118,15 @@ class Copier:
                 print(c.status())
     """
 
-    def __init__(self, targets: Sequence[Target], *, log_events: bool = False) -> None:
+    def __init__(
+        self, targets: Sequence[Target], *, log_events: bool = False, max_total_rate: int | None = None
+    ) -> None:
         if not targets:
             raise ValueError("at least one target is needed")
         check_targets(list(targets), "targets")
         self.targets = list(targets)
         self._log_events = log_events
+        self._max_total_rate = max_total_rate
         self._engines: list[Engine] = []
         self._reports: dict[int, TargetReport] = {}
         self._stopped = False
@@ -132,6 +135,7 @@ class Copier:
         """Starts one engine per target. Returns at once."""
         if self._engines:
             raise RuntimeError("already started")
+        set_total_rate(self._max_total_rate)
         for t in self.targets:
             self._engines.append(
                 Engine(
@@ -143,6 +147,7 @@ class Copier:
                     marker=t.marker,
                     settle_time=t.settle_time,
                     give_up_after=t.give_up_after,
+                    max_rate=t.max_rate,
                     once=t.once,
                     log_events=self._log_events,
                 )
