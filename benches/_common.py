@@ -10,6 +10,7 @@ import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,23 @@ def write_archive(root: Path, chunks: int, chunk_bytes: int) -> None:
         n = min(step, chunks - t)
         arr[t : t + n].write(rng.integers(0, 65535, size=(n, *arr.shape[1:]), dtype=np.uint16)).result()
     (root / "complete").touch()
+
+
+ORIGINAL_VENV = Path("/var/tmp/softcopy-0.0.13-venv")
+
+
+def original_softcopy() -> Path | None:
+    """The original pure-Python softcopy 0.0.13 from PyPI, in a virtual environment of its own
+    (created on first use). None if it cannot be installed."""
+    exe = ORIGINAL_VENV / "bin" / "softcopy"
+    if not exe.exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(ORIGINAL_VENV)], check=True)
+            pip = [str(ORIGINAL_VENV / "bin" / "pip"), "install", "--quiet", "softcopy==0.0.13"]
+            subprocess.run(pip, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    return exe
 
 
 def drop_caches() -> bool:

@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import drop_caches, identical, machine, rmtree, summary, timed, write_archive
+from _common import drop_caches, identical, machine, original_softcopy, rmtree, summary, timed, write_archive
 
 
 def main() -> None:
@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--chunk-kib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp/softcopy-bench"))
+    ap.add_argument("--no-original", action="store_true", help="leave out the original softcopy 0.0.13")
     args = ap.parse_args()
 
     src, dst = args.dir / "src.zarr", args.dir / "dst.zarr"
@@ -35,6 +36,10 @@ def main() -> None:
     }
     if shutil.which("rsync"):
         contenders["rsync -a"] = ["rsync", "-a", f"{src}/", f"{dst}/"]
+    original = None if args.no_original else original_softcopy()
+    if original:
+        # Its own recommended fast settings; its default --sleep-time would add seconds per file.
+        contenders["softcopy 0.0.13"] = [str(original), str(src), str(dst), "--nprocs", "8", "--sleep-time", "0"]
     print(f"machine: {machine()}")
     print(f"archive: {args.chunks} chunks of {args.chunk_kib} KiB = {size / 2**30:.2f} GiB, in {args.dir}")
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
