@@ -162,48 +162,76 @@ impl PyEngine {
         self.engine.roots().map_or_else(|| self.engine.config().destination.clone(), |r| r.1)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn verify<'py>(
-        &self,
-        py: Python<'py>,
-        arrays: Vec<(String, Vec<u64>, Vec<u64>, Option<String>, char, Option<(u64, bool, bool)>)>,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    fn verify<'py>(&self, py: Python<'py>, arrays: Vec<ArrayTuple>) -> PyResult<Bound<'py, PyDict>> {
         let Some((src, dst)) = self.engine.roots() else {
             return Err(SoftcopyError::new_err("verify() needs an engine whose source exists"));
         };
-        let specs: Vec<ArraySpec> = arrays
-            .into_iter()
-            .map(|(path, shape, grid, prefix, separator, shard)| ArraySpec {
-                path,
-                shape,
-                grid,
-                prefix,
-                separator,
-                shard: shard.map(|(chunks, at_end, crc32c)| ShardIndex { chunks, at_end, crc32c }),
-            })
-            .collect();
+        let specs = specs_from(arrays);
         let marker = self.engine.config().marker.clone();
-        let r = py.detach(|| verify::verify(&src, &dst, &marker, &specs)).map_err(|e| Error::io("verify", &src, e))?;
-        let d = PyDict::new(py);
-        d.set_item("ok", r.ok())?;
-        d.set_item("files", r.files)?;
-        d.set_item("bytes", r.bytes)?;
-        d.set_item("missing", r.missing)?;
-        d.set_item("size_mismatch", r.size_mismatch)?;
-        d.set_item("partials", r.partials)?;
-        d.set_item("symlinks", r.symlinks)?;
-        d.set_item("extra", r.extra)?;
-        d.set_item("expected_chunks", r.expected_chunks)?;
-        d.set_item("present_chunks", r.present_chunks)?;
-        d.set_item("outside_grid", r.outside_grid)?;
-        d.set_item("bad_shards", r.bad_shards)?;
-        d.set_item("bad_shards_at_source", r.bad_shards_at_source)?;
-        Ok(d)
+        let r = py
+            .detach(|| verify::verify(&src, &dst, &marker, &specs, false))
+            .map_err(|e| Error::io("verify", &src, e))?;
+        report_dict(py, &r)
     }
 
     fn publish_marker(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(py.detach(|| self.engine.publish_marker())?)
     }
+}
+
+/// One array spec tuple from Python per Zarr array, as the verifier takes it.
+type ArrayTuple = (String, Vec<u64>, Vec<u64>, Option<String>, char, Option<(u64, bool, bool)>);
+
+fn specs_from(arrays: Vec<ArrayTuple>) -> Vec<ArraySpec> {
+    arrays
+        .into_iter()
+        .map(|(path, shape, grid, prefix, separator, shard)| ArraySpec {
+            path,
+            shape,
+            grid,
+            prefix,
+            separator,
+            shard: shard.map(|(chunks, at_end, crc32c)| ShardIndex { chunks, at_end, crc32c }),
+        })
+        .collect()
+}
+
+/// The verification report as a dict of plain values.
+fn report_dict<'py>(py: Python<'py>, r: &verify::Report) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("ok", r.ok())?;
+    d.set_item("files", r.files)?;
+    d.set_item("bytes", r.bytes)?;
+    d.set_item("missing", &r.missing)?;
+    d.set_item("size_mismatch", &r.size_mismatch)?;
+    d.set_item("content_mismatch", &r.content_mismatch)?;
+    d.set_item("partials", &r.partials)?;
+    d.set_item("symlinks", &r.symlinks)?;
+    d.set_item("extra", &r.extra)?;
+    d.set_item("expected_chunks", r.expected_chunks)?;
+    d.set_item("present_chunks", r.present_chunks)?;
+    d.set_item("outside_grid", &r.outside_grid)?;
+    d.set_item("bad_shards", &r.bad_shards)?;
+    d.set_item("bad_shards_at_source", &r.bad_shards_at_source)?;
+    Ok(d)
+}
+
+/// Compares two trees without an engine (`softcopy verify`); the GIL is released while it reads.
+#[pyfunction]
+#[pyo3(signature = (source, destination, arrays, *, content=false, marker="complete".to_string()))]
+fn verify_trees<'py>(
+    py: Python<'py>,
+    source: PathBuf,
+    destination: PathBuf,
+    arrays: Vec<ArrayTuple>,
+    content: bool,
+    marker: String,
+) -> PyResult<Bound<'py, PyDict>> {
+    let specs = specs_from(arrays);
+    let r = py
+        .detach(|| verify::verify(&source, &destination, &marker, &specs, content))
+        .map_err(|e| Error::io("verify", &source, e))?;
+    report_dict(py, &r)
 }
 
 /// Turns "0.1.0-alpha.1" into PEP 440's "0.1.0a1", so `softcopy.__version__` matches the wheel.
@@ -221,6 +249,7 @@ fn set_total_rate(bytes_per_s: Option<u64>) {
 fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", python_version())?;
     m.add_function(wrap_pyfunction!(set_total_rate, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_trees, m)?)?;
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;
     Ok(())

@@ -125,7 +125,9 @@ pub struct Report {
     /// Symlinks in the source: never followed, never copied.
     pub symlinks: Vec<PathBuf>,
     /// Files at the destination that the source does not have (not an error: reported).
-    pub extra: u64,
+    pub extra: Vec<PathBuf>,
+    /// Same size, different bytes (only looked for when contents are compared): an error.
+    pub content_mismatch: Vec<PathBuf>,
     /// Chunk/shard files the final metadata has room for, over all arrays.
     pub expected_chunks: u64,
     /// ...of which exist at the source (the rest are fill value).
@@ -145,7 +147,60 @@ impl Report {
             && self.size_mismatch.is_empty()
             && self.partials.is_empty()
             && self.bad_shards.is_empty()
+            && self.content_mismatch.is_empty()
     }
+}
+
+/// Whether two files hold the same bytes, read side by side in 1 MiB blocks.
+fn same_contents(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+
+    fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match f.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+}
+
+/// Compares the contents of every (source, destination) pair on a few threads; returns the pairs
+/// that differ (or could not be read).
+fn differing(src: &Path, dst: &Path, rels: &[PathBuf]) -> Vec<PathBuf> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while let Some(rel) = rels.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if !same_contents(&src.join(rel), &dst.join(rel)).unwrap_or(false) {
+                        out.lock().unwrap_or_else(|e| e.into_inner()).push(rel.clone());
+                    }
+                }
+            });
+        }
+    });
+    let mut out = out.into_inner().unwrap_or_else(|e| e.into_inner());
+    out.sort();
+    out
 }
 
 fn slash_path(rel: &Path) -> String {
@@ -159,9 +214,11 @@ fn slash_path(rel: &Path) -> String {
     parts.join("/")
 }
 
-/// Compares `src` and `dst` (ignoring the marker, locks and temps at the source).
-pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec]) -> std::io::Result<Report> {
+/// Compares `src` and `dst` (ignoring the marker, locks and temps at the source); with `content`,
+/// every pair of the same size is also compared byte for byte.
+pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec], content: bool) -> std::io::Result<Report> {
     let mut report = Report::default();
+    let mut same_size = Vec::new();
     let by_path: HashMap<&str, &ArraySpec> = arrays.iter().map(|a| (a.path.as_str(), a)).collect();
     report.expected_chunks = arrays.iter().map(ArraySpec::expected).sum();
     for entry in walkdir::WalkDir::new(src).follow_links(false) {
@@ -181,7 +238,12 @@ pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec]) -> std
         report.bytes += size;
         let copy = dst.join(rel);
         let arrived = match fs::symlink_metadata(&copy) {
-            Ok(m) if m.is_file() && m.len() == size => true,
+            Ok(m) if m.is_file() && m.len() == size => {
+                if content {
+                    same_size.push(rel.to_path_buf());
+                }
+                true
+            }
             Ok(m) if m.is_file() => {
                 report.size_mismatch.push((rel.to_path_buf(), size, m.len()));
                 false
@@ -213,9 +275,10 @@ pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec]) -> std
         if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
             report.partials.push(rel.to_path_buf());
         } else if fs::symlink_metadata(src.join(rel)).is_err() && rel.as_os_str() != marker {
-            report.extra += 1;
+            report.extra.push(rel.to_path_buf());
         }
     }
+    report.content_mismatch = differing(src, dst, &same_size);
     Ok(report)
 }
 

@@ -174,3 +174,32 @@ def test_copy_api_turns_ctrl_c_into_a_clean_stop_and_keyboard_interrupt(tmp_path
         proc.kill()
     assert proc.returncode == 7 and "KeyboardInterrupt" in out
     assert not [p for p in dst.iterdir() if p.name.endswith(".softcopy-partial")]
+
+
+def test_verify_command_names_every_difference_and_catches_one_flipped_byte(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "c" / "0").mkdir(parents=True)
+    for i in range(5):
+        (src / "c" / "0" / str(i)).write_bytes(bytes([i]) * 4096)
+    (src / "complete").touch()
+    assert softcopy.copy(src, dst).ok
+    r = run("verify", src, dst, "--checksum")
+    assert r.returncode == 0 and "identical: 5 files" in r.stderr, r.stderr
+    data = bytearray((dst / "c" / "0" / "3").read_bytes())
+    data[1000] ^= 1  # one bit, same size: only a content comparison can see it
+    (dst / "c" / "0" / "3").write_bytes(bytes(data))
+    assert run("verify", src, dst).returncode == 0, "sizes alone cannot see it"
+    r = run("verify", src, dst, "--checksum")
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == ["content: c/0/3"]
+    (dst / "c" / "0" / "1").unlink()
+    (dst / "c" / "0" / "2").write_bytes(b"short")
+    (dst / "stray").write_bytes(b"x")
+    r = run("verify", src, dst, "--checksum")
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [
+        "missing: c/0/1",
+        "size: c/0/2 (source 4096 bytes, destination 5 bytes)",
+        "content: c/0/3",
+        "extra: stray",
+    ]

@@ -1,3 +1,3 @@
-from softcopy.cli import main
+from softcopy.cli import entry
 
-main()
+entry()

@@ -4,7 +4,18 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, final
 
-__all__ = ["Engine", "SoftcopyError", "__version__", "set_total_rate"]
+__all__ = ["Engine", "SoftcopyError", "__version__", "set_total_rate", "verify_trees"]
+
+def verify_trees(
+    source: str | PathLike[str],
+    destination: str | PathLike[str],
+    arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]],
+    *,
+    content: bool = False,
+    marker: str = "complete",
+) -> dict[str, Any]:
+    """Compares two trees as `Engine.verify` does, without an engine; with `content`, every pair of
+    files of the same size is also compared byte for byte (`content_mismatch`)."""
 
 def set_total_rate(bytes_per_s: int | None) -> None:
     """Sets the bandwidth budget shared by every engine started afterwards (None: no limit)."""
@@ -94,7 +105,8 @@ class Engine:
         Returns:
             ok, files, bytes, missing, size_mismatch, partials, symlinks, extra,
             expected_chunks, present_chunks, outside_grid, bad_shards (whole at the source, not
-            at the destination: an error), bad_shards_at_source (e.g. a killed writer: reported).
+            at the destination: an error), bad_shards_at_source (e.g. a killed writer: reported),
+            content_mismatch (always empty here: contents are compared by `verify_trees`).
         """
     def publish_marker(self) -> bool:
         """Copies the marker to the destination (after verification). False if there is none."""

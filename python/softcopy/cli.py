@@ -108,7 +108,8 @@ OPTION_HELP = {
         "file arrived with the right size and copies the marker last.\n\n"
         "Exit codes: 0 all copied and verified; 1 something is missing or different (listed); "
         "2 bad input; 130/143 stopped by Ctrl-C/SIGTERM (run again to resume).\n\n"
-        "'softcopy --demo' copies a simulated acquisition live, to show what softcopy does."
+        "'softcopy --demo' copies a simulated acquisition live, to show what softcopy does. "
+        "'softcopy verify SRC DST [--checksum]' compares a copy with its source (see its --help)."
     ),
 )
 @click.argument("paths", nargs=-1, metavar="TARGETS_FILE | SRC DST", type=click.Path(path_type=Path))
@@ -211,3 +212,13 @@ def main(
             targets, console, verbose=verbose, log_every=0 if quiet else log_every, live=live, max_total_rate=total
         )
     )
+
+
+def entry() -> None:
+    """The `softcopy` command: `softcopy verify ...` compares trees; anything else copies."""
+    if len(sys.argv) > 1 and sys.argv[1] == "verify":
+        from softcopy.verify import verify_main
+
+        verify_main(sys.argv[2:], prog_name="softcopy verify")
+    else:
+        main()

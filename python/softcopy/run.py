@@ -240,7 +240,7 @@ class Copier:
         if v["outside_grid"]:
             r.notes.append(f"{len(v['outside_grid'])} chunk files lie outside their array's final shape")
         if v["extra"]:
-            r.notes.append(f"{v['extra']} files at the destination are not in the source (left in place)")
+            r.notes.append(f"{len(v['extra'])} files at the destination are not in the source (left in place)")
         r.verified = bool(v["ok"])
         if r.verified:
             try:
