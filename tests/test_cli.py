@@ -203,3 +203,53 @@ def test_verify_command_names_every_difference_and_catches_one_flipped_byte(tmp_
         "content: c/0/3",
         "extra: stray",
     ]
+
+
+def report_schema() -> dict[str, object]:
+    import json
+
+    schema: dict[str, object] = json.loads((Path(__file__).parent.parent / "docs" / "report-schema.json").read_text())
+    return schema
+
+
+def test_report_is_written_valid_and_says_what_happened(tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "report.json"
+    src.mkdir()
+    for i in range(3):
+        (src / str(i)).write_bytes(b"x" * (i + 1))  # chunks 0..2 of 5; 3 and 4 are fill value
+    meta = '{"shape": [5], "chunks": [1]}'
+    (src / ".zarray").write_text(meta)
+    r = run(src, dst, "--once", "--report", out)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, report_schema())
+    assert doc["status"] == "verified" and doc["exit_code"] == 0
+    [t] = doc["targets"]
+    assert (t["files_copied"], t["bytes_copied"], t["expected_chunks"], t["absent_at_source"]) == (
+        4,
+        6 + len(meta),
+        5,
+        2,
+    )
+
+
+def test_report_is_written_when_stopped(tmp_path: Path, run_softcopy: Any) -> None:
+    import json
+
+    import jsonschema
+
+    src, dst, out = tmp_path / "src", tmp_path / "dst", tmp_path / "report.json"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    proc = run_softcopy(src, dst, "--report", out)
+    wait_for(lambda: (dst / "a").exists(), 10, "the copy")
+    proc.send_signal(signal.SIGTERM)
+    code, _ = finish(proc, 5)
+    assert code == 143
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, report_schema())
+    assert doc["status"] == "interrupted" and doc["exit_code"] == 143

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -17,7 +18,7 @@ from rich.logging import RichHandler
 from softcopy import __version__
 from softcopy.config import ConfigError, Target, load_targets, make_target, parse_rate
 from softcopy.display import Display, print_report
-from softcopy.run import Copier, Report
+from softcopy.run import Copier, Report, write_report
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -57,8 +58,10 @@ def run_copier(
     log_every: float,
     live: bool,
     max_total_rate: int | None = None,
+    report_path: Path | None = None,
 ) -> int:
     """Runs the copy with a progress display; returns the exit code."""
+    started = datetime.now(UTC)
     copier = Copier(targets, log_events=verbose, max_total_rate=max_total_rate)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     report: Report | None = None
@@ -80,10 +83,15 @@ def run_copier(
         signal.signal(signal.SIGTERM, previous)
     if report is not None:
         print_report(console, report)
-    if code != EXIT_OK:
-        return code
-    assert report is not None
-    return EXIT_OK if report.ok else EXIT_INCOMPLETE
+        if code == EXIT_OK:
+            code = EXIT_OK if report.ok else EXIT_INCOMPLETE
+        if report_path is not None:
+            try:
+                write_report(report_path, report, code, started)
+            except OSError as e:
+                console.print(f"softcopy: cannot write the report {report_path}: {e}", soft_wrap=True)
+                code = code or EXIT_INCOMPLETE
+    return code
 
 
 OPTION_HELP = {
@@ -163,6 +171,13 @@ OPTION_HELP = {
     "-v", "--verbose", is_flag=True, help="Log initialisation, Zarr analysis, every filesystem event, debug info."
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the final result.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write a JSON report here at the end (also when stopped); schema: docs/report-schema.json.",
+)
 @click.option("--demo", is_flag=True, help="Run the built-in demo: a simulated acquisition copied live.")
 @click.version_option(__version__, "-V", "--version", prog_name="softcopy")
 def main(
@@ -172,6 +187,7 @@ def main(
     quiet: bool,
     demo: bool,
     max_total_rate: str | None,
+    report_path: Path | None,
     **options: Any,
 ) -> None:
     """Copy Zarr archives to their destination while the microscope is still writing them.
@@ -209,7 +225,13 @@ def main(
     live = console.is_terminal and not quiet
     sys.exit(
         run_copier(
-            targets, console, verbose=verbose, log_every=0 if quiet else log_every, live=live, max_total_rate=total
+            targets,
+            console,
+            verbose=verbose,
+            log_every=0 if quiet else log_every,
+            live=live,
+            max_total_rate=total,
+            report_path=report_path,
         )
     )
 

@@ -4,17 +4,19 @@ status, relays their messages to `logging`, and verifies each target once its en
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from softcopy import zarr
-from softcopy._softcopy import Engine, SoftcopyError, set_total_rate
+from softcopy._softcopy import Engine, SoftcopyError, __version__, set_total_rate
 from softcopy.config import Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
@@ -102,6 +104,55 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.interrupted and all(t.ok for t in self.targets)
+
+    def to_json(self, exit_code: int, started: datetime, ended: datetime) -> dict[str, Any]:
+        """The document `--report` writes; its schema is docs/report-schema.json."""
+        status = "interrupted" if self.interrupted else "verified" if self.ok else "incomplete"
+        return {
+            "schema": 1,
+            "softcopy_version": __version__,
+            "status": status,
+            "exit_code": exit_code,
+            "started": started.isoformat(),
+            "ended": ended.isoformat(),
+            "targets": [_target_json(t) for t in self.targets],
+        }
+
+
+def _target_json(t: TargetReport) -> dict[str, Any]:
+    return {
+        "source": os.fspath(t.source),
+        "destination": os.fspath(t.destination),
+        "phase": t.phase,
+        "verified": t.verified,
+        "files_copied": t.files_copied,
+        "bytes_copied": t.bytes_copied,
+        "files_deleted": t.files_deleted,
+        "redundant_copies": t.redundant,
+        "max_copies_per_file": t.max_copies,
+        "copy_errors": t.errors,
+        "duration_s": round(t.duration, 3),
+        "files_checked": t.files_checked,
+        "bytes_checked": t.bytes_checked,
+        "arrays": t.arrays,
+        "expected_chunks": t.expected_chunks,
+        "present_chunks": t.present_chunks,
+        "absent_at_source": t.absent_chunks,
+        "missing": t.missing,
+        "size_mismatch": [{"path": p, "source_size": a, "destination_size": b} for p, a, b in t.size_mismatch],
+        "partials": t.partials,
+        "bad_shards": [{"path": p, "reason": why} for p, why in t.bad_shards],
+        "notes": t.notes,
+        "fatal": t.fatal,
+    }
+
+
+def write_report(path: Path, report: Report, exit_code: int, started: datetime) -> None:
+    """Writes the JSON report atomically (a reader never sees half a report)."""
+    doc = report.to_json(exit_code, started, datetime.now(UTC))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _progress(engine: Engine, target: Target) -> Progress:
