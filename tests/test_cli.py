@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import softcopy
-from conftest import finish, softcopy_cmd, wait_for
+from conftest import finish, softcopy_cmd, wait_for, write_finished_archive
 
 
 def run(*args: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -253,3 +253,15 @@ def test_report_is_written_when_stopped(tmp_path: Path, run_softcopy: Any) -> No
     doc = json.loads(out.read_text())
     jsonschema.validate(doc, report_schema())
     assert doc["status"] == "interrupted" and doc["exit_code"] == 143
+
+
+def test_dry_run_says_what_would_be_copied_and_writes_nothing(tmp_path: Path) -> None:
+    src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
+    write_finished_archive(src, "zarr3", 3)
+    (src / "c" / "0" / "0" / "0" / "0.__lock").write_bytes(b"stale")  # never counted
+    r = run(src, dst, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    n = len([p for p in src.rglob("*") if p.is_file()]) - 1
+    assert f"would copy {n} files" in r.stderr and "0 already at the destination" in r.stderr
+    assert "array .: Zarr v3, shape [3, 4, 64, 64], 24 chunk files expected" in r.stderr
+    assert not dst.exists(), "nothing written"

@@ -178,6 +178,11 @@ OPTION_HELP = {
     default=None,
     help="Write a JSON report here at the end (also when stopped); schema: docs/report-schema.json.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say what would be copied, how much, and the expected files per array; write nothing.",
+)
 @click.option("--demo", is_flag=True, help="Run the built-in demo: a simulated acquisition copied live.")
 @click.version_option(__version__, "-V", "--version", prog_name="softcopy")
 def main(
@@ -186,6 +191,7 @@ def main(
     verbose: bool,
     quiet: bool,
     demo: bool,
+    dry_run: bool,
     max_total_rate: str | None,
     report_path: Path | None,
     **options: Any,
@@ -222,6 +228,10 @@ def main(
         total = None if max_total_rate is None else parse_rate(max_total_rate)
     except ConfigError as e:
         fail(str(e))
+    if dry_run:
+        from softcopy.dryrun import dry_run as plan_only
+
+        sys.exit(plan_only(targets, console))
     live = console.is_terminal and not quiet
     sys.exit(
         run_copier(

@@ -1,0 +1,68 @@
+"""`softcopy --dry-run`: what a copy would do, now, without writing anything."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from softcopy import zarr
+from softcopy.config import Target
+from softcopy.display import human_bytes
+
+#: Never data: lock files and other writers' temporaries (as the engine's tracker decides).
+_TEMP_SUFFIXES = (".__lock", ".partial", ".softcopy-partial")
+
+
+def plan(target: Target) -> list[str]:
+    """Lines describing what copying `target` would do now."""
+    src, dst = target.source, target.destination
+    if not src.is_dir():
+        return [
+            f"{src}: does not exist yet; softcopy would wait for it" if target.wait_for_source else f"{src}: missing"
+        ]
+    todo = done = 0
+    todo_bytes = 0
+    for dirpath, _dirs, files in os.walk(src):
+        for name in files:
+            if name.endswith(_TEMP_SUFFIXES):
+                continue
+            rel = Path(dirpath, name).relative_to(src)
+            st = Path(dirpath, name).lstat()
+            try:
+                d = (dst / rel).lstat()
+                same = d.st_size == st.st_size and d.st_mtime_ns == st.st_mtime_ns
+            except OSError:
+                same = False
+            if same:
+                done += 1
+            else:
+                todo += 1
+                todo_bytes += st.st_size
+    summary = (
+        f"{src} -> {dst}: would copy {todo} files ({human_bytes(todo_bytes)}); "
+        f"{done} already at the destination with the same size and mtime"
+    )
+    lines = [summary]
+    arrays, notes = zarr.discover(src)
+    for a in arrays:
+        sharded = ", sharded" if a.sharded else ""
+        lines.append(
+            f"  array {a.path or '.'}: Zarr v{a.zarr_format}, shape {list(a.shape)}, {a.expected_files} "
+            f"{'shard' if a.sharded else 'chunk'} files expected (grid {list(a.grid)}, keys like "
+            f"{a.key((0,) * len(a.shape))!r}{sharded})"
+        )
+    if not arrays:
+        lines.append("  no Zarr arrays: the folder would be mirrored file by file")
+    lines.extend(f"  note: {n}" for n in notes)
+    if not (src / target.marker).exists() and not target.once:
+        lines.append(f"  no {target.marker!r} marker yet: the copy would go on until it appears")
+    return lines
+
+
+def dry_run(targets: list[Target], console: Console) -> int:
+    for t in targets:
+        for line in plan(t):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return 0
