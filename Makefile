@@ -10,10 +10,10 @@ help: ## list the targets
 install: system-deps ## build softcopy (Rust + Python) in place, with test and lint tools
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test,lint]'
 
-system-deps: ## Debian packages the fault tests drive: sshd + sshfs (a network destination), util-linux
-	@command -v sshfs >/dev/null && test -x /usr/sbin/sshd || { \
+system-deps: ## Debian packages the tests drive: sshd + sshfs (a network destination), tmux (the display), util-linux
+	@command -v sshfs >/dev/null && test -x /usr/sbin/sshd && command -v tmux >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			openssh-server openssh-client sshfs util-linux procps >/dev/null; }
+			openssh-server openssh-client sshfs util-linux procps tmux >/dev/null; }
 
 demo: ## install softcopy and copy a simulated acquisition live
 	$(PIP) install --quiet --disable-pip-version-check . && softcopy --demo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -265,3 +266,39 @@ def test_dry_run_says_what_would_be_copied_and_writes_nothing(tmp_path: Path) ->
     assert f"would copy {n} files" in r.stderr and "0 already at the destination" in r.stderr
     assert "array .: Zarr v3, shape [3, 4, 64, 64], 24 chunk files expected" in r.stderr
     assert not dst.exists(), "nothing written"
+
+
+def test_live_display_as_a_person_sees_it_in_a_terminal(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
+    (src / "c").mkdir(parents=True)
+    for i in range(12):
+        (src / "c" / str(i)).write_bytes(bytes([i]) * 100_000)
+    session = f"softcopy-{os.getpid()}"
+    cmd = " ".join(softcopy_cmd(src, dst))  # no marker: it keeps watching, the table stays up
+    # 80 x 24: the terminal a person most likely has.
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", cmd], check=True)
+    # Keep the pane after softcopy exits, to read what it said last.
+    subprocess.run(["tmux", "set-option", "-t", session, "remain-on-exit", "on"], check=True)
+    try:
+
+        def pane() -> str:
+            return subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], check=True, capture_output=True, text=True
+            ).stdout
+
+        try:
+            wait_for(lambda: "copying" in pane() and " 12 " in pane(), 20, "the table to show 12 files copied")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the pane shows:\n{pane()}") from None
+        screen = pane()
+        for header in ("source", "state", "files", "bytes", "rate", "queue", "busy", "err", "time"):
+            assert header in screen, screen
+        assert "data.zarr" in screen and "1.1 MiB" in screen and "…" not in screen, screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        wait_for(lambda: "run the same command again to resume" in pane(), 10, "Ctrl-C to stop it cleanly")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Self
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -26,17 +27,34 @@ def human_bytes(n: float) -> str:
 
 
 def _rate(p: Progress) -> str:
-    return f"{human_bytes(p.bytes_copied / p.elapsed)}/s" if p.elapsed > 0 else "-"
+    if p.elapsed <= 0:
+        return "-"
+    value, unit = human_bytes(p.bytes_copied / p.elapsed).split()
+    return f"{float(value):.0f} {unit}/s"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s} s" if s < 60 else f"{s // 60}m{s % 60:02d}" if s < 3600 else f"{s // 3600}h{s // 60 % 60:02d}"
 
 
 def table(progress: list[Progress]) -> Table:
-    t = Table(title="softcopy", title_justify="left", expand=False)
-    for col in ("source", "state", "files", "copied", "rate", "waiting", "copying", "errors", "time"):
-        t.add_column(col, justify="left" if col in ("source", "state") else "right")
+    """One row per target (and a total): fits an 80-column terminal. `queue` is complete at the source
+    and waiting for a worker, `busy` is being copied now."""
+    t = Table(
+        title="softcopy", title_justify="left", expand=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
+    # Everything but the source name keeps its width (no wrapping); a long source name is shortened.
+    t.add_column("source", overflow="ellipsis", no_wrap=True, min_width=8)
+    t.add_column("state", no_wrap=True)
+    for col in ("files", "bytes", "rate", "queue", "busy", "err", "time"):
+        t.add_column(col, justify="right", no_wrap=True)
+    troubles = []
     for p in progress:
-        state = {"drained": "done", "finishing": "finishing (marker seen)"}.get(p.phase, p.phase)
+        state = {"drained": "done"}.get(p.phase, p.phase)
         if p.destination_trouble:
-            state = f"DESTINATION UNAVAILABLE: {p.destination_trouble}"
+            state = "PAUSED"
+            troubles.append(f"{p.source.name}: destination unavailable: {p.destination_trouble}")
         t.add_row(
             p.source.name,
             state,
@@ -46,7 +64,7 @@ def table(progress: list[Progress]) -> Table:
             str(p.backlog),
             str(p.in_flight),
             str(p.errors),
-            f"{p.elapsed:.0f} s",
+            _duration(p.elapsed),
         )
     if len(progress) > 1:
         t.add_row(
@@ -60,6 +78,9 @@ def table(progress: list[Progress]) -> Table:
             str(sum(p.errors for p in progress)),
             "",
         )
+    if troubles:
+        t.caption = "\n".join(troubles)
+        t.caption_justify = "left"
     return t
 
 
