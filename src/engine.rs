@@ -776,6 +776,14 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
     for d in done_rx.try_iter() {
         run.done(d);
     }
+    if end == Phase::Drained {
+        // A copy that failed while the destination was unreachable may have left its partial
+        // behind (removing it failed too). No worker runs now, so every partial left is an orphan.
+        let removed = copier::remove_partials(&run.dst);
+        if removed > 0 {
+            sh.say(Level::Info, format!("removed {removed} partial files left by failed attempts"));
+        }
+    }
     run.publish(end);
     if end == Phase::Failed {
         return Err(Error::Internal("the filesystem watcher stopped unexpectedly".into()));

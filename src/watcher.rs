@@ -50,11 +50,16 @@ impl Watcher {
     /// returned, with the [`Error::WatchLimit`] that says so: the caller falls back to rescans.
     pub fn new(root: &Path, tx: Sender<notify::Result<Event>>) -> Result<(Self, Option<Error>)> {
         let mut inner = notify::recommended_watcher(tx).map_err(|e| watch_error(root, e))?;
+        let mut limited = None;
         if let Some(parent) = root.parent() {
-            inner.watch(parent, RecursiveMode::NonRecursive).map_err(|e| watch_error(parent, e))?;
+            match inner.watch(parent, RecursiveMode::NonRecursive).map_err(|e| watch_error(parent, e)) {
+                Ok(()) => {}
+                Err(e @ Error::WatchLimit(_)) => limited = Some(e),
+                Err(e) => return Err(e),
+            }
         }
         match inner.watch(root, RecursiveMode::Recursive).map_err(|e| watch_error(root, e)) {
-            Ok(()) => Ok((Watcher { inner }, None)),
+            Ok(()) => Ok((Watcher { inner }, limited)),
             Err(e @ Error::WatchLimit(_)) => Ok((Watcher { inner }, Some(e))),
             Err(e) => Err(e),
         }
