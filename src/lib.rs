@@ -169,7 +169,7 @@ impl PyEngine {
         let specs = specs_from(arrays);
         let marker = self.engine.config().marker.clone();
         let r = py
-            .detach(|| verify::verify(&src, &dst, &marker, &specs, false))
+            .detach(|| verify::verify(&src, &dst, &marker, &specs, false, true))
             .map_err(|e| Error::io("verify", &src, e))?;
         report_dict(py, &r)
     }
@@ -208,6 +208,8 @@ fn report_dict<'py>(py: Python<'py>, r: &verify::Report) -> PyResult<Bound<'py, 
     d.set_item("partials", &r.partials)?;
     d.set_item("symlinks", &r.symlinks)?;
     d.set_item("extra", &r.extra)?;
+    d.set_item("stale_chunks", &r.stale_chunks)?;
+    d.set_item("pruned", &r.pruned)?;
     d.set_item("expected_chunks", r.expected_chunks)?;
     d.set_item("present_chunks", r.present_chunks)?;
     d.set_item("outside_grid", &r.outside_grid)?;
@@ -229,7 +231,7 @@ fn verify_trees<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let specs = specs_from(arrays);
     let r = py
-        .detach(|| verify::verify(&source, &destination, &marker, &specs, content))
+        .detach(|| verify::verify(&source, &destination, &marker, &specs, content, false))
         .map_err(|e| Error::io("verify", &source, e))?;
     report_dict(py, &r)
 }

@@ -126,6 +126,12 @@ pub struct Report {
     pub symlinks: Vec<PathBuf>,
     /// Files at the destination that the source does not have (not an error: reported).
     pub extra: Vec<PathBuf>,
+    /// Chunk or shard files of a source array that the source no longer has (deleted as fill value,
+    /// or by a shrink, while no softcopy was watching): stale data where the source reads fill.
+    /// An error, unless `prune` removed them (then listed in `pruned`).
+    pub stale_chunks: Vec<PathBuf>,
+    /// Stale chunks removed from the destination by this verification.
+    pub pruned: Vec<PathBuf>,
     /// Same size, different bytes (only looked for when contents are compared): an error.
     pub content_mismatch: Vec<PathBuf>,
     /// Chunk/shard files the final metadata has room for, over all arrays.
@@ -148,6 +154,7 @@ impl Report {
             && self.partials.is_empty()
             && self.bad_shards.is_empty()
             && self.content_mismatch.is_empty()
+            && self.stale_chunks.is_empty()
     }
 }
 
@@ -215,8 +222,18 @@ fn slash_path(rel: &Path) -> String {
 }
 
 /// Compares `src` and `dst` (ignoring the marker, locks and temps at the source); with `content`,
-/// every pair of the same size is also compared byte for byte.
-pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec], content: bool) -> std::io::Result<Report> {
+/// every pair of the same size is also compared byte for byte. With `prune`, stale chunk files
+/// (see [`Report::stale_chunks`]) are removed from the destination: deletions are data (a chunk
+/// deleted at the source reads as fill value), and one made while softcopy was not running has no
+/// event to mirror. Only files named as chunk keys inside a source array are ever removed.
+pub fn verify(
+    src: &Path,
+    dst: &Path,
+    marker: &str,
+    arrays: &[ArraySpec],
+    content: bool,
+    prune: bool,
+) -> std::io::Result<Report> {
     let mut report = Report::default();
     let mut same_size = Vec::new();
     let by_path: HashMap<&str, &ArraySpec> = arrays.iter().map(|a| (a.path.as_str(), a)).collect();
@@ -275,7 +292,13 @@ pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec], conten
         if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
             report.partials.push(rel.to_path_buf());
         } else if fs::symlink_metadata(src.join(rel)).is_err() && rel.as_os_str() != marker {
-            report.extra.push(rel.to_path_buf());
+            if chunk_of(&slash_path(rel), &by_path).is_none() {
+                report.extra.push(rel.to_path_buf());
+            } else if prune && fs::remove_file(entry.path()).is_ok() {
+                report.pruned.push(rel.to_path_buf());
+            } else {
+                report.stale_chunks.push(rel.to_path_buf());
+            }
         }
     }
     report.content_mismatch = differing(src, dst, &same_size);
@@ -285,22 +308,25 @@ pub fn verify(src: &Path, dst: &Path, marker: &str, arrays: &[ArraySpec], conten
 /// Finds the array a file belongs to (its nearest ancestor that is an array) and counts the file
 /// against that array's grid. Returns how to check it when it is a shard.
 fn account_chunk(rel: &str, arrays: &HashMap<&str, &ArraySpec>, report: &mut Report) -> Option<ShardIndex> {
+    let (spec, idx) = chunk_of(rel, arrays)?;
+    if spec.in_bounds(&idx) {
+        report.present_chunks += 1;
+    } else {
+        report.outside_grid.push(PathBuf::from(rel));
+    }
+    // Out-of-grid shards are checked too: acquire-zarr's metadata lags its data, so after a crash
+    // the newest shards lie beyond the shape it last recorded.
+    spec.shard
+}
+
+/// The array (nearest array ancestor) whose chunk or shard key `rel` is, with the grid index.
+fn chunk_of<'a>(rel: &str, arrays: &HashMap<&str, &'a ArraySpec>) -> Option<(&'a ArraySpec, Vec<u64>)> {
     let mut dir = rel;
     loop {
         let parent = dir.rfind('/').map_or("", |i| &dir[..i]);
         if let Some(spec) = arrays.get(parent) {
             let key = if parent.is_empty() { rel } else { &rel[parent.len() + 1..] };
-            if let Some(idx) = spec.parse_key(key) {
-                if spec.in_bounds(&idx) {
-                    report.present_chunks += 1;
-                } else {
-                    report.outside_grid.push(PathBuf::from(rel));
-                }
-                // Out-of-grid shards are checked too: acquire-zarr's metadata lags its data, so
-                // after a crash the newest shards lie beyond the shape it last recorded.
-                return spec.shard;
-            }
-            return None;
+            return spec.parse_key(key).map(|idx| (*spec, idx));
         }
         if parent.is_empty() {
             return None;

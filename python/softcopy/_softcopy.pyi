@@ -106,7 +106,9 @@ class Engine:
             ok, files, bytes, missing, size_mismatch, partials, symlinks, extra,
             expected_chunks, present_chunks, outside_grid, bad_shards (whole at the source, not
             at the destination: an error), bad_shards_at_source (e.g. a killed writer: reported),
-            content_mismatch (always empty here: contents are compared by `verify_trees`).
+            content_mismatch (always empty here: contents are compared by `verify_trees`),
+            stale_chunks and pruned: chunk files of a source array the source no longer has
+            (deleted while no softcopy was watching); this call removes them (`pruned`).
         """
     def publish_marker(self) -> bool:
         """Copies the marker to the destination (after verification). False if there is none."""

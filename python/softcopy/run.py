@@ -290,6 +290,11 @@ class Copier:
             r.notes.append(f"{len(v['symlinks'])} symlinks in the source were not copied (never followed)")
         if v["outside_grid"]:
             r.notes.append(f"{len(v['outside_grid'])} chunk files lie outside their array's final shape")
+        if v["pruned"]:
+            r.notes.append(
+                f"removed {len(v['pruned'])} chunk files the source no longer has (deleted while softcopy was not running)"
+            )
+        r.missing.extend(f"{os.fspath(p)} (stale: the source no longer has it)" for p in v["stale_chunks"])
         if v["extra"]:
             r.notes.append(f"{len(v['extra'])} files at the destination are not in the source (left in place)")
         r.verified = bool(v["ok"])

@@ -21,6 +21,7 @@ def differences(v: dict[str, Any]) -> list[str]:
     lines += [f"content: {os.fspath(p)}" for p in v["content_mismatch"]]
     lines += [f"shard: {os.fspath(p)} ({why})" for p, why in v["bad_shards"]]
     lines += [f"partial: {os.fspath(p)}" for p in v["partials"]]
+    lines += [f"stale: {os.fspath(p)} (a chunk the source no longer has)" for p in v["stale_chunks"]]
     lines += [f"extra: {os.fspath(p)}" for p in v["extra"]]
     return lines
 
