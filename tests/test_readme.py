@@ -105,3 +105,19 @@ def test_windows_task_starts_softcopy_with_a_targets_file() -> None:
     assert argv[:2] == ["schtasks", "/Create"]
     run = argv[argv.index("/TR") + 1].strip('"')
     assert run.split()[0].endswith("softcopy.exe") and run.split()[1].endswith("targets.yaml")
+
+
+def test_sample_report_matches_the_schema() -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "docs" / "report-schema.json").read_text())
+    jsonschema.validate(json.loads(blocks("json")[0]), schema)
+
+
+def test_shown_table_has_the_columns_softcopy_draws() -> None:
+    from softcopy.display import table
+
+    shown = blocks("text")[0].splitlines()[1].split()
+    assert shown == [c.header for c in table([]).columns]
