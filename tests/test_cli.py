@@ -302,3 +302,21 @@ def test_live_display_as_a_person_sees_it_in_a_terminal(tmp_path: Path) -> None:
         wait_for(lambda: "run the same command again to resume" in pane(), 10, "Ctrl-C to stop it cleanly")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+def test_json_lines_on_stdout_for_programs(tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    r = run(src, dst, "--once", "--json", "--log-every", "0.1")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]  # every stdout line is JSON
+    kinds = [e["type"] for e in events]
+    assert "log" in kinds and kinds[-1] == "report"
+    report = {k: v for k, v in events[-1].items() if k not in ("type", "time")}
+    jsonschema.validate(report, report_schema())
+    assert report["status"] == "verified"

@@ -17,7 +17,7 @@ from rich.logging import RichHandler
 
 from softcopy import __version__
 from softcopy.config import ConfigError, Target, load_targets, make_target, parse_rate
-from softcopy.display import Display, print_report
+from softcopy.display import Display, JsonLogHandler, emit_json, print_report
 from softcopy.run import Copier, Report, write_report
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
@@ -59,6 +59,7 @@ def run_copier(
     live: bool,
     max_total_rate: int | None = None,
     report_path: Path | None = None,
+    json_lines: bool = False,
 ) -> int:
     """Runs the copy with a progress display; returns the exit code."""
     started = datetime.now(UTC)
@@ -68,7 +69,7 @@ def run_copier(
     code = EXIT_OK
     try:
         copier.start()
-        with Display(console, copier.status, log_every, live) as display:
+        with Display(console, copier.status, log_every, live, json_lines) as display:
             while report is None:
                 report = copier.wait(0.25)
                 display.step()
@@ -85,6 +86,8 @@ def run_copier(
         print_report(console, report)
         if code == EXIT_OK:
             code = EXIT_OK if report.ok else EXIT_INCOMPLETE
+        if json_lines:
+            emit_json("report", report.to_json(code, started, datetime.now(UTC)))
         if report_path is not None:
             try:
                 write_report(report_path, report, code, started)
@@ -179,6 +182,12 @@ OPTION_HELP = {
     help="Write a JSON report here at the end (also when stopped); schema: docs/report-schema.json.",
 )
 @click.option(
+    "--json",
+    "json_lines",
+    is_flag=True,
+    help="Events as JSON lines on stdout (log, status every --log-every seconds, the final report).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Say what would be copied, how much, and the expected files per array; write nothing.",
@@ -192,6 +201,7 @@ def main(
     quiet: bool,
     demo: bool,
     dry_run: bool,
+    json_lines: bool,
     max_total_rate: str | None,
     report_path: Path | None,
     **options: Any,
@@ -208,6 +218,8 @@ def main(
     """
     console = Console(stderr=True)
     setup_logging(console, verbose, quiet)
+    if json_lines:
+        logging.getLogger("softcopy").addHandler(JsonLogHandler())
     given = {k: v for k, v in options.items() if v is not None}
     if demo:
         if paths:
@@ -242,6 +254,7 @@ def main(
             live=live,
             max_total_rate=total,
             report_path=report_path,
+            json_lines=json_lines,
         )
     )
 

@@ -3,10 +3,14 @@ final summary. Rendering reads status snapshots only; it never slows the copy.""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import sys
 import time
 from collections.abc import Callable
-from typing import Self
+from datetime import UTC, datetime
+from typing import Any, Self
 
 from rich import box
 from rich.console import Console
@@ -92,14 +96,37 @@ def status_line(p: Progress) -> str:
     )
 
 
-class Display:
-    """Shows progress while `step()` is called; a live table on a terminal, log lines otherwise."""
+def emit_json(kind: str, payload: dict[str, Any]) -> None:
+    """One JSON line on stdout (`--json`), for programs that drive softcopy."""
+    doc = {"type": kind, "time": datetime.now(UTC).isoformat(), **payload}
+    sys.stdout.write(json.dumps(doc, default=str) + "\n")
+    sys.stdout.flush()
 
-    def __init__(self, console: Console, get: Callable[[], list[Progress]], log_every: float, live: bool) -> None:
+
+class JsonLogHandler(logging.Handler):
+    """Every log record as a JSON line (`{"type": "log", ...}`) on stdout."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        emit_json("log", {"level": record.levelname.lower(), "message": record.getMessage()})
+
+
+class Display:
+    """Shows progress while `step()` is called: a live table on a terminal, status lines otherwise,
+    or JSON status lines on stdout (`--json`)."""
+
+    def __init__(
+        self,
+        console: Console,
+        get: Callable[[], list[Progress]],
+        log_every: float,
+        live: bool,
+        json_lines: bool = False,
+    ) -> None:
         self._get = get
         self._log_every = log_every
+        self._json = json_lines
         self._next_log = time.monotonic() + log_every
-        self._live = Live(console=console, refresh_per_second=4, transient=False) if live else None
+        self._live = Live(console=console, refresh_per_second=4, transient=False) if live and not json_lines else None
 
     def __enter__(self) -> Self:
         if self._live is not None:
@@ -116,6 +143,9 @@ class Display:
             self._live.update(table(self._get()))
         elif self._log_every > 0 and time.monotonic() >= self._next_log:
             self._next_log = time.monotonic() + self._log_every
+            if self._json:
+                emit_json("status", {"targets": [dataclasses.asdict(p) for p in self._get()]})
+                return
             for p in self._get():
                 log.info("%s", status_line(p))
 
