@@ -31,6 +31,8 @@ pub struct CopyOptions {
     pub max_rate: Option<Arc<RateLimit>>,
     /// The process-wide budget (`--max-total-rate`), shared with every other target.
     pub max_total_rate: Option<Arc<RateLimit>>,
+    /// Hash each file while copying it and read the copy back to compare (`--checksum`).
+    pub checksum: bool,
     /// Pause after each file actually copied (the seed's `--sleep-time`).
     pub sleep: Duration,
     /// Drop to idle IO priority and nice 19 in every worker thread.
@@ -247,8 +249,16 @@ fn sync_inner(
     let rel_dir = job.rel.parent().unwrap_or(Path::new(""));
     let out = create_partial(dst_root, rel_dir, &tmp).map_err(|e| Error::io("create", &tmp, e))?;
     let result = (|| {
-        let bytes = sys::copy_contents(&file, &out, opts.method, &opts.pace(stop))
-            .map_err(|e| Error::io("copy to", &tmp, e))?;
+        let (bytes, hash) = if opts.checksum {
+            // Through user space: the bytes must pass through the hasher on their way.
+            let (bytes, hash) = crate::manifest::copy_hashed(&file, &out, &opts.pace(stop))
+                .map_err(|e| Error::io("copy to", &tmp, e))?;
+            (bytes, Some(hash))
+        } else {
+            let bytes = sys::copy_contents(&file, &out, opts.method, &opts.pace(stop))
+                .map_err(|e| Error::io("copy to", &tmp, e))?;
+            (bytes, None)
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -268,11 +278,19 @@ fn sync_inner(
         if after != Some(ident) || fd_after != Some(ident) || bytes != ident.size {
             return Ok(None);
         }
+        if let Some(hash) = hash {
+            // Read the copy back before it gets its final name: what we wrote is what we read.
+            let back = crate::manifest::hash_file(&tmp).map_err(|e| Error::io("read back", &tmp, e))?;
+            if back != hash {
+                let msg = "the copy read back differs from what was written";
+                return Err(Error::io("verify", &tmp, io::Error::other(msg)));
+            }
+        }
         fs::rename(&tmp, dst).map_err(|e| Error::io("rename into", dst, e))?;
-        Ok(Some(bytes))
+        Ok(Some((bytes, hash)))
     })();
     match result {
-        Ok(Some(bytes)) => Ok(Outcome::Copied { ident, bytes }),
+        Ok(Some((bytes, hash))) => Ok(Outcome::Copied { ident, bytes, hash }),
         Ok(None) => {
             let _ = fs::remove_file(&tmp);
             Ok(Outcome::Changed)

@@ -49,6 +49,10 @@ pub struct Config {
     pub give_up_after: Duration,
     /// This target's bandwidth budget in bytes per second (`--max-rate`).
     pub max_rate: Option<u64>,
+    /// Hash every file while copying and read the copy back (`--checksum`).
+    pub checksum: bool,
+    /// Where to write the manifest (hash, size, path per file) once drained.
+    pub manifest: Option<PathBuf>,
 }
 
 impl Config {
@@ -69,6 +73,8 @@ impl Config {
             log_events: false,
             give_up_after: Duration::from_secs(24 * 3600),
             max_rate: None,
+            checksum: false,
+            manifest: None,
         }
     }
 }
@@ -634,6 +640,23 @@ impl Run<'_> {
     }
 }
 
+/// Writes the manifest of everything copied: hashes from the copies themselves, and for files
+/// copied by an earlier run, hashes of the destination files.
+fn write_manifest(run: &Run<'_>, path: &Path) -> Result<()> {
+    let mut entries = Vec::new();
+    for (rel, size, hash) in run.tracker.copied_files() {
+        let hash = match hash {
+            Some(h) => h,
+            None => {
+                let file = run.dst.join(rel);
+                crate::manifest::hash_file(&file).map_err(|e| Error::io("hash", &file, e))?
+            }
+        };
+        entries.push((rel.clone(), size, hash));
+    }
+    crate::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
+}
+
 /// Bytes in the binary units people read on a status line.
 fn human(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -711,6 +734,7 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         low_priority: cfg.low_priority,
         max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
         max_total_rate: crate::rate::total(),
+        checksum: cfg.checksum,
     };
     let nprocs = cfg.nprocs.max(1);
     let pool = Pool::start(nprocs, src.clone(), dst, opts, done_tx, sh.stop.clone(), warn_tx)
@@ -775,6 +799,10 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
     pool.shutdown();
     for d in done_rx.try_iter() {
         run.done(d);
+    }
+    if let (Phase::Drained, Some(path)) = (end, &cfg.manifest) {
+        write_manifest(&run, path)?;
+        sh.say(Level::Info, format!("manifest written to {}", path.display()));
     }
     if end == Phase::Drained {
         // A copy that failed while the destination was unreachable may have left its partial

@@ -7,6 +7,7 @@
 pub mod copier;
 pub mod engine;
 mod error;
+pub mod manifest;
 pub mod rate;
 pub mod sys;
 pub mod tracker;
@@ -55,7 +56,7 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto", give_up_after=86400.0, max_rate=None))]
+        copy_method="auto", give_up_after=86400.0, max_rate=None, checksum=false, manifest=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -71,6 +72,8 @@ impl PyEngine {
         copy_method: &str,
         give_up_after: f64,
         max_rate: Option<u64>,
+        checksum: bool,
+        manifest: Option<PathBuf>,
     ) -> PyResult<Self> {
         if nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
@@ -93,6 +96,8 @@ impl PyEngine {
             log_events,
             give_up_after: seconds("give_up_after", give_up_after)?,
             max_rate,
+            checksum,
+            manifest,
             ..Config::new(source, destination)
         };
         Ok(PyEngine { engine: Engine::start(config)? })
@@ -236,6 +241,46 @@ fn verify_trees<'py>(
     report_dict(py, &r)
 }
 
+/// Checks a destination against a manifest: every listed file present with its size and hash, and
+/// which files are not listed. The GIL is released while it reads.
+#[pyfunction]
+fn verify_manifest<'py>(py: Python<'py>, manifest: PathBuf, destination: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let (mut missing, mut size_mismatch, mut content_mismatch, mut extra) = (vec![], vec![], vec![], vec![]);
+    let files = py.detach(|| -> std::io::Result<usize> {
+        let entries = manifest::read(&manifest)?;
+        let listed: std::collections::HashSet<PathBuf> = entries.iter().map(|e| e.0.clone()).collect();
+        for (rel, size, hash) in &entries {
+            let file = destination.join(rel);
+            match std::fs::metadata(&file) {
+                Ok(m) if m.len() != *size => size_mismatch.push((rel.clone(), *size, m.len())),
+                Ok(_) => {
+                    if manifest::hash_file(&file).map(|h| manifest::hex(&h)).ok().as_deref() != Some(hash.as_str()) {
+                        content_mismatch.push(rel.clone());
+                    }
+                }
+                Err(_) => missing.push(rel.clone()),
+            }
+        }
+        for entry in walkdir::WalkDir::new(&destination).follow_links(false).into_iter().filter_map(|e| e.ok()) {
+            if let Ok(rel) = entry.path().strip_prefix(&destination) {
+                if entry.file_type().is_file() && !listed.contains(rel) {
+                    extra.push(rel.to_path_buf());
+                }
+            }
+        }
+        Ok(entries.len())
+    });
+    let files = files.map_err(|e| Error::io("verify manifest", &manifest, e))?;
+    let d = PyDict::new(py);
+    d.set_item("ok", missing.is_empty() && size_mismatch.is_empty() && content_mismatch.is_empty())?;
+    d.set_item("files", files)?;
+    d.set_item("missing", missing)?;
+    d.set_item("size_mismatch", size_mismatch)?;
+    d.set_item("content_mismatch", content_mismatch)?;
+    d.set_item("extra", extra)?;
+    Ok(d)
+}
+
 /// Turns "0.1.0-alpha.1" into PEP 440's "0.1.0a1", so `softcopy.__version__` matches the wheel.
 fn python_version() -> String {
     env!("CARGO_PKG_VERSION").replace("-alpha.", "a").replace("-beta.", "b").replace("-rc.", "rc")
@@ -252,6 +297,7 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", python_version())?;
     m.add_function(wrap_pyfunction!(set_total_rate, m)?)?;
     m.add_function(wrap_pyfunction!(verify_trees, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;
     Ok(())

@@ -53,6 +53,21 @@ impl<'a> Pace<'a> {
         self
     }
 
+    /// The most bytes to move in one step (for other copy loops, e.g. hashing ones).
+    pub fn step_size(&self, max: usize) -> usize {
+        self.step(max)
+    }
+
+    /// Fails with "stopped" once a stop was requested.
+    pub fn check_stop(&self) -> io::Result<()> {
+        self.check()
+    }
+
+    /// Accounts for `n` bytes moved (rate limits), failing with "stopped" if asked to stop.
+    pub fn account(&self, n: u64) -> io::Result<()> {
+        self.moved(n)
+    }
+
     /// The most bytes to move in one step.
     fn step(&self, max: usize) -> usize {
         self.limits.iter().map(|l| l.step()).fold(max, usize::min)

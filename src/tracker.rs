@@ -64,8 +64,8 @@ pub struct Job {
 /// What a worker did with a [`Job`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// A new version was copied.
-    Copied { ident: Identity, bytes: u64 },
+    /// A new version was copied (with its content hash when checksums are on).
+    Copied { ident: Identity, bytes: u64, hash: Option<crate::manifest::Hash> },
     /// The destination already held this version (copied earlier in this run, or by an earlier run).
     Unchanged(Identity),
     /// The source is gone; the destination file was removed (or was already absent).
@@ -115,6 +115,8 @@ struct FileState {
     pending_since: Option<Instant>,
     /// The next job must check that no writer has the file open (see [`Job::verify_closed`]).
     verify_closed: bool,
+    /// Content hash of the copied version (`--checksum`).
+    hash: Option<crate::manifest::Hash>,
 }
 
 impl FileState {
@@ -130,6 +132,7 @@ impl FileState {
             seen: true,
             pending_since: None,
             verify_closed: false,
+            hash: None,
         }
     }
 }
@@ -254,6 +257,11 @@ impl Tracker {
         self.files.keys()
     }
 
+    /// Every file copied (by this run or an earlier one) with its size and, when known, its hash.
+    pub fn copied_files(&self) -> impl Iterator<Item = (&PathBuf, u64, Option<crate::manifest::Hash>)> {
+        self.files.iter().filter_map(|(p, st)| st.copied.map(|id| (p, id.size, st.hash)))
+    }
+
     /// Starts a reconcile sweep: every file is unseen until [`Tracker::scanned`] finds it.
     pub fn begin_sweep(&mut self) {
         for st in self.files.values_mut() {
@@ -346,7 +354,8 @@ impl Tracker {
         }
         let mut retry = None;
         match outcome {
-            Outcome::Copied { ident, .. } => {
+            Outcome::Copied { ident, hash, .. } => {
+                st.hash = hash;
                 if st.copies > 0 {
                     self.counts.redundant += 1;
                 } else {
@@ -358,6 +367,9 @@ impl Tracker {
                 st.verify_closed = false;
             }
             Outcome::Unchanged(ident) => {
+                if st.copied != Some(ident) {
+                    st.hash = None; // copied by an earlier run: the hash is computed if needed
+                }
                 st.copied = Some(ident);
                 st.verify_closed = false;
             }
@@ -457,7 +469,7 @@ mod tests {
     }
 
     fn copied(ino: u64) -> Outcome {
-        Outcome::Copied { ident: ident(ino), bytes: 10 }
+        Outcome::Copied { ident: ident(ino), bytes: 10, hash: None }
     }
 
     fn p(s: &str) -> PathBuf {

@@ -80,7 +80,7 @@ fn sync_file_copies_skips_and_deletes() {
 
     // New file, into a directory that does not exist yet at the destination.
     let (outcome, copied) = sync(src.path(), dst.path(), &job("c/0/1"), &opts);
-    let Outcome::Copied { ident, bytes: 5 } = outcome else { panic!("{outcome:?}") };
+    let Outcome::Copied { ident, bytes: 5, .. } = outcome else { panic!("{outcome:?}") };
     assert!(copied);
     assert_eq!(fs::read(dst.path().join("c/0/1")).unwrap(), b"chunk");
 

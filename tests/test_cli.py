@@ -320,3 +320,22 @@ def test_json_lines_on_stdout_for_programs(tmp_path: Path) -> None:
     report = {k: v for k, v in events[-1].items() if k not in ("type", "time")}
     jsonschema.validate(report, report_schema())
     assert report["status"] == "verified"
+
+
+def test_checksum_copy_writes_a_manifest_that_verify_checks_without_the_source(tmp_path: Path) -> None:
+    src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
+    write_finished_archive(src, "zarr3sharded", 4)
+    r = run(src, dst, "--checksum")
+    assert r.returncode == 0, r.stderr
+    manifest = tmp_path / "cluster" / "data.zarr.softcopy-manifest.tsv"  # beside the copy, not in it
+    lines = [line for line in manifest.read_text().splitlines() if not line.startswith("#")]
+    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file() and p.name != "complete")
+    assert [line.split("\t")[2] for line in lines] == files
+    r = run("verify", "--manifest", manifest, dst)
+    assert r.returncode == 0 and f"identical: {len(files)} files" in r.stderr, r.stdout + r.stderr
+    shard = dst / files[0]
+    data = bytearray(shard.read_bytes())
+    data[0] ^= 1
+    shard.write_bytes(bytes(data))
+    r = run("verify", "--manifest", manifest, dst)
+    assert r.returncode == 1 and r.stdout.splitlines() == [f"content: {files[0]}"], r.stdout

@@ -4,7 +4,11 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, final
 
-__all__ = ["Engine", "SoftcopyError", "__version__", "set_total_rate", "verify_trees"]
+__all__ = ["Engine", "SoftcopyError", "__version__", "set_total_rate", "verify_manifest", "verify_trees"]
+
+def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[str]) -> dict[str, Any]:
+    """Checks `destination` against a manifest: ok, files, missing, size_mismatch,
+    content_mismatch (hash differs) and extra (files the manifest does not list)."""
 
 def verify_trees(
     source: str | PathLike[str],
@@ -49,6 +53,9 @@ class Engine:
             probe at a time with backoff, before the engine ends with `gave_up` set.
         max_rate: this target's bandwidth budget in bytes per second, held while files are copied
             (not only between them) whatever the IO scheduler; None for no limit.
+        checksum: hash every file (BLAKE3, 128 bits) while copying it through user space and read
+            the copy back to compare before it gets its final name.
+        manifest: where to write `hash<TAB>size<TAB>path` for every file once drained.
     """
 
     def __new__(
@@ -67,6 +74,8 @@ class Engine:
         copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
         give_up_after: float = 86400.0,
         max_rate: int | None = None,
+        checksum: bool = False,
+        manifest: str | PathLike[str] | None = None,
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,

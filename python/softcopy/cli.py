@@ -182,6 +182,13 @@ OPTION_HELP = {
     help="Write a JSON report here at the end (also when stopped); schema: docs/report-schema.json.",
 )
 @click.option(
+    "--checksum",
+    is_flag=True,
+    default=None,
+    help="Hash every file while copying (BLAKE3), read the copy back to compare, and write a manifest "
+    "beside the destination (DST.softcopy-manifest.tsv).",
+)
+@click.option(
     "--json",
     "json_lines",
     is_flag=True,

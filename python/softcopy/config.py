@@ -44,6 +44,13 @@ class Target:
     """Seconds an unavailable destination (full, disconnected) is retried before the copy gives up."""
     max_rate: int | None = None
     """This target's bandwidth budget in bytes per second (None: unlimited)."""
+    checksum: bool = False
+    """Hash every file while copying it, read the copy back, and write a manifest beside the destination."""
+
+    @property
+    def manifest(self) -> Path | None:
+        """Where the manifest goes with `checksum`: next to the destination, not inside it."""
+        return self.destination.with_name(self.destination.name + ".softcopy-manifest.tsv") if self.checksum else None
 
     def __post_init__(self) -> None:
         check_options(self, where="")
@@ -59,6 +66,7 @@ OPTIONS: dict[str, type] = {
     "settle_time": float,
     "give_up_after": float,
     "max_rate": int,
+    "checksum": bool,
 }
 _KEYS = ("source", "destination", *OPTIONS)
 

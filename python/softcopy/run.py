@@ -199,6 +199,8 @@ class Copier:
                     settle_time=t.settle_time,
                     give_up_after=t.give_up_after,
                     max_rate=t.max_rate,
+                    checksum=t.checksum,
+                    manifest=t.manifest,
                     once=t.once,
                     log_events=self._log_events,
                 )
@@ -290,6 +292,8 @@ class Copier:
             r.notes.append(f"{len(v['symlinks'])} symlinks in the source were not copied (never followed)")
         if v["outside_grid"]:
             r.notes.append(f"{len(v['outside_grid'])} chunk files lie outside their array's final shape")
+        if target.manifest is not None:
+            r.notes.append(f"every file hashed while copied and read back; manifest: {target.manifest}")
         if v["pruned"]:
             r.notes.append(
                 f"removed {len(v['pruned'])} chunk files the source no longer has (deleted while softcopy was not running)"

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from softcopy import zarr
-from softcopy._softcopy import verify_trees
+from softcopy._softcopy import verify_manifest, verify_trees
 
 
 def differences(v: dict[str, Any]) -> list[str]:
@@ -27,26 +27,53 @@ def differences(v: dict[str, Any]) -> list[str]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("destination", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, metavar="SRC DST | --manifest FILE DST", type=click.Path(path_type=Path))
 @click.option("--checksum", is_flag=True, help="Also compare every file's contents byte for byte (reads both trees).")
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Check DST against a manifest written by `softcopy --checksum` (no source needed).",
+)
 @click.option("--marker", default="complete", show_default=True, help="The end-of-acquisition file (compared too).")
-def verify_main(source: Path, destination: Path, checksum: bool, marker: str) -> None:
-    """Compare DESTINATION with SOURCE: print each difference (missing, extra, size, content) with
-    its path. Exit 0 when identical, 1 otherwise. Zarr arrays are also checked: fill-value chunks
-    absent at the source are fine, shards must be whole."""
+def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, marker: str) -> None:
+    """Compare a copy with its source (SRC DST) or with a manifest (--manifest FILE DST): print each
+    difference (missing, extra, size, content) with its path. Exit 0 when identical, 1 otherwise.
+    Zarr arrays are also checked: fill-value chunks absent at the source are fine, shards must be whole."""
+    if manifest is not None:
+        if len(paths) != 1:
+            raise click.UsageError("with --manifest, give only DST")
+        _check_dir(paths[0])
+        v = verify_manifest(manifest, paths[0])
+        v.setdefault("stale_chunks", [])
+        v.setdefault("bad_shards", [])
+        v.setdefault("partials", [])
+        v["extra"] = [p for p in v["extra"] if Path(p).name != marker]
+        _finish(differences(v), v["files"], "hashes")
+        return
+    if len(paths) != 2:
+        raise click.UsageError("give SRC and DST, or --manifest FILE and DST")
+    source, destination = paths
+    _check_dir(source)
+    _check_dir(destination)
     arrays, notes = zarr.discover(source)
     v = verify_trees(source, destination, [a.as_native() for a in arrays], content=checksum, marker=marker)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if (source / marker).is_file() != (destination / marker).is_file():
-        where = "missing" if (source / marker).is_file() else "extra"
-        v["missing" if where == "missing" else "extra"].append(Path(marker))
-    lines = differences(v)
+        v["missing" if (source / marker).is_file() else "extra"].append(Path(marker))
+    _finish(differences(v), v["files"], "contents and sizes" if checksum else "sizes")
+
+
+def _check_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise click.BadParameter(f"{path} is not a folder")
+
+
+def _finish(lines: list[str], files: int, what: str) -> None:
     for line in lines:
         click.echo(line)
-    what = "contents and sizes" if checksum else "sizes"
     if lines:
-        click.echo(f"{len(lines)} differences ({v['files']} files compared by {what})", err=True)
+        click.echo(f"{len(lines)} differences ({files} files compared by {what})", err=True)
         sys.exit(1)
-    click.echo(f"identical: {v['files']} files compared by {what}", err=True)
+    click.echo(f"identical: {files} files compared by {what}", err=True)
