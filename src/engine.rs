@@ -53,6 +53,8 @@ pub struct Config {
     pub checksum: bool,
     /// Where to write the manifest (hash, size, path per file) once drained.
     pub manifest: Option<PathBuf>,
+    /// Keep what was copied so `delete_source()` can free the source afterwards.
+    pub delete_source: bool,
 }
 
 impl Config {
@@ -75,6 +77,7 @@ impl Config {
             max_rate: None,
             checksum: false,
             manifest: None,
+            delete_source: false,
         }
     }
 }
@@ -199,6 +202,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     finish: AtomicBool,
     roots: Mutex<Option<(PathBuf, PathBuf)>>,
+    /// With `--delete-source`: what was copied, kept once the engine drained.
+    copied: Mutex<Vec<crate::mover::Copied>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -241,6 +246,7 @@ impl Engine {
             stop: Arc::new(AtomicBool::new(false)),
             finish: AtomicBool::new(false),
             roots: Mutex::new(None),
+            copied: Mutex::new(Vec::new()),
         });
         let (sh, cfg) = (shared.clone(), config.clone());
         let thread = std::thread::Builder::new()
@@ -311,6 +317,27 @@ impl Engine {
     /// The canonical source and destination roots, once the source exists.
     pub fn roots(&self) -> Option<(PathBuf, PathBuf)> {
         lock(&self.shared.roots).clone()
+    }
+
+    /// Frees the source (`--delete-source`): call after the engine drained and was verified. Every
+    /// file is checked on its own (see `mover.rs`); the marker goes last, and only if copied.
+    pub fn delete_source(&self) -> Result<crate::mover::MoveReport> {
+        let Some((src, dst)) = self.roots() else { return Ok(crate::mover::MoveReport::default()) };
+        if !self.status().phase.eq(&Phase::Drained) {
+            return Err(Error::Internal("the source is freed only after a complete, drained copy".into()));
+        }
+        let copied = std::mem::take(&mut *lock(&self.shared.copied));
+        let marker_src = src.join(&self.config.marker);
+        let marker = match (fs::symlink_metadata(&marker_src), fs::symlink_metadata(dst.join(&self.config.marker))) {
+            (Ok(m), Ok(_)) => Some(crate::mover::Copied {
+                rel: PathBuf::from(&self.config.marker),
+                ident: copier::identity(&m),
+                hash: None,
+            }),
+            _ => None,
+        };
+        crate::mover::delete_sources(&src, &dst, &copied, marker.as_ref(), self.config.checksum)
+            .map_err(|e| Error::io("delete source files", &src, e))
     }
 
     /// Copies the marker file last, after verification, so its presence at the destination means
@@ -799,6 +826,9 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
     pool.shutdown();
     for d in done_rx.try_iter() {
         run.done(d);
+    }
+    if end == Phase::Drained && cfg.delete_source {
+        *lock(&sh.copied) = run.tracker.copied_versions();
     }
     if let (Phase::Drained, Some(path)) = (end, &cfg.manifest) {
         write_manifest(&run, path)?;

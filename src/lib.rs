@@ -8,6 +8,7 @@ pub mod copier;
 pub mod engine;
 mod error;
 pub mod manifest;
+pub mod mover;
 pub mod rate;
 pub mod sys;
 pub mod tracker;
@@ -56,7 +57,8 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto", give_up_after=86400.0, max_rate=None, checksum=false, manifest=None))]
+        copy_method="auto", give_up_after=86400.0, max_rate=None, checksum=false, manifest=None,
+        delete_source=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -74,6 +76,7 @@ impl PyEngine {
         max_rate: Option<u64>,
         checksum: bool,
         manifest: Option<PathBuf>,
+        delete_source: bool,
     ) -> PyResult<Self> {
         if nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
@@ -98,6 +101,7 @@ impl PyEngine {
             max_rate,
             checksum,
             manifest,
+            delete_source,
             ..Config::new(source, destination)
         };
         Ok(PyEngine { engine: Engine::start(config)? })
@@ -177,6 +181,15 @@ impl PyEngine {
             .detach(|| verify::verify(&src, &dst, &marker, &specs, false, true))
             .map_err(|e| Error::io("verify", &src, e))?;
         report_dict(py, &r)
+    }
+
+    fn delete_source<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.engine.delete_source())?;
+        let d = PyDict::new(py);
+        d.set_item("deleted", r.deleted)?;
+        d.set_item("kept", r.kept)?;
+        d.set_item("folders_removed", r.folders_removed)?;
+        Ok(d)
     }
 
     fn publish_marker(&self, py: Python<'_>) -> PyResult<bool> {

@@ -257,6 +257,14 @@ impl Tracker {
         self.files.keys()
     }
 
+    /// Every file copied (by this run or an earlier one), for `--delete-source`.
+    pub fn copied_versions(&self) -> Vec<crate::mover::Copied> {
+        self.files
+            .iter()
+            .filter_map(|(p, st)| st.copied.map(|ident| crate::mover::Copied { rel: p.clone(), ident, hash: st.hash }))
+            .collect()
+    }
+
     /// Every file copied (by this run or an earlier one) with its size and, when known, its hash.
     pub fn copied_files(&self) -> impl Iterator<Item = (&PathBuf, u64, Option<crate::manifest::Hash>)> {
         self.files.iter().filter_map(|(p, st)| st.copied.map(|id| (p, id.size, st.hash)))

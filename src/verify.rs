@@ -238,6 +238,8 @@ pub fn verify(
     let mut same_size = Vec::new();
     let by_path: HashMap<&str, &ArraySpec> = arrays.iter().map(|a| (a.path.as_str(), a)).collect();
     report.expected_chunks = arrays.iter().map(ArraySpec::expected).sum();
+    // Files the source lost on purpose (`--delete-source`): never extra, never stale.
+    let moved = crate::mover::moved(dst);
     for entry in walkdir::WalkDir::new(src).follow_links(false) {
         let entry = entry?;
         let Ok(rel) = entry.path().strip_prefix(src) else {
@@ -291,6 +293,8 @@ pub fn verify(
         };
         if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
             report.partials.push(rel.to_path_buf());
+        } else if is_ignored(rel) || moved.contains(rel) {
+            // Our own state at the root, and files moved off the source by an earlier run.
         } else if fs::symlink_metadata(src.join(rel)).is_err() && rel.as_os_str() != marker {
             if chunk_of(&slash_path(rel), &by_path).is_none() {
                 report.extra.push(rel.to_path_buf());

@@ -41,8 +41,8 @@ def tree(root: Path, *, skip_marker: bool = False) -> dict[str, bytes]:
         if p.name.endswith((".__lock", ".partial", ".softcopy-partial")):
             continue
         rel = p.relative_to(root).as_posix()
-        if skip_marker and rel == "complete":
-            continue
+        if (skip_marker and rel == "complete") or rel.startswith(".softcopy"):
+            continue  # softcopy's own state at the destination root (the move journal)
         try:
             if p.is_file():
                 out[rel] = p.read_bytes()

@@ -56,6 +56,7 @@ class Engine:
         checksum: hash every file (BLAKE3, 128 bits) while copying it through user space and read
             the copy back to compare before it gets its final name.
         manifest: where to write `hash<TAB>size<TAB>path` for every file once drained.
+        delete_source: keep what was copied so `delete_source()` can free the source afterwards.
     """
 
     def __new__(
@@ -76,6 +77,7 @@ class Engine:
         max_rate: int | None = None,
         checksum: bool = False,
         manifest: str | PathLike[str] | None = None,
+        delete_source: bool = False,
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
@@ -118,6 +120,14 @@ class Engine:
             content_mismatch (always empty here: contents are compared by `verify_trees`),
             stale_chunks and pruned: chunk files of a source array the source no longer has
             (deleted while no softcopy was watching); this call removes them (`pruned`).
+        """
+    def delete_source(self) -> dict[str, Any]:
+        """Frees the source after a drained, verified copy: deletes each copied source file that is
+        unchanged since its copy, whose copy is fsynced and checks out (size; hash with checksums);
+        data first, metadata after, the marker last; journals each deletion at the destination.
+
+        Returns:
+            deleted (paths), kept ((path, reason) pairs), folders_removed.
         """
     def publish_marker(self) -> bool:
         """Copies the marker to the destination (after verification). False if there is none."""

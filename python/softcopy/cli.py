@@ -189,6 +189,14 @@ OPTION_HELP = {
     "beside the destination (DST.softcopy-manifest.tsv).",
 )
 @click.option(
+    "--delete-source",
+    is_flag=True,
+    default=None,
+    help="Free the acquisition disk: once the acquisition is complete and the copy verified, delete each "
+    "source file whose copy is fsynced and checks out (same size; same hash with --checksum) and that is "
+    "unchanged since it was copied. Files softcopy did not copy are never touched.",
+)
+@click.option(
     "--json",
     "json_lines",
     is_flag=True,

@@ -46,6 +46,9 @@ class Target:
     """This target's bandwidth budget in bytes per second (None: unlimited)."""
     checksum: bool = False
     """Hash every file while copying it, read the copy back, and write a manifest beside the destination."""
+    delete_source: bool = False
+    """Once the acquisition is complete and the copy verified, delete each source file whose copy is
+    proven (fsynced, same size, same hash with `checksum`) and that is unchanged since it was copied."""
 
     @property
     def manifest(self) -> Path | None:
@@ -67,6 +70,7 @@ OPTIONS: dict[str, type] = {
     "give_up_after": float,
     "max_rate": int,
     "checksum": bool,
+    "delete_source": bool,
 }
 _KEYS = ("source", "destination", *OPTIONS)
 

@@ -83,6 +83,10 @@ class TargetReport:
     present_chunks: int = 0
     notes: list[str] = field(default_factory=list)
     fatal: str | None = None
+    source_deleted: int = 0
+    """With delete_source: source files deleted after their copy was proven."""
+    source_kept: list[tuple[str, str]] = field(default_factory=list)
+    """With delete_source: source files kept, and why."""
 
     @property
     def absent_chunks(self) -> int:
@@ -144,6 +148,8 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "bad_shards": [{"path": p, "reason": why} for p, why in t.bad_shards],
         "notes": t.notes,
         "fatal": t.fatal,
+        "source_deleted": t.source_deleted,
+        "source_kept": [{"path": p, "reason": why} for p, why in t.source_kept],
     }
 
 
@@ -201,6 +207,7 @@ class Copier:
                     max_rate=t.max_rate,
                     checksum=t.checksum,
                     manifest=t.manifest,
+                    delete_source=t.delete_source,
                     once=t.once,
                     log_events=self._log_events,
                 )
@@ -308,6 +315,16 @@ class Copier:
             except (OSError, SoftcopyError) as e:
                 r.verified = False
                 r.notes.append(f"could not copy the marker {target.marker!r}: {e}")
+        if target.delete_source:
+            # Each file is proven on its own: one failed file must not keep the rest on the disk.
+            moved = engine.delete_source()
+            r.source_deleted = len(moved["deleted"])
+            r.source_kept = [(os.fspath(p), why) for p, why in moved["kept"]]
+            r.notes.append(
+                f"freed the source: {r.source_deleted} files deleted, {len(r.source_kept)} kept, "
+                f"{moved['folders_removed']} empty folders removed"
+            )
+            r.notes.extend(f"kept at the source: {p} ({why})" for p, why in r.source_kept[:20])
         return r
 
     def __enter__(self) -> Self:
