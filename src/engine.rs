@@ -148,6 +148,10 @@ pub struct Status {
     pub in_flight: u64,
     /// Open for writing at the source.
     pub writing: u64,
+    /// Seconds the oldest file complete at the source has waited for a worker.
+    pub oldest_wait: f64,
+    /// Files known at the source (for a percentage once the acquisition is over).
+    pub known: u64,
     pub last_error: Option<String>,
     /// Why the engine failed, when `phase == Failed`.
     pub fatal: Option<String>,
@@ -659,6 +663,8 @@ impl Run<'_> {
         s.backlog = self.tracker.backlog() as u64;
         s.in_flight = self.tracker.in_flight() as u64;
         s.writing = self.tracker.writing() as u64;
+        s.oldest_wait = self.tracker.oldest_wait(Instant::now()).as_secs_f64();
+        s.known = self.tracker.known() as u64;
         s.last_error = self.tracker.last_error().map(str::to_owned);
         s.elapsed = self.started.elapsed().as_secs_f64();
         s.finishing = self.finishing;

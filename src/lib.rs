@@ -123,6 +123,8 @@ impl PyEngine {
         d.set_item("backlog", s.backlog)?;
         d.set_item("in_flight", s.in_flight)?;
         d.set_item("writing", s.writing)?;
+        d.set_item("oldest_wait", s.oldest_wait)?;
+        d.set_item("known", s.known)?;
         d.set_item("last_error", s.last_error)?;
         d.set_item("fatal", s.fatal)?;
         d.set_item("elapsed", s.elapsed)?;

@@ -155,7 +155,8 @@ pub struct TrackerCounts {
 pub struct Tracker {
     /// Ordered by path, so everything below a directory is one contiguous range.
     files: BTreeMap<PathBuf, FileState>,
-    ready: VecDeque<PathBuf>,
+    /// Due files in the order they became due, with the time they did (for the oldest wait).
+    ready: VecDeque<(PathBuf, Instant)>,
     timers: BinaryHeap<Reverse<(Instant, PathBuf)>>,
     settle: Duration,
     debounce: Duration,
@@ -235,7 +236,7 @@ impl Tracker {
                 Want::At(settle_at)
             }
         };
-        self.want(rel, want);
+        self.want(rel, want, now);
     }
 
     /// Every tracked file at or below `prefix` (a removed or renamed-away directory) is gone.
@@ -301,7 +302,7 @@ impl Tracker {
         }
     }
 
-    fn want(&mut self, rel: &Path, want: Want) {
+    fn want(&mut self, rel: &Path, want: Want, now: Instant) {
         let Some(st) = self.files.get_mut(rel) else { return };
         match want {
             Want::None => st.want = Want::None,
@@ -309,7 +310,7 @@ impl Tracker {
                 st.want = Want::Now;
                 if !st.queued && !st.in_flight && !st.writing {
                     st.queued = true;
-                    self.ready.push_back(rel.to_path_buf());
+                    self.ready.push_back((rel.to_path_buf(), now));
                 }
             }
             Want::At(t) => {
@@ -330,7 +331,7 @@ impl Tracker {
             let Reverse((t, rel)) = self.timers.pop().expect("peeked");
             // A timer is stale when the file's deadline moved since it was set.
             if self.files.get(&rel).is_some_and(|st| st.want == Want::At(t)) {
-                self.want(&rel, Want::Now);
+                self.want(&rel, Want::Now, now);
             }
         }
     }
@@ -338,7 +339,7 @@ impl Tracker {
     /// The next file to copy, if any is due. The file is then "in flight" until [`Tracker::finish`].
     pub fn next_job(&mut self, now: Instant) -> Option<Job> {
         self.fire_timers(now);
-        while let Some(rel) = self.ready.pop_front() {
+        while let Some((rel, _)) = self.ready.pop_front() {
             let Some(st) = self.files.get_mut(&rel) else { continue };
             st.queued = false;
             if st.want != Want::Now || st.in_flight || st.writing {
@@ -416,7 +417,7 @@ impl Tracker {
             if let Want::At(_) = want {
                 st.want = Want::None;
             }
-            self.want(rel, want);
+            self.want(rel, want, now);
         }
     }
 
@@ -432,6 +433,19 @@ impl Tracker {
         self.in_flight == 0
             && self.ready.is_empty()
             && self.timers.iter().all(|Reverse((t, rel))| self.files.get(rel).is_none_or(|st| st.want != Want::At(*t)))
+    }
+
+    /// How long the oldest file waiting for a worker has waited (zero when none waits).
+    pub fn oldest_wait(&self, now: Instant) -> Duration {
+        self.ready
+            .iter()
+            .find(|(rel, _)| self.files.get(rel).is_some_and(|st| st.queued))
+            .map_or(Duration::ZERO, |(_, since)| now.saturating_duration_since(*since))
+    }
+
+    /// Files known at the source (copied, waiting, or being written).
+    pub fn known(&self) -> usize {
+        self.files.len()
     }
 
     /// Files complete at the source and waiting for a worker.
@@ -572,6 +586,18 @@ mod tests {
         // Other keys written once are unaffected.
         t.event(&p("other"), Change::Replaced, c.at(2000));
         assert!(drain(&mut t, c.at(2000)).contains(&p("other")));
+    }
+
+    #[test]
+    fn oldest_wait_is_the_lag_of_the_first_file_still_queued() {
+        let (mut t, c) = setup();
+        assert_eq!(t.oldest_wait(c.at(0)), Duration::ZERO);
+        t.event(&p("a"), Change::Replaced, c.at(100));
+        t.event(&p("b"), Change::Replaced, c.at(300));
+        assert_eq!(t.oldest_wait(c.at(1000)), Duration::from_millis(900));
+        let _ = t.next_job(c.at(1000)); // "a" goes to a worker
+        assert_eq!(t.oldest_wait(c.at(1000)), Duration::from_millis(700));
+        assert_eq!(t.known(), 2);
     }
 
     #[test]

@@ -295,7 +295,7 @@ def test_live_display_as_a_person_sees_it_in_a_terminal(tmp_path: Path) -> None:
         except AssertionError as e:
             raise AssertionError(f"{e}; the pane shows:\n{pane()}") from None
         screen = pane()
-        for header in ("source", "state", "files", "bytes", "rate", "queue", "busy", "err", "time"):
+        for header in ("source", "state", "files", "bytes", "rate", "queue", "lag", "err", "time"):
             assert header in screen, screen
         assert "data.zarr" in screen and "1.1 MiB" in screen and "…" not in screen, screen
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)

@@ -81,7 +81,8 @@ class Engine:
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
-        files_distinct, max_copies, errors, failed, backlog, in_flight, writing, last_error, fatal,
+        files_distinct, max_copies, errors, failed, backlog, in_flight, writing, oldest_wait
+        (seconds the oldest waiting file has waited), known (files known at the source), last_error, fatal,
         elapsed, finishing, destination_trouble (why the destination cannot take files now, or None),
         gave_up.
 

@@ -42,20 +42,33 @@ def _duration(seconds: float) -> str:
     return f"{s} s" if s < 60 else f"{s // 60}m{s % 60:02d}" if s < 3600 else f"{s // 3600}h{s // 60 % 60:02d}"
 
 
+def _percent_eta(p: Progress) -> str:
+    """Once the acquisition is over the file set is known: how far, and how long still."""
+    left = p.backlog + p.in_flight
+    done = max(0, p.known - left)
+    pct = 100 * done // max(1, p.known)
+    per_s = p.files_copied / p.elapsed if p.elapsed > 0 else 0
+    eta = f" ~{_duration(left / per_s)}" if per_s > 0 and left else ""
+    return f"{pct}%{eta}"
+
+
 def table(progress: list[Progress]) -> Table:
-    """One row per target (and a total): fits an 80-column terminal. `queue` is complete at the source
-    and waiting for a worker, `busy` is being copied now."""
+    """One row per target (and a total): fits an 80-column terminal. `queue` is files complete at the
+    source and not yet copied, `lag` how long the oldest of them has waited; once the acquisition is
+    over, the state shows how far the copy is and an estimate of the time left."""
     t = Table(
         title="softcopy", title_justify="left", expand=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
     )
     # Everything but the source name keeps its width (no wrapping); a long source name is shortened.
     t.add_column("source", overflow="ellipsis", no_wrap=True, min_width=8)
     t.add_column("state", no_wrap=True)
-    for col in ("files", "bytes", "rate", "queue", "busy", "err", "time"):
+    for col in ("files", "bytes", "rate", "queue", "lag", "err", "time"):
         t.add_column(col, justify="right", no_wrap=True)
     troubles = []
     for p in progress:
         state = {"drained": "done"}.get(p.phase, p.phase)
+        if p.phase == "finishing" and p.known:
+            state = _percent_eta(p)
         if p.destination_trouble:
             state = "PAUSED"
             troubles.append(f"{p.source.name}: destination unavailable: {p.destination_trouble}")
@@ -65,8 +78,8 @@ def table(progress: list[Progress]) -> Table:
             str(p.files_copied),
             human_bytes(p.bytes_copied),
             _rate(p),
-            str(p.backlog),
-            str(p.in_flight),
+            str(p.backlog + p.in_flight),
+            f"{p.oldest_wait:.1f} s",
             str(p.errors),
             _duration(p.elapsed),
         )
@@ -77,8 +90,8 @@ def table(progress: list[Progress]) -> Table:
             str(sum(p.files_copied for p in progress)),
             human_bytes(sum(p.bytes_copied for p in progress)),
             "",
-            str(sum(p.backlog for p in progress)),
-            str(sum(p.in_flight for p in progress)),
+            str(sum(p.backlog + p.in_flight for p in progress)),
+            f"{max(p.oldest_wait for p in progress):.1f} s",
             str(sum(p.errors for p in progress)),
             "",
         )
@@ -92,7 +105,8 @@ def status_line(p: Progress) -> str:
     trouble = f" (DESTINATION UNAVAILABLE: {p.destination_trouble})" if p.destination_trouble else ""
     return (
         f"{p.source.name}: {p.phase}{trouble}, {p.files_copied} files ({human_bytes(p.bytes_copied)}, {_rate(p)}) copied, "
-        f"{p.backlog} waiting, {p.in_flight} copying, {p.errors} errors, {p.elapsed:.0f} s"
+        f"{p.backlog} waiting (oldest {p.oldest_wait:.1f} s), {p.in_flight} copying, {p.errors} errors, "
+        f"{p.elapsed:.0f} s"
     )
 
 

@@ -45,6 +45,10 @@ class Progress:
     backlog: int
     in_flight: int
     writing: int
+    oldest_wait: float
+    """Seconds the oldest file complete at the source has waited for a worker (the copy's lag)."""
+    known: int
+    """Files known at the source."""
     elapsed: float
     finishing: bool
     last_error: str | None
