@@ -93,7 +93,9 @@ def run(base: Path, mnt: Path, seconds: float, rng: random.Random) -> None:
     print("faults:", ", ".join(faults) or "none")
     if rss:
         print(f"softcopy RSS: {rss[0][1]:.1f} MiB at {rss[0][0]:.0f} s -> {rss[-1][1]:.1f} MiB at {rss[-1][0]:.0f} s")
-    assert code == 0, f"softcopy exited {code}; log in {base / 'softcopy.log'}"
+    if code != 0:
+        tail = (base / "softcopy.log").read_text(errors="replace").splitlines()[-40:]
+        raise AssertionError(f"softcopy exited {code}; the end of its log:\n" + "\n".join(tail))
     for n in writers:
         assert_same_tree(base / "src" / n, mnt / n)
     if len(rss) > 4:
