@@ -427,6 +427,8 @@ struct Run<'a> {
     periodic: Option<Duration>,
     overflows: u64,
     overflow_said: Option<Instant>,
+    /// When the files open for writing were last counted for the status.
+    counted_writing: Option<Instant>,
 }
 
 impl Run<'_> {
@@ -662,7 +664,11 @@ impl Run<'_> {
         s.failed = counts.failed;
         s.backlog = self.tracker.backlog() as u64;
         s.in_flight = self.tracker.in_flight() as u64;
-        s.writing = self.tracker.writing() as u64;
+        // Counting files open for writing walks every tracked file: once a second is plenty.
+        if self.counted_writing.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) || phase.is_final() {
+            s.writing = self.tracker.writing() as u64;
+            self.counted_writing = Some(Instant::now());
+        }
         s.oldest_wait = self.tracker.oldest_wait(Instant::now()).as_secs_f64();
         s.known = self.tracker.known() as u64;
         s.last_error = self.tracker.last_error().map(str::to_owned);
@@ -744,6 +750,7 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         periodic: None,
         overflows: 0,
         overflow_said: None,
+        counted_writing: None,
     };
     if let Some(e) = limited {
         run.watch_limited(e.to_string());
