@@ -13,7 +13,17 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import drop_caches, identical, machine, original_softcopy, rmtree, summary, timed, write_archive
+from _common import (
+    drop_caches,
+    identical,
+    machine,
+    original_softcopy,
+    rmtree,
+    summary,
+    timed,
+    warm,
+    write_archive,
+)
 
 
 def main() -> None:
@@ -54,7 +64,7 @@ def main() -> None:
                 if cache == "cold":
                     drop_caches()
                 else:
-                    timed(["cat", *map(str, (p for p in src.rglob("*") if p.is_file()))])
+                    warm(src)
                 results.setdefault((cache, name), []).append(timed(cmd))
                 if not identical(src, dst):
                     raise SystemExit(f"{name}: the copy differs from the source")
