@@ -43,23 +43,12 @@ pub fn hex(hash: &Hash) -> String {
 }
 
 /// Copies `src` to `dst` in user space while hashing what passes through; returns (bytes, hash).
-pub fn copy_hashed(mut src: &File, mut dst: &File, pace: &crate::sys::Pace<'_>) -> io::Result<(u64, Hash)> {
+pub fn copy_hashed(src: &File, dst: &File, pace: &crate::sys::Pace<'_>) -> io::Result<(u64, Hash)> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; pace.step_size(1 << 20)];
-    let mut total = 0u64;
-    loop {
-        pace.check_stop()?;
-        let n = match src.read(&mut buf) {
-            Ok(0) => return Ok((total, truncate(&hasher))),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n])?;
-        total += n as u64;
-        pace.account(n as u64)?;
-    }
+    let bytes = crate::sys::read_write_seeing(src, dst, pace, &mut |block| {
+        hasher.update(block);
+    })?;
+    Ok((bytes, truncate(&hasher)))
 }
 
 /// Writes a manifest atomically: a header line, then `hash<TAB>size<TAB>path` per file, by path.

@@ -53,21 +53,6 @@ impl<'a> Pace<'a> {
         self
     }
 
-    /// The most bytes to move in one step (for other copy loops, e.g. hashing ones).
-    pub fn step_size(&self, max: usize) -> usize {
-        self.step(max)
-    }
-
-    /// Fails with "stopped" once a stop was requested.
-    pub fn check_stop(&self) -> io::Result<()> {
-        self.check()
-    }
-
-    /// Accounts for `n` bytes moved (rate limits), failing with "stopped" if asked to stop.
-    pub fn account(&self, n: u64) -> io::Result<()> {
-        self.moved(n)
-    }
-
     /// The most bytes to move in one step.
     fn step(&self, max: usize) -> usize {
         self.limits.iter().map(|l| l.step()).fold(max, usize::min)
@@ -88,7 +73,17 @@ impl<'a> Pace<'a> {
 
 /// The last step of every chain: a plain user-space copy with a buffer large enough to keep
 /// per-syscall overhead negligible for MiB-sized chunks.
-fn read_write(mut src: &File, mut dst: &File, pace: &Pace<'_>) -> io::Result<u64> {
+fn read_write(src: &File, dst: &File, pace: &Pace<'_>) -> io::Result<u64> {
+    read_write_seeing(src, dst, pace, &mut |_| {})
+}
+
+/// The user-space copy, showing every block that passes to `see` (the checksum copy hashes them).
+pub fn read_write_seeing(
+    mut src: &File,
+    mut dst: &File,
+    pace: &Pace<'_>,
+    see: &mut dyn FnMut(&[u8]),
+) -> io::Result<u64> {
     let mut buf = vec![0u8; pace.step(1 << 20)];
     let mut total = 0u64;
     loop {
@@ -99,6 +94,7 @@ fn read_write(mut src: &File, mut dst: &File, pace: &Pace<'_>) -> io::Result<u64
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        see(&buf[..n]);
         dst.write_all(&buf[..n])?;
         total += n as u64;
         pace.moved(n as u64)?;

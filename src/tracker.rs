@@ -253,11 +253,6 @@ impl Tracker {
         }
     }
 
-    /// Every tracked path.
-    pub fn tracked(&self) -> impl Iterator<Item = &PathBuf> {
-        self.files.keys()
-    }
-
     /// Every file copied (by this run or an earlier one), for `--delete-source`.
     pub fn copied_versions(&self) -> Vec<crate::mover::Copied> {
         self.files
@@ -692,7 +687,7 @@ mod tests {
         let job = t.next_job(c.at(1)).unwrap();
         assert_eq!(job.rel, p("k"));
         t.finish(&p("k"), Outcome::Deleted, c.at(1));
-        assert_eq!(t.tracked().count(), 0);
+        assert_eq!(t.known(), 0);
         assert!(t.is_idle());
     }
 
