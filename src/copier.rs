@@ -37,6 +37,12 @@ pub struct CopyOptions {
     pub sleep: Duration,
     /// Drop to idle IO priority and nice 19 in every worker thread.
     pub low_priority: bool,
+    /// The destination held no files when the run started, so a file seen for the first time has
+    /// no earlier copy to find there: its lookup is skipped (a name that appeared meanwhile is
+    /// still never overwritten by accident; see [`Out::publish`]).
+    pub fresh_destination: bool,
+    /// What the workers learned about the filesystems (shared by all of them).
+    pub learned: Arc<sys::Learned>,
 }
 
 impl CopyOptions {
@@ -48,7 +54,7 @@ impl CopyOptions {
 /// The identity of an open file or of a path's metadata.
 pub fn identity(meta: &fs::Metadata) -> Identity {
     let mtime_ns =
-        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i128);
+        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i64);
     #[cfg(unix)]
     let (dev, ino) = {
         use std::os::unix::fs::MetadataExt;
@@ -80,22 +86,95 @@ fn open_source(path: &Path) -> io::Result<File> {
 static PARTIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn partial_path(dst: &Path) -> PathBuf {
+    // The pid is asked for once: std asks the kernel on every call.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let name = dst.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let n = PARTIAL_COUNTER.fetch_add(1, Ordering::Relaxed);
-    dst.with_file_name(format!(".{name}.{}-{n}{PARTIAL_SUFFIX}", std::process::id()))
+    dst.with_file_name(format!(".{name}.{pid}-{n}{PARTIAL_SUFFIX}"))
 }
 
-fn create_partial(dst_root: &Path, rel_dir: &Path, path: &Path) -> io::Result<File> {
-    // create_new: a partial name is ours alone; never truncate something we did not create.
-    let open = || OpenOptions::new().write(true).create_new(true).open(path);
-    match open() {
+/// Runs `create`; if the folder is missing, creates it (and its parents) and runs it again.
+/// Directories are created on demand: one failed open per new directory is cheaper than a stat of
+/// the parent before every file.
+fn in_folder<T>(dst_root: &Path, rel_dir: &Path, create: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match create() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Directories are created on demand: one failed open per new directory is cheaper than
-            // a stat of the parent before every file.
             create_dirs_beneath(dst_root, rel_dir)?;
-            open()
+            create()
         }
         r => r,
+    }
+}
+
+/// Where a copy is written until it is complete.
+enum Out {
+    /// An unnamed file (O_TMPFILE): it gets its name only when complete.
+    Unnamed(File),
+    /// A partial file next to its final name, renamed into place when complete.
+    Named(File, PathBuf),
+}
+
+impl Out {
+    /// A new file for a copy of `dst` with permission bits `mode`: unnamed where the destination
+    /// filesystem allows it (and no read-back by name is needed), else a partial file.
+    fn create(dst_root: &Path, rel_dir: &Path, dst: &Path, mode: u32, opts: &CopyOptions) -> crate::Result<Out> {
+        let dir = dst.parent().unwrap_or(dst_root);
+        if !opts.checksum {
+            let made = in_folder(dst_root, rel_dir, || sys::create_unnamed(dir, mode, &opts.learned))
+                .map_err(|e| crate::Error::io("create in", dir, e))?;
+            if let Some(file) = made {
+                return Ok(Out::Unnamed(file));
+            }
+        }
+        let tmp = partial_path(dst);
+        let mut open = OpenOptions::new();
+        // create_new: a partial name is ours alone; never truncate something we did not create.
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, mode);
+        let file = in_folder(dst_root, rel_dir, || open.open(&tmp)).map_err(|e| crate::Error::io("create", &tmp, e))?;
+        Ok(Out::Named(file, tmp))
+    }
+
+    fn file(&self) -> &File {
+        match self {
+            Out::Unnamed(f) | Out::Named(f, _) => f,
+        }
+    }
+
+    /// Gives the complete copy its final name `dst`, replacing an older copy atomically. An
+    /// unnamed copy of a name believed new is linked straight to it; linking never replaces, so if
+    /// the name exists after all (or is known to), the copy is linked to a partial name and renamed
+    /// over it like any partial.
+    fn publish(&self, dst: &Path, may_exist: bool) -> crate::Result<()> {
+        let tmp = match self {
+            Out::Unnamed(file) => {
+                if !may_exist {
+                    match sys::link_unnamed(file, dst) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(crate::Error::io("link into", dst, e)),
+                    }
+                }
+                let tmp = partial_path(dst);
+                sys::link_unnamed(file, &tmp).map_err(|e| crate::Error::io("link into", &tmp, e))?;
+                tmp
+            }
+            Out::Named(_, tmp) => tmp.clone(),
+        };
+        fs::rename(&tmp, dst).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            crate::Error::io("rename into", dst, e)
+        })
+    }
+
+    /// Throws an unfinished copy away (an unnamed file vanishes with its descriptor).
+    fn discard(self) {
+        if let Out::Named(file, tmp) = self {
+            drop(file);
+            let _ = fs::remove_file(tmp);
+        }
     }
 }
 
@@ -212,16 +291,23 @@ fn sync_inner(
 ) -> crate::Result<Outcome> {
     let prev = job.prev;
     use crate::Error;
-    let file = match open_source(src) {
+    // The source root is canonical (no symlinks in it), so openat2's refusal of every symlink
+    // covers invariant 6 in one call; elsewhere O_NOFOLLOW covers the last component and the
+    // kernel's name for the descriptor tells whether a parent folder was a link.
+    let (opened, beneath_checked) = match sys::open_no_symlinks(src) {
+        Some(r) => (r, true),
+        None => (open_source(src), false),
+    };
+    let file = match opened {
         Ok(f) => f,
         Err(e) if is_gone(&e) => return remove_destination(dst),
         Err(e) if e.raw_os_error() == Some(40) => {
-            // ELOOP from O_NOFOLLOW: a symlink. Not followed, not copied; the report lists it.
+            // ELOOP: a symlink. Not followed, not copied; the report lists it.
             return Ok(Outcome::Skipped);
         }
         Err(e) => return Err(Error::io("open source", src, e)),
     };
-    if !opened_beneath(&file, src_root) {
+    if !beneath_checked && !opened_beneath(&file, src_root) {
         // Reached through a symlinked folder (notify watches through links): outside the source.
         return Ok(Outcome::Skipped);
     }
@@ -233,42 +319,49 @@ fn sync_inner(
     if prev == Some(ident) {
         return Ok(Outcome::Unchanged(ident));
     }
-    if prev.is_none() {
+    // Whether the destination may hold this name already (an earlier copy to replace).
+    let mut may_exist = prev.is_some();
+    if prev.is_none() && !opts.fresh_destination {
         // First sight of this file in this run: a previous run may have copied this very version.
         if let Ok(d) = fs::symlink_metadata(dst) {
             if d.is_file() && d.len() == ident.size && identity(&d).mtime_ns == ident.mtime_ns {
                 return Ok(Outcome::Unchanged(ident));
             }
+            may_exist = true;
         }
     }
     if job.verify_closed && sys::open_for_writing(&file) == Some(true) {
         // Invariant 4: a file a writer still has open is not copied; its close will bring it back.
         return Ok(Outcome::Busy);
     }
-    let tmp = partial_path(dst);
+    // The source's permission bits, never wider (no setuid/setgid/sticky).
+    #[cfg(unix)]
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+    #[cfg(not(unix))]
+    let mode = 0o644;
     let rel_dir = job.rel.parent().unwrap_or(Path::new(""));
-    let out = create_partial(dst_root, rel_dir, &tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let out = Out::create(dst_root, rel_dir, dst, mode, opts)?;
     let result = (|| {
+        let file_out = out.file();
         let (bytes, hash) = if opts.checksum {
             // Through user space: the bytes must pass through the hasher on their way.
-            let (bytes, hash) = crate::manifest::copy_hashed(&file, &out, &opts.pace(stop))
-                .map_err(|e| Error::io("copy to", &tmp, e))?;
+            let (bytes, hash) = crate::manifest::copy_hashed(&file, file_out, &opts.pace(stop))
+                .map_err(|e| Error::io("copy to", dst, e))?;
             (bytes, Some(hash))
         } else {
-            let bytes = sys::copy_contents(&file, &out, opts.method, &opts.pace(stop))
-                .map_err(|e| Error::io("copy to", &tmp, e))?;
+            let bytes = sys::copy_contents(&file, file_out, ident.size, opts.method, &opts.learned, &opts.pace(stop))
+                .map_err(|e| Error::io("copy to", dst, e))?;
             (bytes, None)
         };
+        // The file was created with the source's bits; our umask may have narrowed them, and only
+        // then is a chmod needed (unknown umask: always).
         #[cfg(unix)]
-        {
+        if sys::umask().is_none_or(|u| mode & u != 0) {
             use std::os::unix::fs::PermissionsExt;
-            // The source's permission bits, never wider (no setuid/setgid/sticky), and not narrowed
-            // by our umask either.
-            let mode = meta.permissions().mode() & 0o777;
-            out.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", &tmp, e))?;
+            file_out.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", dst, e))?;
         }
         if let Ok(mtime) = meta.modified() {
-            out.set_times(fs::FileTimes::new().set_modified(mtime)).map_err(|e| Error::io("set mtime", &tmp, e))?;
+            file_out.set_times(fs::FileTimes::new().set_modified(mtime)).map_err(|e| Error::io("set mtime", dst, e))?;
         }
         sys::drop_cache(&file);
         // Re-check the source after the copy (invariant 2): if the name now points at another
@@ -278,25 +371,25 @@ fn sync_inner(
         if after != Some(ident) || fd_after != Some(ident) || bytes != ident.size {
             return Ok(None);
         }
-        if let Some(hash) = hash {
+        if let (Some(hash), Out::Named(_, tmp)) = (hash, &out) {
             // Read the copy back before it gets its final name: what we wrote is what we read.
-            let back = crate::manifest::hash_file(&tmp).map_err(|e| Error::io("read back", &tmp, e))?;
+            let back = crate::manifest::hash_file(tmp).map_err(|e| Error::io("read back", tmp, e))?;
             if back != hash {
                 let msg = "the copy read back differs from what was written";
-                return Err(Error::io("verify", &tmp, io::Error::other(msg)));
+                return Err(Error::io("verify", tmp, io::Error::other(msg)));
             }
         }
-        fs::rename(&tmp, dst).map_err(|e| Error::io("rename into", dst, e))?;
+        out.publish(dst, may_exist)?;
         Ok(Some((bytes, hash)))
     })();
     match result {
         Ok(Some((bytes, hash))) => Ok(Outcome::Copied { ident, bytes, hash }),
         Ok(None) => {
-            let _ = fs::remove_file(&tmp);
+            out.discard();
             Ok(Outcome::Changed)
         }
         Err(e) => {
-            let _ = fs::remove_file(&tmp);
+            out.discard();
             Err(e)
         }
     }
@@ -332,14 +425,21 @@ fn prune_empty_dirs(src_root: &Path, dst_root: &Path, rel: &Path) {
     }
 }
 
-/// Removes partial files left by an earlier run that was killed (invariant 1). Returns how many.
-pub fn remove_partials(dst_root: &Path) -> usize {
-    walkdir::WalkDir::new(dst_root)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX))
-        .filter(|e| fs::remove_file(e.path()).is_ok())
-        .count()
+/// Removes partial files left by an earlier run that was killed (invariant 1). Returns how many,
+/// and whether any other file is there.
+pub fn remove_partials(dst_root: &Path) -> (usize, bool) {
+    let (mut removed, mut others) = (0, false);
+    for e in walkdir::WalkDir::new(dst_root).into_iter().filter_map(Result::ok) {
+        if e.file_type().is_dir() {
+            continue;
+        }
+        if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+            removed += usize::from(fs::remove_file(e.path()).is_ok());
+        } else {
+            others = true;
+        }
+    }
+    (removed, others)
 }
 
 /// A finished job, as reported back to the coordinator.

@@ -726,7 +726,7 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         )));
     }
     *lock(&sh.roots) = Some((src.clone(), dst.clone()));
-    let removed = copier::remove_partials(&dst);
+    let (removed, had_files) = copier::remove_partials(&dst);
     if removed > 0 {
         sh.say(Level::Info, format!("removed {removed} partial files left by an earlier run"));
     }
@@ -775,6 +775,8 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
         max_total_rate: crate::rate::total(),
         checksum: cfg.checksum,
+        fresh_destination: !had_files,
+        learned: Arc::default(),
     };
     let nprocs = cfg.nprocs.max(1);
     let pool = Pool::start(nprocs, src.clone(), dst, opts, done_tx, sh.stop.clone(), warn_tx)
@@ -850,7 +852,7 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
     if end == Phase::Drained {
         // A copy that failed while the destination was unreachable may have left its partial
         // behind (removing it failed too). No worker runs now, so every partial left is an orphan.
-        let removed = copier::remove_partials(&run.dst);
+        let (removed, _) = copier::remove_partials(&run.dst);
         if removed > 0 {
             sh.say(Level::Info, format!("removed {removed} partial files left by failed attempts"));
         }

@@ -18,21 +18,105 @@ pub enum CopyMethod {
     ReadWrite,
 }
 
-/// Copies from the current offset of `src` to the current offset of `dst` until `src` reports EOF.
-/// Copying to EOF rather than to a size taken earlier means a file that grew between `fstat` and the
-/// copy is still copied whole; the caller re-checks the source's identity afterwards anyway.
+/// What the kernel told one target's workers about its filesystems, so every later file goes
+/// straight to what works instead of failing the same way first (two syscalls per file saved).
+#[derive(Debug, Default)]
+pub struct Learned {
+    /// copy_file_range said it cannot copy between these two filesystems (EXDEV between different
+    /// filesystems since Linux 5.19) or at all.
+    no_copy_file_range: AtomicBool,
+    /// The destination filesystem has no unnamed files (O_TMPFILE).
+    no_unnamed: AtomicBool,
+}
+
+/// Copies `size` bytes (the size `fstat` gave) from the current offset of `src` to that of `dst`;
+/// fewer if the file ends sooner. Stopping at the known size instead of calling until EOF saves a
+/// syscall per file; a file that grew or shrank meanwhile is caught by the caller, which compares
+/// the source's identity (size, mtime) after the copy and discards a copy that does not match.
 /// `pace` is obeyed between steps: a stop request never waits for a whole large file, and rate
 /// limits are held while the file is copied, not only between files.
-pub fn copy_contents(src: &File, dst: &File, method: CopyMethod, pace: &Pace<'_>) -> io::Result<u64> {
+pub fn copy_contents(
+    src: &File,
+    dst: &File,
+    size: u64,
+    method: CopyMethod,
+    learned: &Learned,
+    pace: &Pace<'_>,
+) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     {
-        linux::copy_contents(src, dst, method, pace)
+        linux::copy_contents(src, dst, size, method, learned, pace)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = method;
+        let _ = (size, method, learned);
         read_write(src, dst, pace)
     }
+}
+
+/// Opens `path` (absolute, of a canonical root) for reading, refusing a symlink in *any* of its
+/// components with ELOOP (openat2 RESOLVE_NO_SYMLINKS, Linux 5.6): one syscall where O_NOFOLLOW
+/// plus a readlink of /proc/self/fd took two. `None` where openat2 is missing (older kernels,
+/// other systems, some sandboxes): the caller then uses the portable way.
+pub fn open_no_symlinks(path: &std::path::Path) -> Option<io::Result<File>> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::open_no_symlinks(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// A new unnamed file in the folder `dir` (O_TMPFILE), created with permission bits `mode`. Given a
+/// name only once complete ([`link_unnamed`]), it needs no rename, leaves no partial to clean up
+/// if we are killed, and costs the destination folder one entry change instead of three (create,
+/// rename's removal and insertion). `Ok(None)` where the filesystem or OS has none (the caller
+/// then writes a partial file and renames it), remembered in `learned`.
+pub fn create_unnamed(dir: &std::path::Path, mode: u32, learned: &Learned) -> io::Result<Option<File>> {
+    if learned.no_unnamed.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let r = linux::create_unnamed(dir, mode);
+        if matches!(r, Ok(None)) {
+            learned.no_unnamed.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (dir, mode);
+        learned.no_unnamed.store(true, Ordering::Relaxed);
+        Ok(None)
+    }
+}
+
+/// Gives the unnamed `file` the name `path`. Never replaces: EEXIST if `path` exists.
+pub fn link_unnamed(file: &File, path: &std::path::Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::link_unnamed(file, path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, path);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// The process's umask, read once (Linux: /proc/self/status; umask(2) itself cannot be read without
+/// changing it, which would race with other threads creating files). `None` when unknown.
+pub fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
 }
 
 /// What a copy loop obeys between steps: a stop request, and any number of rate limits.
@@ -194,10 +278,14 @@ pub fn drop_cache(file: &File) {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{CopyMethod, Pace};
+    use super::{CopyMethod, Learned, Pace};
+    use std::ffi::CString;
     use std::fs::File;
     use std::io;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Bytes asked for per call: large enough to amortise the syscall, small enough that a stop
     /// request is noticed between calls on a slow network destination.
@@ -210,23 +298,36 @@ mod linux {
         matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EXDEV | libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP))
     }
 
-    pub fn copy_contents(src: &File, dst: &File, method: CopyMethod, pace: &Pace<'_>) -> io::Result<u64> {
+    pub fn copy_contents(
+        src: &File,
+        dst: &File,
+        size: u64,
+        method: CopyMethod,
+        learned: &Learned,
+        pace: &Pace<'_>,
+    ) -> io::Result<u64> {
         let mut total = 0u64;
-        let step = pace.step(STEP);
-        if method == CopyMethod::Auto {
-            match loop_syscall(src, dst, &mut total, pace, |s, d| {
+        let step = pace.step(STEP) as u64;
+        if method == CopyMethod::Auto && !learned.no_copy_file_range.load(Ordering::Relaxed) {
+            match loop_syscall(src, dst, size, &mut total, pace, |s, d, left| {
+                let n = left.min(step) as usize;
                 // SAFETY: valid fds; null offsets mean "use and advance the file offsets".
-                unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), step, 0) }
+                unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), n, 0) }
             }) {
                 Ok(()) => return Ok(total),
-                Err(e) if unsupported(&e) => {}
+                Err(e) if unsupported(&e) => {
+                    if total == 0 {
+                        learned.no_copy_file_range.store(true, Ordering::Relaxed);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
         if method != CopyMethod::ReadWrite {
-            match loop_syscall(src, dst, &mut total, pace, |s, d| {
+            match loop_syscall(src, dst, size, &mut total, pace, |s, d, left| {
+                let n = left.min(step) as usize;
                 // SAFETY: valid fds; a null offset means "use and advance src's file offset".
-                unsafe { libc::sendfile(d, s, std::ptr::null_mut(), step) }
+                unsafe { libc::sendfile(d, s, std::ptr::null_mut(), n) }
             }) {
                 Ok(()) => return Ok(total),
                 Err(e) if unsupported(&e) => {}
@@ -236,19 +337,21 @@ mod linux {
         Ok(total + super::read_write(src, dst, pace)?)
     }
 
-    /// Calls `f` until it returns 0 (EOF), adding what it moved to `total`. Returns the first
-    /// error untouched so the caller can decide between falling back and failing; since file
-    /// offsets advanced with every byte moved, the next method resumes exactly where this stopped.
+    /// Calls `f` with the bytes still wanted until `size` bytes moved or it returns 0 (EOF),
+    /// adding what it moved to `total`. Returns the first error untouched so the caller can decide
+    /// between falling back and failing; since file offsets advanced with every byte moved, the
+    /// next method resumes exactly where this stopped.
     fn loop_syscall(
         src: &File,
         dst: &File,
+        size: u64,
         total: &mut u64,
         pace: &Pace<'_>,
-        mut f: impl FnMut(libc::c_int, libc::c_int) -> isize,
+        mut f: impl FnMut(libc::c_int, libc::c_int, u64) -> isize,
     ) -> io::Result<()> {
-        loop {
+        while *total < size {
             pace.check()?;
-            let n = f(src.as_raw_fd(), dst.as_raw_fd());
+            let n = f(src.as_raw_fd(), dst.as_raw_fd(), size - *total);
             match n {
                 0 => return Ok(()),
                 n if n > 0 => {
@@ -262,6 +365,77 @@ mod linux {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn c_path(path: &Path) -> io::Result<CString> {
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    }
+
+    pub fn open_no_symlinks(path: &Path) -> Option<io::Result<File>> {
+        static MISSING: AtomicBool = AtomicBool::new(false);
+        if MISSING.load(Ordering::Relaxed) {
+            return None;
+        }
+        let c = match c_path(path) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        // SAFETY: open_how is plain data; all-zero is its documented default.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_NO_SYMLINKS;
+        // SAFETY: a NUL-terminated path and an open_how of the size we pass, both alive for the call.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c.as_ptr(), &how, std::mem::size_of::<libc::open_how>())
+        };
+        if fd >= 0 {
+            // SAFETY: openat2 returned a new descriptor that nothing else owns.
+            return Some(Ok(unsafe { File::from_raw_fd(fd as libc::c_int) }));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOSYS) => {
+                MISSING.store(true, Ordering::Relaxed);
+                None
+            }
+            // A seccomp filter may refuse the call itself; the portable way will say what is wrong.
+            Some(libc::EPERM) => None,
+            _ => Some(Err(err)),
+        }
+    }
+
+    pub fn create_unnamed(dir: &Path, mode: u32) -> io::Result<Option<File>> {
+        let c = c_path(dir)?;
+        // SAFETY: a NUL-terminated path; O_TMPFILE takes a mode like O_CREAT.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC, mode) };
+        if fd >= 0 {
+            // SAFETY: open returned a new descriptor that nothing else owns.
+            return Ok(Some(unsafe { File::from_raw_fd(fd) }));
+        }
+        let err = io::Error::last_os_error();
+        // open(2): EOPNOTSUPP where the filesystem has no O_TMPFILE; EISDIR from kernels before
+        // 3.11, which see only O_DIRECTORY; EINVAL from some FUSE and network filesystems.
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS) => Ok(None),
+            _ => Err(err),
+        }
+    }
+
+    pub fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
+        // linkat(2) with AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc/self/fd link followed
+        // with AT_SYMLINK_FOLLOW is the documented way for everyone else (open(2), O_TMPFILE).
+        let proc = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL in a number");
+        let to = c_path(path)?;
+        // SAFETY: two NUL-terminated paths alive for the call.
+        let rc = unsafe {
+            libc::linkat(libc::AT_FDCWD, proc.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
     }
 

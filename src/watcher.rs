@@ -49,7 +49,10 @@ impl Watcher {
     /// When the inotify watch limit stops the recursive watch part-way, the watcher is still
     /// returned, with the [`Error::WatchLimit`] that says so: the caller falls back to rescans.
     pub fn new(root: &Path, tx: Sender<notify::Result<Event>>) -> Result<(Self, Option<Error>)> {
-        let mut inner = notify::recommended_watcher(tx).map_err(|e| watch_error(root, e))?;
+        // Not following symlinks: a linked folder is outside the source (invariant 6), and following
+        // them makes notify stat every file while it adds its watches.
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let mut inner = RecommendedWatcher::new(tx, config).map_err(|e| watch_error(root, e))?;
         let mut limited = None;
         if let Some(parent) = root.parent() {
             match inner.watch(parent, RecursiveMode::NonRecursive).map_err(|e| watch_error(parent, e)) {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use _softcopy::copier::{sync_file, CopyOptions, PARTIAL_SUFFIX};
-use _softcopy::sys::{copy_contents, CopyMethod, Pace};
+use _softcopy::sys::{copy_contents, CopyMethod, Learned, Pace};
 use _softcopy::tracker::{Job, Outcome};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -24,8 +24,9 @@ fn every_method_copies_exact_bytes() {
             let (a, b) = (dir.path().join("a"), dir.path().join("b"));
             fs::write(&a, &data).unwrap();
             let no_stop = AtomicBool::new(false);
-            let n = copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method, &Pace::new(&no_stop))
-                .unwrap();
+            let (from, to) = (File::open(&a).unwrap(), File::create(&b).unwrap());
+            let learned = Learned::default();
+            let n = copy_contents(&from, &to, len as u64, method, &learned, &Pace::new(&no_stop)).unwrap();
             assert_eq!(n as usize, len, "{method:?} {len}");
             assert_eq!(fs::read(&b).unwrap(), data, "{method:?} {len}");
         }
@@ -44,8 +45,8 @@ fn a_stop_request_interrupts_a_copy_between_steps() {
     fs::write(&a, pattern(1 << 20, 1)).unwrap();
     for method in [CopyMethod::Auto, CopyMethod::SendFile, CopyMethod::ReadWrite] {
         let stop = AtomicBool::new(true);
-        let err =
-            copy_contents(&File::open(&a).unwrap(), &File::create(&b).unwrap(), method, &Pace::new(&stop)).unwrap_err();
+        let (from, to) = (File::open(&a).unwrap(), File::create(&b).unwrap());
+        let err = copy_contents(&from, &to, 1 << 20, method, &Learned::default(), &Pace::new(&stop)).unwrap_err();
         assert_eq!(err.to_string(), "stopped", "{method:?}");
     }
 }
@@ -148,4 +149,43 @@ fn a_failed_copy_leaves_no_partial_and_no_final_name() {
     assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
     assert!(no_partials(dst.path()));
     assert_eq!(fs::read(dst.path().join("d")).unwrap(), b"in the way");
+}
+
+#[test]
+fn a_copy_stops_at_the_size_it_was_given_and_short_files_end_it_early() {
+    // The size from fstat bounds the copy (no EOF probe); the caller's identity check catches a
+    // file that grew. A file shorter than told ends the copy at its real end.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    fs::write(&a, pattern(10_000, 3)).unwrap();
+    let no_stop = AtomicBool::new(false);
+    for method in [CopyMethod::Auto, CopyMethod::SendFile] {
+        for (told, copied) in [(4096u64, 4096u64), (20_000, 10_000)] {
+            let (from, to) = (File::open(&a).unwrap(), File::create(&b).unwrap());
+            let n = copy_contents(&from, &to, told, method, &Learned::default(), &Pace::new(&no_stop)).unwrap();
+            assert_eq!(n, copied, "{method:?} told {told}");
+            assert_eq!(fs::read(&b).unwrap(), pattern(10_000, 3)[..copied as usize], "{method:?} told {told}");
+        }
+    }
+}
+
+#[test]
+fn a_fresh_destination_still_replaces_a_name_that_appeared_there() {
+    // With `fresh_destination` the lookup of an earlier copy is skipped and the copy is linked to
+    // its name directly; if the name exists after all, the copy must replace it (atomically, via a
+    // partial name), not fail and not leave anything behind.
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::create_dir_all(src.path().join("c/0")).unwrap();
+    fs::write(src.path().join("c/0/new"), b"new chunk").unwrap();
+    fs::write(src.path().join("c/0/old"), b"fresh version").unwrap();
+    fs::create_dir_all(dst.path().join("c/0")).unwrap();
+    fs::write(dst.path().join("c/0/old"), b"stale").unwrap();
+    let opts = CopyOptions { fresh_destination: true, ..CopyOptions::default() };
+    for rel in ["c/0/new", "c/0/old"] {
+        let (outcome, copied) = sync(src.path(), dst.path(), &job(rel), &opts);
+        assert!(copied && matches!(outcome, Outcome::Copied { .. }), "{rel}: {outcome:?}");
+        assert_eq!(fs::read(dst.path().join(rel)).unwrap(), fs::read(src.path().join(rel)).unwrap(), "{rel}");
+    }
+    assert!(no_partials(dst.path()));
+    assert_eq!(walk(dst.path()).len(), 2);
 }
