@@ -6,19 +6,20 @@ from __future__ import annotations
 import filecmp
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
-def open_array(root: Path, chunks: int, chunk_bytes: int) -> Any:
+def open_array(root: Path, chunks: int, chunk_bytes: int, locking: str = "os") -> Any:
     """A new tensorstore Zarr v2 array of `chunks` uncompressed uint16 chunks of `chunk_bytes` each
-    (one chunk per index along the first axis, flat `.` keys)."""
+    (one chunk per index along the first axis, flat `.` keys). `locking` is tensorstore's
+    file_io_locking mode (`lockfile` writes the `.__lock` files the original softcopy follows)."""
     import tensorstore as ts
 
     x = chunk_bytes // 2 // 256
@@ -27,6 +28,7 @@ def open_array(root: Path, chunks: int, chunk_bytes: int) -> Any:
             "driver": "zarr",
             "kvstore": {"driver": "file", "path": str(root)},
             "metadata": {"chunks": [1, 256, x], "compressor": None, "dimension_separator": "."},
+            "context": {"file_io_locking": {"mode": locking}},
         },
         create=True,
         dtype=ts.uint16,
@@ -81,26 +83,149 @@ def warm(root: Path) -> None:
             p.read_bytes()
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Runs `cmd`; returns (wall seconds, user+sys CPU seconds of the process tree)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+@dataclass
+class Measured:
+    wall: float
+    """Seconds."""
+    cpu: float
+    """User + system seconds of the whole process tree."""
+    rss_mib: float
+    """Peak resident set of the largest process in the tree."""
+
+
+GNU_TIME = Path("/usr/bin/time")
+
+
+class Running:
+    """A command started under GNU time (when installed), measured when it ends."""
+
+    def __init__(self, cmd: list[str], **popen: Any) -> None:
+        self.rss_file = Path(f"/tmp/softcopy-bench-rss-{os.getpid()}-{id(self)}")
+        self.wrap = [str(GNU_TIME), "-q", "-f", "%M", "-o", str(self.rss_file)] if GNU_TIME.exists() else []
+        self.cmd = cmd
+        self.t0 = time.perf_counter()
+        popen.setdefault("stdout", subprocess.DEVNULL)
+        popen.setdefault("stderr", subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.wrap + cmd, **popen)
+
+    def wait(self) -> Measured:
+        """Waits for the end (the command must succeed). wait4 on the child returns its own usage
+        plus that of every descendant it waited for, so CPU covers the whole tree. Peak RSS comes
+        from GNU time (Debian package `time`; 0 without it): a child forked from this Python
+        process starts with its peak RSS (tensorstore and numpy loaded), and exec keeps that mark."""
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        wall = time.perf_counter() - self.t0
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        if self.proc.returncode != 0:
+            raise SystemExit(f"{self.cmd[0]} exited with {self.proc.returncode}: {' '.join(self.cmd)}")
+        rss_kib = int(self.rss_file.read_text().split()[-1]) if self.wrap else 0
+        self.rss_file.unlink(missing_ok=True)
+        return Measured(wall, usage.ru_utime + usage.ru_stime, rss_kib / 1024)
+
+
+def timed(cmd: list[str]) -> Measured:
+    """Runs `cmd` to its end (it must succeed) and measures it (see `Running.wait`)."""
+    return Running(cmd).wait()
+
+
+class Destination:
+    """Where each run copies to. As root: a fresh ext4 filesystem per run (`LoopFs`). Deleting the
+    previous run's copy instead would bias every contender that follows: ext4 skips recently
+    deleted inodes when it allocates new ones (`recently_deleted()`), which on 50 000 files made a
+    `cp -r` 8x slower than on a fresh filesystem. Without root: a folder."""
+
+    def __init__(self, workdir: Path, size_gib: int) -> None:
+        self.workdir, self.size_gib = workdir, size_gib
+        self.mount = workdir / "dst-mnt"
+        self.loop = os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None
+        self.fs: LoopFs | None = None
+
+    def fresh(self) -> Path:
+        """An empty destination folder (the copy goes to `<it>/dst.zarr`)."""
+        self.release()
+        if self.loop:
+            self.fs = LoopFs(self.workdir / "dst.img", self.mount, self.size_gib)
+        else:
+            self.mount.mkdir(parents=True, exist_ok=True)
+        return self.mount
+
+    def release(self) -> None:
+        if self.fs:
+            self.fs.close()
+            self.fs = None
+        rmtree(self.mount)
+
+
+class LoopFs:
+    """A fresh ext4 filesystem on a loop device backed by a sparse file (root only), optionally with
+    direct IO to its backing file (so its reads and writes reach the disk, not the host page cache)
+    and a chosen IO scheduler (`bfq` honours IO classes)."""
+
+    def __init__(self, image: Path, mount: Path, size_gib: int, direct: bool = False, scheduler: str = "") -> None:
+        self.image, self.mount = image, mount
+        with image.open("wb") as f:
+            f.truncate(size_gib << 30)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        args = ["losetup", "--find", "--show"] + (["--direct-io=on"] if direct else []) + [str(image)]
+        self.device = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+        self.name = Path(self.device).name
+        if scheduler:
+            Path(f"/sys/block/{self.name}/queue/scheduler").write_text(scheduler)
+        mount.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", self.device, str(mount)], check=True)
+
+    def bytes_read(self) -> int:
+        """Bytes read from the device since it was set up (/sys/block/X/stat: sectors of 512 B)."""
+        return int(Path(f"/sys/block/{self.name}/stat").read_text().split()[2]) * 512
+
+    def close(self) -> None:
+        subprocess.run(["umount", str(self.mount)], check=False)
+        subprocess.run(["losetup", "-d", self.device], check=False)
+        self.image.unlink(missing_ok=True)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+def contenders(src: Path, dst: Path, original: Path | None) -> dict[str, list[str]]:
+    """Every copier to compare, as commands copying `src` to `dst` (which does not exist yet).
+    rclone and fpsync only where installed (Debian: `apt install rclone fpart`)."""
+    out = {
+        "softcopy": [sys.executable, "-m", "softcopy", str(src), str(dst), "--quiet"],
+        "cp -r": ["cp", "-r", str(src), str(dst)],
+    }
+    if shutil.which("rsync"):
+        out["rsync -a"] = ["rsync", "-a", f"{src}/", f"{dst}/"]
+    if shutil.which("rclone"):
+        out["rclone copy"] = ["rclone", "copy", "--transfers", "8", "--links", str(src), str(dst)]
+    if shutil.which("fpsync"):
+        # fpsync refuses a missing destination folder; its work files go to its own temp folder.
+        out["fpsync"] = ["sh", "-c", f"mkdir -p {dst} && fpsync -n 8 -t {dst.parent}/.fpsync {src}/ {dst}/"]
+    if original:
+        # Its own recommended fast settings; its default --sleep-time would add seconds per file.
+        out["softcopy 0.0.13"] = [str(original), str(src), str(dst), "--nprocs", "8", "--sleep-time", "0"]
+    return out
+
+
+def differences(a: Path, b: Path) -> list[str]:
+    """How the tree `b` differs from `a` (names only-in-one, differing contents); empty if identical."""
+    out: list[str] = []
+
+    def walk(c: filecmp.dircmp[str], rel: str) -> None:
+        out.extend(f"only in source: {rel}{n}" for n in c.left_only)
+        out.extend(f"only in copy: {rel}{n}" for n in c.right_only)
+        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        out.extend(f"differs: {rel}{n}" for n in mismatch + errors)
+        for name, sub in c.subdirs.items():
+            walk(sub, f"{rel}{name}/")
+
+    walk(filecmp.dircmp(a, b), "")
+    return out
 
 
 def identical(a: Path, b: Path) -> bool:
-    cmp = filecmp.dircmp(a, b)
-
-    def same(c: filecmp.dircmp[str]) -> bool:
-        if c.left_only or c.right_only or c.funny_files:
-            return False
-        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
-        return not mismatch and not errors and all(same(s) for s in c.subdirs.values())
-
-    return same(cmp)
+    return not differences(a, b)
 
 
 def machine() -> str:

@@ -9,6 +9,7 @@ import time
 
 IN_MOVED_TO = 0x80
 IN_CLOSE_WRITE = 0x08
+IN_CREATE = 0x100
 _HEADER = struct.Struct("iIII")
 _libc = ctypes.CDLL(None, use_errno=True)
 

@@ -451,12 +451,11 @@ impl Run<'_> {
 
     fn scan(&mut self, start: &Path, change: Change) {
         let now = Instant::now();
-        let mut found = Vec::new();
-        if let Err(e) = watcher::scan(&self.src, start, false, |rel, _| found.push(rel)) {
-            self.sh.say(Level::Warning, format!("scan of {}: {e}", self.src.join(start).display()));
-        }
-        for rel in found {
-            self.file_event(rel, change, now);
+        // Each file goes to the tracker as it is found: collecting them first would hold every
+        // path of a million-file archive twice at once.
+        let src = self.src.clone();
+        if let Err(e) = watcher::scan(&src, start, false, |rel, _| self.file_event(rel, change, now)) {
+            self.sh.say(Level::Warning, format!("scan of {}: {e}", src.join(start).display()));
         }
     }
 
@@ -465,16 +464,16 @@ impl Run<'_> {
     fn reconcile(&mut self) {
         let now = Instant::now();
         self.tracker.begin_sweep();
-        let mut found = Vec::new();
-        if let Err(e) = watcher::scan(&self.src, Path::new(""), true, |rel, ident| found.push((rel, ident))) {
-            self.sh.say(Level::Warning, format!("reconcile scan of {}: {e}", self.src.display()));
-        }
-        for (rel, ident) in found {
+        let src = self.src.clone();
+        let scanned = watcher::scan(&src, Path::new(""), true, |rel, ident| {
             if self.is_marker(&rel) {
                 self.finishing = true;
-                continue;
+            } else {
+                self.tracker.scanned(&rel, ident.expect("scan with identity"), now);
             }
-            self.tracker.scanned(&rel, ident.expect("scan with identity"), now);
+        });
+        if let Err(e) = scanned {
+            self.sh.say(Level::Warning, format!("reconcile scan of {}: {e}", src.display()));
         }
         self.tracker.end_sweep(now);
     }
@@ -691,7 +690,7 @@ fn write_manifest(run: &Run<'_>, path: &Path) -> Result<()> {
                 crate::manifest::hash_file(&file).map_err(|e| Error::io("hash", &file, e))?
             }
         };
-        entries.push((rel.clone(), size, hash));
+        entries.push((rel.to_path_buf(), size, hash));
     }
     crate::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
 }

@@ -21,7 +21,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// What identifies one version of a source file. A rename-over gives a new inode; an in-place
@@ -156,10 +158,12 @@ pub struct TrackerCounts {
 #[derive(Debug)]
 pub struct Tracker {
     /// Ordered by path, so everything below a directory is one contiguous range.
-    files: BTreeMap<PathBuf, FileState>,
+    /// Keys are shared with `ready` and `timers` (a queued file's path is stored once, not three
+    /// times): a million-file archive is a million keys, all queued at the initial scan.
+    files: BTreeMap<Rc<Path>, FileState>,
     /// Due files in the order they became due, with the time they did (for the oldest wait).
-    ready: VecDeque<(PathBuf, Instant)>,
-    timers: BinaryHeap<Reverse<(Instant, PathBuf)>>,
+    ready: VecDeque<(Rc<Path>, Instant)>,
+    timers: BinaryHeap<Reverse<(Instant, Rc<Path>)>>,
     settle: Duration,
     debounce: Duration,
     in_flight: usize,
@@ -201,7 +205,10 @@ impl Tracker {
             return;
         }
         let settle_at = now + self.settle;
-        let st = self.files.entry(rel.to_path_buf()).or_insert_with(FileState::new);
+        if !self.files.contains_key(rel) {
+            self.files.insert(Rc::from(rel), FileState::new());
+        }
+        let st = self.files.get_mut(rel).expect("just inserted");
         st.failures = 0;
         let want = match change {
             Change::Replaced if (st.copies > 0 || st.in_flight) && !self.debounce.is_zero() => {
@@ -243,9 +250,9 @@ impl Tracker {
 
     /// Every tracked file at or below `prefix` (a removed or renamed-away directory) is gone.
     pub fn removed_tree(&mut self, prefix: &Path, now: Instant) {
-        let under: Vec<PathBuf> = self
+        let under: Vec<Rc<Path>> = self
             .files
-            .range(prefix.to_path_buf()..)
+            .range::<Path, _>((Bound::Included(prefix), Bound::Unbounded))
             .map(|(p, _)| p)
             .take_while(|p| p.starts_with(prefix))
             .cloned()
@@ -260,14 +267,18 @@ impl Tracker {
         self.files
             .iter()
             .filter_map(|(p, st)| {
-                st.copied.map(|ident| crate::mover::Copied { rel: p.clone(), ident, hash: st.hash.as_deref().copied() })
+                st.copied.map(|ident| crate::mover::Copied {
+                    rel: p.to_path_buf(),
+                    ident,
+                    hash: st.hash.as_deref().copied(),
+                })
             })
             .collect()
     }
 
     /// Every file copied (by this run or an earlier one) with its size and, when known, its hash.
-    pub fn copied_files(&self) -> impl Iterator<Item = (&PathBuf, u64, Option<crate::manifest::Hash>)> {
-        self.files.iter().filter_map(|(p, st)| st.copied.map(|id| (p, id.size, st.hash.as_deref().copied())))
+    pub fn copied_files(&self) -> impl Iterator<Item = (&Path, u64, Option<crate::manifest::Hash>)> {
+        self.files.iter().filter_map(|(p, st)| st.copied.map(|id| (&**p, id.size, st.hash.as_deref().copied())))
     }
 
     /// Starts a reconcile sweep: every file is unseen until [`Tracker::scanned`] finds it.
@@ -295,28 +306,31 @@ impl Tracker {
 
     /// Ends a sweep: files it did not find vanished unseen and are mirrored as deletions.
     pub fn end_sweep(&mut self, now: Instant) {
-        let gone: Vec<PathBuf> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
+        let gone: Vec<Rc<Path>> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
         for rel in gone {
             self.event(&rel, Change::Removed, now);
         }
     }
 
     fn want(&mut self, rel: &Path, want: Want, now: Instant) {
-        let Some(st) = self.files.get_mut(rel) else { return };
+        let Some((key, st)) = self.files.range_mut::<Path, _>((Bound::Included(rel), Bound::Included(rel))).next()
+        else {
+            return;
+        };
         match want {
             Want::None => st.want = Want::None,
             Want::Now => {
                 st.want = Want::Now;
                 if !st.queued && !st.in_flight && !st.writing {
                     st.queued = true;
-                    self.ready.push_back((rel.to_path_buf(), now));
+                    self.ready.push_back((key.clone(), now));
                 }
             }
             Want::At(t) => {
                 // Never postpone a file that is already due now.
                 if st.want != Want::Now {
                     st.want = Want::At(t);
-                    self.timers.push(Reverse((t, rel.to_path_buf())));
+                    self.timers.push(Reverse((t, key.clone())));
                 }
             }
         }
@@ -348,7 +362,7 @@ impl Tracker {
             st.pending_since = None;
             st.in_flight = true;
             self.in_flight += 1;
-            return Some(Job { prev: st.copied, rel, verify_closed: st.verify_closed });
+            return Some(Job { prev: st.copied, rel: rel.to_path_buf(), verify_closed: st.verify_closed });
         }
         None
     }
