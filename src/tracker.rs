@@ -21,9 +21,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::ffi::OsStr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+
+/// A tracked file's path relative to the source root.
+type Key = Rc<OsStr>;
 use std::time::{Duration, Instant};
 
 /// What identifies one version of a source file. A rename-over gives a new inode; an in-place
@@ -159,11 +163,14 @@ pub struct TrackerCounts {
 pub struct Tracker {
     /// Ordered by path, so everything below a directory is one contiguous range.
     /// Keys are shared with `ready` and `timers` (a queued file's path is stored once, not three
-    /// times): a million-file archive is a million keys, all queued at the initial scan.
-    files: BTreeMap<Rc<Path>, FileState>,
+    /// times): a million-file archive is a million keys, all queued at the initial scan. They are
+    /// `OsStr`, ordered by bytes: `Path`'s ordering compares component by component, which made
+    /// key comparisons most of the initial scan's time. Byte order still keeps every key under a
+    /// folder together (they share the prefix `folder/`), which is all `removed_tree` needs.
+    files: BTreeMap<Key, FileState>,
     /// Due files in the order they became due, with the time they did (for the oldest wait).
-    ready: VecDeque<(Rc<Path>, Instant)>,
-    timers: BinaryHeap<Reverse<(Instant, Rc<Path>)>>,
+    ready: VecDeque<(Key, Instant)>,
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
     settle: Duration,
     debounce: Duration,
     in_flight: usize,
@@ -205,10 +212,10 @@ impl Tracker {
             return;
         }
         let settle_at = now + self.settle;
-        if !self.files.contains_key(rel) {
-            self.files.insert(Rc::from(rel), FileState::new());
+        if !self.files.contains_key(rel.as_os_str()) {
+            self.files.insert(Rc::from(rel.as_os_str()), FileState::new());
         }
-        let st = self.files.get_mut(rel).expect("just inserted");
+        let st = self.files.get_mut(rel.as_os_str()).expect("just inserted");
         st.failures = 0;
         let want = match change {
             Change::Replaced if (st.copies > 0 || st.in_flight) && !self.debounce.is_zero() => {
@@ -250,15 +257,20 @@ impl Tracker {
 
     /// Every tracked file at or below `prefix` (a removed or renamed-away directory) is gone.
     pub fn removed_tree(&mut self, prefix: &Path, now: Instant) {
-        let under: Vec<Rc<Path>> = self
+        // In byte order the keys below `prefix` are exactly those starting with `prefix/`, together.
+        let mut start = prefix.as_os_str().to_owned();
+        if !start.is_empty() {
+            start.push(std::path::MAIN_SEPARATOR_STR);
+        }
+        let under: Vec<Key> = self
             .files
-            .range::<Path, _>((Bound::Included(prefix), Bound::Unbounded))
-            .map(|(p, _)| p)
-            .take_while(|p| p.starts_with(prefix))
+            .range::<OsStr, _>((Bound::Included(start.as_os_str()), Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.as_encoded_bytes().starts_with(start.as_encoded_bytes()))
             .cloned()
             .collect();
         for rel in under {
-            self.event(&rel, Change::Removed, now);
+            self.event(Path::new(&*rel), Change::Removed, now);
         }
     }
 
@@ -268,7 +280,7 @@ impl Tracker {
             .iter()
             .filter_map(|(p, st)| {
                 st.copied.map(|ident| crate::mover::Copied {
-                    rel: p.to_path_buf(),
+                    rel: PathBuf::from(&**p),
                     ident,
                     hash: st.hash.as_deref().copied(),
                 })
@@ -278,7 +290,9 @@ impl Tracker {
 
     /// Every file copied (by this run or an earlier one) with its size and, when known, its hash.
     pub fn copied_files(&self) -> impl Iterator<Item = (&Path, u64, Option<crate::manifest::Hash>)> {
-        self.files.iter().filter_map(|(p, st)| st.copied.map(|id| (&**p, id.size, st.hash.as_deref().copied())))
+        self.files
+            .iter()
+            .filter_map(|(p, st)| st.copied.map(|id| (Path::new(&**p), id.size, st.hash.as_deref().copied())))
     }
 
     /// Starts a reconcile sweep: every file is unseen until [`Tracker::scanned`] finds it.
@@ -294,7 +308,7 @@ impl Tracker {
         if is_ignored(rel) {
             return;
         }
-        if let Some(st) = self.files.get_mut(rel) {
+        if let Some(st) = self.files.get_mut(rel.as_os_str()) {
             st.seen = true;
             if st.copied == Some(ident) && !st.in_flight {
                 st.writing = false;
@@ -306,14 +320,17 @@ impl Tracker {
 
     /// Ends a sweep: files it did not find vanished unseen and are mirrored as deletions.
     pub fn end_sweep(&mut self, now: Instant) {
-        let gone: Vec<Rc<Path>> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
+        let gone: Vec<Key> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
         for rel in gone {
-            self.event(&rel, Change::Removed, now);
+            self.event(Path::new(&*rel), Change::Removed, now);
         }
     }
 
     fn want(&mut self, rel: &Path, want: Want, now: Instant) {
-        let Some((key, st)) = self.files.range_mut::<Path, _>((Bound::Included(rel), Bound::Included(rel))).next()
+        let Some((key, st)) = self
+            .files
+            .range_mut::<OsStr, _>((Bound::Included(rel.as_os_str()), Bound::Included(rel.as_os_str())))
+            .next()
         else {
             return;
         };
@@ -343,8 +360,8 @@ impl Tracker {
             }
             let Reverse((t, rel)) = self.timers.pop().expect("peeked");
             // A timer is stale when the file's deadline moved since it was set.
-            if self.files.get(&rel).is_some_and(|st| st.want == Want::At(t)) {
-                self.want(&rel, Want::Now, now);
+            if self.files.get(&*rel).is_some_and(|st| st.want == Want::At(t)) {
+                self.want(Path::new(&*rel), Want::Now, now);
             }
         }
     }
@@ -353,7 +370,7 @@ impl Tracker {
     pub fn next_job(&mut self, now: Instant) -> Option<Job> {
         self.fire_timers(now);
         while let Some((rel, _)) = self.ready.pop_front() {
-            let Some(st) = self.files.get_mut(&rel) else { continue };
+            let Some(st) = self.files.get_mut(&*rel) else { continue };
             st.queued = false;
             if st.want != Want::Now || st.in_flight || st.writing {
                 continue;
@@ -362,14 +379,14 @@ impl Tracker {
             st.pending_since = None;
             st.in_flight = true;
             self.in_flight += 1;
-            return Some(Job { prev: st.copied, rel: rel.to_path_buf(), verify_closed: st.verify_closed });
+            return Some(Job { prev: st.copied, rel: PathBuf::from(&*rel), verify_closed: st.verify_closed });
         }
         None
     }
 
     /// Records what a worker did with the job for `rel`, re-queueing it if it changed meanwhile.
     pub fn finish(&mut self, rel: &Path, outcome: Outcome, now: Instant) {
-        let Some(st) = self.files.get_mut(rel) else { return };
+        let Some(st) = self.files.get_mut(rel.as_os_str()) else { return };
         if st.in_flight {
             st.in_flight = false;
             self.in_flight -= 1;
@@ -421,7 +438,7 @@ impl Tracker {
         let gone = st.copied.is_none() && st.want == Want::None && !st.writing && retry.is_none();
         if gone {
             // Forget deleted files so memory follows the live file set, not its history.
-            self.files.remove(rel);
+            self.files.remove(rel.as_os_str());
             return;
         }
         let want = retry.unwrap_or(st.want);
@@ -445,14 +462,17 @@ impl Tracker {
         // cannot hold up the end (the final reconcile scan copies whatever is there).
         self.in_flight == 0
             && self.ready.is_empty()
-            && self.timers.iter().all(|Reverse((t, rel))| self.files.get(rel).is_none_or(|st| st.want != Want::At(*t)))
+            && self
+                .timers
+                .iter()
+                .all(|Reverse((t, rel))| self.files.get(&**rel).is_none_or(|st| st.want != Want::At(*t)))
     }
 
     /// How long the oldest file waiting for a worker has waited (zero when none waits).
     pub fn oldest_wait(&self, now: Instant) -> Duration {
         self.ready
             .iter()
-            .find(|(rel, _)| self.files.get(rel).is_some_and(|st| st.queued))
+            .find(|(rel, _)| self.files.get(&**rel).is_some_and(|st| st.queued))
             .map_or(Duration::ZERO, |(_, since)| now.saturating_duration_since(*since))
     }
 
@@ -722,7 +742,9 @@ mod tests {
     #[test]
     fn removed_tree_removes_everything_below() {
         let (mut t, c) = setup();
-        for k in ["a/c/0/0", "a/c/0/1", "b/c/0/0"] {
+        // Keys ordered between `a/c` and `a/c/...` byte-wise (`.` and `-` sort before `/`) must
+        // survive, as must `a/cc`: keys are compared as bytes, not path components.
+        for k in ["a/c/0/0", "a/c.b", "a/c-1/0", "a/c/0/1", "a/cc/0", "b/c/0/0"] {
             t.event(&p(k), Change::Replaced, c.at(0));
         }
         for rel in drain(&mut t, c.at(0)) {
