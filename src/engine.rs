@@ -510,8 +510,11 @@ impl Run<'_> {
                 self.tracker.event(&rel, Change::Removed, now);
             }
             FsEvent::RootCreated => {
-                if let Err(e) = watcher.rewatch_root(&self.src) {
-                    self.sh.say(Level::Warning, e.to_string());
+                // Its old watches died with the old folder; the reconcile below lists its files.
+                match watcher.watch_tree(&self.src.clone(), |_| {}) {
+                    Ok(Some(limit)) => self.watch_limited(limit.to_string()),
+                    Ok(None) => {}
+                    Err(e) => self.sh.say(Level::Warning, e.to_string()),
                 }
                 self.sh.say(Level::Info, format!("{} is back; watching it again", self.src.display()));
                 self.reconcile();
@@ -762,7 +765,11 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         run.periodic = Some(WINDOWS_RESCAN);
         run.rescan_at = Some(Instant::now() + WINDOWS_RESCAN);
     }
-    run.scan(Path::new(""), Change::Found);
+    // Invariant 3: each folder's watch is in place before the folder is listed (watch_tree).
+    let now = Instant::now();
+    if let Some(limit) = watcher.watch_tree(&src, |rel| run.file_event(rel, Change::Found, now))? {
+        run.watch_limited(limit.to_string());
+    }
     sh.say(Level::Info, format!("watching {} (initial scan: {} files to check)", src.display(), run.tracker.backlog()));
 
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
