@@ -10,10 +10,11 @@ help: ## list the targets
 install: system-deps ## build softcopy (Rust + Python) in place, with test and lint tools
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test,lint]'
 
-system-deps: ## Debian packages the tests drive: sshd + sshfs (a network destination), tmux (the display), util-linux
-	@command -v sshfs >/dev/null && test -x /usr/sbin/sshd && command -v tmux >/dev/null || { \
+system-deps: ## Debian packages the tests drive: sshd + sshfs (a network destination), tmux (the display), util-linux + e2fsprogs (loop filesystems), GNU time (peak RSS in benches)
+	@command -v sshfs >/dev/null && test -x /usr/sbin/sshd && command -v tmux >/dev/null \
+		&& test -x /usr/bin/time && command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			openssh-server openssh-client sshfs util-linux procps tmux >/dev/null; }
+			openssh-server openssh-client sshfs util-linux procps tmux time e2fsprogs >/dev/null; }
 
 demo: ## install softcopy and copy a simulated acquisition live
 	$(PIP) install --quiet --disable-pip-version-check . && softcopy --demo
@@ -41,7 +42,13 @@ test: lint test-rust test-python ## everything CI runs
 soak: install ## 10 minutes of live writers and random faults (not part of CI)
 	$(PYTHON) tests/soak.py --minutes 10
 
-bench: ## whole-process comparisons (see BENCHMARKS.md)
+bench: ## whole-process comparisons, the full runs (see BENCHMARKS.md; about 40 minutes, as root)
 	$(PIP) install --quiet --disable-pip-version-check .
-	$(PYTHON) benches/bulk.py
-	$(PYTHON) benches/live_lag.py
+	cd benches && $(PYTHON) bulk.py
+	cd benches && $(PYTHON) bulk.py --chunks 50000 --chunk-kib 16 --no-original
+	cd benches && $(PYTHON) live.py
+	cd benches && $(PYTHON) live.py --rate-mib 0 --runs 2
+	cd benches && $(PYTHON) scale.py
+	cd benches && $(PYTHON) rate.py
+	cd benches && $(PYTHON) impact.py
+	cd benches && $(PYTHON) writers_matrix.py

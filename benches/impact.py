@@ -24,6 +24,7 @@ from pathlib import Path
 from _common import LoopFs, drop_caches, machine, rmtree, write_archive
 
 BENCHES = Path(__file__).resolve().parent
+SOFTCOPY_ARGS: list[str] = []  # --softcopy-args: to compare settings (the default run uses none)
 
 # The writer runs in its own process (its own IO context, as a microscope's would): it writes 1 MiB
 # chunks for `seconds` and prints the monotonic time at which each chunk was complete.
@@ -73,7 +74,8 @@ def one_run(
     end = start + seconds - warmup - 1.0
     proc = None
     if copier == "softcopy":
-        proc = subprocess.Popen([sys.executable, "-m", "softcopy", str(archive), str(dst), "--quiet"])
+        cmd = [sys.executable, "-m", "softcopy", str(archive), str(dst), "--quiet", *SOFTCOPY_ARGS]
+        proc = subprocess.Popen(cmd)
     elif copier == "cp -r":
         proc = subprocess.Popen(["cp", "-r", str(archive), str(dst)])
     if proc:
@@ -104,7 +106,10 @@ def main() -> None:
     ap.add_argument("--scheduler", default="bfq")
     ap.add_argument("--batch", type=int, default=8, help="chunks the writer has in flight at once")
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp/softcopy-impact"))
+    ap.add_argument("--softcopy-args", default="", help="extra softcopy options, e.g. '--nprocs 2'")
+    ap.add_argument("--cases", default="alone,softcopy,cp -r")
     args = ap.parse_args()
+    SOFTCOPY_ARGS.extend(args.softcopy_args.split())
     if os.geteuid() != 0:
         raise SystemExit("impact.py needs root (loop devices, tmpfs, dropping caches)")
     rmtree(args.dir)
@@ -122,14 +127,17 @@ def main() -> None:
         print(f"machine: {machine()}")
         sched = Path(f"/sys/block/{fs.name}/queue/scheduler").read_text().strip()
         print(f"disk: ext4 on {fs.device} (direct IO), scheduler {sched}; archive {args.archive_gib:g} GiB")
+        # One untimed pass first: the first writes into the sparse disk image make the host allocate
+        # its blocks, which slowed whichever case ran first by a quarter.
+        one_run(fs, args.dir, archive, "alone", args.seconds, args.warmup, args.batch)
         results: dict[str, list[tuple[float, float]]] = {}
         for _ in range(args.runs):
-            for copier in ("alone", "softcopy", "cp -r"):
+            for copier in args.cases.split(","):
                 r = one_run(fs, args.dir, archive, copier, args.seconds, args.warmup, args.batch)
                 results.setdefault(copier, []).append(r)
                 print(f"writer {r[0]:7.1f} MiB/s  {copier:<9} copier {r[1]:7.1f} MiB/s", flush=True)
         solo = statistics.median(w for w, _ in results["alone"])
-        for copier in ("softcopy", "cp -r"):
+        for copier in [c for c in args.cases.split(",") if c != "alone"]:
             w = statistics.median(w for w, _ in results[copier])
             c = statistics.median(c for _, c in results[copier])
             print(

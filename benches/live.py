@@ -22,8 +22,10 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _common import LoopFs, Measured, Running, differences, machine, open_array, original_softcopy, percentile, rmtree
 from _inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MOVED_TO, Inotify
@@ -40,13 +42,13 @@ class Result:
     writer_mib_s: float
 
 
-def write(arr: object, timepoints: int, chunk_bytes: int, rate: float) -> None:
+def write(arr: Any, timepoints: int, chunk_bytes: int, rate: float) -> None:
     import numpy as np
 
-    data = np.random.default_rng(2).integers(0, 65535, size=arr.shape[1:], dtype=np.uint16)  # type: ignore[attr-defined]
+    data = np.random.default_rng(2).integers(0, 65535, size=arr.shape[1:], dtype=np.uint16)
     t0 = time.monotonic()
     for t in range(timepoints):
-        arr[t].write(data).result()  # type: ignore[index]
+        arr[t].write(data).result()
         if rate > 0:
             # Pace to the target rate without drifting: sleep until this chunk's slot.
             delay = t0 + (t + 1) * chunk_bytes / rate - time.monotonic()
@@ -54,10 +56,12 @@ def write(arr: object, timepoints: int, chunk_bytes: int, rate: float) -> None:
                 time.sleep(delay)
 
 
-def one_run(base: Path, cmd_for: object, timepoints: int, chunk_bytes: int, rate: float) -> Result:
+def one_run(
+    base: Path, cmd_for: Callable[[Path, Path], list[str]], timepoints: int, chunk_bytes: int, rate: float
+) -> Result:
     rmtree(base)
     base.mkdir(parents=True)
-    size_gib = max(1, 2 * timepoints * chunk_bytes >> 30)
+    size_gib = (2 * timepoints * chunk_bytes >> 30) + 2
     loop = os.geteuid() == 0
     src_fs = LoopFs(base / "src.img", base / "src-mnt", size_gib) if loop else None
     dst_fs = LoopFs(base / "dst.img", base / "dst-mnt", size_gib) if loop else None
@@ -87,7 +91,7 @@ def one_run(base: Path, cmd_for: object, timepoints: int, chunk_bytes: int, rate
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         read_before = src_fs.bytes_read() if src_fs else 0
-        copier = Running(cmd_for(src, dst))  # type: ignore[operator]
+        copier = Running(cmd_for(src, dst))
         t0 = time.monotonic()
         write(arr, timepoints, chunk_bytes, rate)
         writer_mib_s = timepoints * chunk_bytes / 2**20 / (time.monotonic() - t0)

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import Destination, Running, drop_caches, identical, machine, rmtree, timed
+from _common import Destination, Measured, Running, drop_caches, identical, machine, rmtree, timed
 
 
 def write_many(root: Path, files: int) -> None:
@@ -75,7 +75,7 @@ def main() -> None:
     dest = Destination(args.dir, size_gib=16)
     print(f"machine: {machine()}")
     scans: dict[str, list[float]] = {}
-    copies: dict[str, list] = {}
+    copies: dict[str, list[Measured]] = {}
     count = 0
     try:
         for _ in range(args.runs):

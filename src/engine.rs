@@ -550,8 +550,15 @@ impl Run<'_> {
         t.error = error.to_owned();
         if t.last_said.is_none_or(|said| now - said >= TROUBLE_MESSAGE_EVERY) {
             t.last_said = Some(now);
-            let space = crate::sys::free_space(&self.dst)
-                .map_or_else(String::new, |(free, total)| format!("; {} free of {}", human(free), human(total)));
+            let space = crate::sys::free_space(&self.dst).map_or_else(String::new, |s| {
+                let bytes = format!("; {} free of {}", human(s.free_bytes), human(s.total_bytes));
+                // Out of inodes is out of space too, with bytes to spare: say which it is.
+                if s.total_files > 0 && s.free_files == 0 {
+                    format!("{bytes}, but no free inodes (all {} used)", s.total_files)
+                } else {
+                    bytes
+                }
+            });
             let waited = (now - t.since).as_secs();
             self.sh.say(
                 Level::Warning,

@@ -233,8 +233,19 @@ pub fn open_for_writing(file: &File) -> Option<bool> {
     }
 }
 
-/// Free and total bytes of the filesystem holding `path` (for messages about a full destination).
-pub fn free_space(path: &std::path::Path) -> Option<(u64, u64)> {
+/// Free space on the filesystem holding `path`, for messages about a full destination.
+#[derive(Clone, Copy, Debug)]
+pub struct Space {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Free inodes: a filesystem can be full with bytes to spare when a million small files used
+    /// up its inodes (seen on ext4 copying a million chunks).
+    pub free_files: u64,
+    pub total_files: u64,
+}
+
+/// Free and total bytes and inodes of the filesystem holding `path`.
+pub fn free_space(path: &std::path::Path) -> Option<Space> {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
@@ -250,7 +261,13 @@ pub fn free_space(path: &std::path::Path) -> Option<(u64, u64)> {
         #[allow(clippy::unnecessary_cast)]
         let frsize = st.f_frsize as u64;
         #[allow(clippy::unnecessary_cast)]
-        Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+        #[allow(clippy::unnecessary_cast)]
+        Some(Space {
+            free_bytes: st.f_bavail as u64 * frsize,
+            total_bytes: st.f_blocks as u64 * frsize,
+            free_files: st.f_favail as u64,
+            total_files: st.f_files as u64,
+        })
     }
     #[cfg(not(unix))]
     {

@@ -57,6 +57,27 @@ def test_full_destination_waits_then_carries_on_by_itself(tmp_path: Path, small_
     assert_same_tree(src, dst)
 
 
+def test_a_destination_out_of_inodes_says_so_and_carries_on(tmp_path: Path, run_softcopy: Any) -> None:
+    # Full with bytes to spare: a million small chunks can use up a filesystem's inodes first, and
+    # "12 GiB free" alone would send the user looking for the wrong problem.
+    src, mnt = tmp_path / "src", tmp_path / "few-inodes"
+    (src / "c").mkdir(parents=True)
+    for i in range(30):
+        (src / "c" / str(i)).write_bytes(bytes([i]) * 100)
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=12", "tmpfs", str(mnt)], check=True)
+    try:
+        proc = run_softcopy(src, mnt / "out", "--once", "--nprocs", "2")
+        wait_for(lambda: "cannot take files" in proc.output(), 20, "the full-destination message")
+        assert "but no free inodes (all 12 used)" in proc.output(), proc.output()
+        subprocess.run(["mount", "-o", "remount,nr_inodes=1000", str(mnt)], check=True)
+        code, out = finish(proc, 60)
+        assert code == 0, out
+        assert_same_tree(src, mnt / "out")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 def test_full_destination_gives_up_when_told_to(tmp_path: Path, small_tmpfs: Path, run_softcopy: Any) -> None:
     src, dst = tmp_path / "src", small_tmpfs / "out"
     ten_mib_source(src)

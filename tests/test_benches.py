@@ -1,0 +1,74 @@
+"""The benchmark harness in miniature, so it cannot rot: every script in benches/ runs end to end on
+a tiny workload, as root, with its real contenders, loop filesystems and checks (each bench checks
+its copies byte for byte and fails otherwise). The figures are not judged here: performance is
+measured by the full runs recorded in BENCHMARKS.md, never by timed tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHES = Path(__file__).resolve().parent.parent / "benches"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the benches mount loop filesystems (root)")
+
+
+def bench(script: str, *args: object) -> str:
+    r = subprocess.run(
+        [sys.executable, str(BENCHES / script), *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=BENCHES,
+    )
+    assert r.returncode == 0, f"{script} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def test_bulk_compares_contenders_cold_and_warm(tmp_path: Path) -> None:
+    out = bench(
+        "bulk.py", "--chunks", 40, "--chunk-kib", 16, "--runs", 1, "--no-original",
+        "--only", "softcopy", "--only", "cp -r", "--dir", tmp_path / "b",
+    )  # fmt: skip
+    assert "a fresh ext4 loop filesystem per run" in out
+    for cache in ("cold", "warm"):
+        assert re.search(rf"^ratio {cache} softcopy / cp -r: wall [\d.]+x, CPU [\d.]+x$", out, re.MULTILINE), out
+
+
+def test_live_reports_lag_drain_and_device_reads(tmp_path: Path) -> None:
+    out = bench(
+        "live.py", "--timepoints", 30, "--chunk-kib", 256, "--rate-mib", 50, "--runs", 1,
+        "--no-original", "--dir", tmp_path / "l",
+    )  # fmt: skip
+    assert re.search(
+        r"^softcopy .*lag ms p50 .* p99 .* exit .* source device read .* of \d+ MiB copied", out, re.MULTILINE
+    ), out
+
+
+def test_scale_compares_the_scan_with_find(tmp_path: Path) -> None:
+    out = bench("scale.py", "--files", 3000, "--dir", tmp_path / "s")
+    assert "archive: 3002 files" in out  # 3000 chunks, the metadata and the marker
+    assert re.search(r"^ratio cold scan softcopy / find: [\d.]+x$", out, re.MULTILINE), out
+    assert re.search(r"^softcopy peak RSS per file: \d+ bytes", out, re.MULTILINE), out
+
+
+def test_rate_measures_windows_against_the_limit(tmp_path: Path) -> None:
+    out = bench(
+        "rate.py", "--rate-mib", 8, "--seconds", 3, "--window", 1, "--schedulers", "none", "--dir", tmp_path / "r"
+    )
+    assert re.search(r"^scheduler none +\d+ windows of 1 s: rate / limit min [\d.]+, max [\d.]+", out, re.MULTILINE), (
+        out
+    )
+
+
+def test_impact_measures_the_writer_alone_and_beside_each_copier(tmp_path: Path) -> None:
+    out = bench("impact.py", "--archive-gib", 0.05, "--seconds", 4, "--warmup", 1, "--runs", 1, "--dir", tmp_path / "i")
+    assert "scheduler none mq-deadline kyber [bfq]" in out, out
+    for copier in ("softcopy", "cp -r"):
+        assert re.search(rf"^with {re.escape(copier)} *: writer keeps \d+ % of its solo", out, re.MULTILINE), out
