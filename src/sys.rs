@@ -24,6 +24,7 @@ pub enum CopyMethod {
 pub struct Learned {
     /// copy_file_range said it cannot copy between these two filesystems (EXDEV between different
     /// filesystems since Linux 5.19) or at all.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     no_copy_file_range: AtomicBool,
     /// The destination filesystem has no unnamed files (O_TMPFILE).
     no_unnamed: AtomicBool,
