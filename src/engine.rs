@@ -511,7 +511,7 @@ impl Run<'_> {
             }
             FsEvent::RootCreated => {
                 // Its old watches died with the old folder; the reconcile below lists its files.
-                match watcher.watch_tree(&self.src.clone(), |_| {}) {
+                match watcher.watch_tree(&self.src, |_| {}) {
                     Ok(Some(limit)) => self.watch_limited(limit.to_string()),
                     Ok(None) => {}
                     Err(e) => self.sh.say(Level::Warning, e.to_string()),

@@ -20,15 +20,16 @@
 //!   `MAX_DEBOUNCES` × `debounce` in all; a file's first version is never delayed.
 
 use std::cmp::Reverse;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::ffi::OsStr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// A tracked file's path relative to the source root.
 type Key = Rc<OsStr>;
-use std::time::{Duration, Instant};
 
 /// What identifies one version of a source file. A rename-over gives a new inode; an in-place
 /// rewrite changes size or mtime. Equal identities mean "already copied, nothing to do".
@@ -161,7 +162,6 @@ pub struct TrackerCounts {
 /// The per-target readiness state machine. See the module docs for the rules.
 #[derive(Debug)]
 pub struct Tracker {
-    /// Ordered by path, so everything below a directory is one contiguous range.
     /// Keys are shared with `ready` and `timers` (a queued file's path is stored once, not three
     /// times): a million-file archive is a million keys, all queued at the initial scan. They are
     /// `OsStr`, ordered by bytes: `Path`'s ordering compares component by component, which made
@@ -190,6 +190,35 @@ pub fn is_ignored(rel: &Path) -> bool {
         || (rel.parent() == Some(Path::new("")) && name.starts_with(".softcopy"))
 }
 
+/// Applies `want` to the file `key` whose state is `st`: queues it, or sets its timer. A function
+/// of the parts it touches, so callers already holding the state need no second lookup.
+fn schedule(
+    st: &mut FileState,
+    key: &Key,
+    want: Want,
+    now: Instant,
+    ready: &mut VecDeque<(Key, Instant)>,
+    timers: &mut BinaryHeap<Reverse<(Instant, Key)>>,
+) {
+    match want {
+        Want::None => st.want = Want::None,
+        Want::Now => {
+            st.want = Want::Now;
+            if !st.queued && !st.in_flight && !st.writing {
+                st.queued = true;
+                ready.push_back((key.clone(), now));
+            }
+        }
+        Want::At(t) => {
+            // Never postpone a file that is already due now.
+            if st.want != Want::Now {
+                st.want = Want::At(t);
+                timers.push(Reverse((t, key.clone())));
+            }
+        }
+    }
+}
+
 impl Tracker {
     /// A tracker whose in-place writes become ready `settle` after their last close, and whose
     /// hot keys wait `debounce` for further versions before being copied again.
@@ -212,10 +241,15 @@ impl Tracker {
             return;
         }
         let settle_at = now + self.settle;
-        if !self.files.contains_key(rel.as_os_str()) {
-            self.files.insert(Rc::from(rel.as_os_str()), FileState::new());
-        }
-        let st = self.files.get_mut(rel.as_os_str()).expect("just inserted");
+        // One lookup for both a new and a known file (the initial scan of a million files is a
+        // million of these); a known file's key is the one kept, the new allocation dropped.
+        let (key, st) = match self.files.entry(Rc::from(rel.as_os_str())) {
+            Entry::Occupied(e) => (e.key().clone(), e.into_mut()),
+            Entry::Vacant(e) => {
+                let key = e.key().clone();
+                (key, e.insert(FileState::new()))
+            }
+        };
         st.failures = 0;
         let want = match change {
             Change::Replaced if (st.copies > 0 || st.in_flight) && !self.debounce.is_zero() => {
@@ -252,7 +286,7 @@ impl Tracker {
                 Want::At(settle_at)
             }
         };
-        self.want(rel, want, now);
+        schedule(st, &key, want, now, &mut self.ready, &mut self.timers);
     }
 
     /// Every tracked file at or below `prefix` (a removed or renamed-away directory) is gone.
@@ -334,23 +368,7 @@ impl Tracker {
         else {
             return;
         };
-        match want {
-            Want::None => st.want = Want::None,
-            Want::Now => {
-                st.want = Want::Now;
-                if !st.queued && !st.in_flight && !st.writing {
-                    st.queued = true;
-                    self.ready.push_back((key.clone(), now));
-                }
-            }
-            Want::At(t) => {
-                // Never postpone a file that is already due now.
-                if st.want != Want::Now {
-                    st.want = Want::At(t);
-                    self.timers.push(Reverse((t, key.clone())));
-                }
-            }
-        }
+        schedule(st, key, want, now, &mut self.ready, &mut self.timers);
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -360,8 +378,8 @@ impl Tracker {
             }
             let Reverse((t, rel)) = self.timers.pop().expect("peeked");
             // A timer is stale when the file's deadline moved since it was set.
-            if self.files.get(&*rel).is_some_and(|st| st.want == Want::At(t)) {
-                self.want(Path::new(&*rel), Want::Now, now);
+            if let Some(st) = self.files.get_mut(&*rel).filter(|st| st.want == Want::At(t)) {
+                schedule(st, &rel, Want::Now, now, &mut self.ready, &mut self.timers);
             }
         }
     }

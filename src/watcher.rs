@@ -73,48 +73,35 @@ impl Watcher {
     /// lists every file, and the caller falls back to periodic rescans.
     pub fn watch_tree(&mut self, root: &Path, mut found: impl FnMut(PathBuf)) -> Result<Option<Error>> {
         let mut limited = None;
-        #[cfg(target_os = "linux")]
-        let per_folder = true;
         #[cfg(not(target_os = "linux"))]
-        let per_folder = {
-            match self.inner.watch(root, RecursiveMode::Recursive).map_err(|e| watch_error(root, e)) {
-                Ok(()) => {}
-                Err(e @ Error::WatchLimit(_)) => limited = Some(e),
-                Err(e) => return Err(e),
-            }
-            false
-        };
-        for entry in walkdir::WalkDir::new(root).follow_links(false) {
-            let entry = match entry {
-                Ok(e) => e,
-                // A folder deleted while we walk it is the writer's business, not an error.
-                Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
-                Err(e) if e.depth() == 0 => {
-                    return Err(Error::Watch { path: root.to_path_buf(), message: e.to_string() })
+        match self.inner.watch(root, RecursiveMode::Recursive).map_err(|e| watch_error(root, e)) {
+            Ok(()) => {}
+            Err(e @ Error::WatchLimit(_)) => limited = Some(e),
+            Err(e) => return Err(e),
+        }
+        let mut failed = None;
+        let walked = walk(
+            root,
+            Path::new(""),
+            false,
+            |dir| {
+                if !cfg!(target_os = "linux") || limited.is_some() || failed.is_some() {
+                    return;
                 }
-                Err(_) => continue,
-            };
-            let kind = entry.file_type();
-            if kind.is_dir() && per_folder && limited.is_none() {
                 // walkdir lists a folder only after yielding it: the watch comes first.
-                match self.inner.watch(entry.path(), RecursiveMode::NonRecursive) {
-                    Ok(()) => {}
-                    Err(e) => match watch_error(entry.path(), e) {
+                if let Err(e) = self.inner.watch(dir, RecursiveMode::NonRecursive) {
+                    match watch_error(dir, e) {
                         e @ Error::WatchLimit(_) => limited = Some(e),
                         // Gone already (its removal is an event of its parent's watch).
-                        Error::Watch { .. } if !entry.path().exists() => {}
-                        e => return Err(e),
-                    },
-                }
-            } else if kind.is_file() {
-                if let Ok(rel) = entry.path().strip_prefix(root) {
-                    if !is_ignored(rel) {
-                        found(rel.to_path_buf());
+                        Error::Watch { .. } if !dir.exists() => {}
+                        e => failed = Some(e),
                     }
                 }
-            }
-        }
-        Ok(limited)
+            },
+            |rel, _| found(rel),
+        );
+        walked.map_err(|e| Error::Watch { path: root.to_path_buf(), message: e.to_string() })?;
+        failed.map_or(Ok(limited), Err)
     }
 
     /// Makes sure a newly created directory is watched before it is scanned.
@@ -217,6 +204,17 @@ pub fn scan(
     root: &Path,
     start: &Path,
     with_identity: bool,
+    found: impl FnMut(PathBuf, Option<Identity>),
+) -> std::io::Result<()> {
+    walk(root, start, with_identity, |_| {}, found)
+}
+
+/// [`scan`], also calling `on_dir` with each folder (the start included) before listing it.
+fn walk(
+    root: &Path,
+    start: &Path,
+    with_identity: bool,
+    mut on_dir: impl FnMut(&Path),
     mut found: impl FnMut(PathBuf, Option<Identity>),
 ) -> std::io::Result<()> {
     let top = root.join(start);
@@ -228,6 +226,10 @@ pub fn scan(
             Err(e) if e.depth() == 0 => return Err(e.into()),
             Err(_) => continue,
         };
+        if entry.file_type().is_dir() {
+            on_dir(entry.path());
+            continue;
+        }
         if !entry.file_type().is_file() {
             continue;
         }
