@@ -11,17 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::rate::RateLimit;
 use crate::sys::{self, CopyMethod, Pace};
-use crate::tracker::{Identity, Job, Outcome};
-
-/// Suffix of our temporary files. A Zarr key never ends with it, so a partial can never collide
-/// with (or be mistaken for) data, and a later run can find and remove leftovers.
-pub const PARTIAL_SUFFIX: &str = ".softcopy-partial";
+use crate::vocab::{identity, Job, Outcome, PARTIAL_SUFFIX};
 
 /// How workers copy.
 #[derive(Clone, Debug, Default)]
@@ -49,21 +45,6 @@ impl CopyOptions {
     fn pace<'a>(&'a self, stop: &'a AtomicBool) -> Pace<'a> {
         Pace::new(stop).limit(self.max_rate.as_deref()).limit(self.max_total_rate.as_deref())
     }
-}
-
-/// The identity of an open file or of a path's metadata.
-pub fn identity(meta: &fs::Metadata) -> Identity {
-    let mtime_ns =
-        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i64);
-    #[cfg(unix)]
-    let (dev, ino) = {
-        use std::os::unix::fs::MetadataExt;
-        (meta.dev(), meta.ino())
-    };
-    // Windows has no stable file index in std; size + mtime still catch every rewrite the writers do.
-    #[cfg(not(unix))]
-    let (dev, ino) = (0, 0);
-    Identity { dev, ino, size: meta.len(), mtime_ns }
 }
 
 fn open_source(path: &Path) -> io::Result<File> {

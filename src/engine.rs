@@ -18,7 +18,8 @@ use crossbeam_channel::{select, Receiver};
 
 use crate::copier::{self, CopyOptions, Done, Pool};
 use crate::sys::CopyMethod;
-use crate::tracker::{Change, Job, Outcome, Tracker};
+use crate::tracker::Tracker;
+use crate::vocab::{Change, Job, Outcome};
 use crate::watcher::{self, FsEvent, Watcher};
 use crate::{Error, Result};
 
@@ -207,7 +208,7 @@ struct Shared {
     finish: AtomicBool,
     roots: Mutex<Option<(PathBuf, PathBuf)>>,
     /// With `--delete-source`: what was copied, kept once the engine drained.
-    copied: Mutex<Vec<crate::mover::Copied>>,
+    copied: Mutex<Vec<crate::vocab::Copied>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -333,9 +334,9 @@ impl Engine {
         let copied = std::mem::take(&mut *lock(&self.shared.copied));
         let marker_src = src.join(&self.config.marker);
         let marker = match (fs::symlink_metadata(&marker_src), fs::symlink_metadata(dst.join(&self.config.marker))) {
-            (Ok(m), Ok(_)) => Some(crate::mover::Copied {
+            (Ok(m), Ok(_)) => Some(crate::vocab::Copied {
                 rel: PathBuf::from(&self.config.marker),
-                ident: copier::identity(&m),
+                ident: crate::vocab::identity(&m),
                 hash: None,
             }),
             _ => None,

@@ -13,6 +13,7 @@ pub mod rate;
 pub mod sys;
 pub mod tracker;
 pub mod verify;
+pub mod vocab;
 pub mod watcher;
 
 pub use error::{Error, Result};

@@ -13,19 +13,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use crate::manifest::{self, Hash};
-use crate::tracker::Identity;
+use crate::manifest;
+use crate::vocab::Copied;
 
 /// The journal of source files deleted after their copy was proven (one relative path per line).
 pub const JOURNAL: &str = ".softcopy-moved";
-
-/// A file this run copied (or found already copied), as the mover needs it.
-#[derive(Clone, Debug)]
-pub struct Copied {
-    pub rel: PathBuf,
-    pub ident: Identity,
-    pub hash: Option<Hash>,
-}
 
 /// What the mover did.
 #[derive(Debug, Default)]
@@ -54,7 +46,7 @@ fn move_one(src_root: &Path, dst_root: &Path, c: &Copied, checksum: bool, journa
     let src = src_root.join(&c.rel);
     let dst = dst_root.join(&c.rel);
     let now = fs::symlink_metadata(&src).map_err(|e| format!("source: {e}"))?;
-    if crate::copier::identity(&now) != c.ident {
+    if crate::vocab::identity(&now) != c.ident {
         return Err("changed at the source since it was copied".into());
     }
     let copy = File::open(&dst).map_err(|e| format!("destination: {e}"))?;

@@ -28,69 +28,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::vocab::{is_ignored, Change, Copied, Identity, Job, Outcome};
+
 /// A tracked file's path relative to the source root.
 type Key = Rc<OsStr>;
-
-/// What identifies one version of a source file. A rename-over gives a new inode; an in-place
-/// rewrite changes size or mtime. Equal identities mean "already copied, nothing to do".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    /// Nanoseconds since 1970 (an i64 lasts until 2262; half the size of an i128 in every tracked file).
-    pub mtime_ns: i64,
-}
-
-/// A filesystem change to one file, relative to the source root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// A complete version appeared under this name: a rename onto it.
-    Replaced,
-    /// A scan found the file: complete unless a writer still has it open.
-    Found,
-    /// The name was created (by `open(O_CREAT)` or by `link`); content may or may not follow.
-    Created,
-    /// Someone wrote into the file in place; it is not ready until closed.
-    Modified,
-    /// A writer closed the file after writing.
-    ClosedWrite,
-    /// The name disappeared (deleted, or renamed away).
-    Removed,
-}
-
-/// One unit of work for a copy worker: bring `rel` at the destination in line with the source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Job {
-    pub rel: PathBuf,
-    /// The identity of the version this process last copied, so an unchanged file costs one stat.
-    pub prev: Option<Identity>,
-    /// Readiness was not proven by a rename: copy only if no process has the file open for writing.
-    pub verify_closed: bool,
-}
-
-/// What a worker did with a [`Job`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A new version was copied (with its content hash when checksums are on).
-    Copied { ident: Identity, bytes: u64, hash: Option<crate::manifest::Hash> },
-    /// The destination already held this version (copied earlier in this run, or by an earlier run).
-    Unchanged(Identity),
-    /// The source is gone; the destination file was removed (or was already absent).
-    Deleted,
-    /// The source changed while it was being copied; the copy was discarded.
-    Changed,
-    /// Not a regular file (a directory, a socket...): nothing to copy.
-    Skipped,
-    /// A writer still has the file open: wait for it to close.
-    Busy,
-    /// The copy of this file failed (a source problem, or one destination path); it is retried
-    /// with backoff, and given up after [`MAX_FAILURES`] attempts in a row.
-    Failed(String),
-    /// The destination as a whole cannot take files now (full, read-only, a share gone). Not this
-    /// file's fault: it is queued again and the engine decides when to try the destination again.
-    Unavailable(String),
-}
 
 /// Copies that fail this many times in a row are given up until the file changes again; the final
 /// verification then lists them. Later work (fault handling) can make this a user option.
@@ -176,18 +117,6 @@ pub struct Tracker {
     in_flight: usize,
     counts: TrackerCounts,
     last_error: Option<String>,
-}
-
-/// True for names that are never data: lock files (`K.__lock`, `K_<hex>.__lock`), other writers'
-/// temps (`*.partial`), our own partials, and our state entries at the root.
-pub fn is_ignored(rel: &Path) -> bool {
-    let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
-        return false;
-    };
-    name.ends_with(".__lock")
-        || name.ends_with(".partial")
-        || name.ends_with(crate::copier::PARTIAL_SUFFIX)
-        || (rel.parent() == Some(Path::new("")) && name.starts_with(".softcopy"))
 }
 
 /// Applies `want` to the file `key` whose state is `st`: queues it, or sets its timer. A function
@@ -309,15 +238,11 @@ impl Tracker {
     }
 
     /// Every file copied (by this run or an earlier one), for `--delete-source`.
-    pub fn copied_versions(&self) -> Vec<crate::mover::Copied> {
+    pub fn copied_versions(&self) -> Vec<Copied> {
         self.files
             .iter()
             .filter_map(|(p, st)| {
-                st.copied.map(|ident| crate::mover::Copied {
-                    rel: PathBuf::from(&**p),
-                    ident,
-                    hash: st.hash.as_deref().copied(),
-                })
+                st.copied.map(|ident| Copied { rel: PathBuf::from(&**p), ident, hash: st.hash.as_deref().copied() })
             })
             .collect()
     }

@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-use crate::copier::PARTIAL_SUFFIX;
-use crate::tracker::is_ignored;
+use crate::vocab::{is_ignored, PARTIAL_SUFFIX};
 
 /// Where a shard keeps its index, and how to check it (Zarr v3 `sharding_indexed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

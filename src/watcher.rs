@@ -8,7 +8,7 @@ use crossbeam_channel::Sender;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
-use crate::tracker::{is_ignored, Change, Identity};
+use crate::vocab::{is_ignored, Change, Identity};
 use crate::{Error, Result};
 
 /// One event, in the engine's terms. Paths are relative to the source root.
@@ -241,7 +241,7 @@ fn walk(
         }
         let ident = if with_identity {
             match entry.metadata() {
-                Ok(m) => Some(crate::copier::identity(&m)),
+                Ok(m) => Some(crate::vocab::identity(&m)),
                 Err(_) => continue,
             }
         } else {

@@ -5,9 +5,9 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use _softcopy::copier::{sync_file, CopyOptions, PARTIAL_SUFFIX};
+use _softcopy::copier::{sync_file, CopyOptions};
 use _softcopy::sys::{copy_contents, CopyMethod, Learned, Pace};
-use _softcopy::tracker::{Job, Outcome};
+use _softcopy::vocab::{Job, Outcome, PARTIAL_SUFFIX};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
