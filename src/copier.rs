@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -39,6 +39,9 @@ pub struct CopyOptions {
     pub fresh_destination: bool,
     /// What the workers learned about the filesystems (shared by all of them).
     pub learned: Arc<sys::Learned>,
+    /// Where no writer check is possible, how long a file must have gone unwritten before it is
+    /// taken as closed (docs/design.md, "Closedness that cannot be proven is not assumed").
+    pub quiet: Duration,
 }
 
 impl CopyOptions {
@@ -311,9 +314,21 @@ fn sync_inner(
             may_exist = true;
         }
     }
-    if job.verify_closed && sys::open_for_writing(&file) == Some(true) {
-        // Invariant 4: a file a writer still has open is not copied; its close will bring it back.
-        return Ok(Outcome::Busy);
+    if job.verify_closed {
+        match sys::open_for_writing(&file) {
+            // Invariant 4: a file a writer still has open is not copied; its close brings it back.
+            Some(true) => return Ok(Outcome::Busy),
+            Some(false) => {}
+            // The kernel cannot say (not the owner, no CAP_LEASE, no leases on this system or
+            // filesystem). Silence is not proof of a close: only a long enough quiet is.
+            None => {
+                opts.learned.no_busy_check.store(true, Ordering::Relaxed);
+                let unwritten = last_written(&meta).elapsed().unwrap_or(Duration::ZERO);
+                if unwritten < opts.quiet {
+                    return Ok(Outcome::Unsettled(opts.quiet - unwritten));
+                }
+            }
+        }
     }
     // The source's permission bits, never wider (no setuid/setgid/sticky).
     #[cfg(unix)]
@@ -373,6 +388,22 @@ fn sync_inner(
             out.discard();
             Err(e)
         }
+    }
+}
+
+/// When the file's content last changed: its ctime where there is one (a writer cannot set it
+/// back, as `utime` can the mtime), else its mtime.
+fn last_written(meta: &fs::Metadata) -> std::time::SystemTime {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ctime =
+            UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().clamp(0, 999_999_999) as u32);
+        meta.modified().map_or(ctime, |m| m.max(ctime))
+    }
+    #[cfg(not(unix))]
+    {
+        meta.modified().unwrap_or(UNIX_EPOCH)
     }
 }
 
@@ -436,7 +467,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `n` workers copying from `src_root` to `dst_root`, reporting on `done`.
+    /// Starts `n` workers copying from `src_root` to `dst_root` with `opts`, reporting on `done`.
     /// `priority_warning` receives (once per pool) why the priority could not be lowered.
     pub fn start(
         n: usize,
@@ -447,15 +478,30 @@ impl Pool {
         stop: Arc<AtomicBool>,
         priority_warning: Sender<String>,
     ) -> std::io::Result<Pool> {
+        let (low_priority, sleep) = (opts.low_priority, opts.sleep);
+        let work = move |job: &Job, stop: &AtomicBool| sync_file(&src_root, &dst_root, job, &opts, stop);
+        Pool::with_work(n, low_priority, sleep, work, done, stop, priority_warning)
+    }
+
+    /// [`Pool::start`] with the work of one job given: the copy, or in tests anything else.
+    pub fn with_work(
+        n: usize,
+        low_priority: bool,
+        sleep: Duration,
+        work: impl Fn(&Job, &AtomicBool) -> (Outcome, bool) + Send + Sync + 'static,
+        done: Sender<Done>,
+        stop: Arc<AtomicBool>,
+        priority_warning: Sender<String>,
+    ) -> std::io::Result<Pool> {
         let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
         let warned = Arc::new(AtomicBool::new(false));
+        let work = Arc::new(work);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {
-            let (rx, done, stop, warned, warn_tx) =
-                (rx.clone(), done.clone(), stop.clone(), warned.clone(), priority_warning.clone());
-            let (src_root, dst_root, opts) = (src_root.clone(), dst_root.clone(), opts.clone());
+            let (rx, done, stop, warned, warn_tx, work) =
+                (rx.clone(), done.clone(), stop.clone(), warned.clone(), priority_warning.clone(), work.clone());
             let handle = std::thread::Builder::new().name(format!("softcopy-worker-{i}")).spawn(move || {
-                if opts.low_priority {
+                if low_priority {
                     // Per thread on Linux: each worker lowers its own priority.
                     if let Err(msg) = sys::lower_thread_priority() {
                         if !warned.swap(true, Ordering::Relaxed) {
@@ -469,12 +515,17 @@ impl Pool {
                         let _ = done.send(Done { rel: job.rel, outcome: Outcome::Failed("stopped".into()) });
                         continue;
                     }
-                    let (outcome, copied) = sync_file(&src_root, &dst_root, &job, &opts, &stop);
+                    // A bug in one file's copy must not hang the engine waiting for its result
+                    // (issue 11, item 7): the file is reported failed, and retried like any failure.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&job, &stop)));
+                    let (outcome, copied) = result.unwrap_or_else(|_| {
+                        (Outcome::Failed(format!("internal error: the copy of {} panicked", job.rel.display())), false)
+                    });
                     if done.send(Done { rel: job.rel, outcome }).is_err() {
                         break;
                     }
-                    if copied && !opts.sleep.is_zero() {
-                        std::thread::sleep(opts.sleep);
+                    if copied && !sleep.is_zero() {
+                        std::thread::sleep(sleep);
                     }
                 }
             })?;

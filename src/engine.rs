@@ -56,6 +56,9 @@ pub struct Config {
     pub manifest: Option<PathBuf>,
     /// Keep what was copied so `delete_source()` can free the source afterwards.
     pub delete_source: bool,
+    /// Where no writer check is possible, how long a file found by a scan must go unwritten before
+    /// it is taken as closed.
+    pub quiet: Duration,
 }
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
             checksum: false,
             manifest: None,
             delete_source: false,
+            quiet: Duration::from_secs(60),
         }
     }
 }
@@ -659,7 +663,7 @@ impl Run<'_> {
                 s.errors += 1;
                 self.sh.say(Level::Warning, msg.clone());
             }
-            Outcome::Changed | Outcome::Skipped | Outcome::Busy | Outcome::Unavailable(_) => {}
+            Outcome::Changed | Outcome::Skipped | Outcome::Busy | Outcome::Unsettled(_) | Outcome::Unavailable(_) => {}
         }
         self.tracker.finish(&d.rel, d.outcome, Instant::now());
     }
@@ -791,6 +795,7 @@ fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<Phase> {
         checksum: cfg.checksum,
         fresh_destination: !had_files,
         learned: Arc::default(),
+        quiet: cfg.quiet,
     };
     let nprocs = cfg.nprocs.max(1);
     let pool = Pool::start(nprocs, src.clone(), dst, opts, done_tx, sh.stop.clone(), warn_tx)

@@ -28,6 +28,8 @@ pub struct Learned {
     no_copy_file_range: AtomicBool,
     /// The destination filesystem has no unnamed files (O_TMPFILE).
     no_unnamed: AtomicBool,
+    /// The source cannot be asked whether a writer has a file open (no lease here).
+    pub no_busy_check: AtomicBool,
 }
 
 /// Copies `size` bytes (the size `fstat` gave) from the current offset of `src` to that of `dst`;
@@ -234,6 +236,28 @@ pub fn open_for_writing(file: &File) -> Option<bool> {
     }
 }
 
+/// Flushes everything written to the filesystem holding `path` to stable storage: one `syncfs`
+/// for a whole batch of copies instead of an fsync of every file and folder (docs/design.md,
+/// "Durable before it counts"). `Unsupported` elsewhere than Linux: the caller then flushes file
+/// by file.
+pub fn sync_filesystem(path: &std::path::Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = File::open(path)?;
+        // SAFETY: syncfs on a valid descriptor.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 /// Free space on the filesystem holding `path`, for messages about a full destination.
 #[derive(Clone, Copy, Debug)]
 pub struct Space {
@@ -324,31 +348,58 @@ mod linux {
         learned: &Learned,
         pace: &Pace<'_>,
     ) -> io::Result<u64> {
-        let mut total = 0u64;
         let step = pace.step(STEP) as u64;
-        if method == CopyMethod::Auto && !learned.no_copy_file_range.load(Ordering::Relaxed) {
-            match loop_syscall(src, dst, size, &mut total, pace, |s, d, left| {
-                let n = left.min(step) as usize;
-                // SAFETY: valid fds; null offsets mean "use and advance the file offsets".
-                unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), n, 0) }
-            }) {
-                Ok(()) => return Ok(total),
+        let use_cfr = method == CopyMethod::Auto && !learned.no_copy_file_range.load(Ordering::Relaxed);
+        let mut cfr = |s, d, left: u64| {
+            let n = left.min(step) as usize;
+            // SAFETY: valid fds; null offsets mean "use and advance the file offsets".
+            unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), n, 0) }
+        };
+        let mut sendfile = |s, d, left: u64| {
+            let n = left.min(step) as usize;
+            // SAFETY: valid fds; a null offset means "use and advance src's file offset".
+            unsafe { libc::sendfile(d, s, std::ptr::null_mut(), n) }
+        };
+        let mut steps: Vec<(Kernel, &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize)> = Vec::new();
+        if use_cfr {
+            steps.push((Kernel::CopyFileRange, &mut cfr));
+        }
+        if method != CopyMethod::ReadWrite {
+            steps.push((Kernel::SendFile, &mut sendfile));
+        }
+        chain(src, dst, size, &mut steps, learned, pace)
+    }
+
+    /// The in-kernel copy calls, in the order they are tried.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Kernel {
+        CopyFileRange,
+        SendFile,
+    }
+
+    /// Tries each kernel copy call in turn, then the user-space copy. A call that says it cannot
+    /// copy here (an errno of [`unsupported`]) *or* that ends before `size` bytes moved hands over
+    /// to the next: copy_file_range and sendfile return 0 early on some filesystems (FUSE, procfs
+    /// style files), which is not end of file; only the user-space read's 0 is. Offsets advanced
+    /// with every byte moved, so each step resumes where the last stopped.
+    pub(super) fn chain(
+        src: &File,
+        dst: &File,
+        size: u64,
+        steps: &mut [(Kernel, &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize)],
+        learned: &Learned,
+        pace: &Pace<'_>,
+    ) -> io::Result<u64> {
+        let mut total = 0u64;
+        for (kind, f) in steps.iter_mut() {
+            match loop_syscall(src, dst, size, &mut total, pace, f) {
+                Ok(()) if total >= size => return Ok(total),
+                Ok(()) => {}
                 Err(e) if unsupported(&e) => {
-                    if total == 0 {
+                    if *kind == Kernel::CopyFileRange && total == 0 {
                         learned.no_copy_file_range.store(true, Ordering::Relaxed);
                     }
                 }
-                Err(e) => return Err(e),
-            }
-        }
-        if method != CopyMethod::ReadWrite {
-            match loop_syscall(src, dst, size, &mut total, pace, |s, d, left| {
-                let n = left.min(step) as usize;
-                // SAFETY: valid fds; a null offset means "use and advance src's file offset".
-                unsafe { libc::sendfile(d, s, std::ptr::null_mut(), n) }
-            }) {
-                Ok(()) => return Ok(total),
-                Err(e) if unsupported(&e) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -365,7 +416,7 @@ mod linux {
         size: u64,
         total: &mut u64,
         pace: &Pace<'_>,
-        mut f: impl FnMut(libc::c_int, libc::c_int, u64) -> isize,
+        f: &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize,
     ) -> io::Result<()> {
         while *total < size {
             pace.check()?;
@@ -486,6 +537,42 @@ mod linux {
             Ok(())
         } else {
             Err(problems.join("; "))
+        }
+    }
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::io::{Seek, Write};
+
+        #[test]
+        fn a_kernel_copy_that_ends_early_falls_back_instead_of_cutting_the_file() {
+            // Issue 11, item 6: copy_file_range or sendfile returning 0 before the size fstat gave
+            // is not end of file; the next step (in the end the user-space copy) carries on.
+            let dir = tempfile::tempdir().unwrap();
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            let mut src = File::options().read(true).write(true).create(true).open(dir.path().join("s")).unwrap();
+            src.write_all(&data).unwrap();
+            src.rewind().unwrap();
+            let dst = File::create(dir.path().join("d")).unwrap();
+            let mut calls = 0;
+            // The first call moves a little (as a real early stop would), the second says 0.
+            let mut early = |s: libc::c_int, d: libc::c_int, _left: u64| {
+                calls += 1;
+                if calls > 1 {
+                    return 0;
+                }
+                // SAFETY: valid fds; null offsets advance the file offsets.
+                unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), 1000, 0) }
+            };
+            let mut zero = |_: libc::c_int, _: libc::c_int, _: u64| 0isize;
+            let mut steps: Vec<(Kernel, &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize)> =
+                vec![(Kernel::CopyFileRange, &mut early), (Kernel::SendFile, &mut zero)];
+            let stop = AtomicBool::new(false);
+            let learned = Learned::default();
+            let n = chain(&src, &dst, data.len() as u64, &mut steps, &learned, &Pace::new(&stop)).unwrap();
+            assert_eq!(n, data.len() as u64);
+            assert_eq!(std::fs::read(dir.path().join("d")).unwrap(), data);
+            assert!(!learned.no_copy_file_range.load(Ordering::Relaxed), "an early end is not 'unsupported'");
         }
     }
 }

@@ -55,6 +55,8 @@ struct FileState {
     queued: bool,
     in_flight: bool,
     failures: u8,
+    /// Copies discarded in a row because the source changed under them (backed off like failures).
+    changes: u8,
     copied: Option<Identity>,
     /// How many versions were copied; more than one means redundant copies.
     copies: u32,
@@ -77,6 +79,7 @@ impl FileState {
             queued: false,
             in_flight: false,
             failures: 0,
+            changes: 0,
             copied: None,
             copies: 0,
             seen: true,
@@ -131,9 +134,13 @@ fn schedule(
 ) {
     match want {
         Want::None => st.want = Want::None,
+        // While a writer has the file open it is not due: its close makes it due (after `settle`).
+        // Recording `Now` here would strand it: the close's timer never postpones a due file, and
+        // a due file that is not queued is never queued again (the flaky test of issue 11, item 8).
+        Want::Now if st.writing => st.want = Want::None,
         Want::Now => {
             st.want = Want::Now;
-            if !st.queued && !st.in_flight && !st.writing {
+            if !st.queued && !st.in_flight {
                 st.queued = true;
                 ready.push_back((key.clone(), now));
             }
@@ -337,6 +344,7 @@ impl Tracker {
         let mut retry = None;
         match outcome {
             Outcome::Copied { ident, hash, .. } => {
+                st.changes = 0;
                 st.hash = hash.map(Box::new);
                 if st.copies > 0 {
                     self.counts.redundant += 1;
@@ -359,7 +367,17 @@ impl Tracker {
                 st.copied = None;
                 st.verify_closed = false;
             }
-            Outcome::Changed | Outcome::Unavailable(_) => retry = Some(Want::Now),
+            Outcome::Changed => {
+                // Once at once (a writer's rename landed mid-copy); then with backoff, so a file
+                // rewritten faster than it can be copied does not keep a worker copying in vain.
+                st.changes = st.changes.saturating_add(1);
+                retry = Some(match st.changes {
+                    1 => Want::Now,
+                    n => Want::At(now + Duration::from_millis(50 << (n - 1).min(7))),
+                });
+            }
+            Outcome::Unavailable(_) => retry = Some(Want::Now),
+            Outcome::Unsettled(wait) => retry = Some(Want::At(now + wait)),
             Outcome::Busy => {
                 // Wait for the writer's close, unless it already came while we were checking.
                 if st.want == Want::None {
@@ -392,6 +410,13 @@ impl Tracker {
             }
             self.want(rel, want, now);
         }
+    }
+
+    /// Moves every file whose timer is due into the ready queue, whether or not a worker is free:
+    /// afterwards [`Tracker::next_deadline`] is in the future, so a caller that sleeps until it
+    /// never spins while every worker is busy (issue 11, item 3).
+    pub fn tick(&mut self, now: Instant) {
+        self.fire_timers(now);
     }
 
     /// When the next timer is due, so the caller can sleep exactly until then.
@@ -725,6 +750,65 @@ mod tests {
         let _ = t.next_job(c.at(0));
         t.finish(&p("k"), Outcome::Changed, c.at(1));
         assert_eq!(drain(&mut t, c.at(1)), vec![p("k")]);
+    }
+
+    #[test]
+    fn changed_copy_during_an_in_place_write_is_copied_after_its_close() {
+        // Issue 11, item 8: an appended log. A copy is in flight when the writer opens and writes
+        // again; the copy comes back Changed while the writer still has the file open; then it
+        // closes. The last version must be copied (it was stranded: due, but never queued).
+        let (mut t, c) = setup();
+        t.event(&p("log"), Change::Replaced, c.at(0));
+        let job = t.next_job(c.at(0)).unwrap();
+        t.event(&p("log"), Change::Modified, c.at(1));
+        t.finish(&job.rel, Outcome::Changed, c.at(2));
+        assert!(drain(&mut t, c.at(3)).is_empty(), "not while it is open for writing");
+        t.event(&p("log"), Change::ClosedWrite, c.at(4));
+        assert_eq!(drain(&mut t, c.at(200)), vec![p("log")]);
+    }
+
+    #[test]
+    fn repeated_changes_back_off() {
+        let (mut t, c) = setup();
+        t.event(&p("k"), Change::Replaced, c.at(0));
+        let job = t.next_job(c.at(0)).unwrap();
+        t.finish(&job.rel, Outcome::Changed, c.at(0));
+        let job = t.next_job(c.at(0)).expect("the first change is retried at once");
+        t.finish(&job.rel, Outcome::Changed, c.at(0));
+        assert!(t.next_job(c.at(0)).is_none(), "the second one waits");
+        assert!(t.next_deadline().is_some_and(|d| d > c.at(0)));
+        let job = t.next_job(c.at(10_000)).expect("and is retried after its backoff");
+        t.finish(&job.rel, copied(1), c.at(10_000));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn unsettled_files_are_tried_again_after_the_wait_or_at_their_close() {
+        let (mut t, c) = setup();
+        t.event(&p("a"), Change::Found, c.at(0));
+        t.event(&p("b"), Change::Found, c.at(0));
+        for rel in drain(&mut t, c.at(0)) {
+            t.finish(&rel, Outcome::Unsettled(Duration::from_secs(5)), c.at(0));
+        }
+        assert!(drain(&mut t, c.at(1000)).is_empty());
+        assert!(!t.is_idle(), "an unsettled file holds up the end");
+        t.event(&p("a"), Change::ClosedWrite, c.at(1000));
+        assert_eq!(drain(&mut t, c.at(1100)), vec![p("a")]);
+        let job = t.next_job(c.at(5000)).expect("b after its quiet period");
+        assert!(job.verify_closed, "and still checked");
+    }
+
+    #[test]
+    fn due_timers_move_to_the_queue_without_a_job_being_taken() {
+        // Issue 11, item 3: with every worker busy nobody calls next_job; tick() still fires the
+        // timers, so the next deadline is never in the past and the coordinator can sleep.
+        let (mut t, c) = setup();
+        t.event(&p("f"), Change::Modified, c.at(0));
+        t.event(&p("f"), Change::ClosedWrite, c.at(0));
+        assert_eq!(t.next_deadline(), Some(c.at(100)));
+        t.tick(c.at(150));
+        assert_eq!(t.next_deadline(), None);
+        assert_eq!(t.backlog(), 1);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub enum Outcome {
     Skipped,
     /// A writer still has the file open: wait for it to close.
     Busy,
+    /// Whether a writer has the file open cannot be asked here (no lease: not the file's owner,
+    /// no CAP_LEASE, Windows, a network filesystem), and it was written to too recently to assume
+    /// it closed: it is tried again after this long, unless its close event comes first.
+    Unsettled(std::time::Duration),
     /// The copy of this file failed (a source problem, or one destination path); it is retried
     /// with backoff, and given up after [`MAX_FAILURES`] attempts in a row.
     Failed(String),

@@ -189,3 +189,28 @@ fn a_fresh_destination_still_replaces_a_name_that_appeared_there() {
     assert!(no_partials(dst.path()));
     assert_eq!(walk(dst.path()).len(), 2);
 }
+
+#[test]
+fn a_panicking_copy_is_reported_as_failed_and_the_worker_goes_on() {
+    // Issue 11, item 7: a worker that panicked never reported its job, and the engine waited for
+    // it forever. Now the job comes back Failed and the same worker takes the next one.
+    use _softcopy::copier::Pool;
+    use std::sync::Arc;
+    use std::time::Duration;
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (warn_tx, _warn_rx) = crossbeam_channel::unbounded();
+    let work = |job: &Job, _: &AtomicBool| {
+        assert!(job.rel != Path::new("bad"), "a bug in the copy of one file");
+        (Outcome::Skipped, false)
+    };
+    let pool =
+        Pool::with_work(1, false, Duration::ZERO, work, done_tx, Arc::new(AtomicBool::new(false)), warn_tx).unwrap();
+    pool.submit(job("bad"));
+    pool.submit(job("good"));
+    let first = done_rx.recv_timeout(Duration::from_secs(10)).expect("the panicked job is reported");
+    assert_eq!(first.rel, Path::new("bad"));
+    assert!(matches!(&first.outcome, Outcome::Failed(m) if m.contains("panicked")), "{:?}", first.outcome);
+    let second = done_rx.recv_timeout(Duration::from_secs(10)).expect("the worker survived");
+    assert_eq!((second.rel.as_path(), second.outcome), (Path::new("good"), Outcome::Skipped));
+    pool.shutdown();
+}
