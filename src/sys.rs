@@ -360,7 +360,7 @@ mod linux {
             // SAFETY: valid fds; a null offset means "use and advance src's file offset".
             unsafe { libc::sendfile(d, s, std::ptr::null_mut(), n) }
         };
-        let mut steps: Vec<(Kernel, &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize)> = Vec::new();
+        let mut steps: Vec<Step<'_>> = Vec::new();
         if use_cfr {
             steps.push((Kernel::CopyFileRange, &mut cfr));
         }
@@ -369,6 +369,9 @@ mod linux {
         }
         chain(src, dst, size, &mut steps, learned, pace)
     }
+
+    /// One kernel copy call: which one, and the call itself (source fd, destination fd, bytes left).
+    pub(super) type Step<'a> = (Kernel, &'a mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize);
 
     /// The in-kernel copy calls, in the order they are tried.
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -386,7 +389,7 @@ mod linux {
         src: &File,
         dst: &File,
         size: u64,
-        steps: &mut [(Kernel, &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize)],
+        steps: &mut [Step<'_>],
         learned: &Learned,
         pace: &Pace<'_>,
     ) -> io::Result<u64> {
@@ -550,7 +553,8 @@ mod linux {
             // is not end of file; the next step (in the end the user-space copy) carries on.
             let dir = tempfile::tempdir().unwrap();
             let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-            let mut src = File::options().read(true).write(true).create(true).open(dir.path().join("s")).unwrap();
+            let mut src =
+                File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("s")).unwrap();
             src.write_all(&data).unwrap();
             src.rewind().unwrap();
             let dst = File::create(dir.path().join("d")).unwrap();
@@ -565,8 +569,7 @@ mod linux {
                 unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), 1000, 0) }
             };
             let mut zero = |_: libc::c_int, _: libc::c_int, _: u64| 0isize;
-            let mut steps: Vec<(Kernel, &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize)> =
-                vec![(Kernel::CopyFileRange, &mut early), (Kernel::SendFile, &mut zero)];
+            let mut steps: Vec<Step<'_>> = vec![(Kernel::CopyFileRange, &mut early), (Kernel::SendFile, &mut zero)];
             let stop = AtomicBool::new(false);
             let learned = Learned::default();
             let n = chain(&src, &dst, data.len() as u64, &mut steps, &learned, &Pace::new(&stop)).unwrap();
