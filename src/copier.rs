@@ -39,8 +39,11 @@ pub struct CopyOptions {
     pub fresh_destination: bool,
     /// What the workers learned about the filesystems (shared by all of them).
     pub learned: Arc<sys::Learned>,
+    /// The source root's identity, checked before a deletion is mirrored (`None`: not checked,
+    /// for callers outside an engine).
+    pub root: Option<Arc<crate::root::RootId>>,
     /// Where no writer check is possible, how long a file must have gone unwritten before it is
-    /// taken as closed (docs/design.md, "Closedness that cannot be proven is not assumed").
+    /// taken as closed (docs/design.md, invariant 4).
     pub quiet: Duration,
 }
 
@@ -284,7 +287,14 @@ fn sync_inner(
     };
     let file = match opened {
         Ok(f) => f,
-        Err(e) if is_gone(&e) => return remove_destination(dst),
+        Err(e) if is_gone(&e) => {
+            // Positive evidence only (invariant 8): the name is gone from the folder being copied,
+            // not because that folder itself is gone or was swapped for another.
+            if let Some(Err(why)) = opts.root.as_ref().map(|r| r.check(src_root)) {
+                return Ok(Outcome::RootGone(why));
+            }
+            return remove_destination(dst);
+        }
         Err(e) if e.raw_os_error() == Some(40) => {
             // ELOOP: a symlink. Not followed, not copied; the report lists it.
             return Ok(Outcome::Skipped);

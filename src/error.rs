@@ -30,6 +30,9 @@ pub enum Error {
          `sysctl fs.inotify.max_user_watches=1048576` (until then softcopy rescans the source periodically)"
     )]
     WatchLimit(PathBuf),
+    /// The user asked for something that cannot be done (e.g. a destination inside the source).
+    #[error("{0}")]
+    Config(String),
     /// A worker or the coordinator thread died (a bug): reported instead of hanging.
     #[error("internal error: {0}")]
     Internal(String),

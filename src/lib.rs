@@ -4,12 +4,17 @@
 //! never hold the GIL or call Python. This file converts plain values at the boundary, releases the
 //! GIL around everything that blocks, and maps errors to Python exceptions.
 
+mod coordinator;
 pub mod copier;
 pub mod engine;
 mod error;
+mod finish;
+mod health;
 pub mod manifest;
 pub mod mover;
 pub mod rate;
+pub mod root;
+pub mod status;
 pub mod sys;
 pub mod tracker;
 pub mod verify;
@@ -19,13 +24,15 @@ pub mod watcher;
 pub use error::{Error, Result};
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use engine::{Config, Engine, Level};
+use engine::{Config, Engine};
+use status::{Level, Verdict};
 use sys::CopyMethod;
 use verify::{ArraySpec, ShardIndex};
 
@@ -59,7 +66,7 @@ impl PyEngine {
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
         copy_method="auto", give_up_after=86400.0, max_rate=None, checksum=false, manifest=None,
-        delete_source=false))]
+        delete_source=false, quiet_time=60.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -78,6 +85,7 @@ impl PyEngine {
         checksum: bool,
         manifest: Option<PathBuf>,
         delete_source: bool,
+        quiet_time: f64,
     ) -> PyResult<Self> {
         if nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
@@ -103,6 +111,7 @@ impl PyEngine {
             checksum,
             manifest,
             delete_source,
+            quiet: seconds("quiet_time", quiet_time)?,
             ..Config::new(source, destination)
         };
         Ok(PyEngine { engine: Engine::start(config)? })
@@ -132,6 +141,8 @@ impl PyEngine {
         d.set_item("finishing", s.finishing)?;
         d.set_item("destination_trouble", s.destination_trouble)?;
         d.set_item("gave_up", s.gave_up)?;
+        d.set_item("paused", s.paused)?;
+        d.set_item("wants_expected", s.wants_expected)?;
         Ok(d)
     }
 
@@ -174,29 +185,75 @@ impl PyEngine {
         self.engine.roots().map_or_else(|| self.engine.config().destination.clone(), |r| r.1)
     }
 
-    fn verify<'py>(&self, py: Python<'py>, arrays: Vec<ArrayTuple>) -> PyResult<Bound<'py, PyDict>> {
-        let Some((src, dst)) = self.engine.roots() else {
-            return Err(SoftcopyError::new_err("verify() needs an engine whose source exists"));
-        };
-        let specs = specs_from(arrays);
-        let marker = self.engine.config().marker.clone();
-        let r = py
-            .detach(|| verify::verify(&src, &dst, &marker, &specs, false, true))
-            .map_err(|e| Error::io("verify", &src, e))?;
-        report_dict(py, &r)
+    fn expect(&self, arrays: Vec<ArrayTuple>) {
+        self.engine.expect(specs_from(arrays));
     }
 
-    fn delete_source<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let r = py.detach(|| self.engine.delete_source())?;
-        let d = PyDict::new(py);
-        d.set_item("deleted", r.deleted)?;
-        d.set_item("kept", r.kept)?;
-        d.set_item("folders_removed", r.folders_removed)?;
-        Ok(d)
+    fn verdict(&self) -> Option<PyVerdict> {
+        self.engine.verdict().map(PyVerdict::from)
     }
+}
 
-    fn publish_marker(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(py.detach(|| self.engine.publish_marker())?)
+/// How a target ended, as Python reads it. See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "Verdict", frozen, get_all)]
+struct PyVerdict {
+    verified: bool,
+    reason: Option<String>,
+    files: u64,
+    bytes: u64,
+    missing: Vec<PathBuf>,
+    not_copied: Vec<PathBuf>,
+    size_mismatch: Vec<(PathBuf, u64, u64)>,
+    mtime_mismatch: Vec<PathBuf>,
+    content_mismatch: Vec<PathBuf>,
+    partials: Vec<PathBuf>,
+    symlinks: Vec<PathBuf>,
+    extra: Vec<PathBuf>,
+    stale_chunks: Vec<PathBuf>,
+    pruned: Vec<PathBuf>,
+    expected_chunks: u64,
+    present_chunks: u64,
+    outside_grid: Vec<PathBuf>,
+    bad_shards: Vec<(PathBuf, String)>,
+    bad_shards_at_source: Vec<(PathBuf, String)>,
+    marker_published: bool,
+    freed: bool,
+    source_deleted: Vec<PathBuf>,
+    source_kept: Vec<(PathBuf, String)>,
+    folders_removed: u64,
+}
+
+impl From<Verdict> for PyVerdict {
+    fn from(v: Verdict) -> Self {
+        let r = v.report;
+        let freed = v.freed.is_some();
+        let moved = v.freed.unwrap_or_default();
+        PyVerdict {
+            verified: v.verified,
+            reason: v.reason,
+            files: r.files,
+            bytes: r.bytes,
+            missing: r.missing,
+            not_copied: v.not_copied,
+            size_mismatch: r.size_mismatch,
+            mtime_mismatch: r.mtime_mismatch,
+            content_mismatch: r.content_mismatch,
+            partials: r.partials,
+            symlinks: r.symlinks,
+            extra: r.extra,
+            stale_chunks: r.stale_chunks,
+            pruned: r.pruned,
+            expected_chunks: r.expected_chunks,
+            present_chunks: r.present_chunks,
+            outside_grid: r.outside_grid,
+            bad_shards: r.bad_shards,
+            bad_shards_at_source: r.bad_shards_at_source,
+            marker_published: v.marker_published,
+            freed,
+            source_deleted: moved.deleted,
+            source_kept: moved.kept,
+            folders_removed: moved.folders_removed,
+        }
     }
 }
 
@@ -226,6 +283,7 @@ fn report_dict<'py>(py: Python<'py>, r: &verify::Report) -> PyResult<Bound<'py, 
     d.set_item("missing", &r.missing)?;
     d.set_item("size_mismatch", &r.size_mismatch)?;
     d.set_item("content_mismatch", &r.content_mismatch)?;
+    d.set_item("mtime_mismatch", &r.mtime_mismatch)?;
     d.set_item("partials", &r.partials)?;
     d.set_item("symlinks", &r.symlinks)?;
     d.set_item("extra", &r.extra)?;
@@ -252,7 +310,7 @@ fn verify_trees<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let specs = specs_from(arrays);
     let r = py
-        .detach(|| verify::verify(&source, &destination, &marker, &specs, content, false))
+        .detach(|| verify::verify(&source, &destination, &marker, &specs, content, false, &AtomicBool::new(false)))
         .map_err(|e| Error::io("verify", &source, e))?;
     report_dict(py, &r)
 }
@@ -265,6 +323,7 @@ fn verify_manifest<'py>(py: Python<'py>, manifest: PathBuf, destination: PathBuf
     let files = py.detach(|| -> std::io::Result<usize> {
         let entries = manifest::read(&manifest)?;
         let listed: std::collections::HashSet<PathBuf> = entries.iter().map(|e| e.0.clone()).collect();
+        // Our own state at the destination root (the move journal, issue 11 item 5) is never data.
         for (rel, size, hash) in &entries {
             let file = destination.join(rel);
             match std::fs::metadata(&file) {
@@ -279,7 +338,7 @@ fn verify_manifest<'py>(py: Python<'py>, manifest: PathBuf, destination: PathBuf
         }
         for entry in walkdir::WalkDir::new(&destination).follow_links(false).into_iter().filter_map(|e| e.ok()) {
             if let Ok(rel) = entry.path().strip_prefix(&destination) {
-                if entry.file_type().is_file() && !listed.contains(rel) {
+                if entry.file_type().is_file() && !listed.contains(rel) && !vocab::is_ignored(rel) {
                     extra.push(rel.to_path_buf());
                 }
             }
@@ -316,5 +375,6 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;
+    m.add_class::<PyVerdict>()?;
     Ok(())
 }

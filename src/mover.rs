@@ -1,10 +1,10 @@
 //! `--delete-source`: freeing the acquisition disk once the copy is proven, file by file.
 //!
-//! A source file is deleted only when (1) the acquisition is over and the engine has drained, (2)
-//! this process saw it copied, (3) it is unchanged since (same device, inode, size, mtime), (4) its
-//! destination copy is flushed to stable storage (fsync of the file and its folder) and (5) that
-//! copy checks out: same size, and with checksums the same hash. Metadata files go after the data
-//! they describe, the end marker last. Before a file is deleted its path is appended (and fsynced)
+//! A source file is deleted only when (1) this run's verification passed (decided in the engine),
+//! (2) this process saw it copied (or found it copied by an earlier run), (3) it is unchanged since
+//! (same device, inode, size, mtime), (4) every copy is flushed to stable storage (one `syncfs`)
+//! and (5) its copy is proven identical by content: its hash read back, or compared byte for byte.
+//! Metadata files go after the data they describe, the end marker last. Before a file is deleted its path is appended (and fsynced)
 //! to a journal at the destination root, so that after a crash a later run knows the source lost
 //! those files on purpose and never "mirrors" the absence by pruning the copy.
 
@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::manifest;
 use crate::vocab::Copied;
@@ -20,7 +21,7 @@ use crate::vocab::Copied;
 pub const JOURNAL: &str = ".softcopy-moved";
 
 /// What the mover did.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct MoveReport {
     pub deleted: Vec<PathBuf>,
     /// Files kept at the source, with the reason.
@@ -41,68 +42,171 @@ fn is_metadata(rel: &Path) -> bool {
     )
 }
 
-/// Checks one file and, if every condition holds, journals and deletes its source.
-fn move_one(src_root: &Path, dst_root: &Path, c: &Copied, checksum: bool, journal: &mut File) -> Result<(), String> {
+/// Why a copy is not proven identical to its source.
+enum Unproven {
+    /// The bytes differ: the copy is wrong (bit rot, a faulty share): the run is not verified.
+    Differs,
+    /// Anything else (the source changed since, a read failed): the source is kept, that is all.
+    Other(String),
+}
+
+/// Whether the copy of `c` is proven identical to its source: the source unchanged since it was
+/// copied, and the bytes the same. With the hash taken while copying, the copy is read back and
+/// hashed; without one (no `--checksum`, or a copy an earlier run made) source and copy are read
+/// side by side. Size and mtime are not proof: a copy damaged with both unchanged passes them.
+fn proven(src_root: &Path, dst_root: &Path, c: &Copied) -> Result<(), Unproven> {
     let src = src_root.join(&c.rel);
     let dst = dst_root.join(&c.rel);
-    let now = fs::symlink_metadata(&src).map_err(|e| format!("source: {e}"))?;
+    unchanged(&src, c).map_err(Unproven::Other)?;
+    let copy = File::open(&dst).map_err(|e| Unproven::Other(format!("destination: {e}")))?;
+    let size = copy.metadata().map_err(|e| Unproven::Other(e.to_string()))?.len();
+    if size != c.ident.size {
+        return Err(Unproven::Differs);
+    }
+    let same = match c.hash {
+        Some(want) => manifest::hash_reader(&copy).map(|h| h == want),
+        None => manifest::same_contents(&src, &dst),
+    };
+    match same {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Unproven::Differs),
+        Err(e) => Err(Unproven::Other(format!("reading to compare: {e}"))),
+    }
+}
+
+/// The source file is still the version that was copied.
+fn unchanged(src: &Path, c: &Copied) -> Result<(), String> {
+    let now = fs::symlink_metadata(src).map_err(|e| format!("source: {e}"))?;
     if crate::vocab::identity(&now) != c.ident {
         return Err("changed at the source since it was copied".into());
     }
-    let copy = File::open(&dst).map_err(|e| format!("destination: {e}"))?;
-    copy.sync_all().map_err(|e| format!("fsync of the copy: {e}"))?;
-    if let Some(parent) = dst.parent() {
-        // The rename that gave the copy its name is durable only once its folder is flushed.
-        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| format!("fsync of its folder: {e}"))?;
-    }
-    let size = copy.metadata().map_err(|e| e.to_string())?.len();
-    if size != c.ident.size {
-        return Err(format!("the copy has {size} bytes, the source {}", c.ident.size));
-    }
-    if checksum {
-        let want = match c.hash {
-            Some(h) => h,
-            None => manifest::hash_file(&src).map_err(|e| format!("hash of the source: {e}"))?,
-        };
-        if manifest::hash_reader(&copy).map_err(|e| format!("hash of the copy: {e}"))? != want {
-            return Err("the copy's content hash differs".into());
-        }
-    }
-    let line = format!("{}\n", c.rel.to_string_lossy());
-    journal.write_all(line.as_bytes()).and_then(|()| journal.sync_data()).map_err(|e| format!("journal: {e}"))?;
-    fs::remove_file(&src).map_err(|e| format!("delete: {e}"))
+    Ok(())
 }
 
-/// Deletes the source files in `copied` that pass every check, data first, then metadata, then
-/// the `marker`; then removes source folders left empty (never the source root itself).
+/// The copies proven identical to their sources, and why the others are not.
+#[derive(Debug, Default)]
+pub struct Proof {
+    pub proven: Vec<Copied>,
+    /// Copies whose bytes differ from their source's: the copy is wrong.
+    pub differs: Vec<PathBuf>,
+    /// Sources kept for another reason (changed since copied, unreadable).
+    pub kept: Vec<(PathBuf, String)>,
+}
+
+/// Proves each copy in `copied` by content (see [`proven`]), between verification and publishing:
+/// a copy found different fails the run before its marker is published. Ends between files on a
+/// stop request (the rest unproven).
+pub fn prove(src_root: &Path, dst_root: &Path, copied: Vec<Copied>, stop: &AtomicBool) -> Proof {
+    let mut proof = Proof::default();
+    for c in copied {
+        if stop.load(Ordering::Relaxed) {
+            proof.kept.push((c.rel, "stopped before it was proven".into()));
+            continue;
+        }
+        match proven(src_root, dst_root, &c) {
+            Ok(()) => proof.proven.push(c),
+            Err(Unproven::Differs) => proof.differs.push(c.rel),
+            Err(Unproven::Other(why)) => proof.kept.push((c.rel, why)),
+        }
+    }
+    proof
+}
+
+/// Makes every copy durable before any source goes: one `syncfs` of the destination where there is
+/// one; elsewhere each copy and its folder are flushed (the rename that named it is durable only
+/// once its folder is).
+fn make_durable(dst_root: &Path, files: &[&Copied]) -> Result<(), String> {
+    if crate::sys::sync_filesystem(dst_root).is_ok() {
+        return Ok(());
+    }
+    for c in files {
+        let dst = dst_root.join(&c.rel);
+        File::open(&dst).and_then(|f| f.sync_all()).map_err(|e| format!("fsync of {}: {e}", dst.display()))?;
+        if let Some(parent) = dst.parent() {
+            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| format!("fsync of {}: {e}", parent.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Journals and deletes, in one batch, the sources of proven copies that are still unchanged: the
+/// journal lines are flushed once before the first deletion (a crash after it leaves files
+/// journaled but not yet deleted; a deleted file never lacks its line).
+fn free_batch(src_root: &Path, batch: &[&Copied], journal: &mut File, report: &mut MoveReport) -> io::Result<()> {
+    let mut go = Vec::with_capacity(batch.len());
+    for c in batch {
+        match unchanged(&src_root.join(&c.rel), c) {
+            Ok(()) => go.push(*c),
+            Err(why) => report.kept.push((c.rel.clone(), why)),
+        }
+    }
+    let mut lines = String::new();
+    for c in &go {
+        lines.push_str(&c.rel.to_string_lossy());
+        lines.push('\n');
+    }
+    journal.write_all(lines.as_bytes())?;
+    journal.sync_data()?;
+    for c in go {
+        match fs::remove_file(src_root.join(&c.rel)) {
+            Ok(()) => report.deleted.push(c.rel.clone()),
+            Err(e) => report.kept.push((c.rel.clone(), format!("delete: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Source files journaled per flush of the journal.
+const BATCH: usize = 256;
+
+/// Deletes the sources of the `proven` copies (see [`prove`]) that are still unchanged, data
+/// first, then metadata, then the `marker` (proven here, after its own publishing); then removes
+/// source folders left empty (never the source root itself). Call only once the run's
+/// verification passed. A `stop` request ends it between batches: nothing is deleted after it.
 pub fn delete_sources(
     src_root: &Path,
     dst_root: &Path,
-    copied: &[Copied],
+    proven: &[Copied],
     marker: Option<&Copied>,
-    checksum: bool,
+    stop: &AtomicBool,
 ) -> io::Result<MoveReport> {
-    let mut journal = OpenOptions::new().create(true).append(true).open(dst_root.join(JOURNAL))?;
     let mut report = MoveReport::default();
-    let (meta, data): (Vec<&Copied>, Vec<&Copied>) = copied.iter().partition(|c| is_metadata(&c.rel));
-    for c in data {
-        match move_one(src_root, dst_root, c, checksum, &mut journal) {
-            Ok(()) => report.deleted.push(c.rel.clone()),
-            Err(why) => report.kept.push((c.rel.clone(), why)),
+    let marker = marker.filter(|m| match self::proven(src_root, dst_root, m) {
+        Ok(()) => true,
+        Err(Unproven::Differs) => {
+            report.kept.push((m.rel.clone(), "the copy's content differs from the source".into()));
+            false
         }
+        Err(Unproven::Other(why)) => {
+            report.kept.push((m.rel.clone(), why));
+            false
+        }
+    });
+    let (meta, data): (Vec<&Copied>, Vec<&Copied>) = proven.iter().partition(|c| is_metadata(&c.rel));
+    let every: Vec<&Copied> = proven.iter().chain(marker).collect();
+    if let Err(why) = make_durable(dst_root, &every) {
+        report.kept.extend(every.iter().map(|c| (c.rel.clone(), why.clone())));
+        return Ok(report);
     }
+    let mut journal = OpenOptions::new().create(true).append(true).open(dst_root.join(JOURNAL))?;
+    let mut free = |files: Vec<&Copied>, report: &mut MoveReport| -> io::Result<()> {
+        for batch in files.chunks(BATCH) {
+            if stop.load(Ordering::Relaxed) {
+                report.kept.extend(batch.iter().map(|c| (c.rel.clone(), "stopped before it was freed".into())));
+                continue;
+            }
+            free_batch(src_root, batch, &mut journal, report)?;
+        }
+        Ok(())
+    };
+    free(data, &mut report)?;
     // Metadata and the marker only once every data file is gone: while any data stays, the source
     // stays a readable archive, and a later run finds its marker and finishes the job.
-    let data_kept = !report.kept.is_empty();
-    for c in meta.into_iter().chain(marker) {
-        if data_kept {
-            report.kept.push((c.rel.clone(), "kept while data files remain at the source".into()));
-            continue;
-        }
-        match move_one(src_root, dst_root, c, checksum, &mut journal) {
-            Ok(()) => report.deleted.push(c.rel.clone()),
-            Err(why) => report.kept.push((c.rel.clone(), why)),
-        }
+    let rest: Vec<&Copied> = meta.into_iter().chain(marker).collect();
+    if report.kept.is_empty() {
+        free(rest, &mut report)?;
+    } else {
+        report.kept.extend(rest.iter().map(|c| (c.rel.clone(), "kept while data files remain at the source".into())));
     }
     // Empty folders go too (writers leave empty ones behind for fill-value chunks), deepest first;
     // a folder that still holds anything fails to be removed and stays.
@@ -122,4 +226,39 @@ pub fn delete_sources(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copied(src: &Path, dst: &Path, rel: &str, bytes: &[u8]) -> Copied {
+        fs::write(src.join(rel), bytes).unwrap();
+        fs::copy(src.join(rel), dst.join(rel)).unwrap();
+        let ident = crate::vocab::identity(&fs::symlink_metadata(src.join(rel)).unwrap());
+        Copied { rel: PathBuf::from(rel), ident, hash: None }
+    }
+
+    #[test]
+    fn nothing_is_proven_or_freed_after_a_stop() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let files: Vec<Copied> = (0..3).map(|i| copied(src.path(), dst.path(), &format!("f{i}"), b"data")).collect();
+        let stop = AtomicBool::new(true);
+        let proof = prove(src.path(), dst.path(), files.clone(), &stop);
+        assert!(proof.proven.is_empty() && proof.kept.len() == 3);
+        let report = delete_sources(src.path(), dst.path(), &files, None, &stop).unwrap();
+        assert!(report.deleted.is_empty());
+        assert!((0..3).all(|i| src.path().join(format!("f{i}")).exists()));
+    }
+
+    #[test]
+    fn a_copy_with_the_same_size_and_other_bytes_is_not_proven() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let good = copied(src.path(), dst.path(), "good", b"same bytes");
+        let bad = copied(src.path(), dst.path(), "bad", b"same bytes");
+        fs::write(dst.path().join("bad"), b"same bytez").unwrap();
+        let proof = prove(src.path(), dst.path(), vec![good, bad], &AtomicBool::new(false));
+        assert_eq!(proof.proven.iter().map(|c| c.rel.clone()).collect::<Vec<_>>(), vec![PathBuf::from("good")]);
+        assert_eq!(proof.differs, vec![PathBuf::from("bad")]);
+    }
 }

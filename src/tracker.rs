@@ -254,6 +254,11 @@ impl Tracker {
             .collect()
     }
 
+    /// Every file known at the source whose current version is not at the destination.
+    pub fn not_copied(&self) -> Vec<PathBuf> {
+        self.files.iter().filter(|(_, st)| st.copied.is_none()).map(|(p, _)| PathBuf::from(&**p)).collect()
+    }
+
     /// Every file copied (by this run or an earlier one) with its size and, when known, its hash.
     pub fn copied_files(&self) -> impl Iterator<Item = (&Path, u64, Option<crate::manifest::Hash>)> {
         self.files
@@ -376,7 +381,7 @@ impl Tracker {
                     n => Want::At(now + Duration::from_millis(50 << (n - 1).min(7))),
                 });
             }
-            Outcome::Unavailable(_) => retry = Some(Want::Now),
+            Outcome::Unavailable(_) | Outcome::RootGone(_) => retry = Some(Want::Now),
             Outcome::Unsettled(wait) => retry = Some(Want::At(now + wait)),
             Outcome::Busy => {
                 // Wait for the writer's close, unless it already came while we were checking.

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::vocab::{is_ignored, PARTIAL_SUFFIX};
 
@@ -133,6 +134,9 @@ pub struct Report {
     pub pruned: Vec<PathBuf>,
     /// Same size, different bytes (only looked for when contents are compared): an error.
     pub content_mismatch: Vec<PathBuf>,
+    /// Same size, another modification time: not the version copied (a copy carries the source's
+    /// mtime), so not proven the same: an error.
+    pub mtime_mismatch: Vec<PathBuf>,
     /// Chunk/shard files the final metadata has room for, over all arrays.
     pub expected_chunks: u64,
     /// ...of which exist at the source (the rest are fill value).
@@ -153,35 +157,8 @@ impl Report {
             && self.partials.is_empty()
             && self.bad_shards.is_empty()
             && self.content_mismatch.is_empty()
+            && self.mtime_mismatch.is_empty()
             && self.stale_chunks.is_empty()
-    }
-}
-
-/// Whether two files hold the same bytes, read side by side in 1 MiB blocks.
-fn same_contents(a: &Path, b: &Path) -> std::io::Result<bool> {
-    use std::io::Read;
-    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = read_full(&mut fa, &mut ba)?;
-        let m = read_full(&mut fb, &mut bb)?;
-        if n != m || ba[..n] != bb[..m] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-
-    fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match f.read(&mut buf[filled..])? {
-                0 => break,
-                n => filled += n,
-            }
-        }
-        Ok(filled)
     }
 }
 
@@ -197,7 +174,7 @@ fn differing(src: &Path, dst: &Path, rels: &[PathBuf]) -> Vec<PathBuf> {
         for _ in 0..threads {
             s.spawn(|| {
                 while let Some(rel) = rels.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if !same_contents(&src.join(rel), &dst.join(rel)).unwrap_or(false) {
+                    if !crate::manifest::same_contents(&src.join(rel), &dst.join(rel)).unwrap_or(false) {
                         out.lock().unwrap_or_else(|e| e.into_inner()).push(rel.clone());
                     }
                 }
@@ -225,6 +202,9 @@ fn slash_path(rel: &Path) -> String {
 /// (see [`Report::stale_chunks`]) are removed from the destination: deletions are data (a chunk
 /// deleted at the source reads as fill value), and one made while softcopy was not running has no
 /// event to mirror. Only files named as chunk keys inside a source array are ever removed.
+///
+/// A `stop` request ends it with an error ("stopped") between files: an unfinished verification
+/// proves nothing.
 pub fn verify(
     src: &Path,
     dst: &Path,
@@ -232,6 +212,7 @@ pub fn verify(
     arrays: &[ArraySpec],
     content: bool,
     prune: bool,
+    stop: &AtomicBool,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
     let mut same_size = Vec::new();
@@ -253,11 +234,21 @@ pub fn verify(
         if !entry.file_type().is_file() || is_ignored(rel) || rel.as_os_str() == marker {
             continue;
         }
-        let size = entry.metadata()?.len();
+        if stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("stopped"));
+        }
+        let meta = entry.metadata()?;
+        let size = meta.len();
         report.files += 1;
         report.bytes += size;
         let copy = dst.join(rel);
         let arrived = match fs::symlink_metadata(&copy) {
+            // Another mtime is not the version copied; when contents are compared, they decide.
+            Ok(m) if m.is_file() && m.len() == size && !same_mtime(&meta, &m) && !content => {
+                copies += 1;
+                report.mtime_mismatch.push(rel.to_path_buf());
+                false
+            }
             Ok(m) if m.is_file() && m.len() == size => {
                 copies += 1;
                 if content {
@@ -323,6 +314,20 @@ pub fn verify(
     }
     report.content_mismatch = differing(src, dst, &same_size);
     Ok(report)
+}
+
+/// Whether the copy's mtime is the source's, within what the destination can store: a copy carries
+/// its source's mtime, but FAT keeps 2 s, SFTP (sshfs) and many network shares whole seconds, SMB
+/// 100 ns, so a destination mtime that is a whole number of such units matches any source mtime
+/// within one unit of it.
+pub fn same_mtime(src: &fs::Metadata, dst: &fs::Metadata) -> bool {
+    let ns = |m: &fs::Metadata| crate::vocab::identity(m).mtime_ns;
+    let (s, d) = (ns(src), ns(dst));
+    if s == d {
+        return true;
+    }
+    let unit = [2_000_000_000i64, 1_000_000_000, 1_000_000, 1_000, 100].into_iter().find(|u| d % u == 0);
+    unit.is_some_and(|u| (s - d).abs() < u)
 }
 
 /// Finds the array a file belongs to (its nearest ancestor that is an array) and counts the file

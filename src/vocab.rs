@@ -94,6 +94,10 @@ pub enum Outcome {
     /// The copy of this file failed (a source problem, or one destination path); it is retried
     /// with backoff, and given up after [`MAX_FAILURES`] attempts in a row.
     Failed(String),
+    /// The file is missing at the source, but so is the source root as it was (moved away,
+    /// unmounted, replaced): that is no evidence that the file was deleted, and nothing was
+    /// removed at the destination. It is queued again and the target pauses until the root is back.
+    RootGone(String),
     /// The destination as a whole cannot take files now (full, read-only, a share gone). Not this
     /// file's fault: it is queued again and the engine decides when to try the destination again.
     Unavailable(String),

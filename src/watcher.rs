@@ -23,8 +23,11 @@ pub enum FsEvent {
     Gone(PathBuf),
     /// Events were lost (queue overflow): rescan everything.
     Rescan,
-    /// The source root itself appeared again (a writer's `overwrite=True` removes and recreates it).
+    /// The source root itself appeared again (a writer's `overwrite=True` removes and recreates it,
+    /// or a folder was moved back).
     RootCreated,
+    /// The source root itself went away, deleted or renamed away (see [`crate::root::Gone`]).
+    RootGone(crate::root::Gone),
     /// The watcher reported a problem.
     Error(String),
     /// The inotify watch limit is reached: some folders have no watch.
@@ -160,8 +163,9 @@ pub fn translate(root: &Path, event: notify::Result<Event>, out: &mut Vec<FsEven
                 EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
                     out.push(FsEvent::RootCreated)
                 }
-                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-                    out.push(FsEvent::Gone(PathBuf::new()))
+                EventKind::Remove(_) => out.push(FsEvent::RootGone(crate::root::Gone::Deleted)),
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                    out.push(FsEvent::RootGone(crate::root::Gone::MovedAway))
                 }
                 _ => {}
             }
@@ -200,12 +204,17 @@ pub fn translate(root: &Path, event: notify::Result<Event>, out: &mut Vec<FsEven
 
 /// Walks `root/start` and calls `found` with each regular file's path relative to `root` (and its
 /// identity when `with_identity`, at the cost of one `lstat` per file). Symlinks are not followed.
+///
+/// `Err` when `root/start` itself cannot be listed (missing included); `Ok(Some(why))` when the
+/// walk went on past an error below it: that scan is *incomplete*, and a file it did not list is
+/// not proven gone (docs/design.md, invariant 8). A folder that vanished while being walked is no
+/// error: its removal is a fact, and its files' deletions are events of their own.
 pub fn scan(
     root: &Path,
     start: &Path,
     with_identity: bool,
     found: impl FnMut(PathBuf, Option<Identity>),
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<String>> {
     walk(root, start, with_identity, |_| {}, found)
 }
 
@@ -216,15 +225,19 @@ fn walk(
     with_identity: bool,
     mut on_dir: impl FnMut(&Path),
     mut found: impl FnMut(PathBuf, Option<Identity>),
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<String>> {
     let top = root.join(start);
+    let mut incomplete = None;
     for entry in walkdir::WalkDir::new(&top).follow_links(false) {
         let entry = match entry {
             Ok(e) => e,
+            Err(e) if e.depth() == 0 => return Err(e.into()),
             // A directory deleted while we walk it is the writer's business, not an error.
             Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
-            Err(e) if e.depth() == 0 => return Err(e.into()),
-            Err(_) => continue,
+            Err(e) => {
+                incomplete.get_or_insert_with(|| e.to_string());
+                continue;
+            }
         };
         if entry.file_type().is_dir() {
             on_dir(entry.path());
@@ -242,12 +255,16 @@ fn walk(
         let ident = if with_identity {
             match entry.metadata() {
                 Ok(m) => Some(crate::vocab::identity(&m)),
-                Err(_) => continue,
+                Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
+                Err(e) => {
+                    incomplete.get_or_insert_with(|| e.to_string());
+                    continue;
+                }
             }
         } else {
             None
         };
         found(rel.to_path_buf(), ident);
     }
-    Ok(())
+    Ok(incomplete)
 }

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -105,6 +106,22 @@ def run_softcopy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def conclude(engine: Any, timeout: float = 30, before: Callable[[], None] | None = None) -> Any:
+    """Drives a bare engine to its verdict: once it drained and asks for the expected Zarr file
+    set, runs `before` (a fault to inject between drain and verification), hands the set over,
+    and waits for the end."""
+    from softcopy.zarr import discover
+
+    wait_for(lambda: engine.status()["wants_expected"] or engine.wait(0), timeout, "the engine to drain")
+    if before is not None:
+        before()
+    if not engine.wait(0):
+        arrays, _ = discover(engine.source)
+        engine.expect([a.as_native() for a in arrays])
+    assert engine.wait(timeout), engine.status()
+    return engine.verdict()
 
 
 def write_finished_archive(root: Path, layout: str = "v2dot", timepoints: int = 3) -> None:

@@ -186,10 +186,13 @@ def test_verify_command_names_every_difference_and_catches_one_flipped_byte(tmp_
     assert softcopy.copy(src, dst).ok
     r = run("verify", src, dst, "--checksum")
     assert r.returncode == 0 and "identical: 5 files" in r.stderr, r.stderr
-    data = bytearray((dst / "c" / "0" / "3").read_bytes())
-    data[1000] ^= 1  # one bit, same size: only a content comparison can see it
-    (dst / "c" / "0" / "3").write_bytes(bytes(data))
-    assert run("verify", src, dst).returncode == 0, "sizes alone cannot see it"
+    flipped = dst / "c" / "0" / "3"
+    st = flipped.stat()
+    data = bytearray(flipped.read_bytes())
+    data[1000] ^= 1  # one bit, same size, same mtime (bit rot): only a content comparison can see it
+    flipped.write_bytes(bytes(data))
+    os.utime(flipped, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert run("verify", src, dst).returncode == 0, "sizes and mtimes alone cannot see it"
     r = run("verify", src, dst, "--checksum")
     assert r.returncode == 1
     assert r.stdout.splitlines() == ["content: c/0/3"]

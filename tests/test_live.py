@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import softcopy
-from conftest import assert_same_tree, finish, start_writer, wait_for, write_finished_archive
+from conftest import assert_same_tree, conclude, finish, start_writer, wait_for, write_finished_archive
 
 
 @pytest.mark.parametrize("layout", ["v2dot", "v2slash", "zarr3", "zarr3sharded"])
@@ -138,8 +138,8 @@ def test_every_copy_method_copies_exactly(tmp_path: Path, method: str) -> None:
     for n, size in enumerate(sizes):
         (src / f"f{n}").write_bytes(bytes((i * 31 + n) & 0xFF for i in range(size)))
     engine = softcopy._softcopy.Engine(src, dst, once=True, copy_method=method)  # type: ignore[arg-type]
-    assert engine.wait(30)
-    assert engine.status()["phase"] == "drained"
+    assert conclude(engine).verified
+    assert engine.status()["phase"] == "verified"
     assert_same_tree(src, dst)
 
 

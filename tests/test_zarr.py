@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import softcopy
-from conftest import WRITER
+from conftest import WRITER, conclude
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from softcopy.zarr import ArraySpec, MetadataError, discover, parse_v2, parse_v3
@@ -201,15 +202,19 @@ def test_expected_keys_equal_the_files_tensorstore_writes_for_a_full_array(layou
 def test_a_shard_damaged_at_the_destination_fails_verification(tmp_path: Path) -> None:
     src, dst = tmp_path / "a.zarr", tmp_path / "b.zarr"
     subprocess.run([sys.executable, str(WRITER), str(src), "zarr3sharded", "4", "0"], check=True)
-    engine = softcopy._softcopy.Engine(src, dst, once=True)
-    assert engine.wait(30) and engine.status()["phase"] == "drained"
-    arrays, _ = discover(src)
-    assert engine.verify([a.as_native() for a in arrays])["ok"]
-    shard = next(p for p in dst.rglob("*") if p.is_file() and p.parent.name != "a.zarr" and p.name != "zarr.json")
-    data = bytearray(shard.read_bytes())
-    data[-6] ^= 0xFF  # inside the index, same size: only the CRC32C can tell
-    shard.write_bytes(bytes(data))
-    v = engine.verify([a.as_native() for a in arrays])
-    assert not v["ok"]
-    assert [p.as_posix() for p, _ in v["bad_shards"]] == [shard.relative_to(dst).as_posix()]
-    assert "CRC32C" in v["bad_shards"][0][1]
+    shard: list[Path] = []
+
+    def damage() -> None:
+        # Between the drain and the verification: same size, same mtime, only the CRC32C can tell.
+        shard.append(next(p for p in dst.rglob("*") if p.is_file() and p.parent != dst and p.name != "zarr.json"))
+        st = shard[0].stat()
+        data = bytearray(shard[0].read_bytes())
+        data[-6] ^= 0xFF
+        shard[0].write_bytes(bytes(data))
+        os.utime(shard[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    v = conclude(softcopy._softcopy.Engine(src, dst, once=True), before=damage)
+    assert not v.verified
+    assert [p.as_posix() for p, _ in v.bad_shards] == [shard[0].relative_to(dst).as_posix()]
+    assert "CRC32C" in v.bad_shards[0][1]
+    assert not (dst / "complete").exists()

@@ -4,7 +4,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, final
 
-__all__ = ["Engine", "SoftcopyError", "__version__", "set_total_rate", "verify_manifest", "verify_trees"]
+__all__ = ["Engine", "SoftcopyError", "Verdict", "__version__", "set_total_rate", "verify_manifest", "verify_trees"]
 
 def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[str]) -> dict[str, Any]:
     """Checks `destination` against a manifest: ok, files, missing, size_mismatch,
@@ -18,7 +18,7 @@ def verify_trees(
     content: bool = False,
     marker: str = "complete",
 ) -> dict[str, Any]:
-    """Compares two trees as `Engine.verify` does, without an engine; with `content`, every pair of
+    """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
     files of the same size is also compared byte for byte (`content_mismatch`)."""
 
 def set_total_rate(bytes_per_s: int | None) -> None:
@@ -27,7 +27,7 @@ def set_total_rate(bytes_per_s: int | None) -> None:
 __version__: str
 
 class SoftcopyError(RuntimeError):
-    """An error inside softcopy's engine (a fatal fault, or verify() before the source exists)."""
+    """An error inside softcopy's engine (a fatal fault)."""
 
 @final
 class Engine:
@@ -56,7 +56,10 @@ class Engine:
         checksum: hash every file (BLAKE3, 128 bits) while copying it through user space and read
             the copy back to compare before it gets its final name.
         manifest: where to write `hash<TAB>size<TAB>path` for every file once drained.
-        delete_source: keep what was copied so `delete_source()` can free the source afterwards.
+        delete_source: once verified, delete each source file whose copy is proven identical.
+        quiet_time: where no lease can tell whether a writer has a file open (not its owner and no
+            CAP_LEASE, no lease support), seconds a file found without a close event must have
+            gone unwritten before it is taken as closed.
     """
 
     def __new__(
@@ -78,16 +81,18 @@ class Engine:
         checksum: bool = False,
         manifest: str | PathLike[str] | None = None,
         delete_source: bool = False,
+        quiet_time: float = 60.0,
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
         files_distinct, max_copies, errors, failed, backlog, in_flight, writing, oldest_wait
         (seconds the oldest waiting file has waited), known (files known at the source), last_error, fatal,
         elapsed, finishing, destination_trouble (why the destination cannot take files now, or None),
-        gave_up.
+        gave_up, paused (why the target is paused: its source root is gone or another folder),
+        wants_expected (the engine drained and waits for `expect()`).
 
-        `phase` is one of "starting", "waiting", "scanning", "copying", "finishing", "drained",
-        "stopped", "failed".
+        `phase` is one of "starting", "waiting", "scanning", "copying", "reconciling", "verifying",
+        "publishing", "freeing", and at the end "verified", "incomplete", "stopped" or "failed".
         """
     def messages(self) -> list[tuple[Literal["debug", "info", "warning", "error"], str]]:
         """Takes the messages queued since the last call (oldest dropped beyond 10 000)."""
@@ -103,32 +108,57 @@ class Engine:
     @property
     def destination(self) -> Path:
         """The resolved destination root (as given until the source exists)."""
-    def verify(
+    def expect(
         self, arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]]
-    ) -> dict[str, Any]:
-        """Compares source and destination after the engine drained.
+    ) -> None:
+        """Hands over the expected Zarr file set once `status()["wants_expected"]` is true (the
+        engine drained). Verifying, publishing the marker and freeing the source then run in the
+        engine; `verdict()` says how it ended.
 
         Args:
             arrays: one (path, shape, grid, prefix, separator, shard) per Zarr array, from the
                 final metadata; `grid` is the chunk shape (the shard shape when sharded), `prefix`
                 is "c" for Zarr v3's default key encoding and None for v2-style keys, and `shard`
                 is (inner chunks per shard, index at the end, index has a CRC32C) or None.
-
-        Returns:
-            ok, files, bytes, missing, size_mismatch, partials, symlinks, extra,
-            expected_chunks, present_chunks, outside_grid, bad_shards (whole at the source, not
-            at the destination: an error), bad_shards_at_source (e.g. a killed writer: reported),
-            content_mismatch (always empty here: contents are compared by `verify_trees`),
-            stale_chunks and pruned: chunk files of a source array the source no longer has
-            (deleted while no softcopy was watching); this call removes them (`pruned`).
         """
-    def delete_source(self) -> dict[str, Any]:
-        """Frees the source after a drained, verified copy: deletes each copied source file that is
-        unchanged since its copy, whose copy is fsynced and checks out (size; hash with checksums);
-        data first, metadata after, the marker last; journals each deletion at the destination.
+    def verdict(self) -> Verdict | None:
+        """How the target ended, once it has (None before, and after a fatal error)."""
 
-        Returns:
-            deleted (paths), kept ((path, reason) pairs), folders_removed.
-        """
-    def publish_marker(self) -> bool:
-        """Copies the marker to the destination (after verification). False if there is none."""
+@final
+class Verdict:
+    """How a target ended, decided in the engine.
+
+    `verified` is true only when every file arrived with its size and modification time, every
+    shard is whole, nothing stale or partial is left, and the marker (if any) was published last.
+    `missing` .. `bad_shards_at_source` are what verification found (`content_mismatch`: copies
+    read back different, looked for with delete_source); `not_copied` lists files known at the source that never arrived when
+    verification could not run (the source went away); `reason` says why it is not verified when
+    that is not a list of files. With delete_source, `freed` says whether the mover ran, and
+    `source_deleted` / `source_kept` what it did (each deleted file's copy was proven identical by
+    content first).
+    """
+
+    verified: bool
+    reason: str | None
+    files: int
+    bytes: int
+    missing: list[Path]
+    not_copied: list[Path]
+    size_mismatch: list[tuple[Path, int, int]]
+    mtime_mismatch: list[Path]
+    content_mismatch: list[Path]
+    partials: list[Path]
+    symlinks: list[Path]
+    extra: list[Path]
+    stale_chunks: list[Path]
+    pruned: list[Path]
+    expected_chunks: int
+    present_chunks: int
+    outside_grid: list[Path]
+    bad_shards: list[tuple[Path, str]]
+    bad_shards_at_source: list[tuple[Path, str]]
+    marker_published: bool
+    freed: bool
+    source_deleted: list[Path]
+    source_kept: list[tuple[Path, str]]
+    folders_removed: int

@@ -66,10 +66,14 @@ def table(progress: list[Progress]) -> Table:
         t.add_column(col, justify="right", no_wrap=True)
     troubles = []
     for p in progress:
-        state = {"drained": "done"}.get(p.phase, p.phase)
-        if p.phase == "finishing" and p.known:
+        # "done" only once the engine reached its verdict: never while it still verifies.
+        state = {"verified": "done", "incomplete": "INCOMPLETE"}.get(p.phase, p.phase)
+        if p.phase == "reconciling" and p.known:
             state = _percent_eta(p)
-        if p.destination_trouble:
+        if p.paused:
+            state = "PAUSED"
+            troubles.append(f"{p.source.name}: {p.paused}")
+        elif p.destination_trouble:
             state = "PAUSED"
             troubles.append(f"{p.source.name}: destination unavailable: {p.destination_trouble}")
         t.add_row(
@@ -103,6 +107,8 @@ def table(progress: list[Progress]) -> Table:
 
 def status_line(p: Progress) -> str:
     trouble = f" (DESTINATION UNAVAILABLE: {p.destination_trouble})" if p.destination_trouble else ""
+    if p.paused:
+        trouble = f" (PAUSED: {p.paused})"
     return (
         f"{p.source.name}: {p.phase}{trouble}, {p.files_copied} files ({human_bytes(p.bytes_copied)}, {_rate(p)}) copied, "
         f"{p.backlog} waiting (oldest {p.oldest_wait:.1f} s), {p.in_flight} copying, {p.errors} errors, "

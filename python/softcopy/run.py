@@ -1,5 +1,6 @@
 """Orchestration: one native engine per target, all running in parallel; Python only polls their
-status, relays their messages to `logging`, and verifies each target once its engine has drained.
+status, relays their messages to `logging`, hands each engine the expected Zarr file set once it
+asks, and presents the verdict the engine reached (docs/design.md, "The end of a run").
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Progress:
     fatal: str | None
     destination_trouble: str | None
     gave_up: bool
+    paused: str | None
+    """Why the target is paused (its source root is missing or another folder), while it is."""
+    wants_expected: bool
 
 
 @dataclass
@@ -190,6 +194,8 @@ class Copier:
         self._max_total_rate = max_total_rate
         self._engines: list[Engine] = []
         self._reports: dict[int, TargetReport] = {}
+        self._found: dict[int, tuple[int, list[str]]] = {}
+        """Per target: how many Zarr arrays discovery found and what it said, for its report."""
         self._stopped = False
 
     def start(self) -> None:
@@ -239,8 +245,10 @@ class Copier:
         for i, (engine, target) in enumerate(zip(self._engines, self.targets, strict=True)):
             for level, text in engine.messages():
                 log.log(_LEVELS[level], "%s: %s", target.source.name, text)
+            if i not in self._found and engine.status()["wants_expected"]:
+                self._found[i] = self._hand_expected(engine)
             if i not in self._reports and engine.wait(0):
-                self._reports[i] = self._conclude(engine, target)
+                self._reports[i] = self._conclude(engine, target, *self._found.get(i, (0, [])))
         if len(self._reports) == len(self._engines):
             return Report([self._reports[i] for i in range(len(self._engines))], interrupted=self._stopped)
         return None
@@ -259,7 +267,18 @@ class Copier:
             # Waiting on one engine is enough to sleep; poll() looks at all of them.
             pending[0].wait(left)
 
-    def _conclude(self, engine: Engine, target: Target) -> TargetReport:
+    @staticmethod
+    def _hand_expected(engine: Engine) -> tuple[int, list[str]]:
+        """The engine drained and asks for the expected file set: read the final Zarr metadata
+        once and hand it over; verifying, publishing and freeing then happen in the engine."""
+        arrays, notes = zarr.discover(engine.source)
+        if not arrays:
+            notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
+        engine.expect([a.as_native() for a in arrays])
+        return len(arrays), notes
+
+    def _conclude(self, engine: Engine, target: Target, arrays: int, notes: list[str]) -> TargetReport:
+        """Presents what the engine decided; decides nothing itself."""
         s = engine.status()
         r = TargetReport(
             source=engine.source,
@@ -275,60 +294,50 @@ class Copier:
             duration=s["elapsed"],
             fatal=s["fatal"],
         )
-        if s["phase"] != "drained":
-            for level, text in engine.messages():
-                log.log(_LEVELS[level], "%s: %s", target.source.name, text)
-            return r
-        if s["gave_up"]:
-            r.notes.append(f"gave up: the destination was unavailable for over {target.give_up_after:.0f} s")
-        arrays, notes = zarr.discover(engine.source)
+        for level, text in engine.messages():
+            log.log(_LEVELS[level], "%s: %s", target.source.name, text)
+        r.arrays = arrays
         r.notes.extend(notes)
-        r.arrays = len(arrays)
-        if not arrays:
-            r.notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
-        try:
-            v: dict[str, Any] = engine.verify([a.as_native() for a in arrays])
-        except (OSError, SoftcopyError) as e:
-            r.fatal = f"cannot verify: {e}"
+        v = engine.verdict()
+        if v is None:
             return r
-        r.files_checked, r.bytes_checked = v["files"], v["bytes"]
-        r.missing = [os.fspath(p) for p in v["missing"]]
-        r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v["size_mismatch"]]
-        r.partials = [os.fspath(p) for p in v["partials"]]
-        r.expected_chunks, r.present_chunks = v["expected_chunks"], v["present_chunks"]
-        r.bad_shards = [(os.fspath(p), why) for p, why in v["bad_shards"]]
-        for p, why in v["bad_shards_at_source"]:
+        if v.reason:
+            r.notes.append(v.reason)
+        r.files_checked, r.bytes_checked = v.files, v.bytes
+        r.missing = [os.fspath(p) for p in v.missing]
+        r.missing.extend(f"{os.fspath(p)} (not copied: the source went away)" for p in v.not_copied)
+        r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v.size_mismatch]
+        r.missing.extend(f"{os.fspath(p)} (a different modification time at the destination)" for p in v.mtime_mismatch)
+        r.missing.extend(f"{os.fspath(p)} (the copy's content differs from the source)" for p in v.content_mismatch)
+        r.partials = [os.fspath(p) for p in v.partials]
+        r.expected_chunks, r.present_chunks = v.expected_chunks, v.present_chunks
+        r.bad_shards = [(os.fspath(p), why) for p, why in v.bad_shards]
+        for p, why in v.bad_shards_at_source:
             r.notes.append(f"shard {os.fspath(p)} is not whole at the source either ({why}); copied as it is")
-        if v["symlinks"]:
-            r.notes.append(f"{len(v['symlinks'])} symlinks in the source were not copied (never followed)")
-        if v["outside_grid"]:
-            r.notes.append(f"{len(v['outside_grid'])} chunk files lie outside their array's final shape")
-        if target.manifest is not None:
+        if v.symlinks:
+            r.notes.append(f"{len(v.symlinks)} symlinks in the source were not copied (never followed)")
+        if v.outside_grid:
+            r.notes.append(f"{len(v.outside_grid)} chunk files lie outside their array's final shape")
+        if target.manifest is not None and v.verified:
             r.notes.append(f"every file hashed while copied and read back; manifest: {target.manifest}")
-        if v["pruned"]:
+        if v.pruned:
             r.notes.append(
-                f"removed {len(v['pruned'])} chunk files the source no longer has (deleted while softcopy was not running)"
+                f"removed {len(v.pruned)} chunk files the source no longer has (deleted while softcopy was not running)"
             )
-        r.missing.extend(f"{os.fspath(p)} (stale: the source no longer has it)" for p in v["stale_chunks"])
-        if v["extra"]:
-            r.notes.append(f"{len(v['extra'])} files at the destination are not in the source (left in place)")
-        r.verified = bool(v["ok"])
-        if r.verified:
-            try:
-                engine.publish_marker()
-            except (OSError, SoftcopyError) as e:
-                r.verified = False
-                r.notes.append(f"could not copy the marker {target.marker!r}: {e}")
-        if target.delete_source:
-            # Each file is proven on its own: one failed file must not keep the rest on the disk.
-            moved = engine.delete_source()
-            r.source_deleted = len(moved["deleted"])
-            r.source_kept = [(os.fspath(p), why) for p, why in moved["kept"]]
+        r.missing.extend(f"{os.fspath(p)} (stale: the source no longer has it)" for p in v.stale_chunks)
+        if v.extra:
+            r.notes.append(f"{len(v.extra)} files at the destination are not in the source (left in place)")
+        r.verified = v.verified
+        if v.freed:
+            r.source_deleted = len(v.source_deleted)
+            r.source_kept = [(os.fspath(p), why) for p, why in v.source_kept]
             r.notes.append(
                 f"freed the source: {r.source_deleted} files deleted, {len(r.source_kept)} kept, "
-                f"{moved['folders_removed']} empty folders removed"
+                f"{v.folders_removed} empty folders removed"
             )
             r.notes.extend(f"kept at the source: {p} ({why})" for p, why in r.source_kept[:20])
+        elif target.delete_source:
+            r.notes.append("the source was not freed: the copy is not verified")
         return r
 
     def __enter__(self) -> Self:

@@ -18,6 +18,7 @@ def differences(v: dict[str, Any]) -> list[str]:
     """One line per difference, in a fixed order, each naming the path."""
     lines = [f"missing: {os.fspath(p)}" for p in v["missing"]]
     lines += [f"size: {os.fspath(p)} (source {a} bytes, destination {b} bytes)" for p, a, b in v["size_mismatch"]]
+    lines += [f"mtime: {os.fspath(p)} (another modification time)" for p in v.get("mtime_mismatch", [])]
     lines += [f"content: {os.fspath(p)}" for p in v["content_mismatch"]]
     lines += [f"shard: {os.fspath(p)} ({why})" for p, why in v["bad_shards"]]
     lines += [f"partial: {os.fspath(p)}" for p in v["partials"]]

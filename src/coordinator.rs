@@ -1,0 +1,614 @@
+//! The coordinator: one thread per target that turns filesystem events into tracker changes,
+//! hands due files to the workers, learns their outcomes, and decides when the copy is over. It
+//! sleeps until an event, a job result, a due timer or a probe (docs/design.md, "The coordinator
+//! sleeps"); it never deletes anything itself: deletions are jobs, and a job mirrors one only on
+//! positive evidence (invariant 8).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+
+use crate::copier::{self, CopyOptions, Done, Pool};
+use crate::engine::{wait_for_source, Config};
+use crate::finish::{conclude, Drained};
+use crate::health::Health;
+use crate::root::{Gone, RootId};
+use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
+use crate::tracker::Tracker;
+use crate::vocab::{Change, Outcome};
+use crate::watcher::{self, FsEvent, Watcher};
+use crate::{Error, Result};
+
+/// Longest the coordinator sleeps without looking at the stop and finish flags.
+const TICK: Duration = Duration::from_millis(100);
+/// Shortest interval between the rescans that stand in for missing watches.
+const RESCAN_MIN: Duration = Duration::from_secs(2);
+/// Interval of the rescans that stand in for undetectable event loss on Windows.
+#[cfg(windows)]
+const WINDOWS_RESCAN: Duration = Duration::from_secs(30);
+/// At most one message about lost events per this interval.
+const SAY_EVERY: Duration = Duration::from_secs(30);
+
+/// Why the copy loop ended.
+enum LoopEnd {
+    /// The acquisition is over and every file is copied: on to the end steps.
+    Drained,
+    Stopped,
+    /// The destination stayed unavailable longer than `give_up_after`.
+    GaveUp,
+    /// The acquisition is over but the source root is gone (or another folder): nothing can be
+    /// verified, and nothing is deleted.
+    RootGone(String),
+    /// The watcher's channel closed: a bug or a dead backend.
+    WatcherDied,
+}
+
+/// What the final reconcile found.
+enum Swept {
+    /// Every file listed, from the same root: vanished files were mirrored as deletions.
+    Complete,
+    /// Something was not listed: nothing was deleted.
+    Incomplete,
+    /// The root is missing or another folder: nothing was deleted, the target is paused.
+    RootGone(String),
+}
+
+struct Run<'a> {
+    cfg: &'a Config,
+    sh: &'a Shared,
+    src: PathBuf,
+    dst: PathBuf,
+    root: Arc<RootId>,
+    /// How the root last went away, while it is away.
+    root_gone: Option<Gone>,
+    /// Why nothing is dispatched now (the root is away), while that lasts.
+    paused: Option<String>,
+    tracker: Tracker,
+    finishing: bool,
+    status: Status,
+    started: Instant,
+    health: Health,
+    /// When to rescan the source next (after lost events, or periodically once watches are missing).
+    rescan_at: Option<Instant>,
+    last_rescan: Option<Instant>,
+    /// Rescans are periodic, at this interval: the inotify watch limit was hit (some folders have
+    /// no watch), or the platform cannot report lost events.
+    periodic: Option<Duration>,
+    overflows: u64,
+    overflow_said: Option<Instant>,
+    /// When the files open for writing were last counted for the status.
+    counted_writing: Option<Instant>,
+    learned: Arc<crate::sys::Learned>,
+    said_no_busy_check: bool,
+}
+
+impl Run<'_> {
+    fn is_marker(&self, rel: &Path) -> bool {
+        rel.as_os_str() == self.cfg.marker.as_str()
+    }
+
+    fn file_event(&mut self, rel: PathBuf, change: Change, now: Instant) {
+        if self.is_marker(&rel) {
+            if matches!(change, Change::Replaced | Change::Found | Change::Created | Change::ClosedWrite)
+                && !self.finishing
+            {
+                self.sh.say(Level::Info, format!("{} appeared: the acquisition is complete", self.cfg.marker));
+                self.finishing = true;
+            }
+            return;
+        }
+        self.tracker.event(&rel, change, now);
+    }
+
+    fn scan(&mut self, start: &Path, change: Change) {
+        let now = Instant::now();
+        // Each file goes to the tracker as it is found: collecting them first would hold every
+        // path of a million-file archive twice at once.
+        let src = self.src.clone();
+        let problem = match watcher::scan(&src, start, false, |rel, _| self.file_event(rel, change, now)) {
+            Ok(problem) => problem,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = problem {
+            self.sh.say(Level::Warning, format!("scan of {}: {e}", src.join(start).display()));
+        }
+    }
+
+    fn pause(&mut self, why: String) {
+        if self.paused.as_deref() != Some(why.as_str()) {
+            self.sh.say(
+                Level::Warning,
+                format!("{why}: paused, nothing is deleted at the destination (the copy is kept)"),
+            );
+        }
+        self.paused = Some(why);
+    }
+
+    fn resume(&mut self) {
+        if self.paused.take().is_some() {
+            self.sh.say(Level::Info, format!("{} is back: copying on", self.src.display()));
+        }
+        self.root_gone = None;
+    }
+
+    /// A full scan comparing identities: re-queues what changed unseen and, only when the scan
+    /// listed the same root completely, mirrors what vanished unseen (invariant 8). Used after
+    /// lost events and once more before the end (invariant 3).
+    fn reconcile(&mut self) -> Swept {
+        if let Err(why) = self.root.check(&self.src) {
+            self.pause(why.clone());
+            return Swept::RootGone(why);
+        }
+        let now = Instant::now();
+        self.tracker.begin_sweep();
+        let src = self.src.clone();
+        let scanned = watcher::scan(&src, Path::new(""), true, |rel, ident| {
+            if self.is_marker(&rel) {
+                self.finishing = true;
+            } else {
+                self.tracker.scanned(&rel, ident.expect("scan with identity"), now);
+            }
+        });
+        // The root must still be the same folder after the walk too: one swapped in meanwhile
+        // would have been listed in part.
+        let problem = match (scanned, self.root.check(&self.src)) {
+            (_, Err(why)) => {
+                self.pause(why.clone());
+                return Swept::RootGone(why);
+            }
+            (Err(e), _) => Some(e.to_string()),
+            (Ok(incomplete), _) => incomplete,
+        };
+        match problem {
+            None => {
+                self.tracker.end_sweep(now);
+                Swept::Complete
+            }
+            Some(e) => {
+                let why = format!(
+                    "the scan of {} was incomplete ({e}); nothing is deleted at the destination",
+                    src.display()
+                );
+                self.sh.say(Level::Warning, why.clone());
+                Swept::Incomplete
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: FsEvent, watcher: &mut Watcher) {
+        if self.cfg.log_events {
+            self.sh.say(Level::Debug, format!("event {ev:?}"));
+        }
+        let now = Instant::now();
+        match ev {
+            FsEvent::File(rel, change) => self.file_event(rel, change, now),
+            FsEvent::NewDir(rel) => {
+                match watcher.ensure_watched(&self.src.join(&rel)) {
+                    Err(e @ Error::WatchLimit(_)) => self.watch_limited(e.to_string()),
+                    Err(e) => self.sh.say(Level::Warning, e.to_string()),
+                    Ok(()) => {}
+                }
+                // Files found may still be open for writing (in-place writers): `Found` makes the
+                // worker check before copying.
+                self.scan(&rel, Change::Found);
+            }
+            FsEvent::RootGone(how) => {
+                // Deleted: a writer recreating it (`overwrite=True`) will be followed when it
+                // returns. Moved or unmounted: whatever appears under its name is not this copy.
+                self.root_gone = Some(how);
+                let what = match how {
+                    Gone::Deleted => "was deleted",
+                    Gone::MovedAway => "was moved away",
+                };
+                self.pause(format!("{} {what}; waiting for it to return", self.src.display()));
+            }
+            FsEvent::Gone(rel) => {
+                self.tracker.removed_tree(&rel, now);
+                // The directory itself too: its worker removes it at the destination once empty.
+                self.tracker.event(&rel, Change::Removed, now);
+            }
+            FsEvent::RootCreated => self.root_created(watcher),
+            FsEvent::Rescan => self.events_lost(now),
+            FsEvent::Error(msg) => self.sh.say(Level::Warning, msg),
+            FsEvent::WatchLimit(msg) => self.watch_limited(msg),
+        }
+    }
+
+    /// A folder appeared under the root's name. After a deletion of the root it is the writer's
+    /// new root (followed: its reconcile mirrors what it no longer has); the old root moved back
+    /// is the same folder; anything else stays paused.
+    fn root_created(&mut self, watcher: &mut Watcher) {
+        if self.root_gone == Some(Gone::Deleted) {
+            if let Err(why) = self.root.adopt(&self.src) {
+                self.pause(why);
+                return;
+            }
+        }
+        if let Err(why) = self.root.check(&self.src) {
+            self.pause(why);
+            return;
+        }
+        // Its old watches died with the old folder (or moved with it); the reconcile lists its files.
+        match watcher.watch_tree(&self.src, |_| {}) {
+            Ok(Some(limit)) => self.watch_limited(limit.to_string()),
+            Ok(None) => {}
+            Err(e) => self.sh.say(Level::Warning, e.to_string()),
+        }
+        self.resume();
+        let _ = self.reconcile();
+    }
+
+    /// Some folders cannot be watched: say so once, then rescan the whole source periodically so
+    /// that nothing in them is missed (invariant 3), only found later.
+    fn watch_limited(&mut self, msg: String) {
+        if self.periodic != Some(RESCAN_MIN) {
+            self.periodic = Some(RESCAN_MIN);
+            self.sh.say(Level::Warning, msg);
+            self.rescan_at = Some(Instant::now() + RESCAN_MIN);
+        }
+    }
+
+    /// The kernel's event queue overflowed: rescan, but once per burst, not once per overflow. A
+    /// rescan's own reads make events too, so rescanning at every overflow could feed itself.
+    fn events_lost(&mut self, now: Instant) {
+        self.overflows += 1;
+        if self.overflow_said.is_none_or(|t| now - t >= SAY_EVERY) {
+            self.overflow_said = Some(now);
+            self.sh.say(
+                Level::Warning,
+                format!(
+                    "filesystem events were lost ({} queue overflows so far; fs.inotify.max_queued_events may be \
+                     too small); rescanning the source",
+                    self.overflows
+                ),
+            );
+        }
+        let earliest = self.last_rescan.map_or(now, |t| t + RESCAN_MIN);
+        let due = earliest.max(now);
+        self.rescan_at = Some(self.rescan_at.map_or(due, |t| t.min(due)));
+    }
+
+    /// Runs a due rescan (after lost events, or periodically while watches are missing). Its
+    /// interval grows with the time a scan takes, so it never keeps the disk busy more than a
+    /// tenth of the time.
+    fn rescan_if_due(&mut self, now: Instant) {
+        if self.rescan_at.is_some_and(|t| now >= t) {
+            let t0 = Instant::now();
+            let _ = self.reconcile();
+            self.last_rescan = Some(Instant::now());
+            self.rescan_at = self.periodic.map(|every| Instant::now() + every.max(t0.elapsed() * 10));
+        }
+    }
+
+    fn done(&mut self, d: Done) {
+        match &d.outcome {
+            Outcome::Unavailable(msg) => {
+                if let Some(said) = self.health.failed(msg, &self.dst, self.cfg.give_up_after) {
+                    self.sh.say(Level::Warning, said);
+                }
+            }
+            // Only a file written proves the destination takes files again (an unchanged or deleted
+            // file may need no write at all).
+            Outcome::Copied { .. } => {
+                if let Some(away) = self.health.written() {
+                    let msg =
+                        format!("destination {} is back after {} s; copying on", self.dst.display(), away.as_secs());
+                    self.sh.say(Level::Info, msg);
+                }
+            }
+            Outcome::RootGone(why) => self.pause(why.clone()),
+            _ => {}
+        }
+        let s = &mut self.status;
+        match &d.outcome {
+            Outcome::Copied { bytes, .. } => {
+                s.files_copied += 1;
+                s.bytes_copied += bytes;
+            }
+            Outcome::Unchanged(_) => s.files_unchanged += 1,
+            Outcome::Deleted => s.files_deleted += 1,
+            Outcome::Failed(msg) => {
+                if self.sh.stopped() {
+                    return;
+                }
+                s.errors += 1;
+                self.sh.say(Level::Warning, msg.clone());
+            }
+            _ => {}
+        }
+        self.tracker.finish(&d.rel, d.outcome, Instant::now());
+    }
+
+    fn publish(&mut self, phase: Phase) {
+        if !self.said_no_busy_check && self.learned.no_busy_check.load(Ordering::Relaxed) {
+            self.said_no_busy_check = true;
+            self.sh.say(
+                Level::Warning,
+                format!(
+                    "cannot ask whether a writer still has a file open (no file lease: softcopy is not the files' \
+                     owner and lacks CAP_LEASE, or the system has no leases); files found without a close event wait \
+                     until unwritten for {} s",
+                    self.cfg.quiet.as_secs()
+                ),
+            );
+        }
+        let counts = self.tracker.counts();
+        let s = &mut self.status;
+        s.phase = phase;
+        s.redundant = counts.redundant;
+        s.files_distinct = counts.distinct;
+        s.max_copies = u64::from(counts.max_copies);
+        s.failed = counts.failed;
+        s.backlog = self.tracker.backlog() as u64;
+        s.in_flight = self.tracker.in_flight() as u64;
+        // Counting files open for writing walks every tracked file: once a second is plenty.
+        if self.counted_writing.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            s.writing = self.tracker.writing() as u64;
+            self.counted_writing = Some(Instant::now());
+        }
+        s.oldest_wait = self.tracker.oldest_wait(Instant::now()).as_secs_f64();
+        s.known = self.tracker.known() as u64;
+        s.last_error = self.tracker.last_error().map(str::to_owned);
+        s.elapsed = self.started.elapsed().as_secs_f64();
+        s.finishing = self.finishing;
+        s.destination_trouble = self.health.error().map(str::to_owned);
+        s.paused = self.paused.clone();
+        let mut shared = lock(&self.sh.status);
+        // The end steps' fields belong to `finish.rs`; everything else is ours.
+        let wants = shared.wants_expected;
+        *shared = s.clone();
+        shared.wants_expected = wants;
+    }
+
+    /// The copy loop: until the acquisition is over and drained, or a stop.
+    fn copy_loop(
+        &mut self,
+        pool: &Pool,
+        watcher: &mut Watcher,
+        ev_rx: &Receiver<notify::Result<notify::Event>>,
+        done_rx: &Receiver<Done>,
+        warn_rx: &Receiver<String>,
+    ) -> LoopEnd {
+        let nprocs = self.cfg.nprocs.max(1);
+        let mut reconciled = false;
+        loop {
+            if self.sh.stopped() {
+                return LoopEnd::Stopped;
+            }
+            if self.sh.finish.load(Ordering::Relaxed) {
+                self.finishing = true;
+            }
+            let now = Instant::now();
+            self.rescan_if_due(now);
+            if self.health.gave_up(self.cfg.give_up_after) {
+                let waited = self.cfg.give_up_after.as_secs();
+                self.sh.say(
+                    Level::Error,
+                    format!("destination {} unavailable for {waited} s: giving up", self.dst.display()),
+                );
+                self.status.gave_up = true;
+                return LoopEnd::GaveUp;
+            }
+            // Timers fire whatever the budget, so the deadline below is never already past.
+            self.tracker.tick(now);
+            let in_flight = self.tracker.in_flight();
+            let budget = if self.paused.is_some() {
+                0
+            } else {
+                self.health.budget(nprocs.saturating_sub(in_flight), in_flight, now)
+            };
+            for _ in 0..budget {
+                match self.tracker.next_job(now) {
+                    Some(job) => pool.submit(job),
+                    None => break,
+                }
+            }
+            self.publish(if self.finishing { Phase::Reconciling } else { Phase::Copying });
+            if self.finishing {
+                if let Some(why) = self.paused.clone() {
+                    if self.tracker.in_flight() == 0 {
+                        return LoopEnd::RootGone(why);
+                    }
+                } else if self.tracker.is_idle() {
+                    if reconciled {
+                        return LoopEnd::Drained;
+                    }
+                    reconciled = true;
+                    match self.reconcile() {
+                        Swept::Complete => {}
+                        // Nothing deleted; the verification that follows names what is missing.
+                        Swept::Incomplete => {}
+                        Swept::RootGone(why) => return LoopEnd::RootGone(why),
+                    }
+                    continue;
+                }
+            }
+            let in_flight = self.tracker.in_flight();
+            let wake = [self.tracker.next_deadline(), self.health.next_probe(in_flight), self.rescan_at];
+            let wait = wake.into_iter().flatten().min().map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
+            select! {
+                recv(ev_rx) -> ev => {
+                    let Ok(first) = ev else { return LoopEnd::WatcherDied };
+                    handle_batch(self, first, ev_rx, watcher);
+                }
+                recv(done_rx) -> d => {
+                    if let Ok(d) = d {
+                        self.done(d);
+                        for d in done_rx.try_iter() {
+                            self.done(d);
+                        }
+                    }
+                }
+                recv(warn_rx) -> w => {
+                    if let Ok(w) = w {
+                        self.sh.say(Level::Warning, format!("cannot lower copy priority ({w}); consider --max-rate"));
+                    }
+                }
+                default(wait) => {}
+            }
+        }
+    }
+}
+
+/// Handles one event and everything already queued behind it, so a burst is processed before the
+/// next dispatch round (this is where repeated triggers of one key collapse into one job).
+fn handle_batch(
+    run: &mut Run<'_>,
+    first: notify::Result<notify::Event>,
+    rx: &Receiver<notify::Result<notify::Event>>,
+    watcher: &mut Watcher,
+) {
+    let mut evs = Vec::new();
+    watcher::translate(&run.src, first, &mut evs);
+    for raw in rx.try_iter().take(4096) {
+        watcher::translate(&run.src, raw, &mut evs);
+    }
+    for ev in evs {
+        run.handle(ev, watcher);
+    }
+}
+
+/// Writes the manifest of everything copied: hashes from the copies themselves, and for files
+/// copied by an earlier run, hashes of the destination files.
+fn write_manifest(run: &Run<'_>, path: &Path) -> Result<()> {
+    let mut entries = Vec::new();
+    for (rel, size, hash) in run.tracker.copied_files() {
+        let hash = match hash {
+            Some(h) => h,
+            None => {
+                let file = run.dst.join(rel);
+                crate::manifest::hash_file(&file).map_err(|e| Error::io("hash", &file, e))?
+            }
+        };
+        entries.push((rel.to_path_buf(), size, hash));
+    }
+    crate::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
+}
+
+/// The whole life of one target, from waiting for its source to its verdict.
+pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdict)> {
+    let Some(src) = wait_for_source(cfg, sh)? else {
+        return Ok((Phase::Stopped, Verdict::default()));
+    };
+    fs::create_dir_all(&cfg.destination).map_err(|e| Error::io("create destination", &cfg.destination, e))?;
+    let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
+    if dst.starts_with(&src) || src.starts_with(&dst) {
+        return Err(Error::Config(format!(
+            "source {} and destination {} must not contain each other",
+            src.display(),
+            dst.display()
+        )));
+    }
+    *lock(&sh.roots) = Some((src.clone(), dst.clone()));
+    let root = Arc::new(RootId::default());
+    root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
+    let (removed, had_files) = copier::remove_partials(&dst);
+    if removed > 0 {
+        sh.say(Level::Info, format!("removed {removed} partial files left by an earlier run"));
+    }
+
+    // Invariant 3: the watch exists before the initial scan starts.
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let (mut watcher, limited) = Watcher::new(&src, ev_tx)?;
+    sh.set_phase(Phase::Scanning);
+    let learned: Arc<crate::sys::Learned> = Arc::default();
+    let mut run = Run {
+        cfg,
+        sh,
+        src: src.clone(),
+        dst: dst.clone(),
+        root: root.clone(),
+        root_gone: None,
+        paused: None,
+        tracker: Tracker::new(cfg.settle, cfg.debounce),
+        finishing: cfg.once,
+        status: Status::default(),
+        started,
+        health: Health::default(),
+        rescan_at: None,
+        last_rescan: None,
+        periodic: None,
+        overflows: 0,
+        overflow_said: None,
+        counted_writing: None,
+        learned: learned.clone(),
+        said_no_busy_check: false,
+    };
+    if let Some(e) = limited {
+        run.watch_limited(e.to_string());
+    }
+    #[cfg(windows)]
+    {
+        // ReadDirectoryChangesW reports an overflowed buffer only as an empty result, which notify
+        // does not pass on (its handle_event ignores the byte count): lost events cannot be seen
+        // on Windows, so a periodic rescan stands in for the overflow rescan.
+        run.periodic = Some(WINDOWS_RESCAN);
+        run.rescan_at = Some(Instant::now() + WINDOWS_RESCAN);
+    }
+    // Invariant 3: each folder's watch is in place before the folder is listed (watch_tree).
+    let now = Instant::now();
+    if let Some(limit) = watcher.watch_tree(&src, |rel| run.file_event(rel, Change::Found, now))? {
+        run.watch_limited(limit.to_string());
+    }
+    sh.say(Level::Info, format!("watching {} (initial scan: {} files to check)", src.display(), run.tracker.backlog()));
+
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (warn_tx, warn_rx) = crossbeam_channel::unbounded();
+    let opts = CopyOptions {
+        method: cfg.method,
+        sleep: cfg.sleep,
+        low_priority: cfg.low_priority,
+        max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
+        max_total_rate: crate::rate::total(),
+        checksum: cfg.checksum,
+        fresh_destination: !had_files,
+        learned,
+        root: Some(root.clone()),
+        quiet: cfg.quiet,
+    };
+    let pool = Pool::start(cfg.nprocs.max(1), src.clone(), dst.clone(), opts, done_tx, sh.stop.clone(), warn_tx)
+        .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;
+    let end = run.copy_loop(&pool, &mut watcher, &ev_rx, &done_rx, &warn_rx);
+    drop(watcher);
+    pool.shutdown();
+    for d in done_rx.try_iter() {
+        run.done(d);
+    }
+    let phase = match &end {
+        LoopEnd::Stopped => Phase::Stopped,
+        LoopEnd::WatcherDied => Phase::Failed,
+        _ => Phase::Reconciling,
+    };
+    run.publish(phase);
+    let gave_up = match end {
+        LoopEnd::Stopped => return Ok((Phase::Stopped, Verdict::default())),
+        LoopEnd::WatcherDied => return Err(Error::Internal("the filesystem watcher stopped unexpectedly".into())),
+        LoopEnd::RootGone(why) => {
+            let not_copied = run.tracker.not_copied();
+            sh.say(
+                Level::Error,
+                format!("{why}: the copy cannot be completed ({} files not copied)", not_copied.len()),
+            );
+            return Ok((Phase::Incomplete, Verdict { reason: Some(why), not_copied, ..Verdict::default() }));
+        }
+        LoopEnd::GaveUp => true,
+        LoopEnd::Drained => false,
+    };
+    if let Some(path) = &cfg.manifest {
+        write_manifest(&run, path)?;
+        sh.say(Level::Info, format!("manifest written to {}", path.display()));
+    }
+    // A copy that failed while the destination was unreachable may have left its partial
+    // behind (removing it failed too). No worker runs now, so every partial left is an orphan.
+    let (removed, _) = copier::remove_partials(&dst);
+    if removed > 0 {
+        sh.say(Level::Info, format!("removed {removed} partial files left by failed attempts"));
+    }
+    let copied = if cfg.delete_source { run.tracker.copied_versions() } else { Vec::new() };
+    let drained = Drained { cfg, sh, src: &src, dst: &dst, root: &root, copied, gave_up };
+    Ok(conclude(drained))
+}

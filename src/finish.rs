@@ -1,0 +1,144 @@
+//! The end of a run, inside the engine (docs/design.md, "The end of a run"): once the final
+//! reconcile has drained, **Verifying** (the destination against the source and the expected
+//! Zarr file set that Python hands over once) → **Publishing** (every copy flushed, then the
+//! marker copied last) → **Freeing** (`--delete-source`: only what is proven identical). Each
+//! step runs only if the one before it succeeded, and a stop request cancels whatever is left:
+//! nothing is published or deleted after it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::copier::{self, CopyOptions};
+use crate::engine::Config;
+use crate::root::RootId;
+use crate::status::{lock, Level, Phase, Shared, Verdict};
+use crate::verify::ArraySpec;
+use crate::vocab::{Copied, Job, Outcome};
+
+/// Everything the end steps need from the run that drained.
+pub struct Drained<'a> {
+    pub cfg: &'a Config,
+    pub sh: &'a Shared,
+    pub src: &'a Path,
+    pub dst: &'a Path,
+    pub root: &'a RootId,
+    /// What was copied (or found copied), for `--delete-source`.
+    pub copied: Vec<Copied>,
+    /// The destination stayed unavailable too long: verified it cannot be.
+    pub gave_up: bool,
+}
+
+/// Runs the end steps; returns the final phase and the verdict.
+pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
+    let mut v = Verdict::default();
+    let stopped = |mut v: Verdict| {
+        v.reason = Some("stopped before the end steps were done: nothing was published or deleted after that".into());
+        (Phase::Stopped, v)
+    };
+    d.sh.set_phase(Phase::Verifying);
+    let Some(arrays) = expected(d.sh) else { return stopped(v) };
+    if let Err(why) = d.root.check(d.src) {
+        v.reason = Some(format!("cannot verify: {why}"));
+        return (Phase::Incomplete, v);
+    }
+    match crate::verify::verify(d.src, d.dst, &d.cfg.marker, &arrays, false, true, &d.sh.stop) {
+        Ok(report) => v.report = report,
+        Err(_) if d.sh.stopped() => return stopped(v),
+        Err(e) => {
+            v.reason = Some(format!("cannot verify: {e}"));
+            return (Phase::Incomplete, v);
+        }
+    }
+    if d.gave_up {
+        v.reason =
+            Some(format!("gave up: the destination was unavailable for over {} s", d.cfg.give_up_after.as_secs()));
+        return (Phase::Incomplete, v);
+    }
+    if !v.report.ok() {
+        return (Phase::Incomplete, v);
+    }
+    // With `--delete-source`, verification goes on to content: every copy whose source may go is
+    // read back (against its hash) or compared with its source, before the marker says "whole".
+    let copied = std::mem::take(&mut d.copied);
+    let proof = d.cfg.delete_source.then(|| crate::mover::prove(d.src, d.dst, copied, &d.sh.stop));
+    if d.sh.stopped() {
+        return stopped(v);
+    }
+    if let Some(p) = proof.as_ref().filter(|p| !p.differs.is_empty()) {
+        v.report.content_mismatch = p.differs.clone();
+        return (Phase::Incomplete, v);
+    }
+    d.sh.set_phase(Phase::Publishing);
+    if d.sh.stopped() {
+        return stopped(v);
+    }
+    match publish_marker(&d) {
+        Ok(published) => v.marker_published = published,
+        Err(why) => {
+            v.reason = Some(format!("could not copy the marker {:?}: {why}", d.cfg.marker));
+            return (Phase::Incomplete, v);
+        }
+    }
+    v.verified = true;
+    if let Some(proof) = proof {
+        d.sh.set_phase(Phase::Freeing);
+        let marker = v.marker_published.then(|| marker_version(&d)).flatten();
+        match crate::mover::delete_sources(d.src, d.dst, &proof.proven, marker.as_ref(), &d.sh.stop) {
+            Ok(mut moved) => {
+                moved.kept.extend(proof.kept);
+                v.freed = Some(moved);
+            }
+            Err(e) => d.sh.say(Level::Error, format!("freeing the source stopped: {e}")),
+        }
+        if d.sh.stopped() {
+            // The copy is verified and whole; the freeing was cut short (nothing after the stop).
+            d.sh.say(Level::Warning, "stopped while freeing the source: the rest of it is kept".into());
+        }
+    }
+    (Phase::Verified, v)
+}
+
+/// Asks for the expected Zarr file set and waits for it (or a stop: `None`).
+fn expected(sh: &Shared) -> Option<Vec<ArraySpec>> {
+    lock(&sh.status).wants_expected = true;
+    let mut given = lock(&sh.expected);
+    loop {
+        if let Some(arrays) = given.take() {
+            lock(&sh.status).wants_expected = false;
+            return Some(arrays);
+        }
+        if sh.stopped() {
+            return None;
+        }
+        given = sh.expected_given.wait_timeout(given, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+    }
+}
+
+/// The marker's version at the source, as the mover needs it (it is compared by content).
+fn marker_version(d: &Drained<'_>) -> Option<Copied> {
+    let m = std::fs::symlink_metadata(d.src.join(&d.cfg.marker)).ok()?;
+    Some(Copied { rel: PathBuf::from(&d.cfg.marker), ident: crate::vocab::identity(&m), hash: None })
+}
+
+/// Flushes every copy to stable storage, then copies the marker last and flushes it too, so a
+/// marker at the destination means a whole, durable copy. `Ok(false)` when the source has none.
+fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
+    let flush = || match crate::sys::sync_filesystem(d.dst) {
+        Err(e) if e.kind() != std::io::ErrorKind::Unsupported => Err(format!("flush of {}: {e}", d.dst.display())),
+        _ => Ok(()),
+    };
+    flush()?;
+    let rel = PathBuf::from(&d.cfg.marker);
+    if !d.src.join(&rel).is_file() {
+        return Ok(false);
+    }
+    let opts = CopyOptions { method: d.cfg.method, ..CopyOptions::default() };
+    let job = Job { rel, prev: None, verify_closed: false };
+    match copier::sync_file(d.src, d.dst, &job, &opts, &AtomicBool::new(false)).0 {
+        Outcome::Copied { .. } | Outcome::Unchanged(_) => {}
+        other => return Err(format!("{other:?}")),
+    }
+    flush()?;
+    Ok(true)
+}
