@@ -67,6 +67,8 @@ struct Run<'a> {
     root_gone: Option<Gone>,
     /// Why nothing is dispatched now (the root is away), while that lasts.
     paused: Option<String>,
+    /// The root came back: its watches must be made again (then it is reconciled again).
+    rewatch: bool,
     tracker: Tracker,
     finishing: bool,
     status: Status,
@@ -126,21 +128,39 @@ impl Run<'_> {
             );
         }
         self.paused = Some(why);
+        // Looked at again every few seconds (a stat, no walk while it is away): a root that comes
+        // back without an event (events lost, a disk mounted again) must not stay paused forever.
+        let again = Instant::now() + RESCAN_MIN;
+        self.rescan_at = Some(self.rescan_at.map_or(again, |t| t.min(again)));
     }
 
-    fn resume(&mut self) {
-        if self.paused.take().is_some() {
+    /// Whether the root is (again) the folder being copied: after a deletion of the root, the
+    /// folder under its name is the writer's new root and is adopted (`overwrite=True`); after a
+    /// move, only the same folder moved back counts. A root that is back gets its watches again.
+    fn ensure_root(&mut self) -> Result<(), String> {
+        let checked = match self.root_gone {
+            Some(Gone::Deleted) => self.root.adopt(&self.src),
+            _ => self.root.check(&self.src),
+        };
+        if let Err(why) = checked {
+            self.pause(why.clone());
+            return Err(why);
+        }
+        if self.paused.take().is_some() || self.root_gone.is_some() {
+            // Its old watches died with the old folder (or moved with it): made again before the
+            // next reconcile lists its files (invariant 3).
+            self.rewatch = true;
+            self.root_gone = None;
             self.sh.say(Level::Info, format!("{} is back: copying on", self.src.display()));
         }
-        self.root_gone = None;
+        Ok(())
     }
 
     /// A full scan comparing identities: re-queues what changed unseen and, only when the scan
     /// listed the same root completely, mirrors what vanished unseen (invariant 8). Used after
     /// lost events and once more before the end (invariant 3).
     fn reconcile(&mut self) -> Swept {
-        if let Err(why) = self.root.check(&self.src) {
-            self.pause(why.clone());
+        if let Err(why) = self.ensure_root() {
             return Swept::RootGone(why);
         }
         let now = Instant::now();
@@ -158,6 +178,7 @@ impl Run<'_> {
         let problem = match (scanned, self.root.check(&self.src)) {
             (_, Err(why)) => {
                 self.pause(why.clone());
+                self.root_gone.get_or_insert(Gone::MovedAway);
                 return Swept::RootGone(why);
             }
             (Err(e), _) => Some(e.to_string()),
@@ -218,27 +239,22 @@ impl Run<'_> {
         }
     }
 
-    /// A folder appeared under the root's name. After a deletion of the root it is the writer's
-    /// new root (followed: its reconcile mirrors what it no longer has); the old root moved back
-    /// is the same folder; anything else stays paused.
+    /// A folder appeared under the root's name (see [`Run::ensure_root`]); anything but the
+    /// acquisition's root stays paused.
     fn root_created(&mut self, watcher: &mut Watcher) {
-        if self.root_gone == Some(Gone::Deleted) {
-            if let Err(why) = self.root.adopt(&self.src) {
-                self.pause(why);
-                return;
-            }
+        if self.ensure_root().is_ok() {
+            self.rewatch_and_reconcile(watcher);
         }
-        if let Err(why) = self.root.check(&self.src) {
-            self.pause(why);
-            return;
-        }
-        // Its old watches died with the old folder (or moved with it); the reconcile lists its files.
+    }
+
+    /// Watches a root that came back, then lists it.
+    fn rewatch_and_reconcile(&mut self, watcher: &mut Watcher) {
+        self.rewatch = false;
         match watcher.watch_tree(&self.src, |_| {}) {
             Ok(Some(limit)) => self.watch_limited(limit.to_string()),
             Ok(None) => {}
             Err(e) => self.sh.say(Level::Warning, e.to_string()),
         }
-        self.resume();
         let _ = self.reconcile();
     }
 
@@ -278,9 +294,13 @@ impl Run<'_> {
     fn rescan_if_due(&mut self, now: Instant) {
         if self.rescan_at.is_some_and(|t| now >= t) {
             let t0 = Instant::now();
-            let _ = self.reconcile();
+            let swept = self.reconcile();
             self.last_rescan = Some(Instant::now());
-            self.rescan_at = self.periodic.map(|every| Instant::now() + every.max(t0.elapsed() * 10));
+            self.rescan_at = match swept {
+                // Looked at again soon: a stat, no walk, while the root is away.
+                Swept::RootGone(_) => Some(Instant::now() + RESCAN_MIN),
+                _ => self.periodic.map(|every| Instant::now() + every.max(t0.elapsed() * 10)),
+            };
         }
     }
 
@@ -384,6 +404,9 @@ impl Run<'_> {
             }
             let now = Instant::now();
             self.rescan_if_due(now);
+            if self.rewatch {
+                self.rewatch_and_reconcile(watcher);
+            }
             if self.health.gave_up(self.cfg.give_up_after) {
                 let waited = self.cfg.give_up_after.as_secs();
                 self.sh.say(
@@ -524,6 +547,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         root: root.clone(),
         root_gone: None,
         paused: None,
+        rewatch: false,
         tracker: Tracker::new(cfg.settle, cfg.debounce),
         finishing: cfg.once,
         status: Status::default(),

@@ -150,6 +150,7 @@ def test_source_moved_away_does_not_wipe_the_copy(tmp_path: Path, caplog: pytest
     with softcopy.Copier([softcopy.Target(src, dst)]) as c:
         wait_for(lambda: len(list(dst.glob("c/0/*"))) == 5, 10, "the copy")
         src.rename(tmp_path / "moved.zarr")
-        wait_for(lambda: c.poll() is None and "disappeared" in caplog.text, 10, "softcopy to notice")
+        wait_for(lambda: c.poll() is None and "moved away" in caplog.text, 10, "softcopy to notice")
+        assert c.status()[0].paused
         assert sorted(p.name for p in dst.glob("c/0/*")) == ["0", "1", "2", "3", "4"]
         c.stop()

@@ -1,0 +1,172 @@
+"""Model-based test (issue 11): random sequences of writer actions and faults against a live engine
+on a real filesystem, with the trust invariants checked after every step:
+
+- a file that reached the destination never disappears from it unless its source was deleted while
+  the root was present (or the writer replaced the whole root);
+- every file at the destination holds a version its source really had (or the damage we did to it);
+- with `--delete-source`, no source file is freed unless its copy holds exactly its last version.
+
+Writer actions: tensorstore-style rename-publish, in-place write, delete, new folders, the root
+replaced by its writer (`overwrite=True`). Faults: the root moved away and back, lost events (a queue
+of one event: every burst overflows and rescans), a stop and restart, a destination copy damaged
+with size and mtime kept. `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 60).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import softcopy
+from conftest import sysctl, tree, wait_for
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from test_properties import apply
+
+KEYS = ["0.0", "c/0/0", "c/1/0", "a/b/c/0", "zarr.json", "new/d/0"]
+EXAMPLES = int(os.environ.get("SOFTCOPY_MODEL_EXAMPLES", "60"))
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Like `tree`, but safe while folders vanish under the walk (the copy goes on meanwhile)."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            p = Path(folder, name)
+            rel = p.relative_to(root).as_posix()
+            if name.endswith(".softcopy-partial") or rel.startswith(".softcopy") or rel == "complete":
+                continue
+            try:
+                out[rel] = p.read_bytes()
+            except OSError:
+                continue
+    return out
+
+
+class Acquisition(RuleBasedStateMachine):
+    @initialize(delete_source=st.booleans())
+    def start(self, delete_source: bool) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="softcopy-model-"))
+        self.src, self.dst, self.away = self.tmp / "run.zarr", self.tmp / "out.zarr", self.tmp / "away.zarr"
+        self.src.mkdir()
+        self.delete_source = delete_source
+        self.versions: dict[str, set[bytes]] = {}  # every content a key ever had (source or damage)
+        self.current: dict[str, bytes] = {}  # the source now, as the model knows it
+        self.deleted: set[str] = set()  # keys whose deletion at the destination is justified
+        self.root_away = False
+        self.seen: dict[str, bytes] = {}
+        self.copier = self._start()
+
+    def _start(self) -> softcopy.Copier:
+        target = softcopy.Target(self.src, self.dst, delete_source=self.delete_source, settle_time=0.01)
+        c = softcopy.Copier([target])
+        with sysctl("fs.inotify.max_queued_events", 1):  # every burst overflows: lost events, rescans
+            c.start()
+            wait_for(lambda: c.poll() is None and c.status()[0].phase in ("copying", "waiting"), 20, "the engine")
+        return c
+
+    @precondition(lambda self: not self.root_away)
+    @rule(
+        kind=st.sampled_from(["rename", "rename_none", "in_place"]),
+        key=st.sampled_from(KEYS),
+        data=st.binary(max_size=32),
+    )
+    def write(self, kind: str, key: str, data: bytes) -> None:
+        apply(self.src, kind, key, data)
+        self.current[key] = data
+        self.versions.setdefault(key, set()).add(data)
+
+    @precondition(lambda self: not self.root_away and bool(self.current))
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.current)))
+        (self.src / key).unlink()
+        del self.current[key]
+        self.deleted.add(key)
+
+    @precondition(lambda self: not self.root_away)
+    @rule()
+    def writer_replaces_root(self) -> None:
+        # zarr-python / acquire-zarr `overwrite=True`: the root is deleted and made anew.
+        shutil.rmtree(self.src)
+        self.src.mkdir()
+        self.deleted.update(self.current)
+        self.current.clear()
+
+    @precondition(lambda self: not self.root_away)
+    @rule()
+    def move_root_away(self) -> None:
+        self.src.rename(self.away)
+        self.root_away = True
+
+    @precondition(lambda self: self.root_away)
+    @rule()
+    def move_root_back(self) -> None:
+        self.away.rename(self.src)
+        self.root_away = False
+
+    @rule()
+    def stop_and_restart(self) -> None:
+        self.copier.stop()
+        assert self.copier.wait(30) is not None
+        self.copier = self._start()
+
+    @precondition(lambda self: not self.root_away)
+    @rule(pick=st.integers(0, 1 << 16))
+    def damage_a_copy(self, pick: int) -> None:
+        # Bit rot at the destination: one byte changed, size and mtime kept.
+        ok = sorted(k for k, v in snapshot(self.dst).items() if v and self.current.get(k) == v)
+        if not ok:
+            return
+        key = ok[pick % len(ok)]
+        path = self.dst / key
+        st_ = path.stat()
+        damaged = bytes([path.read_bytes()[0] ^ 1]) + path.read_bytes()[1:]
+        path.write_bytes(damaged)
+        os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+        self.versions[key].add(damaged)
+
+    @invariant()
+    def nothing_lost_nothing_foreign(self) -> None:
+        if not hasattr(self, "copier"):
+            return
+        self.copier.poll()
+        now = snapshot(self.dst)
+        for key, content in now.items():
+            assert content in self.versions.get(key, set()), f"{key} holds bytes its source never had"
+        for key in self.seen.keys() - now.keys():
+            assert key in self.deleted, f"{key} vanished from the destination without a deletion at the source"
+        self.seen = now
+
+    def teardown(self) -> None:
+        try:
+            if self.root_away:
+                self.away.rename(self.src)
+            (self.src / "complete").touch()
+            report = self.copier.wait(60)
+            assert report is not None, f"the copy ends: {self.copier.status()}"
+            t = report.targets[0]
+            at_dst, at_src = tree(self.dst, skip_marker=True), tree(self.src, skip_marker=True)
+            for key, last in self.current.items():
+                if key not in at_src:  # freed by softcopy
+                    assert self.delete_source, f"{key} deleted at the source without --delete-source"
+                    assert at_dst.get(key) == last, f"{key} freed without an identical copy"
+            if t.verified and not self.delete_source:
+                assert {k for k in self.current} == set(at_dst), t
+        finally:
+            self.copier.stop()
+            self.copier.wait(10)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+Acquisition.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=8,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    deadline=None,
+)
+TestAcquisition = pytest.mark.timeout(60 + 10 * EXAMPLES)(Acquisition.TestCase)
