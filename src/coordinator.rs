@@ -14,8 +14,9 @@ use crossbeam_channel::{select, Receiver};
 
 use crate::copier::{self, CopyOptions, Done, Pool};
 use crate::engine::{wait_for_source, Config};
-use crate::finish::{conclude, Drained};
+use crate::finish::{conclude, write_manifest, Drained};
 use crate::health::Health;
+use crate::rescan::{Rescans, RESCAN_MIN};
 use crate::root::{Gone, RootId};
 use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
 use crate::tracker::Tracker;
@@ -25,13 +26,9 @@ use crate::{Error, Result};
 
 /// Longest the coordinator sleeps without looking at the stop and finish flags.
 const TICK: Duration = Duration::from_millis(100);
-/// Shortest interval between the rescans that stand in for missing watches.
-const RESCAN_MIN: Duration = Duration::from_secs(2);
 /// Interval of the rescans that stand in for undetectable event loss on Windows.
 #[cfg(windows)]
 const WINDOWS_RESCAN: Duration = Duration::from_secs(30);
-/// At most one message about lost events per this interval.
-const SAY_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the copy loop ended.
 enum LoopEnd {
@@ -74,14 +71,7 @@ struct Run<'a> {
     status: Status,
     started: Instant,
     health: Health,
-    /// When to rescan the source next (after lost events, or periodically once watches are missing).
-    rescan_at: Option<Instant>,
-    last_rescan: Option<Instant>,
-    /// Rescans are periodic, at this interval: the inotify watch limit was hit (some folders have
-    /// no watch), or the platform cannot report lost events.
-    periodic: Option<Duration>,
-    overflows: u64,
-    overflow_said: Option<Instant>,
+    rescans: Rescans,
     /// When the files open for writing were last counted for the status.
     counted_writing: Option<Instant>,
     learned: Arc<crate::sys::Learned>,
@@ -130,8 +120,7 @@ impl Run<'_> {
         self.paused = Some(why);
         // Looked at again every few seconds (a stat, no walk while it is away): a root that comes
         // back without an event (events lost, a disk mounted again) must not stay paused forever.
-        let again = Instant::now() + RESCAN_MIN;
-        self.rescan_at = Some(self.rescan_at.map_or(again, |t| t.min(again)));
+        self.rescans.soon(Instant::now() + RESCAN_MIN);
     }
 
     /// Whether the root is (again) the folder being copied: after a deletion of the root, the
@@ -161,6 +150,11 @@ impl Run<'_> {
     /// lost events and once more before the end (invariant 3).
     fn reconcile(&mut self) -> Swept {
         if let Err(why) = self.ensure_root() {
+            // A marker in whatever folder is there now still ends the acquisition: the run ends
+            // Incomplete (nothing deleted) instead of waiting for a root that may never return.
+            if self.src.join(&self.cfg.marker).is_file() {
+                self.finishing = true;
+            }
             return Swept::RootGone(why);
         }
         let now = Instant::now();
@@ -233,7 +227,11 @@ impl Run<'_> {
                 self.tracker.event(&rel, Change::Removed, now);
             }
             FsEvent::RootCreated => self.root_created(watcher),
-            FsEvent::Rescan => self.events_lost(now),
+            FsEvent::Rescan => {
+                if let Some(msg) = self.rescans.events_lost(now) {
+                    self.sh.say(Level::Warning, msg);
+                }
+            }
             FsEvent::Error(msg) => self.sh.say(Level::Warning, msg),
             FsEvent::WatchLimit(msg) => self.watch_limited(msg),
         }
@@ -261,46 +259,16 @@ impl Run<'_> {
     /// Some folders cannot be watched: say so once, then rescan the whole source periodically so
     /// that nothing in them is missed (invariant 3), only found later.
     fn watch_limited(&mut self, msg: String) {
-        if self.periodic != Some(RESCAN_MIN) {
-            self.periodic = Some(RESCAN_MIN);
+        if self.rescans.periodic(RESCAN_MIN) {
             self.sh.say(Level::Warning, msg);
-            self.rescan_at = Some(Instant::now() + RESCAN_MIN);
         }
     }
 
-    /// The kernel's event queue overflowed: rescan, but once per burst, not once per overflow. A
-    /// rescan's own reads make events too, so rescanning at every overflow could feed itself.
-    fn events_lost(&mut self, now: Instant) {
-        self.overflows += 1;
-        if self.overflow_said.is_none_or(|t| now - t >= SAY_EVERY) {
-            self.overflow_said = Some(now);
-            self.sh.say(
-                Level::Warning,
-                format!(
-                    "filesystem events were lost ({} queue overflows so far; fs.inotify.max_queued_events may be \
-                     too small); rescanning the source",
-                    self.overflows
-                ),
-            );
-        }
-        let earliest = self.last_rescan.map_or(now, |t| t + RESCAN_MIN);
-        let due = earliest.max(now);
-        self.rescan_at = Some(self.rescan_at.map_or(due, |t| t.min(due)));
-    }
-
-    /// Runs a due rescan (after lost events, or periodically while watches are missing). Its
-    /// interval grows with the time a scan takes, so it never keeps the disk busy more than a
-    /// tenth of the time.
     fn rescan_if_due(&mut self, now: Instant) {
-        if self.rescan_at.is_some_and(|t| now >= t) {
-            let t0 = Instant::now();
+        if self.rescans.due(now) {
+            let started = Instant::now();
             let swept = self.reconcile();
-            self.last_rescan = Some(Instant::now());
-            self.rescan_at = match swept {
-                // Looked at again soon: a stat, no walk, while the root is away.
-                Swept::RootGone(_) => Some(Instant::now() + RESCAN_MIN),
-                _ => self.periodic.map(|every| Instant::now() + every.max(t0.elapsed() * 10)),
-            };
+            self.rescans.ran(started, matches!(swept, Swept::RootGone(_)));
         }
     }
 
@@ -451,7 +419,7 @@ impl Run<'_> {
                 }
             }
             let in_flight = self.tracker.in_flight();
-            let wake = [self.tracker.next_deadline(), self.health.next_probe(in_flight), self.rescan_at];
+            let wake = [self.tracker.next_deadline(), self.health.next_probe(in_flight), self.rescans.deadline()];
             let wait = wake.into_iter().flatten().min().map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
             select! {
                 recv(ev_rx) -> ev => {
@@ -495,23 +463,6 @@ fn handle_batch(
     }
 }
 
-/// Writes the manifest of everything copied: hashes from the copies themselves, and for files
-/// copied by an earlier run, hashes of the destination files.
-fn write_manifest(run: &Run<'_>, path: &Path) -> Result<()> {
-    let mut entries = Vec::new();
-    for (rel, size, hash) in run.tracker.copied_files() {
-        let hash = match hash {
-            Some(h) => h,
-            None => {
-                let file = run.dst.join(rel);
-                crate::manifest::hash_file(&file).map_err(|e| Error::io("hash", &file, e))?
-            }
-        };
-        entries.push((rel.to_path_buf(), size, hash));
-    }
-    crate::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
-}
-
 /// The whole life of one target, from waiting for its source to its verdict.
 pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdict)> {
     let Some(src) = wait_for_source(cfg, sh)? else {
@@ -553,11 +504,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         status: Status::default(),
         started,
         health: Health::default(),
-        rescan_at: None,
-        last_rescan: None,
-        periodic: None,
-        overflows: 0,
-        overflow_said: None,
+        rescans: Rescans::default(),
         counted_writing: None,
         learned: learned.clone(),
         said_no_busy_check: false,
@@ -570,8 +517,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         // ReadDirectoryChangesW reports an overflowed buffer only as an empty result, which notify
         // does not pass on (its handle_event ignores the byte count): lost events cannot be seen
         // on Windows, so a periodic rescan stands in for the overflow rescan.
-        run.periodic = Some(WINDOWS_RESCAN);
-        run.rescan_at = Some(Instant::now() + WINDOWS_RESCAN);
+        run.rescans.periodic(WINDOWS_RESCAN);
     }
     // Invariant 3: each folder's watch is in place before the folder is listed (watch_tree).
     let now = Instant::now();
@@ -623,7 +569,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         LoopEnd::Drained => false,
     };
     if let Some(path) = &cfg.manifest {
-        write_manifest(&run, path)?;
+        write_manifest(&run.tracker, &dst, path)?;
         sh.say(Level::Info, format!("manifest written to {}", path.display()));
     }
     // A copy that failed while the destination was unreachable may have left its partial

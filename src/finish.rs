@@ -13,8 +13,10 @@ use crate::copier::{self, CopyOptions};
 use crate::engine::Config;
 use crate::root::RootId;
 use crate::status::{lock, Level, Phase, Shared, Verdict};
+use crate::tracker::Tracker;
 use crate::verify::ArraySpec;
 use crate::vocab::{Copied, Job, Outcome};
+use crate::{Error, Result};
 
 /// Everything the end steps need from the run that drained.
 pub struct Drained<'a> {
@@ -141,4 +143,21 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
     }
     flush()?;
     Ok(true)
+}
+
+/// Writes the manifest of everything copied: hashes from the copies themselves, and for files
+/// copied by an earlier run, hashes of the destination files.
+pub fn write_manifest(tracker: &Tracker, dst: &Path, path: &Path) -> Result<()> {
+    let mut entries = Vec::new();
+    for (rel, size, hash) in tracker.copied_files() {
+        let hash = match hash {
+            Some(h) => h,
+            None => {
+                let file = dst.join(rel);
+                crate::manifest::hash_file(&file).map_err(|e| Error::io("hash", &file, e))?
+            }
+        };
+        entries.push((rel.to_path_buf(), size, hash));
+    }
+    crate::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
 }

@@ -13,6 +13,7 @@ mod health;
 pub mod manifest;
 pub mod mover;
 pub mod rate;
+mod rescan;
 pub mod root;
 pub mod status;
 pub mod sys;

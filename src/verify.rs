@@ -302,7 +302,7 @@ pub fn verify(
             report.partials.push(rel.to_path_buf());
         } else if is_ignored(rel) || moved.contains(rel) {
             // Our own state at the root, and files moved off the source by an earlier run.
-        } else if fs::symlink_metadata(src.join(rel)).is_err() && rel.as_os_str() != marker {
+        } else if absent(&src.join(rel)) && rel.as_os_str() != marker {
             if chunk_of(&slash_path(rel), &by_path).is_none() {
                 report.extra.push(rel.to_path_buf());
             } else if prune && fs::remove_file(entry.path()).is_ok() {
@@ -314,6 +314,15 @@ pub fn verify(
     }
     report.content_mismatch = differing(src, dst, &same_size);
     Ok(report)
+}
+
+/// Whether `path` is proven absent: NotFound (or a parent that is a file), not any error. A file
+/// that cannot be looked at is not stale, and is never pruned (invariant 8).
+fn absent(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20),
+    }
 }
 
 /// Whether the copy's mtime is the source's, within what the destination can store: a copy carries

@@ -72,3 +72,9 @@ def test_impact_measures_the_writer_alone_and_beside_each_copier(tmp_path: Path)
     assert "scheduler none mq-deadline kyber [bfq]" in out, out
     for copier in ("softcopy", "cp -r"):
         assert re.search(rf"^with {re.escape(copier)} *: writer keeps \d+ % of its solo", out, re.MULTILINE), out
+
+
+def test_cpu_measures_idle_and_a_busy_worker_with_a_timer_due(tmp_path: Path) -> None:
+    out = bench("cpu.py", "--idle-seconds", 1, "--big-mib", 4, "--dir", tmp_path)
+    assert re.search(r"^softcopy idle: +[\d.]+ % of a core", out, re.MULTILINE), out
+    assert re.search(r"^softcopy copying at 4 MiB/s, timer due: [\d.]+ % of a core", out, re.MULTILINE), out

@@ -1,0 +1,380 @@
+//! The tracker's rules, one sequence of events each, on a mock clock.
+use super::*;
+
+/// A mock clock: a fixed origin plus offsets in milliseconds.
+struct Clock(Instant);
+impl Clock {
+    fn at(&self, ms: u64) -> Instant {
+        self.0 + Duration::from_millis(ms)
+    }
+}
+
+fn ident(ino: u64) -> Identity {
+    Identity { dev: 1, ino, size: 10, mtime_ns: 0 }
+}
+
+fn copied(ino: u64) -> Outcome {
+    Outcome::Copied { ident: ident(ino), bytes: 10, hash: None }
+}
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+fn setup() -> (Tracker, Clock) {
+    (Tracker::new(Duration::from_millis(100), Duration::ZERO), Clock(Instant::now()))
+}
+
+fn drain(t: &mut Tracker, now: Instant) -> Vec<PathBuf> {
+    std::iter::from_fn(|| t.next_job(now)).map(|j| j.rel).collect()
+}
+
+#[test]
+fn tensorstore_os_mode_write_is_one_copy() {
+    // CREATE K.__lock, CLOSE_WRITE K.__lock (before data), MODIFY K.__lock, MOVED_FROM K.__lock,
+    // MOVED_TO K, CLOSE_WRITE K — exactly as recorded in writers.md §1.
+    let (mut t, c) = setup();
+    t.event(&p("0.0.__lock"), Change::Created, c.at(0));
+    t.event(&p("0.0.__lock"), Change::ClosedWrite, c.at(0));
+    t.event(&p("0.0.__lock"), Change::Modified, c.at(0));
+    t.event(&p("0.0.__lock"), Change::Removed, c.at(1));
+    t.event(&p("0.0"), Change::Replaced, c.at(1));
+    t.event(&p("0.0"), Change::ClosedWrite, c.at(1));
+    assert_eq!(drain(&mut t, c.at(1)), vec![p("0.0")]);
+    t.finish(&p("0.0"), copied(1), c.at(2));
+    // The trailing CLOSE_WRITE K is the lock fd closing: no second copy, ever.
+    assert_eq!(drain(&mut t, c.at(10_000)), Vec::<PathBuf>::new());
+    assert!(t.is_idle());
+    assert_eq!(t.counts().redundant, 0);
+}
+
+#[test]
+fn lock_and_partial_names_are_never_jobs() {
+    let (mut t, c) = setup();
+    for name in ["a/0.__lock", "a/0_0123456789abcdef.__lock", "zarr.0123abcd.partial", "x/.k.1.softcopy-partial"] {
+        t.event(&p(name), Change::Created, c.at(0));
+        t.event(&p(name), Change::Modified, c.at(0));
+        t.event(&p(name), Change::ClosedWrite, c.at(0));
+        t.event(&p(name), Change::Replaced, c.at(0));
+    }
+    assert!(drain(&mut t, c.at(1000)).is_empty());
+    assert!(t.is_idle());
+}
+
+#[test]
+fn new_version_while_copying_copies_again_after() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    assert_eq!(job.prev, None);
+    // A second version lands while the first is being copied: not dispatched concurrently.
+    t.event(&p("k"), Change::Replaced, c.at(1));
+    t.event(&p("k"), Change::Replaced, c.at(2));
+    assert_eq!(t.next_job(c.at(2)), None);
+    t.finish(&p("k"), copied(1), c.at(3));
+    let again = t.next_job(c.at(3)).unwrap();
+    assert_eq!(again.prev, Some(ident(1)));
+    assert_eq!(t.next_job(c.at(3)), None, "queued at most once");
+    t.finish(&p("k"), copied(2), c.at(4));
+    assert_eq!(t.counts().redundant, 1);
+    assert!(t.is_idle());
+}
+
+#[test]
+fn hot_keys_are_debounced_but_first_versions_are_not() {
+    let mut t = Tracker::new(Duration::from_millis(100), Duration::from_millis(50));
+    let c = Clock(Instant::now());
+    t.event(&p("shard"), Change::Replaced, c.at(0));
+    assert_eq!(drain(&mut t, c.at(0)), vec![p("shard")], "first version: no delay");
+    t.finish(&p("shard"), copied(1), c.at(1));
+    // Rewritten every 20 ms: the re-copy waits for a 50 ms pause...
+    for ms in [10, 30, 50, 70] {
+        t.event(&p("shard"), Change::Replaced, c.at(ms));
+        assert!(drain(&mut t, c.at(ms)).is_empty(), "at {ms} ms");
+    }
+    assert_eq!(drain(&mut t, c.at(120)), vec![p("shard")]);
+    t.finish(&p("shard"), copied(2), c.at(121));
+    // ...and a key that never pauses is still copied within MAX_DEBOUNCES periods.
+    let mut copies_at = Vec::new();
+    for ms in (200..1300).step_by(10) {
+        t.event(&p("shard"), Change::Replaced, c.at(ms));
+        if let Some(job) = t.next_job(c.at(ms)) {
+            copies_at.push(ms);
+            t.finish(&job.rel, copied(ms), c.at(ms));
+        }
+    }
+    assert_eq!(copies_at, vec![700, 1210], "capped at 10 x 50 ms after the first pending version");
+    assert_eq!(t.counts().distinct, 1);
+    assert_eq!(t.counts().max_copies, 4);
+    // Other keys written once are unaffected.
+    t.event(&p("other"), Change::Replaced, c.at(2000));
+    assert!(drain(&mut t, c.at(2000)).contains(&p("other")));
+}
+
+#[test]
+fn oldest_wait_is_the_lag_of_the_first_file_still_queued() {
+    let (mut t, c) = setup();
+    assert_eq!(t.oldest_wait(c.at(0)), Duration::ZERO);
+    t.event(&p("a"), Change::Replaced, c.at(100));
+    t.event(&p("b"), Change::Replaced, c.at(300));
+    assert_eq!(t.oldest_wait(c.at(1000)), Duration::from_millis(900));
+    let _ = t.next_job(c.at(1000)); // "a" goes to a worker
+    assert_eq!(t.oldest_wait(c.at(1000)), Duration::from_millis(700));
+    assert_eq!(t.known(), 2);
+}
+
+#[test]
+fn repeated_triggers_while_queued_queue_once() {
+    let (mut t, c) = setup();
+    for _ in 0..5 {
+        t.event(&p("k"), Change::Replaced, c.at(0));
+    }
+    assert_eq!(t.backlog(), 1);
+    assert_eq!(drain(&mut t, c.at(0)), vec![p("k")]);
+}
+
+#[test]
+fn in_place_write_waits_for_close_and_settle() {
+    // acquire-zarr / tensorstore non_atomic: CREATE, MODIFY..., CLOSE_WRITE.
+    let (mut t, c) = setup();
+    t.event(&p("s"), Change::Created, c.at(0));
+    t.event(&p("s"), Change::Modified, c.at(0));
+    assert!(drain(&mut t, c.at(5_000)).is_empty(), "open for writing: never copied");
+    t.event(&p("s"), Change::Modified, c.at(5_000));
+    t.event(&p("s"), Change::ClosedWrite, c.at(5_001));
+    assert!(drain(&mut t, c.at(5_050)).is_empty(), "not settled yet");
+    assert_eq!(t.next_deadline(), Some(c.at(5_101)));
+    assert_eq!(drain(&mut t, c.at(5_101)), vec![p("s")]);
+}
+
+#[test]
+fn link_publish_without_write_is_ready_at_once_if_nobody_writes_it() {
+    // zarr-python set_if_not_exists: link(tmp, K) → a bare CREATE K with complete content.
+    let (mut t, c) = setup();
+    t.event(&p("zarr.json"), Change::Created, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    assert!(job.verify_closed, "not proven by a rename: the worker must check for writers");
+}
+
+#[test]
+fn found_file_still_open_waits_for_its_close() {
+    // A scan finds a shard an in-place writer still has open (its CREATE and MODIFY happened
+    // before the watch): the worker reports Busy; the close makes it ready.
+    let (mut t, c) = setup();
+    t.event(&p("c/0/0"), Change::Found, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    assert!(job.verify_closed);
+    t.finish(&job.rel, Outcome::Busy, c.at(1));
+    assert!(drain(&mut t, c.at(10_000)).is_empty(), "still open: not copied");
+    assert!(t.is_idle(), "an open file does not hold up the end (the final rescan copies it)");
+    t.event(&p("c/0/0"), Change::ClosedWrite, c.at(10_000));
+    assert_eq!(drain(&mut t, c.at(10_100)), vec![p("c/0/0")]);
+}
+
+#[test]
+fn close_during_the_busy_check_is_not_lost() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Found, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    // The writer closes right after the worker found it open; the close event is handled first.
+    t.event(&p("k"), Change::ClosedWrite, c.at(1));
+    t.finish(&job.rel, Outcome::Busy, c.at(2));
+    assert_eq!(drain(&mut t, c.at(101)), vec![p("k")]);
+}
+
+#[test]
+fn renamed_versions_need_no_check_and_tensorstore_close_is_still_ignored() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    assert!(!job.verify_closed);
+    t.event(&p("k"), Change::ClosedWrite, c.at(0));
+    t.finish(&job.rel, copied(1), c.at(1));
+    assert!(drain(&mut t, c.at(10_000)).is_empty());
+}
+
+#[test]
+fn modify_while_copying_waits_for_close_before_copying_again() {
+    let (mut t, c) = setup();
+    t.event(&p("f"), Change::Replaced, c.at(0));
+    let _ = t.next_job(c.at(0)).unwrap();
+    t.event(&p("f"), Change::Modified, c.at(1));
+    t.finish(&p("f"), copied(1), c.at(2));
+    assert!(drain(&mut t, c.at(1000)).is_empty());
+    t.event(&p("f"), Change::ClosedWrite, c.at(1000));
+    assert_eq!(drain(&mut t, c.at(1100)), vec![p("f")]);
+}
+
+#[test]
+fn deletion_is_a_job_and_then_forgotten() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let _ = t.next_job(c.at(0));
+    t.finish(&p("k"), copied(1), c.at(0));
+    t.event(&p("k"), Change::Removed, c.at(1));
+    let job = t.next_job(c.at(1)).unwrap();
+    assert_eq!(job.rel, p("k"));
+    t.finish(&p("k"), Outcome::Deleted, c.at(1));
+    assert_eq!(t.known(), 0);
+    assert!(t.is_idle());
+}
+
+#[test]
+fn delete_during_copy_is_mirrored_after_the_copy() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let _ = t.next_job(c.at(0));
+    t.event(&p("k"), Change::Removed, c.at(1));
+    t.finish(&p("k"), copied(1), c.at(2));
+    assert_eq!(drain(&mut t, c.at(2)), vec![p("k")]);
+}
+
+#[test]
+fn removed_tree_removes_everything_below() {
+    let (mut t, c) = setup();
+    // Keys ordered between `a/c` and `a/c/...` byte-wise (`.` and `-` sort before `/`) must
+    // survive, as must `a/cc`: keys are compared as bytes, not path components.
+    for k in ["a/c/0/0", "a/c.b", "a/c-1/0", "a/c/0/1", "a/cc/0", "b/c/0/0"] {
+        t.event(&p(k), Change::Replaced, c.at(0));
+    }
+    for rel in drain(&mut t, c.at(0)) {
+        t.finish(&rel, copied(1), c.at(0));
+    }
+    t.removed_tree(&p("a/c"), c.at(1));
+    let mut jobs = drain(&mut t, c.at(1));
+    jobs.sort();
+    assert_eq!(jobs, vec![p("a/c/0/0"), p("a/c/0/1")]);
+}
+
+#[test]
+fn sweep_requeues_changed_and_vanished_files_only() {
+    let (mut t, c) = setup();
+    for (k, ino) in [("same", 1), ("changed", 2), ("vanished", 3)] {
+        t.event(&p(k), Change::Replaced, c.at(0));
+        let job = t.next_job(c.at(0)).unwrap();
+        t.finish(&job.rel, copied(ino), c.at(0));
+    }
+    t.begin_sweep();
+    t.scanned(&p("same"), ident(1), c.at(1));
+    t.scanned(&p("changed"), ident(9), c.at(1));
+    t.scanned(&p("new"), ident(4), c.at(1));
+    t.scanned(&p("x.__lock"), ident(5), c.at(1));
+    t.end_sweep(c.at(1));
+    let mut jobs = drain(&mut t, c.at(1));
+    jobs.sort();
+    assert_eq!(jobs, vec![p("changed"), p("new"), p("vanished")]);
+}
+
+#[test]
+fn changed_during_copy_is_retried_at_once() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let _ = t.next_job(c.at(0));
+    t.finish(&p("k"), Outcome::Changed, c.at(1));
+    assert_eq!(drain(&mut t, c.at(1)), vec![p("k")]);
+}
+
+#[test]
+fn changed_copy_during_an_in_place_write_is_copied_after_its_close() {
+    // Issue 11, item 8: an appended log. A copy is in flight when the writer opens and writes
+    // again; the copy comes back Changed while the writer still has the file open; then it
+    // closes. The last version must be copied (it was stranded: due, but never queued).
+    let (mut t, c) = setup();
+    t.event(&p("log"), Change::Replaced, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    t.event(&p("log"), Change::Modified, c.at(1));
+    t.finish(&job.rel, Outcome::Changed, c.at(2));
+    assert!(drain(&mut t, c.at(3)).is_empty(), "not while it is open for writing");
+    t.event(&p("log"), Change::ClosedWrite, c.at(4));
+    assert_eq!(drain(&mut t, c.at(200)), vec![p("log")]);
+}
+
+#[test]
+fn repeated_changes_back_off() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    t.finish(&job.rel, Outcome::Changed, c.at(0));
+    let job = t.next_job(c.at(0)).expect("the first change is retried at once");
+    t.finish(&job.rel, Outcome::Changed, c.at(0));
+    assert!(t.next_job(c.at(0)).is_none(), "the second one waits");
+    assert!(t.next_deadline().is_some_and(|d| d > c.at(0)));
+    let job = t.next_job(c.at(10_000)).expect("and is retried after its backoff");
+    t.finish(&job.rel, copied(1), c.at(10_000));
+    assert!(t.is_idle());
+}
+
+#[test]
+fn unsettled_files_are_tried_again_after_the_wait_or_at_their_close() {
+    let (mut t, c) = setup();
+    t.event(&p("a"), Change::Found, c.at(0));
+    t.event(&p("b"), Change::Found, c.at(0));
+    for rel in drain(&mut t, c.at(0)) {
+        t.finish(&rel, Outcome::Unsettled(Duration::from_secs(5)), c.at(0));
+    }
+    assert!(drain(&mut t, c.at(1000)).is_empty());
+    assert!(!t.is_idle(), "an unsettled file holds up the end");
+    t.event(&p("a"), Change::ClosedWrite, c.at(1000));
+    assert_eq!(drain(&mut t, c.at(1100)), vec![p("a")]);
+    let job = t.next_job(c.at(5000)).expect("b after its quiet period");
+    assert!(job.verify_closed, "and still checked");
+}
+
+#[test]
+fn due_timers_move_to_the_queue_without_a_job_being_taken() {
+    // Issue 11, item 3: with every worker busy nobody calls next_job; tick() still fires the
+    // timers, so the next deadline is never in the past and the coordinator can sleep.
+    let (mut t, c) = setup();
+    t.event(&p("f"), Change::Modified, c.at(0));
+    t.event(&p("f"), Change::ClosedWrite, c.at(0));
+    assert_eq!(t.next_deadline(), Some(c.at(100)));
+    t.tick(c.at(150));
+    assert_eq!(t.next_deadline(), None);
+    assert_eq!(t.backlog(), 1);
+}
+
+#[test]
+fn failures_back_off_then_give_up() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let mut now = 0;
+    let mut attempts = 0;
+    while let Some(job) = t.next_job(c.at(now)) {
+        attempts += 1;
+        t.finish(&job.rel, Outcome::Failed("disk full".into()), c.at(now));
+        assert!(t.next_job(c.at(now)).is_none(), "no retry without backoff");
+        now += 10_000;
+    }
+    assert_eq!(attempts, MAX_FAILURES as usize);
+    assert_eq!(t.counts().failed, 1);
+    assert_eq!(t.last_error(), Some("disk full"));
+    assert!(t.is_idle(), "a given-up file must not block the end");
+    // A new version of the file makes it eligible again.
+    t.event(&p("k"), Change::Replaced, c.at(now));
+    assert!(t.next_job(c.at(now)).is_some());
+}
+
+#[test]
+fn every_ordering_of_a_tensorstore_write_and_delete_ends_consistent() {
+    // All permutations of (rename-in, delete, scan) for one key: whatever the order, after the
+    // last event the tracker wants exactly one more job for the key, so the worker (which reads
+    // the source as it is then) makes the destination match.
+    let events = [Change::Replaced, Change::Removed, Change::Replaced];
+    let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    for order in orders {
+        for split in 0..=3 {
+            let (mut t, c) = setup();
+            let mut in_flight = None;
+            for (i, &e) in order.iter().enumerate() {
+                if i == split {
+                    in_flight = t.next_job(c.at(i as u64));
+                }
+                t.event(&p("k"), events[e], c.at(i as u64));
+            }
+            if let Some(job) = in_flight {
+                t.finish(&job.rel, copied(1), c.at(10));
+            }
+            assert_eq!(drain(&mut t, c.at(10)), vec![p("k")], "order {order:?} split {split}");
+        }
+    }
+}
