@@ -121,7 +121,7 @@ def test_without_a_lease_a_file_still_open_is_not_published(tmp_path: Path) -> N
     f.write(b"first;")
     f.flush()
     # As root without CAP_LEASE (dropped from the bounding set before exec).
-    cmd = ["setpriv", "--inh-caps=-lease", "--bounding-set=-lease", sys.executable, "-c", ENGINE, src, dst]
+    cmd = ["setpriv", "--inh-caps=-lease", "--bounding-set=-lease", sys.executable, "-c", ENGINE, str(src), str(dst)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
