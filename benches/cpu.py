@@ -5,7 +5,7 @@ no worker free: the state in which the coordinator used to spin at 0.96 of a cor
 
 Figures: CPU seconds per wall second (a fraction of one core), from /proc/PID/stat.
 
-    python benches/cpu.py [--idle-seconds 10] [--big-mib 40] [--dir DIR]
+    python benches/cpu.py [--idle-seconds 10] [--big-mib 40] [--dir DIR] [--baseline PYTHON]
 """
 
 from __future__ import annotations
@@ -34,30 +34,25 @@ def wait_until(cond: object, timeout: float) -> None:
         time.sleep(0.01)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--idle-seconds", type=float, default=10)
-    ap.add_argument("--big-mib", type=int, default=40)
-    ap.add_argument("--dir", type=Path, default=None)
-    a = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="softcopy-cpu-", dir=a.dir))
+def measure(python: str, idle_seconds: float, big_mib: int, base: Path) -> tuple[float, float]:
+    """(idle, busy) CPU of one softcopy process, as fractions of a core."""
     src, dst = base / "src", base / "dst"
     src.mkdir(parents=True)
     (src / "first").write_bytes(b"x")
-    cmd = [sys.executable, "-m", "softcopy", str(src), str(dst), "--nprocs", "1", "--max-rate", "4M", "-q"]
-    proc = subprocess.Popen(cmd)
+    cmd = [python, "-m", "softcopy", str(src), str(dst), "--nprocs", "1", "--max-rate", "4M", "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: (dst / "first").exists(), 30)
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
-        time.sleep(a.idle_seconds)  # the measurement window itself, not a synchronisation
+        time.sleep(idle_seconds)  # the measurement window itself, not a synchronisation
         idle = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
         tmp = src / "big.__lock"
-        tmp.write_bytes(os.urandom(a.big_mib << 20))
+        tmp.write_bytes(os.urandom(big_mib << 20))
         os.replace(tmp, src / "big")
-        time.sleep(0.3)  # the big copy is in the only worker
+        time.sleep(0.3)  # let the big copy take the only worker (a bench, not a test)
         (src / "small").write_bytes(b"written in place")  # its settle timer falls due at once
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
-        wait_until(lambda: (dst / "big").exists(), a.big_mib)
+        wait_until(lambda: (dst / "big").exists(), big_mib + 30)
         busy = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
         wait_until(lambda: (dst / "small").exists(), 30)
         assert (dst / "big").read_bytes() == (src / "big").read_bytes(), "the copy is exact"
@@ -65,9 +60,33 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(base, ignore_errors=True)
+    return idle, busy
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--idle-seconds", type=float, default=10)
+    ap.add_argument("--big-mib", type=int, default=40)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        default=None,
+        help="a Python with another softcopy installed (e.g. a venv of an older commit), measured beside",
+    )
+    a = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}")
-    print(f"softcopy idle:                         {idle * 100:.2f} % of a core over {a.idle_seconds:.0f} s")
-    print(f"softcopy copying at 4 MiB/s, timer due: {busy * 100:.2f} % of a core ({a.big_mib} MiB)")
+    contenders = [("softcopy", sys.executable)] + ([("baseline", a.baseline)] if a.baseline else [])
+    results = {}
+    for name, python in contenders:
+        base = Path(tempfile.mkdtemp(prefix="softcopy-cpu-", dir=a.dir))
+        idle, busy = measure(python, a.idle_seconds, a.big_mib, base)
+        results[name] = (idle, busy)
+        print(f"{name} idle:                         {idle * 100:.2f} % of a core over {a.idle_seconds:.0f} s")
+        print(f"{name} copying at 4 MiB/s, timer due: {busy * 100:.2f} % of a core ({a.big_mib} MiB)")
+    if a.baseline:
+        (i1, b1), (i0, b0) = results["softcopy"], results["baseline"]
+        print(f"ratio softcopy / baseline: idle {i1 / max(i0, 1e-9):.2f}x, busy {b1 / max(b0, 1e-9):.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ on a real filesystem, with the trust invariants checked after every step:
 Writer actions: tensorstore-style rename-publish, in-place write, delete, new folders, the root
 replaced by its writer (`overwrite=True`). Faults: the root moved away and back, lost events (a queue
 of one event: every burst overflows and rescans), a stop and restart, a destination copy damaged
-with size and mtime kept. `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 150).
+with size and mtime kept. `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 120).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from test_properties import apply
 
 KEYS = ["0.0", "c/0/0", "c/1/0", "a/b/c/0", "zarr.json", "new/d/0"]
-EXAMPLES = int(os.environ.get("SOFTCOPY_MODEL_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SOFTCOPY_MODEL_EXAMPLES", "120"))
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
