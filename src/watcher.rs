@@ -268,3 +268,45 @@ fn walk(
     }
     Ok(incomplete)
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    /// A folder chain deeper than PATH_MAX (4096 bytes), made with mkdirat so no path is too long
+    /// to create; its deepest folder cannot be listed by path: a scan error below the root that
+    /// is not "gone" (the root user reads everything, so EACCES cannot stand in here).
+    fn too_deep(root: &Path) {
+        let name = CString::new("d".repeat(250)).unwrap();
+        let root = CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: plain descriptor calls on paths we own; every fd is closed.
+        unsafe {
+            let mut fd = libc::open(root.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
+            for _ in 0..20 {
+                assert_eq!(libc::mkdirat(fd, name.as_ptr(), 0o755), 0);
+                let next = libc::openat(fd, name.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
+                libc::close(fd);
+                fd = next;
+            }
+            libc::close(fd);
+        }
+    }
+
+    #[test]
+    fn a_scan_that_hit_an_error_says_it_is_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        fs_file(dir.path(), "a");
+        let mut found = Vec::new();
+        assert_eq!(scan(dir.path(), Path::new(""), true, |rel, _| found.push(rel)).unwrap(), None);
+        too_deep(dir.path());
+        let incomplete = scan(dir.path(), Path::new(""), true, |_, _| {}).unwrap();
+        assert!(incomplete.is_some(), "an unlistable folder makes the scan incomplete");
+        assert!(scan(&dir.path().join("missing"), Path::new(""), true, |_, _| {}).is_err(), "a missing root");
+        assert_eq!(found, vec![PathBuf::from("a")]);
+    }
+
+    fn fs_file(dir: &Path, name: &str) {
+        std::fs::write(dir.join(name), b"x").unwrap();
+    }
+}
