@@ -239,7 +239,8 @@ class Copier:
             e.stop()
 
     def poll(self) -> Report | None:
-        """Relays messages, verifies targets that drained; the Report once every target ended."""
+        """Relays messages, hands each engine that asks the expected Zarr file set, and collects the verdicts;
+        the Report once every target ended."""
         if not self._engines:
             raise RuntimeError("start() first")
         for i, (engine, target) in enumerate(zip(self._engines, self.targets, strict=True)):
