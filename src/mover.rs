@@ -210,7 +210,7 @@ pub fn delete_sources(
     }
     // Empty folders go too (writers leave empty ones behind for fill-value chunks), deepest first;
     // a folder that still holds anything fails to be removed and stays.
-    if !report.deleted.is_empty() {
+    if !report.deleted.is_empty() && !stop.load(Ordering::Relaxed) {
         let dirs: BTreeSet<PathBuf> = walkdir::WalkDir::new(src_root)
             .min_depth(1)
             .follow_links(false)

@@ -291,6 +291,10 @@ pub fn verify(
     }
     let walk = if in_dst == copies { None } else { Some(walkdir::WalkDir::new(dst).follow_links(false)) };
     for entry in walk.into_iter().flatten() {
+        // Pruning deletes: never after a stop request.
+        if stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("stopped"));
+        }
         let entry = entry?;
         if !entry.file_type().is_file() {
             continue;
