@@ -345,11 +345,8 @@ impl Run<'_> {
         s.finishing = self.finishing;
         s.destination_trouble = self.health.error().map(str::to_owned);
         s.paused = self.paused.clone();
-        let mut shared = lock(&self.sh.status);
-        // The end steps' fields belong to `finish.rs`; everything else is ours.
-        let wants = shared.wants_expected;
-        *shared = s.clone();
-        shared.wants_expected = wants;
+        // The end steps (`finish.rs`) start only after the last of these.
+        *lock(&self.sh.status) = s.clone();
     }
 
     /// The copy loop: until the acquisition is over and drained, or a stop.

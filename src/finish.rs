@@ -44,7 +44,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         v.reason = Some(format!("cannot verify: {why}"));
         return (Phase::Incomplete, v);
     }
-    match crate::verify::verify(d.src, d.dst, &d.cfg.marker, &arrays, false, true, &d.sh.stop) {
+    match crate::verify::verify(d.src, d.dst, &d.cfg.marker, &arrays, false, Some(d.root), &d.sh.stop) {
         Ok(report) => v.report = report,
         Err(_) if d.sh.stopped() => return stopped(v),
         Err(e) => {

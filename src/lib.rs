@@ -311,7 +311,7 @@ fn verify_trees<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let specs = specs_from(arrays);
     let r = py
-        .detach(|| verify::verify(&source, &destination, &marker, &specs, content, false, &AtomicBool::new(false)))
+        .detach(|| verify::verify(&source, &destination, &marker, &specs, content, None, &AtomicBool::new(false)))
         .map_err(|e| Error::io("verify", &source, e))?;
     report_dict(py, &r)
 }

@@ -198,10 +198,12 @@ fn slash_path(rel: &Path) -> String {
 }
 
 /// Compares `src` and `dst` (ignoring the marker, locks and temps at the source); with `content`,
-/// every pair of the same size is also compared byte for byte. With `prune`, stale chunk files
-/// (see [`Report::stale_chunks`]) are removed from the destination: deletions are data (a chunk
-/// deleted at the source reads as fill value), and one made while softcopy was not running has no
-/// event to mirror. Only files named as chunk keys inside a source array are ever removed.
+/// every pair of the same size is also compared byte for byte. With `prune` (the source root's
+/// identity), stale chunk files (see [`Report::stale_chunks`]) are removed from the destination:
+/// deletions are data (a chunk deleted at the source reads as fill value), and one made while
+/// softcopy was not running has no event to mirror. Only files named as chunk keys inside a source
+/// array are ever removed, and only while the root is still that folder: a file missing from a
+/// root that went away meanwhile is no evidence (invariant 8).
 ///
 /// A `stop` request ends it with an error ("stopped") between files: an unfinished verification
 /// proves nothing.
@@ -211,7 +213,7 @@ pub fn verify(
     marker: &str,
     arrays: &[ArraySpec],
     content: bool,
-    prune: bool,
+    prune: Option<&crate::root::RootId>,
     stop: &AtomicBool,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
@@ -309,7 +311,7 @@ pub fn verify(
         } else if absent(&src.join(rel)) && rel.as_os_str() != marker {
             if chunk_of(&slash_path(rel), &by_path).is_none() {
                 report.extra.push(rel.to_path_buf());
-            } else if prune && fs::remove_file(entry.path()).is_ok() {
+            } else if prune.is_some_and(|root| root.check(src).is_ok()) && fs::remove_file(entry.path()).is_ok() {
                 report.pruned.push(rel.to_path_buf());
             } else {
                 report.stale_chunks.push(rel.to_path_buf());
@@ -333,7 +335,7 @@ fn absent(path: &Path) -> bool {
 /// its source's mtime, but FAT keeps 2 s, SFTP (sshfs) and many network shares whole seconds, SMB
 /// 100 ns, so a destination mtime that is a whole number of such units matches any source mtime
 /// within one unit of it.
-pub fn same_mtime(src: &fs::Metadata, dst: &fs::Metadata) -> bool {
+fn same_mtime(src: &fs::Metadata, dst: &fs::Metadata) -> bool {
     let ns = |m: &fs::Metadata| crate::vocab::identity(m).mtime_ns;
     let (s, d) = (ns(src), ns(dst));
     if s == d {
@@ -447,6 +449,28 @@ mod tests {
         let path = dir.join("shard");
         fs::write(&path, file).unwrap();
         path
+    }
+
+    #[test]
+    fn a_stale_chunk_is_pruned_only_while_the_root_is_the_folder_copied() {
+        let (src, dst, other) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let array = ArraySpec { path: "".into(), ..spec(&[4], &[1], None, '.') };
+        fs::write(src.path().join("0"), b"chunk").unwrap();
+        fs::write(dst.path().join("0"), b"chunk").unwrap();
+        fs::write(dst.path().join("1"), b"deleted at the source while nobody watched").unwrap();
+        let no_stop = AtomicBool::new(false);
+        // The root recorded is another folder (the source was swapped meanwhile): no evidence.
+        let root = crate::root::RootId::default();
+        root.adopt(other.path()).unwrap();
+        let r = verify(src.path(), dst.path(), "complete", std::slice::from_ref(&array), false, Some(&root), &no_stop)
+            .unwrap();
+        assert_eq!((r.stale_chunks, r.pruned.len()), (vec![PathBuf::from("1")], 0));
+        assert!(dst.path().join("1").exists());
+        root.adopt(src.path()).unwrap();
+        let r = verify(src.path(), dst.path(), "complete", &[array], false, Some(&root), &no_stop).unwrap();
+        assert_eq!(r.pruned, vec![PathBuf::from("1")]);
+        assert!(r.ok() && !dst.path().join("1").exists());
     }
 
     #[test]

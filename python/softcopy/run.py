@@ -338,7 +338,8 @@ class Copier:
             )
             r.notes.extend(f"kept at the source: {p} ({why})" for p, why in r.source_kept[:20])
         elif target.delete_source:
-            r.notes.append("the source was not freed: the copy is not verified")
+            why = "the copy is not verified" if not v.verified else "freeing could not start (see the log)"
+            r.notes.append(f"the source was not freed: {why}")
         return r
 
     def __enter__(self) -> Self:
