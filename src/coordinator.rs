@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use crate::copier::{self, CopyOptions, Done, Pool};
+use crate::dest::Dest;
 use crate::engine::{wait_for_source, Config};
 use crate::finish::{conclude, write_manifest, Drained};
 use crate::health::Health;
@@ -475,6 +476,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         )));
     }
     *lock(&sh.roots) = Some((src.clone(), dst.clone()));
+    let dest = Arc::new(Dest::open(&dst, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
     let (removed, had_files) = copier::remove_partials(&dst);
@@ -537,7 +539,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         root: Some(root.clone()),
         quiet: cfg.quiet,
     };
-    let pool = Pool::start(cfg.nprocs.max(1), src.clone(), dst.clone(), opts, done_tx, sh.stop.clone(), warn_tx)
+    let pool = Pool::start(cfg.nprocs.max(1), src.clone(), dest.clone(), opts, done_tx, sh.stop.clone(), warn_tx)
         .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;
     let end = run.copy_loop(&pool, &mut watcher, &ev_rx, &done_rx, &warn_rx);
     drop(watcher);
@@ -576,6 +578,6 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         sh.say(Level::Info, format!("removed {removed} partial files left by failed attempts"));
     }
     let copied = if cfg.delete_source { run.tracker.copied_versions() } else { Vec::new() };
-    let drained = Drained { cfg, sh, src: &src, dst: &dst, root: &root, copied, gave_up };
+    let drained = Drained { cfg, sh, src: &src, dst: &dst, dest: &dest, root: &root, copied, gave_up };
     Ok(conclude(drained))
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::dest::{Dest, Folder};
 use crate::rate::RateLimit;
 use crate::sys::{self, CopyMethod, Pace};
 use crate::vocab::{identity, Job, Outcome, PARTIAL_SUFFIX};
@@ -72,26 +73,13 @@ fn open_source(path: &Path) -> io::Result<File> {
 
 static PARTIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn partial_path(dst: &Path) -> PathBuf {
+/// A partial name for a copy of `name`, in the same folder.
+fn partial_name(name: &Path) -> PathBuf {
     // The pid is asked for once: std asks the kernel on every call.
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let pid = *PID.get_or_init(std::process::id);
-    let name = dst.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let n = PARTIAL_COUNTER.fetch_add(1, Ordering::Relaxed);
-    dst.with_file_name(format!(".{name}.{pid}-{n}{PARTIAL_SUFFIX}"))
-}
-
-/// Runs `create`; if the folder is missing, creates it (and its parents) and runs it again.
-/// Directories are created on demand: one failed open per new directory is cheaper than a stat of
-/// the parent before every file.
-fn in_folder<T>(dst_root: &Path, rel_dir: &Path, create: impl Fn() -> io::Result<T>) -> io::Result<T> {
-    match create() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_dirs_beneath(dst_root, rel_dir)?;
-            create()
-        }
-        r => r,
-    }
+    PathBuf::from(format!(".{}.{pid}-{n}{PARTIAL_SUFFIX}", name.to_string_lossy()))
 }
 
 /// Where a copy is written until it is complete.
@@ -103,24 +91,23 @@ enum Out {
 }
 
 impl Out {
-    /// A new file for a copy of `dst` with permission bits `mode`: unnamed where the destination
-    /// filesystem allows it (and no read-back by name is needed), else a partial file.
-    fn create(dst_root: &Path, rel_dir: &Path, dst: &Path, mode: u32, opts: &CopyOptions) -> crate::Result<Out> {
-        let dir = dst.parent().unwrap_or(dst_root);
+    /// A new file in `folder` for a copy with permission bits `mode`: unnamed where the destination
+    /// filesystem allows it (and no read-back by name is needed), else a partial file next to `name`.
+    fn create(folder: &Folder, name: &Path, shown: &Path, mode: u32, opts: &CopyOptions) -> crate::Result<Out> {
         if !opts.checksum {
-            let made = in_folder(dst_root, rel_dir, || sys::create_unnamed(dir, mode, &opts.learned))
-                .map_err(|e| crate::Error::io("create in", dir, e))?;
+            let made = sys::create_unnamed(folder.path(), mode, &opts.learned)
+                .map_err(|e| crate::Error::io("create in", shown.parent().unwrap_or(shown), e))?;
             if let Some(file) = made {
                 return Ok(Out::Unnamed(file));
             }
         }
-        let tmp = partial_path(dst);
+        let tmp = folder.join(&partial_name(name));
         let mut open = OpenOptions::new();
         // create_new: a partial name is ours alone; never truncate something we did not create.
         open.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut open, mode);
-        let file = in_folder(dst_root, rel_dir, || open.open(&tmp)).map_err(|e| crate::Error::io("create", &tmp, e))?;
+        let file = open.open(&tmp).map_err(|e| crate::Error::io("create", shown, e))?;
         Ok(Out::Named(file, tmp))
     }
 
@@ -130,29 +117,30 @@ impl Out {
         }
     }
 
-    /// Gives the complete copy its final name `dst`, replacing an older copy atomically. An
-    /// unnamed copy of a name believed new is linked straight to it; linking never replaces, so if
-    /// the name exists after all (or is known to), the copy is linked to a partial name and renamed
-    /// over it like any partial.
-    fn publish(&self, dst: &Path, may_exist: bool) -> crate::Result<()> {
+    /// Gives the complete copy its final name `name` in `folder`, replacing an older copy
+    /// atomically. An unnamed copy of a name believed new is linked straight to it; linking never
+    /// replaces, so if the name exists after all (or is known to), the copy is linked to a partial
+    /// name and renamed over it like any partial.
+    fn publish(&self, folder: &Folder, name: &Path, shown: &Path, may_exist: bool) -> crate::Result<()> {
+        let dst = folder.join(name);
         let tmp = match self {
             Out::Unnamed(file) => {
                 if !may_exist {
-                    match sys::link_unnamed(file, dst) {
+                    match sys::link_unnamed(file, &dst) {
                         Ok(()) => return Ok(()),
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(crate::Error::io("link into", dst, e)),
+                        Err(e) => return Err(crate::Error::io("link into", shown, e)),
                     }
                 }
-                let tmp = partial_path(dst);
-                sys::link_unnamed(file, &tmp).map_err(|e| crate::Error::io("link into", &tmp, e))?;
+                let tmp = folder.join(&partial_name(name));
+                sys::link_unnamed(file, &tmp).map_err(|e| crate::Error::io("link into", shown, e))?;
                 tmp
             }
             Out::Named(_, tmp) => tmp.clone(),
         };
-        fs::rename(&tmp, dst).map_err(|e| {
+        fs::rename(&tmp, &dst).map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            crate::Error::io("rename into", dst, e)
+            crate::Error::io("rename into", shown, e)
         })
     }
 
@@ -163,27 +151,6 @@ impl Out {
             let _ = fs::remove_file(tmp);
         }
     }
-}
-
-/// Creates `root/rel` and its missing parents, refusing to go through a symlink: a link placed in
-/// the destination must not make us write anywhere else (invariant 6).
-fn create_dirs_beneath(root: &Path, rel: &Path) -> io::Result<()> {
-    let mut dir = root.to_path_buf();
-    for part in rel.components() {
-        dir.push(part);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(io::Error::other(format!("{} is a symlink; not writing through it", dir.display())))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                _ => {}
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Whether an open file was reached without leaving `root` through a symlink in a parent folder
@@ -210,27 +177,19 @@ fn is_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
 }
 
-/// Brings `dst_root/rel` in line with `src_root/rel`. Never panics; every failure is an
+/// Brings `dest/rel` in line with `src_root/rel`. Never panics; every failure is an
 /// [`Outcome::Failed`] naming the path, so one bad file cannot stop the engine.
-pub fn sync_file(
-    src_root: &Path,
-    dst_root: &Path,
-    job: &Job,
-    opts: &CopyOptions,
-    stop: &AtomicBool,
-) -> (Outcome, bool) {
-    let src = src_root.join(&job.rel);
-    let dst = dst_root.join(&job.rel);
-    match sync_inner(src_root, dst_root, &src, &dst, job, opts, stop) {
+pub fn sync_file(src_root: &Path, dest: &Dest, job: &Job, opts: &CopyOptions, stop: &AtomicBool) -> (Outcome, bool) {
+    match sync_inner(src_root, dest, job, opts, stop) {
         Ok(Outcome::Deleted) => {
-            prune_empty_dirs(src_root, dst_root, &job.rel);
+            prune_empty_dirs(src_root, dest, &job.rel);
             (Outcome::Deleted, false)
         }
         Ok(outcome) => {
             let copied = matches!(outcome, Outcome::Copied { .. });
             (outcome, copied)
         }
-        Err(e) if destination_unavailable(&e, dst_root) => (Outcome::Unavailable(e.to_string()), false),
+        Err(e) if destination_unavailable(&e, dest.root()) => (Outcome::Unavailable(e.to_string()), false),
         Err(e) => (Outcome::Failed(e.to_string()), false),
     }
 }
@@ -269,15 +228,16 @@ fn destination_unavailable(e: &crate::Error, dst_root: &Path) -> bool {
 
 fn sync_inner(
     src_root: &Path,
-    dst_root: &Path,
-    src: &Path,
-    dst: &Path,
+    dest: &Dest,
     job: &Job,
     opts: &CopyOptions,
     stop: &AtomicBool,
 ) -> crate::Result<Outcome> {
     let prev = job.prev;
     use crate::Error;
+    let src = &src_root.join(&job.rel);
+    let dst = &dest.shown(&job.rel);
+    let (rel_dir, name) = crate::dest::split(&job.rel).map_err(|e| Error::io("copy", src, e))?;
     // The source root is canonical (no symlinks in it), so openat2's refusal of every symlink
     // covers invariant 6 in one call; elsewhere O_NOFOLLOW covers the last component and the
     // kernel's name for the descriptor tells whether a parent folder was a link.
@@ -293,7 +253,7 @@ fn sync_inner(
             if let Some(Err(why)) = opts.root.as_ref().map(|r| r.check(src_root)) {
                 return Ok(Outcome::RootGone(why));
             }
-            return remove_destination(dst);
+            return remove_destination(dest, &job.rel);
         }
         Err(e) if e.raw_os_error() == Some(40) => {
             // ELOOP: a symlink. Not followed, not copied; the report lists it.
@@ -317,7 +277,7 @@ fn sync_inner(
     let mut may_exist = prev.is_some();
     if prev.is_none() && !opts.fresh_destination {
         // First sight of this file in this run: a previous run may have copied this very version.
-        if let Ok(d) = fs::symlink_metadata(dst) {
+        if let Ok(d) = dest.stat(&job.rel) {
             if d.is_file() && d.len() == ident.size && identity(&d).mtime_ns == ident.mtime_ns {
                 return Ok(Outcome::Unchanged(ident));
             }
@@ -345,8 +305,8 @@ fn sync_inner(
     let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
     #[cfg(not(unix))]
     let mode = 0o644;
-    let rel_dir = job.rel.parent().unwrap_or(Path::new(""));
-    let out = Out::create(dst_root, rel_dir, dst, mode, opts)?;
+    let folder = dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?;
+    let out = Out::create(&folder, name, dst, mode, opts)?;
     let result = (|| {
         let file_out = out.file();
         let (bytes, hash) = if opts.checksum {
@@ -385,7 +345,8 @@ fn sync_inner(
                 return Err(Error::io("verify", tmp, io::Error::other(msg)));
             }
         }
-        out.publish(dst, may_exist)?;
+        dest.changing().map_err(|e| Error::io("publish", dst, e))?;
+        out.publish(&folder, name, dst, may_exist)?;
         Ok(Some((bytes, hash)))
     })();
     match result {
@@ -417,30 +378,41 @@ fn last_written(meta: &fs::Metadata) -> std::time::SystemTime {
     }
 }
 
-fn remove_destination(dst: &Path) -> crate::Result<Outcome> {
-    match fs::symlink_metadata(dst) {
-        Ok(m) if m.is_dir() => {
-            // A directory gone at the source: removed here only once empty (its files are jobs
-            // of their own; whichever finishes last prunes it).
-            let _ = fs::remove_dir(dst);
-            Ok(Outcome::Deleted)
-        }
-        Ok(_) => match fs::remove_file(dst) {
-            Ok(()) => Ok(Outcome::Deleted),
-            Err(e) if is_gone(&e) => Ok(Outcome::Deleted),
-            Err(e) => Err(crate::Error::io("remove", dst, e)),
-        },
-        Err(_) => Ok(Outcome::Deleted),
+fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
+    let shown = dest.shown(rel);
+    let (dir, name) = crate::dest::split(rel).map_err(|e| crate::Error::io("remove", &shown, e))?;
+    let folder = match dest.folder(dir, false) {
+        Ok(f) => f,
+        Err(e) if is_gone(&e) => return Ok(Outcome::Deleted),
+        Err(e) => return Err(crate::Error::io("remove", &shown, e)),
+    };
+    let path = folder.join(name);
+    let Ok(m) = fs::symlink_metadata(&path) else { return Ok(Outcome::Deleted) };
+    dest.changing().map_err(|e| crate::Error::io("remove", &shown, e))?;
+    if m.is_dir() {
+        // A directory gone at the source: removed here only once empty (its files are jobs
+        // of their own; whichever finishes last prunes it).
+        let _ = fs::remove_dir(&path);
+        return Ok(Outcome::Deleted);
+    }
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(Outcome::Deleted),
+        Err(e) if is_gone(&e) => Ok(Outcome::Deleted),
+        Err(e) => Err(crate::Error::io("remove", &shown, e)),
     }
 }
 
 /// After a deletion, removes the destination directories that became empty and no longer exist at
 /// the source (a removed array, a recreated root), so the destination mirrors the source's folders
 /// too. Stops at the first directory that is not empty or still exists at the source.
-fn prune_empty_dirs(src_root: &Path, dst_root: &Path, rel: &Path) {
+fn prune_empty_dirs(src_root: &Path, dest: &Dest, rel: &Path) {
     let mut dir = rel.parent();
     while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
-        if src_root.join(d).exists() || fs::remove_dir(dst_root.join(d)).is_err() {
+        let Ok((parent, name)) = crate::dest::split(d) else { return };
+        if src_root.join(d).exists() {
+            return;
+        }
+        if !dest.folder(parent, false).is_ok_and(|f| fs::remove_dir(f.join(name)).is_ok()) {
             return;
         }
         dir = d.parent();
@@ -482,14 +454,14 @@ impl Pool {
     pub fn start(
         n: usize,
         src_root: PathBuf,
-        dst_root: PathBuf,
+        dest: Arc<Dest>,
         opts: CopyOptions,
         done: Sender<Done>,
         stop: Arc<AtomicBool>,
         priority_warning: Sender<String>,
     ) -> std::io::Result<Pool> {
         let (low_priority, sleep) = (opts.low_priority, opts.sleep);
-        let work = move |job: &Job, stop: &AtomicBool| sync_file(&src_root, &dst_root, job, &opts, stop);
+        let work = move |job: &Job, stop: &AtomicBool| sync_file(&src_root, &dest, job, &opts, stop);
         Pool::with_work(n, low_priority, sleep, work, done, stop, priority_warning)
     }
 

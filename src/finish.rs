@@ -24,6 +24,8 @@ pub struct Drained<'a> {
     pub sh: &'a Shared,
     pub src: &'a Path,
     pub dst: &'a Path,
+    /// The destination as the copy saw it (its marker withdrawn before the first change).
+    pub dest: &'a crate::dest::Dest,
     pub root: &'a RootId,
     /// What was copied (or found copied), for `--delete-source`.
     pub copied: Vec<Copied>,
@@ -44,7 +46,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         v.reason = Some(format!("cannot verify: {why}"));
         return (Phase::Incomplete, v);
     }
-    match crate::verify::verify(d.src, d.dst, &d.cfg.marker, &arrays, false, Some(d.root), &d.sh.stop) {
+    match crate::verify::verify(d.src, d.dest, &d.cfg.marker, &arrays, false, Some(d.root), &d.sh.stop) {
         Ok(report) => v.report = report,
         Err(_) if d.sh.stopped() => return stopped(v),
         Err(e) => {
@@ -137,7 +139,8 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
     }
     let opts = CopyOptions { method: d.cfg.method, ..CopyOptions::default() };
     let job = Job { rel, prev: None, verify_closed: false };
-    match copier::sync_file(d.src, d.dst, &job, &opts, &AtomicBool::new(false)).0 {
+    let dest = crate::dest::Dest::open(d.dst, None).map_err(|e| e.to_string())?;
+    match copier::sync_file(d.src, &dest, &job, &opts, &AtomicBool::new(false)).0 {
         Outcome::Copied { .. } | Outcome::Unchanged(_) => {}
         other => return Err(format!("{other:?}")),
     }

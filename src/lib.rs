@@ -6,10 +6,12 @@
 
 mod coordinator;
 pub mod copier;
+pub mod dest;
 pub mod engine;
 mod error;
 mod finish;
 mod health;
+pub mod journal;
 pub mod manifest;
 pub mod mover;
 pub mod rate;
@@ -311,7 +313,10 @@ fn verify_trees<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let specs = specs_from(arrays);
     let r = py
-        .detach(|| verify::verify(&source, &destination, &marker, &specs, content, None, &AtomicBool::new(false)))
+        .detach(|| {
+            let dest = dest::Dest::open(&destination, None)?;
+            verify::verify(&source, &dest, &marker, &specs, content, None, &AtomicBool::new(false))
+        })
         .map_err(|e| Error::io("verify", &source, e))?;
     report_dict(py, &r)
 }

@@ -4,21 +4,19 @@
 //! (2) this process saw it copied (or found it copied by an earlier run), (3) it is unchanged since
 //! (same device, inode, size, mtime), (4) every copy is flushed to stable storage (one `syncfs`)
 //! and (5) its copy is proven identical by content: its hash read back, or compared byte for byte.
-//! Metadata files go after the data they describe, the end marker last. Before a file is deleted its path is appended (and fsynced)
-//! to a journal at the destination root, so that after a crash a later run knows the source lost
-//! those files on purpose and never "mirrors" the absence by pruning the copy.
+//! Metadata files go after the data they describe, the end marker last. Before a file is deleted it
+//! is journaled at the destination root (`journal.rs`), so that a later run knows the source lost
+//! it on purpose and never "mirrors" the absence by pruning the copy.
 
-use std::collections::{BTreeSet, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, Write};
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::journal::Writer;
 use crate::manifest;
 use crate::vocab::Copied;
-
-/// The journal of source files deleted after their copy was proven (one relative path per line).
-pub const JOURNAL: &str = ".softcopy-moved";
 
 /// What the mover did.
 #[derive(Clone, Debug, Default)]
@@ -27,12 +25,6 @@ pub struct MoveReport {
     /// Files kept at the source, with the reason.
     pub kept: Vec<(PathBuf, String)>,
     pub folders_removed: u64,
-}
-
-/// The paths in the journal at `dst_root` (empty if there is none).
-pub fn moved(dst_root: &Path) -> HashSet<PathBuf> {
-    let Ok(f) = File::open(dst_root.join(JOURNAL)) else { return HashSet::new() };
-    io::BufReader::new(f).lines().map_while(Result::ok).filter(|l| !l.is_empty()).map(PathBuf::from).collect()
 }
 
 fn is_metadata(rel: &Path) -> bool {
@@ -131,8 +123,9 @@ fn make_durable(dst_root: &Path, files: &[&Copied]) -> Result<(), String> {
 
 /// Journals and deletes, in one batch, the sources of proven copies that are still unchanged: the
 /// journal lines are flushed once before the first deletion (a crash after it leaves files
-/// journaled but not yet deleted; a deleted file never lacks its line).
-fn free_batch(src_root: &Path, batch: &[&Copied], journal: &mut File, report: &mut MoveReport) -> io::Result<()> {
+/// journaled but not yet deleted; a deleted file never lacks its line), and those whose deletion
+/// failed are journaled as kept.
+fn free_batch(src_root: &Path, batch: &[&Copied], journal: &mut Writer, report: &mut MoveReport) -> io::Result<()> {
     let mut go = Vec::with_capacity(batch.len());
     for c in batch {
         match unchanged(&src_root.join(&c.rel), c) {
@@ -140,20 +133,18 @@ fn free_batch(src_root: &Path, batch: &[&Copied], journal: &mut File, report: &m
             Err(why) => report.kept.push((c.rel.clone(), why)),
         }
     }
-    let mut lines = String::new();
-    for c in &go {
-        lines.push_str(&c.rel.to_string_lossy());
-        lines.push('\n');
-    }
-    journal.write_all(lines.as_bytes())?;
-    journal.sync_data()?;
+    journal.freeing(&go)?;
+    let mut failed = Vec::new();
     for c in go {
         match fs::remove_file(src_root.join(&c.rel)) {
             Ok(()) => report.deleted.push(c.rel.clone()),
-            Err(e) => report.kept.push((c.rel.clone(), format!("delete: {e}"))),
+            Err(e) => {
+                failed.push(c.rel.clone());
+                report.kept.push((c.rel.clone(), format!("delete: {e}")));
+            }
         }
     }
-    Ok(())
+    journal.not_freed(&failed)
 }
 
 /// Source files journaled per flush of the journal.
@@ -188,7 +179,7 @@ pub fn delete_sources(
         report.kept.extend(every.iter().map(|c| (c.rel.clone(), why.clone())));
         return Ok(report);
     }
-    let mut journal = OpenOptions::new().create(true).append(true).open(dst_root.join(JOURNAL))?;
+    let mut journal = Writer::open(dst_root, src_root)?;
     let mut free = |files: Vec<&Copied>, report: &mut MoveReport| -> io::Result<()> {
         for batch in files.chunks(BATCH) {
             if stop.load(Ordering::Relaxed) {

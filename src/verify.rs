@@ -209,19 +209,20 @@ fn slash_path(rel: &Path) -> String {
 /// proves nothing.
 pub fn verify(
     src: &Path,
-    dst: &Path,
+    dest: &crate::dest::Dest,
     marker: &str,
     arrays: &[ArraySpec],
     content: bool,
     prune: Option<&crate::root::RootId>,
     stop: &AtomicBool,
 ) -> std::io::Result<Report> {
+    let dst = dest.root();
     let mut report = Report::default();
     let mut same_size = Vec::new();
     let by_path: HashMap<&str, &ArraySpec> = arrays.iter().map(|a| (a.path.as_str(), a)).collect();
     report.expected_chunks = arrays.iter().map(ArraySpec::expected).sum();
     // Files the source lost on purpose (`--delete-source`): never extra, never stale.
-    let moved = crate::mover::moved(dst);
+    let journal = crate::journal::Journal::read(dst);
     // Source files that have a file of their name at the destination.
     let mut copies = 0usize;
     for entry in walkdir::WalkDir::new(src).follow_links(false) {
@@ -244,7 +245,8 @@ pub fn verify(
         report.files += 1;
         report.bytes += size;
         let copy = dst.join(rel);
-        let arrived = match fs::symlink_metadata(&copy) {
+        // Looked up beneath the root: a copy reached through a link in the destination is not there.
+        let arrived = match dest.stat(rel) {
             // Another mtime is not the version copied; when contents are compared, they decide.
             Ok(m) if m.is_file() && m.len() == size && !same_mtime(&meta, &m) && !content => {
                 copies += 1;
@@ -281,17 +283,21 @@ pub fn verify(
     }
     // The destination usually holds exactly the copies of the source's files, with nothing left
     // over: counted by name first (no stat), the per-file lookup at the source is needed only if
-    // it holds more. On a million files that lookup is a third of the verification's stats.
+    // it holds more. On a million files that lookup is a third of the verification's stats. Not
+    // with a journal: an entry must never balance a file that should not be there (issue 12, item 7).
     let counted = |e: &walkdir::DirEntry| {
         let rel = e.path().strip_prefix(dst).unwrap_or(e.path());
         let partial = e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX);
-        e.file_type().is_file() && (partial || !is_ignored(rel) && !moved.contains(rel) && rel.as_os_str() != marker)
+        e.file_type().is_file() && (partial || !is_ignored(rel) && rel.as_os_str() != marker)
     };
     let mut in_dst = 0usize;
-    for entry in walkdir::WalkDir::new(dst).follow_links(false) {
-        in_dst += usize::from(counted(&entry?));
+    if journal.is_empty() {
+        for entry in walkdir::WalkDir::new(dst).follow_links(false) {
+            in_dst += usize::from(counted(&entry?));
+        }
     }
-    let walk = if in_dst == copies { None } else { Some(walkdir::WalkDir::new(dst).follow_links(false)) };
+    let shortcut = journal.is_empty() && in_dst == copies;
+    let walk = if shortcut { None } else { Some(walkdir::WalkDir::new(dst).follow_links(false)) };
     for entry in walk.into_iter().flatten() {
         // Pruning deletes: never after a stop request.
         if stop.load(Ordering::Relaxed) {
@@ -306,12 +312,18 @@ pub fn verify(
         };
         if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
             report.partials.push(rel.to_path_buf());
-        } else if is_ignored(rel) || moved.contains(rel) {
-            // Our own state at the root, and files moved off the source by an earlier run.
+        } else if is_ignored(rel) {
+            // Our own state at the root.
         } else if absent(&src.join(rel)) && rel.as_os_str() != marker {
-            if chunk_of(&slash_path(rel), &by_path).is_none() {
+            let array = chunk_of(&slash_path(rel), &by_path).map(|(spec, _)| PathBuf::from(&spec.path));
+            if entry.metadata().is_ok_and(|m| journal.accounts_for(src, rel, &m, array.as_deref())) {
+                // Freed from this very acquisition by an earlier run, after its copy was proven.
+            } else if array.is_none() {
                 report.extra.push(rel.to_path_buf());
-            } else if prune.is_some_and(|root| root.check(src).is_ok()) && fs::remove_file(entry.path()).is_ok() {
+            } else if prune.is_some_and(|root| root.check(src).is_ok())
+                && dest.changing().is_ok()
+                && fs::remove_file(entry.path()).is_ok()
+            {
                 report.pruned.push(rel.to_path_buf());
             } else {
                 report.stale_chunks.push(rel.to_path_buf());
@@ -337,7 +349,11 @@ fn absent(path: &Path) -> bool {
 /// within one unit of it.
 fn same_mtime(src: &fs::Metadata, dst: &fs::Metadata) -> bool {
     let ns = |m: &fs::Metadata| crate::vocab::identity(m).mtime_ns;
-    let (s, d) = (ns(src), ns(dst));
+    same_mtime_ns(ns(src), ns(dst))
+}
+
+/// [`same_mtime`] of two mtimes in nanoseconds: the source's `s`, the copy's `d`.
+pub fn same_mtime_ns(s: i64, d: i64) -> bool {
     if s == d {
         return true;
     }
@@ -463,12 +479,22 @@ mod tests {
         // The root recorded is another folder (the source was swapped meanwhile): no evidence.
         let root = crate::root::RootId::default();
         root.adopt(other.path()).unwrap();
-        let r = verify(src.path(), dst.path(), "complete", std::slice::from_ref(&array), false, Some(&root), &no_stop)
-            .unwrap();
+        let r = verify(
+            src.path(),
+            &crate::dest::Dest::at(dst.path()),
+            "complete",
+            std::slice::from_ref(&array),
+            false,
+            Some(&root),
+            &no_stop,
+        )
+        .unwrap();
         assert_eq!((r.stale_chunks, r.pruned.len()), (vec![PathBuf::from("1")], 0));
         assert!(dst.path().join("1").exists());
         root.adopt(src.path()).unwrap();
-        let r = verify(src.path(), dst.path(), "complete", &[array], false, Some(&root), &no_stop).unwrap();
+        let r =
+            verify(src.path(), &crate::dest::Dest::at(dst.path()), "complete", &[array], false, Some(&root), &no_stop)
+                .unwrap();
         assert_eq!(r.pruned, vec![PathBuf::from("1")]);
         assert!(r.ok() && !dst.path().join("1").exists());
     }

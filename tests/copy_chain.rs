@@ -35,7 +35,8 @@ fn every_method_copies_exact_bytes() {
 
 /// The copy of one file, with no stop request.
 fn sync(src: &Path, dst: &Path, job: &Job, opts: &CopyOptions) -> (Outcome, bool) {
-    sync_file(src, dst, job, opts, &AtomicBool::new(false))
+    let dest = _softcopy::dest::Dest::open(dst, None).unwrap();
+    sync_file(src, &dest, job, opts, &AtomicBool::new(false))
 }
 
 #[test]
@@ -124,6 +125,53 @@ fn symlinks_are_not_followed_out_of_the_source_nor_the_destination() {
     let (outcome, _) = sync(src.path(), dst.path(), &job("c/0/0"), &CopyOptions::default());
     assert!(matches!(outcome, Outcome::Failed(ref m) if m.contains("symlink")), "{outcome:?}");
     assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none(), "nothing written outside");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_existing_symlinked_folder_in_the_destination_is_not_written_nor_deleted_through() {
+    // Issue 12, item 2: `dst/sub -> /elsewhere/archive` (an admin linking a big folder to another
+    // volume). The link exists already, so no folder has to be created: every later open, link,
+    // rename and unlink used to follow it.
+    let (src, dst, archive) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::write(archive.path().join("f"), b"the archive's f").unwrap();
+    fs::write(archive.path().join("g"), b"the archive's g").unwrap();
+    std::os::unix::fs::symlink(archive.path(), dst.path().join("sub")).unwrap();
+    fs::create_dir(src.path().join("sub")).unwrap();
+    fs::write(src.path().join("sub/f"), b"a new f").unwrap();
+    let (outcome, _) = sync(src.path(), dst.path(), &job("sub/f"), &CopyOptions::default());
+    assert!(matches!(outcome, Outcome::Failed(ref m) if m.contains("symlink")), "{outcome:?}");
+    // `sub/g` is gone at the source: its deletion is mirrored beneath the root only.
+    let (outcome, _) = sync(src.path(), dst.path(), &job("sub/g"), &CopyOptions::default());
+    assert!(matches!(outcome, Outcome::Failed(ref m) if m.contains("symlink")), "{outcome:?}");
+    assert_eq!(fs::read(archive.path().join("f")).unwrap(), b"the archive's f");
+    assert_eq!(fs::read(archive.path().join("g")).unwrap(), b"the archive's g");
+    // The verification does not take the archive's file for the copy either.
+    let dest = _softcopy::dest::Dest::open(dst.path(), None).unwrap();
+    let r =
+        _softcopy::verify::verify(src.path(), &dest, "complete", &[], false, None, &AtomicBool::new(false)).unwrap();
+    assert_eq!(r.missing, vec![std::path::PathBuf::from("sub/f")]);
+}
+
+#[test]
+fn the_marker_is_withdrawn_before_the_first_change_and_only_then() {
+    // Issue 12, item 5: a marker of an earlier acquisition must not stand over a copy that changes.
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::write(src.path().join("a"), b"a").unwrap();
+    fs::write(dst.path().join("complete"), b"").unwrap();
+    let dest = _softcopy::dest::Dest::open(dst.path(), Some("complete")).unwrap();
+    let opts = CopyOptions::default();
+    fs::copy(src.path().join("a"), dst.path().join("a")).unwrap();
+    let f = fs::File::options().write(true).open(dst.path().join("a")).unwrap();
+    f.set_modified(fs::metadata(src.path().join("a")).unwrap().modified().unwrap()).unwrap();
+    let (outcome, _) = sync_file(src.path(), &dest, &job("a"), &opts, &AtomicBool::new(false));
+    assert!(matches!(outcome, Outcome::Unchanged(_)), "{outcome:?}");
+    assert!(dst.path().join("complete").exists(), "nothing changed: the marker still tells the truth");
+    fs::write(src.path().join("b"), b"b").unwrap();
+    let (outcome, _) = sync_file(src.path(), &dest, &job("b"), &opts, &AtomicBool::new(false));
+    assert!(matches!(outcome, Outcome::Copied { .. }), "{outcome:?}");
+    assert!(!dst.path().join("complete").exists(), "withdrawn before b was published");
 }
 
 #[test]

@@ -1,0 +1,253 @@
+//! The destination root, and every path below it reached without a link (docs/design.md,
+//! invariant 6): a folder inside the destination that is a symlink (an admin moving a big folder
+//! to another volume) must not make softcopy write, read or delete anywhere else. And the marker
+//! withdrawn before the first change (invariant 9): a marker at the destination always means
+//! "a verified copy of the current source", never "a copy of an earlier acquisition with some of
+//! the new one mixed in".
+//!
+//! On Linux the root is opened once and held, and each folder below it is opened with `openat2`
+//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): a link in any component fails with ELOOP. The
+//! folder's descriptor is then named through `/proc/self/fd`, so the standard library's path
+//! calls (create, rename, link, unlink, stat) act inside exactly that folder; their last component
+//! is never followed by those calls anyway. Elsewhere each component is looked at first (racy
+//! against a link made in between, but never fooled by one already there).
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+/// What a folder below the destination is, for the calls that act inside it.
+pub struct Folder {
+    /// A path naming exactly this folder: `/proc/self/fd/N` on Linux, the joined path elsewhere.
+    base: PathBuf,
+    /// Keeps the descriptor that `base` names open.
+    #[cfg(target_os = "linux")]
+    _fd: Option<fs::File>,
+}
+
+impl Folder {
+    /// A path naming this folder itself.
+    pub fn path(&self) -> &Path {
+        &self.base
+    }
+
+    /// `name` inside this folder.
+    pub fn join(&self, name: &Path) -> PathBuf {
+        self.base.join(name)
+    }
+}
+
+/// The destination root of one target.
+pub struct Dest {
+    root: PathBuf,
+    /// The root, opened once (a root that is a link is resolved once and held).
+    #[cfg(target_os = "linux")]
+    root_fd: Option<fs::File>,
+    /// The marker's name, while it may still have to be withdrawn; `None` once it was (or when
+    /// this destination never withdraws it: the end steps publishing it).
+    marker: Mutex<Option<PathBuf>>,
+}
+
+/// A link met below the destination root: reported with the path the user knows.
+pub fn link_error(root: &Path, rel: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} is a symlink, or leads through one: softcopy never writes, reads or deletes through a link in the \
+         destination",
+        root.join(rel).display()
+    ))
+}
+
+impl Dest {
+    /// The destination at `root` (an existing folder). With `marker`, the marker at the root is
+    /// removed before the first change made through [`Dest::changing`].
+    pub fn open(root: &Path, marker: Option<&str>) -> io::Result<Dest> {
+        #[cfg(target_os = "linux")]
+        let root_fd = Some(open_dir(root)?);
+        Ok(Dest {
+            root: root.to_path_buf(),
+            #[cfg(target_os = "linux")]
+            root_fd,
+            marker: Mutex::new(marker.map(PathBuf::from)),
+        })
+    }
+
+    /// A destination for tests and one-off calls: nothing held, no marker withdrawn.
+    pub fn at(root: &Path) -> Dest {
+        Dest {
+            root: root.to_path_buf(),
+            #[cfg(target_os = "linux")]
+            root_fd: None,
+            marker: Mutex::new(None),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The user's path of `rel`, for messages.
+    pub fn shown(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// The folder `rel_dir` below the root, without passing a link; created (with its parents)
+    /// when `create` and missing. NotFound when missing and not created; a link is an error
+    /// naming it ([`link_error`]).
+    pub fn folder(&self, rel_dir: &Path, create: bool) -> io::Result<Folder> {
+        let plain = rel_dir.components().all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(root_fd) = &self.root_fd {
+            return linux::folder(root_fd, &self.root, rel_dir, create);
+        }
+        portable_folder(&self.root, rel_dir, create)
+    }
+
+    /// The metadata of `rel` itself (never followed), reached without a link.
+    pub fn stat(&self, rel: &Path) -> io::Result<fs::Metadata> {
+        let (dir, name) = split(rel)?;
+        fs::symlink_metadata(self.folder(dir, false)?.join(name))
+    }
+
+    /// Called before anything at the destination is created, replaced or removed: withdraws the
+    /// marker first (once, durably), so no reader ever sees it over a copy that is changing.
+    pub fn changing(&self) -> io::Result<()> {
+        let mut pending = self.marker.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(name) = pending.as_ref() else { return Ok(()) };
+        // The folder is held while its `/proc/self/fd` name is used.
+        let root = self.folder(Path::new(""), false)?;
+        match fs::remove_file(root.join(name)) {
+            Ok(()) => {
+                // Durable before any change that it must precede.
+                #[cfg(unix)]
+                fs::File::open(&self.root).and_then(|d| d.sync_all())?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io::Error::other(format!(
+                    "cannot withdraw the marker {} before changing the copy: {e}",
+                    self.root.join(name).display()
+                )))
+            }
+        }
+        *pending = None;
+        Ok(())
+    }
+}
+
+/// `rel`'s folder and name.
+pub fn split(rel: &Path) -> io::Result<(&Path, &Path)> {
+    let name = rel.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok((rel.parent().unwrap_or(Path::new("")), Path::new(name)))
+}
+
+/// Each component looked at before it is used: a link there is refused.
+fn portable_folder(root: &Path, rel_dir: &Path, create: bool) -> io::Result<Folder> {
+    let mut dir = root.to_path_buf();
+    for part in rel_dir.components() {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => return Err(link_error(root, rel_dir)),
+            Ok(m) if !m.is_dir() => return Err(io::Error::from(io::ErrorKind::NotFound)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => match fs::create_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Folder {
+        base: dir,
+        #[cfg(target_os = "linux")]
+        _fd: None,
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn open_dir(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_PATH).open(path)
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::{link_error, portable_folder, Folder};
+    use std::ffi::CString;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    /// openat2 beneath `dir`, no links; `None` where openat2 is missing (then the portable way).
+    fn open_beneath(dir: &File, rel: &Path) -> Option<io::Result<File>> {
+        let c =
+            match CString::new(if rel.as_os_str().is_empty() { b".".as_slice() } else { rel.as_os_str().as_bytes() }) {
+                Ok(c) => c,
+                Err(_) => return Some(Err(io::ErrorKind::InvalidInput.into())),
+            };
+        // SAFETY: open_how is plain data; all-zero is its documented default.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: a valid dirfd, a NUL-terminated path and an open_how of the size passed.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how, std::mem::size_of::<libc::open_how>())
+        };
+        if fd >= 0 {
+            // SAFETY: a new descriptor nothing else owns.
+            return Some(Ok(unsafe { File::from_raw_fd(fd as libc::c_int) }));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOSYS | libc::EPERM) => None,
+            _ => Some(Err(err)),
+        }
+    }
+
+    fn mkdir_in(dir: &File, name: &Path) -> io::Result<()> {
+        let c = CString::new(name.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid dirfd and a NUL-terminated name.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::AlreadyExists {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
+    fn named(fd: File) -> Folder {
+        Folder { base: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())), _fd: Some(fd) }
+    }
+
+    pub fn folder(root_fd: &File, root: &Path, rel_dir: &Path, create: bool) -> io::Result<Folder> {
+        let refused = |e: io::Error| if e.raw_os_error() == Some(libc::ELOOP) { link_error(root, rel_dir) } else { e };
+        match open_beneath(root_fd, rel_dir) {
+            None => return portable_folder(root, rel_dir, create),
+            Some(Ok(fd)) => return Ok(named(fd)),
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound && create => {}
+            Some(Err(e)) => return Err(refused(e)),
+        }
+        // Made one component at a time, each inside the one before, none of them a link.
+        let mut here = root_fd.try_clone()?;
+        for part in rel_dir.components() {
+            let part = Path::new(part.as_os_str());
+            let next = match open_beneath(&here, part) {
+                Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                    mkdir_in(&here, part)?;
+                    open_beneath(&here, part)
+                }
+                other => other,
+            };
+            here = next.unwrap_or_else(|| Err(io::ErrorKind::Unsupported.into())).map_err(refused)?;
+        }
+        Ok(named(here))
+    }
+}
