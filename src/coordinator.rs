@@ -15,7 +15,7 @@ use crossbeam_channel::{select, Receiver};
 use crate::copier::{self, CopyOptions, Done, Pool};
 use crate::dest::Dest;
 use crate::engine::{wait_for_source, Config};
-use crate::finish::{conclude, write_manifest, Drained};
+use crate::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait};
 use crate::health::Health;
 use crate::rescan::{Rescans, RESCAN_MIN};
 use crate::root::{Gone, RootId};
@@ -43,6 +43,9 @@ enum LoopEnd {
     RootGone(String),
     /// The watcher's channel closed: a bug or a dead backend.
     WatcherDied,
+    /// The acquisition is over, but these files stayed open for writing longer than the end
+    /// waits for them: their last version cannot be the one copied (issue 12, item 3).
+    StillOpen(Vec<PathBuf>),
 }
 
 /// What the final reconcile found.
@@ -361,6 +364,7 @@ impl Run<'_> {
     ) -> LoopEnd {
         let nprocs = self.cfg.nprocs.max(1);
         let mut reconciled = false;
+        let mut open_at_end = OpenAtEnd::default();
         loop {
             if self.sh.stopped() {
                 return LoopEnd::Stopped;
@@ -404,7 +408,20 @@ impl Run<'_> {
                     }
                 } else if self.tracker.is_idle() {
                     if reconciled {
-                        return LoopEnd::Drained;
+                        // The end waits for files a writer still has open (within `quiet`), then
+                        // copies them; it never verifies over a version still being written.
+                        let open = self.tracker.writing_files();
+                        match open_at_end.decide(&open, self.cfg.quiet, now, self.sh) {
+                            OpenWait::None => return LoopEnd::Drained,
+                            OpenWait::TooLong => return LoopEnd::StillOpen(open),
+                            OpenWait::LookAgain => {
+                                for rel in &open {
+                                    self.tracker.event(rel, Change::Found, now);
+                                }
+                                continue;
+                            }
+                            OpenWait::Wait => {}
+                        }
                     }
                     reconciled = true;
                     match self.reconcile() {
@@ -417,7 +434,12 @@ impl Run<'_> {
                 }
             }
             let in_flight = self.tracker.in_flight();
-            let wake = [self.tracker.next_deadline(), self.health.next_probe(in_flight), self.rescans.deadline()];
+            let wake = [
+                self.tracker.next_deadline(),
+                self.health.next_probe(in_flight),
+                self.rescans.deadline(),
+                open_at_end.wake(now),
+            ];
             let wait = wake.into_iter().flatten().min().map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
             select! {
                 recv(ev_rx) -> ev => {
@@ -564,6 +586,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
             );
             return Ok((Phase::Incomplete, Verdict { reason: Some(why), not_copied, ..Verdict::default() }));
         }
+        LoopEnd::StillOpen(open) => return Ok(still_open(cfg, sh, open)),
         LoopEnd::GaveUp => true,
         LoopEnd::Drained => false,
     };

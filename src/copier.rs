@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::dest::{Dest, Folder};
 use crate::rate::RateLimit;
 use crate::sys::{self, CopyMethod, Pace};
-use crate::vocab::{identity, Job, Outcome, PARTIAL_SUFFIX};
+use crate::vocab::{identity, Identity, Job, Outcome, Prev, PARTIAL_SUFFIX};
 
 /// How workers copy.
 #[derive(Clone, Debug, Default)]
@@ -270,16 +270,24 @@ fn sync_inner(
         return Ok(Outcome::Skipped);
     }
     let ident = identity(&meta);
-    if prev == Some(ident) {
+    if prev == Prev::Copied(ident) {
         return Ok(Outcome::Unchanged(ident));
     }
     // Whether the destination may hold this name already (an earlier copy to replace).
-    let mut may_exist = prev.is_some();
-    if prev.is_none() && !opts.fresh_destination {
+    let mut may_exist = prev != Prev::Unknown;
+    if prev == Prev::Unknown && !opts.fresh_destination {
         // First sight of this file in this run: a previous run may have copied this very version.
         if let Ok(d) = dest.stat(&job.rel) {
             if d.is_file() && d.len() == ident.size && identity(&d).mtime_ns == ident.mtime_ns {
-                return Ok(Outcome::Unchanged(ident));
+                // Size and mtime prove it only if the copy was made after the source last changed:
+                // a rewrite within one tick keeps both. Otherwise the contents decide.
+                let proven = copied_after(&meta, &d) || {
+                    let folder = dest.folder(rel_dir, false).map_err(|e| Error::io("compare", dst, e))?;
+                    crate::manifest::same_contents(src, &folder.join(name)).unwrap_or(false)
+                };
+                if proven {
+                    return Ok(Outcome::Unchanged(ident));
+                }
             }
             may_exist = true;
         }
@@ -298,6 +306,16 @@ fn sync_inner(
                     return Ok(Outcome::Unsettled(opts.quiet - unwritten));
                 }
             }
+        }
+    }
+    if job.verify_closed || prev == Prev::Superseded {
+        // The check after the copy compares identities, which tells a write during the copy only
+        // if that write's timestamps differ from the last change's: the last change must be at
+        // least a tick of the source's clock ago, or the copy waits until it is.
+        let since = last_written(&meta).elapsed().unwrap_or(Duration::ZERO);
+        let tick = tick_of(&ident);
+        if since < tick {
+            return Ok(Outcome::Unsettled(tick - since));
         }
     }
     // The source's permission bits, never wider (no setuid/setgid/sticky).
@@ -376,6 +394,28 @@ fn last_written(meta: &fs::Metadata) -> std::time::SystemTime {
     {
         meta.modified().unwrap_or(UNIX_EPOCH)
     }
+}
+
+/// How far apart two changes of a file must be for its timestamps to tell them apart, inferred
+/// from the timestamps themselves: whole seconds (FAT's 2 s, some network filesystems) or whole
+/// milliseconds; otherwise Linux's coarse clock, which ticks at least every 10 ms.
+fn tick_of(ident: &Identity) -> Duration {
+    let coarsest = [ident.mtime_ns, ident.ctime_ns].into_iter().filter(|&t| t != 0).fold(1, |acc: i64, t| {
+        let unit = [2_000_000_000i64, 1_000_000_000, 1_000_000].into_iter().find(|u| t % u == 0).unwrap_or(1);
+        acc.max(unit)
+    });
+    Duration::from_nanos(coarsest.max(10_000_000) as u64)
+}
+
+/// Margin for clocks: the copy's ctime is the destination's clock, the source's the source's.
+const CLOCK_MARGIN_NS: i64 = 2_000_000_000;
+
+/// Whether the destination file `copy` was made after `src` last changed, by more than a tick and
+/// the clocks' margin: then equal size and mtime prove the copy is of the current version.
+fn copied_after(src: &fs::Metadata, copy: &fs::Metadata) -> bool {
+    let (s, c) = (identity(src), identity(copy));
+    let tick = tick_of(&s).as_nanos() as i64;
+    c.ctime_ns != 0 && s.ctime_ns != 0 && c.ctime_ns > s.mtime_ns.max(s.ctime_ns) + tick + CLOCK_MARGIN_NS
 }
 
 fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {

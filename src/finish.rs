@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::copier::{self, CopyOptions};
 use crate::engine::Config;
@@ -103,6 +103,72 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     (Phase::Verified, v)
 }
 
+/// How often files still open at the end are looked at again (a close event may have been lost,
+/// or no lease can tell: then their quiet decides).
+const RECHECK_OPEN: Duration = Duration::from_secs(1);
+
+/// The end's wait for files a writer still has open (issue 12, item 3): their last version is not
+/// the one copied, so the end waits for their close (or quiet), within a bound.
+#[derive(Default)]
+pub struct OpenAtEnd {
+    since: Option<Instant>,
+    recheck: Option<Instant>,
+}
+
+/// What the end does about the files still open.
+pub enum OpenWait {
+    /// None is open: on to the end steps.
+    None,
+    /// Open longer than the bound: the run ends incomplete, naming them.
+    TooLong,
+    /// Look at them again now (each gets a job that checks for a writer).
+    LookAgain,
+    /// Sleep until an event or [`OpenAtEnd::wake`].
+    Wait,
+}
+
+impl OpenAtEnd {
+    pub fn decide(&mut self, open: &[PathBuf], bound: Duration, now: Instant, sh: &Shared) -> OpenWait {
+        if open.is_empty() {
+            return OpenWait::None;
+        }
+        let since = *self.since.get_or_insert_with(|| {
+            let names: Vec<_> = open.iter().take(5).map(|p| p.display().to_string()).collect();
+            let (n, secs) = (open.len(), bound.as_secs());
+            sh.say(
+                Level::Info,
+                format!("waiting up to {secs} s for {n} files still open for writing: {}", names.join(", ")),
+            );
+            now
+        });
+        if now >= since + bound {
+            return OpenWait::TooLong;
+        }
+        if self.recheck.is_none_or(|t| t <= now) {
+            self.recheck = Some(now + RECHECK_OPEN);
+            return OpenWait::LookAgain;
+        }
+        OpenWait::Wait
+    }
+
+    /// When to look again; never a time already past (the loop would spin).
+    pub fn wake(&self, now: Instant) -> Option<Instant> {
+        self.recheck.filter(|t| *t > now)
+    }
+}
+
+/// The verdict of a run whose files stayed open too long.
+pub fn still_open(cfg: &Config, sh: &Shared, open: Vec<PathBuf>) -> (Phase, Verdict) {
+    let why = format!(
+        "{} files were still open for writing {} s after the acquisition ended; their last version was not copied",
+        open.len(),
+        cfg.quiet.as_secs()
+    );
+    let names: Vec<_> = open.iter().map(|p| p.display().to_string()).collect();
+    sh.say(Level::Error, format!("{why}: {}", names.join(", ")));
+    (Phase::Incomplete, Verdict { reason: Some(why), not_copied: open, ..Verdict::default() })
+}
+
 /// Asks for the expected Zarr file set and waits for it (or a stop: `None`).
 fn expected(sh: &Shared) -> Option<Vec<ArraySpec>> {
     lock(&sh.status).wants_expected = true;
@@ -138,7 +204,7 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
         return Ok(false);
     }
     let opts = CopyOptions { method: d.cfg.method, ..CopyOptions::default() };
-    let job = Job { rel, prev: None, verify_closed: false };
+    let job = Job { rel, prev: crate::vocab::Prev::Unknown, verify_closed: false };
     let dest = crate::dest::Dest::open(d.dst, None).map_err(|e| e.to_string())?;
     match copier::sync_file(d.src, &dest, &job, &opts, &AtomicBool::new(false)).0 {
         Outcome::Copied { .. } | Outcome::Unchanged(_) => {}

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::vocab::{is_ignored, Change, Copied, Identity, Job, Outcome};
+use crate::vocab::{is_ignored, Change, Copied, Identity, Job, Outcome, Prev};
 
 /// A tracked file's path relative to the source root.
 type Key = Rc<OsStr>;
@@ -66,6 +66,8 @@ struct FileState {
     pending_since: Option<Instant>,
     /// The next job must check that no writer has the file open (see [`Job::verify_closed`]).
     verify_closed: bool,
+    /// An event after the last copy says there is a newer version (see [`Prev::Superseded`]).
+    superseded: bool,
     /// Content hash of the copied version (`--checksum`).
     /// Boxed: only `--checksum` runs have one, and a box keeps the state of every other file small.
     hash: Option<Box<crate::manifest::Hash>>,
@@ -85,6 +87,7 @@ impl FileState {
             seen: true,
             pending_since: None,
             verify_closed: false,
+            superseded: false,
             hash: None,
         }
     }
@@ -187,6 +190,12 @@ impl Tracker {
             }
         };
         st.failures = 0;
+        // Evidence of a new version of a file already copied (or being copied): its next copy is
+        // made whatever its metadata says. A scan's find is not evidence; a removal is no version.
+        if (st.copied.is_some() || st.in_flight) && !matches!(change, Change::Found | Change::Removed) {
+            let lock_fd_close = change == Change::ClosedWrite && !st.writing;
+            st.superseded |= !lock_fd_close;
+        }
         let want = match change {
             Change::Replaced if (st.copies > 0 || st.in_flight) && !self.debounce.is_zero() => {
                 st.writing = false;
@@ -334,7 +343,12 @@ impl Tracker {
             st.pending_since = None;
             st.in_flight = true;
             self.in_flight += 1;
-            return Some(Job { prev: st.copied, rel: PathBuf::from(&*rel), verify_closed: st.verify_closed });
+            let prev = match st.copied {
+                _ if st.superseded => Prev::Superseded,
+                Some(ident) => Prev::Copied(ident),
+                None => Prev::Unknown,
+            };
+            return Some(Job { prev, rel: PathBuf::from(&*rel), verify_closed: st.verify_closed });
         }
         None
     }
@@ -360,6 +374,10 @@ impl Tracker {
                 self.counts.max_copies = self.counts.max_copies.max(st.copies);
                 st.copied = Some(ident);
                 st.verify_closed = false;
+                // Evidence that came while it was copied stands: that change makes it copy again.
+                if st.want == Want::None && !st.writing {
+                    st.superseded = false;
+                }
             }
             Outcome::Unchanged(ident) => {
                 if st.copied != Some(ident) {
@@ -371,6 +389,7 @@ impl Tracker {
             Outcome::Deleted | Outcome::Skipped => {
                 st.copied = None;
                 st.verify_closed = false;
+                st.superseded = false;
             }
             Outcome::Changed => {
                 // Once at once (a writer's rename landed mid-copy); then with backoff, so a file
@@ -469,6 +488,11 @@ impl Tracker {
         self.files.values().filter(|st| st.writing).count()
     }
 
+    /// The files a writer still has open (a write seen without its close, or found busy).
+    pub fn writing_files(&self) -> Vec<PathBuf> {
+        self.files.iter().filter(|(_, st)| st.writing).map(|(p, _)| PathBuf::from(&**p)).collect()
+    }
+
     /// Counters about the tracker's decisions.
     pub fn counts(&self) -> TrackerCounts {
         self.counts
@@ -487,9 +511,11 @@ mod tests;
 #[cfg(test)]
 mod size {
     /// The state kept for every tracked file, besides its path (issue 5 asks for it compact; a
-    /// million-file archive keeps a million of these). A guard against it growing unnoticed.
+    /// million-file archive keeps a million of these). A guard against it growing unnoticed: 96
+    /// until issue 12 put the ctime into [`Identity`](crate::vocab::Identity) (issue 13 moves
+    /// settled files out of this map altogether).
     #[test]
     fn the_state_of_a_tracked_file_stays_compact() {
-        assert!(std::mem::size_of::<super::FileState>() <= 96, "{}", std::mem::size_of::<super::FileState>());
+        assert!(std::mem::size_of::<super::FileState>() <= 104, "{}", std::mem::size_of::<super::FileState>());
     }
 }

@@ -10,7 +10,7 @@ impl Clock {
 }
 
 fn ident(ino: u64) -> Identity {
-    Identity { dev: 1, ino, size: 10, mtime_ns: 0 }
+    Identity { dev: 1, ino, size: 10, mtime_ns: 0, ctime_ns: 0 }
 }
 
 fn copied(ino: u64) -> Outcome {
@@ -26,7 +26,11 @@ fn setup() -> (Tracker, Clock) {
 }
 
 fn drain(t: &mut Tracker, now: Instant) -> Vec<PathBuf> {
-    std::iter::from_fn(|| t.next_job(now)).map(|j| j.rel).collect()
+    jobs(t, now).into_iter().map(|j| j.rel).collect()
+}
+
+fn jobs(t: &mut Tracker, now: Instant) -> Vec<Job> {
+    std::iter::from_fn(|| t.next_job(now)).collect()
 }
 
 #[test]
@@ -66,14 +70,15 @@ fn new_version_while_copying_copies_again_after() {
     let (mut t, c) = setup();
     t.event(&p("k"), Change::Replaced, c.at(0));
     let job = t.next_job(c.at(0)).unwrap();
-    assert_eq!(job.prev, None);
+    assert_eq!(job.prev, Prev::Unknown);
     // A second version lands while the first is being copied: not dispatched concurrently.
     t.event(&p("k"), Change::Replaced, c.at(1));
     t.event(&p("k"), Change::Replaced, c.at(2));
     assert_eq!(t.next_job(c.at(2)), None);
     t.finish(&p("k"), copied(1), c.at(3));
     let again = t.next_job(c.at(3)).unwrap();
-    assert_eq!(again.prev, Some(ident(1)));
+    // The renames are evidence of a newer version: copied whatever its metadata says (issue 12).
+    assert_eq!(again.prev, Prev::Superseded);
     assert_eq!(t.next_job(c.at(3)), None, "queued at most once");
     t.finish(&p("k"), copied(2), c.at(4));
     assert_eq!(t.counts().redundant, 1);
@@ -377,4 +382,44 @@ fn every_ordering_of_a_tensorstore_write_and_delete_ends_consistent() {
             assert_eq!(drain(&mut t, c.at(10)), vec![p("k")], "order {order:?} split {split}");
         }
     }
+}
+
+#[test]
+fn a_write_after_a_copy_supersedes_it_even_with_the_same_identity() {
+    // Issue 12, item 4: a same-size rewrite within one timestamp tick leaves the identity as it
+    // was; the close event used to be overruled by it (`prev == ident`: "unchanged").
+    let (mut t, c) = setup();
+    t.event(&p("zarr.json"), Change::Replaced, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    t.finish(&job.rel, copied(1), c.at(1));
+    t.event(&p("zarr.json"), Change::Modified, c.at(2));
+    t.event(&p("zarr.json"), Change::ClosedWrite, c.at(3));
+    let again = jobs(&mut t, c.at(1000));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].prev, Prev::Superseded);
+    // Once that copy is made, the next one may be skipped again on an equal identity...
+    t.finish(&p("zarr.json"), copied(1), c.at(1001));
+    t.event(&p("zarr.json"), Change::Found, c.at(1002));
+    assert_eq!(t.next_job(c.at(1002)).unwrap().prev, Prev::Copied(ident(1)));
+    // ...and tensorstore's close of its lock fd after a rename is still no new version.
+    t.finish(&p("zarr.json"), copied(1), c.at(1003));
+    t.event(&p("zarr.json"), Change::ClosedWrite, c.at(1004));
+    assert!(drain(&mut t, c.at(2000)).is_empty());
+}
+
+#[test]
+fn evidence_during_a_copy_survives_its_outcome() {
+    // A write lands while the copy is in flight: the copy that comes back may hold either version
+    // (within one tick its identity cannot tell), so the next copy is forced.
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    t.finish(&job.rel, copied(1), c.at(1));
+    t.event(&p("k"), Change::Replaced, c.at(2));
+    let job = jobs(&mut t, c.at(1000)).pop().unwrap();
+    t.event(&p("k"), Change::Modified, c.at(1001));
+    t.finish(&job.rel, copied(1), c.at(1002));
+    t.event(&p("k"), Change::ClosedWrite, c.at(1003));
+    let again = jobs(&mut t, c.at(2000));
+    assert_eq!(again.iter().map(|j| j.prev).collect::<Vec<_>>(), vec![Prev::Superseded]);
 }

@@ -11,8 +11,11 @@ use std::time::UNIX_EPOCH;
 /// with (or be mistaken for) data, and a later run can find and remove leftovers.
 pub const PARTIAL_SUFFIX: &str = ".softcopy-partial";
 
-/// What identifies one version of a source file. A rename-over gives a new inode; an in-place
-/// rewrite changes size or mtime. Equal identities mean "already copied, nothing to do".
+/// What identifies one version of a source file, as far as metadata can: a rename-over gives a new
+/// inode; an in-place rewrite changes the size, the mtime or at least the ctime (which `utime`
+/// cannot set back). Within one timestamp tick none of them may change, so an event after a copy
+/// overrules equal identities ([`Prev::Superseded`]), and a check that cannot tell waits or
+/// compares content (docs/design.md, "A version is decided on evidence").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub dev: u64,
@@ -20,6 +23,8 @@ pub struct Identity {
     pub size: u64,
     /// Nanoseconds since 1970 (an i64 lasts until 2262; half the size of an i128 in every tracked file).
     pub mtime_ns: i64,
+    /// The change time, in the same unit (0 where the system has none).
+    pub ctime_ns: i64,
 }
 
 /// The identity of an open file or of a path's metadata.
@@ -31,10 +36,28 @@ pub fn identity(meta: &fs::Metadata) -> Identity {
         use std::os::unix::fs::MetadataExt;
         (meta.dev(), meta.ino())
     };
-    // Windows has no stable file index in std; size + mtime still catch every rewrite the writers do.
+    #[cfg(unix)]
+    let ctime_ns = {
+        use std::os::unix::fs::MetadataExt;
+        meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec())
+    };
+    // Windows has no stable file index nor change time in std's metadata: there, events decide
+    // (every rename and write after a copy supersedes it), and size + mtime catch the rest.
     #[cfg(not(unix))]
-    let (dev, ino) = (0, 0);
-    Identity { dev, ino, size: meta.len(), mtime_ns }
+    let (dev, ino, ctime_ns) = (0, 0, 0);
+    Identity { dev, ino, size: meta.len(), mtime_ns, ctime_ns }
+}
+
+/// What the tracker knows of the destination's copy of a file, for the job that brings it in line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prev {
+    /// First sight in this run: an earlier run may have copied this version (resume).
+    Unknown,
+    /// This run copied this version, and no event since says it changed: skip if it is the same.
+    Copied(Identity),
+    /// A write, close, rename or create came after the last copy: a new version, whatever the
+    /// metadata says (a rewrite within one timestamp tick leaves size and times unchanged).
+    Superseded,
 }
 
 /// A file this run copied (or found already copied), as the mover needs it.
@@ -66,8 +89,8 @@ pub enum Change {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
     pub rel: PathBuf,
-    /// The identity of the version this process last copied, so an unchanged file costs one stat.
-    pub prev: Option<Identity>,
+    /// What the destination holds, so an unchanged file costs one stat.
+    pub prev: Prev,
     /// Readiness was not proven by a rename: copy only if no process has the file open for writing.
     pub verify_closed: bool,
 }

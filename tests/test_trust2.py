@@ -3,12 +3,14 @@ evidence. Each test failed on cdb4fcd, the commit the issue was filed against.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import softcopy
 from conftest import WRITER, softcopy_cmd, tree, wait_for
@@ -99,12 +101,12 @@ def test_a_deletion_that_failed_after_it_was_journaled_vouches_for_nothing(tmp_p
         r = run(src, dst, "--delete-source")
         assert r.returncode == 0, r.stderr
         assert stuck.exists()
-        journal = (dst / ".softcopy-moved").read_text()
-        assert f"K {stuck.relative_to(src).as_posix()}" in journal, journal
         (dst / "c" / ".0.1-2.softcopy-partial").write_bytes(b"left by a killed copy")
         v = run("verify", src, dst)
     assert v.returncode == 1, v.stdout + v.stderr
     assert "softcopy-partial" in v.stdout + v.stderr
+    journal = (dst / ".softcopy-moved").read_text()
+    assert f"K {stuck.relative_to(src).as_posix()}" in journal, "the journal says it was kept"
 
 
 def test_the_journal_does_not_keep_copies_of_a_retaken_root(tmp_path: Path) -> None:
@@ -117,3 +119,97 @@ def test_the_journal_does_not_keep_copies_of_a_retaken_root(tmp_path: Path) -> N
     r = run(src, dst)
     assert r.returncode == 0, r.stderr
     assert tree(dst) == now
+
+
+def rewrite_in_place(path: Path, data: bytes) -> BinaryIO:
+    """Opens `path` for writing in place (no truncation, same length) and writes `data`; the
+    caller closes it."""
+    f = path.open("r+b")
+    f.write(data)
+    f.flush()
+    return f
+
+
+def test_a_file_still_open_at_the_marker_is_waited_for_then_copied(tmp_path: Path) -> None:
+    # Item 3: final metadata rewritten in place with the same length and not yet closed when the
+    # marker appeared: the final reconcile's copy came back Busy, the end ignored it, and the run
+    # ended verified (exit 0) with the old zarr.json at the destination.
+    src, dst, log = tmp_path / "acq", tmp_path / "dst", tmp_path / "log"
+    src.mkdir()
+    (src / "zarr.json").write_bytes(b'{"shape": [1]}')
+    with log.open("wb") as out:
+        proc = subprocess.Popen(softcopy_cmd(src, dst), stdout=out, stderr=subprocess.STDOUT)
+    f = None
+    try:
+        wait_for(lambda: (dst / "zarr.json").exists(), 20, "the first version")
+        f = rewrite_in_place(src / "zarr.json", b'{"shape": [9]}')
+        (src / "complete").touch()
+        wait_for(lambda: "still open for writing" in log.read_text(), 20, "the end to wait for it")
+        assert proc.poll() is None, "no verdict while it is open"
+        assert not (dst / "complete").exists()
+        f.close()
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if f is not None:
+            f.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (dst / "zarr.json").read_bytes() == b'{"shape": [9]}'
+    assert (dst / "complete").exists()
+
+
+def test_a_file_open_past_the_bound_ends_the_run_incomplete_naming_it(tmp_path: Path) -> None:
+    src, dst = tmp_path / "acq", tmp_path / "dst"
+    src.mkdir()
+    (src / "shard").write_bytes(b"0" * 64)
+    engine = softcopy._softcopy.Engine(src, dst, quiet_time=2.0)
+    f = None
+    try:
+        wait_for(lambda: (dst / "shard").exists(), 20, "the first version")
+        f = rewrite_in_place(src / "shard", b"1" * 64)
+        (src / "complete").touch()
+        assert engine.wait(30), engine.status()
+        v = engine.verdict()
+    finally:
+        if f is not None:
+            f.close()
+        engine.stop()
+    assert v is not None and not v.verified
+    assert [p.as_posix() for p in v.not_copied] == ["shard"], v
+    assert "still open for writing" in (v.reason or "")
+    assert not (dst / "complete").exists()
+
+
+def test_a_same_tick_rewrite_after_a_copy_is_copied_again(tmp_path: Path) -> None:
+    # Item 4: a same-size in-place rewrite whose mtime lands in the same tick (coarse clocks;
+    # simulated with utime) was never copied again: the close event was overruled by the identity.
+    src, dst = tmp_path / "acq", tmp_path / "dst"
+    src.mkdir()
+    meta = src / "zarr.json"
+    meta.write_bytes(b"version 1")
+    st = meta.stat()
+    with softcopy.Copier([softcopy.Target(src, dst)]) as c:
+        wait_for(lambda: (dst / "zarr.json").exists(), 20, "the first copy")
+        rewrite_in_place(meta, b"version 2").close()
+        os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns))
+        wait_for(lambda: (dst / "zarr.json").read_bytes() == b"version 2", 20, "the rewrite's copy")
+        c.finish()
+        report = c.wait(30)
+    assert report is not None and report.ok
+
+
+def test_a_resumed_run_compares_content_where_size_and_times_cannot_tell(tmp_path: Path) -> None:
+    # Item 4, resume: the same rewrite while softcopy was not running; the next run took the old
+    # copy (same size, same mtime) for the current version.
+    src, dst = tmp_path / "acq", tmp_path / "dst"
+    src.mkdir()
+    meta = src / "zarr.json"
+    meta.write_bytes(b"version 1")
+    st = meta.stat()
+    assert run(src, dst, "--once").returncode == 0
+    rewrite_in_place(meta, b"version 2").close()
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = run(src, dst, "--once")
+    assert r.returncode == 0, r.stderr
+    assert (dst / "zarr.json").read_bytes() == b"version 2"

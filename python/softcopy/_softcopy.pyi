@@ -59,7 +59,8 @@ class Engine:
         delete_source: once verified, delete each source file whose copy is proven identical.
         quiet_time: where no lease can tell whether a writer has a file open (not its owner and no
             CAP_LEASE, no lease support), seconds a file found without a close event must have
-            gone unwritten before it is taken as closed.
+            gone unwritten before it is taken as closed; and how long the end of a run waits for
+            files still open for writing before it ends incomplete, naming them.
     """
 
     def __new__(
