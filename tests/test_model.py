@@ -6,10 +6,12 @@ on a real filesystem, with the trust invariants checked after every step:
 - every file at the destination holds a version its source really had (or the damage we did to it);
 - with `--delete-source`, no source file is freed unless its copy holds exactly its last version.
 
-Writer actions: tensorstore-style rename-publish, in-place write, delete, new folders, the root
-replaced by its writer (`overwrite=True`). Faults: the root moved away and back, lost events (a queue
-of one event: every burst overflows and rescans), a stop and restart, a destination copy damaged
-with size and mtime kept. `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 120).
+Writer actions: tensorstore-style rename-publish, in-place write, a same-size rewrite within one
+timestamp tick (mtime set back with `utime`), delete, new folders, the root replaced by its writer
+(`overwrite=True`, a re-take with fewer files). Faults: the root moved away and back, the root
+renamed away for good and a new folder made under its name (issue 12), lost events (a queue of one
+event: every burst overflows and rescans), a stop and restart, a destination copy damaged with size
+and mtime kept. `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 120).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Acquisition(RuleBasedStateMachine):
         self.current: dict[str, bytes] = {}  # the source now, as the model knows it
         self.deleted: set[str] = set()  # keys whose deletion at the destination is justified
         self.root_away = False
+        self.foreign = False  # the root was renamed away for good: another folder is under its name
+        self.leftovers: set[str] = set()  # copies of a folder renamed away, kept as extras
         self.seen: dict[str, bytes] = {}
         self.damaged: set[str] = set()
         self.copier = self._start()
@@ -82,14 +86,42 @@ class Acquisition(RuleBasedStateMachine):
         self.versions.setdefault(key, set()).add(data)
 
     @precondition(lambda self: not self.root_away and bool(self.current))
+    @rule(data=st.data(), fill=st.integers(0, 255))
+    def same_tick_rewrite(self, data: st.DataObject, fill: int) -> None:
+        # Same size, other bytes, the mtime set back: only the events (and the ctime) can tell.
+        key = data.draw(st.sampled_from(sorted(self.current)))
+        path = self.src / key
+        old = self.current[key]
+        new = bytes([fill]) * len(old)
+        if new == old or not old:
+            return
+        st_ = path.stat()
+        with path.open("r+b") as f:
+            f.write(new)
+        os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+        self.current[key] = new
+        self.versions[key].add(new)
+
+    @precondition(lambda self: not self.root_away and not self.foreign)
+    @rule()
+    def rename_away_and_make_anew(self) -> None:
+        # `mv run.zarr run-old.zarr; mkdir run.zarr`: a new folder under the old name is another
+        # acquisition; nothing of the copy may be removed on its account.
+        self.src.rename(self.tmp / "archived.zarr")
+        self.src.mkdir()
+        self.foreign = True
+        self.current.clear()
+
+    @precondition(lambda self: not self.root_away and bool(self.current))
     @rule(data=st.data())
     def delete(self, data: st.DataObject) -> None:
         key = data.draw(st.sampled_from(sorted(self.current)))
         (self.src / key).unlink()
         del self.current[key]
-        self.deleted.add(key)
+        if not self.foreign:
+            self.deleted.add(key)
 
-    @precondition(lambda self: not self.root_away)
+    @precondition(lambda self: not self.root_away and not self.foreign)
     @rule()
     def writer_replaces_root(self) -> None:
         # zarr-python / acquire-zarr `overwrite=True`: the root is deleted and made anew.
@@ -114,6 +146,11 @@ class Acquisition(RuleBasedStateMachine):
     def stop_and_restart(self) -> None:
         self.copier.stop()
         assert self.copier.wait(30) is not None
+        if self.foreign:
+            # A new run adopts whatever folder is under the name: a new acquisition, with the
+            # renamed-away one's copies left at the destination as extras.
+            self.foreign = False
+            self.leftovers |= set(snapshot(self.dst))
         self.copier = self._start()
 
     @precondition(lambda self: not self.root_away)
@@ -152,6 +189,7 @@ class Acquisition(RuleBasedStateMachine):
             report = self.copier.wait(60)
             assert report is not None, f"the copy ends: {self.copier.status()}"
             t = report.targets[0]
+            assert not (self.foreign and t.verified), "verified against a folder that is not the acquisition"
             at_dst, at_src = tree(self.dst, skip_marker=True), tree(self.src, skip_marker=True)
             for key, last in self.current.items():
                 if key not in at_src:  # freed by softcopy
@@ -164,7 +202,7 @@ class Acquisition(RuleBasedStateMachine):
                 for key, last in self.current.items():
                     assert key in at_dst, f"verified without {key}"
                     assert at_dst[key] == last or key in self.damaged, f"verified with an old {key}"
-                assert set(at_dst) - set(self.current) <= self.deleted, t
+                assert set(at_dst) - set(self.current) <= self.deleted | self.leftovers, t
         finally:
             self.copier.stop()
             self.copier.wait(10)
