@@ -26,8 +26,6 @@ type DevIno = (u64, u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Freed {
     root: DevIno,
-    /// When it was freed (ns since 1970, the source machine's clock, as its ctimes are).
-    at_ns: i64,
     size: u64,
     mtime_ns: i64,
 }
@@ -38,8 +36,8 @@ pub struct Journal {
     /// `None`: an entry of the older format, which says nothing about the file but its path.
     freed: HashMap<PathBuf, Option<Freed>>,
     kept: HashSet<PathBuf>,
-    /// Per folder at the source: its identity, and the newest change of array metadata in it.
-    folders: RefCell<HashMap<PathBuf, (Option<DevIno>, i64)>>,
+    /// Per folder at the source: its identity, and whether array metadata freed from it is back.
+    folders: RefCell<HashMap<PathBuf, (Option<DevIno>, bool)>>,
 }
 
 fn dev_ino(m: &fs::Metadata) -> DevIno {
@@ -76,11 +74,12 @@ fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
             let mut f = rest.splitn(7, ' ');
             let mut n = || f.next()?.parse::<u64>().ok();
             let (rd, ri) = (n()?, n()?);
-            let at_ns = f.next()?.parse::<i64>().ok()?;
+            // When it was freed: for people reading the journal, not for deciding.
+            f.next()?.parse::<i64>().ok()?;
             let size = f.next()?.parse::<u64>().ok()?;
             let mtime_ns = f.next()?.parse::<i64>().ok()?;
             let rel = unescape(f.next()?);
-            Some(('M', Some(Freed { root: (rd, ri), at_ns, size, mtime_ns }), rel))
+            Some(('M', Some(Freed { root: (rd, ri), size, mtime_ns }), rel))
         }
         _ => None,
     }
@@ -117,17 +116,16 @@ impl Journal {
         self.freed.is_empty()
     }
 
-    fn folder(&self, path: &Path) -> (Option<DevIno>, i64) {
+    fn folder(&self, src_root: &Path, rel: &Path) -> (Option<DevIno>, bool) {
         let mut known = self.folders.borrow_mut();
-        *known.entry(path.to_path_buf()).or_insert_with(|| {
-            let id = fs::symlink_metadata(path).ok().map(|m| dev_ino(&m));
-            let written = [".zarray", "zarr.json"]
-                .iter()
-                .filter_map(|name| fs::symlink_metadata(path.join(name)).ok())
-                .map(|m| changed_ns(&m))
-                .max()
-                .unwrap_or(i64::MIN);
-            (id, written)
+        *known.entry(rel.to_path_buf()).or_insert_with(|| {
+            let path = src_root.join(rel);
+            let id = fs::symlink_metadata(&path).ok().map(|m| dev_ino(&m));
+            let back = [".zarray", "zarr.json"].iter().any(|name| {
+                let meta = rel.join(name);
+                matches!(self.freed.get(&meta), Some(Some(_))) && !self.kept.contains(&meta) && path.join(name).exists()
+            });
+            (id, back)
         })
     }
 
@@ -143,23 +141,10 @@ impl Journal {
         let Some(f) = freed else { return true };
         // A root that is gone was the acquisition's (softcopy never removes it, a person may);
         // one that is there must be the very folder the file left.
-        let root_same = self.folder(src_root).0.is_none_or(|now| now == f.root);
-        let retaken = array.is_some_and(|a| self.folder(&src_root.join(a)).1 > f.at_ns);
+        let root_same = self.folder(src_root, Path::new("")).0.is_none_or(|now| now == f.root);
+        let retaken = array.is_some_and(|a| self.folder(src_root, a).1);
         let copy_ns = crate::vocab::identity(copy).mtime_ns;
         root_same && !retaken && copy.len() == f.size && crate::verify::same_mtime_ns(f.mtime_ns, copy_ns)
-    }
-}
-
-/// When a file last changed (its ctime; a writer cannot set it back).
-fn changed_ns(m: &fs::Metadata) -> i64 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec())
-    }
-    #[cfg(not(unix))]
-    {
-        crate::vocab::identity(m).mtime_ns
     }
 }
 
@@ -218,6 +203,30 @@ mod tests {
         for name in ["a\nb", "a\\nb", "c\\", "plain/0/1"] {
             assert_eq!(unescape(&escape(Path::new(name))), PathBuf::from(name));
         }
+    }
+
+    #[test]
+    fn only_metadata_that_was_freed_and_is_back_marks_a_retake() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(dst.path().join("c0"), "chunk").unwrap();
+        let copy = fs::metadata(dst.path().join("c0")).unwrap();
+        let (root, ns) = (dev_ino(&fs::symlink_metadata(src.path()).unwrap()), identity_ns(&copy));
+        let entry = |rel: &str| format!("M {} {} 0 5 {ns} {rel}\n", root.0, root.1);
+        // Freed in part: the metadata stayed (and was touched since): the entry still speaks.
+        fs::write(src.path().join("zarr.json"), "{}").unwrap();
+        fs::write(dst.path().join(JOURNAL), format!("{HEADER}\n{}", entry("c0"))).unwrap();
+        assert!(Journal::read(dst.path()).accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new(""))));
+        // Freed whole, then metadata again: another acquisition; the old chunk is not vouched for.
+        fs::write(dst.path().join(JOURNAL), format!("{HEADER}\n{}{}", entry("c0"), entry("zarr.json"))).unwrap();
+        assert!(!Journal::read(dst.path()).accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new(""))));
+        // ...unless that metadata's deletion had failed.
+        let kept = format!("{HEADER}\n{}{}K zarr.json\n", entry("c0"), entry("zarr.json"));
+        fs::write(dst.path().join(JOURNAL), kept).unwrap();
+        assert!(Journal::read(dst.path()).accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new(""))));
+    }
+
+    fn identity_ns(m: &fs::Metadata) -> i64 {
+        crate::vocab::identity(m).mtime_ns
     }
 
     #[test]
