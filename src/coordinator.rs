@@ -601,6 +601,6 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         sh.say(Level::Info, format!("removed {removed} partial files left by failed attempts"));
     }
     let copied = if cfg.delete_source { run.tracker.copied_versions() } else { Vec::new() };
-    let drained = Drained { cfg, sh, src: &src, dst: &dst, dest: &dest, root: &root, copied, gave_up };
+    let drained = Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, gave_up };
     Ok(conclude(drained))
 }

@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::dest::{Dest, Folder};
 use crate::rate::RateLimit;
 use crate::sys::{self, CopyMethod, Pace};
-use crate::vocab::{identity, Identity, Job, Outcome, Prev, PARTIAL_SUFFIX};
+use crate::vocab::{identity, time_unit_ns, Identity, Job, Outcome, Prev, PARTIAL_SUFFIX};
 
 /// How workers copy.
 #[derive(Clone, Debug, Default)]
@@ -275,21 +275,24 @@ fn sync_inner(
     }
     // Whether the destination may hold this name already (an earlier copy to replace).
     let mut may_exist = prev != Prev::Unknown;
+    // The destination folder, once opened (it is opened once per file: to look, compare, write).
+    let mut folder = None;
     if prev == Prev::Unknown && !opts.fresh_destination {
         // First sight of this file in this run: a previous run may have copied this very version.
-        if let Ok(d) = dest.stat(&job.rel) {
-            if d.is_file() && d.len() == ident.size && identity(&d).mtime_ns == ident.mtime_ns {
-                // Size and mtime prove it only if the copy was made after the source last changed:
-                // a rewrite within one tick keeps both. Otherwise the contents decide.
-                let proven = copied_after(&meta, &d) || {
-                    let folder = dest.folder(rel_dir, false).map_err(|e| Error::io("compare", dst, e))?;
-                    crate::manifest::same_contents(src, &folder.join(name)).unwrap_or(false)
-                };
-                if proven {
-                    return Ok(Outcome::Unchanged(ident));
+        if let Ok(f) = dest.folder(rel_dir, false) {
+            if let Ok((is_file, copy)) = fs::symlink_metadata(f.join(name)).map(|m| (m.is_file(), identity(&m))) {
+                if is_file && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
+                    // Size and mtime prove it only if the copy was made after the source last
+                    // changed: a rewrite within one tick keeps both. Otherwise the contents decide.
+                    if copied_after(&ident, &copy)
+                        || crate::manifest::same_contents(src, &f.join(name)).unwrap_or(false)
+                    {
+                        return Ok(Outcome::Unchanged(ident));
+                    }
                 }
+                may_exist = true;
             }
-            may_exist = true;
+            folder = Some(f);
         }
     }
     if job.verify_closed {
@@ -323,7 +326,10 @@ fn sync_inner(
     let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
     #[cfg(not(unix))]
     let mode = 0o644;
-    let folder = dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?;
+    let folder = match folder {
+        Some(f) => f,
+        None => dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?,
+    };
     let out = Out::create(&folder, name, dst, mode, opts)?;
     let result = (|| {
         let file_out = out.file();
@@ -397,25 +403,21 @@ fn last_written(meta: &fs::Metadata) -> std::time::SystemTime {
 }
 
 /// How far apart two changes of a file must be for its timestamps to tell them apart, inferred
-/// from the timestamps themselves: whole seconds (FAT's 2 s, some network filesystems) or whole
-/// milliseconds; otherwise Linux's coarse clock, which ticks at least every 10 ms.
+/// from the timestamps themselves (whole seconds: FAT's 2 s, some network filesystems); at least
+/// Linux's coarse clock, which ticks at least every 10 ms.
 fn tick_of(ident: &Identity) -> Duration {
-    let coarsest = [ident.mtime_ns, ident.ctime_ns].into_iter().filter(|&t| t != 0).fold(1, |acc: i64, t| {
-        let unit = [2_000_000_000i64, 1_000_000_000, 1_000_000].into_iter().find(|u| t % u == 0).unwrap_or(1);
-        acc.max(unit)
-    });
-    Duration::from_nanos(coarsest.max(10_000_000) as u64)
+    let unit = [ident.mtime_ns, ident.ctime_ns].into_iter().filter(|&t| t != 0).map(time_unit_ns).max();
+    Duration::from_nanos(unit.unwrap_or(1).max(10_000_000) as u64)
 }
 
 /// Margin for clocks: the copy's ctime is the destination's clock, the source's the source's.
 const CLOCK_MARGIN_NS: i64 = 2_000_000_000;
 
-/// Whether the destination file `copy` was made after `src` last changed, by more than a tick and
-/// the clocks' margin: then equal size and mtime prove the copy is of the current version.
-fn copied_after(src: &fs::Metadata, copy: &fs::Metadata) -> bool {
-    let (s, c) = (identity(src), identity(copy));
-    let tick = tick_of(&s).as_nanos() as i64;
-    c.ctime_ns != 0 && s.ctime_ns != 0 && c.ctime_ns > s.mtime_ns.max(s.ctime_ns) + tick + CLOCK_MARGIN_NS
+/// Whether the destination file `copy` was made after the source `src` last changed, by more than
+/// a tick and the clocks' margin: then equal size and mtime prove the copy is of the current version.
+fn copied_after(src: &Identity, copy: &Identity) -> bool {
+    let tick = tick_of(src).as_nanos() as i64;
+    copy.ctime_ns != 0 && src.ctime_ns != 0 && copy.ctime_ns > src.mtime_ns.max(src.ctime_ns) + tick + CLOCK_MARGIN_NS
 }
 
 fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {

@@ -50,7 +50,7 @@ pub struct Dest {
 }
 
 /// A link met below the destination root: reported with the path the user knows.
-pub fn link_error(root: &Path, rel: &Path) -> io::Error {
+fn link_error(root: &Path, rel: &Path) -> io::Error {
     io::Error::other(format!(
         "{} is a symlink, or leads through one: softcopy never writes, reads or deletes through a link in the \
          destination",
@@ -121,9 +121,9 @@ impl Dest {
         let root = self.folder(Path::new(""), false)?;
         match fs::remove_file(root.join(name)) {
             Ok(()) => {
-                // Durable before any change that it must precede.
+                // Durable before any change that it must precede (the held root, not its path).
                 #[cfg(unix)]
-                fs::File::open(&self.root).and_then(|d| d.sync_all())?;
+                fs::File::open(root.path()).and_then(|d| d.sync_all())?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {

@@ -23,7 +23,6 @@ pub struct Drained<'a> {
     pub cfg: &'a Config,
     pub sh: &'a Shared,
     pub src: &'a Path,
-    pub dst: &'a Path,
     /// The destination as the copy saw it (its marker withdrawn before the first change).
     pub dest: &'a crate::dest::Dest,
     pub root: &'a RootId,
@@ -35,6 +34,7 @@ pub struct Drained<'a> {
 
 /// Runs the end steps; returns the final phase and the verdict.
 pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
+    let dst = d.dest.root();
     let mut v = Verdict::default();
     let stopped = |mut v: Verdict| {
         v.reason = Some("stopped before the end steps were done: nothing was published or deleted after that".into());
@@ -65,7 +65,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     // With `--delete-source`, verification goes on to content: every copy whose source may go is
     // read back (against its hash) or compared with its source, before the marker says "whole".
     let copied = std::mem::take(&mut d.copied);
-    let proof = d.cfg.delete_source.then(|| crate::mover::prove(d.src, d.dst, copied, &d.sh.stop));
+    let proof = d.cfg.delete_source.then(|| crate::mover::prove(d.src, dst, copied, &d.sh.stop));
     if d.sh.stopped() {
         return stopped(v);
     }
@@ -88,7 +88,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     if let Some(proof) = proof {
         d.sh.set_phase(Phase::Freeing);
         let marker = v.marker_published.then(|| marker_version(&d)).flatten();
-        match crate::mover::delete_sources(d.src, d.dst, &proof.proven, marker.as_ref(), &d.sh.stop) {
+        match crate::mover::delete_sources(d.src, dst, &proof.proven, marker.as_ref(), &d.sh.stop) {
             Ok(mut moved) => {
                 moved.kept.extend(proof.kept);
                 v.freed = Some(moved);
@@ -194,8 +194,9 @@ fn marker_version(d: &Drained<'_>) -> Option<Copied> {
 /// Flushes every copy to stable storage, then copies the marker last and flushes it too, so a
 /// marker at the destination means a whole, durable copy. `Ok(false)` when the source has none.
 fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
-    let flush = || match crate::sys::sync_filesystem(d.dst) {
-        Err(e) if e.kind() != std::io::ErrorKind::Unsupported => Err(format!("flush of {}: {e}", d.dst.display())),
+    let dst = d.dest.root();
+    let flush = || match crate::sys::sync_filesystem(dst) {
+        Err(e) if e.kind() != std::io::ErrorKind::Unsupported => Err(format!("flush of {}: {e}", dst.display())),
         _ => Ok(()),
     };
     flush()?;
@@ -205,7 +206,8 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
     }
     let opts = CopyOptions { method: d.cfg.method, ..CopyOptions::default() };
     let job = Job { rel, prev: crate::vocab::Prev::Unknown, verify_closed: false };
-    let dest = crate::dest::Dest::open(d.dst, None).map_err(|e| e.to_string())?;
+    // Its own view of the destination: publishing the marker must not withdraw it.
+    let dest = crate::dest::Dest::open(dst, None).map_err(|e| e.to_string())?;
     match copier::sync_file(d.src, &dest, &job, &opts, &AtomicBool::new(false)).0 {
         Outcome::Copied { .. } | Outcome::Unchanged(_) => {}
         other => return Err(format!("{other:?}")),

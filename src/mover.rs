@@ -2,8 +2,9 @@
 //!
 //! A source file is deleted only when (1) this run's verification passed (decided in the engine),
 //! (2) this process saw it copied (or found it copied by an earlier run), (3) it is unchanged since
-//! (same device, inode, size, mtime), (4) every copy is flushed to stable storage (one `syncfs`)
-//! and (5) its copy is proven identical by content: its hash read back, or compared byte for byte.
+//! (the same identity: device, inode, size, mtime, ctime), (4) every copy is flushed to stable
+//! storage (one `syncfs`) and (5) its copy is proven identical by content: its hash read back, or
+//! compared byte for byte.
 //! Metadata files go after the data they describe, the end marker last. Before a file is deleted it
 //! is journaled at the destination root (`journal.rs`), so that a later run knows the source lost
 //! it on purpose and never "mirrors" the absence by pruning the copy.

@@ -354,11 +354,7 @@ fn same_mtime(src: &fs::Metadata, dst: &fs::Metadata) -> bool {
 
 /// [`same_mtime`] of two mtimes in nanoseconds: the source's `s`, the copy's `d`.
 pub fn same_mtime_ns(s: i64, d: i64) -> bool {
-    if s == d {
-        return true;
-    }
-    let unit = [2_000_000_000i64, 1_000_000_000, 1_000_000, 1_000, 100].into_iter().find(|u| d % u == 0);
-    unit.is_some_and(|u| (s - d).abs() < u)
+    s == d || (s - d).abs() < crate::vocab::time_unit_ns(d)
 }
 
 /// Finds the array a file belongs to (its nearest ancestor that is an array) and counts the file
