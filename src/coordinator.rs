@@ -15,7 +15,7 @@ use crossbeam_channel::{select, Receiver};
 use crate::copier::{self, CopyOptions, Done, Pool};
 use crate::dest::Dest;
 use crate::engine::{wait_for_source, Config};
-use crate::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait};
+use crate::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait, Unverified};
 use crate::health::Health;
 use crate::rescan::{Rescans, RESCAN_MIN};
 use crate::root::{Gone, RootId};
@@ -499,6 +499,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     }
     *lock(&sh.roots) = Some((src.clone(), dst.clone()));
     let dest = Arc::new(Dest::open(&dst, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?);
+    let mut unverified = Unverified::new(&dest, sh);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
     let (removed, had_files) = copier::remove_partials(&dst);
@@ -602,5 +603,9 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     }
     let copied = if cfg.delete_source { run.tracker.copied_versions() } else { Vec::new() };
     let drained = Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, gave_up };
-    Ok(conclude(drained))
+    let ended = conclude(drained);
+    if ended.0 == Phase::Verified {
+        unverified.verified();
+    }
+    Ok(ended)
 }

@@ -103,6 +103,33 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     (Phase::Verified, v)
 }
 
+/// Withdraws the destination's marker when dropped, unless the run was [`Unverified::verified`]:
+/// a run that ends any other way (stopped, incomplete, failed, even by a panic) leaves none
+/// (invariant 9), also one it found and never had to withdraw: the source may have changed.
+pub struct Unverified<'a> {
+    dest: Option<&'a crate::dest::Dest>,
+    sh: &'a Shared,
+}
+
+impl<'a> Unverified<'a> {
+    pub fn new(dest: &'a crate::dest::Dest, sh: &'a Shared) -> Self {
+        Unverified { dest: Some(dest), sh }
+    }
+
+    /// The run was verified: its marker stands.
+    pub fn verified(&mut self) {
+        self.dest = None;
+    }
+}
+
+impl Drop for Unverified<'_> {
+    fn drop(&mut self) {
+        if let Some(Err(e)) = self.dest.map(crate::dest::Dest::changing) {
+            self.sh.say(Level::Error, e.to_string());
+        }
+    }
+}
+
 /// How often files still open at the end are looked at again (a close event may have been lost,
 /// or no lease can tell: then their quiet decides).
 const RECHECK_OPEN: Duration = Duration::from_secs(1);

@@ -222,7 +222,7 @@ pub fn verify(
     let by_path: HashMap<&str, &ArraySpec> = arrays.iter().map(|a| (a.path.as_str(), a)).collect();
     report.expected_chunks = arrays.iter().map(ArraySpec::expected).sum();
     // Files the source lost on purpose (`--delete-source`): never extra, never stale.
-    let journal = crate::journal::Journal::read(dst);
+    let journal = crate::journal::Journal::read(dst)?;
     // Source files that have a file of their name at the destination.
     let mut copies = 0usize;
     for entry in walkdir::WalkDir::new(src).follow_links(false) {

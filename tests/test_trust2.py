@@ -77,6 +77,26 @@ def test_the_marker_of_an_earlier_acquisition_is_gone_before_a_retake_is_written
     assert not (dst / "complete").exists(), "a stopped run leaves no marker"
 
 
+def test_a_run_stopped_before_it_changed_anything_leaves_no_marker(tmp_path: Path) -> None:
+    # Item 5, "a stopped or failed run leaves none": a marker found at the start and never
+    # withdrawn (nothing had been written yet) outlived the stop, over a source that had changed.
+    src, dst = tmp_path / "acq", tmp_path / "dst"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    (src / "complete").touch()
+    assert run(src, dst).returncode == 0
+    (src / "complete").unlink()  # a re-take under way, nothing of it written yet
+    c = softcopy.Copier([softcopy.Target(src, dst)])
+    c.start()
+    try:
+        wait_for(lambda: c.poll() is None and c.status()[0].phase == "copying", 20, "the watch")
+        assert (dst / "complete").exists(), "nothing changed yet: the marker still stands"
+    finally:
+        c.stop()
+        c.wait(30)
+    assert not (dst / "complete").exists(), "a stopped run leaves no marker"
+
+
 def test_a_retake_with_fewer_chunks_after_delete_source_is_pruned_not_kept_as_moved(tmp_path: Path) -> None:
     # Item 6: the `.softcopy-moved` journal was matched by path and kept forever: a re-acquisition
     # into the same paths with fewer chunks ended verified with the old chunks still there.
