@@ -62,6 +62,8 @@ class Acquisition(RuleBasedStateMachine):
         self.root_away = False
         self.foreign = False  # the root was renamed away for good: another folder is under its name
         self.leftovers: set[str] = set()  # copies of a folder renamed away, kept as extras
+        self.archived = 0  # folders renamed away for good so far
+        self.unconfirmed = False  # the engine may not follow the folder under the name yet
         self.seen: dict[str, bytes] = {}
         self.damaged: set[str] = set()
         self.copier = self._start()
@@ -106,8 +108,19 @@ class Acquisition(RuleBasedStateMachine):
     @rule()
     def rename_away_and_make_anew(self) -> None:
         # `mv run.zarr run-old.zarr; mkdir run.zarr`: a new folder under the old name is another
-        # acquisition; nothing of the copy may be removed on its account.
-        self.src.rename(self.tmp / "archived.zarr")
+        # acquisition; nothing of the copy may be removed on its account. The folder renamed must
+        # be the one the engine copies: right after a root was replaced, or while an engine started
+        # without its source waits for it, the engine adopts the first folder it finds under the
+        # name, and one it never saw cannot be told from the acquisition. A probe that arrives
+        # proves it follows this one.
+        if self.unconfirmed:
+            probe = os.urandom(8)
+            apply(self.src, "rename", "probe", probe)
+            self.versions.setdefault("probe", set()).add(probe)
+            wait_for(lambda: snapshot(self.dst).get("probe") == probe, 20, "the engine to follow this folder")
+            self.unconfirmed = False
+        self.archived += 1
+        self.src.rename(self.tmp / f"archived-{self.archived}.zarr")
         self.src.mkdir()
         self.foreign = True
         self.current.clear()
@@ -127,6 +140,7 @@ class Acquisition(RuleBasedStateMachine):
         # zarr-python / acquire-zarr `overwrite=True`: the root is deleted and made anew.
         shutil.rmtree(self.src)
         self.src.mkdir()
+        self.unconfirmed = True
         self.deleted.update(self.current)
         self.current.clear()
 
@@ -152,6 +166,8 @@ class Acquisition(RuleBasedStateMachine):
             self.foreign = False
             self.leftovers |= set(snapshot(self.dst))
         self.copier = self._start()
+        # A new engine adopts the folder there when it starts, or the first one to appear.
+        self.unconfirmed = self.root_away
 
     @precondition(lambda self: not self.root_away)
     @rule(pick=st.integers(0, 1 << 16))
