@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use crate::copier::{self, CopyOptions, Done, Pool};
-use crate::dest::Dest;
+use crate::dest::{Dest, RootChange, RootWatch};
 use crate::engine::{wait_for_source, Config};
 use crate::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait, Unverified};
 use crate::health::Health;
@@ -63,6 +63,9 @@ struct Run<'a> {
     sh: &'a Shared,
     src: PathBuf,
     dst: PathBuf,
+    dest: Arc<Dest>,
+    /// Whether the destination's name still leads to the folder held.
+    dest_root: RootWatch,
     root: Arc<RootId>,
     /// How the root last went away, while it is away.
     root_gone: Option<Gone>,
@@ -125,6 +128,21 @@ impl Run<'_> {
         // Looked at again every few seconds (a stat, no walk while it is away): a root that comes
         // back without an event (events lost, a disk mounted again) must not stay paused forever.
         self.rescans.soon(Instant::now() + RESCAN_MIN);
+    }
+
+    /// Looks whether the destination's name still leads to the folder held (when due, or now);
+    /// says so when that changed. True when it changed.
+    fn look_at_destination(&mut self, now: Instant, force: bool) -> bool {
+        let Some(change) = self.dest_root.look(&self.dest, now, force) else { return false };
+        match change {
+            RootChange::Left(why) => {
+                self.sh.say(Level::Warning, format!("{why}: paused, nothing more is written there"))
+            }
+            RootChange::Back => {
+                self.sh.say(Level::Info, format!("{} is the destination again: copying on", self.dst.display()))
+            }
+        }
+        true
     }
 
     /// Whether the root is (again) the folder being copied: after a deletion of the root, the
@@ -348,7 +366,7 @@ impl Run<'_> {
         s.elapsed = self.started.elapsed().as_secs_f64();
         s.finishing = self.finishing;
         s.destination_trouble = self.health.error().map(str::to_owned);
-        s.paused = self.paused.clone();
+        s.paused = self.paused.clone().or_else(|| self.dest_root.away().map(String::from));
         // The end steps (`finish.rs`) start only after the last of these.
         *lock(&self.sh.status) = s.clone();
     }
@@ -374,6 +392,7 @@ impl Run<'_> {
             }
             let now = Instant::now();
             self.rescan_if_due(now);
+            self.look_at_destination(now, false);
             if self.rewatch {
                 self.rewatch_and_reconcile(watcher);
             }
@@ -389,7 +408,7 @@ impl Run<'_> {
             // Timers fire whatever the budget, so the deadline below is never already past.
             self.tracker.tick(now);
             let in_flight = self.tracker.in_flight();
-            let budget = if self.paused.is_some() {
+            let budget = if self.paused.is_some() || self.dest_root.away().is_some() {
                 0
             } else {
                 self.health.budget(nprocs.saturating_sub(in_flight), in_flight, now)
@@ -402,12 +421,15 @@ impl Run<'_> {
             }
             self.publish(if self.finishing { Phase::Reconciling } else { Phase::Copying });
             if self.finishing {
-                if let Some(why) = self.paused.clone() {
+                if let Some(why) = self.paused.clone().or_else(|| self.dest_root.away().map(String::from)) {
                     if self.tracker.in_flight() == 0 {
                         return LoopEnd::RootGone(why);
                     }
                 } else if self.tracker.is_idle() {
                     if reconciled {
+                        if self.look_at_destination(now, true) {
+                            continue;
+                        }
                         // The end waits for files a writer still has open (within `quiet`), then
                         // copies them; it never verifies over a version still being written.
                         let open = self.tracker.writing_files();
@@ -498,7 +520,9 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         )));
     }
     *lock(&sh.roots) = Some((src.clone(), dst.clone()));
-    let dest = Arc::new(Dest::open(&dst, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?);
+    let dest = Arc::new(
+        Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?,
+    );
     let mut unverified = Unverified::new(&dest, sh);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
@@ -517,6 +541,8 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         sh,
         src: src.clone(),
         dst: dst.clone(),
+        dest: dest.clone(),
+        dest_root: RootWatch::default(),
         root: root.clone(),
         root_gone: None,
         paused: None,

@@ -16,6 +16,7 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// What a folder below the destination is, for the calls that act inside it.
 pub struct Folder {
@@ -41,6 +42,11 @@ impl Folder {
 /// The destination root of one target.
 pub struct Dest {
     root: PathBuf,
+    /// The destination as the user named it: a link there may be re-pointed during the run.
+    given: PathBuf,
+    /// The identity of the folder held, to tell when `given` leads elsewhere.
+    #[cfg(unix)]
+    held: (u64, u64),
     /// The root, opened once (a root that is a link is resolved once and held).
     #[cfg(target_os = "linux")]
     root_fd: Option<fs::File>,
@@ -61,21 +67,53 @@ fn link_error(root: &Path, rel: &Path) -> io::Error {
 impl Dest {
     /// The destination at `root` (an existing folder). With `marker`, the marker at the root is
     /// removed before the first change made through [`Dest::changing`].
-    pub fn open(root: &Path, marker: Option<&str>) -> io::Result<Dest> {
+    /// `given` is the user's name for it, which `root` (canonical) resolves.
+    pub fn open(root: &Path, given: &Path, marker: Option<&str>) -> io::Result<Dest> {
         #[cfg(target_os = "linux")]
-        let root_fd = Some(open_dir(root)?);
+        let root_fd = open_dir(root)?;
+        #[cfg(target_os = "linux")]
+        let held = identity(&root_fd.metadata()?);
+        #[cfg(all(unix, not(target_os = "linux")))]
+        let held = identity(&fs::metadata(root)?);
         Ok(Dest {
             root: root.to_path_buf(),
+            given: given.to_path_buf(),
+            #[cfg(unix)]
+            held,
             #[cfg(target_os = "linux")]
-            root_fd,
+            root_fd: Some(root_fd),
             marker: Mutex::new(marker.map(PathBuf::from)),
         })
+    }
+
+    /// Whether the destination the user named still leads to the folder held: a root that is a
+    /// link, re-pointed during the run (a share remounted elsewhere, an admin's switch), must not
+    /// go on receiving, nor be verified and marked, at the old place. Why not, if it does not.
+    pub fn check_root(&self) -> Result<(), String> {
+        let now = fs::canonicalize(&self.given)
+            .map_err(|e| format!("destination {} cannot be read ({e})", self.given.display()))?;
+        #[cfg(unix)]
+        let same = now == self.root && fs::metadata(&now).is_ok_and(|m| identity(&m) == self.held);
+        #[cfg(not(unix))]
+        let same = now == self.root;
+        if same {
+            return Ok(());
+        }
+        Err(format!(
+            "destination {} now leads to {}, not to the folder being copied to ({})",
+            self.given.display(),
+            now.display(),
+            self.root.display()
+        ))
     }
 
     /// A destination for tests and one-off calls: nothing held, no marker withdrawn.
     pub fn at(root: &Path) -> Dest {
         Dest {
             root: root.to_path_buf(),
+            given: root.to_path_buf(),
+            #[cfg(unix)]
+            held: fs::metadata(root).map_or((0, 0), |m| identity(&m)),
             #[cfg(target_os = "linux")]
             root_fd: None,
             marker: Mutex::new(None),
@@ -138,6 +176,49 @@ impl Dest {
     }
 }
 
+/// How often a run resolves the destination's name again: a few metadata round trips each time.
+const RECHECK_ROOT: Duration = Duration::from_secs(5);
+
+/// Whether the destination's name still leads to the folder held, looked at every
+/// [`RECHECK_ROOT`] by the coordinator: while it does not, nothing is handed out (the target is
+/// paused), and a run that ends so is not verified.
+#[derive(Default)]
+pub struct RootWatch {
+    next: Option<Instant>,
+    away: Option<String>,
+}
+
+/// What a look found changed.
+pub enum RootChange {
+    /// It leads elsewhere (or cannot be read) now, for this reason.
+    Left(String),
+    /// It leads to the folder held again.
+    Back,
+}
+
+impl RootWatch {
+    /// Looks when a look is due (`force`: now).
+    pub fn look(&mut self, dest: &Dest, now: Instant, force: bool) -> Option<RootChange> {
+        if !force && self.next.is_some_and(|next| now < next) {
+            return None;
+        }
+        self.next = Some(now + RECHECK_ROOT);
+        match dest.check_root() {
+            Err(why) if self.away.as_deref() != Some(why.as_str()) => {
+                self.away = Some(why.clone());
+                Some(RootChange::Left(why))
+            }
+            Ok(()) if self.away.take().is_some() => Some(RootChange::Back),
+            _ => None,
+        }
+    }
+
+    /// Why the destination is not the folder held, while it is not.
+    pub fn away(&self) -> Option<&str> {
+        self.away.as_deref()
+    }
+}
+
 /// `rel`'s folder and name.
 pub fn split(rel: &Path) -> io::Result<(&Path, &Path)> {
     let name = rel.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -165,6 +246,12 @@ fn portable_folder(root: &Path, rel_dir: &Path, create: bool) -> io::Result<Fold
         #[cfg(target_os = "linux")]
         _fd: None,
     })
+}
+
+#[cfg(unix)]
+fn identity(m: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
 }
 
 #[cfg(target_os = "linux")]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
 use crate::sys::CopyMethod;
-use crate::verify::ArraySpec;
+use crate::verify::Expected;
 use crate::{Error, Result};
 
 /// Everything one target needs to know.
@@ -150,8 +150,8 @@ impl Engine {
 
     /// Hands over the expected Zarr file set (from the final metadata), once the status says
     /// `wants_expected`. Verification, publishing and freeing then run in the engine.
-    pub fn expect(&self, arrays: Vec<ArraySpec>) {
-        *lock(&self.shared.expected) = Some(arrays);
+    pub fn expect(&self, expected: Expected) {
+        *lock(&self.shared.expected) = Some(expected);
         self.shared.expected_given.notify_all();
     }
 

@@ -14,7 +14,7 @@ use crate::engine::Config;
 use crate::root::RootId;
 use crate::status::{lock, Level, Phase, Shared, Verdict};
 use crate::tracker::Tracker;
-use crate::verify::ArraySpec;
+use crate::verify::Expected;
 use crate::vocab::{Copied, Job, Outcome};
 use crate::{Error, Result};
 
@@ -41,8 +41,8 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         (Phase::Stopped, v)
     };
     d.sh.set_phase(Phase::Verifying);
-    let Some(arrays) = expected(d.sh) else { return stopped(v) };
-    if let Err(why) = d.root.check(d.src) {
+    let Some(Expected { arrays, unreadable }) = expected(d.sh) else { return stopped(v) };
+    if let Err(why) = d.root.check(d.src).and_then(|()| d.dest.check_root()) {
         v.reason = Some(format!("cannot verify: {why}"));
         return (Phase::Incomplete, v);
     }
@@ -62,6 +62,16 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     if !v.report.ok() {
         return (Phase::Incomplete, v);
     }
+    if !unreadable.is_empty() {
+        let named: Vec<String> =
+            unreadable.iter().map(|(file, why)| format!("{} ({why})", d.src.join(file).display())).collect();
+        v.reason = Some(format!(
+            "cannot verify: metadata that cannot be read or understood, so its array's chunks cannot be \
+             accounted for: {}",
+            named.join("; ")
+        ));
+        return (Phase::Incomplete, v);
+    }
     // With `--delete-source`, verification goes on to content: every copy whose source may go is
     // read back (against its hash) or compared with its source, before the marker says "whole".
     let copied = std::mem::take(&mut d.copied);
@@ -76,6 +86,11 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     d.sh.set_phase(Phase::Publishing);
     if d.sh.stopped() {
         return stopped(v);
+    }
+    // The marker goes where the user's name for the destination leads, or nowhere.
+    if let Err(why) = d.dest.check_root() {
+        v.reason = Some(format!("the marker is not published: {why}"));
+        return (Phase::Incomplete, v);
     }
     match publish_marker(&d) {
         Ok(published) => v.marker_published = published,
@@ -197,7 +212,7 @@ pub fn still_open(cfg: &Config, sh: &Shared, open: Vec<PathBuf>) -> (Phase, Verd
 }
 
 /// Asks for the expected Zarr file set and waits for it (or a stop: `None`).
-fn expected(sh: &Shared) -> Option<Vec<ArraySpec>> {
+fn expected(sh: &Shared) -> Option<Expected> {
     lock(&sh.status).wants_expected = true;
     let mut given = lock(&sh.expected);
     loop {
@@ -234,7 +249,7 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
     let opts = CopyOptions { method: d.cfg.method, ..CopyOptions::default() };
     let job = Job { rel, prev: crate::vocab::Prev::Unknown, verify_closed: false };
     // Its own view of the destination: publishing the marker must not withdraw it.
-    let dest = crate::dest::Dest::open(dst, None).map_err(|e| e.to_string())?;
+    let dest = crate::dest::Dest::open(dst, dst, None).map_err(|e| e.to_string())?;
     match copier::sync_file(d.src, &dest, &job, &opts, &AtomicBool::new(false)).0 {
         Outcome::Copied { .. } | Outcome::Unchanged(_) => {}
         other => return Err(format!("{other:?}")),

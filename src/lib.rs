@@ -188,8 +188,9 @@ impl PyEngine {
         self.engine.roots().map_or_else(|| self.engine.config().destination.clone(), |r| r.1)
     }
 
-    fn expect(&self, arrays: Vec<ArrayTuple>) {
-        self.engine.expect(specs_from(arrays));
+    #[pyo3(signature = (arrays, unreadable = Vec::new()))]
+    fn expect(&self, arrays: Vec<ArrayTuple>, unreadable: Vec<(PathBuf, String)>) {
+        self.engine.expect(verify::Expected { arrays: specs_from(arrays), unreadable });
     }
 
     fn verdict(&self) -> Option<PyVerdict> {
@@ -314,7 +315,7 @@ fn verify_trees<'py>(
     let specs = specs_from(arrays);
     let r = py
         .detach(|| {
-            let dest = dest::Dest::open(&destination, None)?;
+            let dest = dest::Dest::open(&destination, &destination, None)?;
             verify::verify(&source, &dest, &marker, &specs, content, None, &AtomicBool::new(false))
         })
         .map_err(|e| Error::io("verify", &source, e))?;

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::mover::MoveReport;
-use crate::verify::{ArraySpec, Report};
+use crate::verify::{Expected, Report};
 
 /// Where a target is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -103,7 +103,8 @@ pub struct Status {
     pub destination_trouble: Option<String>,
     /// The destination stayed unavailable longer than `give_up_after`: the copy ended incomplete.
     pub gave_up: bool,
-    /// Why the target is paused (the source root is missing or not the same folder), while it is.
+    /// Why the target is paused (the source root is missing or not the same folder, or the
+    /// destination leads elsewhere), while it is.
     pub paused: Option<String>,
     /// The engine waits for the expected Zarr file set ([`crate::engine::Engine::expect`]).
     pub wants_expected: bool,
@@ -148,7 +149,7 @@ pub struct Shared {
     pub finish: AtomicBool,
     pub roots: Mutex<Option<(PathBuf, PathBuf)>>,
     /// The expected Zarr file set, handed over once by Python when the engine asks for it.
-    pub expected: Mutex<Option<Vec<ArraySpec>>>,
+    pub expected: Mutex<Option<Expected>>,
     pub expected_given: Condvar,
     pub verdict: Mutex<Option<Verdict>>,
 }

@@ -64,6 +64,17 @@ impl ShardIndex {
     }
 }
 
+/// What the final metadata says the acquisition holds: its arrays, and the metadata files that could
+/// not be read or understood. An array whose metadata cannot be read drops out of the chunk
+/// accounting, so its stale chunks would pass as harmless extras: the run cannot be verified
+/// while any is listed (issue 12).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub arrays: Vec<ArraySpec>,
+    /// (metadata file relative to the source root, why it cannot be used).
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
 /// What verification needs to know about one array: where it is, its shape, the grid of files
 /// (chunk shape, or shard shape when sharded) and how grid indices become file names.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -118,8 +118,8 @@ def conclude(engine: Any, timeout: float = 30, before: Callable[[], None] | None
     if before is not None:
         before()
     if not engine.wait(0):
-        arrays, _ = discover(engine.source)
-        engine.expect([a.as_native() for a in arrays])
+        arrays, unreadable = discover(engine.source)
+        engine.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
     assert engine.wait(timeout), engine.status()
     return engine.verdict()
 

@@ -35,7 +35,7 @@ fn every_method_copies_exact_bytes() {
 
 /// The copy of one file, with no stop request.
 fn sync(src: &Path, dst: &Path, job: &Job, opts: &CopyOptions) -> (Outcome, bool) {
-    sync_with(src, &_softcopy::dest::Dest::open(dst, None).unwrap(), job, opts)
+    sync_with(src, &_softcopy::dest::Dest::open(dst, dst, None).unwrap(), job, opts)
 }
 
 /// [`sync`] to a destination given.
@@ -165,7 +165,7 @@ fn an_existing_symlinked_folder_in_the_destination_is_not_written_nor_deleted_th
     assert_eq!(fs::read(archive.path().join("f")).unwrap(), b"the archive's f");
     assert_eq!(fs::read(archive.path().join("g")).unwrap(), b"the archive's g");
     // The verification does not take the archive's file for the copy either.
-    let dest = _softcopy::dest::Dest::open(dst.path(), None).unwrap();
+    let dest = _softcopy::dest::Dest::open(dst.path(), dst.path(), None).unwrap();
     let r =
         _softcopy::verify::verify(src.path(), &dest, "complete", &[], false, None, &AtomicBool::new(false)).unwrap();
     assert_eq!(r.missing, vec![std::path::PathBuf::from("sub/f")]);
@@ -177,7 +177,7 @@ fn the_marker_is_withdrawn_before_the_first_change_and_only_then() {
     let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     fs::write(src.path().join("a"), b"a").unwrap();
     fs::write(dst.path().join("complete"), b"").unwrap();
-    let dest = _softcopy::dest::Dest::open(dst.path(), Some("complete")).unwrap();
+    let dest = _softcopy::dest::Dest::open(dst.path(), dst.path(), Some("complete")).unwrap();
     let opts = CopyOptions::default();
     fs::copy(src.path().join("a"), dst.path().join("a")).unwrap();
     let f = fs::File::options().write(true).open(dst.path().join("a")).unwrap();

@@ -215,11 +215,11 @@ def test_a_same_tick_rewrite_after_a_copy_is_copied_again(tmp_path: Path) -> Non
     src, dst = tmp_path / "acq", tmp_path / "dst"
     src.mkdir()
     meta = src / "zarr.json"
-    meta.write_bytes(b"version 1")
+    meta.write_bytes(b'{"version": 1}')
     with softcopy.Copier([softcopy.Target(src, dst)]) as c:
         wait_for(lambda: (dst / "zarr.json").exists(), 20, "the first copy")
-        rewrite_in_the_same_tick(meta, b"version 2")
-        wait_for(lambda: (dst / "zarr.json").read_bytes() == b"version 2", 20, "the rewrite's copy")
+        rewrite_in_the_same_tick(meta, b'{"version": 2}')
+        wait_for(lambda: (dst / "zarr.json").read_bytes() == b'{"version": 2}', 20, "the rewrite's copy")
         c.finish()
         report = c.wait(30)
     assert report is not None and report.ok
@@ -231,9 +231,9 @@ def test_a_resumed_run_compares_content_where_size_and_times_cannot_tell(tmp_pat
     src, dst = tmp_path / "acq", tmp_path / "dst"
     src.mkdir()
     meta = src / "zarr.json"
-    meta.write_bytes(b"version 1")
+    meta.write_bytes(b'{"version": 1}')
     assert run(src, dst, "--once").returncode == 0
-    rewrite_in_the_same_tick(meta, b"version 2")
+    rewrite_in_the_same_tick(meta, b'{"version": 2}')
     r = run(src, dst, "--once")
     assert r.returncode == 0, r.stderr
-    assert (dst / "zarr.json").read_bytes() == b"version 2"
+    assert (dst / "zarr.json").read_bytes() == b'{"version": 2}'

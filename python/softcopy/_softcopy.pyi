@@ -110,7 +110,9 @@ class Engine:
     def destination(self) -> Path:
         """The resolved destination root (as given until the source exists)."""
     def expect(
-        self, arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]]
+        self,
+        arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]],
+        unreadable: list[tuple[Path, str]] = ...,
     ) -> None:
         """Hands over the expected Zarr file set once `status()["wants_expected"]` is true (the
         engine drained). Verifying, publishing the marker and freeing the source then run in the
@@ -121,6 +123,8 @@ class Engine:
                 final metadata; `grid` is the chunk shape (the shard shape when sharded), `prefix`
                 is "c" for Zarr v3's default key encoding and None for v2-style keys, and `shard`
                 is (inner chunks per shard, index at the end, index has a CRC32C) or None.
+            unreadable: (metadata file relative to the source, why) for each metadata file that
+                could not be read or understood: the run then ends Incomplete, naming them.
         """
     def verdict(self) -> Verdict | None:
         """How the target ended, once it has (None before, and after a fatal error)."""

@@ -57,7 +57,8 @@ class Progress:
     destination_trouble: str | None
     gave_up: bool
     paused: str | None
-    """Why the target is paused (its source root is missing or another folder), while it is."""
+    """Why the target is paused (its source root is missing or another folder, or the destination
+    leads elsewhere), while it is."""
     wants_expected: bool
 
 
@@ -272,10 +273,12 @@ class Copier:
     def _hand_expected(engine: Engine) -> tuple[int, list[str]]:
         """The engine drained and asks for the expected file set: read the final Zarr metadata
         once and hand it over; verifying, publishing and freeing then happen in the engine."""
-        arrays, notes = zarr.discover(engine.source)
-        if not arrays:
+        arrays, unreadable = zarr.discover(engine.source)
+        notes = []
+        if not arrays and not unreadable:
             notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
-        engine.expect([a.as_native() for a in arrays])
+        # Unreadable metadata makes the run unverifiable (the engine's verdict names it).
+        engine.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
         return len(arrays), notes
 
     def _conclude(self, engine: Engine, target: Target, arrays: int, notes: list[str]) -> TargetReport:

@@ -64,6 +64,19 @@ class ArraySpec:
         return (self.path, list(self.shape), list(self.grid), self.prefix, self.separator, shard)
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A metadata file that could not be read or understood: its array cannot be accounted for, so
+    a run cannot be verified while it is there (its stale chunks would pass as extras)."""
+
+    path: str
+    """The metadata file, relative to the source root, '/'-separated."""
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.why}"
+
+
 class MetadataError(ValueError):
     """Metadata that cannot describe an array (reported; the files are still copied and checked)."""
 
@@ -131,15 +144,15 @@ def _shard_layout(codec: dict[str, Any], shard_shape: tuple[int, ...]) -> ShardL
     return ShardLayout(math.prod(s // i for s, i in zip(shard_shape, inner, strict=True)), location == "end", crc)
 
 
-def discover(root: str | os.PathLike[str]) -> tuple[list[ArraySpec], list[str]]:
+def discover(root: str | os.PathLike[str]) -> tuple[list[ArraySpec], list[Unreadable]]:
     """Finds every array under `root` (the root itself may be one).
 
     Returns:
-        The arrays, and one note per metadata file that could not be read or understood.
+        The arrays, and every metadata file that could not be read or understood.
     """
     base = Path(root)
     arrays: list[ArraySpec] = []
-    notes: list[str] = []
+    notes: list[Unreadable] = []
     for dirpath, dirnames, filenames in os.walk(base):
         rel = Path(dirpath).relative_to(base).as_posix()
         rel = "" if rel == "." else rel
@@ -151,7 +164,7 @@ def discover(root: str | os.PathLike[str]) -> tuple[list[ArraySpec], list[str]]:
             try:
                 spec = parse(json.loads(file.read_text(encoding="utf-8")), rel)
             except (OSError, ValueError, AttributeError) as e:
-                notes.append(f"{file}: {e}")
+                notes.append(Unreadable(file.relative_to(base).as_posix(), str(e)))
             if spec is not None:
                 break
         if spec is not None:
