@@ -523,6 +523,8 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     let dest = Arc::new(
         Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?,
     );
+    // Invariant 10: one destination, one softcopy; held until the run ends.
+    let _claim = crate::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
     let mut unverified = Unverified::new(&dest, sh);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;

@@ -12,6 +12,7 @@
 //! is never followed by those calls anyway. Elsewhere each component is looked at first (racy
 //! against a link made in between, but never fooled by one already there).
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -53,6 +54,9 @@ pub struct Dest {
     /// The marker's name, while it may still have to be withdrawn; `None` once it was (or when
     /// this destination never withdraws it: the end steps publishing it).
     marker: Mutex<Option<PathBuf>>,
+    /// Folders below the root already looked at for another run's claim (one look per folder
+    /// per run, not per file).
+    unclaimed: Mutex<HashSet<PathBuf>>,
 }
 
 /// A link met below the destination root: reported with the path the user knows.
@@ -83,6 +87,7 @@ impl Dest {
             #[cfg(target_os = "linux")]
             root_fd: Some(root_fd),
             marker: Mutex::new(marker.map(PathBuf::from)),
+            unclaimed: Mutex::default(),
         })
     }
 
@@ -117,6 +122,7 @@ impl Dest {
             #[cfg(target_os = "linux")]
             root_fd: None,
             marker: Mutex::new(None),
+            unclaimed: Mutex::default(),
         }
     }
 
@@ -137,11 +143,54 @@ impl Dest {
         if !plain {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
+        let folder = self.open_folder(rel_dir, create)?;
+        self.not_claimed(rel_dir, &folder)?;
+        Ok(folder)
+    }
+
+    /// Refuses a folder that is, or lies inside, another run's destination (invariant 10): each
+    /// folder is looked at once per run, outermost first.
+    fn not_claimed(&self, rel_dir: &Path, folder: &Folder) -> io::Result<()> {
+        let known = |p: &Path| self.unclaimed.lock().unwrap_or_else(|e| e.into_inner()).contains(p);
+        if rel_dir.as_os_str().is_empty() || known(rel_dir) {
+            return Ok(());
+        }
+        let mut prefix = PathBuf::new();
+        for part in rel_dir.components() {
+            prefix.push(part);
+            if known(&prefix) {
+                continue;
+            }
+            // The lock is not held while looking: other workers go on meanwhile.
+            let held = if prefix == rel_dir {
+                crate::claim::held_in(folder.path())
+            } else {
+                crate::claim::held_in(self.open_folder(&prefix, false)?.path())
+            };
+            if let Some(who) = held {
+                return Err(io::Error::other(format!(
+                    "{} is another softcopy's destination ({who}): nothing of this copy is written, read or \
+                     deleted there",
+                    self.root.join(&prefix).display()
+                )));
+            }
+            self.unclaimed.lock().unwrap_or_else(|e| e.into_inner()).insert(prefix.clone());
+        }
+        Ok(())
+    }
+
+    fn open_folder(&self, rel_dir: &Path, create: bool) -> io::Result<Folder> {
         #[cfg(target_os = "linux")]
         if let Some(root_fd) = &self.root_fd {
             return linux::folder(root_fd, &self.root, rel_dir, create);
         }
         portable_folder(&self.root, rel_dir, create)
+    }
+
+    /// Removes the file `rel`, reached without a link.
+    pub fn remove_file(&self, rel: &Path) -> io::Result<()> {
+        let (dir, name) = split(rel)?;
+        fs::remove_file(self.folder(dir, false)?.join(name))
     }
 
     /// The metadata of `rel` itself (never followed), reached without a link.

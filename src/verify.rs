@@ -333,7 +333,7 @@ pub fn verify(
                 report.extra.push(rel.to_path_buf());
             } else if prune.is_some_and(|root| root.check(src).is_ok())
                 && dest.changing().is_ok()
-                && fs::remove_file(entry.path()).is_ok()
+                && dest.remove_file(rel).is_ok()
             {
                 report.pruned.push(rel.to_path_buf());
             } else {

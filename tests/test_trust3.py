@@ -3,21 +3,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import softcopy
-from conftest import WRITER, softcopy_cmd, tree, wait_for
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(softcopy_cmd(*args), check=False, capture_output=True, text=True, timeout=120)
-
-
-def archive(root: Path, timepoints: int) -> dict[str, bytes]:
-    subprocess.run([sys.executable, str(WRITER), str(root), "zarr3", str(timepoints), "0"], check=True)
-    return tree(root)
+from conftest import wait_for
+from test_trust2 import archive, run
 
 
 def test_metadata_that_cannot_be_read_at_the_end_makes_the_run_non_zero(tmp_path: Path) -> None:
@@ -65,3 +55,74 @@ def test_a_destination_link_re_pointed_mid_run_pauses_the_target(tmp_path: Path)
     assert not (old / "second").exists(), "nothing more written at the old place once paused"
     assert not (old / "complete").exists() and not (new / "complete").exists(), "no marker anywhere"
     assert any("now leads to" in n for n in t.notes), t.notes
+
+
+def group(root: Path, chunks: dict[str, bytes]) -> None:
+    """A Zarr v3 array at `root` with one dimension of 4 chunks, holding `chunks`."""
+    root.mkdir(parents=True, exist_ok=True)
+    meta = '{"zarr_format": 3, "node_type": "array", "shape": [4], '
+    meta += '"chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}}}'
+    (root / "zarr.json").write_text(meta)
+    for key, data in chunks.items():
+        (root / "c").mkdir(exist_ok=True)
+        (root / "c" / key).write_bytes(data)
+
+
+def test_a_second_process_cannot_copy_into_a_destination_being_copied_to(tmp_path: Path) -> None:
+    # Two processes with one destination: each pruned the other's chunks, and removed the other's
+    # partials as "left by an earlier run".
+    a, b, dst = tmp_path / "a.zarr", tmp_path / "b.zarr", tmp_path / "dst"
+    group(a, {"0": b"a0", "1": b"a1"})
+    group(b, {"0": b"b0"})
+    with softcopy.Copier([softcopy.Target(a, dst)]):
+        wait_for(lambda: (dst / "c" / "1").exists(), 20, "the first process's copy")
+        r = run(b, dst, "--once")
+        assert r.returncode != 0 and "another softcopy" in r.stderr and str(a) in r.stderr, r.stderr
+    assert (dst / "c" / "0").read_bytes() == b"a0" and (dst / "c" / "1").read_bytes() == b"a1"
+
+
+def test_a_destination_inside_another_runs_destination_is_refused_either_way(tmp_path: Path) -> None:
+    # Nested destinations across processes: the outer run's verification took the inner run's
+    # chunks for stale chunks of its own array and pruned them.
+    inner_src, outer_src, dst = tmp_path / "inner.zarr", tmp_path / "outer", tmp_path / "dst"
+    group(inner_src, {"0": b"i0", "1": b"i1", "2": b"i2"})
+    group(outer_src / "inner", {"0": b"o0"})  # an array at the same path, with fewer chunks
+    with softcopy.Copier([softcopy.Target(inner_src, dst / "inner")]):
+        wait_for(lambda: (dst / "inner" / "c" / "2").exists(), 20, "the inner run's copy")
+        r = run(outer_src, dst, "--once")
+        assert r.returncode != 0, r.stderr
+        assert "another softcopy's destination" in r.stderr, r.stderr
+        assert {p.name: p.read_bytes() for p in (dst / "inner" / "c").iterdir()} == {
+            "0": b"i0",
+            "1": b"i1",
+            "2": b"i2",
+        }, "nothing of the inner run's copy written over or pruned"
+    # The other way round: a run inside a destination being copied to does not start.
+    with softcopy.Copier([softcopy.Target(outer_src, tmp_path / "dst2")]):
+        wait_for(lambda: (tmp_path / "dst2" / "inner" / "c" / "0").exists(), 20, "the outer run's copy")
+        r = run(inner_src, tmp_path / "dst2" / "inner", "--once")
+        assert r.returncode != 0 and "is inside" in r.stderr, r.stderr
+    assert (tmp_path / "dst2" / "inner" / "c" / "0").read_bytes() == b"o0"
+
+
+def test_targets_are_compared_by_where_they_lead(tmp_path: Path) -> None:
+    # check_targets compared the paths as written: a link to a destination was another one.
+    real, alias = tmp_path / "dst", tmp_path / "alias"
+    real.mkdir()
+    alias.symlink_to(real)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "targets:\n"
+        f"- {{source: {tmp_path / 'a'}, destination: {real / 'x'}}}\n"
+        f"- {{source: {tmp_path / 'b'}, destination: {alias / 'x' / 'y'}}}\n"
+    )
+    r = run(targets, "--once")
+    assert r.returncode == 2 and "inside destination" in r.stderr, r.stderr
+    try:
+        softcopy.Copier([softcopy.Target(tmp_path / "a", real / "x"), softcopy.Target(tmp_path / "b", alias / "x")])
+    except ValueError as e:
+        assert "same destination" in str(e)
+    else:
+        raise AssertionError("two targets with one destination were accepted")

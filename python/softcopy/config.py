@@ -8,6 +8,7 @@ current directory), so the same file works from a service, a cron job or a shell
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import os
 from collections.abc import Mapping
@@ -211,14 +212,20 @@ def load_targets(path: str | os.PathLike[str], defaults: Mapping[str, Any] | Non
     return targets
 
 
+def _real(path: Path) -> Path:
+    """What a path leads to, compared as the OS does (links resolved; case folded on Windows)."""
+    return Path(os.path.normcase(path.resolve()))
+
+
 def check_targets(targets: list[Target], name: str) -> None:
-    """Targets must not write into each other."""
-    for i, a in enumerate(targets):
-        for b in targets[i + 1 :]:
-            if a.destination == b.destination:
-                raise ConfigError(f"{name}: two targets have the same destination {a.destination}")
-            for x, y in ((a, b), (b, a)):
-                if y.destination.is_relative_to(x.source):
-                    raise ConfigError(f"{name}: destination {y.destination} is inside the source {x.source}")
-                if y.destination.is_relative_to(x.destination):
-                    raise ConfigError(f"{name}: destination {y.destination} is inside destination {x.destination}")
+    """Targets must not write into each other: compared by where their paths lead, not by how
+    they are spelt (a link, `..`, another case on Windows). Other processes are kept out by each
+    run's claim on its destination (the engine's `.softcopy-lock`)."""
+    real = [(t, _real(t.source), _real(t.destination)) for t in targets]
+    for (x, x_src, x_dst), (y, _, y_dst) in itertools.permutations(real, 2):
+        if y_dst == x_dst:
+            raise ConfigError(f"{name}: two targets have the same destination {y.destination}")
+        if y_dst.is_relative_to(x_src):
+            raise ConfigError(f"{name}: destination {y.destination} is inside the source {x.source}")
+        if y_dst.is_relative_to(x_dst):
+            raise ConfigError(f"{name}: destination {y.destination} is inside destination {x.destination}")
