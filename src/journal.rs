@@ -51,26 +51,7 @@ fn dev_ino(m: &fs::Metadata) -> DevIno {
     (id.dev, id.ino)
 }
 
-// Names are written with `\` and newline escaped: one entry per line whatever the name.
-fn escape(rel: &Path) -> String {
-    rel.to_string_lossy().replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn unescape(s: &str) -> PathBuf {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match (c, c == '\\') {
-            (_, true) => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            },
-            (c, false) => out.push(c),
-        }
-    }
-    PathBuf::from(out)
-}
+use crate::names::{escape, unescape};
 
 fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
     let (kind, rest) = line.split_at_checked(2)?;
@@ -268,13 +249,6 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_with_newlines_and_backslashes_survive() {
-        for name in ["a\nb", "a\\nb", "c\\", "plain/0/1"] {
-            assert_eq!(unescape(&escape(Path::new(name))), PathBuf::from(name));
-        }
-    }
 
     #[test]
     fn only_metadata_that_was_freed_and_is_back_marks_a_retake() {

@@ -15,6 +15,7 @@ mod health;
 pub mod journal;
 pub mod manifest;
 pub mod mover;
+pub mod names;
 pub mod rate;
 mod rescan;
 pub mod root;

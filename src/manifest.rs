@@ -56,18 +56,22 @@ pub fn write(path: &Path, entries: &mut [(PathBuf, u64, Hash)]) -> io::Result<()
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let tmp = path.with_extension("tmp");
     let mut out = io::BufWriter::new(File::create(&tmp)?);
-    writeln!(out, "# softcopy manifest v1: blake3-128<TAB>size<TAB>path")?;
+    writeln!(out, "{HEADER_V2}")?;
     for (rel, size, hash) in entries.iter() {
-        let rel: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect();
-        writeln!(out, "{}\t{size}\t{}", hex(hash), rel.join("/"))?;
+        writeln!(out, "{}\t{size}\t{}", hex(hash), crate::names::escape(rel))?;
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(tmp, path)
 }
 
-/// Reads a manifest back: (path, size, hash hex) per line.
+/// The first line of a manifest whose paths are escaped ([`crate::names`]): a name with a newline
+/// or bytes that are not UTF-8 broke a v1 manifest's lines or named another file.
+const HEADER_V2: &str = "# softcopy manifest v2: blake3-128<TAB>size<TAB>path (escaped: \\\\ \\n \\t \\r \\xNN)";
+
+/// Reads a manifest back: (path, size, hash hex) per line. A v1 manifest's paths are as written.
 pub fn read(path: &Path) -> io::Result<Vec<(PathBuf, u64, String)>> {
     let text = std::fs::read_to_string(path)?;
+    let escaped = text.lines().next() == Some(HEADER_V2);
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.starts_with('#') || line.is_empty() {
@@ -80,7 +84,8 @@ pub fn read(path: &Path) -> io::Result<Vec<(PathBuf, u64, String)>> {
         let size = size
             .parse()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("line {}: bad size {size:?}", n + 1)))?;
-        out.push((PathBuf::from(rel), size, hash.to_owned()));
+        let rel = if escaped { crate::names::unescape(rel) } else { PathBuf::from(rel) };
+        out.push((rel, size, hash.to_owned()));
     }
     Ok(out)
 }
@@ -129,5 +134,23 @@ mod tests {
         let back = read(&m).unwrap();
         assert_eq!(back[0], (PathBuf::from("a"), 5, hex(&h)));
         assert_eq!(back[1].0, PathBuf::from("c/0/1"));
+    }
+
+    #[test]
+    fn any_name_reads_back_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m.tsv");
+        #[cfg(unix)]
+        let odd = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"c/bad\xff");
+        #[cfg(not(unix))]
+        let odd = std::ffi::OsStr::new("c/odd");
+        let names = [PathBuf::from("new\nline"), PathBuf::from("back\\slash\ttab"), PathBuf::from(odd)];
+        let mut entries: Vec<_> = names.iter().map(|n| (n.clone(), 1, [0u8; 16])).collect();
+        write(&m, &mut entries).unwrap();
+        let mut back: Vec<_> = read(&m).unwrap().into_iter().map(|e| e.0).collect();
+        let mut want = names.to_vec();
+        back.sort();
+        want.sort();
+        assert_eq!(back, want);
     }
 }

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import softcopy
@@ -126,3 +127,37 @@ def test_targets_are_compared_by_where_they_lead(tmp_path: Path) -> None:
         assert "same destination" in str(e)
     else:
         raise AssertionError("two targets with one destination were accepted")
+
+
+def test_names_with_newlines_and_bytes_that_are_not_utf8_survive_the_manifest_and_the_journal(
+    tmp_path: Path,
+) -> None:
+    # The manifest wrote names as they were (a newline split the entry) or lossily (another name):
+    # `verify --manifest` failed on a whole copy. The journal wrote them lossily too: a freed file's
+    # entry spoke for another name, and the next run took its only copy for a stale one.
+    src, dst = tmp_path / "acq", tmp_path / "cluster" / "acq"
+    names = [b"new\nline", b"not-utf8-\xff\xfe", b"back\\slash\ttab"]
+    (src / "c").mkdir(parents=True)
+    for i, raw in enumerate(names):
+        (src / "c").joinpath(os.fsdecode(raw)).write_bytes(bytes([i]) * 10)
+    (src / "kept").write_bytes(b"stays")
+    r = run(src, dst, "--once", "--checksum", "--delete-source")
+    assert r.returncode == 0, r.stderr
+    manifest = dst.with_name("acq.softcopy-manifest.tsv")
+    v = run("verify", "--manifest", manifest, dst)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert sorted(os.fsencode(p.name) for p in (dst / "c").iterdir()) == sorted(names)
+    # Freed at the source; a second run must account for every copy through the journal.
+    assert not (src / "c").exists(), "every file freed, and the folder they left"
+    again = run(src, dst, "--once")
+    assert again.returncode == 0, again.stderr
+    assert sorted(os.fsencode(p.name) for p in (dst / "c").iterdir()) == sorted(names), "no copy pruned"
+
+
+def test_a_manifest_that_cannot_be_read_is_a_one_line_error(tmp_path: Path) -> None:
+    manifest, dst = tmp_path / "m.tsv", tmp_path / "dst"
+    dst.mkdir()
+    manifest.write_text("# softcopy manifest v2\nnot a line of a manifest\n")
+    r = run("verify", "--manifest", manifest, dst)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "line 2" in r.stderr, r.stderr

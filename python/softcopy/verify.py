@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from softcopy import zarr
-from softcopy._softcopy import verify_manifest, verify_trees
+from softcopy._softcopy import SoftcopyError, verify_manifest, verify_trees
 
 
 def differences(v: dict[str, Any]) -> list[str]:
@@ -45,7 +45,10 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
         if len(paths) != 1:
             raise click.UsageError("with --manifest, give only DST")
         _check_dir(paths[0])
-        v = verify_manifest(manifest, paths[0])
+        try:
+            v = verify_manifest(manifest, paths[0])
+        except SoftcopyError as e:  # a manifest that cannot be read: one line, exit 1
+            raise click.ClickException(str(e)) from None
         v.setdefault("stale_chunks", [])
         v.setdefault("bad_shards", [])
         v.setdefault("partials", [])
@@ -58,7 +61,10 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
     _check_dir(source)
     _check_dir(destination)
     arrays, notes = zarr.discover(source)
-    v = verify_trees(source, destination, [a.as_native() for a in arrays], content=checksum, marker=marker)
+    try:
+        v = verify_trees(source, destination, [a.as_native() for a in arrays], content=checksum, marker=marker)
+    except SoftcopyError as e:
+        raise click.ClickException(str(e)) from None
     if (source / marker).is_file() != (destination / marker).is_file():
         v["missing" if (source / marker).is_file() else "extra"].append(Path(marker))
     # An array whose metadata cannot be read cannot be accounted for: a difference, not a note.
