@@ -525,6 +525,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     );
     // Invariant 10: one destination, one softcopy; held until the run ends.
     let _claim = crate::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
+    dest.detect_case_folding(crate::claim::LOCK);
     let mut unverified = Unverified::new(&dest, sh);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;

@@ -121,7 +121,15 @@ impl Out {
     /// atomically. An unnamed copy of a name believed new is linked straight to it; linking never
     /// replaces, so if the name exists after all (or is known to), the copy is linked to a partial
     /// name and renamed over it like any partial.
-    fn publish(&self, folder: &Folder, name: &Path, shown: &Path, may_exist: bool) -> crate::Result<()> {
+    fn publish(
+        &self,
+        dest: &Dest,
+        folder: &Folder,
+        name: &Path,
+        src_dir: &Path,
+        shown: &Path,
+        may_exist: bool,
+    ) -> crate::Result<()> {
         let dst = folder.join(name);
         let tmp = match self {
             Out::Unnamed(file) => {
@@ -138,6 +146,23 @@ impl Out {
             }
             Out::Named(_, tmp) => tmp.clone(),
         };
+        if !may_exist && dest.folds_case_of(name) {
+            // Two names that fold to one, copied at once, must not both look at an empty folder
+            // and then replace each other: a link never replaces, so one of them finds the other.
+            match fs::hard_link(&tmp, &dst) {
+                Ok(()) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if let Err(e) = dest.refuse_case_collision(folder, name, src_dir) {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(crate::Error::io("rename into", shown, e));
+                    }
+                }
+                Err(_) => {} // no hard links there: renamed as any partial
+            }
+        }
         fs::rename(&tmp, &dst).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             crate::Error::io("rename into", shown, e)
@@ -280,6 +305,8 @@ fn sync_inner(
     if prev == Prev::Unknown && !opts.fresh_destination {
         // First sight of this file in this run: a previous run may have copied this very version.
         if let Ok(f) = dest.folder(rel_dir, false) {
+            dest.refuse_case_collision(&f, name, src.parent().unwrap_or(src))
+                .map_err(|e| Error::io("look at", dst, e))?;
             if let Ok((is_file, copy)) = fs::symlink_metadata(f.join(name)).map(|m| (m.is_file(), identity(&m))) {
                 if is_file && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
                     // Size and mtime prove it only if the copy was made after the source last
@@ -330,6 +357,7 @@ fn sync_inner(
         Some(f) => f,
         None => dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?,
     };
+    dest.refuse_case_collision(&folder, name, src.parent().unwrap_or(src)).map_err(|e| Error::io("copy to", dst, e))?;
     let out = Out::create(&folder, name, dst, mode, opts)?;
     let result = (|| {
         let file_out = out.file();
@@ -370,7 +398,7 @@ fn sync_inner(
             }
         }
         dest.changing().map_err(|e| Error::io("publish", dst, e))?;
-        out.publish(&folder, name, dst, may_exist)?;
+        out.publish(dest, &folder, name, src.parent().unwrap_or(src), dst, may_exist)?;
         Ok(Some((bytes, hash)))
     })();
     match result {

@@ -54,6 +54,9 @@ pub struct Dest {
     /// The marker's name, while it may still have to be withdrawn; `None` once it was (or when
     /// this destination never withdraws it: the end steps publishing it).
     marker: Mutex<Option<PathBuf>>,
+    /// The destination does not tell `A` from `a` (NTFS, SMB, macOS volumes by default): two
+    /// source names that differ only in case would be one file there.
+    folds_case: std::sync::atomic::AtomicBool,
     /// Folders below the root already looked at for another run's claim (one look per folder
     /// per run, not per file).
     unclaimed: Mutex<HashSet<PathBuf>>,
@@ -88,6 +91,7 @@ impl Dest {
             root_fd: Some(root_fd),
             marker: Mutex::new(marker.map(PathBuf::from)),
             unclaimed: Mutex::default(),
+            folds_case: Default::default(),
         })
     }
 
@@ -123,6 +127,7 @@ impl Dest {
             root_fd: None,
             marker: Mutex::new(None),
             unclaimed: Mutex::default(),
+            folds_case: Default::default(),
         }
     }
 
@@ -185,6 +190,56 @@ impl Dest {
             return linux::folder(root_fd, &self.root, rel_dir, create);
         }
         portable_folder(&self.root, rel_dir, create)
+    }
+
+    /// Learns whether the destination folds case, from `name`, a file at its root (the run's
+    /// claim): found again under its name in upper case, as the same file.
+    pub fn detect_case_folding(&self, name: &str) {
+        let upper = name.to_uppercase();
+        let folds = upper != name
+            && match (fs::symlink_metadata(self.root.join(name)), fs::symlink_metadata(self.root.join(&upper))) {
+                #[cfg(unix)]
+                (Ok(a), Ok(b)) => identity(&a) == identity(&b),
+                #[cfg(not(unix))]
+                (Ok(_), Ok(_)) => true,
+                _ => false,
+            };
+        self.folds_case.store(folds, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `name` could meet another name under case folding here: the destination folds case
+    /// and the name has letters (chunk keys are digits: never).
+    pub fn folds_case_of(&self, name: &Path) -> bool {
+        let text = name.to_string_lossy();
+        self.folds_case.load(std::sync::atomic::Ordering::Relaxed) && text.to_lowercase() != text.to_uppercase()
+    }
+
+    /// Refuses `name` in `folder` where the destination folds case and holds it under another
+    /// case already (another source file's copy, `A` for `a`): writing would replace that copy,
+    /// and verifying would pass both names against one file, while the source (`src_dir`) has
+    /// both. Only names with letters are looked at (chunk keys are digits), by listing the folder.
+    pub fn refuse_case_collision(&self, folder: &Folder, name: &Path, src_dir: &Path) -> io::Result<()> {
+        if !self.folds_case_of(name) {
+            return Ok(());
+        }
+        let folded = name.to_string_lossy().to_lowercase();
+        for entry in fs::read_dir(folder.path())? {
+            let other = entry?.file_name();
+            // An entry whose name the source no longer has is this file's own older copy (the
+            // name's case changed): replaced as any older copy.
+            if other != name.as_os_str()
+                && other.to_string_lossy().to_lowercase() == folded
+                && fs::symlink_metadata(src_dir.join(&other)).is_ok()
+            {
+                return Err(io::Error::other(format!(
+                    "{} collides with {} at a destination that does not tell upper from lower case: not copied \
+                     over it",
+                    name.display(),
+                    other.to_string_lossy()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Removes the file `rel`, reached without a link.

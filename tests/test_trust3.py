@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import softcopy
@@ -161,3 +165,49 @@ def test_a_manifest_that_cannot_be_read_is_a_one_line_error(tmp_path: Path) -> N
     r = run("verify", "--manifest", manifest, dst)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "line 2" in r.stderr, r.stderr
+
+
+@contextmanager
+def casefold_mount(tmp_path: Path) -> Iterator[Path]:
+    """A case-insensitive, case-preserving destination (tests/casefold_fs.py over FUSE), unmounted
+    whatever happens."""
+    backing, mnt = tmp_path / "backing", tmp_path / "share"
+    backing.mkdir()
+    mnt.mkdir()
+    fs = subprocess.Popen([sys.executable, str(Path(__file__).with_name("casefold_fs.py")), str(backing), str(mnt)])
+    try:
+        wait_for(lambda: os.path.ismount(mnt), 20, "the case-insensitive mount")
+        yield mnt
+    finally:
+        subprocess.run(["fusermount", "-u", str(mnt)], check=False)
+        fs.wait(20)
+
+
+def test_names_that_differ_only_in_case_are_refused_at_a_case_insensitive_destination(tmp_path: Path) -> None:
+    # `Meta` and `meta` collapsed into one file: the second copy replaced the first, and
+    # verification passed both names against it (same size), exit 0.
+    src = tmp_path / "acq"
+    (src / "c").mkdir(parents=True)
+    (src / "Meta").write_bytes(b"upper")
+    (src / "meta").write_bytes(b"lower")
+    (src / "c" / "0").write_bytes(b"chunk")
+    with casefold_mount(tmp_path) as share:
+        (share / "probe").touch()
+        assert (share / "PROBE").exists(), "the mount folds case"
+        (share / "probe").unlink()
+        dst = share / "acq"
+        r = run(src, dst, "--once")
+        assert r.returncode == 1, r.stderr
+        assert "does not tell upper from lower case" in r.stderr, r.stderr
+        [stored] = [p for p in dst.iterdir() if p.name.lower() == "meta"]
+        assert stored.read_bytes() == (src / stored.name).read_bytes(), "the first copy was not replaced"
+        assert (dst / "c" / "0").read_bytes() == b"chunk"
+        assert not (dst / "complete").exists()
+        # Without a collision the same destination copies and verifies as any other.
+        (src / "meta").unlink()
+        (src / "Meta").write_bytes(b"final")
+        r = run(src, dst, "--once")
+        assert r.returncode == 0, r.stderr
+        assert {p.name: p.read_bytes() for p in dst.iterdir() if p.is_file() and p.name != "complete"} == {
+            "Meta": b"final"
+        } or r.stderr
