@@ -8,7 +8,7 @@ on a real filesystem, with the trust invariants checked after every step:
 
 Writer actions: tensorstore-style rename-publish, in-place write, a same-size rewrite within one
 timestamp tick (mtime set back with `utime`), delete, new folders, the root replaced by its writer
-(`overwrite=True`, a re-take with fewer files). Faults: the root moved away and back, the root
+(`overwrite=True`, a re-take with fewer files). Faults: a symlinked folder in the destination, the root moved away and back, the root
 renamed away for good and a new folder made under its name (issue 12), lost events (a queue of one
 event: every burst overflows and rescans), a stop and restart, a destination copy damaged with size
 and mtime kept. `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 120).
@@ -71,6 +71,8 @@ class Acquisition(RuleBasedStateMachine):
         self.unconfirmed = False  # the engine may not follow the folder under the name yet
         self.seen: dict[str, bytes] = {}
         self.damaged: set[str] = set()
+        self.elsewhere = self.tmp / "elsewhere"  # an admin's folder the destination links to
+        self.linked = False
         self.copier = self._start()
 
     def _start(self) -> softcopy.Copier:
@@ -178,6 +180,18 @@ class Acquisition(RuleBasedStateMachine):
         # A new engine adopts the folder there when it starts, or the first one to appear.
         self.unconfirmed = self.root_away
 
+    @precondition(lambda self: not self.linked and not any(k.startswith("new/") for k in self.current))
+    @rule()
+    def link_in_the_destination(self) -> None:
+        # `dst/new -> elsewhere` (issue 12, item 2): whatever the source later holds under `new/`
+        # is never written, read or deleted through the link.
+        if os.path.lexists(self.dst / "new") or not self.dst.is_dir():
+            return
+        (self.elsewhere / "d").mkdir(parents=True)
+        (self.elsewhere / "d" / "0").write_bytes(b"not the acquisition's")
+        (self.dst / "new").symlink_to(self.elsewhere)
+        self.linked = True
+
     @precondition(lambda self: not self.root_away)
     @rule(pick=st.integers(0, 1 << 16))
     def damage_a_copy(self, pick: int) -> None:
@@ -205,6 +219,8 @@ class Acquisition(RuleBasedStateMachine):
         for key in self.seen.keys() - now.keys():
             assert key in self.deleted, f"{key} vanished from the destination without a deletion at the source"
         self.seen = now
+        if self.linked:
+            assert tree(self.elsewhere) == {"d/0": b"not the acquisition's"}, "written or deleted through a link"
 
     def teardown(self) -> None:
         try:
@@ -215,7 +231,9 @@ class Acquisition(RuleBasedStateMachine):
             assert report is not None, f"the copy ends: {self.copier.status()}"
             t = report.targets[0]
             assert not (self.foreign and t.verified), "verified against a folder that is not the acquisition"
-            at_dst, at_src = tree(self.dst, skip_marker=True), tree(self.src, skip_marker=True)
+            at_dst, at_src = snapshot(self.dst), tree(self.src, skip_marker=True)  # snapshot: links not followed
+            through_link = self.linked and any(k.startswith("new/") for k in at_src)
+            assert not (through_link and t.verified), "verified although a file could only go through a link"
             for key, last in self.current.items():
                 if key not in at_src:  # freed by softcopy
                     assert self.delete_source, f"{key} deleted at the source without --delete-source"
