@@ -189,7 +189,15 @@ impl Tracker {
                 (key, e.insert(FileState::new()))
             }
         };
-        st.failures = 0;
+        // A scan's find is no evidence that anything changed: it neither forgives past failures
+        // nor revives a file given up, or a source rescanned every few seconds (lost events, no
+        // watch) would retry a failing file for ever and hold up the end (issue 12). A file given
+        // up stays so until an event; verification then names it and the run ends Incomplete.
+        if change != Change::Found {
+            st.failures = 0;
+        } else if st.failures >= MAX_FAILURES {
+            return;
+        }
         // Evidence of a new version of a file already copied (or being copied): its next copy is
         // made whatever its metadata says. A scan's find is not evidence; a removal is no version.
         if (st.copied.is_some() || st.in_flight) && !matches!(change, Change::Found | Change::Removed) {
@@ -420,7 +428,9 @@ impl Tracker {
                 }
             }
         }
-        let gone = st.copied.is_none() && st.want == Want::None && !st.writing && retry.is_none();
+        // A file given up is kept (with its count) so a rescan's find cannot revive it.
+        let given_up = st.failures >= MAX_FAILURES;
+        let gone = st.copied.is_none() && st.want == Want::None && !st.writing && retry.is_none() && !given_up;
         if gone {
             // Forget deleted files so memory follows the live file set, not its history.
             self.files.remove(rel.as_os_str());

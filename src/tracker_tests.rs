@@ -360,6 +360,28 @@ fn failures_back_off_then_give_up() {
 }
 
 #[test]
+fn rescans_neither_forgive_failures_nor_revive_a_file_given_up() {
+    // Issue 12: with events lost the source is rescanned every 2 s; had each find reset the
+    // failure count, a file refused by the destination would be retried for ever and the run
+    // would never end.
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let mut now = 0;
+    let mut attempts = 0;
+    while let Some(job) = t.next_job(c.at(now)) {
+        attempts += 1;
+        t.finish(&job.rel, Outcome::Failed("refused".into()), c.at(now));
+        now += 2_000;
+        t.event(&p("k"), Change::Found, c.at(now));
+    }
+    assert_eq!(attempts, MAX_FAILURES as usize);
+    assert!(t.is_idle());
+    t.event(&p("k"), Change::Found, c.at(now + 2_000));
+    assert!(t.is_idle() && t.next_job(c.at(now + 2_000)).is_none(), "a find does not revive it");
+    assert_eq!(t.counts().failed, 1);
+}
+
+#[test]
 fn every_ordering_of_a_tensorstore_write_and_delete_ends_consistent() {
     // All permutations of (rename-in, delete, scan) for one key: whatever the order, after the
     // last event the tracker wants exactly one more job for the key, so the worker (which reads
