@@ -294,7 +294,7 @@ fn sync_inner(
     if !meta.is_file() {
         return Ok(Outcome::Skipped);
     }
-    let ident = identity(&meta);
+    let ident = sys::file_identity(&file, &meta);
     if prev == Prev::Copied(ident) {
         return Ok(Outcome::Unchanged(ident));
     }
@@ -384,8 +384,8 @@ fn sync_inner(
         sys::drop_cache(&file);
         // Re-check the source after the copy (invariant 2): if the name now points at another
         // version, or this one changed in place, what we hold is stale and must not be published.
-        let after = fs::symlink_metadata(src).map(|m| identity(&m)).ok();
-        let fd_after = file.metadata().map(|m| identity(&m)).ok();
+        let after = sys::path_identity(src).ok();
+        let fd_after = file.metadata().map(|m| sys::file_identity(&file, &m)).ok();
         if after != Some(ident) || fd_after != Some(ident) || bytes != ident.size {
             return Ok(None);
         }

@@ -229,8 +229,8 @@ fn expected(sh: &Shared) -> Option<Expected> {
 
 /// The marker's version at the source, as the mover needs it (it is compared by content).
 fn marker_version(d: &Drained<'_>) -> Option<Copied> {
-    let m = std::fs::symlink_metadata(d.src.join(&d.cfg.marker)).ok()?;
-    Some(Copied { rel: PathBuf::from(&d.cfg.marker), ident: crate::vocab::identity(&m), hash: None })
+    let ident = crate::sys::path_identity(&d.src.join(&d.cfg.marker)).ok()?;
+    Some(Copied { rel: PathBuf::from(&d.cfg.marker), ident, hash: None })
 }
 
 /// Flushes every copy to stable storage, then copies the marker last and flushes it too, so a

@@ -46,9 +46,11 @@ pub struct Journal {
     folders: RefCell<HashMap<PathBuf, (Option<DevIno>, bool)>>,
 }
 
-fn dev_ino(m: &fs::Metadata) -> DevIno {
-    let id = crate::vocab::identity(m);
-    (id.dev, id.ino)
+/// A folder's device and inode (volume serial and file index on Windows): a folder of the same
+/// name made later is another folder.
+fn dev_ino(path: &Path) -> io::Result<DevIno> {
+    let id = crate::sys::path_identity(path)?;
+    Ok((id.dev, id.ino))
 }
 
 use crate::names::{escape, unescape};
@@ -154,7 +156,7 @@ impl Journal {
         let mut known = self.folders.borrow_mut();
         *known.entry(rel.to_path_buf()).or_insert_with(|| {
             let path = src_root.join(rel);
-            let id = fs::symlink_metadata(&path).ok().map(|m| dev_ino(&m));
+            let id = dev_ino(&path).ok();
             let back = [".zarray", "zarr.json"].iter().any(|name| {
                 let meta = rel.join(name);
                 matches!(self.freed.get(&meta), Some(Some(_))) && !self.kept.contains(&meta) && path.join(name).exists()
@@ -219,7 +221,7 @@ impl Writer {
         if file.metadata()?.len() == 0 {
             writeln!(file, "{HEADER}")?;
         }
-        let root = dev_ino(&fs::symlink_metadata(src_root)?);
+        let root = dev_ino(src_root)?;
         Ok(Writer { file, root })
     }
 
@@ -255,7 +257,7 @@ mod tests {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         fs::write(dst.path().join("c0"), "chunk").unwrap();
         let copy = fs::metadata(dst.path().join("c0")).unwrap();
-        let (root, ns) = (dev_ino(&fs::symlink_metadata(src.path()).unwrap()), identity_ns(&copy));
+        let (root, ns) = (dev_ino(src.path()).unwrap(), identity_ns(&copy));
         let entry = |rel: &str| format!("M {} {} 0 5 {ns} {rel}\n", root.0, root.1);
         // Freed in part: the metadata stayed (and was touched since): the entry still speaks.
         fs::write(src.path().join("zarr.json"), "{}").unwrap();

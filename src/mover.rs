@@ -69,8 +69,8 @@ fn proven(src_root: &Path, dst_root: &Path, c: &Copied) -> Result<(), Unproven> 
 
 /// The source file is still the version that was copied.
 fn unchanged(src: &Path, c: &Copied) -> Result<(), String> {
-    let now = fs::symlink_metadata(src).map_err(|e| format!("source: {e}"))?;
-    if crate::vocab::identity(&now) != c.ident {
+    let now = crate::sys::path_identity(src).map_err(|e| format!("source: {e}"))?;
+    if now != c.ident {
         return Err("changed at the source since it was copied".into());
     }
     Ok(())
@@ -227,7 +227,7 @@ mod tests {
     fn copied(src: &Path, dst: &Path, rel: &str, bytes: &[u8]) -> Copied {
         fs::write(src.join(rel), bytes).unwrap();
         fs::copy(src.join(rel), dst.join(rel)).unwrap();
-        let ident = crate::vocab::identity(&fs::symlink_metadata(src.join(rel)).unwrap());
+        let ident = crate::sys::path_identity(&src.join(rel)).unwrap();
         Copied { rel: PathBuf::from(rel), ident, hash: None }
     }
 

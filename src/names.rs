@@ -96,6 +96,7 @@ mod tests {
 
     #[test]
     fn every_name_survives_a_line_of_its_own() {
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut names: Vec<PathBuf> = ["a\nb", "a\\nb", "c\\", "tab\there", "cr\r", "\\x41", "plain/0/1", "é/ü"]
             .iter()
             .map(PathBuf::from)

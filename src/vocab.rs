@@ -41,8 +41,9 @@ pub fn identity(meta: &fs::Metadata) -> Identity {
         use std::os::unix::fs::MetadataExt;
         meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec())
     };
-    // Windows has no stable file index nor change time in std's metadata: there, events decide
-    // (every rename and write after a copy supersedes it), and size + mtime catch the rest.
+    // Windows has no file index nor change time in std's metadata: versions are compared with
+    // `sys::file_identity` / `sys::path_identity`, which take them from a handle. What is left
+    // here (index 0) never equals those, so it can only make a check say "cannot tell".
     #[cfg(not(unix))]
     let (dev, ino, ctime_ns) = (0, 0, 0);
     Identity { dev, ino, size: meta.len(), mtime_ns, ctime_ns }

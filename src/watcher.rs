@@ -253,9 +253,10 @@ fn walk(
             continue;
         }
         let ident = if with_identity {
-            match entry.metadata() {
-                Ok(m) => Some(crate::vocab::identity(&m)),
-                Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
+            // The same terms the copier records (on Windows from a handle: one open per file).
+            match crate::sys::path_identity(entry.path()) {
+                Ok(id) => Some(id),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     incomplete.get_or_insert_with(|| e.to_string());
                     continue;

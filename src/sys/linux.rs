@@ -1,0 +1,258 @@
+//! Linux's half of [`super`]: copy_file_range, sendfile, O_TMPFILE, ioprio, leases.
+
+use super::{CopyMethod, Learned, Pace};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Bytes asked for per call: large enough to amortise the syscall, small enough that a stop
+/// request is noticed between calls on a slow network destination.
+const STEP: usize = 16 << 20;
+
+/// errnos meaning "this method does not work here, use the next one" (copy_file_range(2): EXDEV
+/// across filesystems on older kernels, EINVAL/EOPNOTSUPP on filesystems without support such as
+/// some FUSE mounts, ENOSYS before 4.5, EPERM in some sandboxes). Anything else is a real error.
+fn unsupported(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EXDEV | libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP))
+}
+
+pub fn copy_contents(
+    src: &File,
+    dst: &File,
+    size: u64,
+    method: CopyMethod,
+    learned: &Learned,
+    pace: &Pace<'_>,
+) -> io::Result<u64> {
+    let step = pace.step(STEP) as u64;
+    let use_cfr = method == CopyMethod::Auto && !learned.no_copy_file_range.load(Ordering::Relaxed);
+    let mut cfr = |s, d, left: u64| {
+        let n = left.min(step) as usize;
+        // SAFETY: valid fds; null offsets mean "use and advance the file offsets".
+        unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), n, 0) }
+    };
+    let mut sendfile = |s, d, left: u64| {
+        let n = left.min(step) as usize;
+        // SAFETY: valid fds; a null offset means "use and advance src's file offset".
+        unsafe { libc::sendfile(d, s, std::ptr::null_mut(), n) }
+    };
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    if use_cfr {
+        steps.push((Kernel::CopyFileRange, &mut cfr));
+    }
+    if method != CopyMethod::ReadWrite {
+        steps.push((Kernel::SendFile, &mut sendfile));
+    }
+    chain(src, dst, size, &mut steps, learned, pace)
+}
+
+/// One kernel copy call: which one, and the call itself (source fd, destination fd, bytes left).
+pub(super) type Step<'a> = (Kernel, &'a mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize);
+
+/// The in-kernel copy calls, in the order they are tried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kernel {
+    CopyFileRange,
+    SendFile,
+}
+
+/// Tries each kernel copy call in turn, then the user-space copy. A call that says it cannot
+/// copy here (an errno of [`unsupported`]) *or* that ends before `size` bytes moved hands over
+/// to the next: copy_file_range and sendfile return 0 early on some filesystems (FUSE, procfs
+/// style files), which is not end of file; only the user-space read's 0 is. Offsets advanced
+/// with every byte moved, so each step resumes where the last stopped.
+pub(super) fn chain(
+    src: &File,
+    dst: &File,
+    size: u64,
+    steps: &mut [Step<'_>],
+    learned: &Learned,
+    pace: &Pace<'_>,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    for (kind, f) in steps.iter_mut() {
+        match loop_syscall(src, dst, size, &mut total, pace, f) {
+            Ok(()) if total >= size => return Ok(total),
+            Ok(()) => {}
+            Err(e) if unsupported(&e) => {
+                if *kind == Kernel::CopyFileRange && total == 0 {
+                    learned.no_copy_file_range.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total + super::read_write(src, dst, pace)?)
+}
+
+/// Calls `f` with the bytes still wanted until `size` bytes moved or it returns 0 (EOF),
+/// adding what it moved to `total`. Returns the first error untouched so the caller can decide
+/// between falling back and failing; since file offsets advanced with every byte moved, the
+/// next method resumes exactly where this stopped.
+fn loop_syscall(
+    src: &File,
+    dst: &File,
+    size: u64,
+    total: &mut u64,
+    pace: &Pace<'_>,
+    f: &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize,
+) -> io::Result<()> {
+    while *total < size {
+        pace.check()?;
+        let n = f(src.as_raw_fd(), dst.as_raw_fd(), size - *total);
+        match n {
+            0 => return Ok(()),
+            n if n > 0 => {
+                *total += n as u64;
+                pace.moved(n as u64)?;
+            }
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+pub fn open_no_symlinks(path: &Path) -> Option<io::Result<File>> {
+    static MISSING: AtomicBool = AtomicBool::new(false);
+    if MISSING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let c = match c_path(path) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a NUL-terminated path and an open_how of the size we pass, both alive for the call.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c.as_ptr(), &how, std::mem::size_of::<libc::open_how>())
+    };
+    if fd >= 0 {
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        return Some(Ok(unsafe { File::from_raw_fd(fd as libc::c_int) }));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENOSYS) => {
+            MISSING.store(true, Ordering::Relaxed);
+            None
+        }
+        // A seccomp filter may refuse the call itself; the portable way will say what is wrong.
+        Some(libc::EPERM) => None,
+        _ => Some(Err(err)),
+    }
+}
+
+pub fn create_unnamed(dir: &Path, mode: u32) -> io::Result<Option<File>> {
+    let c = c_path(dir)?;
+    // SAFETY: a NUL-terminated path; O_TMPFILE takes a mode like O_CREAT.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC, mode) };
+    if fd >= 0 {
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        return Ok(Some(unsafe { File::from_raw_fd(fd) }));
+    }
+    let err = io::Error::last_os_error();
+    // open(2): EOPNOTSUPP where the filesystem has no O_TMPFILE; EISDIR from kernels before
+    // 3.11, which see only O_DIRECTORY; EINVAL from some FUSE and network filesystems.
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS) => Ok(None),
+        _ => Err(err),
+    }
+}
+
+pub fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
+    // linkat(2) with AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc/self/fd link followed
+    // with AT_SYMLINK_FOLLOW is the documented way for everyone else (open(2), O_TMPFILE).
+    let proc = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("no NUL in a number");
+    let to = c_path(path)?;
+    // SAFETY: two NUL-terminated paths alive for the call.
+    let rc =
+        unsafe { libc::linkat(libc::AT_FDCWD, proc.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub fn lower_thread_priority() -> Result<(), String> {
+    // ioprio_set(2): IOPRIO_WHO_PROCESS with who=0 means the calling *thread*, which is why every
+    // worker calls this itself. Class IDLE (3) gets disk time only when nobody else wants it;
+    // honoured by BFQ (and partly mq-deadline), ignored by `none`, hence --max-rate elsewhere.
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    let mut problems = Vec::new();
+    // SAFETY: plain syscalls with integer arguments.
+    let rc =
+        unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT) };
+    if rc != 0 {
+        problems.push(format!("ioprio_set(IDLE): {}", io::Error::last_os_error()));
+    }
+    // setpriority(PRIO_PROCESS, tid) sets the nice value of one thread on Linux (see the NOTES
+    // of setpriority(2)), so the Python thread and the watcher keep their priority.
+    // SAFETY: as above.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19)
+    };
+    if rc != 0 {
+        problems.push(format!("setpriority(19): {}", io::Error::last_os_error()));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, Write};
+
+    #[test]
+    fn a_kernel_copy_that_ends_early_falls_back_instead_of_cutting_the_file() {
+        // Issue 11, item 6: copy_file_range or sendfile returning 0 before the size fstat gave
+        // is not end of file; the next step (in the end the user-space copy) carries on.
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut src =
+            File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("s")).unwrap();
+        src.write_all(&data).unwrap();
+        src.rewind().unwrap();
+        let dst = File::create(dir.path().join("d")).unwrap();
+        let mut calls = 0;
+        // The first call moves a little (as a real early stop would), the second says 0.
+        let mut early = |s: libc::c_int, d: libc::c_int, _left: u64| {
+            calls += 1;
+            if calls > 1 {
+                return 0;
+            }
+            // SAFETY: valid fds; null offsets advance the file offsets.
+            unsafe { libc::copy_file_range(s, std::ptr::null_mut(), d, std::ptr::null_mut(), 1000, 0) }
+        };
+        let mut zero = |_: libc::c_int, _: libc::c_int, _: u64| 0isize;
+        let mut steps: Vec<Step<'_>> = vec![(Kernel::CopyFileRange, &mut early), (Kernel::SendFile, &mut zero)];
+        let stop = AtomicBool::new(false);
+        let learned = Learned::default();
+        let n = chain(&src, &dst, data.len() as u64, &mut steps, &learned, &Pace::new(&stop)).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(std::fs::read(dir.path().join("d")).unwrap(), data);
+        assert!(!learned.no_copy_file_range.load(Ordering::Relaxed), "an early end is not 'unsupported'");
+    }
+}

@@ -1,0 +1,355 @@
+//! Operating-system calls that the standard library does not offer, each behind `cfg`, each with a
+//! portable fallback so the crate builds (and copies correctly, if less gently) on every platform.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::rate::RateLimit;
+use crate::vocab::{identity, Identity};
+
+/// How file contents are moved. `Auto` walks the chain copy_file_range → sendfile → read/write,
+/// dropping to the next method when the kernel or filesystem says the current one is unsupported.
+/// The other variants force one step of the chain, so tests can prove every fallback copies correctly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CopyMethod {
+    #[default]
+    Auto,
+    SendFile,
+    ReadWrite,
+}
+
+/// What the kernel told one target's workers about its filesystems, so every later file goes
+/// straight to what works instead of failing the same way first (two syscalls per file saved).
+#[derive(Debug, Default)]
+pub struct Learned {
+    /// copy_file_range said it cannot copy between these two filesystems (EXDEV between different
+    /// filesystems since Linux 5.19) or at all.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    no_copy_file_range: AtomicBool,
+    /// The destination filesystem has no unnamed files (O_TMPFILE).
+    no_unnamed: AtomicBool,
+    /// The source cannot be asked whether a writer has a file open (no lease here).
+    pub no_busy_check: AtomicBool,
+}
+
+/// Copies `size` bytes (the size `fstat` gave) from the current offset of `src` to that of `dst`;
+/// fewer if the file ends sooner. Stopping at the known size instead of calling until EOF saves a
+/// syscall per file; a file that grew or shrank meanwhile is caught by the caller, which compares
+/// the source's identity (size, mtime) after the copy and discards a copy that does not match.
+/// `pace` is obeyed between steps: a stop request never waits for a whole large file, and rate
+/// limits are held while the file is copied, not only between files.
+pub fn copy_contents(
+    src: &File,
+    dst: &File,
+    size: u64,
+    method: CopyMethod,
+    learned: &Learned,
+    pace: &Pace<'_>,
+) -> io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::copy_contents(src, dst, size, method, learned, pace)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (size, method, learned);
+        read_write(src, dst, pace)
+    }
+}
+
+/// The identity of the open `file` whose metadata is `meta` (docs/design.md, "A version is
+/// decided on evidence"). On Windows std's metadata has neither a file index nor a change time:
+/// there they come from the handle, so a rename-over or a rewrite within one mtime tick still
+/// tells versions apart. Where the handle cannot say, the weaker identity (index 0) is returned;
+/// it never equals a full one, so a check that cannot tell copies again or keeps the file.
+pub fn file_identity(file: &File, meta: &std::fs::Metadata) -> Identity {
+    #[cfg(windows)]
+    {
+        windows::identity(file).unwrap_or_else(|_| identity(meta))
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = file;
+        identity(meta)
+    }
+}
+
+/// The identity of what `path` names, not following a final symlink (or reparse point), in the
+/// same terms as [`file_identity`]: the two are compared with each other.
+pub fn path_identity(path: &std::path::Path) -> io::Result<Identity> {
+    #[cfg(windows)]
+    {
+        windows::path_identity(path)
+    }
+    #[cfg(not(windows))]
+    {
+        std::fs::symlink_metadata(path).map(|m| identity(&m))
+    }
+}
+
+/// Opens `path` (absolute, of a canonical root) for reading, refusing a symlink in *any* of its
+/// components with ELOOP (openat2 RESOLVE_NO_SYMLINKS, Linux 5.6): one syscall where O_NOFOLLOW
+/// plus a readlink of /proc/self/fd took two. `None` where openat2 is missing (older kernels,
+/// other systems, some sandboxes): the caller then uses the portable way.
+pub fn open_no_symlinks(path: &std::path::Path) -> Option<io::Result<File>> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::open_no_symlinks(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// A new unnamed file in the folder `dir` (O_TMPFILE), created with permission bits `mode`. Given a
+/// name only once complete ([`link_unnamed`]), it needs no rename, leaves no partial to clean up
+/// if we are killed, and costs the destination folder one entry change instead of three (create,
+/// rename's removal and insertion). `Ok(None)` where the filesystem or OS has none (the caller
+/// then writes a partial file and renames it), remembered in `learned`.
+pub fn create_unnamed(dir: &std::path::Path, mode: u32, learned: &Learned) -> io::Result<Option<File>> {
+    if learned.no_unnamed.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let r = linux::create_unnamed(dir, mode);
+        if matches!(r, Ok(None)) {
+            learned.no_unnamed.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (dir, mode);
+        learned.no_unnamed.store(true, Ordering::Relaxed);
+        Ok(None)
+    }
+}
+
+/// Gives the unnamed `file` the name `path`. Never replaces: EEXIST if `path` exists.
+pub fn link_unnamed(file: &File, path: &std::path::Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::link_unnamed(file, path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, path);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// The process's umask, read once (Linux: /proc/self/status; umask(2) itself cannot be read without
+/// changing it, which would race with other threads creating files). `None` when unknown.
+pub fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// What a copy loop obeys between steps: a stop request, and any number of rate limits.
+pub struct Pace<'a> {
+    stop: &'a AtomicBool,
+    limits: Vec<&'a RateLimit>,
+}
+
+impl<'a> Pace<'a> {
+    /// No limit; only the stop request.
+    pub fn new(stop: &'a AtomicBool) -> Self {
+        Pace { stop, limits: Vec::new() }
+    }
+
+    /// Adds a rate limit to obey.
+    pub fn limit(mut self, limit: Option<&'a RateLimit>) -> Self {
+        self.limits.extend(limit);
+        self
+    }
+
+    /// The most bytes to move in one step.
+    fn step(&self, max: usize) -> usize {
+        self.limits.iter().map(|l| l.step()).fold(max, usize::min)
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(io::Error::other("stopped"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn moved(&self, n: u64) -> io::Result<()> {
+        self.limits.iter().try_for_each(|l| l.take(n, self.stop))
+    }
+}
+
+/// The last step of every chain: a plain user-space copy with a buffer large enough to keep
+/// per-syscall overhead negligible for MiB-sized chunks.
+fn read_write(src: &File, dst: &File, pace: &Pace<'_>) -> io::Result<u64> {
+    read_write_seeing(src, dst, pace, &mut |_| {})
+}
+
+/// The user-space copy, showing every block that passes to `see` (the checksum copy hashes them).
+pub fn read_write_seeing(
+    mut src: &File,
+    mut dst: &File,
+    pace: &Pace<'_>,
+    see: &mut dyn FnMut(&[u8]),
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; pace.step(1 << 20)];
+    let mut total = 0u64;
+    loop {
+        pace.check()?;
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        see(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
+        pace.moved(n as u64)?;
+    }
+}
+
+/// Lowers the calling thread's CPU and IO priority as far as the OS allows. Returns a description
+/// of what could not be applied (logged once by the caller) rather than failing: a copy at normal
+/// priority is better than no copy.
+pub fn lower_thread_priority() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::lower_thread_priority()
+    }
+    #[cfg(windows)]
+    {
+        windows::lower_thread_priority()
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
+    {
+        Ok(())
+    }
+}
+
+/// Asks the kernel whether any process has `file` open for writing. A read lease
+/// (`fcntl(F_SETLEASE, F_RDLCK)`) is refused with EAGAIN exactly then (fcntl(2), "Leases"), which
+/// tells an in-place writer's unfinished file (acquire-zarr keeps a shard open for minutes) from a
+/// finished one without any event history. The lease is released at once: held, it would make a
+/// writer's `open()` wait for us. No owner is set (F_SETOWN), so a lease break never signals us.
+/// `None` when the kernel cannot say (not the file's owner and no CAP_LEASE, no lease support).
+pub fn open_for_writing(file: &File) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a valid fd with integer arguments.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+        if rc == 0 {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+            return Some(false);
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Some(true),
+            _ => None,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}
+
+/// Flushes everything written to the filesystem holding `path` to stable storage: one `syncfs`
+/// for a whole batch of copies instead of an fsync of every file and folder (docs/design.md,
+/// "Durable before it counts"). `Unsupported` elsewhere than Linux: the caller then flushes file
+/// by file.
+pub fn sync_filesystem(path: &std::path::Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = File::open(path)?;
+        // SAFETY: syncfs on a valid descriptor.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Free space on the filesystem holding `path`, for messages about a full destination.
+#[derive(Clone, Copy, Debug)]
+pub struct Space {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Free inodes: a filesystem can be full with bytes to spare when a million small files used
+    /// up its inodes (seen on ext4 copying a million chunks).
+    pub free_files: u64,
+    pub total_files: u64,
+}
+
+/// Free and total bytes and inodes of the filesystem holding `path`.
+pub fn free_space(path: &std::path::Path) -> Option<Space> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a valid NUL-terminated path and a buffer of the right type for statvfs to fill.
+        if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it filled the buffer.
+        let st = unsafe { st.assume_init() };
+        // The field types are 32-bit on some targets: the casts are for them.
+        #[allow(clippy::unnecessary_cast)]
+        let frsize = st.f_frsize as u64;
+        #[allow(clippy::unnecessary_cast)]
+        #[allow(clippy::unnecessary_cast)]
+        Some(Space {
+            free_bytes: st.f_bavail as u64 * frsize,
+            total_bytes: st.f_blocks as u64 * frsize,
+            free_files: st.f_favail as u64,
+            total_files: st.f_files as u64,
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Tells the kernel we will not read this file's pages again, so copying does not evict the
+/// acquisition's own page cache. Dirty pages are kept by the kernel; this only drops clean ones.
+pub fn drop_cache(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open fd; posix_fadvise reads no memory of ours.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(windows)]
+mod windows;
