@@ -79,18 +79,10 @@ impl Claim {
 /// Whether the file locked is still the one at `path`: the run that held it may have removed it
 /// between our open and our lock (then the lock is on a file nobody else will look at).
 fn still_named(file: &File, path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (file.metadata(), std::fs::symlink_metadata(path)) {
-            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-            _ => false,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (file, path);
-        true
+    let held = file.metadata().map(|m| crate::sys::file_identity(file, &m));
+    match (held, crate::sys::path_identity(path)) {
+        (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
+        _ => false,
     }
 }
 

@@ -92,8 +92,10 @@ impl Run<'_> {
 
     fn file_event(&mut self, rel: PathBuf, change: Change, now: Instant) {
         if self.is_marker(&rel) {
-            if matches!(change, Change::Replaced | Change::Found | Change::Created | Change::ClosedWrite)
-                && !self.finishing
+            if matches!(
+                change,
+                Change::Replaced | Change::Found | Change::Created | Change::ClosedWrite | Change::Written
+            ) && !self.finishing
             {
                 self.sh.say(Level::Info, format!("{} appeared: the acquisition is complete", self.cfg.marker));
                 self.finishing = true;

@@ -68,6 +68,13 @@ fn open_source(path: &Path) -> io::Result<File> {
         // fails with ELOOP and is reported instead of copied.
         opts.custom_flags(libc::O_NOFOLLOW);
     }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        // A reparse point (a symlink, a junction) is opened itself, not followed: it is no
+        // regular file, so it is skipped and reported (invariant 6).
+        opts.custom_flags(windows_sys::Win32::Storage::FileSystem::FILE_FLAG_OPEN_REPARSE_POINT);
+    }
     opts.open(path)
 }
 
@@ -199,7 +206,7 @@ fn opened_beneath(file: &File, root: &Path) -> bool {
 
 fn is_gone(e: &io::Error) -> bool {
     // ENOTDIR: a parent of the key was replaced by a file, so the key is gone too.
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20)
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
 /// Brings `dest/rel` in line with `src_root/rel`. Never panics; every failure is an
@@ -280,10 +287,13 @@ fn sync_inner(
             }
             return remove_destination(dest, &job.rel);
         }
-        Err(e) if e.raw_os_error() == Some(40) => {
-            // ELOOP: a symlink. Not followed, not copied; the report lists it.
+        Err(e) if sys::is_symlink_refused(&e) => {
+            // A symlink: not followed, not copied; the report lists it.
             return Ok(Outcome::Skipped);
         }
+        // A Windows writer holding the file without sharing it: busy, like a file open for
+        // writing, and looked at again (no close event will say when it lets go).
+        Err(e) if sys::is_sharing_violation(&e) => return Ok(Outcome::Busy),
         Err(e) => return Err(Error::io("open source", src, e)),
     };
     if !beneath_checked && !opened_beneath(&file, src_root) {
@@ -323,7 +333,7 @@ fn sync_inner(
         }
     }
     if job.verify_closed {
-        match sys::open_for_writing(&file) {
+        match sys::open_for_writing(&file, src) {
             // Invariant 4: a file a writer still has open is not copied; its close brings it back.
             Some(true) => return Ok(Outcome::Busy),
             Some(false) => {}

@@ -96,11 +96,11 @@ mod tests {
 
     #[test]
     fn every_name_survives_a_line_of_its_own() {
-        #[cfg_attr(not(unix), allow(unused_mut))]
-        let mut names: Vec<PathBuf> = ["a\nb", "a\\nb", "c\\", "tab\there", "cr\r", "\\x41", "plain/0/1", "é/ü"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let mut names: Vec<PathBuf> =
+            ["a\nb", "tab\there", "cr\r", "plain/0/1", "é/ü"].iter().map(PathBuf::from).collect();
+        // A backslash is a separator on Windows, never part of a name there.
+        #[cfg(unix)]
+        names.extend(["a\\nb", "c\\", "\\x41"].map(PathBuf::from));
         #[cfg(unix)]
         names.push(path_of(b"bad\xff\xfe/ok\xc3".to_vec()));
         for name in names {

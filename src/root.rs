@@ -30,7 +30,7 @@ impl RootId {
     /// The identity of the folder at `path` now, if it is a folder.
     fn of(path: &Path) -> Result<(u64, u64), String> {
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => Ok(dev_ino(&m)),
+            Ok(m) if m.is_dir() => dev_ino(path),
             Ok(_) => Err(format!("{} is no longer a folder", path.display())),
             Err(e) => Err(format!("{} cannot be read ({e})", path.display())),
         }
@@ -47,7 +47,6 @@ impl RootId {
     /// Whether `path` is still the folder recorded; why not, if it is not.
     pub fn check(&self, path: &Path) -> Result<(), String> {
         let now = RootId::of(path)?;
-        // Windows has no inode in std's metadata: both are 0 there, and only presence is checked.
         if now == (self.dev.load(Ordering::Relaxed), self.ino.load(Ordering::Relaxed)) {
             Ok(())
         } else {
@@ -56,15 +55,9 @@ impl RootId {
     }
 }
 
-fn dev_ino(m: &std::fs::Metadata) -> (u64, u64) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        (m.dev(), m.ino())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        (0, 0)
-    }
+/// Device and inode (volume serial and file index on Windows, from a handle: std's metadata
+/// has neither there, and a folder made later under the old name must not pass for the root).
+fn dev_ino(path: &Path) -> Result<(u64, u64), String> {
+    let id = crate::sys::path_identity(path).map_err(|e| format!("{} cannot be read ({e})", path.display()))?;
+    Ok((id.dev, id.ino))
 }

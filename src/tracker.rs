@@ -19,6 +19,7 @@
 //!   rewritten on every resize) waits `debounce` for further versions, but never more than
 //!   `MAX_DEBOUNCES` × `debounce` in all; a file's first version is never delayed.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::vocab::{is_ignored, Change, Copied, Identity, Job, Outcome, Prev};
+use crate::vocab::{is_ignored, Change, Copied, Identity, Job, Outcome, Prev, BUSY_POLL, CLOSE_EVENTS};
 
 /// A tracked file's path relative to the source root.
 type Key = Rc<OsStr>;
@@ -39,6 +40,16 @@ const MAX_FAILURES: u8 = 6;
 
 /// A hot key is copied at least once per this many debounce periods, however often it changes.
 const MAX_DEBOUNCES: u32 = 10;
+
+/// One spelling per file. On Windows `a/b` and `a\b` are one file (notify and walks say `\`,
+/// Zarr array paths `/`) but two keys: keys use the platform's separator.
+fn key_of(rel: &Path) -> Cow<'_, OsStr> {
+    #[cfg(windows)]
+    if rel.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return Cow::Owned(rel.components().collect::<PathBuf>().into_os_string());
+    }
+    Cow::Borrowed(rel.as_os_str())
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Want {
@@ -123,6 +134,8 @@ pub struct Tracker {
     in_flight: usize,
     counts: TrackerCounts,
     last_error: Option<String>,
+    /// Writers' closes are reported (see [`Tracker::with_close_events`]).
+    close_events: bool,
 }
 
 /// Applies `want` to the file `key` whose state is `st`: queues it, or sets its timer. A function
@@ -171,7 +184,15 @@ impl Tracker {
             in_flight: 0,
             counts: TrackerCounts::default(),
             last_error: None,
+            close_events: CLOSE_EVENTS,
         }
+    }
+
+    /// Whether writers' closes are reported (the platform's [`CLOSE_EVENTS`] unless told):
+    /// without, a file found open is looked at again every [`BUSY_POLL`].
+    pub fn with_close_events(mut self, reported: bool) -> Self {
+        self.close_events = reported;
+        self
     }
 
     /// Feeds one change. Ignored names are dropped here, so callers need not filter.
@@ -182,6 +203,8 @@ impl Tracker {
         let settle_at = now + self.settle;
         // One lookup for both a new and a known file (the initial scan of a million files is a
         // million of these); a known file's key is the one kept, the new allocation dropped.
+        let rel = &*key_of(rel);
+        let rel = Path::new(rel);
         let (key, st) = match self.files.entry(Rc::from(rel.as_os_str())) {
             Entry::Occupied(e) => (e.key().clone(), e.into_mut()),
             Entry::Vacant(e) => {
@@ -238,6 +261,12 @@ impl Tracker {
                 st.writing = false;
                 Want::At(settle_at)
             }
+            Change::Written => {
+                // Each write moves the look to `settle` after it; the job checks for writers.
+                st.writing = false;
+                st.verify_closed = true;
+                Want::At(settle_at)
+            }
         };
         schedule(st, &key, want, now, &mut self.ready, &mut self.timers);
     }
@@ -245,7 +274,7 @@ impl Tracker {
     /// Every tracked file at or below `prefix` (a removed or renamed-away directory) is gone.
     pub fn removed_tree(&mut self, prefix: &Path, now: Instant) {
         // In byte order the keys below `prefix` are exactly those starting with `prefix/`, together.
-        let mut start = prefix.as_os_str().to_owned();
+        let mut start = key_of(prefix).into_owned();
         if !start.is_empty() {
             start.push(std::path::MAIN_SEPARATOR_STR);
         }
@@ -296,7 +325,7 @@ impl Tracker {
         if is_ignored(rel) {
             return;
         }
-        if let Some(st) = self.files.get_mut(rel.as_os_str()) {
+        if let Some(st) = self.files.get_mut(&*key_of(rel)) {
             st.seen = true;
             if st.copied == Some(ident) && !st.in_flight {
                 st.writing = false;
@@ -333,6 +362,11 @@ impl Tracker {
             let Reverse((t, rel)) = self.timers.pop().expect("peeked");
             // A timer is stale when the file's deadline moved since it was set.
             if let Some(st) = self.files.get_mut(&*rel).filter(|st| st.want == Want::At(t)) {
+                if st.writing && !self.close_events {
+                    // The poll of a file found open (no close will be reported): look again.
+                    st.writing = false;
+                    st.verify_closed = true;
+                }
                 schedule(st, &rel, Want::Now, now, &mut self.ready, &mut self.timers);
             }
         }
@@ -363,6 +397,8 @@ impl Tracker {
 
     /// Records what a worker did with the job for `rel`, re-queueing it if it changed meanwhile.
     pub fn finish(&mut self, rel: &Path, outcome: Outcome, now: Instant) {
+        let rel = &*key_of(rel);
+        let rel = Path::new(rel);
         let Some(st) = self.files.get_mut(rel.as_os_str()) else { return };
         if st.in_flight {
             st.in_flight = false;
@@ -414,6 +450,9 @@ impl Tracker {
                 // Wait for the writer's close, unless it already came while we were checking.
                 if st.want == Want::None {
                     st.writing = true;
+                    if !self.close_events {
+                        retry = Some(Want::At(now + BUSY_POLL));
+                    }
                 }
             }
             Outcome::Failed(msg) => {
@@ -467,7 +506,7 @@ impl Tracker {
             && self
                 .timers
                 .iter()
-                .all(|Reverse((t, rel))| self.files.get(&**rel).is_none_or(|st| st.want != Want::At(*t)))
+                .all(|Reverse((t, rel))| self.files.get(&**rel).is_none_or(|st| st.want != Want::At(*t) || st.writing))
     }
 
     /// How long the oldest file waiting for a worker has waited (zero when none waits).

@@ -165,7 +165,8 @@ fn link_publish_without_write_is_ready_at_once_if_nobody_writes_it() {
 fn found_file_still_open_waits_for_its_close() {
     // A scan finds a shard an in-place writer still has open (its CREATE and MODIFY happened
     // before the watch): the worker reports Busy; the close makes it ready.
-    let (mut t, c) = setup();
+    let (t, c) = setup();
+    let mut t = t.with_close_events(true);
     t.event(&p("c/0/0"), Change::Found, c.at(0));
     let job = t.next_job(c.at(0)).unwrap();
     assert!(job.verify_closed);
@@ -444,4 +445,30 @@ fn evidence_during_a_copy_survives_its_outcome() {
     t.event(&p("k"), Change::ClosedWrite, c.at(1003));
     let again = jobs(&mut t, c.at(2000));
     assert_eq!(again.iter().map(|j| j.prev).collect::<Vec<_>>(), vec![Prev::Superseded]);
+}
+
+#[test]
+fn without_close_events_a_file_found_open_is_looked_at_again_and_writes_debounce() {
+    // Windows (issue 14): no close is ever reported. A file found open is polled, still without
+    // holding up the end; each write moves its look to `settle` after it, and that look checks
+    // for writers.
+    let (t, c) = setup();
+    let mut t = t.with_close_events(false);
+    t.event(&p("shard"), Change::Created, c.at(0));
+    let job = t.next_job(c.at(0)).unwrap();
+    assert!(job.verify_closed);
+    t.finish(&job.rel, Outcome::Busy, c.at(1));
+    assert!(t.is_idle(), "a file held open does not hold up the end (the end waits for it, bounded)");
+    assert_eq!(t.writing_files(), vec![p("shard")]);
+    assert!(drain(&mut t, c.at(500)).is_empty(), "not before the poll");
+    let poll = 1 + BUSY_POLL.as_millis() as u64;
+    let job = t.next_job(c.at(poll)).expect("looked at again without a close");
+    assert!(job.verify_closed, "and checked for writers again");
+    t.finish(&job.rel, copied(1), c.at(poll));
+    for ms in [0, 50, 90] {
+        t.event(&p("shard"), Change::Written, c.at(poll + 10 + ms));
+    }
+    assert!(drain(&mut t, c.at(poll + 150)).is_empty(), "writes go on: not yet");
+    let job = t.next_job(c.at(poll + 200)).expect("a rewrite of a copied file is copied again");
+    assert!(job.verify_closed);
 }

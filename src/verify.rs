@@ -350,7 +350,7 @@ pub fn verify(
 fn absent(path: &Path) -> bool {
     match fs::symlink_metadata(path) {
         Ok(_) => false,
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(20),
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory),
     }
 }
 
@@ -481,6 +481,9 @@ mod tests {
         let array = ArraySpec { path: "".into(), ..spec(&[4], &[1], None, '.') };
         fs::write(src.path().join("0"), b"chunk").unwrap();
         fs::write(dst.path().join("0"), b"chunk").unwrap();
+        // A copy has its source's mtime (equal only within one clock tick when written apart).
+        let mtime = fs::metadata(src.path().join("0")).unwrap().modified().unwrap();
+        fs::File::options().write(true).open(dst.path().join("0")).unwrap().set_modified(mtime).unwrap();
         fs::write(dst.path().join("1"), b"deleted at the source while nobody watched").unwrap();
         let no_stop = AtomicBool::new(false);
         // The root recorded is another folder (the source was swapped meanwhile): no evidence.

@@ -89,9 +89,20 @@ pub enum Change {
     Modified,
     /// A writer closed the file after writing.
     ClosedWrite,
+    /// Someone wrote into the file, on a system that reports no close ([`CLOSE_EVENTS`]): it is
+    /// looked at once writes pause, and copied only if nobody has it open by then.
+    Written,
     /// The name disappeared (deleted, or renamed away).
     Removed,
 }
+
+/// Whether the watcher reports a writer's close (inotify's IN_CLOSE_WRITE). Windows'
+/// ReadDirectoryChangesW has none: there a file found open is looked at again every
+/// [`BUSY_POLL`] instead of waiting for a close that never comes.
+pub const CLOSE_EVENTS: bool = cfg!(target_os = "linux");
+
+/// How often a file a writer still has open is looked at again where no close is reported.
+pub const BUSY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One unit of work for a copy worker: bring `rel` at the destination in line with the source.
 #[derive(Clone, Debug, PartialEq, Eq)]

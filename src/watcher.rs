@@ -8,7 +8,7 @@ use crossbeam_channel::Sender;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
-use crate::vocab::{is_ignored, Change, Identity};
+use crate::vocab::{is_ignored, Change, Identity, CLOSE_EVENTS};
 use crate::{Error, Result};
 
 /// One event, in the engine's terms. Paths are relative to the source root.
@@ -132,7 +132,8 @@ impl Watcher {
 fn watch_error(path: &Path, e: notify::Error) -> Error {
     let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
         // ENOSPC from inotify_add_watch is the watch limit (inotify(7)); notify does not always map it.
-        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
+        || cfg!(target_os = "linux")
+            && matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
     if limit {
         return Error::WatchLimit(path.to_path_buf());
     }
@@ -192,6 +193,10 @@ pub fn translate(root: &Path, event: notify::Result<Event>, out: &mut Vec<FsEven
             EventKind::Modify(ModifyKind::Name(RenameMode::From)) if is_ignored(&rel) => continue,
             EventKind::Modify(ModifyKind::Name(RenameMode::From)) => FsEvent::Gone(rel),
             EventKind::Modify(ModifyKind::Name(_)) => continue,
+            // Windows reports each write as Modify(Any) and never a close.
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) if !CLOSE_EVENTS => {
+                FsEvent::File(rel, Change::Written)
+            }
             EventKind::Modify(ModifyKind::Data(_)) => FsEvent::File(rel, Change::Modified),
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => FsEvent::File(rel, Change::ClosedWrite),
             EventKind::Remove(RemoveKind::Folder) => FsEvent::Gone(rel),

@@ -86,7 +86,7 @@ pub(super) fn chain(
             Err(e) => return Err(e),
         }
     }
-    Ok(total + super::read_write(src, dst, pace)?)
+    Ok(total + super::read_write(src, dst, size - total, pace)?)
 }
 
 /// Calls `f` with the bytes still wanted until `size` bytes moved or it returns 0 (EOF),

@@ -53,8 +53,8 @@ pub fn copy_contents(
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (size, method, learned);
-        read_write(src, dst, pace)
+        let _ = (method, learned);
+        read_write(src, dst, size, pace)
     }
 }
 
@@ -85,6 +85,35 @@ pub fn path_identity(path: &std::path::Path) -> io::Result<Identity> {
     #[cfg(not(windows))]
     {
         std::fs::symlink_metadata(path).map(|m| identity(&m))
+    }
+}
+
+/// Whether an open failed because the final component is a symlink (ELOOP from O_NOFOLLOW or
+/// RESOLVE_NO_SYMLINKS). Windows opens a reparse point itself instead: the caller sees a
+/// non-file and skips it.
+pub fn is_symlink_refused(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::ELOOP)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// Whether an open failed because another process holds the file without sharing it (Windows'
+/// ERROR_SHARING_VIOLATION); never elsewhere.
+pub fn is_sharing_violation(e: &io::Error) -> bool {
+    #[cfg(windows)]
+    {
+        e.raw_os_error() == Some(windows_sys::Win32::Foundation::ERROR_SHARING_VIOLATION as i32)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = e;
+        false
     }
 }
 
@@ -189,16 +218,18 @@ impl<'a> Pace<'a> {
     }
 }
 
-/// The last step of every chain: a plain user-space copy with a buffer large enough to keep
-/// per-syscall overhead negligible for MiB-sized chunks.
-fn read_write(src: &File, dst: &File, pace: &Pace<'_>) -> io::Result<u64> {
-    read_write_seeing(src, dst, pace, &mut |_| {})
+/// The last step of every chain: a plain user-space copy of at most `limit` bytes, with a buffer
+/// large enough to keep per-syscall overhead negligible for MiB-sized chunks.
+fn read_write(src: &File, dst: &File, limit: u64, pace: &Pace<'_>) -> io::Result<u64> {
+    read_write_seeing(src, dst, limit, pace, &mut |_| {})
 }
 
-/// The user-space copy, showing every block that passes to `see` (the checksum copy hashes them).
+/// The user-space copy of at most `limit` bytes (fewer at EOF), showing every block that passes
+/// to `see` (the checksum copy hashes them).
 pub fn read_write_seeing(
     mut src: &File,
     mut dst: &File,
+    limit: u64,
     pace: &Pace<'_>,
     see: &mut dyn FnMut(&[u8]),
 ) -> io::Result<u64> {
@@ -206,7 +237,11 @@ pub fn read_write_seeing(
     let mut total = 0u64;
     loop {
         pace.check()?;
-        let n = match src.read(&mut buf) {
+        let want = usize::try_from(limit - total).map_or(buf.len(), |left| left.min(buf.len()));
+        if want == 0 {
+            return Ok(total);
+        }
+        let n = match src.read(&mut buf[..want]) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -243,10 +278,15 @@ pub fn lower_thread_priority() -> Result<(), String> {
 /// finished one without any event history. The lease is released at once: held, it would make a
 /// writer's `open()` wait for us. No owner is set (F_SETOWN), so a lease break never signals us.
 /// `None` when the kernel cannot say (not the file's owner and no CAP_LEASE, no lease support).
-pub fn open_for_writing(file: &File) -> Option<bool> {
+/// On Windows `path` (what `file` was opened from) is opened once more, sharing reads only: that
+/// fails with a sharing violation exactly while some process has the file open for writing (or
+/// holds it unshared), and the handle is closed at once, since while it is open a writer's own
+/// open for writing would fail.
+pub fn open_for_writing(file: &File, path: &std::path::Path) -> Option<bool> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
+        let _ = path;
         let fd = file.as_raw_fd();
         // SAFETY: fcntl on a valid fd with integer arguments.
         let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
@@ -260,9 +300,14 @@ pub fn open_for_writing(file: &File) -> Option<bool> {
             _ => None,
         }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
     {
         let _ = file;
+        windows::open_for_writing(path)
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
+    {
+        let _ = (file, path);
         None
     }
 }

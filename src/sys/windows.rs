@@ -27,6 +27,20 @@ pub fn lower_thread_priority() -> Result<(), String> {
     }
 }
 
+/// Whether a process has `path` open for writing (see [`super::open_for_writing`]).
+pub fn open_for_writing(path: &Path) -> Option<bool> {
+    let probe =
+        OpenOptions::new().read(true).share_mode(FILE_SHARE_READ).custom_flags(FILE_FLAG_OPEN_REPARSE_POINT).open(path);
+    match probe {
+        Ok(handle) => {
+            drop(handle);
+            Some(false)
+        }
+        Err(e) if super::is_sharing_violation(&e) => Some(true),
+        Err(_) => None,
+    }
+}
+
 /// 100 ns ticks between 1601 (Windows' epoch) and 1970.
 const EPOCH_DIFF_TICKS: i64 = 116_444_736_000_000_000;
 
