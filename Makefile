@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install system-deps demo test lint test-rust test-python bench soak
+.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -38,7 +38,10 @@ test-rust: ## the tracker state machine and the copy chain
 test-python: install ## acceptance tests with real writers, faults, the CLI, properties, the wheel
 	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest
 
-test: lint test-rust test-python ## everything CI runs
+test-windows: ## the engine built for Windows, its Rust tests and live tests under Wine (installs wine + mingw)
+	PYTHON=$(PYTHON) bash tests/windows/run.sh
+
+test: lint test-rust test-windows test-python ## everything CI runs
 
 soak: install ## 10 minutes of live writers and random faults (not part of CI)
 	$(PYTHON) tests/soak.py --minutes 10

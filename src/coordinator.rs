@@ -4,6 +4,7 @@
 //! sleeps"); it never deletes anything itself: deletions are jobs, and a job mirrors one only on
 //! positive evidence (invariant 8).
 
+use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -21,15 +22,12 @@ use crate::rescan::{Rescans, RESCAN_MIN};
 use crate::root::{Gone, RootId};
 use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
 use crate::tracker::Tracker;
-use crate::vocab::{Change, Outcome};
+use crate::vocab::{Change, Outcome, CLOSE_EVENTS};
 use crate::watcher::{self, FsEvent, Watcher};
 use crate::{Error, Result};
 
 /// Longest the coordinator sleeps without looking at the stop and finish flags.
 const TICK: Duration = Duration::from_millis(100);
-/// Interval of the rescans that stand in for undetectable event loss on Windows.
-#[cfg(windows)]
-const WINDOWS_RESCAN: Duration = Duration::from_secs(30);
 
 /// Why the copy loop ended.
 enum LoopEnd {
@@ -83,7 +81,16 @@ struct Run<'a> {
     counted_writing: Option<Instant>,
     learned: Arc<crate::sys::Learned>,
     said_no_busy_check: bool,
+    /// New folders to list once their files' own events are in (where one watch covers the
+    /// whole tree), oldest first.
+    new_dirs: VecDeque<(Instant, PathBuf)>,
 }
+
+/// Where one watch covers the whole tree (Windows), a new folder's files have events of their
+/// own, late or (under Wine) missing: the folder is listed this long after it appeared, and what
+/// is listed that was already copied as it is is left alone. Listed at once, a file found before
+/// its rename's event came would be copied twice.
+const NEW_DIR_LOOK: Duration = Duration::from_millis(250);
 
 impl Run<'_> {
     fn is_marker(&self, rel: &Path) -> bool {
@@ -103,6 +110,25 @@ impl Run<'_> {
             return;
         }
         self.tracker.event(&rel, change, now);
+    }
+
+    /// Lists the new folders that are due, comparing identities (see [`NEW_DIR_LOOK`]).
+    fn list_new_dirs(&mut self, now: Instant) {
+        while self.new_dirs.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, rel) = self.new_dirs.pop_front().expect("looked at");
+            let src = self.src.clone();
+            let listed = watcher::scan(&src, &rel, true, |rel, ident| {
+                if self.is_marker(&rel) {
+                    self.file_event(rel, Change::Found, now);
+                } else {
+                    self.tracker.scanned(&rel, ident.expect("scan with identity"), now);
+                }
+            });
+            // A folder gone again is no news; anything else is said.
+            if let Ok(Some(e)) = listed {
+                self.sh.say(Level::Warning, format!("scan of {}: {e}", src.join(&rel).display()));
+            }
+        }
     }
 
     fn scan(&mut self, start: &Path, change: Change) {
@@ -233,7 +259,11 @@ impl Run<'_> {
                 }
                 // Files found may still be open for writing (in-place writers): `Found` makes the
                 // worker check before copying.
-                self.scan(&rel, Change::Found);
+                if CLOSE_EVENTS {
+                    self.scan(&rel, Change::Found);
+                } else {
+                    self.new_dirs.push_back((now + NEW_DIR_LOOK, rel));
+                }
             }
             FsEvent::RootGone(how) => {
                 // Deleted: a writer recreating it (`overwrite=True`) will be followed when it
@@ -312,7 +342,10 @@ impl Run<'_> {
                     self.sh.say(Level::Info, msg);
                 }
             }
-            Outcome::RootGone(why) => self.pause(why.clone()),
+            // A worker's look may predate an adoption (the root deleted and made again, seen
+            // under Wine): only a root that is still not the folder recorded pauses; the job is
+            // retried either way.
+            Outcome::RootGone(why) if self.root.check(&self.src).is_err() => self.pause(why.clone()),
             _ => {}
         }
         let s = &mut self.status;
@@ -394,6 +427,7 @@ impl Run<'_> {
             }
             let now = Instant::now();
             self.rescan_if_due(now);
+            self.list_new_dirs(now);
             self.look_at_destination(now, false);
             if self.rewatch {
                 self.rewatch_and_reconcile(watcher);
@@ -463,6 +497,7 @@ impl Run<'_> {
                 self.health.next_probe(in_flight),
                 self.rescans.deadline(),
                 open_at_end.wake(now),
+                self.new_dirs.front().map(|(at, _)| *at),
             ];
             let wait = wake.into_iter().flatten().min().map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
             select! {
@@ -561,17 +596,14 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         counted_writing: None,
         learned: learned.clone(),
         said_no_busy_check: false,
+        new_dirs: VecDeque::new(),
     };
     if let Some(e) = limited {
         run.watch_limited(e.to_string());
     }
-    #[cfg(windows)]
-    {
-        // ReadDirectoryChangesW reports an overflowed buffer only as an empty result, which notify
-        // does not pass on (its handle_event ignores the byte count): lost events cannot be seen
-        // on Windows, so a periodic rescan stands in for the overflow rescan.
-        run.rescans.periodic(WINDOWS_RESCAN);
-    }
+    // No periodic rescan anywhere, Windows included: notify 9 reports ReadDirectoryChangesW's
+    // overflow (an empty result, or ERROR_NOTIFY_ENUM_DIR) as a rescan, like inotify's
+    // IN_Q_OVERFLOW (notify-rs PR #964; docs/design.md, "Windows").
     // Invariant 3: each folder's watch is in place before the folder is listed (watch_tree).
     let now = Instant::now();
     if let Some(limit) = watcher.watch_tree(&src, |rel| run.file_event(rel, Change::Found, now))? {

@@ -1,6 +1,5 @@
 //! When to rescan the whole source: after lost events (once per burst, at most every 2 s), every
-//! few seconds while some folders have no watch (the inotify limit) or where lost events cannot be
-//! seen (Windows), and every 2 s while the root is away (then only a stat). A rescan's interval
+//! few seconds while some folders have no watch (the inotify limit), and every 2 s while the root is away (then only a stat). A rescan's interval
 //! grows with the time a scan takes, so rescans never keep the disk busy more than a tenth of the
 //! time. A pure record: the coordinator asks it and tells it what happened.
 

@@ -61,3 +61,26 @@ fn dev_ino(path: &Path) -> Result<(u64, u64), String> {
     let id = crate::sys::path_identity(path).map_err(|e| format!("{} cannot be read ({e})", path.display()))?;
     Ok((id.dev, id.ino))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RootId;
+
+    #[test]
+    fn the_same_folder_passes_and_a_new_one_of_the_same_name_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("run.zarr");
+        std::fs::create_dir(&root).unwrap();
+        let id = RootId::default();
+        id.adopt(&root).unwrap();
+        std::fs::write(root.join("a"), b"a").unwrap();
+        assert_eq!(id.check(&root), Ok(()), "the same folder, files added");
+        // Kept, so the new folder cannot reuse the old one's inode.
+        std::fs::rename(&root, dir.path().join("old.zarr")).unwrap();
+        std::fs::create_dir(&root).unwrap();
+        assert!(id.check(&root).is_err(), "another folder under the old name");
+        id.adopt(&root).unwrap();
+        std::fs::write(root.join("b"), b"b").unwrap();
+        assert_eq!(id.check(&root), Ok(()), "adopted");
+    }
+}

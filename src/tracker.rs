@@ -239,6 +239,13 @@ impl Tracker {
                 st.verify_closed = false;
                 Want::Now
             }
+            // Where no close is reported a create is followed by writes: looked at `settle` after
+            // the last of them, not at once (a copy at once would be superseded by their events).
+            Change::Created if !self.close_events => {
+                st.writing = false;
+                st.verify_closed = true;
+                Want::At(settle_at)
+            }
             Change::Found | Change::Created => {
                 st.writing = false;
                 st.verify_closed = true;

@@ -154,8 +154,10 @@ fn in_place_write_waits_for_close_and_settle() {
 
 #[test]
 fn link_publish_without_write_is_ready_at_once_if_nobody_writes_it() {
-    // zarr-python set_if_not_exists: link(tmp, K) → a bare CREATE K with complete content.
-    let (mut t, c) = setup();
+    // zarr-python set_if_not_exists: link(tmp, K) → a bare CREATE K with complete content
+    // (inotify; where no close is reported a create waits for its writes, see below).
+    let (t, c) = setup();
+    let mut t = t.with_close_events(true);
     t.event(&p("zarr.json"), Change::Created, c.at(0));
     let job = t.next_job(c.at(0)).unwrap();
     assert!(job.verify_closed, "not proven by a rename: the worker must check for writers");
@@ -455,13 +457,14 @@ fn without_close_events_a_file_found_open_is_looked_at_again_and_writes_debounce
     let (t, c) = setup();
     let mut t = t.with_close_events(false);
     t.event(&p("shard"), Change::Created, c.at(0));
-    let job = t.next_job(c.at(0)).unwrap();
+    assert!(t.next_job(c.at(0)).is_none(), "a create is looked at `settle` after, with its writes");
+    let job = t.next_job(c.at(100)).unwrap();
     assert!(job.verify_closed);
-    t.finish(&job.rel, Outcome::Busy, c.at(1));
+    t.finish(&job.rel, Outcome::Busy, c.at(101));
     assert!(t.is_idle(), "a file held open does not hold up the end (the end waits for it, bounded)");
     assert_eq!(t.writing_files(), vec![p("shard")]);
-    assert!(drain(&mut t, c.at(500)).is_empty(), "not before the poll");
-    let poll = 1 + BUSY_POLL.as_millis() as u64;
+    assert!(drain(&mut t, c.at(600)).is_empty(), "not before the poll");
+    let poll = 101 + BUSY_POLL.as_millis() as u64;
     let job = t.next_job(c.at(poll)).expect("looked at again without a close");
     assert!(job.verify_closed, "and checked for writers again");
     t.finish(&job.rel, copied(1), c.at(poll));

@@ -21,7 +21,9 @@ pub fn lower_thread_priority() -> Result<(), String> {
     // SAFETY: GetCurrentThread returns a pseudo-handle valid in this thread.
     let ok = unsafe { SetThreadPriority(GetCurrentThread(), THREAD_MODE_BACKGROUND_BEGIN) };
     if ok == 0 {
-        Err(format!("SetThreadPriority(background): {}", std::io::Error::last_os_error()))
+        let why = std::io::Error::last_os_error();
+        let wine = if under_wine() { " (Wine does not implement background mode; Windows does)" } else { "" };
+        Err(format!("SetThreadPriority(background): {why}{wine}"))
     } else {
         Ok(())
     }
@@ -38,6 +40,16 @@ pub fn open_for_writing(path: &Path) -> Option<bool> {
         }
         Err(e) if super::is_sharing_violation(&e) => Some(true),
         Err(_) => None,
+    }
+}
+
+/// Whether this process runs under Wine, whose ntdll exports `wine_get_version`.
+fn under_wine() -> bool {
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+    // SAFETY: NUL-terminated names; ntdll is loaded in every Windows process.
+    unsafe {
+        let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+        !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
     }
 }
 
