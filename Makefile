@@ -57,3 +57,4 @@ bench: ## whole-process comparisons, the full runs (see BENCHMARKS.md; about 40 
 	cd benches && $(PYTHON) impact.py
 	cd benches && $(PYTHON) writers_matrix.py
 	cd benches && $(PYTHON) cpu.py
+	cd benches && $(PYTHON) network.py

@@ -22,9 +22,12 @@ use crate::rescan::{Rescans, RESCAN_MIN};
 use crate::root::{Gone, RootId};
 use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
 use crate::tracker::Tracker;
-use crate::vocab::{Change, Outcome, CLOSE_EVENTS};
-use crate::watcher::{self, FsEvent, Watcher};
+use crate::vocab::{Change, Outcome};
+use crate::watcher::{self, Watcher};
 use crate::{Error, Result};
+
+mod events;
+use events::handle_batch;
 
 /// Longest the coordinator sleeps without looking at the stop and finish flags.
 const TICK: Duration = Duration::from_millis(100);
@@ -86,63 +89,9 @@ struct Run<'a> {
     new_dirs: VecDeque<(Instant, PathBuf)>,
 }
 
-/// Where one watch covers the whole tree (Windows), a new folder's files have events of their
-/// own, late or (under Wine) missing: the folder is listed this long after it appeared, and what
-/// is listed that was already copied as it is is left alone. Listed at once, a file found before
-/// its rename's event came would be copied twice.
-const NEW_DIR_LOOK: Duration = Duration::from_millis(250);
-
 impl Run<'_> {
     fn is_marker(&self, rel: &Path) -> bool {
         rel.as_os_str() == self.cfg.marker.as_str()
-    }
-
-    fn file_event(&mut self, rel: PathBuf, change: Change, now: Instant) {
-        if self.is_marker(&rel) {
-            if matches!(
-                change,
-                Change::Replaced | Change::Found | Change::Created | Change::ClosedWrite | Change::Written
-            ) && !self.finishing
-            {
-                self.sh.say(Level::Info, format!("{} appeared: the acquisition is complete", self.cfg.marker));
-                self.finishing = true;
-            }
-            return;
-        }
-        self.tracker.event(&rel, change, now);
-    }
-
-    /// Lists the new folders that are due, comparing identities (see [`NEW_DIR_LOOK`]).
-    fn list_new_dirs(&mut self, now: Instant) {
-        while self.new_dirs.front().is_some_and(|(at, _)| *at <= now) {
-            let (_, rel) = self.new_dirs.pop_front().expect("looked at");
-            let src = self.src.clone();
-            let listed = watcher::scan(&src, &rel, true, |rel, ident| {
-                if self.is_marker(&rel) {
-                    self.file_event(rel, Change::Found, now);
-                } else {
-                    self.tracker.scanned(&rel, ident.expect("scan with identity"), now);
-                }
-            });
-            // A folder gone again is no news; anything else is said.
-            if let Ok(Some(e)) = listed {
-                self.sh.say(Level::Warning, format!("scan of {}: {e}", src.join(&rel).display()));
-            }
-        }
-    }
-
-    fn scan(&mut self, start: &Path, change: Change) {
-        let now = Instant::now();
-        // Each file goes to the tracker as it is found: collecting them first would hold every
-        // path of a million-file archive twice at once.
-        let src = self.src.clone();
-        let problem = match watcher::scan(&src, start, false, |rel, _| self.file_event(rel, change, now)) {
-            Ok(problem) => problem,
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(e) = problem {
-            self.sh.say(Level::Warning, format!("scan of {}: {e}", src.join(start).display()));
-        }
     }
 
     fn pause(&mut self, why: String) {
@@ -241,80 +190,6 @@ impl Run<'_> {
                 self.sh.say(Level::Warning, why.clone());
                 Swept::Incomplete
             }
-        }
-    }
-
-    fn handle(&mut self, ev: FsEvent, watcher: &mut Watcher) {
-        if self.cfg.log_events {
-            self.sh.say(Level::Debug, format!("event {ev:?}"));
-        }
-        let now = Instant::now();
-        match ev {
-            FsEvent::File(rel, change) => self.file_event(rel, change, now),
-            FsEvent::NewDir(rel) => {
-                match watcher.ensure_watched(&self.src.join(&rel)) {
-                    Err(e @ Error::WatchLimit(_)) => self.watch_limited(e.to_string()),
-                    Err(e) => self.sh.say(Level::Warning, e.to_string()),
-                    Ok(()) => {}
-                }
-                // Files found may still be open for writing (in-place writers): `Found` makes the
-                // worker check before copying.
-                if CLOSE_EVENTS {
-                    self.scan(&rel, Change::Found);
-                } else {
-                    self.new_dirs.push_back((now + NEW_DIR_LOOK, rel));
-                }
-            }
-            FsEvent::RootGone(how) => {
-                // Deleted: a writer recreating it (`overwrite=True`) will be followed when it
-                // returns. Moved or unmounted: whatever appears under its name is not this copy.
-                self.root_gone = Some(how);
-                let what = match how {
-                    Gone::Deleted => "was deleted",
-                    Gone::MovedAway => "was moved away",
-                };
-                self.pause(format!("{} {what}; waiting for it to return", self.src.display()));
-            }
-            FsEvent::Gone(rel) => {
-                self.tracker.removed_tree(&rel, now);
-                // The directory itself too: its worker removes it at the destination once empty.
-                self.tracker.event(&rel, Change::Removed, now);
-            }
-            FsEvent::RootCreated => self.root_created(watcher),
-            FsEvent::Rescan => {
-                if let Some(msg) = self.rescans.events_lost(now) {
-                    self.sh.say(Level::Warning, msg);
-                }
-            }
-            FsEvent::Error(msg) => self.sh.say(Level::Warning, msg),
-            FsEvent::WatchLimit(msg) => self.watch_limited(msg),
-        }
-    }
-
-    /// A folder appeared under the root's name (see [`Run::ensure_root`]); anything but the
-    /// acquisition's root stays paused.
-    fn root_created(&mut self, watcher: &mut Watcher) {
-        if self.ensure_root().is_ok() {
-            self.rewatch_and_reconcile(watcher);
-        }
-    }
-
-    /// Watches a root that came back, then lists it.
-    fn rewatch_and_reconcile(&mut self, watcher: &mut Watcher) {
-        self.rewatch = false;
-        match watcher.watch_tree(&self.src, |_| {}) {
-            Ok(Some(limit)) => self.watch_limited(limit.to_string()),
-            Ok(None) => {}
-            Err(e) => self.sh.say(Level::Warning, e.to_string()),
-        }
-        let _ = self.reconcile();
-    }
-
-    /// Some folders cannot be watched: say so once, then rescan the whole source periodically so
-    /// that nothing in them is missed (invariant 3), only found later.
-    fn watch_limited(&mut self, msg: String) {
-        if self.rescans.periodic(RESCAN_MIN) {
-            self.sh.say(Level::Warning, msg);
         }
     }
 
@@ -521,24 +396,6 @@ impl Run<'_> {
                 default(wait) => {}
             }
         }
-    }
-}
-
-/// Handles one event and everything already queued behind it, so a burst is processed before the
-/// next dispatch round (this is where repeated triggers of one key collapse into one job).
-fn handle_batch(
-    run: &mut Run<'_>,
-    first: notify::Result<notify::Event>,
-    rx: &Receiver<notify::Result<notify::Event>>,
-    watcher: &mut Watcher,
-) {
-    let mut evs = Vec::new();
-    watcher::translate(&run.src, first, &mut evs);
-    for raw in rx.try_iter().take(4096) {
-        watcher::translate(&run.src, raw, &mut evs);
-    }
-    for ev in evs {
-        run.handle(ev, watcher);
     }
 }
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +13,10 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+
+# The network share (sshd + sshfs) is shared with benches/network.py.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+from _share import Sshd
 
 WRITER = Path(__file__).parent / "writers" / "ts_writer.py"
 
@@ -138,75 +140,6 @@ def sysctl(name: str, value: int) -> Iterator[None]:
         yield
     finally:
         path.write_text(old)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, children first found, from /proc."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-class Sshd:
-    """A real sshd on loopback serving SFTP, for a network destination mounted with sshfs. It can be
-    killed and started again on the same port, as a share that drops and comes back."""
-
-    def __init__(self, home: Path) -> None:
-        import socket
-
-        self.home = home
-        home.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        for key in ("host", "client"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / key)], check=True)
-        (home / "authorized_keys").write_text((home / "client.pub").read_text())
-        (home / "sshd_config").write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {home / 'host'}\n"
-            f"AuthorizedKeysFile {home / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            f"PidFile {home / 'sshd.pid'}\nSubsystem sftp internal-sftp\n"
-        )
-        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import socket
-
-        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.home / "sshd_config")])
-
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_for(listening, 10, "sshd to listen")
-
-    def kill(self) -> None:
-        """Kills this server and every session it serves (and nothing else on the machine): the
-        connection drops as in a network outage."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        for pid in [*descendants(self.proc.pid), self.proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait(5)
-
-    def mount(self, remote: Path, mnt: Path) -> None:
-        opts = (
-            f"IdentityFile={self.home / 'client'},port={self.port},StrictHostKeyChecking=no,"
-            "UserKnownHostsFile=/dev/null,reconnect,ServerAliveInterval=1,ServerAliveCountMax=2,"
-            "ConnectTimeout=2"
-        )
-        subprocess.run(["sshfs", "-o", opts, f"root@127.0.0.1:{remote}", str(mnt)], check=True)
 
 
 @pytest.fixture

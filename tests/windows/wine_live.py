@@ -217,3 +217,14 @@ def test_the_root_deleted_and_recreated_is_followed(dirs: Dirs) -> None:
     publish(src / "new", b"second")
     wait_for(lambda: (dst / "new").exists() and (dst / "new").read_bytes() == b"second", 30, "a file of the new root")
     finish(e, src, dst)
+
+
+def test_paths_longer_than_max_path_are_copied(dirs: Dirs) -> None:
+    # 260 characters is MAX_PATH; the engine works below the \\?\ form of its roots.
+    src, dst, _ = dirs
+    e = engine(dirs)
+    key = "/".join(f"folder-with-a-rather-long-name-{i:02d}" for i in range(9)) + "/0"
+    assert len(win(src / key)) > 300
+    publish(src / key, b"far down")
+    wait_for(lambda: arrived(dst / key, b"far down"), 30, "the deep file")
+    finish(e, src, dst)

@@ -1,0 +1,191 @@
+"""softcopy against the usual tools onto a network share with latency (issue 13): a real sshd on
+loopback, mounted with sshfs through a delay proxy (`_delay.py`) at each round trip asked for,
+small and large tensorstore chunks, one finished archive each, copied with `--once`. Every copy is
+checked byte for byte on the server's side. Reports wall time, files/s, MiB/s and CPU (the whole
+process tree of the copier; sshfs and sshd are not in it), and what one bulk ssh stream carries
+through the same proxy. Run as root (sshfs is FUSE): `python network.py`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _common import Measured, Running, differences, machine, rmtree, write_archive
+from _share import Sshd
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proxy:
+    """The delay proxy in front of sshd, holding each direction for half the round trip."""
+
+    def __init__(self, target: int, rtt_ms: float) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_delay.py"), str(self.port), str(target), str(rtt_ms / 2)]
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("the delay proxy did not listen")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def run_timed(cmd: list[str], timeout: float) -> Measured | str:
+    """Runs `cmd` under GNU time; why not, if it failed or was not done within `timeout`."""
+    r = Running(cmd, start_new_session=True)
+    late = threading.Event()
+
+    def kill() -> None:
+        late.set()
+        os.killpg(r.proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    try:
+        return r.wait()
+    except SystemExit as e:
+        return f"not done after {timeout:g} s" if late.is_set() else f"failed: {e}"
+    finally:
+        timer.cancel()
+
+
+def contenders(
+    src: Path, mnt: Path, remote: Path, sshd: Sshd, proxy: int, only: list[str]
+) -> dict[str, tuple[list[str], Path]]:
+    """name -> (command, where its copy lands on the server). Names are new for each set and
+    round trip: sshfs caches entries, and a folder removed on the server's side may still be
+    seen through the mount for a while."""
+    tag = f"{src.stem}-{proxy}"
+    ssh = " ".join(["ssh", "-p", str(proxy), *sshd.ssh_options()])
+    out = {
+        "softcopy": (
+            [sys.executable, "-m", "softcopy", str(src), str(mnt / f"sc-{tag}"), "--once", "--quiet"],
+            remote / f"sc-{tag}",
+        ),
+        "softcopy --nprocs 32": (
+            [
+                sys.executable,
+                "-m",
+                "softcopy",
+                str(src),
+                str(mnt / f"sc32-{tag}"),
+                "--once",
+                "--quiet",
+                "--nprocs",
+                "32",
+            ],
+            remote / f"sc32-{tag}",
+        ),
+        "cp -r": (["cp", "-r", str(src), str(mnt / f"cp-{tag}")], remote / f"cp-{tag}"),
+        "rsync -a": (["rsync", "-a", f"{src}/", f"{mnt / f'rs-{tag}'}/"], remote / f"rs-{tag}"),
+        "rsync -a -e ssh": (
+            ["rsync", "-a", "-e", ssh, f"{src}/", f"root@127.0.0.1:{remote / f'rse-{tag}'}/"],
+            remote / f"rse-{tag}",
+        ),
+    }
+    if shutil.which("rclone"):
+        out["rclone copy --transfers 8"] = (
+            ["rclone", "copy", "--transfers", "8", str(src), str(mnt / f"rc-{tag}")],
+            remote / f"rc-{tag}",
+        )
+    return {k: v for k, v in out.items() if not only or k in only}
+
+
+def one_stream(sshd: Sshd, proxy: int, mib: int = 256) -> float:
+    """MiB/s one bulk ssh stream carries through the proxy: the time of `mib` MiB to /dev/null,
+    less that of an empty session (the handshake's round trips)."""
+
+    def session(n: int) -> float:
+        t0 = time.perf_counter()
+        cmd = ["ssh", "-q", "-p", str(proxy), *sshd.ssh_options(), "root@127.0.0.1", "cat > /dev/null"]
+        feed = subprocess.Popen(["head", "-c", str(n << 20), "/dev/zero"], stdout=subprocess.PIPE)
+        subprocess.run(cmd, stdin=feed.stdout, check=True)
+        feed.wait()
+        return time.perf_counter() - t0
+
+    return mib / max(session(mib) - session(0), 1e-3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--files", type=int, default=2000, help="small chunks")
+    ap.add_argument("--kib", type=int, default=16, help="size of a small chunk")
+    ap.add_argument("--big", type=int, default=64, help="large chunks")
+    ap.add_argument("--big-mib", type=int, default=8, help="size of a large chunk")
+    ap.add_argument("--rtt", type=float, action="append", help="round trips in ms (default 0, 2, 10)")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds before a copy counts as not done")
+    ap.add_argument("--only", action="append", default=[], help="contenders to run (default all)")
+    ap.add_argument("--dir", type=Path, default=Path("/var/tmp/softcopy-bench-network"))
+    args = ap.parse_args()
+    rtts = args.rtt or [0.0, 2.0, 10.0]
+    rmtree(args.dir)
+    args.dir.mkdir(parents=True)
+    small, big, remote, mnt = (args.dir / n for n in ("small.zarr", "big.zarr", "remote", "mnt"))
+    write_archive(small, args.files, args.kib << 10)
+    write_archive(big, args.big, args.big_mib << 20)
+    remote.mkdir()
+    mnt.mkdir()
+    sshd = Sshd(args.dir / "sshd", quiet=True)
+    sshd.start()
+    print(f"# {machine()}")
+    print(
+        f"# sshd on loopback, sshfs through a delay proxy; {args.files} x {args.kib} KiB and {args.big} x {args.big_mib} MiB"
+    )
+    print("| round trip | files | copier | wall s | files/s | MiB/s | CPU s |")
+    print("|---|---|---|---|---|---|---|")
+    try:
+        for rtt in rtts:
+            proxy = Proxy(sshd.port, rtt)
+            sshd.mount(remote, mnt, port=proxy.port)
+            try:
+                stream = one_stream(sshd, proxy.port)
+                print(f"| {rtt:g} ms | one ssh stream | `ssh cat` | | | {stream:.0f} | |")
+                for label, src in ((f"{args.kib} KiB", small), (f"{args.big_mib} MiB", big)):
+                    files = sum(1 for p in src.rglob("*") if p.is_file())
+                    mib = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 2**20
+                    for name, (cmd, landed) in contenders(src, mnt, remote, sshd, proxy.port, args.only).items():
+                        m = run_timed(cmd, args.timeout)
+                        if isinstance(m, str):
+                            print(f"| {rtt:g} ms | {label} | {name} | {m} | | | |")
+                        else:
+                            diff = [d for d in differences(src, landed) if ".softcopy" not in d]
+                            if diff:
+                                raise SystemExit(f"{name} copied {src} wrong: {diff[:5]}")
+                            print(
+                                f"| {rtt:g} ms | {label} | {name} | {m.wall:.1f} | {files / m.wall:.0f} "
+                                f"| {mib / m.wall:.1f} | {m.cpu:.1f} |"
+                            )
+                        sys.stdout.flush()
+                        rmtree(landed)
+            finally:
+                subprocess.run(["fusermount", "-u", str(mnt)], check=False)
+                proxy.close()
+    finally:
+        sshd.kill()
+        rmtree(args.dir)
+
+
+if __name__ == "__main__":
+    main()
