@@ -30,7 +30,7 @@ impl RootId {
     /// The identity of the folder at `path` now, if it is a folder.
     fn of(path: &Path) -> Result<(u64, u64), String> {
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => dev_ino(path),
+            Ok(m) if m.is_dir() => dev_ino(path, &m),
             Ok(_) => Err(format!("{} is no longer a folder", path.display())),
             Err(e) => Err(format!("{} cannot be read ({e})", path.display())),
         }
@@ -57,8 +57,9 @@ impl RootId {
 
 /// Device and inode (volume serial and file index on Windows, from a handle: std's metadata
 /// has neither there, and a folder made later under the old name must not pass for the root).
-fn dev_ino(path: &Path) -> Result<(u64, u64), String> {
-    let id = crate::sys::path_identity(path).map_err(|e| format!("{} cannot be read ({e})", path.display()))?;
+fn dev_ino(path: &Path, meta: &std::fs::Metadata) -> Result<(u64, u64), String> {
+    let id =
+        crate::sys::path_identity_of(path, meta).map_err(|e| format!("{} cannot be read ({e})", path.display()))?;
     Ok((id.dev, id.ino))
 }
 

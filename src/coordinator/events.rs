@@ -68,6 +68,7 @@ impl Run<'_> {
             self.sh.say(Level::Warning, format!("scan of {}: {e}", src.join(start).display()));
         }
     }
+
     pub(super) fn handle(&mut self, ev: FsEvent, watcher: &mut Watcher) {
         if self.cfg.log_events {
             self.sh.say(Level::Debug, format!("event {ev:?}"));

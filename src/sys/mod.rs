@@ -88,6 +88,21 @@ pub fn path_identity(path: &std::path::Path) -> io::Result<Identity> {
     }
 }
 
+/// [`path_identity`] for a caller that already holds the path's `symlink_metadata`: no second
+/// look where the metadata says it all (everywhere but Windows).
+pub fn path_identity_of(path: &std::path::Path, meta: &std::fs::Metadata) -> io::Result<Identity> {
+    #[cfg(windows)]
+    {
+        let _ = meta;
+        windows::path_identity(path)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = path;
+        Ok(identity(meta))
+    }
+}
+
 /// Whether an open failed because the final component is a symlink (ELOOP from O_NOFOLLOW or
 /// RESOLVE_NO_SYMLINKS). Windows opens a reparse point itself instead: the caller sees a
 /// non-file and skips it.
