@@ -175,16 +175,19 @@ class Acquisition(RuleBasedStateMachine):
         self.away.rename(self.src)
         self.root_away = False
 
-    @rule()
-    def stop_and_restart(self) -> None:
-        self.copier.stop()
-        assert self.copier.wait(30) is not None
+    def _new_engine(self) -> None:
         if self.foreign:
             # A new run adopts whatever folder is under the name: a new acquisition, with the
             # renamed-away one's copies left at the destination as extras.
             self.foreign = False
             self.leftovers |= set(snapshot(self.dst))
         self.copier = self._start()
+
+    @rule()
+    def stop_and_restart(self) -> None:
+        self.copier.stop()
+        assert self.copier.wait(30) is not None
+        self._new_engine()
         # A new engine adopts the folder there when it starts, or the first one to appear.
         self.unconfirmed = self.root_away
 
@@ -273,7 +276,7 @@ class Acquisition(RuleBasedStateMachine):
                 self.current = {k: v for k, v in self.current.items() if k not in freed}
                 self.leftovers |= freed  # their copies stay: the journal says they were freed
                 (self.src / "complete").unlink(missing_ok=True)  # or the run would end as it starts
-                self.copier = self._start()
+                self._new_engine()
                 (self.src / "complete").touch()
                 self._check_end(self.copier.wait(60))
         finally:
