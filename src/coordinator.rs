@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
-use crate::copier::{self, CopyOptions, Done, Pool};
+use crate::copier::{self, CopyOptions};
 use crate::dest::{Dest, RootChange, RootWatch};
 use crate::engine::{wait_for_source, Config};
 use crate::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait, Unverified};
 use crate::health::Health;
+use crate::pool::{Done, Pool};
 use crate::rescan::{Rescans, RESCAN_MIN};
 use crate::root::{Gone, RootId};
 use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
@@ -487,6 +488,8 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     let end = run.copy_loop(&pool, &mut watcher, &ev_rx, &done_rx, &warn_rx);
     drop(watcher);
     pool.shutdown();
+    // No copy is in flight any more: the staging folders are empty.
+    dest.remove_staging();
     for d in done_rx.try_iter() {
         run.done(d);
     }

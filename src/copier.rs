@@ -3,22 +3,19 @@
 //! A worker takes a [`Job`] (a relative path), looks at the source as it is *now*, and makes the
 //! destination match: copy a new version to a partial name and rename it into place (invariant 1),
 //! skip a version it already has, or remove a file the source no longer has. Workers run at the
-//! lowest CPU and IO priority and never touch Python.
+//! lowest CPU and IO priority and never touch Python (the threads are in `pool.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
-
-use crate::dest::{Dest, Folder};
+use crate::dest::{Dest, Folder, Staging};
 use crate::rate::RateLimit;
 use crate::sys::{self, CopyMethod, Pace};
-use crate::vocab::{identity, time_unit_ns, Identity, Job, Outcome, Prev, PARTIAL_SUFFIX};
+use crate::vocab::{identity, time_unit_ns, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
 
 /// How workers copy.
 #[derive(Clone, Debug, Default)]
@@ -90,17 +87,27 @@ fn partial_name(name: &Path) -> PathBuf {
 }
 
 /// Where a copy is written until it is complete.
-enum Out {
+enum Out<'a> {
     /// An unnamed file (O_TMPFILE): it gets its name only when complete.
     Unnamed(File),
-    /// A partial file next to its final name, renamed into place when complete.
-    Named(File, PathBuf),
+    /// A partial file, renamed into place when complete: next to its final name, or in a staging
+    /// folder lent to this copy ([`Partial`]).
+    Named(File, PathBuf, Option<Staging<'a>>),
 }
 
-impl Out {
-    /// A new file in `folder` for a copy with permission bits `mode`: unnamed where the destination
-    /// filesystem allows it (and no read-back by name is needed), else a partial file next to `name`.
-    fn create(folder: &Folder, name: &Path, shown: &Path, mode: u32, opts: &CopyOptions) -> crate::Result<Out> {
+impl<'a> Out<'a> {
+    /// A new file for a copy into `folder` with permission bits `mode`: unnamed where the
+    /// destination filesystem allows it (and no read-back by name is needed), else a partial file
+    /// where `partial` says (beside `name` if staging is not possible).
+    fn create(
+        dest: &'a Dest,
+        folder: &Folder,
+        name: &Path,
+        shown: &Path,
+        mode: u32,
+        partial: Partial,
+        opts: &CopyOptions,
+    ) -> crate::Result<Out<'a>> {
         if !opts.checksum {
             let made = sys::create_unnamed(folder.path(), mode, &opts.learned)
                 .map_err(|e| crate::Error::io("create in", shown.parent().unwrap_or(shown), e))?;
@@ -108,19 +115,21 @@ impl Out {
                 return Ok(Out::Unnamed(file));
             }
         }
-        let tmp = folder.join(&partial_name(name));
+        // A staging folder that cannot be made is no reason not to copy: beside it is.
+        let staging = if partial == Partial::Staged { dest.staging().and_then(Result::ok) } else { None };
+        let tmp = staging.as_deref().unwrap_or(folder).join(&partial_name(name));
         let mut open = OpenOptions::new();
         // create_new: a partial name is ours alone; never truncate something we did not create.
         open.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut open, mode);
         let file = open.open(&tmp).map_err(|e| crate::Error::io("create", shown, e))?;
-        Ok(Out::Named(file, tmp))
+        Ok(Out::Named(file, tmp, staging))
     }
 
     fn file(&self) -> &File {
         match self {
-            Out::Unnamed(f) | Out::Named(f, _) => f,
+            Out::Unnamed(f) | Out::Named(f, ..) => f,
         }
     }
 
@@ -151,7 +160,7 @@ impl Out {
                 sys::link_unnamed(file, &tmp).map_err(|e| crate::Error::io("link into", shown, e))?;
                 tmp
             }
-            Out::Named(_, tmp) => tmp.clone(),
+            Out::Named(_, tmp, _) => tmp.clone(),
         };
         if !may_exist && dest.folds_case_of(name) {
             // Two names that fold to one, copied at once, must not both look at an empty folder
@@ -178,9 +187,10 @@ impl Out {
 
     /// Throws an unfinished copy away (an unnamed file vanishes with its descriptor).
     fn discard(self) {
-        if let Out::Named(file, tmp) = self {
+        if let Out::Named(file, tmp, staging) = self {
             drop(file);
             let _ = fs::remove_file(tmp);
+            drop(staging);
         }
     }
 }
@@ -212,7 +222,15 @@ fn is_gone(e: &io::Error) -> bool {
 /// Brings `dest/rel` in line with `src_root/rel`. Never panics; every failure is an
 /// [`Outcome::Failed`] naming the path, so one bad file cannot stop the engine.
 pub fn sync_file(src_root: &Path, dest: &Dest, job: &Job, opts: &CopyOptions, stop: &AtomicBool) -> (Outcome, bool) {
-    match sync_inner(src_root, dest, job, opts, stop) {
+    let mut result = sync_inner(src_root, dest, job, opts, stop);
+    let crossed = |e: &crate::Error| matches!(e, crate::Error::Io { source, .. } if source.kind() == io::ErrorKind::CrossesDevices);
+    if job.partial == Partial::Staged && result.as_ref().is_err_and(crossed) {
+        // Another filesystem is mounted below the destination root: a staged copy cannot be
+        // renamed into it. Copied again, beside its name, and never staged again here.
+        dest.refuse_staging();
+        result = sync_inner(src_root, dest, &Job { partial: Partial::Beside, ..job.clone() }, opts, stop);
+    }
+    match result {
         Ok(Outcome::Deleted) => {
             prune_empty_dirs(src_root, dest, &job.rel);
             (Outcome::Deleted, false)
@@ -368,7 +386,7 @@ fn sync_inner(
         None => dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?,
     };
     dest.refuse_case_collision(&folder, name, src.parent().unwrap_or(src)).map_err(|e| Error::io("copy to", dst, e))?;
-    let out = Out::create(&folder, name, dst, mode, opts)?;
+    let out = Out::create(dest, &folder, name, dst, mode, job.partial, opts)?;
     let result = (|| {
         let file_out = out.file();
         let (bytes, hash) = if opts.checksum {
@@ -399,7 +417,7 @@ fn sync_inner(
         if after != Some(ident) || fd_after != Some(ident) || bytes != ident.size {
             return Ok(None);
         }
-        if let (Some(hash), Out::Named(_, tmp)) = (hash, &out) {
+        if let (Some(hash), Out::Named(_, tmp, _)) = (hash, &out) {
             // Read the copy back before it gets its final name: what we wrote is what we read.
             let back = crate::manifest::hash_file(tmp).map_err(|e| Error::io("read back", tmp, e))?;
             if back != hash {
@@ -509,105 +527,10 @@ pub fn remove_partials(dst_root: &Path) -> (usize, bool) {
         }
         if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
             removed += usize::from(fs::remove_file(e.path()).is_ok());
-        } else {
+        } else if !crate::vocab::is_ignored(e.path().strip_prefix(dst_root).unwrap_or(e.path())) {
+            // Our own state at the root (this run's claim among it) is no earlier copy.
             others = true;
         }
     }
     (removed, others)
-}
-
-/// A finished job, as reported back to the coordinator.
-pub struct Done {
-    pub rel: PathBuf,
-    pub outcome: Outcome,
-}
-
-/// The worker threads of one target.
-pub struct Pool {
-    jobs: Option<Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Pool {
-    /// Starts `n` workers copying from `src_root` to `dst_root` with `opts`, reporting on `done`.
-    /// `priority_warning` receives (once per pool) why the priority could not be lowered.
-    pub fn start(
-        n: usize,
-        src_root: PathBuf,
-        dest: Arc<Dest>,
-        opts: CopyOptions,
-        done: Sender<Done>,
-        stop: Arc<AtomicBool>,
-        priority_warning: Sender<String>,
-    ) -> std::io::Result<Pool> {
-        let (low_priority, sleep) = (opts.low_priority, opts.sleep);
-        let work = move |job: &Job, stop: &AtomicBool| sync_file(&src_root, &dest, job, &opts, stop);
-        Pool::with_work(n, low_priority, sleep, work, done, stop, priority_warning)
-    }
-
-    /// [`Pool::start`] with the work of one job given: the copy, or in tests anything else.
-    pub fn with_work(
-        n: usize,
-        low_priority: bool,
-        sleep: Duration,
-        work: impl Fn(&Job, &AtomicBool) -> (Outcome, bool) + Send + Sync + 'static,
-        done: Sender<Done>,
-        stop: Arc<AtomicBool>,
-        priority_warning: Sender<String>,
-    ) -> std::io::Result<Pool> {
-        let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
-        let warned = Arc::new(AtomicBool::new(false));
-        let work = Arc::new(work);
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n.max(1) {
-            let (rx, done, stop, warned, warn_tx, work) =
-                (rx.clone(), done.clone(), stop.clone(), warned.clone(), priority_warning.clone(), work.clone());
-            let handle = std::thread::Builder::new().name(format!("softcopy-worker-{i}")).spawn(move || {
-                if low_priority {
-                    // Per thread on Linux: each worker lowers its own priority.
-                    if let Err(msg) = sys::lower_thread_priority() {
-                        if !warned.swap(true, Ordering::Relaxed) {
-                            let _ = warn_tx.send(msg);
-                        }
-                    }
-                }
-                for job in rx.iter() {
-                    if stop.load(Ordering::Relaxed) {
-                        // Report instead of copying so the coordinator's in-flight count stays exact.
-                        let _ = done.send(Done { rel: job.rel, outcome: Outcome::Failed("stopped".into()) });
-                        continue;
-                    }
-                    // A bug in one file's copy must not hang the engine waiting for its result
-                    // (issue 11, item 7): the file is reported failed, and retried like any failure.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&job, &stop)));
-                    let (outcome, copied) = result.unwrap_or_else(|_| {
-                        (Outcome::Failed(format!("internal error: the copy of {} panicked", job.rel.display())), false)
-                    });
-                    if done.send(Done { rel: job.rel, outcome }).is_err() {
-                        break;
-                    }
-                    if copied && !sleep.is_zero() {
-                        std::thread::sleep(sleep);
-                    }
-                }
-            })?;
-            threads.push(handle);
-        }
-        Ok(Pool { jobs: Some(tx), threads })
-    }
-
-    /// Hands a job to the next free worker.
-    pub fn submit(&self, job: Job) {
-        if let Some(tx) = &self.jobs {
-            let _ = tx.send(job);
-        }
-    }
-
-    /// Closes the queue and waits for every worker to finish its current file.
-    pub fn shutdown(mut self) {
-        self.jobs = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }

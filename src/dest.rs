@@ -16,8 +16,11 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::vocab::STAGING;
 
 /// What a folder below the destination is, for the calls that act inside it.
 pub struct Folder {
@@ -60,6 +63,33 @@ pub struct Dest {
     /// Folders below the root already looked at for another run's claim (one look per folder
     /// per run, not per file).
     unclaimed: Mutex<HashSet<PathBuf>>,
+    /// Staging folders not in use now, and how many were made (see [`Dest::staging`]).
+    staging: Mutex<Vec<Folder>>,
+    staged: std::sync::atomic::AtomicUsize,
+    /// A rename out of a staging folder failed as crossing filesystems (something is mounted
+    /// below the destination root): every copy is written beside its name from then on.
+    no_staging: std::sync::atomic::AtomicBool,
+}
+
+/// A staging folder lent to one copy, returned when dropped.
+pub struct Staging<'a> {
+    dest: &'a Dest,
+    folder: Option<Folder>,
+}
+
+impl std::ops::Deref for Staging<'_> {
+    type Target = Folder;
+    fn deref(&self) -> &Folder {
+        self.folder.as_ref().expect("held until dropped")
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.folder.take() {
+            self.dest.staging.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+        }
+    }
 }
 
 /// A link met below the destination root: reported with the path the user knows.
@@ -92,7 +122,50 @@ impl Dest {
             marker: Mutex::new(marker.map(PathBuf::from)),
             unclaimed: Mutex::default(),
             folds_case: Default::default(),
+            staging: Mutex::default(),
+            staged: Default::default(),
+            no_staging: Default::default(),
         })
+    }
+
+    /// A staging folder for one copy's partial file, made on first need below [`STAGING`]: one
+    /// per copy in flight, so no two creates share a folder (docs/design.md, "Round trips").
+    /// `None` once staging was found not to work here.
+    pub fn staging(&self) -> Option<io::Result<Staging<'_>>> {
+        if self.no_staging.load(Ordering::Relaxed) {
+            return None;
+        }
+        let spare = self.staging.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let folder = match spare {
+            Some(f) => f,
+            None => {
+                let n = self.staged.fetch_add(1, Ordering::Relaxed);
+                match self.folder(&Path::new(STAGING).join(n.to_string()), true) {
+                    Ok(f) => f,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        };
+        Some(Ok(Staging { dest: self, folder: Some(folder) }))
+    }
+
+    /// Staging does not work here: copies are written beside their names from now on.
+    pub fn refuse_staging(&self) {
+        self.no_staging.store(true, Ordering::Relaxed);
+    }
+
+    /// Removes the staging folders, empty at the end of a run (a partial left in one by a run
+    /// that was killed is removed at the next start, with every other partial).
+    pub fn remove_staging(&self) {
+        self.staging.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // Reached without a link, as every path this module writes to; only empty folders go.
+        let Ok(root) = self.folder(Path::new(""), false) else { return };
+        if let Ok(top) = self.folder(Path::new(STAGING), false) {
+            for e in fs::read_dir(top.path()).into_iter().flatten().flatten() {
+                let _ = fs::remove_dir(top.join(Path::new(&e.file_name())));
+            }
+        }
+        let _ = fs::remove_dir(root.join(Path::new(STAGING)));
     }
 
     /// Whether the destination the user named still leads to the folder held: a root that is a
@@ -128,6 +201,9 @@ impl Dest {
             marker: Mutex::new(None),
             unclaimed: Mutex::default(),
             folds_case: Default::default(),
+            staging: Mutex::default(),
+            staged: Default::default(),
+            no_staging: Default::default(),
         }
     }
 

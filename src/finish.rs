@@ -247,7 +247,7 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
         return Ok(false);
     }
     let opts = CopyOptions { method: d.cfg.method, ..CopyOptions::default() };
-    let job = Job { rel, prev: crate::vocab::Prev::Unknown, verify_closed: false };
+    let job = Job { rel, prev: crate::vocab::Prev::Unknown, verify_closed: false, partial: Default::default() };
     // Its own view of the destination: publishing the marker must not withdraw it.
     let dest = crate::dest::Dest::open(dst, dst, None).map_err(|e| e.to_string())?;
     match copier::sync_file(d.src, &dest, &job, &opts, &AtomicBool::new(false)).0 {

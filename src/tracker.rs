@@ -132,6 +132,8 @@ pub struct Tracker {
     settle: Duration,
     debounce: Duration,
     in_flight: usize,
+    /// Copies in flight per folder, to spread the workers over folders.
+    loads: crate::spread::FolderLoad,
     counts: TrackerCounts,
     last_error: Option<String>,
     /// Writers' closes are reported (see [`Tracker::with_close_events`]).
@@ -182,6 +184,7 @@ impl Tracker {
             settle,
             debounce,
             in_flight: 0,
+            loads: Default::default(),
             counts: TrackerCounts::default(),
             last_error: None,
             close_events: CLOSE_EVENTS,
@@ -382,24 +385,27 @@ impl Tracker {
     /// The next file to copy, if any is due. The file is then "in flight" until [`Tracker::finish`].
     pub fn next_job(&mut self, now: Instant) -> Option<Job> {
         self.fire_timers(now);
-        while let Some((rel, _)) = self.ready.pop_front() {
-            let Some(st) = self.files.get_mut(&*rel) else { continue };
-            st.queued = false;
-            if st.want != Want::Now || st.in_flight || st.writing {
-                continue;
-            }
-            st.want = Want::None;
-            st.pending_since = None;
-            st.in_flight = true;
-            self.in_flight += 1;
-            let prev = match st.copied {
-                _ if st.superseded => Prev::Superseded,
-                Some(ident) => Prev::Copied(ident),
-                None => Prev::Unknown,
-            };
-            return Some(Job { prev, rel: PathBuf::from(&*rel), verify_closed: st.verify_closed });
-        }
-        None
+        let files = &mut self.files;
+        let (rel, _, partial) = self.loads.pick(&mut self.ready, |rel| {
+            let Some(st) = files.get_mut(&**rel) else { return false };
+            let due = st.want == Want::Now && !st.in_flight && !st.writing;
+            // A dropped entry is no longer queued; a taken one is not either (below).
+            st.queued = due;
+            due
+        })?;
+        let st = self.files.get_mut(&*rel)?;
+        st.queued = false;
+        st.want = Want::None;
+        st.pending_since = None;
+        st.in_flight = true;
+        self.in_flight += 1;
+        self.loads.started(&rel);
+        let prev = match st.copied {
+            _ if st.superseded => Prev::Superseded,
+            Some(ident) => Prev::Copied(ident),
+            None => Prev::Unknown,
+        };
+        Some(Job { prev, rel: PathBuf::from(&*rel), verify_closed: st.verify_closed, partial })
     }
 
     /// Records what a worker did with the job for `rel`, re-queueing it if it changed meanwhile.
@@ -410,6 +416,7 @@ impl Tracker {
         if st.in_flight {
             st.in_flight = false;
             self.in_flight -= 1;
+            self.loads.ended(rel.as_os_str());
         }
         let mut retry = None;
         match outcome {

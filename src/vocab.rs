@@ -112,7 +112,25 @@ pub struct Job {
     pub prev: Prev,
     /// Readiness was not proven by a rename: copy only if no process has the file open for writing.
     pub verify_closed: bool,
+    /// Where the copy is written until it is whole.
+    pub partial: Partial,
 }
+
+/// Where a worker writes a copy until it is whole, when the destination cannot make unnamed files
+/// (docs/design.md, "Round trips").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Partial {
+    /// Next to its final name, renamed in the same folder: nothing else is being copied into it.
+    #[default]
+    Beside,
+    /// In a staging folder of the worker's own below [`STAGING`], renamed across: another copy
+    /// into the same folder is in flight, and on a network filesystem a create there would wait
+    /// for that copy's round trips.
+    Staged,
+}
+
+/// The destination's folder of staging folders, one per worker copying at once.
+pub const STAGING: &str = ".softcopy-staging";
 
 /// What a worker did with a [`Job`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Sender;
+use notify::event::EventKindMask;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
@@ -39,6 +40,21 @@ pub struct Watcher {
     // Elsewhere than Linux it is only held: dropping it would end the watch.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     inner: RecommendedWatcher,
+    /// The root's parent, watched by a watcher of its own that asks only for names coming and
+    /// going: the folder next to an acquisition is often busy (a log the microscope appends to,
+    /// other acquisitions), and none of its writes, opens or closes are ours to hear about.
+    _parent: Option<RecommendedWatcher>,
+}
+
+/// What the tree's watch asks the kernel for: the events [`translate`] uses, and no more. Opens,
+/// read-only closes and attribute changes are left out: every read of a source file (our own
+/// copies among them, a viewer's) would otherwise be two events in a queue that can overflow.
+fn tree_events() -> EventKindMask {
+    EventKindMask::CREATE
+        | EventKindMask::REMOVE
+        | EventKindMask::MODIFY_DATA
+        | EventKindMask::MODIFY_NAME
+        | EventKindMask::ACCESS_CLOSE
 }
 
 impl Watcher {
@@ -50,16 +66,22 @@ impl Watcher {
         // Not following symlinks: a linked folder is outside the source (invariant 6), and following
         // them makes notify stat every file while it adds its watches.
         let config = notify::Config::default().with_follow_symlinks(false);
-        let mut inner = RecommendedWatcher::new(tx, config).map_err(|e| watch_error(root, e))?;
+        let inner = RecommendedWatcher::new(tx.clone(), config.with_event_kinds(tree_events()))
+            .map_err(|e| watch_error(root, e))?;
         let mut limited = None;
+        let mut parent_watch = None;
         if let Some(parent) = root.parent() {
-            match inner.watch(parent, RecursiveMode::NonRecursive).map_err(|e| watch_error(parent, e)) {
+            let names = EventKindMask::CREATE | EventKindMask::REMOVE | EventKindMask::MODIFY_NAME;
+            let mut watcher =
+                RecommendedWatcher::new(tx, config.with_event_kinds(names)).map_err(|e| watch_error(parent, e))?;
+            match watcher.watch(parent, RecursiveMode::NonRecursive).map_err(|e| watch_error(parent, e)) {
                 Ok(()) => {}
                 Err(e @ Error::WatchLimit(_)) => limited = Some(e),
                 Err(e) => return Err(e),
             }
+            parent_watch = Some(watcher);
         }
-        Ok((Watcher { inner }, limited))
+        Ok((Watcher { inner, _parent: parent_watch }, limited))
     }
 
     /// Watches the tree at `root` and calls `found` with every regular file in it (relative to

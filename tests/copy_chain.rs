@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use _softcopy::copier::{sync_file, CopyOptions};
+use _softcopy::dest::Dest;
 use _softcopy::sys::{copy_contents, CopyMethod, Learned, Pace};
-use _softcopy::vocab::{Job, Outcome, Prev, PARTIAL_SUFFIX};
+use _softcopy::vocab::{Job, Outcome, Partial, Prev, PARTIAL_SUFFIX, STAGING};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
@@ -65,7 +66,7 @@ fn a_stop_request_interrupts_a_copy_between_steps() {
 }
 
 fn job(rel: &str) -> Job {
-    Job { rel: rel.into(), prev: Prev::Unknown, verify_closed: true }
+    Job { rel: rel.into(), prev: Prev::Unknown, verify_closed: true, partial: Partial::Beside }
 }
 
 fn no_partials(dir: &Path) -> bool {
@@ -102,7 +103,7 @@ fn sync_file_copies_skips_and_deletes() {
     let again = sync(
         src.path(),
         dst.path(),
-        &Job { rel: "c/0/1".into(), prev: Prev::Copied(ident), verify_closed: true },
+        &Job { rel: "c/0/1".into(), prev: Prev::Copied(ident), verify_closed: true, partial: Partial::Beside },
         &opts,
     )
     .0;
@@ -259,7 +260,7 @@ fn a_fresh_destination_still_replaces_a_name_that_appeared_there() {
 fn a_panicking_copy_is_reported_as_failed_and_the_worker_goes_on() {
     // Issue 11, item 7: a worker that panicked never reported its job, and the engine waited for
     // it forever. Now the job comes back Failed and the same worker takes the next one.
-    use _softcopy::copier::Pool;
+    use _softcopy::pool::Pool;
     use std::sync::Arc;
     use std::time::Duration;
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -278,4 +279,31 @@ fn a_panicking_copy_is_reported_as_failed_and_the_worker_goes_on() {
     let second = done_rx.recv_timeout(Duration::from_secs(10)).expect("the worker survived");
     assert_eq!((second.rel.as_path(), second.outcome), (Path::new("good"), Outcome::Skipped));
     pool.shutdown();
+}
+
+#[test]
+fn a_staged_copy_is_written_in_a_staging_folder_and_renamed_across_into_place() {
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fs::create_dir_all(src.path().join("c/0")).unwrap();
+    fs::write(src.path().join("c/0/1"), b"chunk").unwrap();
+    // With checksums the copy is a named partial everywhere (it is read back by name).
+    let opts = CopyOptions { checksum: true, ..CopyOptions::default() };
+    let dest = Dest::open(dst.path(), dst.path(), None).unwrap();
+    let staged = Job { partial: Partial::Staged, ..job("c/0/1") };
+    let (outcome, copied) = sync_with(src.path(), &dest, &staged, &opts);
+    assert!(copied && matches!(outcome, Outcome::Copied { bytes: 5, .. }), "{outcome:?}");
+    assert_eq!(fs::read(dst.path().join("c/0/1")).unwrap(), b"chunk");
+    // The staging folder was used, and holds nothing once the copy is in place.
+    let staging = dst.path().join(STAGING);
+    assert!(staging.join("0").is_dir());
+    assert!(walk(&staging).is_empty());
+    // A new version replaces the copy the same way.
+    fs::write(src.path().join("c/0/1"), b"chunk, again").unwrap();
+    let (outcome, _) = sync_with(src.path(), &dest, &staged, &opts);
+    assert!(matches!(outcome, Outcome::Copied { bytes: 12, .. }), "{outcome:?}");
+    assert_eq!(fs::read(dst.path().join("c/0/1")).unwrap(), b"chunk, again");
+    // The end of a run takes the staging folders away.
+    dest.remove_staging();
+    assert!(!staging.exists());
+    assert_eq!(walk(dst.path()), [dst.path().join("c/0/1")]);
 }

@@ -1,0 +1,112 @@
+//! The worker threads of one target: each takes a [`Job`], does it (the copy of
+//! [`crate::copier::sync_file`]), and reports a [`Done`]. Workers run at the lowest CPU and IO
+//! priority and never touch Python.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::copier::{sync_file, CopyOptions};
+use crate::dest::Dest;
+use crate::sys;
+use crate::vocab::{Job, Outcome};
+
+/// A finished job, as reported back to the coordinator.
+pub struct Done {
+    pub rel: PathBuf,
+    pub outcome: Outcome,
+}
+
+/// The worker threads of one target.
+pub struct Pool {
+    jobs: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts `n` workers copying from `src_root` to `dst_root` with `opts`, reporting on `done`.
+    /// `priority_warning` receives (once per pool) why the priority could not be lowered.
+    pub fn start(
+        n: usize,
+        src_root: PathBuf,
+        dest: Arc<Dest>,
+        opts: CopyOptions,
+        done: Sender<Done>,
+        stop: Arc<AtomicBool>,
+        priority_warning: Sender<String>,
+    ) -> std::io::Result<Pool> {
+        let (low_priority, sleep) = (opts.low_priority, opts.sleep);
+        let work = move |job: &Job, stop: &AtomicBool| sync_file(&src_root, &dest, job, &opts, stop);
+        Pool::with_work(n, low_priority, sleep, work, done, stop, priority_warning)
+    }
+
+    /// [`Pool::start`] with the work of one job given: the copy, or in tests anything else.
+    pub fn with_work(
+        n: usize,
+        low_priority: bool,
+        sleep: Duration,
+        work: impl Fn(&Job, &AtomicBool) -> (Outcome, bool) + Send + Sync + 'static,
+        done: Sender<Done>,
+        stop: Arc<AtomicBool>,
+        priority_warning: Sender<String>,
+    ) -> std::io::Result<Pool> {
+        let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
+        let warned = Arc::new(AtomicBool::new(false));
+        let work = Arc::new(work);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n.max(1) {
+            let (rx, done, stop, warned, warn_tx, work) =
+                (rx.clone(), done.clone(), stop.clone(), warned.clone(), priority_warning.clone(), work.clone());
+            let handle = std::thread::Builder::new().name(format!("softcopy-worker-{i}")).spawn(move || {
+                if low_priority {
+                    // Per thread on Linux: each worker lowers its own priority.
+                    if let Err(msg) = sys::lower_thread_priority() {
+                        if !warned.swap(true, Ordering::Relaxed) {
+                            let _ = warn_tx.send(msg);
+                        }
+                    }
+                }
+                for job in rx.iter() {
+                    if stop.load(Ordering::Relaxed) {
+                        // Report instead of copying so the coordinator's in-flight count stays exact.
+                        let _ = done.send(Done { rel: job.rel, outcome: Outcome::Failed("stopped".into()) });
+                        continue;
+                    }
+                    // A bug in one file's copy must not hang the engine waiting for its result
+                    // (issue 11, item 7): the file is reported failed, and retried like any failure.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&job, &stop)));
+                    let (outcome, copied) = result.unwrap_or_else(|_| {
+                        (Outcome::Failed(format!("internal error: the copy of {} panicked", job.rel.display())), false)
+                    });
+                    if done.send(Done { rel: job.rel, outcome }).is_err() {
+                        break;
+                    }
+                    if copied && !sleep.is_zero() {
+                        std::thread::sleep(sleep);
+                    }
+                }
+            })?;
+            threads.push(handle);
+        }
+        Ok(Pool { jobs: Some(tx), threads })
+    }
+
+    /// Hands a job to the next free worker.
+    pub fn submit(&self, job: Job) {
+        if let Some(tx) = &self.jobs {
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Closes the queue and waits for every worker to finish its current file.
+    pub fn shutdown(mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
