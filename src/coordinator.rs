@@ -23,6 +23,7 @@ use crate::rescan::{Rescans, RESCAN_MIN};
 use crate::root::{Gone, RootId};
 use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
 use crate::tracker::Tracker;
+use crate::verify::Landed;
 use crate::vocab::{Change, Outcome};
 use crate::watcher::{self, Watcher};
 use crate::{Error, Result};
@@ -424,9 +425,9 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     let mut unverified = Unverified::new(&dest, sh);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
-    let (removed, had_files) = copier::remove_partials(&dst);
-    if removed > 0 {
-        sh.say(Level::Info, format!("removed {removed} partial files left by an earlier run"));
+    let found = copier::remove_partials(&dst);
+    if found.removed > 0 {
+        sh.say(Level::Info, format!("removed {} partial files left by an earlier run", found.removed));
     }
 
     // Invariant 3: the watch exists before the initial scan starts.
@@ -478,16 +479,19 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
         max_total_rate: crate::rate::total(),
         checksum: cfg.checksum,
-        fresh_destination: !had_files,
+        fresh_destination: !found.others,
         learned,
         root: Some(root.clone()),
         quiet: cfg.quiet,
     };
     let pool = Pool::start(cfg.nprocs.max(1), src.clone(), dest.clone(), opts, done_tx, sh.stop.clone(), warn_tx)
         .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;
+    let flusher = crate::flush::Flusher::start(dest.clone(), crate::flush::EVERY)
+        .map_err(|e| Error::Internal(format!("cannot start the flushing thread: {e}")))?;
     let end = run.copy_loop(&pool, &mut watcher, &ev_rx, &done_rx, &warn_rx);
     drop(watcher);
     pool.shutdown();
+    drop(flusher);
     // No copy is in flight any more: the staging folders are empty.
     dest.remove_staging();
     for d in done_rx.try_iter() {
@@ -520,12 +524,22 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     }
     // A copy that failed while the destination was unreachable may have left its partial
     // behind (removing it failed too). No worker runs now, so every partial left is an orphan.
-    let (removed, _) = copier::remove_partials(&dst);
-    if removed > 0 {
-        sh.say(Level::Info, format!("removed {removed} partial files left by failed attempts"));
+    // Looked for only if one may be there: on a network share the walk costs a round trip per
+    // folder and file.
+    let leftover = found.kept > 0 || dest.partials_left();
+    if leftover {
+        let removed = copier::remove_partials(&dst).removed;
+        if removed > 0 {
+            sh.say(Level::Info, format!("removed {removed} partial files left by failed attempts"));
+        }
     }
     let copied = if cfg.delete_source { run.tracker.copied_versions() } else { Vec::new() };
-    let drained = Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, gave_up };
+    // What this run put at a destination that held nothing when it started, and where no partial
+    // may be left: then every file there is one of these (docs/design.md, "The end of a run").
+    let tracker = &run.tracker;
+    let lookup = |rel: &Path| tracker.copied_identity(rel);
+    let landed = (!found.others && !leftover).then(|| Landed { copied: &lookup, count: tracker.copied_count() });
+    let drained = Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, landed, gave_up };
     let ended = conclude(drained);
     if ended.0 == Phase::Verified {
         unverified.verified();

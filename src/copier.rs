@@ -124,6 +124,7 @@ impl<'a> Out<'a> {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut open, mode);
         let file = open.open(&tmp).map_err(|e| crate::Error::io("create", shown, e))?;
+        dest.partial_made();
         Ok(Out::Named(file, tmp, staging))
     }
 
@@ -158,6 +159,7 @@ impl<'a> Out<'a> {
                 }
                 let tmp = folder.join(&partial_name(name));
                 sys::link_unnamed(file, &tmp).map_err(|e| crate::Error::io("link into", shown, e))?;
+                dest.partial_made();
                 tmp
             }
             Out::Named(_, tmp, _) => tmp.clone(),
@@ -167,29 +169,35 @@ impl<'a> Out<'a> {
             // and then replace each other: a link never replaces, so one of them finds the other.
             match fs::hard_link(&tmp, &dst) {
                 Ok(()) => {
-                    let _ = fs::remove_file(&tmp);
+                    dest.remove_partial(&tmp);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if let Err(e) = dest.refuse_case_collision(folder, name, src_dir) {
-                        let _ = fs::remove_file(&tmp);
+                        dest.remove_partial(&tmp);
                         return Err(crate::Error::io("rename into", shown, e));
                     }
                 }
                 Err(_) => {} // no hard links there: renamed as any partial
             }
         }
-        fs::rename(&tmp, &dst).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            crate::Error::io("rename into", shown, e)
-        })
+        match fs::rename(&tmp, &dst) {
+            Ok(()) => {
+                dest.partial_gone();
+                Ok(())
+            }
+            Err(e) => {
+                dest.remove_partial(&tmp);
+                Err(crate::Error::io("rename into", shown, e))
+            }
+        }
     }
 
     /// Throws an unfinished copy away (an unnamed file vanishes with its descriptor).
-    fn discard(self) {
+    fn discard(self, dest: &Dest) {
         if let Out::Named(file, tmp, staging) = self {
             drop(file);
-            let _ = fs::remove_file(tmp);
+            dest.remove_partial(&tmp);
             drop(staging);
         }
     }
@@ -432,11 +440,11 @@ fn sync_inner(
     match result {
         Ok(Some((bytes, hash))) => Ok(Outcome::Copied { ident, bytes, hash }),
         Ok(None) => {
-            out.discard();
+            out.discard(dest);
             Ok(Outcome::Changed)
         }
         Err(e) => {
-            out.discard();
+            out.discard(dest);
             Err(e)
         }
     }
@@ -517,20 +525,32 @@ fn prune_empty_dirs(src_root: &Path, dest: &Dest, rel: &Path) {
     }
 }
 
-/// Removes partial files left by an earlier run that was killed (invariant 1). Returns how many,
-/// and whether any other file is there.
-pub fn remove_partials(dst_root: &Path) -> (usize, bool) {
-    let (mut removed, mut others) = (0, false);
+/// What a look for leftover partial files found at the destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    pub removed: usize,
+    /// Partials that could not be removed.
+    pub kept: usize,
+    /// Whether any other file is there (our own state at the root aside).
+    pub others: bool,
+}
+
+/// Removes partial files left by an earlier run that was killed (invariant 1).
+pub fn remove_partials(dst_root: &Path) -> Leftovers {
+    let mut found = Leftovers::default();
     for e in walkdir::WalkDir::new(dst_root).into_iter().filter_map(Result::ok) {
         if e.file_type().is_dir() {
             continue;
         }
         if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
-            removed += usize::from(fs::remove_file(e.path()).is_ok());
+            match fs::remove_file(e.path()) {
+                Ok(()) => found.removed += 1,
+                Err(_) => found.kept += 1,
+            }
         } else if !crate::vocab::is_ignored(e.path().strip_prefix(dst_root).unwrap_or(e.path())) {
             // Our own state at the root (this run's claim among it) is no earlier copy.
-            others = true;
+            found.others = true;
         }
     }
-    (removed, others)
+    found
 }

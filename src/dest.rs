@@ -69,6 +69,11 @@ pub struct Dest {
     /// A rename out of a staging folder failed as crossing filesystems (something is mounted
     /// below the destination root): every copy is written beside its name from then on.
     no_staging: std::sync::atomic::AtomicBool,
+    /// Partial files made and not yet renamed or removed: none left at the end means every file
+    /// at the destination is one this run published (docs/design.md, "The end of a run").
+    partials: std::sync::atomic::AtomicI64,
+    /// Something changed since the last background flush (`flush.rs`).
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 /// A staging folder lent to one copy, returned when dropped.
@@ -125,6 +130,8 @@ impl Dest {
             staging: Mutex::default(),
             staged: Default::default(),
             no_staging: Default::default(),
+            partials: Default::default(),
+            dirty: Default::default(),
         })
     }
 
@@ -204,6 +211,8 @@ impl Dest {
             staging: Mutex::default(),
             staged: Default::default(),
             no_staging: Default::default(),
+            partials: Default::default(),
+            dirty: Default::default(),
         }
     }
 
@@ -318,6 +327,35 @@ impl Dest {
         Ok(())
     }
 
+    /// Whether anything changed since this was last asked.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::Relaxed)
+    }
+
+    /// A partial file was made (it is renamed into place or removed later).
+    pub fn partial_made(&self) {
+        self.partials.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partial file got its final name (or was removed).
+    pub fn partial_gone(&self) {
+        self.partials.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Throws a partial file away; one that cannot be removed stays counted as left.
+    pub fn remove_partial(&self, tmp: &Path) {
+        match fs::remove_file(tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {}
+            _ => self.partial_gone(),
+        }
+    }
+
+    /// Whether a partial this run made may still be at the destination (a removal failed, or a
+    /// copy panicked between making one and throwing it away).
+    pub fn partials_left(&self) -> bool {
+        self.partials.load(Ordering::Relaxed) != 0
+    }
+
     /// Removes the file `rel`, reached without a link.
     pub fn remove_file(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = split(rel)?;
@@ -333,6 +371,7 @@ impl Dest {
     /// Called before anything at the destination is created, replaced or removed: withdraws the
     /// marker first (once, durably), so no reader ever sees it over a copy that is changing.
     pub fn changing(&self) -> io::Result<()> {
+        self.dirty.store(true, Ordering::Relaxed);
         let mut pending = self.marker.lock().unwrap_or_else(|e| e.into_inner());
         let Some(name) = pending.as_ref() else { return Ok(()) };
         // The folder is held while its `/proc/self/fd` name is used.

@@ -28,6 +28,8 @@ pub struct Drained<'a> {
     pub root: &'a RootId,
     /// What was copied (or found copied), for `--delete-source`.
     pub copied: Vec<Copied>,
+    /// Everything at the destination is this run's copies, known without looking there.
+    pub landed: Option<crate::verify::Landed<'a>>,
     /// The destination stayed unavailable too long: verified it cannot be.
     pub gave_up: bool,
 }
@@ -46,7 +48,14 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         v.reason = Some(format!("cannot verify: {why}"));
         return (Phase::Incomplete, v);
     }
-    match crate::verify::verify(d.src, d.dest, &d.cfg.marker, &arrays, false, Some(d.root), &d.sh.stop) {
+    let check = crate::verify::Check {
+        marker: &d.cfg.marker,
+        arrays: &arrays,
+        content: false,
+        prune: Some(d.root),
+        landed: d.landed.as_ref(),
+    };
+    match crate::verify::verify(d.src, d.dest, &check, &d.sh.stop) {
         Ok(report) => v.report = report,
         Err(_) if d.sh.stopped() => return stopped(v),
         Err(e) => {

@@ -11,6 +11,7 @@ pub mod dest;
 pub mod engine;
 mod error;
 mod finish;
+mod flush;
 mod health;
 pub mod journal;
 pub mod manifest;
@@ -20,6 +21,7 @@ pub mod pool;
 pub mod rate;
 mod rescan;
 pub mod root;
+pub mod shard;
 pub mod spread;
 pub mod status;
 pub mod sys;
@@ -221,6 +223,8 @@ struct PyVerdict {
     pruned: Vec<PathBuf>,
     expected_chunks: u64,
     present_chunks: u64,
+    proven_as_copied: u64,
+    destination_walked: bool,
     outside_grid: Vec<PathBuf>,
     bad_shards: Vec<(PathBuf, String)>,
     bad_shards_at_source: Vec<(PathBuf, String)>,
@@ -253,6 +257,8 @@ impl From<Verdict> for PyVerdict {
             pruned: r.pruned,
             expected_chunks: r.expected_chunks,
             present_chunks: r.present_chunks,
+            proven_as_copied: r.proven_as_copied,
+            destination_walked: r.destination_walked,
             outside_grid: r.outside_grid,
             bad_shards: r.bad_shards,
             bad_shards_at_source: r.bad_shards_at_source,
@@ -320,7 +326,8 @@ fn verify_trees<'py>(
     let r = py
         .detach(|| {
             let dest = dest::Dest::open(&destination, &destination, None)?;
-            verify::verify(&source, &dest, &marker, &specs, content, None, &AtomicBool::new(false))
+            let check = verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None };
+            verify::verify(&source, &dest, &check, &AtomicBool::new(false))
         })
         .map_err(|e| Error::io("verify", &source, e))?;
     report_dict(py, &r)

@@ -310,6 +310,16 @@ impl Tracker {
             .collect()
     }
 
+    /// The version of `rel` at the destination, if one was copied (or found copied).
+    pub fn copied_identity(&self, rel: &Path) -> Option<Identity> {
+        self.files.get(&*key_of(rel)).and_then(|st| st.copied)
+    }
+
+    /// How many files have a version at the destination.
+    pub fn copied_count(&self) -> usize {
+        self.files.values().filter(|st| st.copied.is_some()).count()
+    }
+
     /// Every file known at the source whose current version is not at the destination.
     pub fn not_copied(&self) -> Vec<PathBuf> {
         self.files.iter().filter(|(_, st)| st.copied.is_none()).map(|(p, _)| PathBuf::from(&**p)).collect()

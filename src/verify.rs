@@ -10,59 +10,8 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use crate::shard::ShardIndex;
 use crate::vocab::{is_ignored, PARTIAL_SUFFIX};
-
-/// Where a shard keeps its index, and how to check it (Zarr v3 `sharding_indexed`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShardIndex {
-    /// Inner chunks per shard: the index has one (offset, nbytes) pair of u64 for each.
-    pub chunks: u64,
-    /// `index_location: "end"` (the default) or `"start"`.
-    pub at_end: bool,
-    /// The index codecs end with `crc32c`: 4 bytes of CRC32C after the index.
-    pub crc32c: bool,
-}
-
-impl ShardIndex {
-    fn len(&self) -> u64 {
-        self.chunks * 16 + if self.crc32c { 4 } else { 0 }
-    }
-
-    /// Checks that the file holds a whole shard: an index where the codec puts it, a matching
-    /// CRC32C, and every chunk it points to inside the file. This is what an interrupted writer
-    /// (acquire-zarr writes the index last) or a truncated copy fails.
-    pub fn check(&self, path: &Path) -> Result<(), String> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
-        let size = f.metadata().map_err(|e| e.to_string())?.len();
-        let want = self.len();
-        if size < want {
-            return Err(format!("{size} bytes, too short for its {want}-byte index"));
-        }
-        f.seek(if self.at_end { SeekFrom::End(-(want as i64)) } else { SeekFrom::Start(0) })
-            .map_err(|e| e.to_string())?;
-        let mut index = vec![0u8; want as usize];
-        f.read_exact(&mut index).map_err(|e| e.to_string())?;
-        let entries = &index[..(self.chunks * 16) as usize];
-        if self.crc32c {
-            let stored = u32::from_le_bytes(index[entries.len()..].try_into().expect("4 bytes"));
-            if crc32c::crc32c(entries) != stored {
-                return Err("index checksum (CRC32C) does not match".into());
-            }
-        }
-        for pair in entries.chunks_exact(16) {
-            let offset = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
-            let nbytes = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
-            if offset == u64::MAX && nbytes == u64::MAX {
-                continue; // an empty inner chunk (fill value)
-            }
-            if offset.checked_add(nbytes).is_none_or(|end| end > size) {
-                return Err(format!("index points past the end of the file ({offset} + {nbytes} > {size})"));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// What the final metadata says the acquisition holds: its arrays, and the metadata files that could
 /// not be read or understood. An array whose metadata cannot be read drops out of the chunk
@@ -148,6 +97,11 @@ pub struct Report {
     /// Same size, another modification time: not the version copied (a copy carries the source's
     /// mtime), so not proven the same: an error.
     pub mtime_mismatch: Vec<PathBuf>,
+    /// Files proven by this run's own copies of their current versions (see [`Landed`]), not looked
+    /// at at the destination.
+    pub proven_as_copied: u64,
+    /// Whether the destination was walked (for partials, stale chunks and extras).
+    pub destination_walked: bool,
     /// Chunk/shard files the final metadata has room for, over all arrays.
     pub expected_chunks: u64,
     /// ...of which exist at the source (the rest are fill value).
@@ -208,6 +162,33 @@ fn slash_path(rel: &Path) -> String {
     parts.join("/")
 }
 
+/// What the run that drained put at the destination, when every file there is one of its copies:
+/// it started on a destination holding no files (our own state aside), holds the claim, and no
+/// partial it made may be left. Then a source file whose version is the one copied needs no look
+/// at the destination, and the destination needs no walk if every copy is of a source file (docs/
+/// design.md, "The end of a run"). The copies were checked as they landed: every byte the source
+/// had written through the handle, the mtime set through it, published only if the source did not
+/// change meanwhile.
+pub struct Landed<'a> {
+    /// The version copied of a file (relative to the root), if any.
+    pub copied: &'a dyn Fn(&Path) -> Option<crate::vocab::Identity>,
+    /// How many files have a copy.
+    pub count: usize,
+}
+
+/// What [`verify`] checks against, and what it may do.
+pub struct Check<'a> {
+    /// The marker's name at the source root: never compared (it is copied last).
+    pub marker: &'a str,
+    pub arrays: &'a [ArraySpec],
+    /// Compare every pair of the same size byte for byte.
+    pub content: bool,
+    /// The source root's identity: stale chunks are removed while the root is that folder.
+    pub prune: Option<&'a crate::root::RootId>,
+    /// This run's copies, to prove files without looking at the destination.
+    pub landed: Option<&'a Landed<'a>>,
+}
+
 /// Compares `src` and `dst` (ignoring the marker, locks and temps at the source); with `content`,
 /// every pair of the same size is also compared byte for byte. With `prune` (the source root's
 /// identity), stale chunk files (see [`Report::stale_chunks`]) are removed from the destination:
@@ -218,15 +199,8 @@ fn slash_path(rel: &Path) -> String {
 ///
 /// A `stop` request ends it with an error ("stopped") between files: an unfinished verification
 /// proves nothing.
-pub fn verify(
-    src: &Path,
-    dest: &crate::dest::Dest,
-    marker: &str,
-    arrays: &[ArraySpec],
-    content: bool,
-    prune: Option<&crate::root::RootId>,
-    stop: &AtomicBool,
-) -> std::io::Result<Report> {
+pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &AtomicBool) -> std::io::Result<Report> {
+    let Check { marker, arrays, content, prune, landed } = *check;
     let dst = dest.root();
     let mut report = Report::default();
     let mut same_size = Vec::new();
@@ -234,8 +208,10 @@ pub fn verify(
     report.expected_chunks = arrays.iter().map(ArraySpec::expected).sum();
     // Files the source lost on purpose (`--delete-source`): never extra, never stale.
     let journal = crate::journal::Journal::read(dst)?;
-    // Source files that have a file of their name at the destination.
-    let mut copies = 0usize;
+    let landed = landed.filter(|_| journal.is_empty());
+    // Source files that have a file of their name at the destination, and of those, how many are
+    // known copies of their current version.
+    let (mut copies, mut known) = (0usize, 0usize);
     for entry in walkdir::WalkDir::new(src).follow_links(false) {
         let entry = entry?;
         let Ok(rel) = entry.path().strip_prefix(src) else {
@@ -256,6 +232,22 @@ pub fn verify(
         report.files += 1;
         report.bytes += size;
         let copy = dst.join(rel);
+        let ident = || crate::sys::path_identity_of(entry.path(), &meta).ok();
+        if landed.and_then(|l| (l.copied)(rel)).is_some_and(|copied| ident() == Some(copied)) {
+            copies += 1;
+            known += 1;
+            report.proven_as_copied += 1;
+            if content {
+                same_size.push(rel.to_path_buf());
+            }
+            // The copy holds this very version: whole exactly when the source is.
+            if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
+                if let Err(at_source) = shard.check(entry.path()) {
+                    report.bad_shards_at_source.push((rel.to_path_buf(), at_source));
+                }
+            }
+            continue;
+        }
         // Looked up beneath the root: a copy reached through a link in the destination is not there.
         let arrived = match dest.stat(rel) {
             // Another mtime is not the version copied; when contents are compared, they decide.
@@ -302,13 +294,18 @@ pub fn verify(
         e.file_type().is_file() && (partial || !is_ignored(rel) && rel.as_os_str() != marker)
     };
     let mut in_dst = 0usize;
-    if journal.is_empty() {
+    // Every copy this run made is of a source file, and the destination holds nothing else.
+    let all_known = landed.is_some_and(|l| l.count == known);
+    if all_known {
+        in_dst = copies;
+    } else if journal.is_empty() {
         for entry in walkdir::WalkDir::new(dst).follow_links(false) {
             in_dst += usize::from(counted(&entry?));
         }
     }
-    let shortcut = journal.is_empty() && in_dst == copies;
+    let shortcut = all_known || journal.is_empty() && in_dst == copies;
     let walk = if shortcut { None } else { Some(walkdir::WalkDir::new(dst).follow_links(false)) };
+    report.destination_walked = !all_known;
     for entry in walk.into_iter().flatten() {
         // Pruning deletes: never after a stop request.
         if stop.load(Ordering::Relaxed) {
@@ -450,30 +447,6 @@ mod tests {
         assert_eq!(r.outside_grid, vec![PathBuf::from("g/s0/c/2/0")]);
     }
 
-    fn shard_file(dir: &Path, chunks: &[&[u8]], crc: bool, at_end: bool) -> PathBuf {
-        let mut index = Vec::new();
-        let mut data = Vec::new();
-        let base = if at_end { 0 } else { chunks.len() as u64 * 16 + if crc { 4 } else { 0 } };
-        for c in chunks {
-            if c.is_empty() {
-                index.extend(u64::MAX.to_le_bytes());
-                index.extend(u64::MAX.to_le_bytes());
-            } else {
-                index.extend((base + data.len() as u64).to_le_bytes());
-                index.extend((c.len() as u64).to_le_bytes());
-                data.extend_from_slice(c);
-            }
-        }
-        if crc {
-            let sum = crc32c::crc32c(&index);
-            index.extend(sum.to_le_bytes());
-        }
-        let file = if at_end { [data, index].concat() } else { [index, data].concat() };
-        let path = dir.join("shard");
-        fs::write(&path, file).unwrap();
-        path
-    }
-
     #[test]
     fn a_stale_chunk_is_pruned_only_while_the_root_is_the_folder_copied() {
         let (src, dst, other) =
@@ -489,51 +462,54 @@ mod tests {
         // The root recorded is another folder (the source was swapped meanwhile): no evidence.
         let root = crate::root::RootId::default();
         root.adopt(other.path()).unwrap();
-        let r = verify(
-            src.path(),
-            &crate::dest::Dest::at(dst.path()),
-            "complete",
-            std::slice::from_ref(&array),
-            false,
-            Some(&root),
-            &no_stop,
-        )
-        .unwrap();
+        let run = |root| {
+            let arrays = std::slice::from_ref(&array);
+            let check = Check { marker: "complete", arrays, content: false, prune: Some(root), landed: None };
+            verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &no_stop).unwrap()
+        };
+        let r = run(&root);
         assert_eq!((r.stale_chunks, r.pruned.len()), (vec![PathBuf::from("1")], 0));
         assert!(dst.path().join("1").exists());
         root.adopt(src.path()).unwrap();
-        let r =
-            verify(src.path(), &crate::dest::Dest::at(dst.path()), "complete", &[array], false, Some(&root), &no_stop)
-                .unwrap();
+        let r = run(&root);
         assert_eq!(r.pruned, vec![PathBuf::from("1")]);
         assert!(r.ok() && !dst.path().join("1").exists());
     }
 
     #[test]
-    fn whole_shards_pass_and_broken_ones_say_why() {
-        let dir = tempfile::tempdir().unwrap();
-        for (crc, at_end) in [(true, true), (false, true), (true, false)] {
-            let shard = ShardIndex { chunks: 3, at_end, crc32c: crc };
-            let p = shard_file(dir.path(), &[b"abcd", b"", b"efgh"], crc, at_end);
-            assert_eq!(shard.check(&p), Ok(()), "crc {crc} at_end {at_end}");
+    fn the_runs_own_copies_prove_only_the_versions_they_are_of() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let array = ArraySpec { path: "".into(), ..spec(&[4], &[1], None, '.') };
+        for key in ["0", "1"] {
+            fs::write(src.path().join(key), b"chunk").unwrap();
+            fs::write(dst.path().join(key), b"chunk").unwrap();
         }
-        let shard = ShardIndex { chunks: 3, at_end: true, crc32c: true };
-        let p = shard_file(dir.path(), &[b"abcd", b"", b"efgh"], true, true);
-        // A killed acquire-zarr writer: chunk data, no index.
-        fs::write(&p, b"abcdefgh").unwrap();
-        assert!(shard.check(&p).unwrap_err().contains("too short"));
-        // One flipped bit in the index.
-        let p = shard_file(dir.path(), &[b"abcd", b"", b"efgh"], true, true);
-        let mut bytes = fs::read(&p).unwrap();
-        let n = bytes.len();
-        bytes[n - 10] ^= 1;
-        fs::write(&p, &bytes).unwrap();
-        assert!(shard.check(&p).unwrap_err().contains("CRC32C"));
-        // Truncated data with an index that still claims it (no CRC to catch it).
-        let unchecked = ShardIndex { chunks: 1, at_end: false, crc32c: false };
-        let p = shard_file(dir.path(), &[b"abcdefgh"], false, false);
-        let bytes = fs::read(&p).unwrap();
-        fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
-        assert!(unchecked.check(&p).unwrap_err().contains("past the end"));
+        let ident = |key: &str| crate::sys::path_identity(&src.path().join(key)).unwrap();
+        let (zero, one) = (ident("0"), ident("1"));
+        // The destination's "1" is not a copy of this version (another mtime).
+        let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+        fs::File::options().write(true).open(dst.path().join("1")).unwrap().set_modified(earlier).unwrap();
+        let run = |copied: &dyn Fn(&Path) -> Option<crate::vocab::Identity>, count| {
+            let landed = Landed { copied, count };
+            let check = Check {
+                marker: "complete",
+                arrays: std::slice::from_ref(&array),
+                content: false,
+                prune: None,
+                landed: Some(&landed),
+            };
+            verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &AtomicBool::new(false)).unwrap()
+        };
+        // Both copies are of the current versions: proven without a look at the destination.
+        let r = run(&|rel| [("0", zero), ("1", one)].into_iter().find(|(k, _)| rel == Path::new(k)).map(|(_, i)| i), 2);
+        assert!(r.ok() && r.files == 2, "{r:?}");
+        // "1" was copied at another version: its copy is looked at, and its mtime is not the source's.
+        let older = crate::vocab::Identity { mtime_ns: one.mtime_ns - 5_000_000_000, ..one };
+        let r = run(&|rel| (rel == Path::new("0")).then_some(zero).or((rel == Path::new("1")).then_some(older)), 2);
+        assert_eq!(r.mtime_mismatch, vec![PathBuf::from("1")]);
+        // A copy whose source is gone ("2", deleted unseen): the destination is walked, and it is stale.
+        fs::write(dst.path().join("2"), b"chunk").unwrap();
+        let r = run(&|rel| [("0", zero), ("1", one)].into_iter().find(|(k, _)| rel == Path::new(k)).map(|(_, i)| i), 3);
+        assert_eq!(r.stale_chunks, vec![PathBuf::from("2")]);
     }
 }

@@ -159,6 +159,10 @@ class Verdict:
     pruned: list[Path]
     expected_chunks: int
     present_chunks: int
+    proven_as_copied: int
+    """Files proven by this run's own copies of their current versions, not looked at at the destination."""
+    destination_walked: bool
+    """Whether verification walked the destination (for partials, stale chunks and extras)."""
     outside_grid: list[Path]
     bad_shards: list[tuple[Path, str]]
     bad_shards_at_source: list[tuple[Path, str]]

@@ -90,6 +90,10 @@ class TargetReport:
     arrays: int = 0
     expected_chunks: int = 0
     present_chunks: int = 0
+    proven_as_copied: int = 0
+    """Files proven by this run's own copies of their current versions, without a look at the destination."""
+    destination_walked: bool = True
+    """Whether verification walked the destination (a resumed run does; a run that made every copy need not)."""
     notes: list[str] = field(default_factory=list)
     fatal: str | None = None
     source_deleted: int = 0
@@ -150,6 +154,8 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "arrays": t.arrays,
         "expected_chunks": t.expected_chunks,
         "present_chunks": t.present_chunks,
+        "proven_as_copied": t.proven_as_copied,
+        "destination_walked": t.destination_walked,
         "absent_at_source": t.absent_chunks,
         "missing": t.missing,
         "size_mismatch": [{"path": p, "source_size": a, "destination_size": b} for p, a, b in t.size_mismatch],
@@ -315,6 +321,7 @@ class Copier:
         r.missing.extend(f"{os.fspath(p)} (the copy's content differs from the source)" for p in v.content_mismatch)
         r.partials = [os.fspath(p) for p in v.partials]
         r.expected_chunks, r.present_chunks = v.expected_chunks, v.present_chunks
+        r.proven_as_copied, r.destination_walked = v.proven_as_copied, v.destination_walked
         r.bad_shards = [(os.fspath(p), why) for p, why in v.bad_shards]
         for p, why in v.bad_shards_at_source:
             r.notes.append(f"shard {os.fspath(p)} is not whole at the source either ({why}); copied as it is")
