@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 import softcopy
-from _common import Destination, machine, rmtree
+from _common import Destination, differences, machine, rmtree
 
 
-def write_flat_array(root: Path, files: int) -> None:
+def write_flat_array(root: Path, files: int) -> int:
+    """About `files` chunks (whole folders of 1000) and the array's metadata; returns how many files."""
     rows = max(1, files // 1000)
     root.mkdir(parents=True)
     meta = {
@@ -47,6 +48,7 @@ def write_flat_array(root: Path, files: int) -> None:
             fd = os.open(d / str(c), os.O_WRONLY | os.O_CREAT, 0o644)
             os.write(fd, payload)
             os.close(fd)
+    return rows * 1000 + 1
 
 
 def marker_to_verified(src: Path, dst: Path, files: int, timeout: float) -> tuple[float, float]:
@@ -58,7 +60,7 @@ def marker_to_verified(src: Path, dst: Path, files: int, timeout: float) -> tupl
     deadline = t0 + timeout
     while True:
         s = copier.status()[0]
-        if s.files_copied >= files + 1 and s.backlog == 0 and s.in_flight == 0:
+        if s.files_copied >= files and s.backlog == 0 and s.in_flight == 0:
             break
         if copier.poll() is not None or time.perf_counter() > deadline:
             raise SystemExit(f"the copy did not catch up: {s}")
@@ -114,7 +116,7 @@ def main() -> None:
             share = (sshd, proxy, mnt)
         for n in args.files or [100_000]:
             src = args.dir / f"src-{n}.zarr"
-            write_flat_array(src, n)
+            files = write_flat_array(src, n)
             dest = None
             if share is None:
                 dest = Destination(args.dir, 8)
@@ -122,9 +124,11 @@ def main() -> None:
             else:
                 top = share[2]
             dst = top / f"dst-{n}.zarr"
-            copied, end = marker_to_verified(src, dst, n, args.timeout)
+            copied, end = marker_to_verified(src, dst, files, args.timeout)
+            if diff := differences(src, dst):
+                raise SystemExit(f"the copy differs: {diff[:5]}")
             walk = full_verify(src, dst)
-            print(f"| {n} | {copied:.1f} | {end:.2f} | {walk:.2f} | {end / walk:.2f} |")
+            print(f"| {files} | {copied:.1f} | {end:.2f} | {walk:.2f} | {end / walk:.2f} |")
             sys.stdout.flush()
             if dest is not None:
                 dest.release()

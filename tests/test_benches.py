@@ -89,3 +89,9 @@ def test_network_copies_onto_a_share_with_latency_and_checks_every_copy(tmp_path
     for name in ("softcopy", "cp -r", "rsync -a -e ssh"):
         for size in ("16 KiB", "1 MiB"):
             assert re.search(rf"\| 2 ms \| {size} \| {re.escape(name)} \| [0-9.]+ \|", out), out
+
+
+def test_finale_times_the_end_of_a_live_run_next_to_the_full_walk(tmp_path: Path) -> None:
+    for extra in ([], ["--rtt", 2]):
+        out = bench("finale.py", "--files", 2000 if not extra else 1000, *extra, "--dir", tmp_path / "f")
+        assert re.search(r"\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|", out), out
