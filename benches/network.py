@@ -113,6 +113,29 @@ def contenders(
     return {k: v for k, v in out.items() if not only or k in only}
 
 
+def write_nested(root: Path, chunks: int, chunk_bytes: int, per_folder: int = 8) -> None:
+    """A finished tensorstore Zarr v2 archive with `/` keys, `per_folder` chunks in each folder
+    (`t/0/k`): a folder per timepoint row, as a Zarr v3 tree has a folder per (t, z, y)."""
+    import numpy as np
+    import tensorstore as ts
+
+    x = chunk_bytes // 2 // 256
+    rows = max(1, chunks // per_folder)
+    arr = ts.open(
+        {
+            "driver": "zarr",
+            "kvstore": {"driver": "file", "path": str(root)},
+            "metadata": {"chunks": [1, 256, x], "compressor": None, "dimension_separator": "/"},
+        },
+        create=True,
+        dtype=ts.uint16,
+        shape=[rows, 256, x * per_folder],
+    ).result()
+    data = np.random.default_rng(1).integers(0, 65535, size=arr.shape, dtype=np.uint16)
+    arr.write(data).result()
+    (root / "complete").touch()
+
+
 def one_stream(sshd: Sshd, proxy: int, mib: int = 256) -> float:
     """MiB/s one bulk ssh stream carries through the proxy: the time of `mib` MiB to /dev/null,
     less that of an empty session (the handshake's round trips)."""
@@ -143,7 +166,9 @@ def main() -> None:
     rmtree(args.dir)
     args.dir.mkdir(parents=True)
     small, big, remote, mnt = (args.dir / n for n in ("small.zarr", "big.zarr", "remote", "mnt"))
+    nested = args.dir / "nested.zarr"
     write_archive(small, args.files, args.kib << 10)
+    write_nested(nested, args.files, args.kib << 10)
     write_archive(big, args.big, args.big_mib << 20)
     remote.mkdir()
     mnt.mkdir()
@@ -162,7 +187,12 @@ def main() -> None:
             try:
                 stream = one_stream(sshd, proxy.port)
                 print(f"| {rtt:g} ms | one ssh stream | `ssh cat` | | | {stream:.0f} | |")
-                for label, src in ((f"{args.kib} KiB", small), (f"{args.big_mib} MiB", big)):
+                archives = (
+                    (f"{args.kib} KiB", small),
+                    (f"{args.kib} KiB, 8 per folder", nested),
+                    (f"{args.big_mib} MiB", big),
+                )
+                for label, src in archives:
                     files = sum(1 for p in src.rglob("*") if p.is_file())
                     mib = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 2**20
                     for name, (cmd, landed) in contenders(src, mnt, remote, sshd, proxy.port, args.only).items():

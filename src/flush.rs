@@ -17,7 +17,8 @@ use crate::dest::Dest;
 /// many copies.
 pub const EVERY: Duration = Duration::from_secs(2);
 
-/// The flushing thread; stopped (and joined) when dropped.
+/// The flushing thread (none where it would not help: see [`crate::sys::background_flush_helps`]);
+/// stopped (and joined) when dropped.
 pub struct Flusher {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -25,6 +26,9 @@ pub struct Flusher {
 
 impl Flusher {
     pub fn start(dest: Arc<Dest>, every: Duration) -> std::io::Result<Flusher> {
+        if !crate::sys::background_flush_helps(dest.root()) {
+            return Ok(Flusher { stop: None, thread: None });
+        }
         let (tx, rx) = bounded::<()>(0);
         let thread = std::thread::Builder::new().name("softcopy-flush".into()).spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {

@@ -220,6 +220,17 @@ pub fn lower_thread_priority() -> Result<(), String> {
         Err(problems.join("; "))
     }
 }
+/// Whether `path` is on a FUSE mount (sshfs and the like).
+pub fn is_fuse(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a zeroed statfs is a valid buffer for statfs to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a buffer of the right type.
+    let ok = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0;
+    ok && st.f_type == libc::FUSE_SUPER_MAGIC
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

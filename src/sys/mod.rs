@@ -327,6 +327,23 @@ pub fn open_for_writing(file: &File, path: &std::path::Path) -> Option<bool> {
     }
 }
 
+/// Whether flushing the filesystem holding `path` in the background while copies land helps the
+/// flush before the marker (`flush.rs`): where the kernel keeps copies dirty in its cache (local
+/// disks, NFS). A FUSE mount (sshfs) sends each write as it is made, so a `syncfs` there has
+/// nothing to pass on; yet it slowed small copies at 2 ms by a quarter (BENCHMARKS.md).
+/// Elsewhere than Linux there is no such flush.
+pub fn background_flush_helps(path: &std::path::Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        !linux::is_fuse(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 /// Flushes everything written to the filesystem holding `path` to stable storage: one `syncfs`
 /// for a whole batch of copies instead of an fsync of every file and folder (docs/design.md,
 /// "Durable before it counts"). `Unsupported` elsewhere than Linux: the caller then flushes file
