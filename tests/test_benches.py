@@ -95,3 +95,8 @@ def test_finale_times_the_end_of_a_live_run_next_to_the_full_walk(tmp_path: Path
     for extra in ([], ["--rtt", 2]):
         out = bench("finale.py", "--files", 2000 if not extra else 1000, *extra, "--dir", tmp_path / "f")
         assert re.search(r"\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|", out), out
+
+
+def test_watches_counts_the_watches_and_their_kernel_memory(tmp_path: Path) -> None:
+    out = bench("watches.py", "--folders", 2000, "--dir", tmp_path / "w")
+    assert re.search(r"\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+ \|", out), out
