@@ -240,11 +240,10 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             if content {
                 same_size.push(rel.to_path_buf());
             }
-            // The copy holds this very version: whole exactly when the source is.
+            // A shard's index is still read at the destination (one read per shard, and shards are
+            // few): it is what tells bytes that landed damaged, which no size or mtime can.
             if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
-                if let Err(at_source) = shard.check(entry.path()) {
-                    report.bad_shards_at_source.push((rel.to_path_buf(), at_source));
-                }
+                check_shard(shard, entry.path(), &copy, rel, &mut report);
             }
             continue;
         }
@@ -275,12 +274,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
         };
         if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
             if arrived {
-                if let Err(why) = shard.check(&copy) {
-                    match shard.check(entry.path()) {
-                        Err(at_source) => report.bad_shards_at_source.push((rel.to_path_buf(), at_source)),
-                        Ok(()) => report.bad_shards.push((rel.to_path_buf(), why)),
-                    }
-                }
+                check_shard(shard, entry.path(), &copy, rel, &mut report);
             }
         }
     }
@@ -340,6 +334,16 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     }
     report.content_mismatch = differing(src, dst, &same_size);
     Ok(report)
+}
+
+/// Checks that the copy of a shard is whole; one that is not, whole at the source, is an error.
+fn check_shard(shard: ShardIndex, source: &Path, copy: &Path, rel: &Path, report: &mut Report) {
+    if let Err(why) = shard.check(copy) {
+        match shard.check(source) {
+            Err(at_source) => report.bad_shards_at_source.push((rel.to_path_buf(), at_source)),
+            Ok(()) => report.bad_shards.push((rel.to_path_buf(), why)),
+        }
+    }
 }
 
 /// Whether `path` is proven absent: NotFound (or a parent that is a file), not any error. A file
