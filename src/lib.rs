@@ -4,6 +4,7 @@
 //! never hold the GIL or call Python. This file converts plain values at the boundary, releases the
 //! GIL around everything that blocks, and maps errors to Python exceptions.
 
+pub mod arrivals;
 pub mod claim;
 mod coordinator;
 pub mod copier;
@@ -379,6 +380,35 @@ fn python_version() -> String {
     env!("CARGO_PKG_VERSION").replace("-alpha.", "a").replace("-beta.", "b").replace("-rc.", "rc")
 }
 
+/// The watch on an acquisitions folder (a pattern target's parent): the names that appear in it.
+#[pyclass(module = "softcopy._softcopy", name = "Arrivals", frozen)]
+struct PyArrivals {
+    inner: arrivals::Arrivals,
+}
+
+#[pymethods]
+impl PyArrivals {
+    #[new]
+    fn new(folder: PathBuf) -> PyResult<Self> {
+        Ok(PyArrivals { inner: arrivals::Arrivals::watch(&folder)? })
+    }
+
+    /// Names that appeared (waiting up to `timeout` seconds, GIL released), and whether the folder
+    /// must be listed again (events were lost).
+    fn wait(&self, py: Python<'_>, timeout: f64) -> (Vec<String>, bool) {
+        let got = py.detach(|| self.inner.wait(std::time::Duration::from_secs_f64(timeout.max(0.0))));
+        let relist = got.contains(&arrivals::Arrival::Relist);
+        let names = got
+            .into_iter()
+            .filter_map(|a| match a {
+                arrivals::Arrival::Name(n) => Some(n),
+                arrivals::Arrival::Relist => None,
+            })
+            .collect();
+        (names, relist)
+    }
+}
+
 /// Sets the process-wide bandwidth budget shared by every engine started afterwards (None: none).
 #[pyfunction]
 fn set_total_rate(bytes_per_s: Option<u64>) {
@@ -394,5 +424,6 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;
     m.add_class::<PyVerdict>()?;
+    m.add_class::<PyArrivals>()?;
     Ok(())
 }

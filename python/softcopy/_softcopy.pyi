@@ -4,7 +4,16 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, final
 
-__all__ = ["Engine", "SoftcopyError", "Verdict", "__version__", "set_total_rate", "verify_manifest", "verify_trees"]
+__all__ = [
+    "Arrivals",
+    "Engine",
+    "SoftcopyError",
+    "Verdict",
+    "__version__",
+    "set_total_rate",
+    "verify_manifest",
+    "verify_trees",
+]
 
 def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[str]) -> dict[str, Any]:
     """Checks `destination` against a manifest: ok, files, missing, size_mismatch,
@@ -171,3 +180,11 @@ class Verdict:
     source_deleted: list[Path]
     source_kept: list[tuple[Path, str]]
     folders_removed: int
+
+@final
+class Arrivals:
+    """The watch on an acquisitions folder: the names that appear directly in it."""
+
+    def __new__(cls, folder: Path) -> Arrivals: ...
+    def wait(self, timeout: float) -> tuple[list[str], bool]:
+        """(names that appeared, whether the folder must be listed again), after up to `timeout` s."""

@@ -8,7 +8,6 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -16,21 +15,12 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from softcopy import __version__
-from softcopy.config import ConfigError, Target, load_targets, make_target, parse_rate
+from softcopy.config import ConfigError, Target, is_pattern, load_targets, make_target, parse_rate
 from softcopy.display import Display, JsonLogHandler, emit_json, print_report
+from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
 from softcopy.run import Copier, Report, write_report
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
-
 log = logging.getLogger("softcopy")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a service manager stopping us) handled like Ctrl-C, with its own exit code."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
-    raise Terminated()
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -64,7 +54,7 @@ def run_copier(
     """Runs the copy with a progress display; returns the exit code."""
     started = datetime.now(UTC)
     copier = Copier(targets, log_events=verbose, max_total_rate=max_total_rate)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     report: Report | None = None
     code = EXIT_OK
     try:
@@ -207,6 +197,29 @@ OPTION_HELP = {
     is_flag=True,
     help="Say what would be copied, how much, and the expected files per array; write nothing.",
 )
+@click.option(
+    "--notify",
+    "notify_url",
+    default=None,
+    metavar="URL",
+    help="POST JSON here when an acquisition ends and when one needs a person (Slack, Teams and "
+    "Mattermost webhooks show its 'text'). Retried with backoff; never slows a copy.",
+)
+@click.option(
+    "--notify-after",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds a destination may stay unavailable before --notify says so.",
+)
+@click.option(
+    "--metrics",
+    "metrics_addr",
+    default=None,
+    metavar="ADDR",
+    help="Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9108, or :9108 for every "
+    "interface), for a source pattern (the service form).",
+)
 @click.option("--demo", is_flag=True, help="Run the built-in demo: a simulated acquisition copied live.")
 @click.version_option(__version__, "-V", "--version", prog_name="softcopy")
 def main(
@@ -219,6 +232,9 @@ def main(
     json_lines: bool,
     max_total_rate: str | None,
     report_path: Path | None,
+    notify_url: str | None,
+    notify_after: float,
+    metrics_addr: str | None,
     **options: Any,
 ) -> None:
     """Copy Zarr archives to their destination while the microscope is still writing them.
@@ -250,7 +266,7 @@ def main(
         else:
             raise click.UsageError("give a TARGETS_FILE, or SRC and DST (see --help)")
         for t in targets:
-            if not t.wait_for_source and not t.source.exists():
+            if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
                 raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
         total = None if max_total_rate is None else parse_rate(max_total_rate)
     except ConfigError as e:
@@ -260,6 +276,34 @@ def main(
 
         sys.exit(plan_only(targets, console))
     live = console.is_terminal and not quiet
+    patterns = [t for t in targets if is_pattern(t.source)]
+    if patterns:
+        if len(patterns) < len(targets):
+            fail("a targets file with a source pattern may hold only pattern targets")
+        from softcopy.metrics import parse_address
+        from softcopy.notify import Webhook
+        from softcopy.service import Service, run_service
+
+        try:
+            metrics = None if metrics_addr is None else parse_address(metrics_addr)
+        except ValueError as e:
+            fail(str(e))
+
+        sys.exit(
+            run_service(
+                Service(patterns, log_events=verbose, max_total_rate=total),
+                console,
+                log_every=0 if quiet else log_every,
+                live=live,
+                report_path=None if report_path is None else str(report_path),
+                json_lines=json_lines,
+                webhook=None if notify_url is None else Webhook(notify_url),
+                notify_after=notify_after,
+                metrics=metrics,
+            )
+        )
+    if notify_url is not None or metrics_addr is not None:
+        fail("--notify and --metrics are for a source pattern (the service form)")
     sys.exit(
         run_copier(
             targets,

@@ -121,8 +121,28 @@ def _resolve(value: object, base: Path, where: str) -> Path:
     return (p if p.is_absolute() else base / p).resolve()
 
 
+GLOB = frozenset("*?[")
+
+
+def is_pattern(source: Path) -> bool:
+    """Whether a source names acquisitions by a pattern: a glob in its last component
+    (`/acquisition/*.zarr`), each matching folder copied to `destination/<its name>`."""
+    return any(c in GLOB for c in source.name)
+
+
 def check_pair(source: Path, destination: Path, where: str = "") -> None:
     """Source and destination must be distinct and must not contain each other."""
+    if is_pattern(source):
+        parent, d = source.parent.resolve(), destination.resolve()
+        if any(c in GLOB for c in str(parent)):
+            raise ConfigError(f"{where}a source pattern may only have its glob in the last component: {source}")
+        if d.is_relative_to(parent) or parent.is_relative_to(d):
+            raise ConfigError(
+                f"{where}destination {d} and the acquisitions folder {parent} must not contain each other"
+            )
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"{where}destination {d} is a file, not a folder")
+        return
     s, d = source.resolve(), destination.resolve()
     if s == d:
         raise ConfigError(f"{where}source and destination are the same folder: {s}")

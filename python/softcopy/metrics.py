@@ -1,0 +1,71 @@
+"""Prometheus metrics for the service form (`--metrics ADDR`), served with prometheus_client at
+`/metrics`. Nothing is served unless asked.
+
+The numbers are read from a snapshot the service's own thread makes each step (`Service.rows`),
+so the HTTP thread never calls into an engine or walks a dict that is changing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+@dataclass(frozen=True)
+class Row:
+    """One acquisition, as the metrics show it."""
+
+    source: str
+    pattern: str
+    phase: str
+    files_copied: int
+    bytes_copied: int
+    errors: int
+    backlog: int
+    lag: float
+
+
+class _Collector(Collector):
+    def __init__(self, rows: Callable[[], Sequence[Row]]) -> None:
+        self._rows = rows
+
+    def collect(self) -> Iterable[Metric]:
+        rows = self._rows()
+        families: list[tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, str]] = [
+            (CounterMetricFamily, "softcopy_files_copied", "Files copied.", "files_copied"),
+            (CounterMetricFamily, "softcopy_bytes_copied", "Bytes copied.", "bytes_copied"),
+            (CounterMetricFamily, "softcopy_errors", "Copy errors (each retried, or given up).", "errors"),
+            (GaugeMetricFamily, "softcopy_backlog_files", "Files complete at the source, not yet copied.", "backlog"),
+            (GaugeMetricFamily, "softcopy_lag_seconds", "How long the oldest file not yet copied has waited.", "lag"),
+        ]
+        for kind, name, doc, field in families:
+            family = kind(name, doc, labels=["source"])
+            for r in rows:
+                family.add_metric([r.source], getattr(r, field))
+            yield family
+        phases = GaugeMetricFamily("softcopy_acquisitions", "Acquisitions by phase.", labels=["source", "phase"])
+        counts: dict[tuple[str, str], int] = {}
+        for r in rows:
+            counts[(r.pattern, r.phase)] = counts.get((r.pattern, r.phase), 0) + 1
+        for (pattern, phase), n in sorted(counts.items()):
+            phases.add_metric([pattern, phase], n)
+        yield phases
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT` or `:PORT` (every interface) → (host, port); ValueError with a one-line reason."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--metrics wants HOST:PORT or :PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def serve(address: tuple[str, int], rows: Callable[[], Sequence[Row]]) -> None:
+    """Serves `/metrics` on a daemon thread, for as long as the process runs."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(rows))
+    start_http_server(address[1], addr=address[0], registry=registry)

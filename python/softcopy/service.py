@@ -1,0 +1,283 @@
+"""The service form (issue 15): a target whose source has a glob in its last component
+(`/acquisition/*.zarr`) copies every folder that matches, present at the start or appearing later,
+to `destination/<its name>`, each as an acquisition of its own, until the service is stopped.
+
+The acquisitions folder is watched by the engine's notify watcher (`Arrivals`: names made or moved
+in), then listed, so a folder made meanwhile is seen either way. Each acquisition gets a `Copier` of
+its own: its own engine, workers, marker, verification, report. Several in flight at once each have
+their own workers at idle IO priority; the kernel shares the disk between them and
+`--max-total-rate` caps their sum (docs/design.md, "Service").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from softcopy._softcopy import Arrivals, SoftcopyError
+from softcopy.config import Target
+from softcopy.display import Display, emit_json, print_report
+from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
+from softcopy.metrics import Row
+from softcopy.notify import ServiceManager, Webhook
+from softcopy.run import Copier, Progress, Report, TargetReport, write_report
+
+log = logging.getLogger("softcopy")
+
+
+@dataclass
+class Acquisition:
+    """One folder that matched, and the copy of it."""
+
+    name: str
+    target: Target
+    copier: Copier | None = None
+    report: TargetReport | None = None
+    """Set when its copy ended."""
+    note: str | None = None
+    """Why it was not copied (already verified at the destination)."""
+
+
+def already_verified(target: Target) -> bool:
+    """The destination holds this acquisition's marker, as copied from its source (same size, same
+    modification time): a run verified it, and the acquisition was over. Such a folder is not
+    copied or walked again on each start of the service (a lab keeps dozens of finished archives
+    beside the live one); `softcopy verify` checks one on demand."""
+    try:
+        src, dst = (target.source / target.marker).stat(), (target.destination / target.marker).stat()
+    except OSError:
+        return False
+    # A copy carries its source's mtime; SFTP and many shares keep whole seconds.
+    return src.st_size == dst.st_size and abs(src.st_mtime - dst.st_mtime) < 2.0
+
+
+class Service:
+    """Copies every acquisition matching each pattern target, until `stop()`."""
+
+    def __init__(
+        self,
+        patterns: list[Target],
+        *,
+        log_events: bool = False,
+        max_total_rate: int | None = None,
+        ended: Callable[[Acquisition], None] | None = None,
+    ) -> None:
+        self.patterns = patterns
+        self._log_events = log_events
+        self._max_total_rate = max_total_rate
+        self._ended = ended
+        self._watches: list[tuple[Target, Arrivals]] = []
+        self.acquisitions: dict[Path, Acquisition] = {}
+        self.rows: list[Row] = []
+        """What the metrics show, remade each step (read by the metrics thread)."""
+        self._stopped = False
+
+    def start(self) -> None:
+        """Watches each acquisitions folder, then takes every folder already there."""
+        for p in self.patterns:
+            parent = p.source.parent
+            if not parent.is_dir():
+                raise FileNotFoundError(f"the acquisitions folder {parent} does not exist (or is not a folder)")
+            self._watches.append((p, Arrivals(parent)))
+        for p, _ in self._watches:
+            self._list(p)
+
+    def _list(self, pattern: Target) -> None:
+        with os.scandir(pattern.source.parent) as entries:
+            for e in sorted(entries, key=lambda e: e.name):
+                self._consider(pattern, e.name)
+
+    def _consider(self, pattern: Target, name: str) -> None:
+        folder = pattern.source.parent / name
+        if folder in self.acquisitions or not fnmatch.fnmatchcase(name, pattern.source.name):
+            return
+        if folder.is_symlink() or not folder.is_dir():
+            return
+        target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / name)
+        acq = Acquisition(name, target)
+        self.acquisitions[folder] = acq
+        if already_verified(target):
+            acq.note = "already verified at the destination"
+            log.info("%s: already verified at %s; not copied again", name, target.destination)
+            return
+        log.info("%s: a new acquisition, copied to %s", name, target.destination)
+        target.destination.parent.mkdir(parents=True, exist_ok=True)
+        acq.copier = Copier([target], log_events=self._log_events, max_total_rate=self._max_total_rate)
+        acq.copier.start()
+
+    def step(self, timeout: float) -> None:
+        """Takes new folders (waiting up to `timeout` s for one) and collects ended copies."""
+        deadline = time.monotonic() + timeout
+        for p, watch in self._watches:
+            names, relist = watch.wait(max(0.0, deadline - time.monotonic()) / len(self._watches))
+            for name in names:
+                self._consider(p, name)
+            if relist:
+                self._list(p)
+        for acq in self.acquisitions.values():
+            if acq.copier is not None and acq.report is None:
+                report = acq.copier.poll()
+                if report is not None:
+                    acq.report = report.targets[0]
+                    if self._ended is not None:
+                        self._ended(acq)
+        self.rows = [self._row(a) for a in self.acquisitions.values()]
+
+    def _row(self, a: Acquisition) -> Row:
+        pattern = str(next((p.source for p in self.patterns if a.target.source.parent == p.source.parent), ""))
+        source = str(a.target.source)
+        if a.report is not None:
+            r = a.report
+            return Row(source, pattern, r.phase, r.files_copied, r.bytes_copied, r.errors, 0, 0.0)
+        if a.copier is None:
+            return Row(source, pattern, "verified", 0, 0, 0, 0, 0.0)
+        p = a.copier.status()[0]
+        return Row(source, pattern, p.phase, p.files_copied, p.bytes_copied, p.errors, p.backlog, p.oldest_wait)
+
+    def status(self) -> list[Progress]:
+        """One snapshot per acquisition still copying."""
+        return [
+            s
+            for a in self.acquisitions.values()
+            if a.copier is not None and a.report is None
+            for s in a.copier.status()
+        ]
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stops every copy in flight (each resumes on the next start)."""
+        self._stopped = True
+        live = [a for a in self.acquisitions.values() if a.copier is not None and a.report is None]
+        for a in live:
+            assert a.copier is not None
+            a.copier.stop()
+        for a in live:
+            assert a.copier is not None
+            report = a.copier.wait(timeout)
+            if report is not None:
+                a.report = report.targets[0]
+
+
+def _text(acq: Acquisition, report: TargetReport) -> str:
+    what = "verified" if report.ok else report.phase
+    line = f"softcopy: {acq.name} {what}: {report.files_checked} files at {acq.target.destination}"
+    if report.missing:
+        line += f"; {len(report.missing)} missing"
+    if report.fatal:
+        line += f"; {report.fatal}"
+    return line
+
+
+def run_service(
+    service: Service,
+    console: Console,
+    *,
+    log_every: float,
+    live: bool,
+    report_path: str | None,
+    json_lines: bool,
+    webhook: Webhook | None,
+    notify_after: float,
+    metrics: tuple[str, int] | None = None,
+) -> int:
+    """Runs the service until SIGTERM or Ctrl-C; returns the exit code (143 or 130: a service
+    never ends by itself)."""
+    started: dict[str, datetime] = {}
+    trouble_since: dict[Path, float] = {}
+    told: set[Path] = set()
+
+    def ended(acq: Acquisition) -> None:
+        assert acq.report is not None
+        report = Report([acq.report])
+        code = EXIT_OK if report.ok else EXIT_INCOMPLETE
+        print_report(console, report)
+        begun = started.get(acq.name, datetime.now(UTC))
+        doc = report.to_json(code, begun, datetime.now(UTC))
+        if json_lines:
+            emit_json("report", doc)
+        if report_path is not None:
+            path = Path(report_path.replace("{name}", acq.name))
+            try:
+                write_report(path, report, code, begun)
+            except OSError as e:
+                log.error("cannot write the report %s: %s", path, e)
+        if webhook is not None:
+            status = "verified" if report.ok else "failed" if acq.report.fatal else "incomplete"
+            webhook.send(
+                "ended",
+                _text(acq, acq.report),
+                source=str(acq.target.source),
+                destination=str(acq.target.destination),
+                status=status,
+                report=doc,
+            )
+
+    service._ended = ended
+    manager = ServiceManager()
+    try:
+        service.start()
+        if metrics is not None:
+            from softcopy.metrics import serve
+
+            serve(metrics, lambda: service.rows)
+            log.info("metrics at http://%s:%d/metrics", *metrics)
+    except (OSError, SoftcopyError) as e:
+        console.print(f"softcopy: {e}", soft_wrap=True)
+        service.stop()
+        return EXIT_USAGE
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    code = EXIT_SIGINT
+    try:
+        manager.ready()
+        with Display(console, service.status, log_every, live, json_lines) as display:
+            while True:
+                for acq in service.acquisitions.values():
+                    started.setdefault(acq.name, datetime.now(UTC))
+                service.step(0.25)
+                manager.alive()
+                _needs_a_person(service, webhook, notify_after, trouble_since, told)
+                display.step()
+    except KeyboardInterrupt as e:
+        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+        manager.stopping()
+        service.stop()
+        console.print("softcopy: stopped; acquisitions in flight resume on the next start", soft_wrap=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if webhook is not None:
+            webhook.close()
+    return code
+
+
+def _needs_a_person(
+    service: Service, webhook: Webhook | None, after: float, since: dict[Path, float], told: set[Path]
+) -> None:
+    """Tells the webhook once when an acquisition's destination stays unavailable for `after` s."""
+    now = time.monotonic()
+    for p in service.status():
+        key = p.source
+        if p.destination_trouble is None and not p.gave_up:
+            since.pop(key, None)
+            told.discard(key)
+            continue
+        first = since.setdefault(key, now)
+        if webhook is not None and key not in told and (p.gave_up or now - first >= after):
+            told.add(key)
+            why = "gave up" if p.gave_up else f"destination unavailable for {now - first:.0f} s"
+            webhook.send(
+                "attention",
+                f"softcopy: {key.name} needs attention: {why} ({p.destination_trouble})",
+                source=str(p.source),
+                destination=str(p.destination),
+                status="gave up" if p.gave_up else "unavailable",
+                report=None,
+            )
