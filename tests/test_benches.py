@@ -100,3 +100,9 @@ def test_finale_times_the_end_of_a_live_run_next_to_the_full_walk(tmp_path: Path
 def test_watches_counts_the_watches_and_their_kernel_memory(tmp_path: Path) -> None:
     out = bench("watches.py", "--folders", 2000, "--dir", tmp_path / "w")
     assert re.search(r"\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+ \|", out), out
+
+
+def test_service_measures_a_service_watching_finished_archives_and_a_live_one(tmp_path: Path) -> None:
+    out = bench("service.py", "--finished", 2, "--timepoints", 4, "--interval", 0.1, "--dir", tmp_path / "s")
+    assert re.search(r"\| service, 2 finished \+ 1 live \| [0-9.]+ \| [0-9]+ \| yes \|", out), out
+    assert "per finished acquisition watched" in out
