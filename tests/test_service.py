@@ -217,3 +217,29 @@ def test_bad_service_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         r = subprocess.run(softcopy_cmd(*args), check=False, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_destination_unavailable_too_long_needs_a_person_and_the_webhook_says_so(
+    tmp_path: Path, run_softcopy: Any, receiver: Receiver
+) -> None:
+    # A full destination (tmpfs with a size limit) is waited out, never an error; past
+    # --notify-after the webhook is told, once.
+    acq, raw = tmp_path / "acquisition", tmp_path / "raw"
+    (acq / "big.zarr" / "c").mkdir(parents=True)
+    for i in range(6):
+        (acq / "big.zarr" / "c" / str(i)).write_bytes(bytes([i]) * (1 << 20))
+    raw.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(raw)], check=True)
+    try:
+        args = (acq / "*.zarr", raw, "--notify", receiver.url, "--notify-after", 0.5, "--nprocs", 2)
+        service = run_softcopy(*args)
+        wait_for(lambda: len(receiver.events("big.zarr")) >= 1, 60, "the attention notification")
+        (event,) = receiver.events("big.zarr")
+        assert event["event"] == "attention" and event["status"] == "unavailable", event
+        assert "big.zarr needs attention" in event["text"]
+        assert service.poll() is None, "a full destination is waited out"
+        service.send_signal(signal.SIGTERM)
+        assert finish(service)[0] == 143
+        assert len(receiver.events("big.zarr")) == 1, "said once"
+    finally:
+        subprocess.run(["umount", "-l", str(raw)], check=False)
