@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -243,3 +244,22 @@ def test_a_destination_unavailable_too_long_needs_a_person_and_the_webhook_says_
         assert len(receiver.events("big.zarr")) == 1, "said once"
     finally:
         subprocess.run(["umount", "-l", str(raw)], check=False)
+
+
+def test_an_acquisition_taken_again_under_the_same_name_is_copied_again(tmp_path: Path, run_softcopy: Any) -> None:
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    acq.mkdir()
+    reports.mkdir()
+    service = run_softcopy(acq / "*.zarr", dst, "--report", reports / "{name}.json")
+    write_finished_archive(acq / "fish.zarr", "v2dot", 2)
+    report = reports / "fish.zarr.json"
+    wait_for(report.exists, 60, "the first take's report")
+    first = report.stat().st_mtime_ns
+    # The acquisition software deletes the folder and writes it again (another take, more timepoints).
+    shutil.rmtree(acq / "fish.zarr")
+    write_finished_archive(acq / "fish.zarr", "v2dot", 4)
+    wait_for(lambda: report.stat().st_mtime_ns != first, 60, "the second take's report")
+    assert json.loads(report.read_text())["status"] == "verified"
+    assert_same_tree(acq / "fish.zarr", dst / "fish.zarr")
+    service.send_signal(signal.SIGTERM)
+    assert finish(service)[0] == 143

@@ -16,6 +16,7 @@ import fnmatch
 import logging
 import os
 import signal
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,13 @@ class Acquisition:
     """Set when its copy ended."""
     note: str | None = None
     """Why it was not copied (already verified at the destination)."""
+    started: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    identity: tuple[int, int] = (0, 0)
+    """The folder's device and inode: a folder made again under the name is another acquisition."""
+
+    @property
+    def ended(self) -> bool:
+        return self.report is not None or self.copier is None
 
 
 def already_verified(target: Target) -> bool:
@@ -99,12 +107,22 @@ class Service:
 
     def _consider(self, pattern: Target, name: str) -> None:
         folder = pattern.source.parent / name
-        if folder in self.acquisitions or not fnmatch.fnmatchcase(name, pattern.source.name):
+        if not fnmatch.fnmatchcase(name, pattern.source.name):
             return
-        if folder.is_symlink() or not folder.is_dir():
+        try:
+            st = folder.lstat()
+        except OSError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return  # a file, or a symlink (never followed)
+        identity = (st.st_dev, st.st_ino)
+        known = self.acquisitions.get(folder)
+        # Still copying, or the same folder: nothing new. An acquisition that ended and whose folder
+        # was made again under its name (a re-take) is a new acquisition, copied over the old copy.
+        if known is not None and (not known.ended or known.identity == identity):
             return
         target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / name)
-        acq = Acquisition(name, target)
+        acq = Acquisition(name, target, identity=identity)
         self.acquisitions[folder] = acq
         if already_verified(target):
             acq.note = "already verified at the destination"
@@ -191,7 +209,6 @@ def run_service(
 ) -> int:
     """Runs the service until SIGTERM or Ctrl-C; returns the exit code (143 or 130: a service
     never ends by itself)."""
-    started: dict[str, datetime] = {}
     trouble_since: dict[Path, float] = {}
     told: set[Path] = set()
 
@@ -200,7 +217,7 @@ def run_service(
         report = Report([acq.report])
         code = EXIT_OK if report.ok else EXIT_INCOMPLETE
         print_report(console, report)
-        begun = started.get(acq.name, datetime.now(UTC))
+        begun = acq.started
         doc = report.to_json(code, begun, datetime.now(UTC))
         if json_lines:
             emit_json("report", doc)
@@ -240,8 +257,6 @@ def run_service(
         manager.ready()
         with Display(console, service.status, log_every, live, json_lines) as display:
             while True:
-                for acq in service.acquisitions.values():
-                    started.setdefault(acq.name, datetime.now(UTC))
                 service.step(0.25)
                 manager.alive()
                 _needs_a_person(service, webhook, notify_after, trouble_since, told)
