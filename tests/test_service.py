@@ -263,3 +263,26 @@ def test_an_acquisition_taken_again_under_the_same_name_is_copied_again(tmp_path
     assert_same_tree(acq / "fish.zarr", dst / "fish.zarr")
     service.send_signal(signal.SIGTERM)
     assert finish(service)[0] == 143
+
+
+def test_a_source_pattern_reaches_softcopy_unexpanded_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Click expands wildcards in arguments on Windows (os.name == "nt"): `softcopy D:\acq\*.zarr DST`
+    # would become a list of folders. softcopy asks it not to.
+    import sys
+    import types
+
+    import click.core
+    from softcopy import cli
+
+    expanded: list[list[str]] = []
+    monkeypatch.setattr(click.core, "os", types.SimpleNamespace(**{**vars(os), "name": "nt"}))
+
+    def expand(args: list[str]) -> list[str]:
+        expanded.append(args)
+        return args
+
+    monkeypatch.setattr(click.core, "_expand_args", expand)
+    monkeypatch.setattr(sys, "argv", ["softcopy", "--help"])
+    with pytest.raises(SystemExit) as ended:
+        cli.entry()
+    assert ended.value.code == 0 and expanded == []

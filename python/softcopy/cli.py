@@ -325,4 +325,6 @@ def entry() -> None:
 
         verify_main(sys.argv[2:], prog_name="softcopy verify")
     else:
-        main()
+        # Click expands wildcards in arguments on Windows; a source pattern (`D:\acq\*.zarr`) must
+        # reach softcopy as written, as a quoted one does on Linux.
+        main(windows_expand_args=False)
