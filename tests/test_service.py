@@ -286,3 +286,22 @@ def test_a_source_pattern_reaches_softcopy_unexpanded_on_windows(monkeypatch: py
     with pytest.raises(SystemExit) as ended:
         cli.entry()
     assert ended.value.code == 0 and expanded == []
+
+
+def test_an_acquisition_that_cannot_be_copied_is_named_and_the_others_go_on(tmp_path: Path, run_softcopy: Any) -> None:
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for name in ("blocked.zarr", "good.zarr"):
+        write_finished_archive(acq / name, "v2dot", 2)
+    dst.mkdir()
+    reports.mkdir()
+    (dst / "blocked.zarr").write_text("a file where its copy would go")
+    service = run_softcopy(acq / "*.zarr", dst, "--report", reports / "{name}.json")
+    wait_for((reports / "good.zarr.json").exists, 60, "the good acquisition's report")
+    wait_for((reports / "blocked.zarr.json").exists, 60, "the blocked acquisition's report")
+    blocked = json.loads((reports / "blocked.zarr.json").read_text())
+    assert blocked["status"] != "verified" and "File exists" in blocked["targets"][0]["fatal"], blocked
+    assert json.loads((reports / "good.zarr.json").read_text())["status"] == "verified"
+    assert service.poll() is None, "the service goes on"
+    assert (dst / "blocked.zarr").read_text() == "a file where its copy would go"
+    service.send_signal(signal.SIGTERM)
+    assert finish(service)[0] == 143

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 
 from rich.console import Console
@@ -36,6 +37,15 @@ from softcopy.run import Copier, Progress, Report, TargetReport, write_report
 log = logging.getLogger("softcopy")
 
 
+class NotCopied(Enum):
+    """Why an acquisition that matched has no copy running."""
+
+    VERIFIED_EARLIER = "verified"
+    """Its marker is at the destination as copied: a run verified it."""
+    CANNOT_START = "failed"
+    """Its copy could not start (the destination refused, or claimed by another run)."""
+
+
 @dataclass
 class Acquisition:
     """One folder that matched, and the copy of it."""
@@ -45,8 +55,10 @@ class Acquisition:
     copier: Copier | None = None
     report: TargetReport | None = None
     """Set when its copy ended."""
-    note: str | None = None
-    """Why it was not copied (already verified at the destination)."""
+    not_copied: NotCopied | None = None
+    """Why it was not copied, when it was not."""
+    why: str = ""
+    """What kept it from starting (with `NotCopied.CANNOT_START`)."""
     started: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
     identity: tuple[int, int] = (0, 0)
     """The folder's device and inode: a folder made again under the name is another acquisition."""
@@ -121,17 +133,29 @@ class Service:
         # was made again under its name (a re-take) is a new acquisition, copied over the old copy.
         if known is not None and (not known.ended or known.identity == identity):
             return
-        target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / name)
+        try:
+            target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / name)
+        except ValueError as e:
+            log.error("%s: cannot be copied: %s", name, e)
+            return
         acq = Acquisition(name, target, identity=identity)
         self.acquisitions[folder] = acq
         if already_verified(target):
-            acq.note = "already verified at the destination"
+            acq.not_copied = NotCopied.VERIFIED_EARLIER
             log.info("%s: already verified at %s; not copied again", name, target.destination)
             return
         log.info("%s: a new acquisition, copied to %s", name, target.destination)
-        target.destination.parent.mkdir(parents=True, exist_ok=True)
-        acq.copier = Copier([target], log_events=self._log_events, max_total_rate=self._max_total_rate)
-        acq.copier.start()
+        try:
+            target.destination.parent.mkdir(parents=True, exist_ok=True)
+            copier = Copier([target], log_events=self._log_events, max_total_rate=self._max_total_rate)
+            copier.start()
+        except (OSError, ValueError, SoftcopyError) as e:
+            # One acquisition that cannot start (its destination refused, claimed by another run)
+            # does not stop the service; it is named, and tried again if its folder is made anew.
+            acq.not_copied, acq.why = NotCopied.CANNOT_START, str(e)
+            log.error("%s: cannot be copied: %s", name, e)
+            return
+        acq.copier = copier
 
     def step(self, timeout: float) -> None:
         """Takes new folders (waiting up to `timeout` s for one) and collects ended copies."""
@@ -147,6 +171,8 @@ class Service:
                 report = acq.copier.poll()
                 if report is not None:
                     acq.report = report.targets[0]
+                    # Its engine is let go: a service runs for months, one acquisition after another.
+                    acq.copier = None
                     if self._ended is not None:
                         self._ended(acq)
         self.rows = [self._row(a) for a in self.acquisitions.values()]
@@ -158,7 +184,8 @@ class Service:
             r = a.report
             return Row(source, pattern, r.phase, r.files_copied, r.bytes_copied, r.errors, 0, 0.0)
         if a.copier is None:
-            return Row(source, pattern, "verified", 0, 0, 0, 0, 0.0)
+            phase = a.not_copied.value if a.not_copied is not None else "failed"
+            return Row(source, pattern, phase, 0, 0, 0, 0, 0.0)
         p = a.copier.status()[0]
         return Row(source, pattern, p.phase, p.files_copied, p.bytes_copied, p.errors, p.backlog, p.oldest_wait)
 
