@@ -290,9 +290,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     let mut in_dst = 0usize;
     // Every copy this run made is of a source file, and the destination holds nothing else.
     let all_known = landed.is_some_and(|l| l.count == known);
-    if all_known {
-        in_dst = copies;
-    } else if journal.is_empty() {
+    if !all_known && journal.is_empty() {
         for entry in walkdir::WalkDir::new(dst).follow_links(false) {
             in_dst += usize::from(counted(&entry?));
         }

@@ -282,7 +282,7 @@ def main(
             fail("a targets file with a source pattern may hold only pattern targets")
         from softcopy.metrics import parse_address
         from softcopy.notify import Webhook
-        from softcopy.service import Service, run_service
+        from softcopy.service import run_service
 
         try:
             metrics = None if metrics_addr is None else parse_address(metrics_addr)
@@ -291,8 +291,10 @@ def main(
 
         sys.exit(
             run_service(
-                Service(patterns, log_events=verbose, max_total_rate=total),
+                patterns,
                 console,
+                log_events=verbose,
+                max_total_rate=total,
                 log_every=0 if quiet else log_every,
                 live=live,
                 report_path=None if report_path is None else str(report_path),

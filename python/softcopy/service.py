@@ -52,6 +52,8 @@ class Acquisition:
 
     name: str
     target: Target
+    pattern: str
+    """The source pattern it matched (the metrics' label)."""
     copier: Copier | None = None
     report: TargetReport | None = None
     """Set when its copy ended."""
@@ -100,7 +102,6 @@ class Service:
         self.acquisitions: dict[Path, Acquisition] = {}
         self.rows: list[Row] = []
         """What the metrics show, remade each step (read by the metrics thread)."""
-        self._stopped = False
 
     def start(self) -> None:
         """Watches each acquisitions folder, then takes every folder already there."""
@@ -138,7 +139,7 @@ class Service:
         except ValueError as e:
             log.error("%s: cannot be copied: %s", name, e)
             return
-        acq = Acquisition(name, target, identity=identity)
+        acq = Acquisition(name, target, str(pattern.source), identity=identity)
         self.acquisitions[folder] = acq
         if already_verified(target):
             acq.not_copied = NotCopied.VERIFIED_EARLIER
@@ -178,8 +179,7 @@ class Service:
         self.rows = [self._row(a) for a in self.acquisitions.values()]
 
     def _row(self, a: Acquisition) -> Row:
-        pattern = str(next((p.source for p in self.patterns if a.target.source.parent == p.source.parent), ""))
-        source = str(a.target.source)
+        source, pattern = str(a.target.source), a.pattern
         if a.report is not None:
             r = a.report
             return Row(source, pattern, r.phase, r.files_copied, r.bytes_copied, r.errors, 0, 0.0)
@@ -189,25 +189,20 @@ class Service:
         p = a.copier.status()[0]
         return Row(source, pattern, p.phase, p.files_copied, p.bytes_copied, p.errors, p.backlog, p.oldest_wait)
 
+    def _copying(self) -> list[tuple[Acquisition, Copier]]:
+        return [(a, a.copier) for a in self.acquisitions.values() if a.copier is not None and a.report is None]
+
     def status(self) -> list[Progress]:
         """One snapshot per acquisition still copying."""
-        return [
-            s
-            for a in self.acquisitions.values()
-            if a.copier is not None and a.report is None
-            for s in a.copier.status()
-        ]
+        return [s for _, copier in self._copying() for s in copier.status()]
 
     def stop(self, timeout: float = 30) -> None:
         """Stops every copy in flight (each resumes on the next start)."""
-        self._stopped = True
-        live = [a for a in self.acquisitions.values() if a.copier is not None and a.report is None]
-        for a in live:
-            assert a.copier is not None
-            a.copier.stop()
-        for a in live:
-            assert a.copier is not None
-            report = a.copier.wait(timeout)
+        copying = self._copying()
+        for _, copier in copying:
+            copier.stop()
+        for a, copier in copying:
+            report = copier.wait(timeout)
             if report is not None:
                 a.report = report.targets[0]
 
@@ -223,9 +218,11 @@ def _text(acq: Acquisition, report: TargetReport) -> str:
 
 
 def run_service(
-    service: Service,
+    patterns: list[Target],
     console: Console,
     *,
+    log_events: bool,
+    max_total_rate: int | None,
     log_every: float,
     live: bool,
     report_path: str | None,
@@ -265,7 +262,7 @@ def run_service(
                 report=doc,
             )
 
-    service._ended = ended
+    service = Service(patterns, log_events=log_events, max_total_rate=max_total_rate, ended=ended)
     manager = ServiceManager()
     try:
         service.start()
