@@ -493,7 +493,15 @@ fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
         Err(e) => return Err(crate::Error::io("remove", &shown, e)),
     };
     let path = folder.join(name);
-    let Ok(m) = fs::symlink_metadata(&path) else { return Ok(Outcome::Deleted) };
+    // Only "not there" is gone: a look that fails otherwise (EIO, a share timing out) is retried.
+    // Taken as deleted, the file would leave the tracker while its copy stays, and the end, which
+    // walks no destination where every copy is accounted for (docs/design.md, "The end of a run"),
+    // would publish a stale chunk where the source reads fill value.
+    let m = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if is_gone(&e) => return Ok(Outcome::Deleted),
+        Err(e) => return Err(crate::Error::io("look at", &shown, e)),
+    };
     dest.changing().map_err(|e| crate::Error::io("remove", &shown, e))?;
     if m.is_dir() {
         // A directory gone at the source: removed here only once empty (its files are jobs
