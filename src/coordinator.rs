@@ -89,6 +89,8 @@ struct Run<'a> {
     /// New folders to list once their files' own events are in (where one watch covers the
     /// whole tree), oldest first.
     new_dirs: VecDeque<(Instant, PathBuf)>,
+    /// When settled files next leave memory, and how often (None: never; docs/design.md, "Memory").
+    evict: Option<(Instant, Duration)>,
 }
 
 impl Run<'_> {
@@ -172,6 +174,7 @@ impl Run<'_> {
         // would have been listed in part.
         let problem = match (scanned, self.root.check(&self.src)) {
             (_, Err(why)) => {
+                self.tracker.abandon_sweep();
                 self.pause(why.clone());
                 self.root_gone.get_or_insert(Gone::MovedAway);
                 return Swept::RootGone(why);
@@ -181,16 +184,31 @@ impl Run<'_> {
         };
         match problem {
             None => {
-                self.tracker.end_sweep(now);
+                for folder in self.tracker.end_sweep(now) {
+                    self.relist(&folder, now);
+                }
                 Swept::Complete
             }
             Some(e) => {
+                self.tracker.abandon_sweep();
                 let why = format!(
                     "the scan of {} was incomplete ({e}); nothing is deleted at the destination",
                     src.display()
                 );
                 self.sh.say(Level::Warning, why.clone());
                 Swept::Incomplete
+            }
+        }
+    }
+
+    /// A folder whose settled files changed unseen (its record was dropped): each of its files
+    /// goes back to the tracker, found (subfolders have records of their own).
+    fn relist(&mut self, folder: &Path, now: Instant) {
+        let Ok(entries) = fs::read_dir(self.src.join(folder)) else { return };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                let rel = folder.join(entry.file_name());
+                self.file_event(rel, Change::Found, now);
             }
         }
     }
@@ -274,6 +292,7 @@ impl Run<'_> {
         }
         s.oldest_wait = self.tracker.oldest_wait(Instant::now()).as_secs_f64();
         s.known = self.tracker.known() as u64;
+        s.settled = self.tracker.settled().held();
         s.last_error = self.tracker.last_error().map(str::to_owned);
         s.elapsed = self.started.elapsed().as_secs_f64();
         s.finishing = self.finishing;
@@ -305,6 +324,11 @@ impl Run<'_> {
             let now = Instant::now();
             self.rescan_if_due(now);
             self.list_new_dirs(now);
+            if let Some((at, every)) = self.evict.filter(|(at, _)| *at <= now) {
+                // Settled at one pass, still settled at the next: quiet for at least `every`.
+                self.tracker.evict_settled();
+                self.evict = Some((at.max(now - every) + every, every));
+            }
             self.look_at_destination(now, false);
             if self.rewatch {
                 self.rewatch_and_reconcile(watcher);
@@ -456,6 +480,10 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         learned: learned.clone(),
         said_no_busy_check: false,
         new_dirs: VecDeque::new(),
+        evict: cfg
+            .evict_after
+            .filter(|_| !cfg.delete_source && !cfg.checksum && cfg.manifest.is_none())
+            .map(|every| (started + every, every)),
     };
     if let Some(e) = limited {
         run.watch_limited(e.to_string());
@@ -538,7 +566,11 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // may be left: then every file there is one of these (docs/design.md, "The end of a run").
     let tracker = &run.tracker;
     let lookup = |rel: &Path| tracker.copied_identity(rel);
-    let landed = (!found.others && !leftover).then(|| Landed { copied: &lookup, count: tracker.copied_count() });
+    let landed = (!found.others && !leftover).then(|| Landed {
+        copied: &lookup,
+        settled: Some(tracker.settled()),
+        count: tracker.copied_count(),
+    });
     let drained = Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, landed, gave_up };
     let ended = conclude(drained);
     if ended.0 == Phase::Verified {

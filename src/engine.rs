@@ -56,6 +56,10 @@ pub struct Config {
     /// Where no writer check is possible, how long a file found by a scan must go unwritten before
     /// it is taken as closed.
     pub quiet: Duration,
+    /// How long a copied file stays quiet before it leaves memory for its folder's record
+    /// (docs/design.md, "Memory"); `None`: never. Not with `--delete-source`, `--checksum` or a
+    /// manifest, which need every file's record at the end.
+    pub evict_after: Option<Duration>,
 }
 
 impl Config {
@@ -80,6 +84,7 @@ impl Config {
             manifest: None,
             delete_source: false,
             quiet: Duration::from_secs(60),
+            evict_after: Some(Duration::from_secs(5)),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod pool;
 pub mod rate;
 mod rescan;
 pub mod root;
+pub mod settled;
 pub mod shard;
 pub mod spread;
 pub mod status;
@@ -76,7 +77,7 @@ impl PyEngine {
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
         copy_method="auto", give_up_after=86400.0, max_rate=None, checksum=false, manifest=None,
-        delete_source=false, quiet_time=60.0))]
+        delete_source=false, quiet_time=60.0, evict_after=Some(5.0)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -96,6 +97,7 @@ impl PyEngine {
         manifest: Option<PathBuf>,
         delete_source: bool,
         quiet_time: f64,
+        evict_after: Option<f64>,
     ) -> PyResult<Self> {
         if nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
@@ -122,6 +124,7 @@ impl PyEngine {
             manifest,
             delete_source,
             quiet: seconds("quiet_time", quiet_time)?,
+            evict_after: evict_after.map(|s| seconds("evict_after", s)).transpose()?,
             ..Config::new(source, destination)
         };
         Ok(PyEngine { engine: Engine::start(config)? })
@@ -145,6 +148,7 @@ impl PyEngine {
         d.set_item("writing", s.writing)?;
         d.set_item("oldest_wait", s.oldest_wait)?;
         d.set_item("known", s.known)?;
+        d.set_item("settled", s.settled)?;
         d.set_item("last_error", s.last_error)?;
         d.set_item("fatal", s.fatal)?;
         d.set_item("elapsed", s.elapsed)?;

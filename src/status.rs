@@ -92,6 +92,8 @@ pub struct Status {
     pub oldest_wait: f64,
     /// Files known at the source (for a percentage once the acquisition is over).
     pub known: u64,
+    /// Of those, files settled out of memory into their folder's record (docs/design.md, "Memory").
+    pub settled: u64,
     pub last_error: Option<String>,
     /// Why the engine failed, when `phase == Failed`.
     pub fatal: Option<String>,

@@ -79,6 +79,8 @@ struct FileState {
     verify_closed: bool,
     /// An event after the last copy says there is a newer version (see [`Prev::Superseded`]).
     superseded: bool,
+    /// Settled at the last [`Tracker::evict_settled`]: settled again at the next, it leaves the map.
+    cold: bool,
     /// Content hash of the copied version (`--checksum`).
     /// Boxed: only `--checksum` runs have one, and a box keeps the state of every other file small.
     hash: Option<Box<crate::manifest::Hash>>,
@@ -99,6 +101,7 @@ impl FileState {
             pending_since: None,
             verify_closed: false,
             superseded: false,
+            cold: false,
             hash: None,
         }
     }
@@ -138,6 +141,10 @@ pub struct Tracker {
     last_error: Option<String>,
     /// Writers' closes are reported (see [`Tracker::with_close_events`]).
     close_events: bool,
+    /// What is kept of the files that left `files` settled (see [`Tracker::evict_settled`]).
+    settled: crate::settled::Settled,
+    /// A reconcile sweep is under way (between [`Tracker::begin_sweep`] and its end).
+    sweeping: bool,
 }
 
 /// Applies `want` to the file `key` whose state is `st`: queues it, or sets its timer. A function
@@ -188,6 +195,8 @@ impl Tracker {
             counts: TrackerCounts::default(),
             last_error: None,
             close_events: CLOSE_EVENTS,
+            settled: Default::default(),
+            sweeping: false,
         }
     }
 
@@ -219,6 +228,7 @@ impl Tracker {
         // nor revives a file given up, or a source rescanned every few seconds (lost events, no
         // watch) would retry a failing file for ever and hold up the end (issue 12). A file given
         // up stays so until an event; verification then names it and the run ends Incomplete.
+        st.cold = false;
         if change != Change::Found {
             st.failures = 0;
         } else if st.failures >= MAX_FAILURES {
@@ -283,6 +293,9 @@ impl Tracker {
 
     /// Every tracked file at or below `prefix` (a removed or renamed-away directory) is gone.
     pub fn removed_tree(&mut self, prefix: &Path, now: Instant) {
+        // Settled copies below it are no longer accounted for: the end walks the destination and
+        // prunes them as stale chunks (docs/design.md, "Memory").
+        self.settled.removed_tree(Path::new(&*key_of(prefix)));
         // In byte order the keys below `prefix` are exactly those starting with `prefix/`, together.
         let mut start = key_of(prefix).into_owned();
         if !start.is_empty() {
@@ -315,9 +328,15 @@ impl Tracker {
         self.files.get(&*key_of(rel)).and_then(|st| st.copied)
     }
 
-    /// How many files have a version at the destination.
+    /// How many files have a version at the destination (settled ones included, and those whose
+    /// record was given up: see [`crate::settled::Settled::copies`]).
     pub fn copied_count(&self) -> usize {
-        self.files.values().filter(|st| st.copied.is_some()).count()
+        self.files.values().filter(|st| st.copied.is_some()).count() + self.settled.copies() as usize
+    }
+
+    /// The records of the files that left the map settled (see [`Tracker::evict_settled`]).
+    pub fn settled(&self) -> &crate::settled::Settled {
+        &self.settled
     }
 
     /// Every file known at the source whose current version is not at the destination.
@@ -330,37 +349,6 @@ impl Tracker {
         self.files
             .iter()
             .filter_map(|(p, st)| st.copied.map(|id| (Path::new(&**p), id.size, st.hash.as_deref().copied())))
-    }
-
-    /// Starts a reconcile sweep: every file is unseen until [`Tracker::scanned`] finds it.
-    pub fn begin_sweep(&mut self) {
-        for st in self.files.values_mut() {
-            st.seen = false;
-        }
-    }
-
-    /// A sweep found `rel` with identity `ident`: nothing to do if that version is the one copied,
-    /// otherwise it is a new version (its events were lost, or it was never seen).
-    pub fn scanned(&mut self, rel: &Path, ident: Identity, now: Instant) {
-        if is_ignored(rel) {
-            return;
-        }
-        if let Some(st) = self.files.get_mut(&*key_of(rel)) {
-            st.seen = true;
-            if st.copied == Some(ident) && !st.in_flight {
-                st.writing = false;
-                return;
-            }
-        }
-        self.event(rel, Change::Found, now);
-    }
-
-    /// Ends a sweep: files it did not find vanished unseen and are mirrored as deletions.
-    pub fn end_sweep(&mut self, now: Instant) {
-        let gone: Vec<Key> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
-        for rel in gone {
-            self.event(Path::new(&*rel), Change::Removed, now);
-        }
     }
 
     fn want(&mut self, rel: &Path, want: Want, now: Instant) {
@@ -541,9 +529,9 @@ impl Tracker {
             .map_or(Duration::ZERO, |(_, since)| now.saturating_duration_since(*since))
     }
 
-    /// Files known at the source (copied, waiting, or being written).
+    /// Files known at the source (copied, waiting, or being written; settled ones included).
     pub fn known(&self) -> usize {
-        self.files.len()
+        self.files.len() + self.settled.held() as usize
     }
 
     /// Files complete at the source and waiting for a worker.
@@ -576,6 +564,9 @@ impl Tracker {
         self.last_error.as_deref()
     }
 }
+
+#[path = "tracker_sweep.rs"]
+mod sweep;
 
 #[cfg(test)]
 #[path = "tracker_tests.rs"]

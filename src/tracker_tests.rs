@@ -475,3 +475,106 @@ fn without_close_events_a_file_found_open_is_looked_at_again_and_writes_debounce
     let job = t.next_job(c.at(poll + 200)).expect("a rewrite of a copied file is copied again");
     assert!(job.verify_closed);
 }
+
+/// Copies `names`, each its own inode (numbered from `first` in the order given).
+fn copy_all(t: &mut Tracker, c: &Clock, names: &[&str], first: u64) {
+    for n in names {
+        t.event(&p(n), Change::Replaced, c.at(0));
+    }
+    for rel in drain(t, c.at(0)) {
+        let ino = first + names.iter().position(|n| p(n) == rel).unwrap() as u64;
+        t.finish(&rel, copied(ino), c.at(1));
+    }
+}
+
+#[test]
+fn settled_files_leave_memory_after_two_quiet_passes_and_stay_counted() {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["a/0", "a/1", "b/0"], 1);
+    assert_eq!(t.evict_settled(), 0, "the first pass only marks them");
+    // An event between the passes keeps a file in memory one more pass.
+    t.event(&p("b/0"), Change::ClosedWrite, c.at(5));
+    assert_eq!(t.evict_settled(), 2);
+    assert_eq!((t.known(), t.copied_count(), t.settled().held()), (3, 3, 2));
+    assert_eq!(t.copied_identity(&p("a/0")), None, "no longer held one by one");
+    assert_eq!(t.evict_settled(), 1);
+    assert_eq!(t.settled().folders(), 2);
+    assert!(t.is_idle());
+}
+
+#[test]
+fn a_file_in_flight_or_waiting_is_never_settled() {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["a/0", "a/1", "a/2"], 1);
+    t.event(&p("a/0"), Change::Replaced, c.at(10)); // queued
+    t.event(&p("a/1"), Change::Modified, c.at(10)); // a writer has it open
+    t.event(&p("a/2"), Change::Replaced, c.at(10));
+    let job = t.next_job(c.at(10)).unwrap(); // one in flight, the other still queued
+    for _ in 0..3 {
+        t.evict_settled();
+    }
+    assert_eq!(t.settled().held(), 0);
+    assert!(t.not_copied().is_empty() && t.writing_files() == vec![p("a/1")]);
+    t.finish(&job.rel, copied(9), c.at(11));
+}
+
+#[test]
+fn a_sweep_proves_a_settled_folder_or_hands_it_back_to_be_listed() {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["a/0", "a/1", "b/0"], 1);
+    t.evict_settled();
+    t.evict_settled();
+    // Everything as copied: the sweep finds nothing to do and keeps the records.
+    t.begin_sweep();
+    t.scanned(&p("a/0"), ident(1), c.at(20));
+    t.scanned(&p("a/1"), ident(2), c.at(20));
+    t.scanned(&p("b/0"), ident(3), c.at(20));
+    assert!(t.end_sweep(c.at(20)).is_empty());
+    assert!(drain(&mut t, c.at(20)).is_empty());
+    assert_eq!(t.settled().held(), 3);
+    // a/1 changed and a/2 appeared, both unseen; b/0 was deleted unseen.
+    t.begin_sweep();
+    t.scanned(&p("a/0"), ident(1), c.at(30));
+    t.scanned(&p("a/1"), ident(7), c.at(30));
+    t.scanned(&p("a/2"), ident(8), c.at(30));
+    let mut back = t.end_sweep(c.at(30));
+    back.sort();
+    assert_eq!(back, vec![p("a"), p("b")]);
+    assert!(drain(&mut t, c.at(30)).is_empty(), "the caller lists them again; nothing is taken on faith");
+    // Their copies are still counted, so the end cannot take the destination as known.
+    assert_eq!((t.settled().held(), t.copied_count()), (0, 3));
+}
+
+#[test]
+fn outside_a_sweep_a_file_found_in_a_settled_folder_is_copied() {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["a/0"], 1);
+    t.evict_settled();
+    t.evict_settled();
+    // A new folder's listing (Windows) or an abandoned sweep: no record decides, the file is looked at.
+    t.scanned(&p("a/1"), ident(2), c.at(10));
+    assert_eq!(drain(&mut t, c.at(10)), vec![p("a/1")]);
+    t.begin_sweep();
+    t.abandon_sweep();
+    t.scanned(&p("a/2"), ident(3), c.at(11));
+    assert_eq!(drain(&mut t, c.at(11)), vec![p("a/2")]);
+}
+
+#[test]
+fn a_settled_file_written_or_deleted_again_comes_back_as_new() {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["a/0", "a/1"], 1);
+    t.evict_settled();
+    t.evict_settled();
+    t.event(&p("a/0"), Change::Replaced, c.at(10));
+    t.event(&p("a/1"), Change::Removed, c.at(10));
+    let mut again = jobs(&mut t, c.at(10));
+    again.sort_by(|a, b| a.rel.cmp(&b.rel));
+    assert_eq!(
+        again.iter().map(|j| (j.rel.clone(), j.prev)).collect::<Vec<_>>(),
+        vec![(p("a/0"), Prev::Unknown), (p("a/1"), Prev::Unknown)]
+    );
+    // A folder removed: its record goes, its copies stay counted (the end walks the destination).
+    t.removed_tree(&p("a"), c.at(11));
+    assert_eq!((t.settled().folders(), t.copied_count()), (0, 2));
+}

@@ -170,9 +170,13 @@ fn slash_path(rel: &Path) -> String {
 /// had written through the handle, the mtime set through it, published only if the source did not
 /// change meanwhile.
 pub struct Landed<'a> {
-    /// The version copied of a file (relative to the root), if any.
+    /// The version copied of a file (relative to the root), if the tracker holds it.
     pub copied: &'a dyn Fn(&Path) -> Option<crate::vocab::Identity>,
-    /// How many files have a copy.
+    /// The records of the files that left the tracker settled: a file it does not hold, in a
+    /// folder with a record, is proven together with that folder's other settled files, or looked
+    /// at at the destination with them (docs/design.md, "Memory").
+    pub settled: Option<&'a crate::settled::Settled>,
+    /// How many files have a copy (settled ones included).
     pub count: usize,
 }
 
@@ -212,6 +216,8 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     // Source files that have a file of their name at the destination, and of those, how many are
     // known copies of their current version.
     let (mut copies, mut known) = (0usize, 0usize);
+    // Per folder with a record: what its files the tracker does not hold sum to.
+    let mut settled_found: HashMap<std::ffi::OsString, crate::settled::Sum> = HashMap::new();
     for entry in walkdir::WalkDir::new(src).follow_links(false) {
         let entry = entry?;
         let Ok(rel) = entry.path().strip_prefix(src) else {
@@ -233,7 +239,19 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
         report.bytes += size;
         let copy = dst.join(rel);
         let ident = || crate::sys::path_identity_of(entry.path(), &meta).ok();
-        if landed.and_then(|l| (l.copied)(rel)).is_some_and(|copied| ident() == Some(copied)) {
+        let copied = landed.and_then(|l| (l.copied)(rel));
+        let settled =
+            landed.and_then(|l| l.settled).filter(|s| !content && copied.is_none() && s.has_folder_of(rel.as_os_str()));
+        if let (Some(settled), Some(ident)) = (settled, settled.and_then(|_| ident())) {
+            // Proven with its folder's record after the walk, or looked at then (below).
+            let folder = crate::settled::folder_of(rel.as_os_str()).to_owned();
+            settled_found.entry(folder).or_default().add(settled.fingerprint(rel.as_os_str(), &ident));
+            if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
+                check_shard(shard, entry.path(), &copy, rel, &mut report);
+            }
+            continue;
+        }
+        if copied.is_some_and(|copied| ident() == Some(copied)) {
             copies += 1;
             known += 1;
             report.proven_as_copied += 1;
@@ -247,34 +265,30 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             }
             continue;
         }
-        // Looked up beneath the root: a copy reached through a link in the destination is not there.
-        let arrived = match dest.stat(rel) {
-            // Another mtime is not the version copied; when contents are compared, they decide.
-            Ok(m) if m.is_file() && m.len() == size && !same_mtime(&meta, &m) && !content => {
-                copies += 1;
-                report.mtime_mismatch.push(rel.to_path_buf());
-                false
-            }
-            Ok(m) if m.is_file() && m.len() == size => {
-                copies += 1;
-                if content {
-                    same_size.push(rel.to_path_buf());
-                }
-                true
-            }
-            Ok(m) if m.is_file() => {
-                copies += 1;
-                report.size_mismatch.push((rel.to_path_buf(), size, m.len()));
-                false
-            }
-            _ => {
-                report.missing.push(rel.to_path_buf());
-                false
-            }
-        };
+        let (present, arrived) = look_up(dest, rel, &meta, content, &mut report, &mut same_size);
+        copies += usize::from(present);
         if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
             if arrived {
                 check_shard(shard, entry.path(), &copy, rel, &mut report);
+            }
+        }
+    }
+    // A folder whose settled files are exactly its record's is proven as this run's copies. Any
+    // other (one changed, added or deleted since it settled) has those files looked at one by one.
+    for (folder, found) in &settled_found {
+        let settled = landed.and_then(|l| l.settled).expect("only with records");
+        if settled.proves(folder, found) {
+            copies += found.files as usize;
+            known += found.files as usize;
+            report.proven_as_copied += found.files;
+            continue;
+        }
+        for entry in fs::read_dir(src.join(folder))?.flatten() {
+            let rel = Path::new(folder).join(entry.file_name());
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
+            let held = landed.and_then(|l| (l.copied)(&rel)).is_some();
+            if meta.is_file() && !held && !is_ignored(&rel) && rel.as_os_str() != marker {
+                copies += usize::from(look_up(dest, &rel, &meta, content, &mut report, &mut same_size).0);
             }
         }
     }
@@ -332,6 +346,41 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     }
     report.content_mismatch = differing(src, dst, &same_size);
     Ok(report)
+}
+
+/// Looks the copy of `rel` (whose source has `meta`) up beneath the destination's root (a copy
+/// reached through a link there is not there), recording what is wrong with it. Returns whether a
+/// file of its name is there, and whether it arrived (same size, and the same mtime unless
+/// contents are compared: then they decide).
+fn look_up(
+    dest: &crate::dest::Dest,
+    rel: &Path,
+    meta: &fs::Metadata,
+    content: bool,
+    report: &mut Report,
+    same_size: &mut Vec<PathBuf>,
+) -> (bool, bool) {
+    let size = meta.len();
+    match dest.stat(rel) {
+        Ok(m) if m.is_file() && m.len() == size && !same_mtime(meta, &m) && !content => {
+            report.mtime_mismatch.push(rel.to_path_buf());
+            (true, false)
+        }
+        Ok(m) if m.is_file() && m.len() == size => {
+            if content {
+                same_size.push(rel.to_path_buf());
+            }
+            (true, true)
+        }
+        Ok(m) if m.is_file() => {
+            report.size_mismatch.push((rel.to_path_buf(), size, m.len()));
+            (true, false)
+        }
+        _ => {
+            report.missing.push(rel.to_path_buf());
+            (false, false)
+        }
+    }
 }
 
 /// Checks that the copy of a shard is whole; one that is not, whole at the source, is an error.
@@ -492,7 +541,7 @@ mod tests {
         let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
         fs::File::options().write(true).open(dst.path().join("1")).unwrap().set_modified(earlier).unwrap();
         let run = |copied: &dyn Fn(&Path) -> Option<crate::vocab::Identity>, count| {
-            let landed = Landed { copied, count };
+            let landed = Landed { copied, settled: None, count };
             let check = Check {
                 marker: "complete",
                 arrays: std::slice::from_ref(&array),
@@ -513,5 +562,37 @@ mod tests {
         fs::write(dst.path().join("2"), b"chunk").unwrap();
         let r = run(&|rel| [("0", zero), ("1", one)].into_iter().find(|(k, _)| rel == Path::new(k)).map(|(_, i)| i), 3);
         assert_eq!(r.stale_chunks, vec![PathBuf::from("2")]);
+    }
+
+    #[test]
+    fn a_folders_record_proves_its_settled_files_as_a_whole_or_they_are_looked_at() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let array = ArraySpec { path: "".into(), ..spec(&[4, 1], &[1, 1], None, '/') };
+        for key in ["0/0", "1/0"] {
+            fs::create_dir_all(src.path().join(key).parent().unwrap()).unwrap();
+            fs::create_dir_all(dst.path().join(key).parent().unwrap()).unwrap();
+            fs::write(src.path().join(key), b"chunk").unwrap();
+            fs::copy(src.path().join(key), dst.path().join(key)).unwrap();
+        }
+        let mut settled = crate::settled::Settled::default();
+        for key in ["0/0", "1/0"] {
+            settled.keep(std::ffi::OsStr::new(key), &crate::sys::path_identity(&src.path().join(key)).unwrap());
+        }
+        let run = |settled: &crate::settled::Settled| {
+            let landed = Landed { copied: &|_| None, settled: Some(settled), count: 2 };
+            let arrays = std::slice::from_ref(&array);
+            let check = Check { marker: "complete", arrays, content: false, prune: None, landed: Some(&landed) };
+            verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &AtomicBool::new(false)).unwrap()
+        };
+        // Unchanged: proven without a look at the destination (its copies have other mtimes).
+        let r = run(&settled);
+        assert!(r.ok() && r.proven_as_copied == 2 && !r.destination_walked, "{r:?}");
+        assert_eq!(r.present_chunks, 2);
+        // "1/0" rewritten since it settled: its folder's files are looked at, and its copy is stale.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(src.path().join("1/0"), b"CHUNK").unwrap();
+        let r = run(&settled);
+        assert_eq!((r.proven_as_copied, r.mtime_mismatch.clone()), (1, vec![PathBuf::from("1/0")]), "{r:?}");
+        assert!(r.destination_walked && !r.ok());
     }
 }

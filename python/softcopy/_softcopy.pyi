@@ -70,6 +70,10 @@ class Engine:
             CAP_LEASE, no lease support), seconds a file found without a close event must have
             gone unwritten before it is taken as closed; and how long the end of a run waits for
             files still open for writing before it ends incomplete, naming them.
+        evict_after: seconds a copied file must stay quiet before it leaves memory for its
+            folder's record (constant memory over a day-long acquisition; see docs/design.md,
+            "Memory"); None keeps every file in memory. Ignored with checksum, manifest or
+            delete_source, which need every file's record at the end.
     """
 
     def __new__(
@@ -92,11 +96,12 @@ class Engine:
         manifest: str | PathLike[str] | None = None,
         delete_source: bool = False,
         quiet_time: float = 60.0,
+        evict_after: float | None = 5.0,
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
         files_distinct, max_copies, errors, failed, backlog, in_flight, writing, oldest_wait
-        (seconds the oldest waiting file has waited), known (files known at the source), last_error, fatal,
+        (seconds the oldest waiting file has waited), known (files known at the source), settled (of those, files settled out of memory), last_error, fatal,
         elapsed, finishing, destination_trouble (why the destination cannot take files now, or None),
         gave_up, paused (why the target is paused: its source root is gone or another folder),
         wants_expected (the engine drained and waits for `expect()`).

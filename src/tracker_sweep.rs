@@ -1,0 +1,89 @@
+//! The tracker's sweeps (a full scan compared with what it holds) and its settled files, which
+//! leave its map for their folder's record (docs/design.md, "Memory").
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::{key_of, Key, Tracker, Want};
+use crate::vocab::{is_ignored, Change, Identity};
+
+impl Tracker {
+    /// Starts a reconcile sweep: every file is unseen until [`Tracker::scanned`] finds it.
+    pub fn begin_sweep(&mut self) {
+        for st in self.files.values_mut() {
+            st.seen = false;
+        }
+        self.settled.begin_sweep();
+        self.sweeping = true;
+    }
+
+    /// A sweep that did not complete: nothing it found (or did not find) is taken as evidence.
+    pub fn abandon_sweep(&mut self) {
+        self.sweeping = false;
+    }
+
+    /// A sweep found `rel` with identity `ident`: nothing to do if that version is the one copied,
+    /// otherwise it is a new version (its events were lost, or it was never seen).
+    pub fn scanned(&mut self, rel: &Path, ident: Identity, now: Instant) {
+        if is_ignored(rel) {
+            return;
+        }
+        let key = key_of(rel);
+        if let Some(st) = self.files.get_mut(&*key) {
+            st.seen = true;
+            if st.copied == Some(ident) && !st.in_flight {
+                st.writing = false;
+                return;
+            }
+        } else if self.sweeping && self.settled.has_folder_of(&key) {
+            // Perhaps a settled file: its folder's record decides at the sweep's end.
+            self.settled.sweep_found(&key, &ident);
+            return;
+        }
+        self.event(rel, Change::Found, now);
+    }
+
+    /// Ends a complete sweep: files it did not find vanished unseen and are mirrored as deletions.
+    /// Returns the folders whose settled files are no longer what their record kept (changed,
+    /// added or deleted unseen): the caller lists each again (its files then come back one by one,
+    /// as found), and the end walks the destination for the copies of those deleted.
+    pub fn end_sweep(&mut self, now: Instant) -> Vec<PathBuf> {
+        self.sweeping = false;
+        let gone: Vec<Key> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
+        for rel in gone {
+            self.event(Path::new(&*rel), Change::Removed, now);
+        }
+        self.settled.end_sweep().into_iter().map(PathBuf::from).collect()
+    }
+
+    /// Moves files that are settled out of the map into their folder's record: a file whose
+    /// current version was copied, with nothing pending, no writer, no failure, and no event since
+    /// the previous call (so quiet for at least the time between two calls). Returns how many
+    /// left. Only for runs that need no per-file record at the end (no `--delete-source`,
+    /// `--checksum` or manifest: the caller decides). Any later event brings a file back as new.
+    pub fn evict_settled(&mut self) -> usize {
+        let settled = &mut self.settled;
+        let before = self.files.len();
+        self.files.retain(|key, st| {
+            let quiet = st.copied.is_some()
+                && !st.superseded
+                && st.want == Want::None
+                && !(st.writing || st.queued || st.in_flight || st.verify_closed)
+                && st.failures == 0
+                && st.changes == 0
+                && st.pending_since.is_none()
+                && st.hash.is_none();
+            if !quiet {
+                st.cold = false;
+                return true;
+            }
+            if !st.cold {
+                st.cold = true;
+                return true;
+            }
+            settled.keep(key, st.copied.as_ref().expect("quiet files are copied"));
+            false
+        });
+        before - self.files.len()
+    }
+}
