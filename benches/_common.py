@@ -171,7 +171,14 @@ class LoopFs:
         self.device = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
         self.name = Path(self.device).name
         if scheduler:
-            Path(f"/sys/block/{self.name}/queue/scheduler").write_text(scheduler)
+            # A kernel built without it (this VM's kernel lost bfq once) keeps its default, and
+            # says so: the figures are then not the chosen scheduler's.
+            knob = Path(f"/sys/block/{self.name}/queue/scheduler")
+            offered = knob.read_text().replace("[", "").replace("]", "").split()
+            if scheduler in offered:
+                knob.write_text(scheduler)
+            else:
+                print(f"scheduler {scheduler} is not offered by this kernel ({' '.join(offered)}): kept its default")
         mount.mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", self.device, str(mount)], check=True)
 

@@ -202,13 +202,18 @@ impl Run<'_> {
     }
 
     /// A folder whose settled files changed unseen (its record was dropped): each of its files
-    /// goes back to the tracker, found (subfolders have records of their own).
+    /// goes back to the tracker, found, its copy looked at before any new one is made (it may be
+    /// this run's, of this very version); subfolders have records of their own.
     fn relist(&mut self, folder: &Path, now: Instant) {
         let Ok(entries) = fs::read_dir(self.src.join(folder)) else { return };
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_file()) {
                 let rel = folder.join(entry.file_name());
-                self.file_event(rel, Change::Found, now);
+                if self.is_marker(&rel) {
+                    self.file_event(rel, Change::Found, now);
+                } else {
+                    self.tracker.relisted(&rel, now);
+                }
             }
         }
     }

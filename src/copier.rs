@@ -336,9 +336,14 @@ fn sync_inner(
     }
     // Whether the destination may hold this name already (an earlier copy to replace).
     let mut may_exist = prev != Prev::Unknown;
+    let look_first = match prev {
+        Prev::Unknown => !opts.fresh_destination,
+        Prev::Settled => true,
+        Prev::Copied(_) | Prev::Superseded => false,
+    };
     // The destination folder, once opened (it is opened once per file: to look, compare, write).
     let mut folder = None;
-    if prev == Prev::Unknown && !opts.fresh_destination {
+    if look_first {
         // First sight of this file in this run: a previous run may have copied this very version.
         if let Ok(f) = dest.folder(rel_dir, false) {
             dest.refuse_case_collision(&f, name, src.parent().unwrap_or(src))

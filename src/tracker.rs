@@ -81,6 +81,8 @@ struct FileState {
     superseded: bool,
     /// Settled at the last [`Tracker::evict_settled`]: settled again at the next, it leaves the map.
     cold: bool,
+    /// Back from a folder record that no longer proved it (see [`Prev::Settled`]).
+    relisted: bool,
     /// Content hash of the copied version (`--checksum`).
     /// Boxed: only `--checksum` runs have one, and a box keeps the state of every other file small.
     hash: Option<Box<crate::manifest::Hash>>,
@@ -102,6 +104,7 @@ impl FileState {
             verify_closed: false,
             superseded: false,
             cold: false,
+            relisted: false,
             hash: None,
         }
     }
@@ -217,11 +220,18 @@ impl Tracker {
         // million of these); a known file's key is the one kept, the new allocation dropped.
         let rel = &*key_of(rel);
         let rel = Path::new(rel);
+        let settled = &self.settled;
         let (key, st) = match self.files.entry(Rc::from(rel.as_os_str())) {
             Entry::Occupied(e) => (e.key().clone(), e.into_mut()),
             Entry::Vacant(e) => {
                 let key = e.key().clone();
-                (key, e.insert(FileState::new()))
+                let mut st = FileState::new();
+                if settled.has_folder_of(&key) {
+                    // Perhaps a settled file back with a new version: counted as copied once, so
+                    // its next copy makes it a hot key, which is never let go again.
+                    st.copies = 1;
+                }
+                (key, e.insert(st))
             }
         };
         // A scan's find is no evidence that anything changed: it neither forgives past failures
@@ -401,6 +411,7 @@ impl Tracker {
         let prev = match st.copied {
             _ if st.superseded => Prev::Superseded,
             Some(ident) => Prev::Copied(ident),
+            None if st.relisted => Prev::Settled,
             None => Prev::Unknown,
         };
         Some(Job { prev, rel: PathBuf::from(&*rel), verify_closed: st.verify_closed, partial })

@@ -17,6 +17,14 @@ impl Tracker {
         self.sweeping = true;
     }
 
+    /// A file listed again after its folder's record failed at a sweep (see [`Prev::Settled`]).
+    pub fn relisted(&mut self, rel: &Path, now: Instant) {
+        self.event(rel, Change::Found, now);
+        if let Some(st) = self.files.get_mut(&*key_of(rel)) {
+            st.relisted = st.copied.is_none();
+        }
+    }
+
     /// A sweep that did not complete: nothing it found (or did not find) is taken as evidence.
     pub fn abandon_sweep(&mut self) {
         self.sweeping = false;
@@ -72,7 +80,11 @@ impl Tracker {
                 && st.failures == 0
                 && st.changes == 0
                 && st.pending_since.is_none()
-                && st.hash.is_none();
+                && st.hash.is_none()
+                // Hot keys (a shard rewritten per timepoint, metadata) stay: each version that
+                // came back from a record would make its folder's record fail.
+                && st.copies <= 1
+                && !Path::new(&**key).file_name().is_some_and(crate::vocab::is_zarr_metadata);
             if !quiet {
                 st.cold = false;
                 return true;

@@ -578,3 +578,22 @@ fn a_settled_file_written_or_deleted_again_comes_back_as_new() {
     t.removed_tree(&p("a"), c.at(11));
     assert_eq!((t.settled().folders(), t.copied_count()), (0, 2));
 }
+
+#[test]
+fn hot_keys_and_metadata_stay_in_memory_and_a_relisted_file_is_looked_at_first() {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["a/0", "a/1", "a/.zarray", "zarr.json"], 1);
+    t.evict_settled();
+    t.evict_settled();
+    assert_eq!(t.settled().held(), 2, "metadata is rewritten all along: never let go");
+    // a/0 comes back with a new version: its next copy makes it a hot key, kept from then on.
+    t.event(&p("a/0"), Change::Replaced, c.at(10));
+    assert_eq!(drain(&mut t, c.at(10)), vec![p("a/0")]);
+    t.finish(&p("a/0"), copied(9), c.at(11));
+    t.evict_settled();
+    t.evict_settled();
+    assert_eq!(t.copied_identity(&p("a/0")), Some(ident(9)));
+    // A file listed again after its folder's record failed: its copy is looked at before any new one.
+    t.relisted(&p("a/1"), c.at(20));
+    assert_eq!(jobs(&mut t, c.at(20)).iter().map(|j| j.prev).collect::<Vec<_>>(), vec![Prev::Settled]);
+}

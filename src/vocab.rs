@@ -66,6 +66,10 @@ pub enum Prev {
     /// A write, close, rename or create came after the last copy: a new version, whatever the
     /// metadata says (a rewrite within one timestamp tick leaves size and times unchanged).
     Superseded,
+    /// Found again in a folder whose settled files changed unseen: this run may have copied this
+    /// very version and let it go from memory, so the destination's copy is looked at first, as a
+    /// resumed run's would be, even on a destination that held nothing at the start.
+    Settled,
 }
 
 /// A file this run copied (or found already copied), as the mover needs it.
@@ -165,6 +169,12 @@ pub enum Outcome {
 
 /// True for names that are never data: lock files (`K.__lock`, `K_<hex>.__lock`), other writers'
 /// temps (`*.partial`), our own partials, and our state entries at the root.
+/// Zarr's metadata files: rewritten through the acquisition (a resize per timepoint), so they are
+/// never let go from memory as settled (docs/design.md, "Memory").
+pub fn is_zarr_metadata(name: &std::ffi::OsStr) -> bool {
+    [".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"].iter().any(|m| name == *m)
+}
+
 pub fn is_ignored(rel: &Path) -> bool {
     let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;

@@ -80,7 +80,10 @@ class Acquisition(RuleBasedStateMachine):
         self.copier = self._start()
 
     def _start(self) -> softcopy.Copier:
-        target = softcopy.Target(self.src, self.dst, delete_source=self.delete_source, settle_time=0.01)
+        # Settled files leave memory within a few steps, so records meet every action and rescan.
+        target = softcopy.Target(
+            self.src, self.dst, delete_source=self.delete_source, settle_time=0.01, evict_after=0.05
+        )
         c = softcopy.Copier([target])
         with sysctl("fs.inotify.max_queued_events", 1):  # every burst overflows: lost events, rescans
             c.start()

@@ -50,6 +50,8 @@ class Progress:
     """Seconds the oldest file complete at the source has waited for a worker (the copy's lag)."""
     known: int
     """Files known at the source."""
+    settled: int
+    """Of those, files copied and quiet, let go from memory for their folder's record."""
     elapsed: float
     finishing: bool
     last_error: str | None
@@ -227,6 +229,7 @@ class Copier:
                     delete_source=t.delete_source,
                     once=t.once,
                     log_events=self._log_events,
+                    evict_after=t.evict_after,
                 )
             )
 
