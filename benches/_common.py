@@ -161,12 +161,20 @@ class LoopFs:
     direct IO to its backing file (so its reads and writes reach the disk, not the host page cache)
     and a chosen IO scheduler (`bfq` honours IO classes)."""
 
-    def __init__(self, image: Path, mount: Path, size_gib: int, direct: bool = False, scheduler: str = "") -> None:
+    def __init__(
+        self,
+        image: Path,
+        mount: Path,
+        size_gib: int,
+        direct: bool = False,
+        scheduler: str = "",
+        mkfs: tuple[str, ...] = ("-i", "4096"),
+    ) -> None:
         self.image, self.mount = image, mount
         with image.open("wb") as f:
             f.truncate(size_gib << 30)
-        # One inode per 4 KiB: a million small files fit (ext4's default is one per 16 KiB).
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-i", "4096", str(image)], check=True)
+        # One inode per 4 KiB by default: a million small files fit (ext4's default is one per 16 KiB).
+        subprocess.run(["mkfs.ext4", "-q", "-F", *mkfs, str(image)], check=True)
         args = ["losetup", "--find", "--show"] + (["--direct-io=on"] if direct else []) + [str(image)]
         self.device = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
         self.name = Path(self.device).name

@@ -84,7 +84,7 @@ impl Config {
             manifest: None,
             delete_source: false,
             quiet: Duration::from_secs(60),
-            evict_after: Some(Duration::from_secs(5)),
+            evict_after: Some(Duration::from_secs(30)),
         }
     }
 }

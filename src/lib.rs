@@ -77,7 +77,7 @@ impl PyEngine {
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
         copy_method="auto", give_up_after=86400.0, max_rate=None, checksum=false, manifest=None,
-        delete_source=false, quiet_time=60.0, evict_after=Some(5.0)))]
+        delete_source=false, quiet_time=60.0, evict_after=Some(30.0)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,

@@ -576,7 +576,9 @@ mod tests {
         }
         let mut settled = crate::settled::Settled::default();
         for key in ["0/0", "1/0"] {
-            settled.keep(std::ffi::OsStr::new(key), &crate::sys::path_identity(&src.path().join(key)).unwrap());
+            // Keyed as walks spell them (`\` on Windows).
+            let rel = Path::new(key).components().collect::<PathBuf>();
+            settled.keep(rel.as_os_str(), &crate::sys::path_identity(&src.path().join(key)).unwrap());
         }
         let run = |settled: &crate::settled::Settled| {
             let landed = Landed { copied: &|_| None, settled: Some(settled), count: 2 };
@@ -592,7 +594,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(src.path().join("1/0"), b"CHUNK").unwrap();
         let r = run(&settled);
-        assert_eq!((r.proven_as_copied, r.mtime_mismatch.clone()), (1, vec![PathBuf::from("1/0")]), "{r:?}");
+        assert_eq!((r.proven_as_copied, r.mtime_mismatch.clone()), (1, vec![Path::new("1").join("0")]), "{r:?}");
         assert!(r.destination_walked && !r.ok());
     }
 }

@@ -109,3 +109,16 @@ def test_service_measures_a_service_watching_finished_archives_and_a_live_one(tm
     out = bench("service.py", "--finished", 2, "--timepoints", 4, "--interval", 0.1, "--dir", tmp_path / "s")
     assert re.search(r"\| service, 2 finished \+ 1 live \| [0-9.]+ \| [0-9]+ \| yes \|", out), out
     assert "per finished acquisition watched" in out
+
+
+def test_memory_runs_a_live_acquisition_settled_out_and_all_in_memory(tmp_path: Path) -> None:
+    out = bench("memory.py", "--files", 2000, "--evict-after", 0.2, "--rate", 2000, "--dir", tmp_path / "m")
+    for label in (r"settled out \(0\.2 s\)", "all in memory"):
+        assert re.search(rf"^2000 +{label} +[\d.]+ +[\d.]+ +\d+ +[\d.]+$", out, re.MULTILINE), out
+
+
+def test_roundtrips_counts_the_servers_requests_per_file(tmp_path: Path) -> None:
+    out = bench("roundtrips.py", "--files", 30, "--dir", tmp_path / "rt")
+    for copier in ("softcopy", "cp -r"):
+        m = re.search(rf"^{re.escape(copier)} +([\d.]+) ", out, re.MULTILINE)
+        assert m and float(m.group(1)) > 1, out  # at least an open and a write per file

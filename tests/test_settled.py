@@ -83,7 +83,7 @@ def test_settled_files_are_proven_by_their_record_without_a_look_at_the_destinat
 def test_a_settled_chunk_changed_unseen_is_not_verified_over(tmp_path: Path) -> None:
     # Rewritten after the drain, when no watch sees it: only its folder's record can tell, and it
     # must (a record that proved its folder blindly would verify a stale copy).
-    src, dst, engine, key = settled_archive(tmp_path)
+    src, _dst, engine, key = settled_archive(tmp_path)
 
     def rewrite() -> None:
         key.write_bytes(b"written after the drain")

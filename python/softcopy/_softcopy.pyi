@@ -96,7 +96,7 @@ class Engine:
         manifest: str | PathLike[str] | None = None,
         delete_source: bool = False,
         quiet_time: float = 60.0,
-        evict_after: float | None = 5.0,
+        evict_after: float | None = 30.0,
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,

@@ -50,7 +50,7 @@ class Target:
     delete_source: bool = False
     """Once the acquisition is complete and the copy verified, delete each source file whose copy is
     proven (fsynced, same size, same hash with `checksum`) and that is unchanged since it was copied."""
-    evict_after: float | None = 5.0
+    evict_after: float | None = 30.0
     """Seconds a copied file stays quiet before it leaves memory for its folder's record (None: never;
     not a command-line option: tests shorten it, docs/design.md "Memory")."""
 
