@@ -50,6 +50,8 @@ struct Record {
 pub struct Settled {
     folders: HashMap<OsString, Record>,
     keys: (RandomState, RandomState),
+    /// Files the records hold, kept as a total: the status asks for it every loop.
+    held: u64,
     /// Copies this run made whose records were dropped (a folder reopened or removed): they are
     /// still at the destination but no longer accounted for, so the inventory cannot say the
     /// destination holds only known copies, and the end walks it.
@@ -58,7 +60,7 @@ pub struct Settled {
 
 impl Default for Settled {
     fn default() -> Self {
-        Settled { folders: HashMap::new(), keys: (RandomState::new(), RandomState::new()), lost: 0 }
+        Settled { folders: HashMap::new(), keys: (RandomState::new(), RandomState::new()), held: 0, lost: 0 }
     }
 }
 
@@ -73,6 +75,7 @@ impl Settled {
     pub fn keep(&mut self, rel: &OsStr, ident: &Identity) {
         let fp = self.fingerprint(rel, ident);
         self.folders.entry(folder_of(rel).to_owned()).or_default().kept.add(fp);
+        self.held += 1;
     }
 
     /// Whether `rel`'s folder has a record (so a file of it the tracker does not hold may be settled).
@@ -82,12 +85,12 @@ impl Settled {
 
     /// How many files the records hold, and how many settled copies were given up.
     pub fn copies(&self) -> u64 {
-        self.folders.values().map(|r| r.kept.files).sum::<u64>() + self.lost
+        self.held + self.lost
     }
 
     /// Files held in records (not counting those given up).
     pub fn held(&self) -> u64 {
-        self.folders.values().map(|r| r.kept.files).sum()
+        self.held
     }
 
     pub fn folders(&self) -> usize {
@@ -145,6 +148,7 @@ impl Settled {
 
     fn drop_folder(&mut self, folder: &OsStr) {
         if let Some(r) = self.folders.remove(folder) {
+            self.held -= r.kept.files;
             self.lost += r.kept.files;
         }
     }
