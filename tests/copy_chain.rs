@@ -172,6 +172,20 @@ fn an_existing_symlinked_folder_in_the_destination_is_not_written_nor_deleted_th
     assert_eq!(r.missing, vec![std::path::PathBuf::from("sub/f")]);
 }
 
+#[cfg(unix)]
+#[test]
+fn a_link_in_the_destination_is_kept_when_its_name_goes_away_at_the_source() {
+    // Found by the model test: the source's folder `sub` removed (a writer's `overwrite=True`)
+    // made its mirrored deletion unlink the admin's `dst/sub -> elsewhere`, and the next copy of
+    // `sub/f` then made a real folder where the link was.
+    let (src, dst, archive) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::os::unix::fs::symlink(archive.path(), dst.path().join("sub")).unwrap();
+    let (outcome, _) = sync(src.path(), dst.path(), &job("sub"), &CopyOptions::default());
+    assert_eq!(outcome, Outcome::Skipped);
+    assert!(fs::symlink_metadata(dst.path().join("sub")).unwrap().file_type().is_symlink());
+}
+
 #[test]
 fn the_marker_is_withdrawn_before_the_first_change_and_only_then() {
     // Issue 12, item 5: a marker of an earlier acquisition must not stand over a copy that changes.
