@@ -49,6 +49,29 @@ def write_archive(root: Path, chunks: int, chunk_bytes: int) -> None:
     (root / "complete").touch()
 
 
+def write_nested(root: Path, chunks: int, chunk_bytes: int, per_folder: int = 8) -> None:
+    """A finished tensorstore Zarr v2 archive with `/` keys, `per_folder` chunks in each folder
+    (`t/0/k`): a folder per timepoint row, as a Zarr v3 tree has a folder per (t, z, y)."""
+    import numpy as np
+    import tensorstore as ts
+
+    x = chunk_bytes // 2 // 256
+    rows = max(1, chunks // per_folder)
+    arr = ts.open(
+        {
+            "driver": "zarr",
+            "kvstore": {"driver": "file", "path": str(root)},
+            "metadata": {"chunks": [1, 256, x], "compressor": None, "dimension_separator": "/"},
+        },
+        create=True,
+        dtype=ts.uint16,
+        shape=[rows, 256, x * per_folder],
+    ).result()
+    data = np.random.default_rng(1).integers(0, 65535, size=arr.shape, dtype=np.uint16)
+    arr.write(data).result()
+    (root / "complete").touch()
+
+
 ORIGINAL_VENV = Path("/var/tmp/softcopy-0.0.13-venv")
 
 

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import Measured, Running, differences, machine, rmtree, write_archive
+from _common import Measured, Running, differences, machine, rmtree, write_archive, write_nested
 from _share import Sshd
 
 HERE = Path(__file__).resolve().parent
@@ -111,29 +111,6 @@ def contenders(
             remote / f"rc-{tag}",
         )
     return {k: v for k, v in out.items() if not only or k in only}
-
-
-def write_nested(root: Path, chunks: int, chunk_bytes: int, per_folder: int = 8) -> None:
-    """A finished tensorstore Zarr v2 archive with `/` keys, `per_folder` chunks in each folder
-    (`t/0/k`): a folder per timepoint row, as a Zarr v3 tree has a folder per (t, z, y)."""
-    import numpy as np
-    import tensorstore as ts
-
-    x = chunk_bytes // 2 // 256
-    rows = max(1, chunks // per_folder)
-    arr = ts.open(
-        {
-            "driver": "zarr",
-            "kvstore": {"driver": "file", "path": str(root)},
-            "metadata": {"chunks": [1, 256, x], "compressor": None, "dimension_separator": "/"},
-        },
-        create=True,
-        dtype=ts.uint16,
-        shape=[rows, 256, x * per_folder],
-    ).result()
-    data = np.random.default_rng(1).integers(0, 65535, size=arr.shape, dtype=np.uint16)
-    arr.write(data).result()
-    (root / "complete").touch()
 
 
 def one_stream(sshd: Sshd, proxy: int, mib: int = 256) -> float:

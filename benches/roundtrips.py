@@ -21,30 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import identical, machine, rmtree
+from _common import identical, machine, rmtree, write_nested
 from _share import Sshd
 
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"  # Debian's openssh-sftp-server, which logs to stderr
 REQUEST = re.compile(r"debug\d: request \d+: (?!sent)(\S+)")
-
-
-def write_archive(root: Path, files: int) -> None:
-    import numpy as np
-    import tensorstore as ts
-
-    rows = max(1, files // 10)
-    arr = ts.open(
-        {
-            "driver": "zarr",
-            "kvstore": {"driver": "file", "path": str(root)},
-            "metadata": {"chunks": [1, 8192], "compressor": None, "dimension_separator": "/"},
-        },
-        create=True,
-        dtype=ts.uint16,
-        shape=[rows, 10 * 8192],
-    ).result()
-    arr.write(np.random.default_rng(1).integers(1, 65535, size=(rows, 10 * 8192), dtype=np.uint16)).result()
-    (root / "complete").touch()
 
 
 def count(log: Path, start: int) -> collections.Counter[str]:
@@ -70,11 +51,10 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None)
     args = ap.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="softcopy-rt-"))
-    if not args.dir:
-        rmtree(work)
+    rmtree(work)  # a --dir given is made afresh (and kept afterwards, to read its log)
     work.mkdir(parents=True)
     src = work / "src.zarr"
-    write_archive(src, args.files)
+    write_nested(src, args.files, 16 << 10, per_folder=10)
     files = sum(1 for p in src.rglob("*") if p.is_file())
     server = Sshd(work / "sshd", quiet=True)
     # Each SFTP request is logged by the server as "request N: KIND".
@@ -91,27 +71,26 @@ def main() -> None:
         copiers = {"softcopy (baseline)": [args.baseline, "-m", "softcopy"], **copiers}
     print(f"machine: {machine()}")
     print(f"archive: {files} files ({args.files} chunks of 16 KiB, 10 per folder, and metadata)")
-    if True:
-        server.start()
-        remote, mnt = work / "remote", work / "mnt"
-        remote.mkdir()
-        mnt.mkdir()
-        server.mount(remote, mnt)
-        try:
-            rows = []
-            for name, cmd in copiers.items():
-                dst = mnt / name.replace(" ", "_").replace("(", "").replace(")", "")
-                extra = ["--once"] if "softcopy" in name else []
-                start = log.stat().st_size
-                subprocess.run([*cmd, str(src), str(dst), *extra], check=True, capture_output=True)
-                quiet_log(log)
-                kinds = count(log, start)
-                if not identical(src, remote / dst.name):
-                    raise SystemExit(f"{name}: the copy differs from the source")
-                rows.append((name, kinds))
-        finally:
-            subprocess.run(["fusermount", "-u", str(mnt)], check=False)
-            server.kill()
+    server.start()
+    remote, mnt = work / "remote", work / "mnt"
+    remote.mkdir()
+    mnt.mkdir()
+    server.mount(remote, mnt)
+    try:
+        rows = []
+        for name, cmd in copiers.items():
+            dst = mnt / name.replace(" ", "_").replace("(", "").replace(")", "")
+            extra = ["--once"] if "softcopy" in name else []
+            start = log.stat().st_size
+            subprocess.run([*cmd, str(src), str(dst), *extra], check=True, capture_output=True)
+            quiet_log(log)
+            kinds = count(log, start)
+            if not identical(src, remote / dst.name):
+                raise SystemExit(f"{name}: the copy differs from the source")
+            rows.append((name, kinds))
+    finally:
+        subprocess.run(["fusermount", "-u", str(mnt)], check=False)
+        server.kill()
     every = sorted({k for _, kinds in rows for k in kinds})
     print(f"{'copier':<22} {'per file':>8}  " + "  ".join(f"{k:>8}" for k in every))
     for name, kinds in rows:

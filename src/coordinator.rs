@@ -329,10 +329,10 @@ impl Run<'_> {
             let now = Instant::now();
             self.rescan_if_due(now);
             self.list_new_dirs(now);
-            if let Some((at, every)) = self.evict.filter(|(at, _)| *at <= now) {
+            if let Some((_, every)) = self.evict.filter(|(at, _)| *at <= now) {
                 // Settled at one pass, still settled at the next: quiet for at least `every`.
                 self.tracker.evict_settled();
-                self.evict = Some((at.max(now - every) + every, every));
+                self.evict = Some((now + every, every));
             }
             self.look_at_destination(now, false);
             if self.rewatch {

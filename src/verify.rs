@@ -242,7 +242,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
         let copied = landed.and_then(|l| (l.copied)(rel));
         let settled =
             landed.and_then(|l| l.settled).filter(|s| !content && copied.is_none() && s.has_folder_of(rel.as_os_str()));
-        if let (Some(settled), Some(ident)) = (settled, settled.and_then(|_| ident())) {
+        if let Some((settled, ident)) = settled.and_then(|s| ident().map(|i| (s, i))) {
             // Proven with its folder's record after the walk, or looked at then (below).
             let folder = crate::settled::folder_of(rel.as_os_str()).to_owned();
             settled_found.entry(folder).or_default().add(settled.fingerprint(rel.as_os_str(), &ident));
@@ -284,6 +284,9 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             continue;
         }
         for entry in fs::read_dir(src.join(folder))?.flatten() {
+            if stop.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("stopped"));
+            }
             let rel = Path::new(folder).join(entry.file_name());
             let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
             let held = landed.and_then(|l| (l.copied)(&rel)).is_some();
