@@ -56,6 +56,7 @@ def main() -> None:
     rmtree(args.dir)
     acq, raw, reports = args.dir / "acquisition", args.dir / "raw", args.dir / "reports"
     acq.mkdir(parents=True)
+    raw.mkdir()
     reports.mkdir()
     for n in range(args.finished):
         subprocess.run([sys.executable, str(WRITER), str(acq / f"done{n:03}.zarr"), "v2dot", "3", "0"], check=True)

@@ -18,6 +18,7 @@ use crate::dest::{Dest, RootChange, RootWatch};
 use crate::engine::{wait_for_source, Config};
 use crate::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait, Unverified};
 use crate::health::Health;
+use crate::origin::Owner;
 use crate::pool::{Done, Pool};
 use crate::rescan::{Rescans, RESCAN_MIN};
 use crate::root::{Gone, RootId};
@@ -131,12 +132,20 @@ impl Run<'_> {
     /// move, only the same folder moved back counts. A root that is back gets its watches again.
     fn ensure_root(&mut self) -> Result<(), String> {
         let checked = match self.root_gone {
-            Some(Gone::Deleted) => self.root.adopt(&self.src),
+            Some(Gone::Deleted) => self.root.adopt_retake(&self.src),
             _ => self.root.check(&self.src),
         };
         if let Err(why) = checked {
             self.pause(why.clone());
             return Err(why);
+        }
+        if self.root_gone == Some(Gone::Deleted) {
+            // The writer's new root is this run's acquisition: the destination says so from now.
+            if let Err(e) = crate::origin::record(&self.dst, &self.src) {
+                let why = format!("cannot record the new folder at {}: {e}", self.dst.display());
+                self.pause(why.clone());
+                return Err(why);
+            }
         }
         if self.paused.take().is_some() || self.root_gone.is_some() {
             // Its old watches died with the old folder (or moved with it): made again before the
@@ -430,12 +439,28 @@ impl Run<'_> {
     }
 }
 
+/// Makes the destination folder if it is missing, never its parents (as rsync): a share that is
+/// not mounted must not receive the copy on the local disk under its empty mount point, where
+/// the share mounted later would hide it (docs/design.md, "One destination, one acquisition").
+fn make_destination(dst: &Path) -> Result<()> {
+    match fs::create_dir(dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Config(format!(
+            "destination {}: its folder {} does not exist (softcopy makes only the last one)",
+            dst.display(),
+            dst.parent().unwrap_or(dst).display()
+        ))),
+        Err(e) => Err(Error::io("create destination", dst, e)),
+    }
+}
+
 /// The whole life of one target, from waiting for its source to its verdict.
 pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdict)> {
     let Some(src) = wait_for_source(cfg, sh)? else {
         return Ok((Phase::Stopped, Verdict::default()));
     };
-    fs::create_dir_all(&cfg.destination).map_err(|e| Error::io("create destination", &cfg.destination, e))?;
+    make_destination(&cfg.destination)?;
     let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
     if dst.starts_with(&src) || src.starts_with(&dst) {
         return Err(Error::Config(format!(
@@ -451,6 +476,31 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // Invariant 10: one destination, one softcopy; held until the run ends.
     let _claim = crate::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
     dest.detect_case_folding(crate::claim::LOCK);
+    // One destination, one acquisition: never written into, pruned or marked for another.
+    let whose = crate::origin::owner(&src, &dst, &cfg.marker).map_err(|e| Error::io("read the record of", &dst, e))?;
+    match whose {
+        Owner::Another(why) => return Err(Error::Config(why)),
+        Owner::Finished => {
+            sh.say(
+                Level::Info,
+                format!("{} was copied, verified and freed by an earlier run: nothing is left to do", src.display()),
+            );
+            let verdict = Verdict { verified: true, marker_published: true, ..Verdict::default() };
+            return Ok((Phase::Verified, verdict));
+        }
+        Owner::Unrecorded => sh.say(
+            Level::Info,
+            format!(
+                "{} holds files no softcopy run recorded: taken as an earlier copy of {}",
+                dst.display(),
+                src.display()
+            ),
+        ),
+        Owner::Free | Owner::Ours => {}
+    }
+    if whose != Owner::Ours {
+        crate::origin::record(&dst, &src).map_err(|e| Error::io("record the origin at", &dst, e))?;
+    }
     let mut unverified = Unverified::new(&dest, sh);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
@@ -560,10 +610,12 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // Looked for only if one may be there: on a network share the walk costs a round trip per
     // folder and file.
     let leftover = found.kept > 0 || dest.partials_left();
+    let mut walked_whole = found.complete;
     if leftover {
-        let removed = copier::remove_partials(&dst).removed;
-        if removed > 0 {
-            sh.say(Level::Info, format!("removed {removed} partial files left by failed attempts"));
+        let again = copier::remove_partials(&dst);
+        walked_whole &= again.complete && again.kept == 0;
+        if again.removed > 0 {
+            sh.say(Level::Info, format!("removed {} partial files left by failed attempts", again.removed));
         }
     }
     let copied = if cfg.delete_source { run.tracker.copied_versions() } else { Vec::new() };
@@ -571,7 +623,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // may be left: then every file there is one of these (docs/design.md, "The end of a run").
     let tracker = &run.tracker;
     let lookup = |rel: &Path| tracker.copied_identity(rel);
-    let landed = (!found.others && !leftover).then(|| Landed {
+    let landed = (!found.others && walked_whole && !dest.partials_left()).then(|| Landed {
         copied: &lookup,
         settled: Some(tracker.settled()),
         count: tracker.copied_count(),

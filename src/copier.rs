@@ -551,25 +551,52 @@ pub struct Leftovers {
     pub removed: usize,
     /// Partials that could not be removed.
     pub kept: usize,
-    /// Whether any other file is there (our own state at the root aside).
+    /// Whether any other file is there (our own state at the root aside), or may be: a folder
+    /// that could not be listed is not evidence of an empty one (docs/design.md, "Proof without
+    /// walking the destination").
     pub others: bool,
+    /// Whether the walk listed every folder (none failed).
+    pub complete: bool,
 }
 
-/// Removes partial files left by an earlier run that was killed (invariant 1).
+/// Removes partial files left by an earlier run that was killed (invariant 1), never one inside
+/// a folder that another run holds as its destination (invariant 10: its copies in flight).
 pub fn remove_partials(dst_root: &Path) -> Leftovers {
-    let mut found = Leftovers::default();
-    for e in walkdir::WalkDir::new(dst_root).into_iter().filter_map(Result::ok) {
+    let mut found = Leftovers { complete: true, ..Leftovers::default() };
+    let mut claimed_dirs = Vec::new();
+    let mut partials = Vec::new();
+    for e in walkdir::WalkDir::new(dst_root) {
+        let e = match e {
+            Ok(e) => e,
+            Err(_) => {
+                found.complete = false;
+                found.others = true;
+                continue;
+            }
+        };
         if e.file_type().is_dir() {
             continue;
         }
+        let rel = e.path().strip_prefix(dst_root).unwrap_or(e.path());
+        if e.depth() > 1 && e.file_name() == crate::claim::LOCK {
+            claimed_dirs.push(rel.parent().unwrap_or(Path::new("")).to_path_buf());
+        }
         if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
-            match fs::remove_file(e.path()) {
-                Ok(()) => found.removed += 1,
-                Err(_) => found.kept += 1,
-            }
-        } else if !crate::vocab::is_ignored(e.path().strip_prefix(dst_root).unwrap_or(e.path())) {
+            partials.push(rel.to_path_buf());
+        } else if !crate::vocab::is_ignored(rel) {
             // Our own state at the root (this run's claim among it) is no earlier copy.
             found.others = true;
+        }
+    }
+    let held: Vec<&PathBuf> =
+        claimed_dirs.iter().filter(|d| crate::claim::held_in(&dst_root.join(d)).is_some()).collect();
+    for rel in partials {
+        if held.iter().any(|d| rel.starts_with(d)) {
+            continue;
+        }
+        match fs::remove_file(dst_root.join(&rel)) {
+            Ok(()) => found.removed += 1,
+            Err(_) => found.kept += 1,
         }
     }
     found

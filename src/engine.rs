@@ -100,6 +100,7 @@ impl Engine {
     /// Starts the coordinator thread. Errors (a missing source, an unwatchable tree) are reported
     /// through [`Status::fatal`], not here, because they may happen long after the start.
     pub fn start(config: Config) -> Result<Engine> {
+        crate::failpoint::configure();
         let shared = Arc::new(Shared::default());
         let (sh, cfg) = (shared.clone(), config.clone());
         let thread = std::thread::Builder::new()

@@ -43,6 +43,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         (Phase::Stopped, v)
     };
     d.sh.set_phase(Phase::Verifying);
+    crate::crash_point!("verify.start");
     let Some(Expected { arrays, unreadable }) = expected(d.sh) else { return stopped(v) };
     if let Err(why) = d.root.check(d.src).and_then(|()| d.dest.check_root()) {
         v.reason = Some(format!("cannot verify: {why}"));
@@ -112,7 +113,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     if let Some(proof) = proof {
         d.sh.set_phase(Phase::Freeing);
         let marker = v.marker_published.then(|| marker_version(&d)).flatten();
-        match crate::mover::delete_sources(d.src, dst, &proof.proven, marker.as_ref(), &d.sh.stop) {
+        match crate::mover::delete_sources(d.src, dst, &proof.proven, marker.as_ref(), d.cfg.quiet, &d.sh.stop) {
             Ok(mut moved) => {
                 moved.kept.extend(proof.kept);
                 v.freed = Some(moved);
@@ -251,6 +252,7 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
         _ => Ok(()),
     };
     flush()?;
+    crate::crash_point!("publish.flushed");
     let rel = PathBuf::from(&d.cfg.marker);
     if !d.src.join(&rel).is_file() {
         return Ok(false);
@@ -263,6 +265,7 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
         Outcome::Copied { .. } | Outcome::Unchanged(_) => {}
         other => return Err(format!("{other:?}")),
     }
+    crate::crash_point!("publish.marker");
     flush()?;
     Ok(true)
 }

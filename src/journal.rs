@@ -2,17 +2,22 @@
 //! later verification tell "the source lost this file on purpose, after its copy was proven" from
 //! "the source no longer has this file" (a stale chunk, pruned). Matched by path alone, an entry
 //! would outlive its acquisition: a re-take into the same paths would keep the old run's chunks as
-//! "moved" (issue 12, item 6). So each entry carries what the file was: the identity of the source
-//! root it left, and its size and mtime. It speaks for a destination file only while the root is
-//! that folder (not deleted and recreated), the copy is that version, and the metadata of the
-//! array the file belongs to was not freed and then written again (metadata is freed last, so an
-//! acquisition freed in part keeps it; metadata back after it was freed is a re-take's). No
-//! timestamp decides: a `touch` or `chmod` of the metadata must never make the only copy of a freed
-//! chunk look stale. An entry is written before the deletion (a crash between the two must not
-//! leave a freed file unaccounted for, which would get its only copy pruned), and a deletion that
-//! then fails is recorded as `K` (kept), so the journal never vouches for a file that did not
-//! leave (item 7). A journal that cannot be read is an error, never an empty journal: read as
-//! empty, it would make every freed file's copy look stale.
+//! "moved". So each entry carries what the file was: the identity of the source root it left
+//! (device, inode, birth time), and the file's own version (size, mtime, inode, ctime). It speaks
+//! for a destination file only while the root is that folder, the copy is that version, and the
+//! metadata of the array the file belongs to was not freed and then written again (metadata is
+//! freed last, so an acquisition freed in part keeps it; metadata back after it was freed is a
+//! re-take's).
+//!
+//! An entry is written, and flushed, before the deletion it announces (docs/design.md, "Freeing
+//! survives a crash"): a crash or a power cut between the two leaves the file at the source as the
+//! very version journaled (same inode, size, mtime, ctime), and such a file is *not* "back": only
+//! a different version of freed metadata marks a re-take. No timestamp decides alone: a `touch` of
+//! the metadata must never make the only copy of a freed chunk look stale. A deletion that fails
+//! is recorded as `K` (kept), so the journal never vouches for a file that did not leave. A
+//! journal that cannot be read is an error, never an empty journal: read as empty, it would make
+//! every freed file's copy look stale. And an entry is never a reason to delete: a copy it no
+//! longer vouches for because its acquisition was taken again is kept and named, not pruned.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -20,20 +25,43 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use crate::root::FolderId;
+
 /// The journal's name at the destination root.
 pub const JOURNAL: &str = ".softcopy-moved";
 /// First line of a journal with identities (older ones list bare paths; appending to one first
 /// rewrites it in this format, its entries as `P` lines: path only).
 const HEADER: &str = "softcopy-moved 2";
 
-type DevIno = (u64, u64);
-
 /// What a freed file was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Freed {
-    root: DevIno,
+    root: FolderId,
     size: u64,
     mtime_ns: i64,
+    /// The file's inode and ctime (entries written before they were recorded have none).
+    version: Option<(u64, i64)>,
+}
+
+impl Freed {
+    /// Whether `now`, a file at the source under the freed name, is the very version journaled:
+    /// its deletion never happened (a crash between the journal and the unlink, or a power cut
+    /// before the unlink reached the disk).
+    fn is_version(&self, now: &crate::vocab::Identity) -> bool {
+        self.version == Some((now.ino, now.ctime_ns)) && now.size == self.size && now.mtime_ns == self.mtime_ns
+    }
+}
+
+/// What a journal entry says of a copy whose source is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vouch {
+    /// The copy's source was freed from this very acquisition after the copy was proven: keep it.
+    Freed,
+    /// No entry speaks for this copy (none, or of another version): the usual rules apply.
+    Silent,
+    /// An entry names this very copy, but its acquisition's folder was replaced or taken again
+    /// since: the copy may be the only one of a freed file. Kept and named, never pruned.
+    Conflict,
 }
 
 /// The journal as read at the start of a verification.
@@ -43,14 +71,7 @@ pub struct Journal {
     freed: HashMap<PathBuf, Option<Freed>>,
     kept: HashSet<PathBuf>,
     /// Per folder at the source: its identity, and whether array metadata freed from it is back.
-    folders: RefCell<HashMap<PathBuf, (Option<DevIno>, bool)>>,
-}
-
-/// A folder's device and inode (volume serial and file index on Windows): a folder of the same
-/// name made later is another folder.
-fn dev_ino(path: &Path) -> io::Result<DevIno> {
-    let id = crate::sys::path_identity(path)?;
-    Ok((id.dev, id.ino))
+    folders: RefCell<HashMap<PathBuf, (Option<FolderId>, bool)>>,
 }
 
 use crate::names::{escape, unescape};
@@ -69,7 +90,25 @@ fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
             let size = f.next()?.parse::<u64>().ok()?;
             let mtime_ns = f.next()?.parse::<i64>().ok()?;
             let rel = unescape(f.next()?);
-            Some(('M', Some(Freed { root: (rd, ri), size, mtime_ns }), rel))
+            let root = FolderId { dev: rd, ino: ri, born: None };
+            Some(('M', Some(Freed { root, size, mtime_ns, version: None }), rel))
+        }
+        "F " => {
+            let mut f = rest.splitn(10, ' ');
+            let mut n = || f.next()?.parse::<i128>().ok();
+            let (rd, ri, born) = (n()?, n()?, n()?);
+            // When it was freed: for people reading the journal, not for deciding.
+            n()?;
+            let (size, mtime_ns, ino, ctime_ns) = (n()?, n()?, n()?, n()?);
+            let rel = unescape(f.next()?);
+            let root = FolderId {
+                dev: u64::try_from(rd).ok()?,
+                ino: u64::try_from(ri).ok()?,
+                born: (born >= 0).then(|| i64::try_from(born).ok()).flatten(),
+            };
+            let version = Some((u64::try_from(ino).ok()?, i64::try_from(ctime_ns).ok()?));
+            let (size, mtime_ns) = (u64::try_from(size).ok()?, i64::try_from(mtime_ns).ok()?);
+            Some(('F', Some(Freed { root, size, mtime_ns, version }), rel))
         }
         _ => None,
     }
@@ -152,35 +191,85 @@ impl Journal {
         self.freed.is_empty()
     }
 
-    fn folder(&self, src_root: &Path, rel: &Path) -> (Option<DevIno>, bool) {
+    fn folder(&self, src_root: &Path, rel: &Path) -> (Option<FolderId>, bool) {
         let mut known = self.folders.borrow_mut();
         *known.entry(rel.to_path_buf()).or_insert_with(|| {
             let path = src_root.join(rel);
-            let id = dev_ino(&path).ok();
-            let back = [".zarray", "zarr.json"].iter().any(|name| {
-                let meta = rel.join(name);
-                matches!(self.freed.get(&meta), Some(Some(_))) && !self.kept.contains(&meta) && path.join(name).exists()
-            });
+            let id = FolderId::of(&path).ok();
+            let back = [".zarray", "zarr.json"].iter().any(|name| self.is_back(&rel.join(name), &path.join(name)));
             (id, back)
         })
+    }
+
+    /// Whether freed metadata `rel` is at the source (`path`) again as a new version: a re-take's.
+    /// The very version journaled is a deletion that never happened, not a re-take; a file that
+    /// cannot be looked at is taken as back (the copies it would vouch for are kept either way).
+    fn is_back(&self, rel: &Path, path: &Path) -> bool {
+        let Some(Some(freed)) = self.freed.get(rel) else { return false };
+        if self.kept.contains(rel) {
+            return false;
+        }
+        match crate::sys::path_identity(path) {
+            Ok(now) => !freed.is_version(&now),
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Whether the freed file `rel` is at the source (`src_root`) again as a new version.
+    pub fn returned(&self, src_root: &Path, rel: &Path) -> bool {
+        self.is_back(rel, &src_root.join(rel))
+    }
+
+    /// Whether the acquisition at `src_root` was freed whole: its end `marker` journaled as freed
+    /// from this very folder, and gone from it (present as the version journaled, its deletion
+    /// never happened: a crash).
+    pub fn freed_whole(&self, src_root: &Path, marker: &Path) -> io::Result<bool> {
+        let Some(Some(f)) = self.freed.get(marker) else { return Ok(false) };
+        if self.kept.contains(marker) {
+            return Ok(false);
+        }
+        let root_same = FolderId::of(src_root).is_ok_and(|now| now.same(&f.root));
+        match fs::symlink_metadata(src_root.join(marker)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(root_same),
+            Err(e) => Err(e),
+            Ok(_) => Ok(false),
+        }
+    }
+
+    /// Array metadata freed from the acquisition at `src_root` and there again as another version:
+    /// the folder holds a new acquisition (a re-take into the emptied folder), not the one copied.
+    pub fn retaken(&self, src_root: &Path) -> Option<PathBuf> {
+        self.freed
+            .keys()
+            .filter(|rel| matches!(rel.file_name().and_then(|n| n.to_str()), Some(".zarray" | "zarr.json")))
+            .find(|rel| self.is_back(rel, &src_root.join(rel)))
+            .cloned()
     }
 
     /// Whether the destination file `rel` (whose metadata is `copy`), missing at `src_root`, is the
     /// copy of a file softcopy freed from the acquisition that is at `src_root` now; `array` is the
     /// folder of the Zarr array it is a chunk of, if it is one. Entries of the older format (path
     /// only) count, so that no copy whose source was freed is ever pruned on their account.
-    pub fn accounts_for(&self, src_root: &Path, rel: &Path, copy: &fs::Metadata, array: Option<&Path>) -> bool {
-        let Some(freed) = self.freed.get(rel) else { return false };
+    pub fn accounts_for(&self, src_root: &Path, rel: &Path, copy: &fs::Metadata, array: Option<&Path>) -> Vouch {
+        let Some(freed) = self.freed.get(rel) else { return Vouch::Silent };
         if self.kept.contains(rel) {
-            return false;
+            return Vouch::Silent;
         }
-        let Some(f) = freed else { return true };
+        let Some(f) = freed else { return Vouch::Freed };
+        let copy_ns = crate::vocab::identity(copy).mtime_ns;
+        if copy.len() != f.size || !crate::verify::same_mtime_ns(f.mtime_ns, copy_ns) {
+            // Not the version freed: a later copy stands under its name.
+            return Vouch::Silent;
+        }
         // A root that is gone was the acquisition's (softcopy never removes it, a person may);
         // one that is there must be the very folder the file left.
-        let root_same = self.folder(src_root, Path::new("")).0.is_none_or(|now| now == f.root);
+        let root_same = self.folder(src_root, Path::new("")).0.is_none_or(|now| now.same(&f.root));
         let retaken = array.is_some_and(|a| self.folder(src_root, a).1);
-        let copy_ns = crate::vocab::identity(copy).mtime_ns;
-        root_same && !retaken && copy.len() == f.size && crate::verify::same_mtime_ns(f.mtime_ns, copy_ns)
+        if root_same && !retaken {
+            Vouch::Freed
+        } else {
+            Vouch::Conflict
+        }
     }
 }
 
@@ -191,7 +280,7 @@ fn now_ns() -> i64 {
 /// Appends to the journal at a destination root.
 pub struct Writer {
     file: File,
-    root: DevIno,
+    root: FolderId,
 }
 
 impl Writer {
@@ -221,16 +310,27 @@ impl Writer {
         if file.metadata()?.len() == 0 {
             writeln!(file, "{HEADER}")?;
         }
-        let root = dev_ino(src_root)?;
+        let root = FolderId::of(src_root)?;
         Ok(Writer { file, root })
     }
 
     /// Records, durably, that these files are about to be deleted (before any of them is).
     pub fn freeing(&mut self, files: &[&crate::vocab::Copied]) -> io::Result<()> {
         let (r, at) = (self.root, now_ns());
+        let born = r.born.unwrap_or(-1);
         let mut lines = String::new();
         for c in files {
-            let line = format!("M {} {} {at} {} {} {}\n", r.0, r.1, c.ident.size, c.ident.mtime_ns, escape(&c.rel));
+            let i = &c.ident;
+            let line = format!(
+                "F {} {} {born} {at} {} {} {} {} {}\n",
+                r.dev,
+                r.ino,
+                i.size,
+                i.mtime_ns,
+                i.ino,
+                i.ctime_ns,
+                escape(&c.rel)
+            );
             lines.push_str(&line);
         }
         self.file.write_all(lines.as_bytes())?;
@@ -257,34 +357,51 @@ mod tests {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         fs::write(dst.path().join("c0"), "chunk").unwrap();
         let copy = fs::metadata(dst.path().join("c0")).unwrap();
-        let (root, ns) = (dev_ino(src.path()).unwrap(), identity_ns(&copy));
-        let entry = |rel: &str| format!("M {} {} 0 5 {ns} {rel}\n", root.0, root.1);
+        let (root, ns) = (FolderId::of(src.path()).unwrap(), identity_ns(&copy));
+        let entry = |rel: &str| format!("M {} {} 0 5 {ns} {rel}\n", root.dev, root.ino);
         // Freed in part: the metadata stayed (and was touched since): the entry still speaks.
         fs::write(src.path().join("zarr.json"), "{}").unwrap();
         fs::write(dst.path().join(JOURNAL), format!("{HEADER}\n{}", entry("c0"))).unwrap();
-        assert!(Journal::read(dst.path()).unwrap().accounts_for(
-            src.path(),
-            Path::new("c0"),
-            &copy,
-            Some(Path::new(""))
-        ));
+        let vouch = |j: Journal| j.accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new("")));
+        assert_eq!(vouch(Journal::read(dst.path()).unwrap()), Vouch::Freed);
         // Freed whole, then metadata again: another acquisition; the old chunk is not vouched for.
+        // The chunk's copy is kept and named, never pruned on the journal's account.
         fs::write(dst.path().join(JOURNAL), format!("{HEADER}\n{}{}", entry("c0"), entry("zarr.json"))).unwrap();
-        assert!(!Journal::read(dst.path()).unwrap().accounts_for(
-            src.path(),
-            Path::new("c0"),
-            &copy,
-            Some(Path::new(""))
-        ));
+        assert_eq!(vouch(Journal::read(dst.path()).unwrap()), Vouch::Conflict);
         // ...unless that metadata's deletion had failed.
         let kept = format!("{HEADER}\n{}{}K zarr.json\n", entry("c0"), entry("zarr.json"));
         fs::write(dst.path().join(JOURNAL), kept).unwrap();
-        assert!(Journal::read(dst.path()).unwrap().accounts_for(
-            src.path(),
-            Path::new("c0"),
-            &copy,
-            Some(Path::new(""))
-        ));
+        assert_eq!(vouch(Journal::read(dst.path()).unwrap()), Vouch::Freed);
+    }
+
+    #[test]
+    fn metadata_journaled_but_never_deleted_is_no_retake() {
+        // A crash (or a power cut) between the journal line and the unlink leaves the metadata at
+        // the source as the very version journaled: its array's freed chunks are still vouched for.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(dst.path().join("c0"), "chunk").unwrap();
+        let copy = fs::metadata(dst.path().join("c0")).unwrap();
+        fs::write(src.path().join("c0"), "chunk").unwrap();
+        fs::File::open(src.path().join("c0")).unwrap().set_modified(copy.modified().unwrap()).unwrap();
+        fs::write(src.path().join("zarr.json"), "{}").unwrap();
+        let version = |rel: &str| {
+            let ident = crate::sys::path_identity(&src.path().join(rel)).unwrap();
+            crate::vocab::Copied { rel: PathBuf::from(rel), ident, hash: None }
+        };
+        let (chunk, meta) = (version("c0"), version("zarr.json"));
+        let mut w = Writer::open(dst.path(), src.path()).unwrap();
+        w.freeing(&[&chunk]).unwrap();
+        fs::remove_file(src.path().join("c0")).unwrap();
+        w.freeing(&[&meta]).unwrap();
+        let j = Journal::read(dst.path()).unwrap();
+        assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new(""))), Vouch::Freed);
+        assert_eq!(j.retaken(src.path()), None);
+        // Written again (a re-take): another version.
+        fs::remove_file(src.path().join("zarr.json")).unwrap();
+        fs::write(src.path().join("zarr.json"), "{ }").unwrap();
+        let j = Journal::read(dst.path()).unwrap();
+        assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new(""))), Vouch::Conflict);
+        assert_eq!(j.retaken(src.path()), Some(PathBuf::from("zarr.json")));
     }
 
     fn identity_ns(m: &fs::Metadata) -> i64 {
@@ -298,7 +415,7 @@ mod tests {
         fs::write(dst.path().join("x"), "1").unwrap();
         let j = Journal::read(dst.path()).unwrap();
         let meta = fs::metadata(dst.path().join("x")).unwrap();
-        assert!(j.accounts_for(Path::new("/nonexistent"), Path::new("a/0"), &meta, None));
+        assert_eq!(j.accounts_for(Path::new("/nonexistent"), Path::new("a/0"), &meta, None), Vouch::Freed);
     }
 
     #[test]
@@ -318,8 +435,8 @@ mod tests {
         fs::remove_file(src.path().join("b")).unwrap();
         let j = Journal::read(dst.path()).unwrap();
         let meta = fs::metadata(dst.path().join("b")).unwrap();
-        assert!(j.accounts_for(src.path(), Path::new("b"), &meta, None), "the new entry speaks");
-        assert!(j.accounts_for(src.path(), Path::new("a/0"), &meta, None), "the old one still does");
+        assert_eq!(j.accounts_for(src.path(), Path::new("b"), &meta, None), Vouch::Freed, "the new entry speaks");
+        assert_eq!(j.accounts_for(src.path(), Path::new("a/0"), &meta, None), Vouch::Freed, "the old one still does");
     }
 
     #[test]

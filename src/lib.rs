@@ -11,6 +11,7 @@ pub mod copier;
 pub mod dest;
 pub mod engine;
 mod error;
+pub mod failpoint;
 mod finish;
 mod flush;
 mod health;
@@ -18,6 +19,7 @@ pub mod journal;
 pub mod manifest;
 pub mod mover;
 pub mod names;
+pub mod origin;
 pub mod pool;
 pub mod rate;
 mod rescan;
@@ -419,12 +421,64 @@ fn set_total_rate(bytes_per_s: Option<u64>) {
     rate::set_total(bytes_per_s);
 }
 
+/// Whose copy a destination folder holds, seen from a source folder (`origin.rs`).
+#[pyclass(module = "softcopy._softcopy", name = "Owner", frozen, eq, eq_int)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PyOwner {
+    Free,
+    Ours,
+    Unrecorded,
+    Another,
+    Finished,
+    /// Another softcopy run holds it as its destination now (its claim): nothing else is known.
+    Claimed,
+}
+
+/// Whose copy `destination` holds for the source folder `source` (whose end marker is `marker`),
+/// and why, in words, when it is another acquisition's. `Free` when the destination is missing.
+#[pyfunction]
+#[pyo3(signature = (source, destination, marker="complete".to_string()))]
+fn destination_owner(
+    py: Python<'_>,
+    source: PathBuf,
+    destination: PathBuf,
+    marker: String,
+) -> PyResult<(PyOwner, String)> {
+    if py.detach(|| claim::held_in(&destination)).is_some() {
+        return Ok((PyOwner::Claimed, String::new()));
+    }
+    let owner = py.detach(|| match std::fs::symlink_metadata(&destination) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(origin::Owner::Free),
+        _ => origin::owner(&source, &destination, &marker),
+    });
+    Ok(match owner.map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))? {
+        origin::Owner::Free => (PyOwner::Free, String::new()),
+        origin::Owner::Ours => (PyOwner::Ours, String::new()),
+        origin::Owner::Unrecorded => (PyOwner::Unrecorded, String::new()),
+        origin::Owner::Another(why) => (PyOwner::Another, why),
+        origin::Owner::Finished => (PyOwner::Finished, String::new()),
+    })
+}
+
+/// A folder's identity across time: (device, inode, birth time in ns or None where the
+/// filesystem keeps none). A folder made again under a name, even on the same inode, differs.
+#[pyfunction]
+fn folder_identity(py: Python<'_>, path: PathBuf) -> PyResult<(u64, u64, Option<i64>)> {
+    let id = py
+        .detach(|| root::FolderId::of(&path))
+        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", path.display())))?;
+    Ok((id.dev, id.ino, id.born))
+}
+
 #[pymodule(gil_used = false)]
 fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", python_version())?;
     m.add_function(wrap_pyfunction!(set_total_rate, m)?)?;
     m.add_function(wrap_pyfunction!(verify_trees, m)?)?;
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
+    m.add_function(wrap_pyfunction!(folder_identity, m)?)?;
+    m.add_class::<PyOwner>()?;
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;
     m.add_class::<PyVerdict>()?;

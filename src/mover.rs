@@ -14,6 +14,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::journal::Writer;
 use crate::manifest;
@@ -124,9 +125,17 @@ fn make_durable(dst_root: &Path, files: &[&Copied]) -> Result<(), String> {
 
 /// Journals and deletes, in one batch, the sources of proven copies that are still unchanged: the
 /// journal lines are flushed once before the first deletion (a crash after it leaves files
-/// journaled but not yet deleted; a deleted file never lacks its line), and those whose deletion
-/// failed are journaled as kept.
-fn free_batch(src_root: &Path, batch: &[&Copied], journal: &mut Writer, report: &mut MoveReport) -> io::Result<()> {
+/// journaled but not yet deleted, which the journal tells by their version: see `journal.rs`; a
+/// deleted file never lacks its line), and those whose deletion did not happen are journaled as
+/// kept. Each file is unlinked only while a read lease proves no process has it open for writing
+/// (a log reopened for append after its copy was made would lose what it writes next).
+fn free_batch(
+    src_root: &Path,
+    batch: &[&Copied],
+    journal: &mut Writer,
+    quiet: Duration,
+    report: &mut MoveReport,
+) -> io::Result<()> {
     let mut go = Vec::with_capacity(batch.len());
     for c in batch {
         match unchanged(&src_root.join(&c.rel), c) {
@@ -135,17 +144,48 @@ fn free_batch(src_root: &Path, batch: &[&Copied], journal: &mut Writer, report: 
         }
     }
     journal.freeing(&go)?;
+    crate::crash_point!("free.journaled");
     let mut failed = Vec::new();
     for c in go {
-        match fs::remove_file(src_root.join(&c.rel)) {
+        match free_one(&src_root.join(&c.rel), c, quiet) {
             Ok(()) => report.deleted.push(c.rel.clone()),
-            Err(e) => {
+            Err(why) => {
                 failed.push(c.rel.clone());
-                report.kept.push((c.rel.clone(), format!("delete: {e}")));
+                report.kept.push((c.rel.clone(), why));
             }
         }
+        crate::crash_point!("free.unlinked");
     }
     journal.not_freed(&failed)
+}
+
+/// Deletes one source file, if it is still the version copied and no process has it open for
+/// writing; why not, if not. Where the kernel cannot say (no lease allowed), a file changed
+/// within the quiet period is kept: it may be open still.
+fn free_one(src: &Path, c: &Copied, quiet: Duration) -> Result<(), String> {
+    let file = File::open(src).map_err(|e| format!("source: {e}"))?;
+    let lease = crate::sys::lease_unwritten(&file, src);
+    match &lease {
+        crate::sys::Writers::Open => return Err("kept: a process has it open for writing".into()),
+        crate::sys::Writers::Unknown => {
+            let changed =
+                crate::sys::path_identity(src).map_err(|e| format!("source: {e}"))?.ctime_ns.max(c.ident.mtime_ns);
+            let age = now_ns().saturating_sub(changed);
+            if age < quiet.as_nanos() as i64 {
+                return Err("kept: changed too recently to be sure no process has it open for writing".into());
+            }
+        }
+        crate::sys::Writers::None(_) => {}
+    }
+    // The version is checked again under the lease: nothing can write it now.
+    unchanged(src, c)?;
+    fs::remove_file(src).map_err(|e| format!("delete: {e}"))?;
+    drop(lease);
+    Ok(())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Source files journaled per flush of the journal.
@@ -160,6 +200,7 @@ pub fn delete_sources(
     dst_root: &Path,
     proven: &[Copied],
     marker: Option<&Copied>,
+    quiet: Duration,
     stop: &AtomicBool,
 ) -> io::Result<MoveReport> {
     let mut report = MoveReport::default();
@@ -187,7 +228,7 @@ pub fn delete_sources(
                 report.kept.extend(batch.iter().map(|c| (c.rel.clone(), "stopped before it was freed".into())));
                 continue;
             }
-            free_batch(src_root, batch, &mut journal, report)?;
+            free_batch(src_root, batch, &mut journal, quiet, report)?;
         }
         Ok(())
     };
@@ -203,6 +244,7 @@ pub fn delete_sources(
     // Empty folders go too (writers leave empty ones behind for fill-value chunks), deepest first;
     // a folder that still holds anything fails to be removed and stays.
     if !report.deleted.is_empty() && !stop.load(Ordering::Relaxed) {
+        crate::crash_point!("free.folders");
         let dirs: BTreeSet<PathBuf> = walkdir::WalkDir::new(src_root)
             .min_depth(1)
             .follow_links(false)
@@ -238,7 +280,7 @@ mod tests {
         let stop = AtomicBool::new(true);
         let proof = prove(src.path(), dst.path(), files.clone(), &stop);
         assert!(proof.proven.is_empty() && proof.kept.len() == 3);
-        let report = delete_sources(src.path(), dst.path(), &files, None, &stop).unwrap();
+        let report = delete_sources(src.path(), dst.path(), &files, None, Duration::ZERO, &stop).unwrap();
         assert!(report.deleted.is_empty());
         assert!((0..3).all(|i| src.path().join(format!("f{i}")).exists()));
     }

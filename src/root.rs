@@ -5,7 +5,6 @@
 //! whether the root is still that folder.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How the root was last seen to go away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,36 +17,65 @@ pub enum Gone {
     MovedAway,
 }
 
-/// The root's identity (device, inode), shared with the workers, which check it before they mirror
-/// a deletion: a file is gone only if the folder it was in is still the root.
+/// The root's identity (device, inode, birth time), shared with the workers, which check it
+/// before they mirror a deletion: a file is gone only if the folder it was in is still the root.
+/// The birth time matters: a tmpfs unmounted and another mounted in its place can get the same
+/// device number and the same inode numbers, and ext4 reuses a deleted folder's inode at once.
 #[derive(Debug, Default)]
 pub struct RootId {
-    dev: AtomicU64,
-    ino: AtomicU64,
+    id: std::sync::Mutex<Option<FolderId>>,
+    /// The folder holding the root when it was first adopted: a root deleted and made again is
+    /// followed only inside that very folder, on the same device.
+    parent: std::sync::OnceLock<FolderId>,
 }
 
 impl RootId {
     /// The identity of the folder at `path` now, if it is a folder.
-    fn of(path: &Path) -> Result<(u64, u64), String> {
+    fn of(path: &Path) -> Result<FolderId, String> {
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => dev_ino(path, &m),
+            Ok(m) if m.is_dir() => FolderId::of(path).map_err(|e| format!("{} cannot be read ({e})", path.display())),
             Ok(_) => Err(format!("{} is no longer a folder", path.display())),
             Err(e) => Err(format!("{} cannot be read ({e})", path.display())),
         }
     }
 
-    /// Records the folder at `path` as the root.
+    fn held(&self) -> Option<FolderId> {
+        *self.id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the folder at `path` as the root (at the start: also the folder that holds it).
     pub fn adopt(&self, path: &Path) -> Result<(), String> {
-        let (dev, ino) = RootId::of(path)?;
-        self.dev.store(dev, Ordering::Relaxed);
-        self.ino.store(ino, Ordering::Relaxed);
+        let id = RootId::of(path)?;
+        if self.parent.get().is_none() {
+            let _ = self.parent.set(RootId::of(path.parent().unwrap_or(path))?);
+        }
+        *self.id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
         Ok(())
+    }
+
+    /// Adopts the folder now at `path` after the root was reported deleted, only on evidence that
+    /// it is a re-take in the same place (a writer's `overwrite=True`): it sits in the very folder
+    /// that held the root, on the root's device. An unmounted disk is reported as the root
+    /// deleted too; a folder on the disk mounted there next is another disk's, never followed
+    /// (invariant 8).
+    pub fn adopt_retake(&self, path: &Path) -> Result<(), String> {
+        let new = RootId::of(path)?;
+        let here = RootId::of(path.parent().unwrap_or(path))?;
+        let same_place = self.parent.get().is_none_or(|p| p.same(&here));
+        if self.held().is_some_and(|old| old.dev != new.dev) || !same_place {
+            return Err(format!(
+                "{} is a folder on another disk or in another place now (the disk was unmounted or replaced, \
+                 not the folder deleted): it is not followed",
+                path.display()
+            ));
+        }
+        self.adopt(path)
     }
 
     /// Whether `path` is still the folder recorded; why not, if it is not.
     pub fn check(&self, path: &Path) -> Result<(), String> {
         let now = RootId::of(path)?;
-        if now == (self.dev.load(Ordering::Relaxed), self.ino.load(Ordering::Relaxed)) {
+        if self.held().is_some_and(|held| held.same(&now)) {
             Ok(())
         } else {
             Err(format!("{} is another folder now (not the one being copied)", path.display()))
@@ -55,12 +83,36 @@ impl RootId {
     }
 }
 
-/// Device and inode (volume serial and file index on Windows, from a handle: std's metadata
-/// has neither there, and a folder made later under the old name must not pass for the root).
-fn dev_ino(path: &Path, meta: &std::fs::Metadata) -> Result<(u64, u64), String> {
-    let id =
-        crate::sys::path_identity_of(path, meta).map_err(|e| format!("{} cannot be read ({e})", path.display()))?;
-    Ok((id.dev, id.ino))
+/// A folder's identity across time (docs/design.md, "One destination, one acquisition"): device,
+/// inode and birth time. ext4 hands a deleted folder's inode to the next folder made at once, so
+/// device and inode alone take a re-take for the folder it replaced; the birth time (statx's
+/// `btime`, Windows' creation time) tells them apart. `born` is `None` where the filesystem
+/// keeps no birth time: there two such identities are compared by device and inode alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FolderId {
+    pub dev: u64,
+    pub ino: u64,
+    pub born: Option<i64>,
+}
+
+impl FolderId {
+    /// The identity of the folder at `path` (a link is not followed).
+    pub fn of(path: &Path) -> std::io::Result<FolderId> {
+        let meta = std::fs::symlink_metadata(path)?;
+        let id = crate::sys::path_identity_of(path, &meta)?;
+        let born = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_nanos()).ok());
+        Ok(FolderId { dev: id.dev, ino: id.ino, born })
+    }
+
+    /// The same folder: device and inode equal, and the birth times too where both have one.
+    pub fn same(&self, other: &FolderId) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+            && (self.born.is_none() || other.born.is_none() || self.born == other.born)
+    }
 }
 
 #[cfg(test)]

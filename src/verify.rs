@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::journal::Vouch;
 pub use crate::shard::ShardIndex;
 use crate::vocab::{is_ignored, PARTIAL_SUFFIX};
 
@@ -333,11 +334,24 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             // Our own state at the root.
         } else if absent(&src.join(rel)) && rel.as_os_str() != marker {
             let array = chunk_of(&slash_path(rel), &by_path).map(|(spec, _)| PathBuf::from(&spec.path));
-            if entry.metadata().is_ok_and(|m| journal.accounts_for(src, rel, &m, array.as_deref())) {
+            let vouch = match entry.metadata() {
+                Ok(m) => journal.accounts_for(src, rel, &m, array.as_deref()),
+                // Not looked at: nothing is deleted on that account.
+                Err(_) => Vouch::Conflict,
+            };
+            if vouch == Vouch::Freed {
                 // Freed from this very acquisition by an earlier run, after its copy was proven.
+            } else if vouch == Vouch::Conflict {
+                // An entry names this copy, but its acquisition was replaced or taken again: the
+                // copy may be the only one of a freed file. Kept, and the run is not verified.
+                report.stale_chunks.push(rel.to_path_buf());
             } else if array.is_none() {
                 report.extra.push(rel.to_path_buf());
             } else if prune.is_some_and(|root| root.check(src).is_ok())
+                && {
+                    crate::crash_point!("verify.prune");
+                    true
+                }
                 && dest.changing().is_ok()
                 && dest.remove_file(rel).is_ok()
             {

@@ -133,6 +133,7 @@ def test_targets_file_options_per_target_and_relative_paths(tmp_path: Path) -> N
     f = tmp_path / "conf" / "targets.yaml"
     f.parent.mkdir()
     f.write_text("targets:\n  - source: ../a\n    destination: ../out/a\n    nprocs: 1\n    once: true\n")
+    (tmp_path / "out").mkdir()
     r = subprocess.run(softcopy_cmd(f), check=False, capture_output=True, text=True, cwd="/", timeout=30)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "a" / "f").read_bytes() == b"a"
@@ -328,6 +329,7 @@ def test_json_lines_on_stdout_for_programs(tmp_path: Path) -> None:
 def test_checksum_copy_writes_a_manifest_that_verify_checks_without_the_source(tmp_path: Path) -> None:
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
     write_finished_archive(src, "zarr3sharded", 4)
+    dst.parent.mkdir()
     r = run(src, dst, "--checksum")
     assert r.returncode == 0, r.stderr
     manifest = tmp_path / "cluster" / "data.zarr.softcopy-manifest.tsv"  # beside the copy, not in it

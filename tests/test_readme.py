@@ -78,6 +78,9 @@ def world(tmp_path: Path) -> Path:
         (src / "c" / "0" / "0").write_bytes(name.encode())
         (src / "zarr.json").write_text('{"node_type": "group"}')
         (src / "complete").touch()
+    # The cluster's folders exist (a mounted share): softcopy makes only the last folder of a path.
+    for folder in ("project", "lab/raw"):
+        (tmp_path / "cluster" / folder).mkdir(parents=True)
     return tmp_path
 
 

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
+from conftest import (
+    Softcopy,
+    assert_same_tree,
+    finish,
+    softcopy_cmd,
+    start_writer,
+    tree,
+    wait_for,
+    write_finished_archive,
+)
 from softcopy.notify import Webhook
 
 
@@ -70,6 +79,7 @@ def test_a_pattern_copies_each_acquisition_as_it_comes_and_resumes_after_a_resta
     tmp_path: Path, run_softcopy: Any, receiver: Receiver
 ) -> None:
     acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    dst.mkdir()
     acq.mkdir()
     reports.mkdir()
     write_finished_archive(acq / "early.zarr", "v2dot", 3)  # finished before the service started
@@ -129,15 +139,16 @@ def test_a_webhook_that_fails_is_retried_until_it_works(tmp_path: Path) -> None:
 
 
 def test_the_service_manager_hears_ready_and_watchdog_pings(tmp_path: Path, run_softcopy: Any) -> None:
-    acq = tmp_path / "acquisition"
+    acq, raw = tmp_path / "acquisition", tmp_path / "raw"
     acq.mkdir()
+    raw.mkdir()
     sock_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.bind(str(sock_path))
         s.settimeout(30)
         env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
         proc = subprocess.Popen(
-            softcopy_cmd(acq / "*.zarr", tmp_path / "raw"),
+            softcopy_cmd(acq / "*.zarr", raw),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -177,6 +188,7 @@ def test_metrics_are_served_for_each_acquisition_and_parse(tmp_path: Path, run_s
     from prometheus_client.parser import text_string_to_metric_families
 
     acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
     acq.mkdir()
     write_finished_archive(acq / "done.zarr", "v2dot", 3)
     port = free_port()
@@ -226,6 +238,7 @@ def test_a_destination_unavailable_too_long_needs_a_person_and_the_webhook_says_
     # A full destination (tmpfs with a size limit) is waited out, never an error; past
     # --notify-after the webhook is told, once.
     acq, raw = tmp_path / "acquisition", tmp_path / "raw"
+    raw.mkdir()
     (acq / "big.zarr" / "c").mkdir(parents=True)
     for i in range(6):
         (acq / "big.zarr" / "c" / str(i)).write_bytes(bytes([i]) * (1 << 20))
@@ -246,8 +259,13 @@ def test_a_destination_unavailable_too_long_needs_a_person_and_the_webhook_says_
         subprocess.run(["umount", "-l", str(raw)], check=False)
 
 
-def test_an_acquisition_taken_again_under_the_same_name_is_copied_again(tmp_path: Path, run_softcopy: Any) -> None:
+def test_an_acquisition_taken_again_under_the_same_name_is_copied_beside_the_first(
+    tmp_path: Path, run_softcopy: Any
+) -> None:
+    # A folder is one acquisition: a re-take under the same name is copied again, to its own
+    # destination (`fish-2.zarr`), never over the first take's copy (docs/design.md, "Service").
     acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    dst.mkdir()
     acq.mkdir()
     reports.mkdir()
     service = run_softcopy(acq / "*.zarr", dst, "--report", reports / "{name}.json")
@@ -255,12 +273,14 @@ def test_an_acquisition_taken_again_under_the_same_name_is_copied_again(tmp_path
     report = reports / "fish.zarr.json"
     wait_for(report.exists, 60, "the first take's report")
     first = report.stat().st_mtime_ns
+    first_take = tree(acq / "fish.zarr")
     # The acquisition software deletes the folder and writes it again (another take, more timepoints).
     shutil.rmtree(acq / "fish.zarr")
     write_finished_archive(acq / "fish.zarr", "v2dot", 4)
     wait_for(lambda: report.stat().st_mtime_ns != first, 60, "the second take's report")
     assert json.loads(report.read_text())["status"] == "verified"
-    assert_same_tree(acq / "fish.zarr", dst / "fish.zarr")
+    assert_same_tree(acq / "fish.zarr", dst / "fish-2.zarr")
+    assert tree(dst / "fish.zarr") == first_take, "the first take's copy is untouched"
     service.send_signal(signal.SIGTERM)
     assert finish(service)[0] == 143
 
@@ -290,6 +310,7 @@ def test_a_source_pattern_reaches_softcopy_unexpanded_on_windows(monkeypatch: py
 
 def test_an_acquisition_that_cannot_be_copied_is_named_and_the_others_go_on(tmp_path: Path, run_softcopy: Any) -> None:
     acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    dst.mkdir()
     for name in ("blocked.zarr", "good.zarr"):
         write_finished_archive(acq / name, "v2dot", 2)
     dst.mkdir()

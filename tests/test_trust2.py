@@ -52,10 +52,11 @@ def test_an_existing_symlinked_folder_in_the_destination_is_not_written_through(
     assert "symlink" in r.stderr and "sub" in r.stderr
 
 
-def test_the_marker_of_an_earlier_acquisition_is_gone_before_a_retake_is_written(tmp_path: Path) -> None:
+def test_a_retake_is_never_written_over_the_earlier_acquisitions_copy(tmp_path: Path) -> None:
     # Item 5: after a finished copy the source is deleted and acquired again; while the second run
     # copied (and after it was stopped) the destination showed the new `a`, the old `b` and the old
-    # `complete`: a marker over mixed data.
+    # `complete`: a marker over mixed data. Now (issue 23) the destination is the earlier
+    # acquisition's: the re-take is refused there, and the earlier copy stands with its marker.
     src, dst = tmp_path / "acq", tmp_path / "dst"
     src.mkdir()
     (src / "a").write_bytes(b"first a")
@@ -69,12 +70,17 @@ def test_the_marker_of_an_earlier_acquisition_is_gone_before_a_retake_is_written
     c = softcopy.Copier([softcopy.Target(src, dst)])
     c.start()
     try:
-        wait_for(lambda: (dst / "a").read_bytes() == b"second a", 20, "the re-take's a")
-        assert not (dst / "complete").exists(), "withdrawn before the new a was published"
+        report = c.wait(30)
+        assert report is not None
     finally:
         c.stop()
         c.wait(30)
-    assert not (dst / "complete").exists(), "a stopped run leaves no marker"
+    t = report.targets[0]
+    assert not t.verified and "another acquisition" in (t.fatal or ""), t
+    assert (dst / "a").read_bytes() == b"first a" and (dst / "b").read_bytes() == b"first b"
+    assert (dst / "complete").exists(), "the earlier acquisition's marker stands over its copy"
+    r = run(src, dst)
+    assert r.returncode == 2 and "another acquisition" in r.stderr, r.stderr
 
 
 def test_a_run_stopped_before_it_changed_anything_leaves_no_marker(tmp_path: Path) -> None:
@@ -97,18 +103,21 @@ def test_a_run_stopped_before_it_changed_anything_leaves_no_marker(tmp_path: Pat
     assert not (dst / "complete").exists(), "a stopped run leaves no marker"
 
 
-def test_a_retake_with_fewer_chunks_after_delete_source_is_pruned_not_kept_as_moved(tmp_path: Path) -> None:
+def test_a_retake_after_delete_source_is_refused_and_the_freed_copy_kept(tmp_path: Path) -> None:
     # Item 6: the `.softcopy-moved` journal was matched by path and kept forever: a re-acquisition
-    # into the same paths with fewer chunks ended verified with the old chunks still there.
+    # into the same paths with fewer chunks ended verified with the old chunks still there. Then
+    # (issue 23) it was pruned instead: the only copies of the freed acquisition. A destination
+    # belongs to one acquisition: a new one written into the emptied folder is refused there.
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
-    archive(src, 4)
-    first = run(src, dst, "--delete-source")
-    assert first.returncode == 0, first.stderr
+    dst.parent.mkdir()
+    first = archive(src, 4)
+    r = run(src, dst, "--delete-source")
+    assert r.returncode == 0, r.stderr
     assert not any(p.is_file() for p in src.rglob("*")), "the first acquisition was freed"
-    now = archive(src, 2)
+    archive(src, 2)
     second = run(src, dst)
-    assert second.returncode == 0, second.stderr
-    assert tree(dst) == now, "the first acquisition's extra timepoints are not at the destination"
+    assert second.returncode == 2 and "another acquisition" in second.stderr, second.stderr
+    assert tree(dst) == first, "the freed acquisition's copy is kept whole"
 
 
 def test_a_deletion_that_failed_after_it_was_journaled_vouches_for_nothing(tmp_path: Path) -> None:
@@ -129,16 +138,17 @@ def test_a_deletion_that_failed_after_it_was_journaled_vouches_for_nothing(tmp_p
     assert f"K {stuck.relative_to(src).as_posix()}" in journal, "the journal says it was kept"
 
 
-def test_the_journal_does_not_keep_copies_of_a_retaken_root(tmp_path: Path) -> None:
-    # Item 6, the other way to re-take: the root deleted and made again (`overwrite=True`).
+def test_a_retaken_root_is_refused_and_the_freed_copy_kept(tmp_path: Path) -> None:
+    # Item 6, the other way to re-take: the root deleted and made again (`overwrite=True`) after the
+    # first acquisition was freed: its copy is the only one left, never pruned for the new one's.
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
-    archive(src, 3)
+    first = archive(src, 3)
     assert run(src, dst, "--delete-source").returncode == 0
     shutil.rmtree(src)
-    now = archive(src, 1)
+    archive(src, 1)
     r = run(src, dst)
-    assert r.returncode == 0, r.stderr
-    assert tree(dst) == now
+    assert r.returncode == 2 and "another acquisition" in r.stderr, r.stderr
+    assert tree(dst) == first
 
 
 def rewrite_in_place(path: Path, data: bytes) -> BinaryIO:

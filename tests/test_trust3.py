@@ -92,6 +92,7 @@ def test_a_destination_inside_another_runs_destination_is_refused_either_way(tmp
     inner_src, outer_src, dst = tmp_path / "inner.zarr", tmp_path / "outer", tmp_path / "dst"
     group(inner_src, {"0": b"i0", "1": b"i1", "2": b"i2"})
     group(outer_src / "inner", {"0": b"o0"})  # an array at the same path, with fewer chunks
+    dst.mkdir()
     with softcopy.Copier([softcopy.Target(inner_src, dst / "inner")]):
         wait_for(lambda: (dst / "inner" / "c" / "2").exists(), 20, "the inner run's copy")
         r = run(outer_src, dst, "--once")
@@ -145,6 +146,7 @@ def test_names_with_newlines_and_bytes_that_are_not_utf8_survive_the_manifest_an
     for i, raw in enumerate(names):
         (src / "c").joinpath(os.fsdecode(raw)).write_bytes(bytes([i]) * 10)
     (src / "kept").write_bytes(b"stays")
+    dst.parent.mkdir()
     r = run(src, dst, "--once", "--checksum", "--delete-source")
     assert r.returncode == 0, r.stderr
     manifest = dst.with_name("acq.softcopy-manifest.tsv")

@@ -2,14 +2,17 @@
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal, final
+from typing import Any, ClassVar, Literal, final
 
 __all__ = [
     "Arrivals",
     "Engine",
+    "Owner",
     "SoftcopyError",
     "Verdict",
     "__version__",
+    "destination_owner",
+    "folder_identity",
     "set_total_rate",
     "verify_manifest",
     "verify_trees",
@@ -185,6 +188,33 @@ class Verdict:
     source_deleted: list[Path]
     source_kept: list[tuple[Path, str]]
     folders_removed: int
+
+@final
+class Owner:
+    """Whose copy a destination folder holds, seen from a source folder."""
+
+    Free: ClassVar[Owner]
+    """Nothing there (softcopy's own state aside) and nothing recorded."""
+    Ours: ClassVar[Owner]
+    """Recorded as the copy of this very source folder."""
+    Unrecorded: ClassVar[Owner]
+    """Files there, with no record of whose copy they are."""
+    Another: ClassVar[Owner]
+    """The copy of another acquisition (a folder made again under the name, a re-take)."""
+    Finished: ClassVar[Owner]
+    """This acquisition's copy, verified and freed whole at the source: nothing is left to do."""
+    Claimed: ClassVar[Owner]
+    """Another softcopy run holds it as its destination now."""
+    def __eq__(self, value: object, /) -> bool: ...
+    def __int__(self) -> int: ...
+
+def destination_owner(
+    source: str | PathLike[str], destination: str | PathLike[str], marker: str = "complete"
+) -> tuple[Owner, str]:
+    """Whose copy `destination` holds for `source`, and why in words when it is another's."""
+
+def folder_identity(path: str | PathLike[str]) -> tuple[int, int, int | None]:
+    """(device, inode, birth time in ns or None): a folder made again under a name differs."""
 
 @final
 class Arrivals:

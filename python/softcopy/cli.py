@@ -15,7 +15,16 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from softcopy import __version__
-from softcopy.config import ConfigError, Target, is_pattern, load_targets, make_target, parse_rate
+from softcopy._softcopy import Owner, SoftcopyError, destination_owner
+from softcopy.config import (
+    ConfigError,
+    Target,
+    check_destination_made,
+    is_pattern,
+    load_targets,
+    make_target,
+    parse_rate,
+)
 from softcopy.display import Display, JsonLogHandler, emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
 from softcopy.run import Copier, Report, write_report
@@ -38,6 +47,19 @@ def setup_logging(console: Console, verbose: bool, quiet: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         fmt = "%(asctime)s %(levelname)s %(message)s"
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
+
+
+def refuse_another_acquisition(t: Target) -> None:
+    """A destination holding another acquisition's copy is never written into (the engine refuses
+    it too; said here first, as bad input)."""
+    if is_pattern(t.source) or not t.source.is_dir() or not t.destination.is_dir():
+        return
+    try:
+        owner, why = destination_owner(t.source, t.destination, t.marker)
+    except SoftcopyError as e:
+        raise ConfigError(f"cannot tell whose copy the destination holds: {e}") from None
+    if owner == Owner.Another:
+        raise ConfigError(why)
 
 
 def run_copier(
@@ -268,6 +290,8 @@ def main(
         for t in targets:
             if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
                 raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
+            check_destination_made(t)
+            refuse_another_acquisition(t)
         total = None if max_total_rate is None else parse_rate(max_total_rate)
     except ConfigError as e:
         fail(str(e))

@@ -159,6 +159,18 @@ def check_pair(source: Path, destination: Path, where: str = "") -> None:
         raise ConfigError(f"{where}destination {d} is a file, not a folder")
 
 
+def check_destination_made(t: Target) -> None:
+    """Only the destination folder itself is ever made, never its parents (as rsync): a share that
+    is not mounted must not receive the copy on the local disk, under its empty mount point. A
+    pattern's destination holds each acquisition's folder: it must be there itself."""
+    d = t.destination
+    if is_pattern(t.source):
+        if not d.is_dir():
+            raise ConfigError(f"destination {d} does not exist: make it (or mount the share) first")
+    elif not d.exists() and not d.parent.is_dir():
+        raise ConfigError(f"destination {d}: its folder {d.parent} does not exist (softcopy makes only the last one)")
+
+
 def make_target(source: Path, destination: Path, options: Mapping[str, Any], where: str = "") -> Target:
     """A validated Target from paths and option values (None values mean "use the default")."""
     check_pair(source, destination, where)
@@ -245,6 +257,17 @@ def check_targets(targets: list[Target], name: str) -> None:
     they are spelt (a link, `..`, another case on Windows). Other processes are kept out by each
     run's claim on its destination (the engine's `.softcopy-lock`)."""
     real = [(t, _real(t.source), _real(t.destination)) for t in targets]
+    for (x, x_src, _), (y, y_src, _) in itertools.permutations(real, 2):
+        # One source, one freeing: a target freeing a source another target still copies (or a
+        # folder inside it) would have the other mirror those deletions (docs/design.md, invariant 7).
+        # Patterns over one acquisitions folder may match the same folders: compared by that folder.
+        x_area = x_src.parent if is_pattern(x.source) else x_src
+        y_area = y_src.parent if is_pattern(y.source) else y_src
+        if x.delete_source and (y_area.is_relative_to(x_area) or x_area.is_relative_to(y_area)):
+            raise ConfigError(
+                f"{name}: source {y.source} is shared with the target of {x.source}, which frees it "
+                "(delete_source): a source may be freed only by the one target that copies it"
+            )
     for (x, x_src, x_dst), (y, _, y_dst) in itertools.permutations(real, 2):
         if y_dst == x_dst:
             raise ConfigError(f"{name}: two targets have the same destination {y.destination}")

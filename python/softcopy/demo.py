@@ -87,6 +87,7 @@ def run_demo(console: Console, options: dict[str, Any], timepoints: int = 30, in
     with tempfile.TemporaryDirectory(prefix="softcopy-demo-") as tmp:
         src, dst = Path(tmp, "acquisition", "demo.zarr"), Path(tmp, "cluster", "demo.zarr")
         src.parent.mkdir()
+        dst.parent.mkdir()
         total = timepoints * SHAPE[0] * SHAPE[1] * SHAPE[2] * 2
         console.print(
             f"softcopy demo: {name} writes {timepoints} timepoints ({total >> 20} MiB) into {src}\n"

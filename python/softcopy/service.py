@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from softcopy._softcopy import Arrivals, SoftcopyError
+from softcopy._softcopy import Arrivals, Owner, SoftcopyError, destination_owner, folder_identity
 from softcopy.config import Target
 from softcopy.display import Display, emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
@@ -62,8 +62,9 @@ class Acquisition:
     why: str = ""
     """What kept it from starting (with `NotCopied.CANNOT_START`)."""
     started: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
-    identity: tuple[int, int] = (0, 0)
-    """The folder's device and inode: a folder made again under the name is another acquisition."""
+    identity: tuple[int, int, int | None] = (0, 0, None)
+    """The folder's device, inode and birth time: a folder made again under the name is another
+    acquisition, also on the same inode."""
 
     @property
     def ended(self) -> bool:
@@ -124,30 +125,32 @@ class Service:
             return
         try:
             st = folder.lstat()
-        except OSError:
+            if not stat.S_ISDIR(st.st_mode):
+                return  # a file, or a symlink (never followed)
+            identity = folder_identity(folder)
+        except (OSError, SoftcopyError):
             return
-        if not stat.S_ISDIR(st.st_mode):
-            return  # a file, or a symlink (never followed)
-        identity = (st.st_dev, st.st_ino)
         known = self.acquisitions.get(folder)
         # Still copying, or the same folder: nothing new. An acquisition that ended and whose folder
-        # was made again under its name (a re-take) is a new acquisition, copied over the old copy.
+        # was made again under its name (a re-take) is a new acquisition, copied beside the old copy.
         if known is not None and (not known.ended or known.identity == identity):
             return
         try:
-            target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / name)
-        except ValueError as e:
+            target, whose = self._destination(pattern, folder, name)
+        except (ValueError, OSError, SoftcopyError) as e:
+            acq = Acquisition(name, pattern, str(pattern.source), identity=identity)
+            acq.not_copied, acq.why = NotCopied.CANNOT_START, str(e)
+            self.acquisitions[folder] = acq
             log.error("%s: cannot be copied: %s", name, e)
             return
         acq = Acquisition(name, target, str(pattern.source), identity=identity)
         self.acquisitions[folder] = acq
-        if already_verified(target):
+        if whose == Owner.Finished or (whose != Owner.Free and already_verified(target)):
             acq.not_copied = NotCopied.VERIFIED_EARLIER
             log.info("%s: already verified at %s; not copied again", name, target.destination)
             return
         log.info("%s: a new acquisition, copied to %s", name, target.destination)
         try:
-            target.destination.parent.mkdir(parents=True, exist_ok=True)
             copier = Copier([target], log_events=self._log_events, max_total_rate=self._max_total_rate)
             copier.start()
         except (OSError, ValueError, SoftcopyError) as e:
@@ -158,6 +161,33 @@ class Service:
             return
         acq.copier = copier
 
+    def _destination(self, pattern: Target, folder: Path, name: str) -> tuple[Target, Owner]:
+        """Where the acquisition in `folder` is copied: `destination/<name>`, unless that holds
+        another acquisition's copy (an archive of the same name, an earlier take deleted and taken
+        again): then the first of `<stem>-2<suffix>`, `<stem>-3<suffix>`, ... that is free or is
+        this acquisition's (docs/design.md, "One destination, one acquisition")."""
+        stem, suffix = (name[: -len(Path(name).suffix)], Path(name).suffix) if Path(name).suffix else (name, "")
+        for n in range(1, 1000):
+            candidate = name if n == 1 else f"{stem}-{n}{suffix}"
+            target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / candidate)
+            whose, _ = destination_owner(folder, target.destination, target.marker)
+            if whose == Owner.Claimed:
+                raise ValueError(f"{target.destination} is another softcopy's destination now")
+            # An unrecorded copy is taken as this acquisition's only where its marker shows a
+            # verified copy of this very source (one made before softcopy kept records).
+            if whose == Owner.Unrecorded and already_verified(target):
+                return target, whose
+            if whose in (Owner.Free, Owner.Ours, Owner.Finished):
+                if n > 1:
+                    log.warning(
+                        "%s: %s holds another acquisition's copy; this one is copied to %s",
+                        name,
+                        pattern.destination / name,
+                        target.destination,
+                    )
+                return target, whose
+        raise ValueError(f"no free destination name for {name} in {pattern.destination}")
+
     def step(self, timeout: float) -> None:
         """Takes new folders (waiting up to `timeout` s for one) and collects ended copies."""
         deadline = time.monotonic() + timeout
@@ -167,6 +197,7 @@ class Service:
                 self._consider(p, name)
             if relist:
                 self._list(p)
+        just_ended = []
         for acq in self.acquisitions.values():
             if acq.copier is not None and acq.report is None:
                 report = acq.copier.poll()
@@ -174,8 +205,15 @@ class Service:
                     acq.report = report.targets[0]
                     # Its engine is let go: a service runs for months, one acquisition after another.
                     acq.copier = None
+                    just_ended.append(acq)
                     if self._ended is not None:
                         self._ended(acq)
+        # A folder made again under an ended acquisition's name while it was still copying (its
+        # arrival was heard then, and set aside) is a new acquisition: looked at once more now.
+        for acq in just_ended:
+            pattern = next((p for p, _ in self._watches if str(p.source) == acq.pattern), None)
+            if pattern is not None:
+                self._consider(pattern, acq.name)
         self.rows = [self._row(a) for a in self.acquisitions.values()]
 
     def _row(self, a: Acquisition) -> Row:

@@ -327,6 +327,60 @@ pub fn open_for_writing(file: &File, path: &std::path::Path) -> Option<bool> {
     }
 }
 
+/// Whether a process has a file open for writing, as a freeing asks it just before the unlink.
+pub enum Writers<'a> {
+    /// None has: a read lease is held on it until this is dropped, so none can open it for
+    /// writing meanwhile (its open waits for the lease, which is released at once after the unlink).
+    None(ReadLease<'a>),
+    /// Some process has it open for writing.
+    Open,
+    /// The kernel cannot say here (not the file's owner and no CAP_LEASE, a network filesystem).
+    Unknown,
+}
+
+/// A read lease on an open file, released when dropped (see [`Writers::None`]).
+pub struct ReadLease<'a> {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    file: &'a File,
+}
+
+impl Drop for ReadLease<'_> {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fcntl on a valid fd with integer arguments.
+            unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+        }
+    }
+}
+
+/// Takes a read lease on `file` (opened read-only from `path`) if no process has it open for
+/// writing, as [`open_for_writing`] asks, but keeps it: a file is freed only while the lease
+/// proves that no writer has it open (docs/design.md, invariant 7). On Windows the answer of
+/// [`open_for_writing`] is all there is (a handle held would block our own deletion).
+pub fn lease_unwritten<'a>(file: &'a File, path: &std::path::Path) -> Writers<'a> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let _ = path;
+        // SAFETY: fcntl on a valid fd with integer arguments.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
+            return Writers::None(ReadLease { file });
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Writers::Open,
+            _ => Writers::Unknown,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    match open_for_writing(file, path) {
+        Some(false) => Writers::None(ReadLease { file }),
+        Some(true) => Writers::Open,
+        None => Writers::Unknown,
+    }
+}
+
 /// Whether flushing the filesystem holding `path` in the background while copies land helps the
 /// flush before the marker (`flush.rs`): where the kernel keeps copies dirty in its cache (local
 /// disks, NFS). A FUSE mount (sshfs) sends each write as it is made, so a `syncfs` there has

@@ -1,0 +1,158 @@
+//! Which acquisition a destination folder is the copy of (docs/design.md, "One destination, one
+//! acquisition"). A run records the source folder's identity (device, inode, birth time: it
+//! survives renames and tells a re-take from the folder it replaced, also where the filesystem
+//! reuses the inode at once) in `.softcopy-origin` at the destination root before it changes
+//! anything there, and a later run never writes into, prunes or marks a destination recorded for
+//! another folder. With the move journal it also knows a copy whose acquisition was verified and
+//! freed whole: its emptied source is no new acquisition, and its marker stands.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::journal::Journal;
+use crate::root::FolderId;
+
+/// The record's name at the destination root.
+pub const ORIGIN: &str = ".softcopy-origin";
+const HEADER: &str = "softcopy-origin 1";
+
+/// Whose copy a destination folder holds, as seen from a source folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Nothing is there (our own state aside) and nothing is recorded: anyone's to take.
+    Free,
+    /// Recorded as the copy of this very source folder.
+    Ours,
+    /// Files are there, but no record says whose (an archive not copied by softcopy, or by a
+    /// version that kept no record).
+    Unrecorded,
+    /// The copy of another acquisition: why, in words.
+    Another(String),
+    /// This acquisition's copy, verified and then freed whole at the source (`--delete-source`):
+    /// its marker is freed and the source holds nothing. Nothing is left to do.
+    Finished,
+}
+
+/// Reads the record at `dst_root`: `None` when there is none.
+fn read(dst_root: &Path) -> io::Result<Option<(FolderId, String)>> {
+    let text = match fs::read(dst_root.join(ORIGIN)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut lines = text.lines();
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("{ORIGIN} at the destination is damaged"));
+    if lines.next() != Some(HEADER) {
+        return Err(bad());
+    }
+    let line = lines.next().ok_or_else(bad)?;
+    let mut f = line.splitn(4, ' ');
+    let mut n = || f.next().and_then(|x| x.parse::<i128>().ok());
+    let (dev, ino, born) = (n().ok_or_else(bad)?, n().ok_or_else(bad)?, n().ok_or_else(bad)?);
+    let shown = f.next().unwrap_or("").to_string();
+    let id = FolderId {
+        dev: u64::try_from(dev).map_err(|_| bad())?,
+        ino: u64::try_from(ino).map_err(|_| bad())?,
+        born: (born >= 0).then(|| i64::try_from(born).ok()).flatten(),
+    };
+    Ok(Some((id, shown)))
+}
+
+/// Records, durably, that `dst_root` is the copy of the folder at `src_root` (written aside, then
+/// renamed over the record, the folder flushed).
+pub fn record(dst_root: &Path, src_root: &Path) -> io::Result<()> {
+    let id = FolderId::of(src_root)?;
+    let tmp = dst_root.join(format!("{ORIGIN}.new"));
+    let mut f = File::create(&tmp)?;
+    let shown = crate::names::escape(src_root);
+    writeln!(f, "{HEADER}\n{} {} {} {shown}", id.dev, id.ino, id.born.unwrap_or(-1))?;
+    f.sync_all()?;
+    fs::rename(&tmp, dst_root.join(ORIGIN))?;
+    #[cfg(unix)]
+    File::open(dst_root)?.sync_all()?;
+    crate::crash_point!("origin.recorded");
+    Ok(())
+}
+
+/// Whose copy `dst_root` holds, for the source folder at `src_root` whose end marker is named
+/// `marker`. An error when it cannot be told (a record or journal that cannot be read): nothing
+/// may then be written there.
+pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner> {
+    let Some((recorded, shown)) = read(dst_root)? else {
+        return Ok(if holds_anything(dst_root)? { Owner::Unrecorded } else { Owner::Free });
+    };
+    let here = FolderId::of(src_root)?;
+    if !recorded.same(&here) {
+        return Ok(Owner::Another(format!(
+            "{} holds the copy of another acquisition ({shown} as it was when copied; the folder there now \
+             is another one): softcopy never writes into another acquisition's copy; move it away or \
+             choose another destination",
+            dst_root.display()
+        )));
+    }
+    let journal = Journal::read(dst_root)?;
+    let marker_back = journal.returned(src_root, Path::new(marker)).then(|| marker.into());
+    if let Some(meta) = journal.retaken(src_root).or(marker_back) {
+        return Ok(Owner::Another(format!(
+            "{} holds the copy of an acquisition freed from {}, and {} there is new: another acquisition \
+             was written into the emptied folder; softcopy never writes it into the earlier one's copy; \
+             choose another destination",
+            dst_root.display(),
+            src_root.display(),
+            meta.display()
+        )));
+    }
+    if journal.freed_whole(src_root, Path::new(marker))? {
+        if holds_anything(src_root)? {
+            return Ok(Owner::Another(format!(
+                "{} holds the copy of the acquisition freed from {}, which holds new files now: another \
+                 acquisition; softcopy never writes it into the earlier one's copy; choose another destination",
+                dst_root.display(),
+                src_root.display()
+            )));
+        }
+        return Ok(Owner::Finished);
+    }
+    Ok(Owner::Ours)
+}
+
+/// Whether a folder holds any file (softcopy's own state at its root and writers' temps aside).
+/// A folder that cannot be listed in full holds something, as far as anyone can tell.
+fn holds_anything(root: &Path) -> io::Result<bool> {
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = match e {
+            Ok(e) => e,
+            Err(_) => return Ok(true),
+        };
+        let rel = e.path().strip_prefix(root).unwrap_or(e.path());
+        if !e.file_type().is_dir() && !crate::vocab::is_ignored(rel) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_made_again_under_the_name_is_another_acquisition() {
+        let (base, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src = base.path().join("x.zarr");
+        fs::create_dir(&src).unwrap();
+        assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::Free);
+        record(dst.path(), &src).unwrap();
+        fs::write(dst.path().join("0"), "copy").unwrap();
+        assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::Ours);
+        // Removed and made again at once: ext4 may hand it the same inode; the birth time differs.
+        fs::remove_dir(&src).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        fs::create_dir(&src).unwrap();
+        assert!(matches!(owner(&src, dst.path(), "complete").unwrap(), Owner::Another(_)));
+        fs::remove_file(dst.path().join(ORIGIN)).unwrap();
+        assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::Unrecorded);
+    }
+}

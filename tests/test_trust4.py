@@ -1,0 +1,291 @@
+"""Trust, part four (issue 23): a crash while freeing, a disk swapped under the source, a log still
+open when it is freed, a destination with no parent, one source freed by two targets, a listing of
+the destination that failed once. Each test failed on a738bee, the commit the issue was filed
+against."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import softcopy
+from conftest import Softcopy, assert_same_tree, conclude, finish, softcopy_cmd, tree, wait_for
+from test_trust2 import archive, run
+
+# --- Item 1: a crash while freeing, then the same command again ---------------------------------
+
+
+def killed_at_unlink_of(path: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """softcopy run under strace, killed (SIGKILL) on entering the unlink of `path`: the file is
+    still there, everything unlinked before it is gone, as after a power cut at that moment."""
+    cmd = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(path), "-e", "trace=unlink,unlinkat"]
+    cmd += ["-e", "inject=unlink,unlinkat:signal=KILL", *softcopy_cmd(*args)]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+
+
+def test_a_crash_while_freeing_then_the_same_command_again_keeps_every_copy(tmp_path: Path) -> None:
+    # Item 1: killed at the unlink of the array's metadata (the chunks already freed, the metadata
+    # journaled), the next run took the freed chunks' copies for stale chunks of the array and
+    # pruned them: exit 0 "verified", the chunks at neither end.
+    src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    before = archive(src, 2)
+    chunks = sorted(k for k in before if k.startswith("c/"))
+    assert chunks and "zarr.json" in before and "complete" in before
+    crash = killed_at_unlink_of(src.resolve() / "zarr.json", src, dst, "--delete-source")
+    assert crash.returncode in (-9, 137), (crash.returncode, crash.stderr)
+    assert not any((src / k).exists() for k in chunks), "the chunks were freed before the crash"
+    assert (src / "zarr.json").exists() and (src / "complete").exists(), "killed at the metadata's unlink"
+    assert all(tree(dst).get(k) == before[k] for k in chunks), "the freed chunks' copies were there"
+    again = run(src, dst, "--delete-source")
+    assert again.returncode in (0, 1), again.stderr
+    at_dst, at_src = tree(dst), tree(src)
+    lost = [k for k in chunks if at_dst.get(k) != before[k]]
+    assert not lost, f"exit {again.returncode}: the only copies of {lost} are gone\n{again.stderr}"
+    nowhere = [k for k in before if at_dst.get(k) != before[k] and at_src.get(k) != before[k]]
+    assert not nowhere, f"lost at both ends: {nowhere}"
+
+
+# --- Item 3: the source's disk unmounted and another mounted in its place ------------------------
+
+
+@contextmanager
+def tmpfs(mnt: Path) -> Iterator[Callable[[], None]]:
+    """A tmpfs at `mnt`; yields `swap`, which unmounts it (lazily, as a pulled disk) and mounts a
+    new, empty one at the same place. Whatever is mounted there is unmounted at the end."""
+    mnt.mkdir(parents=True, exist_ok=True)
+
+    def mount() -> None:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
+
+    def swap() -> None:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+        mount()
+
+    mount()
+    try:
+        yield swap
+    finally:
+        for _ in range(3):
+            if not os.path.ismount(mnt):
+                break
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+
+def test_a_source_on_another_disk_mounted_in_its_place_is_not_adopted(
+    tmp_path: Path, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    # Item 3: the disk unmounted was taken for the folder deleted, and the folder of the same name
+    # on the disk mounted next was taken for it come back: its files were copied over the first
+    # disk's copies, the first disk's other copies pruned as deletions, marker published, exit 0.
+    mnt, dst = tmp_path / "disk", tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    first = {"meta": b"first disk's meta", "c/0": b"first c0", "c/1": b"first c1"}
+    second = {
+        "meta": b"the second disk's meta",  # the same name, another size
+        "c/0": b"other c0",  # the same name and size, other bytes
+        "c/7": b"only on the second disk",
+    }
+    with tmpfs(mnt) as swap:
+        src = mnt / "acq.zarr"
+        write_files(src, first)
+        proc = run_softcopy(src, dst)
+        wait_for(lambda: tree(dst) == first, 20, "the first disk's files copied")
+        swap()
+        write_files(src, second)
+        (src / "complete").touch()
+        code, out = finish(proc, 30)
+    assert code == 1, out
+    assert not (dst / "complete").exists(), "no marker over a folder of another disk"
+    assert tree(dst) == first, f"the first disk's copies kept as they were, nothing of the second's:\n{out}"
+
+
+# --- Item 4: a file a writer still has open is not freed -----------------------------------------
+
+HOLDER = """
+import sys
+f = open(sys.argv[1], "a")
+print("open", flush=True)
+sys.stdin.readline()
+f.write("last line\\n")
+f.close()
+"""
+
+
+@contextmanager
+def held_open(path: Path) -> Iterator[Callable[[], None]]:
+    """Another process opens `path` for appending and holds it, writing nothing; yields a function
+    which makes it write a last line and close."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None
+
+        def write_and_close() -> None:
+            holder.communicate("go\n", timeout=20)
+            assert holder.returncode == 0
+
+        try:
+            assert holder.stdout.readline() == "open\n"
+            yield write_and_close
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+
+
+def test_a_side_file_opened_for_writing_after_its_copy_is_not_freed(tmp_path: Path) -> None:
+    # Item 4: a log the acquisition software opened again (for appending) once its copy was made:
+    # freed while open, and the line written next went to a file with no name at either end.
+    src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    archive(src, 2)
+    (src / "complete").unlink()
+    (src / "acq.log").write_bytes(b"line 1\n")
+    engine = softcopy._softcopy.Engine(src, dst, delete_source=True, quiet_time=2.0)
+    try:
+        wait_for(lambda: tree(dst).get("acq.log") == b"line 1\n", 20, "the log's copy")
+        with held_open(src / "acq.log") as write_and_close:
+            (src / "complete").touch()
+            conclude(engine, 30)
+            assert (src / "acq.log").exists(), "freed while a writer has it open"
+            write_and_close()
+    finally:
+        engine.stop()
+    assert (src / "acq.log").read_bytes() == b"line 1\nlast line\n", "the last line is at the source"
+
+
+def test_a_side_file_open_for_writing_is_not_freed_by_a_resumed_run(tmp_path: Path) -> None:
+    # Item 4, resumed: the log's copy made by an earlier run, the log open for appending when the
+    # run that frees starts. Its copy matched, so nothing asked whether it was open: freed.
+    src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    archive(src, 2)
+    (src / "acq.log").write_bytes(b"line 1\n")
+    assert run(src, dst).returncode == 0
+    with held_open(src / "acq.log") as write_and_close:
+        engine = softcopy._softcopy.Engine(src, dst, delete_source=True, quiet_time=2.0)
+        try:
+            conclude(engine, 30)
+        finally:
+            engine.stop()
+        assert (src / "acq.log").exists(), "freed while a writer has it open"
+        write_and_close()
+    assert (src / "acq.log").read_bytes() == b"line 1\nlast line\n", "the last line is at the source"
+
+
+# --- Item 5: a destination whose parent does not exist -------------------------------------------
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_a_destination_whose_parent_is_missing_is_refused_not_made(tmp_path: Path) -> None:
+    # Item 5: every missing parent was made: a mistyped (or unmounted) share became a folder tree
+    # on the local disk, copied to and "verified".
+    src, missing = tmp_path / "acq.zarr", tmp_path / "missing_parent"
+    archive(src, 1)
+    r = run(src, missing / "acq.zarr")
+    assert r.returncode == 2, r.stderr
+    assert str(missing) in one_line(r.stderr), r.stderr
+    assert not missing.exists(), "nothing made"
+
+
+def test_a_missing_destination_of_the_service_form_is_refused_not_made(tmp_path: Path) -> None:
+    # Item 5, the service form: its destination is the folder acquisitions go in; it was made.
+    acq, raw = tmp_path / "acquisition", tmp_path / "raw"
+    archive(acq / "fish.zarr", 1)
+    proc = subprocess.Popen(
+        softcopy_cmd(f"{acq}/*.zarr", raw), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: proc.poll() is not None or raw.exists(), 20, "softcopy to refuse")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2, f"exit {proc.returncode}, {raw} made: {raw.exists()}\n{err}"
+    assert str(raw) in one_line(err), err
+    assert not raw.exists(), "nothing made"
+
+
+# --- Item 6: one source, two destinations, --delete-source ---------------------------------------
+
+
+@pytest.mark.parametrize("alias", [False, True], ids=["same-path", "through-a-link"])
+def test_a_source_shared_by_two_targets_with_delete_source_is_refused(tmp_path: Path, alias: bool) -> None:
+    # Item 6: the target that frees ran beside the one that copies: the backup could end verified
+    # with none of the chunks, freed before it copied them.
+    src, a, b = tmp_path / "acq.zarr", tmp_path / "a" / "acq.zarr", tmp_path / "b" / "acq.zarr"
+    before = archive(src, 2)
+    other = src
+    if alias:
+        other = tmp_path / "link.zarr"
+        other.symlink_to(src)
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "targets:\n"
+        f"  - source: {src}\n    destination: {a}\n    delete_source: true\n"
+        f"  - source: {other}\n    destination: {b}\n"
+    )
+    r = run(targets)
+    assert r.returncode == 2, r.stderr
+    line = one_line(r.stderr)
+    assert "shared" in line or "same source" in line, line
+    assert not tree(a) and not tree(b), "nothing copied"
+    assert tree(src) == before, "the source untouched"
+
+
+# --- Item 7: one failed listing of the destination at the start ----------------------------------
+
+
+@contextmanager
+def faulty_mount(backing: Path, mnt: Path, folder: str, log: Path) -> Iterator[Path]:
+    """`backing` through tests/faulty_fs.py at `mnt`: the first listing of `folder` (a path inside
+    the mount) fails with EIO, each failure noted in `log`. Unmounted whatever happens."""
+    mnt.mkdir()
+    env = {**os.environ, "FAULTY_READDIR": folder, "FAULTY_TIMES": "1", "FAULTY_LOG": str(log)}
+    fs = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("faulty_fs.py")), str(backing), str(mnt)], env=env
+    )
+    try:
+        wait_for(lambda: os.path.ismount(mnt), 20, "the faulty mount")
+        yield mnt
+    finally:
+        subprocess.run(["fusermount", "-u", str(mnt)], check=False)
+        fs.wait(20)
+
+
+def test_a_failed_listing_of_the_destination_at_the_start_does_not_make_it_fresh(tmp_path: Path) -> None:
+    # Item 7: the start's walk of the destination dropped its error and found no file, so the end
+    # proved the copy from this run's own records and skipped the walk that prunes stale chunks:
+    # exit 0, marker published, the chunks the source no longer has still at the destination.
+    src, backing, log = tmp_path / "acq.zarr", tmp_path / "backing", tmp_path / "faults"
+    files = archive(src, 2)
+    backing.mkdir()
+    assert run(src, backing / "acq.zarr", "--once").returncode == 0, "the earlier copy"
+    stale = sorted(k for k in files if k.startswith("c/1/"))
+    assert stale
+    for k in stale:
+        (src / k).unlink()  # fill value now: their copies are stale
+    with faulty_mount(backing, tmp_path / "share", "/acq.zarr", log) as share:
+        dst = share / "acq.zarr"
+        r = run(src, dst, "--once")
+        assert log.exists() and "EIO readdir /acq.zarr" in log.read_text(), "the fault was hit"
+        if r.returncode == 0:
+            left = [k for k in stale if (dst / k).exists()]
+            assert not left, f"exit 0 with stale chunks at the destination: {left}\n{r.stderr}"
+            assert_same_tree(src, dst)
