@@ -253,7 +253,8 @@ def differences(a: Path, b: Path) -> list[str]:
 
     def walk(c: filecmp.dircmp[str], rel: str) -> None:
         out.extend(f"only in source: {rel}{n}" for n in c.left_only)
-        out.extend(f"only in copy: {rel}{n}" for n in c.right_only)
+        # softcopy's own record at the copy's root (which source it is a copy of) is not data.
+        out.extend(f"only in copy: {rel}{n}" for n in c.right_only if rel or not n.startswith(".softcopy"))
         _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
         out.extend(f"differs: {rel}{n}" for n in mismatch + errors)
         for name, sub in c.subdirs.items():

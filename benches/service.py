@@ -34,8 +34,13 @@ def cpu_rss(pid: int) -> tuple[float, float]:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    """Every file below `root` (empty folders left where a writer deleted a fill-value chunk are no data)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Every file below `root` (empty folders left where a writer deleted a fill-value chunk are no data,
+    nor is softcopy's own state at a copy's root)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and not (p.parent == root and p.name.startswith(".softcopy"))
+    }
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:

@@ -26,7 +26,7 @@ use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
 use crate::tracker::Tracker;
 use crate::verify::Landed;
 use crate::vocab::{Change, Outcome};
-use crate::watcher::{self, Watcher};
+use crate::watcher::{self, FsEvent, Watcher};
 use crate::{Error, Result};
 
 mod events;
@@ -132,6 +132,18 @@ impl Run<'_> {
     /// move, only the same folder moved back counts. A root that is back gets its watches again.
     fn ensure_root(&mut self) -> Result<(), String> {
         let checked = match self.root_gone {
+            // A destination holding files freed from the old folder is that acquisition's: the
+            // new one is another acquisition, never written over their only copies.
+            Some(Gone::Deleted) if !crate::journal::Journal::read(&self.dst).is_ok_and(|j| j.is_empty()) => {
+                self.root.check(&self.src).map_err(|_| {
+                    format!(
+                        "{} was made again, but {} holds files freed from the old folder: another acquisition, \
+                         not copied over them",
+                        self.src.display(),
+                        self.dst.display()
+                    )
+                })
+            }
             Some(Gone::Deleted) => self.root.adopt_retake(&self.src),
             _ => self.root.check(&self.src),
         };
@@ -393,17 +405,19 @@ impl Run<'_> {
                                 }
                                 continue;
                             }
+                            // Sleeps below until an event (a close) or the next look.
                             OpenWait::Wait => {}
                         }
+                    } else {
+                        reconciled = true;
+                        match self.reconcile() {
+                            Swept::Complete => {}
+                            // Nothing deleted; the verification that follows names what is missing.
+                            Swept::Incomplete => {}
+                            Swept::RootGone(why) => return LoopEnd::RootGone(why),
+                        }
+                        continue;
                     }
-                    reconciled = true;
-                    match self.reconcile() {
-                        Swept::Complete => {}
-                        // Nothing deleted; the verification that follows names what is missing.
-                        Swept::Incomplete => {}
-                        Swept::RootGone(why) => return LoopEnd::RootGone(why),
-                    }
-                    continue;
                 }
             }
             let in_flight = self.tracker.in_flight();
@@ -437,6 +451,42 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// The source files changed since the final look (their events queued while the end steps ran):
+/// a file whose version now is not the one copied, a folder made or removed, the root gone, or
+/// events lost. Empty when the source is as verified.
+fn moved_since(
+    src: &Path,
+    ev_rx: &Receiver<notify::Result<notify::Event>>,
+    tracker: &Tracker,
+    marker: &str,
+) -> Vec<PathBuf> {
+    let mut evs = Vec::new();
+    for raw in ev_rx.try_iter() {
+        watcher::translate(src, raw, &mut evs);
+    }
+    let mut moved = Vec::new();
+    for ev in evs {
+        match ev {
+            FsEvent::File(rel, _) => {
+                if crate::vocab::is_ignored(&rel) || rel.as_os_str() == marker {
+                    continue;
+                }
+                let now = crate::sys::path_identity(&src.join(&rel)).ok();
+                // The version copied (a writer's late close of its lock fd), or a file never copied
+                // and gone again (a writer's temp): not a change of what was verified.
+                if now == tracker.copied_identity(&rel) {
+                    continue;
+                }
+                moved.push(rel);
+            }
+            FsEvent::NewDir(rel) | FsEvent::Gone(rel) => moved.push(rel),
+            FsEvent::RootGone(_) | FsEvent::RootCreated | FsEvent::Rescan => moved.push(PathBuf::new()),
+            FsEvent::Error(_) | FsEvent::WatchLimit(_) => {}
+        }
+    }
+    moved
 }
 
 /// Makes the destination folder if it is missing, never its parents (as rsync): a share that is
@@ -572,7 +622,8 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     let flusher = crate::flush::Flusher::start(dest.clone(), crate::flush::EVERY)
         .map_err(|e| Error::Internal(format!("cannot start the flushing thread: {e}")))?;
     let end = run.copy_loop(&pool, &mut watcher, &ev_rx, &done_rx, &warn_rx);
-    drop(watcher);
+    // The watch stays until the marker is published: a change at the source after the final
+    // look withdraws it (docs/design.md, "The end of a run"). Events are only queued meanwhile.
     pool.shutdown();
     drop(flusher);
     // No copy is in flight any more: the staging folders are empty.
@@ -623,12 +674,21 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // may be left: then every file there is one of these (docs/design.md, "The end of a run").
     let tracker = &run.tracker;
     let lookup = |rel: &Path| tracker.copied_identity(rel);
-    let landed = (!found.others && walked_whole && !dest.partials_left()).then(|| Landed {
+    // Not where the destination folds case: one copy there may stand for two source names.
+    let landed = (!found.others && walked_whole && !dest.partials_left() && !dest.folds_case()).then(|| Landed {
         copied: &lookup,
         settled: Some(tracker.settled()),
         count: tracker.copied_count(),
     });
-    let drained = Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, landed, gave_up };
+    // Asked once, before anything is freed: the watch then goes (freeing's own deletions would
+    // only fill its queue).
+    let watcher = std::cell::RefCell::new(Some(watcher));
+    let late = || {
+        let moved = moved_since(&src, &ev_rx, tracker, &cfg.marker);
+        drop(watcher.borrow_mut().take());
+        moved
+    };
+    let drained = Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, landed, gave_up, late: &late };
     let ended = conclude(drained);
     if ended.0 == Phase::Verified {
         unverified.verified();

@@ -507,6 +507,11 @@ fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
         Err(e) if is_gone(&e) => return Ok(Outcome::Deleted),
         Err(e) => return Err(crate::Error::io("look at", &shown, e)),
     };
+    if !dest.stored_as(&folder, name).map_err(|e| crate::Error::io("look at", &shown, e))? {
+        // The name found is another file's, in another case (`Notes` for `notes`), at a
+        // destination that folds case: the deleted name has no copy of its own to remove.
+        return Ok(Outcome::Deleted);
+    }
     if m.file_type().is_symlink() {
         // softcopy never makes a link: one here is someone else's (an admin's `dst/new ->
         // elsewhere`), not a copy, and its source's name going away is no evidence about it.

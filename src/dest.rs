@@ -234,22 +234,56 @@ impl Dest {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
         let folder = self.open_folder(rel_dir, create)?;
-        self.not_claimed(rel_dir, &folder)?;
+        self.not_claimed(rel_dir, &folder, create)?;
         Ok(folder)
+    }
+
+    /// Whether the destination folds case.
+    pub fn folds_case(&self) -> bool {
+        self.folds_case.load(Ordering::Relaxed)
+    }
+
+    /// Whether `folder` holds an entry stored under exactly `name`: where the destination folds
+    /// case, a look-up of `notes` finds `Notes`, another source file's copy, which a deletion of
+    /// `notes` must never remove (docs/design.md, invariant 10).
+    pub fn stored_as(&self, folder: &Folder, name: &Path) -> io::Result<bool> {
+        if !self.folds_case_of(name) {
+            return Ok(true);
+        }
+        for entry in fs::read_dir(folder.path())? {
+            if entry?.file_name() == name.as_os_str() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Refuses a folder that is, or lies inside, another run's destination (invariant 10): each
     /// folder is looked at once per run, outermost first.
-    fn not_claimed(&self, rel_dir: &Path, folder: &Folder) -> io::Result<()> {
+    /// Where the destination folds case, each folder is also looked at once per run for being
+    /// stored under exactly its name: `pos0` found as `Pos0` is another source folder's copy.
+    fn not_claimed(&self, rel_dir: &Path, folder: &Folder, create: bool) -> io::Result<()> {
         let known = |p: &Path| self.unclaimed.lock().unwrap_or_else(|e| e.into_inner()).contains(p);
         if rel_dir.as_os_str().is_empty() || known(rel_dir) {
             return Ok(());
         }
         let mut prefix = PathBuf::new();
         for part in rel_dir.components() {
+            let parent = prefix.clone();
             prefix.push(part);
             if known(&prefix) {
                 continue;
+            }
+            let name = Path::new(part.as_os_str());
+            if self.folds_case_of(name) && !self.stored_as(&self.open_folder(&parent, false)?, name)? {
+                if !create {
+                    return Err(io::Error::from(io::ErrorKind::NotFound));
+                }
+                return Err(io::Error::other(format!(
+                    "{} collides with a folder of the same name in another case at a destination that does not \
+                     tell upper from lower case: not copied into it",
+                    self.root.join(&prefix).display()
+                )));
             }
             // The lock is not held while looking: other workers go on meanwhile.
             let held = if prefix == rel_dir {

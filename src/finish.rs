@@ -32,6 +32,8 @@ pub struct Drained<'a> {
     pub landed: Option<crate::verify::Landed<'a>>,
     /// The destination stayed unavailable too long: verified it cannot be.
     pub gave_up: bool,
+    /// The source files changed since the final look (asked once the marker is published).
+    pub late: &'a dyn Fn() -> Vec<PathBuf>,
 }
 
 /// Runs the end steps; returns the final phase and the verdict.
@@ -109,11 +111,36 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
             return (Phase::Incomplete, v);
         }
     }
+    // The marker stands over the source as it is now: a chunk or a resize that landed after the
+    // final look (a writer's last write not awaited) withdraws it.
+    let moved = (d.late)();
+    if !moved.is_empty() {
+        let names: Vec<String> = moved.iter().take(5).map(|p| d.src.join(p).display().to_string()).collect();
+        let withdrawn = withdraw_marker(&d);
+        v.marker_published = false;
+        v.reason = Some(format!(
+            "the source changed after it was verified ({} changes: {}){}; run the same command again to copy it",
+            moved.len(),
+            names.join(", "),
+            withdrawn.map_or_else(|e| format!("; the marker could not be withdrawn: {e}"), |()| String::new())
+        ));
+        v.not_copied = moved;
+        return (Phase::Incomplete, v);
+    }
     v.verified = true;
     if let Some(proof) = proof {
         d.sh.set_phase(Phase::Freeing);
         let marker = v.marker_published.then(|| marker_version(&d)).flatten();
-        match crate::mover::delete_sources(d.src, dst, &proof.proven, marker.as_ref(), d.cfg.quiet, &d.sh.stop) {
+        let unproven = !proof.kept.is_empty();
+        match crate::mover::delete_sources(
+            d.src,
+            dst,
+            &proof.proven,
+            marker.as_ref(),
+            unproven,
+            d.cfg.quiet,
+            &d.sh.stop,
+        ) {
             Ok(mut moved) => {
                 moved.kept.extend(proof.kept);
                 v.freed = Some(moved);
@@ -266,8 +293,20 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
         other => return Err(format!("{other:?}")),
     }
     crate::crash_point!("publish.marker");
-    flush()?;
+    if let Err(why) = flush() {
+        // Not durable, so not published: a marker must mean a durable copy.
+        let _ = withdraw_marker(d);
+        return Err(why);
+    }
     Ok(true)
+}
+
+/// Removes the marker just published, durably (its own view of the destination, which withdraws
+/// it as before a change).
+fn withdraw_marker(d: &Drained<'_>) -> Result<(), String> {
+    let dst = d.dest.root();
+    let dest = crate::dest::Dest::open(dst, dst, Some(&d.cfg.marker)).map_err(|e| e.to_string())?;
+    dest.changing().map_err(|e| e.to_string())
 }
 
 /// Writes the manifest of everything copied: hashes from the copies themselves, and for files

@@ -82,7 +82,8 @@ fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
         "K " => Some(('K', None, unescape(rest))),
         "P " => Some(('P', None, unescape(rest))),
         "M " => {
-            let mut f = rest.splitn(7, ' ');
+            // Five numbers, then the path: the rest of the line (a name may hold spaces).
+            let mut f = rest.splitn(6, ' ');
             let mut n = || f.next()?.parse::<u64>().ok();
             let (rd, ri) = (n()?, n()?);
             // When it was freed: for people reading the journal, not for deciding.
@@ -94,7 +95,8 @@ fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
             Some(('M', Some(Freed { root, size, mtime_ns, version: None }), rel))
         }
         "F " => {
-            let mut f = rest.splitn(10, ' ');
+            // Eight numbers, then the path: the rest of the line (a name may hold spaces).
+            let mut f = rest.splitn(9, ' ');
             let mut n = || f.next()?.parse::<i128>().ok();
             let (rd, ri, born) = (n()?, n()?, n()?);
             // When it was freed: for people reading the journal, not for deciding.
@@ -273,6 +275,14 @@ impl Journal {
     }
 }
 
+fn last_byte(file: &mut File, len: u64) -> io::Result<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut b = [0u8];
+    file.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
@@ -306,9 +316,14 @@ impl Writer {
             #[cfg(unix)]
             File::open(dst_root)?.sync_all()?;
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
-        if file.metadata()?.len() == 0 {
+        let mut file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        let len = file.metadata()?.len();
+        if len == 0 {
             writeln!(file, "{HEADER}")?;
+        } else if last_byte(&mut file, len)? != b'\n' {
+            // A line cut short by a crash: the next entry must not be glued onto it (unreadable,
+            // it would vouch for nothing, and the file it names would lose its only copy).
+            writeln!(file)?;
         }
         let root = FolderId::of(src_root)?;
         Ok(Writer { file, root })
@@ -406,6 +421,27 @@ mod tests {
 
     fn identity_ns(m: &fs::Metadata) -> i64 {
         crate::vocab::identity(m).mtime_ns
+    }
+
+    #[test]
+    fn names_with_spaces_and_a_torn_tail_are_read_back_whole() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::create_dir(src.path().join("Pos 0")).unwrap();
+        let rel = "Pos 0/c 1";
+        fs::write(src.path().join(rel), "chunk").unwrap();
+        let ident = crate::sys::path_identity(&src.path().join(rel)).unwrap();
+        let freed = crate::vocab::Copied { rel: PathBuf::from(rel), ident, hash: None };
+        // A crash left half a line behind.
+        fs::write(dst.path().join(JOURNAL), format!("{HEADER}\nF 1 2 3")).unwrap();
+        Writer::open(dst.path(), src.path()).unwrap().freeing(&[&freed]).unwrap();
+        fs::create_dir(dst.path().join("Pos 0")).unwrap();
+        fs::copy(src.path().join(rel), dst.path().join(rel)).unwrap();
+        let copy = fs::File::open(dst.path().join(rel)).unwrap();
+        copy.set_modified(fs::metadata(src.path().join(rel)).unwrap().modified().unwrap()).unwrap();
+        fs::remove_file(src.path().join(rel)).unwrap();
+        let meta = fs::metadata(dst.path().join(rel)).unwrap();
+        let j = Journal::read(dst.path()).unwrap();
+        assert_eq!(j.accounts_for(src.path(), Path::new(rel), &meta, None), Vouch::Freed);
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub fn delete_sources(
     dst_root: &Path,
     proven: &[Copied],
     marker: Option<&Copied>,
+    unproven: bool,
     quiet: Duration,
     stop: &AtomicBool,
 ) -> io::Result<MoveReport> {
@@ -235,11 +236,16 @@ pub fn delete_sources(
     free(data, &mut report)?;
     // Metadata and the marker only once every data file is gone: while any data stays, the source
     // stays a readable archive, and a later run finds its marker and finishes the job.
-    let rest: Vec<&Copied> = meta.into_iter().chain(marker).collect();
-    if report.kept.is_empty() {
-        free(rest, &mut report)?;
-    } else {
-        report.kept.extend(rest.iter().map(|c| (c.rel.clone(), "kept while data files remain at the source".into())));
+    // The marker last, alone: only once every data file and all metadata are gone is the
+    // acquisition freed whole (`origin.rs`: its emptied folder is then no new acquisition).
+    let whole = |report: &MoveReport| report.kept.is_empty() && !unproven;
+    for step in [meta, marker.into_iter().collect()] {
+        if whole(&report) {
+            free(step, &mut report)?;
+        } else {
+            let why = "kept while other files of the acquisition remain at the source";
+            report.kept.extend(step.iter().map(|c| (c.rel.clone(), why.into())));
+        }
     }
     // Empty folders go too (writers leave empty ones behind for fill-value chunks), deepest first;
     // a folder that still holds anything fails to be removed and stays.
@@ -280,7 +286,7 @@ mod tests {
         let stop = AtomicBool::new(true);
         let proof = prove(src.path(), dst.path(), files.clone(), &stop);
         assert!(proof.proven.is_empty() && proof.kept.len() == 3);
-        let report = delete_sources(src.path(), dst.path(), &files, None, Duration::ZERO, &stop).unwrap();
+        let report = delete_sources(src.path(), dst.path(), &files, None, false, Duration::ZERO, &stop).unwrap();
         assert!(report.deleted.is_empty());
         assert!((0..3).all(|i| src.path().join(format!("f{i}")).exists()));
     }

@@ -144,6 +144,9 @@ pub struct Tracker {
     last_error: Option<String>,
     /// Writers' closes are reported (see [`Tracker::with_close_events`]).
     close_events: bool,
+    /// Events were lost since the last complete sweep: a file seen written may have been closed
+    /// unheard, so a scan may take it as closed (docs/design.md, invariant 4).
+    events_lost: bool,
     /// What is kept of the files that left `files` settled (see [`Tracker::evict_settled`]).
     settled: crate::settled::Settled,
     /// A reconcile sweep is under way (between [`Tracker::begin_sweep`] and its end).
@@ -198,6 +201,7 @@ impl Tracker {
             counts: TrackerCounts::default(),
             last_error: None,
             close_events: CLOSE_EVENTS,
+            events_lost: false,
             settled: Default::default(),
             sweeping: false,
         }
@@ -205,6 +209,12 @@ impl Tracker {
 
     /// Whether writers' closes are reported (the platform's [`CLOSE_EVENTS`] unless told):
     /// without, a file found open is looked at again every [`BUSY_POLL`].
+    /// Events were lost (a queue overflow): until the next complete sweep, a scan's find may take
+    /// a file seen written as closed.
+    pub fn events_lost(&mut self) {
+        self.events_lost = true;
+    }
+
     pub fn with_close_events(mut self, reported: bool) -> Self {
         self.close_events = reported;
         self
@@ -251,6 +261,9 @@ impl Tracker {
             st.superseded |= !lock_fd_close;
         }
         let want = match change {
+            // Evidence of a writer is never erased by a scan: a file seen written and not seen
+            // closed stays open until its close is heard, or events are known lost.
+            Change::Found if st.writing && self.close_events && !self.events_lost => return,
             Change::Replaced if (st.copies > 0 || st.in_flight) && !self.debounce.is_zero() => {
                 st.writing = false;
                 st.verify_closed = false;

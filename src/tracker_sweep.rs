@@ -40,7 +40,11 @@ impl Tracker {
         if let Some(st) = self.files.get_mut(&*key) {
             st.seen = true;
             if st.copied == Some(ident) && !st.in_flight {
-                st.writing = false;
+                // A writer seen and not heard closing still has it open (invariant 4), unless
+                // events were lost meanwhile.
+                if self.events_lost || !self.close_events {
+                    st.writing = false;
+                }
                 return;
             }
         } else if self.sweeping && self.settled.has_folder_of(&key) {
@@ -57,6 +61,7 @@ impl Tracker {
     /// as found), and the end walks the destination for the copies of those deleted.
     pub fn end_sweep(&mut self, now: Instant) -> Vec<PathBuf> {
         self.sweeping = false;
+        self.events_lost = false;
         let gone: Vec<Key> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
         for rel in gone {
             self.event(Path::new(&*rel), Change::Removed, now);

@@ -328,8 +328,9 @@ def test_json_lines_on_stdout_for_programs(tmp_path: Path) -> None:
 
 def test_checksum_copy_writes_a_manifest_that_verify_checks_without_the_source(tmp_path: Path) -> None:
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
+    dst.parent.mkdir(exist_ok=True)
     write_finished_archive(src, "zarr3sharded", 4)
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     r = run(src, dst, "--checksum")
     assert r.returncode == 0, r.stderr
     manifest = tmp_path / "cluster" / "data.zarr.softcopy-manifest.tsv"  # beside the copy, not in it

@@ -15,6 +15,7 @@ from conftest import assert_same_tree, conclude, finish, start_writer, wait_for,
 @pytest.mark.parametrize("layout", ["v2dot", "v2slash", "zarr3", "zarr3sharded"])
 def test_live_copy_started_before_the_source_exists(tmp_path: Path, run_softcopy: Any, layout: str) -> None:
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
+    dst.parent.mkdir(exist_ok=True)
     src.parent.mkdir()
     proc = run_softcopy(src, dst, "--nprocs", "4")
     # softcopy must be waiting (not failed) before the writer creates anything.
@@ -30,6 +31,8 @@ def test_live_copy_started_before_the_source_exists(tmp_path: Path, run_softcopy
 
 def test_live_copy_started_mid_acquisition(tmp_path: Path, run_softcopy: Any) -> None:
     src, dst = tmp_path / "data.zarr", tmp_path / "out" / "data.zarr"
+    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     writer = start_writer(src, "zarr3", 30, 0.05)
     wait_for(lambda: len(list(src.glob("c/*"))) >= 5, 60, "the writer to write 5 timepoints")
     proc = run_softcopy(src, dst)
@@ -53,6 +56,7 @@ def test_finished_archive_is_copied_one_shot(tmp_path: Path, run_softcopy: Any) 
 def test_two_targets_in_one_file_are_copied_in_parallel(tmp_path: Path, run_softcopy: Any) -> None:
     srcs = [tmp_path / "acq" / f"{n}.zarr" for n in ("a", "b")]
     (tmp_path / "acq").mkdir()
+    (tmp_path / "cluster").mkdir()
     targets = tmp_path / "targets.yaml"
     targets.write_text(
         "targets:\n"

@@ -87,7 +87,7 @@ class Acquisition(RuleBasedStateMachine):
         c = softcopy.Copier([target])
         with sysctl("fs.inotify.max_queued_events", 1):  # every burst overflows: lost events, rescans
             c.start()
-            wait_for(lambda: c.poll() is None and c.status()[0].phase in ("copying", "waiting"), 20, "the engine")
+            wait_for(lambda: c.poll() is not None or c.status()[0].phase in ("copying", "waiting"), 20, "the engine")
         return c
 
     @precondition(lambda self: not self.root_away)
@@ -179,12 +179,15 @@ class Acquisition(RuleBasedStateMachine):
         self.root_away = False
 
     def _new_engine(self) -> None:
-        if self.foreign:
-            # A new run adopts whatever folder is under the name: a new acquisition, with the
-            # renamed-away one's copies left at the destination as extras.
-            self.foreign = False
-            self.leftovers |= set(snapshot(self.dst))
         self.copier = self._start()
+        if self.foreign and not self.root_away:
+            # A destination belongs to one acquisition (docs/design.md, "One destination, one
+            # acquisition"): a new run refuses the folder now under the name, another acquisition,
+            # and changes nothing at the destination (one whose source is away refuses it when it
+            # comes back).
+            report = self.copier.wait(20)
+            assert report is not None and not report.targets[0].verified, report
+            assert "another acquisition" in (report.targets[0].fatal or ""), report
 
     @rule()
     def stop_and_restart(self) -> None:

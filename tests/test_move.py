@@ -28,7 +28,7 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_source_is_freed_after_a_verified_copy_and_nothing_else_is_touched(tmp_path: Path) -> None:
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     before = archive(src)
     (src / "c" / "0" / "0" / "0" / "0.__lock").write_bytes(b"a writer's stale lock: not ours to delete")
     r = run(src, dst, "--delete-source", "--checksum")

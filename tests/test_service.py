@@ -238,7 +238,6 @@ def test_a_destination_unavailable_too_long_needs_a_person_and_the_webhook_says_
     # A full destination (tmpfs with a size limit) is waited out, never an error; past
     # --notify-after the webhook is told, once.
     acq, raw = tmp_path / "acquisition", tmp_path / "raw"
-    raw.mkdir()
     (acq / "big.zarr" / "c").mkdir(parents=True)
     for i in range(6):
         (acq / "big.zarr" / "c" / str(i)).write_bytes(bytes([i]) * (1 << 20))
@@ -310,7 +309,6 @@ def test_a_source_pattern_reaches_softcopy_unexpanded_on_windows(monkeypatch: py
 
 def test_an_acquisition_that_cannot_be_copied_is_named_and_the_others_go_on(tmp_path: Path, run_softcopy: Any) -> None:
     acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
-    dst.mkdir()
     for name in ("blocked.zarr", "good.zarr"):
         write_finished_archive(acq / name, "v2dot", 2)
     dst.mkdir()

@@ -109,7 +109,7 @@ def test_a_retake_after_delete_source_is_refused_and_the_freed_copy_kept(tmp_pat
     # (issue 23) it was pruned instead: the only copies of the freed acquisition. A destination
     # belongs to one acquisition: a new one written into the emptied folder is refused there.
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     first = archive(src, 4)
     r = run(src, dst, "--delete-source")
     assert r.returncode == 0, r.stderr

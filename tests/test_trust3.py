@@ -141,12 +141,13 @@ def test_names_with_newlines_and_bytes_that_are_not_utf8_survive_the_manifest_an
     # `verify --manifest` failed on a whole copy. The journal wrote them lossily too: a freed file's
     # entry spoke for another name, and the next run took its only copy for a stale one.
     src, dst = tmp_path / "acq", tmp_path / "cluster" / "acq"
+    dst.parent.mkdir(exist_ok=True)
     names = [b"new\nline", b"not-utf8-\xff\xfe", b"back\\slash\ttab"]
     (src / "c").mkdir(parents=True)
     for i, raw in enumerate(names):
         (src / "c").joinpath(os.fsdecode(raw)).write_bytes(bytes([i]) * 10)
     (src / "kept").write_bytes(b"stays")
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     r = run(src, dst, "--once", "--checksum", "--delete-source")
     assert r.returncode == 0, r.stderr
     manifest = dst.with_name("acq.softcopy-manifest.tsv")

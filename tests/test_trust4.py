@@ -33,7 +33,7 @@ def test_a_crash_while_freeing_then_the_same_command_again_keeps_every_copy(tmp_
     # journaled), the next run took the freed chunks' copies for stale chunks of the array and
     # pruned them: exit 0 "verified", the chunks at neither end.
     src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     before = archive(src, 2)
     chunks = sorted(k for k in before if k.startswith("c/"))
     assert chunks and "zarr.json" in before and "complete" in before
@@ -90,7 +90,7 @@ def test_a_source_on_another_disk_mounted_in_its_place_is_not_adopted(
     # on the disk mounted next was taken for it come back: its files were copied over the first
     # disk's copies, the first disk's other copies pruned as deletions, marker published, exit 0.
     mnt, dst = tmp_path / "disk", tmp_path / "cluster" / "acq.zarr"
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     first = {"meta": b"first disk's meta", "c/0": b"first c0", "c/1": b"first c1"}
     second = {
         "meta": b"the second disk's meta",  # the same name, another size
@@ -148,7 +148,7 @@ def test_a_side_file_opened_for_writing_after_its_copy_is_not_freed(tmp_path: Pa
     # Item 4: a log the acquisition software opened again (for appending) once its copy was made:
     # freed while open, and the line written next went to a file with no name at either end.
     src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     archive(src, 2)
     (src / "complete").unlink()
     (src / "acq.log").write_bytes(b"line 1\n")
@@ -169,7 +169,7 @@ def test_a_side_file_open_for_writing_is_not_freed_by_a_resumed_run(tmp_path: Pa
     # Item 4, resumed: the log's copy made by an earlier run, the log open for appending when the
     # run that frees starts. Its copy matched, so nothing asked whether it was open: freed.
     src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     archive(src, 2)
     (src / "acq.log").write_bytes(b"line 1\n")
     assert run(src, dst).returncode == 0
@@ -289,3 +289,86 @@ def test_a_failed_listing_of_the_destination_at_the_start_does_not_make_it_fresh
             left = [k for k in stale if (dst / k).exists()]
             assert not left, f"exit 0 with stale chunks at the destination: {left}\n{r.stderr}"
             assert_same_tree(src, dst)
+
+
+# Items 10 and 11 and a marker that could not be flushed: each end step driven in a process of its
+# own, since crash points and dropped capabilities are per process.
+END_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from softcopy._softcopy import Engine
+from softcopy.zarr import discover
+src, dst, late = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+e = Engine(src, dst, quiet_time=2.0, settle_time=0.01)
+given, deadline = False, time.monotonic() + 90
+while not e.wait(0.05) and time.monotonic() < deadline:
+    s = e.status()
+    if late and s["phase"] == "publishing" and not (src / late).exists():
+        (src / late).write_bytes(b"a chunk that landed after the final look")
+    if s["wants_expected"] and not given:
+        arrays, unreadable = discover(src)
+        e.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
+        given = True
+v = e.verdict()
+print(json.dumps({"verified": v.verified, "reason": v.reason, "not_copied": [str(p) for p in v.not_copied]}))
+"""
+
+
+def end_run(
+    src: Path, dst: Path, late: str = "", env: dict[str, str] | None = None, pre: list[str] | None = None
+) -> dict[str, object]:
+    import json
+
+    cmd = [*(pre or []), sys.executable, "-c", END_SCRIPT, str(src), str(dst), late]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+    assert r.returncode == 0, r.stderr
+    out: dict[str, object] = json.loads(r.stdout.splitlines()[-1])
+    return out
+
+
+def test_a_chunk_landing_after_the_final_look_withdraws_the_marker(tmp_path: Path) -> None:
+    # Item 11: the watch was dropped right after the final reconcile; a chunk landing while the end
+    # steps ran was left out under a published marker, exit 0. The crash point's `sleep` holds the
+    # end between flushing the copies and copying the marker, where the script writes the chunk.
+    src, dst = tmp_path / "acq.zarr", tmp_path / "dst"
+    write_files(src, {"zarr.json": b'{"node_type": "group"}', "c/0": b"first", "complete": b""})
+    out = end_run(src, dst, late="c/9", env={"SOFTCOPY_FAILPOINTS": "publish.flushed=sleep(1500)"})
+    assert out["verified"] is False, out
+    assert "changed after it was verified" in str(out["reason"]), out
+    assert not (dst / "complete").exists(), "no marker over a source that moved on"
+    assert "c/9" in str(out["not_copied"])
+
+
+def test_a_file_seen_written_and_never_closed_is_not_verified_without_a_lease(tmp_path: Path) -> None:
+    # Item 10: without a lease (not the files' owner, no CAP_LEASE: a service account), a chunk a
+    # writer held open and idle was taken as closed by the final reconcile's find and the quiet
+    # period, copied half-written and verified. Inotify had reported its writes, never its close.
+    src, dst = tmp_path / "acq", tmp_path / "dst"
+    write_files(src, {"zarr.json": b'{"node_type": "group"}'})
+    os.chown(src, 12345, 12345)
+    pre = ["setpriv", "--bounding-set=-lease", "--inh-caps=-lease"]
+    proc = subprocess.Popen(
+        [*pre, sys.executable, "-c", END_SCRIPT, str(src), str(dst), ""],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: (dst / "zarr.json").exists(), 30, "the first copy")
+        with (src / "half").open("wb") as f:
+            os.fchown(f.fileno(), 12345, 12345)  # the writer's file, not softcopy's to lease
+            f.write(b"the first half")
+            f.flush()
+            (src / "complete").touch()
+            out_text, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    import json
+
+    out = json.loads(out_text.splitlines()[-1])
+    assert out["verified"] is False, out
+    assert "half" in str(out["not_copied"]), out
+    assert not (dst / "complete").exists()

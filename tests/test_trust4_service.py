@@ -249,7 +249,7 @@ def test_the_cli_refuses_a_destination_that_holds_another_acquisitions_copy(tmp_
     # Item 9, the CLI form: the source folder deleted and taken again after its copy ended; the
     # new take was copied over the old copy (exit 0).
     src, dst = tmp_path / "acquisition" / "x.zarr", tmp_path / "raw" / "x.zarr"
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     take(src, 3, 1)
     first = run(src, dst)
     assert first.returncode == 0, first.stderr
@@ -267,7 +267,7 @@ def freed_copy(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
     """acquisition/x.zarr copied to raw/x.zarr with --delete-source: verified, marker published,
     source emptied. Returns (source, destination, the copy's files)."""
     src, dst = tmp_path / "acquisition" / "x.zarr", tmp_path / "raw" / "x.zarr"
-    dst.parent.mkdir()
+    dst.parent.mkdir(exist_ok=True)
     files = take(src, 3, 1)
     r = run(src, dst, "--delete-source")
     assert r.returncode == 0, r.stderr

@@ -18,6 +18,7 @@ WRITERS = Path(__file__).parent / "writers"
 def live(tmp_path: Path, run_softcopy: Any, writer: list[str], *extra: str) -> str:
     """Starts softcopy on a source that does not exist yet, runs the writer, returns softcopy's output."""
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
+    dst.parent.mkdir(exist_ok=True)
     src.parent.mkdir()
     proc = run_softcopy(src, dst, "--nprocs", "4", *extra)
     wait_for(lambda: "waiting for" in proc.output(), 10, "softcopy to start waiting")
@@ -75,6 +76,7 @@ def test_acquire_zarr(tmp_path: Path, run_softcopy: Any, layout: str) -> None:
 
 def test_acquire_zarr_killed_writer_shards_are_copied_and_reported(tmp_path: Path, run_softcopy: Any) -> None:
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
+    dst.parent.mkdir(exist_ok=True)
     src.parent.mkdir()
     proc = run_softcopy(src, dst)
     wait_for(lambda: "waiting for" in proc.output(), 10, "softcopy to start waiting")
@@ -96,6 +98,7 @@ def test_plain_folder_with_side_files(tmp_path: Path, run_softcopy: Any) -> None
     # Not Zarr: a microscope's own files. An appended JSON log and a rewritten settings file must end
     # in their final version; there is no expected-file check, and softcopy says so.
     src, dst = tmp_path / "acq", tmp_path / "cluster" / "acq"
+    dst.parent.mkdir(exist_ok=True)
     src.mkdir()
     proc = run_softcopy(src, dst)
     wait_for(lambda: "watching" in proc.output(), 10, "softcopy to watch")

@@ -107,6 +107,7 @@ impl Run<'_> {
             }
             FsEvent::RootCreated => self.root_created(watcher),
             FsEvent::Rescan => {
+                self.tracker.events_lost();
                 if let Some(msg) = self.rescans.events_lost(now) {
                     self.sh.say(Level::Warning, msg);
                 }
