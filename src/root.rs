@@ -100,14 +100,29 @@ impl FolderId {
     pub fn of(path: &Path) -> std::io::Result<FolderId> {
         let meta = std::fs::symlink_metadata(path)?;
         let id = crate::sys::path_identity_of(path, &meta)?;
-        let born = meta
-            .created()
+        Ok(FolderId { dev: id.dev, ino: id.ino, born: born(&meta) })
+    }
+}
+
+/// The birth time on Linux (statx's `btime`, which std's `created()` reads). Not on Windows: NTFS's
+/// file index already carries a sequence number that changes when a record is reused, and Wine
+/// reports a folder's "creation time" from times that change as files are added to it.
+fn born(meta: &std::fs::Metadata) -> Option<i64> {
+    #[cfg(windows)]
+    {
+        let _ = meta;
+        None
+    }
+    #[cfg(not(windows))]
+    {
+        meta.created()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .and_then(|d| i64::try_from(d.as_nanos()).ok());
-        Ok(FolderId { dev: id.dev, ino: id.ino, born })
+            .and_then(|d| i64::try_from(d.as_nanos()).ok())
     }
+}
 
+impl FolderId {
     /// The same folder: device and inode equal, and the birth times too where both have one.
     pub fn same(&self, other: &FolderId) -> bool {
         (self.dev, self.ino) == (other.dev, other.ino)
