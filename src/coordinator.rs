@@ -458,6 +458,7 @@ impl Run<'_> {
 /// events lost. Empty when the source is as verified.
 fn moved_since(
     src: &Path,
+    dest: &Dest,
     ev_rx: &Receiver<notify::Result<notify::Event>>,
     tracker: &Tracker,
     marker: &str,
@@ -479,6 +480,11 @@ fn moved_since(
                 if now == tracker.copied_identity(&rel) {
                     continue;
                 }
+                // Gone at the source and not at the destination either (verification pruned it,
+                // or it was never copied): the copy agrees with the source.
+                if now.is_none() && dest.stat(&rel).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+                    continue;
+                }
                 moved.push(rel);
             }
             FsEvent::NewDir(rel) | FsEvent::Gone(rel) => moved.push(rel),
@@ -495,7 +501,10 @@ fn moved_since(
 fn make_destination(dst: &Path) -> Result<()> {
     match fs::create_dir(dst) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dst.is_dir() => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(Error::Config(format!("destination {} is a file, not a folder", dst.display())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Config(format!(
             "destination {}: its folder {} does not exist (softcopy makes only the last one)",
             dst.display(),
@@ -684,7 +693,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // only fill its queue).
     let watcher = std::cell::RefCell::new(Some(watcher));
     let late = || {
-        let moved = moved_since(&src, &ev_rx, tracker, &cfg.marker);
+        let moved = moved_since(&src, &dest, &ev_rx, tracker, &cfg.marker);
         drop(watcher.borrow_mut().take());
         moved
     };

@@ -318,7 +318,7 @@ def test_an_acquisition_that_cannot_be_copied_is_named_and_the_others_go_on(tmp_
     wait_for((reports / "good.zarr.json").exists, 60, "the good acquisition's report")
     wait_for((reports / "blocked.zarr.json").exists, 60, "the blocked acquisition's report")
     blocked = json.loads((reports / "blocked.zarr.json").read_text())
-    assert blocked["status"] != "verified" and "File exists" in blocked["targets"][0]["fatal"], blocked
+    assert blocked["status"] != "verified" and "not a folder" in blocked["targets"][0]["fatal"], blocked
     assert json.loads((reports / "good.zarr.json").read_text())["status"] == "verified"
     assert service.poll() is None, "the service goes on"
     assert (dst / "blocked.zarr").read_text() == "a file where its copy would go"

@@ -170,7 +170,12 @@ class Service:
         for n in range(1, 1000):
             candidate = name if n == 1 else f"{stem}-{n}{suffix}"
             target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / candidate)
-            whose, _ = destination_owner(folder, target.destination, target.marker)
+            try:
+                whose, _ = destination_owner(folder, target.destination, target.marker)
+            except SoftcopyError:
+                # Cannot be told (a file where the folder would go, an unreadable record): its
+                # copy starts and fails there, with a report saying why, and nothing written.
+                return target, Owner.Claimed
             if whose == Owner.Claimed:
                 raise ValueError(f"{target.destination} is another softcopy's destination now")
             # An unrecorded copy is taken as this acquisition's only where its marker shows a
