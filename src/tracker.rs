@@ -63,6 +63,9 @@ struct FileState {
     want: Want,
     /// MODIFY seen and no CLOSE_WRITE yet: a writer has it open.
     writing: bool,
+    /// `writing` rests on a write heard (not on a look that found it open): only its close, or
+    /// events known lost, end it; a scan's find does not (invariant 4).
+    heard: bool,
     queued: bool,
     in_flight: bool,
     failures: u8,
@@ -93,6 +96,7 @@ impl FileState {
         FileState {
             want: Want::None,
             writing: false,
+            heard: false,
             queued: false,
             in_flight: false,
             failures: 0,
@@ -260,10 +264,14 @@ impl Tracker {
             let lock_fd_close = change == Change::ClosedWrite && !st.writing;
             st.superseded |= !lock_fd_close;
         }
+        if !matches!(change, Change::Found | Change::Modified) {
+            st.heard = false;
+        }
         let want = match change {
-            // Evidence of a writer is never erased by a scan: a file seen written and not seen
-            // closed stays open until its close is heard, or events are known lost.
-            Change::Found if st.writing && self.close_events && !self.events_lost => return,
+            // Evidence of a writer is never erased by a scan: a file heard written and not heard
+            // closed stays open until its close is heard, or events are known lost. (One found
+            // open by a look is looked at again: where its folder has no watch, no close comes.)
+            Change::Found if st.writing && st.heard && self.close_events && !self.events_lost => return,
             Change::Replaced if (st.copies > 0 || st.in_flight) && !self.debounce.is_zero() => {
                 st.writing = false;
                 st.verify_closed = false;
@@ -290,6 +298,7 @@ impl Tracker {
             Change::Modified => {
                 // Whatever was due is superseded: the writer's close will make it due again.
                 st.writing = true;
+                st.heard = true;
                 st.want = Want::None;
                 return;
             }

@@ -42,7 +42,7 @@ impl Tracker {
             if st.copied == Some(ident) && !st.in_flight {
                 // A writer seen and not heard closing still has it open (invariant 4), unless
                 // events were lost meanwhile.
-                if self.events_lost || !self.close_events {
+                if self.events_lost || !self.close_events || !st.heard {
                     st.writing = false;
                 }
                 return;

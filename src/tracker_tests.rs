@@ -597,3 +597,23 @@ fn hot_keys_and_metadata_stay_in_memory_and_a_relisted_file_is_looked_at_first()
     t.relisted(&p("a/1"), c.at(20));
     assert_eq!(jobs(&mut t, c.at(20)).iter().map(|j| j.prev).collect::<Vec<_>>(), vec![Prev::Settled]);
 }
+
+#[test]
+fn a_scan_never_erases_a_write_heard_without_its_close() {
+    // Invariant 4 without a lease: a chunk heard written, its close never heard (the writer holds
+    // it open, idle), is not taken as closed by the final reconcile's find; only its close, or
+    // events known lost, end that. One found open by a look (Busy) is looked at again by a find.
+    let (t, c) = setup();
+    let mut t = t.with_close_events(true);
+    t.event(&p("c/0"), Change::Created, c.at(0));
+    t.event(&p("c/0"), Change::Modified, c.at(1));
+    t.event(&p("c/0"), Change::Found, c.at(2));
+    assert!(drain(&mut t, c.at(500)).is_empty(), "a find does not end a write heard");
+    assert_eq!(t.writing_files(), vec![p("c/0")]);
+    t.events_lost();
+    t.event(&p("c/0"), Change::Found, c.at(600));
+    assert_eq!(drain(&mut t, c.at(600)), vec![p("c/0")], "once events were lost, a find may look");
+    t.finish(&p("c/0"), Outcome::Busy, c.at(601));
+    t.event(&p("c/0"), Change::Found, c.at(700));
+    assert_eq!(drain(&mut t, c.at(700)), vec![p("c/0")], "found open by a look: looked at again");
+}
