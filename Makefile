@@ -23,6 +23,7 @@ demo: ## install softcopy and copy a simulated acquisition live
 lint: install ## formatting, clippy, ruff, mypy, stub check
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 	@# The Windows code paths must at least compile; best effort where the target can be installed.
 	@if timeout 120 rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1; then \
 		RUSTFLAGS="-D warnings" cargo check --quiet --lib --target x86_64-pc-windows-gnu && echo "windows build: ok"; \

@@ -33,7 +33,7 @@ pub struct CopyOptions {
     pub low_priority: bool,
     /// The destination held no files when the run started, so a file seen for the first time has
     /// no earlier copy to find there: its lookup is skipped (a name that appeared meanwhile is
-    /// still never overwritten by accident; see [`Out::publish`]).
+    /// still never overwritten by accident; see `Out::publish`).
     pub fresh_destination: bool,
     /// What the workers learned about the filesystems (shared by all of them).
     pub learned: Arc<sys::Learned>,

@@ -227,7 +227,7 @@ impl Dest {
 
     /// The folder `rel_dir` below the root, without passing a link; created (with its parents)
     /// when `create` and missing. NotFound when missing and not created; a link is an error
-    /// naming it ([`link_error`]).
+    /// naming it (`link_error`).
     pub fn folder(&self, rel_dir: &Path, create: bool) -> io::Result<Folder> {
         let plain = rel_dir.components().all(|c| matches!(c, Component::Normal(_)));
         if !plain {
@@ -433,7 +433,7 @@ impl Dest {
 const RECHECK_ROOT: Duration = Duration::from_secs(5);
 
 /// Whether the destination's name still leads to the folder held, looked at every
-/// [`RECHECK_ROOT`] by the coordinator: while it does not, nothing is handed out (the target is
+/// `RECHECK_ROOT` by the coordinator: while it does not, nothing is handed out (the target is
 /// paused), and a run that ends so is not verified.
 #[derive(Default)]
 pub struct RootWatch {

@@ -87,7 +87,7 @@ pub struct Proof {
     pub kept: Vec<(PathBuf, String)>,
 }
 
-/// Proves each copy in `copied` by content (see [`proven`]), between verification and publishing:
+/// Proves each copy in `copied` by content (see `proven`), between verification and publishing:
 /// a copy found different fails the run before its marker is published. Ends between files on a
 /// stop request (the rest unproven).
 pub fn prove(src_root: &Path, dst_root: &Path, copied: Vec<Copied>, stop: &AtomicBool) -> Proof {
@@ -165,20 +165,17 @@ fn free_batch(
 fn free_one(src: &Path, c: &Copied, quiet: Duration) -> Result<(), String> {
     let file = File::open(src).map_err(|e| format!("source: {e}"))?;
     let lease = crate::sys::lease_unwritten(&file, src);
-    match &lease {
-        crate::sys::Writers::Open => return Err("kept: a process has it open for writing".into()),
-        crate::sys::Writers::Unknown => {
-            let changed =
-                crate::sys::path_identity(src).map_err(|e| format!("source: {e}"))?.ctime_ns.max(c.ident.mtime_ns);
-            let age = now_ns().saturating_sub(changed);
-            if age < quiet.as_nanos() as i64 {
-                return Err("kept: changed too recently to be sure no process has it open for writing".into());
-            }
-        }
-        crate::sys::Writers::None(_) => {}
+    if matches!(lease, crate::sys::Writers::Open) {
+        return Err("kept: a process has it open for writing".into());
     }
-    // The version is checked again under the lease: nothing can write it now.
+    // The version is checked under the lease: nothing can write it now.
     unchanged(src, c)?;
+    if matches!(lease, crate::sys::Writers::Unknown) {
+        let age = now_ns().saturating_sub(c.ident.ctime_ns.max(c.ident.mtime_ns));
+        if age < quiet.as_nanos() as i64 {
+            return Err("kept: changed too recently to be sure no process has it open for writing".into());
+        }
+    }
     fs::remove_file(src).map_err(|e| format!("delete: {e}"))?;
     drop(lease);
     Ok(())

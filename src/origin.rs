@@ -104,7 +104,9 @@ pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner
             meta.display()
         )));
     }
-    if journal.freed_whole(src_root, Path::new(marker))? {
+    // Finished needs its marker still at the destination: "verified" is said of a copy whose
+    // marker stands, never of one whose marker is gone.
+    if journal.freed_whole(src_root, Path::new(marker))? && dst_root.join(marker).is_file() {
         if holds_anything(src_root)? {
             return Ok(Owner::Another(format!(
                 "{} holds the copy of the acquisition freed from {}, which holds new files now: another \

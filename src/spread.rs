@@ -31,7 +31,7 @@ fn folder_of(key: &OsStr) -> &OsStr {
 
 impl FolderLoad {
     /// Which entry of `ready` to take next: the first whose folder has nothing in flight within
-    /// [`LOOK_AHEAD`] usable entries, else the first usable one. `usable` says whether an entry
+    /// `LOOK_AHEAD` usable entries, else the first usable one. `usable` says whether an entry
     /// is still due; the entries it refuses are dropped from the queue.
     pub fn pick<K: AsRef<OsStr>, T>(
         &self,

@@ -17,7 +17,7 @@ impl Tracker {
         self.sweeping = true;
     }
 
-    /// A file listed again after its folder's record failed at a sweep (see [`Prev::Settled`]).
+    /// A file listed again after its folder's record failed at a sweep (see [`crate::vocab::Prev::Settled`]).
     pub fn relisted(&mut self, rel: &Path, now: Instant) {
         self.event(rel, Change::Found, now);
         if let Some(st) = self.files.get_mut(&*key_of(rel)) {

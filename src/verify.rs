@@ -348,12 +348,8 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             } else if array.is_none() {
                 report.extra.push(rel.to_path_buf());
             } else if prune.is_some_and(|root| root.check(src).is_ok())
-                && {
-                    crate::crash_point!("verify.prune");
-                    true
-                }
                 && dest.changing().is_ok()
-                && dest.remove_file(rel).is_ok()
+                && prune_copy(dest, rel)
             {
                 report.pruned.push(rel.to_path_buf());
             } else {
@@ -363,6 +359,12 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     }
     report.content_mismatch = differing(src, dst, &same_size);
     Ok(report)
+}
+
+/// Removes the stale copy `rel` (a crash point before it: docs/design.md, "Crash points").
+fn prune_copy(dest: &crate::dest::Dest, rel: &Path) -> bool {
+    crate::crash_point!("verify.prune");
+    dest.remove_file(rel).is_ok()
 }
 
 /// Looks the copy of `rel` (whose source has `meta`) up beneath the destination's root (a copy
@@ -428,7 +430,7 @@ fn same_mtime(src: &fs::Metadata, dst: &fs::Metadata) -> bool {
     same_mtime_ns(ns(src), ns(dst))
 }
 
-/// [`same_mtime`] of two mtimes in nanoseconds: the source's `s`, the copy's `d`.
+/// `same_mtime` of two mtimes in nanoseconds: the source's `s`, the copy's `d`.
 pub fn same_mtime_ns(s: i64, d: i64) -> bool {
     s == d || (s - d).abs() < crate::vocab::time_unit_ns(d)
 }

@@ -156,7 +156,7 @@ pub enum Outcome {
     /// it closed: it is tried again after this long, unless its close event comes first.
     Unsettled(std::time::Duration),
     /// The copy of this file failed (a source problem, or one destination path); it is retried
-    /// with backoff, and given up after [`MAX_FAILURES`] attempts in a row.
+    /// with backoff, and given up after `MAX_FAILURES` attempts in a row.
     Failed(String),
     /// The file is missing at the source, but so is the source root as it was (moved away,
     /// unmounted, replaced): that is no evidence that the file was deleted, and nothing was

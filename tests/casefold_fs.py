@@ -18,22 +18,17 @@ import fuse  # type: ignore[import-untyped]
 from fuse import FUSE, FuseOSError, Operations
 
 
-class CaseFold(Operations):  # type: ignore[misc]
+class Passthrough(Operations):  # type: ignore[misc]
+    """Every operation passed to the backing folder, at the path `_real` gives (tests/faulty_fs.py
+    builds on it too)."""
+
     use_ns = True  # times as integer nanoseconds, as the backing folder keeps them
 
     def __init__(self, backing: str) -> None:
         self.backing = backing
 
     def _real(self, path: str) -> str:
-        """The backing path of `path`, each existing component in its stored case."""
-        here = self.backing
-        for part in [p for p in path.split("/") if p]:
-            try:
-                match = next((n for n in os.listdir(here) if n.casefold() == part.casefold()), part)
-            except OSError:
-                match = part
-            here = os.path.join(here, match)
-        return here
+        return os.path.join(self.backing, path.lstrip("/"))
 
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         st = os.lstat(self._real(path))
@@ -117,6 +112,19 @@ class CaseFold(Operations):  # type: ignore[misc]
     def access(self, path: str, amode: int) -> None:
         if not os.access(self._real(path), amode):
             raise FuseOSError(errno.EACCES)
+
+
+class CaseFold(Passthrough):
+    def _real(self, path: str) -> str:
+        """The backing path of `path`, each existing component in its stored case."""
+        here = self.backing
+        for part in [p for p in path.split("/") if p]:
+            try:
+                match = next((n for n in os.listdir(here) if n.casefold() == part.casefold()), part)
+            except OSError:
+                match = part
+            here = os.path.join(here, match)
+        return here
 
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2

@@ -12,31 +12,18 @@ from __future__ import annotations
 import errno
 import os
 import sys
-import time
 from typing import Any
 
-import fuse  # type: ignore[import-untyped]
-from fuse import FUSE, FuseOSError, Operations
+from casefold_fs import Passthrough  # importing it also sets fusepy's utime_omit_ok
+from fuse import FUSE, FuseOSError  # type: ignore[import-untyped]
 
 
-class Faulty(Operations):  # type: ignore[misc]
-    use_ns = True  # times as integer nanoseconds, as the backing folder keeps them
-
+class Faulty(Passthrough):
     def __init__(self, backing: str, folder: str, times: int, log: str | None) -> None:
-        self.backing = backing
+        super().__init__(backing)
         self.folder = "/" + folder.strip("/")
         self.left = times
         self.log = log
-
-    def _real(self, path: str) -> str:
-        return os.path.join(self.backing, path.lstrip("/"))
-
-    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
-        st = os.lstat(self._real(path))
-        keys = ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_ino")
-        out: dict[str, Any] = {k: getattr(st, k) for k in keys}
-        out.update(st_atime=st.st_atime_ns, st_mtime=st.st_mtime_ns, st_ctime=st.st_ctime_ns)
-        return out
 
     def readdir(self, path: str, fh: Any) -> list[str]:
         if "/" + path.strip("/") == self.folder and self.left > 0:
@@ -45,94 +32,9 @@ class Faulty(Operations):  # type: ignore[misc]
                 with open(self.log, "a") as f:
                     f.write(f"EIO readdir {path}\n")
             raise FuseOSError(errno.EIO)
-        return [".", "..", *os.listdir(self._real(path))]
+        result: list[str] = super().readdir(path, fh)
+        return result
 
-    def mkdir(self, path: str, mode: int) -> None:
-        os.mkdir(self._real(path), mode)
-
-    def rmdir(self, path: str) -> None:
-        os.rmdir(self._real(path))
-
-    def unlink(self, path: str) -> None:
-        os.unlink(self._real(path))
-
-    def rename(self, old: str, new: str) -> None:
-        os.replace(self._real(old), self._real(new))
-
-    def link(self, target: str, source: str) -> None:
-        os.link(self._real(source), self._real(target))
-
-    def chmod(self, path: str, mode: int) -> None:
-        os.chmod(self._real(path), mode)
-
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        os.chown(self._real(path), uid, gid)
-
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
-        real = self._real(path)
-        if times is None:
-            os.utime(real)
-            return
-        # With utime_omit_ok, a time not to change arrives as UTIME_OMIT (or UTIME_NOW) in tv_nsec.
-        st = os.lstat(real)
-        now = time.time_ns()
-        keep = (st.st_atime_ns, st.st_mtime_ns)
-        atime, mtime = ({UTIME_OMIT: k, UTIME_NOW: now}.get(t, t) for t, k in zip(times, keep, strict=True))
-        os.utime(real, ns=(atime, mtime))
-
-    def truncate(self, path: str, length: int, fh: Any = None) -> None:
-        os.truncate(self._real(path), length)
-
-    def create(self, path: str, mode: int, fi: Any = None) -> int:
-        return os.open(self._real(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-
-    def open(self, path: str, flags: int) -> int:
-        return os.open(self._real(path), flags & ~(os.O_CREAT | os.O_EXCL))
-
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        return os.pread(fh, size, offset)
-
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-        return os.pwrite(fh, data, offset)
-
-    def fsync(self, path: str, datasync: int, fh: int) -> None:
-        os.fsync(fh)
-
-    def flush(self, path: str, fh: int) -> None:
-        pass
-
-    def release(self, path: str, fh: int) -> None:
-        os.close(fh)
-
-    def statfs(self, path: str) -> dict[str, int]:
-        st = os.statvfs(self.backing)
-        keys = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files", "f_frsize", "f_namemax")
-        return {k: getattr(st, k) for k in keys}
-
-    def readlink(self, path: str) -> str:
-        return os.readlink(self._real(path))
-
-    def symlink(self, target: str, source: str) -> None:
-        os.symlink(source, self._real(target))
-
-    def access(self, path: str, amode: int) -> None:
-        if not os.access(self._real(path), amode):
-            raise FuseOSError(errno.EACCES)
-
-
-UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-
-
-class _Operations(fuse.fuse_operations):  # type: ignore[misc]
-    """fusepy leaves `utime_omit_ok` unset: libfuse2 then turns "set the mtime only" (what
-    `futimens` with UTIME_OMIT asks, as softcopy does) into "set both to now"."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flag_utime_omit_ok = 1
-
-
-fuse.fuse_operations = _Operations
 
 if __name__ == "__main__":
     fs = Faulty(

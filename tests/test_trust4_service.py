@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, tree, wait_for
 from test_service import free_port
+from test_trust3 import casefold_mount
 
 ACTIVE = {"starting", "waiting", "scanning", "copying"}
 """The phases of a copy in flight (one waiting for its marker is "copying")."""
@@ -26,22 +26,6 @@ ACTIVE = {"starting", "waiting", "scanning", "copying"}
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(softcopy_cmd(*args), check=False, capture_output=True, text=True, timeout=120)
-
-
-@contextmanager
-def casefold_mount(tmp_path: Path) -> Iterator[Path]:
-    """A case-insensitive, case-preserving destination (tests/casefold_fs.py over FUSE), unmounted
-    whatever happens."""
-    backing, mnt = tmp_path / "backing", tmp_path / "share"
-    backing.mkdir()
-    mnt.mkdir()
-    fs = subprocess.Popen([sys.executable, str(Path(__file__).with_name("casefold_fs.py")), str(backing), str(mnt)])
-    try:
-        wait_for(lambda: os.path.ismount(mnt), 20, "the case-insensitive mount")
-        yield mnt
-    finally:
-        subprocess.run(["fusermount", "-u", str(mnt)], check=False)
-        fs.wait(20)
 
 
 def take(root: Path, timepoints: int, value: int) -> dict[str, bytes]:
@@ -147,6 +131,17 @@ def test_a_service_copies_an_acquisition_beside_an_unrelated_archive_of_the_same
     assert everything(theirs) == before
 
 
+def copied_beside(svc: Softcopy, dst: Path, kept: dict[str, bytes], second: dict[str, bytes]) -> None:
+    """The re-take `second` is copied to `dst/x-2.zarr` and said so; the first take's copy `kept`,
+    at `dst/x.zarr`, is untouched (checked as soon as either copy is done)."""
+    ours = dst / "x-2.zarr"
+    wait_or_tell(lambda: (ours / "complete").exists() or tree(dst / "x.zarr") == second, 30, "the re-take's copy", svc)
+    assert tree(dst / "x.zarr") == kept, "the first take's copy was written: " + differences(kept, tree(dst / "x.zarr"))
+    wait_or_tell((ours / "complete").exists, 30, "the re-take at x-2.zarr", svc)
+    assert tree(ours) == second
+    assert "x-2.zarr" in svc.output(), svc.output()
+
+
 def test_a_service_copies_a_retake_of_a_freed_acquisition_beside_the_first_take(tmp_path: Path) -> None:
     # Item 2b: the first take copied, verified and freed; the folder deleted and taken again (fewer
     # chunks, other data) while the service runs: the second take was copied over the first and
@@ -170,19 +165,7 @@ def test_a_service_copies_a_retake_of_a_freed_acquisition_beside_the_first_take(
         with service(tmp_path, acq / "*.zarr", dst) as svc:
             second = take(acq / "x.zarr", 2, 100)
             assert (acq / "x.zarr").stat().st_ino != inode
-            ours = dst / "x-2.zarr"
-            wait_or_tell(
-                lambda: (ours / "complete").exists() or tree(dst / "x.zarr") == second,
-                30,
-                "the second take's copy",
-                svc,
-            )
-            assert tree(dst / "x.zarr") == kept, "the first take's copy was written: " + differences(
-                kept, tree(dst / "x.zarr")
-            )
-            wait_or_tell((ours / "complete").exists, 30, "the second take at x-2.zarr", svc)
-            assert tree(ours) == second
-            assert "x-2.zarr" in svc.output(), svc.output()
+            copied_beside(svc, dst, kept, second)
     finally:
         os.close(held)
     assert tree(dst / "x.zarr") == kept
@@ -229,19 +212,7 @@ def test_a_retake_in_the_same_inode_is_copied_beside_the_first_take(tmp_path: Pa
             if (acq / "x.zarr").stat().st_ino != inode:
                 pytest.skip("ext4 gave the new folder another inode: nothing to reproduce")
             second = take(acq / "x.zarr", 2, 100)
-            ours = dst / "x-2.zarr"
-            wait_or_tell(
-                lambda: (ours / "complete").exists() or tree(dst / "x.zarr") == second,
-                30,
-                "the re-take (same inode) to be copied",
-                svc,
-            )
-            assert tree(dst / "x.zarr") == kept, "the first take's copy was written: " + differences(
-                kept, tree(dst / "x.zarr")
-            )
-            wait_or_tell((ours / "complete").exists, 30, "the re-take at x-2.zarr", svc)
-            assert tree(ours) == second
-            assert "x-2.zarr" in svc.output(), svc.output()
+            copied_beside(svc, dst, kept, second)
         assert tree(dst / "x.zarr") == kept
 
 

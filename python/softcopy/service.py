@@ -161,12 +161,13 @@ class Service:
             return
         acq.copier = copier
 
-    def _destination(self, pattern: Target, folder: Path, name: str) -> tuple[Target, Owner]:
+    def _destination(self, pattern: Target, folder: Path, name: str) -> tuple[Target, Owner | None]:
         """Where the acquisition in `folder` is copied: `destination/<name>`, unless that holds
         another acquisition's copy (an archive of the same name, an earlier take deleted and taken
         again): then the first of `<stem>-2<suffix>`, `<stem>-3<suffix>`, ... that is free or is
-        this acquisition's (docs/design.md, "One destination, one acquisition")."""
-        stem, suffix = (name[: -len(Path(name).suffix)], Path(name).suffix) if Path(name).suffix else (name, "")
+        this acquisition's (docs/design.md, "One destination, one acquisition"). The owner is None
+        where it cannot be told."""
+        stem, suffix = Path(name).stem, Path(name).suffix
         for n in range(1, 1000):
             candidate = name if n == 1 else f"{stem}-{n}{suffix}"
             target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / candidate)
@@ -175,7 +176,7 @@ class Service:
             except SoftcopyError:
                 # Cannot be told (a file where the folder would go, an unreadable record): its
                 # copy starts and fails there, with a report saying why, and nothing written.
-                return target, Owner.Claimed
+                return target, None
             if whose == Owner.Claimed:
                 raise ValueError(f"{target.destination} is another softcopy's destination now")
             # An unrecorded copy is taken as this acquisition's only where its marker shows a
