@@ -43,9 +43,11 @@ if [ ! -d "$WINEPREFIX/drive_c/windows/system32" ]; then
 fi
 cp "$OUT/python3.dll" "$OUT/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 
+# One wineserver for the whole run: no test's process starts while the last one's server winds down.
+wineserver -p
+trap 'wineserver -k || true' EXIT
 echo "== the engine's Rust tests, under $(wine --version)"
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine cargo test --quiet --target "$TARGET" "${FEATURES[@]}"
 
 echo "== live engine tests under Wine"
 SOFTCOPY_WINE_BIN=$PWD/target/$TARGET/debug/examples ${PYTHON:-python3} -m pytest -q -p no:cacheprovider tests/windows/wine_live.py
-wineserver -k || true

@@ -37,7 +37,15 @@ class WineEngine:
             stdout=subprocess.DEVNULL,
             stderr=self.out,
         )
-        wait_for(lambda: "watching" in self.text(), 60, "the engine under Wine to watch")
+
+    def watching(self) -> WineEngine:
+        """Waits for the engine's first scan; a failure shows what the engine printed."""
+        try:
+            wait_for(lambda: "watching" in self.text() or self.proc.poll() is not None, 60, "watching")
+        except AssertionError:
+            raise AssertionError(f"the engine under Wine did not start watching:\n{self.text()}") from None
+        assert "watching" in self.text(), f"the engine ended before watching:\n{self.text()}"
+        return self
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -104,8 +112,8 @@ def holder(dirs: Dirs, path: Path, share: str, blocks: int, ms: int) -> Holder:
 def engine(dirs: Dirs) -> WineEngine:
     src, dst, started = dirs
     e = WineEngine(src, dst, src.parent / "engine.log")
-    started.append(e)
-    return e
+    started.append(e)  # closed by the fixture even when the start fails
+    return e.watching()
 
 
 def publish(path: Path, data: bytes) -> None:
