@@ -3,8 +3,10 @@ folder: `python faulty_fs.py BACKING MOUNTPOINT`.
 
 The fault is set in the environment: `FAULTY_READDIR` is the folder (a path inside the mount,
 `/`-separated, `/` for its root) whose listing fails with EIO, the first `FAULTY_TIMES` times it is
-listed (1 unless set); every other operation, and every later listing, passes through. Each failure
-is written as a line to the file `FAULTY_LOG`, if set, so a test can tell the fault was hit.
+listed (1 unless set); every other operation, and every later listing, passes through. With
+`FAULTY_ARM` set (a path outside the mount), the listing fails only while that file exists, and the
+failure removes it: a test arms one failure whenever it likes. Each failure is written as a line to
+the file `FAULTY_LOG`, if set, so a test can tell the fault was hit.
 """
 
 from __future__ import annotations
@@ -19,14 +21,24 @@ from fuse import FUSE, FuseOSError  # type: ignore[import-untyped]
 
 
 class Faulty(Passthrough):
-    def __init__(self, backing: str, folder: str, times: int, log: str | None) -> None:
+    def __init__(self, backing: str, folder: str, times: int, log: str | None, arm: str | None) -> None:
         super().__init__(backing)
         self.folder = "/" + folder.strip("/")
         self.left = times
         self.log = log
+        self.arm = arm
+
+    def armed(self) -> bool:
+        if self.arm is None:
+            return self.left > 0
+        try:
+            os.unlink(self.arm)
+            return True
+        except FileNotFoundError:
+            return False
 
     def readdir(self, path: str, fh: Any) -> list[str]:
-        if "/" + path.strip("/") == self.folder and self.left > 0:
+        if "/" + path.strip("/") == self.folder and self.armed():
             self.left -= 1
             if self.log:
                 with open(self.log, "a") as f:
@@ -42,5 +54,6 @@ if __name__ == "__main__":
         os.environ.get("FAULTY_READDIR", "/"),
         int(os.environ.get("FAULTY_TIMES", "1")),
         os.environ.get("FAULTY_LOG"),
+        os.environ.get("FAULTY_ARM"),
     )
     FUSE(fs, sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True)

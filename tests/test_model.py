@@ -13,7 +13,12 @@ renamed away for good and a new folder made under its name (issue 12), a source 
 immutable under `--delete-source` (freeing it fails after it was journaled; a second run follows
 the first, issue 12), lost events (a queue of one
 event: every burst overflows and rescans), a stop and restart, a destination copy damaged with size
-and mtime kept. `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 120).
+and mtime kept. Trust, part three (issue 23): the end killed (SIGKILL) at every step of verifying,
+publishing and freeing (the crash points of docs/design.md, or strace at the unlink of any file at
+either end) and the same command run again; the source's disk unmounted and another mounted in its
+place; the destination on a filesystem whose listing of the copy's root fails when a rule arms it;
+files deleted while no engine runs (the stale chunks of an array the end must prune).
+`SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 120).
 """
 
 from __future__ import annotations
@@ -21,19 +26,39 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import softcopy
-from conftest import sysctl, tree, wait_for
+from conftest import softcopy_cmd, sysctl, tree, wait_for
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from test_properties import apply
 
-KEYS = ["0.0", "c/0/0", "c/1/0", "a/b/c/0", "zarr.json", "new/d/0"]
+KEYS = ["0.0", "c/0/0", "arr/c/0/0", "arr/c/1/1", "a/b/c/0", "zarr.json", "new/d/0"]
 EXAMPLES = int(os.environ.get("SOFTCOPY_MODEL_EXAMPLES", "120"))
+# An array whose chunks are `arr/c/...`: a chunk at the destination its source no longer has reads
+# as data where the source reads the fill value, so a verified copy holds none (the end prunes it).
+ARRAY_META = "arr/zarr.json"
+ARRAY = (
+    b'{"zarr_format": 3, "node_type": "array", "shape": [4, 4], "data_type": "uint8", '
+    b'"chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2, 2]}}, '
+    b'"chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}}, '
+    b'"fill_value": 0, "codecs": [{"name": "bytes"}]}'
+)
+# Where the end is killed (docs/design.md, "Crash points"): a named point and how many passes to let
+# by, or the unlink of a file at the source (freeing) or the destination (pruning), by strace.
+POINTS = ["verify.start", "verify.prune", "publish.flushed", "publish.marker", "free.journaled", "free.unlinked"]
+POINTS += ["free.folders", "origin.recorded"]
+CRASHES = st.one_of(
+    st.none(),
+    st.tuples(st.just("point"), st.sampled_from(POINTS), st.integers(0, 2)),
+    st.tuples(st.just("unlink"), st.sampled_from([*KEYS, ARRAY_META, "complete"]), st.just(0)),
+)
+Crash = tuple[str, str, int] | None
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -58,12 +83,25 @@ def group_json(data: bytes) -> bytes:
 
 
 class Acquisition(RuleBasedStateMachine):
-    @initialize(delete_source=st.booleans())
-    def start(self, delete_source: bool) -> None:
+    @initialize(delete_source=st.booleans(), crash=CRASHES, disk=st.booleans(), faulty=st.booleans())
+    def start(self, delete_source: bool, crash: Crash, disk: bool, faulty: bool) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="softcopy-model-"))
-        self.src, self.dst, self.away = self.tmp / "run.zarr", self.tmp / "out.zarr", self.tmp / "away.zarr"
+        self.mounts: list[Path] = []  # unmounted at teardown, last first
+        # The source on a disk of its own (a tmpfs) that a rule can swap for another.
+        self.disk = self.tmp / "disk" if disk else None
+        if self.disk:
+            self.disk.mkdir()
+            self._mount_disk()
+        base = self.disk or self.tmp
+        self.src, self.away = base / "run.zarr", base / "away.zarr"
+        # The destination through tests/faulty_fs.py: its root's listing fails once when armed.
+        self.arm = self.tmp / "arm" if faulty else None
+        self.dst = self._faulty_share() / "out.zarr" if faulty else self.tmp / "out.zarr"
+        # The model looks at the copy beside the mount, so that its looks never meet the fault.
+        self.view = self.tmp / "backing" / "out.zarr" if faulty else self.dst
         self.src.mkdir()
         self.delete_source = delete_source
+        self.crash = crash
         self.versions: dict[str, set[bytes]] = {}  # every content a key ever had (source or damage)
         self.current: dict[str, bytes] = {}  # the source now, as the model knows it
         self.deleted: set[str] = set()  # keys whose deletion at the destination is justified
@@ -77,7 +115,26 @@ class Acquisition(RuleBasedStateMachine):
         self.elsewhere = self.tmp / "elsewhere"  # an admin's folder the destination links to
         self.linked = False
         self.pinned: set[str] = set()  # source files made immutable (chattr +i)
+        apply(self.src, "rename", ARRAY_META, ARRAY)
+        self.current[ARRAY_META] = ARRAY
+        self.versions[ARRAY_META] = {ARRAY}
         self.copier = self._start()
+
+    def _mount_disk(self) -> None:
+        assert self.disk is not None
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(self.disk)], check=True)
+        self.mounts.append(self.disk)
+
+    def _faulty_share(self) -> Path:
+        backing, share = self.tmp / "backing", self.tmp / "share"
+        backing.mkdir()
+        share.mkdir()
+        env = {**os.environ, "FAULTY_READDIR": "/out.zarr", "FAULTY_ARM": str(self.arm)}
+        fs = Path(__file__).with_name("faulty_fs.py")
+        self.fuse = subprocess.Popen([sys.executable, str(fs), str(backing), str(share)], env=env)
+        wait_for(lambda: os.path.ismount(share), 20, "the faulty mount")
+        self.mounts.append(share)
+        return share
 
     def _start(self) -> softcopy.Copier:
         # Settled files leave memory within a few steps, so records meet every action and rescan.
@@ -110,7 +167,7 @@ class Acquisition(RuleBasedStateMachine):
     def same_tick_rewrite(self, data: st.DataObject, fill: int) -> None:
         # Same size, other bytes, the mtime set back: only the events (and the ctime) can tell.
         key = data.draw(st.sampled_from(sorted(self.current)))
-        if key in self.pinned:
+        if key in self.pinned or key == ARRAY_META:
             return
         path = self.src / key
         old = self.current[key]
@@ -139,22 +196,66 @@ class Acquisition(RuleBasedStateMachine):
             probe = os.urandom(8)
             apply(self.src, "rename", "probe", probe)
             self.versions.setdefault("probe", set()).add(probe)
-            wait_for(lambda: snapshot(self.dst).get("probe") == probe, 20, "the engine to follow this folder")
+            # Where the root's removal was among the events lost, a re-take cannot be told from
+            # another folder: the engine pauses on it for good, and never adopts what comes next.
+            wait_for(
+                lambda: snapshot(self.view).get("probe") == probe or "another folder" in self._paused(),
+                20,
+                "the engine to follow this folder, or to refuse it",
+            )
             self.unconfirmed = False
         self.archived += 1
-        self.src.rename(self.tmp / f"archived-{self.archived}.zarr")
+        self.src.rename(self.src.parent / f"archived-{self.archived}.zarr")
         self.src.mkdir()
         self.foreign = True
         self.current.clear()
 
-    @precondition(lambda self: not self.root_away and bool(set(self.current) - self.pinned))
+    def _paused(self) -> str:
+        self.copier.poll()
+        return self.copier.status()[0].paused or ""
+
+    def _deletable(self) -> list[str]:
+        return sorted(set(self.current) - self.pinned - {ARRAY_META})
+
+    @precondition(lambda self: not self.root_away and bool(self._deletable()))
     @rule(data=st.data())
     def delete(self, data: st.DataObject) -> None:
-        key = data.draw(st.sampled_from(sorted(set(self.current) - self.pinned)))
+        key = data.draw(st.sampled_from(self._deletable()))
         (self.src / key).unlink()
         del self.current[key]
         if not self.foreign:
             self.deleted.add(key)
+
+    @precondition(lambda self: not self.root_away and bool(self._deletable()))
+    @rule(data=st.data())
+    def delete_while_stopped(self, data: st.DataObject) -> None:
+        # A chunk deleted while no engine watches: its copy is stale, and only the end's walk of
+        # the destination can find it (issue 23, item 7, with `fail_next_listing`).
+        self.copier.stop()
+        assert self.copier.wait(30) is not None
+        self.delete(data)
+        self._new_engine()
+        self.unconfirmed = False
+
+    @precondition(lambda self: self.arm is not None)
+    @rule()
+    def fail_next_listing(self) -> None:
+        assert self.arm is not None
+        self.arm.touch()
+
+    @precondition(lambda self: self.disk is not None and not self.root_away)
+    @rule()
+    def swap_the_disk(self) -> None:
+        # The source's disk pulled (a lazy unmount) and another mounted in its place, holding a
+        # folder of the same name: another acquisition, never mixed into this one's copy.
+        assert self.disk is not None
+        subprocess.run(["umount", "-l", str(self.disk)], check=True)
+        self.mounts.remove(self.disk)
+        self._mount_disk()
+        self.src.mkdir()
+        self.foreign = True
+        self.pinned.clear()  # they went with the first disk
+        self.current.clear()
 
     @precondition(lambda self: not self.root_away and not self.foreign and not self.pinned)
     @rule()
@@ -197,7 +298,7 @@ class Acquisition(RuleBasedStateMachine):
         # A new engine adopts the folder there when it starts, or the first one to appear.
         self.unconfirmed = self.root_away
 
-    @precondition(lambda self: not self.linked and not any(k.startswith("new/") for k in self.current))
+    @precondition(lambda self: not self.arm and not self.linked and not any(k.startswith("new/") for k in self.current))
     @rule()
     def link_in_the_destination(self) -> None:
         # `dst/new -> elsewhere` (issue 12, item 2): whatever the source later holds under `new/`
@@ -209,7 +310,11 @@ class Acquisition(RuleBasedStateMachine):
         (self.dst / "new").symlink_to(self.elsewhere)
         self.linked = True
 
-    @precondition(lambda self: self.delete_source and not self.root_away and not self.pinned and bool(self.current))
+    @precondition(
+        lambda self: (
+            self.delete_source and not self.disk and not self.root_away and not self.pinned and bool(self.current)
+        )
+    )
     @rule(data=st.data())
     def pin_a_source_file(self, data: st.DataObject) -> None:
         # Issue 12, item 7: freeing it will fail (EPERM) after its entry is journaled; the
@@ -222,7 +327,7 @@ class Acquisition(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 1 << 16))
     def damage_a_copy(self, pick: int) -> None:
         # Bit rot at the destination: one byte changed, size and mtime kept.
-        ok = sorted(k for k, v in snapshot(self.dst).items() if v and self.current.get(k) == v)
+        ok = sorted(k for k, v in snapshot(self.view).items() if v and self.current.get(k) == v)
         if not ok:
             return
         key = ok[pick % len(ok)]
@@ -239,7 +344,7 @@ class Acquisition(RuleBasedStateMachine):
         if not hasattr(self, "copier"):
             return
         self.copier.poll()
-        now = snapshot(self.dst)
+        now = snapshot(self.view)
         for key, content in now.items():
             assert content in self.versions.get(key, set()), f"{key} holds bytes its source never had"
         for key in self.seen.keys() - now.keys():
@@ -252,7 +357,7 @@ class Acquisition(RuleBasedStateMachine):
         assert report is not None, f"the copy ends: {self.copier.status()}"
         t = report.targets[0]
         assert not (self.foreign and t.verified), "verified against a folder that is not the acquisition"
-        at_dst, at_src = snapshot(self.dst), tree(self.src, skip_marker=True)  # snapshot: links not followed
+        at_dst, at_src = snapshot(self.view), tree(self.src, skip_marker=True)  # snapshot: links not followed
         through_link = self.linked and any(k.startswith("new/") for k in at_src)
         assert not (through_link and t.verified), "verified although a file could only go through a link"
         for key, last in self.current.items():
@@ -268,12 +373,41 @@ class Acquisition(RuleBasedStateMachine):
                 assert key in at_dst, f"verified without {key}"
                 assert at_dst[key] == last or key in self.damaged, f"verified with an old {key}"
             assert set(at_dst) - set(self.current) <= self.deleted | self.leftovers, t
+            if ARRAY_META in self.current:
+                stale = {k for k in at_dst if k.startswith("arr/c/")} - set(self.current) - self.leftovers
+                assert not stale, f"verified with stale chunks {sorted(stale)}, read as data: {t}"
+
+    def _crash_at_the_end(self, kind: str, where: str, passes: int) -> None:
+        """The end run as its own process, killed at `where`; then the next engine takes over."""
+        self.copier.stop()
+        assert self.copier.wait(30) is not None
+        args: list[str | Path] = [self.src, self.dst, "--settle-time", "0.01", "-q"]
+        args += ["--delete-source"] if self.delete_source else []
+        env = dict(os.environ)
+        pre: list[str] = []
+        if kind == "point":
+            env["SOFTCOPY_FAILPOINTS"] = f"{where}={passes}*off->return"
+        else:  # killed on entering the unlink of `where`, at the source or the destination
+            pre = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(self.src / where), "-P", str(self.dst / where)]
+            pre += ["-e", "trace=unlink,unlinkat", "-e", "inject=unlink,unlinkat:signal=KILL"]
+        r = subprocess.run(
+            [*pre, *softcopy_cmd(*args)], check=False, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode in (-9, 137, 0, 1, 2), (r.returncode, r.stderr)
+        self.nothing_lost_nothing_foreign()
+        at_dst, at_src = snapshot(self.view), tree(self.src, skip_marker=True)
+        for key, last in self.current.items():
+            if key not in at_src:
+                assert at_dst.get(key) == last, f"{key} freed without an identical copy (killed at {where})"
+        self._new_engine()
 
     def teardown(self) -> None:
         try:
             if self.root_away:
                 self.away.rename(self.src)
             (self.src / "complete").touch()
+            if self.crash:
+                self._crash_at_the_end(*self.crash)
             self._check_end(self.copier.wait(60))
             if self.pinned:
                 # A second run over what the first freed in part: its journal names a file
@@ -290,6 +424,11 @@ class Acquisition(RuleBasedStateMachine):
             self.copier.wait(10)
             # Immutable files, wherever a rename took them, are made mutable again.
             subprocess.run(["chattr", "-R", "-i", str(self.tmp)], check=False, capture_output=True)
+            for mnt in reversed(self.mounts):
+                cmd = ["fusermount", "-u", str(mnt)] if mnt.name == "share" else ["umount", "-l", str(mnt)]
+                subprocess.run(cmd, check=False, capture_output=True)
+            if self.arm is not None:
+                self.fuse.wait(20)
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
