@@ -561,6 +561,8 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     if whose != Owner::Ours {
         crate::origin::record(&dst, &src).map_err(|e| Error::io("record the origin at", &dst, e))?;
     }
+    let journal = crate::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
+    dest.keep_freed(journal.freed_names());
     let mut unverified = Unverified::new(&dest, sh);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;

@@ -363,6 +363,15 @@ fn sync_inner(
             folder = Some(f);
         }
     }
+    if dest.was_freed(&job.rel) {
+        // The copy there is the only one of a file freed from this acquisition after its copy was
+        // proven; a new version at the source is a new take's, and never replaces it.
+        return Ok(Outcome::Failed(format!(
+            "{}: its copy is the only one of the file freed at the source by an earlier run; the file \
+             there now is a new take's and is not copied over it (copy the new take elsewhere)",
+            dst.display()
+        )));
+    }
     if job.verify_closed {
         match sys::open_for_writing(&file, src) {
             // Invariant 4: a file a writer still has open is not copied; its close brings it back.
@@ -510,6 +519,11 @@ fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
     if !dest.stored_as(&folder, name).map_err(|e| crate::Error::io("look at", &shown, e))? {
         // The name found is another file's, in another case (`Notes` for `notes`), at a
         // destination that folds case: the deleted name has no copy of its own to remove.
+        return Ok(Outcome::Deleted);
+    }
+    if dest.was_freed(rel) {
+        // Its source was freed by an earlier run: the name gone there is no deletion by a writer,
+        // and this copy is the only one left.
         return Ok(Outcome::Deleted);
     }
     if m.file_type().is_symlink() {

@@ -63,6 +63,9 @@ pub struct Dest {
     /// Folders below the root already looked at for another run's claim (one look per folder
     /// per run, not per file).
     unclaimed: Mutex<HashSet<PathBuf>>,
+    /// Names whose copies the move journal says are the only ones left (their sources freed by
+    /// an earlier run): never written over nor removed (docs/design.md, "Freeing the source").
+    freed: std::sync::OnceLock<HashSet<PathBuf>>,
     /// Staging folders not in use now, and how many were made (see [`Dest::staging`]).
     staging: Mutex<Vec<Folder>>,
     staged: std::sync::atomic::AtomicUsize,
@@ -126,6 +129,7 @@ impl Dest {
             root_fd: Some(root_fd),
             marker: Mutex::new(marker.map(PathBuf::from)),
             unclaimed: Mutex::default(),
+            freed: std::sync::OnceLock::new(),
             folds_case: Default::default(),
             staging: Mutex::default(),
             staged: Default::default(),
@@ -207,6 +211,7 @@ impl Dest {
             root_fd: None,
             marker: Mutex::new(None),
             unclaimed: Mutex::default(),
+            freed: std::sync::OnceLock::new(),
             folds_case: Default::default(),
             staging: Mutex::default(),
             staged: Default::default(),
@@ -241,6 +246,17 @@ impl Dest {
     /// Whether the destination folds case.
     pub fn folds_case(&self) -> bool {
         self.folds_case.load(Ordering::Relaxed)
+    }
+
+    /// Names whose copies stand for files freed at the source (read from the move journal once,
+    /// when the run starts).
+    pub fn keep_freed(&self, names: HashSet<PathBuf>) {
+        let _ = self.freed.set(names);
+    }
+
+    /// Whether the copy of `rel` is the only one of a file freed at the source.
+    pub fn was_freed(&self, rel: &Path) -> bool {
+        self.freed.get().is_some_and(|f| f.contains(rel))
     }
 
     /// Whether `folder` holds an entry stored under exactly `name`: where the destination folds

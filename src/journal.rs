@@ -193,6 +193,11 @@ impl Journal {
         self.freed.is_empty()
     }
 
+    /// Every name journaled as freed and not kept since: their copies are the only ones left.
+    pub fn freed_names(&self) -> HashSet<PathBuf> {
+        self.freed.keys().filter(|rel| !self.kept.contains(*rel)).cloned().collect()
+    }
+
     fn folder(&self, src_root: &Path, rel: &Path) -> (Option<FolderId>, bool) {
         let mut known = self.folders.borrow_mut();
         *known.entry(rel.to_path_buf()).or_insert_with(|| {
@@ -238,14 +243,15 @@ impl Journal {
         }
     }
 
-    /// Array metadata freed from the acquisition at `src_root` and there again as another version:
-    /// the folder holds a new acquisition (a re-take into the emptied folder), not the one copied.
+    /// A file freed from the acquisition at `src_root` and there again as another version (array
+    /// metadata first): the folder holds a new acquisition (a re-take into the emptied folder),
+    /// not the one copied. One look per freed file.
     pub fn retaken(&self, src_root: &Path) -> Option<PathBuf> {
-        self.freed
-            .keys()
-            .filter(|rel| matches!(rel.file_name().and_then(|n| n.to_str()), Some(".zarray" | "zarr.json")))
-            .find(|rel| self.is_back(rel, &src_root.join(rel)))
-            .cloned()
+        let is_meta =
+            |rel: &&PathBuf| matches!(rel.file_name().and_then(|n| n.to_str()), Some(".zarray" | "zarr.json"));
+        let back = |rel: &&PathBuf| self.is_back(rel, &src_root.join(rel));
+        let meta = self.freed.keys().filter(is_meta).find(back);
+        meta.or_else(|| self.freed.keys().find(back)).cloned()
     }
 
     /// Whether the destination file `rel` (whose metadata is `copy`), missing at `src_root`, is the
@@ -417,6 +423,21 @@ mod tests {
         let j = Journal::read(dst.path()).unwrap();
         assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new(""))), Vouch::Conflict);
         assert_eq!(j.retaken(src.path()), Some(PathBuf::from("zarr.json")));
+    }
+
+    #[test]
+    fn a_freed_chunk_written_again_is_a_new_take() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(src.path().join("c0"), "chunk").unwrap();
+        let ident = crate::sys::path_identity(&src.path().join("c0")).unwrap();
+        let mut w = Writer::open(dst.path(), src.path()).unwrap();
+        w.freeing(&[&crate::vocab::Copied { rel: PathBuf::from("c0"), ident, hash: None }]).unwrap();
+        fs::remove_file(src.path().join("c0")).unwrap();
+        let j = Journal::read(dst.path()).unwrap();
+        assert_eq!(j.retaken(src.path()), None, "freed and gone: no new take");
+        assert!(j.freed_names().contains(Path::new("c0")));
+        fs::write(src.path().join("c0"), "another take's").unwrap();
+        assert_eq!(Journal::read(dst.path()).unwrap().retaken(src.path()), Some(PathBuf::from("c0")));
     }
 
     fn identity_ns(m: &fs::Metadata) -> i64 {

@@ -51,6 +51,56 @@ def test_a_crash_while_freeing_then_the_same_command_again_keeps_every_copy(tmp_
     assert not nowhere, f"lost at both ends: {nowhere}"
 
 
+def freed_in_part(src: Path, dst: Path) -> tuple[dict[str, bytes], list[str]]:
+    """An archive copied, verified, and its freeing killed after two chunks were unlinked: the
+    chunks' copies are the only ones left; the rest is at both ends."""
+    before = archive(src, 2)
+    crash = subprocess.run(
+        softcopy_cmd(src, dst, "--delete-source"),
+        env={**os.environ, "SOFTCOPY_FAILPOINTS": "free.unlinked=1*off->return"},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert crash.returncode in (-9, 137), (crash.returncode, crash.stderr)
+    freed = sorted(k for k in before if k.startswith("c/") and not (src / k).exists())
+    assert len(freed) == 2, freed
+    return before, freed
+
+
+def test_a_new_take_into_a_folder_freed_in_part_never_replaces_the_only_copies(
+    tmp_path: Path, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    # A reviewer's finding: a writer taking again into the folder (its files written anew) while a
+    # run watched had each freed chunk's new version copied over the only copy of the one freed.
+    src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    before, freed = freed_in_part(src, dst)
+    (src / "complete").unlink()  # a new take begins
+    proc = run_softcopy(src, dst)
+    wait_for(lambda: "watching" in proc.output(), 20, "the run to watch")
+    (src / freed[0]).write_bytes(b"the new take's chunk")
+    (src / freed[1]).write_bytes(b"another of the new take's")
+    (src / freed[1]).unlink()  # and deleted again: no writer's deletion of the copy either
+    (src / "complete").touch()
+    code, out = finish(proc)
+    assert code != 0, out
+    assert all(tree(dst).get(k) == before[k] for k in freed), f"the only copies of {freed} are gone:\n{out}"
+    assert freed[0] in out, out
+
+
+def test_a_freed_chunk_written_anew_before_the_run_starts_is_another_acquisition(tmp_path: Path) -> None:
+    src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    before, freed = freed_in_part(src, dst)
+    (src / freed[0]).write_bytes(b"the new take's chunk")
+    r = run(src, dst)
+    assert r.returncode == 2, r.stderr
+    assert "another acquisition" in r.stderr and freed[0] in r.stderr, r.stderr
+    assert all(tree(dst).get(k) == before[k] for k in freed), r.stderr
+
+
 # --- Item 3: the source's disk unmounted and another mounted in its place ------------------------
 
 
