@@ -1,4 +1,5 @@
-//! The engine alone, without Python: `engine SRC DST [--once]`. Prints one line per status change
+//! The engine alone, without Python: `engine SRC DST [--once] [--verbose] [--delete-source]
+//! [--quiet=SECONDS]`. Prints one line per status change
 //! and message, and the verdict; exits 0 only when verified. It exists so the engine can be run
 //! where no CPython is (under Wine, by tests/windows/wine_live.py); the product is `softcopy`.
 
@@ -10,14 +11,16 @@ use _softcopy::verify::Expected;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [src, dst, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: engine SRC DST [--once]");
+        eprintln!("usage: engine SRC DST [--once] [--verbose] [--delete-source] [--quiet=SECONDS]");
         std::process::exit(2);
     };
     let mut cfg = Config::new(src, dst);
     cfg.once = rest.iter().any(|a| a == "--once");
     cfg.log_events = rest.iter().any(|a| a == "--verbose");
+    cfg.delete_source = rest.iter().any(|a| a == "--delete-source");
     // Short enough that a test of the end's wait for open files does not take a minute.
-    cfg.quiet = Duration::from_secs(5);
+    let quiet = rest.iter().find_map(|a| a.strip_prefix("--quiet=")).and_then(|s| s.parse().ok());
+    cfg.quiet = Duration::from_secs_f64(quiet.unwrap_or(5.0));
     let engine = match Engine::start(cfg) {
         Ok(e) => e,
         Err(e) => {

@@ -148,6 +148,11 @@ impl<'a> Out<'a> {
         may_exist: bool,
     ) -> crate::Result<()> {
         let dst = folder.join(name);
+        if !sys::SYNCS_FILESYSTEM {
+            // No flush of the whole destination before the marker here: each copy is flushed on
+            // its own (writing) handle before it gets its name.
+            self.file().sync_all().map_err(|e| crate::Error::io("flush", shown, e))?;
+        }
         let tmp = match self {
             Out::Unnamed(file) => {
                 if !may_exist {

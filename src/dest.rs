@@ -429,8 +429,7 @@ impl Dest {
         match fs::remove_file(root.join(name)) {
             Ok(()) => {
                 // Durable before any change that it must precede (the held root, not its path).
-                #[cfg(unix)]
-                fs::File::open(root.path()).and_then(|d| d.sync_all())?;
+                crate::sys::flush_folder(root.path())?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {

@@ -274,9 +274,14 @@ fn marker_version(d: &Drained<'_>) -> Option<Copied> {
 /// marker at the destination means a whole, durable copy. `Ok(false)` when the source has none.
 fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
     let dst = d.dest.root();
+    // Where no whole filesystem can be flushed, each copy was flushed as it was named (the marker
+    // too); the root folder is flushed after them, where the filesystem allows it.
     let flush = || match crate::sys::sync_filesystem(dst) {
-        Err(e) if e.kind() != std::io::ErrorKind::Unsupported => Err(format!("flush of {}: {e}", dst.display())),
-        _ => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            crate::sys::flush_folder(dst).map_err(|e| format!("flush of {}: {e}", dst.display()))
+        }
+        Err(e) => Err(format!("flush of {}: {e}", dst.display())),
+        Ok(()) => Ok(()),
     };
     flush()?;
     crate::crash_point!("publish.flushed");

@@ -319,8 +319,7 @@ impl Writer {
             written?;
             out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()?;
             fs::rename(&tmp, &path)?;
-            #[cfg(unix)]
-            File::open(dst_root)?.sync_all()?;
+            crate::sys::flush_folder(dst_root)?;
         }
         let mut file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
         let len = file.metadata()?.len();

@@ -115,9 +115,9 @@ fn make_durable(dst_root: &Path, files: &[&Copied]) -> Result<(), String> {
     }
     for c in files {
         let dst = dst_root.join(&c.rel);
-        File::open(&dst).and_then(|f| f.sync_all()).map_err(|e| format!("fsync of {}: {e}", dst.display()))?;
+        crate::sys::flush_file(&dst).map_err(|e| format!("flush of {}: {e}", dst.display()))?;
         if let Some(parent) = dst.parent() {
-            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| format!("fsync of {}: {e}", parent.display()))?;
+            crate::sys::flush_folder(parent).map_err(|e| format!("flush of {}: {e}", parent.display()))?;
         }
     }
     Ok(())

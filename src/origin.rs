@@ -70,8 +70,7 @@ pub fn record(dst_root: &Path, src_root: &Path) -> io::Result<()> {
     writeln!(f, "{HEADER}\n{} {} {} {shown}", id.dev, id.ino, id.born.unwrap_or(-1))?;
     f.sync_all()?;
     fs::rename(&tmp, dst_root.join(ORIGIN))?;
-    #[cfg(unix)]
-    File::open(dst_root)?.sync_all()?;
+    crate::sys::flush_folder(dst_root)?;
     crate::crash_point!("origin.recorded");
     Ok(())
 }

@@ -420,6 +420,35 @@ pub fn sync_filesystem(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
+/// Whether [`sync_filesystem`] flushes a whole filesystem here. Where it does not, every copy is
+/// flushed on its own handle before it is named (docs/design.md, "Windows").
+pub const SYNCS_FILESYSTEM: bool = cfg!(target_os = "linux");
+
+/// Flushes the file at `path` to stable storage. Windows' FlushFileBuffers refuses a handle opened
+/// only for reading, so there it is opened for writing (nothing is written).
+pub fn flush_file(path: &std::path::Path) -> io::Result<()> {
+    #[cfg(windows)]
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    #[cfg(not(windows))]
+    let file = File::open(path)?;
+    file.sync_all()
+}
+
+/// Flushes the folder at `path`, so that names made or renamed in it last. On Windows, where
+/// possible: a folder handle opened for writing, which NTFS flushes with its log (the log is
+/// written in order, so the names renamed before are durable too); a filesystem that refuses it
+/// is no error (docs/design.md, "Windows").
+pub fn flush_folder(path: &std::path::Path) -> io::Result<()> {
+    #[cfg(windows)]
+    {
+        windows::flush_folder(path)
+    }
+    #[cfg(not(windows))]
+    {
+        File::open(path)?.sync_all()
+    }
+}
+
 /// Free space on the filesystem holding `path`, for messages about a full destination.
 #[derive(Clone, Copy, Debug)]
 pub struct Space {

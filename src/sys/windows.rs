@@ -29,6 +29,26 @@ pub fn lower_thread_priority() -> Result<(), String> {
     }
 }
 
+/// See [`super::flush_folder`].
+pub fn flush_folder(path: &Path) -> io::Result<()> {
+    let folder = OpenOptions::new()
+        .write(true)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path);
+    match folder.and_then(|f| f.sync_all()) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Whether a process has `path` open for writing (see [`super::open_for_writing`]).
 pub fn open_for_writing(path: &Path) -> Option<bool> {
     let probe =
