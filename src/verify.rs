@@ -610,8 +610,10 @@ mod tests {
         assert!(r.ok() && r.proven_as_copied == 2 && !r.destination_walked, "{r:?}");
         assert_eq!(r.present_chunks, 2);
         // "1/0" rewritten since it settled: its folder's files are looked at, and its copy is stale.
-        std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(src.path().join("1/0"), b"CHUNK").unwrap();
+        // Its mtime moved on for certain (a pause before the write would only make it likely).
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        fs::File::options().write(true).open(src.path().join("1/0")).unwrap().set_modified(later).unwrap();
         let r = run(&settled);
         assert_eq!((r.proven_as_copied, r.mtime_mismatch.clone()), (1, vec![Path::new("1").join("0")]), "{r:?}");
         assert!(r.destination_walked && !r.ok());

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,15 @@ def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def holds_for(cond: Callable[[], bool], seconds: float, what: str) -> None:
+    """Asserts that `cond` holds at every look for `seconds`: the check that nothing happens (a
+    flood of messages, an early exit) over a bounded window. It synchronises nothing."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cond(), f"no longer true: {what}"
+        time.sleep(0.05)
 
 
 def tree(root: Path, *, skip_marker: bool = False) -> dict[str, bytes]:
@@ -132,14 +142,22 @@ def write_finished_archive(root: Path, layout: str = "v2dot", timepoints: int = 
 
 @contextmanager
 def sysctl(name: str, value: int) -> Iterator[None]:
-    """Sets a kernel setting for the duration of a block, and restores it whatever happens."""
+    """Sets a kernel setting for the duration of a block, and restores it whatever happens: a
+    SIGTERM (CI's timeout, a person's kill) inside the block unwinds through it instead of ending
+    the process with the machine-wide limit still changed."""
     path = Path("/proc/sys") / name.replace(".", "/")
     old = path.read_text()
+
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     path.write_text(f"{value}\n")
     try:
         yield
     finally:
         path.write_text(old)
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WRITER, assert_same_tree, finish, softcopy_cmd, sysctl, tree, wait_for
+from conftest import WRITER, assert_same_tree, finish, holds_for, softcopy_cmd, sysctl, tree, wait_for
 
 MIB = 1 << 20
 
@@ -50,7 +50,7 @@ def test_full_destination_waits_then_carries_on_by_itself(tmp_path: Path, small_
         if f.is_file() and not f.name.endswith(".softcopy-partial") and not f.name.startswith(".softcopy"):
             assert f.read_bytes() == (src / f.relative_to(dst)).read_bytes()
     # Three seconds of retrying make no flood of messages (one per 30 s).
-    wait_for(lambda: proc.output().count("cannot take files") == 1 and proc.poll() is None, 3)
+    holds_for(lambda: proc.output().count("cannot take files") == 1 and proc.poll() is None, 3, "one message")
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
     code, out = finish(proc, 60)
     assert code == 0, out
@@ -230,3 +230,21 @@ def test_chunk_deleted_while_softcopy_was_not_running_is_removed_at_the_end(tmp_
     assert not (dst / stale).exists()
     assert (dst / "notes.txt").exists()
     assert any("removed 1 chunk files" in n for n in report.targets[0].notes)
+
+
+def test_a_kernel_setting_a_test_changed_is_restored_when_the_test_is_killed() -> None:
+    # CI's timeout sends SIGTERM: a test inside `sysctl` must not leave the machine-wide limit set.
+    path = Path("/proc/sys/fs/inotify/max_queued_events")
+    before = path.read_text()
+    code = (
+        f"import os, signal, sys, time; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from conftest import sysctl\n"
+        "with sysctl('fs.inotify.max_queued_events', 7):\n"
+        "    print(open('/proc/sys/fs/inotify/max_queued_events').read().strip(), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert r.stdout.strip() == "7", r
+    assert r.returncode == 143, r
+    assert path.read_text() == before, "restored"

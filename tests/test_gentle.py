@@ -61,12 +61,14 @@ def test_max_total_rate_is_shared_by_all_targets(tmp_path: Path) -> None:
         source(tmp_path / name, 4, MIB)
     targets = [softcopy.Target(tmp_path / n, tmp_path / f"{n}-copy", once=True) for n in ("a", "b")]
     t0 = time.monotonic()
-    with softcopy.Copier(targets, max_total_rate=4 * MIB) as c:
-        report = c.wait(60)
+    try:
+        with softcopy.Copier(targets, max_total_rate=4 * MIB) as c:
+            report = c.wait(60)
+    finally:
+        softcopy._softcopy.set_total_rate(None)  # the budget is process-wide: no later test may inherit it
     elapsed = time.monotonic() - t0
     assert report is not None and report.ok
     assert elapsed >= 1.5, f"8 MiB at 4 MiB/s in all took only {elapsed:.2f} s"
-    softcopy._softcopy.set_total_rate(None)
 
 
 def test_bad_rate_on_the_command_line_is_exit_2(tmp_path: Path) -> None:

@@ -211,6 +211,5 @@ def test_names_that_differ_only_in_case_are_refused_at_a_case_insensitive_destin
         (src / "Meta").write_bytes(b"final")
         r = run(src, dst, "--once")
         assert r.returncode == 0, r.stderr
-        assert {p.name: p.read_bytes() for p in dst.iterdir() if p.is_file() and p.name != "complete"} == {
-            "Meta": b"final"
-        } or r.stderr
+        copies = {p.name: p.read_bytes() for p in dst.iterdir() if p.is_file() and p.name != "complete"}
+        assert copies == {"Meta": b"final"}, (copies, r.stderr)

@@ -11,6 +11,8 @@ Options:
   --no-sync           file_io_sync false (no fsync before the rename)
   --grow              start with one timepoint and resize the array before each new one
   --shrink            at the end, shrink the array to half its timepoints (chunks beyond are deleted)
+  --hold FILE         before the marker, wait (up to 5 minutes) until FILE exists: a test decides when
+                      the acquisition ends, so "arrived while the writer was still writing" is no race
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ def main() -> None:
         time.sleep(interval)
     if "--shrink" in sys.argv:
         arr = arr.resize(exclusive_max=[timepoints // 2, Z, Y, X], resize_metadata_only=False).result()
+    hold = option("--hold", "")
+    deadline = time.monotonic() + 300
+    while hold and not Path(hold).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     if marker:
         Path(path, "complete").touch()
 
