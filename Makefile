@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak
+.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak model-long
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -43,6 +43,11 @@ test-windows: ## the engine built for Windows, its Rust tests and live tests und
 	PYTHON=$(PYTHON) bash tests/windows/run.sh
 
 test: lint test-rust test-windows test-python ## everything CI runs
+
+model-long: install ## the model test's long random search: 2000 sequences, seed printed (not part of CI)
+	seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "model-long: SEED=$$seed replays this run"; \
+	cd tests && SOFTCOPY_HYPOTHESIS=random SOFTCOPY_MODEL_EXAMPLES=2000 $(PYTHON) -m pytest -p no:cacheprovider \
+		--hypothesis-show-statistics --hypothesis-seed=$$seed test_model.py
 
 soak: install ## 10 minutes of live writers and random faults (not part of CI)
 	$(PYTHON) tests/soak.py --minutes 10

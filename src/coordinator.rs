@@ -454,20 +454,21 @@ impl Run<'_> {
 }
 
 /// The source files changed since the final look (their events queued while the end steps ran):
-/// a file whose version now is not the one copied, a folder made or removed, the root gone, or
-/// events lost. Empty when the source is as verified.
+/// a file whose version now is not the one copied, a folder made or removed, the root gone; and
+/// whether events were lost meanwhile (then the source must be looked at again as a whole).
 fn moved_since(
     src: &Path,
     dest: &Dest,
     ev_rx: &Receiver<notify::Result<notify::Event>>,
     tracker: &Tracker,
     marker: &str,
-) -> Vec<PathBuf> {
+) -> crate::finish::Late {
     let mut evs = Vec::new();
     for raw in ev_rx.try_iter() {
         watcher::translate(src, raw, &mut evs);
     }
     let mut moved = Vec::new();
+    let mut lost = false;
     for ev in evs {
         match ev {
             FsEvent::File(rel, _) => {
@@ -488,11 +489,12 @@ fn moved_since(
                 moved.push(rel);
             }
             FsEvent::NewDir(rel) | FsEvent::Gone(rel) => moved.push(rel),
-            FsEvent::RootGone(_) | FsEvent::RootCreated | FsEvent::Rescan => moved.push(PathBuf::new()),
+            FsEvent::RootGone(_) | FsEvent::RootCreated => moved.push(PathBuf::new()),
+            FsEvent::Rescan => lost = true,
             FsEvent::Error(_) | FsEvent::WatchLimit(_) => {}
         }
     }
-    moved
+    crate::finish::Late { moved, lost }
 }
 
 /// Makes the destination folder if it is missing, never its parents (as rsync): a share that is

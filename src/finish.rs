@@ -33,10 +33,18 @@ pub struct Drained<'a> {
     /// The destination stayed unavailable too long: verified it cannot be.
     pub gave_up: bool,
     /// The source files changed since the final look (asked once the marker is published).
-    pub late: &'a dyn Fn() -> Vec<PathBuf>,
+    pub late: &'a dyn Fn() -> Late,
 }
 
 /// Runs the end steps; returns the final phase and the verdict.
+/// What the watch saw after the final look (see `coordinator::moved_since`).
+pub struct Late {
+    /// Source paths whose change was seen (the root as an empty path).
+    pub moved: Vec<PathBuf>,
+    /// Events were lost: whether anything changed is told by looking at the source again.
+    pub lost: bool,
+}
+
 pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     let dst = d.dest.root();
     let mut v = Verdict::default();
@@ -113,7 +121,10 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     }
     // The marker stands over the source as it is now: a chunk or a resize that landed after the
     // final look (a writer's last write not awaited) withdraws it.
-    let moved = (d.late)();
+    let Late { mut moved, lost } = (d.late)();
+    if moved.is_empty() && lost && !still_as_verified(&d, &check) {
+        moved.push(PathBuf::new());
+    }
     if !moved.is_empty() {
         let names: Vec<String> = moved.iter().take(5).map(|p| d.src.join(p).display().to_string()).collect();
         let withdrawn = withdraw_marker(&d);
@@ -153,6 +164,14 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         }
     }
     (Phase::Verified, v)
+}
+
+/// Whether the source still agrees with the destination as verified: the same check again,
+/// pruning nothing (the marker stands now). Asked only where events after the final look were
+/// lost, so that no change can have gone unseen.
+fn still_as_verified(d: &Drained<'_>, check: &crate::verify::Check<'_>) -> bool {
+    let again = crate::verify::Check { prune: None, ..*check };
+    crate::verify::verify(d.src, d.dest, &again, &d.sh.stop).is_ok_and(|r| r.ok())
 }
 
 /// Withdraws the destination's marker when dropped, unless the run was [`Unverified::verified`]:

@@ -56,4 +56,6 @@ if __name__ == "__main__":
         os.environ.get("FAULTY_LOG"),
         os.environ.get("FAULTY_ARM"),
     )
-    FUSE(fs, sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True)
+    # hard_remove: a file unlinked while open is gone at once, as on a real filesystem (not kept
+    # as a `.fuse_hidden*` file the model would take for a stray copy).
+    FUSE(fs, sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True, hard_remove=True)
