@@ -338,3 +338,61 @@ mod tests {
         std::fs::write(dir.join(name), b"x").unwrap();
     }
 }
+
+#[cfg(test)]
+mod translate_tests {
+    use super::*;
+    use notify::event::{DataChange, Flag, RemoveKind};
+    use std::fs;
+
+    /// Every kind of notify event the engine meets, and what it becomes (a table: one row per kind).
+    #[test]
+    fn every_event_kind_translates_to_what_the_engine_acts_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        fs::create_dir_all(root.join("folder")).unwrap();
+        fs::write(root.join("chunk"), b"x").unwrap();
+        let file = |c| Some(FsEvent::File(PathBuf::from("chunk"), c));
+        let written = if CLOSE_EVENTS { Change::Modified } else { Change::Written };
+        let rows: Vec<(EventKind, &str, Option<FsEvent>)> = vec![
+            (EventKind::Create(CreateKind::File), "chunk", file(Change::Created)),
+            (EventKind::Create(CreateKind::Folder), "folder", Some(FsEvent::NewDir("folder".into()))),
+            (EventKind::Create(CreateKind::Any), "folder", Some(FsEvent::NewDir("folder".into()))),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), "chunk", file(Change::Replaced)),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), "folder", Some(FsEvent::NewDir("folder".into()))),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::From)), "chunk", Some(FsEvent::Gone("chunk".into()))),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::From)), "chunk.__lock", None),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), "chunk", None),
+            (EventKind::Modify(ModifyKind::Data(DataChange::Content)), "chunk", file(written)),
+            (EventKind::Access(AccessKind::Close(AccessMode::Write)), "chunk", file(Change::ClosedWrite)),
+            (EventKind::Access(AccessKind::Close(AccessMode::Read)), "chunk", None),
+            (EventKind::Remove(RemoveKind::Folder), "folder", Some(FsEvent::Gone("folder".into()))),
+            (EventKind::Remove(RemoveKind::File), "chunk", file(Change::Removed)),
+            (EventKind::Create(CreateKind::Folder), "", Some(FsEvent::RootCreated)),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), "", Some(FsEvent::RootCreated)),
+            (EventKind::Remove(RemoveKind::Folder), "", Some(FsEvent::RootGone(crate::root::Gone::Deleted))),
+            (
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                "",
+                Some(FsEvent::RootGone(crate::root::Gone::MovedAway)),
+            ),
+            (EventKind::Modify(ModifyKind::Data(DataChange::Any)), "", None),
+            (EventKind::Create(CreateKind::File), "../elsewhere", None),
+        ];
+        for (kind, rel, want) in rows {
+            let path = if rel.is_empty() { root.clone() } else { root.join(rel) };
+            let path = if rel == "../elsewhere" { dir.path().join("elsewhere") } else { path };
+            let mut out = Vec::new();
+            translate(&root, Ok(Event::new(kind).add_path(path)), &mut out);
+            assert_eq!(out, want.into_iter().collect::<Vec<_>>(), "{kind:?} on {rel:?}");
+        }
+        // Lost events, whatever the kind they come with, are a rescan and nothing else.
+        let mut out = Vec::new();
+        translate(
+            &root,
+            Ok(Event::new(EventKind::Other).set_flag(Flag::Rescan).add_path(root.join("chunk"))),
+            &mut out,
+        );
+        assert_eq!(out, vec![FsEvent::Rescan]);
+    }
+}
