@@ -321,3 +321,40 @@ fn a_staged_copy_is_written_in_a_staging_folder_and_renamed_across_into_place() 
     assert!(!staging.exists());
     assert_eq!(walk(dst.path()), [dst.path().join("c/0/1")]);
 }
+
+#[test]
+fn a_source_appended_to_during_its_copy_is_never_published() {
+    // Invariant 2: the copy is checked against the source's identity after it is written; a write
+    // that landed meanwhile (an append half way through a rate-limited copy) discards it.
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(src.join("a"), pattern(1 << 20, 3)).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    File::options().write(true).open(src.join("a")).unwrap().set_modified(old).unwrap();
+    let opts = CopyOptions {
+        // A named partial (so the appender can see the copy under way), at 512 KiB/s: two seconds.
+        checksum: true,
+        max_rate: Some(std::sync::Arc::new(_softcopy::rate::RateLimit::new(512 << 10))),
+        ..CopyOptions::default()
+    };
+    let appender = {
+        let (src, dst) = (src.clone(), dst.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !walk(&dst).iter().any(|p| p.to_string_lossy().ends_with(PARTIAL_SUFFIX)) {
+                assert!(std::time::Instant::now() < deadline, "the copy never started");
+                std::thread::yield_now();
+            }
+            use std::io::Write;
+            File::options().append(true).open(src.join("a")).unwrap().write_all(b"one more line").unwrap();
+        })
+    };
+    let job = Job { rel: "a".into(), prev: Prev::Unknown, verify_closed: false, partial: Partial::Beside };
+    let (outcome, _) = sync(&src, &dst, &job, &opts);
+    appender.join().unwrap();
+    assert!(matches!(outcome, Outcome::Changed), "{outcome:?}");
+    assert!(!dst.join("a").exists(), "a copy of a version the source no longer is was published");
+    assert!(no_partials(&dst));
+}
