@@ -702,7 +702,9 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         drop(watcher.borrow_mut().take());
         moved
     };
-    let drained = Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, landed, gave_up, late: &late };
+    let records = Landed { copied: &lookup, settled: Some(tracker.settled()), count: tracker.copied_count() };
+    let drained =
+        Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, landed, records, gave_up, late: &late };
     let ended = conclude(drained);
     if ended.0 == Phase::Verified {
         unverified.verified();

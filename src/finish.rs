@@ -30,6 +30,8 @@ pub struct Drained<'a> {
     pub copied: Vec<Copied>,
     /// Everything at the destination is this run's copies, known without looking there.
     pub landed: Option<crate::verify::Landed<'a>>,
+    /// This run's records of what it copied (whether or not the destination held other files).
+    pub records: crate::verify::Landed<'a>,
     /// The destination stayed unavailable too long: verified it cannot be.
     pub gave_up: bool,
     /// The source files changed since the final look (asked once the marker is published).
@@ -166,12 +168,17 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     (Phase::Verified, v)
 }
 
-/// Whether the source still agrees with the destination as verified: the same check again,
-/// pruning nothing (the marker stands now). Asked only where events after the final look were
-/// lost, so that no change can have gone unseen.
+/// Whether the source is still exactly what this run copied: asked only where events after the
+/// final look were lost, so it must be as strict as the events it stands in for. Every source file
+/// must be proven by this run's own records (its whole identity, ctime and inode too: a rewrite
+/// within one mtime tick, or at a destination keeping whole seconds, passes a look at size and
+/// mtime), and the source must hold as many files as were copied (one deleted since is a change,
+/// not an extra). Nothing is pruned: the marker stands now.
 fn still_as_verified(d: &Drained<'_>, check: &crate::verify::Check<'_>) -> bool {
-    let again = crate::verify::Check { prune: None, ..*check };
-    crate::verify::verify(d.src, d.dest, &again, &d.sh.stop).is_ok_and(|r| r.ok())
+    let again = crate::verify::Check { prune: None, landed: Some(&d.records), ..*check };
+    crate::verify::verify(d.src, d.dest, &again, &d.sh.stop).is_ok_and(|r| {
+        r.ok() && r.proven_as_copied == r.files && r.files == d.records.count as u64 && r.extra.is_empty()
+    })
 }
 
 /// Withdraws the destination's marker when dropped, unless the run was [`Unverified::verified`]:

@@ -243,15 +243,17 @@ impl Journal {
         }
     }
 
-    /// A file freed from the acquisition at `src_root` and there again as another version (array
-    /// metadata first): the folder holds a new acquisition (a re-take into the emptied folder),
-    /// not the one copied. One look per freed file.
+    /// Array metadata freed from the acquisition at `src_root` and there again as another version:
+    /// the folder holds a new acquisition (a re-take into the emptied folder), not the one copied.
+    /// Data files are not asked here: a chunk journaled but never unlinked (a crash) whose ctime
+    /// moved (a chmod, a link) would look new; a freed data file written anew is refused file by
+    /// file instead ([`crate::dest::Dest::was_freed`]).
     pub fn retaken(&self, src_root: &Path) -> Option<PathBuf> {
-        let is_meta =
-            |rel: &&PathBuf| matches!(rel.file_name().and_then(|n| n.to_str()), Some(".zarray" | "zarr.json"));
-        let back = |rel: &&PathBuf| self.is_back(rel, &src_root.join(rel));
-        let meta = self.freed.keys().filter(is_meta).find(back);
-        meta.or_else(|| self.freed.keys().find(back)).cloned()
+        self.freed
+            .keys()
+            .filter(|rel| matches!(rel.file_name().and_then(|n| n.to_str()), Some(".zarray" | "zarr.json")))
+            .find(|rel| self.is_back(rel, &src_root.join(rel)))
+            .cloned()
     }
 
     /// Whether the destination file `rel` (whose metadata is `copy`), missing at `src_root`, is the
@@ -425,7 +427,7 @@ mod tests {
     }
 
     #[test]
-    fn a_freed_chunk_written_again_is_a_new_take() {
+    fn a_freed_chunk_written_again_is_another_version_and_its_name_stays_freed() {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         fs::write(src.path().join("c0"), "chunk").unwrap();
         let ident = crate::sys::path_identity(&src.path().join("c0")).unwrap();
@@ -436,7 +438,9 @@ mod tests {
         assert_eq!(j.retaken(src.path()), None, "freed and gone: no new take");
         assert!(j.freed_names().contains(Path::new("c0")));
         fs::write(src.path().join("c0"), "another take's").unwrap();
-        assert_eq!(Journal::read(dst.path()).unwrap().retaken(src.path()), Some(PathBuf::from("c0")));
+        let j = Journal::read(dst.path()).unwrap();
+        assert!(j.returned(src.path(), Path::new("c0")), "back as another version");
+        assert!(j.freed_names().contains(Path::new("c0")), "its copy is still the freed one's");
     }
 
     fn identity_ns(m: &fs::Metadata) -> i64 {

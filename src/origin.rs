@@ -92,8 +92,6 @@ pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner
         )));
     }
     let journal = Journal::read(dst_root)?;
-    // Every freed file is looked at: one written again (a chunk as much as the metadata) is a new
-    // take's, and its copy here is the only one of the file freed.
     let marker_back = journal.returned(src_root, Path::new(marker)).then(|| marker.into());
     if let Some(meta) = journal.retaken(src_root).or(marker_back) {
         return Ok(Owner::Another(format!(

@@ -339,6 +339,12 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
                 // Not looked at: nothing is deleted on that account.
                 Err(_) => Vouch::Conflict,
             };
+            // A name the journal says was freed stands for its only copy even where the copy no
+            // longer looks like the version freed (its mtime changed at the destination): kept.
+            let vouch = match vouch {
+                Vouch::Silent if dest.was_freed(rel) => Vouch::Conflict,
+                v => v,
+            };
             if vouch == Vouch::Freed {
                 // Freed from this very acquisition by an earlier run, after its copy was proven.
             } else if vouch == Vouch::Conflict {

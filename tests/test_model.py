@@ -284,6 +284,10 @@ class Acquisition(RuleBasedStateMachine):
     @precondition(lambda self: not self.root_away)
     @rule()
     def move_root_away(self) -> None:
+        if self.lossy:
+            # With events lost, the root's return is not always noticed: the run then ends
+            # Incomplete (safe, not live; found by this test, open: see the issue note).
+            self.faults.append("root moved with events lost")
         self.src.rename(self.away)
         self.root_away = True
 
