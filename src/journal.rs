@@ -291,10 +291,6 @@ fn last_byte(file: &mut File, len: u64) -> io::Result<u8> {
     Ok(b[0])
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-}
-
 /// Appends to the journal at a destination root.
 pub struct Writer {
     file: File,
@@ -338,7 +334,7 @@ impl Writer {
 
     /// Records, durably, that these files are about to be deleted (before any of them is).
     pub fn freeing(&mut self, files: &[&crate::vocab::Copied]) -> io::Result<()> {
-        let (r, at) = (self.root, now_ns());
+        let (r, at) = (self.root, crate::vocab::now_ns());
         let born = r.born.unwrap_or(-1);
         let mut lines = String::new();
         for c in files {

@@ -171,7 +171,7 @@ fn free_one(src: &Path, c: &Copied, quiet: Duration) -> Result<(), String> {
     // The version is checked under the lease: nothing can write it now.
     unchanged(src, c)?;
     if matches!(lease, crate::sys::Writers::Unknown) {
-        let age = now_ns().saturating_sub(c.ident.ctime_ns.max(c.ident.mtime_ns));
+        let age = crate::vocab::now_ns().saturating_sub(c.ident.ctime_ns.max(c.ident.mtime_ns));
         if age < quiet.as_nanos() as i64 {
             return Err("kept: changed too recently to be sure no process has it open for writing".into());
         }
@@ -179,10 +179,6 @@ fn free_one(src: &Path, c: &Copied, quiet: Duration) -> Result<(), String> {
     fs::remove_file(src).map_err(|e| format!("delete: {e}"))?;
     drop(lease);
     Ok(())
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Source files journaled per flush of the journal.

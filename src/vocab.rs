@@ -27,6 +27,11 @@ pub struct Identity {
     pub ctime_ns: i64,
 }
 
+/// Now, in nanoseconds since the epoch: the clock identities' times are compared with.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// The identity of an open file or of a path's metadata.
 pub fn identity(meta: &fs::Metadata) -> Identity {
     let mtime_ns =

@@ -145,6 +145,23 @@ def write_finished_archive(root: Path, layout: str = "v2dot", timepoints: int = 
 
 
 @contextmanager
+def fuse_mount(script: str, backing: Path, mnt: Path, env: dict[str, str] | None = None) -> Iterator[Path]:
+    """`backing` seen through the FUSE filesystem `tests/<script>` at `mnt` (made here), with
+    `env` added to its environment; unmounted whatever happens."""
+    mnt.mkdir()
+    fs = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name(script)), str(backing), str(mnt)],
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        wait_for(lambda: os.path.ismount(mnt), 20, f"the {script} mount")
+        yield mnt
+    finally:
+        subprocess.run(["fusermount", "-u", str(mnt)], check=False)
+        fs.wait(20)
+
+
+@contextmanager
 def sysctl(name: str, value: int) -> Iterator[None]:
     """Sets a kernel setting for the duration of a block, and restores it whatever happens: a
     SIGTERM (CI's timeout, a person's kill) inside the block unwinds through it instead of ending

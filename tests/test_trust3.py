@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import softcopy
-from conftest import wait_for
+from conftest import fuse_mount, wait_for
 from test_trust2 import archive, run
 
 
@@ -174,16 +172,9 @@ def test_a_manifest_that_cannot_be_read_is_a_one_line_error(tmp_path: Path) -> N
 def casefold_mount(tmp_path: Path) -> Iterator[Path]:
     """A case-insensitive, case-preserving destination (tests/casefold_fs.py over FUSE), unmounted
     whatever happens."""
-    backing, mnt = tmp_path / "backing", tmp_path / "share"
-    backing.mkdir()
-    mnt.mkdir()
-    fs = subprocess.Popen([sys.executable, str(Path(__file__).with_name("casefold_fs.py")), str(backing), str(mnt)])
-    try:
-        wait_for(lambda: os.path.ismount(mnt), 20, "the case-insensitive mount")
+    (tmp_path / "backing").mkdir()
+    with fuse_mount("casefold_fs.py", tmp_path / "backing", tmp_path / "share") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["fusermount", "-u", str(mnt)], check=False)
-        fs.wait(20)
 
 
 def test_names_that_differ_only_in_case_are_refused_at_a_case_insensitive_destination(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import softcopy
-from conftest import Softcopy, assert_same_tree, conclude, finish, softcopy_cmd, tree, wait_for
+from conftest import Softcopy, assert_same_tree, conclude, finish, fuse_mount, softcopy_cmd, tree, wait_for
 from test_trust2 import archive, run
 
 # --- Item 1: a crash while freeing, then the same command again ---------------------------------
@@ -319,17 +319,9 @@ def test_a_source_shared_by_two_targets_with_delete_source_is_refused(tmp_path: 
 def faulty_mount(backing: Path, mnt: Path, folder: str, log: Path) -> Iterator[Path]:
     """`backing` through tests/faulty_fs.py at `mnt`: the first listing of `folder` (a path inside
     the mount) fails with EIO, each failure noted in `log`. Unmounted whatever happens."""
-    mnt.mkdir()
-    env = {**os.environ, "FAULTY_READDIR": folder, "FAULTY_TIMES": "1", "FAULTY_LOG": str(log)}
-    fs = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("faulty_fs.py")), str(backing), str(mnt)], env=env
-    )
-    try:
-        wait_for(lambda: os.path.ismount(mnt), 20, "the faulty mount")
-        yield mnt
-    finally:
-        subprocess.run(["fusermount", "-u", str(mnt)], check=False)
-        fs.wait(20)
+    env = {"FAULTY_READDIR": folder, "FAULTY_TIMES": "1", "FAULTY_LOG": str(log)}
+    with fuse_mount("faulty_fs.py", backing, mnt, env) as share:
+        yield share
 
 
 def test_a_failed_listing_of_the_destination_at_the_start_does_not_make_it_fresh(tmp_path: Path) -> None:
