@@ -536,7 +536,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     );
     // Invariant 10: one destination, one softcopy; held until the run ends.
     let _claim = crate::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
-    dest.detect_case_folding(crate::claim::LOCK);
+    dest.detect_case_folding();
     // One destination, one acquisition: never written into, pruned or marked for another.
     let whose = crate::origin::owner(&src, &dst, &cfg.marker).map_err(|e| Error::io("read the record of", &dst, e))?;
     match whose {

@@ -134,7 +134,7 @@ impl<'a> Out<'a> {
         }
     }
 
-    /// Gives the complete copy its final name `name` in `folder`, replacing an older copy
+    /// Gives the complete copy its final name (`rel`'s last part) in `folder`, replacing an older copy
     /// atomically. An unnamed copy of a name believed new is linked straight to it; linking never
     /// replaces, so if the name exists after all (or is known to), the copy is linked to a partial
     /// name and renamed over it like any partial.
@@ -142,11 +142,12 @@ impl<'a> Out<'a> {
         &self,
         dest: &Dest,
         folder: &Folder,
-        name: &Path,
+        rel: &Path,
         src_dir: &Path,
         shown: &Path,
         may_exist: bool,
     ) -> crate::Result<()> {
+        let (_, name) = crate::dest::split(rel).map_err(|e| crate::Error::io("copy to", shown, e))?;
         let dst = folder.join(name);
         if !sys::SYNCS_FILESYSTEM {
             // No flush of the whole destination before the marker here: each copy is flushed on
@@ -169,21 +170,34 @@ impl<'a> Out<'a> {
             }
             Out::Named(_, tmp, _) => tmp.clone(),
         };
-        if !may_exist && dest.folds_case_of(name) {
+        if dest.folds_case_of(name) {
             // Two names that fold to one, copied at once, must not both look at an empty folder
             // and then replace each other: a link never replaces, so one of them finds the other.
-            match fs::hard_link(&tmp, &dst) {
-                Ok(()) => {
-                    dest.remove_partial(&tmp);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if let Err(e) = dest.refuse_case_collision(folder, name, src_dir) {
+            if !may_exist {
+                match fs::hard_link(&tmp, &dst) {
+                    Ok(()) => {
                         dest.remove_partial(&tmp);
-                        return Err(crate::Error::io("rename into", shown, e));
+                        return Ok(());
                     }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(_) => {} // no hard links there: renamed as any partial
                 }
-                Err(_) => {} // no hard links there: renamed as any partial
+            }
+            match dest.refuse_case_collision(folder, rel, src_dir) {
+                Err(e) => {
+                    dest.remove_partial(&tmp);
+                    return Err(crate::Error::io("rename into", shown, e));
+                }
+                // This file's older copy under another case goes first: a rename over it would
+                // keep the old case where the destination keeps an entry's stored name.
+                Ok(Some(older)) => match fs::remove_file(folder.join(Path::new(&older))) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        dest.remove_partial(&tmp);
+                        return Err(crate::Error::io("remove the older copy of", shown, e));
+                    }
+                    _ => {}
+                },
+                Ok(None) => {}
             }
         }
         match fs::rename(&tmp, &dst) {
@@ -351,7 +365,7 @@ fn sync_inner(
     if look_first {
         // First sight of this file in this run: a previous run may have copied this very version.
         if let Ok(f) = dest.folder(rel_dir, false) {
-            dest.refuse_case_collision(&f, name, src.parent().unwrap_or(src))
+            dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
                 .map_err(|e| Error::io("look at", dst, e))?;
             if let Ok((is_file, copy)) = fs::symlink_metadata(f.join(name)).map(|m| (m.is_file(), identity(&m))) {
                 if is_file && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
@@ -412,7 +426,8 @@ fn sync_inner(
         Some(f) => f,
         None => dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?,
     };
-    dest.refuse_case_collision(&folder, name, src.parent().unwrap_or(src)).map_err(|e| Error::io("copy to", dst, e))?;
+    dest.refuse_case_collision(&folder, &job.rel, src.parent().unwrap_or(src))
+        .map_err(|e| Error::io("copy to", dst, e))?;
     let out = Out::create(dest, &folder, name, dst, mode, job.partial, opts)?;
     let result = (|| {
         let file_out = out.file();
@@ -453,7 +468,7 @@ fn sync_inner(
             }
         }
         dest.changing().map_err(|e| Error::io("publish", dst, e))?;
-        out.publish(dest, &folder, name, src.parent().unwrap_or(src), dst, may_exist)?;
+        out.publish(dest, &folder, &job.rel, src.parent().unwrap_or(src), dst, may_exist)?;
         Ok(Some((bytes, hash)))
     })();
     match result {

@@ -13,6 +13,7 @@
 //! against a link made in between, but never fooled by one already there).
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -327,18 +328,32 @@ impl Dest {
         portable_folder(&self.root, rel_dir, create)
     }
 
-    /// Learns whether the destination folds case, from `name`, a file at its root (the run's
-    /// claim): found again under its name in upper case, as the same file.
-    pub fn detect_case_folding(&self, name: &str) {
-        let upper = name.to_uppercase();
-        let folds = upper != name
-            && match (fs::symlink_metadata(self.root.join(name)), fs::symlink_metadata(self.root.join(&upper))) {
-                #[cfg(unix)]
-                (Ok(a), Ok(b)) => identity(&a) == identity(&b),
-                #[cfg(not(unix))]
-                (Ok(_), Ok(_)) => true,
-                _ => false,
-            };
+    /// Learns whether the destination folds case: a probe file made at its root under a name never
+    /// used before is found again under that name in upper case, as the same file. A name looked
+    /// up before (the claim's, by the previous run) can be answered from a client's cache of names,
+    /// which still holds the upper-case name for the file removed since: taken for another file,
+    /// the destination passed for case-sensitive and every guard of invariant 10 was off. A probe
+    /// that cannot be made leaves the guards on.
+    pub fn detect_case_folding(&self) {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let name = format!(".softcopy-case-probe-{}-{nanos}", std::process::id());
+        let probe = self.root.join(&name);
+        let folds = match fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+            Ok(made) => {
+                let folds = match (made.metadata(), fs::symlink_metadata(self.root.join(name.to_uppercase()))) {
+                    #[cfg(unix)]
+                    (Ok(a), Ok(b)) => identity(&a) == identity(&b),
+                    #[cfg(not(unix))]
+                    (Ok(_), Ok(_)) => true,
+                    (Err(_), _) => true,
+                    (_, Err(e)) => e.kind() != io::ErrorKind::NotFound,
+                };
+                drop(made);
+                let _ = fs::remove_file(&probe); // a probe left behind is one of softcopy's own records
+                folds
+            }
+            Err(_) => true,
+        };
         self.folds_case.store(folds, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -349,32 +364,42 @@ impl Dest {
         self.folds_case.load(std::sync::atomic::Ordering::Relaxed) && text.to_lowercase() != text.to_uppercase()
     }
 
-    /// Refuses `name` in `folder` where the destination folds case and holds it under another
-    /// case already (another source file's copy, `A` for `a`): writing would replace that copy,
-    /// and verifying would pass both names against one file, while the source (`src_dir`) has
-    /// both. Only names with letters are looked at (chunk keys are digits), by listing the folder.
-    pub fn refuse_case_collision(&self, folder: &Folder, name: &Path, src_dir: &Path) -> io::Result<()> {
+    /// Refuses the file `rel` in `folder` where the destination folds case and holds it under
+    /// another case already (another source file's copy, `A` for `a`): writing would replace that
+    /// copy, and verifying would pass both names against one file, while the source (`src_dir`)
+    /// has both, or had the other and freed it (its copy is then the only one left, design.md
+    /// "Freeing the source"). An entry in another case whose name the source no longer has, and
+    /// never freed, is this file's own older copy (the name's case changed): returned, to be
+    /// replaced as any older copy. Only names with letters are looked at (chunk keys are digits),
+    /// by listing the folder.
+    pub fn refuse_case_collision(&self, folder: &Folder, rel: &Path, src_dir: &Path) -> io::Result<Option<OsString>> {
+        let (rel_dir, name) = split(rel)?;
         if !self.folds_case_of(name) {
-            return Ok(());
+            return Ok(None);
         }
         let folded = name.to_string_lossy().to_lowercase();
+        let mut older = None;
         for entry in fs::read_dir(folder.path())? {
             let other = entry?.file_name();
-            // An entry whose name the source no longer has is this file's own older copy (the
-            // name's case changed): replaced as any older copy.
-            if other != name.as_os_str()
-                && other.to_string_lossy().to_lowercase() == folded
-                && fs::symlink_metadata(src_dir.join(&other)).is_ok()
-            {
+            if other == name.as_os_str() || other.to_string_lossy().to_lowercase() != folded {
+                continue;
+            }
+            // Absent from the source only on positive evidence: a look that failed is no proof.
+            let at_source =
+                !matches!(fs::symlink_metadata(src_dir.join(&other)), Err(e) if e.kind() == io::ErrorKind::NotFound);
+            let freed = self.was_freed(&rel_dir.join(&other));
+            if at_source || freed {
+                let whose = if freed { "the only copy of a file freed at the source" } else { "another file's copy" };
                 return Err(io::Error::other(format!(
-                    "{} collides with {} at a destination that does not tell upper from lower case: not copied \
-                     over it",
+                    "{} collides with {} ({whose}) at a destination that does not tell upper from lower case: not \
+                     copied over it",
                     name.display(),
                     other.to_string_lossy()
                 )));
             }
+            older = Some(other);
         }
-        Ok(())
+        Ok(older)
     }
 
     /// Whether anything changed since this was last asked.

@@ -209,3 +209,25 @@ def test_names_that_differ_only_in_case_are_refused_at_a_case_insensitive_destin
             if p.is_file() and p.name != "complete" and not p.name.startswith(".softcopy")
         }
         assert copies == {"Meta": b"final"}, (copies, r.stderr)
+
+
+def test_a_new_name_in_another_case_never_replaces_a_freed_files_copy(tmp_path: Path) -> None:
+    # `Log.txt` freed at the source: its copy is the only one left. A new take writes `log.txt`; at
+    # a destination that folds case, the copier took `Log.txt` for the new file's own older copy
+    # (the source no longer has it) and renamed over it: verified, exit 0, the log at neither end.
+    src = tmp_path / "acq"
+    (src / "c").mkdir(parents=True)
+    (src / "Log.txt").write_bytes(b"the first take's log")
+    (src / "c" / "0").write_bytes(b"chunk")
+    with casefold_mount(tmp_path) as share:
+        dst = share / "acq"
+        r = run(src, dst, "--once", "--delete-source")
+        assert r.returncode == 0, r.stderr
+        assert not (src / "Log.txt").exists(), "freed"
+        src.mkdir(exist_ok=True)
+        (src / "log.txt").write_bytes(b"the second take's log")
+        r = run(src, dst, "--once", "--delete-source")
+        [stored] = [p for p in dst.iterdir() if p.name.lower() == "log.txt"]
+        assert (stored.name, stored.read_bytes()) == ("Log.txt", b"the first take's log"), r.stderr
+        assert r.returncode == 1 and "the only copy of a file freed at the source" in r.stderr, r.stderr
+        assert (src / "log.txt").read_bytes() == b"the second take's log", "not freed"
