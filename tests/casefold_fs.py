@@ -142,4 +142,14 @@ class _Operations(fuse.fuse_operations):  # type: ignore[misc]
 fuse.fuse_operations = _Operations
 
 if __name__ == "__main__":
-    FUSE(CaseFold(sys.argv[1]), sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True)
+    # hard_remove: a file removed while open is gone at once (as on a share), not renamed to
+    # `.fuse_hidden*`, which would stay in the copy as a file its source never had.
+    FUSE(
+        CaseFold(sys.argv[1]),
+        sys.argv[2],
+        foreground=True,
+        nothreads=True,
+        allow_other=True,
+        use_ino=True,
+        hard_remove=True,
+    )

@@ -17,7 +17,8 @@ and mtime kept. Trust, part three (issue 23): the end killed (SIGKILL) at every 
 publishing and freeing (the crash points of docs/design.md, or strace at the unlink of any file at
 either end) and the same command run again; the source's disk unmounted and another mounted in its
 place; the destination on a filesystem whose listing of the copy's root fails when a rule arms it;
-files deleted while no engine runs (the stale chunks of an array the end must prune).
+files deleted while no engine runs (the stale chunks of an array the end must prune); a destination
+that folds case, with names at the source that fold to one.
 `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 80; `make model-long` runs 2000 at random).
 """
 
@@ -38,7 +39,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from test_properties import apply
 
-KEYS = ["0.0", "c/0/0", "arr/c/0/0", "arr/c/1/1", "a/b/c/0", "zarr.json", "new/d/0"]
+# `Log` and `log` are one file at a destination that folds case: a source holding both cannot be
+# copied there whole (a fault), and neither copy may ever replace the other.
+KEYS = ["0.0", "c/0/0", "arr/c/0/0", "arr/c/1/1", "a/b/c/0", "zarr.json", "new/d/0", "Log", "log"]
 EXAMPLES = int(os.environ.get("SOFTCOPY_MODEL_EXAMPLES", "80"))
 # An array whose chunks are `arr/c/...`: a chunk at the destination its source no longer has reads
 # as data where the source reads the fill value, so a verified copy holds none (the end prunes it).
@@ -84,9 +87,13 @@ def group_json(data: bytes) -> bytes:
 
 class Acquisition(RuleBasedStateMachine):
     @initialize(
-        delete_source=st.booleans(), crash=CRASHES, disk=st.booleans(), faulty=st.booleans(), lossy=st.booleans()
+        delete_source=st.booleans(),
+        crash=CRASHES,
+        disk=st.booleans(),
+        dst=st.sampled_from(["local", "faulty", "casefold"]),
+        lossy=st.booleans(),
     )
-    def start(self, delete_source: bool, crash: Crash, disk: bool, faulty: bool, lossy: bool) -> None:
+    def start(self, delete_source: bool, crash: Crash, disk: bool, dst: str, lossy: bool) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="softcopy-model-"))
         # Half the runs with the kernel's own event queue, half with a queue of one (every burst
         # overflows: lost events, rescans).
@@ -103,11 +110,14 @@ class Acquisition(RuleBasedStateMachine):
             self._mount_disk()
         base = self.disk or self.tmp
         self.src, self.away = base / "run.zarr", base / "away.zarr"
-        # The destination through tests/faulty_fs.py: its root's listing fails once when armed.
-        self.arm = self.tmp / "arm" if faulty else None
-        self.dst = self._faulty_share() / "out.zarr" if faulty else self.tmp / "out.zarr"
-        # The model looks at the copy beside the mount, so that its looks never meet the fault.
-        self.view = self.tmp / "backing" / "out.zarr" if faulty else self.dst
+        # The destination through tests/faulty_fs.py (its root's listing fails once when armed) or
+        # tests/casefold_fs.py (case-insensitive, case-preserving: NTFS, SMB, macOS).
+        self.arm = self.tmp / "arm" if dst == "faulty" else None
+        self.casefold = dst == "casefold"
+        self.dst = self._share(dst) / "out.zarr" if dst != "local" else self.tmp / "out.zarr"
+        # The model looks at the copy beside the mount, so that its looks never meet the fault,
+        # and see each name as stored.
+        self.view = self.tmp / "backing" / "out.zarr" if dst != "local" else self.dst
         self.src.mkdir()
         self.delete_source = delete_source
         self.crash = crash
@@ -134,10 +144,16 @@ class Acquisition(RuleBasedStateMachine):
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(self.disk)], check=True)
         self.mounts.append(self.disk)
 
-    def _faulty_share(self) -> Path:
+    def _share(self, kind: str) -> Path:
         (self.tmp / "backing").mkdir()
-        env = {"FAULTY_READDIR": "/out.zarr", "FAULTY_ARM": str(self.arm)}
-        return self.fuse.enter_context(fuse_mount("faulty_fs.py", self.tmp / "backing", self.tmp / "share", env))
+        env = {"FAULTY_READDIR": "/out.zarr", "FAULTY_ARM": str(self.arm)} if kind == "faulty" else {}
+        return self.fuse.enter_context(fuse_mount(f"{kind}_fs.py", self.tmp / "backing", self.tmp / "share", env))
+
+    def _twin(self, key: str) -> str | None:
+        """The other key that is the same file at this destination, if any."""
+        if not self.casefold:
+            return None
+        return next((k for k in KEYS if k != key and k.lower() == key.lower()), None)
 
     def _start(self) -> softcopy.Copier:
         # Settled files leave memory within a few steps, so records meet every action and rescan.
@@ -162,6 +178,8 @@ class Acquisition(RuleBasedStateMachine):
             return
         if key == "zarr.json":
             data = group_json(data)
+        if self._twin(key) in self.current:
+            self.faults.append("names that fold to one")
         apply(self.src, kind, key, data)
         self.current[key] = data
         self.versions.setdefault(key, set()).add(data)
@@ -230,6 +248,28 @@ class Acquisition(RuleBasedStateMachine):
         del self.current[key]
         if not self.foreign:
             self.deleted.add(key)
+
+    @precondition(lambda self: not self.root_away and ("Log" in self.current) != ("log" in self.current))
+    @rule(stopped=st.booleans())
+    def rename_to_another_case(self, stopped: bool) -> None:
+        # `Log` renamed `log` (or back): the same file, its name's case changed. At a destination
+        # that folds case, its copy takes the new name; no other file's copy is touched. While no
+        # engine watches, the next one finds the old copy under the old case.
+        old = "Log" if "Log" in self.current else "log"
+        new = "log" if old == "Log" else "Log"
+        if old in self.pinned:
+            return
+        if stopped:
+            self.copier.stop()
+            assert self.copier.wait(30) is not None
+        (self.src / old).rename(self.src / new)
+        self.current[new] = self.current.pop(old)
+        self.versions.setdefault(new, set()).add(self.current[new])
+        if not self.foreign:
+            self.deleted.add(old)
+        if stopped:
+            self._new_engine()
+            self.unconfirmed = False
 
     @precondition(lambda self: not self.root_away and bool(self._deletable()))
     @rule(data=st.data())
@@ -367,7 +407,8 @@ class Acquisition(RuleBasedStateMachine):
         # only by the end's read; nothing goes through a link).
         if self.copier.poll() is not None:
             return
-        want = {k: v for k, v in self.current.items() if k not in self.damaged}
+        # Of two names that fold to one, neither copy replaces the other: one of them waits.
+        want = {k: v for k, v in self.current.items() if k not in self.damaged and self._twin(k) not in self.current}
         if self.linked:
             want = {k: v for k, v in want.items() if not k.startswith("new/")}
 
