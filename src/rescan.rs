@@ -75,3 +75,40 @@ impl Rescans {
         self.at
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_events_make_a_rescan_due_at_once_then_no_sooner_than_the_minimum() {
+        let mut r = Rescans::default();
+        let now = Instant::now();
+        assert!(!r.due(now) && r.deadline().is_none(), "nothing to rescan before events are lost");
+        assert!(r.events_lost(now).is_some(), "the first loss is said");
+        assert!(r.due(now), "a rescan is due at once after lost events");
+        r.ran(now, false);
+        assert!(r.deadline().is_none(), "not periodic: no rescan until events are lost again");
+        let later = Instant::now();
+        assert!(r.events_lost(later).is_none(), "said once per interval");
+        assert!(!r.due(later), "no sooner than RESCAN_MIN after the last one");
+        assert!(r.due(later + RESCAN_MIN), "but then");
+        assert_eq!(r.events_lost(later + SAY_EVERY).map(|m| m.contains("3 queue overflows")), Some(true));
+    }
+
+    #[test]
+    fn periodic_rescans_stay_periodic_and_a_root_away_is_looked_at_again_soon() {
+        let mut r = Rescans::default();
+        assert!(r.periodic(Duration::from_secs(5)), "said the first time");
+        assert!(!r.periodic(Duration::from_secs(5)), "not again");
+        let at = r.deadline().expect("a rescan is scheduled");
+        assert!(!r.due(Instant::now()) && r.due(at));
+        let started = Instant::now();
+        r.ran(started, false);
+        assert!(r.deadline().is_some_and(|t| t >= started + Duration::from_secs(5)), "the next one is scheduled");
+        let mut away = Rescans::default();
+        let started = Instant::now();
+        away.ran(started, true);
+        assert!(away.deadline().is_some_and(|t| t >= started + RESCAN_MIN && t < started + RESCAN_MIN * 2));
+    }
+}
