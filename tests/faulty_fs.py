@@ -7,6 +7,12 @@ listed (1 unless set); every other operation, and every later listing, passes th
 `FAULTY_ARM` set (a path outside the mount), the listing fails only while that file exists, and the
 failure removes it: a test arms one failure whenever it likes. Each failure is written as a line to
 the file `FAULTY_LOG`, if set, so a test can tell the fault was hit.
+
+Two more faults, each off unless set: `FAULTY_DOWN` (a path outside the mount): while that file
+exists, every operation fails with EIO, as on a share whose server dropped (a soft mount);
+`FAULTY_GETATTR` (a name): a look at any path whose last component is that name fails with EIO,
+as a folder on a flaky share that cannot be looked at, while the file `FAULTY_GETATTR_ARM` exists
+(outside the mount; always, if that is not set).
 """
 
 from __future__ import annotations
@@ -27,6 +33,21 @@ class Faulty(Passthrough):
         self.left = times
         self.log = log
         self.arm = arm
+        self.down = os.environ.get("FAULTY_DOWN")
+        self.bad_name = os.environ.get("FAULTY_GETATTR")
+        self.bad_name_arm = os.environ.get("FAULTY_GETATTR_ARM")
+
+    def __call__(self, op: str, *args: Any) -> Any:
+        if op not in ("init", "destroy") and self.down is not None and os.path.exists(self.down):
+            raise FuseOSError(errno.EIO)
+        return super().__call__(op, *args)
+
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        bad = self.bad_name is not None and path.rsplit("/", 1)[-1] == self.bad_name
+        if bad and (self.bad_name_arm is None or os.path.exists(self.bad_name_arm)):
+            raise FuseOSError(errno.EIO)
+        result: dict[str, Any] = super().getattr(path, fh)
+        return result
 
     def armed(self) -> bool:
         if self.arm is None:
