@@ -41,7 +41,7 @@ def test_a_share_that_drops_at_the_end_is_waited_for_not_taken_for_elsewhere(tmp
     reports.mkdir()
     report, go = reports / "live.zarr.json", tmp_path / "go"
     with fuse_mount("faulty_fs.py", backing, tmp_path / "raw", {"FAULTY_TIMES": "0", "FAULTY_DOWN": str(down)}) as raw:
-        args = (acq / "*.zarr", raw, "--report", reports / "{name}.json", "--give-up-after", 600)
+        args = (acq / "*.zarr", raw, "--report", reports / "{name}.json", "--give-up-after", "600")
         with service(tmp_path, *args) as svc:
             writer = start_writer(acq / "live.zarr", "v2dot", 6, 0.05, "--hold", str(go))
             wait_or_tell(lambda: len(chunks(backing / "live.zarr")) >= 6, 60, "the chunks copied", svc)
