@@ -12,7 +12,7 @@ Two more faults, each off unless set: `FAULTY_DOWN` (a path outside the mount): 
 exists, every operation fails with EIO, as on a share whose server dropped (a soft mount);
 `FAULTY_GETATTR` (a name): a look at any path whose last component is that name fails with EIO,
 as a folder on a flaky share that cannot be looked at, while the file `FAULTY_GETATTR_ARM` exists
-(outside the mount; always, if that is not set).
+(outside the mount; always, if that is not set); the kernel then caches no attribute or name.
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ class Faulty(Passthrough):
         return super().__call__(op, *args)
 
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        # Only a folder that is there fails: a look for a name not made yet says "not there".
         bad = self.bad_name is not None and path.rsplit("/", 1)[-1] == self.bad_name
-        if bad and (self.bad_name_arm is None or os.path.exists(self.bad_name_arm)):
+        if (
+            bad
+            and os.path.lexists(self._real(path))
+            and (self.bad_name_arm is None or os.path.exists(self.bad_name_arm))
+        ):
             raise FuseOSError(errno.EIO)
         result: dict[str, Any] = super().getattr(path, fh)
         return result
@@ -79,4 +84,6 @@ if __name__ == "__main__":
     )
     # hard_remove: a file unlinked while open is gone at once, as on a real filesystem (not kept
     # as a `.fuse_hidden*` file the model would take for a stray copy).
-    FUSE(fs, sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True, hard_remove=True)
+    # With FAULTY_GETATTR, no attribute or name is cached by the kernel: every look reaches the fault.
+    uncached = {"attr_timeout": 0, "entry_timeout": 0} if fs.bad_name else {}
+    FUSE(fs, sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True, hard_remove=True, **uncached)

@@ -7,13 +7,16 @@ a FUSE source whose folders cannot be looked at, tmpfs, a real HTTP receiver for
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_same_tree, fuse_mount, holds_for, start_writer
+from conftest import assert_same_tree, finish, fuse_mount, holds_for, start_writer, tree
 from test_service import Receiver, chunks
-from test_trust4_service import service, wait_or_tell
+from test_trust4_service import service, take, wait_or_tell
 
 
 @pytest.fixture
@@ -54,3 +57,141 @@ def test_a_share_that_drops_at_the_end_is_waited_for_not_taken_for_elsewhere(tmp
             wait_or_tell(report.exists, 90, "the report", svc)
             assert status(report) == "verified", report.read_text()
             assert_same_tree(acq / "live.zarr", backing / "live.zarr")
+
+
+def settled(events: list[dict[str, object]], status: str) -> bool:
+    return any(e["event"] == "ended" and e["status"] == status for e in events)
+
+
+def test_the_acquisitions_folder_removed_and_made_again_is_watched_again(tmp_path: Path) -> None:
+    # Its watch was never made again: every acquisition after that was silently never copied.
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    with service(tmp_path, acq / "*.zarr", dst, "--report", reports / "{name}.json") as svc:
+        acq.rmdir()  # an admin's cleanup, a disk remounted
+        wait_or_tell(lambda: "is gone" in svc.output(), 30, "the folder seen gone", svc)
+        acq.mkdir()
+        files = take(acq / "after.zarr", 3, 5)
+        wait_or_tell((reports / "after.zarr.json").exists, 30, "the new acquisition's report", svc)
+        assert status(reports / "after.zarr.json") == "verified"
+        assert tree(dst / "after.zarr") == files
+        assert svc.poll() is None and "Traceback" not in svc.output(), svc.output()
+
+
+def test_an_acquisition_renamed_aside_is_let_go_and_a_new_take_under_its_name_is_copied(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # The new take was never copied; the renamed one stayed "in flight" for ever.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    with service(tmp_path, acq / "*.zarr", dst, "--notify", receiver.url) as svc:
+        (acq / "fish.zarr").mkdir()  # the first take, in flight (no marker yet)
+        (acq / "fish.zarr" / "0.0").write_bytes(b"first")
+        wait_or_tell((dst / "fish.zarr" / "0.0").exists, 30, "the first take's chunk", svc)
+        (acq / "fish.zarr").rename(acq / "fish.aside")
+        files = take(acq / "fish.zarr", 3, 9)
+        (acq / "fish.zarr" / "complete").unlink()  # the new take, in flight too
+        wait_or_tell(lambda: settled(receiver.events("fish.zarr"), "let go"), 30, "the first take let go", svc)
+        wait_or_tell(lambda: len(chunks(dst / "fish-2.zarr")) == 3, 30, "the new take's chunks", svc)
+        (acq / "fish.zarr" / "complete").touch()
+        files = tree(acq / "fish.zarr")
+        wait_or_tell(lambda: settled(receiver.events("fish.zarr"), "verified"), 60, "the new take verified", svc)
+    assert tree(dst / "fish-2.zarr") == files, "the new take, beside the first take's copy"
+    assert tree(dst / "fish.zarr") == {"0.0": b"first"}, "the first take's copy is kept as it was"
+    (let_go,) = [e for e in receiver.events("fish.zarr") if e["status"] == "let go"]
+    assert "renamed" in str(let_go["report"]["targets"][0]["fatal"]), let_go
+
+
+def footprint(pid: int) -> tuple[int, int]:
+    """The process's threads and inotify instances."""
+    fds = Path(f"/proc/{pid}/fd")
+    inotify = 0
+    for fd in fds.iterdir():
+        try:
+            inotify += os.readlink(fd) == "anon_inode:inotify"
+        except FileNotFoundError:
+            continue
+    return len(list(Path(f"/proc/{pid}/task").iterdir())), inotify
+
+
+def test_abandoned_acquisitions_let_go_of_their_watches_and_threads(tmp_path: Path, receiver: Receiver) -> None:
+    # Each deleted acquisition kept its inotify instances and threads for ever: 66 of them and the
+    # next real acquisition could not start.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    with service(tmp_path, acq / "*.zarr", dst, "--notify", receiver.url) as svc:
+        threads, inotify = footprint(svc.pid)
+        for i in range(6):  # aborted acquisitions: a chunk, never a marker
+            (acq / f"abort{i}.zarr").mkdir()
+            (acq / f"abort{i}.zarr" / "0.0").write_bytes(b"x" * 8)
+        wait_or_tell(lambda: all((dst / f"abort{i}.zarr" / "0.0").exists() for i in range(6)), 60, "copies", svc)
+        assert footprint(svc.pid)[1] > inotify, "each copy in flight watches its folder"
+        for i in range(6):
+            shutil.rmtree(acq / f"abort{i}.zarr")
+        pid = svc.pid
+
+        def back() -> bool:
+            now_threads, now_inotify = footprint(pid)
+            return now_threads <= threads and now_inotify <= inotify
+
+        wait_or_tell(back, 60, "the footprint back to the start", svc)
+        names = [f"abort{i}.zarr" for i in range(6)]
+        wait_or_tell(lambda: all(settled(receiver.events(n), "let go") for n in names), 20, "the webhooks", svc)
+        files = take(acq / "next.zarr", 2, 3)
+        wait_or_tell(lambda: settled(receiver.events("next.zarr"), "verified"), 60, "the next acquisition", svc)
+        assert tree(dst / "next.zarr") == files
+
+
+def test_a_freed_acquisition_is_not_taken_again_at_a_restart(tmp_path: Path) -> None:
+    # Copied with --delete-source by the service, its folder emptied: at every restart it came
+    # back as a new acquisition that waited for its marker for ever.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
+    files = take(acq / "x.zarr", 3, 1)
+    args = (acq / "*.zarr", dst, "--delete-source")
+    with service(tmp_path, *args) as svc:
+        wait_or_tell(lambda: not any(p.is_file() for p in (acq / "x.zarr").rglob("*")), 60, "the source freed", svc)
+        svc.send_signal(signal.SIGTERM)
+        assert finish(svc, 30)[0] == 143
+    (tmp_path / "notify.sock").unlink()
+    with service(tmp_path, *args) as svc:
+        wait_or_tell(lambda: "x.zarr: already verified" in svc.output(), 30, "the restart to skip x.zarr", svc)
+        assert "a new acquisition" not in svc.output()
+    assert (dst / "x.zarr" / "complete").exists() and tree(dst / "x.zarr") == files
+
+
+def test_a_folder_whose_name_is_not_utf8_made_while_running_is_copied(tmp_path: Path) -> None:
+    # The name reached the service mangled (lossy UTF-8) and the folder was dropped silently.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    name = os.fsdecode(b"fish\xe9.zarr")
+    with service(tmp_path, acq / "*.zarr", dst) as svc:
+        files = take(acq / name, 3, 4)
+        wait_or_tell(lambda: (dst / name / "complete").exists(), 30, "the copy of the odd name", svc)
+    assert tree(dst / name) == files
+
+
+def test_a_folder_that_cannot_be_looked_at_is_retried_and_named_until_it_can(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # EIO when the folder appeared: one log line, never retried, no report, no webhook.
+    backing, dst, reports, arm = tmp_path / "backing", tmp_path / "raw", tmp_path / "reports", tmp_path / "arm"
+    for d in (backing / "acquisition", backing / "staging", dst, reports):
+        d.mkdir(parents=True)
+    env = {"FAULTY_TIMES": "0", "FAULTY_GETATTR": "flaky.zarr", "FAULTY_GETATTR_ARM": str(arm)}
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "mnt", env) as mnt:
+        acq = mnt / "acquisition"
+        args = (acq / "*.zarr", dst, "--report", reports / "{name}.json", "--notify", receiver.url)
+        with service(tmp_path, *args, "--notify-after", "1") as svc:
+            files = take(mnt / "staging" / "take", 3, 6)
+            arm.touch()
+            (mnt / "staging" / "take").rename(acq / "flaky.zarr")  # it appears, and cannot be looked at
+            wait_or_tell(lambda: settled(receiver.events("flaky.zarr"), "cannot start"), 30, "the webhook", svc)
+            assert "cannot start" in str(json.loads((reports / "flaky.zarr.json").read_text())["targets"][0]["fatal"])
+            arm.unlink()  # the share answers again
+            wait_or_tell(lambda: settled(receiver.events("flaky.zarr"), "verified"), 60, "the copy", svc)
+        assert tree(dst / "flaky.zarr") == files
