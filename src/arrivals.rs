@@ -128,6 +128,19 @@ mod tests {
         assert_eq!(names(&a), vec![OsString::from("a.zarr"), OsString::from("b.zarr")]);
     }
 
+    #[test]
+    fn a_watch_whose_channel_closed_says_so_and_never_answers_at_once() {
+        let top = tempfile::tempdir().unwrap();
+        let mut a = Arrivals::watch(top.path()).unwrap();
+        // Another watcher in its place: the first one's sender is dropped, the channel closes.
+        a._watcher = RecommendedWatcher::new(|_: notify::Result<Event>| {}, notify::Config::default()).unwrap();
+        assert!(!a.is_dead());
+        let started = std::time::Instant::now();
+        assert_eq!(a.wait(Duration::from_millis(200)), vec![Arrival::Relist]);
+        assert!(started.elapsed() >= Duration::from_millis(200), "a closed channel must not make a loop spin");
+        assert!(a.is_dead());
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_name_that_is_not_utf8_is_reported_as_it_is() {
