@@ -9,7 +9,8 @@ failure removes it: a test arms one failure whenever it likes. Each failure is w
 the file `FAULTY_LOG`, if set, so a test can tell the fault was hit.
 
 Two more faults, each off unless set: `FAULTY_DOWN` (a path outside the mount): while that file
-exists, every operation fails with EIO, as on a share whose server dropped (a soft mount);
+exists, every operation fails with EIO, as on a share whose server dropped (a soft mount); `FAULTY_HANG`: while that file exists, every
+operation waits for it to go (up to 5 minutes), as on a hard-mounted share whose server is gone;
 `FAULTY_GETATTR` (a name): a look at any path whose last component is that name fails with EIO,
 as a folder on a flaky share that cannot be looked at, while the file `FAULTY_GETATTR_ARM` exists
 (outside the mount; always, if that is not set); the kernel then caches no attribute or name.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 from typing import Any
 
 from casefold_fs import Passthrough  # importing it also sets fusepy's utime_omit_ok
@@ -34,12 +36,17 @@ class Faulty(Passthrough):
         self.log = log
         self.arm = arm
         self.down = os.environ.get("FAULTY_DOWN")
+        self.hang = os.environ.get("FAULTY_HANG")
         self.bad_name = os.environ.get("FAULTY_GETATTR")
         self.bad_name_arm = os.environ.get("FAULTY_GETATTR_ARM")
 
     def __call__(self, op: str, *args: Any) -> Any:
         if op not in ("init", "destroy") and self.down is not None and os.path.exists(self.down):
             raise FuseOSError(errno.EIO)
+        # A hard-mounted share whose server is gone: the call does not return (bounded here).
+        deadline = time.monotonic() + 300
+        while op not in ("init", "destroy") and self.hang and os.path.exists(self.hang) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return super().__call__(op, *args)
 
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:

@@ -10,11 +10,13 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_same_tree, finish, fuse_mount, holds_for, start_writer, tree
+from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_cmd, start_writer, tree, wait_for
 from test_service import Receiver, chunks
 from test_trust4_service import service, take, wait_or_tell
 
@@ -195,3 +197,35 @@ def test_a_folder_that_cannot_be_looked_at_is_retried_and_named_until_it_can(
             arm.unlink()  # the share answers again
             wait_or_tell(lambda: settled(receiver.events("flaky.zarr"), "verified"), 60, "the copy", svc)
         assert tree(dst / "flaky.zarr") == files
+
+
+def test_a_destination_that_hangs_never_stops_the_services_loop(tmp_path: Path) -> None:
+    # The loop looked at a new acquisition's destination itself (its marker, its parent made): a
+    # hard-mounted share whose server is gone stopped the loop, and with it every acquisition and
+    # the watchdog's pings.
+    acq, backing, hang, log = tmp_path / "acquisition", tmp_path / "backing", tmp_path / "hang", tmp_path / "log"
+    acq.mkdir()
+    backing.mkdir()
+    with (
+        fuse_mount("faulty_fs.py", backing, tmp_path / "raw", {"FAULTY_TIMES": "0", "FAULTY_HANG": str(hang)}) as raw,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s,
+    ):
+        s.bind(str(tmp_path / "notify.sock"))
+        s.settimeout(5)
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+        with log.open("wb") as out:
+            proc = subprocess.Popen(softcopy_cmd(acq / "*.zarr", raw), env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert s.recv(256) == b"READY=1"
+            hang.touch()
+            files = take(acq / "a.zarr", 2, 1)  # it appears while the share hangs
+            s.settimeout(2)
+            for _ in range(15):  # 3 s of pings at 0.2 s: the loop goes on
+                assert s.recv(256) == b"WATCHDOG=1", log.read_text()
+            hang.unlink()
+            wait_for(lambda: (backing / "a.zarr" / "complete").exists(), 60, "the copy once the share is back")
+            assert tree(backing / "a.zarr") == files
+        finally:
+            hang.unlink(missing_ok=True)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 143, log.read_text()
