@@ -52,6 +52,15 @@ enum LoopEnd {
     StillOpen(Vec<PathBuf>),
 }
 
+/// What the end, once drained, does next.
+enum EndStep {
+    Over(LoopEnd),
+    /// Something changed: round the loop again at once.
+    LookAgain,
+    /// Sleep until an event or the next look.
+    Wait,
+}
+
 /// What the final reconcile found.
 enum Swept {
     /// Every file listed, from the same root: vanished files were mirrored as deletions.
@@ -120,6 +129,10 @@ impl Run<'_> {
             RootChange::Left(why) => {
                 self.sh.say(Level::Warning, format!("{why}: paused, nothing more is written there"))
             }
+            RootChange::Unreachable(why) => self.sh.say(
+                Level::Warning,
+                format!("{why}: waiting for it (giving up after {} s)", self.cfg.give_up_after.as_secs()),
+            ),
             RootChange::Back => {
                 self.sh.say(Level::Info, format!("{} is the destination again: copying on", self.dst.display()))
             }
@@ -322,10 +335,38 @@ impl Run<'_> {
         s.last_error = self.tracker.last_error().map(str::to_owned);
         s.elapsed = self.started.elapsed().as_secs_f64();
         s.finishing = self.finishing;
-        s.destination_trouble = self.health.error().map(str::to_owned);
+        s.destination_trouble = self.health.error().or(self.dest_root.unreachable()).map(str::to_owned);
         s.paused = self.paused.clone().or_else(|| self.dest_root.away().map(String::from));
         // The end steps (`finish.rs`) start only after the last of these.
         *lock(&self.sh.status) = s.clone();
+    }
+
+    /// The end, once drained and reconciled: the destination must still be the folder held, and
+    /// no file may still be open for writing (the end waits for those within `quiet`, then copies
+    /// them; it never verifies over a version still being written).
+    fn at_the_end(&mut self, open_at_end: &mut OpenAtEnd, now: Instant) -> EndStep {
+        // Unavailable is not elsewhere: the end waits for a destination that cannot be reached
+        // (looked at again at the usual interval, not each tick) up to `give_up_after`
+        // (docs/design.md, "Unavailable is not elsewhere").
+        let waiting = self.dest_root.unreachable().is_some();
+        if self.look_at_destination(now, !waiting) {
+            return EndStep::LookAgain;
+        }
+        if waiting {
+            return EndStep::Wait;
+        }
+        let open = self.tracker.writing_files();
+        match open_at_end.decide(&open, self.cfg.quiet, now, self.sh) {
+            OpenWait::None => EndStep::Over(LoopEnd::Drained),
+            OpenWait::TooLong => EndStep::Over(LoopEnd::StillOpen(open)),
+            OpenWait::LookAgain => {
+                for rel in &open {
+                    self.tracker.event(rel, Change::Found, now);
+                }
+                EndStep::LookAgain
+            }
+            OpenWait::Wait => EndStep::Wait,
+        }
     }
 
     /// The copy loop: until the acquisition is over and drained, or a stop.
@@ -359,7 +400,7 @@ impl Run<'_> {
             if self.rewatch {
                 self.rewatch_and_reconcile(watcher);
             }
-            if self.health.gave_up(self.cfg.give_up_after) {
+            if self.health.gave_up(self.cfg.give_up_after) || self.dest_root.gave_up(self.cfg.give_up_after, now) {
                 let waited = self.cfg.give_up_after.as_secs();
                 self.sh.say(
                     Level::Error,
@@ -390,23 +431,11 @@ impl Run<'_> {
                     }
                 } else if self.tracker.is_idle() {
                     if reconciled {
-                        if self.look_at_destination(now, true) {
-                            continue;
-                        }
-                        // The end waits for files a writer still has open (within `quiet`), then
-                        // copies them; it never verifies over a version still being written.
-                        let open = self.tracker.writing_files();
-                        match open_at_end.decide(&open, self.cfg.quiet, now, self.sh) {
-                            OpenWait::None => return LoopEnd::Drained,
-                            OpenWait::TooLong => return LoopEnd::StillOpen(open),
-                            OpenWait::LookAgain => {
-                                for rel in &open {
-                                    self.tracker.event(rel, Change::Found, now);
-                                }
-                                continue;
-                            }
+                        match self.at_the_end(&mut open_at_end, now) {
+                            EndStep::Over(end) => return end,
+                            EndStep::LookAgain => continue,
                             // Sleeps below until an event (a close) or the next look.
-                            OpenWait::Wait => {}
+                            EndStep::Wait => {}
                         }
                     } else {
                         reconciled = true;

@@ -182,23 +182,27 @@ impl Dest {
 
     /// Whether the destination the user named still leads to the folder held: a root that is a
     /// link, re-pointed during the run (a share remounted elsewhere, an admin's switch), must not
-    /// go on receiving, nor be verified and marked, at the old place. Why not, if it does not.
-    pub fn check_root(&self) -> Result<(), String> {
-        let now = fs::canonicalize(&self.given)
-            .map_err(|e| format!("destination {} cannot be read ({e})", self.given.display()))?;
+    /// go on receiving, nor be verified and marked, at the old place. Only a name that resolves, to
+    /// another folder, is evidence of that; one that cannot be resolved now (a share dropped) is
+    /// unavailable, and waited for (docs/design.md, "Unavailable is not elsewhere").
+    pub fn check_root(&self) -> Result<(), RootProblem> {
+        let unavailable = |e: io::Error| {
+            RootProblem::Unavailable(format!("destination {} cannot be reached ({e})", self.given.display()))
+        };
+        let now = fs::canonicalize(&self.given).map_err(unavailable)?;
         #[cfg(unix)]
-        let same = now == self.root && fs::metadata(&now).is_ok_and(|m| identity(&m) == self.held);
+        let same = now == self.root && identity(&fs::metadata(&now).map_err(unavailable)?) == self.held;
         #[cfg(not(unix))]
         let same = now == self.root;
         if same {
             return Ok(());
         }
-        Err(format!(
+        Err(RootProblem::Elsewhere(format!(
             "destination {} now leads to {}, not to the folder being copied to ({})",
             self.given.display(),
             now.display(),
             self.root.display()
-        ))
+        )))
     }
 
     /// A destination for tests and one-off calls: nothing held, no marker withdrawn.
@@ -472,19 +476,42 @@ impl Dest {
 /// How often a run resolves the destination's name again: a few metadata round trips each time.
 const RECHECK_ROOT: Duration = Duration::from_secs(5);
 
+/// Why the destination's name does not lead to the folder held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootProblem {
+    /// It cannot be resolved now (a share dropped, a disk away): no evidence of anything, waited
+    /// for up to `give_up_after`.
+    Unavailable(String),
+    /// It resolves, to another folder: positive evidence that the run must not go on there.
+    Elsewhere(String),
+}
+
+impl RootProblem {
+    /// Why, in words.
+    pub fn why(&self) -> &str {
+        match self {
+            RootProblem::Unavailable(why) | RootProblem::Elsewhere(why) => why,
+        }
+    }
+}
+
 /// Whether the destination's name still leads to the folder held, looked at every
-/// `RECHECK_ROOT` by the coordinator: while it does not, nothing is handed out (the target is
-/// paused), and a run that ends so is not verified.
+/// `RECHECK_ROOT` by the coordinator: while it leads elsewhere, nothing is handed out (the target
+/// is paused), and a run that ends so is not verified; while it cannot be reached, the run waits.
 #[derive(Default)]
 pub struct RootWatch {
     next: Option<Instant>,
     away: Option<String>,
+    /// Since when, and why, it cannot be reached (a look found no evidence either way).
+    unreachable: Option<(Instant, String)>,
 }
 
 /// What a look found changed.
 pub enum RootChange {
-    /// It leads elsewhere (or cannot be read) now, for this reason.
+    /// It leads elsewhere now, for this reason.
     Left(String),
+    /// It cannot be reached now, for this reason.
+    Unreachable(String),
     /// It leads to the folder held again.
     Back,
 }
@@ -496,12 +523,27 @@ impl RootWatch {
             return None;
         }
         self.next = Some(now + RECHECK_ROOT);
-        match dest.check_root() {
-            Err(why) if self.away.as_deref() != Some(why.as_str()) => {
+        self.learn(dest.check_root(), now)
+    }
+
+    /// What a look's answer changes.
+    fn learn(&mut self, answer: Result<(), RootProblem>, now: Instant) -> Option<RootChange> {
+        match answer {
+            Err(RootProblem::Elsewhere(why)) if self.away.as_deref() != Some(why.as_str()) => {
+                self.unreachable = None;
                 self.away = Some(why.clone());
                 Some(RootChange::Left(why))
             }
-            Ok(()) if self.away.take().is_some() => Some(RootChange::Back),
+            // Unreachable says nothing of where it leads: a root that was elsewhere stays so.
+            Err(RootProblem::Unavailable(why)) if self.unreachable.is_none() => {
+                self.unreachable = Some((now, why.clone()));
+                Some(RootChange::Unreachable(why))
+            }
+            Ok(()) if self.away.is_some() || self.unreachable.is_some() => {
+                self.away = None;
+                self.unreachable = None;
+                Some(RootChange::Back)
+            }
             _ => None,
         }
     }
@@ -509,6 +551,16 @@ impl RootWatch {
     /// Why the destination is not the folder held, while it is not.
     pub fn away(&self) -> Option<&str> {
         self.away.as_deref()
+    }
+
+    /// Why the destination cannot be reached, while it cannot.
+    pub fn unreachable(&self) -> Option<&str> {
+        self.unreachable.as_ref().map(|(_, why)| why.as_str())
+    }
+
+    /// It has not been reachable for longer than `limit`.
+    pub fn gave_up(&self, limit: Duration, now: Instant) -> bool {
+        self.unreachable.as_ref().is_some_and(|(since, _)| now.saturating_duration_since(*since) > limit)
     }
 }
 
@@ -629,5 +681,29 @@ mod linux {
             here = next.unwrap_or_else(|| Err(io::ErrorKind::Unsupported.into())).map_err(refused)?;
         }
         Ok(named(here))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_name_that_resolves_elsewhere_is_elsewhere_and_unreachable_is_waited_for() {
+        let mut w = RootWatch::default();
+        let t0 = Instant::now();
+        let eio = || Err(RootProblem::Unavailable("EIO".into()));
+        assert!(matches!(w.learn(eio(), t0), Some(RootChange::Unreachable(_))));
+        assert!(w.learn(eio(), t0 + Duration::from_secs(1)).is_none(), "said once");
+        assert_eq!((w.away(), w.unreachable()), (None, Some("EIO")), "not elsewhere");
+        assert!(!w.gave_up(Duration::from_secs(10), t0 + Duration::from_secs(10)));
+        assert!(w.gave_up(Duration::from_secs(10), t0 + Duration::from_secs(11)));
+        assert!(matches!(w.learn(Ok(()), t0), Some(RootChange::Back)));
+        assert_eq!((w.away(), w.unreachable()), (None, None));
+        let moved = Err(RootProblem::Elsewhere("moved".into()));
+        assert!(matches!(w.learn(moved, t0), Some(RootChange::Left(_))));
+        // A root that leads elsewhere and then cannot be reached is still not the folder held.
+        w.learn(eio(), t0);
+        assert_eq!(w.away(), Some("moved"));
     }
 }

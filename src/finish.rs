@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::copier::{self, CopyOptions};
+use crate::dest::RootProblem;
 use crate::engine::Config;
 use crate::root::RootId;
 use crate::status::{lock, Level, Phase, Shared, Verdict};
@@ -57,7 +58,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     d.sh.set_phase(Phase::Verifying);
     crate::crash_point!("verify.start");
     let Some(Expected { arrays, unreadable }) = expected(d.sh) else { return stopped(v) };
-    if let Err(why) = d.root.check(d.src).and_then(|()| d.dest.check_root()) {
+    if let Err(why) = d.root.check(d.src) {
         v.reason = Some(format!("cannot verify: {why}"));
         return (Phase::Incomplete, v);
     }
@@ -68,13 +69,34 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         prune: Some(d.root),
         landed: d.landed.as_ref(),
     };
-    match crate::verify::verify(d.src, d.dest, &check, &d.sh.stop) {
-        Ok(report) => v.report = report,
-        Err(_) if d.sh.stopped() => return stopped(v),
-        Err(e) => {
-            v.reason = Some(format!("cannot verify: {e}"));
-            return (Phase::Incomplete, v);
+    loop {
+        // A destination that cannot be reached is waited for, before the walk and after one that
+        // failed or found files missing while it could not be reached (docs/design.md,
+        // "Unavailable is not elsewhere"): only a name that leads elsewhere ends the run here.
+        match reachable(&d) {
+            Reach::Reached => {}
+            Reach::Stopped => return stopped(v),
+            Reach::No(why) => {
+                v.reason = Some(format!("cannot verify: {why}"));
+                return (Phase::Incomplete, v);
+            }
         }
+        let walked = crate::verify::verify(d.src, d.dest, &check, &d.sh.stop);
+        if d.sh.stopped() {
+            return stopped(v);
+        }
+        let fine = walked.as_ref().is_ok_and(crate::verify::Report::ok);
+        if !fine && matches!(d.dest.check_root(), Err(RootProblem::Unavailable(_))) {
+            continue;
+        }
+        match walked {
+            Ok(report) => v.report = report,
+            Err(e) => {
+                v.reason = Some(format!("cannot verify: {e}"));
+                return (Phase::Incomplete, v);
+            }
+        }
+        break;
     }
     if d.gave_up {
         v.reason =
@@ -109,17 +131,26 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     if d.sh.stopped() {
         return stopped(v);
     }
-    // The marker goes where the user's name for the destination leads, or nowhere.
-    if let Err(why) = d.dest.check_root() {
-        v.reason = Some(format!("the marker is not published: {why}"));
-        return (Phase::Incomplete, v);
-    }
-    match publish_marker(&d) {
-        Ok(published) => v.marker_published = published,
-        Err(why) => {
-            v.reason = Some(format!("could not copy the marker {:?}: {why}", d.cfg.marker));
-            return (Phase::Incomplete, v);
+    // The marker goes where the user's name for the destination leads, or nowhere; a destination
+    // that cannot be reached is waited for, also after a copy of the marker it failed.
+    loop {
+        match reachable(&d) {
+            Reach::Reached => {}
+            Reach::Stopped => return stopped(v),
+            Reach::No(why) => {
+                v.reason = Some(format!("the marker is not published: {why}"));
+                return (Phase::Incomplete, v);
+            }
         }
+        match publish_marker(&d) {
+            Ok(published) => v.marker_published = published,
+            Err(_) if matches!(d.dest.check_root(), Err(RootProblem::Unavailable(_))) => continue,
+            Err(why) => {
+                v.reason = Some(format!("could not copy the marker {:?}: {why}", d.cfg.marker));
+                return (Phase::Incomplete, v);
+            }
+        }
+        break;
     }
     // The marker stands over the source as it is now: a chunk or a resize that landed after the
     // final look (a writer's last write not awaited) withdraws it.
@@ -166,6 +197,56 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         }
     }
     (Phase::Verified, v)
+}
+
+/// What waiting for the destination came to.
+enum Reach {
+    Reached,
+    Stopped,
+    /// It leads elsewhere, or stayed unreachable past `give_up_after`: why.
+    No(String),
+}
+
+/// Longest pause between two looks at a destination that cannot be reached during the end steps.
+const REACH_MAX: Duration = Duration::from_secs(5);
+
+/// Waits, with backoff, while the destination's name cannot be resolved (a share dropped), up to
+/// `give_up_after`; the status says so meanwhile, for the service's "needs attention" notice.
+fn reachable(d: &Drained<'_>) -> Reach {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    let mut said = false;
+    let answer = loop {
+        let why = match d.dest.check_root() {
+            Ok(()) => break Reach::Reached,
+            Err(RootProblem::Elsewhere(why)) => break Reach::No(why),
+            Err(RootProblem::Unavailable(why)) => why,
+        };
+        let limit = d.cfg.give_up_after;
+        if started.elapsed() > limit {
+            break Reach::No(format!("gave up: {why} for over {} s", limit.as_secs()));
+        }
+        if !said {
+            said = true;
+            d.sh.say(Level::Warning, format!("{why}: waiting for it (giving up after {} s)", limit.as_secs()));
+        }
+        lock(&d.sh.status).destination_trouble = Some(why);
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if d.sh.stopped() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        }
+        if d.sh.stopped() {
+            break Reach::Stopped;
+        }
+        pause = (pause * 2).min(REACH_MAX);
+    };
+    if said {
+        lock(&d.sh.status).destination_trouble = None;
+    }
+    answer
 }
 
 /// Whether the source is still exactly what this run copied: asked only where events after the

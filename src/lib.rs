@@ -401,7 +401,7 @@ impl PyArrivals {
 
     /// Names that appeared (waiting up to `timeout` seconds, GIL released), and whether the folder
     /// must be listed again (events were lost).
-    fn wait(&self, py: Python<'_>, timeout: f64) -> (Vec<String>, bool) {
+    fn wait(&self, py: Python<'_>, timeout: f64) -> (Vec<std::ffi::OsString>, bool) {
         let got = py.detach(|| self.inner.wait(std::time::Duration::from_secs_f64(timeout.max(0.0))));
         let relist = got.contains(&arrivals::Arrival::Relist);
         let names = got
@@ -412,6 +412,12 @@ impl PyArrivals {
             })
             .collect();
         (names, relist)
+    }
+
+    /// False once the watch died (nothing more will be heard from it): make another.
+    #[getter]
+    fn alive(&self) -> bool {
+        !self.inner.is_dead()
     }
 }
 

@@ -7,6 +7,13 @@ listed (1 unless set); every other operation, and every later listing, passes th
 `FAULTY_ARM` set (a path outside the mount), the listing fails only while that file exists, and the
 failure removes it: a test arms one failure whenever it likes. Each failure is written as a line to
 the file `FAULTY_LOG`, if set, so a test can tell the fault was hit.
+
+Two more faults, each off unless set: `FAULTY_DOWN` (a path outside the mount): while that file
+exists, every operation fails with EIO, as on a share whose server dropped (a soft mount); `FAULTY_HANG`: while that file exists, every
+operation waits for it to go (up to 5 minutes), as on a hard-mounted share whose server is gone;
+`FAULTY_GETATTR` (a name): a look at any path whose last component is that name fails with EIO,
+as a folder on a flaky share that cannot be looked at, while the file `FAULTY_GETATTR_ARM` exists
+(outside the mount; always, if that is not set); the kernel then caches no attribute or name.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 from typing import Any
 
 from casefold_fs import Passthrough  # importing it also sets fusepy's utime_omit_ok
@@ -27,6 +35,31 @@ class Faulty(Passthrough):
         self.left = times
         self.log = log
         self.arm = arm
+        self.down = os.environ.get("FAULTY_DOWN")
+        self.hang = os.environ.get("FAULTY_HANG")
+        self.bad_name = os.environ.get("FAULTY_GETATTR")
+        self.bad_name_arm = os.environ.get("FAULTY_GETATTR_ARM")
+
+    def __call__(self, op: str, *args: Any) -> Any:
+        if op not in ("init", "destroy") and self.down is not None and os.path.exists(self.down):
+            raise FuseOSError(errno.EIO)
+        # A hard-mounted share whose server is gone: the call does not return (bounded here).
+        deadline = time.monotonic() + 300
+        while op not in ("init", "destroy") and self.hang and os.path.exists(self.hang) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().__call__(op, *args)
+
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        # Only a folder that is there fails: a look for a name not made yet says "not there".
+        bad = self.bad_name is not None and path.rsplit("/", 1)[-1] == self.bad_name
+        if (
+            bad
+            and os.path.lexists(self._real(path))
+            and (self.bad_name_arm is None or os.path.exists(self.bad_name_arm))
+        ):
+            raise FuseOSError(errno.EIO)
+        result: dict[str, Any] = super().getattr(path, fh)
+        return result
 
     def armed(self) -> bool:
         if self.arm is None:
@@ -58,4 +91,6 @@ if __name__ == "__main__":
     )
     # hard_remove: a file unlinked while open is gone at once, as on a real filesystem (not kept
     # as a `.fuse_hidden*` file the model would take for a stray copy).
-    FUSE(fs, sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True, hard_remove=True)
+    # With FAULTY_GETATTR, no attribute or name is cached by the kernel: every look reaches the fault.
+    uncached = {"attr_timeout": 0, "entry_timeout": 0} if fs.bad_name else {}
+    FUSE(fs, sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True, hard_remove=True, **uncached)

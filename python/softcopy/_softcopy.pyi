@@ -222,4 +222,8 @@ class Arrivals:
 
     def __new__(cls, folder: Path) -> Arrivals: ...
     def wait(self, timeout: float) -> tuple[list[str], bool]:
-        """(names that appeared, whether the folder must be listed again), after up to `timeout` s."""
+        """(names that appeared, whether the folder must be listed again), after up to `timeout` s.
+        A name that is not UTF-8 comes as `os.fsdecode` gives it (surrogate escapes)."""
+    @property
+    def alive(self) -> bool:
+        """False once the watch died (nothing more will be heard from it): make another."""

@@ -16,8 +16,8 @@ import fnmatch
 import logging
 import os
 import signal
-import stat
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,15 +26,29 @@ from pathlib import Path
 
 from rich.console import Console
 
-from softcopy._softcopy import Arrivals, Owner, SoftcopyError, destination_owner, folder_identity
+from softcopy._softcopy import Owner, SoftcopyError, destination_owner
 from softcopy.config import Target
 from softcopy.display import Display, emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
 from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
+from softcopy.watching import Decided, Identity, Starter, StartRequest, Watch, identity_of, shown
 
 log = logging.getLogger("softcopy")
+
+
+LOOK_EVERY = 1.0
+"""Seconds between two looks at the acquisitions folders and at the folders of the copies in flight."""
+RELIST_EVERY = 60.0
+"""Seconds between two listings of each acquisitions folder: a name whose event was lost is found,
+and the records of ended acquisitions whose folders are gone are dropped."""
+LET_GO_AFTER = 10.0
+"""Seconds an acquisition's folder may be away from its name (its copy paused) before it is let go."""
+RETRY_FIRST, RETRY_MAX = 1.0, 300.0
+"""Backoff between two tries at starting a copy that could not start."""
+RECENT = 100
+"""Ended acquisitions kept for the display and the metrics (the oldest are let go)."""
 
 
 class NotCopied(Enum):
@@ -43,7 +57,19 @@ class NotCopied(Enum):
     VERIFIED_EARLIER = "verified"
     """Its marker is at the destination as copied: a run verified it."""
     CANNOT_START = "failed"
-    """Its copy could not start (the destination refused, or claimed by another run)."""
+    """Its copy could not start (its folder could not be looked at, the destination refused,
+    claimed by another run): tried again with backoff."""
+
+
+@dataclass
+class Retry:
+    """An acquisition whose copy could not start, tried again with backoff."""
+
+    since: float
+    tries: int = 0
+    next_at: float = 0.0
+    told: bool = False
+    """Its report and webhook were sent."""
 
 
 @dataclass
@@ -54,6 +80,8 @@ class Acquisition:
     target: Target
     pattern: str
     """The source pattern it matched (the metrics' label)."""
+    of: Target
+    """The pattern target it matched."""
     copier: Copier | None = None
     report: TargetReport | None = None
     """Set when its copy ended."""
@@ -62,13 +90,24 @@ class Acquisition:
     why: str = ""
     """What kept it from starting (with `NotCopied.CANNOT_START`)."""
     started: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
-    identity: tuple[int, int, int | None] = (0, 0, None)
+    identity: Identity | None = None
     """The folder's device, inode and birth time: a folder made again under the name is another
-    acquisition, also on the same inode."""
+    acquisition, also on the same inode. None while it cannot be looked at."""
+    starting: bool = False
+    """Its destination is being looked at (by the starter thread)."""
+    retry: Retry | None = None
+    away_since: float | None = None
+    """Since when its folder is away from its name while its copy is paused."""
+    let_go: str | None = None
+    """Why it is being let go (its copy stopped)."""
 
     @property
-    def ended(self) -> bool:
-        return self.report is not None or self.copier is None
+    def folder(self) -> Path:
+        return self.of.source.parent / self.name
+
+    @property
+    def in_flight(self) -> bool:
+        return self.copier is not None and self.report is None
 
 
 def already_verified(target: Target) -> bool:
@@ -85,7 +124,10 @@ def already_verified(target: Target) -> bool:
 
 
 class Service:
-    """Copies every acquisition matching each pattern target, until `stop()`."""
+    """Copies every acquisition matching each pattern target, until `stop()`. Its footprint stays
+    bounded whatever happens (docs/design.md, "Service, month after month"): an acquisition whose
+    folder left its name is let go, an ended one leaves only its identity while its folder is there,
+    and the last `RECENT` ended ones are kept for the display."""
 
     def __init__(
         self,
@@ -94,72 +136,131 @@ class Service:
         log_events: bool = False,
         max_total_rate: int | None = None,
         ended: Callable[[Acquisition], None] | None = None,
+        tell_after: float = 600.0,
     ) -> None:
         self.patterns = patterns
         self._log_events = log_events
         self._max_total_rate = max_total_rate
         self._ended = ended
-        self._watches: list[tuple[Target, Arrivals]] = []
+        self._tell_after = tell_after
+        self._watches = [Watch(p) for p in patterns]
+        self._starter = Starter(self._decide)
         self.acquisitions: dict[Path, Acquisition] = {}
+        """In flight, starting, or that could not start."""
+        self._done: dict[Path, Identity] = {}
+        """Ended (or verified earlier), by folder: not taken again while that folder is there."""
+        self.recent: deque[Acquisition] = deque(maxlen=RECENT)
+        self._next_look = self._next_relist = 0.0
         self.rows: list[Row] = []
         """What the metrics show, remade each step (read by the metrics thread)."""
 
     def start(self) -> None:
         """Watches each acquisitions folder, then takes every folder already there."""
-        for p in self.patterns:
-            parent = p.source.parent
-            if not parent.is_dir():
-                raise FileNotFoundError(f"the acquisitions folder {parent} does not exist (or is not a folder)")
-            self._watches.append((p, Arrivals(parent)))
-        for p, _ in self._watches:
-            self._list(p)
+        for w in self._watches:
+            if not w.folder.is_dir():
+                raise FileNotFoundError(f"the acquisitions folder {w.folder} does not exist (or is not a folder)")
+            w.renew()
+        self._relist(time.monotonic())
+
+    def _relist(self, now: float) -> None:
+        self._next_relist = now + RELIST_EVERY
+        for w in self._watches:
+            self._list(w.pattern)
 
     def _list(self, pattern: Target) -> None:
-        with os.scandir(pattern.source.parent) as entries:
-            for e in sorted(entries, key=lambda e: e.name):
-                self._consider(pattern, e.name)
+        parent = pattern.source.parent
+        try:
+            with os.scandir(parent) as entries:
+                names = sorted(e.name for e in entries)
+        except OSError as e:
+            # Missing or unreadable: no evidence about any acquisition; its watch is made again and
+            # the folder listed once it is back (`Watch.renew`).
+            log.warning("cannot list the acquisitions folder %s: %s", parent, e)
+            return
+        listed = set(names)
+        for gone in [f for f in self._done if f.parent == parent and f.name not in listed]:
+            del self._done[gone]
+        for name in names:
+            self._consider(pattern, name)
 
-    def _consider(self, pattern: Target, name: str) -> None:
-        folder = pattern.source.parent / name
+    def _consider(self, pattern: Target, name: str, *, again: bool = False) -> None:
+        """A name that appeared or was listed (`again`: an acquisition whose start is retried now)."""
         if not fnmatch.fnmatchcase(name, pattern.source.name):
             return
-        try:
-            st = folder.lstat()
-            if not stat.S_ISDIR(st.st_mode):
-                return  # a file, or a symlink (never followed)
-            identity = folder_identity(folder)
-        except (OSError, SoftcopyError):
-            return
+        folder = pattern.source.parent / name
         known = self.acquisitions.get(folder)
-        # Still copying, or the same folder: nothing new. An acquisition that ended and whose folder
-        # was made again under its name (a re-take) is a new acquisition, copied beside the old copy.
-        if known is not None and (not known.ended or known.identity == identity):
-            return
         try:
-            target, whose = self._destination(pattern, folder, name)
-        except (ValueError, OSError, SoftcopyError) as e:
-            acq = Acquisition(name, pattern, str(pattern.source), identity=identity)
-            acq.not_copied, acq.why = NotCopied.CANNOT_START, str(e)
-            self.acquisitions[folder] = acq
-            log.error("%s: cannot be copied: %s", name, e)
+            identity = identity_of(folder)
+        except (OSError, SoftcopyError) as e:
+            acq = known or Acquisition(name, pattern, str(pattern.source), pattern)
+            self._failed_start(acq, f"its folder cannot be looked at: {e}")
             return
-        acq = Acquisition(name, target, str(pattern.source), identity=identity)
+        if identity is None:
+            if known is not None and known.retry is not None:
+                del self.acquisitions[folder]  # it could not start, and it is gone: nothing to retry
+            return
+        # In flight or starting: its engine (and the rule for folders that leave) decides. Could not
+        # start: tried again when due, or at once when another folder took the name.
+        if known is not None and (known.retry is None or (not again and known.identity == identity)):
+            return
+        if self._done.get(folder) == identity:
+            return
+        acq = Acquisition(name, pattern, str(pattern.source), pattern, identity=identity, starting=True)
+        acq.retry = known.retry if known is not None and known.identity == identity else None
         self.acquisitions[folder] = acq
-        if whose == Owner.Finished or (whose != Owner.Free and already_verified(target)):
-            acq.not_copied = NotCopied.VERIFIED_EARLIER
-            log.info("%s: already verified at %s; not copied again", name, target.destination)
-            return
-        log.info("%s: a new acquisition, copied to %s", name, target.destination)
+        self._starter.ask(StartRequest(pattern, folder, name, identity))
+
+    def _decide(self, r: StartRequest) -> Decided:
+        """On the starter thread: where the acquisition is copied, or that it was verified earlier."""
         try:
-            copier = Copier([target], log_events=self._log_events, max_total_rate=self._max_total_rate)
+            target, whose = self._destination(r.pattern, r.folder, r.name)
+        except (ValueError, OSError, SoftcopyError) as e:
+            return Decided(r, error=str(e))
+        verified = whose == Owner.Finished or (whose != Owner.Free and already_verified(target))
+        return Decided(r, target, verified_earlier=verified)
+
+    def _answer(self, d: Decided) -> None:
+        """Starts the copy the starter decided on (an answer for a folder since replaced is dropped)."""
+        acq = self.acquisitions.get(d.request.folder)
+        if acq is None or not acq.starting or acq.identity != d.request.identity:
+            return
+        acq.starting = False
+        if d.error is not None or d.target is None:
+            self._failed_start(acq, d.error or "no destination")
+            return
+        acq.target = d.target
+        if d.verified_earlier:
+            acq.not_copied = NotCopied.VERIFIED_EARLIER
+            log.info("%s: already verified at %s; not copied again", shown(acq.name), d.target.destination)
+            self._forget(acq)
+            return
+        log.info("%s: a new acquisition, copied to %s", shown(acq.name), d.target.destination)
+        try:
+            copier = Copier([d.target], log_events=self._log_events, max_total_rate=self._max_total_rate)
             copier.start()
         except (OSError, ValueError, SoftcopyError) as e:
-            # One acquisition that cannot start (its destination refused, claimed by another run)
-            # does not stop the service; it is named, and tried again if its folder is made anew.
-            acq.not_copied, acq.why = NotCopied.CANNOT_START, str(e)
-            log.error("%s: cannot be copied: %s", name, e)
+            self._failed_start(acq, str(e))
             return
-        acq.copier = copier
+        acq.copier, acq.not_copied, acq.why, acq.retry = copier, None, "", None
+
+    def _failed_start(self, acq: Acquisition, why: str) -> None:
+        """One acquisition that cannot start (its folder cannot be looked at, its destination
+        refused, claimed by another run) does not stop the service: it is tried again with backoff,
+        and named in a report and a webhook once it has not started for `tell_after` s."""
+        now = time.monotonic()
+        self.acquisitions[acq.folder] = acq
+        acq.starting, acq.not_copied, acq.why = False, NotCopied.CANNOT_START, why
+        r = acq.retry = acq.retry or Retry(since=now)
+        r.tries += 1
+        wait = min(RETRY_FIRST * 2 ** min(r.tries - 1, 20), RETRY_MAX)
+        r.next_at = now + wait
+        log.error("%s: cannot be copied (tried %d times; again in %.0f s): %s", shown(acq.name), r.tries, wait, why)
+        if not r.told and now - r.since >= self._tell_after:
+            r.told = True
+            acq.report = TargetReport(acq.folder, acq.of.destination / acq.name, "failed", fatal=f"cannot start: {why}")
+            if self._ended is not None:
+                self._ended(acq)
+            acq.report = None
 
     def _destination(self, pattern: Target, folder: Path, name: str) -> tuple[Target, Owner | None]:
         """Where the acquisition in `folder` is copied: `destination/<name>`, unless that holds
@@ -196,31 +297,86 @@ class Service:
 
     def step(self, timeout: float) -> None:
         """Takes new folders (waiting up to `timeout` s for one) and collects ended copies."""
-        deadline = time.monotonic() + timeout
-        for p, watch in self._watches:
-            names, relist = watch.wait(max(0.0, deadline - time.monotonic()) / len(self._watches))
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._look_around(now)
+        deadline = now + timeout
+        for w in self._watches:
+            names, relist = w.wait(max(0.0, deadline - time.monotonic()) / len(self._watches))
             for name in names:
-                self._consider(p, name)
+                self._consider(w.pattern, name)
             if relist:
-                self._list(p)
-        just_ended = []
-        for acq in self.acquisitions.values():
-            if acq.copier is not None and acq.report is None:
-                report = acq.copier.poll()
-                if report is not None:
-                    acq.report = report.targets[0]
-                    # Its engine is let go: a service runs for months, one acquisition after another.
-                    acq.copier = None
-                    just_ended.append(acq)
-                    if self._ended is not None:
-                        self._ended(acq)
-        # A folder made again under an ended acquisition's name while it was still copying (its
-        # arrival was heard then, and set aside) is a new acquisition: looked at once more now.
-        for acq in just_ended:
-            pattern = next((p for p, _ in self._watches if str(p.source) == acq.pattern), None)
-            if pattern is not None:
-                self._consider(pattern, acq.name)
-        self.rows = [self._row(a) for a in self.acquisitions.values()]
+                self._list(w.pattern)
+        for d in self._starter.answers():
+            self._answer(d)
+        self._collect()
+        self.rows = [self._row(a) for a in (*self.recent, *self.acquisitions.values())]
+
+    def _look_around(self, now: float) -> None:
+        """Each `LOOK_EVERY`: watches made again where needed (their folders listed), every
+        acquisitions folder listed each `RELIST_EVERY`, starts retried when due, and acquisitions
+        whose folders left their names let go."""
+        self._next_look = now + LOOK_EVERY
+        for w in self._watches:
+            if w.renew():
+                self._list(w.pattern)
+        if now >= self._next_relist:
+            self._relist(now)
+        for acq in list(self.acquisitions.values()):
+            if acq.retry is not None and not acq.starting and now >= acq.retry.next_at:
+                self._consider(acq.of, acq.name, again=True)
+            elif acq.in_flight and acq.let_go is None:
+                self._look_at_folder(acq, now)
+
+    def _look_at_folder(self, acq: Acquisition, now: float) -> None:
+        """Lets an acquisition go once its folder has been away from its name (deleted, renamed
+        aside, another folder there) for `LET_GO_AFTER` s while its copy is paused: its engine
+        follows only a folder deleted and made again at once (a writer's overwrite), so a copy
+        paused so would wait, with its watches and threads, for ever."""
+        try:
+            here = identity_of(acq.folder)
+        except (OSError, SoftcopyError):
+            return  # cannot be looked at: no evidence that it left
+        assert acq.copier is not None
+        # The engine may have adopted a folder made again under the name (then it is not paused).
+        if here == acq.identity or acq.copier.status()[0].paused is None:
+            acq.away_since = None
+            return
+        acq.away_since = acq.away_since or now
+        if now - acq.away_since >= LET_GO_AFTER:
+            where = "is gone" if here is None else "is another folder now"
+            acq.let_go = (
+                f"let go: its folder {acq.folder} {where} (deleted or renamed) for over {LET_GO_AFTER:.0f} s; "
+                f"the copy at {acq.target.destination} is kept as it is, unverified and without its marker"
+            )
+            log.warning("%s: %s", shown(acq.name), acq.let_go)
+            acq.copier.stop()
+
+    def _collect(self) -> None:
+        """Collects the copies that ended; a name whose folder was made again meanwhile (heard
+        while the copy ran, and set aside) is looked at once more."""
+        for acq in [a for a in self.acquisitions.values() if a.in_flight]:
+            assert acq.copier is not None
+            report = acq.copier.poll()
+            if report is None:
+                continue
+            acq.report = report.targets[0]
+            if acq.let_go is not None:
+                acq.report = dataclasses.replace(acq.report, phase="let go", fatal=acq.let_go)
+            # Its engine is let go: a service runs for months, one acquisition after another.
+            acq.copier = None
+            if self._ended is not None:
+                self._ended(acq)
+            self._forget(acq)
+            self._consider(acq.of, acq.name)
+
+    def _forget(self, acq: Acquisition) -> None:
+        """An acquisition that ended (or was verified earlier) leaves the working set: its identity
+        is kept while its folder is there (not taken again), its row among the last `RECENT`."""
+        self.acquisitions.pop(acq.folder, None)
+        if acq.let_go is None and acq.identity is not None:
+            self._done[acq.folder] = acq.identity
+        self.recent.append(acq)
 
     def _row(self, a: Acquisition) -> Row:
         source, pattern = str(a.target.source), a.pattern
@@ -228,7 +384,7 @@ class Service:
             r = a.report
             return Row(source, pattern, r.phase, r.files_copied, r.bytes_copied, r.errors, 0, 0.0)
         if a.copier is None:
-            phase = a.not_copied.value if a.not_copied is not None else "failed"
+            phase = "starting" if a.starting else a.not_copied.value if a.not_copied is not None else "failed"
             return Row(source, pattern, phase, 0, 0, 0, 0, 0.0)
         p = a.copier.status()[0]
         return Row(source, pattern, p.phase, p.files_copied, p.bytes_copied, p.errors, p.backlog, p.oldest_wait)
@@ -242,6 +398,7 @@ class Service:
 
     def stop(self, timeout: float = 30) -> None:
         """Stops every copy in flight (each resumes on the next start)."""
+        self._starter.close()
         copying = self._copying()
         for _, copier in copying:
             copier.stop()
@@ -251,9 +408,20 @@ class Service:
                 a.report = report.targets[0]
 
 
+def _status(acq: Acquisition, report: TargetReport) -> str:
+    """The webhook's word for how an acquisition ended (docs/design.md, "Service, month after month")."""
+    if report.ok:
+        return "verified"
+    if acq.let_go is not None:
+        return "let go"
+    if acq.not_copied is NotCopied.CANNOT_START:
+        return "cannot start"
+    return "failed" if report.fatal else "incomplete"
+
+
 def _text(acq: Acquisition, report: TargetReport) -> str:
     what = "verified" if report.ok else report.phase
-    line = f"softcopy: {acq.name} {what}: {report.files_checked} files at {acq.target.destination}"
+    line = f"softcopy: {shown(acq.name)} {what}: {report.files_checked} files at {report.destination}"
     if report.missing:
         line += f"; {len(report.missing)} missing"
     if report.fatal:
@@ -296,17 +464,18 @@ def run_service(
             except OSError as e:
                 log.error("cannot write the report %s: %s", path, e)
         if webhook is not None:
-            status = "verified" if report.ok else "failed" if acq.report.fatal else "incomplete"
             webhook.send(
                 "ended",
                 _text(acq, acq.report),
-                source=str(acq.target.source),
-                destination=str(acq.target.destination),
-                status=status,
+                source=str(acq.report.source),
+                destination=str(acq.report.destination),
+                status=_status(acq, acq.report),
                 report=doc,
             )
 
-    service = Service(patterns, log_events=log_events, max_total_rate=max_total_rate, ended=ended)
+    service = Service(
+        patterns, log_events=log_events, max_total_rate=max_total_rate, ended=ended, tell_after=notify_after
+    )
     manager = ServiceManager()
     try:
         service.start()

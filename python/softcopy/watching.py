@@ -1,0 +1,144 @@
+"""What the service keeps up for months (docs/design.md, "Service, month after month"): the watch on
+each acquisitions folder, made again whenever that folder is another one (removed and made again,
+a disk remounted) or the watch died; and the start of each copy, whose look at the destination (a
+share that may hang) runs on a thread of its own, never on the service's loop."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from softcopy._softcopy import Arrivals, SoftcopyError, folder_identity
+from softcopy.config import Target
+
+log = logging.getLogger("softcopy")
+
+Identity = tuple[int, int, int | None]
+"""A folder's device, inode and birth time (`folder_identity`)."""
+
+
+def identity_of(folder: Path) -> Identity | None:
+    """The identity of the folder at `folder`; None when nothing is there, or something that is not
+    a folder (a file; a link, never followed). Raises OSError or SoftcopyError when it cannot be
+    looked at (EIO from a share): that is no evidence of anything."""
+    try:
+        if not stat.S_ISDIR(folder.lstat().st_mode):
+            return None
+        return folder_identity(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def shown(name: str) -> str:
+    """A folder name for a log line or a report: one that is not UTF-8 (surrogate escapes, from
+    `os.fsdecode`) is shown with its odd bytes escaped instead of failing the write."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class Watch:
+    """The watch on one pattern's acquisitions folder; none while that folder is missing."""
+
+    def __init__(self, pattern: Target) -> None:
+        self.pattern = pattern
+        self.folder = pattern.source.parent
+        self._arrivals: Arrivals | None = None
+        self._identity: Identity | None = None
+        self._said: str | None = None
+
+    def renew(self) -> bool:
+        """Makes the watch (again) when the folder is another one than the one watched, or the watch
+        died; True when it was made: the folder must be listed then (names made meanwhile)."""
+        try:
+            now = identity_of(self.folder)
+        except (OSError, SoftcopyError) as e:
+            self._say(f"the acquisitions folder {self.folder} cannot be looked at ({e}); looked at again")
+            return False
+        if now is None:
+            self._arrivals = None
+            self._say(f"the acquisitions folder {self.folder} is gone; watched again once it is back")
+            return False
+        if self._arrivals is not None and now == self._identity and self._arrivals.alive:
+            return False
+        try:
+            arrivals = Arrivals(self.folder)
+        except (OSError, SoftcopyError) as e:
+            self._say(f"cannot watch {self.folder} ({e}); tried again")
+            return False
+        if self._identity is not None:
+            log.warning("the acquisitions folder %s is watched again (made again, or its watch died)", self.folder)
+        self._arrivals, self._identity, self._said = arrivals, now, None
+        return True
+
+    def _say(self, text: str) -> None:
+        """Says each new trouble once, not at every look."""
+        if text != self._said:
+            self._said = text
+            log.warning("%s", text)
+
+    def wait(self, timeout: float) -> tuple[list[str], bool]:
+        """Names that appeared, and whether the folder must be listed again, within `timeout` s."""
+        if self._arrivals is None:
+            time.sleep(timeout)  # nothing to hear until the folder is back: the loop's own pace
+            return [], False
+        return self._arrivals.wait(timeout)
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A folder that matched, to be looked at before its copy starts."""
+
+    pattern: Target
+    folder: Path
+    name: str
+    identity: Identity
+
+
+@dataclass(frozen=True)
+class Decided:
+    """Where a folder is copied, or why it cannot be."""
+
+    request: StartRequest
+    target: Target | None = None
+    verified_earlier: bool = False
+    """Its destination holds a verified copy of it already: nothing to do."""
+    error: str | None = None
+
+
+class Starter:
+    """Runs `decide` for each request on one thread of its own: a destination on a dead hard-mounted
+    share blocks that thread, never the service's loop (which goes on collecting and reporting)."""
+
+    def __init__(self, decide: Callable[[StartRequest], Decided]) -> None:
+        self._decide = decide
+        self._todo: queue.SimpleQueue[StartRequest | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[Decided] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="softcopy-starter", daemon=True)
+        self._thread.start()
+
+    def ask(self, request: StartRequest) -> None:
+        self._todo.put(request)
+
+    def answers(self) -> list[Decided]:
+        """What was decided since the last call (never waits)."""
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self._todo.put(None)
+
+    def _run(self) -> None:
+        while (request := self._todo.get()) is not None:
+            try:
+                self._done.put(self._decide(request))
+            except Exception as e:  # noqa: BLE001 -- one folder's trouble never ends the starter
+                self._done.put(Decided(request, error=str(e)))

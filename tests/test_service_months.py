@@ -1,0 +1,231 @@
+"""The service, month after month: every acquisition that appears is copied or named in a report
+and a webhook saying why not; a destination that cannot be reached is waited for, never taken for
+another one; acquisitions that are let go let go of their watches and threads (docs/design.md,
+"Service"). Real processes against real filesystems: a FUSE destination that drops like a share,
+a FUSE source whose folders cannot be looked at, tmpfs, a real HTTP receiver for the webhook."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_cmd, start_writer, tree, wait_for
+from test_service import Receiver, chunks
+from test_trust4_service import service, take, wait_or_tell
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def status(report: Path) -> str:
+    return str(json.loads(report.read_text())["status"])
+
+
+def test_a_share_that_drops_at_the_end_is_waited_for_not_taken_for_elsewhere(tmp_path: Path) -> None:
+    # The destination's root could not be resolved (EIO: the share dropped) once the marker was
+    # there: taken for "the destination leads elsewhere", the run ended Incomplete within 5 s.
+    acq, backing, reports, down = (
+        tmp_path / "acquisition",
+        tmp_path / "backing",
+        tmp_path / "reports",
+        tmp_path / "down",
+    )
+    acq.mkdir()
+    backing.mkdir()
+    reports.mkdir()
+    report, go = reports / "live.zarr.json", tmp_path / "go"
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "raw", {"FAULTY_TIMES": "0", "FAULTY_DOWN": str(down)}) as raw:
+        args = (acq / "*.zarr", raw, "--report", reports / "{name}.json", "--give-up-after", "600")
+        with service(tmp_path, *args) as svc:
+            writer = start_writer(acq / "live.zarr", "v2dot", 6, 0.05, "--hold", str(go))
+            wait_or_tell(lambda: len(chunks(backing / "live.zarr")) >= 6, 60, "the chunks copied", svc)
+            down.touch()  # the share drops
+            go.touch()  # and the acquisition ends meanwhile
+            assert writer.wait(60) == 0
+            # Checked twice over the destination's 5 s re-look: the run waits, it does not end.
+            holds_for(lambda: not report.exists() and svc.poll() is None, 12, "the run waits for the share")
+            down.unlink()  # the share is back
+            wait_or_tell(report.exists, 90, "the report", svc)
+            assert status(report) == "verified", report.read_text()
+            assert_same_tree(acq / "live.zarr", backing / "live.zarr")
+
+
+def settled(events: list[dict[str, object]], status: str) -> bool:
+    return any(e["event"] == "ended" and e["status"] == status for e in events)
+
+
+def test_the_acquisitions_folder_removed_and_made_again_is_watched_again(tmp_path: Path) -> None:
+    # Its watch was never made again: every acquisition after that was silently never copied.
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    with service(tmp_path, acq / "*.zarr", dst, "--report", reports / "{name}.json") as svc:
+        acq.rmdir()  # an admin's cleanup, a disk remounted
+        acq.mkdir()
+        files = take(acq / "after.zarr", 3, 5)
+        wait_or_tell((reports / "after.zarr.json").exists, 30, "the new acquisition's report", svc)
+        assert status(reports / "after.zarr.json") == "verified"
+        assert tree(dst / "after.zarr") == files
+        assert svc.poll() is None and "Traceback" not in svc.output(), svc.output()
+
+
+def test_an_acquisition_renamed_aside_is_let_go_and_a_new_take_under_its_name_is_copied(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # The new take was never copied; the renamed one stayed "in flight" for ever.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    with service(tmp_path, acq / "*.zarr", dst, "--notify", receiver.url) as svc:
+        (acq / "fish.zarr").mkdir()  # the first take, in flight (no marker yet)
+        (acq / "fish.zarr" / "0.0").write_bytes(b"first")
+        wait_or_tell((dst / "fish.zarr" / "0.0").exists, 30, "the first take's chunk", svc)
+        (acq / "fish.zarr").rename(acq / "fish.aside")
+        files = take(acq / "fish.zarr", 3, 9)
+        (acq / "fish.zarr" / "complete").unlink()  # the new take, in flight too
+        wait_or_tell(lambda: len(chunks(dst / "fish-2.zarr")) == 3, 30, "the new take's chunks", svc)
+        wait_or_tell(lambda: settled(receiver.events("fish.zarr"), "let go"), 30, "the first take let go", svc)
+        (acq / "fish.zarr" / "complete").touch()
+        files = tree(acq / "fish.zarr")
+        wait_or_tell(lambda: settled(receiver.events("fish.zarr"), "verified"), 60, "the new take verified", svc)
+    assert tree(dst / "fish-2.zarr") == files, "the new take, beside the first take's copy"
+    assert tree(dst / "fish.zarr") == {"0.0": b"first"}, "the first take's copy is kept as it was"
+    (let_go,) = [e for e in receiver.events("fish.zarr") if e["status"] == "let go"]
+    assert "renamed" in str(let_go["report"]["targets"][0]["fatal"]), let_go
+
+
+def footprint(pid: int) -> tuple[int, int]:
+    """The process's threads and inotify instances."""
+    fds = Path(f"/proc/{pid}/fd")
+    inotify = 0
+    for fd in fds.iterdir():
+        try:
+            inotify += os.readlink(fd) == "anon_inode:inotify"
+        except FileNotFoundError:
+            continue
+    return len(list(Path(f"/proc/{pid}/task").iterdir())), inotify
+
+
+def test_abandoned_acquisitions_let_go_of_their_watches_and_threads(tmp_path: Path, receiver: Receiver) -> None:
+    # Each deleted acquisition kept its inotify instances and threads for ever: 66 of them and the
+    # next real acquisition could not start.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    with service(tmp_path, acq / "*.zarr", dst, "--notify", receiver.url) as svc:
+        threads, inotify = footprint(svc.pid)
+        for i in range(6):  # aborted acquisitions: a chunk, never a marker
+            (acq / f"abort{i}.zarr").mkdir()
+            (acq / f"abort{i}.zarr" / "0.0").write_bytes(b"x" * 8)
+        wait_or_tell(lambda: all((dst / f"abort{i}.zarr" / "0.0").exists() for i in range(6)), 60, "copies", svc)
+        assert footprint(svc.pid)[1] > inotify, "each copy in flight watches its folder"
+        for i in range(6):
+            shutil.rmtree(acq / f"abort{i}.zarr")
+        pid = svc.pid
+
+        def back() -> bool:
+            now_threads, now_inotify = footprint(pid)
+            return now_threads <= threads and now_inotify <= inotify
+
+        wait_or_tell(back, 60, "the footprint back to the start", svc)
+        names = [f"abort{i}.zarr" for i in range(6)]
+        wait_or_tell(lambda: all(settled(receiver.events(n), "let go") for n in names), 20, "the webhooks", svc)
+        files = take(acq / "next.zarr", 2, 3)
+        wait_or_tell(lambda: settled(receiver.events("next.zarr"), "verified"), 60, "the next acquisition", svc)
+        assert tree(dst / "next.zarr") == files
+
+
+def test_a_freed_acquisition_is_not_taken_again_at_a_restart(tmp_path: Path) -> None:
+    # Copied with --delete-source by the service, its folder emptied: at every restart it came
+    # back as a new acquisition that waited for its marker for ever.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
+    files = take(acq / "x.zarr", 3, 1)
+    args = (acq / "*.zarr", dst, "--delete-source")
+    with service(tmp_path, *args) as svc:
+        wait_or_tell(lambda: not any(p.is_file() for p in (acq / "x.zarr").rglob("*")), 60, "the source freed", svc)
+        svc.send_signal(signal.SIGTERM)
+        assert finish(svc, 30)[0] == 143
+    (tmp_path / "notify.sock").unlink()
+    with service(tmp_path, *args) as svc:
+        wait_or_tell(lambda: "x.zarr: already verified" in svc.output(), 30, "the restart to skip x.zarr", svc)
+        assert "a new acquisition" not in svc.output()
+    assert (dst / "x.zarr" / "complete").exists() and tree(dst / "x.zarr") == files
+
+
+def test_a_folder_whose_name_is_not_utf8_made_while_running_is_copied(tmp_path: Path) -> None:
+    # The name reached the service mangled (lossy UTF-8) and the folder was dropped silently.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    name = os.fsdecode(b"fish\xe9.zarr")
+    with service(tmp_path, acq / "*.zarr", dst) as svc:
+        files = take(acq / name, 3, 4)
+        wait_or_tell(lambda: (dst / name / "complete").exists(), 30, "the copy of the odd name", svc)
+    assert tree(dst / name) == files
+
+
+def test_a_folder_that_cannot_be_looked_at_is_retried_and_named_until_it_can(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # EIO when the folder appeared: one log line, never retried, no report, no webhook.
+    backing, dst, reports, arm = tmp_path / "backing", tmp_path / "raw", tmp_path / "reports", tmp_path / "arm"
+    for d in (backing / "acquisition", backing / "staging", dst, reports):
+        d.mkdir(parents=True)
+    env = {"FAULTY_TIMES": "0", "FAULTY_GETATTR": "flaky.zarr", "FAULTY_GETATTR_ARM": str(arm)}
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "mnt", env) as mnt:
+        acq = mnt / "acquisition"
+        args = (acq / "*.zarr", dst, "--report", reports / "{name}.json", "--notify", receiver.url)
+        with service(tmp_path, *args, "--notify-after", "1") as svc:
+            files = take(mnt / "staging" / "take", 3, 6)
+            arm.touch()
+            (mnt / "staging" / "take").rename(acq / "flaky.zarr")  # it appears, and cannot be looked at
+            wait_or_tell(lambda: bool(receiver.events("flaky.zarr")), 30, "the webhook", svc)
+            assert settled(receiver.events("flaky.zarr"), "cannot start"), receiver.events("flaky.zarr")
+            assert "cannot start" in str(json.loads((reports / "flaky.zarr.json").read_text())["targets"][0]["fatal"])
+            arm.unlink()  # the share answers again
+            wait_or_tell(lambda: settled(receiver.events("flaky.zarr"), "verified"), 60, "the copy", svc)
+        assert tree(dst / "flaky.zarr") == files
+
+
+def test_a_destination_that_hangs_never_stops_the_services_loop(tmp_path: Path) -> None:
+    # The loop looked at a new acquisition's destination itself (its marker, its parent made): a
+    # hard-mounted share whose server is gone stopped the loop, and with it every acquisition and
+    # the watchdog's pings.
+    acq, backing, hang, log = tmp_path / "acquisition", tmp_path / "backing", tmp_path / "hang", tmp_path / "log"
+    acq.mkdir()
+    backing.mkdir()
+    with (
+        fuse_mount("faulty_fs.py", backing, tmp_path / "raw", {"FAULTY_TIMES": "0", "FAULTY_HANG": str(hang)}) as raw,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s,
+    ):
+        s.bind(str(tmp_path / "notify.sock"))
+        s.settimeout(5)
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+        with log.open("wb") as out:
+            proc = subprocess.Popen(softcopy_cmd(acq / "*.zarr", raw), env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert s.recv(256) == b"READY=1"
+            hang.touch()
+            files = take(acq / "a.zarr", 2, 1)  # it appears while the share hangs
+            s.settimeout(2)
+            for _ in range(15):  # 3 s of pings at 0.2 s: the loop goes on
+                assert s.recv(256) == b"WATCHDOG=1", log.read_text()
+            hang.unlink()
+            wait_for(lambda: (backing / "a.zarr" / "complete").exists(), 60, "the copy once the share is back")
+            assert tree(backing / "a.zarr") == files
+        finally:
+            hang.unlink(missing_ok=True)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 143, log.read_text()
