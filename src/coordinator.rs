@@ -624,7 +624,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         sleep: cfg.sleep,
         low_priority: cfg.low_priority,
         max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
-        max_total_rate: crate::rate::total(),
+        max_total_rate: cfg.max_total_rate.clone(),
         checksum: cfg.checksum,
         fresh_destination: !found.others,
         learned,

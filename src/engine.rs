@@ -47,6 +47,8 @@ pub struct Config {
     pub give_up_after: Duration,
     /// This target's bandwidth budget in bytes per second (`--max-rate`).
     pub max_rate: Option<u64>,
+    /// The budget this target shares with others (`--max-total-rate`): the same one given to each.
+    pub max_total_rate: Option<Arc<crate::rate::RateLimit>>,
     /// Hash every file while copying and read the copy back (`--checksum`).
     pub checksum: bool,
     /// Where to write the manifest (hash, size, path per file) once drained.
@@ -80,6 +82,7 @@ impl Config {
             log_events: false,
             give_up_after: Duration::from_secs(24 * 3600),
             max_rate: None,
+            max_total_rate: None,
             checksum: false,
             manifest: None,
             delete_source: false,

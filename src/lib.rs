@@ -78,8 +78,8 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto", give_up_after=86400.0, max_rate=None, checksum=false, manifest=None,
-        delete_source=false, quiet_time=60.0, evict_after=Some(30.0)))]
+        copy_method="auto", give_up_after=86400.0, max_rate=None, max_total_rate=None, checksum=false,
+        manifest=None, delete_source=false, quiet_time=60.0, evict_after=Some(30.0)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -95,6 +95,7 @@ impl PyEngine {
         copy_method: &str,
         give_up_after: f64,
         max_rate: Option<u64>,
+        max_total_rate: Option<&Bound<'_, PyRateBudget>>,
         checksum: bool,
         manifest: Option<PathBuf>,
         delete_source: bool,
@@ -122,6 +123,7 @@ impl PyEngine {
             log_events,
             give_up_after: seconds("give_up_after", give_up_after)?,
             max_rate,
+            max_total_rate: max_total_rate.map(|b| b.get().limit.clone()),
             checksum,
             manifest,
             delete_source,
@@ -415,10 +417,27 @@ impl PyArrivals {
     }
 }
 
-/// Sets the process-wide bandwidth budget shared by every engine started afterwards (None: none).
-#[pyfunction]
-fn set_total_rate(bytes_per_s: Option<u64>) {
-    rate::set_total(bytes_per_s);
+/// A bandwidth budget shared by every engine it is given to (`--max-total-rate`).
+#[pyclass(module = "softcopy._softcopy", name = "RateBudget", frozen)]
+struct PyRateBudget {
+    limit: std::sync::Arc<rate::RateLimit>,
+    bytes_per_s: u64,
+}
+
+#[pymethods]
+impl PyRateBudget {
+    #[new]
+    fn new(bytes_per_s: u64) -> PyResult<Self> {
+        if bytes_per_s == 0 {
+            return Err(PyValueError::new_err("a rate budget must be at least 1 byte per second"));
+        }
+        Ok(PyRateBudget { limit: std::sync::Arc::new(rate::RateLimit::new(bytes_per_s)), bytes_per_s })
+    }
+
+    #[getter]
+    fn bytes_per_s(&self) -> u64 {
+        self.bytes_per_s
+    }
 }
 
 /// Whose copy a destination folder holds, seen from a source folder (`origin.rs`).
@@ -473,7 +492,6 @@ fn folder_identity(py: Python<'_>, path: PathBuf) -> PyResult<(u64, u64, Option<
 #[pymodule(gil_used = false)]
 fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", python_version())?;
-    m.add_function(wrap_pyfunction!(set_total_rate, m)?)?;
     m.add_function(wrap_pyfunction!(verify_trees, m)?)?;
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
@@ -483,5 +501,6 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyVerdict>()?;
     m.add_class::<PyArrivals>()?;
+    m.add_class::<PyRateBudget>()?;
     Ok(())
 }

@@ -8,12 +8,12 @@ __all__ = [
     "Arrivals",
     "Engine",
     "Owner",
+    "RateBudget",
     "SoftcopyError",
     "Verdict",
     "__version__",
     "destination_owner",
     "folder_identity",
-    "set_total_rate",
     "verify_manifest",
     "verify_trees",
 ]
@@ -33,8 +33,14 @@ def verify_trees(
     """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
     files of the same size is also compared byte for byte (`content_mismatch`)."""
 
-def set_total_rate(bytes_per_s: int | None) -> None:
-    """Sets the bandwidth budget shared by every engine started afterwards (None: no limit)."""
+@final
+class RateBudget:
+    """A bandwidth budget in bytes per second (at least 1), held together by every engine it is
+    given to as `max_total_rate` (`--max-total-rate`: a run's targets, a service's acquisitions)."""
+
+    def __new__(cls, bytes_per_s: int) -> RateBudget: ...
+    @property
+    def bytes_per_s(self) -> int: ...
 
 __version__: str
 
@@ -65,6 +71,7 @@ class Engine:
             probe at a time with backoff, before the engine ends with `gave_up` set.
         max_rate: this target's bandwidth budget in bytes per second, held while files are copied
             (not only between them) whatever the IO scheduler; None for no limit.
+        max_total_rate: a budget this target shares with every engine given the same one.
         checksum: hash every file (BLAKE3, 128 bits) while copying it through user space and read
             the copy back to compare before it gets its final name.
         manifest: where to write `hash<TAB>size<TAB>path` for every file once drained.
@@ -95,6 +102,7 @@ class Engine:
         copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
         give_up_after: float = 86400.0,
         max_rate: int | None = None,
+        max_total_rate: RateBudget | None = None,
         checksum: bool = False,
         manifest: str | PathLike[str] | None = None,
         delete_source: bool = False,

@@ -305,11 +305,13 @@ def main(
         if len(patterns) < len(targets):
             fail("a targets file with a source pattern may hold only pattern targets")
         from softcopy.metrics import parse_address
-        from softcopy.notify import Webhook
+        from softcopy.notify import Webhook, check_url
         from softcopy.service import run_service
 
         try:
             metrics = None if metrics_addr is None else parse_address(metrics_addr)
+            if notify_url is not None:
+                check_url(notify_url)
         except ValueError as e:
             fail(str(e))
 

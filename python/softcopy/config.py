@@ -8,6 +8,7 @@ current directory), so the same file works from a service, a cron job or a shell
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import itertools
 import math
 import os
@@ -111,9 +112,14 @@ def parse_rate(value: object) -> int:
             number = float(text[: len(text) - len(unit)])
         except ValueError:
             raise ConfigError(f"not a rate: {value!r} (use e.g. 200M for 200 MiB/s)") from None
+    # Checked before int(): inf and nan (`.inf` in YAML, `1e400`) would raise there, not here.
+    if not math.isfinite(number * _UNITS[unit]):
+        raise ConfigError(f"a rate must be a finite number of bytes per second, got {value!r}")
     rate = int(number * _UNITS[unit])
-    if not math.isfinite(number) or rate < 1:
+    if rate < 1:
         raise ConfigError(f"a rate must be at least 1 byte per second, got {value!r}")
+    if rate >= 1 << 64:
+        raise ConfigError(f"a rate must be below 16 EiB per second, got {value!r}")
     return rate
 
 
@@ -131,6 +137,18 @@ def is_pattern(source: Path) -> bool:
     """Whether a source names acquisitions by a pattern: a glob in its last component
     (`/acquisition/*.zarr`), each matching folder copied to `destination/<its name>`."""
     return any(c in GLOB for c in source.name)
+
+
+CASE_SENSITIVE_NAMES = os.name != "nt"
+"""Whether the platform's file names differ by case alone (not on Windows: NTFS and SMB fold case)."""
+
+
+def matches(name: str, glob: str, *, case_sensitive: bool = CASE_SENSITIVE_NAMES) -> bool:
+    """Whether a folder or file name matches a glob as the platform compares names: on Windows
+    `*.zarr` matches `RUN.ZARR`, as Explorer and `dir` would (docs/design.md, "Windows")."""
+    if case_sensitive:
+        return fnmatch.fnmatchcase(name, glob)
+    return fnmatch.fnmatchcase(name.casefold(), glob.casefold())
 
 
 def check_pair(source: Path, destination: Path, where: str = "") -> None:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from softcopy import zarr
-from softcopy._softcopy import Engine, SoftcopyError, __version__, set_total_rate
+from softcopy._softcopy import Engine, RateBudget, SoftcopyError, __version__
 from softcopy.config import Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
@@ -193,14 +193,26 @@ class Copier:
     """
 
     def __init__(
-        self, targets: Sequence[Target], *, log_events: bool = False, max_total_rate: int | None = None
+        self,
+        targets: Sequence[Target],
+        *,
+        log_events: bool = False,
+        max_total_rate: int | None = None,
+        total_budget: RateBudget | None = None,
     ) -> None:
+        """`max_total_rate` (bytes per second) is a budget for these targets together;
+        `total_budget` one shared with other Copiers too (a service's acquisitions), which
+        `max_total_rate` must then not be given with."""
         if not targets:
             raise ValueError("at least one target is needed")
         check_targets(list(targets), "targets")
         self.targets = list(targets)
         self._log_events = log_events
-        self._max_total_rate = max_total_rate
+        if max_total_rate is not None:
+            if total_budget is not None:
+                raise ValueError("give max_total_rate or total_budget, not both")
+            total_budget = RateBudget(max_total_rate)
+        self._budget = total_budget
         self._engines: list[Engine] = []
         self._reports: dict[int, TargetReport] = {}
         self._found: dict[int, tuple[int, list[str]]] = {}
@@ -211,7 +223,6 @@ class Copier:
         """Starts one engine per target. Returns at once."""
         if self._engines:
             raise RuntimeError("already started")
-        set_total_rate(self._max_total_rate)
         for t in self.targets:
             self._engines.append(
                 Engine(
@@ -224,6 +235,7 @@ class Copier:
                     settle_time=t.settle_time,
                     give_up_after=t.give_up_after,
                     max_rate=t.max_rate,
+                    max_total_rate=self._budget,
                     checksum=t.checksum,
                     manifest=t.manifest,
                     delete_source=t.delete_source,

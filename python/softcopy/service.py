@@ -12,7 +12,6 @@ their own workers at idle IO priority; the kernel shares the disk between them a
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
 import os
 import signal
@@ -26,8 +25,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from softcopy._softcopy import Arrivals, Owner, SoftcopyError, destination_owner, folder_identity
-from softcopy.config import Target
+from softcopy._softcopy import Arrivals, Owner, RateBudget, SoftcopyError, destination_owner, folder_identity
+from softcopy.config import Target, matches
 from softcopy.display import Display, emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
 from softcopy.metrics import Row
@@ -97,7 +96,8 @@ class Service:
     ) -> None:
         self.patterns = patterns
         self._log_events = log_events
-        self._max_total_rate = max_total_rate
+        # One budget for every acquisition in flight (docs/design.md, "Service").
+        self._budget = None if max_total_rate is None else RateBudget(max_total_rate)
         self._ended = ended
         self._watches: list[tuple[Target, Arrivals]] = []
         self.acquisitions: dict[Path, Acquisition] = {}
@@ -121,7 +121,7 @@ class Service:
 
     def _consider(self, pattern: Target, name: str) -> None:
         folder = pattern.source.parent / name
-        if not fnmatch.fnmatchcase(name, pattern.source.name):
+        if not matches(name, pattern.source.name):
             return
         try:
             st = folder.lstat()
@@ -151,7 +151,7 @@ class Service:
             return
         log.info("%s: a new acquisition, copied to %s", name, target.destination)
         try:
-            copier = Copier([target], log_events=self._log_events, max_total_rate=self._max_total_rate)
+            copier = Copier([target], log_events=self._log_events, total_budget=self._budget)
             copier.start()
         except (OSError, ValueError, SoftcopyError) as e:
             # One acquisition that cannot start (its destination refused, claimed by another run)
