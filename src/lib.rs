@@ -11,6 +11,7 @@ pub mod copier;
 pub mod dest;
 pub mod engine;
 mod error;
+pub mod exclude;
 pub mod failpoint;
 mod finish;
 mod flush;
@@ -78,7 +79,7 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto", give_up_after=86400.0, max_rate=None, max_total_rate=None, checksum=false,
+        copy_method="auto", give_up_after=86400.0, max_rate=None, max_total_rate=None, exclude=None, checksum=false,
         manifest=None, delete_source=false, quiet_time=60.0, evict_after=Some(30.0)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -96,6 +97,7 @@ impl PyEngine {
         give_up_after: f64,
         max_rate: Option<u64>,
         max_total_rate: Option<&Bound<'_, PyRateBudget>>,
+        exclude: Option<&Bound<'_, PyExclude>>,
         checksum: bool,
         manifest: Option<PathBuf>,
         delete_source: bool,
@@ -124,6 +126,7 @@ impl PyEngine {
             give_up_after: seconds("give_up_after", give_up_after)?,
             max_rate,
             max_total_rate: max_total_rate.map(|b| b.get().limit.clone()),
+            exclude: exclude.map(|e| e.get().inner.clone()).unwrap_or_default(),
             checksum,
             manifest,
             delete_source,
@@ -222,6 +225,7 @@ struct PyVerdict {
     bytes: u64,
     missing: Vec<PathBuf>,
     not_copied: Vec<PathBuf>,
+    not_copied_why: PyNotCopiedWhy,
     size_mismatch: Vec<(PathBuf, u64, u64)>,
     mtime_mismatch: Vec<PathBuf>,
     content_mismatch: Vec<PathBuf>,
@@ -242,6 +246,26 @@ struct PyVerdict {
     source_deleted: Vec<PathBuf>,
     source_kept: Vec<(PathBuf, String)>,
     folders_removed: u64,
+    excluded: Vec<PathBuf>,
+}
+
+/// Why a verdict's `not_copied` files did not arrive (`status::NotCopied`).
+#[pyclass(module = "softcopy._softcopy", name = "NotCopiedWhy", frozen, eq, eq_int, hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PyNotCopiedWhy {
+    SourceGone,
+    StillOpen,
+    ChangedLate,
+}
+
+impl From<status::NotCopied> for PyNotCopiedWhy {
+    fn from(why: status::NotCopied) -> Self {
+        match why {
+            status::NotCopied::SourceGone => PyNotCopiedWhy::SourceGone,
+            status::NotCopied::StillOpen => PyNotCopiedWhy::StillOpen,
+            status::NotCopied::ChangedLate => PyNotCopiedWhy::ChangedLate,
+        }
+    }
 }
 
 impl From<Verdict> for PyVerdict {
@@ -256,6 +280,7 @@ impl From<Verdict> for PyVerdict {
             bytes: r.bytes,
             missing: r.missing,
             not_copied: v.not_copied,
+            not_copied_why: v.not_copied_why.into(),
             size_mismatch: r.size_mismatch,
             mtime_mismatch: r.mtime_mismatch,
             content_mismatch: r.content_mismatch,
@@ -276,6 +301,7 @@ impl From<Verdict> for PyVerdict {
             source_deleted: moved.deleted,
             source_kept: moved.kept,
             folders_removed: moved.folders_removed,
+            excluded: r.excluded,
         }
     }
 }
@@ -335,7 +361,8 @@ fn verify_trees<'py>(
     let r = py
         .detach(|| {
             let dest = dest::Dest::open(&destination, &destination, None)?;
-            let check = verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None };
+            let check =
+                verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
             verify::verify(&source, &dest, &check, &AtomicBool::new(false))
         })
         .map_err(|e| Error::io("verify", &source, e))?;
@@ -414,6 +441,31 @@ impl PyArrivals {
             })
             .collect();
         (names, relist)
+    }
+}
+
+/// A target's exclude globs (`exclude.rs`), checked once and handed to its engine.
+#[pyclass(module = "softcopy._softcopy", name = "Exclude", frozen)]
+struct PyExclude {
+    inner: std::sync::Arc<exclude::Exclude>,
+}
+
+#[pymethods]
+impl PyExclude {
+    #[new]
+    fn new(globs: Vec<String>) -> PyResult<Self> {
+        let inner = exclude::Exclude::new(&globs).map_err(PyValueError::new_err)?;
+        Ok(PyExclude { inner: std::sync::Arc::new(inner) })
+    }
+
+    /// Whether `rel` (relative to the source root), or a folder it is in, is excluded.
+    fn matches(&self, rel: PathBuf) -> bool {
+        self.inner.matches(&rel)
+    }
+
+    #[getter]
+    fn globs(&self) -> Vec<String> {
+        self.inner.globs().to_vec()
     }
 }
 
@@ -502,5 +554,7 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyVerdict>()?;
     m.add_class::<PyArrivals>()?;
     m.add_class::<PyRateBudget>()?;
+    m.add_class::<PyNotCopiedWhy>()?;
+    m.add_class::<PyExclude>()?;
     Ok(())
 }

@@ -21,7 +21,7 @@ def test_elsewhere_a_pattern_matches_the_name_as_written() -> None:
 def test_case_folding_is_the_windows_rule_only() -> None:
     import os
 
-    assert CASE_SENSITIVE_NAMES == (os.name != "nt")
+    assert (os.name != "nt") == CASE_SENSITIVE_NAMES
     assert matches("RUN.ZARR", "*.zarr") == (os.name == "nt")
 
 

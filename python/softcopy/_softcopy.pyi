@@ -7,6 +7,8 @@ from typing import Any, ClassVar, Literal, final
 __all__ = [
     "Arrivals",
     "Engine",
+    "Exclude",
+    "NotCopiedWhy",
     "Owner",
     "RateBudget",
     "SoftcopyError",
@@ -32,6 +34,23 @@ def verify_trees(
 ) -> dict[str, Any]:
     """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
     files of the same size is also compared byte for byte (`content_mismatch`)."""
+
+@final
+class Exclude:
+    """A target's exclude globs: a glob without `/` matches a file's or a folder's name at any
+    depth (`*.log`), one with `/` the path from the source root (`logs/*`); `*` and `?` match
+    within a name, `**` any number of folders, `[a-z]` / `[!a-z]` one character. A folder that
+    matches excludes what it holds. Case is folded on Windows.
+
+    Raises:
+        ValueError: for an empty glob.
+    """
+
+    def __new__(cls, globs: list[str]) -> Exclude: ...
+    def matches(self, rel: str | PathLike[str]) -> bool:
+        """Whether `rel` (relative to the source root), or a folder it is in, is excluded."""
+    @property
+    def globs(self) -> list[str]: ...
 
 @final
 class RateBudget:
@@ -72,6 +91,8 @@ class Engine:
         max_rate: this target's bandwidth budget in bytes per second, held while files are copied
             (not only between them) whatever the IO scheduler; None for no limit.
         max_total_rate: a budget this target shares with every engine given the same one.
+        exclude: files that are not part of the acquisition: never copied, waited for or
+            verified, and listed in the verdict's `excluded`.
         checksum: hash every file (BLAKE3, 128 bits) while copying it through user space and read
             the copy back to compare before it gets its final name.
         manifest: where to write `hash<TAB>size<TAB>path` for every file once drained.
@@ -103,6 +124,7 @@ class Engine:
         give_up_after: float = 86400.0,
         max_rate: int | None = None,
         max_total_rate: RateBudget | None = None,
+        exclude: Exclude | None = None,
         checksum: bool = False,
         manifest: str | PathLike[str] | None = None,
         delete_source: bool = False,
@@ -161,8 +183,9 @@ class Verdict:
     `verified` is true only when every file arrived with its size and modification time, every
     shard is whole, nothing stale or partial is left, and the marker (if any) was published last.
     `missing` .. `bad_shards_at_source` are what verification found (`content_mismatch`: copies
-    read back different, looked for with delete_source); `not_copied` lists files known at the source that never arrived when
-    verification could not run (the source went away); `reason` says why it is not verified when
+    read back different, looked for with delete_source); `not_copied` lists files known at the
+    source that never arrived when verification could not run or was undone, and
+    `not_copied_why` says why; `excluded` the source files left out by `exclude`; `reason` says why it is not verified when
     that is not a list of files. With delete_source, `freed` says whether the mover ran, and
     `source_deleted` / `source_kept` what it did (each deleted file's copy was proven identical by
     content first).
@@ -174,6 +197,7 @@ class Verdict:
     bytes: int
     missing: list[Path]
     not_copied: list[Path]
+    not_copied_why: NotCopiedWhy
     size_mismatch: list[tuple[Path, int, int]]
     mtime_mismatch: list[Path]
     content_mismatch: list[Path]
@@ -196,6 +220,18 @@ class Verdict:
     source_deleted: list[Path]
     source_kept: list[tuple[Path, str]]
     folders_removed: int
+    excluded: list[Path]
+
+@final
+class NotCopiedWhy:
+    """Why a verdict's `not_copied` files did not arrive."""
+
+    SourceGone: ClassVar[NotCopiedWhy]
+    """The source folder went away (moved, unmounted, replaced) before the end."""
+    StillOpen: ClassVar[NotCopiedWhy]
+    """Still open for writing at the source when the wait for writers ran out."""
+    ChangedLate: ClassVar[NotCopiedWhy]
+    """Changed at the source after verification; the marker was withdrawn."""
 
 @final
 class Owner:

@@ -169,6 +169,13 @@ OPTION_HELP = {
     help="Bandwidth budget for all targets together, e.g. 500M.  [default: none]",
 )
 @click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="A file that is not part of the acquisition (repeatable), e.g. '*.log': never copied, waited for or "
+    "verified; named in the report. A glob without '/' matches a name at any depth.  [default: none]",
+)
+@click.option(
     "--give-up-after",
     type=click.FloatRange(min=0),
     default=None,
@@ -273,7 +280,7 @@ def main(
     setup_logging(console, verbose, quiet)
     if json_lines:
         logging.getLogger("softcopy").addHandler(JsonLogHandler())
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in options.items() if v is not None and v != ()}
     if demo:
         if paths:
             fail("--demo takes no paths")

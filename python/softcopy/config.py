@@ -12,7 +12,7 @@ import fnmatch
 import itertools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,16 @@ class Target:
     delete_source: bool = False
     """Once the acquisition is complete and the copy verified, delete each source file whose copy is
     proven (fsynced, same size, same hash with `checksum`) and that is unchanged since it was copied."""
+    exclude: Sequence[str] = ()
+    """Globs of files that are not part of the acquisition (a log the acquisition software keeps
+    open): never copied, never waited for, never verified, named in the report (docs/design.md,
+    "Excluded files"). Kept as a tuple."""
     evict_after: float | None = 30.0
     """Seconds a copied file stays quiet before it leaves memory for its folder's record (None: never;
     not a command-line option: tests shorten it, docs/design.md "Memory")."""
+    quiet_time: float = 60.0
+    """Seconds the end waits for files still open for writing (not a command-line option: tests
+    shorten it, docs/design.md "The end of a run")."""
 
     @property
     def manifest(self) -> Path | None:
@@ -61,6 +68,9 @@ class Target:
         return self.destination.with_name(self.destination.name + ".softcopy-manifest.tsv") if self.checksum else None
 
     def __post_init__(self) -> None:
+        # A frozen dataclass: a list given is kept as a tuple, so a Target stays hashable.
+        if not isinstance(self.exclude, str) and isinstance(self.exclude, Sequence):
+            object.__setattr__(self, "exclude", tuple(self.exclude))
         check_options(self, where="")
 
 
@@ -76,6 +86,7 @@ OPTIONS: dict[str, type] = {
     "max_rate": int,
     "checksum": bool,
     "delete_source": bool,
+    "exclude": list,
 }
 _KEYS = ("source", "destination", *OPTIONS)
 
@@ -88,6 +99,8 @@ def check_options(t: Target, where: str) -> None:
         value = getattr(t, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
             raise ConfigError(f"{where}{name} must be a number of seconds >= 0, got {value!r}")
+    if isinstance(t.exclude, str) or not all(isinstance(g, str) and g.strip("/") for g in t.exclude):
+        raise ConfigError(f"{where}exclude must be a list of globs (non-empty strings), got {t.exclude!r}")
     if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
         raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
 
@@ -198,6 +211,9 @@ def make_target(source: Path, destination: Path, options: Mapping[str, Any], whe
             opts["max_rate"] = parse_rate(opts["max_rate"])
         except ConfigError as e:
             raise ConfigError(f"{where}max_rate: {e}") from None
+    if isinstance(opts.get("exclude"), (str, tuple)):
+        # `exclude: "*.log"` (one glob), or the command line's repeated --exclude.
+        opts["exclude"] = [opts["exclude"]] if isinstance(opts["exclude"], str) else list(opts["exclude"])
     for key, value in opts.items():
         want = OPTIONS[key]
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -260,6 +276,10 @@ def load_targets(path: str | os.PathLike[str], defaults: Mapping[str, Any] | Non
         src = _resolve(normalised.pop("source"), base, f"{where}source ")
         dst = _resolve(normalised.pop("destination"), base, f"{where}destination ")
         options = {**(defaults or {}), **normalised}
+        # The command line's excludes apply to every target, added to its own.
+        own = normalised.get("exclude")
+        if defaults and defaults.get("exclude") and isinstance(own, (str, list)):
+            options["exclude"] = [*defaults["exclude"], *([own] if isinstance(own, str) else own)]
         targets.append(make_target(src, dst, options, where))
     check_targets(targets, str(file))
     return targets

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from softcopy import zarr
-from softcopy._softcopy import Engine, RateBudget, SoftcopyError, __version__
+from softcopy._softcopy import Engine, Exclude, NotCopiedWhy, RateBudget, SoftcopyError, __version__
 from softcopy.config import Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
@@ -102,6 +102,8 @@ class TargetReport:
     """With delete_source: source files deleted after their copy was proven."""
     source_kept: list[tuple[str, str]] = field(default_factory=list)
     """With delete_source: source files kept, and why."""
+    excluded: list[str] = field(default_factory=list)
+    """Source files left out by `exclude` (never copied, never verified)."""
 
     @property
     def absent_chunks(self) -> int:
@@ -167,7 +169,21 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "fatal": t.fatal,
         "source_deleted": t.source_deleted,
         "source_kept": [{"path": p, "reason": why} for p, why in t.source_kept],
+        "excluded": t.excluded,
     }
+
+
+_NOT_COPIED = {
+    NotCopiedWhy.SourceGone: "the source went away",
+    NotCopiedWhy.StillOpen: "still open for writing at the source when the acquisition ended",
+    NotCopiedWhy.ChangedLate: "changed at the source after it was verified",
+}
+
+
+def _some(paths: list[str], most: int = 5) -> str:
+    """The first few of a list, and how many more."""
+    more = f", and {len(paths) - most} more" if len(paths) > most else ""
+    return ", ".join(paths[:most]) + more
 
 
 def write_report(path: Path, report: Report, exit_code: int, started: datetime) -> None:
@@ -236,12 +252,14 @@ class Copier:
                     give_up_after=t.give_up_after,
                     max_rate=t.max_rate,
                     max_total_rate=self._budget,
+                    exclude=Exclude(list(t.exclude)) if t.exclude else None,
                     checksum=t.checksum,
                     manifest=t.manifest,
                     delete_source=t.delete_source,
                     once=t.once,
                     log_events=self._log_events,
                     evict_after=t.evict_after,
+                    quiet_time=t.quiet_time,
                 )
             )
 
@@ -330,7 +348,11 @@ class Copier:
             r.notes.append(v.reason)
         r.files_checked, r.bytes_checked = v.files, v.bytes
         r.missing = [os.fspath(p) for p in v.missing]
-        r.missing.extend(f"{os.fspath(p)} (not copied: the source went away)" for p in v.not_copied)
+        why = _NOT_COPIED[v.not_copied_why]
+        r.missing.extend(f"{os.fspath(p)} (not copied: {why})" for p in v.not_copied)
+        r.excluded = [os.fspath(p) for p in v.excluded]
+        if r.excluded:
+            r.notes.append(f"{len(r.excluded)} files excluded (not copied, not verified): {_some(r.excluded)}")
         r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v.size_mismatch]
         r.missing.extend(f"{os.fspath(p)} (a different modification time at the destination)" for p in v.mtime_mismatch)
         r.missing.extend(f"{os.fspath(p)} (the copy's content differs from the source)" for p in v.content_mismatch)
@@ -391,12 +413,14 @@ def copy(
     once: bool = False,
     settle_time: float = 0.05,
     give_up_after: float = 86400.0,
+    exclude: Sequence[str] = (),
     timeout: float | None = None,
 ) -> Report:
     """Copies `source` to `destination` while it is written; returns once it is complete and verified.
 
     The copy ends when the file `marker` appears at the source root (or at once, for `once=True`
-    or a source that already has the marker). Check `Report.ok`: it is True only when every file
+    or a source that already has the marker). `exclude` globs name files that are not part of the
+    acquisition (e.g. `["*.log"]`): never copied, waited for or verified. Check `Report.ok`: it is True only when every file
     arrived. Ctrl-C stops the copy cleanly and raises KeyboardInterrupt; a later call resumes.
 
     Raises:
@@ -415,6 +439,7 @@ def copy(
             "once": once,
             "settle_time": settle_time,
             "give_up_after": give_up_after,
+            "exclude": list(exclude),
         },
     )
     copier = Copier([target])
