@@ -104,6 +104,8 @@ class TargetReport:
     """With delete_source: source files kept, and why."""
     excluded: list[str] = field(default_factory=list)
     """Source files left out by `exclude` (never copied, never verified)."""
+    files_at_destination: int = 0
+    """Of the files checked, those at the destination as copied (what is missing or different aside)."""
 
     @property
     def absent_chunks(self) -> int:
@@ -154,6 +156,7 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "copy_errors": t.errors,
         "duration_s": round(t.duration, 3),
         "files_checked": t.files_checked,
+        "files_at_destination": t.files_at_destination,
         "bytes_checked": t.bytes_checked,
         "arrays": t.arrays,
         "expected_chunks": t.expected_chunks,
@@ -240,6 +243,22 @@ class Copier:
         if self._engines:
             raise RuntimeError("already started")
         for t in self.targets:
+            log.debug(
+                "%s: starting: %s -> %s, %d workers, marker %r, settle %.2f s, give up after %.0f s, "
+                "max rate %s, total budget %s, exclude %s%s%s",
+                t.source.name,
+                t.source,
+                t.destination,
+                t.nprocs,
+                t.marker,
+                t.settle_time,
+                t.give_up_after,
+                t.max_rate or "none",
+                self._budget.bytes_per_s if self._budget is not None else "none",
+                list(t.exclude) or "none",
+                ", checksum" if t.checksum else "",
+                ", delete source" if t.delete_source else "",
+            )
             self._engines.append(
                 Engine(
                     t.source,
@@ -313,6 +332,19 @@ class Copier:
         """The engine drained and asks for the expected file set: read the final Zarr metadata
         once and hand it over; verifying, publishing and freeing then happen in the engine."""
         arrays, unreadable = zarr.discover(engine.source)
+        name = engine.source.name
+        log.debug("%s: Zarr analysis: %d arrays, %d unreadable metadata files", name, len(arrays), len(unreadable))
+        for a in arrays:
+            log.debug(
+                "%s: Zarr analysis: array %s: v%d, shape %s, %s %s: %d files expected",
+                name,
+                a.path or ".",
+                a.zarr_format,
+                list(a.shape),
+                "shards" if a.sharded else "chunks",
+                list(a.grid),
+                a.expected_files,
+            )
         notes = []
         if not arrays and not unreadable:
             notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
@@ -347,6 +379,8 @@ class Copier:
         if v.reason:
             r.notes.append(v.reason)
         r.files_checked, r.bytes_checked = v.files, v.bytes
+        different = len(v.missing) + len(v.size_mismatch) + len(v.mtime_mismatch) + len(v.content_mismatch)
+        r.files_at_destination = max(0, v.files - different)
         r.missing = [os.fspath(p) for p in v.missing]
         why = _NOT_COPIED[v.not_copied_why]
         r.missing.extend(f"{os.fspath(p)} (not copied: {why})" for p in v.not_copied)
