@@ -9,6 +9,7 @@ failing is reported once in the log, and once again when it works again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -59,7 +60,8 @@ class Webhook:
         self.url = url
         self._retries = retries
         self._timeout = timeout
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=queue_max)
+        # None wakes the thread up to end (put by close()).
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_max)
         self._failing = False
         self._closing = threading.Event()
         """Set by close(): a retry due after its deadline is not made."""
@@ -84,22 +86,23 @@ class Webhook:
                     dropped = self._queue.get_nowait()
                 except queue.Empty:
                     continue
-                log.warning("the webhook %s is behind; a notification is dropped: %s", self.url, dropped["text"])
+                if dropped is not None:
+                    log.warning("the webhook %s is behind; a notification is dropped: %s", self.url, dropped["text"])
 
     def close(self, timeout: float = 2.0) -> None:
         """Delivers what is queued, retrying only while `timeout` s have not passed, and returns
         by then: a stop is never held long by a failing webhook."""
         self._deadline = time.monotonic() + timeout
         self._closing.set()
+        # A full queue needs no wake-up: the thread is busy, and ends once it emptied it.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
         self._thread.join(timeout)
 
     def _deliver_all(self) -> None:
-        while True:
-            try:
-                body = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                if self._closing.is_set():
-                    return
+        while not (self._closing.is_set() and self._queue.empty()):
+            body = self._queue.get()
+            if body is None:
                 continue
             # One notification's failure, whatever it is, must not end the delivery of all later ones.
             try:
