@@ -501,7 +501,7 @@ fn moved_since(
     for ev in evs {
         match ev {
             FsEvent::File(rel, _) => {
-                if crate::vocab::is_ignored(&rel) || rel.as_os_str() == marker {
+                if tracker.ignores(&rel) || rel.as_os_str() == marker {
                     continue;
                 }
                 let now = crate::sys::path_identity(&src.join(&rel)).ok();
@@ -517,7 +517,8 @@ fn moved_since(
                 }
                 moved.push(rel);
             }
-            FsEvent::NewDir(rel) | FsEvent::Gone(rel) => moved.push(rel),
+            FsEvent::NewDir(rel) | FsEvent::Gone(rel) if !tracker.ignores(&rel) => moved.push(rel),
+            FsEvent::NewDir(_) | FsEvent::Gone(_) => {}
             FsEvent::RootGone(_) | FsEvent::RootCreated => moved.push(PathBuf::new()),
             FsEvent::Rescan => lost = true,
             FsEvent::Error(_) | FsEvent::WatchLimit(_) => {}
@@ -618,7 +619,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         root_gone: None,
         paused: None,
         rewatch: false,
-        tracker: Tracker::new(cfg.settle, cfg.debounce),
+        tracker: Tracker::new(cfg.settle, cfg.debounce).with_exclude(cfg.exclude.clone()),
         finishing: cfg.once,
         status: Status::default(),
         started,
@@ -653,7 +654,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         sleep: cfg.sleep,
         low_priority: cfg.low_priority,
         max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
-        max_total_rate: crate::rate::total(),
+        max_total_rate: cfg.max_total_rate.clone(),
         checksum: cfg.checksum,
         fresh_destination: !found.others,
         learned,

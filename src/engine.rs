@@ -47,6 +47,10 @@ pub struct Config {
     pub give_up_after: Duration,
     /// This target's bandwidth budget in bytes per second (`--max-rate`).
     pub max_rate: Option<u64>,
+    /// The budget this target shares with others (`--max-total-rate`): the same one given to each.
+    pub max_total_rate: Option<Arc<crate::rate::RateLimit>>,
+    /// What is not part of the acquisition (`--exclude`): never copied, waited for or verified.
+    pub exclude: Arc<crate::exclude::Exclude>,
     /// Hash every file while copying and read the copy back (`--checksum`).
     pub checksum: bool,
     /// Where to write the manifest (hash, size, path per file) once drained.
@@ -80,6 +84,8 @@ impl Config {
             log_events: false,
             give_up_after: Duration::from_secs(24 * 3600),
             max_rate: None,
+            max_total_rate: None,
+            exclude: Default::default(),
             checksum: false,
             manifest: None,
             delete_source: false,

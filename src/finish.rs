@@ -13,7 +13,7 @@ use crate::copier::{self, CopyOptions};
 use crate::dest::RootProblem;
 use crate::engine::Config;
 use crate::root::RootId;
-use crate::status::{lock, Level, Phase, Shared, Verdict};
+use crate::status::{lock, Level, NotCopied, Phase, Shared, Verdict};
 use crate::tracker::Tracker;
 use crate::verify::Expected;
 use crate::vocab::{Copied, Job, Outcome};
@@ -68,6 +68,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         content: false,
         prune: Some(d.root),
         landed: d.landed.as_ref(),
+        exclude: Some(&d.cfg.exclude),
     };
     loop {
         // A destination that cannot be reached is waited for, before the walk and after one that
@@ -169,6 +170,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
             withdrawn.map_or_else(|e| format!("; the marker could not be withdrawn: {e}"), |()| String::new())
         ));
         v.not_copied = moved;
+        v.not_copied_why = NotCopied::ChangedLate;
         return (Phase::Incomplete, v);
     }
     v.verified = true;
@@ -352,7 +354,8 @@ pub fn still_open(cfg: &Config, sh: &Shared, open: Vec<PathBuf>) -> (Phase, Verd
     );
     let names: Vec<_> = open.iter().map(|p| p.display().to_string()).collect();
     sh.say(Level::Error, format!("{why}: {}", names.join(", ")));
-    (Phase::Incomplete, Verdict { reason: Some(why), not_copied: open, ..Verdict::default() })
+    let not_copied_why = NotCopied::StillOpen;
+    (Phase::Incomplete, Verdict { reason: Some(why), not_copied: open, not_copied_why, ..Verdict::default() })
 }
 
 /// Asks for the expected Zarr file set and waits for it (or a stop: `None`).

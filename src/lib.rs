@@ -11,6 +11,7 @@ pub mod copier;
 pub mod dest;
 pub mod engine;
 mod error;
+pub mod exclude;
 pub mod failpoint;
 mod finish;
 mod flush;
@@ -78,8 +79,8 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto", give_up_after=86400.0, max_rate=None, checksum=false, manifest=None,
-        delete_source=false, quiet_time=60.0, evict_after=Some(30.0)))]
+        copy_method="auto", give_up_after=86400.0, max_rate=None, max_total_rate=None, exclude=None, checksum=false,
+        manifest=None, delete_source=false, quiet_time=60.0, evict_after=Some(30.0)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -95,6 +96,8 @@ impl PyEngine {
         copy_method: &str,
         give_up_after: f64,
         max_rate: Option<u64>,
+        max_total_rate: Option<&Bound<'_, PyRateBudget>>,
+        exclude: Option<&Bound<'_, PyExclude>>,
         checksum: bool,
         manifest: Option<PathBuf>,
         delete_source: bool,
@@ -122,6 +125,8 @@ impl PyEngine {
             log_events,
             give_up_after: seconds("give_up_after", give_up_after)?,
             max_rate,
+            max_total_rate: max_total_rate.map(|b| b.get().limit.clone()),
+            exclude: exclude.map(|e| e.get().inner.clone()).unwrap_or_default(),
             checksum,
             manifest,
             delete_source,
@@ -220,6 +225,7 @@ struct PyVerdict {
     bytes: u64,
     missing: Vec<PathBuf>,
     not_copied: Vec<PathBuf>,
+    not_copied_why: PyNotCopiedWhy,
     size_mismatch: Vec<(PathBuf, u64, u64)>,
     mtime_mismatch: Vec<PathBuf>,
     content_mismatch: Vec<PathBuf>,
@@ -240,6 +246,26 @@ struct PyVerdict {
     source_deleted: Vec<PathBuf>,
     source_kept: Vec<(PathBuf, String)>,
     folders_removed: u64,
+    excluded: Vec<PathBuf>,
+}
+
+/// Why a verdict's `not_copied` files did not arrive (`status::NotCopied`).
+#[pyclass(module = "softcopy._softcopy", name = "NotCopiedWhy", frozen, eq, eq_int, hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PyNotCopiedWhy {
+    SourceGone,
+    StillOpen,
+    ChangedLate,
+}
+
+impl From<status::NotCopied> for PyNotCopiedWhy {
+    fn from(why: status::NotCopied) -> Self {
+        match why {
+            status::NotCopied::SourceGone => PyNotCopiedWhy::SourceGone,
+            status::NotCopied::StillOpen => PyNotCopiedWhy::StillOpen,
+            status::NotCopied::ChangedLate => PyNotCopiedWhy::ChangedLate,
+        }
+    }
 }
 
 impl From<Verdict> for PyVerdict {
@@ -254,6 +280,7 @@ impl From<Verdict> for PyVerdict {
             bytes: r.bytes,
             missing: r.missing,
             not_copied: v.not_copied,
+            not_copied_why: v.not_copied_why.into(),
             size_mismatch: r.size_mismatch,
             mtime_mismatch: r.mtime_mismatch,
             content_mismatch: r.content_mismatch,
@@ -274,6 +301,7 @@ impl From<Verdict> for PyVerdict {
             source_deleted: moved.deleted,
             source_kept: moved.kept,
             folders_removed: moved.folders_removed,
+            excluded: r.excluded,
         }
     }
 }
@@ -333,7 +361,8 @@ fn verify_trees<'py>(
     let r = py
         .detach(|| {
             let dest = dest::Dest::open(&destination, &destination, None)?;
-            let check = verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None };
+            let check =
+                verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
             verify::verify(&source, &dest, &check, &AtomicBool::new(false))
         })
         .map_err(|e| Error::io("verify", &source, e))?;
@@ -421,10 +450,52 @@ impl PyArrivals {
     }
 }
 
-/// Sets the process-wide bandwidth budget shared by every engine started afterwards (None: none).
-#[pyfunction]
-fn set_total_rate(bytes_per_s: Option<u64>) {
-    rate::set_total(bytes_per_s);
+/// A target's exclude globs (`exclude.rs`), checked once and handed to its engine.
+#[pyclass(module = "softcopy._softcopy", name = "Exclude", frozen)]
+struct PyExclude {
+    inner: std::sync::Arc<exclude::Exclude>,
+}
+
+#[pymethods]
+impl PyExclude {
+    #[new]
+    fn new(globs: Vec<String>) -> PyResult<Self> {
+        let inner = exclude::Exclude::new(&globs).map_err(PyValueError::new_err)?;
+        Ok(PyExclude { inner: std::sync::Arc::new(inner) })
+    }
+
+    /// Whether `rel` (relative to the source root), or a folder it is in, is excluded.
+    fn matches(&self, rel: PathBuf) -> bool {
+        self.inner.matches(&rel)
+    }
+
+    #[getter]
+    fn globs(&self) -> Vec<String> {
+        self.inner.globs().to_vec()
+    }
+}
+
+/// A bandwidth budget shared by every engine it is given to (`--max-total-rate`).
+#[pyclass(module = "softcopy._softcopy", name = "RateBudget", frozen)]
+struct PyRateBudget {
+    limit: std::sync::Arc<rate::RateLimit>,
+    bytes_per_s: u64,
+}
+
+#[pymethods]
+impl PyRateBudget {
+    #[new]
+    fn new(bytes_per_s: u64) -> PyResult<Self> {
+        if bytes_per_s == 0 {
+            return Err(PyValueError::new_err("a rate budget must be at least 1 byte per second"));
+        }
+        Ok(PyRateBudget { limit: std::sync::Arc::new(rate::RateLimit::new(bytes_per_s)), bytes_per_s })
+    }
+
+    #[getter]
+    fn bytes_per_s(&self) -> u64 {
+        self.bytes_per_s
+    }
 }
 
 /// Whose copy a destination folder holds, seen from a source folder (`origin.rs`).
@@ -479,7 +550,6 @@ fn folder_identity(py: Python<'_>, path: PathBuf) -> PyResult<(u64, u64, Option<
 #[pymodule(gil_used = false)]
 fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", python_version())?;
-    m.add_function(wrap_pyfunction!(set_total_rate, m)?)?;
     m.add_function(wrap_pyfunction!(verify_trees, m)?)?;
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
@@ -489,5 +559,8 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyVerdict>()?;
     m.add_class::<PyArrivals>()?;
+    m.add_class::<PyRateBudget>()?;
+    m.add_class::<PyNotCopiedWhy>()?;
+    m.add_class::<PyExclude>()?;
     Ok(())
 }

@@ -1,10 +1,15 @@
-//! Bandwidth budgets (`--max-rate` per target, `--max-total-rate` per process) that hold whatever
-//! the IO scheduler does: IO priorities are honoured only by some schedulers and never for buffered
-//! writeback, so a budget is what really keeps the acquisition's disk free.
+//! Bandwidth budgets (`--max-rate` per target, `--max-total-rate` for every target of a run or
+//! every acquisition of a service) that hold whatever the IO scheduler does: IO priorities are
+//! honoured only by some schedulers and never for buffered writeback, so a budget is what really
+//! keeps the acquisition's disk free.
+//!
+//! A total budget is one [`RateLimit`] handed to each engine that shares it (`Config::max_total_rate`),
+//! never process-wide state: an engine started later must not replace the budget of those in
+//! flight (docs/design.md, "Service").
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A rate limit shared by any number of threads. Each transfer reserves its slot on a virtual clock
@@ -52,22 +57,11 @@ impl RateLimit {
     }
 }
 
-static TOTAL: OnceLock<Mutex<Option<Arc<RateLimit>>>> = OnceLock::new();
-
-/// Sets (or clears, with `None`) the process-wide budget shared by every engine started afterwards.
-pub fn set_total(bytes_per_s: Option<u64>) {
-    *TOTAL.get_or_init(|| Mutex::new(None)).lock().unwrap_or_else(|e| e.into_inner()) =
-        bytes_per_s.map(|b| Arc::new(RateLimit::new(b)));
-}
-
-/// The process-wide budget, if one is set.
-pub fn total() -> Option<Arc<RateLimit>> {
-    TOTAL.get_or_init(|| Mutex::new(None)).lock().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
 
     #[test]
     fn holds_the_rate_across_threads() {

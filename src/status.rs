@@ -124,6 +124,18 @@ pub enum Level {
 /// Oldest messages are dropped beyond this, so a reader that never drains cannot grow memory.
 const MAX_MESSAGES: usize = 10_000;
 
+/// Why the files of [`Verdict::not_copied`] did not arrive: said to the person as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NotCopied {
+    /// The source root went away (moved, unmounted, replaced) before the end.
+    #[default]
+    SourceGone,
+    /// Still open for writing at the source when the wait for writers (`quiet`) ran out.
+    StillOpen,
+    /// Changed at the source after verification: the marker was withdrawn.
+    ChangedLate,
+}
+
 /// How a target ended, decided by the engine (docs/design.md, "The end of a run").
 #[derive(Clone, Debug, Default)]
 pub struct Verdict {
@@ -136,6 +148,8 @@ pub struct Verdict {
     /// Files known at the source that never reached the destination, when verification could
     /// not run (the source root vanished before the end).
     pub not_copied: Vec<PathBuf>,
+    /// Why they were not.
+    pub not_copied_why: NotCopied,
     /// The marker was copied to the destination.
     pub marker_published: bool,
     /// `--delete-source`: what the mover did (`None` when it did not run).

@@ -155,6 +155,8 @@ pub struct Tracker {
     settled: crate::settled::Settled,
     /// A reconcile sweep is under way (between [`Tracker::begin_sweep`] and its end).
     sweeping: bool,
+    /// What the lab said is not part of the acquisition: never tracked, so never copied or waited for.
+    exclude: std::sync::Arc<crate::exclude::Exclude>,
 }
 
 /// Applies `want` to the file `key` whose state is `st`: queues it, or sets its timer. A function
@@ -208,7 +210,18 @@ impl Tracker {
             events_lost: false,
             settled: Default::default(),
             sweeping: false,
+            exclude: Default::default(),
         }
+    }
+
+    pub fn with_exclude(mut self, exclude: std::sync::Arc<crate::exclude::Exclude>) -> Self {
+        self.exclude = exclude;
+        self
+    }
+
+    /// Names never tracked: writers' locks and temps, our own state, and the excluded files.
+    pub fn ignores(&self, rel: &Path) -> bool {
+        is_ignored(rel) || self.exclude.matches(rel)
     }
 
     /// Whether writers' closes are reported (the platform's [`CLOSE_EVENTS`] unless told):
@@ -226,7 +239,7 @@ impl Tracker {
 
     /// Feeds one change. Ignored names are dropped here, so callers need not filter.
     pub fn event(&mut self, rel: &Path, change: Change, now: Instant) {
-        if is_ignored(rel) {
+        if self.ignores(rel) {
             return;
         }
         let settle_at = now + self.settle;

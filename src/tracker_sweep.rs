@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{key_of, Key, Tracker, Want};
-use crate::vocab::{is_ignored, Change, Identity};
+use crate::vocab::{Change, Identity};
 
 impl Tracker {
     /// Starts a reconcile sweep: every file is unseen until [`Tracker::scanned`] finds it.
@@ -33,7 +33,7 @@ impl Tracker {
     /// A sweep found `rel` with identity `ident`: nothing to do if that version is the one copied,
     /// otherwise it is a new version (its events were lost, or it was never seen).
     pub fn scanned(&mut self, rel: &Path, ident: Identity, now: Instant) {
-        if is_ignored(rel) {
+        if self.ignores(rel) {
             return;
         }
         let key = key_of(rel);

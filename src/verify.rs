@@ -113,6 +113,8 @@ pub struct Report {
     pub bad_shards: Vec<(PathBuf, String)>,
     /// Shards not whole at the source either (a killed writer): copied as they are, reported.
     pub bad_shards_at_source: Vec<(PathBuf, String)>,
+    /// Source files excluded (`--exclude`): not compared, named in the report.
+    pub excluded: Vec<PathBuf>,
 }
 
 impl Report {
@@ -192,6 +194,8 @@ pub struct Check<'a> {
     pub prune: Option<&'a crate::root::RootId>,
     /// This run's copies, to prove files without looking at the destination.
     pub landed: Option<&'a Landed<'a>>,
+    /// Files not part of the acquisition: left out at both ends (never stale, never extra).
+    pub exclude: Option<&'a crate::exclude::Exclude>,
 }
 
 /// Compares `src` and `dst` (ignoring the marker, locks and temps at the source); with `content`,
@@ -205,7 +209,10 @@ pub struct Check<'a> {
 /// A `stop` request ends it with an error ("stopped") between files: an unfinished verification
 /// proves nothing.
 pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &AtomicBool) -> std::io::Result<Report> {
-    let Check { marker, arrays, content, prune, landed } = *check;
+    let Check { marker, arrays, content, prune, landed, exclude } = *check;
+    let excluded = |rel: &Path| exclude.is_some_and(|e| e.matches(rel));
+    // Never data, or not part of the acquisition: left out at both ends.
+    let left_out = |rel: &Path| is_ignored(rel) || excluded(rel);
     let dst = dest.root();
     let mut report = Report::default();
     let mut same_size = Vec::new();
@@ -228,7 +235,10 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             report.symlinks.push(rel.to_path_buf());
             continue;
         }
-        if !entry.file_type().is_file() || is_ignored(rel) || rel.as_os_str() == marker {
+        if entry.file_type().is_file() && excluded(rel) {
+            report.excluded.push(rel.to_path_buf());
+        }
+        if !entry.file_type().is_file() || left_out(rel) || rel.as_os_str() == marker {
             continue;
         }
         if stop.load(Ordering::Relaxed) {
@@ -291,7 +301,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             let rel = Path::new(folder).join(entry.file_name());
             let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
             let held = landed.and_then(|l| (l.copied)(&rel)).is_some();
-            if meta.is_file() && !held && !is_ignored(&rel) && rel.as_os_str() != marker {
+            if meta.is_file() && !held && !left_out(&rel) && rel.as_os_str() != marker {
                 copies += usize::from(look_up(dest, &rel, &meta, content, &mut report, &mut same_size).0);
             }
         }
@@ -303,7 +313,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     let counted = |e: &walkdir::DirEntry| {
         let rel = e.path().strip_prefix(dst).unwrap_or(e.path());
         let partial = e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX);
-        e.file_type().is_file() && (partial || !is_ignored(rel) && rel.as_os_str() != marker)
+        e.file_type().is_file() && (partial || !left_out(rel) && rel.as_os_str() != marker)
     };
     let mut in_dst = 0usize;
     // Every copy this run made is of a source file, and the destination holds nothing else.
@@ -330,7 +340,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
         };
         if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
             report.partials.push(rel.to_path_buf());
-        } else if is_ignored(rel) {
+        } else if left_out(rel) {
             // Our own state at the root.
         } else if absent(&src.join(rel)) && rel.as_os_str() != marker {
             let array = chunk_of(&slash_path(rel), &by_path).map(|(spec, _)| PathBuf::from(&spec.path));
@@ -540,7 +550,8 @@ mod tests {
         root.adopt(other.path()).unwrap();
         let run = |root| {
             let arrays = std::slice::from_ref(&array);
-            let check = Check { marker: "complete", arrays, content: false, prune: Some(root), landed: None };
+            let check =
+                Check { marker: "complete", arrays, content: false, prune: Some(root), landed: None, exclude: None };
             verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &no_stop).unwrap()
         };
         let r = run(&root);
@@ -573,6 +584,7 @@ mod tests {
                 content: false,
                 prune: None,
                 landed: Some(&landed),
+                exclude: None,
             };
             verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &AtomicBool::new(false)).unwrap()
         };
@@ -608,7 +620,8 @@ mod tests {
         let run = |settled: &crate::settled::Settled| {
             let landed = Landed { copied: &|_| None, settled: Some(settled), count: 2 };
             let arrays = std::slice::from_ref(&array);
-            let check = Check { marker: "complete", arrays, content: false, prune: None, landed: Some(&landed) };
+            let check =
+                Check { marker: "complete", arrays, content: false, prune: None, landed: Some(&landed), exclude: None };
             verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &AtomicBool::new(false)).unwrap()
         };
         // Unchanged: proven without a look at the destination (its copies have other mtimes).

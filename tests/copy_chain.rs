@@ -167,7 +167,14 @@ fn an_existing_symlinked_folder_in_the_destination_is_not_written_nor_deleted_th
     assert_eq!(fs::read(archive.path().join("g")).unwrap(), b"the archive's g");
     // The verification does not take the archive's file for the copy either.
     let dest = _softcopy::dest::Dest::open(dst.path(), dst.path(), None).unwrap();
-    let check = _softcopy::verify::Check { marker: "complete", arrays: &[], content: false, prune: None, landed: None };
+    let check = _softcopy::verify::Check {
+        marker: "complete",
+        arrays: &[],
+        content: false,
+        prune: None,
+        landed: None,
+        exclude: None,
+    };
     let r = _softcopy::verify::verify(src.path(), &dest, &check, &AtomicBool::new(false)).unwrap();
     assert_eq!(r.missing, vec![std::path::PathBuf::from("sub/f")]);
 }

@@ -3,13 +3,16 @@ copied. (How closely the rate holds is measured in benches/; here, that the budg
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import softcopy
-from conftest import assert_same_tree, softcopy_cmd
+from conftest import assert_same_tree, finish, softcopy_cmd, wait_for
 from softcopy.config import ConfigError, parse_rate
 
 MIB = 1 << 20
@@ -61,11 +64,8 @@ def test_max_total_rate_is_shared_by_all_targets(tmp_path: Path) -> None:
         source(tmp_path / name, 4, MIB)
     targets = [softcopy.Target(tmp_path / n, tmp_path / f"{n}-copy", once=True) for n in ("a", "b")]
     t0 = time.monotonic()
-    try:
-        with softcopy.Copier(targets, max_total_rate=4 * MIB) as c:
-            report = c.wait(60)
-    finally:
-        softcopy._softcopy.set_total_rate(None)  # the budget is process-wide: no later test may inherit it
+    with softcopy.Copier(targets, max_total_rate=4 * MIB) as c:
+        report = c.wait(60)
     elapsed = time.monotonic() - t0
     assert report is not None and report.ok
     assert elapsed >= 1.5, f"8 MiB at 4 MiB/s in all took only {elapsed:.2f} s"
@@ -76,3 +76,57 @@ def test_bad_rate_on_the_command_line_is_exit_2(tmp_path: Path) -> None:
     cmd = softcopy_cmd(tmp_path / "src", tmp_path / "dst", "--max-rate", "fast")
     r = subprocess.run(cmd, check=False, capture_output=True, text=True)
     assert r.returncode == 2 and "not a rate" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-inf", "1e400", "1e30G", float("inf"), float("nan")])
+def test_rates_that_are_not_finite_are_bad_input(text: object) -> None:
+    with pytest.raises(ConfigError):
+        parse_rate(text)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--max-rate", "inf"), ("--max-rate", "nan"), ("--max-total-rate", "1e400"), ("--max-total-rate", "inf")],
+)
+def test_a_rate_that_is_not_finite_is_one_line_exit_2(tmp_path: Path, args: tuple[str, str]) -> None:
+    (tmp_path / "src").mkdir()
+    r = subprocess.run(
+        softcopy_cmd(tmp_path / "src", tmp_path / "dst", "--once", *args),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+def test_an_infinite_rate_in_a_targets_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "t.yaml").write_text("targets:\n  - source: src\n    destination: dst\n    max_rate: .inf\n")
+    r = subprocess.run(softcopy_cmd(tmp_path / "t.yaml"), check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "max_rate" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_max_total_rate_is_one_budget_for_every_acquisition_of_a_service(tmp_path: Path, run_softcopy: Any) -> None:
+    acq, dst, later = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "later"
+    dst.mkdir()
+    later.mkdir()
+    for root in (acq / "a.zarr", later / "b.zarr"):
+        source(root, 8, MIB)
+        (root / "complete").write_bytes(b"")
+    service = run_softcopy(acq / "*.zarr", dst, "--max-total-rate", "2M", "--report", tmp_path / "{name}.json")
+    # The second acquisition comes while the first is being copied (an engine started later must
+    # not give itself, or the first, a budget of its own).
+    wait_for(lambda: (dst / "a.zarr").is_dir() and any((dst / "a.zarr").iterdir()), 60, "a.zarr's copy to start")
+    (later / "b.zarr").rename(acq / "b.zarr")
+    reports = [tmp_path / "a.zarr.json", tmp_path / "b.zarr.json"]
+    wait_for(lambda: all(r.exists() for r in reports), 90, "both acquisitions to end")
+    service.send_signal(signal.SIGTERM)
+    assert finish(service)[0] == 143
+    docs = [json.loads(r.read_text())["targets"][0] for r in reports]
+    assert all(d["verified"] for d in docs), docs
+    # 16 MiB at 2 MiB/s in all: a.zarr's copy, sharing the budget with b.zarr's, takes ~8 s (~4 s
+    # with a budget for each).
+    assert docs[0]["duration_s"] >= 6.0, [d["duration_s"] for d in docs]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,12 +157,102 @@ def test_systemd_unit_runs_its_exec_start(world: Path) -> None:
     assert "Type=notify" in unit and "WatchdogSec=" in unit
 
 
-def test_windows_task_starts_the_service_form() -> None:
-    [task] = commands(blocks("bat")[0])
-    argv = shlex.split(task, posix=False)
-    assert argv[:2] == ["schtasks", "/Create"]
-    run = argv[argv.index("/TR") + 1].strip('"')
-    assert run.split()[0].endswith("softcopy.exe") and run.split()[1].endswith("*.zarr")
+def test_systemd_unit_passes_systemd_analyze_and_ends_well_on_a_stop(tmp_path: Path) -> None:
+    unit = blocks("ini")[0]
+    settings = dict(line.split("=", 1) for line in commands(unit) if "=" in line)
+    # A stop is exit 143, not a failure; the report folder of ExecStart's --report is made for it.
+    assert settings["SuccessExitStatus"] == "143" and settings["KillSignal"] == "SIGTERM"
+    assert f"/var/log/{settings['LogsDirectory']}/" in settings["ExecStart"]
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    # systemd-analyze wants ExecStart's program to exist: this Python stands in for softcopy.
+    path = tmp_path / "softcopy.service"
+    path.write_text(unit.replace("/opt/softcopy/bin/softcopy", sys.executable))
+    argv = ["systemd-analyze", "verify", "--man=no", str(path)]
+    r = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and str(path) not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_windows_task_starts_the_service_form_without_a_time_limit_or_a_password() -> None:
+    task = blocks("powershell")[0]
+    execute = re.search(r"-Execute '([^']+)' -Argument '([^']+)'", task)
+    assert execute is not None, task
+    assert execute[1].endswith("softcopy.exe") and execute[2].split()[0].endswith("*.zarr")
+    # Task Scheduler's default stops a task after 72 h; a stored password would be prompted for.
+    assert "-ExecutionTimeLimit ([TimeSpan]::Zero)" in task
+    assert "-LogonType Interactive" in task and "Password" not in task and "/RP" not in task
+    assert "Register-ScheduledTask" in task and "-Settings $settings" in task and "-Principal $principal" in task
+
+
+def readme_options() -> dict[str, str]:
+    """The options table: each long option and its default as the README says it."""
+    rows = re.findall(r"^\| (`-[^|]*) \|\s*([^|]*?)\s*\|", README, re.MULTILINE)
+    out = {}
+    for names, default in rows:
+        long = [n for n in re.findall(r"`([^`]+)`", names) if n.startswith("--")]
+        out[long[0].split()[0]] = default.strip().strip("`")
+    return out
+
+
+def as_readme(value: object) -> str:
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def test_every_option_default_in_the_readme_is_the_one_softcopy_uses() -> None:
+    import dataclasses
+
+    from softcopy.cli import main
+    from softcopy.config import Target
+
+    fields = {f.name: f.default for f in dataclasses.fields(Target)}
+    params = {p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0]: p for p in main.params}
+    params.update({o: p for p in main.params for o in p.opts if o.startswith("--")})
+    shown = readme_options()
+    assert set(shown) >= {o for o in params if o.startswith("--")} - {"--help", "--version"}, sorted(params)
+    for option, said in shown.items():
+        if option in ("--demo", "--version", "--help"):
+            continue
+        param = params[option]
+        name = option[2:].replace("-", "_")
+        if name in fields:
+            real = as_readme(fields[name])  # the target option's default (the CLI passes None: unset)
+        elif getattr(param, "is_flag", False):
+            real = "true" if param.default else "off"
+        else:
+            real = as_readme(param.default)
+        assert said == ("off" if real == "false" and getattr(param, "is_flag", False) else real), (option, said, real)
+        # --help says the same.
+        help_text = param.get_help_record(main.make_context("softcopy", ["x"]))
+        tag = re.search(r"\[default: ([^\]]+)\]", help_text[1] if help_text else "")
+        if tag is not None:
+            value = tag[1].split(";")[0]  # click adds a range: "30.0; x>=0"
+            real_tag = as_readme(float(value)) if value.replace(".", "").isdigit() else value
+            assert real_tag == said, (option, real_tag, said)
+
+
+def test_every_exit_code_in_the_readme_is_softcopys() -> None:
+    from softcopy import exits
+
+    paragraph = README[README.index("**Exit codes:**") :].split("\n\n")[0]
+    said = {int(n) for n in re.findall(r"(?<![\w.-])(\d+)(?= every| the copy| bad| /| stopped)", paragraph)}
+    assert said == {exits.EXIT_OK, exits.EXIT_INCOMPLETE, exits.EXIT_USAGE, exits.EXIT_SIGINT, exits.EXIT_SIGTERM}
+    verify = re.search(r"exit (\d) when\s+identical, (\d) for a difference, (\d) for bad input", README)
+    assert verify is not None
+    assert tuple(map(int, verify.groups())) == (exits.EXIT_OK, exits.EXIT_DIFFERENT, exits.EXIT_USAGE)
+
+
+def test_the_file_map_names_files_that_exist() -> None:
+    block = README[README.index("## Development") :]
+    named = re.findall(r"(?:src|python|docs)/[\w./-]*", block.split("```")[1])
+    assert len(named) >= 10
+    for path in named:
+        assert (ROOT / path).exists(), path
 
 
 def test_sample_report_matches_the_schema() -> None:

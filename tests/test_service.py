@@ -104,11 +104,16 @@ def test_a_pattern_copies_each_acquisition_as_it_comes_and_resumes_after_a_resta
     service.send_signal(signal.SIGTERM)
     code, out = finish(service)
     assert code == 143, out
+    # Stopped in flight, it has a report saying so; the run that finishes it writes the next.
+    assert json.loads((reports / "live.zarr.json").read_text())["status"] == "interrupted"
     service = run_softcopy(*args)
     go.touch()
     assert writer.wait(120) == 0
-    wait_for(lambda: (reports / "live.zarr.json").exists(), 60, "the live acquisition's report")
-    assert json.loads((reports / "live.zarr.json").read_text())["status"] == "verified"
+
+    def live_verified() -> bool:
+        return bool(json.loads((reports / "live.zarr.json").read_text())["status"] == "verified")
+
+    wait_for(live_verified, 60, "the live acquisition's report")
     assert_same_tree(acq / "live.zarr", dst / "live.zarr")
     # The acquisition verified before the restart is recognised, not copied again.
     wait_for(lambda: "early.zarr: already verified" in service.output(), 30, "the restart to skip early.zarr")
@@ -227,7 +232,7 @@ def test_bad_service_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     acq = tmp_path / "acquisition"
     acq.mkdir()
     for args in (
-        (tmp_path / "missing" / "*.zarr", tmp_path / "raw"),
+        (tmp_path / "missing" / "*.zarr", tmp_path / "raw", "--wait-for-source", "false"),
         (acq / "*.zarr", tmp_path / "raw", "--metrics", "nine"),
         (acq, tmp_path / "raw", "--notify", "http://127.0.0.1:9/"),
     ):

@@ -7,13 +7,15 @@ from typing import Any, ClassVar, Literal, final
 __all__ = [
     "Arrivals",
     "Engine",
+    "Exclude",
+    "NotCopiedWhy",
     "Owner",
+    "RateBudget",
     "SoftcopyError",
     "Verdict",
     "__version__",
     "destination_owner",
     "folder_identity",
-    "set_total_rate",
     "verify_manifest",
     "verify_trees",
 ]
@@ -33,8 +35,31 @@ def verify_trees(
     """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
     files of the same size is also compared byte for byte (`content_mismatch`)."""
 
-def set_total_rate(bytes_per_s: int | None) -> None:
-    """Sets the bandwidth budget shared by every engine started afterwards (None: no limit)."""
+@final
+class Exclude:
+    """A target's exclude globs: a glob without `/` matches a file's or a folder's name at any
+    depth (`*.log`), one with `/` the path from the source root (`logs/*`); `*` and `?` match
+    within a name, `**` any number of folders, `[a-z]` / `[!a-z]` one character. A folder that
+    matches excludes what it holds. Case is folded on Windows.
+
+    Raises:
+        ValueError: for an empty glob.
+    """
+
+    def __new__(cls, globs: list[str]) -> Exclude: ...
+    def matches(self, rel: str | PathLike[str]) -> bool:
+        """Whether `rel` (relative to the source root), or a folder it is in, is excluded."""
+    @property
+    def globs(self) -> list[str]: ...
+
+@final
+class RateBudget:
+    """A bandwidth budget in bytes per second (at least 1), held together by every engine it is
+    given to as `max_total_rate` (`--max-total-rate`: a run's targets, a service's acquisitions)."""
+
+    def __new__(cls, bytes_per_s: int) -> RateBudget: ...
+    @property
+    def bytes_per_s(self) -> int: ...
 
 __version__: str
 
@@ -65,6 +90,9 @@ class Engine:
             probe at a time with backoff, before the engine ends with `gave_up` set.
         max_rate: this target's bandwidth budget in bytes per second, held while files are copied
             (not only between them) whatever the IO scheduler; None for no limit.
+        max_total_rate: a budget this target shares with every engine given the same one.
+        exclude: files that are not part of the acquisition: never copied, waited for or
+            verified, and listed in the verdict's `excluded`.
         checksum: hash every file (BLAKE3, 128 bits) while copying it through user space and read
             the copy back to compare before it gets its final name.
         manifest: where to write `hash<TAB>size<TAB>path` for every file once drained.
@@ -95,6 +123,8 @@ class Engine:
         copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
         give_up_after: float = 86400.0,
         max_rate: int | None = None,
+        max_total_rate: RateBudget | None = None,
+        exclude: Exclude | None = None,
         checksum: bool = False,
         manifest: str | PathLike[str] | None = None,
         delete_source: bool = False,
@@ -153,8 +183,9 @@ class Verdict:
     `verified` is true only when every file arrived with its size and modification time, every
     shard is whole, nothing stale or partial is left, and the marker (if any) was published last.
     `missing` .. `bad_shards_at_source` are what verification found (`content_mismatch`: copies
-    read back different, looked for with delete_source); `not_copied` lists files known at the source that never arrived when
-    verification could not run (the source went away); `reason` says why it is not verified when
+    read back different, looked for with delete_source); `not_copied` lists files known at the
+    source that never arrived when verification could not run or was undone, and
+    `not_copied_why` says why; `excluded` the source files left out by `exclude`; `reason` says why it is not verified when
     that is not a list of files. With delete_source, `freed` says whether the mover ran, and
     `source_deleted` / `source_kept` what it did (each deleted file's copy was proven identical by
     content first).
@@ -166,6 +197,7 @@ class Verdict:
     bytes: int
     missing: list[Path]
     not_copied: list[Path]
+    not_copied_why: NotCopiedWhy
     size_mismatch: list[tuple[Path, int, int]]
     mtime_mismatch: list[Path]
     content_mismatch: list[Path]
@@ -188,6 +220,18 @@ class Verdict:
     source_deleted: list[Path]
     source_kept: list[tuple[Path, str]]
     folders_removed: int
+    excluded: list[Path]
+
+@final
+class NotCopiedWhy:
+    """Why a verdict's `not_copied` files did not arrive."""
+
+    SourceGone: ClassVar[NotCopiedWhy]
+    """The source folder went away (moved, unmounted, replaced) before the end."""
+    StillOpen: ClassVar[NotCopiedWhy]
+    """Still open for writing at the source when the wait for writers ran out."""
+    ChangedLate: ClassVar[NotCopiedWhy]
+    """Changed at the source after verification; the marker was withdrawn."""
 
 @final
 class Owner:

@@ -38,7 +38,10 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def setup_logging(console: Console, verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    """`-q` leaves errors and the final result only: no information, no warnings (a full
+    destination is said by the result when it matters); `-v` adds initialisation, the Zarr
+    analysis and every filesystem event."""
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     if console.is_terminal:
         handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False)
         fmt = "%(message)s"
@@ -60,6 +63,15 @@ def refuse_another_acquisition(t: Target) -> None:
         raise ConfigError(f"cannot tell whose copy the destination holds: {e}") from None
     if owner == Owner.Another:
         raise ConfigError(why)
+
+
+def check_report_folder(report_path: Path | None) -> None:
+    """A report that could not be written would be found out only at the end of a copy."""
+    if report_path is None:
+        return
+    folder = Path(str(report_path).replace("{name}", "name")).parent
+    if not folder.is_dir():
+        raise ConfigError(f"--report {report_path}: the folder {folder} does not exist")
 
 
 def run_copier(
@@ -135,7 +147,7 @@ OPTION_HELP = {
         "'softcopy verify SRC DST [--checksum]' compares a copy with its source (see its --help)."
     ),
 )
-@click.argument("paths", nargs=-1, metavar="TARGETS_FILE | SRC DST", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="TARGETS_FILE | SRC DST | 'ACQ/*.zarr' DST", type=click.Path(path_type=Path))
 @click.option("--nprocs", type=click.IntRange(min=1), default=None, help=OPTION_HELP["nprocs"] + "  [default: 8]")
 @click.option(
     "--sleep-time", type=click.FloatRange(min=0), default=None, help=OPTION_HELP["sleep_time"] + "  [default: 0]"
@@ -169,6 +181,13 @@ OPTION_HELP = {
     help="Bandwidth budget for all targets together, e.g. 500M.  [default: none]",
 )
 @click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="A file that is not part of the acquisition (repeatable), e.g. '*.log': never copied, waited for or "
+    "verified; named in the report. A glob without '/' matches a name at any depth.  [default: none]",
+)
+@click.option(
     "--give-up-after",
     type=click.FloatRange(min=0),
     default=None,
@@ -185,7 +204,7 @@ OPTION_HELP = {
 @click.option(
     "-v", "--verbose", is_flag=True, help="Log initialisation, Zarr analysis, every filesystem event, debug info."
 )
-@click.option("-q", "--quiet", is_flag=True, help="Only errors and the final result.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the final result (no information, no warnings).")
 @click.option(
     "--report",
     "report_path",
@@ -262,8 +281,10 @@ def main(
     """Copy Zarr archives to their destination while the microscope is still writing them.
 
     \b
-      softcopy TARGETS_FILE [OPTIONS]   copy every source/destination pair in a YAML file
-      softcopy SRC DST [OPTIONS]        copy one archive
+      softcopy TARGETS_FILE [OPTIONS]       copy every source/destination pair in a YAML file
+      softcopy SRC DST [OPTIONS]            copy one archive
+      softcopy 'ACQ/*.zarr' DST [OPTIONS]   the service: copy every folder that matches, present
+                                            or made later, to DST/<its name>, until stopped
 
     Files are copied as soon as the writer completes them (tensorstore renames, closed files),
     at idle IO priority and nice 19, to a temporary name that is renamed into place, so the
@@ -273,7 +294,7 @@ def main(
     setup_logging(console, verbose, quiet)
     if json_lines:
         logging.getLogger("softcopy").addHandler(JsonLogHandler())
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in options.items() if v is not None and v != ()}
     if demo:
         if paths:
             fail("--demo takes no paths")
@@ -286,13 +307,14 @@ def main(
         elif len(paths) == 2:
             targets = [make_target(paths[0].expanduser().resolve(), paths[1].expanduser().resolve(), given)]
         else:
-            raise click.UsageError("give a TARGETS_FILE, or SRC and DST (see --help)")
+            raise click.UsageError("give a TARGETS_FILE, or SRC and DST")
         for t in targets:
             if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
                 raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
             check_destination_made(t)
             refuse_another_acquisition(t)
         total = None if max_total_rate is None else parse_rate(max_total_rate)
+        check_report_folder(report_path)
     except ConfigError as e:
         fail(str(e))
     if dry_run:
@@ -305,11 +327,13 @@ def main(
         if len(patterns) < len(targets):
             fail("a targets file with a source pattern may hold only pattern targets")
         from softcopy.metrics import parse_address
-        from softcopy.notify import Webhook
+        from softcopy.notify import Webhook, check_url
         from softcopy.service import run_service
 
         try:
             metrics = None if metrics_addr is None else parse_address(metrics_addr)
+            if notify_url is not None:
+                check_url(notify_url)
         except ValueError as e:
             fail(str(e))
 
@@ -344,13 +368,26 @@ def main(
     )
 
 
+def run_command(command: click.Command, args: list[str], prog_name: str) -> NoReturn:
+    """Runs a click command with its usage errors as one line (click's own are four: usage, a
+    hint, a blank line and the error), exit 2, as every other bad input."""
+    try:
+        # Click expands wildcards in arguments on Windows; a source pattern (`D:\acq\*.zarr`) must
+        # reach softcopy as written, as a quoted one does on Linux.
+        code = command.main(args, prog_name=prog_name, standalone_mode=False, windows_expand_args=False)
+    except click.UsageError as e:
+        fail(f"{e.format_message()} (see {prog_name} --help)")
+    except click.ClickException as e:
+        fail(e.format_message(), e.exit_code)
+    except click.Abort:
+        sys.exit(EXIT_SIGINT)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
 def entry() -> None:
     """The `softcopy` command: `softcopy verify ...` compares trees; anything else copies."""
     if len(sys.argv) > 1 and sys.argv[1] == "verify":
         from softcopy.verify import verify_main
 
-        verify_main(sys.argv[2:], prog_name="softcopy verify")
-    else:
-        # Click expands wildcards in arguments on Windows; a source pattern (`D:\acq\*.zarr`) must
-        # reach softcopy as written, as a quoted one does on Linux.
-        main(windows_expand_args=False)
+        run_command(verify_main, sys.argv[2:], "softcopy verify")
+    run_command(main, sys.argv[1:], "softcopy")

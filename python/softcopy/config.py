@@ -8,10 +8,11 @@ current directory), so the same file works from a service, a cron job or a shell
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import itertools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,16 @@ class Target:
     delete_source: bool = False
     """Once the acquisition is complete and the copy verified, delete each source file whose copy is
     proven (fsynced, same size, same hash with `checksum`) and that is unchanged since it was copied."""
+    exclude: Sequence[str] = ()
+    """Globs of files that are not part of the acquisition (a log the acquisition software keeps
+    open): never copied, never waited for, never verified, named in the report (docs/design.md,
+    "Excluded files"). Kept as a tuple."""
     evict_after: float | None = 30.0
     """Seconds a copied file stays quiet before it leaves memory for its folder's record (None: never;
     not a command-line option: tests shorten it, docs/design.md "Memory")."""
+    quiet_time: float = 60.0
+    """Seconds the end waits for files still open for writing (not a command-line option: tests
+    shorten it, docs/design.md "The end of a run")."""
 
     @property
     def manifest(self) -> Path | None:
@@ -60,6 +68,9 @@ class Target:
         return self.destination.with_name(self.destination.name + ".softcopy-manifest.tsv") if self.checksum else None
 
     def __post_init__(self) -> None:
+        # A frozen dataclass: a list given is kept as a tuple, so a Target stays hashable.
+        if not isinstance(self.exclude, str) and isinstance(self.exclude, Sequence):
+            object.__setattr__(self, "exclude", tuple(self.exclude))
         check_options(self, where="")
 
 
@@ -75,6 +86,7 @@ OPTIONS: dict[str, type] = {
     "max_rate": int,
     "checksum": bool,
     "delete_source": bool,
+    "exclude": list,
 }
 _KEYS = ("source", "destination", *OPTIONS)
 
@@ -87,6 +99,8 @@ def check_options(t: Target, where: str) -> None:
         value = getattr(t, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
             raise ConfigError(f"{where}{name} must be a number of seconds >= 0, got {value!r}")
+    if isinstance(t.exclude, str) or not all(isinstance(g, str) and g.strip("/") for g in t.exclude):
+        raise ConfigError(f"{where}exclude must be a list of globs (non-empty strings), got {t.exclude!r}")
     if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
         raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
 
@@ -111,9 +125,14 @@ def parse_rate(value: object) -> int:
             number = float(text[: len(text) - len(unit)])
         except ValueError:
             raise ConfigError(f"not a rate: {value!r} (use e.g. 200M for 200 MiB/s)") from None
+    # Checked before int(): inf and nan (`.inf` in YAML, `1e400`) would raise there, not here.
+    if not math.isfinite(number * _UNITS[unit]):
+        raise ConfigError(f"a rate must be a finite number of bytes per second, got {value!r}")
     rate = int(number * _UNITS[unit])
-    if not math.isfinite(number) or rate < 1:
+    if rate < 1:
         raise ConfigError(f"a rate must be at least 1 byte per second, got {value!r}")
+    if rate >= 1 << 64:
+        raise ConfigError(f"a rate must be below 16 EiB per second, got {value!r}")
     return rate
 
 
@@ -131,6 +150,18 @@ def is_pattern(source: Path) -> bool:
     """Whether a source names acquisitions by a pattern: a glob in its last component
     (`/acquisition/*.zarr`), each matching folder copied to `destination/<its name>`."""
     return any(c in GLOB for c in source.name)
+
+
+CASE_SENSITIVE_NAMES = os.name != "nt"
+"""Whether the platform's file names differ by case alone (not on Windows: NTFS and SMB fold case)."""
+
+
+def matches(name: str, glob: str, *, case_sensitive: bool = CASE_SENSITIVE_NAMES) -> bool:
+    """Whether a folder or file name matches a glob as the platform compares names: on Windows
+    `*.zarr` matches `RUN.ZARR`, as Explorer and `dir` would (docs/design.md, "Windows")."""
+    if case_sensitive:
+        return fnmatch.fnmatchcase(name, glob)
+    return fnmatch.fnmatchcase(name.casefold(), glob.casefold())
 
 
 def check_pair(source: Path, destination: Path, where: str = "") -> None:
@@ -180,6 +211,9 @@ def make_target(source: Path, destination: Path, options: Mapping[str, Any], whe
             opts["max_rate"] = parse_rate(opts["max_rate"])
         except ConfigError as e:
             raise ConfigError(f"{where}max_rate: {e}") from None
+    if isinstance(opts.get("exclude"), (str, tuple)):
+        # `exclude: "*.log"` (one glob), or the command line's repeated --exclude.
+        opts["exclude"] = [opts["exclude"]] if isinstance(opts["exclude"], str) else list(opts["exclude"])
     for key, value in opts.items():
         want = OPTIONS[key]
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -242,6 +276,10 @@ def load_targets(path: str | os.PathLike[str], defaults: Mapping[str, Any] | Non
         src = _resolve(normalised.pop("source"), base, f"{where}source ")
         dst = _resolve(normalised.pop("destination"), base, f"{where}destination ")
         options = {**(defaults or {}), **normalised}
+        # The command line's excludes apply to every target, added to its own.
+        own = normalised.get("exclude")
+        if defaults and defaults.get("exclude") and isinstance(own, (str, list)):
+            options["exclude"] = [*defaults["exclude"], *([own] if isinstance(own, str) else own)]
         targets.append(make_target(src, dst, options, where))
     check_targets(targets, str(file))
     return targets

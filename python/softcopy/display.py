@@ -170,6 +170,17 @@ class Display:
                 log.info("%s", status_line(p))
 
 
+SHOWN = 50
+"""Paths listed per kind in a summary; the report file has them all."""
+
+
+def _listed(what: str, items: list[str]) -> list[str]:
+    lines = [f"  {what}: {p}" for p in items[:SHOWN]]
+    if len(items) > SHOWN:
+        lines.append(f"  ... and {len(items) - SHOWN} more {what} (every one in the --report file)")
+    return lines
+
+
 def summary(t: TargetReport) -> list[str]:
     """The lines that say how one target ended."""
     pair = f"{t.source} -> {t.destination}"
@@ -179,22 +190,20 @@ def summary(t: TargetReport) -> list[str]:
     if t.phase == "stopped":
         return [f"stopped: {pair}", f"  {t.files_copied} files copied; run the same command again to resume"]
     lines.append(f"{'verified complete' if t.verified else 'INCOMPLETE'}: {pair}")
-    lines.append(
-        f"  {t.files_checked} files ({human_bytes(t.bytes_checked)}) at the destination; "
-        f"{t.files_copied} copied in {t.duration:.1f} s"
+    # What is there, not what was looked at: an incomplete run's missing files are not counted.
+    there = (
+        f"{t.files_checked} files ({human_bytes(t.bytes_checked)}) at the destination"
+        if t.verified
+        else f"{t.files_at_destination} of {t.files_checked} source files at the destination as copied"
     )
+    lines.append(f"  {there}; {t.files_copied} copied in {t.duration:.1f} s")
     if not t.verified:
-        for p in t.missing[:50]:
-            lines.append(f"  missing: {p}")
-        for p, a, b in t.size_mismatch[:50]:
-            lines.append(f"  size differs: {p} (source {a} bytes, destination {b} bytes)")
-        for p in t.partials[:50]:
-            lines.append(f"  partial file left: {p}")
-        for p, why in t.bad_shards[:50]:
-            lines.append(f"  shard not whole at the destination: {p} ({why})")
-        hidden = len(t.missing) + len(t.size_mismatch) + len(t.partials) + len(t.bad_shards) - 200
-        if hidden > 0:
-            lines.append(f"  ... and {hidden} more")
+        lines += _listed("missing", t.missing)
+        lines += _listed(
+            "size differs", [f"{p} (source {a} bytes, destination {b} bytes)" for p, a, b in t.size_mismatch]
+        )
+        lines += _listed("partial file left", t.partials)
+        lines += _listed("shard not whole at the destination", [f"{p} ({why})" for p, why in t.bad_shards])
     if t.arrays:
         lines.append(
             f"  {t.arrays} Zarr arrays: {t.present_chunks} of {t.expected_chunks} chunk files exist; "

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from rich.console import Console
 
 from softcopy import zarr
-from softcopy.config import Target
+from softcopy._softcopy import Exclude
+from softcopy.config import Target, is_pattern, matches
 from softcopy.display import human_bytes
 
 #: Never data: lock files and other writers' temporaries (as the engine's tracker decides).
 _TEMP_SUFFIXES = (".__lock", ".partial", ".softcopy-partial")
 
 
+def plan_pattern(pattern: Target) -> list[str]:
+    """Lines describing what the service would do now: each folder that matches, planned as its
+    acquisition would be copied (to `destination/<its name>`)."""
+    parent, glob = pattern.source.parent, pattern.source.name
+    if not parent.is_dir():
+        wait = "softcopy would wait for it" if pattern.wait_for_source else "softcopy would refuse it"
+        return [f"{parent}: the acquisitions folder does not exist yet; {wait}"]
+    found = sorted(e.name for e in os.scandir(parent) if e.is_dir(follow_symlinks=False) and matches(e.name, glob))
+    lines = [f"{pattern.source}: {len(found)} folders match now; each new one would be copied as it comes"]
+    for name in found:
+        lines += plan(dataclasses.replace(pattern, source=parent / name, destination=pattern.destination / name))
+    return lines
+
+
 def plan(target: Target) -> list[str]:
     """Lines describing what copying `target` would do now."""
+    if is_pattern(target.source):
+        return plan_pattern(target)
     src, dst = target.source, target.destination
+    exclude = Exclude(list(target.exclude)) if target.exclude else None
+    excluded = 0
     if not src.is_dir():
         return [
             f"{src}: does not exist yet; softcopy would wait for it" if target.wait_for_source else f"{src}: missing"
@@ -29,6 +49,9 @@ def plan(target: Target) -> list[str]:
             if name.endswith(_TEMP_SUFFIXES):
                 continue
             rel = Path(dirpath, name).relative_to(src)
+            if exclude is not None and exclude.matches(rel):
+                excluded += 1
+                continue
             st = Path(dirpath, name).lstat()
             try:
                 d = (dst / rel).lstat()
@@ -45,6 +68,8 @@ def plan(target: Target) -> list[str]:
         f"{done} already at the destination with the same size and mtime"
     )
     lines = [summary]
+    if excluded:
+        lines.append(f"  {excluded} files excluded (never copied)")
     arrays, notes = zarr.discover(src)
     for a in arrays:
         sharded = ", sharded" if a.sharded else ""

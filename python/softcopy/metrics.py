@@ -68,4 +68,7 @@ def serve(address: tuple[str, int], rows: Callable[[], Sequence[Row]]) -> None:
     """Serves `/metrics` on a daemon thread, for as long as the process runs."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(rows))
-    start_http_server(address[1], addr=address[0], registry=registry)
+    try:
+        start_http_server(address[1], addr=address[0], registry=registry)
+    except OSError as e:
+        raise OSError(f"--metrics {address[0]}:{address[1]}: cannot serve there: {e.strerror or e}") from None

@@ -9,6 +9,7 @@ failing is reported once in the log, and once again when it works again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import queue
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -24,52 +26,128 @@ log = logging.getLogger("softcopy")
 RETRIES = (1.0, 2.0, 4.0, 8.0, 16.0)
 """Seconds before each retry of a delivery that failed."""
 
+QUEUE_MAX = 100
+"""Notifications waiting for delivery at most; past it the oldest is dropped (docs/design.md, "Service")."""
+
+
+def check_url(url: str) -> str:
+    """The `--notify` URL, checked at the start (a bad one would only fail at the first delivery).
+
+    Raises:
+        ValueError: when it is not an http:// or https:// URL with a host.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        raise ValueError(f"--notify: not a URL: {url!r} ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--notify: not an http:// or https:// URL: {url!r}")
+    return url
+
 
 class Webhook:
-    """POSTs each notification to `url`, in order, on a thread of its own."""
+    """POSTs each notification to `url`, in order, on a thread of its own.
 
-    def __init__(self, url: str, retries: tuple[float, ...] = RETRIES, timeout: float = 10.0) -> None:
+    The queue is bounded: while the webhook is down for long, the oldest waiting notification is
+    dropped for each new one, and each drop is logged with its text (the reports on disk keep
+    everything). Whatever one delivery raises (a refused connection, a malformed reply), the thread
+    goes on to the next notification."""
+
+    def __init__(
+        self, url: str, retries: tuple[float, ...] = RETRIES, timeout: float = 10.0, queue_max: int = QUEUE_MAX
+    ) -> None:
         self.url = url
         self._retries = retries
         self._timeout = timeout
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        # None wakes the thread up to end (put by close()).
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_max)
         self._failing = False
+        self._closing = threading.Event()
+        """Set by close(): a retry due after its deadline is not made."""
+        self._deadline = float("inf")
         self._thread = threading.Thread(target=self._deliver_all, name="softcopy-notify", daemon=True)
         self._thread.start()
 
-    def send(self, event: str, text: str, **fields: Any) -> None:
-        """Queues one notification; returns at once."""
-        self._queue.put({"text": text, "event": event, **fields})
+    @property
+    def pending(self) -> int:
+        """Notifications queued and not yet delivered (nor dropped)."""
+        return self._queue.qsize()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Delivers what is queued (for up to `timeout` s), then ends the thread."""
-        self._queue.put(None)
+    def send(self, event: str, text: str, **fields: Any) -> None:
+        """Queues one notification; returns at once (dropping the oldest one when the queue is full)."""
+        body = {"text": text, "event": event, **fields}
+        while True:
+            try:
+                self._queue.put_nowait(body)
+                return
+            except queue.Full:
+                try:
+                    dropped = self._queue.get_nowait()
+                except queue.Empty:
+                    continue
+                if dropped is not None:
+                    log.warning("the webhook %s is behind; a notification is dropped: %s", self.url, dropped["text"])
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Delivers what is queued, retrying only while `timeout` s have not passed, and returns
+        by then: a stop is never held long by a failing webhook."""
+        self._deadline = time.monotonic() + timeout
+        self._closing.set()
+        # A full queue needs no wake-up: the thread is busy, and ends once it emptied it.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
         self._thread.join(timeout)
 
     def _deliver_all(self) -> None:
-        while (body := self._queue.get()) is not None:
-            self._deliver(body)
+        while not (self._closing.is_set() and self._queue.empty()):
+            body = self._queue.get()
+            if body is None:
+                continue
+            # One notification's failure, whatever it is, must not end the delivery of all later ones.
+            try:
+                self._deliver(body)
+            except Exception as e:  # noqa: BLE001 - see the comment above
+                log.error("the webhook %s: a notification could not be delivered: %r", self.url, e)
 
     def _deliver(self, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
         for wait in (*self._retries, None):
-            request = urllib.request.Request(
-                self.url, data=data, method="POST", headers={"Content-Type": "application/json"}
-            )
             try:
-                with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                    response.read()
+                self._post(data)
                 if self._failing:
                     log.info("the webhook %s works again", self.url)
                     self._failing = False
                 return
-            except (OSError, ValueError) as e:
-                if wait is None:
+            # A malformed reply (http.client.IncompleteRead, not an OSError) is a failure like any.
+            except Exception as e:  # noqa: BLE001 - see the comment above
+                if wait is None or not self._pause(wait):
                     if not self._failing:
                         log.warning("the webhook %s fails (%s); notifications are dropped until it works", self.url, e)
                         self._failing = True
                     return
-                time.sleep(wait)
+
+    def _pause(self, seconds: float) -> bool:
+        """Waits `seconds` before a retry; False, at once, when close() leaves no time for it."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if self._closing.is_set():
+                if until > self._deadline:
+                    return False
+                time.sleep(left)
+            else:
+                self._closing.wait(left)
+        return True
+
+    def _post(self, data: bytes) -> None:
+        timeout = self._timeout
+        if self._closing.is_set():
+            timeout = min(timeout, max(0.1, self._deadline - time.monotonic()))
+        request = urllib.request.Request(
+            self.url, data=data, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
 
 
 class ServiceManager:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from softcopy import zarr
-from softcopy._softcopy import Engine, SoftcopyError, __version__, set_total_rate
+from softcopy._softcopy import Engine, Exclude, NotCopiedWhy, RateBudget, SoftcopyError, __version__
 from softcopy.config import Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
@@ -102,6 +102,10 @@ class TargetReport:
     """With delete_source: source files deleted after their copy was proven."""
     source_kept: list[tuple[str, str]] = field(default_factory=list)
     """With delete_source: source files kept, and why."""
+    excluded: list[str] = field(default_factory=list)
+    """Source files left out by `exclude` (never copied, never verified)."""
+    files_at_destination: int = 0
+    """Of the files checked, those at the destination as copied (what is missing or different aside)."""
 
     @property
     def absent_chunks(self) -> int:
@@ -152,6 +156,7 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "copy_errors": t.errors,
         "duration_s": round(t.duration, 3),
         "files_checked": t.files_checked,
+        "files_at_destination": t.files_at_destination,
         "bytes_checked": t.bytes_checked,
         "arrays": t.arrays,
         "expected_chunks": t.expected_chunks,
@@ -167,7 +172,21 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "fatal": t.fatal,
         "source_deleted": t.source_deleted,
         "source_kept": [{"path": p, "reason": why} for p, why in t.source_kept],
+        "excluded": t.excluded,
     }
+
+
+_NOT_COPIED = {
+    NotCopiedWhy.SourceGone: "the source went away",
+    NotCopiedWhy.StillOpen: "still open for writing at the source when the acquisition ended",
+    NotCopiedWhy.ChangedLate: "changed at the source after it was verified",
+}
+
+
+def _some(paths: list[str], most: int = 5) -> str:
+    """The first few of a list, and how many more."""
+    more = f", and {len(paths) - most} more" if len(paths) > most else ""
+    return ", ".join(paths[:most]) + more
 
 
 def write_report(path: Path, report: Report, exit_code: int, started: datetime) -> None:
@@ -193,14 +212,26 @@ class Copier:
     """
 
     def __init__(
-        self, targets: Sequence[Target], *, log_events: bool = False, max_total_rate: int | None = None
+        self,
+        targets: Sequence[Target],
+        *,
+        log_events: bool = False,
+        max_total_rate: int | None = None,
+        total_budget: RateBudget | None = None,
     ) -> None:
+        """`max_total_rate` (bytes per second) is a budget for these targets together;
+        `total_budget` one shared with other Copiers too (a service's acquisitions), which
+        `max_total_rate` must then not be given with."""
         if not targets:
             raise ValueError("at least one target is needed")
         check_targets(list(targets), "targets")
         self.targets = list(targets)
         self._log_events = log_events
-        self._max_total_rate = max_total_rate
+        if max_total_rate is not None:
+            if total_budget is not None:
+                raise ValueError("give max_total_rate or total_budget, not both")
+            total_budget = RateBudget(max_total_rate)
+        self._budget = total_budget
         self._engines: list[Engine] = []
         self._reports: dict[int, TargetReport] = {}
         self._found: dict[int, tuple[int, list[str]]] = {}
@@ -211,8 +242,23 @@ class Copier:
         """Starts one engine per target. Returns at once."""
         if self._engines:
             raise RuntimeError("already started")
-        set_total_rate(self._max_total_rate)
         for t in self.targets:
+            log.debug(
+                "%s: starting: %s -> %s, %d workers, marker %r, settle %.2f s, give up after %.0f s, "
+                "max rate %s, total budget %s, exclude %s%s%s",
+                t.source.name,
+                t.source,
+                t.destination,
+                t.nprocs,
+                t.marker,
+                t.settle_time,
+                t.give_up_after,
+                t.max_rate or "none",
+                self._budget.bytes_per_s if self._budget is not None else "none",
+                list(t.exclude) or "none",
+                ", checksum" if t.checksum else "",
+                ", delete source" if t.delete_source else "",
+            )
             self._engines.append(
                 Engine(
                     t.source,
@@ -224,12 +270,15 @@ class Copier:
                     settle_time=t.settle_time,
                     give_up_after=t.give_up_after,
                     max_rate=t.max_rate,
+                    max_total_rate=self._budget,
+                    exclude=Exclude(list(t.exclude)) if t.exclude else None,
                     checksum=t.checksum,
                     manifest=t.manifest,
                     delete_source=t.delete_source,
                     once=t.once,
                     log_events=self._log_events,
                     evict_after=t.evict_after,
+                    quiet_time=t.quiet_time,
                 )
             )
 
@@ -283,6 +332,19 @@ class Copier:
         """The engine drained and asks for the expected file set: read the final Zarr metadata
         once and hand it over; verifying, publishing and freeing then happen in the engine."""
         arrays, unreadable = zarr.discover(engine.source)
+        name = engine.source.name
+        log.debug("%s: Zarr analysis: %d arrays, %d unreadable metadata files", name, len(arrays), len(unreadable))
+        for a in arrays:
+            log.debug(
+                "%s: Zarr analysis: array %s: v%d, shape %s, %s %s: %d files expected",
+                name,
+                a.path or ".",
+                a.zarr_format,
+                list(a.shape),
+                "shards" if a.sharded else "chunks",
+                list(a.grid),
+                a.expected_files,
+            )
         notes = []
         if not arrays and not unreadable:
             notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
@@ -317,8 +379,14 @@ class Copier:
         if v.reason:
             r.notes.append(v.reason)
         r.files_checked, r.bytes_checked = v.files, v.bytes
+        different = len(v.missing) + len(v.size_mismatch) + len(v.mtime_mismatch) + len(v.content_mismatch)
+        r.files_at_destination = max(0, v.files - different)
         r.missing = [os.fspath(p) for p in v.missing]
-        r.missing.extend(f"{os.fspath(p)} (not copied: the source went away)" for p in v.not_copied)
+        why = _NOT_COPIED[v.not_copied_why]
+        r.missing.extend(f"{os.fspath(p)} (not copied: {why})" for p in v.not_copied)
+        r.excluded = [os.fspath(p) for p in v.excluded]
+        if r.excluded:
+            r.notes.append(f"{len(r.excluded)} files excluded (not copied, not verified): {_some(r.excluded)}")
         r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v.size_mismatch]
         r.missing.extend(f"{os.fspath(p)} (a different modification time at the destination)" for p in v.mtime_mismatch)
         r.missing.extend(f"{os.fspath(p)} (the copy's content differs from the source)" for p in v.content_mismatch)
@@ -379,12 +447,14 @@ def copy(
     once: bool = False,
     settle_time: float = 0.05,
     give_up_after: float = 86400.0,
+    exclude: Sequence[str] = (),
     timeout: float | None = None,
 ) -> Report:
     """Copies `source` to `destination` while it is written; returns once it is complete and verified.
 
     The copy ends when the file `marker` appears at the source root (or at once, for `once=True`
-    or a source that already has the marker). Check `Report.ok`: it is True only when every file
+    or a source that already has the marker). `exclude` globs name files that are not part of the
+    acquisition (e.g. `["*.log"]`): never copied, waited for or verified. Check `Report.ok`: it is True only when every file
     arrived. Ctrl-C stops the copy cleanly and raises KeyboardInterrupt; a later call resumes.
 
     Raises:
@@ -403,6 +473,7 @@ def copy(
             "once": once,
             "settle_time": settle_time,
             "give_up_after": give_up_after,
+            "exclude": list(exclude),
         },
     )
     copier = Copier([target])

@@ -12,7 +12,6 @@ their own workers at idle IO priority; the kernel shares the disk between them a
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
 import os
 import signal
@@ -26,8 +25,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from softcopy._softcopy import Owner, SoftcopyError, destination_owner
-from softcopy.config import Target
+from softcopy._softcopy import Owner, RateBudget, SoftcopyError, destination_owner
+from softcopy.config import Target, matches
 from softcopy.display import Display, emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
 from softcopy.metrics import Row
@@ -140,7 +139,8 @@ class Service:
     ) -> None:
         self.patterns = patterns
         self._log_events = log_events
-        self._max_total_rate = max_total_rate
+        # One budget for every acquisition in flight (docs/design.md, "Service").
+        self._budget = None if max_total_rate is None else RateBudget(max_total_rate)
         self._ended = ended
         self._tell_after = tell_after
         self._watches = [Watch(p) for p in patterns]
@@ -185,7 +185,7 @@ class Service:
 
     def _consider(self, pattern: Target, name: str, *, again: bool = False) -> None:
         """A name that appeared or was listed (`again`: an acquisition whose start is retried now)."""
-        if not fnmatch.fnmatchcase(name, pattern.source.name):
+        if not matches(name, pattern.source.name):
             return
         folder = pattern.source.parent / name
         known = self.acquisitions.get(folder)
@@ -236,7 +236,7 @@ class Service:
             return
         log.info("%s: a new acquisition, copied to %s", shown(acq.name), d.target.destination)
         try:
-            copier = Copier([d.target], log_events=self._log_events, max_total_rate=self._max_total_rate)
+            copier = Copier([d.target], log_events=self._log_events, total_budget=self._budget)
             copier.start()
         except (OSError, ValueError, SoftcopyError) as e:
             self._failed_start(acq, str(e))
@@ -406,6 +406,8 @@ class Service:
             report = copier.wait(timeout)
             if report is not None:
                 a.report = report.targets[0]
+                if self._ended is not None:
+                    self._ended(a)
 
 
 def _status(acq: Acquisition, report: TargetReport) -> str:
@@ -421,7 +423,7 @@ def _status(acq: Acquisition, report: TargetReport) -> str:
 
 def _text(acq: Acquisition, report: TargetReport) -> str:
     what = "verified" if report.ok else report.phase
-    line = f"softcopy: {shown(acq.name)} {what}: {report.files_checked} files at {report.destination}"
+    line = f"softcopy: {shown(acq.name)} {what}: {report.files_at_destination} files at {report.destination}"
     if report.missing:
         line += f"; {len(report.missing)} missing"
     if report.fatal:
@@ -447,11 +449,14 @@ def run_service(
     never ends by itself)."""
     trouble_since: dict[Path, float] = {}
     told: set[Path] = set()
+    stop_code = [EXIT_SIGTERM]
+    """The exit code the report of an acquisition stopped in flight carries."""
 
     def ended(acq: Acquisition) -> None:
         assert acq.report is not None
-        report = Report([acq.report])
-        code = EXIT_OK if report.ok else EXIT_INCOMPLETE
+        # Stopped in flight: it resumes on the next start; its report says so (no webhook: it did not end).
+        report = Report([acq.report], interrupted=acq.report.phase == "stopped")
+        code = stop_code[0] if report.interrupted else EXIT_OK if report.ok else EXIT_INCOMPLETE
         print_report(console, report)
         begun = acq.started
         doc = report.to_json(code, begun, datetime.now(UTC))
@@ -463,7 +468,7 @@ def run_service(
                 write_report(path, report, code, begun)
             except OSError as e:
                 log.error("cannot write the report %s: %s", path, e)
-        if webhook is not None:
+        if webhook is not None and not report.interrupted:
             webhook.send(
                 "ended",
                 _text(acq, acq.report),
@@ -477,20 +482,22 @@ def run_service(
         patterns, log_events=log_events, max_total_rate=max_total_rate, ended=ended, tell_after=notify_after
     )
     manager = ServiceManager()
-    try:
-        service.start()
-        if metrics is not None:
-            from softcopy.metrics import serve
-
-            serve(metrics, lambda: service.rows)
-            log.info("metrics at http://%s:%d/metrics", *metrics)
-    except (OSError, SoftcopyError) as e:
-        console.print(f"softcopy: {e}", soft_wrap=True)
-        service.stop()
-        return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     code = EXIT_SIGINT
     try:
+        try:
+            # Before any copy starts: a port in use is bad input, said before anything is done.
+            if metrics is not None:
+                from softcopy.metrics import serve
+
+                serve(metrics, lambda: service.rows)
+                log.info("metrics at http://%s:%d/metrics", *metrics)
+            _wait_for_folders(patterns, manager)
+            service.start()
+        except (OSError, SoftcopyError) as e:
+            console.print(f"softcopy: {e}", soft_wrap=True)
+            service.stop()
+            return EXIT_USAGE
         manager.ready()
         with Display(console, service.status, log_every, live, json_lines) as display:
             while True:
@@ -500,6 +507,7 @@ def run_service(
                 display.step()
     except KeyboardInterrupt as e:
         code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+        stop_code[0] = code
         manager.stopping()
         service.stop()
         console.print("softcopy: stopped; acquisitions in flight resume on the next start", soft_wrap=True)
@@ -508,6 +516,21 @@ def run_service(
         if webhook is not None:
             webhook.close()
     return code
+
+
+def _wait_for_folders(patterns: list[Target], manager: ServiceManager) -> None:
+    """Waits for a missing acquisitions folder (a disk mounted late) where `wait_for_source` says
+    so, telling the service manager it is up meanwhile; one that is not waited for is left to
+    `Service.start` to refuse."""
+    waiting = [p.source.parent for p in patterns if p.wait_for_source and not p.source.parent.is_dir()]
+    if not waiting:
+        return
+    manager.ready()
+    log.warning("waiting for the acquisitions folder %s to appear", ", ".join(map(str, waiting)))
+    while not all(folder.is_dir() for folder in waiting):
+        manager.alive()
+        time.sleep(0.5)  # a poll of a folder that is not there yet; SIGTERM ends it at once
+    log.info("the acquisitions folder %s is there", ", ".join(map(str, waiting)))
 
 
 def _needs_a_person(

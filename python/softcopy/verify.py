@@ -12,6 +12,7 @@ import click
 
 from softcopy import zarr
 from softcopy._softcopy import SoftcopyError, verify_manifest, verify_trees
+from softcopy.exits import EXIT_DIFFERENT
 
 
 def differences(v: dict[str, Any]) -> list[str]:
@@ -39,7 +40,8 @@ def differences(v: dict[str, Any]) -> list[str]:
 @click.option("--marker", default="complete", show_default=True, help="The end-of-acquisition file (compared too).")
 def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, marker: str) -> None:
     """Compare a copy with its source (SRC DST) or with a manifest (--manifest FILE DST): print each
-    difference (missing, extra, size, content) with its path. Exit 0 when identical, 1 otherwise.
+    difference (missing, extra, size, content) with its path. Exit 0 when identical, 1 for a
+    difference, 2 for bad input (a manifest that cannot be read or parsed, a path that is not a folder).
     Zarr arrays are also checked: fill-value chunks absent at the source are fine, shards must be whole."""
     if manifest is not None:
         if len(paths) != 1:
@@ -47,8 +49,8 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
         _check_dir(paths[0])
         try:
             v = verify_manifest(manifest, paths[0])
-        except SoftcopyError as e:  # a manifest that cannot be read: one line, exit 1
-            raise click.ClickException(str(e)) from None
+        except (SoftcopyError, OSError) as e:  # a manifest that cannot be read or parsed: bad input
+            raise click.UsageError(f"--manifest {manifest}: {e}") from None
         v.setdefault("stale_chunks", [])
         v.setdefault("bad_shards", [])
         v.setdefault("partials", [])
@@ -82,5 +84,5 @@ def _finish(lines: list[str], files: int, what: str) -> None:
         click.echo(line)
     if lines:
         click.echo(f"{len(lines)} differences ({files} files compared by {what})", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_DIFFERENT)
     click.echo(f"identical: {files} files compared by {what}", err=True)
