@@ -86,6 +86,9 @@ struct Run<'a> {
     paused: Option<String>,
     /// The root came back: its watches must be made again (then it is reconciled again).
     rewatch: bool,
+    /// What the final reconcile found that no event had announced (docs/design.md, "Live, proven
+    /// live"): zero where the watch missed nothing.
+    found_at_end: u64,
     tracker: Tracker,
     finishing: bool,
     status: Status,
@@ -166,7 +169,9 @@ impl Run<'_> {
         }
         if self.root_gone == Some(Gone::Deleted) {
             // The writer's new root is this run's acquisition: the destination says so from now.
-            if let Err(e) = crate::origin::record(&self.dst, &self.src) {
+            let recorded = crate::origin::record(&self.dst, &self.src)
+                .and_then(|()| self.dest.keep_record(Path::new(crate::origin::ORIGIN)));
+            if let Err(e) = recorded {
                 let why = format!("cannot record the new folder at {}: {e}", self.dst.display());
                 self.pause(why.clone());
                 return Err(why);
@@ -439,7 +444,10 @@ impl Run<'_> {
                         }
                     } else {
                         reconciled = true;
-                        match self.reconcile() {
+                        let before = self.tracker.counts().unheard;
+                        let swept = self.reconcile();
+                        self.found_at_end = self.tracker.counts().unheard - before;
+                        match swept {
                             Swept::Complete => {}
                             // Nothing deleted; the verification that follows names what is missing.
                             Swept::Incomplete => {}
@@ -593,6 +601,8 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     if whose != Owner::Ours {
         crate::origin::record(&dst, &src).map_err(|e| Error::io("record the origin at", &dst, e))?;
     }
+    // The record says, at every later look, that the folder under the name is still this copy.
+    dest.keep_record(Path::new(crate::origin::ORIGIN)).map_err(|e| Error::io("read the record of", &dst, e))?;
     let journal = crate::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
     dest.keep_freed(journal.freed_names());
     let mut unverified = Unverified::new(&dest, sh);
@@ -619,6 +629,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         root_gone: None,
         paused: None,
         rewatch: false,
+        found_at_end: 0,
         tracker: Tracker::new(cfg.settle, cfg.debounce).with_exclude(cfg.exclude.clone()),
         finishing: cfg.once,
         status: Status::default(),
@@ -735,7 +746,8 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     let records = Landed { copied: &lookup, settled: Some(tracker.settled()), count: tracker.copied_count() };
     let drained =
         Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, landed, records, gave_up, late: &late };
-    let ended = conclude(drained);
+    let mut ended = conclude(drained);
+    ended.1.found_at_end = run.found_at_end;
     if ended.0 == Phase::Verified {
         unverified.verified();
     }

@@ -66,7 +66,7 @@ pub struct Dest {
     unclaimed: Mutex<HashSet<PathBuf>>,
     /// Names whose copies the move journal says are the only ones left (their sources freed by
     /// an earlier run): never written over nor removed (docs/design.md, "Freeing the source").
-    freed: std::sync::OnceLock<HashSet<PathBuf>>,
+    freed: std::sync::OnceLock<std::sync::Arc<HashSet<PathBuf>>>,
     /// Staging folders not in use now, and how many were made (see [`Dest::staging`]).
     staging: Mutex<Vec<Folder>>,
     staged: std::sync::atomic::AtomicUsize,
@@ -78,6 +78,12 @@ pub struct Dest {
     partials: std::sync::atomic::AtomicI64,
     /// Something changed since the last background flush (`flush.rs`).
     dirty: std::sync::atomic::AtomicBool,
+    /// A file at the root and its bytes, which say this folder is the copy being made (the
+    /// origin's record): looked for with the root's identity, which a share that numbers files by
+    /// their path keeps for a folder swapped in under the name (see [`Dest::check_root`]).
+    record: Mutex<Option<(PathBuf, Vec<u8>)>>,
+    /// When [`Dest::check_root`] last found the root to be this copy, for [`Dest::changing`].
+    checked: Mutex<Option<Instant>>,
 }
 
 /// A staging folder lent to one copy, returned when dropped.
@@ -137,6 +143,8 @@ impl Dest {
             no_staging: Default::default(),
             partials: Default::default(),
             dirty: Default::default(),
+            record: Mutex::default(),
+            checked: Mutex::default(),
         })
     }
 
@@ -194,15 +202,44 @@ impl Dest {
         let same = now == self.root && identity(&fs::metadata(&now).map_err(unavailable)?) == self.held;
         #[cfg(not(unix))]
         let same = now == self.root;
-        if same {
-            return Ok(());
+        if !same {
+            return Err(RootProblem::Elsewhere(format!(
+                "destination {} now leads to {}, not to the folder being copied to ({})",
+                self.given.display(),
+                now.display(),
+                self.root.display()
+            )));
         }
-        Err(RootProblem::Elsewhere(format!(
-            "destination {} now leads to {}, not to the folder being copied to ({})",
-            self.given.display(),
-            now.display(),
-            self.root.display()
-        )))
+        // The same path and number, yet perhaps another folder: sshfs and other path-based shares
+        // number a folder by its path, so one swapped in on the server passes. The origin's record
+        // must be there, as written: another acquisition's copy, or an empty folder, has another
+        // or none.
+        let record = self.record.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((name, bytes)) = record {
+            match fs::read(now.join(&name)) {
+                Ok(found) if found == bytes => {}
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(unavailable(e)),
+                _ => {
+                    return Err(RootProblem::Elsewhere(format!(
+                        "destination {} is another folder now: its record {} is gone or another's (the folder \
+                         was replaced under its name)",
+                        self.given.display(),
+                        name.display()
+                    )))
+                }
+            }
+        }
+        *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Keeps the bytes of `name`, a file at the root that says this folder is the copy being made
+    /// (the origin's record, as written when the run started or a re-take was followed), for
+    /// [`Dest::check_root`].
+    pub fn keep_record(&self, name: &Path) -> io::Result<()> {
+        let bytes = fs::read(self.root.join(name))?;
+        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_path_buf(), bytes));
+        Ok(())
     }
 
     /// A destination for tests and one-off calls: nothing held, no marker withdrawn.
@@ -223,6 +260,8 @@ impl Dest {
             no_staging: Default::default(),
             partials: Default::default(),
             dirty: Default::default(),
+            record: Mutex::default(),
+            checked: Mutex::default(),
         }
     }
 
@@ -256,7 +295,37 @@ impl Dest {
     /// Names whose copies stand for files freed at the source (read from the move journal once,
     /// when the run starts).
     pub fn keep_freed(&self, names: HashSet<PathBuf>) {
-        let _ = self.freed.set(names);
+        let _ = self.freed.set(std::sync::Arc::new(names));
+    }
+
+    /// Another view of the same destination, for the end steps: the folder held (its name is not
+    /// resolved again: a folder swapped in under it since is not this copy), what is known of it
+    /// (case folding, freed names), and its own marker to withdraw, or none.
+    pub fn view(&self, marker: Option<&str>) -> io::Result<Dest> {
+        let freed = std::sync::OnceLock::new();
+        if let Some(names) = self.freed.get() {
+            let _ = freed.set(names.clone());
+        }
+        let record = Mutex::new(self.record.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        Ok(Dest {
+            root: self.root.clone(),
+            given: self.given.clone(),
+            #[cfg(unix)]
+            held: self.held,
+            #[cfg(target_os = "linux")]
+            root_fd: self.root_fd.as_ref().map(fs::File::try_clone).transpose()?,
+            marker: Mutex::new(marker.map(PathBuf::from)),
+            unclaimed: Mutex::default(),
+            freed,
+            folds_case: self.folds_case().into(),
+            staging: Mutex::default(),
+            staged: Default::default(),
+            no_staging: Default::default(),
+            partials: Default::default(),
+            dirty: Default::default(),
+            record,
+            checked: Mutex::default(),
+        })
     }
 
     /// Whether the copy of `rel` is the only one of a file freed at the source.
@@ -362,10 +431,12 @@ impl Dest {
     }
 
     /// Whether `name` could meet another name under case folding here: the destination folds case
-    /// and the name has letters (chunk keys are digits: never).
+    /// and the name has a letter or anything beyond ASCII (which may fold, or be normalized, into
+    /// another name: `ß` and `SS`, a composed `é` and `e` with its accent). Chunk keys, digits and
+    /// dots, never do.
     pub fn folds_case_of(&self, name: &Path) -> bool {
-        let text = name.to_string_lossy();
-        self.folds_case.load(std::sync::atomic::Ordering::Relaxed) && text.to_lowercase() != text.to_uppercase()
+        self.folds_case.load(std::sync::atomic::Ordering::Relaxed)
+            && name.to_string_lossy().chars().any(|c| !c.is_ascii() || c.is_ascii_alphabetic())
     }
 
     /// Refuses the file `rel` in `folder` where the destination folds case and holds it under
@@ -381,11 +452,11 @@ impl Dest {
         if !self.folds_case_of(name) {
             return Ok(None);
         }
-        let folded = name.to_string_lossy().to_lowercase();
+        let text = name.to_string_lossy();
         let mut older = None;
         for entry in fs::read_dir(folder.path())? {
             let other = entry?.file_name();
-            if other == name.as_os_str() || other.to_string_lossy().to_lowercase() != folded {
+            if other == name.as_os_str() || !same_when_folded(&text, &other.to_string_lossy()) {
                 continue;
             }
             // Absent from the source only on positive evidence: a look that failed is no proof.
@@ -447,15 +518,36 @@ impl Dest {
         fs::symlink_metadata(self.folder(dir, false)?.join(name))
     }
 
+    /// Before a change: the root was found to be this copy within [`FRESH_ROOT`], or is looked at
+    /// again (where the origin's record is kept: a run's destination, not a one-off view).
+    fn still_this_copy(&self) -> io::Result<()> {
+        if self.record.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Ok(());
+        }
+        let fresh = self.checked.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < FRESH_ROOT);
+        if fresh {
+            return Ok(());
+        }
+        self.check_root().map_err(|p| io::Error::other(p.why().to_string()))
+    }
+
     /// Called before anything at the destination is created, replaced or removed: withdraws the
     /// marker first (once, durably), so no reader ever sees it over a copy that is changing.
     pub fn changing(&self) -> io::Result<()> {
         self.dirty.store(true, Ordering::Relaxed);
+        self.still_this_copy()?;
         let mut pending = self.marker.lock().unwrap_or_else(|e| e.into_inner());
         let Some(name) = pending.as_ref() else { return Ok(()) };
         // The folder is held while its `/proc/self/fd` name is used.
         let root = self.folder(Path::new(""), false)?;
-        match fs::remove_file(root.join(name)) {
+        // Where the destination folds case, `complete` finds `COMPLETE`, another file's copy: the
+        // marker is not there under its own name, so there is nothing to withdraw.
+        let removed = if self.folds_case_of(name) && !self.stored_as(&root, name)? {
+            Err(io::Error::from(io::ErrorKind::NotFound))
+        } else {
+            fs::remove_file(root.join(name))
+        };
+        match removed {
             Ok(()) => {
                 // Durable before any change that it must precede (the held root, not its path).
                 crate::sys::flush_folder(root.path())?;
@@ -475,6 +567,9 @@ impl Dest {
 
 /// How often a run resolves the destination's name again: a few metadata round trips each time.
 const RECHECK_ROOT: Duration = Duration::from_secs(5);
+/// How long a look that found the root to be this copy stands for a change at the destination: a
+/// folder swapped in under the name since may have a file replaced or removed within this much.
+const FRESH_ROOT: Duration = Duration::from_secs(1);
 
 /// Why the destination's name does not lead to the folder held.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -568,6 +663,14 @@ impl RootWatch {
 pub fn split(rel: &Path) -> io::Result<(&Path, &Path)> {
     let name = rel.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     Ok((rel.parent().unwrap_or(Path::new("")), Path::new(name)))
+}
+
+/// Whether two names are one at a destination that folds case: compared as such a filesystem
+/// compares them, folded in full (`ß` is `ss`) and normalized (a composed `é` is `e` with its
+/// accent), not merely lower-cased (which missed `Maße` and `MASSE`, and let a freed file's only
+/// copy be replaced).
+fn same_when_folded(a: &str, b: &str) -> bool {
+    caseless::canonical_caseless_match_str(a, b)
 }
 
 /// Each component looked at before it is used: a link there is refused.
@@ -687,6 +790,20 @@ mod linux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_compared_as_a_case_folding_filesystem_compares_them() {
+        for (a, b) in [("Log.txt", "log.txt"), ("Maße", "MASSE"), ("caf\u{e9}", "CAFE\u{301}"), ("ǅ", "ǆ")] {
+            assert!(same_when_folded(a, b), "{a} and {b} are one name");
+        }
+        for (a, b) in [("0", "0.0"), ("log", "logs"), ("e", "é")] {
+            assert!(!same_when_folded(a, b), "{a} and {b} are two");
+        }
+        let dest = Dest::open(Path::new("."), Path::new("."), None).unwrap();
+        dest.folds_case.store(true, Ordering::Relaxed);
+        let folds = |n: &str| dest.folds_case_of(Path::new(n));
+        assert!(folds("Log") && folds("ß") && folds("한") && !folds("0.1.2") && !folds("17"));
+    }
 
     #[test]
     fn only_a_name_that_resolves_elsewhere_is_elsewhere_and_unreachable_is_waited_for() {

@@ -124,8 +124,11 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     if d.sh.stopped() {
         return stopped(v);
     }
-    if let Some(p) = proof.as_ref().filter(|p| !p.differs.is_empty()) {
+    // A copy found different, or gone, fails the run: its proof is the last look before the
+    // marker, and the verification before it may have trusted this run's records alone.
+    if let Some(p) = proof.as_ref().filter(|p| !p.differs.is_empty() || !p.gone.is_empty()) {
         v.report.content_mismatch = p.differs.clone();
+        v.report.missing.extend(p.gone.iter().cloned());
         return (Phase::Incomplete, v);
     }
     d.sh.set_phase(Phase::Publishing);
@@ -401,8 +404,9 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
     }
     let opts = CopyOptions { method: d.cfg.method, ..CopyOptions::default() };
     let job = Job { rel, prev: crate::vocab::Prev::Unknown, verify_closed: false, partial: Default::default() };
-    // Its own view of the destination: publishing the marker must not withdraw it.
-    let dest = crate::dest::Dest::open(dst, dst, None).map_err(|e| e.to_string())?;
+    // Its own view of the destination (the folder held, its case folding and freed names):
+    // publishing the marker must not withdraw it.
+    let dest = d.dest.view(None).map_err(|e| e.to_string())?;
     match copier::sync_file(d.src, &dest, &job, &opts, &AtomicBool::new(false)).0 {
         Outcome::Copied { .. } | Outcome::Unchanged(_) => {}
         other => return Err(format!("{other:?}")),
@@ -419,8 +423,7 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
 /// Removes the marker just published, durably (its own view of the destination, which withdraws
 /// it as before a change).
 fn withdraw_marker(d: &Drained<'_>) -> Result<(), String> {
-    let dst = d.dest.root();
-    let dest = crate::dest::Dest::open(dst, dst, Some(&d.cfg.marker)).map_err(|e| e.to_string())?;
+    let dest = d.dest.view(Some(&d.cfg.marker)).map_err(|e| e.to_string())?;
     dest.changing().map_err(|e| e.to_string())
 }
 

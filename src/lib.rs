@@ -247,6 +247,7 @@ struct PyVerdict {
     source_kept: Vec<(PathBuf, String)>,
     folders_removed: u64,
     excluded: Vec<PathBuf>,
+    found_at_end: u64,
 }
 
 /// Why a verdict's `not_copied` files did not arrive (`status::NotCopied`).
@@ -302,6 +303,7 @@ impl From<Verdict> for PyVerdict {
             source_kept: moved.kept,
             folders_removed: moved.folders_removed,
             excluded: r.excluded,
+            found_at_end: v.found_at_end,
         }
     }
 }

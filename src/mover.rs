@@ -40,6 +40,9 @@ fn is_metadata(rel: &Path) -> bool {
 enum Unproven {
     /// The bytes differ: the copy is wrong (bit rot, a faulty share): the run is not verified.
     Differs,
+    /// The copy is not at the destination (removed since it was verified, or never there where
+    /// verification trusted this run's records): the run is not verified.
+    Gone,
     /// Anything else (the source changed since, a read failed): the source is kept, that is all.
     Other(String),
 }
@@ -52,7 +55,10 @@ fn proven(src_root: &Path, dst_root: &Path, c: &Copied) -> Result<(), Unproven> 
     let src = src_root.join(&c.rel);
     let dst = dst_root.join(&c.rel);
     unchanged(&src, c).map_err(Unproven::Other)?;
-    let copy = File::open(&dst).map_err(|e| Unproven::Other(format!("destination: {e}")))?;
+    let copy = File::open(&dst).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Unproven::Gone,
+        _ => Unproven::Other(format!("destination: {e}")),
+    })?;
     let size = copy.metadata().map_err(|e| Unproven::Other(e.to_string()))?.len();
     if size != c.ident.size {
         return Err(Unproven::Differs);
@@ -83,6 +89,8 @@ pub struct Proof {
     pub proven: Vec<Copied>,
     /// Copies whose bytes differ from their source's: the copy is wrong.
     pub differs: Vec<PathBuf>,
+    /// Copies not at the destination: the copy is not whole.
+    pub gone: Vec<PathBuf>,
     /// Sources kept for another reason (changed since copied, unreadable).
     pub kept: Vec<(PathBuf, String)>,
 }
@@ -100,6 +108,7 @@ pub fn prove(src_root: &Path, dst_root: &Path, copied: Vec<Copied>, stop: &Atomi
         match proven(src_root, dst_root, &c) {
             Ok(()) => proof.proven.push(c),
             Err(Unproven::Differs) => proof.differs.push(c.rel),
+            Err(Unproven::Gone) => proof.gone.push(c.rel),
             Err(Unproven::Other(why)) => proof.kept.push((c.rel, why)),
         }
     }
@@ -202,6 +211,10 @@ pub fn delete_sources(
         Ok(()) => true,
         Err(Unproven::Differs) => {
             report.kept.push((m.rel.clone(), "the copy's content differs from the source".into()));
+            false
+        }
+        Err(Unproven::Gone) => {
+            report.kept.push((m.rel.clone(), "the copy is not at the destination".into()));
             false
         }
         Err(Unproven::Other(why)) => {

@@ -41,6 +41,9 @@ impl Sum {
 #[derive(Debug, Default)]
 struct Record {
     kept: Sum,
+    /// An event was heard for one of its files since it was kept: a sweep that finds the folder
+    /// changed learns nothing the events did not say (docs/design.md, "Live, proven live").
+    heard: bool,
     /// What the current reconcile sweep found of these files (see [`Settled::sweep_found`]).
     swept: Sum,
 }
@@ -56,11 +59,19 @@ pub struct Settled {
     /// still at the destination but no longer accounted for, so the inventory cannot say the
     /// destination holds only known copies, and the end walks it.
     lost: u64,
+    /// Folders a sweep found changed with no event heard for any of their files.
+    unheard: u64,
 }
 
 impl Default for Settled {
     fn default() -> Self {
-        Settled { folders: HashMap::new(), keys: (RandomState::new(), RandomState::new()), held: 0, lost: 0 }
+        Settled {
+            folders: HashMap::new(),
+            keys: (RandomState::new(), RandomState::new()),
+            held: 0,
+            lost: 0,
+            unheard: 0,
+        }
     }
 }
 
@@ -76,6 +87,18 @@ impl Settled {
         let fp = self.fingerprint(rel, ident);
         self.folders.entry(folder_of(rel).to_owned()).or_default().kept.add(fp);
         self.held += 1;
+    }
+
+    /// An event was heard for `rel`, a file the tracker does not hold, in a folder with a record.
+    pub fn heard(&mut self, rel: &OsStr) {
+        if let Some(r) = self.folders.get_mut(folder_of(rel)) {
+            r.heard = true;
+        }
+    }
+
+    /// Folders complete sweeps found changed with no event heard for any of their files.
+    pub fn unheard(&self) -> u64 {
+        self.unheard
     }
 
     /// Whether `rel`'s folder has a record (so a file of it the tracker does not hold may be settled).
@@ -123,6 +146,7 @@ impl Settled {
     pub fn end_sweep(&mut self) -> Vec<OsString> {
         let changed: Vec<OsString> =
             self.folders.iter().filter(|(_, r)| r.kept != r.swept).map(|(f, _)| f.clone()).collect();
+        self.unheard += changed.iter().filter(|f| self.folders.get(*f).is_some_and(|r| !r.heard)).count() as u64;
         for f in &changed {
             self.drop_folder(f);
         }

@@ -154,6 +154,9 @@ pub struct Verdict {
     pub marker_published: bool,
     /// `--delete-source`: what the mover did (`None` when it did not run).
     pub freed: Option<MoveReport>,
+    /// Files the final reconcile found new, changed or gone with no event having said so: zero
+    /// where the copy was live throughout (docs/design.md, "Live, proven live").
+    pub found_at_end: u64,
 }
 
 /// The state shared between the coordinator thread and the [`crate::engine::Engine`] handle.

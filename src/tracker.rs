@@ -125,6 +125,10 @@ pub struct TrackerCounts {
     pub distinct: u64,
     /// The most copies of any one file.
     pub max_copies: u32,
+    /// Files a complete sweep found new, changed or gone with no event having said so (a folder
+    /// whose settled record failed counts once): what the watch missed (docs/design.md, "Live,
+    /// proven live").
+    pub unheard: u64,
 }
 
 /// The per-target readiness state machine. See the module docs for the rules.
@@ -247,7 +251,7 @@ impl Tracker {
         // million of these); a known file's key is the one kept, the new allocation dropped.
         let rel = &*key_of(rel);
         let rel = Path::new(rel);
-        let settled = &self.settled;
+        let settled = &mut self.settled;
         let (key, st) = match self.files.entry(Rc::from(rel.as_os_str())) {
             Entry::Occupied(e) => (e.key().clone(), e.into_mut()),
             Entry::Vacant(e) => {
@@ -257,6 +261,9 @@ impl Tracker {
                     // Perhaps a settled file back with a new version: counted as copied once, so
                     // its next copy makes it a hot key, which is never let go again.
                     st.copies = 1;
+                    if change != Change::Found {
+                        settled.heard(&key);
+                    }
                 }
                 (key, e.insert(st))
             }

@@ -4,7 +4,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{key_of, Key, Tracker, Want};
+use super::{key_of, FileState, Key, Tracker, Want};
+
+/// Whether something is under way for a file (an event was heard and not yet acted on, a copy or a
+/// writer is busy with it, its copies failed, none was made yet): a sweep that finds it changed or
+/// gone learns nothing the events did not say.
+fn under_way(st: &FileState) -> bool {
+    st.in_flight
+        || st.queued
+        || st.writing
+        || st.pending_since.is_some()
+        || st.want != Want::None
+        || st.failures > 0
+        || st.copied.is_none()
+}
 use crate::vocab::{Change, Identity};
 
 impl Tracker {
@@ -47,10 +60,15 @@ impl Tracker {
                 }
                 return;
             }
+            // Another version than the one copied, with nothing under way for it: its events
+            // were missed.
+            self.counts.unheard += u64::from(self.sweeping && !under_way(st));
         } else if self.sweeping && self.settled.has_folder_of(&key) {
             // Perhaps a settled file: its folder's record decides at the sweep's end.
             self.settled.sweep_found(&key, &ident);
             return;
+        } else {
+            self.counts.unheard += u64::from(self.sweeping);
         }
         self.event(rel, Change::Found, now);
     }
@@ -63,10 +81,14 @@ impl Tracker {
         self.sweeping = false;
         self.events_lost = false;
         let gone: Vec<Key> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
+        self.counts.unheard += self.files.values().filter(|st| !st.seen && !under_way(st)).count() as u64;
         for rel in gone {
             self.event(Path::new(&*rel), Change::Removed, now);
         }
-        self.settled.end_sweep().into_iter().map(PathBuf::from).collect()
+        let before = self.settled.unheard();
+        let changed: Vec<PathBuf> = self.settled.end_sweep().into_iter().map(PathBuf::from).collect();
+        self.counts.unheard += self.settled.unheard() - before;
+        changed
     }
 
     /// Moves files that are settled out of the map into their folder's record: a file whose

@@ -274,6 +274,34 @@ fn sweep_requeues_changed_and_vanished_files_only() {
 }
 
 #[test]
+fn a_sweep_counts_only_what_no_event_announced() {
+    let (mut t, c) = setup();
+    for (k, ino) in [("same", 1), ("changed", 2), ("vanished", 3), ("heard", 4), ("removed", 5)] {
+        t.event(&p(k), Change::Replaced, c.at(0));
+        let job = t.next_job(c.at(0)).unwrap();
+        t.finish(&job.rel, copied(ino), c.at(0));
+    }
+    // Heard: a new version of `heard` and the removal of `removed`, not yet acted on; `queued`
+    // is new and heard.
+    t.event(&p("heard"), Change::Replaced, c.at(1));
+    t.event(&p("removed"), Change::Removed, c.at(1));
+    t.event(&p("queued"), Change::Created, c.at(1));
+    assert_eq!(t.counts().unheard, 0);
+    t.begin_sweep();
+    for (k, ino) in [("same", 1), ("changed", 9), ("heard", 8), ("queued", 7), ("new", 6)] {
+        t.scanned(&p(k), ident(ino), c.at(2));
+    }
+    t.end_sweep(c.at(2));
+    // Unheard: `changed`, `new` and `vanished`.
+    assert_eq!(t.counts().unheard, 3);
+    // A sweep that did not complete counts nothing it found.
+    t.begin_sweep();
+    t.abandon_sweep();
+    t.scanned(&p("other"), ident(10), c.at(3));
+    assert_eq!(t.counts().unheard, 3);
+}
+
+#[test]
 fn changed_during_copy_is_retried_at_once() {
     let (mut t, c) = setup();
     t.event(&p("k"), Change::Replaced, c.at(0));
@@ -543,6 +571,27 @@ fn a_sweep_proves_a_settled_folder_or_hands_it_back_to_be_listed() {
     assert!(drain(&mut t, c.at(30)).is_empty(), "the caller lists them again; nothing is taken on faith");
     // Their copies are still counted, so the end cannot take the destination as known.
     assert_eq!((t.settled().held(), t.copied_count()), (0, 3));
+}
+
+#[test]
+fn a_settled_folder_changed_unheard_counts_and_one_heard_does_not() {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["a/0", "a/1", "b/0", "b/1"], 1);
+    t.evict_settled();
+    t.evict_settled();
+    assert_eq!(t.settled().held(), 4);
+    // b/0 rewritten, heard (it comes back as a file of its own); a/1 rewritten unheard.
+    t.event(&p("b/0"), Change::Replaced, c.at(20));
+    let job = t.next_job(c.at(20)).unwrap();
+    t.finish(&job.rel, copied(9), c.at(21));
+    t.begin_sweep();
+    for (k, ino) in [("a/0", 1), ("a/1", 7), ("b/0", 9), ("b/1", 4)] {
+        t.scanned(&p(k), ident(ino), c.at(30));
+    }
+    let mut back = t.end_sweep(c.at(30));
+    back.sort();
+    assert_eq!(back, vec![p("a"), p("b")], "both records fail");
+    assert_eq!(t.counts().unheard, 1, "only a's change was missed by the events");
 }
 
 #[test]

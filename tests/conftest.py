@@ -105,8 +105,17 @@ def finish(proc: Softcopy, timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, proc.output()
 
 
+# What the report says when the final look at the source found what no event announced
+# (docs/design.md, "Live, proven live").
+MISSED = "found only by the final look"
+
+
 @pytest.fixture
-def run_softcopy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Softcopy]]:
+def run_softcopy(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Softcopy]]:
+    """Starts softcopy processes, killed at the end. Unless the test is marked `events_missed`,
+    none of them may have found anything only by its final look: a live copy is proven live."""
     procs: list[Softcopy] = []
 
     def start(*args: str | os.PathLike[str]) -> Softcopy:
@@ -122,12 +131,18 @@ def run_softcopy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         if p.poll() is None:
             p.kill()
             p.wait()
+    if request.node.get_closest_marker("events_missed") is None:
+        for p in procs:
+            assert MISSED not in p.output(), f"the watch missed events: {p.output()}"
 
 
-def conclude(engine: Any, timeout: float = 30, before: Callable[[], None] | None = None) -> Any:
+def conclude(
+    engine: Any, timeout: float = 30, before: Callable[[], None] | None = None, *, missed: bool = False
+) -> Any:
     """Drives a bare engine to its verdict: once it drained and asks for the expected Zarr file
     set, runs `before` (a fault to inject between drain and verification), hands the set over,
-    and waits for the end."""
+    and waits for the end. Unless `missed` (events lost or made to be missed), the final look
+    found nothing the events did not announce."""
     from softcopy.zarr import discover
 
     wait_for(lambda: engine.status()["wants_expected"] or engine.wait(0), timeout, "the engine to drain")
@@ -137,7 +152,9 @@ def conclude(engine: Any, timeout: float = 30, before: Callable[[], None] | None
         arrays, unreadable = discover(engine.source)
         engine.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
     assert engine.wait(timeout), engine.status()
-    return engine.verdict()
+    v = engine.verdict()
+    assert missed or v is None or v.found_at_end == 0, f"the watch missed {v.found_at_end} files"
+    return v
 
 
 def write_finished_archive(root: Path, layout: str = "v2dot", timepoints: int = 3) -> None:

@@ -14,6 +14,8 @@ operation waits for it to go (up to 5 minutes), as on a hard-mounted share whose
 `FAULTY_GETATTR` (a name): a look at any path whose last component is that name fails with EIO,
 as a folder on a flaky share that cannot be looked at, while the file `FAULTY_GETATTR_ARM` exists
 (outside the mount; always, if that is not set); the kernel then caches no attribute or name.
+With `FAULTY_PATH_INODES` set, files are numbered as sshfs numbers them (SFTP has no inode numbers):
+by path, so a folder swapped in under a name on the server keeps the number of the one it replaced.
 """
 
 from __future__ import annotations
@@ -93,4 +95,14 @@ if __name__ == "__main__":
     # as a `.fuse_hidden*` file the model would take for a stray copy).
     # With FAULTY_GETATTR, no attribute or name is cached by the kernel: every look reaches the fault.
     uncached = {"attr_timeout": 0, "entry_timeout": 0} if fs.bad_name else {}
-    FUSE(fs, sys.argv[2], foreground=True, nothreads=True, allow_other=True, use_ino=True, hard_remove=True, **uncached)
+    by_path = "FAULTY_PATH_INODES" in os.environ
+    FUSE(
+        fs,
+        sys.argv[2],
+        foreground=True,
+        nothreads=True,
+        allow_other=True,
+        use_ino=not by_path,
+        hard_remove=True,
+        **uncached,
+    )

@@ -173,3 +173,17 @@ def test_full_destination_frees_only_what_arrived(tmp_path: Path) -> None:
         # (What did arrive is kept too here: the move journal could not be written on a full disk.)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_copy_gone_from_the_destination_before_the_end_fails_the_run(tmp_path: Path) -> None:
+    # Verification trusts this run's records of what it copied (no walk of the destination); the
+    # proof by content then found the copy missing, kept its source, and the marker was published
+    # anyway: verified, exit 0, a file short at the destination.
+    src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
+    before = archive(src)
+    rel = next(k for k in sorted(before) if k.startswith("c/"))
+    engine = softcopy._softcopy.Engine(src, dst, once=True, delete_source=True)
+    v = conclude(engine, before=lambda: (dst / rel).unlink())
+    assert v is not None and not v.verified, v
+    assert Path(rel) in v.missing and not v.marker_published
+    assert tree(src) == before, "nothing freed: the copy is not whole"

@@ -86,6 +86,7 @@ def test_any_interleaving_ends_with_destination_equal_to_source(
         report = copier.wait(30)
         assert report is not None, "softcopy did not finish"
         assert report.ok, report
+        assert report.targets[0].found_at_end == 0, f"the watch missed events: {report}"
         assert tree(dst) == tree(src)
         leftovers = [p.name for p in dst.rglob("*") if p.name.endswith((".__lock", ".partial", ".softcopy-partial"))]
         assert leftovers == []

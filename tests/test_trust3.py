@@ -7,9 +7,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 import softcopy
-from conftest import fuse_mount, wait_for
+from conftest import finish, fuse_mount, tree, wait_for
 from test_trust2 import archive, run
 
 
@@ -164,7 +166,8 @@ def test_a_manifest_that_cannot_be_read_is_a_one_line_error(tmp_path: Path) -> N
     dst.mkdir()
     manifest.write_text("# softcopy manifest v2\nnot a line of a manifest\n")
     r = run("verify", "--manifest", manifest, dst)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    # Bad input (exit 2), not a difference found (exit 1): the README's exit codes.
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "line 2" in r.stderr, r.stderr
 
 
@@ -211,23 +214,70 @@ def test_names_that_differ_only_in_case_are_refused_at_a_case_insensitive_destin
         assert copies == {"Meta": b"final"}, (copies, r.stderr)
 
 
-def test_a_new_name_in_another_case_never_replaces_a_freed_files_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("first", "second"), [("Log.txt", "log.txt"), ("Maße.txt", "MASSE.txt")])
+def test_a_new_name_in_another_case_never_replaces_a_freed_files_copy(tmp_path: Path, first: str, second: str) -> None:
     # `Log.txt` freed at the source: its copy is the only one left. A new take writes `log.txt`; at
     # a destination that folds case, the copier took `Log.txt` for the new file's own older copy
     # (the source no longer has it) and renamed over it: verified, exit 0, the log at neither end.
+    # `Maße` and `MASSE` are one name there too (folded in full), which lower-casing missed.
     src = tmp_path / "acq"
     (src / "c").mkdir(parents=True)
-    (src / "Log.txt").write_bytes(b"the first take's log")
+    (src / first).write_bytes(b"the first take's log")
     (src / "c" / "0").write_bytes(b"chunk")
     with casefold_mount(tmp_path) as share:
         dst = share / "acq"
         r = run(src, dst, "--once", "--delete-source")
         assert r.returncode == 0, r.stderr
-        assert not (src / "Log.txt").exists(), "freed"
+        assert not (src / first).exists(), "freed"
         src.mkdir(exist_ok=True)
-        (src / "log.txt").write_bytes(b"the second take's log")
+        (src / second).write_bytes(b"the second take's log")
         r = run(src, dst, "--once", "--delete-source")
-        [stored] = [p for p in dst.iterdir() if p.name.lower() == "log.txt"]
-        assert (stored.name, stored.read_bytes()) == ("Log.txt", b"the first take's log"), r.stderr
+        [stored] = [p for p in dst.iterdir() if p.name.casefold() == first.casefold()]
+        assert (stored.name, stored.read_bytes()) == (first, b"the first take's log"), r.stderr
         assert r.returncode == 1 and "the only copy of a file freed at the source" in r.stderr, r.stderr
-        assert (src / "log.txt").read_bytes() == b"the second take's log", "not freed"
+        assert (src / second).read_bytes() == b"the second take's log", "not freed"
+
+
+def test_the_marker_never_replaces_a_file_named_like_it_in_another_case(tmp_path: Path) -> None:
+    # The marker `complete` was published by a view of the destination that did not know it folds
+    # case: it replaced the copy of the data file `COMPLETE`, and both sources were freed as
+    # proven: verified, exit 0, the operator's notes at neither end.
+    src = tmp_path / "acq"
+    (src / "c").mkdir(parents=True)
+    (src / "c" / "0").write_bytes(b"chunk")
+    (src / "COMPLETE").write_bytes(b"the operator's notes")
+    (src / "complete").write_bytes(b"done")
+    with casefold_mount(tmp_path) as share:
+        r = run(src, share / "acq", "--delete-source")
+        assert (tmp_path / "backing" / "acq" / "COMPLETE").read_bytes() == b"the operator's notes", r.stderr
+        assert r.returncode == 1, r.stderr
+        assert (src / "COMPLETE").read_bytes() == b"the operator's notes", "not freed"
+
+
+def test_a_destination_folder_swapped_on_the_server_is_never_written_into(tmp_path: Path, run_softcopy: Any) -> None:
+    # On a share that numbers files by path (sshfs), a folder swapped in under the destination's
+    # name keeps the old one's number: the run went on writing into it (another acquisition's copy,
+    # its only one once freed), replaced its files and published the marker there: verified, exit 0.
+    src, backing = tmp_path / "acq", tmp_path / "backing"
+    (src / "c").mkdir(parents=True)
+    for i in range(3):
+        (src / "c" / str(i)).write_bytes(b"A%d" % i)
+    backing.mkdir()
+    env = {"FAULTY_PATH_INODES": "1", "FAULTY_READDIR": "/nothing"}
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "share", env) as share:
+        proc = run_softcopy(src, share / "acq")
+        try:
+            wait_for(lambda: tree(backing / "acq", skip_marker=True).get("c/2") == b"A2", 30, "the copy")
+            # On the server: the copy renamed aside, another acquisition's copy put under its name.
+            (backing / "acq").rename(backing / "acq.aside")
+            (backing / "acq" / "c").mkdir(parents=True)
+            (backing / "acq" / "c" / "1").write_bytes(b"O's only copy")
+            wait_for(lambda: "is another folder now" in proc.output(), 30, "the swap to be noticed")
+            (src / "c" / "1").write_bytes(b"A1, rewritten")
+            (src / "c" / "2").unlink()
+            (src / "complete").touch()
+            code, out = finish(proc, 90)
+        finally:
+            proc.kill()  # before the share is unmounted under it
+        assert tree(backing / "acq") == {"c/1": b"O's only copy"}, out
+        assert code != 0, out

@@ -188,7 +188,8 @@ class Verdict:
     `not_copied_why` says why; `excluded` the source files left out by `exclude`; `reason` says why it is not verified when
     that is not a list of files. With delete_source, `freed` says whether the mover ran, and
     `source_deleted` / `source_kept` what it did (each deleted file's copy was proven identical by
-    content first).
+    content first). `found_at_end` counts the files the final look at the source found new,
+    changed or gone with no event having said so (0 where the copy was live throughout).
     """
 
     verified: bool
@@ -221,6 +222,7 @@ class Verdict:
     source_kept: list[tuple[Path, str]]
     folders_removed: int
     excluded: list[Path]
+    found_at_end: int
 
 @final
 class NotCopiedWhy:

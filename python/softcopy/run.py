@@ -106,6 +106,9 @@ class TargetReport:
     """Source files left out by `exclude` (never copied, never verified)."""
     files_at_destination: int = 0
     """Of the files checked, those at the destination as copied (what is missing or different aside)."""
+    found_at_end: int = 0
+    """Files the final look at the source found that no event had announced (events missed): 0 where
+    the copy was live throughout."""
 
     @property
     def absent_chunks(self) -> int:
@@ -173,6 +176,7 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "source_deleted": t.source_deleted,
         "source_kept": [{"path": p, "reason": why} for p, why in t.source_kept],
         "excluded": t.excluded,
+        "found_at_end": t.found_at_end,
     }
 
 
@@ -385,6 +389,11 @@ class Copier:
         why = _NOT_COPIED[v.not_copied_why]
         r.missing.extend(f"{os.fspath(p)} (not copied: {why})" for p in v.not_copied)
         r.excluded = [os.fspath(p) for p in v.excluded]
+        r.found_at_end = v.found_at_end
+        if v.found_at_end:
+            r.notes.append(
+                f"{v.found_at_end} files found only by the final look at the source (their events were missed)"
+            )
         if r.excluded:
             r.notes.append(f"{len(r.excluded)} files excluded (not copied, not verified): {_some(r.excluded)}")
         r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v.size_mismatch]
