@@ -164,6 +164,20 @@ def test_a_freed_acquisition_is_not_taken_again_at_a_restart(tmp_path: Path) -> 
     assert (dst / "x.zarr" / "complete").exists() and tree(dst / "x.zarr") == files
 
 
+def test_a_take_written_into_a_folder_the_service_freed_is_copied(tmp_path: Path) -> None:
+    # The folder freed whole keeps its identity: a new take written into it was never copied nor
+    # reported while the service ran (its folder counted as ended).
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
+    first = take(acq / "x.zarr", 3, 1)
+    with service(tmp_path, acq / "*.zarr", dst, "--delete-source") as svc:
+        wait_or_tell(lambda: not any(p.is_file() for p in (acq / "x.zarr").rglob("*")), 60, "the source freed", svc)
+        second = take(acq / "x.zarr", 2, 7)
+        wait_or_tell(lambda: (dst / "x-2.zarr" / "complete").exists(), 40, "the second take's copy", svc)
+    assert tree(dst / "x.zarr") == first, "the first take's copy is kept as it was"
+    assert tree(dst / "x-2.zarr") == second
+
+
 def test_a_folder_whose_name_is_not_utf8_made_while_running_is_copied(tmp_path: Path) -> None:
     # The name reached the service mangled (lossy UTF-8) and the folder was dropped silently.
     acq, dst = tmp_path / "acquisition", tmp_path / "raw"

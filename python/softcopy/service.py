@@ -39,9 +39,10 @@ log = logging.getLogger("softcopy")
 
 LOOK_EVERY = 1.0
 """Seconds between two looks at the acquisitions folders and at the folders of the copies in flight."""
-RELIST_EVERY = 60.0
+RELIST_EVERY = 10.0
 """Seconds between two listings of each acquisitions folder: a name whose event was lost is found,
-and the records of ended acquisitions whose folders are gone are dropped."""
+the records of ended acquisitions whose folders are gone are dropped, and an ended acquisition's
+folder written into again (a take into the folder freed) is taken again."""
 LET_GO_AFTER = 10.0
 """Seconds an acquisition's folder may be away from its name (its copy paused) before it is let go."""
 RETRY_FIRST, RETRY_MAX = 1.0, 300.0
@@ -147,7 +148,7 @@ class Service:
         self._starter = Starter(self._decide)
         self.acquisitions: dict[Path, Acquisition] = {}
         """In flight, starting, or that could not start."""
-        self._done: dict[Path, Identity] = {}
+        self._done: dict[Path, tuple[Identity, int]] = {}
         """Ended (or verified earlier), by folder: not taken again while that folder is there."""
         self.recent: deque[Acquisition] = deque(maxlen=RECENT)
         self._next_look = self._next_relist = 0.0
@@ -203,8 +204,13 @@ class Service:
         # start: tried again when due, or at once when another folder took the name.
         if known is not None and (known.retry is None or (not again and known.identity == identity)):
             return
-        if self._done.get(folder) == identity:
+        done = self._done.get(folder)
+        if done is not None and done == (identity, _mtime(folder)):
             return
+        # Its folder changed since its copy ended (a take written into the folder freed, whose
+        # identity is the same): taken again; the destination's records say where it goes
+        # (docs/design.md, "Service, month after month").
+        self._done.pop(folder, None)
         acq = Acquisition(name, pattern, str(pattern.source), pattern, identity=identity, starting=True)
         acq.retry = known.retry if known is not None and known.identity == identity else None
         self.acquisitions[folder] = acq
@@ -374,8 +380,12 @@ class Service:
         """An acquisition that ended (or was verified earlier) leaves the working set: its identity
         is kept while its folder is there (not taken again), its row among the last `RECENT`."""
         self.acquisitions.pop(acq.folder, None)
-        if acq.let_go is None and acq.identity is not None:
-            self._done[acq.folder] = acq.identity
+        r = acq.report
+        # Freed whole, yet files are there again: a take written into the emptied folder before
+        # this was collected (its time would hide it): not ended, taken again at once.
+        retaken = r is not None and r.source_deleted > 0 and not r.source_kept and _holds_files(acq.folder)
+        if acq.let_go is None and acq.identity is not None and not retaken:
+            self._done[acq.folder] = (acq.identity, _mtime(acq.folder))
         self.recent.append(acq)
 
     def _row(self, a: Acquisition) -> Row:
@@ -408,6 +418,24 @@ class Service:
                 a.report = report.targets[0]
                 if self._ended is not None:
                     self._ended(a)
+
+
+def _holds_files(folder: Path) -> bool:
+    """Whether any file is below `folder` (it stops at the first); one that cannot be listed in
+    full holds something, as far as anyone can tell."""
+    try:
+        return any(not p.is_dir() for p in folder.rglob("*"))
+    except OSError:
+        return True
+
+
+def _mtime(folder: Path) -> int:
+    """The folder's modification time (an entry made or removed in it changes it); -1 when it
+    cannot be looked at, which matches nothing."""
+    try:
+        return folder.lstat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def _status(acq: Acquisition, report: TargetReport) -> str:
