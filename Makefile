@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak model-long
+.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak model-long mutants
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,6 +48,10 @@ model-long: install ## the model test's long random search: 2000 sequences, seed
 	seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "model-long: SEED=$$seed replays this run"; \
 	cd tests && SOFTCOPY_HYPOTHESIS=random SOFTCOPY_MODEL_EXAMPLES=2000 $(PYTHON) -m pytest -p no:cacheprovider \
 		--hypothesis-show-statistics --hypothesis-seed=$$seed test_model.py
+
+mutants: ## cargo-mutants over the engine's decision modules with the Rust tests (docs/mutants.md; about an hour, not part of CI)
+	@command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
+	cargo mutants -o target/mutants $(foreach f,tracker tracker_sweep settled rescan finish mover journal verify dest copier watcher,-f src/$(f).rs) -- --lib
 
 soak: install ## 10 minutes of live writers and random faults (not part of CI)
 	$(PYTHON) tests/soak.py --minutes 10

@@ -301,6 +301,62 @@ fn a_sweep_counts_only_what_no_event_announced() {
     assert_eq!(t.counts().unheard, 3);
 }
 
+/// Puts a tracker in a state, on the clock.
+type SetUp = dyn Fn(&mut Tracker, &Clock);
+
+/// A tracker holding `k` copied as `ident(1)`, then put in a state by `set`; a sweep that finds `k`
+/// changed (or, with `found` false, gone): what it counted as unheard.
+fn unheard_after(set: impl FnOnce(&mut Tracker, &Clock), found: bool) -> u64 {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["k"], 1);
+    set(&mut t, &c);
+    t.begin_sweep();
+    if found {
+        t.scanned(&p("k"), ident(2), c.at(100_000));
+    }
+    t.end_sweep(c.at(100_000));
+    t.counts().unheard
+}
+
+#[test]
+fn whatever_is_under_way_for_a_file_keeps_a_sweeps_find_from_counting() {
+    let give_up = |t: &mut Tracker, c: &Clock| {
+        t.event(&p("k"), Change::Replaced, c.at(10));
+        let mut now = 10;
+        while let Some(job) = t.next_job(c.at(now)) {
+            t.finish(&job.rel, Outcome::Failed("refused".into()), c.at(now));
+            now += 10_000;
+        }
+    };
+    let cases: [(&str, Box<SetUp>); 5] = [
+        ("queued", Box::new(|t, c| t.event(&p("k"), Change::Replaced, c.at(10)))),
+        (
+            "in flight",
+            Box::new(|t, c| {
+                t.event(&p("k"), Change::Replaced, c.at(10));
+                t.next_job(c.at(10)).unwrap();
+            }),
+        ),
+        ("a writer has it open", Box::new(|t, c| t.event(&p("k"), Change::Modified, c.at(10)))),
+        ("given up after failures", Box::new(give_up)),
+        ("nothing", Box::new(|_, _| {})),
+    ];
+    for (what, set) in &cases {
+        let want = u64::from(*what == "nothing");
+        assert_eq!(unheard_after(|t, c| set(t, c), true), want, "changed, {what}");
+        assert_eq!(unheard_after(|t, c| set(t, c), false), want, "gone, {what}");
+    }
+    // A file never copied is known, not news, whatever a sweep finds of it.
+    let (mut t, c) = setup();
+    t.event(&p("new"), Change::Created, c.at(0));
+    t.begin_sweep();
+    t.end_sweep(c.at(1));
+    t.begin_sweep();
+    t.scanned(&p("new"), ident(3), c.at(2));
+    t.end_sweep(c.at(2));
+    assert_eq!(t.counts().unheard, 0);
+}
+
 #[test]
 fn changed_during_copy_is_retried_at_once() {
     let (mut t, c) = setup();
@@ -592,6 +648,15 @@ fn a_settled_folder_changed_unheard_counts_and_one_heard_does_not() {
     back.sort();
     assert_eq!(back, vec![p("a"), p("b")], "both records fail");
     assert_eq!(t.counts().unheard, 1, "only a's change was missed by the events");
+    // Settled again, then c's folder changes unheard: counted once more, on top.
+    copy_all(&mut t, &c, &["c/0"], 20);
+    t.evict_settled();
+    t.evict_settled();
+    t.begin_sweep();
+    t.scanned(&p("b/0"), ident(9), c.at(40));
+    t.scanned(&p("c/0"), ident(21), c.at(40));
+    t.end_sweep(c.at(40));
+    assert_eq!(t.counts().unheard, 2);
 }
 
 #[test]
