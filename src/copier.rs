@@ -423,11 +423,15 @@ fn sync_inner(
     #[cfg(not(unix))]
     let mode = 0o644;
     let folder = match folder {
+        // Looked at above for a name in another case already.
         Some(f) => f,
-        None => dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?,
+        None => {
+            let f = dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?;
+            dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
+                .map_err(|e| Error::io("copy to", dst, e))?;
+            f
+        }
     };
-    dest.refuse_case_collision(&folder, &job.rel, src.parent().unwrap_or(src))
-        .map_err(|e| Error::io("copy to", dst, e))?;
     let out = Out::create(dest, &folder, name, dst, mode, job.partial, opts)?;
     let result = (|| {
         let file_out = out.file();

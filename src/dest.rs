@@ -121,19 +121,30 @@ impl Dest {
     /// removed before the first change made through [`Dest::changing`].
     /// `given` is the user's name for it, which `root` (canonical) resolves.
     pub fn open(root: &Path, given: &Path, marker: Option<&str>) -> io::Result<Dest> {
+        #[allow(unused_mut)] // Windows holds no root
+        let mut dest = Dest::blank(root, given, marker);
         #[cfg(target_os = "linux")]
-        let root_fd = open_dir(root)?;
-        #[cfg(target_os = "linux")]
-        let held = identity(&root_fd.metadata()?);
+        {
+            let root_fd = open_dir(root)?;
+            dest.held = identity(&root_fd.metadata()?);
+            dest.root_fd = Some(root_fd);
+        }
         #[cfg(all(unix, not(target_os = "linux")))]
-        let held = identity(&fs::metadata(root)?);
-        Ok(Dest {
+        {
+            dest.held = identity(&fs::metadata(root)?);
+        }
+        Ok(dest)
+    }
+
+    /// Nothing held, nothing known yet: what [`Dest::open`], [`Dest::at`] and [`Dest::view`] fill in.
+    fn blank(root: &Path, given: &Path, marker: Option<&str>) -> Dest {
+        Dest {
             root: root.to_path_buf(),
             given: given.to_path_buf(),
             #[cfg(unix)]
-            held,
+            held: (0, 0),
             #[cfg(target_os = "linux")]
-            root_fd: Some(root_fd),
+            root_fd: None,
             marker: Mutex::new(marker.map(PathBuf::from)),
             unclaimed: Mutex::default(),
             freed: std::sync::OnceLock::new(),
@@ -145,7 +156,7 @@ impl Dest {
             dirty: Default::default(),
             record: Mutex::default(),
             checked: Mutex::default(),
-        })
+        }
     }
 
     /// A staging folder for one copy's partial file, made on first need below [`STAGING`]: one
@@ -244,25 +255,13 @@ impl Dest {
 
     /// A destination for tests and one-off calls: nothing held, no marker withdrawn.
     pub fn at(root: &Path) -> Dest {
-        Dest {
-            root: root.to_path_buf(),
-            given: root.to_path_buf(),
-            #[cfg(unix)]
-            held: fs::metadata(root).map_or((0, 0), |m| identity(&m)),
-            #[cfg(target_os = "linux")]
-            root_fd: None,
-            marker: Mutex::new(None),
-            unclaimed: Mutex::default(),
-            freed: std::sync::OnceLock::new(),
-            folds_case: Default::default(),
-            staging: Mutex::default(),
-            staged: Default::default(),
-            no_staging: Default::default(),
-            partials: Default::default(),
-            dirty: Default::default(),
-            record: Mutex::default(),
-            checked: Mutex::default(),
+        #[allow(unused_mut)] // only unix keeps an identity
+        let mut dest = Dest::blank(root, root, None);
+        #[cfg(unix)]
+        {
+            dest.held = fs::metadata(root).map_or((0, 0), |m| identity(&m));
         }
+        dest
     }
 
     pub fn root(&self) -> &Path {
@@ -302,30 +301,22 @@ impl Dest {
     /// resolved again: a folder swapped in under it since is not this copy), what is known of it
     /// (case folding, freed names), and its own marker to withdraw, or none.
     pub fn view(&self, marker: Option<&str>) -> io::Result<Dest> {
-        let freed = std::sync::OnceLock::new();
-        if let Some(names) = self.freed.get() {
-            let _ = freed.set(names.clone());
+        let mut dest = Dest::blank(&self.root, &self.given, marker);
+        #[cfg(unix)]
+        {
+            dest.held = self.held;
         }
-        let record = Mutex::new(self.record.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        Ok(Dest {
-            root: self.root.clone(),
-            given: self.given.clone(),
-            #[cfg(unix)]
-            held: self.held,
-            #[cfg(target_os = "linux")]
-            root_fd: self.root_fd.as_ref().map(fs::File::try_clone).transpose()?,
-            marker: Mutex::new(marker.map(PathBuf::from)),
-            unclaimed: Mutex::default(),
-            freed,
-            folds_case: self.folds_case().into(),
-            staging: Mutex::default(),
-            staged: Default::default(),
-            no_staging: Default::default(),
-            partials: Default::default(),
-            dirty: Default::default(),
-            record,
-            checked: Mutex::default(),
-        })
+        #[cfg(target_os = "linux")]
+        {
+            dest.root_fd = self.root_fd.as_ref().map(fs::File::try_clone).transpose()?;
+        }
+        if let Some(names) = self.freed.get() {
+            let _ = dest.freed.set(names.clone());
+        }
+        *dest.record.get_mut().unwrap_or_else(|e| e.into_inner()) =
+            self.record.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        dest.folds_case.store(self.folds_case(), Ordering::Relaxed);
+        Ok(dest)
     }
 
     /// Whether the copy of `rel` is the only one of a file freed at the source.
@@ -408,8 +399,7 @@ impl Dest {
     /// the destination passed for case-sensitive and every guard of invariant 10 was off. A probe
     /// that cannot be made leaves the guards on.
     pub fn detect_case_folding(&self) {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let name = format!(".softcopy-case-probe-{}-{nanos}", std::process::id());
+        let name = format!(".softcopy-case-probe-{}-{}", std::process::id(), crate::vocab::now_ns());
         let probe = self.root.join(&name);
         let folds = match fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
             Ok(made) => {

@@ -70,34 +70,30 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         landed: d.landed.as_ref(),
         exclude: Some(&d.cfg.exclude),
     };
-    loop {
-        // A destination that cannot be reached is waited for, before the walk and after one that
-        // failed or found files missing while it could not be reached (docs/design.md,
-        // "Unavailable is not elsewhere"): only a name that leads elsewhere ends the run here.
-        match reachable(&d) {
-            Reach::Reached => {}
-            Reach::Stopped => return stopped(v),
-            Reach::No(why) => {
-                v.reason = Some(format!("cannot verify: {why}"));
-                return (Phase::Incomplete, v);
-            }
+    // A destination that cannot be reached is waited for, before the walk and after one that failed
+    // or found files missing while it could not be reached: only a name that leads elsewhere ends
+    // the run here.
+    let walked = match when_reached(
+        &d,
+        |w: &std::io::Result<crate::verify::Report>| !w.as_ref().is_ok_and(crate::verify::Report::ok),
+        || crate::verify::verify(d.src, d.dest, &check, &d.sh.stop),
+    ) {
+        Ok(walked) => walked,
+        Err(Reach::No(why)) => {
+            v.reason = Some(format!("cannot verify: {why}"));
+            return (Phase::Incomplete, v);
         }
-        let walked = crate::verify::verify(d.src, d.dest, &check, &d.sh.stop);
-        if d.sh.stopped() {
-            return stopped(v);
+        Err(_) => return stopped(v),
+    };
+    if d.sh.stopped() {
+        return stopped(v);
+    }
+    match walked {
+        Ok(report) => v.report = report,
+        Err(e) => {
+            v.reason = Some(format!("cannot verify: {e}"));
+            return (Phase::Incomplete, v);
         }
-        let fine = walked.as_ref().is_ok_and(crate::verify::Report::ok);
-        if !fine && matches!(d.dest.check_root(), Err(RootProblem::Unavailable(_))) {
-            continue;
-        }
-        match walked {
-            Ok(report) => v.report = report,
-            Err(e) => {
-                v.reason = Some(format!("cannot verify: {e}"));
-                return (Phase::Incomplete, v);
-            }
-        }
-        break;
     }
     if d.gave_up {
         v.reason =
@@ -137,24 +133,17 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     }
     // The marker goes where the user's name for the destination leads, or nowhere; a destination
     // that cannot be reached is waited for, also after a copy of the marker it failed.
-    loop {
-        match reachable(&d) {
-            Reach::Reached => {}
-            Reach::Stopped => return stopped(v),
-            Reach::No(why) => {
-                v.reason = Some(format!("the marker is not published: {why}"));
-                return (Phase::Incomplete, v);
-            }
+    match when_reached(&d, Result::is_err, || publish_marker(&d)) {
+        Ok(Ok(published)) => v.marker_published = published,
+        Ok(Err(why)) => {
+            v.reason = Some(format!("could not copy the marker {:?}: {why}", d.cfg.marker));
+            return (Phase::Incomplete, v);
         }
-        match publish_marker(&d) {
-            Ok(published) => v.marker_published = published,
-            Err(_) if matches!(d.dest.check_root(), Err(RootProblem::Unavailable(_))) => continue,
-            Err(why) => {
-                v.reason = Some(format!("could not copy the marker {:?}: {why}", d.cfg.marker));
-                return (Phase::Incomplete, v);
-            }
+        Err(Reach::No(why)) => {
+            v.reason = Some(format!("the marker is not published: {why}"));
+            return (Phase::Incomplete, v);
         }
-        break;
+        Err(_) => return stopped(v),
     }
     // The marker stands over the source as it is now: a chunk or a resize that landed after the
     // final look (a writer's last write not awaited) withdraws it.
@@ -210,6 +199,22 @@ enum Reach {
     Stopped,
     /// It leads elsewhere, or stayed unreachable past `give_up_after`: why.
     No(String),
+}
+
+/// Runs `attempt` once the destination can be reached, and again each time one `failed` while it
+/// could not be (docs/design.md, "Unavailable is not elsewhere"); why not, if it cannot be reached
+/// (`Reach::Stopped` or `Reach::No`).
+fn when_reached<T>(d: &Drained<'_>, failed: impl Fn(&T) -> bool, mut attempt: impl FnMut() -> T) -> Result<T, Reach> {
+    loop {
+        match reachable(d) {
+            Reach::Reached => {}
+            other => return Err(other),
+        }
+        let outcome = attempt();
+        if !failed(&outcome) || !matches!(d.dest.check_root(), Err(RootProblem::Unavailable(_))) {
+            return Ok(outcome);
+        }
+    }
 }
 
 /// Longest pause between two looks at a destination that cannot be reached during the end steps.

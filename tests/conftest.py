@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from softcopy.run import MISSED
 
 # The network share (sshd + sshfs) is shared with benches/network.py.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
@@ -103,11 +104,6 @@ def finish(proc: Softcopy, timeout: float = 60) -> tuple[int, str]:
         proc.wait()
         raise AssertionError(f"softcopy did not exit within {timeout} s:\n{proc.output()}") from None
     return proc.returncode, proc.output()
-
-
-# What the report says when the final look at the source found what no event announced
-# (docs/design.md, "Live, proven live").
-MISSED = "found only by the final look"
 
 
 @pytest.fixture

@@ -21,6 +21,9 @@ from softcopy._softcopy import Engine, Exclude, NotCopiedWhy, RateBudget, Softco
 from softcopy.config import Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
+
+MISSED = "found only by the final look at the source"
+"""What a report's note says of files no event announced (docs/design.md, "Live, proven live")."""
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 #: How long a wait() call holds before giving Python a chance to handle Ctrl-C.
@@ -391,9 +394,7 @@ class Copier:
         r.excluded = [os.fspath(p) for p in v.excluded]
         r.found_at_end = v.found_at_end
         if v.found_at_end:
-            r.notes.append(
-                f"{v.found_at_end} files found only by the final look at the source (their events were missed)"
-            )
+            r.notes.append(f"{v.found_at_end} files {MISSED} (their events were missed)")
         if r.excluded:
             r.notes.append(f"{len(r.excluded)} files excluded (not copied, not verified): {_some(r.excluded)}")
         r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v.size_mismatch]
