@@ -243,3 +243,43 @@ def test_a_destination_that_hangs_never_stops_the_services_loop(tmp_path: Path) 
             hang.unlink(missing_ok=True)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 143, log.read_text()
+
+
+def test_a_folder_that_cannot_be_looked_at_once_while_copied_keeps_its_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One look at a folder in flight that failed (EIO from a share) was taken for a start that
+    # failed: the next retry made a second copy of it, and the first was tracked by nothing: never
+    # reported, never stopped.
+    import softcopy.service as service_module
+    from softcopy.config import Target
+    from softcopy.watching import identity_of
+
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
+    (acq / "x.zarr").mkdir(parents=True)
+    (acq / "x.zarr" / "0.0").write_bytes(b"chunk")  # no marker: the copy stays in flight
+    svc = service_module.Service([Target(acq / "*.zarr", dst)], tell_after=0)
+    try:
+        svc.start()
+        folder = acq / "x.zarr"
+
+        def copying() -> bool:
+            svc.step(0.1)
+            return folder in svc.acquisitions and svc.acquisitions[folder].in_flight
+
+        wait_for(copying, 30, "the copy")
+        first = svc.acquisitions[folder]
+        failures = [OSError(5, "Input/output error")]
+
+        def flaky(path: Path) -> object:
+            if failures:
+                raise failures.pop()
+            return identity_of(path)
+
+        monkeypatch.setattr(service_module, "identity_of", flaky)
+        svc._consider(first.of, first.name)
+        # Retries come after a second: a few steps later the copy is still the one in flight.
+        holds_for(lambda: copying() and svc.acquisitions[folder] is first, 3, "the first copy tracked, alone")
+    finally:
+        svc.stop()

@@ -190,6 +190,10 @@ class Service:
             return
         folder = pattern.source.parent / name
         known = self.acquisitions.get(folder)
+        if known is not None and known.in_flight:
+            # Its engine (and the rule for folders that leave) decides: a look that fails here is no
+            # evidence, and never a start that failed (which would start a second copy of it).
+            return
         try:
             identity = identity_of(folder)
         except (OSError, SoftcopyError) as e:
