@@ -365,10 +365,14 @@ fn sync_inner(
     if look_first {
         // First sight of this file in this run: a previous run may have copied this very version.
         if let Ok(f) = dest.folder(rel_dir, false) {
-            dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
-                .map_err(|e| Error::io("look at", dst, e))?;
+            // A copy found only under another case (the name's case changed at the source) is an
+            // older copy to replace, whatever its size and mtime: the copy takes the name as it is.
+            let other_case = dest
+                .refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
+                .map_err(|e| Error::io("look at", dst, e))?
+                .is_some();
             if let Ok((is_file, copy)) = fs::symlink_metadata(f.join(name)).map(|m| (m.is_file(), identity(&m))) {
-                if is_file && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
+                if is_file && !other_case && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
                     // Size and mtime prove it only if the copy was made after the source last
                     // changed: a rewrite within one tick keeps both. Otherwise the contents decide.
                     if copied_after(&ident, &copy)
