@@ -169,7 +169,9 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     if let Some(proof) = proof {
         d.sh.set_phase(Phase::Freeing);
         let marker = v.marker_published.then(|| marker_version(&d)).flatten();
-        let unproven = !proof.kept.is_empty();
+        // Excluded files stay at the source: its metadata and marker stay with them, so what is
+        // left is still a readable archive (design.md "Excluded files").
+        let unproven = !proof.kept.is_empty() || !v.report.excluded.is_empty();
         match crate::mover::delete_sources(
             d.src,
             dst,

@@ -247,6 +247,7 @@ struct PyVerdict {
     source_kept: Vec<(PathBuf, String)>,
     folders_removed: u64,
     excluded: Vec<PathBuf>,
+    excluded_chunks: u64,
     found_at_end: u64,
 }
 
@@ -303,6 +304,7 @@ impl From<Verdict> for PyVerdict {
             source_kept: moved.kept,
             folders_removed: moved.folders_removed,
             excluded: r.excluded,
+            excluded_chunks: r.excluded_chunks,
             found_at_end: v.found_at_end,
         }
     }

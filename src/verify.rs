@@ -115,6 +115,9 @@ pub struct Report {
     pub bad_shards_at_source: Vec<(PathBuf, String)>,
     /// Source files excluded (`--exclude`): not compared, named in the report.
     pub excluded: Vec<PathBuf>,
+    /// ...of which are chunk or shard files inside their array's grid: present at the source, left
+    /// out on purpose, so neither present nor absent (fill value) in the copy's accounting.
+    pub excluded_chunks: u64,
 }
 
 impl Report {
@@ -237,6 +240,8 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
         }
         if entry.file_type().is_file() && excluded(rel) {
             report.excluded.push(rel.to_path_buf());
+            let in_grid = chunk_of(&slash_path(rel), &by_path).is_some_and(|(spec, idx)| spec.in_bounds(&idx));
+            report.excluded_chunks += u64::from(in_grid);
         }
         if !entry.file_type().is_file() || left_out(rel) || rel.as_os_str() == marker {
             continue;

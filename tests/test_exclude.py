@@ -5,6 +5,7 @@ never verified, and named in the report. Real files held open by this process, t
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from collections.abc import Iterator
@@ -120,3 +121,27 @@ def test_a_bad_exclude_is_one_line_exit_2(tmp_path: Path, yaml_value: str, messa
     r = subprocess.run(softcopy_cmd(tmp_path / "t.yaml"), check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_excluded_chunks_are_named_as_excluded_and_keep_their_array_readable_at_the_source(tmp_path: Path) -> None:
+    """Chunks a lab excludes are not "absent at the source (fill value)": they are there, left out
+    on purpose. Freeing keeps the array's metadata (and the marker) while they remain, so the source
+    is still a readable archive of what was not copied, never orphan chunks without metadata."""
+    src, dst = acquisition(tmp_path), tmp_path / "copy.zarr"
+    excluded = sorted(k for k in tree(src) if k.startswith("1."))
+    meta = json.loads((src / ".zarray").read_text())
+    grid = math.prod(-(-n // c) for n, c in zip(meta["shape"], meta["chunks"], strict=True))
+    chunks = sum(1 for k in tree(src) if k[0].isdigit())
+    r = subprocess.run(
+        softcopy_cmd(src, dst, "--exclude", "1.*", "--delete-source", "--json"),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert r.returncode == 0, r.stderr
+    [t] = json.loads(r.stdout.splitlines()[-1])["targets"]
+    assert t["absent_at_source"] == grid - chunks and sorted(t["excluded"]) == excluded, t
+    assert any(f"{len(excluded)} excluded files are chunks" in n for n in t["notes"]), t["notes"]
+    assert sorted(tree(src)) == sorted([".zarray", "complete", *excluded])
+    assert not any(k.startswith("1.") for k in tree(dst))

@@ -222,6 +222,7 @@ class Verdict:
     source_kept: list[tuple[Path, str]]
     folders_removed: int
     excluded: list[Path]
+    excluded_chunks: int
     found_at_end: int
 
 @final

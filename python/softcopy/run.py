@@ -107,6 +107,8 @@ class TargetReport:
     """With delete_source: source files kept, and why."""
     excluded: list[str] = field(default_factory=list)
     """Source files left out by `exclude` (never copied, never verified)."""
+    excluded_chunks: int = 0
+    """Of those, chunk files inside their array's grid: at the source, not in the copy."""
     files_at_destination: int = 0
     """Of the files checked, those at the destination as copied (what is missing or different aside)."""
     found_at_end: int = 0
@@ -116,7 +118,7 @@ class TargetReport:
     @property
     def absent_chunks(self) -> int:
         """Chunk files the final metadata has room for that the source never had (fill value)."""
-        return self.expected_chunks - self.present_chunks
+        return self.expected_chunks - self.present_chunks - self.excluded_chunks
 
     @property
     def ok(self) -> bool:
@@ -179,6 +181,7 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "source_deleted": t.source_deleted,
         "source_kept": [{"path": p, "reason": why} for p, why in t.source_kept],
         "excluded": t.excluded,
+        "excluded_chunks": t.excluded_chunks,
         "found_at_end": t.found_at_end,
     }
 
@@ -397,6 +400,12 @@ class Copier:
             r.notes.append(f"{v.found_at_end} files {MISSED} (their events were missed)")
         if r.excluded:
             r.notes.append(f"{len(r.excluded)} files excluded (not copied, not verified): {_some(r.excluded)}")
+        r.excluded_chunks = v.excluded_chunks
+        if v.excluded_chunks:
+            r.notes.append(
+                f"{v.excluded_chunks} excluded files are chunks of arrays: they stay at the source, "
+                "and the copy reads fill value there"
+            )
         r.size_mismatch = [(os.fspath(p), a, b) for p, a, b in v.size_mismatch]
         r.missing.extend(f"{os.fspath(p)} (a different modification time at the destination)" for p in v.mtime_mismatch)
         r.missing.extend(f"{os.fspath(p)} (the copy's content differs from the source)" for p in v.content_mismatch)
