@@ -672,7 +672,8 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         root: Some(root.clone()),
         quiet: cfg.quiet,
     };
-    let pool = Pool::start(cfg.nprocs.max(1), src.clone(), dest.clone(), opts, done_tx, sh.stop.clone(), warn_tx)
+    let priority = crate::pool::Priority { warning: warn_tx, lowered: sh.lowered.clone() };
+    let pool = Pool::start(cfg.nprocs.max(1), src.clone(), dest.clone(), opts, done_tx, sh.stop.clone(), priority)
         .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;
     let flusher = crate::flush::Flusher::start(dest.clone(), crate::flush::EVERY)
         .map_err(|e| Error::Internal(format!("cannot start the flushing thread: {e}")))?;

@@ -95,11 +95,22 @@ impl Config {
     }
 }
 
+/// Longest a stop waits for the engine's thread before the target is let go (docs/design.md,
+/// "Stopping"): its workers run at nice 19, and on a busy machine a thread at nice 19 waits
+/// seconds for each time slice, holding whatever lock it took (a channel's, the allocator's)
+/// meanwhile. "Stopped within 2 s" cannot wait on them.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// A running target. Dropping it stops it.
 pub struct Engine {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
     config: Config,
+    /// When the stop was asked for.
+    stop_asked: Mutex<Option<Instant>>,
+    /// Stopped without its thread, which ends on its own (still holding the destination's claim
+    /// until it does, so no other run writes there meanwhile).
+    let_go: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -130,7 +141,13 @@ impl Engine {
                 sh.set_phase(Phase::Failed);
             })
             .map_err(|e| Error::Internal(format!("cannot start engine thread: {e}")))?;
-        Ok(Engine { shared, thread: Mutex::new(Some(thread)), config })
+        Ok(Engine {
+            shared,
+            thread: Mutex::new(Some(thread)),
+            config,
+            stop_asked: Mutex::new(None),
+            let_go: Default::default(),
+        })
     }
 
     /// The configuration this engine runs with.
@@ -155,8 +172,11 @@ impl Engine {
 
     /// Asks the engine to stop; workers finish the file in hand (its partial is never renamed
     /// into place unless complete), and the end steps that have not run yet never run.
+    /// A stop ends the target within [`STOP_GRACE`]: see [`Engine::wait`].
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        lock(&self.stop_asked).get_or_insert_with(Instant::now);
+        self.shared.lowered.restore();
         self.shared.expected_given.notify_all();
     }
 
@@ -173,21 +193,38 @@ impl Engine {
     }
 
     /// Blocks until the engine thread has ended or `timeout` passed. Returns whether it ended.
+    /// A target asked to stop [`STOP_GRACE`] ago ends here, [`Phase::Stopped`], whether or not
+    /// its thread has: nothing it does after a stop needs waiting for (a partial stays a partial,
+    /// a marker is withdrawn or never published, and a crash at any instant is safe).
     pub fn wait(&self, timeout: Duration) -> bool {
+        let overdue = || lock(&self.stop_asked).map(|at| at + STOP_GRACE);
+        let until = Instant::now().checked_add(timeout);
         let guard = lock(&self.shared.status);
+        let stop_by = overdue().map_or(timeout, |at| timeout.min(at.saturating_duration_since(Instant::now())));
         let (guard, _) = self
             .shared
             .ended
-            .wait_timeout_while(guard, timeout, |s| !s.phase.is_final())
+            .wait_timeout_while(guard, stop_by, |s| !s.phase.is_final())
             .unwrap_or_else(|e| e.into_inner());
         let ended = guard.phase.is_final();
         drop(guard);
         if ended {
-            if let Some(t) = lock(&self.thread).take() {
-                let _ = t.join();
+            if !self.let_go.load(Ordering::Relaxed) {
+                if let Some(t) = lock(&self.thread).take() {
+                    let _ = t.join();
+                }
             }
+            return true;
         }
-        ended
+        let now = Instant::now();
+        if overdue().is_some_and(|at| at <= now) {
+            self.let_go.store(true, Ordering::Relaxed);
+            self.shared.say(Level::Warning, "stopped before its last copies returned: they end on their own".into());
+            self.shared.set_phase(Phase::Stopped);
+            return true;
+        }
+        // Woken early for a stop's grace that has not run out after all: wait on.
+        until.is_some_and(|u| u > now) && self.wait(until.map_or(Duration::ZERO, |u| u - now))
     }
 
     /// The canonical source and destination roots, once the source exists.
@@ -199,9 +236,8 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop();
-        if let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
+        // Ended, or let go after the grace: then its thread is left to end on its own.
+        self.wait(Duration::MAX);
     }
 }
 

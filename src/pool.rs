@@ -21,6 +21,14 @@ pub struct Done {
     pub outcome: Outcome,
 }
 
+/// Where the workers' priority goes: why it could not be lowered (said once per pool), and the
+/// workers whose priority was (given back at a stop).
+#[derive(Clone)]
+pub struct Priority {
+    pub warning: Sender<String>,
+    pub lowered: Arc<sys::Lowered>,
+}
+
 /// The worker threads of one target.
 pub struct Pool {
     jobs: Option<Sender<Job>>,
@@ -29,7 +37,8 @@ pub struct Pool {
 
 impl Pool {
     /// Starts `n` workers copying from `src_root` to `dst_root` with `opts`, reporting on `done`.
-    /// `priority_warning` receives (once per pool) why the priority could not be lowered.
+    /// `priority` receives (once per pool) why the priority could not be lowered, and holds the
+    /// workers whose priority was.
     pub fn start(
         n: usize,
         src_root: PathBuf,
@@ -37,11 +46,11 @@ impl Pool {
         opts: CopyOptions,
         done: Sender<Done>,
         stop: Arc<AtomicBool>,
-        priority_warning: Sender<String>,
+        priority: Priority,
     ) -> std::io::Result<Pool> {
         let (low_priority, sleep) = (opts.low_priority, opts.sleep);
         let work = move |job: &Job, stop: &AtomicBool| sync_file(&src_root, &dest, job, &opts, stop);
-        Pool::with_work(n, low_priority, sleep, work, done, stop, priority_warning)
+        Pool::with_work(n, low_priority, sleep, work, done, stop, priority)
     }
 
     /// [`Pool::start`] with the work of one job given: the copy, or in tests anything else.
@@ -52,7 +61,7 @@ impl Pool {
         work: impl Fn(&Job, &AtomicBool) -> (Outcome, bool) + Send + Sync + 'static,
         done: Sender<Done>,
         stop: Arc<AtomicBool>,
-        priority_warning: Sender<String>,
+        priority: Priority,
     ) -> std::io::Result<Pool> {
         let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
         let warned = Arc::new(AtomicBool::new(false));
@@ -60,8 +69,11 @@ impl Pool {
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {
             let (rx, done, stop, warned, warn_tx, work) =
-                (rx.clone(), done.clone(), stop.clone(), warned.clone(), priority_warning.clone(), work.clone());
+                (rx.clone(), done.clone(), stop.clone(), warned.clone(), priority.warning.clone(), work.clone());
+            let lowered = priority.lowered.clone();
             let handle = std::thread::Builder::new().name(format!("softcopy-worker-{i}")).spawn(move || {
+                // Registered first: a stop that comes before the priority is lowered finds it.
+                let _registered = low_priority.then(|| lowered.register());
                 if low_priority {
                     // Per thread on Linux: each worker lowers its own priority.
                     if let Err(msg) = sys::lower_thread_priority() {

@@ -171,6 +171,8 @@ pub struct Shared {
     pub expected: Mutex<Option<Expected>>,
     pub expected_given: Condvar,
     pub verdict: Mutex<Option<Verdict>>,
+    /// The workers running at a lowered priority, given it back at a stop.
+    pub lowered: Arc<crate::sys::Lowered>,
 }
 
 /// Locks, even after a panic elsewhere: that must not turn every later status read into another.
@@ -190,6 +192,7 @@ impl Default for Shared {
             expected: Mutex::new(None),
             expected_given: Condvar::new(),
             verdict: Mutex::new(None),
+            lowered: Arc::default(),
         }
     }
 }

@@ -202,3 +202,17 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
         yield server
     finally:
         server.kill()
+
+
+@contextmanager
+def busy_loops(n: int = 3) -> Iterator[None]:
+    """`n` processes that spin on the CPU for the whole block, in this test's session (so the
+    kernel's per-session scheduling groups do not shield softcopy from them): a busy acquisition
+    PC. Killed at the end, also on failure."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()

@@ -286,12 +286,13 @@ fn a_panicking_copy_is_reported_as_failed_and_the_worker_goes_on() {
     use std::time::Duration;
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (warn_tx, _warn_rx) = crossbeam_channel::unbounded();
+    let priority = _softcopy::pool::Priority { warning: warn_tx, lowered: Arc::default() };
     let work = |job: &Job, _: &AtomicBool| {
         assert!(job.rel != Path::new("bad"), "a bug in the copy of one file");
         (Outcome::Skipped, false)
     };
     let pool =
-        Pool::with_work(1, false, Duration::ZERO, work, done_tx, Arc::new(AtomicBool::new(false)), warn_tx).unwrap();
+        Pool::with_work(1, false, Duration::ZERO, work, done_tx, Arc::new(AtomicBool::new(false)), priority).unwrap();
     pool.submit(job("bad"));
     pool.submit(job("good"));
     let first = done_rx.recv_timeout(Duration::from_secs(10)).expect("the panicked job is reported");

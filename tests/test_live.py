@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import softcopy
-from conftest import assert_same_tree, conclude, finish, start_writer, wait_for, write_finished_archive
+from conftest import assert_same_tree, busy_loops, conclude, finish, start_writer, wait_for, write_finished_archive
 
 
 @pytest.mark.parametrize("layout", ["v2dot", "v2slash", "zarr3", "zarr3sharded"])
@@ -178,6 +178,26 @@ def test_exit_codes_for_signals_leave_no_partial_under_a_final_name(tmp_path: Pa
             assert (
                 f.name.endswith(".softcopy-partial") or f.name == ".softcopy-origin" or f.read_bytes() == b"z" * 200_000
             )
+
+
+def test_a_stop_takes_under_2_s_beside_three_busy_loops_per_core(tmp_path: Path, run_softcopy: Any) -> None:
+    """Workers at nice 19 on a busy machine wait seconds for each time slice; the stop must not
+    wait on them (docs/design.md, "Stopping"). Big files, so that copies are in flight."""
+    import signal
+
+    src = tmp_path / "src"
+    src.mkdir()
+    block = os.urandom(1 << 20)
+    for i in range(40):
+        (src / f"f{i}").write_bytes(block * 16)
+    with busy_loops(3 * (os.cpu_count() or 1)):
+        for attempt in range(6):
+            dst = tmp_path / f"dst{attempt}"
+            proc = run_softcopy(src, dst)
+            wait_for(lambda: dst.exists() and len(list(dst.iterdir())) > 8, 30, "copies under way")  # noqa: B023
+            proc.send_signal(signal.SIGTERM)
+            code, out = finish(proc, timeout=2)  # the promise: stopped within 2 s
+            assert code == 143, out
 
 
 def test_worker_threads_run_at_idle_io_priority_and_nice_19(tmp_path: Path) -> None:

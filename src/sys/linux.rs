@@ -190,6 +190,19 @@ pub fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
     }
 }
 
+pub fn gettid() -> u64 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+}
+
+/// Sets thread `tid`'s nice value back to 0; refused without the privilege (EACCES), then
+/// nothing changes.
+pub fn restore_thread_priority(tid: u64) {
+    // SAFETY: a plain syscall with integer arguments; `tid` is a live thread of this process
+    // (see `Lowered::restore`).
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 0) };
+}
+
 pub fn lower_thread_priority() -> Result<(), String> {
     // ioprio_set(2): IOPRIO_WHO_PROCESS with who=0 means the calling *thread*, which is why every
     // worker calls this itself. Class IDLE (3) gets disk time only when nobody else wants it;
@@ -207,10 +220,7 @@ pub fn lower_thread_priority() -> Result<(), String> {
     // setpriority(PRIO_PROCESS, tid) sets the nice value of one thread on Linux (see the NOTES
     // of setpriority(2)), so the Python thread and the watcher keep their priority.
     // SAFETY: as above.
-    let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19)
-    };
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, gettid() as libc::id_t, 19) };
     if rc != 0 {
         problems.push(format!("setpriority(19): {}", io::Error::last_os_error()));
     }
@@ -234,7 +244,35 @@ pub fn is_fuse(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io::{Seek, Write};
+
+    fn nice_of(tid: u64) -> i64 {
+        let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        stat.rsplit(')').next().unwrap().split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_stop_gives_registered_workers_their_priority_back() {
+        // Where the process may (the tests run as root): see `Lowered::restore`.
+        let lowered = std::sync::Arc::new(crate::sys::Lowered::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let theirs = lowered.clone();
+        let worker = std::thread::spawn(move || {
+            let _registered = theirs.register();
+            lower_thread_priority().unwrap();
+            tx.send(gettid()).unwrap();
+            wait.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(nice_of(tid), 19);
+        lowered.restore();
+        assert_eq!(nice_of(tid), 0);
+        release.send(()).unwrap();
+        worker.join().unwrap();
+        assert!(lowered.0.lock().unwrap().is_empty(), "a thread that returned is no longer registered");
+    }
 
     #[test]
     fn a_kernel_copy_that_ends_early_falls_back_instead_of_cutting_the_file() {

@@ -269,6 +269,54 @@ pub fn read_write_seeing(
     }
 }
 
+/// The threads of one pool whose CPU priority was lowered, each registered while it runs (see
+/// [`Lowered::register`]), so that a stop can give it back while every one is still alive.
+#[derive(Default)]
+pub struct Lowered(std::sync::Mutex<Vec<u64>>);
+
+/// A registration in [`Lowered`]: removed when the thread's work ends, also by a panic.
+pub struct Registered<'a>(&'a Lowered, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        crate::status::lock(&self.0 .0).retain(|&t| t != self.1);
+    }
+}
+
+impl Lowered {
+    /// Registers the calling thread until the guard is dropped.
+    pub fn register(&self) -> Registered<'_> {
+        let me = current_thread_id();
+        crate::status::lock(&self.0).push(me);
+        Registered(self, me)
+    }
+
+    /// Gives the registered threads back a normal CPU priority, where the OS lets this process
+    /// raise one (Linux: root, CAP_SYS_NICE or RLIMIT_NICE); elsewhere nothing. A thread at
+    /// nice 19 on a busy machine waits seconds for each time slice, and a stop must not wait on
+    /// it (docs/design.md, "Stopping"). Under the lock: no registered thread has ended, so no
+    /// number names another thread.
+    pub fn restore(&self) {
+        let threads = crate::status::lock(&self.0);
+        #[cfg(target_os = "linux")]
+        threads.iter().for_each(|&t| linux::restore_thread_priority(t));
+        #[cfg(not(target_os = "linux"))]
+        drop(threads);
+    }
+}
+
+/// The calling thread's number as the OS's priority calls take it (Linux: its tid).
+fn current_thread_id() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        linux::gettid()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
 /// Lowers the calling thread's CPU and IO priority as far as the OS allows. Returns a description
 /// of what could not be applied (logged once by the caller) rather than failing: a copy at normal
 /// priority is better than no copy.
