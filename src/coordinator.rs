@@ -202,11 +202,17 @@ impl Run<'_> {
         let now = Instant::now();
         self.tracker.begin_sweep();
         let src = self.src.clone();
+        // The bytes found and, of those, still to copy: the estimate shown once the acquisition is over.
+        let (mut known, mut left) = (0u64, 0u64);
         let scanned = watcher::scan(&src, Path::new(""), true, |rel, ident| {
             if self.is_marker(&rel) {
                 self.finishing = true;
-            } else {
-                self.tracker.scanned(&rel, ident.expect("scan with identity"), now);
+                return;
+            }
+            let ident = ident.expect("scan with identity");
+            if let Some(to_copy) = self.tracker.scanned(&rel, ident, now) {
+                known += ident.size;
+                left += if to_copy { ident.size } else { 0 };
             }
         });
         // The root must still be the same folder after the walk too: one swapped in meanwhile
@@ -226,6 +232,7 @@ impl Run<'_> {
                 for folder in self.tracker.end_sweep(now) {
                     self.relist(&folder, now);
                 }
+                (self.status.bytes_known, self.status.bytes_left) = (known, left);
                 Swept::Complete
             }
             Some(e) => {
@@ -292,8 +299,12 @@ impl Run<'_> {
             Outcome::Copied { bytes, .. } => {
                 s.files_copied += 1;
                 s.bytes_copied += bytes;
+                s.bytes_left = s.bytes_left.saturating_sub(*bytes);
             }
-            Outcome::Unchanged(_) => s.files_unchanged += 1,
+            Outcome::Unchanged(ident) => {
+                s.files_unchanged += 1;
+                s.bytes_left = s.bytes_left.saturating_sub(ident.size);
+            }
             Outcome::Deleted => s.files_deleted += 1,
             Outcome::Failed(msg) => {
                 if self.sh.stopped() {
