@@ -6,6 +6,7 @@ acquisition is over counts bytes, not files."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from conftest import finish, softcopy_cmd, start_writer, wait_for
+from softcopy.config import make_target
 from softcopy.display import _percent_eta
+from softcopy.run import Copier, Progress
 from softcopy.service import RECENT
 from softcopy.status import fetch, still
 from test_service import free_port
@@ -115,3 +118,31 @@ def test_the_estimate_at_the_end_counts_bytes_not_files() -> None:
     assert _percent_eta(p) == "0% ~16m40"
     # Before the end's sweep counted bytes, files stand in for them.
     assert _percent_eta(dataclasses.replace(p, bytes_known=0, bytes_left=0)) == "99% ~0 s"
+
+
+def test_an_engine_whose_acquisition_is_over_counts_the_bytes_left(tmp_path: Path) -> None:
+    """50 small files copied live, then one large one written and the acquisition ended, copied at
+    1 MiB/s: the engine counts the large file's bytes as left, and the display says so (by files
+    it said 98 % and a fraction of a second)."""
+    src, big = tmp_path / "src", 2 << 20
+    (src / "c").mkdir(parents=True)
+    target = make_target(src, tmp_path / "dst", {"max_rate": "1M"})
+    with Copier([target]) as copier:
+        for i in range(50):
+            (src / "c" / str(i)).write_bytes(os.urandom(100))
+        wait_for(lambda: copier.status()[0].files_copied == 50, 30, "the small files to be copied")
+        (src / "big.tmp").write_bytes(os.urandom(big))
+        (src / "big.tmp").rename(src / "big")
+        (src / "complete").touch()
+        seen: list[Progress] = []
+
+        def sized() -> bool:
+            seen.append(copier.status()[0])
+            return seen[-1].bytes_known > 0 or seen[-1].phase in ("verifying", "verified", "failed")
+
+        wait_for(sized, 30, "the end to count the bytes left")
+        p = seen[-1]
+        assert (p.phase, p.files_copied, p.bytes_known, p.bytes_left) == ("reconciling", 50, 50 * 100 + big, big), p
+        assert _percent_eta(p).startswith("0% ~"), _percent_eta(p)
+        report = copier.wait(60)
+    assert report is not None and report.ok
