@@ -71,6 +71,10 @@ enum Swept {
     RootGone(String),
 }
 
+/// The most files waiting whose sizes are looked at when the acquisition ends (a few ms each
+/// thousand on a local disk; the coordinator waits meanwhile).
+const SIZE_AT_MOST: usize = 10_000;
+
 struct Run<'a> {
     cfg: &'a Config,
     sh: &'a Shared,
@@ -202,11 +206,17 @@ impl Run<'_> {
         let now = Instant::now();
         self.tracker.begin_sweep();
         let src = self.src.clone();
+        // The bytes found and, of those, still to copy: the estimate shown once the acquisition is over.
+        let (mut known, mut left) = (0u64, 0u64);
         let scanned = watcher::scan(&src, Path::new(""), true, |rel, ident| {
             if self.is_marker(&rel) {
                 self.finishing = true;
-            } else {
-                self.tracker.scanned(&rel, ident.expect("scan with identity"), now);
+                return;
+            }
+            let ident = ident.expect("scan with identity");
+            if let Some(to_copy) = self.tracker.scanned(&rel, ident, now) {
+                known += ident.size;
+                left += if to_copy { ident.size } else { 0 };
             }
         });
         // The root must still be the same folder after the walk too: one swapped in meanwhile
@@ -226,6 +236,7 @@ impl Run<'_> {
                 for folder in self.tracker.end_sweep(now) {
                     self.relist(&folder, now);
                 }
+                (self.status.bytes_known, self.status.bytes_left) = (known, left);
                 Swept::Complete
             }
             Some(e) => {
@@ -292,8 +303,12 @@ impl Run<'_> {
             Outcome::Copied { bytes, .. } => {
                 s.files_copied += 1;
                 s.bytes_copied += bytes;
+                s.bytes_left = s.bytes_left.saturating_sub(*bytes);
             }
-            Outcome::Unchanged(_) => s.files_unchanged += 1,
+            Outcome::Unchanged(ident) => {
+                s.files_unchanged += 1;
+                s.bytes_left = s.bytes_left.saturating_sub(ident.size);
+            }
             Outcome::Deleted => s.files_deleted += 1,
             Outcome::Failed(msg) => {
                 if self.sh.stopped() {
@@ -374,6 +389,20 @@ impl Run<'_> {
         }
     }
 
+    /// Once the acquisition is over: the bytes still to copy, for the estimate of the time left (a
+    /// few large files left weigh more than many small ones copied; docs/design.md, "The end of a
+    /// run"). Each file waiting is looked at once, unless more than `SIZE_AT_MOST` wait: then
+    /// files stand in for bytes until the final sweep counts them.
+    fn size_what_is_left(&mut self) {
+        if self.tracker.backlog() + self.tracker.in_flight() > SIZE_AT_MOST {
+            return;
+        }
+        let left: u64 =
+            self.tracker.pending().map(|rel| fs::symlink_metadata(self.src.join(rel)).map_or(0, |m| m.len())).sum();
+        self.status.bytes_left = left;
+        self.status.bytes_known = self.status.bytes_copied + left;
+    }
+
     /// The copy loop: until the acquisition is over and drained, or a stop.
     fn copy_loop(
         &mut self,
@@ -385,6 +414,7 @@ impl Run<'_> {
     ) -> LoopEnd {
         let nprocs = self.cfg.nprocs.max(1);
         let mut reconciled = false;
+        let mut sized = false;
         let mut open_at_end = OpenAtEnd::default();
         loop {
             if self.sh.stopped() {
@@ -427,6 +457,10 @@ impl Run<'_> {
                     Some(job) => pool.submit(job),
                     None => break,
                 }
+            }
+            if self.finishing && !sized {
+                sized = true;
+                self.size_what_is_left();
             }
             self.publish(if self.finishing { Phase::Reconciling } else { Phase::Copying });
             if self.finishing {

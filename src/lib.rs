@@ -156,6 +156,8 @@ impl PyEngine {
         d.set_item("oldest_wait", s.oldest_wait)?;
         d.set_item("known", s.known)?;
         d.set_item("settled", s.settled)?;
+        d.set_item("bytes_known", s.bytes_known)?;
+        d.set_item("bytes_left", s.bytes_left)?;
         d.set_item("last_error", s.last_error)?;
         d.set_item("fatal", s.fatal)?;
         d.set_item("elapsed", s.elapsed)?;

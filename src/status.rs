@@ -94,6 +94,11 @@ pub struct Status {
     pub known: u64,
     /// Of those, files settled out of memory into their folder's record (docs/design.md, "Memory").
     pub settled: u64,
+    /// Bytes of the files the last complete sweep of the source found (0 before one).
+    pub bytes_known: u64,
+    /// Of those, bytes not yet copied as found, less the bytes copied since: the estimate of the
+    /// time left once the acquisition is over (docs/design.md, "The end of a run").
+    pub bytes_left: u64,
     pub last_error: Option<String>,
     /// Why the engine failed, when `phase == Failed`.
     pub fatal: Option<String>,

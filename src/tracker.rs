@@ -592,6 +592,11 @@ impl Tracker {
         self.ready.len()
     }
 
+    /// Files waiting for a worker or being copied (their paths relative to the source root).
+    pub fn pending(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().filter(|(_, st)| st.queued || st.in_flight).map(|(rel, _)| Path::new(&**rel))
+    }
+
     /// Files a worker is copying now.
     pub fn in_flight(&self) -> usize {
         self.in_flight

@@ -44,10 +44,12 @@ impl Tracker {
     }
 
     /// A sweep found `rel` with identity `ident`: nothing to do if that version is the one copied,
-    /// otherwise it is a new version (its events were lost, or it was never seen).
-    pub fn scanned(&mut self, rel: &Path, ident: Identity, now: Instant) {
+    /// otherwise it is a new version (its events were lost, or it was never seen). Returns whether
+    /// this version is still to be copied (`None`: not tracked at all), for the estimate of the
+    /// bytes left at the end.
+    pub fn scanned(&mut self, rel: &Path, ident: Identity, now: Instant) -> Option<bool> {
         if self.ignores(rel) {
-            return;
+            return None;
         }
         let key = key_of(rel);
         if let Some(st) = self.files.get_mut(&*key) {
@@ -58,7 +60,7 @@ impl Tracker {
                 if self.events_lost || !self.close_events || !st.heard {
                     st.writing = false;
                 }
-                return;
+                return Some(false);
             }
             // Another version than the one copied, with nothing under way for it: its events
             // were missed.
@@ -66,11 +68,12 @@ impl Tracker {
         } else if self.sweeping && self.settled.has_folder_of(&key) {
             // Perhaps a settled file: its folder's record decides at the sweep's end.
             self.settled.sweep_found(&key, &ident);
-            return;
+            return Some(false);
         } else {
             self.counts.unheard += u64::from(self.sweeping);
         }
         self.event(rel, Change::Found, now);
+        Some(true)
     }
 
     /// Ends a complete sweep: files it did not find vanished unseen and are mirrored as deletions.

@@ -62,12 +62,30 @@ def run_service(argv: list[str], world: Path, names: list[str]) -> None:
     proc = subprocess.Popen(softcopy_cmd(*argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: all((world / "reports" / f"{n}.json").exists() for n in names), 60, "the reports")
+        if "--metrics" in argv:
+            show_status(port, names)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         hook.shutdown()
         hook.server_close()
     assert proc.returncode == 143, err
+
+
+def show_status(port: int, names: list[str]) -> None:
+    """The README's `softcopy status` asks the service at its --metrics address: each acquisition
+    ended is in its table of those recently ended."""
+    [line] = commands(block_with("bash", "softcopy status"))
+    argv = shlex.split(line.replace(":9108", f":{port}"))
+    assert argv[:2] == ["softcopy", "status"]
+
+    def shown() -> bool:
+        r = subprocess.run(softcopy_cmd(*argv[1:]), check=False, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        ended = r.stdout.split("recently ended")[1]
+        return all(any(row.split()[:2] == [n, "done"] for row in ended.splitlines()) for n in names)
+
+    wait_for(shown, 30, "softcopy status to show the acquisitions ended")
 
 
 @pytest.fixture

@@ -134,7 +134,8 @@ class Engine:
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
         files_distinct, max_copies, errors, failed, backlog, in_flight, writing, oldest_wait
-        (seconds the oldest waiting file has waited), known (files known at the source), settled (of those, files settled out of memory), last_error, fatal,
+        (seconds the oldest waiting file has waited), known (files known at the source), settled (of those, files settled out of memory), bytes_known (bytes the last complete sweep
+        found), bytes_left (of those, bytes still to copy), last_error, fatal,
         elapsed, finishing, destination_trouble (why the destination cannot take files now, or None),
         gave_up, paused (why the target is paused: its source root is gone or another folder),
         wants_expected (the engine drained and waits for `expect()`).

@@ -144,7 +144,8 @@ OPTION_HELP = {
         "Exit codes: 0 all copied and verified; 1 something is missing or different (listed); "
         "2 bad input; 130/143 stopped by Ctrl-C/SIGTERM (run again to resume).\n\n"
         "'softcopy --demo' copies a simulated acquisition live, to show what softcopy does. "
-        "'softcopy verify SRC DST [--checksum]' compares a copy with its source (see its --help)."
+        "'softcopy verify SRC DST [--checksum]' compares a copy with its source (see its --help). "
+        "'softcopy status --metrics ADDR' shows what a running service is doing."
     ),
 )
 @click.argument("paths", nargs=-1, metavar="TARGETS_FILE | SRC DST | 'ACQ/*.zarr' DST", type=click.Path(path_type=Path))
@@ -259,7 +260,8 @@ OPTION_HELP = {
     default=None,
     metavar="ADDR",
     help="Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9108, or :9108 for every "
-    "interface), for a source pattern (the service form).",
+    "interface), and what 'softcopy status --metrics ADDR' shows at /status, for a source pattern (the "
+    "service form).",
 )
 @click.option("--demo", is_flag=True, help="Run the built-in demo: a simulated acquisition copied live.")
 @click.version_option(__version__, "-V", "--version", prog_name="softcopy")
@@ -385,9 +387,14 @@ def run_command(command: click.Command, args: list[str], prog_name: str) -> NoRe
 
 
 def entry() -> None:
-    """The `softcopy` command: `softcopy verify ...` compares trees; anything else copies."""
+    """The `softcopy` command: `softcopy verify ...` compares trees, `softcopy status ...` asks a
+    running service; anything else copies."""
     if len(sys.argv) > 1 and sys.argv[1] == "verify":
         from softcopy.verify import verify_main
 
         run_command(verify_main, sys.argv[2:], "softcopy verify")
+    if len(sys.argv) > 1 and sys.argv[1] == "status":
+        from softcopy.status import status_main
+
+        run_command(status_main, sys.argv[2:], "softcopy status")
     run_command(main, sys.argv[1:], "softcopy")

@@ -43,22 +43,24 @@ def _duration(seconds: float) -> str:
 
 
 def _percent_eta(p: Progress) -> str:
-    """Once the acquisition is over the file set is known: how far, and how long still."""
-    left = p.backlog + p.in_flight
-    done = max(0, p.known - left)
-    pct = 100 * done // max(1, p.known)
-    per_s = p.files_copied / p.elapsed if p.elapsed > 0 else 0
-    eta = f" ~{_duration(left / per_s)}" if per_s > 0 and left else ""
+    """Once the acquisition is over the file set is known: how far, and how long still. In bytes
+    where the final sweep counted them (a few large files left weigh more than many small ones
+    copied), in files otherwise."""
+    if p.bytes_known > 0:
+        total, left, per_s = p.bytes_known, min(p.bytes_left, p.bytes_known), p.bytes_copied
+    else:
+        total, left, per_s = p.known, p.backlog + p.in_flight, p.files_copied
+    pct = 100 * max(0, total - left) // max(1, total)
+    rate = per_s / p.elapsed if p.elapsed > 0 else 0
+    eta = f" ~{_duration(left / rate)}" if rate > 0 and left else ""
     return f"{pct}%{eta}"
 
 
-def table(progress: list[Progress]) -> Table:
+def table(progress: list[Progress], title: str = "softcopy", totals: bool = True) -> Table:
     """One row per target (and a total): fits an 80-column terminal. `queue` is files complete at the
     source and not yet copied, `lag` how long the oldest of them has waited; once the acquisition is
     over, the state shows how far the copy is and an estimate of the time left."""
-    t = Table(
-        title="softcopy", title_justify="left", expand=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
-    )
+    t = Table(title=title, title_justify="left", expand=False, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     # Everything but the source name keeps its width (no wrapping); a long source name is shortened.
     t.add_column("source", overflow="ellipsis", no_wrap=True, min_width=8)
     t.add_column("state", no_wrap=True)
@@ -87,7 +89,7 @@ def table(progress: list[Progress]) -> Table:
             str(p.errors),
             _duration(p.elapsed),
         )
-    if len(progress) > 1:
+    if totals and len(progress) > 1:
         t.add_row(
             "total",
             "",

@@ -55,6 +55,10 @@ class Progress:
     """Files known at the source."""
     settled: int
     """Of those, files copied and quiet, let go from memory for their folder's record."""
+    bytes_known: int
+    """Bytes of the files the last complete sweep of the source found (0 before one)."""
+    bytes_left: int
+    """Of those, bytes still to copy (an estimate: the bytes copied since are taken off)."""
     elapsed: float
     finishing: bool
     last_error: str | None

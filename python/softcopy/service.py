@@ -32,6 +32,7 @@ from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, 
 from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
+from softcopy.status import Shown, still
 from softcopy.watching import Decided, Identity, Starter, StartRequest, Watch, identity_of, shown
 
 log = logging.getLogger("softcopy")
@@ -154,6 +155,8 @@ class Service:
         self._next_look = self._next_relist = 0.0
         self.rows: list[Row] = []
         """What the metrics show, remade each step (read by the metrics thread)."""
+        self.shown = Shown([], [])
+        """What `softcopy status` shows, remade each step (read by the metrics thread)."""
 
     def start(self) -> None:
         """Watches each acquisitions folder, then takes every folder already there."""
@@ -321,6 +324,7 @@ class Service:
             self._answer(d)
         self._collect()
         self.rows = [self._row(a) for a in (*self.recent, *self.acquisitions.values())]
+        self.shown = Shown([self._now(a) for a in self.acquisitions.values()], [_ended(a) for a in self.recent])
 
     def _look_around(self, now: float) -> None:
         """Each `LOOK_EVERY`: watches made again where needed (their folders listed), every
@@ -403,6 +407,13 @@ class Service:
         p = a.copier.status()[0]
         return Row(source, pattern, p.phase, p.files_copied, p.bytes_copied, p.errors, p.backlog, p.oldest_wait)
 
+    def _now(self, a: Acquisition) -> Progress:
+        """An acquisition of the working set as `softcopy status` shows it."""
+        if a.copier is not None and a.report is None:
+            return a.copier.status()[0]
+        phase = "starting" if a.starting else "cannot start"
+        return still(a.folder, a.target.destination, phase, errors=a.retry.tries if a.retry else 0, last_error=a.why)
+
     def _copying(self) -> list[tuple[Acquisition, Copier]]:
         return [(a, a.copier) for a in self.acquisitions.values() if a.copier is not None and a.report is None]
 
@@ -451,6 +462,15 @@ def _status(acq: Acquisition, report: TargetReport) -> str:
     if acq.not_copied is NotCopied.CANNOT_START:
         return "cannot start"
     return "failed" if report.fatal else "incomplete"
+
+
+def _ended(acq: Acquisition) -> Progress:
+    """An ended acquisition as `softcopy status` shows it (one verified earlier has no report)."""
+    r = acq.report
+    if r is None:
+        return still(acq.folder, acq.target.destination, "verified")
+    counts = {"files_copied": r.files_copied, "bytes_copied": r.bytes_copied, "errors": r.errors}
+    return still(r.source, r.destination, _status(acq, r), elapsed=r.duration, last_error=r.fatal, **counts)
 
 
 def _text(acq: Acquisition, report: TargetReport) -> str:
@@ -522,7 +542,7 @@ def run_service(
             if metrics is not None:
                 from softcopy.metrics import serve
 
-                serve(metrics, lambda: service.rows)
+                serve(metrics, lambda: service.rows, lambda: service.shown.to_json())
                 log.info("metrics at http://%s:%d/metrics", *metrics)
             _wait_for_folders(patterns, manager)
             service.start()
