@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_cmd, start_writer, tree, wait_for
+from softcopy.service import LET_GO_AFTER, UNMOUNTED
 from test_service import Receiver, chunks
 from test_trust4_service import service, take, wait_or_tell
 
@@ -283,3 +284,35 @@ def test_a_folder_that_cannot_be_looked_at_once_while_copied_keeps_its_copy(
         holds_for(lambda: copying() and svc.acquisitions[folder] is first, 3, "the first copy tracked, alone")
     finally:
         svc.stop()
+
+
+@pytest.mark.parametrize("where", ["the acquisition", "the acquisitions folder"])
+def test_an_unmounted_acquisition_is_waited_for_not_let_go(tmp_path: Path, receiver: Receiver, where: str) -> None:
+    # An unmount left the mount point (another folder, or nothing) at the acquisition's name: taken
+    # for a folder deleted or renamed aside, the acquisition was let go, reported abandoned. A
+    # tmpfs is gone for good once unmounted: the service is stopped then, its copy to be resumed.
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    at = acq if where == "the acquisitions folder" else acq / "x.zarr"
+    at.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(at)], check=True)
+    try:
+        (acq / "x.zarr").mkdir(exist_ok=True)
+        (acq / "x.zarr" / "0.0").write_bytes(b"chunk")  # in flight: no marker yet
+        args = (acq / "*.zarr", dst, "--notify", receiver.url, "--report", reports / "{name}.json")
+        with service(tmp_path, *args) as svc:
+            wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the chunk copied", svc)
+            subprocess.run(["umount", str(at)], check=True)
+            wait_or_tell(lambda: UNMOUNTED in svc.output(), 30, "the service to say it waits", svc)
+            # Over the time after which a folder that left its name is let go, and more.
+            holds_for(lambda: not receiver.bodies and not any(reports.iterdir()), LET_GO_AFTER + 3, "waiting")
+            svc.send_signal(signal.SIGTERM)
+            assert finish(svc, 30)[0] == 143
+        assert svc.output().count(UNMOUNTED) == 1, svc.output()
+        assert not receiver.bodies, receiver.bodies
+        assert json.loads((reports / "x.zarr.json").read_text())["status"] == "interrupted"
+        assert (dst / "x.zarr" / "0.0").read_bytes() == b"chunk"
+    finally:
+        if os.path.ismount(at):
+            subprocess.run(["umount", str(at)], check=False)

@@ -32,7 +32,18 @@ from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, 
 from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
-from softcopy.watching import Decided, Identity, Starter, StartRequest, Watch, identity_of, shown
+from softcopy.watching import (
+    Decided,
+    Devices,
+    Identity,
+    Starter,
+    StartRequest,
+    Watch,
+    devices_of,
+    identity_of,
+    shown,
+    unmounted,
+)
 
 log = logging.getLogger("softcopy")
 
@@ -45,6 +56,8 @@ the records of ended acquisitions whose folders are gone are dropped, and an end
 folder written into again (a take into the folder freed) is taken again."""
 LET_GO_AFTER = 10.0
 """Seconds an acquisition's folder may be away from its name (its copy paused) before it is let go."""
+UNMOUNTED = "its filesystem is not mounted there now"
+"""What the log says, once, of an acquisition whose folder's filesystem was unmounted."""
 RETRY_FIRST, RETRY_MAX = 1.0, 300.0
 """Backoff between two tries at starting a copy that could not start."""
 RECENT = 100
@@ -93,6 +106,11 @@ class Acquisition:
     identity: Identity | None = None
     """The folder's device, inode and birth time: a folder made again under the name is another
     acquisition, also on the same inode. None while it cannot be looked at."""
+    devices: Devices = ()
+    """The devices its folder and those above it were on when it was taken: an unmount is told
+    from a deletion by them (`unmounted`)."""
+    unmounted: bool = False
+    """Its filesystem is not mounted where it was (said once; waited for, never let go)."""
     starting: bool = False
     """Its destination is being looked at (by the starter thread)."""
     retry: Retry | None = None
@@ -196,6 +214,7 @@ class Service:
             return
         try:
             identity = identity_of(folder)
+            devices = devices_of(folder) if identity is not None else ()
         except (OSError, SoftcopyError) as e:
             acq = known or Acquisition(name, pattern, str(pattern.source), pattern)
             self._failed_start(acq, f"its folder cannot be looked at: {e}")
@@ -215,7 +234,9 @@ class Service:
         # identity is the same): taken again; the destination's records say where it goes
         # (docs/design.md, "Service, month after month").
         self._done.pop(folder, None)
-        acq = Acquisition(name, pattern, str(pattern.source), pattern, identity=identity, starting=True)
+        acq = Acquisition(
+            name, pattern, str(pattern.source), pattern, identity=identity, devices=devices, starting=True
+        )
         acq.retry = known.retry if known is not None and known.identity == identity else None
         self.acquisitions[folder] = acq
         self._starter.ask(StartRequest(pattern, folder, name, identity))
@@ -350,7 +371,15 @@ class Service:
         assert acq.copier is not None
         # The engine may have adopted a folder made again under the name (then it is not paused).
         if here == acq.identity or acq.copier.status()[0].paused is None:
-            acq.away_since = None
+            if acq.unmounted:
+                log.warning("%s: its filesystem is mounted again", shown(acq.name))
+            acq.away_since, acq.unmounted = None, False
+            return
+        if unmounted(acq.folder, acq.devices):
+            # Not a deletion: the disk or share it is on went away; its copy waits for it.
+            if not acq.unmounted:
+                log.warning("%s: %s; its copy waits for it", shown(acq.name), UNMOUNTED)
+            acq.away_since, acq.unmounted = None, True
             return
         acq.away_since = acq.away_since or now
         if now - acq.away_since >= LET_GO_AFTER:

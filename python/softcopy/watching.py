@@ -35,6 +35,32 @@ def identity_of(folder: Path) -> Identity | None:
         return None
 
 
+Devices = tuple[int, ...]
+"""The device of a folder and of each folder above it, up to the root (`devices_of`)."""
+
+
+def devices_of(folder: Path) -> Devices:
+    """The device each of `folder`, its parent, ... the root is on: where a filesystem is mounted
+    in that chain. Raises OSError when one cannot be looked at."""
+    return tuple(p.lstat().st_dev for p in (folder, *folder.parents))
+
+
+def unmounted(folder: Path, devices: Devices) -> bool:
+    """Whether a filesystem that was mounted on `folder` or above it is not there now: the first of
+    `folder`, its parent, ... that is there is on another device than it was on when `devices` was
+    taken (a disk unmounted leaves its mount point, another folder on the filesystem below, or
+    nothing where the folder was). A folder deleted or renamed aside leaves its parent on the same
+    device (docs/design.md, "Service, month after month")."""
+    for path, was in zip((folder, *folder.parents), devices, strict=False):
+        try:
+            return path.lstat().st_dev != was
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return True  # cannot be looked at: no evidence that it left
+    return False
+
+
 def shown(name: str) -> str:
     """A folder name for a log line or a report: one that is not UTF-8 (surrogate escapes, from
     `os.fsdecode`) is shown with its odd bytes escaped instead of failing the write."""
