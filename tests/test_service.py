@@ -285,8 +285,10 @@ def test_an_acquisition_taken_again_under_the_same_name_is_copied_beside_the_fir
     # The acquisition software deletes the folder and writes it again (another take, more timepoints).
     shutil.rmtree(acq / "fish.zarr")
     write_finished_archive(acq / "fish.zarr", "v2dot", 4)
-    wait_for(lambda: report.stat().st_mtime_ns != first, 60, "the second take's report")
-    assert json.loads(report.read_text())["status"] == "verified"
+    second = reports / "fish-2.zarr.json"  # its copy's name: the first take's report is kept
+    wait_for(second.exists, 60, "the second take's report")
+    assert json.loads(second.read_text())["status"] == "verified"
+    assert report.stat().st_mtime_ns == first
     assert_same_tree(acq / "fish.zarr", dst / "fish-2.zarr")
     assert tree(dst / "fish.zarr") == first_take, "the first take's copy is untouched"
     service.send_signal(signal.SIGTERM)

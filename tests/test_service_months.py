@@ -84,11 +84,13 @@ def test_the_acquisitions_folder_removed_and_made_again_is_watched_again(tmp_pat
 def test_an_acquisition_renamed_aside_is_let_go_and_a_new_take_under_its_name_is_copied(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    # The new take was never copied; the renamed one stayed "in flight" for ever.
-    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
-    acq.mkdir()
-    dst.mkdir()
-    with service(tmp_path, acq / "*.zarr", dst, "--notify", receiver.url) as svc:
+    # The new take was never copied; the renamed one stayed "in flight" for ever. Then: the new
+    # take's report replaced the first take's (both `{name}`).
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    args = (acq / "*.zarr", dst, "--notify", receiver.url, "--report", reports / "{name}.json")
+    with service(tmp_path, *args) as svc:
         (acq / "fish.zarr").mkdir()  # the first take, in flight (no marker yet)
         (acq / "fish.zarr" / "0.0").write_bytes(b"first")
         wait_or_tell((dst / "fish.zarr" / "0.0").exists, 30, "the first take's chunk", svc)
@@ -104,6 +106,10 @@ def test_an_acquisition_renamed_aside_is_let_go_and_a_new_take_under_its_name_is
     assert tree(dst / "fish.zarr") == {"0.0": b"first"}, "the first take's copy is kept as it was"
     (let_go,) = [e for e in receiver.events("fish.zarr") if e["status"] == "let go"]
     assert "renamed" in str(let_go["report"]["targets"][0]["fatal"]), let_go
+    # Each take's report under its copy's name: the first take's is kept.
+    first, second = (json.loads((reports / n).read_text()) for n in ("fish.zarr.json", "fish-2.zarr.json"))
+    assert "let go" in first["targets"][0]["fatal"] and first["targets"][0]["destination"] == str(dst / "fish.zarr")
+    assert second["status"] == "verified" and second["targets"][0]["destination"] == str(dst / "fish-2.zarr")
 
 
 def footprint(pid: int) -> tuple[int, int]:
@@ -194,7 +200,8 @@ def test_a_folder_whose_name_is_not_utf8_made_while_running_is_copied(tmp_path: 
 def test_a_folder_that_cannot_be_looked_at_is_retried_and_named_until_it_can(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    # EIO when the folder appeared: one log line, never retried, no report, no webhook.
+    # EIO when the folder appeared: one log line, never retried, no report, no webhook. Then: its
+    # report replaced an earlier take's of the same name (both `{name}`).
     backing, dst, reports, arm = tmp_path / "backing", tmp_path / "raw", tmp_path / "reports", tmp_path / "arm"
     for d in (backing / "acquisition", backing / "staging", dst, reports):
         d.mkdir(parents=True)
@@ -203,15 +210,21 @@ def test_a_folder_that_cannot_be_looked_at_is_retried_and_named_until_it_can(
         acq = mnt / "acquisition"
         args = (acq / "*.zarr", dst, "--report", reports / "{name}.json", "--notify", receiver.url)
         with service(tmp_path, *args, "--notify-after", "1") as svc:
+            take(acq / "flaky.zarr", 1, 1)  # an earlier take, copied
+            wait_or_tell(lambda: settled(receiver.events("flaky.zarr"), "verified"), 60, "the earlier take", svc)
+            shutil.rmtree(acq / "flaky.zarr")
             files = take(mnt / "staging" / "take", 3, 6)
             arm.touch()
             (mnt / "staging" / "take").rename(acq / "flaky.zarr")  # it appears, and cannot be looked at
-            wait_or_tell(lambda: bool(receiver.events("flaky.zarr")), 30, "the webhook", svc)
+            wait_or_tell(lambda: len(receiver.events("flaky.zarr")) == 2, 30, "the webhook", svc)
             assert settled(receiver.events("flaky.zarr"), "cannot start"), receiver.events("flaky.zarr")
-            assert "cannot start" in str(json.loads((reports / "flaky.zarr.json").read_text())["targets"][0]["fatal"])
+            # Its report beside the earlier take's, under the name its copy will have.
+            assert "cannot start" in str(json.loads((reports / "flaky-2.zarr.json").read_text())["targets"][0]["fatal"])
             arm.unlink()  # the share answers again
-            wait_or_tell(lambda: settled(receiver.events("flaky.zarr"), "verified"), 60, "the copy", svc)
-        assert tree(dst / "flaky.zarr") == files
+            wait_or_tell(lambda: len(receiver.events("flaky.zarr")) == 3, 60, "the copy", svc)
+            assert settled(receiver.events("flaky.zarr")[2:], "verified"), receiver.events("flaky.zarr")
+        assert tree(dst / "flaky-2.zarr") == files
+        assert status(reports / "flaky.zarr.json") == status(reports / "flaky-2.zarr.json") == "verified"
 
 
 def test_a_destination_that_hangs_never_stops_the_services_loop(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ their own workers at idle IO priority; the kernel shares the disk between them a
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -118,6 +119,8 @@ class Acquisition:
     """Since when its folder is away from its name while its copy is paused."""
     let_go: str | None = None
     """Why it is being let go (its copy stopped)."""
+    report_file: Path | None = None
+    """Where its reports go, chosen at its first (`report_file`); kept while its start is retried."""
 
     @property
     def folder(self) -> Path:
@@ -237,7 +240,10 @@ class Service:
         acq = Acquisition(
             name, pattern, str(pattern.source), pattern, identity=identity, devices=devices, starting=True
         )
-        acq.retry = known.retry if known is not None and known.identity == identity else None
+        if known is not None and known.identity in (identity, None):
+            # The same take, its start retried (one never looked at is taken for it).
+            acq.report_file = known.report_file
+            acq.retry = known.retry if known.identity == identity else None
         self.acquisitions[folder] = acq
         self._starter.ask(StartRequest(pattern, folder, name, identity))
 
@@ -524,7 +530,7 @@ def run_service(
         if json_lines:
             emit_json("report", doc)
         if report_path is not None:
-            path = Path(report_path.replace("{name}", acq.name))
+            path = acq.report_file = acq.report_file or report_file(report_path, acq.name, acq.report)
             try:
                 write_report(path, report, code, begun)
             except OSError as e:
@@ -577,6 +583,36 @@ def run_service(
         if webhook is not None:
             webhook.close()
     return code
+
+
+def report_file(template: str, name: str, report: TargetReport) -> Path:
+    """Where the first report of a take of the acquisition `name` goes: `{name}` in `template` is
+    its copy's name at the destination (`x.zarr`; a re-take copied to `x-2.zarr`, `x-2.zarr`; one
+    that could not start, its own name), or the first of `<stem>-2<suffix>`, `<stem>-3<suffix>`, ...
+    after it whose report is free: a report of another take of the name is never replaced, only
+    one of this very copy stopped with the service (docs/design.md, "Service, month after month")."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    names = dict.fromkeys([report.destination.name, *(f"{stem}-{n}{suffix}" for n in range(2, 1000))])
+    for candidate in names:
+        path = Path(template.replace("{name}", candidate))
+        if not path.exists() or _stopped_report_of(path, report):
+            return path
+    return path
+
+
+def _stopped_report_of(path: Path, report: TargetReport) -> bool:
+    """Whether the report at `path` is of the copy of `report`'s source to its destination, written
+    when it was stopped with the service (it resumes, and its report goes on there)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        (t,) = doc["targets"]
+        return bool(
+            doc["status"] == "interrupted"
+            and t["source"] == os.fspath(report.source)
+            and t["destination"] == os.fspath(report.destination)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # not a report of this copy: kept
 
 
 def _wait_for_folders(patterns: list[Target], manager: ServiceManager) -> None:
