@@ -6,6 +6,7 @@ a FUSE source whose folders cannot be looked at, tmpfs, a real HTTP receiver for
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,10 +15,13 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_cmd, start_writer, tree, wait_for
-from softcopy.service import LET_GO_AFTER, UNMOUNTED
+from softcopy.config import Target
+from softcopy.run import Progress
+from softcopy.service import LET_GO_AFTER, UNMOUNTED, Acquisition, Service
 from test_service import Receiver, chunks
 from test_trust4_service import service, take, wait_or_tell
 
@@ -329,3 +333,43 @@ def test_an_unmounted_acquisition_is_waited_for_not_let_go(tmp_path: Path, recei
     finally:
         if os.path.ismount(at):
             subprocess.run(["umount", str(at)], check=False)
+
+
+class InTrouble:
+    """A copy in flight whose destination is unavailable (what `Copier.status` says of it)."""
+
+    def __init__(self, acquisition: Path) -> None:
+        blank: dict[str, Any] = {f.name: 0 for f in dataclasses.fields(Progress)}
+        here: dict[str, Any] = {"source": acquisition, "destination": acquisition, "paused": None, "gave_up": False}
+        self.progress = Progress(**{**blank, **here, "destination_trouble": "No space left on device"})
+
+    def status(self) -> list[Progress]:
+        return [self.progress]
+
+
+def test_a_later_take_of_a_name_whose_destination_is_unavailable_is_told_too(tmp_path: Path) -> None:
+    # Who had been told was kept by folder, for ever: an acquisition collected while its
+    # destination was unavailable (let go, gave up) kept its record, and a later take of its name,
+    # its destination as unavailable, was never told. A copy's trouble now goes with it.
+    pattern = Target(tmp_path / "acquisition" / "*.zarr", tmp_path / "raw")
+    svc = Service([pattern])
+    try:
+
+        def take_in_trouble() -> Acquisition:
+            acq = Acquisition("x.zarr", pattern, str(pattern.source), pattern)
+            acq.copier = cast(Any, InTrouble(acq.folder))
+            svc.acquisitions[acq.folder] = acq
+            return acq
+
+        first = take_in_trouble()
+        assert [a for a, _, _ in svc.needing_a_person(0)] == [first]
+        assert svc.needing_a_person(0) == [], "told once while its trouble lasts"
+        del svc.acquisitions[first.folder]  # collected in trouble
+        second = take_in_trouble()
+        assert [a for a, _, _ in svc.needing_a_person(0)] == [second]
+        stub = cast(InTrouble, second.copier)
+        stub.progress = dataclasses.replace(stub.progress, destination_trouble=None)
+        assert svc.needing_a_person(0) == [] and second.trouble is None, "the record goes with the trouble"
+    finally:
+        svc.acquisitions.clear()
+        svc.stop()

@@ -87,6 +87,15 @@ class Retry:
 
 
 @dataclass
+class Trouble:
+    """A copy whose destination is unavailable (or that gave up), while it is."""
+
+    since: float
+    told: bool = False
+    """A person was told (the webhook's `attention`)."""
+
+
+@dataclass
 class Acquisition:
     """One folder that matched, and the copy of it."""
 
@@ -119,6 +128,8 @@ class Acquisition:
     """Since when its folder is away from its name while its copy is paused."""
     let_go: str | None = None
     """Why it is being let go (its copy stopped)."""
+    trouble: Trouble | None = None
+    """Its destination unavailable: kept with it, so it goes when the trouble ends or with it."""
     report_file: Path | None = None
     """Where its reports go, chosen at its first (`report_file`); kept while its start is retried."""
 
@@ -445,6 +456,21 @@ class Service:
         """One snapshot per acquisition still copying."""
         return [s for _, copier in self._copying() for s in copier.status()]
 
+    def needing_a_person(self, after: float) -> list[tuple[Acquisition, Progress, float]]:
+        """Copies in flight whose destination has been unavailable for `after` s, or that gave up,
+        with for how long: each once while its trouble lasts (docs/design.md, "Service")."""
+        now, due = time.monotonic(), []
+        for acq, copier in self._copying():
+            p = copier.status()[0]
+            if p.destination_trouble is None and not p.gave_up:
+                acq.trouble = None
+                continue
+            t = acq.trouble = acq.trouble or Trouble(now)
+            if not t.told and (p.gave_up or now - t.since >= after):
+                t.told = True
+                due.append((acq, p, now - t.since))
+        return due
+
     def stop(self, timeout: float = 30) -> None:
         """Stops every copy in flight (each resumes on the next start)."""
         self._starter.close()
@@ -514,8 +540,6 @@ def run_service(
 ) -> int:
     """Runs the service until SIGTERM or Ctrl-C; returns the exit code (143 or 130: a service
     never ends by itself)."""
-    trouble_since: dict[Path, float] = {}
-    told: set[Path] = set()
     stop_code = [EXIT_SIGTERM]
     """The exit code the report of an acquisition stopped in flight carries."""
 
@@ -570,7 +594,7 @@ def run_service(
             while True:
                 service.step(0.25)
                 manager.alive()
-                _needs_a_person(service, webhook, notify_after, trouble_since, told)
+                _needs_a_person(service, webhook, notify_after)
                 display.step()
     except KeyboardInterrupt as e:
         code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
@@ -630,26 +654,17 @@ def _wait_for_folders(patterns: list[Target], manager: ServiceManager) -> None:
     log.info("the acquisitions folder %s is there", ", ".join(map(str, waiting)))
 
 
-def _needs_a_person(
-    service: Service, webhook: Webhook | None, after: float, since: dict[Path, float], told: set[Path]
-) -> None:
+def _needs_a_person(service: Service, webhook: Webhook | None, after: float) -> None:
     """Tells the webhook once when an acquisition's destination stays unavailable for `after` s."""
-    now = time.monotonic()
-    for p in service.status():
-        key = p.source
-        if p.destination_trouble is None and not p.gave_up:
-            since.pop(key, None)
-            told.discard(key)
+    for acq, p, lasted in service.needing_a_person(after):
+        if webhook is None:
             continue
-        first = since.setdefault(key, now)
-        if webhook is not None and key not in told and (p.gave_up or now - first >= after):
-            told.add(key)
-            why = "gave up" if p.gave_up else f"destination unavailable for {now - first:.0f} s"
-            webhook.send(
-                "attention",
-                f"softcopy: {key.name} needs attention: {why} ({p.destination_trouble})",
-                source=str(p.source),
-                destination=str(p.destination),
-                status="gave up" if p.gave_up else "unavailable",
-                report=None,
-            )
+        why = "gave up" if p.gave_up else f"destination unavailable for {lasted:.0f} s"
+        webhook.send(
+            "attention",
+            f"softcopy: {shown(acq.name)} needs attention: {why} ({p.destination_trouble})",
+            source=str(p.source),
+            destination=str(p.destination),
+            status="gave up" if p.gave_up else "unavailable",
+            report=None,
+        )
