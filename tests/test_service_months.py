@@ -373,3 +373,40 @@ def test_a_later_take_of_a_name_whose_destination_is_unavailable_is_told_too(tmp
     finally:
         svc.acquisitions.clear()
         svc.stop()
+
+
+def test_a_start_that_hangs_holds_no_other_and_is_named(tmp_path: Path, receiver: Receiver) -> None:
+    # One starter thread served every pattern: a start whose destination hung (a dead hard-mounted
+    # share) held every other acquisition's start, and was never reported.
+    hung_acq, acq, backing, dst = (tmp_path / n for n in ("hung_acq", "acquisition", "backing", "dst"))
+    for d in (hung_acq, acq, backing, dst):
+        d.mkdir()
+    hang = tmp_path / "hang"
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "raw", {"FAULTY_TIMES": "0", "FAULTY_HANG": str(hang)}) as raw:
+        targets = tmp_path / "targets.yaml"
+        targets.write_text(
+            json.dumps(
+                {
+                    "targets": [
+                        {"source": f"{hung_acq}/*.zarr", "destination": str(raw)},
+                        {"source": f"{acq}/*.zarr", "destination": str(dst)},
+                    ]
+                }
+            )
+        )
+        with service(tmp_path, targets, "--notify", receiver.url, "--notify-after", "1") as svc:
+            try:
+                hang.touch()
+                stuck = take(hung_acq / "stuck.zarr", 2, 1)  # its start hangs at its destination
+                wait_or_tell(lambda: bool(receiver.events("stuck.zarr")), 30, "the hung start named", svc)
+                files = take(acq / "free.zarr", 2, 5)  # another destination: it starts meanwhile
+                wait_or_tell(lambda: settled(receiver.events("free.zarr"), "verified"), 60, "the other copy", svc)
+                assert tree(dst / "free.zarr") == files
+                (named,) = receiver.events("stuck.zarr")
+                assert named["status"] == "cannot start" and "still trying" in named["text"], named
+                hang.unlink()
+                wait_or_tell(lambda: settled(receiver.events("stuck.zarr"), "verified"), 60, "the hung copy", svc)
+            finally:
+                hang.unlink(missing_ok=True)
+        assert [e["status"] for e in receiver.events("stuck.zarr")] == ["cannot start", "verified"]
+        assert tree(backing / "stuck.zarr") == stuck

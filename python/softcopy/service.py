@@ -122,7 +122,10 @@ class Acquisition:
     unmounted: bool = False
     """Its filesystem is not mounted where it was (said once; waited for, never let go)."""
     starting: bool = False
-    """Its destination is being looked at (by the starter thread)."""
+    """Its destination is being looked at (by a starter thread)."""
+    asked: float = dataclasses.field(default_factory=time.monotonic)
+    """When its start was asked for: one that has not finished for `tell_after` s is named, once."""
+    start_told: bool = False
     retry: Retry | None = None
     away_since: float | None = None
     """Since when its folder is away from its name while its copy is paused."""
@@ -305,10 +308,21 @@ class Service:
         log.error("%s: cannot be copied (tried %d times; again in %.0f s): %s", shown(acq.name), r.tries, wait, why)
         if not r.told and now - r.since >= self._tell_after:
             r.told = True
-            acq.report = TargetReport(acq.folder, acq.of.destination / acq.name, "failed", fatal=f"cannot start: {why}")
-            if self._ended is not None:
-                self._ended(acq)
-            acq.report = None
+            self._tell_cannot_start(acq, f"cannot start: {why}")
+
+    def _tell_cannot_start(self, acq: Acquisition, why: str) -> None:
+        """A report and a webhook for an acquisition that has not started (it is still tried)."""
+        acq.report = TargetReport(acq.folder, acq.of.destination / acq.name, "failed", fatal=why)
+        if self._ended is not None:
+            self._ended(acq)
+        acq.report = None
+
+    def _still_starting(self, acq: Acquisition, now: float) -> None:
+        """Names a start that has not finished for `tell_after` s (its destination hangs), once."""
+        acq.start_told = True
+        why = f"cannot start (still trying): its destination has not answered for {now - acq.asked:.0f} s"
+        log.error("%s: %s", shown(acq.name), why)
+        self._tell_cannot_start(acq, why)
 
     def _destination(self, pattern: Target, folder: Path, name: str) -> tuple[Target, Owner | None]:
         """Where the acquisition in `folder` is copied: `destination/<name>`, unless that holds
@@ -375,6 +389,8 @@ class Service:
                 self._consider(acq.of, acq.name, again=True)
             elif acq.in_flight and acq.let_go is None:
                 self._look_at_folder(acq, now)
+            elif acq.starting and not acq.start_told and now - acq.asked >= self._tell_after:
+                self._still_starting(acq, now)
 
     def _look_at_folder(self, acq: Acquisition, now: float) -> None:
         """Lets an acquisition go once its folder has been away from its name (deleted, renamed
@@ -509,7 +525,7 @@ def _status(acq: Acquisition, report: TargetReport) -> str:
         return "verified"
     if acq.let_go is not None:
         return "let go"
-    if acq.not_copied is NotCopied.CANNOT_START:
+    if acq.not_copied is NotCopied.CANNOT_START or acq.starting:
         return "cannot start"
     return "failed" if report.fatal else "incomplete"
 

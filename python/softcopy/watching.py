@@ -137,18 +137,23 @@ class Decided:
 
 
 class Starter:
-    """Runs `decide` for each request on one thread of its own: a destination on a dead hard-mounted
-    share blocks that thread, never the service's loop (which goes on collecting and reporting)."""
+    """Runs `decide` for each request on a thread per destination root, one request at a time
+    there: a destination on a dead hard-mounted share blocks the starts to that share, never those
+    to another destination nor the service's loop (which goes on collecting, reporting, and naming
+    a start that does not finish). The threads are as many as the patterns' destinations."""
 
     def __init__(self, decide: Callable[[StartRequest], Decided]) -> None:
         self._decide = decide
-        self._todo: queue.SimpleQueue[StartRequest | None] = queue.SimpleQueue()
+        self._todo: dict[Path, queue.SimpleQueue[StartRequest | None]] = {}
         self._done: queue.SimpleQueue[Decided] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="softcopy-starter", daemon=True)
-        self._thread.start()
 
     def ask(self, request: StartRequest) -> None:
-        self._todo.put(request)
+        root = request.pattern.destination
+        if root not in self._todo:
+            self._todo[root] = queue.SimpleQueue()
+            name = f"softcopy-starter-{len(self._todo)}"
+            threading.Thread(target=self._run, args=(self._todo[root],), name=name, daemon=True).start()
+        self._todo[root].put(request)
 
     def answers(self) -> list[Decided]:
         """What was decided since the last call (never waits)."""
@@ -160,10 +165,11 @@ class Starter:
                 return out
 
     def close(self) -> None:
-        self._todo.put(None)
+        for todo in self._todo.values():
+            todo.put(None)
 
-    def _run(self) -> None:
-        while (request := self._todo.get()) is not None:
+    def _run(self, todo: queue.SimpleQueue[StartRequest | None]) -> None:
+        while (request := todo.get()) is not None:
             try:
                 self._done.put(self._decide(request))
             except Exception as e:  # noqa: BLE001 -- one folder's trouble never ends the starter
