@@ -21,7 +21,7 @@ import pytest
 from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_cmd, start_writer, tree, wait_for
 from softcopy.config import Target
 from softcopy.run import Progress
-from softcopy.service import LET_GO_AFTER, UNMOUNTED, Acquisition, Service
+from softcopy.service import LET_GO_AFTER, RELIST_EVERY, UNMOUNTED, Acquisition, Service
 from test_service import Receiver, chunks
 from test_trust4_service import service, take, wait_or_tell
 
@@ -410,3 +410,31 @@ def test_a_start_that_hangs_holds_no_other_and_is_named(tmp_path: Path, receiver
                 hang.unlink(missing_ok=True)
         assert [e["status"] for e in receiver.events("stuck.zarr")] == ["cannot start", "verified"]
         assert tree(backing / "stuck.zarr") == stuck
+
+
+def test_a_folder_changed_as_its_end_is_told_is_taken_again(tmp_path: Path) -> None:
+    # An ended acquisition was remembered with its folder's modification time read after its end
+    # was told (the report written, the webhook queued): a change made meanwhile (a new take's
+    # first subfolder in the folder freed, no file yet) was taken for part of what was copied, and
+    # the folder never looked at again, whatever was written into that subfolder later.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
+    take(acq / "x.zarr", 2, 1)
+
+    def ended(a: Acquisition) -> None:
+        if not (a.folder / "1").exists():
+            (a.folder / "1").mkdir()  # the next take begins as the first one's end is told
+
+    svc = Service([Target(acq / "*.zarr", dst, delete_source=True)], ended=ended)
+    try:
+        svc.start()
+
+        def ended_at_least(n: int) -> bool:
+            svc.step(0.1)
+            return len(svc.recent) >= n
+
+        wait_for(lambda: ended_at_least(1), 60, "the first take's end")
+        # Over a relisting of the folder: the change is seen, the folder looked at again.
+        wait_for(lambda: ended_at_least(2), RELIST_EVERY + 5, "the folder taken again")
+    finally:
+        svc.stop()

@@ -259,7 +259,7 @@ class Service:
             acq.report_file = known.report_file
             acq.retry = known.retry if known.identity == identity else None
         self.acquisitions[folder] = acq
-        self._starter.ask(StartRequest(pattern, folder, name, identity))
+        self._starter.ask(StartRequest(pattern, folder, name, identity, _mtime(folder)))
 
     def _decide(self, r: StartRequest) -> Decided:
         """On the starter thread: where the acquisition is copied, or that it was verified earlier."""
@@ -283,7 +283,7 @@ class Service:
         if d.verified_earlier:
             acq.not_copied = NotCopied.VERIFIED_EARLIER
             log.info("%s: already verified at %s; not copied again", shown(acq.name), d.target.destination)
-            self._forget(acq)
+            self._forget(acq, d.request.mtime)
             return
         log.info("%s: a new acquisition, copied to %s", shown(acq.name), d.target.destination)
         try:
@@ -432,6 +432,8 @@ class Service:
             report = acq.copier.poll()
             if report is None:
                 continue
+            # Read before anything after the end (its report, a webhook) gives a change time to hide.
+            mtime = _mtime(acq.folder)
             acq.report = report.targets[0]
             if acq.let_go is not None:
                 acq.report = dataclasses.replace(acq.report, phase="let go", fatal=acq.let_go)
@@ -439,19 +441,20 @@ class Service:
             acq.copier = None
             if self._ended is not None:
                 self._ended(acq)
-            self._forget(acq)
+            self._forget(acq, mtime)
             self._consider(acq.of, acq.name)
 
-    def _forget(self, acq: Acquisition) -> None:
+    def _forget(self, acq: Acquisition, mtime: int) -> None:
         """An acquisition that ended (or was verified earlier) leaves the working set: its identity
-        is kept while its folder is there (not taken again), its row among the last `RECENT`."""
+        and its folder's modification time `mtime` (read as it ended) are kept while its folder is
+        there (not taken again unless changed since), its row among the last `RECENT`."""
         self.acquisitions.pop(acq.folder, None)
         r = acq.report
         # Freed whole, yet files are there again: a take written into the emptied folder before
         # this was collected (its time would hide it): not ended, taken again at once.
         retaken = r is not None and r.source_deleted > 0 and not r.source_kept and _holds_files(acq.folder)
         if acq.let_go is None and acq.identity is not None and not retaken:
-            self._done[acq.folder] = (acq.identity, _mtime(acq.folder))
+            self._done[acq.folder] = (acq.identity, mtime)
         self.recent.append(acq)
 
     def _row(self, a: Acquisition) -> Row:

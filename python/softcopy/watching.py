@@ -123,6 +123,8 @@ class StartRequest:
     folder: Path
     name: str
     identity: Identity
+    mtime: int
+    """The folder's modification time when it was asked for (before its destination was looked at)."""
 
 
 @dataclass(frozen=True)
