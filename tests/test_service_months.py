@@ -438,3 +438,27 @@ def test_a_folder_changed_as_its_end_is_told_is_taken_again(tmp_path: Path) -> N
         wait_for(lambda: ended_at_least(2), RELIST_EVERY + 5, "the folder taken again")
     finally:
         svc.stop()
+
+
+def test_a_missing_acquisitions_folder_holds_no_other_pattern(tmp_path: Path) -> None:
+    # The service waited for every missing acquisitions folder before it watched any: one disk
+    # mounted late held the copies of every other pattern.
+    late, acq, dst = tmp_path / "late", tmp_path / "acquisition", tmp_path / "raw"
+    for d in (acq, dst, tmp_path / "raw-late"):
+        d.mkdir()
+    targets = tmp_path / "targets.yaml"
+    patterns = [
+        {"source": f"{late}/*.zarr", "destination": f"{dst}-late"},
+        {"source": f"{acq}/*.zarr", "destination": str(dst)},
+    ]
+    targets.write_text(json.dumps({"targets": patterns}))
+    with service(tmp_path, targets) as svc:
+        files = take(acq / "here.zarr", 2, 1)
+        wait_or_tell(lambda: (dst / "here.zarr" / "complete").exists(), 30, "the present pattern's copy", svc)
+        assert tree(dst / "here.zarr") == files
+        take(tmp_path / "staging" / "later.zarr", 2, 5)
+        (tmp_path / "staging").rename(late)  # the late disk is mounted
+        wait_or_tell(
+            lambda: (tmp_path / "raw-late" / "later.zarr" / "complete").exists(), 30, "the late pattern's copy", svc
+        )
+        assert svc.output().count("waiting for the acquisitions folder") == 1, svc.output()

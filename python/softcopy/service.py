@@ -191,17 +191,21 @@ class Service:
         """What the metrics show, remade each step (read by the metrics thread)."""
 
     def start(self) -> None:
-        """Watches each acquisitions folder, then takes every folder already there."""
+        """Watches each acquisitions folder, then takes every folder already there. A missing one
+        is refused unless its pattern waits for its source: then it is watched once it is there
+        (`Watch.renew`, each `LOOK_EVERY`), holding no other pattern meanwhile."""
         for w in self._watches:
-            if not w.folder.is_dir():
+            if not w.pattern.wait_for_source and not w.folder.is_dir():
                 raise FileNotFoundError(f"the acquisitions folder {w.folder} does not exist (or is not a folder)")
+        for w in self._watches:
             w.renew()
         self._relist(time.monotonic())
 
     def _relist(self, now: float) -> None:
         self._next_relist = now + RELIST_EVERY
         for w in self._watches:
-            self._list(w.pattern)
+            if w.watching:  # a folder not there is said once by its watch, not at each listing
+                self._list(w.pattern)
 
     def _list(self, pattern: Target) -> None:
         parent = pattern.source.parent
@@ -602,7 +606,6 @@ def run_service(
 
                 serve(metrics, lambda: service.rows)
                 log.info("metrics at http://%s:%d/metrics", *metrics)
-            _wait_for_folders(patterns, manager)
             service.start()
         except (OSError, SoftcopyError) as e:
             console.print(f"softcopy: {e}", soft_wrap=True)
@@ -656,21 +659,6 @@ def _stopped_report_of(path: Path, report: TargetReport) -> bool:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False  # not a report of this copy: kept
-
-
-def _wait_for_folders(patterns: list[Target], manager: ServiceManager) -> None:
-    """Waits for a missing acquisitions folder (a disk mounted late) where `wait_for_source` says
-    so, telling the service manager it is up meanwhile; one that is not waited for is left to
-    `Service.start` to refuse."""
-    waiting = [p.source.parent for p in patterns if p.wait_for_source and not p.source.parent.is_dir()]
-    if not waiting:
-        return
-    manager.ready()
-    log.warning("waiting for the acquisitions folder %s to appear", ", ".join(map(str, waiting)))
-    while not all(folder.is_dir() for folder in waiting):
-        manager.alive()
-        time.sleep(0.5)  # a poll of a folder that is not there yet; SIGTERM ends it at once
-    log.info("the acquisitions folder %s is there", ", ".join(map(str, waiting)))
 
 
 def _needs_a_person(service: Service, webhook: Webhook | None, after: float) -> None:

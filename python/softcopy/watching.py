@@ -77,6 +77,11 @@ class Watch:
         self._identity: Identity | None = None
         self._said: str | None = None
 
+    @property
+    def watching(self) -> bool:
+        """Whether the folder is watched (it was there at the last look)."""
+        return self._arrivals is not None
+
     def renew(self) -> bool:
         """Makes the watch (again) when the folder is another one than the one watched, or the watch
         died; True when it was made: the folder must be listed then (names made meanwhile)."""
@@ -87,7 +92,7 @@ class Watch:
             return False
         if now is None:
             self._arrivals = None
-            self._say(f"the acquisitions folder {self.folder} is gone; watched again once it is back")
+            self._say(f"waiting for the acquisitions folder {self.folder}: it is not there (watched once it is)")
             return False
         if self._arrivals is not None and now == self._identity and self._arrivals.alive:
             return False
