@@ -31,16 +31,22 @@ from softcopy.notify import Webhook
 
 
 class Receiver:
-    """A webhook receiver on loopback; answers 500 to the first `fail` requests."""
+    """A webhook receiver on loopback; answers 500 to the first `fail` requests. With `held`, it
+    holds each request until `release()` (`holding` is set once one is in hand)."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, *, held: bool = False) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.fail = fail
+        self.holding, self._go = threading.Event(), threading.Event()
+        if not held:
+            self._go.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.holding.set()
+                receiver._go.wait(60)
                 if receiver.fail > 0:
                     receiver.fail -= 1
                     self.send_response(500)
@@ -56,7 +62,11 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def release(self) -> None:
+        self._go.set()
+
     def close(self) -> None:
+        self._go.set()
         self.server.shutdown()
         self.server.server_close()
 

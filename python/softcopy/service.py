@@ -51,10 +51,11 @@ log = logging.getLogger("softcopy")
 
 LOOK_EVERY = 1.0
 """Seconds between two looks at the acquisitions folders and at the folders of the copies in flight."""
-RELIST_EVERY = 10.0
+RELIST_EVERY = float(os.environ.get("SOFTCOPY_RELIST_EVERY", "10"))
 """Seconds between two listings of each acquisitions folder: a name whose event was lost is found,
 the records of ended acquisitions whose folders are gone are dropped, and an ended acquisition's
-folder written into again (a take into the folder freed) is taken again."""
+folder written into again (a take into the folder freed) is taken again. `SOFTCOPY_RELIST_EVERY`
+sets it for tests only: a long one proves a folder was heard of, not found by a listing."""
 LET_GO_AFTER = 10.0
 """Seconds an acquisition's folder may be away from its name (its copy paused) before it is let go."""
 UNMOUNTED = "its filesystem is not mounted there now"
