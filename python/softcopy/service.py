@@ -40,6 +40,7 @@ from softcopy.watching import (
     Starter,
     StartRequest,
     Watch,
+    acquisitions_in,
     devices_of,
     identity_of,
     shown,
@@ -142,8 +143,13 @@ class Acquisition:
         return self.of.source.parent / self.name
 
     @property
+    def running(self) -> Copier | None:
+        """Its copy while it runs: None before it started and once it ended."""
+        return self.copier if self.report is None else None
+
+    @property
     def in_flight(self) -> bool:
-        return self.copier is not None and self.report is None
+        return self.running is not None
 
 
 def already_verified(target: Target) -> bool:
@@ -211,8 +217,7 @@ class Service:
     def _list(self, pattern: Target) -> None:
         parent = pattern.source.parent
         try:
-            with os.scandir(parent) as entries:
-                names = sorted(e.name for e in entries)
+            names = acquisitions_in(pattern)
         except OSError as e:
             # Missing or unreadable: no evidence about any acquisition; its watch is made again and
             # the folder listed once it is back (`Watch.renew`).
@@ -432,9 +437,8 @@ class Service:
     def _collect(self) -> None:
         """Collects the copies that ended; a name whose folder was made again meanwhile (heard
         while the copy ran, and set aside) is looked at once more."""
-        for acq in [a for a in self.acquisitions.values() if a.in_flight]:
-            assert acq.copier is not None
-            report = acq.copier.poll()
+        for acq, copier in self._copying():
+            report = copier.poll()
             if report is None:
                 continue
             # Read before anything after the end (its report, a webhook) gives a change time to hide.
@@ -474,7 +478,7 @@ class Service:
         return Row(source, pattern, p.phase, p.files_copied, p.bytes_copied, p.errors, p.backlog, p.oldest_wait)
 
     def _copying(self) -> list[tuple[Acquisition, Copier]]:
-        return [(a, a.copier) for a in self.acquisitions.values() if a.copier is not None and a.report is None]
+        return [(a, copier) for a in self.acquisitions.values() if (copier := a.running) is not None]
 
     def status(self) -> list[Progress]:
         """One snapshot per acquisition still copying."""

@@ -6,6 +6,7 @@ share that may hang) runs on a thread of its own, never on the service's loop.""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import stat
 import threading
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from softcopy._softcopy import Arrivals, SoftcopyError, folder_identity
-from softcopy.config import Target
+from softcopy.config import Target, matches
 
 log = logging.getLogger("softcopy")
 
@@ -59,6 +60,16 @@ def unmounted(folder: Path, devices: Devices) -> bool:
         except OSError:
             return True  # cannot be looked at: no evidence that it left
     return False
+
+
+def acquisitions_in(pattern: Target) -> list[str]:
+    """The names of the folders in `pattern`'s acquisitions folder that match it, sorted: what the
+    service takes and what `--dry-run` plans (a link is never one: it is not followed). Raises
+    OSError when the folder cannot be listed."""
+    with os.scandir(pattern.source.parent) as entries:
+        return sorted(
+            e.name for e in entries if matches(e.name, pattern.source.name) and e.is_dir(follow_symlinks=False)
+        )
 
 
 def shown(name: str) -> str:
