@@ -187,7 +187,7 @@ class Service:
         self._ended = ended
         self._tell_after = tell_after
         self._watches = [Watch(p) for p in patterns]
-        self._starter = Starter(self._decide)
+        self._starter = Starter(self._decide, [p.destination for p in patterns])
         self.acquisitions: dict[Path, Acquisition] = {}
         """In flight, starting, or that could not start."""
         self._done: dict[Path, tuple[Identity, int]] = {}

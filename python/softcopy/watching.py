@@ -160,18 +160,15 @@ class Starter:
     to another destination nor the service's loop (which goes on collecting, reporting, and naming
     a start that does not finish). The threads are as many as the patterns' destinations."""
 
-    def __init__(self, decide: Callable[[StartRequest], Decided]) -> None:
+    def __init__(self, decide: Callable[[StartRequest], Decided], roots: list[Path]) -> None:
         self._decide = decide
-        self._todo: dict[Path, queue.SimpleQueue[StartRequest | None]] = {}
+        self._todo: dict[Path, queue.SimpleQueue[StartRequest | None]] = {r: queue.SimpleQueue() for r in roots}
         self._done: queue.SimpleQueue[Decided] = queue.SimpleQueue()
+        for i, todo in enumerate(self._todo.values()):
+            threading.Thread(target=self._run, args=(todo,), name=f"softcopy-starter-{i}", daemon=True).start()
 
     def ask(self, request: StartRequest) -> None:
-        root = request.pattern.destination
-        if root not in self._todo:
-            self._todo[root] = queue.SimpleQueue()
-            name = f"softcopy-starter-{len(self._todo)}"
-            threading.Thread(target=self._run, args=(self._todo[root],), name=name, daemon=True).start()
-        self._todo[root].put(request)
+        self._todo[request.pattern.destination].put(request)
 
     def answers(self) -> list[Decided]:
         """What was decided since the last call (never waits)."""
