@@ -10,14 +10,12 @@ import signal
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import finish, softcopy_cmd, wait_for, write_finished_archive
-from softcopy.notify import Webhook
+from softcopy.notify import RETRIES, Webhook
 from test_service import Receiver
 
 
@@ -56,18 +54,6 @@ class RawHook:
         self.sock.close()
 
 
-@pytest.fixture
-def silent() -> Iterator[str]:
-    """A webhook address that accepts connections and never answers (a hung receiver)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(200)
-    try:
-        yield f"http://127.0.0.1:{s.getsockname()[1]}/hook"
-    finally:
-        s.close()
-
-
 def test_a_malformed_webhook_reply_does_not_stop_later_notifications() -> None:
     hook = RawHook()
     try:
@@ -81,20 +67,25 @@ def test_a_malformed_webhook_reply_does_not_stop_later_notifications() -> None:
         hook.close()
 
 
-def test_the_webhook_queue_is_bounded_and_says_what_it_drops(silent: str, caplog: pytest.LogCaptureFixture) -> None:
-    webhook = Webhook(silent, retries=(), timeout=30, queue_max=5)
+def test_the_webhook_queue_is_bounded_and_says_what_it_drops(caplog: pytest.LogCaptureFixture) -> None:
+    # A webhook that hangs: the queue keeps the newest five, drops each older one saying which,
+    # and what it kept is delivered once the webhook answers (close delivers what is queued).
+    hook = Receiver(held=True)
+    webhook = Webhook(hook.url, retries=(), timeout=60, queue_max=5)
     try:
         with caplog.at_level(logging.WARNING, logger="softcopy"):
-            for i in range(50):
-                webhook.send("ended", f"softcopy: acq{i}.zarr verified")
-        # One is being delivered (hung), at most five wait; the other 44 or 45 were dropped, each named.
-        assert webhook.pending <= 5
-        dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
-        assert len(dropped) >= 44 and ("acq0.zarr" in dropped[0] or "acq1.zarr" in dropped[0]), dropped[:3]
+            webhook.send("ended", "acq0 verified")
+            wait_for(hook.holding.is_set, 10, "the first notification in the webhook's hands")
+            for i in range(1, 50):
+                webhook.send("ended", f"acq{i} verified")
+        dropped = [r.getMessage().rsplit(": ", 1)[1] for r in caplog.records if "dropped" in r.getMessage()]
+        assert dropped == [f"acq{i} verified" for i in range(1, 45)], dropped
+        hook.release()
+        webhook.close(timeout=30)
+        texts = [b["text"] for b in hook.bodies]
+        assert texts == ["acq0 verified", *(f"acq{i} verified" for i in range(45, 50))], texts
     finally:
-        t0 = time.monotonic()
-        webhook.close(timeout=1)
-        assert time.monotonic() - t0 < 5
+        hook.close()
 
 
 def test_the_service_stops_at_once_while_a_webhook_retries(tmp_path: Path, run_softcopy: Any) -> None:
@@ -107,11 +98,12 @@ def test_the_service_stops_at_once_while_a_webhook_retries(tmp_path: Path, run_s
         service = run_softcopy(acq / "*.zarr", dst, "--notify", hook.url, "--report", tmp_path / "{name}.json")
         wait_for(lambda: (tmp_path / "done.zarr.json").exists(), 60, "the acquisition to end")
         wait_for(lambda: hook.fail < 100, 30, "the first delivery attempt")
-        t0 = time.monotonic()
         service.send_signal(signal.SIGTERM)
         code, out = finish(service, 30)
-        # The delivery retries with 1, 2, 4, 8 s between tries; the stop does not wait for them.
-        assert code == 143 and time.monotonic() - t0 < 6, (time.monotonic() - t0, out)
+        # The delivery retries with 1, 2, 4, 8 s between tries: the stop did not wait for them all
+        # (a busy machine makes fewer tries before the stop, never more).
+        assert code == 143, out
+        assert 100 - hook.fail < 1 + len(RETRIES), (100 - hook.fail, out)
     finally:
         hook.close()
 

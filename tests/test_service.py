@@ -31,16 +31,22 @@ from softcopy.notify import Webhook
 
 
 class Receiver:
-    """A webhook receiver on loopback; answers 500 to the first `fail` requests."""
+    """A webhook receiver on loopback; answers 500 to the first `fail` requests. With `held`, it
+    holds each request until `release()` (`holding` is set once one is in hand)."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, *, held: bool = False) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.fail = fail
+        self.holding, self._go = threading.Event(), threading.Event()
+        if not held:
+            self._go.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.holding.set()
+                receiver._go.wait(60)
                 if receiver.fail > 0:
                     receiver.fail -= 1
                     self.send_response(500)
@@ -56,7 +62,11 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def release(self) -> None:
+        self._go.set()
+
     def close(self) -> None:
+        self._go.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -285,8 +295,10 @@ def test_an_acquisition_taken_again_under_the_same_name_is_copied_beside_the_fir
     # The acquisition software deletes the folder and writes it again (another take, more timepoints).
     shutil.rmtree(acq / "fish.zarr")
     write_finished_archive(acq / "fish.zarr", "v2dot", 4)
-    wait_for(lambda: report.stat().st_mtime_ns != first, 60, "the second take's report")
-    assert json.loads(report.read_text())["status"] == "verified"
+    second = reports / "fish-2.zarr.json"  # its copy's name: the first take's report is kept
+    wait_for(second.exists, 60, "the second take's report")
+    assert json.loads(second.read_text())["status"] == "verified"
+    assert report.stat().st_mtime_ns == first
     assert_same_tree(acq / "fish.zarr", dst / "fish-2.zarr")
     assert tree(dst / "fish.zarr") == first_take, "the first take's copy is untouched"
     service.send_signal(signal.SIGTERM)

@@ -6,6 +6,7 @@ a FUSE source whose folders cannot be looked at, tmpfs, a real HTTP receiver for
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,9 +15,13 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_cmd, start_writer, tree, wait_for
+from softcopy.config import Target
+from softcopy.run import Progress
+from softcopy.service import LET_GO_AFTER, RELIST_EVERY, UNMOUNTED, Acquisition, Service
 from test_service import Receiver, chunks
 from test_trust4_service import service, take, wait_or_tell
 
@@ -61,6 +66,11 @@ def test_a_share_that_drops_at_the_end_is_waited_for_not_taken_for_elsewhere(tmp
             assert_same_tree(acq / "live.zarr", backing / "live.zarr")
 
 
+NO_RELIST = {"SOFTCOPY_RELIST_EVERY": "3600"}
+"""A service that lists its acquisitions folders only at the start and when their watch is made
+again: what it copies later it heard of (docs/design.md, "Service, month after month")."""
+
+
 def settled(events: list[dict[str, object]], status: str) -> bool:
     return any(e["event"] == "ended" and e["status"] == status for e in events)
 
@@ -70,10 +80,11 @@ def test_the_acquisitions_folder_removed_and_made_again_is_watched_again(tmp_pat
     acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
     for d in (acq, dst, reports):
         d.mkdir()
-    with service(tmp_path, acq / "*.zarr", dst, "--report", reports / "{name}.json") as svc:
+    with service(tmp_path, acq / "*.zarr", dst, "--report", reports / "{name}.json", env=NO_RELIST) as svc:
         acq.rmdir()  # an admin's cleanup, a disk remounted
         acq.mkdir()
         files = take(acq / "after.zarr", 3, 5)
+        # Long before any relisting: the folder is watched again, and the new one heard.
         wait_or_tell((reports / "after.zarr.json").exists, 30, "the new acquisition's report", svc)
         assert status(reports / "after.zarr.json") == "verified"
         assert tree(dst / "after.zarr") == files
@@ -83,11 +94,13 @@ def test_the_acquisitions_folder_removed_and_made_again_is_watched_again(tmp_pat
 def test_an_acquisition_renamed_aside_is_let_go_and_a_new_take_under_its_name_is_copied(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    # The new take was never copied; the renamed one stayed "in flight" for ever.
-    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
-    acq.mkdir()
-    dst.mkdir()
-    with service(tmp_path, acq / "*.zarr", dst, "--notify", receiver.url) as svc:
+    # The new take was never copied; the renamed one stayed "in flight" for ever. Then: the new
+    # take's report replaced the first take's (both `{name}`).
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    args = (acq / "*.zarr", dst, "--notify", receiver.url, "--report", reports / "{name}.json")
+    with service(tmp_path, *args) as svc:
         (acq / "fish.zarr").mkdir()  # the first take, in flight (no marker yet)
         (acq / "fish.zarr" / "0.0").write_bytes(b"first")
         wait_or_tell((dst / "fish.zarr" / "0.0").exists, 30, "the first take's chunk", svc)
@@ -103,6 +116,10 @@ def test_an_acquisition_renamed_aside_is_let_go_and_a_new_take_under_its_name_is
     assert tree(dst / "fish.zarr") == {"0.0": b"first"}, "the first take's copy is kept as it was"
     (let_go,) = [e for e in receiver.events("fish.zarr") if e["status"] == "let go"]
     assert "renamed" in str(let_go["report"]["targets"][0]["fatal"]), let_go
+    # Each take's report under its copy's name: the first take's is kept.
+    first, second = (json.loads((reports / n).read_text()) for n in ("fish.zarr.json", "fish-2.zarr.json"))
+    assert "let go" in first["targets"][0]["fatal"] and first["targets"][0]["destination"] == str(dst / "fish.zarr")
+    assert second["status"] == "verified" and second["targets"][0]["destination"] == str(dst / "fish-2.zarr")
 
 
 def footprint(pid: int) -> tuple[int, int]:
@@ -173,7 +190,7 @@ def test_a_take_written_into_a_folder_the_service_freed_is_copied(tmp_path: Path
     with service(tmp_path, acq / "*.zarr", dst, "--delete-source") as svc:
         wait_or_tell(lambda: not any(p.is_file() for p in (acq / "x.zarr").rglob("*")), 60, "the source freed", svc)
         second = take(acq / "x.zarr", 2, 7)
-        wait_or_tell(lambda: (dst / "x-2.zarr" / "complete").exists(), 40, "the second take's copy", svc)
+        wait_or_tell(lambda: (dst / "x-2.zarr" / "complete").exists(), 120, "the second take's copy", svc)
     assert tree(dst / "x.zarr") == first, "the first take's copy is kept as it was"
     assert tree(dst / "x-2.zarr") == second
 
@@ -184,8 +201,9 @@ def test_a_folder_whose_name_is_not_utf8_made_while_running_is_copied(tmp_path: 
     acq.mkdir()
     dst.mkdir()
     name = os.fsdecode(b"fish\xe9.zarr")
-    with service(tmp_path, acq / "*.zarr", dst) as svc:
+    with service(tmp_path, acq / "*.zarr", dst, env=NO_RELIST) as svc:
         files = take(acq / name, 3, 4)
+        # Long before any relisting: the name was heard, in its own bytes.
         wait_or_tell(lambda: (dst / name / "complete").exists(), 30, "the copy of the odd name", svc)
     assert tree(dst / name) == files
 
@@ -193,7 +211,8 @@ def test_a_folder_whose_name_is_not_utf8_made_while_running_is_copied(tmp_path: 
 def test_a_folder_that_cannot_be_looked_at_is_retried_and_named_until_it_can(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    # EIO when the folder appeared: one log line, never retried, no report, no webhook.
+    # EIO when the folder appeared: one log line, never retried, no report, no webhook. Then: its
+    # report replaced an earlier take's of the same name (both `{name}`).
     backing, dst, reports, arm = tmp_path / "backing", tmp_path / "raw", tmp_path / "reports", tmp_path / "arm"
     for d in (backing / "acquisition", backing / "staging", dst, reports):
         d.mkdir(parents=True)
@@ -202,15 +221,21 @@ def test_a_folder_that_cannot_be_looked_at_is_retried_and_named_until_it_can(
         acq = mnt / "acquisition"
         args = (acq / "*.zarr", dst, "--report", reports / "{name}.json", "--notify", receiver.url)
         with service(tmp_path, *args, "--notify-after", "1") as svc:
+            take(acq / "flaky.zarr", 1, 1)  # an earlier take, copied
+            wait_or_tell(lambda: settled(receiver.events("flaky.zarr"), "verified"), 60, "the earlier take", svc)
+            shutil.rmtree(acq / "flaky.zarr")
             files = take(mnt / "staging" / "take", 3, 6)
             arm.touch()
             (mnt / "staging" / "take").rename(acq / "flaky.zarr")  # it appears, and cannot be looked at
-            wait_or_tell(lambda: bool(receiver.events("flaky.zarr")), 30, "the webhook", svc)
+            wait_or_tell(lambda: len(receiver.events("flaky.zarr")) == 2, 30, "the webhook", svc)
             assert settled(receiver.events("flaky.zarr"), "cannot start"), receiver.events("flaky.zarr")
-            assert "cannot start" in str(json.loads((reports / "flaky.zarr.json").read_text())["targets"][0]["fatal"])
+            # Its report beside the earlier take's, under the name its copy will have.
+            assert "cannot start" in str(json.loads((reports / "flaky-2.zarr.json").read_text())["targets"][0]["fatal"])
             arm.unlink()  # the share answers again
-            wait_or_tell(lambda: settled(receiver.events("flaky.zarr"), "verified"), 60, "the copy", svc)
-        assert tree(dst / "flaky.zarr") == files
+            wait_or_tell(lambda: len(receiver.events("flaky.zarr")) == 3, 60, "the copy", svc)
+            assert settled(receiver.events("flaky.zarr")[2:], "verified"), receiver.events("flaky.zarr")
+        assert tree(dst / "flaky-2.zarr") == files
+        assert status(reports / "flaky.zarr.json") == status(reports / "flaky-2.zarr.json") == "verified"
 
 
 def test_a_destination_that_hangs_never_stops_the_services_loop(tmp_path: Path) -> None:
@@ -283,3 +308,164 @@ def test_a_folder_that_cannot_be_looked_at_once_while_copied_keeps_its_copy(
         holds_for(lambda: copying() and svc.acquisitions[folder] is first, 3, "the first copy tracked, alone")
     finally:
         svc.stop()
+
+
+@pytest.mark.parametrize("where", ["the acquisition", "the acquisitions folder"])
+def test_an_unmounted_acquisition_is_waited_for_not_let_go(tmp_path: Path, receiver: Receiver, where: str) -> None:
+    # An unmount left the mount point (another folder, or nothing) at the acquisition's name: taken
+    # for a folder deleted or renamed aside, the acquisition was let go, reported abandoned. A
+    # tmpfs is gone for good once unmounted: the service is stopped then, its copy to be resumed.
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    at = acq if where == "the acquisitions folder" else acq / "x.zarr"
+    at.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(at)], check=True)
+    try:
+        (acq / "x.zarr").mkdir(exist_ok=True)
+        (acq / "x.zarr" / "0.0").write_bytes(b"chunk")  # in flight: no marker yet
+        args = (acq / "*.zarr", dst, "--notify", receiver.url, "--report", reports / "{name}.json")
+        with service(tmp_path, *args) as svc:
+            wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the chunk copied", svc)
+            subprocess.run(["umount", str(at)], check=True)
+            wait_or_tell(lambda: UNMOUNTED in svc.output(), 30, "the service to say it waits", svc)
+            # Over the time after which a folder that left its name is let go, and more.
+            holds_for(lambda: not receiver.bodies and not any(reports.iterdir()), LET_GO_AFTER + 3, "waiting")
+            svc.send_signal(signal.SIGTERM)
+            assert finish(svc, 30)[0] == 143
+        assert svc.output().count(UNMOUNTED) == 1, svc.output()
+        assert not receiver.bodies, receiver.bodies
+        assert json.loads((reports / "x.zarr.json").read_text())["status"] == "interrupted"
+        assert (dst / "x.zarr" / "0.0").read_bytes() == b"chunk"
+    finally:
+        if os.path.ismount(at):
+            subprocess.run(["umount", str(at)], check=False)
+
+
+class InTrouble:
+    """A copy in flight whose destination is unavailable (what `Copier.status` says of it)."""
+
+    def __init__(self, acquisition: Path) -> None:
+        blank: dict[str, Any] = {f.name: 0 for f in dataclasses.fields(Progress)}
+        here: dict[str, Any] = {"source": acquisition, "destination": acquisition, "paused": None, "gave_up": False}
+        self.progress = Progress(**{**blank, **here, "destination_trouble": "No space left on device"})
+
+    def status(self) -> list[Progress]:
+        return [self.progress]
+
+
+def test_a_later_take_of_a_name_whose_destination_is_unavailable_is_told_too(tmp_path: Path) -> None:
+    # Who had been told was kept by folder, for ever: an acquisition collected while its
+    # destination was unavailable (let go, gave up) kept its record, and a later take of its name,
+    # its destination as unavailable, was never told. A copy's trouble now goes with it.
+    pattern = Target(tmp_path / "acquisition" / "*.zarr", tmp_path / "raw")
+    svc = Service([pattern])
+    try:
+
+        def take_in_trouble() -> Acquisition:
+            acq = Acquisition("x.zarr", pattern, str(pattern.source), pattern)
+            acq.copier = cast(Any, InTrouble(acq.folder))
+            svc.acquisitions[acq.folder] = acq
+            return acq
+
+        first = take_in_trouble()
+        assert [a for a, _, _ in svc.needing_a_person(0)] == [first]
+        assert svc.needing_a_person(0) == [], "told once while its trouble lasts"
+        del svc.acquisitions[first.folder]  # collected in trouble
+        second = take_in_trouble()
+        assert [a for a, _, _ in svc.needing_a_person(0)] == [second]
+        stub = cast(InTrouble, second.copier)
+        stub.progress = dataclasses.replace(stub.progress, destination_trouble=None)
+        assert svc.needing_a_person(0) == [] and second.trouble is None, "the record goes with the trouble"
+    finally:
+        svc.acquisitions.clear()
+        svc.stop()
+
+
+def test_a_start_that_hangs_holds_no_other_and_is_named(tmp_path: Path, receiver: Receiver) -> None:
+    # One starter thread served every pattern: a start whose destination hung (a dead hard-mounted
+    # share) held every other acquisition's start, and was never reported.
+    hung_acq, acq, backing, dst = (tmp_path / n for n in ("hung_acq", "acquisition", "backing", "dst"))
+    for d in (hung_acq, acq, backing, dst):
+        d.mkdir()
+    hang = tmp_path / "hang"
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "raw", {"FAULTY_TIMES": "0", "FAULTY_HANG": str(hang)}) as raw:
+        targets = tmp_path / "targets.yaml"
+        targets.write_text(
+            json.dumps(
+                {
+                    "targets": [
+                        {"source": f"{hung_acq}/*.zarr", "destination": str(raw)},
+                        {"source": f"{acq}/*.zarr", "destination": str(dst)},
+                    ]
+                }
+            )
+        )
+        with service(tmp_path, targets, "--notify", receiver.url, "--notify-after", "1") as svc:
+            try:
+                hang.touch()
+                stuck = take(hung_acq / "stuck.zarr", 2, 1)  # its start hangs at its destination
+                wait_or_tell(lambda: bool(receiver.events("stuck.zarr")), 30, "the hung start named", svc)
+                files = take(acq / "free.zarr", 2, 5)  # another destination: it starts meanwhile
+                wait_or_tell(lambda: settled(receiver.events("free.zarr"), "verified"), 60, "the other copy", svc)
+                assert tree(dst / "free.zarr") == files
+                (named,) = receiver.events("stuck.zarr")
+                assert named["status"] == "cannot start" and "still trying" in named["text"], named
+                hang.unlink()
+                wait_or_tell(lambda: settled(receiver.events("stuck.zarr"), "verified"), 60, "the hung copy", svc)
+            finally:
+                hang.unlink(missing_ok=True)
+        assert [e["status"] for e in receiver.events("stuck.zarr")] == ["cannot start", "verified"]
+        assert tree(backing / "stuck.zarr") == stuck
+
+
+def test_a_folder_changed_as_its_end_is_told_is_taken_again(tmp_path: Path) -> None:
+    # An ended acquisition was remembered with its folder's modification time read after its end
+    # was told (the report written, the webhook queued): a change made meanwhile (a new take's
+    # first subfolder in the folder freed, no file yet) was taken for part of what was copied, and
+    # the folder never looked at again, whatever was written into that subfolder later.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
+    take(acq / "x.zarr", 2, 1)
+
+    def ended(a: Acquisition) -> None:
+        if not (a.folder / "1").exists():
+            (a.folder / "1").mkdir()  # the next take begins as the first one's end is told
+
+    svc = Service([Target(acq / "*.zarr", dst, delete_source=True)], ended=ended)
+    try:
+        svc.start()
+
+        def ended_at_least(n: int) -> bool:
+            svc.step(0.1)
+            return len(svc.recent) >= n
+
+        wait_for(lambda: ended_at_least(1), 60, "the first take's end")
+        # Over a relisting of the folder: the change is seen, the folder looked at again.
+        wait_for(lambda: ended_at_least(2), RELIST_EVERY + 5, "the folder taken again")
+    finally:
+        svc.stop()
+
+
+def test_a_missing_acquisitions_folder_holds_no_other_pattern(tmp_path: Path) -> None:
+    # The service waited for every missing acquisitions folder before it watched any: one disk
+    # mounted late held the copies of every other pattern.
+    late, acq, dst = tmp_path / "late", tmp_path / "acquisition", tmp_path / "raw"
+    for d in (acq, dst, tmp_path / "raw-late"):
+        d.mkdir()
+    targets = tmp_path / "targets.yaml"
+    patterns = [
+        {"source": f"{late}/*.zarr", "destination": f"{dst}-late"},
+        {"source": f"{acq}/*.zarr", "destination": str(dst)},
+    ]
+    targets.write_text(json.dumps({"targets": patterns}))
+    with service(tmp_path, targets) as svc:
+        files = take(acq / "here.zarr", 2, 1)
+        wait_or_tell(lambda: (dst / "here.zarr" / "complete").exists(), 30, "the present pattern's copy", svc)
+        assert tree(dst / "here.zarr") == files
+        take(tmp_path / "staging" / "later.zarr", 2, 5)
+        (tmp_path / "staging").rename(late)  # the late disk is mounted
+        wait_or_tell(
+            lambda: (tmp_path / "raw-late" / "later.zarr" / "complete").exists(), 30, "the late pattern's copy", svc
+        )
+        assert svc.output().count("waiting for the acquisitions folder") == 1, svc.output()

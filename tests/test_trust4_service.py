@@ -68,16 +68,17 @@ def freed(folder: Path) -> bool:
 
 
 @contextmanager
-def service(tmp_path: Path, *args: str | os.PathLike[str]) -> Iterator[Softcopy]:
+def service(tmp_path: Path, *args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Iterator[Softcopy]:
     """A running service, returned once it told the service manager it is ready (it watches the
-    acquisitions folder and has taken the folders already there); stopped (SIGTERM) at the end."""
+    acquisitions folder and has taken the folders already there); stopped (SIGTERM) at the end.
+    `env` is added to its environment."""
     sock_path, log = tmp_path / "notify.sock", tmp_path / "service.log"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.bind(str(sock_path))
         s.settimeout(30)
-        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
+        environ = {**os.environ, **(env or {}), "NOTIFY_SOCKET": str(sock_path)}
         with log.open("wb") as out:
-            proc = Softcopy(softcopy_cmd(*args), env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = Softcopy(softcopy_cmd(*args), env=environ, stdout=out, stderr=subprocess.STDOUT)
         proc.log = log
         try:
             assert s.recv(256) == b"READY=1"

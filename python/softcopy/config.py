@@ -202,6 +202,15 @@ def check_destination_made(t: Target) -> None:
         raise ConfigError(f"destination {d}: its folder {d.parent} does not exist (softcopy makes only the last one)")
 
 
+def globs(value: Any) -> Any:
+    """Excludes as a list of globs, however given: `exclude: "*.log"` (one glob), a list, or the
+    command line's repeated `--exclude` (a tuple); anything else is left for `check_options` to
+    refuse."""
+    if isinstance(value, str):
+        return [value]
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def make_target(source: Path, destination: Path, options: Mapping[str, Any], where: str = "") -> Target:
     """A validated Target from paths and option values (None values mean "use the default")."""
     check_pair(source, destination, where)
@@ -211,9 +220,8 @@ def make_target(source: Path, destination: Path, options: Mapping[str, Any], whe
             opts["max_rate"] = parse_rate(opts["max_rate"])
         except ConfigError as e:
             raise ConfigError(f"{where}max_rate: {e}") from None
-    if isinstance(opts.get("exclude"), (str, tuple)):
-        # `exclude: "*.log"` (one glob), or the command line's repeated --exclude.
-        opts["exclude"] = [opts["exclude"]] if isinstance(opts["exclude"], str) else list(opts["exclude"])
+    if "exclude" in opts:
+        opts["exclude"] = globs(opts["exclude"])
     for key, value in opts.items():
         want = OPTIONS[key]
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -277,9 +285,9 @@ def load_targets(path: str | os.PathLike[str], defaults: Mapping[str, Any] | Non
         dst = _resolve(normalised.pop("destination"), base, f"{where}destination ")
         options = {**(defaults or {}), **normalised}
         # The command line's excludes apply to every target, added to its own.
-        own = normalised.get("exclude")
-        if defaults and defaults.get("exclude") and isinstance(own, (str, list)):
-            options["exclude"] = [*defaults["exclude"], *([own] if isinstance(own, str) else own)]
+        own = globs(normalised.get("exclude"))
+        if defaults and defaults.get("exclude") and isinstance(own, list):
+            options["exclude"] = [*globs(defaults["exclude"]), *own]
         targets.append(make_target(src, dst, options, where))
     check_targets(targets, str(file))
     return targets

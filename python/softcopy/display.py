@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from softcopy.run import Progress, Report, TargetReport
+from softcopy.run import Progress, Report, TargetReport, first_of
 
 log = logging.getLogger("softcopy")
 
@@ -177,9 +177,10 @@ SHOWN = 50
 
 
 def _listed(what: str, items: list[str]) -> list[str]:
-    lines = [f"  {what}: {p}" for p in items[:SHOWN]]
-    if len(items) > SHOWN:
-        lines.append(f"  ... and {len(items) - SHOWN} more {what} (every one in the --report file)")
+    shown, more = first_of(items, SHOWN)
+    lines = [f"  {what}: {p}" for p in shown]
+    if more:
+        lines.append(f"  ... and {more} more {what} (every one in the --report file)")
     return lines
 
 

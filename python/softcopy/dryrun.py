@@ -10,8 +10,9 @@ from rich.console import Console
 
 from softcopy import zarr
 from softcopy._softcopy import Exclude
-from softcopy.config import Target, is_pattern, matches
+from softcopy.config import Target, is_pattern
 from softcopy.display import human_bytes
+from softcopy.watching import acquisitions_in
 
 #: Never data: lock files and other writers' temporaries (as the engine's tracker decides).
 _TEMP_SUFFIXES = (".__lock", ".partial", ".softcopy-partial")
@@ -20,11 +21,11 @@ _TEMP_SUFFIXES = (".__lock", ".partial", ".softcopy-partial")
 def plan_pattern(pattern: Target) -> list[str]:
     """Lines describing what the service would do now: each folder that matches, planned as its
     acquisition would be copied (to `destination/<its name>`)."""
-    parent, glob = pattern.source.parent, pattern.source.name
+    parent = pattern.source.parent
     if not parent.is_dir():
         wait = "softcopy would wait for it" if pattern.wait_for_source else "softcopy would refuse it"
         return [f"{parent}: the acquisitions folder does not exist yet; {wait}"]
-    found = sorted(e.name for e in os.scandir(parent) if e.is_dir(follow_symlinks=False) and matches(e.name, glob))
+    found = acquisitions_in(pattern)
     lines = [f"{pattern.source}: {len(found)} folders match now; each new one would be copied as it comes"]
     for name in found:
         lines += plan(dataclasses.replace(pattern, source=parent / name, destination=pattern.destination / name))

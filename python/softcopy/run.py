@@ -197,10 +197,16 @@ _NOT_COPIED = {
 }
 
 
+def first_of(items: Sequence[str], most: int) -> tuple[Sequence[str], int]:
+    """The first `most` of `items`, and how many more there are: what a summary shows of a list
+    (the report file has them all)."""
+    return items[:most], max(0, len(items) - most)
+
+
 def _some(paths: list[str], most: int = 5) -> str:
-    """The first few of a list, and how many more."""
-    more = f", and {len(paths) - most} more" if len(paths) > most else ""
-    return ", ".join(paths[:most]) + more
+    """The first few of a list, and how many more, on one line."""
+    shown, more = first_of(paths, most)
+    return ", ".join(shown) + (f", and {more} more" if more else "")
 
 
 def write_report(path: Path, report: Report, exit_code: int, started: datetime) -> None:

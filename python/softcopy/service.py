@@ -12,6 +12,7 @@ their own workers at idle IO priority; the kernel shares the disk between them a
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -33,19 +34,34 @@ from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
 from softcopy.status import Shown, still
-from softcopy.watching import Decided, Identity, Starter, StartRequest, Watch, identity_of, shown
+from softcopy.watching import (
+    Decided,
+    Devices,
+    Identity,
+    Starter,
+    StartRequest,
+    Watch,
+    acquisitions_in,
+    devices_of,
+    identity_of,
+    shown,
+    unmounted,
+)
 
 log = logging.getLogger("softcopy")
 
 
 LOOK_EVERY = 1.0
 """Seconds between two looks at the acquisitions folders and at the folders of the copies in flight."""
-RELIST_EVERY = 10.0
+RELIST_EVERY = float(os.environ.get("SOFTCOPY_RELIST_EVERY", "10"))
 """Seconds between two listings of each acquisitions folder: a name whose event was lost is found,
 the records of ended acquisitions whose folders are gone are dropped, and an ended acquisition's
-folder written into again (a take into the folder freed) is taken again."""
+folder written into again (a take into the folder freed) is taken again. `SOFTCOPY_RELIST_EVERY`
+sets it for tests only: a long one proves a folder was heard of, not found by a listing."""
 LET_GO_AFTER = 10.0
 """Seconds an acquisition's folder may be away from its name (its copy paused) before it is let go."""
+UNMOUNTED = "its filesystem is not mounted there now"
+"""What the log says, once, of an acquisition whose folder's filesystem was unmounted."""
 RETRY_FIRST, RETRY_MAX = 1.0, 300.0
 """Backoff between two tries at starting a copy that could not start."""
 RECENT = 100
@@ -74,6 +90,15 @@ class Retry:
 
 
 @dataclass
+class Trouble:
+    """A copy whose destination is unavailable (or that gave up), while it is."""
+
+    since: float
+    told: bool = False
+    """A person was told (the webhook's `attention`)."""
+
+
+@dataclass
 class Acquisition:
     """One folder that matched, and the copy of it."""
 
@@ -94,21 +119,38 @@ class Acquisition:
     identity: Identity | None = None
     """The folder's device, inode and birth time: a folder made again under the name is another
     acquisition, also on the same inode. None while it cannot be looked at."""
+    devices: Devices = ()
+    """The devices its folder and those above it were on when it was taken: an unmount is told
+    from a deletion by them (`unmounted`)."""
+    unmounted: bool = False
+    """Its filesystem is not mounted where it was (said once; waited for, never let go)."""
     starting: bool = False
-    """Its destination is being looked at (by the starter thread)."""
+    """Its destination is being looked at (by a starter thread)."""
+    asked: float = dataclasses.field(default_factory=time.monotonic)
+    """When its start was asked for: one that has not finished for `tell_after` s is named, once."""
+    start_told: bool = False
     retry: Retry | None = None
     away_since: float | None = None
     """Since when its folder is away from its name while its copy is paused."""
     let_go: str | None = None
     """Why it is being let go (its copy stopped)."""
+    trouble: Trouble | None = None
+    """Its destination unavailable: kept with it, so it goes when the trouble ends or with it."""
+    report_file: Path | None = None
+    """Where its reports go, chosen at its first (`report_file`); kept while its start is retried."""
 
     @property
     def folder(self) -> Path:
         return self.of.source.parent / self.name
 
     @property
+    def running(self) -> Copier | None:
+        """Its copy while it runs: None before it started and once it ended."""
+        return self.copier if self.report is None else None
+
+    @property
     def in_flight(self) -> bool:
-        return self.copier is not None and self.report is None
+        return self.running is not None
 
 
 def already_verified(target: Target) -> bool:
@@ -146,7 +188,7 @@ class Service:
         self._ended = ended
         self._tell_after = tell_after
         self._watches = [Watch(p) for p in patterns]
-        self._starter = Starter(self._decide)
+        self._starter = Starter(self._decide, [p.destination for p in patterns])
         self.acquisitions: dict[Path, Acquisition] = {}
         """In flight, starting, or that could not start."""
         self._done: dict[Path, tuple[Identity, int]] = {}
@@ -159,23 +201,26 @@ class Service:
         """What `softcopy status` shows, remade each step (read by the metrics thread)."""
 
     def start(self) -> None:
-        """Watches each acquisitions folder, then takes every folder already there."""
+        """Watches each acquisitions folder, then takes every folder already there. A missing one
+        is refused unless its pattern waits for its source: then it is watched once it is there
+        (`Watch.renew`, each `LOOK_EVERY`), holding no other pattern meanwhile."""
         for w in self._watches:
-            if not w.folder.is_dir():
+            if not w.pattern.wait_for_source and not w.folder.is_dir():
                 raise FileNotFoundError(f"the acquisitions folder {w.folder} does not exist (or is not a folder)")
+        for w in self._watches:
             w.renew()
         self._relist(time.monotonic())
 
     def _relist(self, now: float) -> None:
         self._next_relist = now + RELIST_EVERY
         for w in self._watches:
-            self._list(w.pattern)
+            if w.watching:  # a folder not there is said once by its watch, not at each listing
+                self._list(w.pattern)
 
     def _list(self, pattern: Target) -> None:
         parent = pattern.source.parent
         try:
-            with os.scandir(parent) as entries:
-                names = sorted(e.name for e in entries)
+            names = acquisitions_in(pattern)
         except OSError as e:
             # Missing or unreadable: no evidence about any acquisition; its watch is made again and
             # the folder listed once it is back (`Watch.renew`).
@@ -199,6 +244,7 @@ class Service:
             return
         try:
             identity = identity_of(folder)
+            devices = devices_of(folder) if identity is not None else ()
         except (OSError, SoftcopyError) as e:
             acq = known or Acquisition(name, pattern, str(pattern.source), pattern)
             self._failed_start(acq, f"its folder cannot be looked at: {e}")
@@ -218,10 +264,15 @@ class Service:
         # identity is the same): taken again; the destination's records say where it goes
         # (docs/design.md, "Service, month after month").
         self._done.pop(folder, None)
-        acq = Acquisition(name, pattern, str(pattern.source), pattern, identity=identity, starting=True)
-        acq.retry = known.retry if known is not None and known.identity == identity else None
+        acq = Acquisition(
+            name, pattern, str(pattern.source), pattern, identity=identity, devices=devices, starting=True
+        )
+        if known is not None and known.identity in (identity, None):
+            # The same take, its start retried (one never looked at is taken for it).
+            acq.report_file = known.report_file
+            acq.retry = known.retry if known.identity == identity else None
         self.acquisitions[folder] = acq
-        self._starter.ask(StartRequest(pattern, folder, name, identity))
+        self._starter.ask(StartRequest(pattern, folder, name, identity, _mtime(folder)))
 
     def _decide(self, r: StartRequest) -> Decided:
         """On the starter thread: where the acquisition is copied, or that it was verified earlier."""
@@ -245,7 +296,7 @@ class Service:
         if d.verified_earlier:
             acq.not_copied = NotCopied.VERIFIED_EARLIER
             log.info("%s: already verified at %s; not copied again", shown(acq.name), d.target.destination)
-            self._forget(acq)
+            self._forget(acq, d.request.mtime)
             return
         log.info("%s: a new acquisition, copied to %s", shown(acq.name), d.target.destination)
         try:
@@ -270,10 +321,21 @@ class Service:
         log.error("%s: cannot be copied (tried %d times; again in %.0f s): %s", shown(acq.name), r.tries, wait, why)
         if not r.told and now - r.since >= self._tell_after:
             r.told = True
-            acq.report = TargetReport(acq.folder, acq.of.destination / acq.name, "failed", fatal=f"cannot start: {why}")
-            if self._ended is not None:
-                self._ended(acq)
-            acq.report = None
+            self._tell_cannot_start(acq, f"cannot start: {why}")
+
+    def _tell_cannot_start(self, acq: Acquisition, why: str) -> None:
+        """A report and a webhook for an acquisition that has not started (it is still tried)."""
+        acq.report = TargetReport(acq.folder, acq.of.destination / acq.name, "failed", fatal=why)
+        if self._ended is not None:
+            self._ended(acq)
+        acq.report = None
+
+    def _still_starting(self, acq: Acquisition, now: float) -> None:
+        """Names a start that has not finished for `tell_after` s (its destination hangs), once."""
+        acq.start_told = True
+        why = f"cannot start (still trying): its destination has not answered for {now - acq.asked:.0f} s"
+        log.error("%s: %s", shown(acq.name), why)
+        self._tell_cannot_start(acq, why)
 
     def _destination(self, pattern: Target, folder: Path, name: str) -> tuple[Target, Owner | None]:
         """Where the acquisition in `folder` is copied: `destination/<name>`, unless that holds
@@ -341,6 +403,8 @@ class Service:
                 self._consider(acq.of, acq.name, again=True)
             elif acq.in_flight and acq.let_go is None:
                 self._look_at_folder(acq, now)
+            elif acq.starting and not acq.start_told and now - acq.asked >= self._tell_after:
+                self._still_starting(acq, now)
 
     def _look_at_folder(self, acq: Acquisition, now: float) -> None:
         """Lets an acquisition go once its folder has been away from its name (deleted, renamed
@@ -354,7 +418,15 @@ class Service:
         assert acq.copier is not None
         # The engine may have adopted a folder made again under the name (then it is not paused).
         if here == acq.identity or acq.copier.status()[0].paused is None:
-            acq.away_since = None
+            if acq.unmounted:
+                log.warning("%s: its filesystem is mounted again", shown(acq.name))
+            acq.away_since, acq.unmounted = None, False
+            return
+        if unmounted(acq.folder, acq.devices):
+            # Not a deletion: the disk or share it is on went away; its copy waits for it.
+            if not acq.unmounted:
+                log.warning("%s: %s; its copy waits for it", shown(acq.name), UNMOUNTED)
+            acq.away_since, acq.unmounted = None, True
             return
         acq.away_since = acq.away_since or now
         if now - acq.away_since >= LET_GO_AFTER:
@@ -369,11 +441,12 @@ class Service:
     def _collect(self) -> None:
         """Collects the copies that ended; a name whose folder was made again meanwhile (heard
         while the copy ran, and set aside) is looked at once more."""
-        for acq in [a for a in self.acquisitions.values() if a.in_flight]:
-            assert acq.copier is not None
-            report = acq.copier.poll()
+        for acq, copier in self._copying():
+            report = copier.poll()
             if report is None:
                 continue
+            # Read before anything after the end (its report, a webhook) gives a change time to hide.
+            mtime = _mtime(acq.folder)
             acq.report = report.targets[0]
             if acq.let_go is not None:
                 acq.report = dataclasses.replace(acq.report, phase="let go", fatal=acq.let_go)
@@ -381,19 +454,20 @@ class Service:
             acq.copier = None
             if self._ended is not None:
                 self._ended(acq)
-            self._forget(acq)
+            self._forget(acq, mtime)
             self._consider(acq.of, acq.name)
 
-    def _forget(self, acq: Acquisition) -> None:
+    def _forget(self, acq: Acquisition, mtime: int) -> None:
         """An acquisition that ended (or was verified earlier) leaves the working set: its identity
-        is kept while its folder is there (not taken again), its row among the last `RECENT`."""
+        and its folder's modification time `mtime` (read as it ended) are kept while its folder is
+        there (not taken again unless changed since), its row among the last `RECENT`."""
         self.acquisitions.pop(acq.folder, None)
         r = acq.report
         # Freed whole, yet files are there again: a take written into the emptied folder before
         # this was collected (its time would hide it): not ended, taken again at once.
         retaken = r is not None and r.source_deleted > 0 and not r.source_kept and _holds_files(acq.folder)
         if acq.let_go is None and acq.identity is not None and not retaken:
-            self._done[acq.folder] = (acq.identity, _mtime(acq.folder))
+            self._done[acq.folder] = (acq.identity, mtime)
         self.recent.append(acq)
 
     def _row(self, a: Acquisition) -> Row:
@@ -415,11 +489,26 @@ class Service:
         return still(a.folder, a.target.destination, phase, errors=a.retry.tries if a.retry else 0, last_error=a.why)
 
     def _copying(self) -> list[tuple[Acquisition, Copier]]:
-        return [(a, a.copier) for a in self.acquisitions.values() if a.copier is not None and a.report is None]
+        return [(a, copier) for a in self.acquisitions.values() if (copier := a.running) is not None]
 
     def status(self) -> list[Progress]:
         """One snapshot per acquisition still copying."""
         return [s for _, copier in self._copying() for s in copier.status()]
+
+    def needing_a_person(self, after: float) -> list[tuple[Acquisition, Progress, float]]:
+        """Copies in flight whose destination has been unavailable for `after` s, or that gave up,
+        with for how long: each once while its trouble lasts (docs/design.md, "Service")."""
+        now, due = time.monotonic(), []
+        for acq, copier in self._copying():
+            p = copier.status()[0]
+            if p.destination_trouble is None and not p.gave_up:
+                acq.trouble = None
+                continue
+            t = acq.trouble = acq.trouble or Trouble(now)
+            if not t.told and (p.gave_up or now - t.since >= after):
+                t.told = True
+                due.append((acq, p, now - t.since))
+        return due
 
     def stop(self, timeout: float = 30) -> None:
         """Stops every copy in flight (each resumes on the next start)."""
@@ -459,7 +548,7 @@ def _status(acq: Acquisition, report: TargetReport) -> str:
         return "verified"
     if acq.let_go is not None:
         return "let go"
-    if acq.not_copied is NotCopied.CANNOT_START:
+    if acq.not_copied is NotCopied.CANNOT_START or acq.starting:
         return "cannot start"
     return "failed" if report.fatal else "incomplete"
 
@@ -499,8 +588,6 @@ def run_service(
 ) -> int:
     """Runs the service until SIGTERM or Ctrl-C; returns the exit code (143 or 130: a service
     never ends by itself)."""
-    trouble_since: dict[Path, float] = {}
-    told: set[Path] = set()
     stop_code = [EXIT_SIGTERM]
     """The exit code the report of an acquisition stopped in flight carries."""
 
@@ -515,7 +602,7 @@ def run_service(
         if json_lines:
             emit_json("report", doc)
         if report_path is not None:
-            path = Path(report_path.replace("{name}", acq.name))
+            path = acq.report_file = acq.report_file or report_file(report_path, acq.name, acq.report)
             try:
                 write_report(path, report, code, begun)
             except OSError as e:
@@ -544,7 +631,6 @@ def run_service(
 
                 serve(metrics, lambda: service.rows, lambda: service.shown.to_json())
                 log.info("metrics at http://%s:%d/metrics", *metrics)
-            _wait_for_folders(patterns, manager)
             service.start()
         except (OSError, SoftcopyError) as e:
             console.print(f"softcopy: {e}", soft_wrap=True)
@@ -555,7 +641,7 @@ def run_service(
             while True:
                 service.step(0.25)
                 manager.alive()
-                _needs_a_person(service, webhook, notify_after, trouble_since, told)
+                _needs_a_person(service, webhook, notify_after)
                 display.step()
     except KeyboardInterrupt as e:
         code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
@@ -570,41 +656,47 @@ def run_service(
     return code
 
 
-def _wait_for_folders(patterns: list[Target], manager: ServiceManager) -> None:
-    """Waits for a missing acquisitions folder (a disk mounted late) where `wait_for_source` says
-    so, telling the service manager it is up meanwhile; one that is not waited for is left to
-    `Service.start` to refuse."""
-    waiting = [p.source.parent for p in patterns if p.wait_for_source and not p.source.parent.is_dir()]
-    if not waiting:
-        return
-    manager.ready()
-    log.warning("waiting for the acquisitions folder %s to appear", ", ".join(map(str, waiting)))
-    while not all(folder.is_dir() for folder in waiting):
-        manager.alive()
-        time.sleep(0.5)  # a poll of a folder that is not there yet; SIGTERM ends it at once
-    log.info("the acquisitions folder %s is there", ", ".join(map(str, waiting)))
+def report_file(template: str, name: str, report: TargetReport) -> Path:
+    """Where the first report of a take of the acquisition `name` goes: `{name}` in `template` is
+    its copy's name at the destination (`x.zarr`; a re-take copied to `x-2.zarr`, `x-2.zarr`; one
+    that could not start, its own name), or the first of `<stem>-2<suffix>`, `<stem>-3<suffix>`, ...
+    after it whose report is free: a report of another take of the name is never replaced, only
+    one of this very copy stopped with the service (docs/design.md, "Service, month after month")."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    names = dict.fromkeys([report.destination.name, *(f"{stem}-{n}{suffix}" for n in range(2, 1000))])
+    for candidate in names:
+        path = Path(template.replace("{name}", candidate))
+        if not path.exists() or _stopped_report_of(path, report):
+            return path
+    return path
 
 
-def _needs_a_person(
-    service: Service, webhook: Webhook | None, after: float, since: dict[Path, float], told: set[Path]
-) -> None:
+def _stopped_report_of(path: Path, report: TargetReport) -> bool:
+    """Whether the report at `path` is of the copy of `report`'s source to its destination, written
+    when it was stopped with the service (it resumes, and its report goes on there)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        (t,) = doc["targets"]
+        return bool(
+            doc["status"] == "interrupted"
+            and t["source"] == os.fspath(report.source)
+            and t["destination"] == os.fspath(report.destination)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # not a report of this copy: kept
+
+
+def _needs_a_person(service: Service, webhook: Webhook | None, after: float) -> None:
     """Tells the webhook once when an acquisition's destination stays unavailable for `after` s."""
-    now = time.monotonic()
-    for p in service.status():
-        key = p.source
-        if p.destination_trouble is None and not p.gave_up:
-            since.pop(key, None)
-            told.discard(key)
+    for acq, p, lasted in service.needing_a_person(after):
+        if webhook is None:
             continue
-        first = since.setdefault(key, now)
-        if webhook is not None and key not in told and (p.gave_up or now - first >= after):
-            told.add(key)
-            why = "gave up" if p.gave_up else f"destination unavailable for {now - first:.0f} s"
-            webhook.send(
-                "attention",
-                f"softcopy: {key.name} needs attention: {why} ({p.destination_trouble})",
-                source=str(p.source),
-                destination=str(p.destination),
-                status="gave up" if p.gave_up else "unavailable",
-                report=None,
-            )
+        why = "gave up" if p.gave_up else f"destination unavailable for {lasted:.0f} s"
+        webhook.send(
+            "attention",
+            f"softcopy: {shown(acq.name)} needs attention: {why} ({p.destination_trouble})",
+            source=str(p.source),
+            destination=str(p.destination),
+            status="gave up" if p.gave_up else "unavailable",
+            report=None,
+        )

@@ -6,6 +6,7 @@ share that may hang) runs on a thread of its own, never on the service's loop.""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import stat
 import threading
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from softcopy._softcopy import Arrivals, SoftcopyError, folder_identity
-from softcopy.config import Target
+from softcopy.config import Target, matches
 
 log = logging.getLogger("softcopy")
 
@@ -35,6 +36,42 @@ def identity_of(folder: Path) -> Identity | None:
         return None
 
 
+Devices = tuple[int, ...]
+"""The device of a folder and of each folder above it, up to the root (`devices_of`)."""
+
+
+def devices_of(folder: Path) -> Devices:
+    """The device each of `folder`, its parent, ... the root is on: where a filesystem is mounted
+    in that chain. Raises OSError when one cannot be looked at."""
+    return tuple(p.lstat().st_dev for p in (folder, *folder.parents))
+
+
+def unmounted(folder: Path, devices: Devices) -> bool:
+    """Whether a filesystem that was mounted on `folder` or above it is not there now: the first of
+    `folder`, its parent, ... that is there is on another device than it was on when `devices` was
+    taken (a disk unmounted leaves its mount point, another folder on the filesystem below, or
+    nothing where the folder was). A folder deleted or renamed aside leaves its parent on the same
+    device (docs/design.md, "Service, month after month")."""
+    for path, was in zip((folder, *folder.parents), devices, strict=False):
+        try:
+            return path.lstat().st_dev != was
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return True  # cannot be looked at: no evidence that it left
+    return False
+
+
+def acquisitions_in(pattern: Target) -> list[str]:
+    """The names of the folders in `pattern`'s acquisitions folder that match it, sorted: what the
+    service takes and what `--dry-run` plans (a link is never one: it is not followed). Raises
+    OSError when the folder cannot be listed."""
+    with os.scandir(pattern.source.parent) as entries:
+        return sorted(
+            e.name for e in entries if matches(e.name, pattern.source.name) and e.is_dir(follow_symlinks=False)
+        )
+
+
 def shown(name: str) -> str:
     """A folder name for a log line or a report: one that is not UTF-8 (surrogate escapes, from
     `os.fsdecode`) is shown with its odd bytes escaped instead of failing the write."""
@@ -51,6 +88,11 @@ class Watch:
         self._identity: Identity | None = None
         self._said: str | None = None
 
+    @property
+    def watching(self) -> bool:
+        """Whether the folder is watched (it was there at the last look)."""
+        return self._arrivals is not None
+
     def renew(self) -> bool:
         """Makes the watch (again) when the folder is another one than the one watched, or the watch
         died; True when it was made: the folder must be listed then (names made meanwhile)."""
@@ -61,7 +103,7 @@ class Watch:
             return False
         if now is None:
             self._arrivals = None
-            self._say(f"the acquisitions folder {self.folder} is gone; watched again once it is back")
+            self._say(f"waiting for the acquisitions folder {self.folder}: it is not there (watched once it is)")
             return False
         if self._arrivals is not None and now == self._identity and self._arrivals.alive:
             return False
@@ -97,6 +139,8 @@ class StartRequest:
     folder: Path
     name: str
     identity: Identity
+    mtime: int
+    """The folder's modification time when it was asked for (before its destination was looked at)."""
 
 
 @dataclass(frozen=True)
@@ -111,18 +155,20 @@ class Decided:
 
 
 class Starter:
-    """Runs `decide` for each request on one thread of its own: a destination on a dead hard-mounted
-    share blocks that thread, never the service's loop (which goes on collecting and reporting)."""
+    """Runs `decide` for each request on a thread per destination root, one request at a time
+    there: a destination on a dead hard-mounted share blocks the starts to that share, never those
+    to another destination nor the service's loop (which goes on collecting, reporting, and naming
+    a start that does not finish). The threads are as many as the patterns' destinations."""
 
-    def __init__(self, decide: Callable[[StartRequest], Decided]) -> None:
+    def __init__(self, decide: Callable[[StartRequest], Decided], roots: list[Path]) -> None:
         self._decide = decide
-        self._todo: queue.SimpleQueue[StartRequest | None] = queue.SimpleQueue()
+        self._todo: dict[Path, queue.SimpleQueue[StartRequest | None]] = {r: queue.SimpleQueue() for r in roots}
         self._done: queue.SimpleQueue[Decided] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="softcopy-starter", daemon=True)
-        self._thread.start()
+        for i, todo in enumerate(self._todo.values()):
+            threading.Thread(target=self._run, args=(todo,), name=f"softcopy-starter-{i}", daemon=True).start()
 
     def ask(self, request: StartRequest) -> None:
-        self._todo.put(request)
+        self._todo[request.pattern.destination].put(request)
 
     def answers(self) -> list[Decided]:
         """What was decided since the last call (never waits)."""
@@ -134,10 +180,11 @@ class Starter:
                 return out
 
     def close(self) -> None:
-        self._todo.put(None)
+        for todo in self._todo.values():
+            todo.put(None)
 
-    def _run(self) -> None:
-        while (request := self._todo.get()) is not None:
+    def _run(self, todo: queue.SimpleQueue[StartRequest | None]) -> None:
+        while (request := todo.get()) is not None:
             try:
                 self._done.put(self._decide(request))
             except Exception as e:  # noqa: BLE001 -- one folder's trouble never ends the starter
