@@ -510,6 +510,7 @@ impl PyRateBudget {
 pub enum PyOwner {
     Free,
     Ours,
+    SameNumber,
     Unrecorded,
     Another,
     Finished,
@@ -537,6 +538,7 @@ fn destination_owner(
     Ok(match owner.map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))? {
         origin::Owner::Free => (PyOwner::Free, String::new()),
         origin::Owner::Ours => (PyOwner::Ours, String::new()),
+        origin::Owner::SameNumber => (PyOwner::SameNumber, String::new()),
         origin::Owner::Unrecorded => (PyOwner::Unrecorded, String::new()),
         origin::Owner::Another(why) => (PyOwner::Another, why),
         origin::Owner::Finished => (PyOwner::Finished, String::new()),

@@ -24,6 +24,12 @@ pub enum Owner {
     Free,
     /// Recorded as the copy of this very source folder.
     Ours,
+    /// Recorded for a folder with this device and inode number, on a filesystem that keeps no
+    /// birth time (FUSE, many network shares): this folder, or one made again under the name that
+    /// was handed the number back (ext4 does so at once). Only a person's explicit destination
+    /// writes into it; the service takes another name (docs/design.md, "One destination, one
+    /// acquisition").
+    SameNumber,
     /// Files are there, but no record says whose (an archive not copied by softcopy, or by a
     /// version that kept no record).
     Unrecorded,
@@ -83,6 +89,7 @@ pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner
         return Ok(if holds_anything(dst_root)? { Owner::Unrecorded } else { Owner::Free });
     };
     let here = FolderId::of(src_root)?;
+    let by_number = recorded.born.is_none() || here.born.is_none();
     if !recorded.same(&here) {
         return Ok(Owner::Another(format!(
             "{} holds the copy of another acquisition ({shown} as it was when copied; the folder there now \
@@ -116,7 +123,9 @@ pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner
         }
         return Ok(Owner::Finished);
     }
-    Ok(Owner::Ours)
+    // Windows keeps no birth time here, and needs none: NTFS's file index carries a sequence
+    // number that changes when a record is reused.
+    Ok(if by_number && cfg!(not(windows)) { Owner::SameNumber } else { Owner::Ours })
 }
 
 /// Whether a folder holds any file (softcopy's own state at its root and writers' temps aside).
@@ -157,5 +166,17 @@ mod tests {
         assert!(matches!(owner(&src, dst.path(), "complete").unwrap(), Owner::Another(_)));
         fs::remove_file(dst.path().join(ORIGIN)).unwrap();
         assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::Unrecorded);
+    }
+
+    #[test]
+    fn a_record_without_a_birth_time_is_only_the_same_number() {
+        // As recorded from a filesystem that keeps none (FUSE, many shares): the number alone
+        // cannot tell this folder from one made again under the name.
+        let (base, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src = base.path().join("x.zarr");
+        fs::create_dir(&src).unwrap();
+        let id = FolderId::of(&src).unwrap();
+        fs::write(dst.path().join(ORIGIN), format!("{HEADER}\n{} {} -1 x.zarr\n", id.dev, id.ino)).unwrap();
+        assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::SameNumber);
     }
 }

@@ -245,6 +245,9 @@ class Owner:
     """Nothing there (softcopy's own state aside) and nothing recorded."""
     Ours: ClassVar[Owner]
     """Recorded as the copy of this very source folder."""
+    SameNumber: ClassVar[Owner]
+    """Recorded for a folder with this device and inode number on a filesystem that keeps no birth time:
+    this folder, or one made again under the name that got the number back."""
     Unrecorded: ClassVar[Owner]
     """Files there, with no record of whose copy they are."""
     Another: ClassVar[Owner]

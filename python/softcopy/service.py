@@ -162,7 +162,11 @@ def already_verified(target: Target) -> bool:
         src, dst = (target.source / target.marker).stat(), (target.destination / target.marker).stat()
     except OSError:
         return False
-    # A copy carries its source's mtime; SFTP and many shares keep whole seconds.
+    # A copy carries its source's mtime to the nanosecond where the destination keeps them; SFTP
+    # and many shares keep whole seconds (FAT two): only then is the match that coarse. A take's
+    # marker made within a second or two of an earlier one's is no copy of it.
+    if dst.st_mtime_ns % 1_000_000_000:
+        return src.st_size == dst.st_size and src.st_mtime_ns == dst.st_mtime_ns
     return src.st_size == dst.st_size and abs(src.st_mtime - dst.st_mtime) < 2.0
 
 
@@ -356,8 +360,10 @@ class Service:
             if whose == Owner.Claimed:
                 raise ValueError(f"{target.destination} is another softcopy's destination now")
             # An unrecorded copy is taken as this acquisition's only where its marker shows a
-            # verified copy of this very source (one made before softcopy kept records).
-            if whose == Owner.Unrecorded and already_verified(target):
+            # verified copy of this very source (one made before softcopy kept records); so is
+            # one recorded by inode number alone, which may be a re-take's that got the number
+            # back: never written into, another name is taken.
+            if whose in (Owner.Unrecorded, Owner.SameNumber) and already_verified(target):
                 return target, whose
             if whose in (Owner.Free, Owner.Ours, Owner.Finished):
                 if n > 1:
