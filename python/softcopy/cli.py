@@ -313,8 +313,13 @@ def main(
         for t in targets:
             if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
                 raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
-            check_destination_made(t)
-            refuse_another_acquisition(t)
+            try:
+                check_destination_made(t)
+                refuse_another_acquisition(t)
+            except OSError as e:
+                # Not bad input: a share that is down now is waited for (docs/design.md,
+                # "Unavailable is not elsewhere").
+                log.warning("%s cannot be looked at now (%s): it is waited for", t.destination, e.strerror or e)
         total = None if max_total_rate is None else parse_rate(max_total_rate)
         check_report_folder(report_path)
     except ConfigError as e:

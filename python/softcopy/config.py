@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import itertools
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger("softcopy")
 
 
 class ConfigError(ValueError):
@@ -174,7 +177,7 @@ def check_pair(source: Path, destination: Path, where: str = "") -> None:
             raise ConfigError(
                 f"{where}destination {d} and the acquisitions folder {parent} must not contain each other"
             )
-        if d.exists() and not d.is_dir():
+        if _a_file(d):
             raise ConfigError(f"{where}destination {d} is a file, not a folder")
         return
     s, d = source.resolve(), destination.resolve()
@@ -184,10 +187,21 @@ def check_pair(source: Path, destination: Path, where: str = "") -> None:
         raise ConfigError(f"{where}destination {d} is inside the source {s}")
     if s.is_relative_to(d):
         raise ConfigError(f"{where}source {s} is inside the destination {d}")
-    if s.exists() and not s.is_dir():
+    if _a_file(s):
         raise ConfigError(f"{where}source {s} is a file, not a folder")
-    if d.exists() and not d.is_dir():
+    if _a_file(d):
         raise ConfigError(f"{where}destination {d} is a file, not a folder")
+
+
+def _a_file(path: Path) -> bool:
+    """Whether `path` is there and is not a folder. A share that cannot be looked at now (EIO from a
+    dropped share) is not bad input: it is unavailable, and waited for when its copy starts
+    (docs/design.md, "Unavailable is not elsewhere")."""
+    try:
+        return path.exists() and not path.is_dir()
+    except OSError as e:
+        log.warning("%s cannot be looked at now (%s): it is waited for", path, e.strerror or e)
+        return False
 
 
 def check_destination_made(t: Target) -> None:
