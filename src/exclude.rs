@@ -10,6 +10,9 @@
 
 use std::path::Path;
 
+/// A folder name no lab excludes, to ask whether a glob meets metadata below the root.
+const PROBE_FOLDER: &str = "softcopy-probe-folder";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Token {
     Byte(u8),
@@ -53,7 +56,16 @@ impl Exclude {
             }
             parsed.push(Glob { tokens: parse(folded.as_bytes()), anchored: folded.contains('/') });
         }
-        Ok(Exclude { globs: parsed, written: globs.to_vec() })
+        let exclude = Exclude { globs: parsed, written: globs.to_vec() };
+        // Metadata is part of every acquisition: a copy without it cannot be read, and freeing its
+        // chunks would leave them nowhere readable. Said at the start for the names a glob meets
+        // anywhere (`*.json`); one that meets metadata only deeper is caught by the verification.
+        for name in crate::vocab::METADATA {
+            if exclude.matches(Path::new(name)) || exclude.matches(&Path::new(PROBE_FOLDER).join(name)) {
+                return Err(format!("exclude must not match Zarr metadata ({name}): it is part of every acquisition"));
+            }
+        }
+        Ok(exclude)
     }
 
     /// The globs as given.
@@ -209,6 +221,17 @@ mod tests {
         assert!(!Exclude::default().matches(Path::new("a.log")));
         assert!(Exclude::new(&[String::new()]).is_err());
         assert!(Exclude::new(&["/".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn a_glob_that_meets_zarr_metadata_is_refused() {
+        for glob in ["*.json", "zarr.json", ".z*", "*", "**/.zarray", "softcopy-probe-folder"] {
+            let refused = Exclude::new(&[glob.to_owned()]);
+            assert!(refused.is_err_and(|e| e.contains("Zarr metadata")), "{glob}");
+        }
+        for glob in ["*.log", "a", "logs", "*.tif", "c/0/*"] {
+            assert!(Exclude::new(&[glob.to_owned()]).is_ok(), "{glob}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::journal::Writer;
 use crate::manifest;
-use crate::vocab::Copied;
+use crate::vocab::{is_metadata, Copied};
 
 /// What the mover did.
 #[derive(Clone, Debug, Default)]
@@ -27,13 +27,6 @@ pub struct MoveReport {
     /// Files kept at the source, with the reason.
     pub kept: Vec<(PathBuf, String)>,
     pub folders_removed: u64,
-}
-
-fn is_metadata(rel: &Path) -> bool {
-    matches!(
-        rel.file_name().and_then(|n| n.to_str()),
-        Some(".zarray" | ".zattrs" | ".zgroup" | ".zmetadata" | "zarr.json")
-    )
 }
 
 /// Why a copy is not proven identical to its source.

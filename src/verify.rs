@@ -240,6 +240,10 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
         }
         if entry.file_type().is_file() && excluded(rel) {
             report.excluded.push(rel.to_path_buf());
+            // Metadata is never left out: its copy missing, the copy is not whole (see `Exclude::new`).
+            if crate::vocab::is_metadata(rel) && !dst.join(rel).is_file() {
+                report.missing.push(rel.to_path_buf());
+            }
             let in_grid = chunk_of(&slash_path(rel), &by_path).is_some_and(|(spec, idx)| spec.in_bounds(&idx));
             report.excluded_chunks += u64::from(in_grid);
         }

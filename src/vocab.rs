@@ -189,3 +189,12 @@ pub fn is_ignored(rel: &Path) -> bool {
         || name.ends_with(PARTIAL_SUFFIX)
         || (rel.parent() == Some(Path::new("")) && name.starts_with(".softcopy"))
 }
+
+/// The Zarr metadata files' names (v2 and v3): what makes a folder an array or a group, part of
+/// every acquisition (never excluded) and freed only after the data it describes.
+pub const METADATA: [&str; 5] = [".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"];
+
+/// Whether `rel` names a Zarr metadata file.
+pub fn is_metadata(rel: &std::path::Path) -> bool {
+    rel.file_name().and_then(|n| n.to_str()).is_some_and(|n| METADATA.contains(&n))
+}

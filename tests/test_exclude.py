@@ -113,6 +113,7 @@ def test_a_file_still_open_at_the_end_is_named_for_what_it_is(tmp_path: Path) ->
         ("''", "exclude must be a list of globs"),
         ("[3]", "exclude must be a list of globs"),
         ("{a: 1}", "exclude must be"),
+        ("['*.json']", "must not match Zarr metadata (zarr.json)"),
     ],
 )
 def test_a_bad_exclude_is_one_line_exit_2(tmp_path: Path, yaml_value: str, message: str) -> None:
@@ -145,3 +146,23 @@ def test_excluded_chunks_are_named_as_excluded_and_keep_their_array_readable_at_
     assert any(f"{len(excluded)} excluded files are chunks" in n for n in t["notes"]), t["notes"]
     assert sorted(tree(src)) == sorted([".zarray", "complete", *excluded])
     assert not any(k.startswith("1.") for k in tree(dst))
+
+
+def test_metadata_left_out_deeper_than_the_start_can_tell_is_missing_and_nothing_is_freed(tmp_path: Path) -> None:
+    """A glob that meets an array's metadata only below the root passes the start's check; the
+    verification names the metadata missing: the copy is not whole, nothing is freed."""
+    src, dst = tmp_path / "run", tmp_path / "copy"
+    write_finished_archive(src / "arr", "v2dot", 1)
+    (src / "arr" / "complete").rename(src / "complete")
+    before = tree(src)
+    r = subprocess.run(
+        softcopy_cmd(src, dst, "--exclude", "arr/.zarray", "--delete-source", "--json"),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert r.returncode == 1, r.stderr
+    [t] = json.loads(r.stdout.splitlines()[-1])["targets"]
+    assert not t["verified"] and "arr/.zarray" in t["missing"], t
+    assert tree(src) == before and not (dst / "complete").exists()

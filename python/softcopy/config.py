@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from softcopy._softcopy import Exclude
+
 log = logging.getLogger("softcopy")
 
 
@@ -104,6 +106,10 @@ def check_options(t: Target, where: str) -> None:
             raise ConfigError(f"{where}{name} must be a number of seconds >= 0, got {value!r}")
     if isinstance(t.exclude, str) or not all(isinstance(g, str) and g.strip("/") for g in t.exclude):
         raise ConfigError(f"{where}exclude must be a list of globs (non-empty strings), got {t.exclude!r}")
+    try:
+        Exclude(list(t.exclude))  # parsed once more by the engine; refused here as bad input
+    except ValueError as e:
+        raise ConfigError(f"{where}{e}") from None
     if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
         raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
 
