@@ -41,19 +41,7 @@ impl Run {
         let late = || late.borrow_mut().take().expect("asked once");
         let dest = crate::dest::Dest::at(self.dst.path());
         let versions = vec![Copied { rel: "a".into(), ident: a, hash: None }];
-        let d = Drained {
-            cfg: &self.cfg,
-            sh: &self.sh,
-            src: self.src.path(),
-            dest: &dest,
-            root: &self.root,
-            copied: versions,
-            landed: None,
-            records,
-            gave_up,
-            late: &late,
-        };
-        conclude(d)
+        end_freeing(self, &self.sh, &dest, records, &late, versions, gave_up)
     }
 
     fn marker_at_destination(&self) -> bool {
@@ -69,6 +57,41 @@ fn copy(src: &Path, dst: &Path, rel: &str) {
 
 fn quiet() -> Late {
     Late { moved: Vec::new(), lost: false }
+}
+
+/// Runs the end steps of `run` on `dest`, with the expected file set already given to `sh`.
+fn end(
+    run: &Run,
+    sh: &Shared,
+    dest: &crate::dest::Dest,
+    records: Landed<'_>,
+    late: &dyn Fn() -> Late,
+) -> (Phase, Verdict) {
+    end_freeing(run, sh, dest, records, late, Vec::new(), false)
+}
+
+fn end_freeing(
+    run: &Run,
+    sh: &Shared,
+    dest: &crate::dest::Dest,
+    records: Landed<'_>,
+    late: &dyn Fn() -> Late,
+    copied: Vec<Copied>,
+    gave_up: bool,
+) -> (Phase, Verdict) {
+    let d = Drained {
+        cfg: &run.cfg,
+        sh,
+        src: run.src.path(),
+        dest,
+        root: &run.root,
+        copied,
+        landed: None,
+        records,
+        gave_up,
+        late,
+    };
+    conclude(d)
 }
 
 #[test]
@@ -113,20 +136,7 @@ fn conclude_with(run: &Run, expected: Expected) -> (Phase, Verdict) {
     let sh = Shared::default();
     *lock(&sh.expected) = Some(expected);
     let records = Landed { copied: &|_| None, settled: None, count: 0 };
-    let dest = crate::dest::Dest::at(run.dst.path());
-    let d = Drained {
-        cfg: &run.cfg,
-        sh: &sh,
-        src: run.src.path(),
-        dest: &dest,
-        root: &run.root,
-        copied: Vec::new(),
-        landed: None,
-        records,
-        gave_up: false,
-        late: &quiet,
-    };
-    conclude(d)
+    end(run, &sh, &crate::dest::Dest::at(run.dst.path()), records, &quiet)
 }
 
 #[test]
@@ -252,4 +262,67 @@ fn the_marker_is_withdrawn_when_the_run_is_not_verified() {
     let dest = crate::dest::Dest::at(run.dst.path()).view(Some("complete")).unwrap();
     Unverified::new(&dest, &run.sh).verified();
     assert!(run.marker_at_destination());
+}
+
+#[test]
+fn a_destination_that_cannot_be_reached_is_waited_for_then_given_up_on() {
+    let mut run = Run::new();
+    run.cfg.give_up_after = Duration::from_millis(300);
+    let dst = run.dst.path().to_path_buf();
+    let dest = crate::dest::Dest::at(&dst);
+    fs::remove_dir_all(&dst).unwrap();
+    *lock(&run.sh.expected) = Some(Expected::default());
+    let records = Landed { copied: &|_| None, settled: None, count: 0 };
+    let (phase, v) = end(&run, &run.sh, &dest, records, &quiet);
+    assert_eq!(phase, Phase::Incomplete);
+    assert!(v.reason.as_deref().is_some_and(|r| r.starts_with("cannot verify: gave up: destination")), "{v:?}");
+    let waiting: Vec<_> = run.sh.take_messages().into_iter().filter(|(_, m)| m.contains("waiting for it")).collect();
+    assert_eq!(waiting.len(), 1, "said once: {waiting:?}");
+    assert_eq!(lock(&run.sh.status).destination_trouble, None, "the trouble is over once the run ends");
+}
+
+/// A run whose source file `rel` (copied, with `a`) is deleted unheard after the final look (events
+/// lost), with `arrays` expected.
+fn deleted_after_the_final_look(rel: &str, arrays: Vec<crate::verify::ArraySpec>) -> (Run, Phase) {
+    let run = Run::new();
+    fs::write(run.src.path().join(rel), b"chunk").unwrap();
+    copy(run.src.path(), run.dst.path(), rel);
+    let (a, other) = (run.ident("a"), run.ident(rel));
+    let copied = |p: &Path| [("a", a), (rel, other)].into_iter().find(|(k, _)| p == Path::new(k)).map(|(_, i)| i);
+    let sh = Shared::default();
+    *lock(&sh.expected) = Some(Expected { arrays, unreadable: Vec::new() });
+    let dest = crate::dest::Dest::at(run.dst.path());
+    let gone = run.src.path().join(rel);
+    let late = move || {
+        fs::remove_file(&gone).unwrap();
+        Late { moved: Vec::new(), lost: true }
+    };
+    let (phase, _) = end(&run, &sh, &dest, Landed { copied: &copied, settled: None, count: 2 }, &late);
+    (run, phase)
+}
+
+#[test]
+fn the_look_after_lost_events_prunes_nothing() {
+    // A chunk deleted unheard: the look finds the source changed and withdraws the marker, and
+    // prunes no copy (the marker stood over it).
+    let array = crate::verify::ArraySpec {
+        path: String::new(),
+        shape: vec![4],
+        grid: vec![1],
+        prefix: None,
+        separator: '.',
+        shard: None,
+    };
+    let (run, phase) = deleted_after_the_final_look("0", vec![array]);
+    assert_eq!(phase, Phase::Incomplete);
+    assert!(!run.marker_at_destination());
+    assert!(run.dst.path().join("0").exists(), "nothing is pruned once the marker stood");
+}
+
+#[test]
+fn a_file_deleted_unheard_after_the_final_look_withdraws_the_marker() {
+    // Not a chunk (so not stale): only the count of files tells the source is not what was copied.
+    let (run, phase) = deleted_after_the_final_look("notes", Vec::new());
+    assert_eq!(phase, Phase::Incomplete);
+    assert!(!run.marker_at_destination());
 }

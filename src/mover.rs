@@ -411,4 +411,18 @@ mod tests {
         assert_eq!(names(&report.deleted), ["good"]);
         assert!(src.path().join("complete").exists());
     }
+
+    #[test]
+    fn folders_are_removed_only_after_something_was_freed() {
+        // An empty folder at the source is the writer's (fill-value chunks) until the freeing
+        // empties it: a freeing that deleted nothing leaves every folder as it was.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::create_dir(src.path().join("empty")).unwrap();
+        let changed = copied(src.path(), dst.path(), "0", b"bytes");
+        fs::write(src.path().join("0"), b"later").unwrap();
+        let no_stop = AtomicBool::new(false);
+        let report = delete_sources(src.path(), dst.path(), &[changed], None, false, Duration::ZERO, &no_stop).unwrap();
+        assert!(report.deleted.is_empty() && report.folders_removed == 0);
+        assert!(src.path().join("empty").is_dir());
+    }
 }

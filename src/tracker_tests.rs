@@ -785,15 +785,18 @@ fn a_file_closed_after_it_was_queued_waits_to_settle() {
 
 #[test]
 fn a_debounced_new_version_needs_no_check_for_writers() {
-    // A rename is a whole version however long it waited for further ones: no writer to check for.
-    let mut t = Tracker::new(Duration::from_millis(100), Duration::from_millis(50)).with_close_events(true);
-    let c = Clock(Instant::now());
-    t.event(&p("shard"), Change::Replaced, c.at(0));
-    t.next_job(c.at(0));
-    t.finish(&p("shard"), copied(1), c.at(1));
-    t.event(&p("shard"), Change::Replaced, c.at(10));
-    let job = t.next_job(c.at(60)).expect("after its debounce");
-    assert!(!job.verify_closed);
+    // A rename is a whole version however long it waited for further ones: no writer to check
+    // for, whether or not closes are reported.
+    for closes in [true, false] {
+        let mut t = Tracker::new(Duration::from_millis(100), Duration::from_millis(50)).with_close_events(closes);
+        let c = Clock(Instant::now());
+        t.event(&p("shard"), Change::Replaced, c.at(0));
+        t.next_job(c.at(0));
+        t.finish(&p("shard"), copied(1), c.at(1));
+        t.event(&p("shard"), Change::Replaced, c.at(10));
+        let job = t.next_job(c.at(60)).expect("after its debounce");
+        assert!(!job.verify_closed, "closes reported: {closes}");
+    }
 }
 
 #[test]
@@ -825,4 +828,19 @@ fn failures_back_off_doubling_from_200_ms() {
         now += wait;
     }
     assert_eq!(waits, vec![200, 400, 800, 1600, 3200, 0], "then given up");
+}
+
+#[test]
+fn the_status_counts_files_waiting_in_flight_and_being_written() {
+    let (mut t, c) = setup();
+    assert_eq!((t.backlog(), t.in_flight(), t.writing()), (0, 0, 0));
+    for k in ["a", "b", "c"] {
+        t.event(&p(k), Change::Replaced, c.at(0));
+    }
+    t.event(&p("w1"), Change::Modified, c.at(0));
+    t.event(&p("w2"), Change::Modified, c.at(0));
+    assert_eq!((t.backlog(), t.in_flight(), t.writing()), (3, 0, 2));
+    t.next_job(c.at(0));
+    t.next_job(c.at(0));
+    assert_eq!((t.backlog(), t.in_flight(), t.writing()), (1, 2, 2));
 }
