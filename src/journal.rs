@@ -583,6 +583,28 @@ mod tests {
         fs::remove_file(src.path().join("complete")).unwrap();
         Writer::open(dst.path(), src.path()).unwrap().not_freed(&[marker.to_path_buf()]).unwrap();
         assert!(!Journal::read(dst.path()).unwrap().freed_whole(src.path(), marker).unwrap(), "kept after all");
+        // A marker that cannot be looked at is no answer.
+        fs::write(src.path().join("file"), "").unwrap();
+        assert!(j.freed_whole(&src.path().join("file"), marker).is_err());
+    }
+
+    #[test]
+    fn what_cannot_be_looked_at_is_never_taken_as_absent() {
+        // An unreadable journal read as empty would make every freed file's copy look stale; freed
+        // metadata that cannot be looked at is taken as back (its array's copies are kept).
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(dst.path().join("file"), "").unwrap();
+        assert!(Journal::read(&dst.path().join("file")).is_err());
+        assert!(is_old(&dst.path().join("file").join(JOURNAL)).is_err());
+        fs::create_dir(src.path().join("a")).unwrap();
+        fs::create_dir(dst.path().join("a")).unwrap();
+        freed(src.path(), dst.path(), &["a/zarr.json"]);
+        let j = Journal::read(dst.path()).unwrap();
+        assert!(!j.is_empty());
+        assert!(!j.returned(src.path(), Path::new("a/zarr.json")), "gone: not back");
+        fs::remove_dir(src.path().join("a")).unwrap();
+        fs::write(src.path().join("a"), "a file where the folder was").unwrap();
+        assert!(j.returned(src.path(), Path::new("a/zarr.json")), "cannot be looked at: taken as back");
     }
 
     #[test]
@@ -629,5 +651,19 @@ mod tests {
         ] {
             assert!(!f.is_version(&other), "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_root_without_a_birth_time_is_read_back_without_one() {
+        // Written as -1: read back as a birth time, it would tell this very folder from itself
+        // once the filesystem reports one.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut w = Writer::open(dst.path(), src.path()).unwrap();
+        w.root.born = None;
+        fs::write(src.path().join("c0"), "chunk").unwrap();
+        let ident = crate::sys::path_identity(&src.path().join("c0")).unwrap();
+        w.freeing(&[&crate::vocab::Copied { rel: PathBuf::from("c0"), ident, hash: None }]).unwrap();
+        let j = Journal::read(dst.path()).unwrap();
+        assert_eq!(j.freed[Path::new("c0")].map(|f| f.root.born), Some(None));
     }
 }
