@@ -450,3 +450,7 @@ pub fn write_manifest(tracker: &Tracker, dst: &Path, path: &Path) -> Result<()> 
     }
     crate::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
 }
+
+#[cfg(test)]
+#[path = "finish_tests.rs"]
+mod tests;

@@ -503,4 +503,167 @@ mod tests {
         fs::remove_dir(dst.path().join(JOURNAL)).unwrap();
         assert!(Journal::read(dst.path()).unwrap().is_empty());
     }
+
+    /// A source with `files` (each "bytes"), all copied, journaled as freed and deleted; the
+    /// journal as read back.
+    fn freed(src: &Path, dst: &Path, files: &[&str]) -> Vec<crate::vocab::Copied> {
+        let mut w = Writer::open(dst, src).unwrap();
+        let versions: Vec<_> = files
+            .iter()
+            .map(|rel| {
+                fs::write(src.join(rel), "bytes").unwrap();
+                fs::copy(src.join(rel), dst.join(rel)).unwrap();
+                let mtime = fs::metadata(src.join(rel)).unwrap().modified().unwrap();
+                fs::File::options().write(true).open(dst.join(rel)).unwrap().set_modified(mtime).unwrap();
+                let ident = crate::sys::path_identity(&src.join(rel)).unwrap();
+                crate::vocab::Copied { rel: PathBuf::from(rel), ident, hash: None }
+            })
+            .collect();
+        w.freeing(&versions.iter().collect::<Vec<_>>()).unwrap();
+        for rel in files {
+            fs::remove_file(src.join(rel)).unwrap();
+        }
+        versions
+    }
+
+    #[test]
+    fn a_deletion_that_failed_vouches_for_nothing() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        freed(src.path(), dst.path(), &["c0", "c1"]);
+        Writer::open(dst.path(), src.path()).unwrap().not_freed(&[PathBuf::from("c1")]).unwrap();
+        let j = Journal::read(dst.path()).unwrap();
+        assert_eq!(j.freed_names(), HashSet::from([PathBuf::from("c0")]));
+        let vouch =
+            |rel: &str| j.accounts_for(src.path(), Path::new(rel), &fs::metadata(dst.path().join(rel)).unwrap(), None);
+        assert_eq!((vouch("c0"), vouch("c1")), (Vouch::Freed, Vouch::Silent));
+        // A later freeing of the same name speaks again.
+        freed(src.path(), dst.path(), &["c1"]);
+        let j = Journal::read(dst.path()).unwrap();
+        assert_eq!(j.freed_names().len(), 2);
+    }
+
+    #[test]
+    fn a_copy_of_another_version_or_from_another_root_is_not_vouched_for() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        freed(src.path(), dst.path(), &["c0", "c1"]);
+        // c0's copy was written again since (another size); c1's copy has another mtime.
+        fs::write(dst.path().join("c0"), "other bytes").unwrap();
+        let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+        fs::File::options().write(true).open(dst.path().join("c1")).unwrap().set_modified(earlier).unwrap();
+        let j = Journal::read(dst.path()).unwrap();
+        let vouch = |root: &Path, rel: &str| {
+            j.accounts_for(root, Path::new(rel), &fs::metadata(dst.path().join(rel)).unwrap(), None)
+        };
+        assert_eq!((vouch(src.path(), "c0"), vouch(src.path(), "c1")), (Vouch::Silent, Vouch::Silent));
+        // Another folder at the source's name: the copy may be the only one of a freed file.
+        let (src2, dst2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        freed(src2.path(), dst2.path(), &["c0"]);
+        let meta = fs::metadata(dst2.path().join("c0")).unwrap();
+        // A journal is read for one source root (what it finds there is kept).
+        let vouch = |root: &Path| Journal::read(dst2.path()).unwrap().accounts_for(root, Path::new("c0"), &meta, None);
+        assert_eq!(vouch(src.path()), Vouch::Conflict);
+        assert_eq!(vouch(src2.path()), Vouch::Freed);
+        assert_eq!(vouch(&src2.path().join("gone")), Vouch::Freed, "a root gone was this one");
+    }
+
+    #[test]
+    fn an_acquisition_is_freed_whole_once_its_marker_left_this_very_folder() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let marker = Path::new("complete");
+        assert!(!Journal::read(dst.path()).unwrap().freed_whole(src.path(), marker).unwrap(), "no journal");
+        freed(src.path(), dst.path(), &["c0"]);
+        assert!(!Journal::read(dst.path()).unwrap().freed_whole(src.path(), marker).unwrap(), "data only");
+        freed(src.path(), dst.path(), &["complete"]);
+        let j = Journal::read(dst.path()).unwrap();
+        assert!(j.freed_whole(src.path(), marker).unwrap());
+        let other = tempfile::tempdir().unwrap();
+        assert!(!j.freed_whole(other.path(), marker).unwrap(), "another folder");
+        fs::write(src.path().join("complete"), "a new take's").unwrap();
+        assert!(!j.freed_whole(src.path(), marker).unwrap(), "a marker there again");
+        fs::remove_file(src.path().join("complete")).unwrap();
+        Writer::open(dst.path(), src.path()).unwrap().not_freed(&[marker.to_path_buf()]).unwrap();
+        assert!(!Journal::read(dst.path()).unwrap().freed_whole(src.path(), marker).unwrap(), "kept after all");
+        // A marker that cannot be looked at is no answer.
+        fs::write(src.path().join("file"), "").unwrap();
+        assert!(j.freed_whole(&src.path().join("file"), marker).is_err());
+    }
+
+    #[test]
+    fn what_cannot_be_looked_at_is_never_taken_as_absent() {
+        // An unreadable journal read as empty would make every freed file's copy look stale; freed
+        // metadata that cannot be looked at is taken as back (its array's copies are kept).
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(dst.path().join("file"), "").unwrap();
+        assert!(Journal::read(&dst.path().join("file")).is_err());
+        assert!(is_old(&dst.path().join("file").join(JOURNAL)).is_err());
+        fs::create_dir(src.path().join("a")).unwrap();
+        fs::create_dir(dst.path().join("a")).unwrap();
+        freed(src.path(), dst.path(), &["a/zarr.json"]);
+        let j = Journal::read(dst.path()).unwrap();
+        assert!(!j.is_empty());
+        assert!(!j.returned(src.path(), Path::new("a/zarr.json")), "gone: not back");
+        fs::remove_dir(src.path().join("a")).unwrap();
+        fs::write(src.path().join("a"), "a file where the folder was").unwrap();
+        assert!(j.returned(src.path(), Path::new("a/zarr.json")), "cannot be looked at: taken as back");
+    }
+
+    #[test]
+    fn a_new_journal_starts_with_its_header_and_blank_lines_are_skipped() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        Writer::open(dst.path(), src.path()).unwrap();
+        assert_eq!(fs::read_to_string(dst.path().join(JOURNAL)).unwrap(), format!("{HEADER}\n"));
+        assert!(!is_old(&dst.path().join(JOURNAL)).unwrap());
+        // A header after blank lines is still the header: nothing is rewritten.
+        fs::write(dst.path().join(JOURNAL), format!("\n\n{HEADER}\nK x\n")).unwrap();
+        assert!(!is_old(&dst.path().join(JOURNAL)).unwrap());
+        Writer::open(dst.path(), src.path()).unwrap();
+        assert_eq!(fs::read_to_string(dst.path().join(JOURNAL)).unwrap(), format!("\n\n{HEADER}\nK x\n"));
+        fs::write(dst.path().join(JOURNAL), "\n\n").unwrap();
+        assert!(!is_old(&dst.path().join(JOURNAL)).unwrap(), "nothing but blank lines");
+    }
+
+    #[test]
+    fn entries_of_every_format_are_read_and_a_root_without_birth_time_matches_any() {
+        let parsed = parse("F 1 2 -1 9 5 6 7 8 a b").unwrap();
+        let root = FolderId { dev: 1, ino: 2, born: None };
+        assert_eq!(
+            parsed,
+            ('F', Some(Freed { root, size: 5, mtime_ns: 6, version: Some((7, 8)) }), PathBuf::from("a b"))
+        );
+        let born = parse("F 1 2 0 9 5 6 7 8 a").unwrap().1.unwrap().root.born;
+        assert_eq!(born, Some(0));
+        let parsed = parse("M 1 2 9 5 6 a b").unwrap();
+        assert_eq!(parsed, ('M', Some(Freed { root, size: 5, mtime_ns: 6, version: None }), PathBuf::from("a b")));
+        assert_eq!(parse("K a b"), Some(('K', None, PathBuf::from("a b"))));
+        assert_eq!(parse("P a b"), Some(('P', None, PathBuf::from("a b"))));
+        for torn in ["F 1 2 3", "M 1 2", "X a", "F", "F -1 2 0 9 5 6 7 8 a"] {
+            assert_eq!(parse(torn), None, "{torn}");
+        }
+        let version = crate::vocab::Identity { dev: 9, ino: 7, size: 5, mtime_ns: 6, ctime_ns: 8 };
+        let f = parsed.1.unwrap();
+        assert!(!f.is_version(&version), "no version recorded: never the very file");
+        let f = Freed { version: Some((7, 8)), ..f };
+        assert!(f.is_version(&version));
+        for other in [
+            crate::vocab::Identity { size: 4, ..version },
+            crate::vocab::Identity { mtime_ns: 5, ..version },
+            crate::vocab::Identity { ino: 1, ..version },
+        ] {
+            assert!(!f.is_version(&other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_root_without_a_birth_time_is_read_back_without_one() {
+        // Written as -1: read back as a birth time, it would tell this very folder from itself
+        // once the filesystem reports one.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut w = Writer::open(dst.path(), src.path()).unwrap();
+        w.root.born = None;
+        fs::write(src.path().join("c0"), "chunk").unwrap();
+        let ident = crate::sys::path_identity(&src.path().join("c0")).unwrap();
+        w.freeing(&[&crate::vocab::Copied { rel: PathBuf::from("c0"), ident, hash: None }]).unwrap();
+        let j = Journal::read(dst.path()).unwrap();
+        assert_eq!(j.freed[Path::new("c0")].map(|f| f.root.born), Some(None));
+    }
 }

@@ -300,4 +300,122 @@ mod tests {
         assert_eq!(proof.proven.iter().map(|c| c.rel.clone()).collect::<Vec<_>>(), vec![PathBuf::from("good")]);
         assert_eq!(proof.differs, vec![PathBuf::from("bad")]);
     }
+
+    fn names(files: &[PathBuf]) -> Vec<String> {
+        let mut names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn metadata_and_the_marker_go_only_once_every_data_file_has() {
+        // A data file changed since its copy stays; then so do the metadata and the marker, so the
+        // source stays a readable archive that a later run finds and finishes.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let files: Vec<Copied> = ["0", "1", ".zarray", "zarr.json", ".zattrs", ".zgroup", ".zmetadata"]
+            .iter()
+            .map(|rel| copied(src.path(), dst.path(), rel, b"bytes"))
+            .collect();
+        let marker = copied(src.path(), dst.path(), "complete", b"done");
+        fs::write(src.path().join("1"), b"later").unwrap();
+        let no_stop = AtomicBool::new(false);
+        let report = delete_sources(src.path(), dst.path(), &files, Some(&marker), false, Duration::ZERO, &no_stop);
+        let report = report.unwrap();
+        assert_eq!(names(&report.deleted), ["0"]);
+        let kept: Vec<PathBuf> = report.kept.iter().map(|(rel, _)| rel.clone()).collect();
+        assert_eq!(names(&kept), [".zarray", ".zattrs", ".zgroup", ".zmetadata", "1", "complete", "zarr.json"]);
+        // Every data file gone: metadata, then the marker, go too, and the folders left empty.
+        fs::create_dir(src.path().join("a")).unwrap();
+        fs::create_dir(dst.path().join("a")).unwrap();
+        let data = copied(src.path(), dst.path(), "a/0", b"bytes");
+        let meta = files[2..].to_vec();
+        let report = delete_sources(
+            src.path(),
+            dst.path(),
+            &[&[data][..], &meta].concat(),
+            Some(&marker),
+            false,
+            Duration::ZERO,
+            &no_stop,
+        );
+        let report = report.unwrap();
+        assert_eq!(report.deleted.len(), 7, "{report:?}");
+        assert_eq!(report.deleted.last(), Some(&PathBuf::from("complete")), "the marker last");
+        assert_eq!(report.folders_removed, 1);
+        assert!(src.path().exists() && !src.path().join("a").exists(), "the root itself stays");
+    }
+
+    #[test]
+    fn a_proof_left_unfinished_keeps_metadata_and_marker() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let files =
+            vec![copied(src.path(), dst.path(), "0", b"bytes"), copied(src.path(), dst.path(), "zarr.json", b"{}")];
+        let report =
+            delete_sources(src.path(), dst.path(), &files, None, true, Duration::ZERO, &AtomicBool::new(false));
+        let report = report.unwrap();
+        assert_eq!(names(&report.deleted), ["0"]);
+        assert!(src.path().join("zarr.json").exists());
+    }
+
+    #[test]
+    fn a_file_open_for_writing_or_changed_since_its_copy_is_kept() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let files: Vec<Copied> =
+            ["open", "changed", "gone"].iter().map(|rel| copied(src.path(), dst.path(), rel, b"x")).collect();
+        let _writer = fs::OpenOptions::new().append(true).open(src.path().join("open")).unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(5);
+        fs::File::options().write(true).open(src.path().join("changed")).unwrap().set_modified(later).unwrap();
+        fs::remove_file(src.path().join("gone")).unwrap();
+        let report =
+            delete_sources(src.path(), dst.path(), &files, None, false, Duration::ZERO, &AtomicBool::new(false));
+        let report = report.unwrap();
+        assert!(report.deleted.is_empty(), "{report:?}");
+        assert_eq!(report.kept.len(), 3);
+        assert!(src.path().join("open").exists() && src.path().join("changed").exists());
+    }
+
+    #[test]
+    fn a_copy_is_proven_by_its_hash_and_a_marker_whose_copy_differs_stays() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let hashed = |rel: &str| {
+            let c = copied(src.path(), dst.path(), rel, b"chunk bytes");
+            let hash = Some(manifest::hash_file(&dst.path().join(rel)).unwrap());
+            Copied { hash, ..c }
+        };
+        let (good, bad) = (hashed("good"), hashed("bad"));
+        fs::write(dst.path().join("bad"), b"chunk bytez").unwrap();
+        let gone = copied(src.path(), dst.path(), "gone", b"x");
+        fs::remove_file(dst.path().join("gone")).unwrap();
+        let proof = prove(src.path(), dst.path(), vec![good, bad, gone], &AtomicBool::new(false));
+        assert_eq!(proof.proven.len(), 1);
+        assert_eq!((proof.differs, proof.gone), (vec![PathBuf::from("bad")], vec![PathBuf::from("gone")]));
+        let marker = copied(src.path(), dst.path(), "complete", b"done");
+        fs::write(dst.path().join("complete"), b"DONE").unwrap();
+        let report = delete_sources(
+            src.path(),
+            dst.path(),
+            &proof.proven,
+            Some(&marker),
+            false,
+            Duration::ZERO,
+            &AtomicBool::new(false),
+        );
+        let report = report.unwrap();
+        assert_eq!(names(&report.deleted), ["good"]);
+        assert!(src.path().join("complete").exists());
+    }
+
+    #[test]
+    fn folders_are_removed_only_after_something_was_freed() {
+        // An empty folder at the source is the writer's (fill-value chunks) until the freeing
+        // empties it: a freeing that deleted nothing leaves every folder as it was.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::create_dir(src.path().join("empty")).unwrap();
+        let changed = copied(src.path(), dst.path(), "0", b"bytes");
+        fs::write(src.path().join("0"), b"later").unwrap();
+        let no_stop = AtomicBool::new(false);
+        let report = delete_sources(src.path(), dst.path(), &[changed], None, false, Duration::ZERO, &no_stop).unwrap();
+        assert!(report.deleted.is_empty() && report.folders_removed == 0);
+        assert!(src.path().join("empty").is_dir());
+    }
 }

@@ -733,3 +733,116 @@ fn a_scan_never_erases_a_write_heard_without_its_close() {
     t.event(&p("c/0"), Change::Found, c.at(700));
     assert_eq!(drain(&mut t, c.at(700)), vec![p("c/0")], "found open by a look: looked at again");
 }
+
+#[test]
+fn what_was_copied_is_listed_with_its_version_and_hash_and_nothing_else() {
+    // The mover frees exactly `copied_versions`, the manifest lists `copied_files`, and the
+    // verdict names `not_copied`: each must be the tracker's own record, file by file.
+    let (mut t, c) = setup();
+    let hash: crate::manifest::Hash = [7; 16];
+    t.event(&p("a"), Change::Replaced, c.at(0));
+    t.event(&p("b"), Change::Replaced, c.at(0));
+    t.event(&p("open"), Change::Modified, c.at(0));
+    assert_eq!(drain(&mut t, c.at(0)).len(), 2);
+    t.finish(&p("a"), Outcome::Copied { ident: ident(1), bytes: 10, hash: Some(hash) }, c.at(1));
+    t.finish(&p("b"), copied(2), c.at(1));
+    let versions: Vec<_> = t.copied_versions().into_iter().map(|v| (v.rel, v.ident, v.hash)).collect();
+    assert_eq!(versions, vec![(p("a"), ident(1), Some(hash)), (p("b"), ident(2), None)]);
+    let files: Vec<_> = t.copied_files().map(|(rel, size, hash)| (rel.to_path_buf(), size, hash)).collect();
+    assert_eq!(files, vec![(p("a"), 10, Some(hash)), (p("b"), 10, None)]);
+    assert_eq!(t.not_copied(), vec![p("open")]);
+}
+
+#[test]
+fn a_hash_speaks_only_for_the_version_it_was_taken_of() {
+    // The mover proves a copy by its hash: a hash kept for another version would fail a good copy,
+    // and one dropped for the same version costs a read of the whole copy.
+    let (mut t, c) = setup();
+    let hash: crate::manifest::Hash = [7; 16];
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    t.next_job(c.at(0));
+    t.finish(&p("k"), Outcome::Copied { ident: ident(1), bytes: 10, hash: Some(hash) }, c.at(1));
+    let hash_of = |t: &Tracker| t.copied_versions()[0].hash;
+    t.event(&p("k"), Change::Found, c.at(2));
+    t.next_job(c.at(2));
+    t.finish(&p("k"), Outcome::Unchanged(ident(1)), c.at(3));
+    assert_eq!(hash_of(&t), Some(hash), "the same version: its hash stands");
+    t.event(&p("k"), Change::Found, c.at(4));
+    t.next_job(c.at(4));
+    t.finish(&p("k"), Outcome::Unchanged(ident(2)), c.at(5));
+    assert_eq!(hash_of(&t), None, "found copied at another version (an earlier run's): no hash");
+}
+
+#[test]
+fn a_file_closed_after_it_was_queued_waits_to_settle() {
+    // Queued by a find, then written and closed before a worker took it: it is due `settle` after
+    // the close, not at once from its old place in the queue.
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Found, c.at(0));
+    t.event(&p("k"), Change::Modified, c.at(1));
+    t.event(&p("k"), Change::ClosedWrite, c.at(2));
+    assert!(drain(&mut t, c.at(3)).is_empty(), "not settled yet");
+    assert_eq!(drain(&mut t, c.at(102)), vec![p("k")]);
+}
+
+#[test]
+fn a_debounced_new_version_needs_no_check_for_writers() {
+    // A rename is a whole version however long it waited for further ones: no writer to check
+    // for, whether or not closes are reported.
+    for closes in [true, false] {
+        let mut t = Tracker::new(Duration::from_millis(100), Duration::from_millis(50)).with_close_events(closes);
+        let c = Clock(Instant::now());
+        t.event(&p("shard"), Change::Replaced, c.at(0));
+        t.next_job(c.at(0));
+        t.finish(&p("shard"), copied(1), c.at(1));
+        t.event(&p("shard"), Change::Replaced, c.at(10));
+        let job = t.next_job(c.at(60)).expect("after its debounce");
+        assert!(!job.verify_closed, "closes reported: {closes}");
+    }
+}
+
+#[test]
+fn changes_back_off_doubling_from_100_ms_up_to_6_4_s() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let mut now = 0;
+    let mut waits = Vec::new();
+    for _ in 0..10 {
+        let job = t.next_job(c.at(now)).expect("due");
+        t.finish(&job.rel, Outcome::Changed, c.at(now));
+        let wait = t.next_deadline().map_or(0, |d| (d - c.at(now)).as_millis() as u64);
+        waits.push(wait);
+        now += wait;
+    }
+    assert_eq!(waits, vec![0, 100, 200, 400, 800, 1600, 3200, 6400, 6400, 6400], "the first at once");
+}
+
+#[test]
+fn failures_back_off_doubling_from_200_ms() {
+    let (mut t, c) = setup();
+    t.event(&p("k"), Change::Replaced, c.at(0));
+    let mut now = 0;
+    let mut waits = Vec::new();
+    while let Some(job) = t.next_job(c.at(now)) {
+        t.finish(&job.rel, Outcome::Failed("refused".into()), c.at(now));
+        let wait = t.next_deadline().map_or(0, |d| (d - c.at(now)).as_millis() as u64);
+        waits.push(wait);
+        now += wait;
+    }
+    assert_eq!(waits, vec![200, 400, 800, 1600, 3200, 0], "then given up");
+}
+
+#[test]
+fn the_status_counts_files_waiting_in_flight_and_being_written() {
+    let (mut t, c) = setup();
+    assert_eq!((t.backlog(), t.in_flight(), t.writing()), (0, 0, 0));
+    for k in ["a", "b", "c"] {
+        t.event(&p(k), Change::Replaced, c.at(0));
+    }
+    t.event(&p("w1"), Change::Modified, c.at(0));
+    t.event(&p("w2"), Change::Modified, c.at(0));
+    assert_eq!((t.backlog(), t.in_flight(), t.writing()), (3, 0, 2));
+    t.next_job(c.at(0));
+    t.next_job(c.at(0));
+    assert_eq!((t.backlog(), t.in_flight(), t.writing()), (1, 2, 2));
+}

@@ -646,4 +646,124 @@ mod tests {
         assert_eq!((r.proven_as_copied, r.mtime_mismatch.clone()), (1, vec![Path::new("1").join("0")]), "{r:?}");
         assert!(r.destination_walked && !r.ok());
     }
+
+    /// Copies `rel` from `src` to `dst` with its mtime, as the copier does.
+    fn copy(src: &Path, dst: &Path, rel: &str) {
+        fs::copy(src.join(rel), dst.join(rel)).unwrap();
+        let mtime = fs::metadata(src.join(rel)).unwrap().modified().unwrap();
+        fs::File::options().write(true).open(dst.join(rel)).unwrap().set_modified(mtime).unwrap();
+    }
+
+    fn plain(src: &Path, dst: &Path, content: bool, exclude: Option<&crate::exclude::Exclude>) -> Report {
+        let check = Check { marker: "complete", arrays: &[], content, prune: None, landed: None, exclude };
+        verify(src, &crate::dest::Dest::at(dst), &check, &AtomicBool::new(false)).unwrap()
+    }
+
+    #[test]
+    fn with_contents_compared_same_size_other_bytes_is_a_mismatch() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for (rel, copy_bytes) in [("same", b"12345"), ("differs", b"12X45")] {
+            fs::write(src.path().join(rel), b"12345").unwrap();
+            fs::write(dst.path().join(rel), copy_bytes).unwrap();
+        }
+        let r = plain(src.path(), dst.path(), true, None);
+        assert_eq!(r.content_mismatch, vec![PathBuf::from("differs")], "the bytes decide, not the mtimes");
+        assert!(r.mtime_mismatch.is_empty() && !r.ok());
+    }
+
+    #[test]
+    fn what_the_destination_holds_besides_the_copies_is_found_and_counted_right() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for (rel, bytes) in
+            [("a", &b"123"[..]), ("b", b"45"), ("complete", b"done"), ("skip.tmp", b"x"), ("k.__lock", b"")]
+        {
+            fs::write(src.path().join(rel), bytes).unwrap();
+        }
+        copy(src.path(), dst.path(), "a");
+        copy(src.path(), dst.path(), "b");
+        let exclude = crate::exclude::Exclude::new(&["*.tmp".into()]).unwrap();
+        // Only the copies: nothing else reported, the marker and what is left out not compared.
+        let r = plain(src.path(), dst.path(), false, Some(&exclude));
+        assert!(r.ok() && r.extra.is_empty() && r.partials.is_empty(), "{r:?}");
+        assert_eq!((r.files, r.bytes, r.excluded.clone()), (2, 5, vec![PathBuf::from("skip.tmp")]));
+        // A partial left behind is found, however the names balance.
+        fs::write(dst.path().join(format!(".a{PARTIAL_SUFFIX}")), b"1").unwrap();
+        let r = plain(src.path(), dst.path(), false, Some(&exclude));
+        assert_eq!(r.partials, vec![PathBuf::from(format!(".a{PARTIAL_SUFFIX}"))]);
+        assert!(!r.ok());
+        fs::remove_file(dst.path().join(format!(".a{PARTIAL_SUFFIX}"))).unwrap();
+        // A file the source does not have is found, even beside as many names that are left out.
+        fs::write(dst.path().join("c"), b"1").unwrap();
+        for rel in ["x.__lock", "y.__lock"] {
+            fs::write(dst.path().join(rel), b"").unwrap();
+        }
+        let r = plain(src.path(), dst.path(), false, Some(&exclude));
+        assert_eq!(r.extra, vec![PathBuf::from("c")]);
+    }
+
+    #[test]
+    fn an_mtime_matches_only_within_the_unit_the_destination_keeps() {
+        // (source, copy, same): a copy with whole seconds matches a source within one second of it.
+        for (src, copy, same) in [
+            (5_400_000_000, 5_000_000_000, true),
+            (4_600_000_000, 5_000_000_000, true),
+            (6_000_000_000, 5_000_000_000, false),
+            (7_000_000_000, 1_000_000_000, false),
+            (5_000_000_003, 5_000_000_003, true),
+            (5_000_000_001, 5_000_000_003, false),
+        ] {
+            assert_eq!(same_mtime_ns(src, copy), same, "{src} {copy}");
+        }
+    }
+
+    #[test]
+    fn a_copy_of_another_size_or_a_folder_in_its_place_is_no_copy() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for rel in ["short", "folder"] {
+            fs::write(src.path().join(rel), b"12345").unwrap();
+        }
+        fs::write(dst.path().join("short"), b"1234").unwrap();
+        fs::create_dir(dst.path().join("folder")).unwrap();
+        let r = plain(src.path(), dst.path(), false, None);
+        assert_eq!(r.size_mismatch, vec![(PathBuf::from("short"), 5, 4)]);
+        assert_eq!(r.missing, vec![PathBuf::from("folder")]);
+    }
+
+    #[test]
+    fn the_copy_of_a_freed_file_is_never_pruned_even_once_it_no_longer_looks_freed() {
+        // The journal's entry no longer matches the copy (its mtime changed at the destination),
+        // but the name was freed: the copy may be the only one left. Kept, and named.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let array = ArraySpec { path: "".into(), ..spec(&[4], &[1], None, '.') };
+        fs::write(dst.path().join("1"), b"only copy").unwrap();
+        let ident = crate::vocab::Identity { dev: 1, ino: 1, size: 99, mtime_ns: 1, ctime_ns: 1 };
+        let freed = crate::vocab::Copied { rel: PathBuf::from("1"), ident, hash: None };
+        crate::journal::Writer::open(dst.path(), src.path()).unwrap().freeing(&[&freed]).unwrap();
+        let root = crate::root::RootId::default();
+        root.adopt(src.path()).unwrap();
+        let dest = crate::dest::Dest::at(dst.path());
+        dest.keep_freed(crate::journal::Journal::read(dst.path()).unwrap().freed_names());
+        let arrays = std::slice::from_ref(&array);
+        let check =
+            Check { marker: "complete", arrays, content: false, prune: Some(&root), landed: None, exclude: None };
+        let r = verify(src.path(), &dest, &check, &AtomicBool::new(false)).unwrap();
+        assert_eq!((r.stale_chunks, r.pruned), (vec![PathBuf::from("1")], vec![]));
+        assert!(dst.path().join("1").exists());
+    }
+
+    #[test]
+    fn the_markers_copy_never_balances_a_stale_chunk() {
+        // The count that spares the destination walk leaves the marker out: counted, the marker's
+        // copy would balance the stale chunk "1" and it would pass unseen.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let array = ArraySpec { path: "".into(), ..spec(&[4], &[1], None, '.') };
+        fs::write(src.path().join("0"), b"chunk").unwrap();
+        copy(src.path(), dst.path(), "0");
+        fs::write(dst.path().join("1"), b"stale").unwrap();
+        fs::write(dst.path().join("complete"), b"done").unwrap();
+        let arrays = std::slice::from_ref(&array);
+        let check = Check { marker: "complete", arrays, content: false, prune: None, landed: None, exclude: None };
+        let r = verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &AtomicBool::new(false)).unwrap();
+        assert_eq!(r.stale_chunks, vec![PathBuf::from("1")]);
+    }
 }

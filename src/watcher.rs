@@ -334,6 +334,60 @@ mod tests {
         assert_eq!(found, vec![PathBuf::from("a")]);
     }
 
+    /// Engine events from `rx` until every one of `want` has come, or five seconds have passed.
+    fn events_until(
+        root: &Path,
+        rx: &crossbeam_channel::Receiver<notify::Result<Event>>,
+        want: &[FsEvent],
+    ) -> Vec<FsEvent> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut got = Vec::new();
+        while !want.iter().all(|w| got.contains(w)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(event) = rx.recv_timeout(left) else { break };
+            translate(root, event, &mut got);
+        }
+        got
+    }
+
+    #[test]
+    fn a_watched_tree_reports_every_change_the_engine_acts_on() {
+        // A watch that asks the kernel for too little (no removals, no closes) or watches no folder
+        // passes every test of `translate`: this one asks a real watch.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        std::fs::create_dir(&root).unwrap();
+        fs_file(&root, "old");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (mut w, limited) = Watcher::new(&root, tx).unwrap();
+        assert!(limited.is_none());
+        let mut found = Vec::new();
+        assert!(w.watch_tree(&root, |rel| found.push(rel)).unwrap().is_none());
+        assert_eq!(found, vec![PathBuf::from("old")]);
+        std::fs::create_dir(root.join("sub")).unwrap();
+        fs_file(&root, "new");
+        std::fs::rename(root.join("new"), root.join("renamed")).unwrap();
+        std::fs::remove_file(root.join("old")).unwrap();
+        let file = |rel: &str, c| FsEvent::File(PathBuf::from(rel), c);
+        let want = [
+            FsEvent::NewDir("sub".into()),
+            file("new", Change::Created),
+            file("new", Change::Modified),
+            file("new", Change::ClosedWrite),
+            FsEvent::Gone("new".into()),
+            file("renamed", Change::Replaced),
+            file("old", Change::Removed),
+        ];
+        let got = events_until(&root, &rx, &want);
+        assert!(want.iter().all(|w| got.contains(w)), "{got:?}");
+        // A new folder is watched once `ensure_watched` returns.
+        w.ensure_watched(&root.join("sub")).unwrap();
+        fs_file(&root.join("sub"), "inner");
+        let want = [FsEvent::File(Path::new("sub").join("inner"), Change::Created)];
+        let got = events_until(&root, &rx, &want);
+        assert!(got.contains(&want[0]), "{got:?}");
+    }
+
     fn fs_file(dir: &Path, name: &str) {
         std::fs::write(dir.join(name), b"x").unwrap();
     }
