@@ -630,18 +630,10 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
                 src.display()
             ),
         ),
-        Owner::SameNumber => sh.say(
-            Level::Info,
-            format!(
-                "{} is recorded as the copy of a folder with the number {} has; its filesystem keeps no birth \
-                 time to tell a folder made again under the name: taken as this acquisition's copy, as named",
-                dst.display(),
-                src.display()
-            ),
-        ),
+        Owner::SameNumber => return Err(Error::Config(crate::origin::same_number_why(&dst, &src))),
         Owner::Free | Owner::Ours => {}
     }
-    if !matches!(whose, Owner::Ours | Owner::SameNumber) {
+    if whose != Owner::Ours {
         crate::origin::record(&dst, &src).map_err(|e| Error::io("record the origin at", &dst, e))?;
     }
     // The record says, at every later look, that the folder under the name is still this copy.

@@ -538,7 +538,7 @@ fn destination_owner(
     Ok(match owner.map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))? {
         origin::Owner::Free => (PyOwner::Free, String::new()),
         origin::Owner::Ours => (PyOwner::Ours, String::new()),
-        origin::Owner::SameNumber => (PyOwner::SameNumber, String::new()),
+        origin::Owner::SameNumber => (PyOwner::SameNumber, origin::same_number_why(&destination, &source)),
         origin::Owner::Unrecorded => (PyOwner::Unrecorded, String::new()),
         origin::Owner::Another(why) => (PyOwner::Another, why),
         origin::Owner::Finished => (PyOwner::Finished, String::new()),

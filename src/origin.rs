@@ -26,9 +26,8 @@ pub enum Owner {
     Ours,
     /// Recorded for a folder with this device and inode number, on a filesystem that keeps no
     /// birth time (FUSE, many network shares): this folder, or one made again under the name that
-    /// was handed the number back (ext4 does so at once). Only a person's explicit destination
-    /// writes into it; the service takes another name (docs/design.md, "One destination, one
-    /// acquisition").
+    /// was handed the number back (ext4 does so at once). Never written into: a run refuses it,
+    /// the service takes another name (docs/design.md, "One destination, one acquisition").
     SameNumber,
     /// Files are there, but no record says whose (an archive not copied by softcopy, or by a
     /// version that kept no record).
@@ -126,6 +125,18 @@ pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner
     // Windows keeps no birth time here, and needs none: NTFS's file index carries a sequence
     // number that changes when a record is reused.
     Ok(if by_number && cfg!(not(windows)) { Owner::SameNumber } else { Owner::Ours })
+}
+
+/// Why a copy recorded by inode number alone (see [`Owner::SameNumber`]) is not written into.
+pub fn same_number_why(dst_root: &Path, src_root: &Path) -> String {
+    format!(
+        "{} is recorded as the copy of a folder with the inode number {} has, and that filesystem keeps no \
+         birth time to tell it from a folder made again under the name: softcopy never writes into what may be \
+         another acquisition's copy; if it is this folder's, remove {} to take it as an earlier copy",
+        dst_root.display(),
+        src_root.display(),
+        dst_root.join(ORIGIN).display()
+    )
 }
 
 /// Whether a folder holds any file (softcopy's own state at its root and writers' temps aside).

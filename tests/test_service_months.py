@@ -469,3 +469,36 @@ def test_a_missing_acquisitions_folder_holds_no_other_pattern(tmp_path: Path) ->
             lambda: (tmp_path / "raw-late" / "later.zarr" / "complete").exists(), 30, "the late pattern's copy", svc
         )
         assert svc.output().count("waiting for the acquisitions folder") == 1, svc.output()
+
+
+def test_a_source_without_birth_times_never_has_a_copy_written_into_by_inode_number_alone(tmp_path: Path) -> None:
+    # A source through FUSE keeps no birth time, and ext4 under it hands a deleted folder's inode
+    # to the next one made: an earlier take's copy, recorded by that number, looked like the
+    # re-take's own. Its marker matching within 2 s, the re-take was "already verified" and never
+    # copied; the same command written into it would prune the earlier take's only copy.
+    backing, dst = tmp_path / "backing", tmp_path / "raw"
+    (backing / "acquisition").mkdir(parents=True)
+    dst.mkdir()
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "mnt", {"FAULTY_TIMES": "0"}) as mnt:
+        acq = mnt / "acquisition"
+        first = take(acq / "x.zarr", 2, 1)
+        with service(tmp_path, acq / "*.zarr", dst) as svc:
+            wait_or_tell(lambda: (dst / "x.zarr" / "complete").exists(), 60, "the first take's copy", svc)
+        (tmp_path / "notify.sock").unlink()
+        # A service started again finds the finished archive verified: not copied again.
+        with service(tmp_path, acq / "*.zarr", dst) as svc:
+            wait_or_tell(lambda: "already verified" in svc.output(), 30, "the archive found verified", svc)
+        (tmp_path / "notify.sock").unlink()
+        # The command run by hand refuses a copy recorded by the number alone, even its own (it
+        # cannot tell), and says how to take it.
+        r = subprocess.run(
+            softcopy_cmd(acq / "x.zarr", dst / "x.zarr"), check=False, capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 2 and ".softcopy-origin" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        marker = (acq / "x.zarr" / "complete").stat()
+        shutil.rmtree(acq / "x.zarr")
+        second = take(acq / "x.zarr", 4, 7)  # often handed the inode back: then the number matches
+        os.utime(acq / "x.zarr" / "complete", ns=(marker.st_atime_ns, marker.st_mtime_ns + 1_000_000_000))
+        with service(tmp_path, acq / "*.zarr", dst) as svc:
+            wait_or_tell(lambda: (dst / "x-2.zarr" / "complete").exists(), 60, "the re-take's copy", svc)
+    assert tree(dst / "x.zarr") == first and tree(dst / "x-2.zarr") == second

@@ -61,7 +61,7 @@ def refuse_another_acquisition(t: Target) -> None:
         owner, why = destination_owner(t.source, t.destination, t.marker)
     except SoftcopyError as e:
         raise ConfigError(f"cannot tell whose copy the destination holds: {e}") from None
-    if owner == Owner.Another:
+    if owner in (Owner.Another, Owner.SameNumber):
         raise ConfigError(why)
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from softcopy._softcopy import Owner, RateBudget, SoftcopyError, destination_owner
+from softcopy import zarr
+from softcopy._softcopy import Owner, RateBudget, SoftcopyError, destination_owner, verify_trees
 from softcopy.config import Target, matches
 from softcopy.display import Display, emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
@@ -34,6 +35,7 @@ from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
 from softcopy.status import Shown, still
+from softcopy.verify import differences
 from softcopy.watching import (
     Decided,
     Devices,
@@ -162,12 +164,20 @@ def already_verified(target: Target) -> bool:
         src, dst = (target.source / target.marker).stat(), (target.destination / target.marker).stat()
     except OSError:
         return False
-    # A copy carries its source's mtime to the nanosecond where the destination keeps them; SFTP
-    # and many shares keep whole seconds (FAT two): only then is the match that coarse. A take's
-    # marker made within a second or two of an earlier one's is no copy of it.
-    if dst.st_mtime_ns % 1_000_000_000:
-        return src.st_size == dst.st_size and src.st_mtime_ns == dst.st_mtime_ns
+    # A copy carries its source's mtime; SFTP and many shares keep whole seconds.
     return src.st_size == dst.st_size and abs(src.st_mtime - dst.st_mtime) < 2.0
+
+
+def same_files(target: Target) -> bool:
+    """Every file of the source is at the destination with its size and modification time, and
+    nothing else is there (`softcopy verify` without contents): a whole walk of both, asked only
+    of a copy recorded by inode number alone, whose marker proves nothing (a re-take's may match
+    the earlier one's within the timestamps' precision)."""
+    arrays, unreadable = zarr.discover(target.source)
+    if unreadable:
+        return False
+    v = verify_trees(target.source, target.destination, [a.as_native() for a in arrays], marker=target.marker)
+    return not differences(v) and not v["extra"]
 
 
 class Service:
@@ -360,10 +370,12 @@ class Service:
             if whose == Owner.Claimed:
                 raise ValueError(f"{target.destination} is another softcopy's destination now")
             # An unrecorded copy is taken as this acquisition's only where its marker shows a
-            # verified copy of this very source (one made before softcopy kept records); so is
-            # one recorded by inode number alone, which may be a re-take's that got the number
-            # back: never written into, another name is taken.
-            if whose in (Owner.Unrecorded, Owner.SameNumber) and already_verified(target):
+            # verified copy of this very source (one made before softcopy kept records); one
+            # recorded by inode number alone, which may be a re-take's that got the number back,
+            # only where every file matches too. Neither is ever written into.
+            if whose == Owner.Unrecorded and already_verified(target):
+                return target, whose
+            if whose == Owner.SameNumber and already_verified(target) and same_files(target):
                 return target, whose
             if whose in (Owner.Free, Owner.Ours, Owner.Finished):
                 if n > 1:
