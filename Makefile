@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak model-long mutants
+.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak soak-service model-long mutants
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,8 +53,12 @@ mutants: ## cargo-mutants over the engine's decision modules with the Rust tests
 	@command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
 	cargo mutants -o target/mutants $(foreach f,tracker tracker_sweep settled rescan finish mover journal verify dest copier watcher,-f src/$(f).rs) -- --lib
 
-soak: install ## 10 minutes of live writers and random faults (not part of CI)
+soak: install ## the long soaks, 10 minutes each (not part of CI): four live targets with random faults, then the service form (soak-service)
 	$(PYTHON) tests/soak.py --minutes 10
+	$(PYTHON) tests/soak_service.py --minutes 10
+
+soak-service: install ## the service form's soak alone: 300 acquisitions, restarts, sshd dropped under sshfs, a broken webhook (SEED=N replays; as root)
+	$(PYTHON) tests/soak_service.py --minutes 10 $${SEED:+--seed $$SEED}
 
 bench: ## whole-process comparisons, the full runs (see BENCHMARKS.md; about 40 minutes, as root)
 	$(PIP) install --quiet --disable-pip-version-check .

@@ -64,6 +64,9 @@ PLANS = ["normal", "normal", "normal", "abort", "abort", "aside", "retake"]
 """What becomes of an acquisition, drawn from a shuffled deck so a short run has each."""
 KINDS = ["hand", "hand", "hand", "tensorstore", "zarr-python"]
 FAULTS = ["sigterm", "kill", "remake", "hook"]
+FORGET_WINDOW = 15.0
+"""Seconds after an acquisition's folder left its name within which a stop of the service loses
+it (the service lets it go after 10 s; see `Soak.forgotten`)."""
 
 
 @dataclass
@@ -89,6 +92,8 @@ class Take:
     """The soak deleted its folder: its files need be nowhere."""
     left: bool = False
     """Its folder left its name (renamed aside, the acquisitions folder moved away)."""
+    gone_at: float | None = None
+    """When its folder left its name or was deleted."""
     verified_at: Path | None = None
 
 
@@ -199,25 +204,30 @@ class Service:
         self.starts = 0
         self.stops: list[tuple[str, int, float]] = []
         """(how, exit code, seconds) of each stop."""
+        self.stopped_at: list[float] = []
 
-    def start(self) -> None:
+    def start(self) -> int | None:
+        """Starts the service: None once it says it is ready, or the exit code it ended with first."""
         self.starts += 1
         sock_path = self.base / f"notify-{self.starts}.sock"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, self.log.open("ab") as out:
             s.bind(str(sock_path))
-            s.settimeout(60)
+            s.settimeout(0.2)
             env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
-            self.proc = subprocess.Popen(softcopy_cmd(*self.args), env=env, stdout=out, stderr=subprocess.STDOUT)
-            try:
-                ready = s.recv(256)
-            except TimeoutError:
-                ready = b""
-        if ready != b"READY=1":
-            raise RuntimeError(f"the service did not say it is ready; its log ends:\n{self.tail()}")
+            self.proc = proc = subprocess.Popen(softcopy_cmd(*self.args), env=env, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    if s.recv(256) == b"READY=1":
+                        return None
+                if proc.poll() is not None:
+                    return proc.returncode
+        raise RuntimeError(f"the service did not say it is ready in 60 s; its log ends:\n{self.tail()}")
 
     def stop(self, how: str) -> None:
         assert self.proc is not None
         t = time.monotonic()
+        self.stopped_at.append(t)
         self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         try:
             code = self.proc.wait(60)
@@ -278,6 +288,8 @@ class Summary:
     named: Counter[str] = field(default_factory=Counter)
     """The statuses in the reports of the acquisitions not verified."""
     unverified: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
+    """What known bugs did in this run (each kept as an expected failure in test_soak_service.py)."""
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -311,6 +323,7 @@ class Summary:
             processes = len({p for _, p, _ in self.samples})
             out.append(f"({len(self.samples)} samples, one a second, over {processes} service processes)")
         out += [f"not verified: {u}" for u in self.unverified]
+        out += [f"KNOWN BUG: {k}" for k in self.known]
         out += [f"FINDING: {f}" for f in self.findings] or ["no findings"]
         return out
 
@@ -337,7 +350,11 @@ class Soak:
         self.back_at: dict[str, float] = {}
         """When the webhook (`hook`) and the share (`share`) come back."""
         self.remake_pending = False
+        self.start_pending = False
+        """The service could not start (while the share was down): started again once it is back."""
         self.moved_away = 0
+        self.hook_modes: list[str] = []
+        """The webhook's ways of failing still to come in this fault."""
 
     def note(self, what: str) -> None:
         """What the soak did, with the time the service's log uses, in soak.log beside it."""
@@ -437,7 +454,7 @@ class Soak:
             return  # the acquisitions folder was moved away meanwhile
         if t.state == "aborted" and self.rng.random() < 0.5:
             shutil.rmtree(t.folder)
-            t.deleted = True
+            t.deleted, t.gone_at = True, now
             self.note(f"{t.name!r}: deleted")
         elif t.state == "aborted" or t.plan == "aside":
             self.aside(t)
@@ -448,7 +465,7 @@ class Soak:
         n = self.summary.takes["renamed"]
         target = t.folder.with_name(f"{t.name}.aside{n}")
         t.folder.rename(target)
-        t.folder, t.left = target, True
+        t.folder, t.left, t.gone_at = target, True, time.monotonic()
         self.summary.takes["renamed"] += 1
         self.note(f"{t.name!r}: renamed to {target.name!r}")
 
@@ -460,7 +477,7 @@ class Soak:
         into_freed = freed and self.rng.random() < 0.5
         if not into_freed:
             shutil.rmtree(t.folder)
-            t.deleted = True
+            t.deleted, t.gone_at = True, now
         self.note(f"{t.name!r}: re-taken " + ("into the folder freed" if into_freed else "(deleted, made again)"))
         new = self.new_take(now, t.name, into_freed)
         self.summary.takes["re-taken"] += 1
@@ -474,14 +491,13 @@ class Soak:
         kinds = FAULTS + (["share"] if self.share is not None else [])
         kind = self.draw("fault", kinds)
         self.note(f"fault: {kind}")
-        if kind in ("sigterm", "kill"):
+        if kind in ("sigterm", "kill") and not self.start_pending:
             self.service.stop(kind)
-            self.service.start()
+            self.start_service()
         elif kind == "hook" and "hook" not in self.back_at:
-            self.hook.set(self.rng.choice(["hang", "garbage", "500"]))
-            self.note(f"the webhook answers {self.hook.mode}")
-            self.summary.faults[f"webhook {self.hook.mode}"] += 1
-            self.back_at["hook"] = now + self.rng.uniform(3.0, 15.0)
+            # Each way of failing in turn, a few seconds each (the ends meanwhile meet each one).
+            self.hook_modes = self.rng.sample(["hang", "garbage", "500"], 3)
+            self.next_hook_mode(now)
             return
         elif kind == "share" and self.share is not None and self.share.up:
             self.share.drop()
@@ -505,15 +521,24 @@ class Soak:
         self.acq.mkdir()
         for t in self.takes:
             if t.folder.parent == self.acq:
-                t.folder, t.left = away / t.folder.name, True
+                t.folder, t.left, t.gone_at = away / t.folder.name, True, time.monotonic()
         self.summary.faults["acquisitions folder remade"] += 1
         self.check_nothing_lost("after the acquisitions folder was remade")
 
-    def comebacks(self, now: float) -> None:
-        if now >= self.back_at.get("hook", float("inf")):
+    def next_hook_mode(self, now: float) -> None:
+        if not self.hook_modes:
             del self.back_at["hook"]
             self.hook.set("ok")
             self.note("the webhook is ok again")
+            return
+        self.hook.set(self.hook_modes.pop())
+        self.note(f"the webhook answers {self.hook.mode}")
+        self.summary.faults[f"webhook {self.hook.mode}"] += 1
+        self.back_at["hook"] = now + self.rng.uniform(2.0, 6.0)
+
+    def comebacks(self, now: float) -> None:
+        if now >= self.back_at.get("hook", float("inf")):
+            self.next_hook_mode(now)
         if self.share is not None and now >= self.back_at.get("share", float("inf")):
             del self.back_at["share"]
             self.share.back()
@@ -551,9 +576,27 @@ class Soak:
     def named(self, t: Take) -> str | None:
         """The status a report or a webhook gives the acquisition (made at its name), if any names it."""
         source = str(self.acq / t.name)
-        with contextlib.suppress(OSError, ValueError):
-            return str(json.loads((self.reports / f"{t.name}.json").read_text())["status"])
-        return next((str(b.get("status")) for b in self.hook.bodies if b.get("source") == source), None)
+        said = [str(b.get("status")) for b in self.hook.bodies if b.get("source") == source]
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            said.append(str(json.loads((self.reports / f"{t.name}.json").read_text())["status"]))
+        # A report of a copy stopped in flight says it resumes on the next start: not its last word.
+        return next((w for w in said if w != "interrupted"), said[0] if said else None)
+
+    def probe(self) -> Take:
+        """A finished acquisition, written at once."""
+        t = Take("probe.zarr", "hand", self.acq / "probe.zarr", "normal")
+        t.folder.mkdir()
+        for rel, data in self.hand_files():
+            (t.folder / rel).write_bytes(data)
+            t.files[rel] = data
+        t.state = "finished"
+        self.takes.append(t)
+        self.note(f"{t.name!r}: made and finished")
+        return t
+
+    def told(self, t: Take) -> bool:
+        """The webhook was told the take was verified."""
+        return any(b.get("source") == str(t.folder) and b.get("status") == "verified" for b in self.hook.bodies)
 
     def in_flight(self) -> list[str] | None:
         try:
@@ -573,7 +616,7 @@ class Soak:
     # --- the run ------------------------------------------------------------------------------
 
     def run(self) -> Summary:
-        self.service.start()
+        self.start_service()
         deadline = time.monotonic() + 30
         while self.in_flight() != [] and time.monotonic() < deadline:
             time.sleep(0.1)  # its status answers: every thread an idle service has is there
@@ -615,11 +658,28 @@ class Soak:
         that check as an expected failure."""
         return any(t.state == "aborted" and not (t.left or t.deleted) for t in self.takes)
 
+    def start_service(self) -> None:
+        """Starts the service; one that cannot start while the share is down is started again once
+        the share is back (a known bug: it should start and wait, as for a share that drops later)."""
+        code = self.service.start()
+        self.start_pending = code is not None
+        if code is None:
+            return
+        tail = self.service.tail(3)
+        if self.share is not None and not self.share.up:
+            self.summary.known.append(f"the service exited {code} at its start while the share was down: {tail}")
+            self.note(f"the service exited {code} at its start")
+            return
+        raise RuntimeError(f"the service exited {code} at its start; its log ends:\n{self.service.tail()}")
+
     def step(self, now: float) -> None:
         proc = self.service.proc
-        if proc is not None and proc.poll() is not None:
+        if self.start_pending:
+            if self.share is None or self.share.up:
+                self.start_service()
+        elif proc is not None and proc.poll() is not None:
             self.summary.findings.append(f"the service exited {proc.returncode} by itself:\n{self.service.tail()}")
-            self.service.start()
+            self.start_service()
         self.sample(now)
         self.comebacks(now)
         for t in [t for t in self.takes if t.state == "writing"]:
@@ -628,10 +688,14 @@ class Soak:
             self.then(t, now)
 
     def end(self) -> None:
-        """Everything back (the webhook, the share), then waits for every acquisition to end."""
-        self.back_at = {k: 0.0 for k in self.back_at}
+        """Everything back (the webhook, the share), one more acquisition made (its webhook says
+        deliveries still work after every fault), then waits for every acquisition to end."""
+        self.back_at, self.hook_modes = {k: 0.0 for k in self.back_at}, []
         self.comebacks(time.monotonic())
         self.remake_pending = False
+        if self.start_pending:
+            self.start_service()
+        probe = self.probe()
         deadline = time.monotonic() + self.opts.end_timeout
         claimed: set[Path] = set()
         waiting: list[Take] = []
@@ -641,10 +705,12 @@ class Soak:
             waiting = [t for t in self.takes if t.state == "finished" and not (t.left or t.deleted)]
             waiting = [t for t in waiting if not self.verified(t, claimed)]
             flying = self.in_flight()
-            if not waiting and flying == []:
+            if not waiting and flying == [] and self.told(probe):
                 break
             time.sleep(0.5)
         s = self.summary
+        if not self.told(probe):
+            s.findings.append(f"the webhook was not told that {probe.name}, made after every fault, was verified")
         s.findings += [f"{t.name} ({t.kind}) finished at its name and is not verified at {self.dst}" for t in waiting]
         if flying:
             s.findings.append(f"still in flight {self.opts.end_timeout:.0f} s after the last acquisition: {flying}")
@@ -664,17 +730,32 @@ class Soak:
         for t in self.takes:
             if t.state == "finished" and self.verified(t, claimed):
                 self.summary.takes["verified"] += 1
-            elif t.state in ("finished", "aborted") and (status := self.named(t)) is not None:
+            elif t.state not in ("finished", "aborted"):
+                continue
+            elif (status := self.named(t)) not in (None, "interrupted"):
                 self.summary.takes["named"] += 1
                 self.summary.named[status] += 1
                 where = "left its name" if t.left else "deleted" if t.deleted else "at its name"
                 self.summary.unverified.append(f"{t.name} ({t.kind}, {t.state}, {where}): {status}")
+            elif self.forgotten(t):
+                self.summary.known.append(
+                    f"forgotten across a restart of the service: {t.name} ({t.kind}, {t.state}): "
+                    + (f"its report says {status}" if status else "nothing names it")
+                )
             elif t.state == "aborted" and t.deleted:
                 # Deleted before any report: nothing of it to copy any more; held in flight, it
                 # would show in the check that every acquisition ended.
                 self.summary.takes["deleted unreported"] += 1
-            elif t.state in ("finished", "aborted"):
-                self.summary.findings.append(f"{t.name} ({t.kind}, {t.state}) is neither verified nor in a report")
+            else:
+                said = f"its report says {status}" if status else "nothing names it"
+                self.summary.findings.append(f"{t.name} ({t.kind}, {t.state}) is not verified and {said}")
+
+    def forgotten(self, t: Take) -> bool:
+        """Whether the service was stopped (SIGTERM or SIGKILL) while the take was away from its
+        name and not yet let go: a known bug, kept visible in test_soak_service.py as an expected
+        failure (the service started again knows nothing of an acquisition whose folder left its
+        name meanwhile; its last word is a report saying it resumes, or nothing)."""
+        return t.gone_at is not None and any(0 <= r - t.gone_at <= FORGET_WINDOW for r in self.service.stopped_at)
 
     def check_footprint(self) -> None:
         """Once every acquisition ended, the service is back near its idle footprint."""

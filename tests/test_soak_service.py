@@ -4,11 +4,12 @@ long form's), so every kind of acquisition and fault is seen once in CI; and wha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from conftest import tree
-from soak_service import Options, footprint, run
+from conftest import fuse_mount, tree, wait_for
+from soak_service import Options, Service, footprint, run
 from test_trust4_service import service, take, wait_or_tell
 
 
@@ -59,3 +60,57 @@ def test_an_acquisition_in_flight_when_its_acquisitions_folder_is_moved_away_is_
             return now is not None and now.inotify <= idle.inotify
 
         wait_or_tell(let_go, 20, "the first take let go", svc)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG in python/softcopy/service.py, found by the soak: an acquisition whose folder left its name "
+    "(renamed aside) less than 10 s before the service was killed or stopped is forgotten by the service started "
+    "again (Service.start takes only the folders that match now; nothing at the destination's records is looked "
+    "at): no report or webhook ever says it was let go, and after a SIGTERM its last report says it was "
+    "interrupted and resumes on the next start, which it never does",
+)
+def test_an_acquisition_renamed_aside_just_before_the_service_is_killed_is_named_in_a_report(tmp_path: Path) -> None:
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    args = (acq / "*.zarr", dst, "--report", reports / "{name}.json")
+    with service(tmp_path, *args) as svc:
+        (acq / "x.zarr").mkdir()
+        (acq / "x.zarr" / "0.0").write_bytes(b"first")  # an acquisition in flight: no marker
+        wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the chunk's copy", svc)
+        (acq / "x.zarr").rename(acq / "x.aside")
+        svc.kill()  # a power cut, an OOM kill, before the 10 s after which it is let go
+        svc.wait()
+    (tmp_path / "notify.sock").unlink()
+    with service(tmp_path, *args) as svc:
+        wait_or_tell((reports / "x.zarr.json").exists, 20, "a report naming x.zarr", svc)
+    report = json.loads((reports / "x.zarr.json").read_text())
+    assert "let go" in str(report["targets"][0]["fatal"]), report
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG in python/softcopy/config.py, found by the soak: a service started while its destination share "
+    "is down (EIO) ends at once with a traceback (check_pair's `d.exists()` raises OSError EIO, called from "
+    "cli.main through make_target) instead of starting and waiting for the share up to --give-up-after, as it "
+    "does for a share that drops later: a restart during an outage (systemd Restart=) fails until the share is back",
+)
+def test_a_service_started_while_its_destination_share_is_down_waits_for_it(tmp_path: Path) -> None:
+    acq, backing, down = tmp_path / "acquisition", tmp_path / "backing", tmp_path / "down"
+    acq.mkdir()
+    (backing / "raw").mkdir(parents=True)
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "mnt", {"FAULTY_TIMES": "0", "FAULTY_DOWN": str(down)}) as mnt:
+        down.touch()  # the share's server is gone when the service starts
+        svc = Service(tmp_path, [f"{acq}/*.zarr", str(mnt / "raw")])
+        try:
+            code = svc.start()
+            assert code is None, f"the service exited {code}:\n{svc.tail()}"
+            down.unlink()  # the share is back
+            files = take(acq / "a.zarr", 3, 2)
+            wait_for(lambda: (backing / "raw" / "a.zarr" / "complete").exists(), 30, "the copy")
+        finally:
+            down.unlink(missing_ok=True)
+            if svc.proc is not None and svc.proc.poll() is None:
+                svc.stop("sigterm")
+    assert tree(backing / "raw" / "a.zarr") == files
