@@ -102,6 +102,7 @@ class Take:
     """Its folder left its name (renamed aside, the acquisitions folder moved away)."""
     gone_at: float | None = None
     """When its folder left its name or was deleted."""
+    made_at: float = field(default_factory=time.monotonic)
     verified_at: Path | None = None
 
 
@@ -213,6 +214,9 @@ class Service:
         self.stops: list[tuple[str, int, float]] = []
         """(how, exit code, seconds) of each stop."""
         self.stopped_at: list[float] = []
+        self.down_since: float | None = time.monotonic()
+        self.downs: list[tuple[float, float]] = []
+        """(from, to) of each time the service was not running."""
 
     def start(self) -> int | None:
         """Starts the service: None once it says it is ready, or the exit code it ended with first."""
@@ -227,6 +231,9 @@ class Service:
             while time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError):
                     if s.recv(256) == b"READY=1":
+                        if self.down_since is not None:
+                            self.downs.append((self.down_since, time.monotonic()))
+                        self.down_since = None
                         return None
                 if proc.poll() is not None:
                     return proc.returncode
@@ -236,6 +243,7 @@ class Service:
         assert self.proc is not None
         t = time.monotonic()
         self.stopped_at.append(t)
+        self.down_since = t
         self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         try:
             code = self.proc.wait(60)
@@ -314,7 +322,8 @@ class Summary:
             ),
             (
                 f"outcomes: {t['verified']} verified, {t['named']} named in a report instead ({statuses}), "
-                f"{t['deleted unreported']} aborted and deleted before any report"
+                f"{t['deleted unreported']} aborted and deleted before any report, "
+                f"{t['never seen']} at their name only while the service was not running"
             ),
             "faults: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
             "stops: " + ", ".join(f"{how} exit {code} in {s:.1f} s" for how, code, s in self.stops),
@@ -759,6 +768,8 @@ class Soak:
                 self.summary.named[status] += 1
                 where = "left its name" if t.left else "deleted" if t.deleted else "at its name"
                 self.summary.unverified.append(f"{t.name} ({t.kind}, {t.state}, {where}): {status}")
+            elif self.unseen(t):
+                self.summary.takes["never seen"] += 1
             elif self.forgotten(t):
                 self.summary.known.append(
                     f"forgotten across a restart of the service: {t.name} ({t.kind}, {t.state}): "
@@ -771,6 +782,10 @@ class Soak:
             else:
                 said = f"its report says {status}" if status else "nothing names it"
                 self.summary.findings.append(f"{t.name} ({t.kind}, {t.state}) is not verified and {said}")
+
+    def unseen(self, t: Take) -> bool:
+        """Whether the take was at its name only while the service was not running."""
+        return t.gone_at is not None and any(a <= t.made_at and t.gone_at <= b for a, b in self.service.downs)
 
     def forgotten(self, t: Take) -> bool:
         """Whether the service was stopped (SIGTERM or SIGKILL) while the take was away from its
