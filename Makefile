@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak model-long mutants mutants-diff
+.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak soak-service model-long mutants mutants-diff
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -65,8 +65,12 @@ mutants-diff: ## cargo-mutants over what this change touched (docs/mutants.md; a
 	timeout $(MUTANTS_CAP) cargo mutants --in-diff target/mutants.diff -o target/mutants-diff --timeout 60 -j 1 -- --lib; \
 	rc=$$?; [ $$rc -ne 124 ] || echo "mutants-diff: stopped at the $(MUTANTS_CAP) s cap, not every mutant was tested"; exit $$rc
 
-soak: install ## 10 minutes of live writers and random faults (not part of CI)
+soak: install ## the long soaks, 10 minutes each (not part of CI): four live targets with random faults, then the service form (soak-service)
 	$(PYTHON) tests/soak.py --minutes 10
+	$(PYTHON) tests/soak_service.py --minutes 10
+
+soak-service: install ## the service form's soak alone: 300 acquisitions, restarts, sshd dropped under sshfs, a broken webhook (SEED=N replays; as root)
+	$(PYTHON) tests/soak_service.py --minutes 10 $${SEED:+--seed $$SEED}
 
 bench: ## whole-process comparisons, the full runs (see BENCHMARKS.md; about 40 minutes, as root)
 	$(PIP) install --quiet --disable-pip-version-check .

@@ -588,12 +588,49 @@ fn make_destination(dst: &Path) -> Result<()> {
     }
 }
 
+/// Makes the destination folder, waiting while it cannot be reached (EIO, ESTALE from a share that
+/// is down) for up to `give_up_after`, as for a share that drops later (docs/design.md,
+/// "Unavailable is not elsewhere"); a missing parent or a file in its place is bad input at once.
+/// `false` when stopped meanwhile.
+fn reach_destination(cfg: &Config, sh: &Shared) -> Result<bool> {
+    let since = Instant::now();
+    let mut said = false;
+    loop {
+        match make_destination(&cfg.destination) {
+            Err(Error::Io { source, .. })
+                if source.kind() != std::io::ErrorKind::PermissionDenied && since.elapsed() < cfg.give_up_after =>
+            {
+                if !said {
+                    sh.say(
+                        Level::Warning,
+                        format!(
+                            "destination {} cannot be reached ({source}): waiting for it (giving up after {} s)",
+                            cfg.destination.display(),
+                            cfg.give_up_after.as_secs()
+                        ),
+                    );
+                    said = true;
+                }
+            }
+            done => return done.map(|()| true),
+        }
+        for _ in 0..5 {
+            if sh.stopped() {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// The whole life of one target, from waiting for its source to its verdict.
 pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdict)> {
     let Some(src) = wait_for_source(cfg, sh)? else {
         return Ok((Phase::Stopped, Verdict::default()));
     };
-    make_destination(&cfg.destination)?;
+    if !reach_destination(cfg, sh)? {
+        return Ok((Phase::Stopped, Verdict::default()));
+    }
     let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
     if dst.starts_with(&src) || src.starts_with(&dst) {
         return Err(Error::Config(format!(

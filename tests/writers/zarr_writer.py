@@ -1,7 +1,7 @@
 """An acquisition written with real zarr-python 3 (LocalStore: `.partial` temps, renames, `link` for
 implicit groups), in its own process.
 
-Usage: python zarr_writer.py PATH LAYOUT FORMAT TIMEPOINTS INTERVAL
+Usage: python zarr_writer.py PATH LAYOUT FORMAT TIMEPOINTS INTERVAL [--no-marker]
 LAYOUT: plain | sharded | ome | plate | overwrite      FORMAT: 2 | 3
 - plain: one array grown by `append` each timepoint (metadata rewritten every time).
 - sharded: (format 3) an array with shards of 4 timepoints, written one timepoint at a time
@@ -11,6 +11,7 @@ LAYOUT: plain | sharded | ome | plate | overwrite      FORMAT: 2 | 3
 - plate: an HCS plate (plate/row/column/field/level) whose wells and fields appear during the run.
 - overwrite: write a first dataset, then reopen with mode="w" (the root is removed and recreated)
   and write the final one.
+--no-marker: do not write the `complete` marker (the caller writes it, e.g. after reading the tree).
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def main() -> None:
     {"plain": plain, "sharded": sharded, "ome": ome, "plate": plate, "overwrite": overwrite}[layout](
         path, fmt, timepoints, interval
     )
-    Path(path, "complete").touch()
+    if "--no-marker" not in sys.argv:
+        Path(path, "complete").touch()
 
 
 if __name__ == "__main__":

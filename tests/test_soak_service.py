@@ -1,0 +1,137 @@
+"""The soak of the service, short: the code `make soak` runs for ten minutes (tests/soak_service.py),
+with a fixed seed, a dozen acquisitions and a local destination (the share dropped over sshfs is the
+long form's), so every kind of acquisition and fault is seen once in CI; and what the soak found."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from _share import Sshd
+from conftest import fuse_mount, holds_for, tree, wait_for
+from soak_service import Options, Service, footprint, run
+from test_trust4_service import service, take, wait_or_tell
+
+
+def test_a_short_soak_of_the_service_loses_nothing_and_ends_with_the_footprint_it_started_with(
+    tmp_path: Path,
+) -> None:
+    summary = run(Options(minutes=0.4, seed=7, acquisitions=12, share="local", end_timeout=25), tmp_path)
+    said = "\n".join(summary.lines())
+    print(said)
+    log = (tmp_path / "service.log").read_text(errors="replace")[-4000:]
+    assert not summary.findings, f"{said}\nthe service's log ends:\n{log}"
+    # A soak that made nothing happen proves nothing: each kind of acquisition and fault was there.
+    made, faults = summary.takes, summary.faults
+    for what in ("tensorstore", "zarr-python", "hand", "odd name", "finished", "aborted", "renamed", "re-taken"):
+        assert made[what] > 0, f"no acquisition {what}: {said}"
+    for fault in ("sigterm", "kill", "acquisitions folder remade"):
+        assert faults[fault] > 0, f"no fault {fault}: {said}"
+    assert any(k.startswith("webhook ") for k in faults), said
+    assert summary.idle is not None and summary.end is not None
+    assert summary.end.inotify <= summary.idle.inotify, said
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG in python/softcopy/service.py, found by the soak (--remake-unfinished): an acquisition in "
+    "flight whose acquisitions folder is moved away and made again is never let go (Service._look_at_folder "
+    "lets go only a copy its engine paused, and an engine whose root moved with its parent never pauses), "
+    "so it keeps its threads and inotify instances for ever, and a new take under its name in the folder "
+    "made again is never copied nor reported (Service._consider skips a name whose copy is in flight)",
+)
+def test_an_acquisition_in_flight_when_its_acquisitions_folder_is_moved_away_is_let_go(tmp_path: Path) -> None:
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    with service(tmp_path, acq / "*.zarr", dst) as svc:
+        idle = footprint(svc.pid)
+        assert idle is not None
+        (acq / "x.zarr").mkdir()
+        (acq / "x.zarr" / "0.0").write_bytes(b"first")  # an acquisition in flight: no marker
+        wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the first take's chunk", svc)
+        acq.rename(tmp_path / "away")  # a disk remounted elsewhere, an admin's cleanup
+        acq.mkdir()
+        files = take(acq / "x.zarr", 3, 5)
+        wait_or_tell(lambda: any(tree(d) == files for d in dst.iterdir()), 20, "the new take's copy", svc)
+
+        def let_go() -> bool:
+            now = footprint(svc.pid)
+            return now is not None and now.inotify <= idle.inotify
+
+        wait_or_tell(let_go, 20, "the first take let go", svc)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG in python/softcopy/service.py, found by the soak: an acquisition whose folder left its name "
+    "(renamed aside) less than 10 s before the service was killed or stopped is forgotten by the service started "
+    "again (Service.start takes only the folders that match now; nothing at the destination's records is looked "
+    "at): no report or webhook ever says it was let go, and after a SIGTERM its last report says it was "
+    "interrupted and resumes on the next start, which it never does",
+)
+def test_an_acquisition_renamed_aside_just_before_the_service_is_killed_is_named_in_a_report(tmp_path: Path) -> None:
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    args = (acq / "*.zarr", dst, "--report", reports / "{name}.json")
+    with service(tmp_path, *args) as svc:
+        (acq / "x.zarr").mkdir()
+        (acq / "x.zarr" / "0.0").write_bytes(b"first")  # an acquisition in flight: no marker
+        wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the chunk's copy", svc)
+        (acq / "x.zarr").rename(acq / "x.aside")
+        svc.kill()  # a power cut, an OOM kill, before the 10 s after which it is let go
+        svc.wait()
+    (tmp_path / "notify.sock").unlink()
+    with service(tmp_path, *args) as svc:
+        wait_or_tell((reports / "x.zarr.json").exists, 20, "a report naming x.zarr", svc)
+    report = json.loads((reports / "x.zarr.json").read_text())
+    assert "let go" in str(report["targets"][0]["fatal"]), report
+
+
+def test_a_service_started_while_its_destination_share_is_down_waits_for_it(tmp_path: Path) -> None:
+    acq, backing, down = tmp_path / "acquisition", tmp_path / "backing", tmp_path / "down"
+    acq.mkdir()
+    (backing / "raw").mkdir(parents=True)
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "mnt", {"FAULTY_TIMES": "0", "FAULTY_DOWN": str(down)}) as mnt:
+        down.touch()  # the share's server is gone when the service starts
+        svc = Service(tmp_path, [f"{acq}/*.zarr", str(mnt / "raw")])
+        try:
+            code = svc.start()
+            assert code is None, f"the service exited {code}:\n{svc.tail()}"
+            down.unlink()  # the share is back
+            files = take(acq / "a.zarr", 3, 2)
+            wait_for(lambda: (backing / "raw" / "a.zarr" / "complete").exists(), 30, "the copy")
+        finally:
+            down.unlink(missing_ok=True)
+            if svc.proc is not None and svc.proc.poll() is None:
+                svc.stop("sigterm")
+    assert tree(backing / "raw" / "a.zarr") == files
+
+
+def test_an_acquisition_that_appears_while_the_share_is_down_is_copied_once_it_is_back(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    remote, mnt, acq, reports = tmp_path / "remote", tmp_path / "mnt", tmp_path / "acquisition", tmp_path / "reports"
+    for d in (remote / "raw", mnt, acq, reports):
+        d.mkdir(parents=True)
+    report = reports / "a.zarr.json"
+    sshd.mount(remote, mnt)
+    try:
+        with service(tmp_path, acq / "*.zarr", mnt / "raw", "--report", reports / "{name}.json") as svc:
+            sshd.kill()  # the share drops
+            files = take(acq / "a.zarr", 3, 4)  # and a finished acquisition appears meanwhile
+
+            def waits() -> bool:
+                assert not report.exists(), f"the copy ended while the share was down: {report.read_text()}"
+                return True
+
+            holds_for(waits, 8, "the copy waits for the share")
+            sshd.start()  # sshfs reconnects by itself
+            wait_or_tell(report.exists, 60, "the report", svc)
+    finally:
+        subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=False)
+    assert json.loads(report.read_text())["status"] == "verified", report.read_text()
+    assert tree(remote / "raw" / "a.zarr") == files
