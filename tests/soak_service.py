@@ -337,8 +337,14 @@ class Summary:
                     f"service {what}: idle {idle}, first {values[0]:.0f}, max {max(values):.0f}, "
                     f"last {values[-1]:.0f}, once every acquisition ended {end}"
                 )
-            processes = len({p for _, p, _ in self.samples})
-            out.append(f"({len(self.samples)} samples, one a second, over {processes} service processes)")
+            spans: dict[int, list[float]] = {}
+            for at, pid, _ in self.samples:
+                spans.setdefault(pid, []).append(at)
+            longest = max(max(v) - min(v) for v in spans.values())
+            out.append(
+                f"({len(self.samples)} samples, one a second, over {len(spans)} service processes; "
+                f"the longest lived {longest:.0f} s)"
+            )
         out += [f"not verified: {u}" for u in self.unverified]
         out += [f"KNOWN BUG: {k}" for k in self.known]
         out += [f"FINDING: {f}" for f in self.findings] or ["no findings"]
