@@ -34,14 +34,6 @@ def test_a_short_soak_of_the_service_loses_nothing_and_ends_with_the_footprint_i
     assert summary.end.inotify <= summary.idle.inotify, said
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in python/softcopy/service.py, found by the soak (--remake-unfinished): an acquisition in "
-    "flight whose acquisitions folder is moved away and made again is never let go (Service._look_at_folder "
-    "lets go only a copy its engine paused, and an engine whose root moved with its parent never pauses), "
-    "so it keeps its threads and inotify instances for ever, and a new take under its name in the folder "
-    "made again is never copied nor reported (Service._consider skips a name whose copy is in flight)",
-)
 def test_an_acquisition_in_flight_when_its_acquisitions_folder_is_moved_away_is_let_go(tmp_path: Path) -> None:
     acq, dst = tmp_path / "acquisition", tmp_path / "raw"
     acq.mkdir()

@@ -124,6 +124,9 @@ class Acquisition:
     devices: Devices = ()
     """The devices its folder and those above it were on when it was taken: an unmount is told
     from a deletion by them (`unmounted`)."""
+    parent: Identity | None = None
+    """Its acquisitions folder's identity when it was taken: a folder that left its name together
+    with its parent (the acquisitions folder moved away) is not followed by its engine."""
     unmounted: bool = False
     """Its filesystem is not mounted where it was (said once; waited for, never let go)."""
     starting: bool = False
@@ -259,6 +262,7 @@ class Service:
         try:
             identity = identity_of(folder)
             devices = devices_of(folder) if identity is not None else ()
+            parent = identity_of(folder.parent) if identity is not None else None
         except (OSError, SoftcopyError) as e:
             acq = known or Acquisition(name, pattern, str(pattern.source), pattern)
             self._failed_start(acq, f"its folder cannot be looked at: {e}")
@@ -279,7 +283,14 @@ class Service:
         # (docs/design.md, "Service, month after month").
         self._done.pop(folder, None)
         acq = Acquisition(
-            name, pattern, str(pattern.source), pattern, identity=identity, devices=devices, starting=True
+            name,
+            pattern,
+            str(pattern.source),
+            pattern,
+            identity=identity,
+            devices=devices,
+            parent=parent,
+            starting=True,
         )
         if known is not None and known.identity in (identity, None):
             # The same take, its start retried (one never looked at is taken for it).
@@ -434,8 +445,11 @@ class Service:
         except (OSError, SoftcopyError):
             return  # cannot be looked at: no evidence that it left
         assert acq.copier is not None
-        # The engine may have adopted a folder made again under the name (then it is not paused).
-        if here == acq.identity or acq.copier.status()[0].paused is None:
+        # The engine may have adopted a folder made again under the name (then it is not paused);
+        # never one whose acquisitions folder left with it: an engine watches its own folder, which
+        # moved along unseen, and follows a re-take only inside the same parent.
+        follows = acq.copier.status()[0].paused is None and not _moved_with_parent(acq)
+        if here == acq.identity or follows:
             if acq.unmounted:
                 log.warning("%s: its filesystem is mounted again", shown(acq.name))
             acq.away_since, acq.unmounted = None, False
@@ -540,6 +554,15 @@ class Service:
                 a.report = report.targets[0]
                 if self._ended is not None:
                     self._ended(a)
+
+
+def _moved_with_parent(acq: Acquisition) -> bool:
+    """Whether the acquisitions folder at `acq`'s parent path is not the one it was taken from
+    (moved away, or made again); a parent that cannot be looked at is no evidence."""
+    try:
+        return acq.parent is not None and identity_of(acq.folder.parent) != acq.parent
+    except (OSError, SoftcopyError):
+        return False
 
 
 def _holds_files(folder: Path) -> bool:
