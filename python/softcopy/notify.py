@@ -66,6 +66,8 @@ class Webhook:
         self._closing = threading.Event()
         """Set by close(): a retry due after its deadline is not made."""
         self._deadline = float("inf")
+        self._current: dict[str, Any] | None = None
+        """The notification being delivered (for close() to name it if it is left undelivered)."""
         self._thread = threading.Thread(target=self._deliver_all, name="softcopy-notify", daemon=True)
         self._thread.start()
 
@@ -91,13 +93,27 @@ class Webhook:
 
     def close(self, timeout: float = 2.0) -> None:
         """Delivers what is queued, retrying only while `timeout` s have not passed, and returns
-        by then: a stop is never held long by a failing webhook."""
+        by then: a stop is never held long by a failing webhook. What is left undelivered is
+        logged with its text (the reports on disk keep everything)."""
         self._deadline = time.monotonic() + timeout
         self._closing.set()
         # A full queue needs no wake-up: the thread is busy, and ends once it emptied it.
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return
+        left = [self._current, *self._drain()]
+        for body in left:
+            if body is not None:
+                log.warning("the webhook %s: not delivered at the stop: %s", self.url, body["text"])
+
+    def _drain(self) -> list[dict[str, Any] | None]:
+        taken = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                taken.append(self._queue.get_nowait())
+        return taken
 
     def _deliver_all(self) -> None:
         while not (self._closing.is_set() and self._queue.empty()):
@@ -105,10 +121,12 @@ class Webhook:
             if body is None:
                 continue
             # One notification's failure, whatever it is, must not end the delivery of all later ones.
+            self._current = body
             try:
                 self._deliver(body)
             except Exception as e:  # noqa: BLE001 - see the comment above
                 log.error("the webhook %s: a notification could not be delivered: %r", self.url, e)
+            self._current = None
 
     def _deliver(self, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()

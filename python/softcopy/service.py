@@ -69,6 +69,10 @@ RETRY_FIRST, RETRY_MAX = 1.0, 300.0
 RECENT = 100
 """Ended acquisitions kept for the display and the metrics (the oldest are let go)."""
 
+WEBHOOK_AT_STOP = 1.5
+"""Seconds after a stop began by which the webhook's deliveries are given up (and logged), so the
+process ends within the 2 s a stop promises."""
+
 
 class NotCopied(Enum):
     """Why an acquisition that matched has no copy running."""
@@ -664,6 +668,7 @@ def run_service(
     manager = ServiceManager()
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     code = EXIT_SIGINT
+    stopping: float | None = None
     try:
         try:
             # Before any copy starts: a port in use is bad input, said before anything is done.
@@ -685,6 +690,7 @@ def run_service(
                 _needs_a_person(service, webhook, notify_after)
                 display.step()
     except KeyboardInterrupt as e:
+        stopping = time.monotonic()
         code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
         stop_code[0] = code
         manager.stopping()
@@ -693,7 +699,9 @@ def run_service(
     finally:
         signal.signal(signal.SIGTERM, previous)
         if webhook is not None:
-            webhook.close()
+            # A stop keeps its 2 s promise (docs/design.md, "Stopping"): the webhook gets what is left.
+            since = 0.0 if stopping is None else time.monotonic() - stopping
+            webhook.close(max(0.0, WEBHOOK_AT_STOP - since))
     return code
 
 
