@@ -37,7 +37,7 @@ test-rust: ## the tracker state machine and the copy chain
 	cargo test
 
 test-python: install ## acceptance tests with real writers, faults, the CLI, properties, the wheel
-	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest
+	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest --durations=25
 
 test-windows: ## the engine built for Windows, its Rust tests and live tests under Wine (installs wine + mingw)
 	PYTHON=$(PYTHON) bash tests/windows/run.sh

@@ -675,6 +675,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     }
     // The record says, at every later look, that the folder under the name is still this copy.
     dest.keep_record(Path::new(crate::origin::ORIGIN)).map_err(|e| Error::io("read the record of", &dst, e))?;
+    crate::origin::clear_let_go(&dst);
     let journal = crate::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
     dest.keep_freed(journal.freed_names());
     let mut unverified = Unverified::new(&dest, sh);

@@ -545,6 +545,45 @@ fn destination_owner(
     })
 }
 
+/// An unfinished copy at a destination (`origin::unfinished_copies`).
+#[pyclass(module = "softcopy._softcopy", name = "UnfinishedCopy", frozen, get_all)]
+pub struct PyUnfinished {
+    /// The copy's folder.
+    copy: PathBuf,
+    /// The identity of the source folder it is recorded as the copy of (as `folder_identity`).
+    source: (u64, u64, Option<i64>),
+    /// The source's path as recorded.
+    shown: String,
+}
+
+/// The unfinished copies in `destination` of folders that were in `acquisitions`: recorded, without
+/// their marker, not claimed by a run, not yet noted as let go.
+#[pyfunction]
+#[pyo3(signature = (destination, acquisitions, marker="complete".to_string()))]
+fn unfinished_copies(
+    py: Python<'_>,
+    destination: PathBuf,
+    acquisitions: PathBuf,
+    marker: String,
+) -> PyResult<Vec<PyUnfinished>> {
+    let found = py
+        .detach(|| origin::unfinished_copies(&destination, &acquisitions, &marker))
+        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))?;
+    let typed = |u: origin::Unfinished| PyUnfinished {
+        copy: u.copy,
+        source: (u.source.dev, u.source.ino, u.source.born),
+        shown: u.shown,
+    };
+    Ok(found.into_iter().map(typed).collect())
+}
+
+/// Notes at the copy `copy` that its acquisition was let go, and why (told once).
+#[pyfunction]
+fn note_let_go(py: Python<'_>, copy: PathBuf, why: String) -> PyResult<()> {
+    py.detach(|| origin::note_let_go(&copy, &why))
+        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", copy.display())))
+}
+
 /// A folder's identity across time: (device, inode, birth time in ns or None where the
 /// filesystem keeps none). A folder made again under a name, even on the same inode, differs.
 #[pyfunction]
@@ -562,6 +601,9 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
     m.add_function(wrap_pyfunction!(folder_identity, m)?)?;
+    m.add_function(wrap_pyfunction!(unfinished_copies, m)?)?;
+    m.add_function(wrap_pyfunction!(note_let_go, m)?)?;
+    m.add_class::<PyUnfinished>()?;
     m.add_class::<PyOwner>()?;
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::journal::Journal;
 use crate::root::FolderId;
@@ -155,6 +155,65 @@ fn holds_anything(root: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
+/// The note at a copy's root saying that its acquisition was let go unfinished and that this was
+/// told (a report, a webhook): a service started again names such a copy once, not at each start.
+/// A run that takes the copy again removes it ([`clear_let_go`]).
+pub const LET_GO: &str = ".softcopy-let-go";
+
+/// An unfinished copy: recorded as the copy of a folder of an acquisitions folder, without its
+/// marker, not claimed by a run, and not yet told as let go.
+#[derive(Debug)]
+pub struct Unfinished {
+    /// The copy's folder at the destination.
+    pub copy: PathBuf,
+    /// The source folder it is recorded as the copy of.
+    pub source: FolderId,
+    /// The source's path as recorded (escaped where not UTF-8).
+    pub shown: String,
+}
+
+/// The unfinished copies in `dst_parent` of folders that were in `acquisitions` (by the recorded
+/// path), with `marker` as their end marker (docs/design.md, "Service, month after month"). An
+/// error only when `dst_parent` cannot be listed; a copy that cannot be looked at in full is left
+/// out (nothing can be told of it).
+pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -> io::Result<Vec<Unfinished>> {
+    let parent = crate::names::escape(acquisitions);
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dst_parent)? {
+        let copy = entry?.path();
+        let told = || fs::symlink_metadata(copy.join(LET_GO)).map(|_| true).or_else(absent);
+        let marked = || fs::symlink_metadata(copy.join(marker)).map(|_| true).or_else(absent);
+        let Ok(Some((source, shown))) = read(&copy) else { continue };
+        let of_here = Path::new(&shown).parent() == Some(Path::new(&parent));
+        if !of_here || crate::claim::held_in(&copy).is_some() || !matches!((told(), marked()), (Ok(false), Ok(false))) {
+            continue;
+        }
+        out.push(Unfinished { copy, source, shown });
+    }
+    Ok(out)
+}
+
+fn absent(e: io::Error) -> io::Result<bool> {
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Notes at `copy` that its acquisition was let go, and why (told once: see [`LET_GO`]).
+pub fn note_let_go(copy: &Path, why: &str) -> io::Result<()> {
+    let mut f = File::create(copy.join(LET_GO))?;
+    writeln!(f, "{why}")?;
+    f.sync_all()
+}
+
+/// Removes the let-go note of a copy taken again; a note left (it cannot be removed) only keeps a
+/// later service from naming the copy again, so its failure is no run's.
+pub fn clear_let_go(copy: &Path) {
+    let _ = fs::remove_file(copy.join(LET_GO));
+}
+
 // Not under Wine: its file index is the host's inode, which ext4 reuses at once, and it keeps no
 // sequence number as NTFS's index does (docs/design.md, "Windows").
 #[cfg(all(test, not(windows)))]
@@ -177,6 +236,26 @@ mod tests {
         assert!(matches!(owner(&src, dst.path(), "complete").unwrap(), Owner::Another(_)));
         fs::remove_file(dst.path().join(ORIGIN)).unwrap();
         assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::Unrecorded);
+    }
+
+    #[test]
+    fn an_unfinished_copy_is_found_until_noted_as_let_go_or_marked() {
+        let (acq, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (src, copy) = (acq.path().join("x.zarr"), dst.path().join("x.zarr"));
+        fs::create_dir(&src).unwrap();
+        fs::create_dir(&copy).unwrap();
+        record(&copy, &src).unwrap();
+        let found = || unfinished_copies(dst.path(), acq.path(), "complete").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(unfinished_copies(dst.path(), elsewhere.path(), "complete").unwrap().is_empty());
+        let [u] = &found()[..] else { panic!("{:?}", found()) };
+        assert_eq!((&u.copy, u.source), (&copy, FolderId::of(&src).unwrap()));
+        note_let_go(&copy, "let go").unwrap();
+        assert!(found().is_empty());
+        clear_let_go(&copy);
+        assert_eq!(found().len(), 1);
+        fs::write(copy.join("complete"), "").unwrap();
+        assert!(found().is_empty());
     }
 
     #[test]

@@ -20,8 +20,7 @@ files and RSS (sampled over the run: first, max, last) are back near an idle ser
 acquisition ended (docs/design.md, "Service, month after month"). Exit 1 with each finding listed.
 
 What known bugs did is counted apart (KNOWN BUG lines, not findings); each is kept as an expected
-failure in test_soak_service.py. The acquisitions folder is moved away only while no aborted
-acquisition is still in it, unless `--remake-unfinished` (one of those bugs holds it for ever).
+failure in test_soak_service.py.
 The seed replays the soak's choices; when they land depends on how fast the machine runs.
 """
 
@@ -72,9 +71,6 @@ PLANS = ["normal", "normal", "normal", "abort", "abort", "aside", "retake"]
 """What becomes of an acquisition, drawn from a shuffled deck so a short run has each."""
 KINDS = ["hand", "hand", "hand", "tensorstore", "zarr-python"]
 FAULTS = ["sigterm", "kill", "remake", "hook"]
-FORGET_WINDOW = 15.0
-"""Seconds after an acquisition's folder left its name within which a stop of the service loses
-it (the service lets it go after 10 s; see `Soak.forgotten`)."""
 
 
 @dataclass
@@ -282,9 +278,6 @@ class Options:
     share: str
     """sshfs (the destination through sshd, dropped and back) or local."""
     end_timeout: float = 300.0
-    remake_unfinished: bool = False
-    """Moves the acquisitions folder away also with an aborted acquisition in it (a known bug: see
-    `Soak.unfinished`)."""
 
 
 @dataclass
@@ -672,7 +665,7 @@ class Soak:
                 fault_times.pop(0)
                 self.fault(now)
             writing = [t for t in self.takes if t.state == "writing"]
-            if self.remake_pending and not writing and (self.opts.remake_unfinished or not self.unfinished()):
+            if self.remake_pending and not writing:
                 self.remake()
             start_due = self.summary.takes["new"] * spacing <= at
             if making and start_due and len(writing) < 3 and not self.remake_pending:
@@ -680,15 +673,6 @@ class Soak:
             if not (making or writing or fault_times or any(t.then_at for t in self.takes)):
                 return
             time.sleep(0.05)
-
-    def unfinished(self) -> bool:
-        """Whether an aborted acquisition is still at its name (its cleanup is due).
-
-        Moving the acquisitions folder away with such an acquisition in it is left out unless
-        `remake_unfinished`: the service then holds it in flight for ever (its copy is never paused,
-        so never let go) and never copies a new take under its name; test_soak_service.py keeps
-        that check as an expected failure."""
-        return any(t.state == "aborted" and not (t.left or t.deleted) for t in self.takes)
 
     def start_service(self) -> None:
         """Starts the service; one that cannot start while the share is down is started again once
@@ -776,11 +760,6 @@ class Soak:
                 self.summary.unverified.append(f"{t.name} ({t.kind}, {t.state}, {where}): {status}")
             elif self.unseen(t):
                 self.summary.takes["never seen"] += 1
-            elif self.forgotten(t):
-                self.summary.known.append(
-                    f"forgotten across a restart of the service: {t.name} ({t.kind}, {t.state}): "
-                    + (f"its report says {status}" if status else "nothing names it")
-                )
             elif t.state == "aborted" and t.deleted:
                 # Deleted before any report: nothing of it to copy any more; held in flight, it
                 # would show in the check that every acquisition ended.
@@ -792,13 +771,6 @@ class Soak:
     def unseen(self, t: Take) -> bool:
         """Whether the take was at its name only while the service was not running."""
         return t.gone_at is not None and any(a <= t.made_at and t.gone_at <= b for a, b in self.service.downs)
-
-    def forgotten(self, t: Take) -> bool:
-        """Whether the service was stopped (SIGTERM or SIGKILL) while the take was away from its
-        name and not yet let go: a known bug, kept visible in test_soak_service.py as an expected
-        failure (the service started again knows nothing of an acquisition whose folder left its
-        name meanwhile; its last word is a report saying it resumes, or nothing)."""
-        return t.gone_at is not None and any(0 <= r - t.gone_at <= FORGET_WINDOW for r in self.service.stopped_at)
 
     def check_footprint(self) -> None:
         """Once every acquisition ended, the service is back near its idle footprint."""
@@ -865,11 +837,6 @@ def main() -> None:
     ap.add_argument(
         "--keep", type=Path, default=None, help="run in this new folder and keep it (default: a temporary one)"
     )
-    ap.add_argument(
-        "--remake-unfinished",
-        action="store_true",
-        help="move the acquisitions folder away also with an aborted acquisition in it (hits a known bug)",
-    )
     args = ap.parse_args()
     # A SIGTERM (a timeout, a person's kill) unwinds: the service, the writers and the share go too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -877,7 +844,7 @@ def main() -> None:
     print(f"soak_service: --seed {seed} replays this run", flush=True)
     with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         Path(tmp).mkdir(exist_ok=True)
-        opts = Options(args.minutes, seed, args.acquisitions, args.share, remake_unfinished=args.remake_unfinished)
+        opts = Options(args.minutes, seed, args.acquisitions, args.share)
         summary = run(opts, Path(tmp))
         print("\n".join(summary.lines()))
         if summary.findings:

@@ -12,10 +12,13 @@ __all__ = [
     "Owner",
     "RateBudget",
     "SoftcopyError",
+    "UnfinishedCopy",
     "Verdict",
     "__version__",
     "destination_owner",
     "folder_identity",
+    "note_let_go",
+    "unfinished_copies",
     "verify_manifest",
     "verify_trees",
 ]
@@ -266,6 +269,25 @@ def destination_owner(
 
 def folder_identity(path: str | PathLike[str]) -> tuple[int, int, int | None]:
     """(device, inode, birth time in ns or None): a folder made again under a name differs."""
+
+@final
+class UnfinishedCopy:
+    """An unfinished copy at a destination: recorded, without its marker, not claimed, not noted as let go."""
+
+    @property
+    def copy(self) -> Path: ...
+    @property
+    def source(self) -> tuple[int, int, int | None]: ...
+    @property
+    def shown(self) -> str: ...
+
+def unfinished_copies(
+    destination: str | PathLike[str], acquisitions: str | PathLike[str], marker: str = "complete"
+) -> list[UnfinishedCopy]:
+    """The unfinished copies in `destination` of folders that were in `acquisitions`."""
+
+def note_let_go(copy: str | PathLike[str], why: str) -> None:
+    """Notes at `copy` that its acquisition was let go, and why (told once)."""
 
 @final
 class Arrivals:

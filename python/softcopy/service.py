@@ -15,7 +15,9 @@ import dataclasses
 import json
 import logging
 import os
+import queue
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +29,16 @@ from pathlib import Path
 from rich.console import Console
 
 from softcopy import zarr
-from softcopy._softcopy import Owner, RateBudget, SoftcopyError, destination_owner, verify_trees
+from softcopy._softcopy import (
+    Owner,
+    RateBudget,
+    SoftcopyError,
+    UnfinishedCopy,
+    destination_owner,
+    note_let_go,
+    unfinished_copies,
+    verify_trees,
+)
 from softcopy.config import Target, matches
 from softcopy.display import Display, emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
@@ -215,6 +226,10 @@ class Service:
         self._done: dict[Path, tuple[Identity, int]] = {}
         """Ended (or verified earlier), by folder: not taken again while that folder is there."""
         self.recent: deque[Acquisition] = deque(maxlen=RECENT)
+        self._unlooked = list(patterns)
+        """Patterns whose destinations have not yet been looked at for copies left unfinished."""
+        self._left: queue.SimpleQueue[tuple[Target, list[UnfinishedCopy] | None]] = queue.SimpleQueue()
+        """What those looks found (None: the destination could not be listed; looked at again)."""
         self._next_look = self._next_relist = 0.0
         self.rows: list[Row] = []
         """What the metrics show, remade each step (read by the metrics thread)."""
@@ -252,6 +267,69 @@ class Service:
             del self._done[gone]
         for name in names:
             self._consider(pattern, name)
+        if pattern in self._unlooked:
+            self._look_for_left(pattern)
+
+    def _look_for_left(self, pattern: Target) -> None:
+        """Once per start, after the first listing of its acquisitions folder: the destination's
+        unfinished copies of folders that are not under their names now were left by a service
+        killed or stopped before it let them go (renamed aside, deleted); each is named in a report
+        and a webhook as let go, then noted so at the copy, so once (docs/design.md, "Service, month
+        after month"). Only on evidence: every folder under the pattern has a known identity, and
+        the acquisitions folder is on the device the copy's source was on (not unmounted)."""
+        parent = pattern.source.parent
+        here = [a.identity for a in self.acquisitions.values() if a.folder.parent == parent]
+        here += [identity for f, (identity, _) in self._done.items() if f.parent == parent]
+        try:
+            device = parent.lstat().st_dev
+        except OSError:
+            return
+        if any(i is None for i in here):
+            return  # a folder that could not be looked at may be any copy's source: looked at later
+        self._unlooked.remove(pattern)
+        known = [i for i in here if i is not None]
+
+        def look() -> None:
+            try:
+                found = unfinished_copies(pattern.destination, parent, pattern.marker)
+            except SoftcopyError as e:
+                log.warning("cannot look for unfinished copies in %s: %s", pattern.destination, e)
+                self._left.put((pattern, None))
+                return
+            left = [u for u in found if u.source[0] == device and not any(_same(u.source, i) for i in known)]
+            self._left.put((pattern, left))
+
+        threading.Thread(target=look, name="softcopy-left", daemon=True).start()
+
+    def _tell_left(self) -> None:
+        """Names each copy found left unfinished (`_look_for_left`) as let go, then notes it so."""
+        while True:
+            try:
+                pattern, left = self._left.get_nowait()
+            except queue.Empty:
+                return
+            if left is None:
+                self._unlooked.append(pattern)
+                continue
+            log.info("looked for copies left unfinished in %s: %d", pattern.destination, len(left))
+            for u in left:
+                # The record keeps the path without its root: named by the acquisitions folder.
+                name = Path(u.shown).name
+                source = pattern.source.parent / name
+                why = (
+                    f"let go: its folder {source} was not there (deleted or renamed) when the service started "
+                    f"again; the copy at {u.copy} is kept as it is, unverified and without its marker"
+                )
+                log.warning("%s: %s", shown(name), why)
+                acq = Acquisition(
+                    name, dataclasses.replace(pattern, source=source, destination=u.copy), str(pattern.source), pattern
+                )
+                acq.let_go, acq.report = why, TargetReport(source, u.copy, "let go", fatal=why)
+                if self._ended is not None:
+                    self._ended(acq)
+                self.recent.append(acq)
+                # Told first, noted after: a note lost to a crash only names it once more.
+                threading.Thread(target=_note, args=(u.copy, why), name="softcopy-note", daemon=True).start()
 
     def _consider(self, pattern: Target, name: str, *, again: bool = False) -> None:
         """A name that appeared or was listed (`again`: an acquisition whose start is retried now)."""
@@ -418,6 +496,7 @@ class Service:
         for d in self._starter.answers():
             self._answer(d)
         self._collect()
+        self._tell_left()
         self.rows = [self._row(a) for a in (*self.recent, *self.acquisitions.values())]
         self.shown = Shown([self._now(a) for a in self.acquisitions.values()], [_ended(a) for a in self.recent])
 
@@ -490,6 +569,9 @@ class Service:
             acq.copier = None
             if self._ended is not None:
                 self._ended(acq)
+            if acq.let_go is not None:
+                # Told: not named again as left unfinished at the next start (`_look_for_left`).
+                threading.Thread(target=_note, args=(acq.target.destination, acq.let_go), daemon=True).start()
             self._forget(acq, mtime)
             self._consider(acq.of, acq.name)
 
@@ -567,6 +649,19 @@ def _moved_with_parent(acq: Acquisition) -> bool:
         return acq.parent is not None and identity_of(acq.folder.parent) != acq.parent
     except (OSError, SoftcopyError):
         return False
+
+
+def _same(a: Identity, b: Identity) -> bool:
+    """Whether two identities may be of one folder: a birth time missing on either side cannot
+    tell them apart (a copy is then taken for this folder's, and not named as left)."""
+    return a[:2] == b[:2] and (a[2] is None or b[2] is None or a[2] == b[2])
+
+
+def _note(copy: Path, why: str) -> None:
+    try:
+        note_let_go(copy, why)
+    except SoftcopyError as e:
+        log.warning("cannot note at %s that it was let go (it is named again at the next start): %s", copy, e)
 
 
 def _holds_files(folder: Path) -> bool:
