@@ -49,8 +49,7 @@ pub struct Dest {
     root: PathBuf,
     /// The destination as the user named it: a link there may be re-pointed during the run.
     given: PathBuf,
-    /// The identity of the folder held, to tell when `given` leads elsewhere.
-    #[cfg(unix)]
+    /// The identity (device, file number) of the folder held, to tell when `given` leads elsewhere.
     held: (u64, u64),
     /// The root, opened once (a root that is a link is resolved once and held).
     #[cfg(target_os = "linux")]
@@ -121,7 +120,6 @@ impl Dest {
     /// removed before the first change made through [`Dest::changing`].
     /// `given` is the user's name for it, which `root` (canonical) resolves.
     pub fn open(root: &Path, given: &Path, marker: Option<&str>) -> io::Result<Dest> {
-        #[allow(unused_mut)] // Windows holds no root
         let mut dest = Dest::blank(root, given, marker);
         #[cfg(target_os = "linux")]
         {
@@ -129,9 +127,9 @@ impl Dest {
             dest.held = identity(&root_fd.metadata()?);
             dest.root_fd = Some(root_fd);
         }
-        #[cfg(all(unix, not(target_os = "linux")))]
+        #[cfg(not(target_os = "linux"))]
         {
-            dest.held = identity(&fs::metadata(root)?);
+            dest.held = folder_identity(root)?;
         }
         Ok(dest)
     }
@@ -141,7 +139,6 @@ impl Dest {
         Dest {
             root: root.to_path_buf(),
             given: given.to_path_buf(),
-            #[cfg(unix)]
             held: (0, 0),
             #[cfg(target_os = "linux")]
             root_fd: None,
@@ -209,10 +206,7 @@ impl Dest {
             RootProblem::Unavailable(format!("destination {} cannot be reached ({e})", self.given.display()))
         };
         let now = fs::canonicalize(&self.given).map_err(unavailable)?;
-        #[cfg(unix)]
-        let same = now == self.root && identity(&fs::metadata(&now).map_err(unavailable)?) == self.held;
-        #[cfg(not(unix))]
-        let same = now == self.root;
+        let same = now == self.root && folder_identity(&now).map_err(unavailable)? == self.held;
         if !same {
             return Err(RootProblem::Elsewhere(format!(
                 "destination {} now leads to {}, not to the folder being copied to ({})",
@@ -255,12 +249,8 @@ impl Dest {
 
     /// A destination for tests and one-off calls: nothing held, no marker withdrawn.
     pub fn at(root: &Path) -> Dest {
-        #[allow(unused_mut)] // only unix keeps an identity
         let mut dest = Dest::blank(root, root, None);
-        #[cfg(unix)]
-        {
-            dest.held = fs::metadata(root).map_or((0, 0), |m| identity(&m));
-        }
+        dest.held = folder_identity(root).unwrap_or((0, 0));
         dest
     }
 
@@ -302,10 +292,7 @@ impl Dest {
     /// (case folding, freed names), and its own marker to withdraw, or none.
     pub fn view(&self, marker: Option<&str>) -> io::Result<Dest> {
         let mut dest = Dest::blank(&self.root, &self.given, marker);
-        #[cfg(unix)]
-        {
-            dest.held = self.held;
-        }
+        dest.held = self.held;
         #[cfg(target_os = "linux")]
         {
             dest.root_fd = self.root_fd.as_ref().map(fs::File::try_clone).transpose()?;
@@ -692,6 +679,14 @@ fn identity(m: &fs::Metadata) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
+/// The folder's device and file number (on Windows the volume serial and the file index, read from
+/// a handle: std's metadata has neither there), so a folder swapped in under the root's name is
+/// told from the one held on every platform.
+fn folder_identity(path: &Path) -> io::Result<(u64, u64)> {
+    let id = crate::sys::path_identity_of(path, &fs::metadata(path)?)?;
+    Ok((id.dev, id.ino))
+}
+
 #[cfg(target_os = "linux")]
 fn open_dir(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -793,6 +788,20 @@ mod tests {
         dest.folds_case.store(true, Ordering::Relaxed);
         let folds = |n: &str| dest.folds_case_of(Path::new(n));
         assert!(folds("Log") && folds("ß") && folds("한") && !folds("0.1.2") && !folds("17"));
+    }
+
+    #[test]
+    fn a_folder_swapped_in_under_the_roots_name_is_elsewhere() {
+        // No record kept: the folder's own identity tells it (on Windows, from a handle).
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("x.zarr");
+        fs::create_dir(&root).unwrap();
+        let root = fs::canonicalize(&root).unwrap();
+        let dest = Dest::open(&root, &root, None).unwrap();
+        assert!(dest.check_root().is_ok());
+        fs::rename(&root, base.path().join("aside")).unwrap();
+        fs::create_dir(&root).unwrap();
+        assert!(matches!(dest.check_root(), Err(RootProblem::Elsewhere(_))), "the same path, another folder");
     }
 
     #[test]
