@@ -174,7 +174,8 @@ impl Engine {
     /// into place unless complete), and the end steps that have not run yet never run.
     /// A stop ends the target within [`STOP_GRACE`]: see [`Engine::wait`].
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        // SeqCst: a worker lowering its priority now sees the stop, or is restored below.
+        self.shared.stop.store(true, Ordering::SeqCst);
         lock(&self.stop_asked).get_or_insert_with(Instant::now);
         self.shared.lowered.restore();
         self.shared.expected_given.notify_all();

@@ -81,6 +81,11 @@ impl Pool {
                             let _ = warn_tx.send(msg);
                         }
                     }
+                    // A stop between the registration and the lowering gave back a priority not
+                    // yet taken: this thread gives its own back (docs/design.md, "Stopping").
+                    if stop.load(Ordering::SeqCst) {
+                        lowered.restore();
+                    }
                 }
                 for job in rx.iter() {
                     if stop.load(Ordering::Relaxed) {
