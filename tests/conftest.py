@@ -174,24 +174,54 @@ def fuse_mount(script: str, backing: Path, mnt: Path, env: dict[str, str] | None
         fs.wait(20)
 
 
+KERNEL_WIDE_LOCK = Path("/run/lock/softcopy-tests-kernel-wide")
+"""Held by every test process while it changes a kernel-wide setting: two test runs on one machine
+(two engineers, a helper, CI) never overlap their changes."""
+_marked_kernel_wide: list[bool | None] = [None]
+"""Whether the running test is marked `kernel_wide` (None outside a test: a script of a test's own)."""
+
+
+@pytest.fixture(autouse=True)
+def _kernel_wide_mark(request: pytest.FixtureRequest) -> Iterator[None]:
+    _marked_kernel_wide[0] = request.node.get_closest_marker("kernel_wide") is not None
+    yield
+    _marked_kernel_wide[0] = None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test that changes a kernel-wide setting runs alone: never on a worker beside other tests.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        alone = pytest.mark.skip(reason="changes a kernel-wide setting: run the suite serially")
+        for item in items:
+            if item.get_closest_marker("kernel_wide"):
+                item.add_marker(alone)
+
+
 @contextmanager
 def sysctl(name: str, value: int) -> Iterator[None]:
     """Sets a kernel setting for the duration of a block, and restores it whatever happens: a
     SIGTERM (CI's timeout, a person's kill) inside the block unwinds through it instead of ending
-    the process with the machine-wide limit still changed."""
+    the process with the machine-wide limit still changed. Only in a test marked `kernel_wide`,
+    under `KERNEL_WIDE_LOCK`."""
+    import fcntl
+
+    assert _marked_kernel_wide[0] is not False, "a test that changes a kernel-wide setting is marked kernel_wide"
     path = Path("/proc/sys") / name.replace(".", "/")
-    old = path.read_text()
 
     def terminated(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, terminated)
-    path.write_text(f"{value}\n")
-    try:
-        yield
-    finally:
-        path.write_text(old)
-        signal.signal(signal.SIGTERM, previous)
+    KERNEL_WIDE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with KERNEL_WIDE_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = path.read_text()
+        path.write_text(f"{value}\n")
+        try:
+            yield
+        finally:
+            path.write_text(old)
+            signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture

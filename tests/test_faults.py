@@ -91,6 +91,7 @@ def test_full_destination_gives_up_when_told_to(tmp_path: Path, small_tmpfs: Pat
             assert f.read_bytes() == (src / f.relative_to(dst)).read_bytes()
 
 
+@pytest.mark.kernel_wide
 def test_event_queue_overflow_triggers_a_rescan_and_nothing_is_missed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -112,6 +113,7 @@ def test_event_queue_overflow_triggers_a_rescan_and_nothing_is_missed(
         c.wait(10)
 
 
+@pytest.mark.kernel_wide
 def test_watch_limit_gives_one_clear_warning_and_rescans(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import softcopy
 
@@ -232,6 +234,7 @@ def test_chunk_deleted_while_softcopy_was_not_running_is_removed_at_the_end(tmp_
     assert any("removed 1 chunk files" in n for n in report.targets[0].notes)
 
 
+@pytest.mark.kernel_wide
 def test_a_kernel_setting_a_test_changed_is_restored_when_the_test_is_killed() -> None:
     # CI's timeout sends SIGTERM: a test inside `sysctl` must not leave the machine-wide limit set.
     path = Path("/proc/sys/fs/inotify/max_queued_events")

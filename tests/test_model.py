@@ -540,4 +540,4 @@ Acquisition.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     deadline=None,
 )
-TestAcquisition = pytest.mark.timeout(60 + 10 * EXAMPLES)(Acquisition.TestCase)
+TestAcquisition = pytest.mark.kernel_wide(pytest.mark.timeout(60 + 10 * EXAMPLES)(Acquisition.TestCase))

@@ -22,6 +22,7 @@ def chunks(root: Path, n: int, size: int = 64) -> dict[str, bytes]:
     return tree(root)
 
 
+@pytest.mark.kernel_wide
 def test_a_root_moved_away_then_a_rescan_deletes_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # Item 1: the source is moved away, then events are lost; the rescan walked the missing root,
     # found nothing and mirrored 49 deletions. Now it finds the root missing and pauses.
