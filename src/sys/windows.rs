@@ -7,7 +7,7 @@ use std::os::windows::io::AsRawHandle;
 use std::path::Path;
 
 use windows_sys::Win32::Storage::FileSystem::{
-    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx, BY_HANDLE_FILE_INFORMATION,
+    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx, MoveFileExW, BY_HANDLE_FILE_INFORMATION,
     FILE_BASIC_INFO, FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES, FILE_SHARE_DELETE,
     FILE_SHARE_READ, FILE_SHARE_WRITE,
 };
@@ -109,6 +109,19 @@ pub fn identity(file: &File) -> io::Result<Identity> {
 /// The identity of what `path` names: opened for its attributes only, sharing everything, so a
 /// writer's open, rename or delete is never refused because we looked; a reparse point (a
 /// symlink or junction) is looked at itself, not followed; folders too (backup semantics).
+/// MoveFileExW without MOVEFILE_REPLACE_EXISTING fails where something is at `to`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::windows::ffi::OsStrExt;
+    let wide = |p: &Path| p.as_os_str().encode_wide().chain(Some(0)).collect::<Vec<u16>>();
+    let (from, to) = (wide(from), wide(to));
+    // SAFETY: both are NUL-terminated UTF-16 paths that live across the call.
+    if unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), 0) } != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 pub fn path_identity(path: &Path) -> io::Result<Identity> {
     let file = OpenOptions::new()
         .access_mode(FILE_READ_ATTRIBUTES)
