@@ -8,7 +8,9 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install: system-deps ## build softcopy (Rust + Python) in place, with test and lint tools
+	@date +'== install started at %T'
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test,lint]'
+	@date +'== install ended at %T'
 
 system-deps: ## Debian packages the tests drive: sshd + sshfs (a network destination), tmux (the display), util-linux + e2fsprogs (loop filesystems), GNU time (peak RSS in benches), libfuse2 (a case-insensitive destination), rsync (a contender in the network bench), strace (kills softcopy at an exact system call in the crash tests)
 	@command -v sshfs >/dev/null && test -x /usr/sbin/sshd && command -v tmux >/dev/null \
@@ -32,17 +34,21 @@ lint: install ## formatting, clippy, ruff, mypy, stub check
 	$(PYTHON) -m ruff format --check python tests benches
 	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy.stubtest softcopy._softcopy --allowlist .stubtest-allowlist
+	@date +'== lint ended at %T'
 
 test-rust: ## the tracker state machine and the copy chain
 	cargo test
+	@date +'== test-rust ended at %T'
 
 test-python: install ## acceptance tests with real writers, faults, the CLI, properties, the wheel
 	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest --durations=25
+	@date +'== test-python ended at %T'
 
 test-windows: ## the engine built for Windows, its Rust tests and live tests under Wine (installs wine + mingw)
 	PYTHON=$(PYTHON) bash tests/windows/run.sh
+	@date +'== test-windows ended at %T'
 
-test: lint test-rust test-windows test-python ## everything CI runs
+test: lint test-rust test-windows test-python ## everything CI runs (each part prints when it ended: the suite's time)
 
 model-long: install ## the model test's long random search: 2000 sequences, seed printed (not part of CI)
 	seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "model-long: SEED=$$seed replays this run"; \
