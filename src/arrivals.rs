@@ -1,5 +1,5 @@
 //! Folders that appear in an acquisitions folder: the parent of a pattern target (`source:
-//! /acquisition/*.zarr`, issue 15). One watch on that folder alone, asking only for names coming
+//! /acquisition/*.zarr`; docs/design.md, "Service"). One watch on that folder alone, asking only for names coming
 //! and going, so a service learns of `2026-12-02_fish3.zarr` when the acquisition software makes it
 //! (or moves it in), without polling and without hearing the acquisitions' own writes. Which names
 //! match the pattern is Python's business; this only says which names appeared.

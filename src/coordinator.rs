@@ -48,7 +48,7 @@ enum LoopEnd {
     /// The watcher's channel closed: a bug or a dead backend.
     WatcherDied,
     /// The acquisition is over, but these files stayed open for writing longer than the end
-    /// waits for them: their last version cannot be the one copied (issue 12, item 3).
+    /// waits for them: their last version cannot be the one copied (docs/design.md, "The end of a run").
     StillOpen(Vec<PathBuf>),
 }
 

@@ -305,7 +305,7 @@ impl Drop for Unverified<'_> {
 /// or no lease can tell: then their quiet decides).
 const RECHECK_OPEN: Duration = Duration::from_secs(1);
 
-/// The end's wait for files a writer still has open (issue 12, item 3): their last version is not
+/// The end's wait for files a writer still has open (docs/design.md, "The end of a run"): their last version is not
 /// the one copied, so the end waits for their close (or quiet), within a bound.
 #[derive(Default)]
 pub struct OpenAtEnd {

@@ -40,7 +40,7 @@ impl Health {
 
     /// When a probe becomes possible, for the coordinator's sleep. Only while no job is in
     /// flight: a probe waits for the job in hand, and a deadline it cannot act on would make the
-    /// coordinator spin (issue 11, item 3).
+    /// coordinator spin (docs/design.md, "The coordinator sleeps").
     pub fn next_probe(&self, in_flight: usize) -> Option<Instant> {
         self.trouble.as_ref().filter(|_| in_flight == 0).map(|t| t.next_probe)
     }

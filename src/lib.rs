@@ -383,7 +383,7 @@ fn verify_manifest<'py>(py: Python<'py>, manifest: PathBuf, destination: PathBuf
     let files = py.detach(|| -> std::io::Result<usize> {
         let entries = manifest::read(&manifest)?;
         let listed: std::collections::HashSet<PathBuf> = entries.iter().map(|e| e.0.clone()).collect();
-        // Our own state at the destination root (the move journal, issue 11 item 5) is never data.
+        // Our own state at the destination root (the move journal: docs/design.md, "The end of a run") is never data.
         for (rel, size, hash) in &entries {
             let file = destination.join(rel);
             match std::fs::metadata(&file) {

@@ -94,7 +94,7 @@ impl Pool {
                         continue;
                     }
                     // A bug in one file's copy must not hang the engine waiting for its result
-                    // (issue 11, item 7): the file is reported failed, and retried like any failure.
+                    // (docs/design.md, "Invariants"): the file is reported failed, and retried like any failure.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&job, &stop)));
                     let (outcome, copied) = result.unwrap_or_else(|_| {
                         (Outcome::Failed(format!("internal error: the copy of {} panicked", job.rel.display())), false)

@@ -1,4 +1,4 @@
-//! Settled files out of memory (issue 13; docs/design.md, "Memory"): a file whose current version
+//! Settled files out of memory (docs/design.md, "Memory"): a file whose current version
 //! was copied and that has been quiet since leaves the tracker's map, and what is kept of it is
 //! folded into its folder's `Record`: how many such files, and the sum of their fingerprints
 //! (a keyed 128-bit hash of name and identity, added modulo 2^128: a multiset hash). That is

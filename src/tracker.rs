@@ -177,7 +177,7 @@ fn schedule(
         Want::None => st.want = Want::None,
         // While a writer has the file open it is not due: its close makes it due (after `settle`).
         // Recording `Now` here would strand it: the close's timer never postpones a due file, and
-        // a due file that is not queued is never queued again (the flaky test of issue 11, item 8).
+        // a due file that is not queued is never queued again (a flaky test found it: docs/design.md, "The tracker").
         Want::Now if st.writing => st.want = Want::None,
         Want::Now => {
             st.want = Want::Now;
@@ -270,7 +270,7 @@ impl Tracker {
         };
         // A scan's find is no evidence that anything changed: it neither forgives past failures
         // nor revives a file given up, or a source rescanned every few seconds (lost events, no
-        // watch) would retry a failing file for ever and hold up the end (issue 12). A file given
+        // watch) would retry a failing file for ever and hold up the end (docs/design.md, "The tracker"). A file given
         // up stays so until an event; verification then names it and the run ends Incomplete.
         st.cold = false;
         if change != Change::Found {
@@ -552,7 +552,7 @@ impl Tracker {
 
     /// Moves every file whose timer is due into the ready queue, whether or not a worker is free:
     /// afterwards [`Tracker::next_deadline`] is in the future, so a caller that sleeps until it
-    /// never spins while every worker is busy (issue 11, item 3).
+    /// never spins while every worker is busy (docs/design.md, "The coordinator sleeps").
     pub fn tick(&mut self, now: Instant) {
         self.fire_timers(now);
     }
@@ -632,10 +632,10 @@ mod tests;
 
 #[cfg(test)]
 mod size {
-    /// The state kept for every tracked file, besides its path (issue 5 asks for it compact; a
-    /// million-file archive keeps a million of these). A guard against it growing unnoticed: 96
-    /// until issue 12 put the ctime into [`Identity`](crate::vocab::Identity) (issue 13 moves
-    /// settled files out of this map altogether).
+    /// The state kept for every tracked file, besides its path (compact: a million-file archive
+    /// keeps a million of these; docs/design.md, "Memory"). A guard against it growing unnoticed:
+    /// 96 before the ctime joined [`Identity`](crate::vocab::Identity); settled files leave this
+    /// map altogether.
     #[test]
     fn the_state_of_a_tracked_file_stays_compact() {
         assert!(std::mem::size_of::<super::FileState>() <= 104, "{}", std::mem::size_of::<super::FileState>());

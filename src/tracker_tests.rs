@@ -77,7 +77,7 @@ fn new_version_while_copying_copies_again_after() {
     assert_eq!(t.next_job(c.at(2)), None);
     t.finish(&p("k"), copied(1), c.at(3));
     let again = t.next_job(c.at(3)).unwrap();
-    // The renames are evidence of a newer version: copied whatever its metadata says (issue 12).
+    // The renames are evidence of a newer version: copied whatever its metadata says (docs/design.md, "A version is decided on evidence").
     assert_eq!(again.prev, Prev::Superseded);
     assert_eq!(t.next_job(c.at(3)), None, "queued at most once");
     t.finish(&p("k"), copied(2), c.at(4));
@@ -370,7 +370,7 @@ fn changed_during_copy_is_retried_at_once() {
 
 #[test]
 fn changed_copy_during_an_in_place_write_is_copied_after_its_close() {
-    // Issue 11, item 8: an appended log. A copy is in flight when the writer opens and writes
+    // An appended log. A copy is in flight when the writer opens and writes
     // again; the copy comes back Changed while the writer still has the file open; then it
     // closes. The last version must be copied (it was stranded: due, but never queued).
     let (mut t, c) = setup();
@@ -416,7 +416,7 @@ fn unsettled_files_are_tried_again_after_the_wait_or_at_their_close() {
 
 #[test]
 fn due_timers_move_to_the_queue_without_a_job_being_taken() {
-    // Issue 11, item 3: with every worker busy nobody calls next_job; tick() still fires the
+    // With every worker busy nobody calls next_job; tick() still fires the
     // timers, so the next deadline is never in the past and the coordinator can sleep.
     let (mut t, c) = setup();
     t.event(&p("f"), Change::Modified, c.at(0));
@@ -450,7 +450,7 @@ fn failures_back_off_then_give_up() {
 
 #[test]
 fn rescans_neither_forgive_failures_nor_revive_a_file_given_up() {
-    // Issue 12: with events lost the source is rescanned every 2 s; had each find reset the
+    // With events lost the source is rescanned every 2 s; had each find reset the
     // failure count, a file refused by the destination would be retried for ever and the run
     // would never end.
     let (mut t, c) = setup();
@@ -497,7 +497,7 @@ fn every_ordering_of_a_tensorstore_write_and_delete_ends_consistent() {
 
 #[test]
 fn a_write_after_a_copy_supersedes_it_even_with_the_same_identity() {
-    // Issue 12, item 4: a same-size rewrite within one timestamp tick leaves the identity as it
+    // A same-size rewrite within one timestamp tick leaves the identity as it
     // was; the close event used to be overruled by it (`prev == ident`: "unchanged").
     let (mut t, c) = setup();
     t.event(&p("zarr.json"), Change::Replaced, c.at(0));
@@ -537,7 +537,7 @@ fn evidence_during_a_copy_survives_its_outcome() {
 
 #[test]
 fn without_close_events_a_file_found_open_is_looked_at_again_and_writes_debounce() {
-    // Windows (issue 14): no close is ever reported. A file found open is polled, still without
+    // Windows: no close is ever reported. A file found open is polled, still without
     // holding up the end; each write moves its look to `settle` after it, and that look checks
     // for writers.
     let (t, c) = setup();

@@ -17,7 +17,7 @@ use crate::vocab::{is_ignored, PARTIAL_SUFFIX};
 /// What the final metadata says the acquisition holds: its arrays, and the metadata files that could
 /// not be read or understood. An array whose metadata cannot be read drops out of the chunk
 /// accounting, so its stale chunks would pass as harmless extras: the run cannot be verified
-/// while any is listed (issue 12).
+/// while any is listed (docs/design.md, "The end of a run").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Expected {
     pub arrays: Vec<ArraySpec>,
@@ -318,7 +318,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     // The destination usually holds exactly the copies of the source's files, with nothing left
     // over: counted by name first (no stat), the per-file lookup at the source is needed only if
     // it holds more. On a million files that lookup is a third of the verification's stats. Not
-    // with a journal: an entry must never balance a file that should not be there (issue 12, item 7).
+    // with a journal: an entry must never balance a file that should not be there (docs/design.md, "The end of a run", Freeing).
     let counted = |e: &walkdir::DirEntry| {
         let rel = e.path().strip_prefix(dst).unwrap_or(e.path());
         let partial = e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX);

@@ -1,4 +1,4 @@
-"""The service form (issue 15): a target whose source has a glob in its last component
+"""The service form (docs/design.md, "Service"): a target whose source has a glob in its last component
 (`/acquisition/*.zarr`) copies every folder that matches, present at the start or appearing later,
 to `destination/<its name>`, each as an acquisition of its own, until the service is stopped.
 

@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_kernel_copy_that_ends_early_falls_back_instead_of_cutting_the_file() {
-        // Issue 11, item 6: copy_file_range or sendfile returning 0 before the size fstat gave
+        // copy_file_range or sendfile returning 0 before the size fstat gave
         // is not end of file; the next step (in the end the user-space copy) carries on.
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
