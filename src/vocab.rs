@@ -172,14 +172,14 @@ pub enum Outcome {
     Unavailable(String),
 }
 
-/// True for names that are never data: lock files (`K.__lock`, `K_<hex>.__lock`), other writers'
-/// temps (`*.partial`), our own partials, and our state entries at the root.
 /// Zarr's metadata files: rewritten through the acquisition (a resize per timepoint), so they are
 /// never let go from memory as settled (docs/design.md, "Memory").
 pub fn is_zarr_metadata(name: &std::ffi::OsStr) -> bool {
-    [".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"].iter().any(|m| name == *m)
+    METADATA.iter().any(|m| name == *m)
 }
 
+/// True for names that are never data: lock files (`K.__lock`, `K_<hex>.__lock`), other writers'
+/// temps (`*.partial`), our own partials, and our state entries at the root.
 pub fn is_ignored(rel: &Path) -> bool {
     let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;
