@@ -180,12 +180,19 @@ pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -
     let parent = crate::names::escape(acquisitions);
     let mut out = Vec::new();
     for entry in fs::read_dir(dst_parent)? {
-        let copy = entry?.path();
-        let told = || fs::symlink_metadata(copy.join(LET_GO)).map(|_| true).or_else(absent);
-        let marked = || fs::symlink_metadata(copy.join(marker)).map(|_| true).or_else(absent);
+        let entry = entry?;
+        // A link is never followed at a destination (nor a note written through one).
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let copy = entry.path();
+        let there = |name: &str| fs::symlink_metadata(copy.join(name)).map(|_| true).or_else(absent);
+        // The marker first: most copies are finished, and each look is a round trip on a share.
+        if !matches!((there(marker), there(LET_GO)), (Ok(false), Ok(false))) {
+            continue;
+        }
         let Ok(Some((source, shown))) = read(&copy) else { continue };
-        let of_here = Path::new(&shown).parent() == Some(Path::new(&parent));
-        if !of_here || crate::claim::held_in(&copy).is_some() || !matches!((told(), marked()), (Ok(false), Ok(false))) {
+        if Path::new(&shown).parent() != Some(Path::new(&parent)) || crate::claim::held_in(&copy).is_some() {
             continue;
         }
         out.push(Unfinished { copy, source, shown });
@@ -248,6 +255,11 @@ mod tests {
         let found = || unfinished_copies(dst.path(), acq.path(), "complete").unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         assert!(unfinished_copies(dst.path(), elsewhere.path(), "complete").unwrap().is_empty());
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&copy, dst.path().join("link")).unwrap();
+            assert_eq!(found().len(), 1, "a link to a copy is not a copy");
+        }
         let [u] = &found()[..] else { panic!("{:?}", found()) };
         assert_eq!((&u.copy, u.source), (&copy, FolderId::of(&src).unwrap()));
         note_let_go(&copy, "let go").unwrap();
