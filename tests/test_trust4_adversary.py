@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import fuse_mount, softcopy_cmd, tree
 from softcopy._softcopy import folder_identity
+from test_soak_service import acquisitions_on_a_disk, assert_none_named_let_go, killed_while_copying
 from test_trust2 import archive, run
 from test_trust4 import write_files
 
@@ -91,7 +92,7 @@ def twin_disks(base: Path) -> Iterator[tuple[Path, Path]]:
                 return
             for d in disks:
                 subprocess.run(["umount", str(d)], check=True)
-        pytest.fail("no two folders with one inode and one birth time in 20 tries")
+        pytest.skip("no two folders with one inode and one birth time in 20 tries")
     finally:
         for d in disks:
             if os.path.ismount(d):
@@ -117,3 +118,21 @@ def test_an_acquisition_on_another_disk_is_never_written_into_the_copy_of_one_bo
         # Before the rule (a device must match): refused, "holds the copy of another acquisition".
         assert r.returncode != 0 and "another acquisition" in r.stderr, r.stdout
         assert tree(dst)["c/0"] == b"the first disk's chunk 0"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service._look_for_left takes a device number for a disk: another disk mounted on the "
+    "acquisitions folder gets the one the unmounted disk had, so the copy of a folder still on that "
+    "disk is named let go (report, webhook, .softcopy-let-go) as if it had been deleted",
+)
+def test_a_copy_whose_disk_was_swapped_for_another_while_no_service_ran_is_not_named_let_go(tmp_path: Path) -> None:
+    with acquisitions_on_a_disk(tmp_path) as (acq, dst, reports, args):
+        first_disk = acq.stat().st_dev
+        killed_while_copying(tmp_path, args, acq / "x.zarr", dst / "x.zarr")
+        # The disk, x.zarr on it, is taken away (to be copied tomorrow); another disk is mounted.
+        subprocess.run(["umount", str(acq)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(acq)], check=True)
+        if acq.stat().st_dev != first_disk:  # the finding needs the number the kernel gives back
+            pytest.skip("the new disk got another device number (a mount elsewhere took the old one)")
+        assert_none_named_let_go(tmp_path, args, reports, dst / "x.zarr")
