@@ -130,10 +130,12 @@ def killed_while_copying(tmp_path: Path, args: Args, src: Path, copy: Path) -> N
 
 def assert_none_named_let_go(tmp_path: Path, args: Args, reports: Path, copy: Path) -> None:
     """The service started again looks for copies left unfinished and names none: no report, and
-    no note at `copy`."""
+    no note at `copy`. The count in the look's log line decides: the reports of what it found are
+    written after that line, so their absence right then proves nothing."""
     (tmp_path / "notify.sock").unlink()
     with service(tmp_path, *args) as svc:
         wait_or_tell(lambda: "looked for copies left unfinished" in svc.output(), 20, "the look", svc)
+        assert f"looked for copies left unfinished in {copy.parent}: 0" in svc.output(), svc.output()
         assert not list(reports.iterdir()), svc.output()
         assert not (copy / ".softcopy-let-go").exists()
 

@@ -12,17 +12,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import fuse_mount, softcopy_cmd, tree
+from conftest import fuse_mount, softcopy_cmd, tree, wait_for
 from softcopy._softcopy import folder_identity
 from test_soak_service import acquisitions_on_a_disk, assert_none_named_let_go, killed_while_copying
 from test_trust2 import archive, run
 from test_trust4 import write_files
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the marker left aside by a kill makes the source hold a file: origin::owner then says the "
-    "copy is another acquisition's (holds_anything counts `.complete.softcopy-freeing`), exit 2 for ever",
+def finding(reason: str) -> pytest.MarkDecorator:
+    """A finding reproduced: a strict xfail, which fails the suite once the product is fixed."""
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+@finding(
+    "the marker left aside by a kill makes the source hold a file: origin::owner then says the "
+    "copy is another acquisition's (holds_anything counts `.complete.softcopy-freeing`), exit 2 for ever"
 )
 def test_a_kill_between_setting_the_marker_aside_and_unlinking_it_then_the_same_command_finishes(
     tmp_path: Path,
@@ -49,10 +53,9 @@ def test_a_kill_between_setting_the_marker_aside_and_unlinking_it_then_the_same_
     assert again.returncode == 0, again.stderr  # exit 2: "holds new files now: another acquisition"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mover::unlink_exactly needs renameat2(RENAME_NOREPLACE) and has no fallback where it is "
-    "EINVAL (FUSE without rename2, sshfs, NFS): nothing is freed there",
+@finding(
+    "mover::unlink_exactly needs renameat2(RENAME_NOREPLACE) and has no fallback where it is "
+    "EINVAL (FUSE without rename2, sshfs, NFS): nothing is freed there"
 )
 def test_freeing_frees_a_source_whose_filesystem_cannot_rename_without_replacing(tmp_path: Path) -> None:
     # Setting a file aside needs renameat2(RENAME_NOREPLACE): a FUSE filesystem whose server has
@@ -69,6 +72,36 @@ def test_freeing_frees_a_source_whose_filesystem_cannot_rename_without_replacing
         assert tree(dst) == {"c/0": b"chunk 0", "c/1": b"chunk 1", "complete": b""}
         left = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
         assert not left, f"kept at the source: {left}\n{r.stdout}"
+
+
+@finding(
+    "a kill between setting aside a file that is not the one held (a writer renamed a new "
+    "version over the name) and putting it back leaves the new version aside; the next run copies "
+    "it under `.c0.softcopy-freeing`, keeps the old c0 as freed, says verified and frees it whole"
+)
+def test_a_new_version_renamed_over_a_file_being_freed_keeps_its_name_across_a_kill(tmp_path: Path) -> None:
+    src, dst = tmp_path / "acq", tmp_path / "cluster" / "acq"
+    write_files(src, {"c0": b"the version copied", "complete": b""})
+    dst.parent.mkdir()
+    new = tmp_path / "new"
+    new.write_bytes(b"the writer's new version, renamed over c0")
+    # Freeing pauses after its last look at c0 (the lease held) and is killed right after the
+    # set-aside: the writer's rename lands in the pause, so what is set aside is not the file held.
+    points = "free.checked=1*sleep(5000);free.aside=return"
+    with subprocess.Popen(
+        softcopy_cmd(src, dst, "--delete-source"),
+        env={**os.environ, "SOFTCOPY_FAILPOINTS": points},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as crash:
+        journal = dst / ".softcopy-moved"
+        wait_for(lambda: journal.exists() and "c0" in journal.read_text(errors="replace"), 20, "c0 journaled")
+        new.rename(src / "c0")
+        assert crash.wait(60) in (-9, 137)
+    assert sorted(p.name for p in src.iterdir()) == [".c0.softcopy-freeing", "complete"]
+    again = run(src, dst, "--delete-source")
+    # What a reader of the copy reads as c0 is the writer's last version, or nothing is verified.
+    assert again.returncode != 0 or tree(dst)["c0"] == b"the writer's new version, renamed over c0", again.stdout
 
 
 @contextmanager
@@ -99,11 +132,10 @@ def twin_disks(base: Path) -> Iterator[tuple[Path, Path]]:
                 subprocess.run(["umount", "-l", str(d)], check=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FolderId::same_across_runs takes a folder on another device with the same inode and "
+@finding(
+    "FolderId::same_across_runs takes a folder on another device with the same inode and "
     "birth time for the recorded one; birth times are clock ticks, so two disks' first folders "
-    "made in one tick match: the second acquisition is written into the first's copy, verified",
+    "made in one tick match: the second acquisition is written into the first's copy, verified"
 )
 def test_an_acquisition_on_another_disk_is_never_written_into_the_copy_of_one_born_in_the_same_tick(
     tmp_path: Path,
@@ -120,11 +152,10 @@ def test_an_acquisition_on_another_disk_is_never_written_into_the_copy_of_one_bo
         assert tree(dst)["c/0"] == b"the first disk's chunk 0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service._look_for_left takes a device number for a disk: another disk mounted on the "
+@finding(
+    "service._look_for_left takes a device number for a disk: another disk mounted on the "
     "acquisitions folder gets the one the unmounted disk had, so the copy of a folder still on that "
-    "disk is named let go (report, webhook, .softcopy-let-go) as if it had been deleted",
+    "disk is named let go (report, webhook, .softcopy-let-go) as if it had been deleted"
 )
 def test_a_copy_whose_disk_was_swapped_for_another_while_no_service_ran_is_not_named_let_go(tmp_path: Path) -> None:
     with acquisitions_on_a_disk(tmp_path) as (acq, dst, reports, args):
