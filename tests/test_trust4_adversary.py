@@ -167,3 +167,19 @@ def test_a_copy_whose_disk_was_swapped_for_another_while_no_service_ran_is_not_n
         if acq.stat().st_dev != first_disk:  # the finding needs the number the kernel gives back
             pytest.skip("the new disk got another device number (a mount elsewhere took the old one)")
         assert_none_named_let_go(tmp_path, args, reports, dst / "x.zarr")
+
+
+@finding(
+    "service._look_for_left knows only the folders that match the pattern: the copy in its "
+    "destination of another folder of the acquisitions folder (a CLI run's, --once: no marker) is "
+    "named let go, 'not there (deleted or renamed)', while that folder is there under its name",
+)
+def test_a_copy_of_a_folder_that_is_there_but_not_the_services_is_not_named_let_go(tmp_path: Path) -> None:
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    write_files(acq / "calibration", {"dark.tif": b"a dark frame"})
+    for d in (dst, reports):
+        d.mkdir()
+    once = run(acq / "calibration", dst / "calibration", "--once")  # copied by hand, no marker
+    assert once.returncode == 0, once.stderr
+    args = (acq / "*.zarr", dst, "--report", reports / "{name}.json")
+    assert_none_named_let_go(tmp_path, args, reports, dst / "calibration")
