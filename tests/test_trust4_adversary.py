@@ -75,6 +75,21 @@ def test_freeing_frees_a_source_whose_filesystem_cannot_rename_without_replacing
 
 
 @finding(
+    "the set-aside name `.<name>.softcopy-freeing` is 18 bytes longer than the name: a file whose "
+    "name is over 237 bytes (of the 255 a name may have) is never freed (ENAMETOOLONG), where it was",
+)
+def test_a_file_with_a_long_name_is_freed(tmp_path: Path) -> None:
+    src, dst = tmp_path / "acq", tmp_path / "cluster" / "acq"
+    long = "position-" + "n" * 231  # 240 bytes
+    write_files(src, {long: b"a file with a long name", "complete": b""})
+    dst.parent.mkdir()
+    r = run(src, dst, "--delete-source")
+    assert r.returncode == 0, r.stderr
+    assert tree(dst) == {long: b"a file with a long name", "complete": b""}
+    assert not any(src.iterdir()), r.stdout
+
+
+@finding(
     "a kill between setting aside a file that is not the one held (a writer renamed a new "
     "version over the name) and putting it back leaves the new version aside; the next run copies "
     "it under `.c0.softcopy-freeing`, keeps the old c0 as freed, says verified and frees it whole"
