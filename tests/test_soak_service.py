@@ -103,16 +103,23 @@ def test_an_acquisition_whose_disk_is_not_mounted_when_the_service_starts_is_not
 Args = tuple[str | Path, ...]
 
 
+def service_folders(tmp_path: Path) -> tuple[Path, Path, Path, Args]:
+    """An acquisitions folder, a destination and a reports' folder, made, and the service's
+    arguments over them."""
+    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    for d in (acq, dst, reports):
+        d.mkdir()
+    return acq, dst, reports, (acq / "*.zarr", dst, "--report", reports / "{name}.json")
+
+
 @contextmanager
 def acquisitions_on_a_disk(tmp_path: Path) -> Iterator[tuple[Path, Path, Path, Args]]:
     """The acquisitions folder on a disk of its own (a tmpfs, unmounted at the end), the destination
     and the reports' folder, and the service's arguments over them."""
-    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
-    for d in (acq, dst, reports):
-        d.mkdir()
+    acq, dst, reports, args = service_folders(tmp_path)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(acq)], check=True)
     try:
-        yield acq, dst, reports, (acq / "*.zarr", dst, "--report", reports / "{name}.json")
+        yield acq, dst, reports, args
     finally:
         subprocess.run(["umount", "-l", str(acq)], check=False)
 

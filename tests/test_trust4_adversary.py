@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import fuse_mount, softcopy_cmd, tree, wait_for
 from softcopy._softcopy import folder_identity
-from test_soak_service import acquisitions_on_a_disk, assert_none_named_let_go, killed_while_copying
+from test_soak_service import acquisitions_on_a_disk, assert_none_named_let_go, killed_while_copying, service_folders
 from test_trust2 import archive, run
 from test_trust4 import write_files
+from test_trust4_service import service, wait_or_tell
 
 
 def finding(reason: str) -> pytest.MarkDecorator:
@@ -190,11 +191,31 @@ def test_a_copy_whose_disk_was_swapped_for_another_while_no_service_ran_is_not_n
     "named let go, 'not there (deleted or renamed)', while that folder is there under its name",
 )
 def test_a_copy_of_a_folder_that_is_there_but_not_the_services_is_not_named_let_go(tmp_path: Path) -> None:
-    acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
+    acq, dst, reports, args = service_folders(tmp_path)
     write_files(acq / "calibration", {"dark.tif": b"a dark frame"})
-    for d in (dst, reports):
-        d.mkdir()
     once = run(acq / "calibration", dst / "calibration", "--once")  # copied by hand, no marker
     assert once.returncode == 0, once.stderr
-    args = (acq / "*.zarr", dst, "--report", reports / "{name}.json")
     assert_none_named_let_go(tmp_path, args, reports, dst / "calibration")
+
+
+@finding(
+    "origin::note_let_go opens `.softcopy-let-go` with File::create, following a link planted there: "
+    "a let-go truncates and writes the file it points to (the claim file is opened O_NOFOLLOW)",
+)
+def test_the_let_go_note_is_never_written_through_a_link_planted_in_the_copy(tmp_path: Path) -> None:
+    acq, dst, _, args = service_folders(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"a file the destination's users cannot write, the service can")
+    with service(tmp_path, *args) as svc:
+        (acq / "x.zarr").mkdir()
+        (acq / "x.zarr" / "0.0").write_bytes(b"first")  # in flight: no marker
+        wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the chunk's copy", svc)
+        note = dst / "x.zarr" / ".softcopy-let-go"
+        note.symlink_to(victim)
+        (acq / "x.zarr").rename(acq / "x.aside")  # let go after LET_GO_AFTER
+
+        def noted() -> bool:  # through the link, or the link replaced, or refused (logged)
+            return not note.is_symlink() or victim.read_bytes().startswith(b"let go") or "cannot note" in svc.output()
+
+        wait_or_tell(noted, 40, "the let-go note", svc)
+    assert victim.read_bytes() == b"a file the destination's users cannot write, the service can"
