@@ -219,3 +219,19 @@ def test_the_let_go_note_is_never_written_through_a_link_planted_in_the_copy(tmp
 
         wait_or_tell(noted, 40, "the let-go note", svc)
     assert victim.read_bytes() == b"a file the destination's users cannot write, the service can"
+
+
+@finding(
+    "the same rule: an empty folder on another disk born in the tick of an acquisition freed whole "
+    "is taken for that acquisition (Owner::Finished): 'verified complete', exit 0, nothing copied",
+)
+def test_an_acquisition_about_to_start_on_another_disk_is_not_said_verified(tmp_path: Path) -> None:
+    dst = tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    with twin_disks(tmp_path) as (first, second):
+        write_files(first, {"c/0": b"the first disk's chunk 0", "complete": b""})
+        assert run(first, dst, "--delete-source").returncode == 0
+        # The second disk's acquisition has not written its first file yet: softcopy started first.
+        r = run(second, dst, "--delete-source")
+        said = r.stdout + r.stderr
+        assert "verified complete" not in said, said
