@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -92,26 +94,57 @@ def test_an_acquisition_renamed_aside_just_before_the_service_ends_is_named_in_a
 def test_an_acquisition_whose_disk_is_not_mounted_when_the_service_starts_is_not_named_let_go(
     tmp_path: Path,
 ) -> None:
+    with acquisitions_on_a_disk(tmp_path) as (acq, dst, reports, args):
+        killed_while_copying(tmp_path, args, acq / "x.zarr", dst / "x.zarr")
+        subprocess.run(["umount", "-l", str(acq)], check=True)  # the disk is not there at the next start
+        assert_none_named_let_go(tmp_path, args, reports, dst / "x.zarr")
+
+
+Args = tuple[str | Path, ...]
+
+
+def service_folders(tmp_path: Path) -> tuple[Path, Path, Path, Args]:
+    """An acquisitions folder, a destination and a reports' folder, made, and the service's
+    arguments over them."""
     acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
     for d in (acq, dst, reports):
         d.mkdir()
-    args = (acq / "*.zarr", dst, "--report", reports / "{name}.json")
+    return acq, dst, reports, (acq / "*.zarr", dst, "--report", reports / "{name}.json")
+
+
+@contextmanager
+def acquisitions_on_a_disk(tmp_path: Path) -> Iterator[tuple[Path, Path, Path, Args]]:
+    """The acquisitions folder on a disk of its own (a tmpfs, unmounted at the end), the destination
+    and the reports' folder, and the service's arguments over them."""
+    acq, dst, reports, args = service_folders(tmp_path)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(acq)], check=True)
     try:
-        with service(tmp_path, *args) as svc:
-            (acq / "x.zarr").mkdir()
-            (acq / "x.zarr" / "0.0").write_bytes(b"first")
-            wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the chunk's copy", svc)
-            svc.send_signal(signal.SIGKILL)
-            svc.wait()
-        subprocess.run(["umount", "-l", str(acq)], check=True)  # the disk is not there at the next start
-        (tmp_path / "notify.sock").unlink()
-        with service(tmp_path, *args) as svc:
-            wait_or_tell(lambda: "looked for copies left unfinished" in svc.output(), 20, "the look", svc)
-            assert not list(reports.iterdir()), svc.output()
-            assert not (dst / "x.zarr" / ".softcopy-let-go").exists()
+        yield acq, dst, reports, args
     finally:
         subprocess.run(["umount", "-l", str(acq)], check=False)
+
+
+def killed_while_copying(tmp_path: Path, args: Args, src: Path, copy: Path) -> None:
+    """A service copying the acquisition `src` (in flight: no marker) to `copy`, killed (SIGKILL)
+    once its first chunk is copied."""
+    with service(tmp_path, *args) as svc:
+        src.mkdir()
+        (src / "0.0").write_bytes(b"first")
+        wait_or_tell((copy / "0.0").exists, 30, "the chunk's copy", svc)
+        svc.send_signal(signal.SIGKILL)
+        svc.wait()
+
+
+def assert_none_named_let_go(tmp_path: Path, args: Args, reports: Path, copy: Path) -> None:
+    """The service started again looks for copies left unfinished and names none: no report, and
+    no note at `copy`. The count in the look's log line decides: the reports of what it found are
+    written after that line, so their absence right then proves nothing."""
+    (tmp_path / "notify.sock").unlink(missing_ok=True)  # an earlier service's
+    with service(tmp_path, *args) as svc:
+        wait_or_tell(lambda: "looked for copies left unfinished" in svc.output(), 20, "the look", svc)
+        assert f"looked for copies left unfinished in {copy.parent}: 0" in svc.output(), svc.output()
+        assert not list(reports.iterdir()), svc.output()
+        assert not (copy / ".softcopy-let-go").exists()
 
 
 def test_a_service_started_while_its_destination_share_is_down_waits_for_it(tmp_path: Path) -> None:

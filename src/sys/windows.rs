@@ -106,9 +106,6 @@ pub fn identity(file: &File) -> io::Result<Identity> {
     })
 }
 
-/// The identity of what `path` names: opened for its attributes only, sharing everything, so a
-/// writer's open, rename or delete is never refused because we looked; a reparse point (a
-/// symlink or junction) is looked at itself, not followed; folders too (backup semantics).
 /// MoveFileExW without MOVEFILE_REPLACE_EXISTING fails where something is at `to`.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use std::os::windows::ffi::OsStrExt;
@@ -122,6 +119,9 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// The identity of what `path` names: opened for its attributes only, sharing everything, so a
+/// writer's open, rename or delete is never refused because we looked; a reparse point (a
+/// symlink or junction) is looked at itself, not followed; folders too (backup semantics).
 pub fn path_identity(path: &Path) -> io::Result<Identity> {
     let file = OpenOptions::new()
         .access_mode(FILE_READ_ATTRIBUTES)

@@ -1,0 +1,237 @@
+"""Today's trust changes read as an adversary (issue 23's standard): each test reproduces a finding
+through the CLI and is a strict xfail until the product is fixed (it passes, and so fails the
+suite, the day the finding is gone). docs/design.md's sections "The end of a run" (Freeing) and
+"One destination, one acquisition" say what should hold."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import fuse_mount, softcopy_cmd, tree, wait_for
+from softcopy._softcopy import folder_identity
+from test_soak_service import acquisitions_on_a_disk, assert_none_named_let_go, killed_while_copying, service_folders
+from test_trust2 import archive, run
+from test_trust4 import write_files
+from test_trust4_service import service, wait_or_tell
+
+
+def finding(reason: str) -> pytest.MarkDecorator:
+    """A finding reproduced: a strict xfail, which fails the suite once the product is fixed."""
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+@finding(
+    "the marker left aside by a kill makes the source hold a file: origin::owner then says the "
+    "copy is another acquisition's (holds_anything counts `.complete.softcopy-freeing`), exit 2 for ever"
+)
+def test_a_kill_between_setting_the_marker_aside_and_unlinking_it_then_the_same_command_finishes(
+    tmp_path: Path,
+) -> None:
+    # The marker is freed last; killed after it was set aside (`.complete.softcopy-freeing`) and
+    # before its unlink, the source holds that name alone. The next run takes it for a new file in
+    # a folder freed whole: "another acquisition", exit 2, and so does every later run.
+    src, dst = tmp_path / "acq.zarr", tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    before = archive(src, 2)
+    last = len(before) - 1  # the marker's is the last set-aside
+    crash = subprocess.run(
+        softcopy_cmd(src, dst, "--delete-source"),
+        env={**os.environ, "SOFTCOPY_FAILPOINTS": f"free.aside={last}*off->return"},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert crash.returncode in (-9, 137), (crash.returncode, crash.stderr)
+    assert [p.name for p in src.rglob("*") if p.is_file()] == [".complete.softcopy-freeing"]
+    again = run(src, dst, "--delete-source")
+    assert all(tree(dst).get(k) == v for k, v in before.items()), "every copy is there"
+    assert again.returncode == 0, again.stderr  # exit 2: "holds new files now: another acquisition"
+
+
+@finding(
+    "mover::unlink_exactly needs renameat2(RENAME_NOREPLACE) and has no fallback where it is "
+    "EINVAL (FUSE without rename2, sshfs, NFS): nothing is freed there"
+)
+def test_freeing_frees_a_source_whose_filesystem_cannot_rename_without_replacing(tmp_path: Path) -> None:
+    # Setting a file aside needs renameat2(RENAME_NOREPLACE): a FUSE filesystem whose server has
+    # no rename2 (fusepy, as tests/faulty_fs.py), sshfs and NFS answer EINVAL. Every file is then
+    # kept ("cannot set it aside"), exit 0: --delete-source frees nothing there, where it did.
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "mnt") as mnt:
+        src, dst = mnt / "acq", tmp_path / "cluster" / "acq"
+        dst.parent.mkdir()
+        write_files(src, {"c/0": b"chunk 0", "c/1": b"chunk 1", "complete": b""})
+        r = run(src, dst, "--delete-source")
+        assert r.returncode == 0, r.stderr
+        assert tree(dst) == {"c/0": b"chunk 0", "c/1": b"chunk 1", "complete": b""}
+        left = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+        assert not left, f"kept at the source: {left}\n{r.stdout}"
+
+
+@finding(
+    "the set-aside name `.<name>.softcopy-freeing` is 18 bytes longer than the name: a file whose "
+    "name is over 237 bytes (of the 255 a name may have) is never freed (ENAMETOOLONG), where it was",
+)
+def test_a_file_with_a_long_name_is_freed(tmp_path: Path) -> None:
+    src, dst = tmp_path / "acq", tmp_path / "cluster" / "acq"
+    long = "position-" + "n" * 231  # 240 bytes
+    write_files(src, {long: b"a file with a long name", "complete": b""})
+    dst.parent.mkdir()
+    r = run(src, dst, "--delete-source")
+    assert r.returncode == 0, r.stderr
+    assert tree(dst) == {long: b"a file with a long name", "complete": b""}
+    assert not any(src.iterdir()), r.stdout
+
+
+@finding(
+    "a kill between setting aside a file that is not the one held (a writer renamed a new "
+    "version over the name) and putting it back leaves the new version aside; the next run copies "
+    "it under `.c0.softcopy-freeing`, keeps the old c0 as freed, says verified and frees it whole"
+)
+def test_a_new_version_renamed_over_a_file_being_freed_keeps_its_name_across_a_kill(tmp_path: Path) -> None:
+    src, dst = tmp_path / "acq", tmp_path / "cluster" / "acq"
+    write_files(src, {"c0": b"the version copied", "complete": b""})
+    dst.parent.mkdir()
+    new = tmp_path / "new"
+    new.write_bytes(b"the writer's new version, renamed over c0")
+    # Freeing pauses after its last look at c0 (the lease held) and is killed right after the
+    # set-aside: the writer's rename lands in the pause, so what is set aside is not the file held.
+    points = "free.checked=1*sleep(5000);free.aside=return"
+    with subprocess.Popen(
+        softcopy_cmd(src, dst, "--delete-source"),
+        env={**os.environ, "SOFTCOPY_FAILPOINTS": points},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as crash:
+        journal = dst / ".softcopy-moved"
+        wait_for(lambda: journal.exists() and "c0" in journal.read_text(errors="replace"), 20, "c0 journaled")
+        new.rename(src / "c0")
+        assert crash.wait(60) in (-9, 137)
+    assert sorted(p.name for p in src.iterdir()) == [".c0.softcopy-freeing", "complete"]
+    again = run(src, dst, "--delete-source")
+    # What a reader of the copy reads as c0 is the writer's last version, or nothing is verified.
+    assert again.returncode != 0 or tree(dst)["c0"] == b"the writer's new version, renamed over c0", again.stdout
+
+
+@contextmanager
+def twin_disks(base: Path) -> Iterator[tuple[Path, Path]]:
+    """Two fresh tmpfs disks, each with a folder `acq.zarr` made in the same clock tick: the first
+    folder of each is inode 2, and birth times are the coarse clock's (one tick, ~4 ms), so the
+    two have equal inode and birth time on different devices. Tried again at a tick's edge."""
+    disks = (base / "disk1", base / "disk2")
+    for d in disks:
+        d.mkdir()
+    try:
+        for _ in range(20):
+            for d in disks:
+                subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(d)], check=True)
+            a, b = (d / "acq.zarr" for d in disks)
+            a.mkdir()
+            b.mkdir()
+            (ia, ib) = folder_identity(a), folder_identity(b)
+            if ia[0] != ib[0] and ia[1:] == ib[1:]:
+                yield a, b
+                return
+            for d in disks:
+                subprocess.run(["umount", str(d)], check=True)
+        pytest.skip("no two folders with one inode and one birth time in 20 tries")
+    finally:
+        for d in disks:
+            if os.path.ismount(d):
+                subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+@finding(
+    "FolderId::same_across_runs takes a folder on another device with the same inode and "
+    "birth time for the recorded one; birth times are clock ticks, so two disks' first folders "
+    "made in one tick match: the second acquisition is written into the first's copy, verified"
+)
+def test_an_acquisition_on_another_disk_is_never_written_into_the_copy_of_one_born_in_the_same_tick(
+    tmp_path: Path,
+) -> None:
+    dst = tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    with twin_disks(tmp_path) as (first, second):
+        write_files(first, {"c/0": b"the first disk's chunk 0", "c/1": b"the first disk's chunk 1", "complete": b""})
+        write_files(second, {"c/0": b"another acquisition's chunk 0", "complete": b""})
+        assert run(first, dst).returncode == 0
+        r = run(second, dst)
+        # Before the rule (a device must match): refused, "holds the copy of another acquisition".
+        assert r.returncode != 0 and "another acquisition" in r.stderr, r.stdout
+        assert tree(dst)["c/0"] == b"the first disk's chunk 0"
+
+
+@finding(
+    "service._look_for_left takes a device number for a disk: another disk mounted on the "
+    "acquisitions folder gets the one the unmounted disk had, so the copy of a folder still on that "
+    "disk is named let go (report, webhook, .softcopy-let-go) as if it had been deleted"
+)
+def test_a_copy_whose_disk_was_swapped_for_another_while_no_service_ran_is_not_named_let_go(tmp_path: Path) -> None:
+    with acquisitions_on_a_disk(tmp_path) as (acq, dst, reports, args):
+        first_disk = acq.stat().st_dev
+        killed_while_copying(tmp_path, args, acq / "x.zarr", dst / "x.zarr")
+        # The disk, x.zarr on it, is taken away (to be copied tomorrow); another disk is mounted.
+        subprocess.run(["umount", str(acq)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(acq)], check=True)
+        if acq.stat().st_dev != first_disk:  # the finding needs the number the kernel gives back
+            pytest.skip("the new disk got another device number (a mount elsewhere took the old one)")
+        assert_none_named_let_go(tmp_path, args, reports, dst / "x.zarr")
+
+
+@finding(
+    "service._look_for_left knows only the folders that match the pattern: the copy in its "
+    "destination of another folder of the acquisitions folder (a CLI run's, --once: no marker) is "
+    "named let go, 'not there (deleted or renamed)', while that folder is there under its name",
+)
+def test_a_copy_of_a_folder_that_is_there_but_not_the_services_is_not_named_let_go(tmp_path: Path) -> None:
+    acq, dst, reports, args = service_folders(tmp_path)
+    write_files(acq / "calibration", {"dark.tif": b"a dark frame"})
+    once = run(acq / "calibration", dst / "calibration", "--once")  # copied by hand, no marker
+    assert once.returncode == 0, once.stderr
+    assert_none_named_let_go(tmp_path, args, reports, dst / "calibration")
+
+
+@finding(
+    "origin::note_let_go opens `.softcopy-let-go` with File::create, following a link planted there: "
+    "a let-go truncates and writes the file it points to (the claim file is opened O_NOFOLLOW)",
+)
+def test_the_let_go_note_is_never_written_through_a_link_planted_in_the_copy(tmp_path: Path) -> None:
+    acq, dst, _, args = service_folders(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"a file the destination's users cannot write, the service can")
+    with service(tmp_path, *args) as svc:
+        (acq / "x.zarr").mkdir()
+        (acq / "x.zarr" / "0.0").write_bytes(b"first")  # in flight: no marker
+        wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the chunk's copy", svc)
+        note = dst / "x.zarr" / ".softcopy-let-go"
+        note.symlink_to(victim)
+        (acq / "x.zarr").rename(acq / "x.aside")  # let go after LET_GO_AFTER
+
+        def noted() -> bool:  # through the link, or the link replaced, or refused (logged)
+            return not note.is_symlink() or victim.read_bytes().startswith(b"let go") or "cannot note" in svc.output()
+
+        wait_or_tell(noted, 40, "the let-go note", svc)
+    assert victim.read_bytes() == b"a file the destination's users cannot write, the service can"
+
+
+@finding(
+    "the same rule: an empty folder on another disk born in the tick of an acquisition freed whole "
+    "is taken for that acquisition (Owner::Finished): 'verified complete', exit 0, nothing copied",
+)
+def test_an_acquisition_about_to_start_on_another_disk_is_not_said_verified(tmp_path: Path) -> None:
+    dst = tmp_path / "cluster" / "acq.zarr"
+    dst.parent.mkdir()
+    with twin_disks(tmp_path) as (first, second):
+        write_files(first, {"c/0": b"the first disk's chunk 0", "complete": b""})
+        assert run(first, dst, "--delete-source").returncode == 0
+        # The second disk's acquisition has not written its first file yet: softcopy started first.
+        r = run(second, dst, "--delete-source")
+        said = r.stdout + r.stderr
+        assert "verified complete" not in said, said
