@@ -235,7 +235,7 @@ impl Journal {
         if self.kept.contains(marker) {
             return Ok(false);
         }
-        let root_same = FolderId::of(src_root).is_ok_and(|now| now.same_across_runs(&f.root));
+        let root_same = FolderId::of(src_root).is_ok_and(|now| now.same(&f.root));
         match fs::symlink_metadata(src_root.join(marker)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(root_same),
             Err(e) => Err(e),
@@ -273,7 +273,7 @@ impl Journal {
         }
         // A root that is gone was the acquisition's (softcopy never removes it, a person may);
         // one that is there must be the very folder the file left.
-        let root_same = self.folder(src_root, Path::new("")).0.is_none_or(|now| now.same_across_runs(&f.root));
+        let root_same = self.folder(src_root, Path::new("")).0.is_none_or(|now| now.same(&f.root));
         let retaken = array.is_some_and(|a| self.folder(src_root, a).1);
         if root_same && !retaken {
             Vouch::Freed

@@ -128,16 +128,6 @@ impl FolderId {
         (self.dev, self.ino) == (other.dev, other.ino)
             && (self.born.is_none() || other.born.is_none() || self.born == other.born)
     }
-
-    /// [`FolderId::same`] for an identity recorded by an earlier run: a device's number may change
-    /// across a reboot (disks enumerated in another order, device-mapper and LVM numbers), and a
-    /// copy resumed after one must not be taken for another acquisition's. So the device may
-    /// differ where both have a birth time and it and the inode number are equal: the same inode
-    /// born at the same nanosecond elsewhere is this folder (or a clone of its disk, which holds
-    /// the same acquisition). Never within a run: a disk swapped under the root is another one.
-    pub fn same_across_runs(&self, other: &FolderId) -> bool {
-        self.same(other) || (self.ino == other.ino && self.born.is_some() && self.born == other.born)
-    }
 }
 
 #[cfg(test)]
