@@ -170,52 +170,18 @@ fn free_one(src: &Path, c: &Copied, quiet: Duration) -> Result<(), String> {
     if matches!(lease, crate::sys::Writers::Open) {
         return Err("kept: a process has it open for writing".into());
     }
-    // The version is checked under the lease: nothing can write it now. The file held must be it
-    // too: what is unlinked is checked against the file held (`unlink_exactly`).
+    // The version is checked under the lease: nothing can write it now.
     unchanged(src, c)?;
-    let held = crate::sys::file_identity(&file, &file.metadata().map_err(|e| format!("source: {e}"))?);
-    if (held.dev, held.ino) != (c.ident.dev, c.ident.ino) {
-        return Err("changed at the source since it was copied".into());
-    }
     if matches!(lease, crate::sys::Writers::Unknown) {
         let age = crate::vocab::now_ns().saturating_sub(c.ident.ctime_ns.max(c.ident.mtime_ns));
         if age < quiet.as_nanos() as i64 {
             return Err("kept: changed too recently to be sure no process has it open for writing".into());
         }
     }
-    fail::fail_point!("free.checked");
-    unlink_exactly(src, &held)?;
+    fs::remove_file(src).map_err(|e| format!("delete: {e}"))?;
     drop(lease);
     Ok(())
 }
-
-/// Unlinks `src` only if it is the file held (`held`). A lease does not stop a writer renaming a
-/// new version over the name (a rename breaks no lease), and an unlink by name between the last
-/// look and the unlink would delete that version, never copied. So the name is first renamed
-/// aside, atomically and never over anything, and what was renamed is looked at: the file held is
-/// unlinked; another is put back under its name (or, if a newer one took the name meanwhile, kept
-/// aside and named). A crash in between leaves the file aside under a name of its own, which the
-/// next run copies like any file: nothing is lost (docs/design.md, "Freeing").
-fn unlink_exactly(src: &Path, held: &crate::vocab::Identity) -> Result<(), String> {
-    let name = src.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let aside = src.with_file_name(format!(".{name}{ASIDE_SUFFIX}"));
-    crate::sys::rename_noreplace(src, &aside).map_err(|e| format!("kept: cannot set it aside to delete it: {e}"))?;
-    crate::crash_point!("free.aside");
-    let now = crate::sys::path_identity(&aside);
-    let ours = now.as_ref().is_ok_and(|now| (now.dev, now.ino) == (held.dev, held.ino));
-    let unlinked = if ours { fs::remove_file(&aside).map_err(|e| format!("delete: {e}")) } else { Ok(()) };
-    if ours && unlinked.is_ok() {
-        return Ok(());
-    }
-    let why = unlinked.err().unwrap_or_else(|| "kept: a new version was written over it while it was freed".into());
-    match crate::sys::rename_noreplace(&aside, src) {
-        Ok(()) => Err(why),
-        Err(e) => Err(format!("{why}; kept as {} (another file took its name: {e})", aside.display())),
-    }
-}
-
-/// The suffix of a source file's name while it is being freed (see [`unlink_exactly`]).
-const ASIDE_SUFFIX: &str = ".softcopy-freeing";
 
 /// Source files journaled per flush of the journal.
 const BATCH: usize = 256;
@@ -406,37 +372,6 @@ mod tests {
         assert!(report.deleted.is_empty(), "{report:?}");
         assert_eq!(report.kept.len(), 3);
         assert!(src.path().join("open").exists() && src.path().join("changed").exists());
-    }
-
-    #[test]
-    fn a_new_version_renamed_over_the_name_just_before_the_unlink_is_never_deleted() {
-        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let file = copied(src.path(), dst.path(), "0.0", b"copied");
-        fs::write(src.path().join("new"), b"written after the copy").unwrap();
-        // A writer's rename-over, just after the last look (the lease does not stop it): only
-        // on this test's thread, as other tests pass the same point.
-        let (me, dir) = (std::thread::current().id(), src.path().to_path_buf());
-        let replaced = std::sync::Arc::new(AtomicBool::new(false));
-        let seen = replaced.clone();
-        fail::cfg_callback("free.checked", move || {
-            if std::thread::current().id() == me && fs::rename(dir.join("new"), dir.join("0.0")).is_ok() {
-                seen.store(true, Ordering::SeqCst);
-            }
-        })
-        .unwrap();
-        let report =
-            delete_sources(src.path(), dst.path(), &[file], None, false, Duration::ZERO, &AtomicBool::new(false));
-        fail::remove("free.checked");
-        let report = report.unwrap();
-        if !replaced.load(Ordering::SeqCst) {
-            // Wine refuses to rename over a file another handle has open: no writer can either.
-            assert!(cfg!(windows) && src.path().join("new").exists(), "{report:?}");
-            return;
-        }
-        assert!(report.deleted.is_empty(), "{report:?}");
-        assert!(report.kept[0].1.contains("new version"), "{report:?}");
-        assert_eq!(fs::read(src.path().join("0.0")).unwrap(), b"written after the copy");
-        assert_eq!(fs::read_dir(src.path()).unwrap().count(), 1, "nothing left aside");
     }
 
     #[test]

@@ -25,7 +25,6 @@ that folds case, with names at the source that fold to one.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -56,18 +55,7 @@ ARRAY = (
 # Where the end is killed (docs/design.md, "Crash points"): a named point and how many passes to let
 # by, or the unlink of a file at the source (freeing) or the destination (pruning), by strace.
 POINTS = ["verify.start", "verify.prune", "publish.flushed", "publish.marker", "free.journaled", "free.unlinked"]
-POINTS += ["free.folders", "origin.recorded", "free.aside"]
-ASIDE = re.compile(r"^\.(.+)\.softcopy-freeing$")
-
-
-def original(key: str) -> str:
-    """The key a file set aside while being freed (`.<name>.softcopy-freeing`, left by a kill
-    between the set-aside and the unlink: the next run copies it as any file) was freed from."""
-    folder, _, name = key.rpartition("/")
-    m = ASIDE.match(name)
-    return original(f"{folder}/{m[1]}" if folder else m[1]) if m else key
-
-
+POINTS += ["free.folders", "origin.recorded"]
 CRASHES = st.one_of(
     st.none(),
     st.tuples(st.just("point"), st.sampled_from(POINTS), st.integers(0, 2)),
@@ -456,7 +444,7 @@ class Acquisition(RuleBasedStateMachine):
         self.copier.poll()
         now = snapshot(self.view)
         for key, content in now.items():
-            assert content in self.versions.get(original(key), set()), f"{key} holds bytes its source never had"
+            assert content in self.versions.get(key, set()), f"{key} holds bytes its source never had"
         for key in self.seen.keys() - now.keys():
             assert key in self.deleted, f"{key} vanished from the destination without a deletion at the source"
         self.seen = now
@@ -486,10 +474,9 @@ class Acquisition(RuleBasedStateMachine):
             for key, last in self.current.items():
                 assert key in at_dst, f"verified without {key}"
                 assert at_dst[key] == last or key in self.damaged, f"verified with an old {key}"
-            aside = {k for k in at_dst if original(k) != k}
-            assert set(at_dst) - set(self.current) <= self.deleted | self.leftovers | aside, t
+            assert set(at_dst) - set(self.current) <= self.deleted | self.leftovers, t
             if ARRAY_META in self.current:
-                stale = {k for k in at_dst if k.startswith("arr/c/")} - set(self.current) - self.leftovers - aside
+                stale = {k for k in at_dst if k.startswith("arr/c/")} - set(self.current) - self.leftovers
                 assert not stale, f"verified with stale chunks {sorted(stale)}, read as data: {t}"
 
     def _crash_at_the_end(self, kind: str, where: str, passes: int) -> None:
@@ -503,10 +490,7 @@ class Acquisition(RuleBasedStateMachine):
         if kind == "point":
             env["SOFTCOPY_FAILPOINTS"] = f"{where}={passes}*off->return"
         else:  # killed on entering the unlink of `where`, at the source or the destination
-            folder, _, name = where.rpartition("/")
-            aside = self.src / folder / f".{name}.softcopy-freeing"  # freeing unlinks it under this name
             pre = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(self.src / where), "-P", str(self.dst / where)]
-            pre += ["-P", str(aside)]
             pre += ["-e", "trace=unlink,unlinkat", "-e", "inject=unlink,unlinkat:signal=KILL"]
         r = subprocess.run(
             [*pre, *softcopy_cmd(*args)], check=False, env=env, capture_output=True, text=True, timeout=120

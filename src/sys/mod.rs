@@ -497,25 +497,6 @@ pub fn flush_folder(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
-/// Renames `from` to `to` only if nothing is at `to` (`AlreadyExists` if something is): the check
-/// and the rename are one step, so a file a writer puts there meanwhile is never replaced.
-pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        linux::rename_noreplace(from, to)
-    }
-    #[cfg(windows)]
-    {
-        windows::rename_noreplace(from, to)
-    }
-    #[cfg(not(any(target_os = "linux", windows)))]
-    {
-        // A link is made only where nothing is; then the old name goes.
-        std::fs::hard_link(from, to)?;
-        std::fs::remove_file(from)
-    }
-}
-
 /// Free space on the filesystem holding `path`, for messages about a full destination.
 #[derive(Clone, Copy, Debug)]
 pub struct Space {
