@@ -178,6 +178,10 @@ fn free_one(src: &Path, c: &Copied, quiet: Duration) -> Result<(), String> {
             return Err("kept: changed too recently to be sure no process has it open for writing".into());
         }
     }
+    // Open: a writer renaming a new version over the name right now (a rename breaks no lease)
+    // has that version unlinked here; tests pause at this point to show it (docs/design.md, "The
+    // end of a run").
+    fail::fail_point!("free.checked");
     fs::remove_file(src).map_err(|e| format!("delete: {e}"))?;
     drop(lease);
     Ok(())

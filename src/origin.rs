@@ -210,9 +210,14 @@ fn absent(e: io::Error) -> io::Result<bool> {
 
 /// Notes at `copy` that its acquisition was let go, and why (told once: see [`LET_GO`]).
 pub fn note_let_go(copy: &Path, why: &str) -> io::Result<()> {
-    let mut f = File::create(copy.join(LET_GO))?;
+    // Written under a new name and renamed over the note: neither step follows a link planted at
+    // either name (a rename replaces the link itself).
+    let tmp = copy.join(format!("{LET_GO}.new"));
+    let _ = fs::remove_file(&tmp);
+    let mut f = File::options().write(true).create_new(true).open(&tmp)?;
     writeln!(f, "{why}")?;
-    f.sync_all()
+    f.sync_all()?;
+    fs::rename(&tmp, copy.join(LET_GO))
 }
 
 /// Removes the let-go note of a copy taken again; a note left (it cannot be removed) only keeps a

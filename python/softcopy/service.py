@@ -296,7 +296,9 @@ class Service:
                 log.warning("cannot look for unfinished copies in %s: %s", pattern.destination, e)
                 self._left.put((pattern, None))
                 return
-            left = [u for u in found if u.source[0] == device and not any(_same(u.source, i) for i in known)]
+            # Only copies of folders this pattern takes: a CLI run's copy of another folder there is not its own.
+            ours = [u for u in found if matches(Path(u.shown).name, pattern.source.name)]
+            left = [u for u in ours if u.source[0] == device and not any(_same(u.source, i) for i in known)]
             self._left.put((pattern, left))
 
         threading.Thread(target=look, name="softcopy-left", daemon=True).start()
