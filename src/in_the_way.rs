@@ -107,3 +107,46 @@ fn remove_tree(dest: &Dest, rel: &Path) -> crate::Result<()> {
     }
     remove_destination(dest, rel).map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn write(path: &Path, data: &[u8]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, data).unwrap();
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_folder_goes_unless_it_is_a_freed_files_only_copy() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write(&src.path().join("c/0/0"), b"deeper chunk");
+        write(&dst.path().join("c/0"), b"flat chunk");
+        let dest = Dest::at(dst.path());
+        dest.keep_freed(HashSet::from([PathBuf::from("c/0")]));
+        let kept = make_folder(src.path(), &dest, Path::new("c/0"), None).map(drop).unwrap_err();
+        assert!(kept.to_string().contains("kept"), "{kept}");
+        assert_eq!(fs::read(dst.path().join("c/0")).unwrap(), b"flat chunk");
+        let dest = Dest::at(dst.path());
+        make_folder(src.path(), &dest, Path::new("c/0"), None).unwrap();
+        assert!(dst.path().join("c/0").is_dir());
+    }
+
+    #[test]
+    fn a_folder_in_the_way_of_a_file_goes_whole_unless_it_holds_a_freed_files_only_copy() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write(&src.path().join("c/0"), b"flat chunk");
+        write(&dst.path().join("c/0/0"), b"deeper chunk");
+        write(&dst.path().join("c/0/1/0"), b"deeper still");
+        let dest = Dest::at(dst.path());
+        dest.keep_freed(HashSet::from([PathBuf::from("c/0/1/0")]));
+        assert!(remove_folder_in_the_way(src.path(), &dest, Path::new("c/0"), None).is_err());
+        assert_eq!(fs::read(dst.path().join("c/0/1/0")).unwrap(), b"deeper still");
+        let dest = Dest::at(dst.path());
+        assert!(remove_folder_in_the_way(src.path(), &dest, Path::new("c/0"), None).unwrap());
+        assert!(!dst.path().join("c/0").exists());
+        // Nothing in the way: nothing removed, and the copy's own error stands.
+        assert!(!remove_folder_in_the_way(src.path(), &dest, Path::new("c/0"), None).unwrap());
+    }
+}
