@@ -85,6 +85,7 @@ fn remove_copy(
         );
         Err(crate::Error::io("remove", &shown, io::Error::other(why)))
     };
+    dest.removed_in_the_way();
     if let Err(e) = remove_tree(dest, rel) {
         return kept(e.to_string());
     }
@@ -144,8 +145,10 @@ mod tests {
         assert!(remove_folder_in_the_way(src.path(), &dest, Path::new("c/0"), None).is_err());
         assert_eq!(fs::read(dst.path().join("c/0/1/0")).unwrap(), b"deeper still");
         let dest = Dest::at(dst.path());
+        assert!(!dest.kind_changed());
         assert!(remove_folder_in_the_way(src.path(), &dest, Path::new("c/0"), None).unwrap());
         assert!(!dst.path().join("c/0").exists());
+        assert!(dest.kind_changed(), "the end does not take the tracker's word for what landed");
         // Nothing in the way: nothing removed, and the copy's own error stands.
         assert!(!remove_folder_in_the_way(src.path(), &dest, Path::new("c/0"), None).unwrap());
     }
