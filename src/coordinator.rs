@@ -803,12 +803,11 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // may be left: then every file there is one of these (docs/design.md, "The end of a run").
     let tracker = &run.tracker;
     let lookup = |rel: &Path| tracker.copied_identity(rel);
-    // Not where the destination folds case: one copy there may stand for two source names.
-    let landed = (!found.others && walked_whole && !dest.partials_left() && !dest.folds_case()).then(|| Landed {
-        copied: &lookup,
-        settled: Some(tracker.settled()),
-        count: tracker.copied_count(),
-    });
+    // Not where the destination folds case: one copy there may stand for two source names; nor
+    // where copies of another kind were removed from a name: a copy just made may have gone too.
+    let shortcut = !found.others && walked_whole && !dest.partials_left() && !dest.folds_case() && !dest.kind_changed();
+    let landed =
+        shortcut.then(|| Landed { copied: &lookup, settled: Some(tracker.settled()), count: tracker.copied_count() });
     // Asked once, before anything is freed: the watch then goes (freeing's own deletions would
     // only fill its queue).
     let watcher = std::cell::RefCell::new(Some(watcher));

@@ -430,7 +430,7 @@ fn sync_inner(
         // Looked at above for a name in another case already.
         Some(f) => f,
         None => {
-            let f = dest.folder(rel_dir, true).map_err(|e| Error::io("create in", dst.parent().unwrap_or(dst), e))?;
+            let f = crate::in_the_way::make_folder(src_root, dest, rel_dir, opts.root.as_deref())?;
             dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
                 .map_err(|e| Error::io("copy to", dst, e))?;
             f
@@ -487,7 +487,12 @@ fn sync_inner(
         }
         Err(e) => {
             out.discard(dest);
-            Err(e)
+            // A folder of the name at the destination, where the source now has this file: removed,
+            // then copied again at once.
+            match crate::in_the_way::remove_folder_in_the_way(src_root, dest, &job.rel, opts.root.as_deref())? {
+                true => Ok(Outcome::Changed),
+                false => Err(e),
+            }
         }
     }
 }
@@ -526,7 +531,7 @@ fn copied_after(src: &Identity, copy: &Identity) -> bool {
     copy.ctime_ns != 0 && src.ctime_ns != 0 && copy.ctime_ns > src.mtime_ns.max(src.ctime_ns) + tick + CLOCK_MARGIN_NS
 }
 
-fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
+pub(crate) fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
     let shown = dest.shown(rel);
     let (dir, name) = crate::dest::split(rel).map_err(|e| crate::Error::io("remove", &shown, e))?;
     let folder = match dest.folder(dir, false) {

@@ -75,6 +75,9 @@ pub struct Dest {
     /// Partial files made and not yet renamed or removed: none left at the end means every file
     /// at the destination is one this run published (docs/design.md, "The end of a run").
     partials: std::sync::atomic::AtomicI64,
+    /// Copies of another kind were removed from a name (`in_the_way.rs`): with a folder went any
+    /// copy a worker had just put in it, which the tracker still holds as landed.
+    kind_changed: std::sync::atomic::AtomicBool,
     /// Something changed since the last background flush (`flush.rs`).
     dirty: std::sync::atomic::AtomicBool,
     /// A file at the root and its bytes, which say this folder is the copy being made (the
@@ -150,6 +153,7 @@ impl Dest {
             staged: Default::default(),
             no_staging: Default::default(),
             partials: Default::default(),
+            kind_changed: Default::default(),
             dirty: Default::default(),
             record: Mutex::default(),
             checked: Mutex::default(),
@@ -481,6 +485,17 @@ impl Dest {
     /// copy panicked between making one and throwing it away).
     pub fn partials_left(&self) -> bool {
         self.partials.load(Ordering::Relaxed) != 0
+    }
+
+    /// Copies of another kind were removed from a name (see [`Dest::kind_changed`]).
+    pub fn removed_in_the_way(&self) {
+        self.kind_changed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this run removed copies of another kind from a name: then what the tracker holds
+    /// as landed is not proof that it is there (docs/design.md, "Proof without walking").
+    pub fn kind_changed(&self) -> bool {
+        self.kind_changed.load(Ordering::Relaxed)
     }
 
     /// Removes the file `rel`, reached without a link.

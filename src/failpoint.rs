@@ -5,7 +5,8 @@
 //! The points: `verify.start`, `verify.prune` (before each stale copy is removed),
 //! `publish.flushed` (copies flushed, marker not yet copied), `publish.marker` (the marker copied,
 //! not yet flushed), `free.journaled` (a batch journaled, not yet unlinked), `free.unlinked`
-//! (after each unlink), `free.folders` (before empty folders are removed), `origin.recorded`.
+//! (after each unlink), `free.folders` (before empty folders are removed), `origin.recorded`,
+//! `kind.removed` (a copy of another kind removed from a name, the new one not yet copied).
 
 use std::sync::Once;
 

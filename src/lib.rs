@@ -16,6 +16,7 @@ pub mod failpoint;
 mod finish;
 mod flush;
 mod health;
+mod in_the_way;
 pub mod journal;
 pub mod manifest;
 pub mod mover;

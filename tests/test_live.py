@@ -153,11 +153,15 @@ def test_unreachable_file_is_listed_and_exit_code_is_1(tmp_path: Path, run_softc
     (src / "sub" / "k").write_bytes(b"data")
     (src / "ok").write_bytes(b"fine")
     dst.mkdir()
-    (dst / "sub").write_bytes(b"a file where the source has a folder")  # the copy of sub/k must fail
+    # A link where the source has a folder: never written through, nor removed (someone else's, not
+    # a copy of a file the source deleted), so the copy of sub/k fails.
+    (tmp_path / "elsewhere").write_bytes(b"not the acquisition's")
+    (dst / "sub").symlink_to(tmp_path / "elsewhere")
     code, out = finish(run_softcopy(src, dst, "--once"), timeout=90)
     assert code == 1, out
     assert "INCOMPLETE" in out and "missing: sub/k" in out
     assert (dst / "ok").read_bytes() == b"fine"
+    assert (tmp_path / "elsewhere").read_bytes() == b"not the acquisition's"
 
 
 def test_exit_codes_for_signals_leave_no_partial_under_a_final_name(tmp_path: Path, run_softcopy: Any) -> None:

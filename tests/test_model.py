@@ -18,7 +18,10 @@ publishing and freeing (the crash points of docs/design.md, or strace at the unl
 either end) and the same command run again; the source's disk unmounted and another mounted in its
 place; the destination on a filesystem whose listing of the copy's root fails when a rule arms it;
 files deleted while no engine runs (the stale chunks of an array the end must prune); a destination
-that folds case, with names at the source that fold to one.
+that folds case, with names at the source that fold to one; a second target copying the same source
+(refused with `--delete-source`, else both copies whole, each marker over its own copy only); an
+acquisition ended, then `rm -rf` and a new take under its name, which ext4 hands the old folder's
+inode (the earlier take's copy and marker stay as they were, never written into).
 `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 80; `make model-long` runs 2000 at random).
 """
 
@@ -29,12 +32,13 @@ import shutil
 import subprocess
 import tempfile
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import softcopy
 from conftest import fuse_mount, softcopy_cmd, sysctl, tree, wait_for
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from test_properties import apply
@@ -80,6 +84,25 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return out
 
 
+def mkdir_reusing(path: Path, ino: int) -> bool:
+    """Makes the folder `path` with the inode number `ino` where the filesystem hands it out again
+    (ext4 gives a freed inode to one of the next folders made): a re-take that only its birth time
+    tells from the folder it replaced. Whether it got that number."""
+    made: list[Path] = []
+    try:
+        for n in range(64):
+            made.append(path.with_name(f".retake-{n}"))
+            made[-1].mkdir()
+            if made[-1].stat().st_ino == ino:
+                made.pop().rename(path)
+                return True
+        return False
+    finally:
+        for d in made:
+            d.rmdir()
+        path.mkdir(exist_ok=True)
+
+
 def group_json(data: bytes) -> bytes:
     """Metadata the end can read, carrying `data`: unreadable metadata rightly ends a run Incomplete."""
     return b'{"zarr_format": 3, "node_type": "group", "attributes": {"v": "%s"}}' % data.hex().encode()
@@ -92,8 +115,9 @@ class Acquisition(RuleBasedStateMachine):
         disk=st.booleans(),
         dst=st.sampled_from(["local", "faulty", "casefold"]),
         lossy=st.booleans(),
+        second=st.sampled_from([False, False, True]),
     )
-    def start(self, delete_source: bool, crash: Crash, disk: bool, dst: str, lossy: bool) -> None:
+    def start(self, delete_source: bool, crash: Crash, disk: bool, dst: str, lossy: bool, second: bool) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="softcopy-model-"))
         # Half the runs with the kernel's own event queue, half with a queue of one (every burst
         # overflows: lost events, rescans).
@@ -120,6 +144,11 @@ class Acquisition(RuleBasedStateMachine):
         self.view = self.tmp / "backing" / "out.zarr" if dst != "local" else self.dst
         self.src.mkdir()
         self.delete_source = delete_source
+        # A second target copying the same source, to a local folder of its own.
+        self.second = self.tmp / "out2.zarr" if second else None
+        # After a re-take under the copy's name: each copy (and whether its marker stood) as the
+        # earlier take's run left it, never to change.
+        self.frozen: list[tuple[dict[str, bytes], bool]] | None = None
         self.crash = crash
         self.versions: dict[str, set[bytes]] = {}  # every content a key ever had (source or damage)
         self.current: dict[str, bytes] = {}  # the source now, as the model knows it
@@ -132,7 +161,7 @@ class Acquisition(RuleBasedStateMachine):
         self.leftovers: set[str] = set()  # copies of a folder renamed away, kept as extras
         self.archived = 0  # folders renamed away for good so far
         self.unconfirmed = False  # the engine may not follow the folder under the name yet
-        self.seen: dict[str, bytes] = {}
+        self.seen: dict[Path, dict[str, bytes]] = {}
         self.damaged: set[str] = set()
         self.elsewhere = self.tmp / "elsewhere"  # an admin's folder the destination links to
         self.linked = False
@@ -144,6 +173,7 @@ class Acquisition(RuleBasedStateMachine):
             self.current[key] = data
             self.versions[key] = {data}
         self.copier = self._start()
+        event(f"a second target copies the source: {self.second is not None}")
 
     def _mount_disk(self) -> None:
         assert self.disk is not None
@@ -161,12 +191,25 @@ class Acquisition(RuleBasedStateMachine):
             return None
         return next((k for k in KEYS if k != key and k.lower() == key.lower()), None)
 
+    def _views(self) -> list[Path]:
+        """Where the model looks at each target's copy, in the targets' order."""
+        return [self.view, *([self.second] if self.second else [])]
+
     def _start(self) -> softcopy.Copier:
         # Settled files leave memory within a few steps, so records meet every action and rescan.
-        target = softcopy.Target(
+        first = softcopy.Target(
             self.src, self.dst, delete_source=self.delete_source, settle_time=0.01, evict_after=0.05
         )
-        c = softcopy.Copier([target])
+        # The second a backup to a slower share: still copying when the first one is done.
+        second = replace(first, destination=self.second, nprocs=1, sleep_time=0.05) if self.second else None
+        targets = [first, *([second] if second else [])]
+        if self.second and self.delete_source:
+            # One source, one freeing: the second target would mirror the first one's freeing.
+            with pytest.raises(softcopy.ConfigError, match="shared"):
+                softcopy.Copier(targets)
+            self.second = None
+            targets = targets[:1]
+        c = softcopy.Copier(targets)
         queue = 1 if self.lossy else int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
         with sysctl("fs.inotify.max_queued_events", queue):  # read when the engine makes its inotify instance
             c.start()
@@ -359,8 +402,9 @@ class Acquisition(RuleBasedStateMachine):
             # and changes nothing at the destination (one whose source is away refuses it when it
             # comes back).
             report = self.copier.wait(20)
-            assert report is not None and not report.targets[0].verified, report
-            assert "another acquisition" in (report.targets[0].fatal or ""), report
+            assert report is not None, "the run ends"
+            for t in report.targets:
+                assert not t.verified and "another acquisition" in (t.fatal or ""), report
 
     @rule()
     def stop_and_restart(self) -> None:
@@ -370,7 +414,11 @@ class Acquisition(RuleBasedStateMachine):
         # A new engine adopts the folder there when it starts, or the first one to appear.
         self.unconfirmed = self.root_away
 
-    @precondition(lambda self: not self.arm and not self.linked and not any(k.startswith("new/") for k in self.current))
+    @precondition(
+        lambda self: (
+            not self.arm and not self.linked and not self.frozen and not any(k.startswith("new/") for k in self.current)
+        )
+    )
     @rule()
     def link_in_the_destination(self) -> None:
         self.faults.append("link")
@@ -397,7 +445,7 @@ class Acquisition(RuleBasedStateMachine):
         subprocess.run(["chattr", "+i", str(self.src / key)], check=True)
         self.pinned.add(key)
 
-    @precondition(lambda self: not self.root_away)
+    @precondition(lambda self: not self.root_away and not self.frozen)
     @rule(pick=st.integers(0, 1 << 16))
     def damage_a_copy(self, pick: int) -> None:
         self.faults.append("damage")
@@ -431,9 +479,12 @@ class Acquisition(RuleBasedStateMachine):
         # may be the other's).
         gone = {k for k in self.gone_live if k not in self.current and self._twin(k) not in self.current}
 
+        # The second target's copy is local and never damaged: all of the source.
+        wants = [want, *([dict(self.current)] if self.second else [])]
+
         def arrived() -> bool:
-            now = snapshot(self.view)
-            return all(now.get(k) == v for k, v in want.items()) and not gone & now.keys()
+            copies = [(snapshot(view), w) for view, w in zip(self._views(), wants, strict=True)]
+            return all(all(now.get(k) == v for k, v in w.items()) and not gone & now.keys() for now, w in copies)
 
         wait_for(arrived, 20, f"the copy to catch up with the source: {sorted(want)}, without {sorted(gone)}")
 
@@ -442,25 +493,41 @@ class Acquisition(RuleBasedStateMachine):
         if not hasattr(self, "copier"):
             return
         self.copier.poll()
-        now = snapshot(self.view)
-        for key, content in now.items():
-            assert content in self.versions.get(key, set()), f"{key} holds bytes its source never had"
-        for key in self.seen.keys() - now.keys():
-            assert key in self.deleted, f"{key} vanished from the destination without a deletion at the source"
-        self.seen = now
+        for view in self._views():
+            now = snapshot(view)
+            for key, content in now.items():
+                assert content in self.versions.get(key, set()), f"{key} holds bytes its source never had"
+            for key in self.seen.get(view, {}).keys() - now.keys():
+                assert key in self.deleted, f"{key} vanished from the destination without a deletion at the source"
+            self.seen[view] = now
+        # A destination belongs to one acquisition: a re-take under the name is another one.
+        for view, (copy, marked) in zip(self._views(), self.frozen or [], strict=self.frozen is not None):
+            assert snapshot(view) == copy, "the earlier take's copy changed after a re-take under its name"
+            assert (view / "complete").is_file() == marked, "the earlier take's marker changed after a re-take"
         if self.linked:
             assert tree(self.elsewhere) == {"d/0": b"not the acquisition's"}, "written or deleted through a link"
 
     def _check_end(self, report: softcopy.Report | None) -> None:
         assert report is not None, f"the copy ends: {self.copier.status()}"
-        t = report.targets[0]
+        for i, (t, view) in enumerate(zip(report.targets, self._views(), strict=True)):
+            self._check_copy(t, view, primary=i == 0)
+
+    def _check_copy(self, t: softcopy.TargetReport, view: Path, primary: bool) -> None:
+        """One target's end. Faults at the destination (a link, damage, folded names) are the
+        primary target's only."""
         if not self.faults:
             assert t.verified, f"a history without faults ends verified: {t}"
             # Live, proven live: with the kernel's own queue the final look finds nothing new.
             assert self.lossy or t.found_at_end == 0, f"the watch missed events: {t}"
         assert not (self.foreign and t.verified), "verified against a folder that is not the acquisition"
-        at_dst, at_src = snapshot(self.view), tree(self.src, skip_marker=True)  # snapshot: links not followed
-        through_link = self.linked and any(k.startswith("new/") for k in at_src)
+        at_dst, at_src = snapshot(view), tree(self.src, skip_marker=True)  # snapshot: links not followed
+        if self.frozen is None:
+            # The marker means a whole copy of this acquisition, and stands over nothing else
+            # (invariant 9); after a re-take, the earlier take's stays as it was (checked always).
+            marked = (view / "complete").is_file()
+            assert marked == t.verified, f"a marker ({marked}) over a copy verified {t.verified}: {t}"
+        damaged = self.damaged if primary else set()
+        through_link = primary and self.linked and any(k.startswith("new/") for k in at_src)
         assert not (through_link and t.verified), "verified although a file could only go through a link"
         for key, last in self.current.items():
             if key not in at_src:  # freed by softcopy
@@ -473,11 +540,38 @@ class Acquisition(RuleBasedStateMachine):
             # destination was deleted at the source, perhaps while no engine watched (kept).
             for key, last in self.current.items():
                 assert key in at_dst, f"verified without {key}"
-                assert at_dst[key] == last or key in self.damaged, f"verified with an old {key}"
+                assert at_dst[key] == last or key in damaged, f"verified with an old {key}"
             assert set(at_dst) - set(self.current) <= self.deleted | self.leftovers, t
             if ARRAY_META in self.current:
                 stale = {k for k in at_dst if k.startswith("arr/c/")} - set(self.current) - self.leftovers
                 assert not stale, f"verified with stale chunks {sorted(stale)}, read as data: {t}"
+
+    @precondition(
+        lambda self: (
+            self.disk is None and not self.root_away and not self.foreign and not self.unconfirmed and not self.pinned
+        )
+    )
+    @rule(data=st.binary(min_size=1, max_size=8))
+    def retake_reusing_the_inode(self, data: bytes) -> None:
+        # Issue 23, item 9: the acquisition ends (its marker over a verified copy), then `rm -rf`
+        # and a new take under its name, in a folder ext4 hands the old one's inode. The earlier
+        # take's copy, now its only one, and its marker stay as they are: the new take is another
+        # acquisition, never written into them, by any target.
+        (self.src / "complete").touch()
+        self._check_end(self.copier.wait(60))
+        self.frozen = [(snapshot(view), (view / "complete").is_file()) for view in self._views()]
+        self.faults.append("re-take")  # the next runs refuse it: another acquisition
+        self.gone_live.clear()
+        old = self.src.stat().st_ino if self.src.exists() else -1
+        shutil.rmtree(self.src, ignore_errors=True)
+        event(f"a re-take got the old folder's inode: {mkdir_reusing(self.src, old)}")
+        self.current.clear()
+        for key in ("c/0/0", "0.0"):
+            apply(self.src, "rename", key, data)
+            self.current[key] = data
+            self.versions.setdefault(key, set()).add(data)
+        self.foreign = True
+        self._new_engine()
 
     def _crash_at_the_end(self, kind: str, where: str, passes: int) -> None:
         """The end run as its own process, killed at `where`; then the next engine takes over."""

@@ -28,6 +28,14 @@ def killed_at_unlink_of(path: Path, *args: str | Path) -> subprocess.CompletedPr
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
 
 
+def killed_at_failpoint(spec: str, *args: str | Path) -> None:
+    """softcopy run with the crash points `spec` (docs/design.md, "Crash points"); it must have been
+    killed at one."""
+    env = {**os.environ, "SOFTCOPY_FAILPOINTS": spec}
+    crash = subprocess.run(softcopy_cmd(*args), env=env, check=False, capture_output=True, text=True, timeout=120)
+    assert crash.returncode in (-9, 137), (crash.returncode, crash.stderr)
+
+
 def test_a_crash_while_freeing_then_the_same_command_again_keeps_every_copy(tmp_path: Path) -> None:
     # Item 1: killed at the unlink of the array's metadata (the chunks already freed, the metadata
     # journaled), the next run took the freed chunks' copies for stale chunks of the array and
@@ -55,15 +63,7 @@ def freed_in_part(src: Path, dst: Path) -> tuple[dict[str, bytes], list[str]]:
     """An archive copied, verified, and its freeing killed after two chunks were unlinked: the
     chunks' copies are the only ones left; the rest is at both ends."""
     before = archive(src, 2)
-    crash = subprocess.run(
-        softcopy_cmd(src, dst, "--delete-source"),
-        env={**os.environ, "SOFTCOPY_FAILPOINTS": "free.unlinked=1*off->return"},
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert crash.returncode in (-9, 137), (crash.returncode, crash.stderr)
+    killed_at_failpoint("free.unlinked=1*off->return", src, dst, "--delete-source")
     freed = sorted(k for k in before if k.startswith("c/") and not (src / k).exists())
     assert len(freed) == 2, freed
     return before, freed
