@@ -111,6 +111,12 @@ impl Settled {
         self.held + self.lost
     }
 
+    /// Whether [`Settled::copies`] counts each copy once: a record given up leaves its copies
+    /// counted as lost, and those found again are counted a second time in the tracker's map.
+    pub fn exact(&self) -> bool {
+        self.lost == 0
+    }
+
     /// Files held in records (not counting those given up).
     pub fn held(&self) -> u64 {
         self.held
