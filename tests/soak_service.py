@@ -270,6 +270,17 @@ def read(path: Path) -> bytes | None:
         return None
 
 
+def remove_tree(folder: Path) -> None:
+    """`rm -rf`, as a person or a writer's overwrite does it, while the service may be freeing the
+    same files (--delete-source): a file gone before its unlink is gone all the same."""
+
+    def gone_meanwhile(function: object, path: str, exc: tuple[type[BaseException], BaseException, object]) -> None:
+        if not isinstance(exc[1], FileNotFoundError):
+            raise exc[1]
+
+    shutil.rmtree(folder, onerror=gone_meanwhile)
+
+
 @dataclass
 class Options:
     minutes: float
@@ -470,7 +481,7 @@ class Soak:
         if t.left or t.deleted:
             return  # the acquisitions folder was moved away meanwhile
         if t.state == "aborted" and self.rng.random() < 0.5:
-            shutil.rmtree(t.folder)
+            remove_tree(t.folder)
             t.deleted, t.gone_at = True, now
             self.note(f"{t.name!r}: deleted")
         elif t.state == "aborted" or t.plan == "aside":
@@ -493,7 +504,7 @@ class Soak:
         freed = not any(p.is_file() for p in t.folder.rglob("*"))
         into_freed = freed and self.rng.random() < 0.5
         if not into_freed:
-            shutil.rmtree(t.folder)
+            remove_tree(t.folder)
             t.deleted, t.gone_at = True, now
         self.note(f"{t.name!r}: re-taken " + ("into the folder freed" if into_freed else "(deleted, made again)"))
         new = self.new_take(now, t.name, into_freed)
