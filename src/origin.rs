@@ -39,16 +39,8 @@ pub enum Owner {
     Finished,
 }
 
-/// What a record says: the source folder's identity, its path as recorded, and the identity of
-/// the folder that held it (its acquisitions folder; absent from records of older versions).
-struct Recorded {
-    id: FolderId,
-    shown: String,
-    parent: Option<FolderId>,
-}
-
 /// Reads the record at `dst_root`: `None` when there is none.
-fn read(dst_root: &Path) -> io::Result<Option<Recorded>> {
+fn read(dst_root: &Path) -> io::Result<Option<(FolderId, String)>> {
     let text = match fs::read(dst_root.join(ORIGIN)) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -65,32 +57,22 @@ fn read(dst_root: &Path) -> io::Result<Option<Recorded>> {
     let mut n = || f.next().and_then(|x| x.parse::<i128>().ok());
     let (dev, ino, born) = (n().ok_or_else(bad)?, n().ok_or_else(bad)?, n().ok_or_else(bad)?);
     let shown = f.next().unwrap_or("").to_string();
-    let id = folder_id(dev, ino, born).ok_or_else(bad)?;
-    let parent = lines.next().and_then(|l| l.strip_prefix("parent ")).and_then(|l| {
-        let mut f = l.split(' ').map(|x| x.parse::<i128>().ok());
-        folder_id(f.next()??, f.next()??, f.next()??)
-    });
-    Ok(Some(Recorded { id, shown, parent }))
-}
-
-fn folder_id(dev: i128, ino: i128, born: i128) -> Option<FolderId> {
-    Some(FolderId {
-        dev: u64::try_from(dev).ok()?,
-        ino: u64::try_from(ino).ok()?,
+    let id = FolderId {
+        dev: u64::try_from(dev).map_err(|_| bad())?,
+        ino: u64::try_from(ino).map_err(|_| bad())?,
         born: (born >= 0).then(|| i64::try_from(born).ok()).flatten(),
-    })
+    };
+    Ok(Some((id, shown)))
 }
 
 /// Records, durably, that `dst_root` is the copy of the folder at `src_root` (written aside, then
 /// renamed over the record, the folder flushed).
 pub fn record(dst_root: &Path, src_root: &Path) -> io::Result<()> {
     let id = FolderId::of(src_root)?;
-    let parent = FolderId::of(src_root.parent().unwrap_or(src_root))?;
     let tmp = dst_root.join(format!("{ORIGIN}.new"));
     let mut f = File::create(&tmp)?;
     let shown = crate::names::escape(src_root);
     writeln!(f, "{HEADER}\n{} {} {} {shown}", id.dev, id.ino, id.born.unwrap_or(-1))?;
-    writeln!(f, "parent {} {} {}", parent.dev, parent.ino, parent.born.unwrap_or(-1))?;
     f.sync_all()?;
     fs::rename(&tmp, dst_root.join(ORIGIN))?;
     crate::sys::flush_folder(dst_root)?;
@@ -102,7 +84,7 @@ pub fn record(dst_root: &Path, src_root: &Path) -> io::Result<()> {
 /// `marker`. An error when it cannot be told (a record or journal that cannot be read): nothing
 /// may then be written there.
 pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner> {
-    let Some(Recorded { id: recorded, shown, .. }) = read(dst_root)? else {
+    let Some((recorded, shown)) = read(dst_root)? else {
         return Ok(if holds_anything(dst_root)? { Owner::Unrecorded } else { Owner::Free });
     };
     let here = FolderId::of(src_root)?;
@@ -196,7 +178,6 @@ pub struct Unfinished {
 /// out (nothing can be told of it).
 pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -> io::Result<Vec<Unfinished>> {
     let parent = crate::names::escape(acquisitions);
-    let here = FolderId::of(acquisitions)?;
     let mut out = Vec::new();
     for entry in fs::read_dir(dst_parent)? {
         let entry = entry?;
@@ -210,15 +191,8 @@ pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -
         if !matches!((there(marker), there(LET_GO)), (Ok(false), Ok(false))) {
             continue;
         }
-        let Ok(Some(Recorded { id: source, shown, parent: held_by })) = read(&copy) else { continue };
-        // Its acquisitions folder must be the very folder there now: another disk mounted there
-        // (even one given the same device number) holds none of its folders, and a record that
-        // does not say cannot tell (docs/design.md, "Service, month after month").
-        let same_place = held_by.is_some_and(|p| p.same(&here));
-        if !same_place
-            || Path::new(&shown).parent() != Some(Path::new(&parent))
-            || crate::claim::held_in(&copy).is_some()
-        {
+        let Ok(Some((source, shown))) = read(&copy) else { continue };
+        if Path::new(&shown).parent() != Some(Path::new(&parent)) || crate::claim::held_in(&copy).is_some() {
             continue;
         }
         out.push(Unfinished { copy, source, shown });

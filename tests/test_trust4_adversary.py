@@ -123,6 +123,11 @@ def test_an_acquisition_on_another_disk_is_never_written_into_the_copy_of_one_bo
         assert tree(dst)["c/0"] == b"the first disk's chunk 0"
 
 
+@finding(
+    "service._look_for_left takes a device number for a disk: another disk mounted on the "
+    "acquisitions folder gets the one the unmounted disk had, so the copy of a folder still on that "
+    "disk is named let go (report, webhook, .softcopy-let-go) as if it had been deleted"
+)
 def test_a_copy_whose_disk_was_swapped_for_another_while_no_service_ran_is_not_named_let_go(tmp_path: Path) -> None:
     with acquisitions_on_a_disk(tmp_path) as (acq, dst, reports, args):
         first_disk = acq.stat().st_dev
