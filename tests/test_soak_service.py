@@ -5,6 +5,7 @@ long form's), so every kind of acquisition and fault is seen once in CI; and wha
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -59,36 +60,39 @@ def test_an_acquisition_in_flight_when_its_acquisitions_folder_is_moved_away_is_
         wait_or_tell(let_go, 20, "the first take let go", svc)
 
 
-@pytest.mark.parametrize("how", ["kill", "sigterm"])
+@pytest.mark.parametrize(("how", "stem"), [("kill", "x"), ("sigterm", "x"), ("kill", os.fsdecode(b"x\xe9"))])
 def test_an_acquisition_renamed_aside_just_before_the_service_ends_is_named_in_a_report_once(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, stem: str
 ) -> None:
     acq, dst, reports = tmp_path / "acquisition", tmp_path / "raw", tmp_path / "reports"
     for d in (acq, dst, reports):
         d.mkdir()
     args = (acq / "*.zarr", dst, "--report", reports / "{name}.json")
+    name = f"{stem}.zarr"
     with service(tmp_path, *args) as svc:
-        (acq / "x.zarr").mkdir()
-        (acq / "x.zarr" / "0.0").write_bytes(b"first")  # an acquisition in flight: no marker
-        wait_or_tell((dst / "x.zarr" / "0.0").exists, 30, "the chunk's copy", svc)
-        (acq / "x.zarr").rename(acq / "x.aside")
+        (acq / name).mkdir()
+        (acq / name / "0.0").write_bytes(b"first")  # an acquisition in flight: no marker
+        wait_or_tell((dst / name / "0.0").exists, 30, "the chunk's copy", svc)
+        (acq / name).rename(acq / "x.aside")
         # A power cut or an OOM kill; or a stop, whose report says it resumes: before the 10 s
         # after which a running service lets it go.
         svc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         svc.wait()
-    report = reports / "x.zarr.json"
+    report = reports / f"{name}.json"
     for start in (1, 2):
         (tmp_path / "notify.sock").unlink()
         with service(tmp_path, *args) as svc:
             wait_or_tell(lambda: "looked for copies left unfinished" in svc.output(), 20, "the look", svc)
-            wait_or_tell(lambda: report.exists() and "let go" in report.read_text(), 20, "a report naming x.zarr", svc)
+            wait_or_tell(lambda: report.exists() and "let go" in report.read_text(), 20, "a report naming it", svc)
             doc = json.loads(report.read_text())
             assert doc["status"] != "interrupted" and "let go" in str(doc["targets"][0]["fatal"]), doc
             if start == 1:
                 told = report.stat().st_mtime_ns
+                wait_or_tell((dst / name / ".softcopy-let-go").exists, 20, "the note", svc)
             # Told once: the service started again names it no more.
-            assert report.stat().st_mtime_ns == told and sorted(p.name for p in reports.iterdir()) == ["x.zarr.json"]
-    assert tree(dst / "x.zarr") == {"0.0": b"first"}  # kept as it is
+            assert report.stat().st_mtime_ns == told and [p.name for p in reports.iterdir()] == [report.name]
+            assert "Traceback" not in svc.output(), svc.output()
+    assert tree(dst / name) == {"0.0": b"first"}  # kept as it is
 
 
 def test_an_acquisition_whose_disk_is_not_mounted_when_the_service_starts_is_not_named_let_go(

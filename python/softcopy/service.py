@@ -660,8 +660,10 @@ def _same(a: Identity, b: Identity) -> bool:
 
 
 def _note(copy: Path, why: str) -> None:
+    # The reason names folders whose names may not be UTF-8: the note is for a person to read.
+    readable = why.encode("utf-8", "backslashreplace").decode("utf-8")
     try:
-        note_let_go(copy, why)
+        note_let_go(copy, readable)
     except SoftcopyError as e:
         log.warning("cannot note at %s that it was let go (it is named again at the next start): %s", copy, e)
 
