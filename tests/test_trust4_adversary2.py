@@ -16,6 +16,10 @@ from test_soak_service import assert_none_named_let_go, killed_while_copying, se
 from test_trust2 import run
 from test_trust4_kinds import first_take, folder_becomes_file
 
+ZARRAY = b'{"zarr_format":2,"shape":[2],"chunks":[1],"dtype":"|u1","compressor":null,"fill_value":0,'
+ZARRAY += b'"order":"C","filters":null}'
+"""An array of two one-byte chunks, `0` and `1`, fill value 0."""
+
 
 @pytest.mark.xfail(
     strict=True,
@@ -48,9 +52,7 @@ def test_a_chunk_replaced_by_an_empty_folder_while_no_softcopy_ran_is_not_verifi
 ) -> None:
     # The source reads fill value at chunk 0 (no chunk file there); its old copy reads as data.
     src, dst = tmp_path / "acq", tmp_path / "dst"
-    zarray = b'{"zarr_format":2,"shape":[2],"chunks":[1],"dtype":"|u1","compressor":null,"fill_value":0,'
-    zarray += b'"order":"C","filters":null}'
-    first_take(src, dst, {".zarray": zarray, "0": b"A", "1": b"B"})
+    first_take(src, dst, {".zarray": ZARRAY, "0": b"A", "1": b"B"})
     (src / "0").unlink()
     (src / "0").mkdir()
     r = run(src, dst, "--once")
@@ -94,3 +96,26 @@ def test_a_copy_whose_disk_without_birth_times_was_swapped_while_no_service_ran_
         if acq.stat().st_dev != first_disk:  # the finding needs the number the kernel gives back
             pytest.skip("the new disk got another device number (a loop device taken meanwhile)")
         assert_none_named_let_go(tmp_path, args, reports, dst / "x.zarr")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="in_the_way removes a destination file where the source has a folder of that name, also softcopy's "
+    "own state at the root (vocab::is_ignored covers a root `.softcopy*` file, not a file inside such a folder)",
+)
+def test_a_source_folder_named_as_the_move_journal_never_removes_the_journal(tmp_path: Path) -> None:
+    # The journal is what keeps the only copies of freed chunks from being pruned as stale. Removed
+    # (a folder `.softcopy-moved/` copied in its place), then that folder gone (its source deleted
+    # while watched: an empty folder is left; a person removes it), the next run prunes the copies
+    # of chunks 0 and 1, 'verified complete', both ends without them.
+    src, dst = tmp_path / "acq", tmp_path / "dst"
+    for rel, data in {".zarray": ZARRAY, "0": b"A", "1": b"B", "run.log": b"log", "complete": b""}.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    freed = run(src, dst, "--once", "--delete-source", "--exclude", "*.log")
+    assert freed.returncode == 0 and not (src / "0").exists(), freed.stderr
+    journal = (dst / ".softcopy-moved").read_bytes()
+    (src / ".softcopy-moved").mkdir()
+    (src / ".softcopy-moved" / "x").write_bytes(b"a folder of that name")
+    run(src, dst, "--once", "--exclude", "*.log")
+    assert (dst / ".softcopy-moved").is_file() and (dst / ".softcopy-moved").read_bytes() == journal
