@@ -329,7 +329,7 @@ fn a_file_deleted_unheard_after_the_final_look_withdraws_the_marker() {
 
 /// `deleted_after_the_final_look` where a settled record was given up during the run: the count
 /// of copies is then a bound (a copy found again is counted twice), not the number of files.
-fn after_a_record_given_up(delete: bool) -> (Run, Phase) {
+fn after_a_record_given_up(change: fn(&Path)) -> (Run, Phase) {
     let run = Run::new();
     fs::write(run.src.path().join("notes"), b"notes").unwrap();
     copy(run.src.path(), run.dst.path(), "notes");
@@ -343,9 +343,7 @@ fn after_a_record_given_up(delete: bool) -> (Run, Phase) {
     let dest = crate::dest::Dest::at(run.dst.path());
     let gone = run.src.path().join("notes");
     let late = move || {
-        if delete {
-            fs::remove_file(&gone).unwrap();
-        }
+        change(&gone);
         Late { moved: Vec::new(), lost: true }
     };
     let records = Landed { copied: &copied, settled: Some(&settled), count: 3 };
@@ -357,14 +355,35 @@ fn after_a_record_given_up(delete: bool) -> (Run, Phase) {
 fn events_lost_at_the_end_after_a_settled_record_was_given_up_still_verify_an_unchanged_source() {
     // Found by the model test, one run in five: "the source changed after it was verified" for a
     // source that had not changed, the count of copies taken for the number of files.
-    let (run, phase) = after_a_record_given_up(false);
+    let (run, phase) = after_a_record_given_up(|_| {});
     assert_eq!(phase, Phase::Verified);
     assert!(run.marker_at_destination());
 }
 
 #[test]
 fn events_lost_at_the_end_after_a_settled_record_was_given_up_still_tell_a_deletion() {
-    let (run, phase) = after_a_record_given_up(true);
+    let (run, phase) = after_a_record_given_up(|p| fs::remove_file(p).unwrap());
     assert_eq!(phase, Phase::Incomplete);
     assert!(!run.marker_at_destination());
+}
+
+#[test]
+#[ignore = "open: the walk after a record given up takes only a name the source lacks (NotFound) for a \
+            copy it no longer has; a file replaced by an empty folder, or by a link, leaves its copy unnoticed"]
+fn events_lost_at_the_end_after_a_settled_record_was_given_up_still_tell_a_file_that_became_a_folder_or_a_link() {
+    // The source's `notes` is no longer a file: the copy (a file) does not describe it, as a copy
+    // of a file deleted does not; the verification's walk finds a name there and asks no more.
+    let became_a_folder: fn(&Path) = |p| {
+        fs::remove_file(p).unwrap();
+        fs::create_dir(p).unwrap();
+    };
+    let became_a_link: fn(&Path) = |p| {
+        fs::remove_file(p).unwrap();
+        std::os::unix::fs::symlink("a", p).unwrap();
+    };
+    for change in [became_a_folder, became_a_link] {
+        let (run, phase) = after_a_record_given_up(change);
+        assert_eq!(phase, Phase::Incomplete);
+        assert!(!run.marker_at_destination());
+    }
 }

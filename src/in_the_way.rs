@@ -73,6 +73,13 @@ fn remove_copy(
     if !evidence {
         return Ok(false);
     }
+    // Never data (vocab::is_ignored): softcopy's own state at the root (the move journal, the
+    // origin record: invariant 8's evidence for what may be pruned) and names never copied, so
+    // never a copy of anything the source deleted. The copy fails by name instead.
+    if crate::vocab::is_ignored(rel) {
+        let why = format!("the source has {now} of this name, but softcopy's own state or a name never copied is here");
+        return Err(crate::Error::io("remove", shown, io::Error::other(why)));
+    }
     // Positive evidence only (invariant 8): the source looked at is still the folder copied.
     if let Some(Err(why)) = root.map(|r| r.check(src_root)) {
         return Err(crate::Error::io("remove", shown, io::Error::other(why)));
@@ -132,6 +139,18 @@ mod tests {
         let dest = Dest::at(dst.path());
         make_folder(src.path(), &dest, Path::new("c/0"), None).unwrap();
         assert!(dst.path().join("c/0").is_dir());
+    }
+
+    #[test]
+    fn softcopys_own_state_is_never_removed_for_a_source_folder_of_its_name() {
+        // The move journal is invariant 8's evidence for the only copies of freed files.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write(&src.path().join(".softcopy-moved/x"), b"a folder of that name");
+        write(&dst.path().join(".softcopy-moved"), b"the journal");
+        let dest = Dest::at(dst.path());
+        let kept = make_folder(src.path(), &dest, Path::new(".softcopy-moved"), None).map(drop).unwrap_err();
+        assert!(kept.to_string().contains("own state"), "{kept}");
+        assert_eq!(fs::read(dst.path().join(".softcopy-moved")).unwrap(), b"the journal");
     }
 
     #[test]
