@@ -56,7 +56,29 @@ pub fn remove_folder_in_the_way(
         return Ok(false);
     }
     let file_at_source = fs::symlink_metadata(src_root.join(rel)).is_ok_and(|m| m.is_file());
+    // Only a folder that holds no file: what it holds may be no copy at all (an excluded file, a
+    // note a person put there), and a copy the source no longer has is kept unless a deletion was
+    // seen (docs/design.md, "Excluded files", invariant 8). Such a folder stays, and the file is
+    // named: a person moves it away.
+    if file_at_source && holds_files(dest, rel).unwrap_or(true) {
+        let why =
+            "the source has a file of this name now, and a folder holding files is here: kept (what it holds may \
+                   be no copy); move it away";
+        return Err(crate::Error::io("copy to", dest.shown(rel), io::Error::other(why)));
+    }
     remove_copy(src_root, dest, rel, root, file_at_source, "a file")
+}
+
+/// Whether the destination folder `rel` holds any file, at any depth (a link counts as one).
+fn holds_files(dest: &Dest, rel: &Path) -> io::Result<bool> {
+    let folder = dest.folder(rel, false)?;
+    for entry in fs::read_dir(folder.path())? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() || holds_files(dest, &rel.join(entry.file_name()))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Removes the copy `rel` (a file, or a folder with everything in it) where the source has `now`
@@ -154,16 +176,15 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_in_the_way_of_a_file_goes_whole_unless_it_holds_a_freed_files_only_copy() {
+    fn a_folder_in_the_way_of_a_file_goes_only_if_it_holds_no_file() {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(&src.path().join("c/0"), b"flat chunk");
-        write(&dst.path().join("c/0/0"), b"deeper chunk");
-        write(&dst.path().join("c/0/1/0"), b"deeper still");
+        write(&dst.path().join("c/0/0"), b"deeper chunk, or a note a person put there");
         let dest = Dest::at(dst.path());
-        dest.keep_freed(HashSet::from([PathBuf::from("c/0/1/0")]));
         assert!(remove_folder_in_the_way(src.path(), &dest, Path::new("c/0"), None).is_err());
-        assert_eq!(fs::read(dst.path().join("c/0/1/0")).unwrap(), b"deeper still");
-        let dest = Dest::at(dst.path());
+        assert!(dst.path().join("c/0/0").exists(), "what a folder holds may be no copy: kept");
+        fs::remove_file(dst.path().join("c/0/0")).unwrap();
+        fs::create_dir_all(dst.path().join("c/0/1/2")).unwrap();
         assert!(!dest.kind_changed());
         assert!(remove_folder_in_the_way(src.path(), &dest, Path::new("c/0"), None).unwrap());
         assert!(!dst.path().join("c/0").exists());

@@ -437,11 +437,12 @@ fn check_shard(shard: ShardIndex, source: &Path, copy: &Path, rel: &Path, report
     }
 }
 
-/// Whether `path` is proven absent: NotFound (or a parent that is a file), not any error. A file
-/// that cannot be looked at is not stale, and is never pruned (invariant 8).
+/// Whether `path` is proven absent as a file: NotFound (or a parent that is a file), or a folder
+/// there now (a chunk replaced by a folder reads as fill value); not any error. A file that cannot
+/// be looked at is not stale, and is never pruned (invariant 8).
 fn absent(path: &Path) -> bool {
     match fs::symlink_metadata(path) {
-        Ok(_) => false,
+        Ok(m) => m.is_dir(),
         Err(e) => matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory),
     }
 }

@@ -21,12 +21,6 @@ ZARRAY += b'"order":"C","filters":null}'
 """An array of two one-byte chunks, `0` and `1`, fill value 0."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="in_the_way::remove_tree removes every entry of a folder in the way, also files that were never "
-    "copies of anything the source deleted: an excluded file (never pruned, never mirrored: design.md "
-    "'Excluded files') and a file the source never had (verification keeps and reports it as extra)",
-)
 @pytest.mark.parametrize("kept", ["lab.log", "README.txt"])
 def test_a_file_that_is_no_copy_in_a_folder_in_the_way_is_not_removed(tmp_path: Path, kept: str) -> None:
     # The lab keeps its own file in the copy's folder `notes/` (`lab.log` is excluded from the
@@ -41,12 +35,6 @@ def test_a_file_that_is_no_copy_in_a_folder_in_the_way_is_not_removed(tmp_path: 
     assert (dst / "notes" / kept).read_bytes() == b"the lab's own file"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify::absent takes only NotFound (or a parent that is a file) for a copy the source no longer "
-    "has: a chunk file replaced by a folder (here empty) keeps its copy, counted 'absent at the source "
-    "(fill value)', and the run says verified complete",
-)
 def test_a_chunk_replaced_by_an_empty_folder_while_no_softcopy_ran_is_not_verified_over_its_old_copy(
     tmp_path: Path,
 ) -> None:
