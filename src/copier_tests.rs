@@ -523,3 +523,39 @@ fn a_name_in_another_case_that_appears_during_a_copy_is_never_replaced() {
         p.assert_no_partial();
     }
 }
+
+#[test]
+fn a_source_that_cannot_be_opened_fails_alone_and_is_not_taken_for_gone_a_link_or_busy() {
+    let p = Pair::new();
+    // Not "gone", not a link, not held by a writer: a name too long to open.
+    let long = "n".repeat(300);
+    let (outcome, _) = p.sync(&format!("{long}/keep"), Prev::Unknown, &CopyOptions::default());
+    assert!(matches!(&outcome, Outcome::Failed(why) if why.contains("open source")), "{outcome:?}");
+    let job = Job { rel: long.into(), prev: Prev::Unknown, verify_closed: false, partial: Partial::Staged };
+    assert!(matches!(p.sync_job(&job, &CopyOptions::default()).0, Outcome::Failed(_)));
+    assert!(p.dest.staging().is_some(), "a failure that crossed no filesystem keeps staging on");
+}
+
+#[test]
+fn a_deletion_below_a_linked_destination_folder_is_refused_not_taken_as_done() {
+    let p = Pair::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::write(elsewhere.path().join("f"), b"not ours").unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), p.d("linked")).unwrap();
+    let (outcome, _) = p.sync("linked/f", Prev::Unknown, &CopyOptions::default());
+    assert!(matches!(&outcome, Outcome::Failed(why) if why.contains("symlink")), "{outcome:?}");
+    assert!(elsewhere.path().join("f").exists());
+}
+
+#[test]
+fn the_wait_for_a_tick_is_what_is_left_of_it() {
+    let p = Pair::new();
+    p.write("f", b"x");
+    // Whole even seconds (a tick of 2 s), set just now: the change (its ctime) is a moment old.
+    let even = crate::vocab::now_ns() / 2_000_000_000 * 2 - 2;
+    set_mtime(&p.s("f"), SystemTime::UNIX_EPOCH + Duration::from_secs(even as u64));
+    let job = Job { rel: "f".into(), prev: Prev::Superseded, verify_closed: false, partial: Partial::Beside };
+    let outcome = p.sync_job(&job, &CopyOptions::default()).0;
+    let Outcome::Unsettled(left) = outcome else { panic!("{outcome:?}") };
+    assert!(left < Duration::from_secs(2) && left > Duration::from_secs(1), "{left:?}");
+}
