@@ -459,7 +459,8 @@ fn leftover_partials_are_removed_except_in_a_folder_another_run_holds() {
     };
     part(&partial);
     part(&format!("a/{partial}"));
-    fs::write(p.d(crate::claim::LOCK), b"this run's claim").unwrap();
+    // This run's own claim, held at the root: no other run's.
+    let _ours = crate::claim::Claim::take(p.dst.path(), Path::new("/source")).unwrap();
     assert_eq!(remove_partials(p.dst.path()), Leftovers { removed: 2, kept: 0, others: false, complete: true });
     assert!(!p.d(&partial).exists() && !p.d(&format!("a/{partial}")).exists());
     fs::write(p.d("a/0"), b"copy").unwrap();

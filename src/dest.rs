@@ -784,6 +784,12 @@ mod linux {
     }
 }
 
+// Not under Wine: these assume Linux's paths, links and errors; the Windows destination is run by
+// the live tests under Wine (tests/windows).
+#[cfg(all(test, not(windows)))]
+#[path = "dest_tests.rs"]
+mod disk_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
