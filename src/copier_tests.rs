@@ -463,8 +463,11 @@ fn leftover_partials_are_removed_except_in_a_folder_another_run_holds() {
     let _ours = crate::claim::Claim::take(p.dst.path(), Path::new("/source")).unwrap();
     assert_eq!(remove_partials(p.dst.path()), Leftovers { removed: 2, kept: 0, others: false, complete: true });
     assert!(!p.d(&partial).exists() && !p.d(&format!("a/{partial}")).exists());
+    // A link under a partial's name is no partial of ours.
+    std::os::unix::fs::symlink("0", p.d(&format!("a/{partial}"))).unwrap();
     fs::write(p.d("a/0"), b"copy").unwrap();
     assert_eq!(remove_partials(p.dst.path()), Leftovers { removed: 0, kept: 0, others: true, complete: true });
+    assert!(fs::symlink_metadata(p.d(&format!("a/{partial}"))).is_ok());
     // Another run's copy in flight, in the folder it holds as its destination.
     let q = Pair::new();
     part(&format!("held/x/{partial}"));
@@ -499,6 +502,10 @@ fn a_copy_takes_the_place_of_its_own_older_copy_under_another_case() {
         assert!(matches!(p.sync("Notes", EARLIER, &opts).0, Outcome::Copied { .. }));
         let names: Vec<_> = fs::read_dir(p.dst.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["Notes"], "the older copy is gone, the new name taken");
+        // A name new there is linked, never renamed over whatever took it meanwhile.
+        p.write("Other", b"v");
+        assert!(matches!(p.sync("Other", Prev::Unknown, &opts).0, Outcome::Copied { .. }));
+        assert_eq!(fs::read(p.d("Other")).unwrap(), b"v");
         // An older copy that cannot be removed (a folder with files): the copy is not made.
         fs::create_dir_all(p.d("data/x")).unwrap();
         p.write("Data", b"v");
