@@ -206,12 +206,18 @@ fn a_root_is_the_same_only_by_its_name_its_folder_and_its_record() {
     assert!(matches!(dest.check_root(), Err(RootProblem::Elsewhere(_))));
 }
 
-#[test]
-fn a_root_whose_record_is_gone_or_another_is_another_folder() {
+/// A destination whose root holds the origin's record `rec`, kept.
+fn recorded() -> (tempfile::TempDir, Dest) {
     let root = dir();
     fs::write(root.path().join("rec"), b"this copy").unwrap();
     let dest = opened(root.path());
     dest.keep_record(Path::new("rec")).unwrap();
+    (root, dest)
+}
+
+#[test]
+fn a_root_whose_record_is_gone_or_another_is_another_folder() {
+    let (root, dest) = recorded();
     assert_eq!(dest.check_root(), Ok(()));
     // A view for the end steps keeps the record, the freed names and the case.
     dest.keep_freed([PathBuf::from("f")].into());
@@ -232,10 +238,7 @@ fn a_root_whose_record_is_gone_or_another_is_another_folder() {
 
 #[test]
 fn a_change_at_a_root_found_to_be_another_folder_is_refused_and_a_look_stands_for_a_second() {
-    let root = dir();
-    fs::write(root.path().join("rec"), b"this copy").unwrap();
-    let dest = opened(root.path());
-    dest.keep_record(Path::new("rec")).unwrap();
+    let (root, dest) = recorded();
     fs::write(root.path().join("rec"), b"another copy").unwrap();
     assert!(dest.changing().is_err(), "never looked at: looked at now");
     fs::write(root.path().join("rec"), b"this copy").unwrap();
