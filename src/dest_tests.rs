@@ -44,7 +44,9 @@ fn a_folder_is_reached_or_made_only_below_the_root_and_never_through_a_link() {
             assert!(e.to_string().contains("symlink"), "{rel}: {e}");
         }
         assert!(!elsewhere.path().join("new").exists());
-        assert!(dest.folder(Path::new("file/x"), true).is_err(), "a file is no folder");
+        for rel in ["file", "file/x"] {
+            assert!(dest.folder(Path::new(rel), true).is_err(), "{rel}: a file is no folder");
+        }
         fs::remove_dir_all(root.path().join("a")).unwrap();
     }
 }
@@ -180,6 +182,12 @@ fn a_marker_that_cannot_be_withdrawn_stops_the_change_and_another_names_file_is_
     dest.assume_folds_case();
     dest.changing().unwrap();
     assert!(other.path().join("COMPLETE").exists());
+    // Stored under its own name, it is the marker, folding or not.
+    fs::write(other.path().join("complete"), b"done").unwrap();
+    let dest = Dest::open(other.path(), other.path(), Some("complete")).unwrap();
+    dest.assume_folds_case();
+    dest.changing().unwrap();
+    assert!(!other.path().join("complete").exists());
 }
 
 #[test]
@@ -263,6 +271,12 @@ fn a_look_at_the_root_is_taken_every_five_seconds_or_when_asked() {
     fs::rename(&root, top.path().join("moved")).unwrap();
     assert!(w.look(&dest, t0 + Duration::from_millis(4999), false).is_none(), "not due");
     assert!(matches!(w.look(&dest, t0 + Duration::from_secs(5), false), Some(RootChange::Unreachable(_))));
+    let later = t0 + Duration::from_secs(10);
+    assert!(w.look(&dest, later, false).is_none(), "said once");
+    symlink(top.path(), &root).unwrap();
+    assert!(matches!(w.look(&dest, later, true), Some(RootChange::Left(_))));
+    assert!(w.look(&dest, later, true).is_none(), "said once");
+    fs::remove_file(&root).unwrap();
     fs::rename(top.path().join("moved"), &root).unwrap();
     assert!(w.look(&dest, t0 + Duration::from_secs(6), false).is_none(), "not due");
     assert!(matches!(w.look(&dest, t0 + Duration::from_secs(6), true), Some(RootChange::Back)), "asked");
