@@ -191,14 +191,15 @@ fn copy_under_way(dir: &Path) -> bool {
     })
 }
 
-/// Copies `f` (256 KiB) at 128 KiB/s, and calls `change` once the first bytes are written.
+/// Copies `f` midway through which `change` is made (see [`copy_midway`]).
 fn copy_changed_midway(p: &Pair, opts: CopyOptions, change: impl FnOnce() + Send) -> (Outcome, bool) {
     copy_midway(p, "f", Prev::Unknown, opts, change)
 }
 
-/// Copies `rel` (256 KiB) at 128 KiB/s, and calls `change` once the first bytes are written.
+/// Copies `rel` (128 KiB, two steps of 64 KiB at 128 KiB/s: about a second) and calls `change`
+/// once the first step is written; the rate limit's wait after each step leaves it a second.
 fn copy_midway(p: &Pair, rel: &str, prev: Prev, opts: CopyOptions, change: impl FnOnce() + Send) -> (Outcome, bool) {
-    p.write(rel, &[7u8; 256 * 1024]);
+    p.write(rel, &[7u8; 128 * 1024]);
     let opts = CopyOptions { max_rate: Some(Arc::new(RateLimit::new(128 * 1024))), ..opts };
     std::thread::scope(|s| {
         let copy = s.spawn(|| p.sync(rel, prev, &opts));
@@ -232,7 +233,7 @@ fn a_copy_whose_source_was_replaced_midway_is_never_published() {
     let p = Pair::new();
     let replace = || {
         // Another version of the same size and mtime: only the name's identity tells.
-        write_at(&p.s("g"), &[7u8; 256 * 1024]);
+        write_at(&p.s("g"), &[7u8; 128 * 1024]);
         fs::rename(p.s("g"), p.s("f")).unwrap();
     };
     assert_eq!(copy_changed_midway(&p, CopyOptions::default(), replace), (Outcome::Changed, false));
