@@ -232,12 +232,13 @@ fn a_copy_whose_source_was_appended_to_midway_is_never_published() {
 fn a_copy_whose_source_was_replaced_midway_is_never_published() {
     let p = Pair::new();
     let replace = || {
-        // Another version of the same size and mtime: only the name's identity tells.
-        write_at(&p.s("g"), &[7u8; 128 * 1024]);
-        fs::rename(p.s("g"), p.s("f")).unwrap();
+        // Another version of the same size and mtime, the one copied untouched (its folder is
+        // moved away, not its name): only the name's identity tells.
+        fs::rename(p.s("d"), p.s("old")).unwrap();
+        write_at(&p.s("d/f"), &[7u8; 128 * 1024]);
     };
-    assert_eq!(copy_changed_midway(&p, CopyOptions::default(), replace), (Outcome::Changed, false));
-    assert!(!p.d("f").exists());
+    assert_eq!(copy_midway(&p, "d/f", Prev::Unknown, CopyOptions::default(), replace), (Outcome::Changed, false));
+    assert!(!p.d("d/f").exists());
     p.assert_no_partial();
 }
 
