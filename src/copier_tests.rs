@@ -320,7 +320,7 @@ fn a_file_last_written_is_its_later_time_which_a_writer_cannot_set_back() {
 #[test]
 fn a_deleted_source_file_is_removed_with_the_folders_the_source_no_longer_has() {
     let p = Pair::new();
-    for rel in ["keep/x/f", "keep/g"] {
+    for rel in ["keep/x/f", "keep/g", "two/levels/f"] {
         p.write(rel, b"v");
         assert!(matches!(p.sync(rel, Prev::Unknown, &CopyOptions::default()).0, Outcome::Copied { .. }));
     }
@@ -328,6 +328,9 @@ fn a_deleted_source_file_is_removed_with_the_folders_the_source_no_longer_has() 
     assert_eq!(p.sync("keep/x/f", Prev::Unknown, &CopyOptions::default()), (Outcome::Deleted, false));
     assert!(!p.d("keep/x").exists(), "its folder, gone at the source, is gone");
     assert!(p.d("keep/g").exists() && p.d("keep").exists(), "a folder the source still has stays");
+    fs::remove_dir_all(p.s("two")).unwrap();
+    assert_eq!(p.sync("two/levels/f", Prev::Unknown, &CopyOptions::default()).0, Outcome::Deleted);
+    assert!(!p.d("two").exists(), "every folder gone at the source, up to one it still has");
     // Already gone here, or its folder: nothing to do.
     assert_eq!(p.sync("keep/x/f", Prev::Unknown, &CopyOptions::default()).0, Outcome::Deleted);
     assert_eq!(p.sync("nowhere/f", Prev::Unknown, &CopyOptions::default()).0, Outcome::Deleted);
