@@ -334,6 +334,7 @@ fn a_deleted_source_file_is_removed_with_the_folders_the_source_no_longer_has() 
     // Already gone here, or its folder: nothing to do.
     assert_eq!(p.sync("keep/x/f", Prev::Unknown, &CopyOptions::default()).0, Outcome::Deleted);
     assert_eq!(p.sync("nowhere/f", Prev::Unknown, &CopyOptions::default()).0, Outcome::Deleted);
+    assert_eq!(p.sync("keep/none", Prev::Unknown, &CopyOptions::default()).0, Outcome::Deleted);
     // A folder gone at the source goes only once empty.
     fs::create_dir_all(p.d("d/e")).unwrap();
     fs::create_dir_all(p.d("full")).unwrap();
