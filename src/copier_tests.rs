@@ -415,9 +415,9 @@ fn the_marker_is_withdrawn_before_a_copy_or_a_deletion_changes_the_destination()
 fn a_destination_that_cannot_take_files_pauses_the_target_and_a_bad_file_fails_alone() {
     let p = Pair::new();
     p.write("f", b"v");
-    // A file where its folder should be: this file's problem.
+    // A link where its folder should be (never removed, never written through): this file's problem.
     p.write("g/f", b"v");
-    fs::write(p.d("g"), b"a file").unwrap();
+    std::os::unix::fs::symlink(p.src.path(), p.d("g")).unwrap();
     assert!(matches!(p.sync("g/f", Prev::Unknown, &CopyOptions::default()).0, Outcome::Failed(_)));
     fs::remove_dir_all(p.dst.path()).unwrap();
     assert!(matches!(p.sync("f", Prev::Unknown, &CopyOptions::default()).0, Outcome::Unavailable(_)));
