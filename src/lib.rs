@@ -555,6 +555,8 @@ pub struct PyUnfinished {
     source: (u64, u64, Option<i64>),
     /// The source's path as recorded.
     shown: String,
+    /// The source folder's name (the name it had in its acquisitions folder).
+    name: std::ffi::OsString,
 }
 
 /// The unfinished copies in `destination` of folders that were in `acquisitions`: recorded, without
@@ -574,6 +576,7 @@ fn unfinished_copies(
         copy: u.copy,
         source: (u.source.dev, u.source.ino, u.source.born),
         shown: u.shown,
+        name: u.name,
     };
     Ok(found.into_iter().map(typed).collect())
 }

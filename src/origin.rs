@@ -170,6 +170,8 @@ pub struct Unfinished {
     pub source: FolderId,
     /// The source's path as recorded (escaped where not UTF-8).
     pub shown: String,
+    /// The source folder's name, as it was (not escaped).
+    pub name: std::ffi::OsString,
 }
 
 /// The unfinished copies in `dst_parent` of folders that were in `acquisitions` (by the recorded
@@ -195,7 +197,8 @@ pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -
         if Path::new(&shown).parent() != Some(Path::new(&parent)) || crate::claim::held_in(&copy).is_some() {
             continue;
         }
-        out.push(Unfinished { copy, source, shown });
+        let name = crate::names::unescape(&shown).file_name().unwrap_or_default().to_os_string();
+        out.push(Unfinished { copy, source, shown, name });
     }
     Ok(out)
 }

@@ -60,7 +60,10 @@ def test_an_acquisition_in_flight_when_its_acquisitions_folder_is_moved_away_is_
         wait_or_tell(let_go, 20, "the first take let go", svc)
 
 
-@pytest.mark.parametrize(("how", "stem"), [("kill", "x"), ("sigterm", "x"), ("kill", os.fsdecode(b"x\xe9"))])
+@pytest.mark.parametrize(
+    ("how", "stem"),
+    [("kill", "x"), ("sigterm", "x"), ("kill", os.fsdecode(b"x\xe9")), ("sigterm", os.fsdecode(b"x\xe9"))],
+)
 def test_an_acquisition_renamed_aside_just_before_the_service_ends_is_named_in_a_report_once(
     tmp_path: Path, how: str, stem: str
 ) -> None:

@@ -297,7 +297,7 @@ class Service:
                 self._left.put((pattern, None))
                 return
             # Only copies of folders this pattern takes: a CLI run's copy of another folder there is not its own.
-            ours = [u for u in found if matches(Path(u.shown).name, pattern.source.name)]
+            ours = [u for u in found if matches(u.name, pattern.source.name)]
             left = [u for u in ours if u.source[0] == device and not any(_same(u.source, i) for i in known)]
             self._left.put((pattern, left))
 
@@ -315,8 +315,8 @@ class Service:
                 continue
             log.info("looked for copies left unfinished in %s: %d", pattern.destination, len(left))
             for u in left:
-                # The record keeps the path without its root: named by the acquisitions folder.
-                name = Path(u.shown).name
+                # Named as the service names its acquisitions: in the acquisitions folder.
+                name = u.name
                 source = pattern.source.parent / name
                 why = (
                     f"let go: its folder {source} was not there (deleted or renamed) when the service started "
