@@ -6,6 +6,7 @@
 # tests/, benches/ and pyproject.toml, whose [tool.mutmut] says what is mutated and which tests run.
 # mutmut is pinned and installed in a venv of its own (it wants a newer click than softcopy's).
 # Usage: tests/mutants_py.sh [MUTANT_GLOB ...]   (default: every decision function, DECISIONS below)
+#        MUTANTS_PY_TESTS_AT=COMMIT tests/mutants_py.sh   (the score of that commit's tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -37,7 +38,14 @@ fi
 rm -rf "$stage"
 mkdir -p "$stage/src" "$stage/benches"
 cp -r python/softcopy "$stage/src/"
-cp -r tests "$stage/"
+if [ -n "${MUTANTS_PY_TESTS_AT:-}" ]; then
+    # The tests as they were at that commit (the "before" of docs/mutants.md); a test file named
+    # in [tool.mutmut] that it lacks is laid empty.
+    git archive "$MUTANTS_PY_TESTS_AT" tests | tar -x -C "$stage"
+    touch "$stage"/tests/test_{config,notify,zarr,patterns,decisions}.py
+else
+    cp -r tests "$stage/"
+fi
 cp benches/_share.py "$stage/benches/"
 cp pyproject.toml "$stage/"
 cd "$stage"
