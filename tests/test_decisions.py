@@ -277,14 +277,16 @@ def test_a_take_is_copied_to_its_own_name_when_that_is_free_or_its_own(
     assert destination(tmp_path, monkeypatch, {"run.zarr": whose}) == ("run.zarr", whose)
 
 
+@pytest.mark.parametrize("taken", [1, 2])
 def test_a_take_whose_name_holds_another_copy_goes_to_the_first_free_numbered_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, taken: int
 ) -> None:
-    taken = {"run.zarr": Owner.Another, "run-2.zarr": Owner.Another}
+    others = dict.fromkeys(["run.zarr", "run-2.zarr"][:taken], Owner.Another)
+    free = f"run-{taken + 1}.zarr"
     with caplog.at_level(logging.WARNING, logger="softcopy"):
-        assert destination(tmp_path, monkeypatch, taken) == ("run-3.zarr", Owner.Free)
+        assert destination(tmp_path, monkeypatch, others) == (free, Owner.Free)
     said = f"{tmp_path / 'raw' / 'run.zarr'} holds another acquisition's copy; this one is copied to"
-    assert [r.getMessage() for r in caplog.records] == [f"run.zarr: {said} {tmp_path / 'raw' / 'run-3.zarr'}"]
+    assert [r.getMessage() for r in caplog.records] == [f"run.zarr: {said} {tmp_path / 'raw' / free}"]
 
 
 def test_a_take_found_at_a_numbered_name_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
