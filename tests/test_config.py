@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,6 +17,7 @@ from softcopy.config import (
     check_targets,
     load_targets,
     make_target,
+    parse_rate,
 )
 
 
@@ -264,3 +268,77 @@ def test_only_the_destination_folder_itself_is_ever_made(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as e:
         check_destination_made(Target(tmp_path / "acq" / "*.zarr", tmp_path / "raw"))
     assert str(e.value) == f"destination {tmp_path}/raw does not exist: make it (or mount the share) first"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (0.5, "a rate must be at least 1 byte per second, got 0.5"),
+        ("1e300T", "a rate must be a finite number of bytes per second, got '1e300T'"),
+        (1 << 64, f"a rate must be below 16 EiB per second, got {1 << 64}"),
+        (1.5 * (1 << 64), f"a rate must be below 16 EiB per second, got {1.5 * (1 << 64)!r}"),
+        (True, "not a rate: True"),
+    ],
+)
+def test_a_rate_out_of_bounds_says_its_bound(text: object, said: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_rate(text)
+    assert str(e.value) == said
+
+
+def test_the_rates_at_the_bounds_are_taken() -> None:
+    assert (parse_rate(1), parse_rate("1"), parse_rate(1 << 63)) == (1, 1, 1 << 63)
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"nprocs": True}, "nprocs must be a whole number >= 1, got True"),
+        ({"sleep_time": True}, "sleep_time must be a number of seconds >= 0, got True"),
+        ({"exclude": ["**x"]}, "exclude must not match Zarr metadata (.zarray): it is part of every acquisition"),
+    ],
+)
+def test_a_target_made_in_code_is_checked_as_one_from_a_file(
+    tmp_path: Path, options: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        Target(tmp_path / "a", tmp_path / "b", **options)
+    assert str(e.value).startswith(said), str(e.value)
+
+
+def test_a_glob_is_refused_only_when_empty_or_slashes(tmp_path: Path) -> None:
+    assert Target(tmp_path / "a", tmp_path / "b", exclude=["X", "logs/"]).exclude == ("X", "logs/")
+
+
+def test_yaml_errors_say_the_problem_not_the_context(tmp_path: Path) -> None:
+    f = write(tmp_path, "targets: [a, b")
+    with pytest.raises(ConfigError) as e:
+        load_targets(f)
+    assert str(e.value) == f"{f}: not valid YAML (line 1, column 15): expected ',' or ']', but got '<stream end>'"
+
+
+def test_a_destination_that_cannot_be_looked_at_now_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A dropped share answers EIO: not bad input, the copy waits for it (docs/design.md, "Unavailable is not elsewhere").
+    def eio(self: Path) -> bool:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "exists", eio)
+    with caplog.at_level(logging.WARNING, logger="softcopy"):
+        check_pair(tmp_path / "a", tmp_path / "b")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'a'} cannot be looked at now (Input/output error): it is waited for",
+        f"{tmp_path / 'b'} cannot be looked at now (Input/output error): it is waited for",
+    ]
+
+
+def test_a_source_freed_inside_an_acquisitions_folder_watched_by_a_pattern_is_refused(tmp_path: Path) -> None:
+    targets = [Target(tmp_path / "acq" / "x.zarr", tmp_path / "c", delete_source=True)]
+    targets.append(Target(tmp_path / "acq" / "*.zarr", tmp_path / "d"))
+    with pytest.raises(ConfigError) as e:
+        check_targets(targets, "targets.yaml")
+    assert str(e.value) == (
+        f"targets.yaml: source {tmp_path}/acq/*.zarr is shared with the target of {tmp_path}/acq/x.zarr, which frees "
+        "it (delete_source): a source may be freed only by the one target that copies it"
+    )

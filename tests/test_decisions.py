@@ -164,6 +164,7 @@ def test_a_start_that_keeps_failing_is_told_once_after_tell_after(tmp_path: Path
     told = ended_reports(s)
     acq = acquisition(tmp_path)
     s._failed_start(acq, "claimed by another run")
+    assert len(told) == 1, "told at the first failure once tell_after has passed"
     s._failed_start(acq, "claimed by another run")
     assert [(r.phase, r.fatal, r.destination) for r in told] == [
         ("failed", "cannot start: claimed by another run", tmp_path / "raw" / "run.zarr")
@@ -202,7 +203,7 @@ def test_an_ended_acquisition_is_not_taken_again_while_its_folder_is_unchanged(t
 
 def test_a_folder_freed_whole_with_files_in_it_again_is_a_new_take(tmp_path: Path) -> None:
     s = Service([])
-    s._forget(ended(tmp_path, deleted=3, files=True), 123)
+    s._forget(ended(tmp_path, deleted=1, files=True), 123)
     assert s._done == {}
 
 
@@ -240,7 +241,8 @@ Owners = Callable[[Path, Path, str], tuple[Owner, object]]
 def owners(by_name: Mapping[str, Owner | Exception]) -> Owners:
     """A destination_owner that answers by the destination's name (Free for any other)."""
 
-    def owner(_source: Path, destination: Path, _marker: str) -> tuple[Owner, object]:
+    def owner(source: Path, destination: Path, marker: str) -> tuple[Owner, object]:
+        assert (source.name, marker) == ("run.zarr", "done"), (source, marker)
         whose = by_name.get(destination.name, Owner.Free)
         if isinstance(whose, Exception):
             raise whose
@@ -258,8 +260,8 @@ def destination(
     same: bool = False,
 ) -> tuple[str, Owner | None]:
     monkeypatch.setattr(service, "destination_owner", owners(by_name))
-    monkeypatch.setattr(service, "already_verified", lambda _t: verified)
-    monkeypatch.setattr(service, "same_files", lambda _t: same)
+    monkeypatch.setattr(service, "already_verified", lambda t: verified and t.destination.name == "run.zarr")
+    monkeypatch.setattr(service, "same_files", lambda t: same and t.destination.name == "run.zarr")
     pattern = Target(tmp_path / "acq" / "*.zarr", tmp_path / "raw", marker="done")
     target, whose = Service([])._destination(pattern, tmp_path / "acq" / "run.zarr", "run.zarr")
     assert (target.source, target.destination.parent, target.marker) == (
@@ -272,9 +274,11 @@ def destination(
 
 @pytest.mark.parametrize("whose", [Owner.Free, Owner.Ours, Owner.Finished])
 def test_a_take_is_copied_to_its_own_name_when_that_is_free_or_its_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whose: Owner
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, whose: Owner
 ) -> None:
-    assert destination(tmp_path, monkeypatch, {"run.zarr": whose}) == ("run.zarr", whose)
+    with caplog.at_level(logging.WARNING, logger="softcopy"):
+        assert destination(tmp_path, monkeypatch, {"run.zarr": whose}) == ("run.zarr", whose)
+    assert caplog.records == [], "nothing to say of a take copied to its own name"
 
 
 @pytest.mark.parametrize("taken", [1, 2])

@@ -276,4 +276,12 @@ def test_a_service_manager_that_cannot_be_reached_is_a_warning(
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
     with caplog.at_level(logging.WARNING, logger="softcopy"):
         ServiceManager().ready()
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["cannot tell the service manager 'READY=1'"]
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said.startswith("cannot tell the service manager 'READY=1': ") and "No such file" in said, said
+
+
+def test_without_a_service_manager_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    manager = ServiceManager()
+    manager.ready()
+    manager.stopping()
