@@ -342,3 +342,11 @@ def test_a_source_freed_inside_an_acquisitions_folder_watched_by_a_pattern_is_re
         f"targets.yaml: source {tmp_path}/acq/*.zarr is shared with the target of {tmp_path}/acq/x.zarr, which frees "
         "it (delete_source): a source may be freed only by the one target that copies it"
     )
+
+
+def test_an_error_of_the_command_line_names_no_file(tmp_path: Path) -> None:
+    same = f"source and destination are the same folder: {tmp_path / 'a'}"
+    with pytest.raises(ConfigError, match=f"^{same}$"):
+        make_target(tmp_path / "a", tmp_path / "a", {})
+    with pytest.raises(ConfigError, match=f"^{same}$"):
+        check_pair(tmp_path / "a", tmp_path / "a")
