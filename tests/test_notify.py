@@ -29,6 +29,7 @@ class RawHook:
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.headers: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -43,6 +44,7 @@ class RawHook:
             with conn, conn.makefile("rb") as f:
                 length = 0
                 while (line := f.readline()) not in (b"\r\n", b""):
+                    self.headers.append(line.strip().lower())
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
                 body = f.read(length)
@@ -65,6 +67,8 @@ def test_a_malformed_webhook_reply_does_not_stop_later_notifications() -> None:
         webhook.send("ended", "softcopy: b.zarr verified", source="/b.zarr")
         wait_for(lambda: len(hook.bodies) == 1, 10, "the notification after the malformed reply")
         assert [b["text"] for b in hook.bodies] == ["softcopy: b.zarr verified"]
+        # A receiver (Slack, Teams, a lab's own) takes the body as JSON only when it says it is JSON.
+        assert hook.headers[0].startswith(b"post /hook ") and b"content-type: application/json" in hook.headers
         webhook.close()
     finally:
         hook.close()

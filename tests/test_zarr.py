@@ -282,6 +282,8 @@ def test_v3_metadata_no_array_can_have_says_why(meta: object, said: str) -> None
         ({"shape": [2], "chunks": [1, 1]}, "shape (2,) and chunks (1, 1) differ in length"),
         ({"shape": [2], "chunks": [1], "dimension_separator": "-"}, "dimension_separator must be '.' or '/', got '-'"),
         ({"shape": [2], "chunks": "x"}, "chunks must be a list of non-negative integers, got 'x'"),
+        ({"shape": "x", "chunks": [1]}, "shape must be a list of non-negative integers, got 'x'"),
+        ([], "not a JSON object"),
     ],
 )
 def test_v2_metadata_no_array_can_have_says_why(meta: object, said: str) -> None:
@@ -319,3 +321,11 @@ def test_discovery_of_a_root_array_and_of_metadata_that_cannot_be_understood(tmp
         "a/.zarray: chunks must be a list of non-negative integers, got None",
         "b/zarr.json: 'str' object has no attribute 'get'",
     ]
+
+
+def test_a_folder_with_both_metadata_is_the_array_that_one_of_them_describes(tmp_path: Path) -> None:
+    # Unreadable v2 metadata beside valid v3 metadata: the v3 array is found, the v2 file is a note.
+    (tmp_path / ".zarray").write_text("{not json")
+    (tmp_path / "zarr.json").write_text(json.dumps(V3))
+    arrays, notes = discover(tmp_path)
+    assert [a.zarr_format for a in arrays] == [3] and [n.path for n in notes] == [".zarray"]
