@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak soak-service model-long mutants mutants-diff
+.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak soak-service model-long mutants mutants-rust mutants-py mutants-diff
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,9 +55,14 @@ model-long: install ## the model test's long random search: 2000 sequences, seed
 	cd tests && SOFTCOPY_HYPOTHESIS=random SOFTCOPY_MODEL_EXAMPLES=2000 $(PYTHON) -m pytest -p no:cacheprovider \
 		--hypothesis-show-statistics --hypothesis-seed=$$seed test_model.py
 
-mutants: ## cargo-mutants over the engine's decision modules with the Rust tests (docs/mutants.md; about an hour and a half, not part of CI)
+mutants: mutants-rust mutants-py ## both mutation runs, the engine's and the Python layer's (docs/mutants.md; not part of CI)
+
+mutants-rust: ## cargo-mutants over the engine's decision modules with the Rust tests (docs/mutants.md; about an hour and a half)
 	@command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
 	cargo mutants -o target/mutants $(foreach f,tracker tracker_sweep settled rescan finish mover journal verify dest copier watcher,-f src/$(f).rs) -- --lib
+
+mutants-py: ## mutmut (pinned, in a venv of its own) over the Python layer's decision code with the fast tests (docs/mutants.md, "Python"; MUTMUT_JOBS=1)
+	PYTHON=$(PYTHON) bash tests/mutants_py.sh
 
 # The mutants of the lines a change touched (against main's merge base, else the last commit), with
 # the Rust tests: a mutant that survives fails it, and so does the cap (an unfinished run proves

@@ -4,18 +4,21 @@ on loopback, the real CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import finish, softcopy_cmd, wait_for, write_finished_archive
-from softcopy.notify import RETRIES, Webhook
+from softcopy.notify import RETRIES, ServiceManager, Webhook, check_url
 from test_service import Receiver
 
 
@@ -26,6 +29,7 @@ class RawHook:
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.headers: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -40,6 +44,7 @@ class RawHook:
             with conn, conn.makefile("rb") as f:
                 length = 0
                 while (line := f.readline()) not in (b"\r\n", b""):
+                    self.headers.append(line.strip().lower())
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
                 body = f.read(length)
@@ -62,6 +67,8 @@ def test_a_malformed_webhook_reply_does_not_stop_later_notifications() -> None:
         webhook.send("ended", "softcopy: b.zarr verified", source="/b.zarr")
         wait_for(lambda: len(hook.bodies) == 1, 10, "the notification after the malformed reply")
         assert [b["text"] for b in hook.bodies] == ["softcopy: b.zarr verified"]
+        # A receiver (Slack, Teams, a lab's own) takes the body as JSON only when it says it is JSON.
+        assert hook.headers[0].startswith(b"post /hook ") and b"content-type: application/json" in hook.headers
         webhook.close()
     finally:
         hook.close()
@@ -145,3 +152,163 @@ def test_a_notify_url_that_is_not_one_is_refused_at_the_start(tmp_path: Path, ur
     )
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "--notify" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# --- without a network: the decisions of delivery, retries and the service manager ---------------
+
+
+@pytest.mark.parametrize("url", ["http://lab-host/hook", "https://lab-host:8443/x", "HTTP://lab-host/"])
+def test_an_http_or_https_url_with_a_host_is_taken_as_given(url: str) -> None:
+    assert check_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://lab-host:99999/", "--notify: not a URL: 'http://lab-host:99999/' ("),
+        ("ftp://lab-host/hook", "--notify: not an http:// or https:// URL: 'ftp://lab-host/hook'"),
+        ("https://", "--notify: not an http:// or https:// URL: 'https://'"),
+        ("lab-host/hook", "--notify: not an http:// or https:// URL: 'lab-host/hook'"),
+    ],
+)
+def test_a_url_that_is_not_one_says_so(url: str, said: str) -> None:
+    with pytest.raises(ValueError) as e:
+        check_url(url)
+    assert str(e.value).startswith(said), str(e.value)
+
+
+class Counted(Webhook):
+    """A webhook whose deliveries fail the first `failures` times, recorded with when each was tried."""
+
+    def __init__(self, failures: int, retries: tuple[float, ...]) -> None:
+        self.tries: list[tuple[float, dict[str, Any]]] = []
+        self.failures = failures
+        super().__init__("http://127.0.0.1:9/hook", retries=retries)
+
+    def _post(self, data: bytes) -> None:
+        self.tries.append((time.monotonic(), json.loads(data)))
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionRefusedError("refused")
+
+
+def test_a_delivery_is_retried_after_each_pause_and_its_body_says_what_happened() -> None:
+    hook = Counted(failures=2, retries=(0.2, 0.2, 60.0))
+    hook.send("ended", "softcopy: a.zarr verified", source="/a.zarr")
+    wait_for(lambda: len(hook.tries) == 3, 10, "the third try")
+    (t0, body), (t1, _), (t2, _) = hook.tries
+    assert body == {"text": "softcopy: a.zarr verified", "event": "ended", "source": "/a.zarr"}
+    assert t1 - t0 >= 0.2 and t2 - t1 >= 0.2, "each retry waits its pause"
+    hook.close()
+
+
+def test_a_webhook_that_keeps_failing_is_said_once_and_once_again_when_it_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hook = Counted(failures=4, retries=(0.0,))
+    with caplog.at_level(logging.INFO, logger="softcopy"):
+        hook.send("ended", "first")
+        wait_for(lambda: len(hook.tries) == 2, 10, "the first notification's two tries")
+        hook.send("ended", "second")
+        wait_for(lambda: len(hook.tries) == 4, 10, "the second notification's two tries")
+        hook.send("ended", "third")
+        hook.send("ended", "fourth")
+        hook.close(timeout=10)
+    assert [b["text"] for _, b in hook.tries] == ["first"] * 2 + ["second"] * 2 + ["third", "fourth"]
+    said = [r.getMessage().split(" (")[0].split(";")[0] for r in caplog.records]
+    assert said == [f"the webhook {hook.url} fails", f"the webhook {hook.url} works again"], said
+
+
+def test_a_webhook_that_works_is_never_said_to_work_again(caplog: pytest.LogCaptureFixture) -> None:
+    hook = Counted(failures=0, retries=())
+    with caplog.at_level(logging.INFO, logger="softcopy"):
+        hook.send("ended", "first")
+        hook.close(timeout=10)
+    assert len(hook.tries) == 1 and caplog.records == []
+
+
+def test_close_makes_a_retry_due_within_its_time_and_none_due_after_it() -> None:
+    soon = Counted(failures=1, retries=(0.3,))
+    soon.send("ended", "retried within the close")
+    wait_for(lambda: len(soon.tries) == 1, 10, "the first try")
+    soon.close(timeout=10)
+    assert [b["text"] for _, b in soon.tries] == ["retried within the close"] * 2
+    late = Counted(failures=1, retries=(60.0,))
+    late.send("ended", "its retry is due after the close")
+    wait_for(lambda: len(late.tries) == 1, 10, "the first try")
+    started = time.monotonic()
+    late.close(timeout=1.0)
+    assert time.monotonic() - started < 1.5 and len(late.tries) == 1
+
+
+def test_the_service_manager_is_told_each_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(tmp_path / "notify"))
+        s.settimeout(10)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+        manager = ServiceManager()
+        manager.ready()
+        manager.alive()  # no watchdog asked for: no ping
+        manager.stopping()
+        assert manager.watchdog is None
+        assert [s.recv(64), s.recv(64)] == [b"READY=1", b"STOPPING=1"]
+
+
+def test_an_abstract_notify_socket_is_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"softcopy-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind("\0" + name)
+        s.settimeout(10)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        ServiceManager().ready()
+        assert s.recv(64) == b"READY=1"
+
+
+def test_the_watchdog_is_pinged_at_half_its_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        monkeypatch.setenv("WATCHDOG_USEC", "400000")
+        manager = ServiceManager()
+        assert manager.watchdog == 0.2
+        started = time.monotonic()
+        manager.alive()
+        manager.alive()  # not due yet
+        s.settimeout(10)
+        assert s.recv(64) == b"WATCHDOG=1"
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            s.recv(64)
+
+        def pinged() -> bool:
+            manager.alive()
+            with contextlib.suppress(BlockingIOError):
+                return s.recv(64) == b"WATCHDOG=1"
+            return False
+
+        wait_for(pinged, 10, "the second ping")
+        assert time.monotonic() - started >= 0.2
+
+
+@pytest.mark.parametrize("usec", ["0", "", "soon", "-5"])
+def test_no_watchdog_unless_a_positive_interval_is_asked_for(monkeypatch: pytest.MonkeyPatch, usec: str) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", usec)
+    assert ServiceManager().watchdog is None
+
+
+def test_a_service_manager_that_cannot_be_reached_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    with caplog.at_level(logging.WARNING, logger="softcopy"):
+        ServiceManager().ready()
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said.startswith("cannot tell the service manager 'READY=1': ") and "No such file" in said, said
+
+
+def test_without_a_service_manager_nothing_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    manager = ServiceManager()
+    manager.ready()
+    manager.stopping()

@@ -218,3 +218,114 @@ def test_a_shard_damaged_at_the_destination_fails_verification(tmp_path: Path) -
     assert [p.as_posix() for p, _ in v.bad_shards] == [shard[0].relative_to(dst).as_posix()]
     assert "CRC32C" in v.bad_shards[0][1]
     assert not (dst / "complete").exists()
+
+
+V3 = {
+    "node_type": "array",
+    "shape": [6, 4],
+    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [3, 2]}},
+}
+
+
+def sharded(**conf: Any) -> dict[str, Any]:
+    return {**V3, "codecs": [{"name": "sharding_indexed", "configuration": {"chunk_shape": [1, 1], **conf}}]}
+
+
+@pytest.mark.parametrize(
+    ("meta", "layout"),
+    [
+        (sharded(), (6, True, False)),
+        (sharded(index_location="start", chunk_shape=[3, 1]), (2, False, False)),
+        (sharded(index_codecs=[{"name": "bytes"}, {"name": "crc32c"}]), (6, True, True)),
+        (sharded(index_codecs=[{"name": "bytes"}, "crc32c"]), (6, True, False)),
+    ],
+)
+def test_a_shard_keeps_its_index_where_its_metadata_says(meta: dict[str, Any], layout: tuple[int, bool, bool]) -> None:
+    spec = parse_v3(meta, "a")
+    assert spec is not None and spec.shard is not None
+    assert (spec.shard.chunks_per_shard, spec.shard.index_at_end, spec.shard.crc32c) == layout
+    assert spec.as_native() == ("a", [6, 4], [3, 2], "c", "/", layout)
+    assert spec.expected_files == 4
+
+
+@pytest.mark.parametrize(
+    ("meta", "said"),
+    [
+        ([], "not a JSON object"),
+        ({**V3, "shape": [6, True]}, "shape must be a list of non-negative integers, got [6, True]"),
+        ({**V3, "shape": [6, -1]}, "shape must be a list of non-negative integers, got [6, -1]"),
+        ({**V3, "chunk_grid": {"name": "rectilinear"}}, "unsupported chunk_grid 'rectilinear'"),
+        ({**V3, "chunk_grid": None}, "unsupported chunk_grid None"),
+        ({**V3, "chunk_grid": {"name": "regular"}}, "chunk_shape must be a list of non-negative integers, got None"),
+        ({**V3, "shape": [6]}, "shape (6,) and chunk_shape (3, 2) differ in length"),
+        ({**V3, "chunk_key_encoding": {"name": "custom"}}, "unsupported chunk_key_encoding 'custom'"),
+        (
+            {**V3, "chunk_key_encoding": {"name": "v2", "configuration": {"separator": "-"}}},
+            "chunk key separator must be '.' or '/', got '-'",
+        ),
+        (sharded(chunk_shape=[2, 2]), "shard shape (3, 2) is not a multiple of the inner chunk shape (2, 2)"),
+        (sharded(chunk_shape=[0, 1]), "shard shape (3, 2) is not a multiple of the inner chunk shape (0, 1)"),
+        (sharded(chunk_shape=[1]), "shard shape (3, 2) is not a multiple of the inner chunk shape (1,)"),
+        (sharded(chunk_shape=None), "sharding chunk_shape must be a list of non-negative integers, got None"),
+        (sharded(index_location="middle"), "unsupported shard index_location 'middle'"),
+    ],
+)
+def test_v3_metadata_no_array_can_have_says_why(meta: object, said: str) -> None:
+    with pytest.raises(MetadataError) as e:
+        parse_v3(meta, "a")
+    assert str(e.value) == said
+
+
+@pytest.mark.parametrize(
+    ("meta", "said"),
+    [
+        ({"shape": [2], "chunks": [1, 1]}, "shape (2,) and chunks (1, 1) differ in length"),
+        ({"shape": [2], "chunks": [1], "dimension_separator": "-"}, "dimension_separator must be '.' or '/', got '-'"),
+        ({"shape": [2], "chunks": "x"}, "chunks must be a list of non-negative integers, got 'x'"),
+        ({"shape": "x", "chunks": [1]}, "shape must be a list of non-negative integers, got 'x'"),
+        ([], "not a JSON object"),
+    ],
+)
+def test_v2_metadata_no_array_can_have_says_why(meta: object, said: str) -> None:
+    with pytest.raises(MetadataError) as e:
+        parse_v2(meta, "a")
+    assert str(e.value) == said
+
+
+def test_v2_and_v3_keys_and_counts() -> None:
+    v2 = parse_v2({"shape": [5, 0], "chunks": [2, 3], "dimension_separator": None}, "a/b")
+    assert (v2.path, v2.zarr_format, v2.prefix, v2.separator, v2.expected_files) == ("a/b", 2, None, ".", 0)
+    assert v2.key((2, 0)) == "2.0" and v2.key(()) == "0" and not v2.sharded
+    assert parse_v2({"shape": [5], "chunks": [0]}, "").expected_files == 0
+    v3 = parse_v3({**V3, "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}}}, "")
+    assert v3 is not None and (v3.zarr_format, v3.key((1, 1))) == (3, "c.1.1")
+    plain = parse_v3(V3, "")
+    assert plain is not None and plain.key((1, 1)) == "c/1/1" and plain.as_native()[5] is None
+    v2_keys = parse_v3({**V3, "chunk_key_encoding": {"name": "v2"}}, "")
+    assert v2_keys is not None and (v2_keys.prefix, v2_keys.key((1, 1))) == (None, "1.1")
+
+
+def test_discovery_of_a_root_array_and_of_metadata_that_cannot_be_understood(tmp_path: Path) -> None:
+    (tmp_path / "zarr.json").write_text(json.dumps(V3))
+    [root], notes = discover(tmp_path)
+    assert root.path == "" and notes == []
+    other = tmp_path / "other"
+    for name, text in (("b", '{"node_type": "array", "shape": [1], "chunk_grid": "regular"}'), ("a", '{"shape": [1]}')):
+        (other / name).mkdir(parents=True)
+        (other / name / ("zarr.json" if name == "b" else ".zarray")).write_text(text)
+    (other / "c" / "d").mkdir(parents=True)
+    (other / "c" / "d" / ".zarray").write_text('{"shape": [4], "chunks": [2]}')
+    arrays, notes = discover(other)
+    assert [a.path for a in arrays] == ["c/d"]
+    assert [str(n) for n in notes] == [
+        "a/.zarray: chunks must be a list of non-negative integers, got None",
+        "b/zarr.json: 'str' object has no attribute 'get'",
+    ]
+
+
+def test_a_folder_with_both_metadata_is_the_array_that_one_of_them_describes(tmp_path: Path) -> None:
+    # Unreadable v2 metadata beside valid v3 metadata: the v3 array is found, the v2 file is a note.
+    (tmp_path / ".zarray").write_text("{not json")
+    (tmp_path / "zarr.json").write_text(json.dumps(V3))
+    arrays, notes = discover(tmp_path)
+    assert [a.zarr_format for a in arrays] == [3] and [n.path for n in notes] == [".zarray"]
