@@ -48,7 +48,7 @@ test-windows: ## the engine built for Windows, its Rust tests and live tests und
 	PYTHON=$(PYTHON) bash tests/windows/run.sh
 	@date +'== test-windows ended at %T'
 
-test: lint test-rust test-windows test-python ## everything CI runs (each part prints when it ended: the suite's time)
+test: lint test-rust mutants-diff test-windows test-python ## everything CI runs (each part prints when it ended: the suite's time)
 
 model-long: install ## the model test's long random search: 2000 sequences, seed printed (not part of CI)
 	seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "model-long: SEED=$$seed replays this run"; \
@@ -66,12 +66,13 @@ mutants-py: ## mutmut (pinned, in a venv of its own) over the Python layer's dec
 
 # The mutants of the lines a change touched (against main's merge base, else the last commit), with
 # the Rust tests: a mutant that survives fails it, and so does the cap (an unfinished run proves
-# nothing). Skipped where cargo-mutants is not installed.
+# nothing). Nothing to do (and nothing installed) where no engine source changed: main's own CI.
 MUTANTS_CAP ?= 600
 mutants-diff: ## cargo-mutants over what this change touched (docs/mutants.md; a survivor fails it, capped at MUTANTS_CAP s)
-	@command -v cargo-mutants >/dev/null || { echo "mutants-diff: skipped, cargo-mutants is not installed"; exit 0; }; \
-	base=$$(git merge-base HEAD origin/main 2>/dev/null || git rev-parse HEAD~1); \
-	mkdir -p target && git diff $$base > target/mutants.diff; \
+	@base=$$(git merge-base HEAD origin/main 2>/dev/null || git rev-parse HEAD~1); \
+	mkdir -p target && git diff $$base -- 'src/*.rs' > target/mutants.diff; \
+	if [ ! -s target/mutants.diff ]; then echo "mutants-diff: no engine source changed since $$base: nothing to mutate"; exit 0; fi; \
+	command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants; \
 	echo "mutants-diff: the mutants of git diff $$base ($$(grep -c '^+++ .*\.rs$$' target/mutants.diff) Rust files)"; \
 	timeout $(MUTANTS_CAP) cargo mutants --in-diff target/mutants.diff -o target/mutants-diff --timeout 60 -j 1 -- --lib; \
 	rc=$$?; [ $$rc -ne 124 ] || echo "mutants-diff: stopped at the $(MUTANTS_CAP) s cap, not every mutant was tested"; exit $$rc
