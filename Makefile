@@ -64,12 +64,13 @@ mutants-rust: ## cargo-mutants over the engine's decision modules with the Rust 
 mutants-py: ## mutmut (pinned, in a venv of its own) over the Python layer's decision code with the fast tests (docs/mutants.md, "Python"; MUTMUT_JOBS=1)
 	PYTHON=$(PYTHON) bash tests/mutants_py.sh
 
-# The mutants of the lines a change touched (against main's merge base, else the last commit), with
+# The mutants of the lines a change touched (against main's merge base, or MUTANTS_BASE), with
 # the Rust tests: a mutant that survives fails it, and so does the cap (an unfinished run proves
 # nothing). Nothing to do (and nothing installed) where no engine source changed: main's own CI.
 MUTANTS_CAP ?= 600
 mutants-diff: ## cargo-mutants over what this change touched (docs/mutants.md; a survivor fails it, capped at MUTANTS_CAP s)
-	@base=$$(git merge-base HEAD origin/main 2>/dev/null || git rev-parse HEAD~1); \
+	@base=$${MUTANTS_BASE:-$$(git merge-base HEAD origin/main 2>/dev/null)}; \
+	if [ -z "$$base" ]; then echo "mutants-diff: no origin/main to compare with (MUTANTS_BASE=HEAD~1 sets one): nothing to mutate"; exit 0; fi; \
 	mkdir -p target && git diff $$base -- 'src/*.rs' > target/mutants.diff; \
 	if [ ! -s target/mutants.diff ]; then echo "mutants-diff: no engine source changed since $$base: nothing to mutate"; exit 0; fi; \
 	command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants; \
