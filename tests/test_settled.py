@@ -19,8 +19,11 @@ def chunks(root: Path) -> list[Path]:
 
 
 def settled_engine(src: Path, dst: Path) -> softcopy._softcopy.Engine:
-    """An engine that does not end at the writer's marker (it ends at `finish()`)."""
-    return softcopy._softcopy.Engine(src, dst, marker="not-written", evict_after=EVICT)
+    """An engine that does not end at the writer's marker (it ends at `finish()`). At normal
+    priority: these tests are about what settles, and beside busy processes nice-19 workers get a
+    hundredth of a core (they copied too little within the waits when `.ci/run` ran beside three
+    busy loops); test_live and test_gentle test the priority."""
+    return softcopy._softcopy.Engine(src, dst, marker="not-written", evict_after=EVICT, low_priority=False)
 
 
 def settled_archive(tmp_path: Path) -> tuple[Path, Path, softcopy._softcopy.Engine, Path]:
