@@ -624,6 +624,28 @@ fn reach_destination(cfg: &Config, sh: &Shared) -> Result<bool> {
 }
 
 /// The whole life of one target, from waiting for its source to its verdict.
+/// Finishes what a freeing killed mid-way left set aside at the source (`aside.rs`), before anything
+/// looks at the source: a file left there is either the version journaled as freed (deleted, as
+/// that freeing would have) or a writer's (put back under its name).
+fn recover_freeing(src: &Path, sh: &Shared) {
+    match crate::aside::recover(src) {
+        Ok(done) => {
+            if !done.freed.is_empty() || !done.put_back.is_empty() {
+                let (freed, back) = (done.freed.len(), done.put_back.len());
+                let what = format!("{freed} deleted (their copies proven and journaled), {back} put back");
+                sh.say(Level::Info, format!("finished a freeing that was stopped mid-way: {what}"));
+            }
+            for (path, why) in done.kept {
+                sh.say(Level::Warning, format!("{} is kept where a freeing left it: {why}", path.display()));
+            }
+        }
+        Err(e) => sh.say(
+            Level::Warning,
+            format!("cannot look at what a freeing left in {}: {e}", src.join(crate::aside::ASIDE).display()),
+        ),
+    }
+}
+
 pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdict)> {
     let Some(src) = wait_for_source(cfg, sh)? else {
         return Ok((Phase::Stopped, Verdict::default()));
@@ -646,6 +668,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // Invariant 10: one destination, one softcopy; held until the run ends.
     let _claim = crate::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
     dest.detect_case_folding();
+    recover_freeing(&src, sh);
     // One destination, one acquisition: never written into, pruned or marked for another.
     let whose = crate::origin::owner(&src, &dst, &cfg.marker).map_err(|e| Error::io("read the record of", &dst, e))?;
     match whose {

@@ -4,9 +4,10 @@
 //! flushed) the Nth time it passes the point. Unset, each point is one lookup in an empty table.
 //! The points: `verify.start`, `verify.prune` (before each stale copy is removed),
 //! `publish.flushed` (copies flushed, marker not yet copied), `publish.marker` (the marker copied,
-//! not yet flushed), `free.journaled` (a batch journaled, not yet unlinked), `free.unlinked`
-//! (after each unlink), `free.folders` (before empty folders are removed), `origin.recorded`,
-//! `kind.removed` (a copy of another kind removed from a name, the new one not yet copied).
+//! not yet flushed), `free.journaled` (a batch journaled, not yet unlinked), `free.aside` (a file
+//! set aside, not yet unlinked: `aside.rs`), `free.unlinked` (after each unlink), `free.folders`
+//! (before empty folders are removed), `origin.recorded`, `kind.removed` (a copy of another kind
+//! removed from a name, the new one not yet copied).
 
 use std::sync::Once;
 

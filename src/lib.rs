@@ -5,6 +5,7 @@
 //! GIL around everything that blocks, and maps errors to Python exceptions.
 
 pub mod arrivals;
+pub mod aside;
 pub mod claim;
 mod coordinator;
 pub mod copier;

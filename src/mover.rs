@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::aside::{self, Aside};
 use crate::journal::Writer;
 use crate::manifest;
 use crate::vocab::{is_metadata, Copied};
@@ -129,12 +130,13 @@ fn make_durable(dst_root: &Path, files: &[&Copied]) -> Result<(), String> {
 /// journal lines are flushed once before the first deletion (a crash after it leaves files
 /// journaled but not yet deleted, which the journal tells by their version: see `journal.rs`; a
 /// deleted file never lacks its line), and those whose deletion did not happen are journaled as
-/// kept. Each file is unlinked only while a read lease proves no process has it open for writing
-/// (a log reopened for append after its copy was made would lose what it writes next).
+/// kept. Each file is set aside before it is unlinked (`aside.rs`), the batch announced there
+/// after the journal: a file left aside by a crash is one the journal already vouches for.
 fn free_batch(
     src_root: &Path,
     batch: &[&Copied],
     journal: &mut Writer,
+    aside: &mut Aside,
     quiet: Duration,
     report: &mut MoveReport,
 ) -> io::Result<()> {
@@ -147,9 +149,17 @@ fn free_batch(
     }
     journal.freeing(&go)?;
     crate::crash_point!("free.journaled");
+    let named = match aside.announce(&go) {
+        Ok(named) => named,
+        Err(e) => {
+            let why = format!("cannot set it aside to delete it: {e}");
+            report.kept.extend(go.iter().map(|c| (c.rel.clone(), why.clone())));
+            return journal.not_freed(&go.iter().map(|c| c.rel.clone()).collect::<Vec<_>>());
+        }
+    };
     let mut failed = Vec::new();
-    for c in go {
-        match free_one(&src_root.join(&c.rel), c, quiet) {
+    for (i, c) in go.into_iter().enumerate() {
+        match free_one(&src_root.join(&c.rel), c, quiet, |src| aside.take(&named, i, src)) {
             Ok(()) => report.deleted.push(c.rel.clone()),
             Err(why) => {
                 failed.push(c.rel.clone());
@@ -163,8 +173,16 @@ fn free_batch(
 
 /// Deletes one source file, if it is still the version copied and no process has it open for
 /// writing; why not, if not. Where the kernel cannot say (no lease allowed), a file changed
-/// within the quiet period is kept: it may be open still.
-fn free_one(src: &Path, c: &Copied, quiet: Duration) -> Result<(), String> {
+/// within the quiet period is kept: it may be open still. The unlink is of the file held: the
+/// name is first moved aside (`set_aside`), where no writer can swap it, and what was moved is
+/// unlinked only if it is the file held and checked; a new version a writer renamed over the name
+/// after the check is put back under it, never over another.
+fn free_one(
+    src: &Path,
+    c: &Copied,
+    quiet: Duration,
+    set_aside: impl FnOnce(&Path) -> io::Result<PathBuf>,
+) -> Result<(), String> {
     let file = File::open(src).map_err(|e| format!("source: {e}"))?;
     let lease = crate::sys::lease_unwritten(&file, src);
     if matches!(lease, crate::sys::Writers::Open) {
@@ -172,19 +190,36 @@ fn free_one(src: &Path, c: &Copied, quiet: Duration) -> Result<(), String> {
     }
     // The version is checked under the lease: nothing can write it now.
     unchanged(src, c)?;
+    let held = file.metadata().map(|m| crate::sys::file_identity(&file, &m)).map_err(|e| format!("source: {e}"))?;
+    if !aside::is_version(&held, &c.ident) {
+        return Err("changed at the source since it was copied".into());
+    }
     if matches!(lease, crate::sys::Writers::Unknown) {
         let age = crate::vocab::now_ns().saturating_sub(c.ident.ctime_ns.max(c.ident.mtime_ns));
         if age < quiet.as_nanos() as i64 {
             return Err("kept: changed too recently to be sure no process has it open for writing".into());
         }
     }
-    // Open: a writer renaming a new version over the name right now (a rename breaks no lease)
-    // has that version unlinked here; tests pause at this point to show it (docs/design.md, "The
-    // end of a run").
+    // A writer may rename a new version over the name right here (a rename breaks no lease);
+    // tests pause at this point to show it is never deleted (docs/design.md, "The end of a run").
     fail::fail_point!("free.checked");
-    fs::remove_file(src).map_err(|e| format!("delete: {e}"))?;
-    drop(lease);
-    Ok(())
+    let moved = set_aside(src).map_err(|e| format!("cannot set it aside to delete it: {e}"))?;
+    crate::crash_point!("free.aside");
+    match crate::sys::path_identity(&moved) {
+        Ok(now) if aside::is_version(&now, &held) => {
+            fs::remove_file(&moved).map_err(|e| format!("delete: {e}"))?;
+            drop(lease);
+            Ok(())
+        }
+        _ => match aside::put_back(&moved, src) {
+            Ok(()) => Err("kept: a new version was put under its name while it was being freed".into()),
+            Err(e) => Err(format!(
+                "kept: a new version was put under its name while it was being freed, then another; \
+                 that one is kept at {} ({e})",
+                moved.display()
+            )),
+        },
+    }
 }
 
 /// Source files journaled per flush of the journal.
@@ -226,13 +261,14 @@ pub fn delete_sources(
         return Ok(report);
     }
     let mut journal = Writer::open(dst_root, src_root)?;
+    let mut aside = Aside::new(src_root);
     let mut free = |files: Vec<&Copied>, report: &mut MoveReport| -> io::Result<()> {
         for batch in files.chunks(BATCH) {
             if stop.load(Ordering::Relaxed) {
                 report.kept.extend(batch.iter().map(|c| (c.rel.clone(), "stopped before it was freed".into())));
                 continue;
             }
-            free_batch(src_root, batch, &mut journal, quiet, report)?;
+            free_batch(src_root, batch, &mut journal, &mut aside, quiet, report)?;
         }
         Ok(())
     };
@@ -249,6 +285,10 @@ pub fn delete_sources(
             let why = "kept while other files of the acquisition remain at the source";
             report.kept.extend(step.iter().map(|c| (c.rel.clone(), why.into())));
         }
+    }
+    if let Err(e) = aside.close() {
+        // Only the folder's own state is left: the next run's start finishes it (`aside::recover`).
+        report.kept.push((PathBuf::from(aside::ASIDE), format!("not cleared: {e}")));
     }
     // Empty folders go too (writers leave empty ones behind for fill-value chunks), deepest first;
     // a folder that still holds anything fails to be removed and stays.
@@ -407,6 +447,35 @@ mod tests {
         let report = report.unwrap();
         assert_eq!(names(&report.deleted), ["good"]);
         assert!(src.path().join("complete").exists());
+    }
+
+    // Windows refuses to rename over a file held open (Access denied to the writer, the race has
+    // no window there while freeing holds it).
+    #[cfg(unix)]
+    #[test]
+    fn a_new_version_renamed_over_the_name_after_the_last_look_is_never_deleted() {
+        // The writer's rename lands between the check under the lease and the set-aside: what is
+        // set aside is not the file held, so it goes back under its name.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let c = copied(src.path(), dst.path(), "0", b"the version copied");
+        let path = src.path().join("0");
+        let mut aside = Aside::new(src.path());
+        let batch = aside.announce(&[&c]).unwrap();
+        let kept = free_one(&path, &c, Duration::ZERO, |name| {
+            fs::write(src.path().join("0.tmp"), b"the writer's new version").unwrap();
+            fs::rename(src.path().join("0.tmp"), name).unwrap();
+            aside.take(&batch, 0, name)
+        });
+        assert!(kept.unwrap_err().contains("new version"));
+        assert_eq!(fs::read(&path).unwrap(), b"the writer's new version");
+        aside.close().unwrap();
+        assert_eq!(fs::read_dir(src.path()).unwrap().count(), 1, "the folder set aside is gone");
+        // Undisturbed, the file held is the one set aside, and it goes.
+        let c = copied(src.path(), dst.path(), "1", b"bytes");
+        let mut aside = Aside::new(src.path());
+        let batch = aside.announce(&[&c]).unwrap();
+        free_one(&src.path().join("1"), &c, Duration::ZERO, |name| aside.take(&batch, 0, name)).unwrap();
+        assert!(!src.path().join("1").exists());
     }
 
     #[test]

@@ -179,15 +179,17 @@ pub fn is_zarr_metadata(name: &std::ffi::OsStr) -> bool {
 }
 
 /// True for names that are never data: lock files (`K.__lock`, `K_<hex>.__lock`), other writers'
-/// temps (`*.partial`), our own partials, and our state entries at the root.
+/// temps (`*.partial`), our own partials, and our state entries at the root and all they hold
+/// (the files a freeing set aside, `aside.rs`).
 pub fn is_ignored(rel: &Path) -> bool {
+    let ours = |c: std::path::Component| c.as_os_str().to_str().is_some_and(|n| n.starts_with(".softcopy"));
+    if rel.components().next().is_some_and(ours) {
+        return true;
+    }
     let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    name.ends_with(".__lock")
-        || name.ends_with(".partial")
-        || name.ends_with(PARTIAL_SUFFIX)
-        || (rel.parent() == Some(Path::new("")) && name.starts_with(".softcopy"))
+    name.ends_with(".__lock") || name.ends_with(".partial") || name.ends_with(PARTIAL_SUFFIX)
 }
 
 /// The Zarr metadata files' names (v2 and v3): what makes a folder an array or a group, part of

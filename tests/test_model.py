@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from test_properties import apply
+from test_trust4 import GOING
 
 # `Log` and `log` are one file at a destination that folds case: a source holding both cannot be
 # copied there whole (a fault), and neither copy may ever replace the other.
@@ -58,7 +59,8 @@ ARRAY = (
 )
 # Where the end is killed (docs/design.md, "Crash points"): a named point and how many passes to let
 # by, or the unlink of a file at the source (freeing) or the destination (pruning), by strace.
-POINTS = ["verify.start", "verify.prune", "publish.flushed", "publish.marker", "free.journaled", "free.unlinked"]
+POINTS = ["verify.start", "verify.prune", "publish.flushed", "publish.marker", "free.journaled", "free.aside"]
+POINTS += ["free.unlinked"]
 POINTS += ["free.folders", "origin.recorded"]
 CRASHES = st.one_of(
     st.none(),
@@ -583,9 +585,9 @@ class Acquisition(RuleBasedStateMachine):
         pre: list[str] = []
         if kind == "point":
             env["SOFTCOPY_FAILPOINTS"] = f"{where}={passes}*off->return"
-        else:  # killed on entering the unlink of `where`, at the source or the destination
+        else:  # killed on entering the unlink (or set-aside, or publishing rename) of `where`
             pre = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(self.src / where), "-P", str(self.dst / where)]
-            pre += ["-e", "trace=unlink,unlinkat", "-e", "inject=unlink,unlinkat:signal=KILL"]
+            pre += ["-e", f"trace={GOING}", "-e", f"inject={GOING}:signal=KILL"]
         r = subprocess.run(
             [*pre, *softcopy_cmd(*args)], check=False, env=env, capture_output=True, text=True, timeout=120
         )

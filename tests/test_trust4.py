@@ -20,11 +20,16 @@ from test_trust2 import archive, run
 # --- Item 1: a crash while freeing, then the same command again ---------------------------------
 
 
+# Freeing sets a file aside (a rename) before it unlinks it (docs/design.md, "The end of a run").
+GOING = "unlink,unlinkat,rename,renameat,renameat2"
+
+
 def killed_at_unlink_of(path: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """softcopy run under strace, killed (SIGKILL) on entering the unlink of `path`: the file is
-    still there, everything unlinked before it is gone, as after a power cut at that moment."""
-    cmd = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(path), "-e", "trace=unlink,unlinkat"]
-    cmd += ["-e", "inject=unlink,unlinkat:signal=KILL", *softcopy_cmd(*args)]
+    """softcopy run under strace, killed (SIGKILL) on entering the unlink of `path`, or the rename
+    that sets it aside to be unlinked: the file is still there, everything freed before it is gone,
+    as after a power cut at that moment."""
+    cmd = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(path), "-e", f"trace={GOING}"]
+    cmd += ["-e", f"inject={GOING}:signal=KILL", *softcopy_cmd(*args)]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
 
 

@@ -497,6 +497,26 @@ pub fn flush_folder(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
+/// Renames `from` to `to` only if nothing is at `to` (`AlreadyExists` if something is): the check
+/// and the rename are one step, so a file a writer puts there meanwhile is never replaced.
+pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    let one_step = linux::rename_noreplace(from, to);
+    #[cfg(windows)]
+    let one_step = windows::rename_noreplace(from, to);
+    #[cfg(not(any(target_os = "linux", windows)))]
+    let one_step: io::Result<()> = Err(io::ErrorKind::Unsupported.into());
+    match one_step {
+        // A filesystem that cannot rename without replacing (FUSE without rename2, sshfs, NFS:
+        // EINVAL): a link is made only where nothing is; then the old name goes.
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists && e.kind() != io::ErrorKind::NotFound => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        done => done,
+    }
+}
+
 /// Free space on the filesystem holding `path`, for messages about a full destination.
 #[derive(Clone, Copy, Debug)]
 pub struct Space {

@@ -7,7 +7,7 @@ use std::os::windows::io::AsRawHandle;
 use std::path::Path;
 
 use windows_sys::Win32::Storage::FileSystem::{
-    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx, BY_HANDLE_FILE_INFORMATION,
+    FileBasicInfo, GetFileInformationByHandle, GetFileInformationByHandleEx, MoveFileExW, BY_HANDLE_FILE_INFORMATION,
     FILE_BASIC_INFO, FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES, FILE_SHARE_DELETE,
     FILE_SHARE_READ, FILE_SHARE_WRITE,
 };
@@ -104,6 +104,19 @@ pub fn identity(file: &File) -> io::Result<Identity> {
         mtime_ns: ticks_to_unix_ns(basic.LastWriteTime),
         ctime_ns: ticks_to_unix_ns(basic.ChangeTime),
     })
+}
+
+/// MoveFileExW without MOVEFILE_REPLACE_EXISTING fails where something is at `to`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::windows::ffi::OsStrExt;
+    let wide = |p: &Path| p.as_os_str().encode_wide().chain(Some(0)).collect::<Vec<u16>>();
+    let (from, to) = (wide(from), wide(to));
+    // SAFETY: both are NUL-terminated UTF-16 paths that live across the call.
+    if unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), 0) } != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The identity of what `path` names: opened for its attributes only, sharing everything, so a

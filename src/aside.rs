@@ -1,0 +1,319 @@
+//! The freeing's set-aside folder at the source root (docs/design.md, "The end of a run",
+//! Freeing). A lease stops no writer from renaming a new version over a name between the last look
+//! and the unlink, and an unlink by name would delete that version, never copied. So a file being
+//! freed is first renamed into `.softcopy-freeing/`, a folder only softcopy writes in, under a short
+//! name of its own; there, no writer can swap it, and it is looked at again: the file held open and
+//! checked is unlinked, anything else is put back under its name, never over another file.
+//!
+//! A plain rename is enough to set aside (the name there is new, no one else writes there), so it
+//! works where no rename can refuse to replace (FUSE, sshfs, NFS), and a name of 255 bytes keeps
+//! its length. What is set aside is announced first, in a list beside it (each file's name and
+//! version), flushed before the first rename: a kill or a power cut leaves only files the list
+//! names, and [`recover`] at the next run's start unlinks those that are the version journaled as
+//! freed (their copies proven, the journal line flushed before the list) and puts every other one
+//! back. A file the list does not name, or that cannot be put back, is kept there and named: never
+//! deleted.
+//!
+//! Owns: the folder, its lists and its names. Imports only `sys` (identities, flushes, a rename
+//! that never replaces), `names` (escaping) and `vocab`.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use crate::names::{escape, unescape};
+use crate::vocab::{Copied, Identity};
+
+/// The folder's name at the source root (a `.softcopy*` name: never data, `vocab::is_ignored`).
+pub const ASIDE: &str = ".softcopy-freeing";
+const LIST: &str = ".list";
+
+/// One freeing's use of the folder: made at its first batch, removed by [`Aside::close`] once
+/// nothing is left in it.
+pub struct Aside {
+    dir: PathBuf,
+    /// Names this freeing's lists and files apart from any earlier one's (left by a crash).
+    run: String,
+    batch: usize,
+    /// This freeing's lists, held open and locked while it runs: [`recover`] in another process
+    /// (another destination's run over the same source) leaves a live freeing's files alone. The
+    /// lock goes with the process, however it ends.
+    held: Vec<File>,
+}
+
+impl Aside {
+    pub fn new(src_root: &Path) -> Aside {
+        let run = format!("{}-{}", std::process::id(), crate::vocab::now_ns());
+        Aside { dir: src_root.join(ASIDE), run, batch: 0, held: Vec::new() }
+    }
+
+    /// Records durably the names and versions of `files`, about to be set aside one by one; the
+    /// returned batch names them in [`Aside::take`].
+    pub fn announce(&mut self, files: &[&Copied]) -> io::Result<Batch> {
+        self.batch += 1;
+        let batch = Batch(format!("{}-{}", self.run, self.batch));
+        match fs::create_dir(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        // Written and locked under a name `recover` does not read, then named: a list it reads is
+        // whole, and locked while its freeing lives.
+        let writing = self.dir.join(format!("{}{LIST}.new", batch.0));
+        let list = File::create(&writing)?;
+        list.try_lock().map_err(io::Error::from)?;
+        let mut out = io::BufWriter::new(list);
+        for (i, c) in files.iter().enumerate() {
+            let v = &c.ident;
+            writeln!(out, "{i} {} {} {} {} {}", v.dev, v.ino, v.size, v.mtime_ns, escape(&c.rel))?;
+        }
+        let list = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        list.sync_all()?;
+        fs::rename(&writing, self.dir.join(format!("{}{LIST}", batch.0)))?;
+        crate::sys::flush_folder(&self.dir)?;
+        self.held.push(list);
+        Ok(batch)
+    }
+
+    /// Renames `src` (the `i`th file of `batch`) into the folder: whatever is under the name now.
+    pub fn take(&self, batch: &Batch, i: usize, src: &Path) -> io::Result<PathBuf> {
+        let path = self.dir.join(format!("{}-{i}", batch.0));
+        fs::rename(src, &path)?;
+        Ok(path)
+    }
+
+    /// Ends the freeing: once every file set aside is unlinked or put back, that is made durable,
+    /// then the lists and the folder go. A file still there keeps its list for the next run.
+    pub fn close(mut self) -> io::Result<()> {
+        if !self.dir.exists() {
+            return Ok(());
+        }
+        crate::sys::flush_folder(&self.dir)?;
+        // Unlocked first: Windows refuses to delete a file held open.
+        self.held.clear();
+        remove_if_done(&self.dir)
+    }
+}
+
+/// A batch's name in the folder.
+pub struct Batch(String);
+
+/// Whether `now` (what was set aside) is the version `held` (the file held open and checked, or
+/// announced): the same file, unchanged. The rename changed its ctime, so ctime is not compared.
+pub fn is_version(now: &Identity, held: &Identity) -> bool {
+    (now.dev, now.ino, now.size, now.mtime_ns) == (held.dev, held.ino, held.size, held.mtime_ns)
+}
+
+/// Puts `aside` back at `to`, never over a file there; on failure it stays where it is.
+pub fn put_back(aside: &Path, to: &Path) -> io::Result<()> {
+    crate::sys::rename_noreplace(aside, to)?;
+    if let Some(parent) = to.parent() {
+        crate::sys::flush_folder(parent)?;
+    }
+    Ok(())
+}
+
+/// What [`recover`] did with files a crash left aside.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The version journaled as freed: unlinked, as the freeing would have.
+    pub freed: Vec<PathBuf>,
+    /// Another version (a writer's, renamed over the name): back under its name.
+    pub put_back: Vec<PathBuf>,
+    /// Left in the folder, with why: never deleted.
+    pub kept: Vec<(PathBuf, String)>,
+}
+
+/// Finishes what a freeing killed mid-way left in the folder at `src_root` (see the module's
+/// comment). No folder: nothing to do; a freeing still running (a list locked): nothing is
+/// touched.
+pub fn recover(src_root: &Path) -> io::Result<Recovered> {
+    let dir = src_root.join(ASIDE);
+    let mut done = Recovered::default();
+    let entries = match fs::read_dir(&dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(done),
+        entries => entries?,
+    };
+    let mut files = Vec::new();
+    let mut lists = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        let text = name.to_str().unwrap_or_default();
+        if let Some(batch) = text.strip_suffix(LIST) {
+            lists.push(batch.to_owned());
+        } else if text.ends_with(".list.new") {
+            // A list being written: nothing it names was set aside yet. Its writer's, if alive.
+            match File::open(dir.join(&name))?.try_lock() {
+                Ok(()) => fs::remove_file(dir.join(&name))?,
+                Err(fs::TryLockError::WouldBlock) => return Ok(done),
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+        } else {
+            files.push(name);
+        }
+    }
+    let mut locked = Vec::with_capacity(lists.len());
+    for batch in &lists {
+        let list = File::open(dir.join(format!("{batch}{LIST}")))?;
+        match list.try_lock() {
+            Ok(()) => locked.push(list),
+            Err(fs::TryLockError::WouldBlock) => return Ok(done),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    for (batch, list) in lists.iter().zip(locked) {
+        for (i, held, rel) in read_list(list)? {
+            let name = format!("{batch}-{i}");
+            let aside = dir.join(&name);
+            files.retain(|f| *f != *name);
+            match crate::sys::path_identity(&aside) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => done.kept.push((aside, e.to_string())),
+                Ok(now) if is_version(&now, &held) => {
+                    fs::remove_file(&aside)?;
+                    done.freed.push(rel);
+                }
+                Ok(_) => match put_back(&aside, &src_root.join(&rel)) {
+                    Ok(()) => done.put_back.push(rel),
+                    Err(e) => done.kept.push((aside, format!("{} cannot go back under its name: {e}", rel.display()))),
+                },
+            }
+        }
+    }
+    for f in files {
+        done.kept.push((dir.join(f), "not named by any list of files being freed".into()));
+    }
+    crate::sys::flush_folder(&dir)?;
+    remove_if_done(&dir)?;
+    Ok(done)
+}
+
+/// The lines of a list: index, the version announced, the name.
+fn read_list(list: File) -> io::Result<Vec<(usize, Identity, PathBuf)>> {
+    let mut out = Vec::new();
+    for line in io::BufReader::new(list).split(b'\n') {
+        let line = line?;
+        let line = String::from_utf8_lossy(&line);
+        let mut f = line.splitn(6, ' ');
+        let mut n = || f.next()?.parse::<i128>().ok();
+        let parsed = (|| {
+            let (i, dev, ino, size, mtime_ns) = (n()?, n()?, n()?, n()?, n()?);
+            let v = Identity {
+                dev: u64::try_from(dev).ok()?,
+                ino: u64::try_from(ino).ok()?,
+                size: u64::try_from(size).ok()?,
+                mtime_ns: i64::try_from(mtime_ns).ok()?,
+                ctime_ns: 0,
+            };
+            Some((usize::try_from(i).ok()?, v))
+        })();
+        // The name is the rest of the line. A list is whole and flushed before its first file is
+        // set aside, so a line cut short by a crash announces a file that never was.
+        if let (Some((i, v)), Some(rel)) = (parsed, f.next().filter(|r| !r.is_empty())) {
+            out.push((i, v, unescape(rel)));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the lists and the folder when nothing but lists is left in it.
+fn remove_if_done(dir: &Path) -> io::Result<()> {
+    let names: Vec<_> = fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
+    if names.iter().any(|n| !n.to_str().is_some_and(|n| n.ends_with(LIST))) {
+        return Ok(());
+    }
+    for n in names {
+        fs::remove_file(dir.join(n))?;
+    }
+    fs::remove_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copied(root: &Path, rel: &str, bytes: &[u8]) -> Copied {
+        fs::write(root.join(rel), bytes).unwrap();
+        let ident = crate::sys::path_identity(&root.join(rel)).unwrap();
+        Copied { rel: PathBuf::from(rel), ident, hash: None }
+    }
+
+    #[test]
+    fn a_crash_leaves_the_version_announced_deleted_and_any_other_put_back() {
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        let files: Vec<Copied> =
+            ["freed", "swapped", "taken", "untouched"].iter().map(|r| copied(root, r, b"v1")).collect();
+        let mut aside = Aside::new(root);
+        let batch = aside.announce(&files.iter().collect::<Vec<_>>()).unwrap();
+        // Killed mid-batch: "freed" set aside as announced; a writer's new version was under
+        // "swapped" when it was set aside; "taken" set aside and a new file made under its name
+        // since; "untouched" never reached.
+        aside.take(&batch, 0, &root.join("freed")).unwrap();
+        fs::write(root.join("new"), b"the writer's v2").unwrap();
+        fs::rename(root.join("new"), root.join("swapped")).unwrap();
+        aside.take(&batch, 1, &root.join("swapped")).unwrap();
+        fs::write(root.join("taken.v2"), b"other v2").unwrap();
+        fs::rename(root.join("taken.v2"), root.join("taken")).unwrap();
+        let other = aside.take(&batch, 2, &root.join("taken")).unwrap();
+        fs::write(root.join("taken"), b"and a v3 under the name").unwrap();
+        drop(aside);
+
+        let done = recover(root).unwrap();
+        assert_eq!(done.freed, [PathBuf::from("freed")]);
+        assert_eq!(done.put_back, [PathBuf::from("swapped")]);
+        assert_eq!(done.kept.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), std::slice::from_ref(&other));
+        assert!(!root.join("freed").exists());
+        assert_eq!(fs::read(root.join("swapped")).unwrap(), b"the writer's v2");
+        assert_eq!(fs::read(root.join("taken")).unwrap(), b"and a v3 under the name");
+        assert_eq!(fs::read(&other).unwrap(), b"other v2", "never deleted");
+        assert_eq!(fs::read(root.join("untouched")).unwrap(), b"v1");
+        // What stays keeps its list: the next look finds it again, and clears the folder once it
+        // can go back.
+        fs::remove_file(root.join("taken")).unwrap();
+        let done = recover(root).unwrap();
+        assert_eq!(done.put_back, [PathBuf::from("taken")]);
+        assert!(!root.join(ASIDE).exists());
+    }
+
+    #[test]
+    fn a_live_freeing_is_left_alone() {
+        // Another run over the same source (another destination) starts while this one frees.
+        let src = tempfile::tempdir().unwrap();
+        let c = copied(src.path(), "0", b"v1");
+        let mut aside = Aside::new(src.path());
+        let batch = aside.announce(&[&c]).unwrap();
+        let moved = aside.take(&batch, 0, &src.path().join("0")).unwrap();
+        let done = recover(src.path()).unwrap();
+        assert!(done.freed.is_empty() && done.put_back.is_empty() && done.kept.is_empty());
+        assert!(moved.exists(), "a live freeing's file is its own to unlink or put back");
+        drop(aside);
+        assert_eq!(recover(src.path()).unwrap().freed, [PathBuf::from("0")], "once it is gone, it is finished");
+    }
+
+    #[test]
+    fn a_file_no_list_names_is_never_deleted() {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir(src.path().join(ASIDE)).unwrap();
+        fs::write(src.path().join(ASIDE).join("1-2-0"), b"someone's").unwrap();
+        fs::write(src.path().join(ASIDE).join("1-2.list"), b"1 1 2 3 4 another").unwrap();
+        let done = recover(src.path()).unwrap();
+        assert!(done.freed.is_empty() && done.put_back.is_empty());
+        assert_eq!(done.kept.len(), 1);
+        assert_eq!(fs::read(src.path().join(ASIDE).join("1-2-0")).unwrap(), b"someone's");
+    }
+
+    #[test]
+    fn a_freeing_that_ends_clears_the_folder_and_names_of_255_bytes_are_set_aside() {
+        let src = tempfile::tempdir().unwrap();
+        let long = "n".repeat(255);
+        let c = copied(src.path(), &long, b"data");
+        let mut aside = Aside::new(src.path());
+        let batch = aside.announce(&[&c]).unwrap();
+        let moved = aside.take(&batch, 0, &src.path().join(&long)).unwrap();
+        assert!(is_version(&crate::sys::path_identity(&moved).unwrap(), &c.ident));
+        fs::remove_file(moved).unwrap();
+        aside.close().unwrap();
+        assert_eq!(fs::read_dir(src.path()).unwrap().count(), 0);
+        assert!(recover(src.path()).unwrap().kept.is_empty(), "no folder: nothing to do");
+    }
+}
