@@ -351,6 +351,10 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             report.partials.push(rel.to_path_buf());
         } else if left_out(rel) {
             // Our own state at the root.
+        } else if another_kind(&src.join(rel)) {
+            // A link or a special file now where the copy's source was: the copy does not describe
+            // it (softcopy copies neither), and nothing is deleted on that account.
+            report.extra.push(rel.to_path_buf());
         } else if absent(&src.join(rel)) && rel.as_os_str() != marker {
             let array = chunk_of(&slash_path(rel), &by_path).map(|(spec, _)| PathBuf::from(&spec.path));
             let vouch = match entry.metadata() {
@@ -440,6 +444,11 @@ fn check_shard(shard: ShardIndex, source: &Path, copy: &Path, rel: &Path, report
 /// Whether `path` is proven absent as a file: NotFound (or a parent that is a file), or a folder
 /// there now (a chunk replaced by a folder reads as fill value); not any error. A file that cannot
 /// be looked at is not stale, and is never pruned (invariant 8).
+/// Whether `path` is neither a file nor a folder (a link, a fifo, a socket, a device).
+fn another_kind(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
 fn absent(path: &Path) -> bool {
     match fs::symlink_metadata(path) {
         Ok(m) => m.is_dir(),
