@@ -250,11 +250,6 @@ fn opened_beneath(file: &File, root: &Path) -> bool {
     }
 }
 
-fn is_gone(e: &io::Error) -> bool {
-    // ENOTDIR: a parent of the key was replaced by a file, so the key is gone too.
-    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
-}
-
 /// Brings `dest/rel` in line with `src_root/rel`. Never panics; every failure is an
 /// [`Outcome::Failed`] naming the path, so one bad file cannot stop the engine.
 pub fn sync_file(src_root: &Path, dest: &Dest, job: &Job, opts: &CopyOptions, stop: &AtomicBool) -> (Outcome, bool) {
@@ -333,13 +328,13 @@ fn sync_inner(
     };
     let file = match opened {
         Ok(f) => f,
-        Err(e) if is_gone(&e) => {
+        Err(e) if crate::vocab::is_gone(&e) => {
             // Positive evidence only (invariant 8): the name is gone from the folder being copied,
             // not because that folder itself is gone or was swapped for another.
             if let Some(Err(why)) = opts.root.as_ref().map(|r| r.check(src_root)) {
                 return Ok(Outcome::RootGone(why));
             }
-            return remove_destination(dest, &job.rel);
+            return crate::mirror::remove_destination(dest, &job.rel);
         }
         Err(e) if sys::is_symlink_refused(&e) => {
             // A symlink: not followed, not copied; the report lists it.
@@ -538,55 +533,6 @@ const CLOCK_MARGIN_NS: i64 = 2_000_000_000;
 fn copied_after(src: &Identity, copy: &Identity) -> bool {
     let tick = tick_of(src).as_nanos() as i64;
     copy.ctime_ns != 0 && src.ctime_ns != 0 && copy.ctime_ns > src.mtime_ns.max(src.ctime_ns) + tick + CLOCK_MARGIN_NS
-}
-
-pub(crate) fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
-    let shown = dest.shown(rel);
-    let (dir, name) = crate::dest::split(rel).map_err(|e| crate::Error::io("remove", &shown, e))?;
-    let folder = match dest.folder(dir, false) {
-        Ok(f) => f,
-        Err(e) if is_gone(&e) => return Ok(Outcome::Deleted),
-        Err(e) => return Err(crate::Error::io("remove", &shown, e)),
-    };
-    let path = folder.join(name);
-    // Only "not there" is gone: a look that fails otherwise (EIO, a share timing out) is retried.
-    // Taken as deleted, the file would leave the tracker while its copy stays, and the end, which
-    // walks no destination where every copy is accounted for (docs/design.md, "The end of a run"),
-    // would publish a stale chunk where the source reads fill value.
-    let m = match fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if is_gone(&e) => return Ok(Outcome::Deleted),
-        Err(e) => return Err(crate::Error::io("look at", &shown, e)),
-    };
-    if !dest.stored_as(&folder, name).map_err(|e| crate::Error::io("look at", &shown, e))? {
-        // The name found is another file's, in another case (`Notes` for `notes`), at a
-        // destination that folds case: the deleted name has no copy of its own to remove.
-        return Ok(Outcome::Deleted);
-    }
-    if dest.was_freed(rel) {
-        // Its source was freed by an earlier run: the name gone there is no deletion by a writer,
-        // and this copy is the only one left.
-        return Ok(Outcome::Deleted);
-    }
-    if m.file_type().is_symlink() {
-        // softcopy never makes a link: one here is someone else's (an admin's `dst/new ->
-        // elsewhere`), not a copy, and its source's name going away is no evidence about it.
-        // Found by the model test: a folder of the source removed (`overwrite=True`) unlinked
-        // the admin's link of that name, and the next copy made a real folder in its place.
-        return Ok(Outcome::Skipped);
-    }
-    dest.changing().map_err(|e| crate::Error::io("remove", &shown, e))?;
-    if m.is_dir() {
-        // A directory gone at the source: removed here only once empty (its files are jobs
-        // of their own; whichever finishes last prunes it).
-        let _ = fs::remove_dir(&path);
-        return Ok(Outcome::Deleted);
-    }
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(Outcome::Deleted),
-        Err(e) if is_gone(&e) => Ok(Outcome::Deleted),
-        Err(e) => Err(crate::Error::io("remove", &shown, e)),
-    }
 }
 
 /// After a deletion, removes the destination directories that became empty and no longer exist at

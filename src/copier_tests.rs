@@ -450,9 +450,9 @@ fn partial_names_are_hidden_unique_and_recognised() {
         assert!(s.starts_with(".c.0.") && s.ends_with(PARTIAL_SUFFIX), "{s}");
         assert!(crate::vocab::is_ignored(n));
     }
-    assert!(is_gone(&io::Error::from(io::ErrorKind::NotFound)));
-    assert!(is_gone(&io::Error::from(io::ErrorKind::NotADirectory)));
-    assert!(!is_gone(&io::Error::from(io::ErrorKind::PermissionDenied)));
+    assert!(crate::vocab::is_gone(&io::Error::from(io::ErrorKind::NotFound)));
+    assert!(crate::vocab::is_gone(&io::Error::from(io::ErrorKind::NotADirectory)));
+    assert!(!crate::vocab::is_gone(&io::Error::from(io::ErrorKind::PermissionDenied)));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! file `c/0` and made a folder of that name (an array written again with a deeper chunk key
 //! encoding), or the other way round. The copy of the old kind stands in the way of the new one at
 //! the destination; it is a copy of what the source no longer has, removed as any mirrored deletion
-//! (`copier::remove_destination`: only while the destination is this acquisition's copy, only an
+//! (`mirror::remove_destination`: only while the destination is this acquisition's copy, only an
 //! entry stored under exactly that name, never a link, never the only copy of a freed file). What
 //! is kept fails the copy by name. A crash between the removal and the copy loses nothing: the
 //! source has everything the removed copies were of.
@@ -11,8 +11,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::copier::remove_destination;
 use crate::dest::{Dest, Folder};
+use crate::mirror::remove_destination;
 use crate::root::RootId;
 
 /// The destination folder `rel_dir`, made for a copy; a file in its place (or a parent's) whose

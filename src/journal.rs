@@ -267,7 +267,7 @@ impl Journal {
         }
         let Some(f) = freed else { return Vouch::Freed };
         let copy_ns = crate::vocab::identity(copy).mtime_ns;
-        if copy.len() != f.size || !crate::verify::same_mtime_ns(f.mtime_ns, copy_ns) {
+        if copy.len() != f.size || !crate::vocab::same_mtime_ns(f.mtime_ns, copy_ns) {
             // Not the version freed: a later copy stands under its name.
             return Vouch::Silent;
         }

@@ -20,6 +20,7 @@ mod health;
 mod in_the_way;
 pub mod journal;
 pub mod manifest;
+mod mirror;
 pub mod mover;
 pub mod names;
 pub mod origin;

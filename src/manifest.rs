@@ -6,8 +6,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// A file's content hash: the first 128 bits of BLAKE3 (ample for integrity, half the memory).
-pub type Hash = [u8; 16];
+pub use crate::vocab::Hash;
 
 /// Hashes everything `file` yields from its current offset.
 pub fn hash_reader(mut file: impl Read) -> io::Result<Hash> {

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::mover::MoveReport;
 use crate::verify::{Expected, Report};
@@ -180,10 +180,7 @@ pub struct Shared {
     pub lowered: Arc<crate::sys::Lowered>,
 }
 
-/// Locks, even after a panic elsewhere: that must not turn every later status read into another.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::vocab::lock;
 
 impl Default for Shared {
     fn default() -> Self {

@@ -462,12 +462,7 @@ fn absent(path: &Path) -> bool {
 /// within one unit of it.
 fn same_mtime(src: &fs::Metadata, dst: &fs::Metadata) -> bool {
     let ns = |m: &fs::Metadata| crate::vocab::identity(m).mtime_ns;
-    same_mtime_ns(ns(src), ns(dst))
-}
-
-/// `same_mtime` of two mtimes in nanoseconds: the source's `s`, the copy's `d`.
-pub fn same_mtime_ns(s: i64, d: i64) -> bool {
-    s == d || (s - d).abs() < crate::vocab::time_unit_ns(d)
+    crate::vocab::same_mtime_ns(ns(src), ns(dst))
 }
 
 /// Finds the array a file belongs to (its nearest ancestor that is an array) and counts the file
@@ -722,7 +717,7 @@ mod tests {
             (5_000_000_003, 5_000_000_003, true),
             (5_000_000_001, 5_000_000_003, false),
         ] {
-            assert_eq!(same_mtime_ns(src, copy), same, "{src} {copy}");
+            assert_eq!(crate::vocab::same_mtime_ns(src, copy), same, "{src} {copy}");
         }
     }
 

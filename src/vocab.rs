@@ -11,6 +11,10 @@ use std::time::UNIX_EPOCH;
 /// with (or be mistaken for) data, and a later run can find and remove leftovers.
 pub const PARTIAL_SUFFIX: &str = ".softcopy-partial";
 
+/// A file's content hash: the first 128 bits of BLAKE3 (ample for integrity, half the memory;
+/// `manifest.rs` computes it).
+pub type Hash = [u8; 16];
+
 /// What identifies one version of a source file, as far as metadata can: a rename-over gives a new
 /// inode; an in-place rewrite changes the size, the mtime or at least the ctime (which `utime`
 /// cannot set back). Within one timestamp tick none of them may change, so an event after a copy
@@ -54,6 +58,11 @@ pub fn identity(meta: &fs::Metadata) -> Identity {
     Identity { dev, ino, size: meta.len(), mtime_ns, ctime_ns }
 }
 
+/// `same_mtime` of two mtimes in nanoseconds: the source's `s`, the copy's `d`.
+pub fn same_mtime_ns(s: i64, d: i64) -> bool {
+    s == d || (s - d).abs() < time_unit_ns(d)
+}
+
 /// The coarsest unit a timestamp (ns since 1970) is a whole number of: 2 s (FAT), 1 s (SFTP, many
 /// network shares), 1 ms, 1 µs, 100 ns (NTFS, SMB); 1 when none. A filesystem that keeps whole
 /// units writes every timestamp that way, so one timestamp tells its unit (nearly always).
@@ -82,7 +91,7 @@ pub enum Prev {
 pub struct Copied {
     pub rel: PathBuf,
     pub ident: Identity,
-    pub hash: Option<crate::manifest::Hash>,
+    pub hash: Option<Hash>,
 }
 
 /// A filesystem change to one file, relative to the source root.
@@ -145,7 +154,7 @@ pub const STAGING: &str = ".softcopy-staging";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// A new version was copied (with its content hash when checksums are on).
-    Copied { ident: Identity, bytes: u64, hash: Option<crate::manifest::Hash> },
+    Copied { ident: Identity, bytes: u64, hash: Option<Hash> },
     /// The destination already held this version (copied earlier in this run, or by an earlier run).
     Unchanged(Identity),
     /// The source is gone; the destination file was removed (or was already absent).
@@ -199,4 +208,15 @@ pub const METADATA: [&str; 5] = [".zarray", ".zattrs", ".zgroup", ".zmetadata", 
 /// Whether `rel` names a Zarr metadata file.
 pub fn is_metadata(rel: &std::path::Path) -> bool {
     rel.file_name().and_then(|n| n.to_str()).is_some_and(|n| METADATA.contains(&n))
+}
+
+/// Locks, even after a panic elsewhere: that must not turn every later status read into another.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether an error says the path is not there (ENOTDIR too: a parent of the key was replaced by a
+/// file, so the key is gone too).
+pub fn is_gone(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
 }

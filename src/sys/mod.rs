@@ -279,7 +279,7 @@ pub struct Registered<'a>(&'a Lowered, u64);
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        crate::status::lock(&self.0 .0).retain(|&t| t != self.1);
+        crate::vocab::lock(&self.0 .0).retain(|&t| t != self.1);
     }
 }
 
@@ -287,7 +287,7 @@ impl Lowered {
     /// Registers the calling thread until the guard is dropped.
     pub fn register(&self) -> Registered<'_> {
         let me = current_thread_id();
-        crate::status::lock(&self.0).push(me);
+        crate::vocab::lock(&self.0).push(me);
         Registered(self, me)
     }
 
@@ -297,7 +297,7 @@ impl Lowered {
     /// it (docs/design.md, "Stopping"). Under the lock: no registered thread has ended, so no
     /// number names another thread.
     pub fn restore(&self) {
-        let threads = crate::status::lock(&self.0);
+        let threads = crate::vocab::lock(&self.0);
         #[cfg(target_os = "linux")]
         threads.iter().for_each(|&t| linux::restore_thread_priority(t));
         #[cfg(not(target_os = "linux"))]
