@@ -91,7 +91,7 @@ fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
             let size = f.next()?.parse::<u64>().ok()?;
             let mtime_ns = f.next()?.parse::<i64>().ok()?;
             let rel = unescape(f.next()?);
-            let root = FolderId { dev: rd, ino: ri, born: None };
+            let root = FolderId { dev: rd, ino: ri, born: None, fs: None };
             Some(('M', Some(Freed { root, size, mtime_ns, version: None }), rel))
         }
         "F " => {
@@ -107,6 +107,7 @@ fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
                 dev: u64::try_from(rd).ok()?,
                 ino: u64::try_from(ri).ok()?,
                 born: (born >= 0).then(|| i64::try_from(born).ok()).flatten(),
+                fs: None,
             };
             let version = Some((u64::try_from(ino).ok()?, i64::try_from(ctime_ns).ok()?));
             let (size, mtime_ns) = (u64::try_from(size).ok()?, i64::try_from(mtime_ns).ok()?);
@@ -114,6 +115,21 @@ fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
         }
         _ => None,
     }
+}
+
+/// A source root as `F` lines name it: device, inode, birth time.
+type RootKey = (u64, u64, Option<i64>);
+
+/// An `R` line: the filesystem identifier of a source root (device, inode, birth time) whose files
+/// `F` lines name, written once per run before them, so that an entry still speaks for its copy
+/// after the disk came back under another device number (a reboot). A reader that knows no `R`
+/// line skips it, and compares device numbers as before.
+fn parse_filesystem(line: &str) -> Option<(RootKey, u64)> {
+    let rest = line.strip_prefix("R ")?;
+    let mut n = rest.split(' ').map(|x| x.parse::<i128>().ok());
+    let (dev, ino, born, fs) = (n.next()??, n.next()??, n.next()??, n.next()??);
+    let born = (born >= 0).then(|| i64::try_from(born).ok()).flatten();
+    Some(((u64::try_from(dev).ok()?, u64::try_from(ino).ok()?, born), u64::try_from(fs).ok()?))
 }
 
 /// Calls `each` with every line of the journal, and whether the journal starts with [`HEADER`]
@@ -169,9 +185,14 @@ impl Journal {
     /// The journal at `dst_root` (empty if there is none; an error if it cannot be read).
     pub fn read(dst_root: &Path) -> io::Result<Journal> {
         let mut j = Journal::default();
+        let mut filesystems = HashMap::new();
         each_line(&dst_root.join(JOURNAL), |versioned, line| {
             if !versioned {
                 j.freed.insert(PathBuf::from(line), None);
+                return;
+            }
+            if let Some((root, fs)) = parse_filesystem(line) {
+                filesystems.insert(root, fs);
                 return;
             }
             match parse(line) {
@@ -186,6 +207,9 @@ impl Journal {
                 None => {}
             }
         })?;
+        for f in j.freed.values_mut().flatten() {
+            f.root.fs = filesystems.get(&(f.root.dev, f.root.ino, f.root.born)).copied();
+        }
         Ok(j)
     }
 
@@ -295,6 +319,8 @@ fn last_byte(file: &mut File, len: u64) -> io::Result<u8> {
 pub struct Writer {
     file: File,
     root: FolderId,
+    /// The `R` line for `root` is written (once, before this run's first `F` line).
+    said_filesystem: bool,
 }
 
 impl Writer {
@@ -329,7 +355,7 @@ impl Writer {
             writeln!(file)?;
         }
         let root = FolderId::of(src_root)?;
-        Ok(Writer { file, root })
+        Ok(Writer { file, root, said_filesystem: false })
     }
 
     /// Records, durably, that these files are about to be deleted (before any of them is).
@@ -337,6 +363,9 @@ impl Writer {
         let (r, at) = (self.root, crate::vocab::now_ns());
         let born = r.born.unwrap_or(-1);
         let mut lines = String::new();
+        if let Some(fs) = r.fs.filter(|_| !std::mem::replace(&mut self.said_filesystem, true)) {
+            lines.push_str(&format!("R {} {} {born} {fs}\n", r.dev, r.ino));
+        }
         for c in files {
             let i = &c.ident;
             let line = format!(
@@ -629,7 +658,7 @@ mod tests {
     #[test]
     fn entries_of_every_format_are_read_and_a_root_without_birth_time_matches_any() {
         let parsed = parse("F 1 2 -1 9 5 6 7 8 a b").unwrap();
-        let root = FolderId { dev: 1, ino: 2, born: None };
+        let root = FolderId { dev: 1, ino: 2, born: None, fs: None };
         assert_eq!(
             parsed,
             ('F', Some(Freed { root, size: 5, mtime_ns: 6, version: Some((7, 8)) }), PathBuf::from("a b"))

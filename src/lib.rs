@@ -554,7 +554,7 @@ pub struct PyUnfinished {
     /// The copy's folder.
     copy: PathBuf,
     /// The identity of the source folder it is recorded as the copy of (as `folder_identity`).
-    source: (u64, u64, Option<i64>),
+    source: FolderTuple,
     /// The source's path as recorded.
     shown: String,
     /// The source folder's name (the name it had in its acquisitions folder).
@@ -576,7 +576,7 @@ fn unfinished_copies(
         .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))?;
     let typed = |u: origin::Unfinished| PyUnfinished {
         copy: u.copy,
-        source: (u.source.dev, u.source.ino, u.source.born),
+        source: folder_tuple(&u.source),
         shown: u.shown,
         name: u.name,
     };
@@ -590,14 +590,39 @@ fn note_let_go(py: Python<'_>, copy: PathBuf, why: String) -> PyResult<()> {
         .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", copy.display())))
 }
 
-/// A folder's identity across time: (device, inode, birth time in ns or None where the
-/// filesystem keeps none). A folder made again under a name, even on the same inode, differs.
+/// A folder's identity across time, as Python holds it: (device, inode, birth time in ns or None
+/// where the filesystem keeps none, the filesystem's own identifier or None).
+type FolderTuple = (u64, u64, Option<i64>, Option<u64>);
+
+fn folder_tuple(id: &root::FolderId) -> FolderTuple {
+    (id.dev, id.ino, id.born, id.fs)
+}
+
+fn folder_id((dev, ino, born, fs): FolderTuple) -> root::FolderId {
+    root::FolderId { dev, ino, born, fs }
+}
+
+/// A folder's identity across time (`FolderTuple`). A folder made again under a name, even on the
+/// same inode, differs.
 #[pyfunction]
-fn folder_identity(py: Python<'_>, path: PathBuf) -> PyResult<(u64, u64, Option<i64>)> {
+fn folder_identity(py: Python<'_>, path: PathBuf) -> PyResult<FolderTuple> {
     let id = py
         .detach(|| root::FolderId::of(&path))
         .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", path.display())))?;
-    Ok((id.dev, id.ino, id.born))
+    Ok(folder_tuple(&id))
+}
+
+/// Whether two identities (`folder_identity`) may be of one folder (`FolderId::same`: a birth time
+/// missing on either side cannot tell them apart).
+#[pyfunction]
+fn same_folder(a: FolderTuple, b: FolderTuple) -> bool {
+    folder_id(a).same(&folder_id(b))
+}
+
+/// Whether two identities (`folder_identity`) are on one filesystem (`FolderId::same_filesystem`).
+#[pyfunction]
+fn same_filesystem(a: FolderTuple, b: FolderTuple) -> bool {
+    folder_id(a).same_filesystem(&folder_id(b))
 }
 
 #[pymodule(gil_used = false)]
@@ -607,6 +632,8 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
     m.add_function(wrap_pyfunction!(folder_identity, m)?)?;
+    m.add_function(wrap_pyfunction!(same_folder, m)?)?;
+    m.add_function(wrap_pyfunction!(same_filesystem, m)?)?;
     m.add_function(wrap_pyfunction!(unfinished_copies, m)?)?;
     m.add_function(wrap_pyfunction!(note_let_go, m)?)?;
     m.add_class::<PyUnfinished>()?;

@@ -15,7 +15,9 @@ use crate::root::FolderId;
 
 /// The record's name at the destination root.
 pub const ORIGIN: &str = ".softcopy-origin";
-const HEADER: &str = "softcopy-origin 1";
+/// Version 2 adds the filesystem's identifier (`-1`: none) after the birth time.
+const HEADER: &str = "softcopy-origin 2";
+const HEADER_1: &str = "softcopy-origin 1";
 
 /// Whose copy a destination folder holds, as seen from a source folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,18 +51,22 @@ fn read(dst_root: &Path) -> io::Result<Option<(FolderId, String)>> {
     let text = String::from_utf8_lossy(&text);
     let mut lines = text.lines();
     let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("{ORIGIN} at the destination is damaged"));
-    if lines.next() != Some(HEADER) {
-        return Err(bad());
-    }
+    let numbers = match lines.next() {
+        Some(HEADER) => 4,
+        Some(HEADER_1) => 3,
+        _ => return Err(bad()),
+    };
     let line = lines.next().ok_or_else(bad)?;
-    let mut f = line.splitn(4, ' ');
+    let mut f = line.splitn(numbers + 1, ' ');
     let mut n = || f.next().and_then(|x| x.parse::<i128>().ok());
     let (dev, ino, born) = (n().ok_or_else(bad)?, n().ok_or_else(bad)?, n().ok_or_else(bad)?);
+    let fs = if numbers == 4 { n().ok_or_else(bad)? } else { -1 };
     let shown = f.next().unwrap_or("").to_string();
     let id = FolderId {
         dev: u64::try_from(dev).map_err(|_| bad())?,
         ino: u64::try_from(ino).map_err(|_| bad())?,
         born: (born >= 0).then(|| i64::try_from(born).ok()).flatten(),
+        fs: (fs >= 0).then(|| u64::try_from(fs).ok()).flatten(),
     };
     Ok(Some((id, shown)))
 }
@@ -72,7 +78,8 @@ pub fn record(dst_root: &Path, src_root: &Path) -> io::Result<()> {
     let tmp = dst_root.join(format!("{ORIGIN}.new"));
     let mut f = File::create(&tmp)?;
     let shown = crate::names::escape(src_root);
-    writeln!(f, "{HEADER}\n{} {} {} {shown}", id.dev, id.ino, id.born.unwrap_or(-1))?;
+    let fs = id.fs.map_or(-1, i128::from);
+    writeln!(f, "{HEADER}\n{} {} {} {fs} {shown}", id.dev, id.ino, id.born.unwrap_or(-1))?;
     f.sync_all()?;
     fs::rename(&tmp, dst_root.join(ORIGIN))?;
     crate::sys::flush_folder(dst_root)?;
@@ -286,7 +293,7 @@ mod tests {
         let src = base.path().join("x.zarr");
         fs::create_dir(&src).unwrap();
         let id = FolderId::of(&src).unwrap();
-        fs::write(dst.path().join(ORIGIN), format!("{HEADER}\n{} {} -1 x.zarr\n", id.dev, id.ino)).unwrap();
+        fs::write(dst.path().join(ORIGIN), format!("{HEADER_1}\n{} {} -1 x.zarr\n", id.dev, id.ino)).unwrap();
         assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::SameNumber);
     }
 }

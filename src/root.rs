@@ -93,6 +93,10 @@ pub struct FolderId {
     pub dev: u64,
     pub ino: u64,
     pub born: Option<i64>,
+    /// The filesystem's own identifier where it has one (`sys::filesystem_id`): device numbers
+    /// are handed out per boot and per mount, so a disk can come back under another one, and
+    /// another disk under this one's.
+    pub fs: Option<u64>,
 }
 
 impl FolderId {
@@ -100,7 +104,7 @@ impl FolderId {
     pub fn of(path: &Path) -> std::io::Result<FolderId> {
         let meta = std::fs::symlink_metadata(path)?;
         let id = crate::sys::path_identity_of(path, &meta)?;
-        Ok(FolderId { dev: id.dev, ino: id.ino, born: born(&meta) })
+        Ok(FolderId { dev: id.dev, ino: id.ino, born: born(&meta), fs: crate::sys::filesystem_id(path)? })
     }
 }
 
@@ -123,16 +127,42 @@ fn born(meta: &std::fs::Metadata) -> Option<i64> {
 }
 
 impl FolderId {
-    /// The same folder: device and inode equal, and the birth times too where both have one.
+    /// The same folder: on the same filesystem, the same inode, and the same birth time where both
+    /// have one.
     pub fn same(&self, other: &FolderId) -> bool {
-        (self.dev, self.ino) == (other.dev, other.ino)
+        self.same_filesystem(other)
+            && self.ino == other.ino
             && (self.born.is_none() || other.born.is_none() || self.born == other.born)
+    }
+
+    /// On the same filesystem: its own identifier where both know it (a disk renumbered after a
+    /// reboot is still itself; another disk mounted under this one's device number is not), else
+    /// the device number.
+    pub fn same_filesystem(&self, other: &FolderId) -> bool {
+        match (self.fs, other.fs) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.dev == other.dev,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::RootId;
+
+    #[test]
+    fn the_filesystem_identifier_stands_for_the_device_where_both_have_one() {
+        use super::FolderId;
+        let id = |dev, fs| FolderId { dev, ino: 2, born: Some(7), fs };
+        // A disk back under another device number (a reboot): itself.
+        assert!(id(8, Some(1)).same(&id(9, Some(1))));
+        // Another disk under the number this one had: another folder.
+        assert!(!id(8, Some(1)).same(&id(8, Some(2))));
+        // A record made before identifiers were kept, or a filesystem without one: the device.
+        assert!(id(8, None).same(&id(8, Some(1))) && !id(8, None).same(&id(9, Some(1))));
+        assert!(!id(8, Some(1)).same(&FolderId { ino: 3, ..id(8, Some(1)) }));
+        assert!(!id(8, Some(1)).same(&FolderId { born: Some(6), ..id(8, Some(1)) }));
+    }
 
     #[test]
     fn the_same_folder_passes_and_a_new_one_of_the_same_name_does_not() {

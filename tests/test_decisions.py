@@ -26,7 +26,7 @@ from softcopy.service import (
     report_file,
 )
 
-IDENTITY = (1, 2, 3)
+IDENTITY = (1, 2, 3, 4)
 
 
 def acquisition(tmp_path: Path, name: str = "run.zarr") -> Acquisition:

@@ -1,7 +1,7 @@
 """Trust, part four, read as an adversary (issue 23's standard): the removal of a copy of another
 kind in the way of a name (`in_the_way.rs`), the look after events lost at the end
 (`finish::still_as_verified`) and the origin record's let-go look. Each finding is reproduced
-through the CLI and kept here as a strict xfail until it is fixed."""
+through the CLI, red before its fix."""
 
 from __future__ import annotations
 
@@ -66,12 +66,6 @@ def disk_without_birth_times(image: Path, at: Path) -> Iterator[None]:
         subprocess.run(["losetup", "-d", loop.stdout.strip()], check=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="origin::unfinished_copies compares the acquisitions folder by FolderId::same, which takes device "
-    "and inode alone where no birth time is kept: another such disk mounted there (root inode 2, the same "
-    "device number) passes for the very folder",
-)
 def test_a_copy_whose_disk_without_birth_times_was_swapped_while_no_service_ran_is_not_named_let_go(
     tmp_path: Path,
 ) -> None:

@@ -2,7 +2,7 @@
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, ClassVar, Literal, final
+from typing import Any, ClassVar, Literal, TypeAlias, final
 
 __all__ = [
     "Arrivals",
@@ -18,6 +18,8 @@ __all__ = [
     "destination_owner",
     "folder_identity",
     "note_let_go",
+    "same_filesystem",
+    "same_folder",
     "unfinished_copies",
     "verify_manifest",
     "verify_trees",
@@ -267,8 +269,19 @@ def destination_owner(
 ) -> tuple[Owner, str]:
     """Whose copy `destination` holds for `source`, and why in words when it is another's."""
 
-def folder_identity(path: str | PathLike[str]) -> tuple[int, int, int | None]:
-    """(device, inode, birth time in ns or None): a folder made again under a name differs."""
+FolderTuple: TypeAlias = tuple[int, int, int | None, int | None]
+
+def folder_identity(path: str | PathLike[str]) -> FolderTuple:
+    """(device, inode, birth time in ns or None, the filesystem's own identifier or None): a folder
+    made again under a name differs."""
+
+def same_folder(a: FolderTuple, b: FolderTuple) -> bool:
+    """Whether two identities may be of one folder (a birth time missing on either side cannot
+    tell them apart; the filesystem's identifier, where both have one, stands for the device)."""
+
+def same_filesystem(a: FolderTuple, b: FolderTuple) -> bool:
+    """Whether two identities are on one filesystem: its own identifier where both know it (a disk
+    renumbered after a reboot is still itself), else the device number."""
 
 @final
 class UnfinishedCopy:
@@ -277,7 +290,7 @@ class UnfinishedCopy:
     @property
     def copy(self) -> Path: ...
     @property
-    def source(self) -> tuple[int, int, int | None]: ...
+    def source(self) -> FolderTuple: ...
     @property
     def shown(self) -> str: ...
     @property

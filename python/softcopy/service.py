@@ -36,6 +36,8 @@ from softcopy._softcopy import (
     UnfinishedCopy,
     destination_owner,
     note_let_go,
+    same_filesystem,
+    same_folder,
     unfinished_copies,
     verify_trees,
 )
@@ -276,13 +278,16 @@ class Service:
         killed or stopped before it let them go (renamed aside, deleted); each is named in a report
         and a webhook as let go, then noted so at the copy, so once (docs/design.md, "Service, month
         after month"). Only on evidence: every folder under the pattern has a known identity, and
-        the acquisitions folder is on the device the copy's source was on (not unmounted)."""
+        the acquisitions folder is on the filesystem the copy's source was on (not unmounted, not
+        another disk mounted under the device number it had)."""
         parent = pattern.source.parent
         here = [a.identity for a in self.acquisitions.values() if a.folder.parent == parent]
         here += [identity for f, (identity, _) in self._done.items() if f.parent == parent]
         try:
-            device = parent.lstat().st_dev
-        except OSError:
+            disk = identity_of(parent)
+        except (OSError, SoftcopyError):
+            return
+        if disk is None:
             return
         if any(i is None for i in here):
             return  # a folder that could not be looked at may be any copy's source: looked at later
@@ -298,7 +303,9 @@ class Service:
                 return
             # Only copies of folders this pattern takes: a CLI run's copy of another folder there is not its own.
             ours = [u for u in found if matches(u.name, pattern.source.name)]
-            left = [u for u in ours if u.source[0] == device and not any(_same(u.source, i) for i in known)]
+            left = [
+                u for u in ours if same_filesystem(u.source, disk) and not any(same_folder(u.source, i) for i in known)
+            ]
             self._left.put((pattern, left))
 
         threading.Thread(target=look, name="softcopy-left", daemon=True).start()
@@ -651,12 +658,6 @@ def _moved_with_parent(acq: Acquisition) -> bool:
         return acq.parent is not None and identity_of(acq.folder.parent) != acq.parent
     except (OSError, SoftcopyError):
         return False
-
-
-def _same(a: Identity, b: Identity) -> bool:
-    """Whether two identities may be of one folder: a birth time missing on either side cannot
-    tell them apart (a copy is then taken for this folder's, and not named as left)."""
-    return a[:2] == b[:2] and (a[2] is None or b[2] is None or a[2] == b[2])
 
 
 def _note(copy: Path, why: str) -> None:

@@ -20,8 +20,8 @@ from softcopy.config import Target, matches
 
 log = logging.getLogger("softcopy")
 
-Identity = tuple[int, int, int | None]
-"""A folder's device, inode and birth time (`folder_identity`)."""
+Identity = tuple[int, int, int | None, int | None]
+"""A folder's device, inode, birth time and filesystem identifier (`folder_identity`)."""
 
 
 def identity_of(folder: Path) -> Identity | None:

@@ -253,6 +253,23 @@ pub fn is_fuse(path: &Path) -> bool {
     ok && st.f_type == libc::FUSE_SUPER_MAGIC
 }
 
+/// The filesystem's own identifier (statvfs's `f_fsid`): ext4 and btrfs derive it from the
+/// filesystem's UUID, tmpfs from one drawn at mount, so it names the filesystem itself, not the
+/// number the kernel gave its device this boot. Zero (FUSE, some network filesystems) says nothing.
+pub fn filesystem_id(path: &Path) -> io::Result<Option<u64>> {
+    let c = c_path(path)?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a valid NUL-terminated path and a buffer of the right type for statvfs to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    // 32-bit on some targets: the cast is for them.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(Some(st.f_fsid as u64).filter(|&id| id != 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

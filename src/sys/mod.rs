@@ -497,6 +497,22 @@ pub fn flush_folder(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
+/// The identifier of the filesystem holding `path`, where it has one that names the filesystem
+/// itself (Linux's `f_fsid`; see `linux::filesystem_id`). Elsewhere `None`: Windows' volume
+/// serial number, which the device of an identity already is, is the filesystem's own. A look that
+/// fails is an error, never "none": a folder's identity must not change with a share's hiccup.
+pub fn filesystem_id(path: &std::path::Path) -> io::Result<Option<u64>> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::filesystem_id(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Ok(None)
+    }
+}
+
 /// Renames `from` to `to` only if nothing is at `to` (`AlreadyExists` if something is): the check
 /// and the rename are one step, so a file a writer puts there meanwhile is never replaced.
 pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
