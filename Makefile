@@ -41,7 +41,11 @@ test-rust: ## the tracker state machine and the copy chain
 	@date +'== test-rust ended at %T'
 
 test-python: install ## acceptance tests with real writers, faults, the CLI, properties, the wheel
-	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest --durations=25
+	@# Two workers (most tests wait on processes, not on a core); then, alone, the tests that change
+	@# a kernel-wide setting (conftest.sysctl): nothing else may run beside them.
+	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest -n 2 -m "not kernel_wide" --durations=25
+	@date +'== test-python (two workers) ended at %T'
+	$(PYTHON) -m pytest -m kernel_wide --durations=5
 	@date +'== test-python ended at %T'
 
 test-windows: ## the engine built for Windows, its Rust tests and live tests under Wine (installs wine + mingw)
