@@ -54,7 +54,7 @@ impl Aside {
         let batch = Batch(format!("{}-{}", self.run, self.batch));
         match fs::create_dir(&self.dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
+            _ => own_folder(&self.dir)?,
         }
         // Written and locked under a name `recover` does not read, then named: a list it reads is
         // whole, and locked while its freeing lives.
@@ -129,10 +129,11 @@ pub struct Recovered {
 pub fn recover(src_root: &Path) -> io::Result<Recovered> {
     let dir = src_root.join(ASIDE);
     let mut done = Recovered::default();
-    let entries = match fs::read_dir(&dir) {
+    match own_folder(&dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(done),
-        entries => entries?,
-    };
+        checked => checked?,
+    }
+    let entries = fs::read_dir(&dir)?;
     let mut files = Vec::new();
     let mut lists = Vec::new();
     for entry in entries {
@@ -215,6 +216,15 @@ fn read_list(list: File) -> io::Result<Vec<(usize, Identity, PathBuf)>> {
     Ok(out)
 }
 
+/// The folder is a folder, not a link someone left under its name (files set aside through it
+/// would leave the acquisition's disk, or another folder's files would be taken for ours).
+fn own_folder(dir: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(dir)?.is_dir() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!("{} is not a folder of softcopy's", dir.display())))
+}
+
 /// Removes the lists and the folder when nothing but lists is left in it.
 fn remove_if_done(dir: &Path) -> io::Result<()> {
     let names: Vec<_> = fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
@@ -288,6 +298,19 @@ mod tests {
         assert!(moved.exists(), "a live freeing's file is its own to unlink or put back");
         drop(aside);
         assert_eq!(recover(src.path()).unwrap().freed, [PathBuf::from("0")], "once it is gone, it is finished");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_under_the_folders_name_is_never_used() {
+        let (src, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::os::unix::fs::symlink(elsewhere.path(), src.path().join(ASIDE)).unwrap();
+        let c = copied(src.path(), "0", b"v1");
+        assert!(Aside::new(src.path()).announce(&[&c]).is_err());
+        fs::write(elsewhere.path().join("1-2-0"), b"someone's").unwrap();
+        fs::write(elsewhere.path().join("1-2.list"), b"0 1 2 3 4 x\n").unwrap();
+        assert!(recover(src.path()).is_err());
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 2, "nothing there touched");
     }
 
     #[test]

@@ -523,14 +523,21 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Res
     #[cfg(not(any(target_os = "linux", windows)))]
     let one_step: io::Result<()> = Err(io::ErrorKind::Unsupported.into());
     match one_step {
+        // A folder can replace only an empty folder: nothing is lost if one is there.
+        Err(e) if unsupported(&e) && std::fs::symlink_metadata(from)?.is_dir() => std::fs::rename(from, to),
         // A filesystem that cannot rename without replacing (FUSE without rename2, sshfs, NFS:
         // EINVAL): a link is made only where nothing is; then the old name goes.
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists && e.kind() != io::ErrorKind::NotFound => {
+        Err(e) if unsupported(&e) => {
             std::fs::hard_link(from, to)?;
             std::fs::remove_file(from)
         }
         done => done,
     }
+}
+
+/// Whether a rename that never replaces failed only because it is not offered here.
+fn unsupported(e: &io::Error) -> bool {
+    e.kind() != io::ErrorKind::AlreadyExists && e.kind() != io::ErrorKind::NotFound
 }
 
 /// Free space on the filesystem holding `path`, for messages about a full destination.
