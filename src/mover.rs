@@ -161,14 +161,38 @@ fn free_batch(
     for (i, c) in go.into_iter().enumerate() {
         match free_one(&src_root.join(&c.rel), c, quiet, |src| aside.take(&named, i, src)) {
             Ok(()) => report.deleted.push(c.rel.clone()),
-            Err(why) => {
+            Err(Kept::AtItsName(why)) => {
                 failed.push(c.rel.clone());
                 report.kept.push((c.rel.clone(), why));
             }
+            // Its journal line stands: the next run's start finishes it (`aside::recover`), and
+            // unlinks it only as the version announced, which that line vouches for.
+            Err(Kept::Aside(why)) => report.kept.push((c.rel.clone(), why)),
         }
         crate::crash_point!("free.unlinked");
     }
     journal.not_freed(&failed)
+}
+
+/// Why a file was not freed, and where it is: only a file known to be under its name again (or
+/// never moved) is journaled as kept. One left in the set-aside folder keeps its journal line: a
+/// `K` line would stop vouching for its copy while the next run's recovery may still unlink it.
+#[derive(Debug)]
+enum Kept {
+    AtItsName(String),
+    Aside(String),
+}
+
+impl From<String> for Kept {
+    fn from(why: String) -> Kept {
+        Kept::AtItsName(why)
+    }
+}
+
+impl From<&str> for Kept {
+    fn from(why: &str) -> Kept {
+        Kept::AtItsName(why.into())
+    }
 }
 
 /// Deletes one source file, if it is still the version copied and no process has it open for
@@ -182,7 +206,7 @@ fn free_one(
     c: &Copied,
     quiet: Duration,
     set_aside: impl FnOnce(&Path) -> io::Result<PathBuf>,
-) -> Result<(), String> {
+) -> Result<(), Kept> {
     let file = File::open(src).map_err(|e| format!("source: {e}"))?;
     let lease = crate::sys::lease_unwritten(&file, src);
     if matches!(lease, crate::sys::Writers::Open) {
@@ -205,20 +229,23 @@ fn free_one(
     fail::fail_point!("free.checked");
     let moved = set_aside(src).map_err(|e| format!("cannot set it aside to delete it: {e}"))?;
     crate::crash_point!("free.aside");
-    match crate::sys::path_identity(&moved) {
-        Ok(now) if aside::is_version(&now, &held) => {
-            fs::remove_file(&moved).map_err(|e| format!("delete: {e}"))?;
-            drop(lease);
-            Ok(())
-        }
-        _ => match aside::put_back(&moved, src) {
-            Ok(()) => Err("kept: a new version was put under its name while it was being freed".into()),
-            Err(e) => Err(format!(
-                "kept: a new version was put under its name while it was being freed, then another; \
-                 that one is kept at {} ({e})",
-                moved.display()
-            )),
+    let why = match crate::sys::path_identity(&moved) {
+        Ok(now) if aside::is_version(&now, &held) => match fs::remove_file(&moved) {
+            Ok(()) => {
+                drop(lease);
+                return Ok(());
+            }
+            Err(e) => format!("kept: delete: {e}"),
         },
+        Ok(_) => "kept: a new version was put under its name while it was being freed".into(),
+        Err(e) => format!("kept: what was set aside cannot be looked at: {e}"),
+    };
+    match aside::put_back(&moved, src) {
+        Ok(()) => Err(Kept::AtItsName(why)),
+        Err(e) => Err(Kept::Aside(format!(
+            "{why}; it stays at {} and cannot go back under its name ({e}): the next run finishes it",
+            moved.display()
+        ))),
     }
 }
 
@@ -466,7 +493,7 @@ mod tests {
             fs::rename(src.path().join("0.tmp"), name).unwrap();
             aside.take(&batch, 0, name)
         });
-        assert!(kept.unwrap_err().contains("new version"));
+        assert!(matches!(kept, Err(Kept::AtItsName(why)) if why.contains("new version")));
         assert_eq!(fs::read(&path).unwrap(), b"the writer's new version");
         aside.close().unwrap();
         assert_eq!(fs::read_dir(src.path()).unwrap().count(), 1, "the folder set aside is gone");
@@ -476,6 +503,30 @@ mod tests {
         let batch = aside.announce(&[&c]).unwrap();
         free_one(&src.path().join("1"), &c, Duration::ZERO, |name| aside.take(&batch, 0, name)).unwrap();
         assert!(!src.path().join("1").exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_set_aside_that_can_neither_go_nor_go_back_is_said_to_be_aside() {
+        // Made immutable once aside (root): neither unlinked nor renamed back. It is not under its
+        // name, so it must not be journaled as kept there (`Kept::Aside`: its line stands).
+        let chattr = |flag: &str, p: &Path| {
+            std::process::Command::new("chattr").arg(flag).arg(p).status().is_ok_and(|s| s.success())
+        };
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let c = copied(src.path(), dst.path(), "0", b"bytes");
+        let mut aside = Aside::new(src.path());
+        let batch = aside.announce(&[&c]).unwrap();
+        let mut pinned = None;
+        let kept = free_one(&src.path().join("0"), &c, Duration::ZERO, |name| {
+            let moved = aside.take(&batch, 0, name)?;
+            pinned = chattr("+i", &moved).then(|| moved.clone());
+            Ok(moved)
+        });
+        let Some(moved) = pinned else { return }; // no immutable flag here: nothing to show
+        chattr("-i", &moved);
+        assert!(matches!(&kept, Err(Kept::Aside(why)) if why.contains("next run")), "{kept:?}");
+        assert!(moved.exists() && !src.path().join("0").exists());
     }
 
     #[test]
