@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use _softcopy::engine::{Config, Engine};
+use _softcopy::config::Config;
+use _softcopy::engine::Engine;
 use _softcopy::verify::Expected;
 
 fn main() {

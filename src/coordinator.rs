@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
+use crate::config::Config;
 use crate::copier::{self, CopyOptions};
 use crate::dest::{Dest, RootChange, RootWatch};
-use crate::engine::{wait_for_source, Config};
 use crate::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait, Unverified};
 use crate::health::Health;
 use crate::origin::Owner;
@@ -848,4 +848,34 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         unverified.verified();
     }
     Ok(ended)
+}
+
+/// Waits for the source to exist (or fails at once when asked not to wait). `None` if stopped.
+fn wait_for_source(cfg: &Config, sh: &Shared) -> Result<Option<PathBuf>> {
+    let mut said = false;
+    loop {
+        match fs::metadata(&cfg.source) {
+            Ok(m) if m.is_dir() => {
+                return fs::canonicalize(&cfg.source).map(Some).map_err(|e| Error::io("resolve", &cfg.source, e))
+            }
+            Ok(_) => return Err(Error::SourceNotDir(cfg.source.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !cfg.wait_for_source {
+                    return Err(Error::SourceMissing(cfg.source.clone()));
+                }
+            }
+            Err(e) => return Err(Error::io("stat", &cfg.source, e)),
+        }
+        if !said {
+            sh.set_phase(Phase::Waiting);
+            sh.say(Level::Info, format!("waiting for {} to appear", cfg.source.display()));
+            said = true;
+        }
+        // Polling a single stat a few times a second while nothing exists yet costs nothing
+        // measurable, unlike a watch on an ancestor that may not exist either.
+        if sh.stopped() {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

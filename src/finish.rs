@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::copier::{self, CopyOptions};
 use crate::dest::RootProblem;
-use crate::engine::Config;
 use crate::root::RootId;
 use crate::status::{lock, Level, NotCopied, Phase, Shared, Verdict};
 use crate::tracker::Tracker;

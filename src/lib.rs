@@ -7,6 +7,7 @@
 pub mod arrivals;
 pub mod aside;
 pub mod claim;
+pub mod config;
 mod coordinator;
 pub mod copier;
 pub mod dest;
@@ -48,7 +49,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use engine::{Config, Engine};
+use config::Config;
+use engine::Engine;
 use status::{Level, Verdict};
 use sys::CopyMethod;
 use verify::{ArraySpec, ShardIndex};

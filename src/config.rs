@@ -1,0 +1,84 @@
+//! One target's configuration: everything the engine needs to know, with the CLI's defaults. Read
+//! by the engine, the coordinator and the end steps; built by the PyO3 layer from Python's
+//! `Target`. Imports nothing of the engine's.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sys::CopyMethod;
+
+/// Everything one target needs to know.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    /// Copy workers for this target.
+    pub nprocs: usize,
+    /// Pause in each worker after each file copied.
+    pub sleep: Duration,
+    /// Wait for a missing source to appear instead of failing.
+    pub wait_for_source: bool,
+    /// Name of the file at the source root that marks the end of the acquisition.
+    pub marker: String,
+    /// How long a file written in place must stay closed and quiet before it is copied.
+    pub settle: Duration,
+    /// How long a new version of an already-copied file waits for further versions.
+    pub debounce: Duration,
+    /// Copy what is there now and finish, without waiting for the marker.
+    pub once: bool,
+    pub method: CopyMethod,
+    pub low_priority: bool,
+    /// Report every filesystem event as a debug message (`--verbose`).
+    pub log_events: bool,
+    /// How long an unavailable destination (full, gone) is retried before the target gives up.
+    pub give_up_after: Duration,
+    /// This target's bandwidth budget in bytes per second (`--max-rate`).
+    pub max_rate: Option<u64>,
+    /// The budget this target shares with others (`--max-total-rate`): the same one given to each.
+    pub max_total_rate: Option<Arc<crate::rate::RateLimit>>,
+    /// What is not part of the acquisition (`--exclude`): never copied, waited for or verified.
+    pub exclude: Arc<crate::exclude::Exclude>,
+    /// Hash every file while copying and read the copy back (`--checksum`).
+    pub checksum: bool,
+    /// Where to write the manifest (hash, size, path per file) once drained.
+    pub manifest: Option<PathBuf>,
+    /// Keep what was copied so `delete_source()` can free the source afterwards.
+    pub delete_source: bool,
+    /// Where no writer check is possible, how long a file found by a scan must go unwritten before
+    /// it is taken as closed.
+    pub quiet: Duration,
+    /// How long a copied file stays quiet before it leaves memory for its folder's record
+    /// (docs/design.md, "Memory"); `None`: never. Not with `--delete-source`, `--checksum` or a
+    /// manifest, which need every file's record at the end.
+    pub evict_after: Option<Duration>,
+}
+
+impl Config {
+    /// A configuration with the CLI's defaults.
+    pub fn new(source: impl Into<PathBuf>, destination: impl Into<PathBuf>) -> Self {
+        Config {
+            source: source.into(),
+            destination: destination.into(),
+            nprocs: 8,
+            sleep: Duration::ZERO,
+            wait_for_source: true,
+            marker: "complete".into(),
+            settle: Duration::from_millis(50),
+            debounce: Duration::from_millis(100),
+            once: false,
+            method: CopyMethod::Auto,
+            low_priority: true,
+            log_events: false,
+            give_up_after: Duration::from_secs(24 * 3600),
+            max_rate: None,
+            max_total_rate: None,
+            exclude: Default::default(),
+            checksum: false,
+            manifest: None,
+            delete_source: false,
+            quiet: Duration::from_secs(60),
+            evict_after: Some(Duration::from_secs(30)),
+        }
+    }
+}
