@@ -314,6 +314,23 @@ mod tests {
     }
 
     #[test]
+    fn each_batch_sets_its_files_aside_under_names_of_its_own() {
+        // A file left aside by one batch (it could neither go nor go back) is never replaced by a
+        // later batch's file, nor its list by the later list.
+        let src = tempfile::tempdir().unwrap();
+        let (a, b) = (copied(src.path(), "a", b"a"), copied(src.path(), "b", b"b"));
+        let mut aside = Aside::new(src.path());
+        let first = aside.announce(&[&a]).unwrap();
+        let a_aside = aside.take(&first, 0, &src.path().join("a")).unwrap();
+        let second = aside.announce(&[&b]).unwrap();
+        let b_aside = aside.take(&second, 0, &src.path().join("b")).unwrap();
+        assert_ne!(a_aside, b_aside);
+        assert_eq!((fs::read(&a_aside).unwrap(), fs::read(&b_aside).unwrap()), (b"a".to_vec(), b"b".to_vec()));
+        drop(aside);
+        assert_eq!(recover(src.path()).unwrap().freed.len(), 2, "both lists read");
+    }
+
+    #[test]
     fn a_file_no_list_names_is_never_deleted() {
         let src = tempfile::tempdir().unwrap();
         fs::create_dir(src.path().join(ASIDE)).unwrap();
