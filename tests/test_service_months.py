@@ -22,7 +22,7 @@ from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_c
 from softcopy.config import Target
 from softcopy.run import Progress
 from softcopy.service import LET_GO_AFTER, RELIST_EVERY, UNMOUNTED, Acquisition, Service
-from test_service import Receiver, chunks
+from test_service import Receiver, chunks, free_port
 from test_trust4_service import service, take, wait_or_tell
 
 
@@ -502,3 +502,73 @@ def test_a_source_without_birth_times_never_has_a_copy_written_into_by_inode_num
         with service(tmp_path, acq / "*.zarr", dst) as svc:
             wait_or_tell(lambda: (dst / "x-2.zarr" / "complete").exists(), 60, "the re-take's copy", svc)
     assert tree(dst / "x.zarr") == first and tree(dst / "x-2.zarr") == second
+
+
+def in_flight(port: int) -> list[str]:
+    """The sources of the acquisitions a running service has in flight or starting (`/status`)."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+        return [str(row["source"]) for row in json.loads(r.read())["in_flight"]]
+
+
+@pytest.mark.parametrize("how", ["running", "sigterm"])
+def test_a_finished_acquisition_that_leaves_its_name_before_its_copy_begins_is_named_let_go(
+    tmp_path: Path, receiver: Receiver, how: str
+) -> None:
+    # Found by the service soak: a take renamed aside (or its acquisitions folder moved away) while
+    # its start waited for the destination got a copy that waited for its folder to appear, for
+    # ever; nothing at the destination recorded it, so a service killed or stopped meanwhile (its
+    # report "interrupted") left it named by nothing.
+    acq, backing, reports, hang = tmp_path / "acquisition", tmp_path / "backing", tmp_path / "reports", tmp_path / "hang"
+    for d in (acq, backing, reports):
+        d.mkdir()
+    report, port = reports / "x.zarr.json", free_port()
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "raw", {"FAULTY_TIMES": "0", "FAULTY_HANG": str(hang)}) as raw:
+        args = (acq / "*.zarr", raw, "--report", reports / "{name}.json", "--notify", receiver.url)
+        with service(tmp_path, *args, "--metrics", f"127.0.0.1:{port}") as svc:
+            try:
+                hang.touch()  # its start waits for the destination (a share that hangs)
+                take(acq / "x.zarr", 2, 1)
+                wait_or_tell(lambda: str(acq / "x.zarr") in in_flight(port), 30, "the start asked", svc)
+                (acq / "x.zarr").rename(acq / "x.aside")  # before its copy began
+                if how == "sigterm":
+                    svc.send_signal(signal.SIGTERM)  # a thread held by the hung share: it exits once it answers
+                    holds_for(lambda: svc.poll() is None, 2, "the stop waits for the share")
+                else:
+                    wait_or_tell(report.exists, 20, "its report while the share hangs", svc)
+                hang.unlink()
+                wait_or_tell(report.exists, 20, "its report", svc)
+            finally:
+                hang.unlink(missing_ok=True)
+    doc = json.loads(report.read_text())
+    assert doc["status"] != "interrupted" and "before its copy began" in str(doc["targets"][0]["fatal"]), doc
+    wait_for(lambda: settled(receiver.events("x.zarr"), "let go"), 10, "the webhook")
+    assert not list(backing.iterdir())  # nothing of it was copied
+
+
+def test_a_copy_started_after_its_folder_left_is_let_go(tmp_path: Path) -> None:
+    # Its start asked while the folder was there, answered once it had left: the engine waited for
+    # the folder to appear, never paused, so the rule for folders that leave never applied.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
+    ended: list[Acquisition] = []
+    svc = Service([Target(acq / "*.zarr", dst, wait_for_source=True)], ended=ended.append)
+    held: list[Any] = []
+    ask, svc._starter.ask = svc._starter.ask, held.append  # type: ignore[method-assign]
+    try:
+        svc.start()
+        take(acq / "x.zarr", 2, 1)
+        wait_for(lambda: bool(svc.step(0.1) or held), 30, "the start asked")
+        (acq / "x.zarr").rename(acq / "x.aside")
+        svc._next_look = float("inf")  # the folder is not looked at before its copy starts
+        ask(held.pop())
+        folder = acq / "x.zarr"
+        wait_for(lambda: bool(svc.step(0.1) or svc.acquisitions[folder].in_flight), 30, "the copy started")
+        svc._next_look = 0.0
+        wait_for(lambda: bool(svc.step(0.1) or ended), 20, "the copy let go")
+    finally:
+        svc.stop()
+    (gone,) = ended
+    assert gone.report is not None and gone.report.phase == "let go", gone.report
+    assert "before its copy began" in str(gone.report.fatal), gone.report
