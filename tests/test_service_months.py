@@ -13,7 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_c
 from softcopy.config import Target
 from softcopy.run import Progress
 from softcopy.service import LET_GO_AFTER, RELIST_EVERY, UNMOUNTED, Acquisition, Service
+from softcopy.watching import StartRequest
 from test_service import Receiver, chunks, free_port
 from test_trust4_service import service, take, wait_or_tell
 
@@ -520,7 +521,12 @@ def test_a_finished_acquisition_that_leaves_its_name_before_its_copy_begins_is_n
     # its start waited for the destination got a copy that waited for its folder to appear, for
     # ever; nothing at the destination recorded it, so a service killed or stopped meanwhile (its
     # report "interrupted") left it named by nothing.
-    acq, backing, reports, hang = tmp_path / "acquisition", tmp_path / "backing", tmp_path / "reports", tmp_path / "hang"
+    acq, backing, reports, hang = (
+        tmp_path / "acquisition",
+        tmp_path / "backing",
+        tmp_path / "reports",
+        tmp_path / "hang",
+    )
     for d in (acq, backing, reports):
         d.mkdir()
     report, port = reports / "x.zarr.json", free_port()
@@ -533,8 +539,7 @@ def test_a_finished_acquisition_that_leaves_its_name_before_its_copy_begins_is_n
                 wait_or_tell(lambda: str(acq / "x.zarr") in in_flight(port), 30, "the start asked", svc)
                 (acq / "x.zarr").rename(acq / "x.aside")  # before its copy began
                 if how == "sigterm":
-                    svc.send_signal(signal.SIGTERM)  # a thread held by the hung share: it exits once it answers
-                    holds_for(lambda: svc.poll() is None, 2, "the stop waits for the share")
+                    svc.send_signal(signal.SIGTERM)  # stopped meanwhile: its next start finds nothing of it
                 else:
                     wait_or_tell(report.exists, 20, "its report while the share hangs", svc)
                 hang.unlink()
@@ -547,26 +552,35 @@ def test_a_finished_acquisition_that_leaves_its_name_before_its_copy_begins_is_n
     assert not list(backing.iterdir())  # nothing of it was copied
 
 
-def test_a_copy_started_after_its_folder_left_is_let_go(tmp_path: Path) -> None:
+def test_a_copy_started_after_its_folder_left_is_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Its start asked while the folder was there, answered once it had left: the engine waited for
     # the folder to appear, never paused, so the rule for folders that leave never applied.
     acq, dst = tmp_path / "acquisition", tmp_path / "raw"
     dst.mkdir()
     ended: list[Acquisition] = []
     svc = Service([Target(acq / "*.zarr", dst, wait_for_source=True)], ended=ended.append)
-    held: list[Any] = []
-    ask, svc._starter.ask = svc._starter.ask, held.append  # type: ignore[method-assign]
+    held: list[StartRequest] = []
+    ask = svc._starter.ask
+    monkeypatch.setattr(svc._starter, "ask", held.append)  # its start answered when the test says
+
+    def after_a_step(cond: Callable[[], bool]) -> Callable[[], bool]:
+        def stepped() -> bool:
+            svc.step(0.1)
+            return cond()
+
+        return stepped
+
+    folder = acq / "x.zarr"
     try:
         svc.start()
-        take(acq / "x.zarr", 2, 1)
-        wait_for(lambda: bool(svc.step(0.1) or held), 30, "the start asked")
-        (acq / "x.zarr").rename(acq / "x.aside")
-        svc._next_look = float("inf")  # the folder is not looked at before its copy starts
+        take(folder, 2, 1)
+        wait_for(after_a_step(lambda: bool(held)), 30, "the start asked")
+        folder.rename(acq / "x.aside")
+        svc._next_look = float("inf")  # not looked at before its copy starts: the engine finds it gone
         ask(held.pop())
-        folder = acq / "x.zarr"
-        wait_for(lambda: bool(svc.step(0.1) or svc.acquisitions[folder].in_flight), 30, "the copy started")
+        wait_for(after_a_step(lambda: svc.acquisitions[folder].in_flight), 30, "the copy started")
         svc._next_look = 0.0
-        wait_for(lambda: bool(svc.step(0.1) or ended), 20, "the copy let go")
+        wait_for(after_a_step(lambda: bool(ended)), 20, "the copy let go")
     finally:
         svc.stop()
     (gone,) = ended
