@@ -563,26 +563,47 @@ def test_a_copy_started_after_its_folder_left_is_let_go(tmp_path: Path, monkeypa
     ask = svc._starter.ask
     monkeypatch.setattr(svc._starter, "ask", held.append)  # its start answered when the test says
 
-    def after_a_step(cond: Callable[[], bool]) -> Callable[[], bool]:
-        def stepped() -> bool:
-            svc.step(0.1)
-            return cond()
-
-        return stepped
-
     folder = acq / "x.zarr"
     try:
         svc.start()
         take(folder, 2, 1)
-        wait_for(after_a_step(lambda: bool(held)), 30, "the start asked")
+        wait_for(after_a_step(svc, lambda: bool(held)), 30, "the start asked")
         folder.rename(acq / "x.aside")
         svc._next_look = float("inf")  # not looked at before its copy starts: the engine finds it gone
         ask(held.pop())
-        wait_for(after_a_step(lambda: svc.acquisitions[folder].in_flight), 30, "the copy started")
+        wait_for(after_a_step(svc, lambda: svc.acquisitions[folder].in_flight), 30, "the copy started")
         svc._next_look = 0.0
-        wait_for(after_a_step(lambda: bool(ended)), 20, "the copy let go")
+        wait_for(after_a_step(svc, lambda: bool(ended)), 20, "the copy let go")
     finally:
         svc.stop()
     (gone,) = ended
     assert gone.report is not None and gone.report.phase == "let go", gone.report
     assert "before its copy began" in str(gone.report.fatal), gone.report
+
+
+def after_a_step(svc: Service, cond: Callable[[], bool]) -> Callable[[], bool]:
+    """`cond`, asked after each step of the service (run in the test's own thread)."""
+
+    def stepped() -> bool:
+        svc.step(0.1)
+        return cond()
+
+    return stepped
+
+
+def test_an_acquisitions_folder_made_again_is_heard_from_before_the_next_look(tmp_path: Path) -> None:
+    # Found by the service soak: its watch was made again only at the look each second, so a take
+    # made in the folder made again and renamed aside within that second was heard by nothing.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    svc = Service([Target(acq / "*.zarr", dst)])
+    try:
+        svc.start()
+        svc._next_look = float("inf")  # no look from now on: what is taken was heard
+        acq.rename(tmp_path / "away")  # a disk remounted, an admin's cleanup
+        acq.mkdir()
+        (acq / "x.zarr").mkdir()
+        wait_for(after_a_step(svc, lambda: acq / "x.zarr" in svc.acquisitions), 10, "the new folder taken")
+    finally:
+        svc.stop()

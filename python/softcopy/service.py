@@ -242,7 +242,7 @@ class Service:
     def start(self) -> None:
         """Watches each acquisitions folder, then takes every folder already there. A missing one
         is refused unless its pattern waits for its source: then it is watched once it is there
-        (`Watch.renew`, each `LOOK_EVERY`), holding no other pattern meanwhile."""
+        (`Watch.renew`, at each step), holding no other pattern meanwhile."""
         for w in self._watches:
             if not w.pattern.wait_for_source and not w.folder.is_dir():
                 raise FileNotFoundError(f"the acquisitions folder {w.folder} does not exist (or is not a folder)")
@@ -493,6 +493,10 @@ class Service:
             self._look_around(now)
         deadline = now + timeout
         for w in self._watches:
+            # At each step, not each look: a folder made in an acquisitions folder made again is
+            # heard of at once, not up to a second later (never, if it left meanwhile).
+            if w.renew():
+                self._list(w.pattern)
             names, relist = w.wait(max(0.0, deadline - time.monotonic()) / len(self._watches))
             for name in names:
                 self._consider(w.pattern, name)
@@ -506,13 +510,9 @@ class Service:
         self.shown = Shown([self._now(a) for a in self.acquisitions.values()], [_ended(a) for a in self.recent])
 
     def _look_around(self, now: float) -> None:
-        """Each `LOOK_EVERY`: watches made again where needed (their folders listed), every
-        acquisitions folder listed each `RELIST_EVERY`, starts retried when due, and acquisitions
-        whose folders left their names let go."""
+        """Each `LOOK_EVERY`: every acquisitions folder listed each `RELIST_EVERY`, starts retried
+        when due, and acquisitions whose folders left their names let go."""
         self._next_look = now + LOOK_EVERY
-        for w in self._watches:
-            if w.renew():
-                self._list(w.pattern)
         if now >= self._next_relist:
             self._relist(now)
         for acq in list(self.acquisitions.values()):
