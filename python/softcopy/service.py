@@ -538,9 +538,10 @@ class Service:
                 return False  # there (its copy takes what is there), or waited for
         except (OSError, SoftcopyError):
             return False  # cannot be looked at: no evidence that it left
+        # An earlier run's copy of it (a resumed one) may be there: kept, as any copy let go.
         acq.let_go = (
-            f"let go: its folder {acq.folder} is gone (deleted or renamed) before its copy began; "
-            f"nothing of it was copied to {acq.of.destination}"
+            f"let go: its folder {acq.folder} is gone (deleted or renamed) before its copy began; nothing "
+            f"was copied to {acq.of.destination} for it, and any earlier copy there is kept as it is, unverified"
         )
         log.warning("%s: %s", shown(acq.name), acq.let_go)
         if acq.copier is not None:
