@@ -17,7 +17,9 @@ destination). At the end: every acquisition that finished at its name is verifie
 (its tree byte-identical, its marker there); one that left its name or was deleted before that, and
 every aborted one, is named in a report or a webhook; the service's threads, inotify instances, open
 files and RSS (sampled over the run: first, max, last) are back near an idle service's once every
-acquisition ended (docs/design.md, "Service, month after month"). Exit 1 with each finding listed.
+acquisition ended (docs/design.md, "Service, month after month"). Exit 1 with each finding listed,
+each with what the soak did to its acquisition and around it, and the service's log lines naming it;
+the run's folder (the service's whole log, soak.log, the reports) is then kept and named.
 
 What known bugs did is counted apart (KNOWN BUG lines, not findings); each is kept as an expected
 failure in test_soak_service.py.
