@@ -17,7 +17,9 @@ destination). At the end: every acquisition that finished at its name is verifie
 (its tree byte-identical, its marker there); one that left its name or was deleted before that, and
 every aborted one, is named in a report or a webhook; the service's threads, inotify instances, open
 files and RSS (sampled over the run: first, max, last) are back near an idle service's once every
-acquisition ended (docs/design.md, "Service, month after month"). Exit 1 with each finding listed.
+acquisition ended (docs/design.md, "Service, month after month"). Exit 1 with each finding listed,
+each with what the soak did to its acquisition and around it, and the service's log lines naming it;
+the run's folder (the service's whole log, soak.log, the reports) is then kept and named.
 
 What known bugs did is counted apart (KNOWN BUG lines, not findings); each is kept as an expected
 failure in test_soak_service.py.
@@ -71,6 +73,10 @@ PLANS = ["normal", "normal", "normal", "abort", "abort", "aside", "retake"]
 """What becomes of an acquisition, drawn from a shuffled deck so a short run has each."""
 KINDS = ["hand", "hand", "hand", "tensorstore", "zarr-python"]
 FAULTS = ["sigterm", "kill", "remake", "hook"]
+LET_GO_AFTER = 10.0
+"""The service's `LET_GO_AFTER`: a finding's history shows what happened this long after the take."""
+LOG_LINES = 60
+"""The service's log lines naming a take printed with a finding (all are in the kept service.log)."""
 
 
 @dataclass
@@ -100,6 +106,18 @@ class Take:
     """When its folder left its name or was deleted."""
     made_at: float = field(default_factory=time.monotonic)
     verified_at: Path | None = None
+
+
+@dataclass
+class Event:
+    """One thing the soak did, to a take or (`take` None) to the whole run."""
+
+    at: float
+    """time.monotonic()"""
+    wall: str
+    """The wall clock, as the service's log writes it."""
+    take: Take | None
+    what: str
 
 
 @dataclass
@@ -382,11 +400,43 @@ class Soak:
         self.moved_away = 0
         self.hook_modes: list[str] = []
         """The webhook's ways of failing still to come in this fault."""
+        self.events: list[Event] = []
 
-    def note(self, what: str) -> None:
-        """What the soak did, with the time the service's log uses, in soak.log beside it."""
+    def note(self, what: str, t: Take | None = None) -> None:
+        """What the soak did, with the time the service's log uses, in soak.log beside it and in its
+        history (of the take `t`, or of the whole run: faults, stops, starts)."""
+        wall = f"{datetime.now():%Y-%m-%d %H:%M:%S,%f}"[:-3]
+        self.events.append(Event(time.monotonic(), wall, t, what))
         with (self.base / "soak.log").open("a") as f:
-            f.write(f"{datetime.now():%Y-%m-%d %H:%M:%S,%f}"[:-3] + f" {what}\n")
+            f.write(f"{wall} {what}\n")
+
+    def history(self, t: Take) -> str:
+        """What the soak did to the take `t` and what happened to the whole run around it (from a few
+        seconds before it was made to `LET_GO_AFTER` and more after its last event), then the
+        service's log lines that name it: what a finding needs to be explained."""
+        own = [e for e in self.events if e.take is t]
+        start, end = t.made_at - 5, (own[-1].at if own else t.made_at) + LET_GO_AFTER + 5
+        lines = [
+            f"  {e.at - self.t0:7.1f} s  {e.wall}  {e.what}"
+            for e in self.events
+            if e.take is t or (e.take is None and start <= e.at <= end)
+        ]
+        # The service logs a name as `shown` gives it, and paths as Python prints them.
+        forms = {
+            t.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+            t.name.encode("utf-8", "backslashreplace").decode(),
+        }
+        said = [x for x in self.service.log.read_text(errors="replace").splitlines() if any(f in x for f in forms)]
+        more = [f"  ... and {len(said) - LOG_LINES} more"] if len(said) > LOG_LINES else []
+        return "\n".join(
+            [
+                f"  what the soak did to {t.name!r} ({t.kind}, plan {t.plan}), and around it:",
+                *lines,
+                "  the service's log of it:",
+                *(f"  | {x}" for x in said[:LOG_LINES]),
+                *more,
+            ]
+        )
 
     def draw(self, deck: str, cards: list[str]) -> str:
         """The next card of a shuffled deck (refilled when empty): a short run sees every card."""
@@ -417,7 +467,7 @@ class Soak:
         if t.plan == "abort":
             t.abort_at = now + self.rng.uniform(0.2, 3.0)
         self.takes.append(t)
-        self.note(f"{t.name!r}: made ({kind}, plan {t.plan})")
+        self.note(f"{t.name!r}: made ({kind}, plan {t.plan})", t)
         return t
 
     def hand_files(self) -> list[tuple[str, bytes]]:
@@ -453,7 +503,7 @@ class Soak:
                 self.finished(t, now)
 
     def finished(self, t: Take, now: float) -> None:
-        self.note(f"{t.name!r}: finished (marker written)")
+        self.note(f"{t.name!r}: finished (marker written)", t)
         t.state = "finished"
         self.summary.takes["finished"] += 1
         if t.plan in ("aside", "retake"):
@@ -467,7 +517,7 @@ class Soak:
             t.proc.wait()
         t.files = tree(t.folder) if t.proc is not None else t.files
         t.state, t.abort_at, t.todo = "aborted", None, []
-        self.note(f"{t.name!r}: aborted")
+        self.note(f"{t.name!r}: aborted", t)
         self.summary.takes["aborted"] += 1
         if not t.folder.exists():
             t.state = "never appeared"  # its writer was killed before it made the folder
@@ -483,7 +533,7 @@ class Soak:
         if t.state == "aborted" and self.rng.random() < 0.5:
             remove_tree(t.folder)
             t.deleted, t.gone_at = True, now
-            self.note(f"{t.name!r}: deleted")
+            self.note(f"{t.name!r}: deleted", t)
         elif t.state == "aborted" or t.plan == "aside":
             self.aside(t)
         else:
@@ -495,7 +545,7 @@ class Soak:
         t.folder.rename(target)
         t.folder, t.left, t.gone_at = target, True, time.monotonic()
         self.summary.takes["renamed"] += 1
-        self.note(f"{t.name!r}: renamed to {target.name!r}")
+        self.note(f"{t.name!r}: renamed to {target.name!r}", t)
 
     def retake(self, t: Take, now: float) -> None:
         """The name taken again: into the folder the service freed (the same folder), or the folder
@@ -506,7 +556,7 @@ class Soak:
         if not into_freed:
             remove_tree(t.folder)
             t.deleted, t.gone_at = True, now
-        self.note(f"{t.name!r}: re-taken " + ("into the folder freed" if into_freed else "(deleted, made again)"))
+        self.note(f"{t.name!r}: re-taken " + ("into the folder freed" if into_freed else "(deleted, made again)"), t)
         new = self.new_take(now, t.name, into_freed)
         self.summary.takes["re-taken"] += 1
         self.summary.takes["into freed" if into_freed else "deleted and made again"] += 1
@@ -521,6 +571,8 @@ class Soak:
         self.note(f"fault: {kind}")
         if kind in ("sigterm", "kill") and not self.start_pending:
             self.service.stop(kind)
+            how, code, took = self.service.stops[-1]
+            self.note(f"the service stopped ({how}): exit {code} in {took:.1f} s")
             self.start_service()
         elif kind == "hook" and "hook" not in self.back_at:
             # Each way of failing in turn, a few seconds each (the ends meanwhile meet each one).
@@ -530,6 +582,7 @@ class Soak:
         elif kind == "share" and self.share is not None and self.share.up:
             self.share.drop()
             self.back_at["share"] = now + self.rng.uniform(2.0, 10.0)
+            self.note("the share is down (sshd killed)")
         elif kind == "remake":
             self.remake_pending = True  # once no acquisition is being written
             return
@@ -586,7 +639,7 @@ class Soak:
                 rel for rel, data in t.files.items() if read(t.folder / rel) != data and not self.at_dst(t, rel, data)
             ]
             if lost:
-                self.summary.findings.append(f"{when}: {t.name} ({t.kind}) lost {sorted(lost)[:5]}")
+                self.summary.findings.append(f"{when}: {t.name} ({t.kind}) lost {sorted(lost)[:5]}\n{self.history(t)}")
 
     def at_dst(self, t: Take, rel: str, data: bytes) -> bool:
         return any(read(d / rel) == data for d in copies(self.backing, t.name))
@@ -620,7 +673,7 @@ class Soak:
             t.files[rel] = data
         t.state = "finished"
         self.takes.append(t)
-        self.note(f"{t.name!r}: made and finished")
+        self.note(f"{t.name!r}: made and finished", t)
         return t
 
     def fatal(self, t: Take) -> str:
@@ -691,6 +744,9 @@ class Soak:
         code = self.service.start()
         self.start_pending = code is not None
         if code is None:
+            self.note(
+                f"the service is ready (start {self.service.starts}, pid {self.service.proc and self.service.proc.pid})"
+            )
             return
         tail = self.service.tail(3)
         if self.share is not None and not self.share.up:
@@ -743,7 +799,9 @@ class Soak:
             if "Input/output error" in fatal:
                 s.known.append(f"{t.name} ({t.kind}) failed at its start while the share was down: {fatal}")
             else:
-                s.findings.append(f"{t.name} ({t.kind}) finished at its name and is not verified at {self.dst}")
+                s.findings.append(
+                    f"{t.name} ({t.kind}) finished at its name and is not verified at {self.dst}\n{self.history(t)}"
+                )
         if flying:
             s.findings.append(f"still in flight {self.opts.end_timeout:.0f} s after the last acquisition: {flying}")
         self.check_nothing_lost("at the end")
@@ -777,7 +835,9 @@ class Soak:
                 self.summary.takes["deleted unreported"] += 1
             else:
                 said = f"its report says {status}" if status else "nothing names it"
-                self.summary.findings.append(f"{t.name} ({t.kind}, {t.state}) is not verified and {said}")
+                self.summary.findings.append(
+                    f"{t.name} ({t.kind}, {t.state}) is not verified and {said}\n{self.history(t)}"
+                )
 
     def unseen(self, t: Take) -> bool:
         """Whether the take was at its name only while the service was not running."""
@@ -846,20 +906,29 @@ def main() -> None:
     )
     ap.add_argument("--share", choices=["sshfs", "local"], default="sshfs", help="the destination (default sshfs)")
     ap.add_argument(
-        "--keep", type=Path, default=None, help="run in this new folder and keep it (default: a temporary one)"
+        "--keep",
+        type=Path,
+        default=None,
+        help="run in this folder and keep it (default: a new one in /var/tmp, kept only when there is a finding)",
     )
     args = ap.parse_args()
     # A SIGTERM (a timeout, a person's kill) unwinds: the service, the writers and the share go too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     print(f"soak_service: --seed {seed} replays this run", flush=True)
-    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        Path(tmp).mkdir(exist_ok=True)
-        opts = Options(args.minutes, seed, args.acquisitions, args.share)
-        summary = run(opts, Path(tmp))
+    base = args.keep or Path(tempfile.mkdtemp(prefix="soak_service-", dir="/var/tmp"))
+    base.mkdir(parents=True, exist_ok=True)
+    summary: Summary | None = None
+    try:
+        summary = run(Options(args.minutes, seed, args.acquisitions, args.share), base)
         print("\n".join(summary.lines()))
-        if summary.findings:
-            print(f"the service's log ends:\n{Path(tmp, 'service.log').read_text(errors='replace')[-4000:]}")
+    finally:
+        # What explains a finding (or a soak that broke) is kept: the service's whole log, what the
+        # soak did and when, the reports, the acquisitions and their copies.
+        if args.keep or summary is None or summary.findings:
+            print(f"kept in {base}: service.log (the service's whole log), soak.log (what the soak did), reports/")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
     sys.exit(1 if summary.findings else 0)
 
 

@@ -13,7 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,7 +22,8 @@ from conftest import assert_same_tree, finish, fuse_mount, holds_for, softcopy_c
 from softcopy.config import Target
 from softcopy.run import Progress
 from softcopy.service import LET_GO_AFTER, RELIST_EVERY, UNMOUNTED, Acquisition, Service
-from test_service import Receiver, chunks
+from softcopy.watching import StartRequest
+from test_service import Receiver, chunks, free_port
 from test_trust4_service import service, take, wait_or_tell
 
 
@@ -502,3 +503,107 @@ def test_a_source_without_birth_times_never_has_a_copy_written_into_by_inode_num
         with service(tmp_path, acq / "*.zarr", dst) as svc:
             wait_or_tell(lambda: (dst / "x-2.zarr" / "complete").exists(), 60, "the re-take's copy", svc)
     assert tree(dst / "x.zarr") == first and tree(dst / "x-2.zarr") == second
+
+
+def in_flight(port: int) -> list[str]:
+    """The sources of the acquisitions a running service has in flight or starting (`/status`)."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+        return [str(row["source"]) for row in json.loads(r.read())["in_flight"]]
+
+
+@pytest.mark.parametrize("how", ["running", "sigterm"])
+def test_a_finished_acquisition_that_leaves_its_name_before_its_copy_begins_is_named_let_go(
+    tmp_path: Path, receiver: Receiver, how: str
+) -> None:
+    # Found by the service soak: a take renamed aside (or its acquisitions folder moved away) while
+    # its start waited for the destination got a copy that waited for its folder to appear, for
+    # ever; nothing at the destination recorded it, so a service killed or stopped meanwhile (its
+    # report "interrupted") left it named by nothing.
+    acq, backing, reports, hang = (
+        tmp_path / "acquisition",
+        tmp_path / "backing",
+        tmp_path / "reports",
+        tmp_path / "hang",
+    )
+    for d in (acq, backing, reports):
+        d.mkdir()
+    report, port = reports / "x.zarr.json", free_port()
+    with fuse_mount("faulty_fs.py", backing, tmp_path / "raw", {"FAULTY_TIMES": "0", "FAULTY_HANG": str(hang)}) as raw:
+        args = (acq / "*.zarr", raw, "--report", reports / "{name}.json", "--notify", receiver.url)
+        with service(tmp_path, *args, "--metrics", f"127.0.0.1:{port}") as svc:
+            try:
+                hang.touch()  # its start waits for the destination (a share that hangs)
+                take(acq / "x.zarr", 2, 1)
+                wait_or_tell(lambda: str(acq / "x.zarr") in in_flight(port), 30, "the start asked", svc)
+                (acq / "x.zarr").rename(acq / "x.aside")  # before its copy began
+                if how == "sigterm":
+                    svc.send_signal(signal.SIGTERM)  # stopped meanwhile: its next start finds nothing of it
+                else:
+                    wait_or_tell(report.exists, 20, "its report while the share hangs", svc)
+                hang.unlink()
+                wait_or_tell(report.exists, 20, "its report", svc)
+            finally:
+                hang.unlink(missing_ok=True)
+    doc = json.loads(report.read_text())
+    assert doc["status"] != "interrupted" and "before its copy began" in str(doc["targets"][0]["fatal"]), doc
+    wait_for(lambda: settled(receiver.events("x.zarr"), "let go"), 10, "the webhook")
+    assert not list(backing.iterdir())  # nothing of it was copied
+
+
+def test_a_copy_started_after_its_folder_left_is_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its start asked while the folder was there, answered once it had left: the engine waited for
+    # the folder to appear, never paused, so the rule for folders that leave never applied.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    dst.mkdir()
+    ended: list[Acquisition] = []
+    svc = Service([Target(acq / "*.zarr", dst, wait_for_source=True)], ended=ended.append)
+    held: list[StartRequest] = []
+    ask = svc._starter.ask
+    monkeypatch.setattr(svc._starter, "ask", held.append)  # its start answered when the test says
+
+    folder = acq / "x.zarr"
+    try:
+        svc.start()
+        take(folder, 2, 1)
+        wait_for(after_a_step(svc, lambda: bool(held)), 30, "the start asked")
+        folder.rename(acq / "x.aside")
+        svc._next_look = float("inf")  # not looked at before its copy starts: the engine finds it gone
+        ask(held.pop())
+        wait_for(after_a_step(svc, lambda: svc.acquisitions[folder].in_flight), 30, "the copy started")
+        svc._next_look = 0.0
+        wait_for(after_a_step(svc, lambda: bool(ended)), 20, "the copy let go")
+    finally:
+        svc.stop()
+    (gone,) = ended
+    assert gone.report is not None and gone.report.phase == "let go", gone.report
+    assert "before its copy began" in str(gone.report.fatal), gone.report
+
+
+def after_a_step(svc: Service, cond: Callable[[], bool]) -> Callable[[], bool]:
+    """`cond`, asked after each step of the service (run in the test's own thread)."""
+
+    def stepped() -> bool:
+        svc.step(0.1)
+        return cond()
+
+    return stepped
+
+
+def test_an_acquisitions_folder_made_again_is_heard_from_before_the_next_look(tmp_path: Path) -> None:
+    # Found by the service soak: its watch was made again only at the look each second, so a take
+    # made in the folder made again and renamed aside within that second was heard by nothing.
+    acq, dst = tmp_path / "acquisition", tmp_path / "raw"
+    acq.mkdir()
+    dst.mkdir()
+    svc = Service([Target(acq / "*.zarr", dst)])
+    try:
+        svc.start()
+        svc._next_look = float("inf")  # no look from now on: what is taken was heard
+        acq.rename(tmp_path / "away")  # a disk remounted, an admin's cleanup
+        acq.mkdir()
+        (acq / "x.zarr").mkdir()
+        wait_for(after_a_step(svc, lambda: acq / "x.zarr" in svc.acquisitions), 10, "the new folder taken")
+    finally:
+        svc.stop()

@@ -81,6 +81,9 @@ RETRY_FIRST, RETRY_MAX = 1.0, 300.0
 """Backoff between two tries at starting a copy that could not start."""
 RECENT = 100
 """Ended acquisitions kept for the display and the metrics (the oldest are let go)."""
+NOT_BEGUN = ("starting", "waiting")
+"""An engine's phases before it found its folder and began copying: nothing of the acquisition may
+be at the destination yet."""
 
 WEBHOOK_AT_STOP = 1.5
 """Seconds after a stop began by which the webhook's deliveries are given up (and logged), so the
@@ -241,7 +244,7 @@ class Service:
     def start(self) -> None:
         """Watches each acquisitions folder, then takes every folder already there. A missing one
         is refused unless its pattern waits for its source: then it is watched once it is there
-        (`Watch.renew`, each `LOOK_EVERY`), holding no other pattern meanwhile."""
+        (`Watch.renew`, at each step), holding no other pattern meanwhile."""
         for w in self._watches:
             if not w.pattern.wait_for_source and not w.folder.is_dir():
                 raise FileNotFoundError(f"the acquisitions folder {w.folder} does not exist (or is not a folder)")
@@ -497,6 +500,10 @@ class Service:
             self._look_around(now)
         deadline = now + timeout
         for w in self._watches:
+            # At each step, not each look: a folder made in an acquisitions folder made again is
+            # heard of at once, not up to a second later (never, if it left meanwhile).
+            if w.renew():
+                self._list(w.pattern)
             names, relist = w.wait(max(0.0, deadline - time.monotonic()) / len(self._watches))
             for name in names:
                 self._consider(w.pattern, name)
@@ -510,22 +517,56 @@ class Service:
         self.shown = Shown([self._now(a) for a in self.acquisitions.values()], [_ended(a) for a in self.recent])
 
     def _look_around(self, now: float) -> None:
-        """Each `LOOK_EVERY`: watches made again where needed (their folders listed), every
-        acquisitions folder listed each `RELIST_EVERY`, starts retried when due, and acquisitions
-        whose folders left their names let go."""
+        """Each `LOOK_EVERY`: every acquisitions folder listed each `RELIST_EVERY`, starts retried
+        when due, and acquisitions whose folders left their names let go."""
         self._next_look = now + LOOK_EVERY
-        for w in self._watches:
-            if w.renew():
-                self._list(w.pattern)
         if now >= self._next_relist:
             self._relist(now)
         for acq in list(self.acquisitions.values()):
             if acq.retry is not None and not acq.starting and now >= acq.retry.next_at:
                 self._consider(acq.of, acq.name, again=True)
+            elif self._gone_before_copying(acq):
+                continue
             elif acq.in_flight and acq.let_go is None:
                 self._look_at_folder(acq, now)
             elif acq.starting and not acq.start_told and now - acq.asked >= self._tell_after:
                 self._still_starting(acq, now)
+
+    def _gone_before_copying(self, acq: Acquisition) -> bool:
+        """Lets an acquisition go at once when its folder is gone from its name before its copy
+        began (its start waited for the destination; its engine waits for the folder to appear):
+        nothing of it is at the destination, so no later start could name it, and its engine,
+        never paused, would wait for ever (docs/design.md, "Service, month after month"). Whether
+        it was let go."""
+        if acq.let_go is not None or not (acq.starting or self._not_begun(acq)):
+            return False
+        try:
+            if identity_of(acq.folder) is not None or unmounted(acq.folder, acq.devices):
+                return False  # there (its copy takes what is there), or waited for
+        except (OSError, SoftcopyError):
+            return False  # cannot be looked at: no evidence that it left
+        # An earlier run's copy of it (a resumed one) may be there: kept, as any copy let go.
+        acq.let_go = (
+            f"let go: its folder {acq.folder} is gone (deleted or renamed) before its copy began; nothing "
+            f"was copied to {acq.of.destination} for it, and any earlier copy there is kept as it is, unverified"
+        )
+        log.warning("%s: %s", shown(acq.name), acq.let_go)
+        if acq.copier is not None:
+            acq.copier.stop()  # collected, and named, as any copy let go
+            return True
+        # Its start's answer, when it comes, finds it gone (`_answer`).
+        acq.starting = False
+        acq.report = TargetReport(acq.folder, acq.of.destination / acq.name, "let go", fatal=acq.let_go)
+        self.acquisitions.pop(acq.folder, None)
+        if self._ended is not None:
+            self._ended(acq)
+        self.recent.append(acq)
+        return True
+
+    @staticmethod
+    def _not_begun(acq: Acquisition) -> bool:
+        copier = acq.running
+        return copier is not None and copier.status()[0].phase in NOT_BEGUN
 
     def _look_at_folder(self, acq: Acquisition, now: float) -> None:
         """Lets an acquisition go once its folder has been away from its name (deleted, renamed
@@ -571,18 +612,20 @@ class Service:
                 continue
             # Read before anything after the end (its report, a webhook) gives a change time to hide.
             mtime = _mtime(acq.folder)
-            acq.report = report.targets[0]
-            if acq.let_go is not None:
-                acq.report = dataclasses.replace(acq.report, phase="let go", fatal=acq.let_go)
+            self._end(acq, report.targets[0])
             # Its engine is let go: a service runs for months, one acquisition after another.
             acq.copier = None
-            if self._ended is not None:
-                self._ended(acq)
             if acq.let_go is not None:
                 # Told: not named again as left unfinished at the next start (`_look_for_left`).
                 threading.Thread(target=_note, args=(acq.target.destination, acq.let_go), daemon=True).start()
             self._forget(acq, mtime)
             self._consider(acq.of, acq.name)
+
+    def _end(self, acq: Acquisition, report: TargetReport) -> None:
+        """Sets how its copy ended (let go, if it was) and tells it."""
+        acq.report = report if acq.let_go is None else dataclasses.replace(report, phase="let go", fatal=acq.let_go)
+        if self._ended is not None:
+            self._ended(acq)
 
     def _forget(self, acq: Acquisition, mtime: int) -> None:
         """An acquisition that ended (or was verified earlier) leaves the working set: its identity
@@ -640,15 +683,16 @@ class Service:
     def stop(self, timeout: float = 30) -> None:
         """Stops every copy in flight (each resumes on the next start)."""
         self._starter.close()
+        # One whose folder left before its copy began is named now: the next start finds nothing of it.
+        for acq in list(self.acquisitions.values()):
+            self._gone_before_copying(acq)
         copying = self._copying()
         for _, copier in copying:
             copier.stop()
         for a, copier in copying:
             report = copier.wait(timeout)
             if report is not None:
-                a.report = report.targets[0]
-                if self._ended is not None:
-                    self._ended(a)
+                self._end(a, report.targets[0])
 
 
 def _moved_with_parent(acq: Acquisition) -> bool:
@@ -663,6 +707,12 @@ def _moved_with_parent(acq: Acquisition) -> bool:
 def _note(copy: Path, why: str) -> None:
     # The reason names folders whose names may not be UTF-8: the note is for a person to read.
     readable = why.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:
+        copy.lstat()
+    except FileNotFoundError:
+        return  # let go before its copy began: nothing there for a later start to name
+    except OSError:
+        pass  # said below, by the note's own failure
     try:
         note_let_go(copy, readable)
     except SoftcopyError as e:
