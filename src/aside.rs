@@ -129,6 +129,10 @@ pub struct Recovered {
 pub fn recover(src_root: &Path) -> io::Result<Recovered> {
     let dir = src_root.join(ASIDE);
     let mut done = Recovered::default();
+    // A link of that name is a person's, as what it leads to: never followed.
+    if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(done);
+    }
     let entries = match fs::read_dir(&dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(done),
         entries => entries?,
@@ -138,6 +142,10 @@ pub fn recover(src_root: &Path) -> io::Result<Recovered> {
     for entry in entries {
         let name = entry?.file_name();
         let text = name.to_str().unwrap_or_default();
+        if !is_ours(text) {
+            // A person's file in a folder of that name: never read as a list, never removed.
+            continue;
+        }
         if let Some(batch) = text.strip_suffix(LIST) {
             lists.push(batch.to_owned());
         } else if text.ends_with(".list.new") {
@@ -215,10 +223,20 @@ fn read_list(list: File) -> io::Result<Vec<(usize, Identity, PathBuf)>> {
     Ok(out)
 }
 
+/// Whether `name` is one softcopy gives in the folder: a batch's list (`<pid>-<ns>-<n>.list`, or
+/// `.list.new` while it is written) or a file set aside (`<pid>-<ns>-<n>-<i>`). A folder of that
+/// name may be a person's (it is never copied: `vocab::is_ignored`); what is in it under any other
+/// name is theirs, never read, never removed.
+fn is_ours(name: &str) -> bool {
+    let stem = name.strip_suffix(".new").unwrap_or(name);
+    let stem = stem.strip_suffix(LIST).unwrap_or(stem);
+    stem.contains('-') && stem.split('-').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Removes the lists and the folder when nothing but lists is left in it.
 fn remove_if_done(dir: &Path) -> io::Result<()> {
     let names: Vec<_> = fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
-    if names.iter().any(|n| !n.to_str().is_some_and(|n| n.ends_with(LIST))) {
+    if names.iter().any(|n| !n.to_str().is_some_and(|n| is_ours(n) && n.ends_with(LIST))) {
         return Ok(());
     }
     for n in names {
@@ -300,6 +318,24 @@ mod tests {
         assert!(done.freed.is_empty() && done.put_back.is_empty());
         assert_eq!(done.kept.len(), 1);
         assert_eq!(fs::read(src.path().join(ASIDE).join("1-2-0")).unwrap(), b"someone's");
+    }
+
+    #[test]
+    fn a_persons_files_in_a_folder_of_that_name_are_never_read_or_removed() {
+        // Lists by their suffix alone, `playlist.list` was read as one and removed with the
+        // folder, `draft.list.new` as a list being written: a person's files, never copied.
+        let src = tempfile::tempdir().unwrap();
+        let dir = src.path().join(ASIDE);
+        fs::create_dir(&dir).unwrap();
+        for name in ["playlist.list", "draft.list.new", "1-x.list"] {
+            fs::write(dir.join(name), name).unwrap();
+        }
+        let done = recover(src.path()).unwrap();
+        assert!(done.freed.is_empty() && done.put_back.is_empty() && done.kept.is_empty(), "{done:?}");
+        for name in ["playlist.list", "draft.list.new", "1-x.list"] {
+            assert_eq!(fs::read(dir.join(name)).unwrap(), name.as_bytes());
+        }
+        assert!(is_ours("12-34-5.list") && is_ours("12-34-5.list.new") && is_ours("12-34-5-0"));
     }
 
     #[test]

@@ -205,20 +205,29 @@ fn free_one(
     fail::fail_point!("free.checked");
     let moved = set_aside(src).map_err(|e| format!("cannot set it aside to delete it: {e}"))?;
     crate::crash_point!("free.aside");
-    match crate::sys::path_identity(&moved) {
-        Ok(now) if aside::is_version(&now, &held) => {
+    // A writer that opened the name before it was set aside waits for the lease, then writes into
+    // the file held: unlinked, what it writes would be lost; it goes back under its name instead.
+    let opened = match &lease {
+        crate::sys::Writers::None(held) => held.broken(),
+        _ => false,
+    };
+    let why = match crate::sys::path_identity(&moved) {
+        Ok(now) if aside::is_version(&now, &held) && !opened => {
             fs::remove_file(&moved).map_err(|e| format!("delete: {e}"))?;
             drop(lease);
-            Ok(())
+            return Ok(());
         }
-        _ => match aside::put_back(&moved, src) {
-            Ok(()) => Err("kept: a new version was put under its name while it was being freed".into()),
-            Err(e) => Err(format!(
-                "kept: a new version was put under its name while it was being freed, then another; \
-                 that one is kept at {} ({e})",
-                moved.display()
-            )),
-        },
+        Ok(now) if aside::is_version(&now, &held) => "a process opened it for writing while it was being freed",
+        _ => "a new version was put under its name while it was being freed",
+    };
+    match aside::put_back(&moved, src) {
+        Ok(()) => Err(format!("kept: {why}")),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(format!("kept: {why}, and another file took its name since; it is kept at {}", moved.display()))
+        }
+        Err(e) => {
+            Err(format!("kept: {why}; it cannot go back under its name ({e}) and is kept at {}", moved.display()))
+        }
     }
 }
 

@@ -186,6 +186,18 @@ def already_verified(target: Target) -> bool:
     return src.st_size == dst.st_size and abs(src.st_mtime - dst.st_mtime) < 2.0
 
 
+FREEING = ".softcopy-freeing"
+"""The folder at a source's root where a freeing sets each file aside before its unlink
+(src/aside.rs): one left there was stopped mid-way, and only a run's start finishes it (the
+version journaled deleted, a writer's new version put back under its name)."""
+
+
+def freeing_left(folder: Path) -> bool:
+    """A freeing stopped mid-way left its folder at the source: the acquisition is not taken as
+    verified earlier, a run starts to finish it (docs/design.md, "The end of a run")."""
+    return (folder / FREEING).is_dir()
+
+
 def same_files(target: Target) -> bool:
     """Every file of the source is at the destination with its size and modification time, and
     nothing else is there (`softcopy verify` without contents): a whole walk of both, asked only
@@ -389,7 +401,8 @@ class Service:
             target, whose = self._destination(r.pattern, r.folder, r.name)
         except (ValueError, OSError, SoftcopyError) as e:
             return Decided(r, error=str(e))
-        verified = whose == Owner.Finished or (whose != Owner.Free and already_verified(target))
+        earlier = whose == Owner.Finished or (whose != Owner.Free and already_verified(target))
+        verified = earlier and not freeing_left(r.folder)
         return Decided(r, target, verified_earlier=verified)
 
     def _answer(self, d: Decided) -> None:

@@ -392,6 +392,22 @@ pub struct ReadLease<'a> {
     file: &'a File,
 }
 
+impl ReadLease<'_> {
+    /// Whether a process is opening the file for writing now: its open waits for the lease to
+    /// go, and then writes into whatever the file is (unlinked, its bytes would be lost).
+    pub fn broken(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fcntl on a valid fd with integer arguments. While a break is pending it
+            // answers the type the lease is being broken to (F_UNLCK), not F_RDLCK.
+            unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETLEASE) != libc::F_RDLCK }
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+}
+
 impl Drop for ReadLease<'_> {
     fn drop(&mut self) {
         #[cfg(target_os = "linux")]
@@ -412,8 +428,19 @@ pub fn lease_unwritten<'a>(file: &'a File, path: &std::path::Path) -> Writers<'a
     {
         use std::os::fd::AsRawFd;
         let _ = path;
+        let fd = file.as_raw_fd();
+        // A lease break is told by a signal, SIGIO unless set, and SIGIO's default ends the
+        // process: a writer reopening the file would kill the whole run (the service with it).
+        // The break is asked for instead (`ReadLease::broken`): SIGURG, ignored unless handled,
+        // covers the instant before the owner is cleared, after which none is sent.
+        // F_SETSIG (asm-generic/fcntl.h), which the libc crate does not name.
+        const F_SETSIG: libc::c_int = 10;
         // SAFETY: fcntl on a valid fd with integer arguments.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
+        unsafe { libc::fcntl(fd, F_SETSIG, libc::SIGURG) };
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
+            // SAFETY: as above; owner 0: no process is signalled.
+            unsafe { libc::fcntl(fd, libc::F_SETOWN, 0) };
             return Writers::None(ReadLease { file });
         }
         match io::Error::last_os_error().raw_os_error() {
