@@ -46,7 +46,7 @@ from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
 from softcopy.status import Shown, still
-from softcopy.verify import differences
+from softcopy.verify import differences, freeing_left
 from softcopy.watching import (
     Decided,
     Devices,
@@ -184,18 +184,6 @@ def already_verified(target: Target) -> bool:
         return False
     # A copy carries its source's mtime; SFTP and many shares keep whole seconds.
     return src.st_size == dst.st_size and abs(src.st_mtime - dst.st_mtime) < 2.0
-
-
-FREEING = ".softcopy-freeing"
-"""The folder at a source's root where a freeing sets each file aside before its unlink
-(src/aside.rs): one left there was stopped mid-way, and only a run's start finishes it (the
-version journaled deleted, a writer's new version put back under its name)."""
-
-
-def freeing_left(folder: Path) -> bool:
-    """A freeing stopped mid-way left its folder at the source: the acquisition is not taken as
-    verified earlier, a run starts to finish it (docs/design.md, "The end of a run")."""
-    return (folder / FREEING).is_dir()
 
 
 def same_files(target: Target) -> bool:
