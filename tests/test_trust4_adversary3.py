@@ -177,3 +177,22 @@ def test_a_file_on_a_filesystem_mounted_inside_the_acquisition_is_freed(tmp_path
         assert tree(src) == {}, r.stdout
     finally:
         subprocess.run(["umount", "-l", str(src / "more")], check=False)
+
+
+def test_a_service_killed_with_the_marker_set_aside_finishes_the_freeing_when_started_again(tmp_path: Path) -> None:
+    # Killed once the marker (freed last, alone) is set aside: everything else is gone from the
+    # source. Started again, the service took the acquisition as freed whole (Owner::Finished) and
+    # never ran a run's recovery: the marker stayed in `.softcopy-freeing` for good.
+    acq, dst, _, args = service_folders(tmp_path)
+    src = acq / "x.zarr"
+    write_files(src, {"c0": b"chunk", "complete": b""})
+    points = {"SOFTCOPY_FAILPOINTS": "free.aside=1*off->return"}
+    with service(tmp_path, *args, "--delete-source", env=points) as svc:
+        wait_or_tell(lambda: svc.poll() is not None, 30, "the kill at the marker's set-aside", svc)
+    assert svc.returncode == -9 and tree(src) == {}, svc.output()
+    aside = [p.read_bytes() for p in (src / ".softcopy-freeing").iterdir() if not p.name.endswith(".list")]
+    assert aside == [b""], "the marker, set aside"
+    (tmp_path / "again").mkdir()  # its own notify socket and log
+    with service(tmp_path / "again", *args, "--delete-source") as again:
+        wait_or_tell(lambda: not (src / ".softcopy-freeing").exists(), 30, "the freeing finished", again)
+    assert tree(dst / "x.zarr") == {"c0": b"chunk", "complete": b""}
