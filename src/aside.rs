@@ -239,10 +239,23 @@ fn remove_if_done(dir: &Path) -> io::Result<()> {
     if names.iter().any(|n| !n.to_str().is_some_and(|n| is_ours(n) && n.ends_with(LIST))) {
         return Ok(());
     }
+    // A list still locked is another freeing's, running (another destination's run over this
+    // source), that has set nothing aside yet: its list and the folder are its own.
+    for n in &names {
+        match File::open(dir.join(n))?.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(()),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
     for n in names {
         fs::remove_file(dir.join(n))?;
     }
-    fs::remove_dir(dir)
+    match fs::remove_dir(dir) {
+        // Another freeing announced a batch meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
+        done => done,
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +319,24 @@ mod tests {
         assert!(moved.exists(), "a live freeing's file is its own to unlink or put back");
         drop(aside);
         assert_eq!(recover(src.path()).unwrap().freed, [PathBuf::from("0")], "once it is gone, it is finished");
+    }
+
+    #[test]
+    fn a_freeing_that_ends_leaves_another_running_freeings_list_and_folder() {
+        // Two runs over one source free it at once (two destinations): the first to end removed
+        // every list, the other's too, and the folder; the other's next set-aside then failed
+        // (the folder gone), or, set aside just then, its file was named by no list.
+        let src = tempfile::tempdir().unwrap();
+        let (c0, c1) = (copied(src.path(), "0", b"v1"), copied(src.path(), "1", b"v1"));
+        let mut first = Aside::new(src.path());
+        first.announce(&[&c0]).unwrap();
+        let mut second = Aside::new(src.path());
+        let batch = second.announce(&[&c1]).unwrap();
+        first.close().unwrap();
+        let moved = second.take(&batch, 0, &src.path().join("1")).unwrap();
+        drop(second); // killed with its file set aside: its list tells the next run what it is
+        assert_eq!(recover(src.path()).unwrap().freed, [PathBuf::from("1")]);
+        assert!(!moved.exists() && !src.path().join(ASIDE).exists());
     }
 
     #[test]
