@@ -139,6 +139,10 @@ pub fn recover(src_root: &Path) -> io::Result<Recovered> {
     for entry in entries {
         let name = entry?.file_name();
         let text = name.to_str().unwrap_or_default();
+        if !is_ours(text) {
+            // A person's file in a folder of that name: never read as a list, never removed.
+            continue;
+        }
         if let Some(batch) = text.strip_suffix(LIST) {
             lists.push(batch.to_owned());
         } else if text.ends_with(".list.new") {
@@ -225,16 +229,39 @@ fn own_folder(dir: &Path) -> io::Result<()> {
     Err(io::Error::other(format!("{} is not a folder of softcopy's", dir.display())))
 }
 
+/// Whether `name` is one softcopy gives in the folder: a batch's list (`<pid>-<ns>-<n>.list`, or
+/// `.list.new` while it is written) or a file set aside (`<pid>-<ns>-<n>-<i>`). A folder of that
+/// name may be a person's (it is never copied: `vocab::is_ignored`); what is in it under any other
+/// name is theirs, never read, never removed.
+fn is_ours(name: &str) -> bool {
+    let stem = name.strip_suffix(".new").unwrap_or(name);
+    let stem = stem.strip_suffix(LIST).unwrap_or(stem);
+    stem.contains('-') && stem.split('-').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Removes the lists and the folder when nothing but lists is left in it.
 fn remove_if_done(dir: &Path) -> io::Result<()> {
     let names: Vec<_> = fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
-    if names.iter().any(|n| !n.to_str().is_some_and(|n| n.ends_with(LIST))) {
+    if names.iter().any(|n| !n.to_str().is_some_and(|n| is_ours(n) && n.ends_with(LIST))) {
         return Ok(());
+    }
+    // A list still locked is another freeing's, running (another destination's run over this
+    // source), that has set nothing aside yet: its list and the folder are its own.
+    for n in &names {
+        match File::open(dir.join(n))?.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(()),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
     for n in names {
         fs::remove_file(dir.join(n))?;
     }
-    fs::remove_dir(dir)
+    match fs::remove_dir(dir) {
+        // Another freeing announced a batch meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
+        done => done,
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +358,24 @@ mod tests {
     }
 
     #[test]
+    fn a_freeing_that_ends_leaves_another_running_freeings_list_and_folder() {
+        // Two runs over one source free it at once (two destinations): the first to end removed
+        // every list, the other's too, and the folder; the other's next set-aside then failed
+        // (the folder gone), or, set aside just then, its file was named by no list.
+        let src = tempfile::tempdir().unwrap();
+        let (c0, c1) = (copied(src.path(), "0", b"v1"), copied(src.path(), "1", b"v1"));
+        let mut first = Aside::new(src.path());
+        first.announce(&[&c0]).unwrap();
+        let mut second = Aside::new(src.path());
+        let batch = second.announce(&[&c1]).unwrap();
+        first.close().unwrap();
+        let moved = second.take(&batch, 0, &src.path().join("1")).unwrap();
+        drop(second); // killed with its file set aside: its list tells the next run what it is
+        assert_eq!(recover(src.path()).unwrap().freed, [PathBuf::from("1")]);
+        assert!(!moved.exists() && !src.path().join(ASIDE).exists());
+    }
+
+    #[test]
     fn a_file_no_list_names_is_never_deleted() {
         let src = tempfile::tempdir().unwrap();
         fs::create_dir(src.path().join(ASIDE)).unwrap();
@@ -340,6 +385,24 @@ mod tests {
         assert!(done.freed.is_empty() && done.put_back.is_empty());
         assert_eq!(done.kept.len(), 1);
         assert_eq!(fs::read(src.path().join(ASIDE).join("1-2-0")).unwrap(), b"someone's");
+    }
+
+    #[test]
+    fn a_persons_files_in_a_folder_of_that_name_are_never_read_or_removed() {
+        // Lists by their suffix alone, `playlist.list` was read as one and removed with the
+        // folder, `draft.list.new` as a list being written: a person's files, never copied.
+        let src = tempfile::tempdir().unwrap();
+        let dir = src.path().join(ASIDE);
+        fs::create_dir(&dir).unwrap();
+        for name in ["playlist.list", "draft.list.new", "1-x.list"] {
+            fs::write(dir.join(name), name).unwrap();
+        }
+        let done = recover(src.path()).unwrap();
+        assert!(done.freed.is_empty() && done.put_back.is_empty() && done.kept.is_empty(), "{done:?}");
+        for name in ["playlist.list", "draft.list.new", "1-x.list"] {
+            assert_eq!(fs::read(dir.join(name)).unwrap(), name.as_bytes());
+        }
+        assert!(is_ours("12-34-5.list") && is_ours("12-34-5.list.new") && is_ours("12-34-5-0"));
     }
 
     #[test]

@@ -227,23 +227,38 @@ fn free_one(
     // A writer may rename a new version over the name right here (a rename breaks no lease);
     // tests pause at this point to show it is never deleted (docs/design.md, "The end of a run").
     fail::fail_point!("free.checked");
+    // A writer opening the file now waits for the lease, then writes into the file held: unlinked,
+    // what it writes would be lost. Looked for before the set-aside (the file is then not moved,
+    // its ctime not changed: the journal would take metadata put back for a re-take's), and after
+    // it, for an open that came during the rename (the file then goes back under its name).
+    let opening = || matches!(&lease, crate::sys::Writers::None(held) if held.broken());
+    if opening() {
+        return Err("kept: a process opened it for writing while it was being freed".into());
+    }
     let moved = set_aside(src).map_err(|e| format!("cannot set it aside to delete it: {e}"))?;
     crate::crash_point!("free.aside");
+    let opened = opening();
     let why = match crate::sys::path_identity(&moved) {
-        Ok(now) if aside::is_version(&now, &held) => match fs::remove_file(&moved) {
+        Ok(now) if aside::is_version(&now, &held) && !opened => match fs::remove_file(&moved) {
             Ok(()) => {
                 drop(lease);
                 return Ok(());
             }
-            Err(e) => format!("kept: delete: {e}"),
+            Err(e) => format!("delete: {e}"),
         },
-        Ok(_) => "kept: a new version was put under its name while it was being freed".into(),
-        Err(e) => format!("kept: what was set aside cannot be looked at: {e}"),
+        Ok(now) if aside::is_version(&now, &held) => "a process opened it for writing while it was being freed".into(),
+        Ok(_) => "a new version was put under its name while it was being freed".into(),
+        Err(e) => format!("what was set aside cannot be looked at: {e}"),
     };
     match aside::put_back(&moved, src) {
-        Ok(()) => Err(Kept::AtItsName(why)),
+        Ok(()) => Err(Kept::AtItsName(format!("kept: {why}"))),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Kept::Aside(format!(
+            "kept: {why}, and another file took its name since; it is kept at {} (the next run puts it back \
+             or finishes it)",
+            moved.display()
+        ))),
         Err(e) => Err(Kept::Aside(format!(
-            "{why}; it stays at {} and cannot go back under its name ({e}): the next run finishes it",
+            "kept: {why}; it cannot go back under its name ({e}) and is kept at {}: the next run finishes it",
             moved.display()
         ))),
     }
@@ -476,6 +491,45 @@ mod tests {
         assert!(src.path().join("complete").exists());
     }
 
+    /// A source and a destination holding `rel`, copied, and a freeing that announced it.
+    #[cfg(unix)]
+    fn announced(rel: &str, bytes: &[u8]) -> (tempfile::TempDir, tempfile::TempDir, Copied, Aside, aside::Batch) {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let c = copied(src.path(), dst.path(), rel, bytes);
+        let mut aside = Aside::new(src.path());
+        let batch = aside.announce(&[&c]).unwrap();
+        (src, dst, c, aside, batch)
+    }
+
+    // Needs the lease (the files' owner, or CAP_LEASE: the tests run as root).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_a_writer_opens_while_it_is_set_aside_goes_back_under_its_name() {
+        // The writer's open comes during the set-aside: it waits for the lease, then appends to
+        // the file held. Unlinked, that line would be lost; put back, it is at the source.
+        let (src, _dst, c, aside, batch) = announced("log", b"line 1\n");
+        let path = src.path().join("log");
+        let mut writer = None;
+        let kept = free_one(&path, &c, Duration::ZERO, |name| {
+            let at = name.to_path_buf();
+            writer = Some(std::thread::spawn(move || {
+                use std::io::Write;
+                fs::OpenOptions::new().append(true).open(at).unwrap().write_all(b"line 2\n").unwrap();
+            }));
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let ours = format!(":{} ", c.ident.ino);
+            let breaking = |l: &str| l.contains("BREAKING") && l.contains(&ours);
+            while !fs::read_to_string("/proc/locks").unwrap().lines().any(breaking) {
+                assert!(std::time::Instant::now() < deadline, "the writer's open never broke the lease");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            aside.take(&batch, 0, name)
+        });
+        writer.unwrap().join().unwrap();
+        assert!(matches!(&kept, Err(Kept::AtItsName(why)) if why.contains("opened it for writing")), "{kept:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"line 1\nline 2\n");
+    }
+
     // Windows refuses to rename over a file held open (Access denied to the writer, the race has
     // no window there while freeing holds it).
     #[cfg(unix)]
@@ -483,11 +537,8 @@ mod tests {
     fn a_new_version_renamed_over_the_name_after_the_last_look_is_never_deleted() {
         // The writer's rename lands between the check under the lease and the set-aside: what is
         // set aside is not the file held, so it goes back under its name.
-        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let c = copied(src.path(), dst.path(), "0", b"the version copied");
+        let (src, dst, c, aside, batch) = announced("0", b"the version copied");
         let path = src.path().join("0");
-        let mut aside = Aside::new(src.path());
-        let batch = aside.announce(&[&c]).unwrap();
         let kept = free_one(&path, &c, Duration::ZERO, |name| {
             fs::write(src.path().join("0.tmp"), b"the writer's new version").unwrap();
             fs::rename(src.path().join("0.tmp"), name).unwrap();

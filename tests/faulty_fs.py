@@ -16,6 +16,7 @@ as a folder on a flaky share that cannot be looked at, while the file `FAULTY_GE
 (outside the mount; always, if that is not set); the kernel then caches no attribute or name.
 With `FAULTY_PATH_INODES` set, files are numbered as sshfs numbers them (SFTP has no inode numbers):
 by path, so a folder swapped in under a name on the server keeps the number of the one it replaced.
+With `FAULTY_NO_LINK` set, a hard link is refused (EPERM), as on exFAT, FAT and shares without them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class Faulty(Passthrough):
             raise FuseOSError(errno.EIO)
         result: dict[str, Any] = super().getattr(path, fh)
         return result
+
+    def link(self, target: str, source: str) -> None:
+        if "FAULTY_NO_LINK" in os.environ:
+            raise FuseOSError(errno.EPERM)
+        super().link(target, source)
 
     def armed(self) -> bool:
         if self.arm is None:

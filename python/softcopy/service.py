@@ -48,7 +48,7 @@ from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
 from softcopy.status import Shown, still
-from softcopy.verify import differences
+from softcopy.verify import differences, freeing_left
 from softcopy.watching import (
     Decided,
     Devices,
@@ -399,7 +399,8 @@ class Service:
             target, whose = self._destination(r.pattern, r.folder, r.name)
         except (ValueError, OSError, SoftcopyError) as e:
             return Decided(r, error=str(e))
-        verified = whose == Owner.Finished or (whose != Owner.Free and already_verified(target))
+        earlier = whose == Owner.Finished or (whose != Owner.Free and already_verified(target))
+        verified = earlier and not freeing_left(r.folder)
         return Decided(r, target, verified_earlier=verified)
 
     def _answer(self, d: Decided) -> None:

@@ -14,6 +14,18 @@ from softcopy import zarr
 from softcopy._softcopy import SoftcopyError, verify_manifest, verify_trees
 from softcopy.exits import EXIT_DIFFERENT
 
+FREEING = ".softcopy-freeing"
+"""The folder at a source's root where a freeing sets each file aside before its unlink
+(src/aside.rs): one left there was stopped mid-way, and only a run's start finishes it (the
+version journaled deleted, a writer's new version put back under its name)."""
+
+
+def freeing_left(folder: Path) -> bool:
+    """A freeing stopped mid-way left its folder at the source: what is in it may be a writer's
+    version no copy holds, so the copy is not said identical, nor verified earlier by the service,
+    until a run finished it (docs/design.md, "The end of a run")."""
+    return (folder / FREEING).is_dir()
+
 
 def differences(v: dict[str, Any]) -> list[str]:
     """One line per difference, in a fixed order, each naming the path."""
@@ -71,6 +83,8 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
         v["missing" if (source / marker).is_file() else "extra"].append(Path(marker))
     # An array whose metadata cannot be read cannot be accounted for: a difference, not a note.
     lines = [f"unreadable metadata: {u} (its array's chunks cannot be accounted for)" for u in notes]
+    if freeing_left(source):
+        lines.append(f"set aside: {source / FREEING} (left by a freeing stopped mid-way; a run finishes it)")
     _finish(lines + differences(v), v["files"], "contents and sizes" if checksum else "sizes")
 
 

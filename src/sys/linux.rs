@@ -276,6 +276,30 @@ mod tests {
     use std::fs;
     use std::io::{Seek, Write};
 
+    #[test]
+    fn a_writer_opening_a_leased_file_signals_nothing_and_its_open_is_seen() {
+        // The kernel makes the lease's taker the owner of its break signal, SIGIO by default,
+        // which ends the process: this test process would die here (docs/design.md, "The end of
+        // a run", Freeing).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        fs::write(&path, b"line 1\n").unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(super::super::read_lease(file.as_raw_fd()), 0, "{}", io::Error::last_os_error());
+        let lease = super::super::ReadLease { file: &file };
+        assert!(!lease.broken());
+        let writer = std::thread::spawn(move || {
+            fs::OpenOptions::new().append(true).open(path).unwrap().write_all(b"line 2\n").unwrap();
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !lease.broken() {
+            assert!(std::time::Instant::now() < deadline, "the writer's open was never seen");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(lease);
+        writer.join().unwrap();
+    }
+
     fn nice_of(tid: u64) -> i64 {
         let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
         stat.rsplit(')').next().unwrap().split_whitespace().nth(16).unwrap().parse().unwrap()

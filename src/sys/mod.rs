@@ -335,11 +335,32 @@ pub fn lower_thread_priority() -> Result<(), String> {
     }
 }
 
+/// `fcntl(F_SETLEASE, F_RDLCK)` on `fd`, asking for no signal at its break (its answer: 0, or -1
+/// and errno). The kernel makes the taker the owner of the lease's signal, SIGIO unless set, whose
+/// default ends the process: a writer opening the file while the lease is held, even for an instant,
+/// would kill the whole run (the service with it). SIGURG, ignored unless handled, covers the
+/// instant before the owner is cleared; after it none is sent. A break is looked for instead
+/// ([`ReadLease::broken`]).
+#[cfg(target_os = "linux")]
+fn read_lease(fd: std::os::fd::RawFd) -> libc::c_int {
+    // F_SETSIG (asm-generic/fcntl.h), which the libc crate does not name.
+    const F_SETSIG: libc::c_int = 10;
+    // SAFETY: fcntl on a valid fd with integer arguments.
+    unsafe { libc::fcntl(fd, F_SETSIG, libc::SIGURG) };
+    // SAFETY: as above.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
+    if rc == 0 {
+        // SAFETY: as above; owner 0: no process is signalled.
+        unsafe { libc::fcntl(fd, libc::F_SETOWN, 0) };
+    }
+    rc
+}
+
 /// Asks the kernel whether any process has `file` open for writing. A read lease
 /// (`fcntl(F_SETLEASE, F_RDLCK)`) is refused with EAGAIN exactly then (fcntl(2), "Leases"), which
 /// tells an in-place writer's unfinished file (acquire-zarr keeps a shard open for minutes) from a
 /// finished one without any event history. The lease is released at once: held, it would make a
-/// writer's `open()` wait for us. No owner is set (F_SETOWN), so a lease break never signals us.
+/// writer's `open()` wait for us. A break meanwhile signals nothing ([`read_lease`]).
 /// `None` when the kernel cannot say (not the file's owner and no CAP_LEASE, no lease support).
 /// On Windows `path` (what `file` was opened from) is opened once more, sharing reads only: that
 /// fails with a sharing violation exactly while some process has the file open for writing (or
@@ -351,9 +372,7 @@ pub fn open_for_writing(file: &File, path: &std::path::Path) -> Option<bool> {
         use std::os::fd::AsRawFd;
         let _ = path;
         let fd = file.as_raw_fd();
-        // SAFETY: fcntl on a valid fd with integer arguments.
-        let rc = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
-        if rc == 0 {
+        if read_lease(fd) == 0 {
             // SAFETY: as above.
             unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
             return Some(false);
@@ -392,6 +411,22 @@ pub struct ReadLease<'a> {
     file: &'a File,
 }
 
+impl ReadLease<'_> {
+    /// Whether a process is opening the file for writing now: its open waits for the lease to
+    /// go, and then writes into whatever the file is (unlinked, its bytes would be lost).
+    pub fn broken(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fcntl on a valid fd with integer arguments. While a break is pending it
+            // answers the type the lease is being broken to (F_UNLCK), not F_RDLCK.
+            unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETLEASE) != libc::F_RDLCK }
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+}
+
 impl Drop for ReadLease<'_> {
     fn drop(&mut self) {
         #[cfg(target_os = "linux")]
@@ -412,8 +447,7 @@ pub fn lease_unwritten<'a>(file: &'a File, path: &std::path::Path) -> Writers<'a
     {
         use std::os::fd::AsRawFd;
         let _ = path;
-        // SAFETY: fcntl on a valid fd with integer arguments.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
+        if read_lease(file.as_raw_fd()) == 0 {
             return Writers::None(ReadLease { file });
         }
         match io::Error::last_os_error().raw_os_error() {
