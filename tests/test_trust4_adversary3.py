@@ -74,12 +74,6 @@ def freed_while_renamed_over(src: Path, dst: Path, new: Path) -> str:
         return first.communicate(timeout=60)[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: where neither renameat2(RENAME_NOREPLACE) nor a hard link works, a new version set aside "
-    "in the old one's place stays in .softcopy-freeing (ignored by every run, never copied) after "
-    "'verified complete'; a plain rename back could replace a third version",
-)
 def test_a_new_version_renamed_over_a_file_being_freed_where_no_hard_link_can_be_made_is_not_hidden(
     tmp_path: Path,
 ) -> None:

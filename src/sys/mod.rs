@@ -561,10 +561,18 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Res
         Err(e) if unsupported(&e) && std::fs::symlink_metadata(from)?.is_dir() => std::fs::rename(from, to),
         // A filesystem that cannot rename without replacing (FUSE without rename2, sshfs, NFS:
         // EINVAL): a link is made only where nothing is; then the old name goes.
-        Err(e) if unsupported(&e) => {
-            std::fs::hard_link(from, to)?;
-            std::fs::remove_file(from)
-        }
+        Err(e) if unsupported(&e) => match std::fs::hard_link(from, to) {
+            Ok(()) => std::fs::remove_file(from),
+            // Neither (exFAT through FUSE, shares without hard links): a look, then a plain rename.
+            // Left where it is, the file would be hidden from every copy; the rename replaces only
+            // a file made in the microseconds between the look and it.
+            Err(e) if unsupported(&e) => match std::fs::symlink_metadata(to) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::rename(from, to),
+                Err(e) => Err(e),
+                Ok(_) => Err(io::ErrorKind::AlreadyExists.into()),
+            },
+            Err(e) => Err(e),
+        },
         done => done,
     }
 }
