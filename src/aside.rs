@@ -39,12 +39,15 @@ pub struct Aside {
     /// (another destination's run over the same source) leaves a live freeing's files alone. The
     /// lock goes with the process, however it ends.
     held: Vec<File>,
+    /// Their names: removed at the end without a look at their lock, which a process forked
+    /// meanwhile (holding a copy of the handle until it execs) may still hold.
+    lists: Vec<String>,
 }
 
 impl Aside {
     pub fn new(src_root: &Path) -> Aside {
         let run = format!("{}-{}", std::process::id(), crate::vocab::now_ns());
-        Aside { dir: src_root.join(ASIDE), run, batch: 0, held: Vec::new() }
+        Aside { dir: src_root.join(ASIDE), run, batch: 0, held: Vec::new(), lists: Vec::new() }
     }
 
     /// Records durably the names and versions of `files`, about to be set aside one by one; the
@@ -68,9 +71,11 @@ impl Aside {
         }
         let list = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         list.sync_all()?;
-        fs::rename(&writing, self.dir.join(format!("{}{LIST}", batch.0)))?;
+        let name = format!("{}{LIST}", batch.0);
+        fs::rename(&writing, self.dir.join(&name))?;
         crate::sys::flush_folder(&self.dir)?;
         self.held.push(list);
+        self.lists.push(name);
         Ok(batch)
     }
 
@@ -90,7 +95,7 @@ impl Aside {
         crate::sys::flush_folder(&self.dir)?;
         // Unlocked first: Windows refuses to delete a file held open.
         self.held.clear();
-        remove_if_done(&self.dir)
+        remove_if_done(&self.dir, &self.lists)
     }
 }
 
@@ -188,7 +193,8 @@ pub fn recover(src_root: &Path) -> io::Result<Recovered> {
         done.kept.push((dir.join(f), "not named by any list of files being freed".into()));
     }
     crate::sys::flush_folder(&dir)?;
-    remove_if_done(&dir)?;
+    let read: Vec<String> = lists.iter().map(|batch| format!("{batch}{LIST}")).collect();
+    remove_if_done(&dir, &read)?;
     Ok(done)
 }
 
@@ -239,15 +245,16 @@ fn is_ours(name: &str) -> bool {
     stem.contains('-') && stem.split('-').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Removes the lists and the folder when nothing but lists is left in it.
-fn remove_if_done(dir: &Path) -> io::Result<()> {
+/// Removes the lists and the folder when nothing but lists is left in it; `mine` are lists this
+/// process wrote or read whole (no other freeing's).
+fn remove_if_done(dir: &Path, mine: &[String]) -> io::Result<()> {
     let names: Vec<_> = fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
     if names.iter().any(|n| !n.to_str().is_some_and(|n| is_ours(n) && n.ends_with(LIST))) {
         return Ok(());
     }
     // A list still locked is another freeing's, running (another destination's run over this
     // source), that has set nothing aside yet: its list and the folder are its own.
-    for n in &names {
+    for n in names.iter().filter(|n| !mine.iter().any(|m| **n == **m)) {
         match File::open(dir.join(n))?.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Ok(()),

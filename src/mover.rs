@@ -580,6 +580,27 @@ mod tests {
         assert!(moved.exists() && !src.path().join("0").exists());
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_file_whose_inode_changed_since_its_copy_is_kept_even_with_its_size_and_mtime() {
+        // A chmod or a new link changes only the ctime: the version copied is not proven to be
+        // the file there now (its identity is device, inode, size, mtime and ctime).
+        use std::os::unix::fs::PermissionsExt;
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let c = copied(src.path(), dst.path(), "0", b"bytes");
+        let path = src.path().join("0");
+        // Until the clock's tick moves on (a bounded number of looks).
+        for mode in [0o600, 0o644].into_iter().cycle().take(100_000) {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            if crate::sys::path_identity(&path).unwrap().ctime_ns != c.ident.ctime_ns {
+                break;
+            }
+        }
+        let no_stop = AtomicBool::new(false);
+        let report = delete_sources(src.path(), dst.path(), &[c], None, false, Duration::ZERO, &no_stop).unwrap();
+        assert!(report.deleted.is_empty() && src.path().join("0").exists(), "{report:?}");
+    }
+
     #[test]
     fn folders_are_removed_only_after_something_was_freed() {
         // An empty folder at the source is the writer's (fill-value chunks) until the freeing
