@@ -103,12 +103,13 @@ fn loop_syscall(
 ) -> io::Result<()> {
     while *total < size {
         pace.check()?;
+        let turn = pace.turn()?;
         let n = f(src.as_raw_fd(), dst.as_raw_fd(), size - *total);
         match n {
             0 => return Ok(()),
             n if n > 0 => {
                 *total += n as u64;
-                pace.moved(n as u64)?;
+                pace.moved(n as u64, turn)?;
             }
             _ => {
                 let err = io::Error::last_os_error();
@@ -119,6 +120,42 @@ fn loop_syscall(
         }
     }
     Ok(())
+}
+
+/// See [`super::device_writes`]: `/sys/dev/block/MAJ:MIN/stat` of the source's filesystem (a
+/// partition has its own), kept open and read again from its start at each sample.
+pub fn device_writes(source: &Path, destination: &Path) -> Result<super::WriteCounter, String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(source).map_err(|e| format!("cannot look at the source: {e}"))?.dev();
+    if std::fs::metadata(destination).is_ok_and(|m| m.dev() == dev) {
+        return Err(
+            "the destination is on the source's device (its writes would be taken for the acquisition's)".into()
+        );
+    }
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let stat = File::open(sys.join("stat")).map_err(|_| "the source is not on a local block device".to_string())?;
+    let name = std::fs::canonicalize(&sys)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| format!("/dev/{}", n.to_string_lossy())))
+        .unwrap_or_else(|| format!("device {major}:{minor}"));
+    let counter = super::WriteCounter { stat, name };
+    counter.read().map_err(|e| format!("cannot read the counters of {}: {e}", counter.name))?;
+    Ok(counter)
+}
+
+/// Fields 5 and 8 of a block device's `stat` (Documentation/block/stat.rst): write requests
+/// completed, and the milliseconds they waited.
+pub fn read_device_writes(stat: &File) -> io::Result<super::DeviceWrites> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 512];
+    let n = stat.read_at(&mut buf, 0)?;
+    let text = std::str::from_utf8(&buf[..n]).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    let field = |i: usize| text.split_whitespace().nth(i).and_then(|f| f.parse::<u64>().ok());
+    match (field(4), field(7)) {
+        (Some(requests), Some(ms)) => Ok(super::DeviceWrites { requests, ms }),
+        _ => Err(io::Error::from(io::ErrorKind::InvalidData)),
+    }
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
