@@ -125,9 +125,10 @@ pub enum BackOffState {
     /// Not running: turned off, or no signal to steer by (`BackOff::signal` says which).
     #[default]
     Off,
-    /// Running, and the copy may take all its workers (or has nothing to copy).
+    /// Running, and not backed off for others (the copy may take all its workers, is starting
+    /// slowly, or has nothing to copy).
     Free,
-    /// Running, and the copy is held below its workers while it has something to copy.
+    /// Running, and backed off for others' writes while the copy has something to copy.
     Yielding,
 }
 

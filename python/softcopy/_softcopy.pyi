@@ -243,7 +243,8 @@ class BackOffState:
     Off: ClassVar[BackOffState]
     """Not running: turned off, or no signal to steer by (`BackOff.signal` says which)."""
     Free: ClassVar[BackOffState]
-    """Running; the copy may take all its workers (or has nothing to copy)."""
+    """Running and not backed off for others (the copy may take all its workers, is starting slowly,
+    or has nothing to copy)."""
     Yielding: ClassVar[BackOffState]
     """Running; the copy is held below its workers while it has something to copy."""
 

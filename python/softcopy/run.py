@@ -50,8 +50,8 @@ class Yielding:
     """How much the back-off holds a copy back (docs/design.md, "Gentle on any scheduler")."""
 
     state: Literal["off", "free", "yielding"] = "off"
-    """off: not running (turned off, or no signal: `signal` says why); free: the copy may take all
-    its workers; yielding: held below them while it has something to copy."""
+    """off: not running (turned off, or no signal: `signal` says why); free: not backed off for
+    others; yielding: backed off for the acquisition's writes while it has something to copy."""
     reads: float = 0.0
     """Reads in flight allowed now; below one, the share of one worker's time."""
     nprocs: int = 0

@@ -56,6 +56,8 @@ pub struct Controller {
     smoothed: Option<f64>,
     /// (bucket start, lowest smoothed delay in it), oldest first.
     base: VecDeque<(Instant, f64)>,
+    /// Backed off for others since last free (the slow start is not yielding to anyone).
+    yielding: bool,
 }
 
 impl Controller {
@@ -65,7 +67,7 @@ impl Controller {
     /// `nprocs` intervals.
     pub fn new(nprocs: usize) -> Self {
         let cap = nprocs.max(1) as f64;
-        Controller { cap, allowance: 1.0, smoothed: None, base: VecDeque::new() }
+        Controller { cap, allowance: 1.0, smoothed: None, base: VecDeque::new(), yielding: false }
     }
 
     /// Takes the signal of the interval ending at `now`; says what the copy may take next.
@@ -84,6 +86,7 @@ impl Controller {
         let queuing = smoothed - base;
         if queuing > target {
             self.allowance = (self.allowance / 2.0).max(FLOOR);
+            self.yielding = true;
             self.allowance()
         } else {
             // LEDBAT's off_target: 1 at base, 0 at the target.
@@ -94,6 +97,7 @@ impl Controller {
 
     fn grow(&mut self, by: f64) -> Allowance {
         self.allowance = (self.allowance + by).min(self.cap);
+        self.yielding &= self.allowance < self.cap;
         self.allowance()
     }
 
@@ -125,9 +129,10 @@ impl Controller {
         self.allowance
     }
 
-    /// Whether the copy is held below its cap.
-    pub fn holding_back(&self) -> bool {
-        self.allowance < self.cap
+    /// Whether the copy is held below its cap because it backed off for others (not while it
+    /// starts slowly).
+    pub fn yielding(&self) -> bool {
+        self.yielding
     }
 }
 
@@ -210,7 +215,7 @@ mod tests {
         assert_eq!(c.allowance(), Allowance { window: 1, duty: 1.0 });
         c.sample(delay(20.0), t0 + TICK * 6);
         assert_eq!(c.allowance(), Allowance { window: 1, duty: 0.5 });
-        assert!(c.holding_back());
+        assert!(c.yielding());
     }
 
     #[test]
@@ -233,7 +238,7 @@ mod tests {
             reads,
             vec![1.0 + FLOOR, 2.0 + FLOOR, 3.0 + FLOOR, 4.0 + FLOOR, 5.0 + FLOOR, 6.0 + FLOOR, 7.0 + FLOOR, 8.0, 8.0]
         );
-        assert!(!c.holding_back());
+        assert!(!c.yielding());
     }
 
     #[test]
@@ -259,6 +264,7 @@ mod tests {
     fn starts_at_one_read_and_is_free_after_nprocs_quiet_intervals() {
         let mut c = Controller::new(8);
         assert_eq!(c.allowance(), Allowance { window: 1, duty: 1.0 });
+        assert!(!c.yielding(), "starting slowly is not yielding to anyone");
         let reads = run(&mut c, Instant::now(), &[Signal::Quiet; 8]);
         assert_eq!(reads, vec![2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 8.0]);
     }
@@ -267,7 +273,7 @@ mod tests {
     fn window_and_duty() {
         let cases = [(8.0, 8, 1.0), (3.7, 3, 1.0), (1.0, 1, 1.0), (0.25, 1, 0.25), (FLOOR, 1, FLOOR)];
         for (a, window, duty) in cases {
-            let c = Controller { cap: 8.0, allowance: a, smoothed: None, base: VecDeque::new() };
+            let c = Controller { cap: 8.0, allowance: a, smoothed: None, base: VecDeque::new(), yielding: false };
             assert_eq!(c.allowance(), Allowance { window, duty }, "{a}");
         }
     }

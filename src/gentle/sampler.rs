@@ -60,7 +60,7 @@ impl Sampler {
                 let mut v = lock(&shown);
                 v.rate += RATE_SMOOTHING * (per_s - v.rate);
                 v.reads = controller.reads();
-                v.state = if controller.holding_back() && busy { BackOffState::Yielding } else { BackOffState::Free };
+                v.state = if controller.yielding() && busy { BackOffState::Yielding } else { BackOffState::Free };
                 if v.state == BackOffState::Yielding {
                     v.held_back += now.saturating_duration_since(ticked).as_secs_f64();
                 }
