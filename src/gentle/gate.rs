@@ -34,7 +34,7 @@ pub struct Gate {
     users: AtomicUsize,
     /// Turns asked for since the start: the sampler tells a copy held back from one with nothing to do.
     asked: AtomicU64,
-    /// Bytes moved in turns since the start: the rate the status shows while yielding.
+    /// Bytes moved since the start: the rate the status shows while yielding.
     moved: AtomicU64,
 }
 
@@ -78,9 +78,14 @@ impl Gate {
         self.asked.load(Ordering::Relaxed)
     }
 
-    /// Bytes moved in turns since the start.
+    /// Bytes moved since the start (in turns, or from the page cache past the gate).
     pub fn moved(&self) -> u64 {
         self.moved.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` bytes moved.
+    pub fn count(&self, n: u64) {
+        self.moved.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Waits for a turn to read; an error once `stop` is set.
@@ -108,7 +113,7 @@ impl Turn<'_> {
     /// the share of time spent reading is the duty), then lets the next reader in. An error once
     /// `stop` is set.
     pub fn end(self, n: u64, stop: &AtomicBool) -> io::Result<()> {
-        self.gate.moved.fetch_add(n, Ordering::Relaxed);
+        self.gate.count(n);
         let duty = lock(&self.gate.slots).allowance.duty;
         let took = self.began.elapsed();
         crate::rate::sleep_watching(rest_for(took, duty), stop)

@@ -219,7 +219,17 @@ impl<'a> Pace<'a> {
 
     /// Waits for a turn to take one step (none without a gate).
     fn turn(&self) -> io::Result<Option<Turn<'a>>> {
-        self.gate.map(|g| g.enter(self.stop)).transpose()
+        self.turn_unless(|| false)
+    }
+
+    /// [`Pace::turn`], but none where `cached` says the step reads nothing from the disk (asked
+    /// only when there is a gate).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn turn_unless(&self, cached: impl FnOnce() -> bool) -> io::Result<Option<Turn<'a>>> {
+        match self.gate {
+            Some(g) if !cached() => g.enter(self.stop).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Adds a rate limit to obey.
@@ -244,7 +254,12 @@ impl<'a> Pace<'a> {
 
     /// After a step that moved `n` bytes in `turn`: the turn's rest, then the rate limits.
     fn moved(&self, n: u64, turn: Option<Turn<'_>>) -> io::Result<()> {
-        turn.map(|t| t.end(n, self.stop)).transpose()?;
+        match (turn, self.gate) {
+            (Some(t), _) => t.end(n, self.stop)?,
+            // A step from the page cache: not held, but part of the rate shown.
+            (None, Some(g)) => g.count(n),
+            (None, None) => {}
+        }
         self.limits.iter().try_for_each(|l| l.take(n, self.stop))
     }
 }
