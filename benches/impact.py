@@ -96,8 +96,9 @@ class Run:
     """The writer's MiB/s over the copier's run (or the same span alone); 0 without a writer."""
     copier: float
     """The copier's MiB/s over its run."""
-    window: float
-    """The copier's MiB/s over the window (after its start, or after the writer stopped)."""
+    window: float | None
+    """The copier's MiB/s over the window (after its start, or after the writer stopped); None
+    where the copy ended before the window did (nothing to measure, not a speed of 0)."""
 
 
 @dataclass
@@ -156,7 +157,7 @@ def one_run(s: Setup, case: Case) -> Run:
         proc.wait(60)
     copied = tree_bytes(dst) if proc else 0
     span = max(1e-9, end - start)
-    window = (marks[1][1] - marks[0][1]) / 2**20 / (marks[1][0] - marks[0][0]) if len(marks) == 2 else 0.0
+    window = (marks[1][1] - marks[0][1]) / 2**20 / (marks[1][0] - marks[0][0]) if len(marks) == 2 else None
     if writer is None:
         return Run(0.0, copied / 2**20 / span, window)
     assert writer.stdout is not None
@@ -183,7 +184,8 @@ def one_scheduler(s: Setup, scheduler: str, runs: int, cases: list[str]) -> dict
                 s.half = statistics.median(r.writer for r in results["alone"]) / 2
             r = one_run(s, CASES[name])
             results.setdefault(name, []).append(r)
-            extra = f", window {r.window:7.1f} MiB/s" if CASES[name].writer in ("none", "stops") else ""
+            shown = "copy over first" if r.window is None else f"{r.window:7.1f} MiB/s"
+            extra = f", window {shown}" if CASES[name].writer in ("none", "stops") else ""
             print(f"writer {r.writer:7.1f} MiB/s  {name:<14} copier {r.copier:7.1f} MiB/s{extra}", flush=True)
         s.half = 0.0
     return results
@@ -193,7 +195,9 @@ def say(scheduler: str, results: dict[str, list[Run]]) -> None:
     """The medians, as shares of the writer's solo rate and of softcopy's solo speed."""
 
     def med(name: str, what: str) -> float:
-        return statistics.median(getattr(r, what) for r in results[name]) if name in results else 0.0
+        """The median over the runs that measured it (0 where none did)."""
+        values = [v for r in results.get(name, []) if (v := getattr(r, what)) is not None]
+        return statistics.median(values) if values else 0.0
 
     solo = med("alone", "writer")
     for name in ("softcopy", "no back-off", "cp -r"):
