@@ -5,7 +5,11 @@ no worker free: the state in which the coordinator used to spin at 0.96 of a cor
 
 Figures: CPU seconds per wall second (a fraction of one core), from /proc/PID/stat.
 
-    python benches/cpu.py [--idle-seconds 10] [--big-mib 40] [--dir DIR] [--baseline PYTHON]
+With `--dest-dir` on another device than `--dir` (e.g. /dev/shm), the adaptive back-off runs
+(it watches the source's device): its sampler's cost is in the idle figure; `--softcopy-args
+--no-back-off` measures without it.
+
+    python benches/cpu.py [--idle-seconds 10] [--big-mib 40] [--dir DIR] [--dest-dir DIR] [--baseline PYTHON]
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ def wait_until(cond: object, timeout: float) -> None:
         time.sleep(0.01)
 
 
-def measure(python: str, idle_seconds: float, big_mib: int, base: Path) -> tuple[float, float]:
-    """(idle, busy) CPU of one softcopy process, as fractions of a core."""
-    src, dst = base / "src", base / "dst"
+def measure(
+    python: str, idle_seconds: float, big_mib: int, base: Path, dst: Path, extra: list[str]
+) -> tuple[float, float]:
+    """(idle, busy) CPU of one softcopy process copying from `base` to `dst`, as fractions of a core."""
+    src = base / "src"
     src.mkdir(parents=True)
     (src / "first").write_bytes(b"x")
-    cmd = [python, "-m", "softcopy", str(src), str(dst), "--nprocs", "1", "--max-rate", "4M", "-q"]
+    cmd = [python, "-m", "softcopy", str(src), str(dst), "--nprocs", "1", "--max-rate", "4M", "-q", *extra]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: (dst / "first").exists(), 30)
@@ -68,6 +74,8 @@ def main() -> None:
     ap.add_argument("--idle-seconds", type=float, default=10)
     ap.add_argument("--big-mib", type=int, default=40)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--dest-dir", type=Path, default=None, help="where the copies go (default: beside the source)")
+    ap.add_argument("--softcopy-args", default="", help="extra softcopy options, e.g. '--no-back-off'")
     ap.add_argument(
         "--baseline",
         metavar="PYTHON",
@@ -80,7 +88,10 @@ def main() -> None:
     results = {}
     for name, python in contenders:
         base = Path(tempfile.mkdtemp(prefix="softcopy-cpu-", dir=a.dir))
-        idle, busy = measure(python, a.idle_seconds, a.big_mib, base)
+        dst = Path(tempfile.mkdtemp(prefix="softcopy-cpu-dst-", dir=a.dest_dir)) / "dst" if a.dest_dir else base / "dst"
+        idle, busy = measure(python, a.idle_seconds, a.big_mib, base, dst, a.softcopy_args.split())
+        if a.dest_dir:
+            shutil.rmtree(dst.parent, ignore_errors=True)
         results[name] = (idle, busy)
         print(f"{name} idle:                         {idle * 100:.2f} % of a core over {a.idle_seconds:.0f} s")
         print(f"{name} copying at 4 MiB/s, timer due: {busy * 100:.2f} % of a core ({a.big_mib} MiB)")

@@ -12,6 +12,7 @@ Every copy is checked byte for byte.
 
     python benches/live.py [--timepoints 1000] [--chunk-kib 1024] [--rate-mib 100] [--runs 3]
     python benches/live.py --rate-mib 0          # the writer flat out
+    python benches/live.py --rate-mib 200 --no-back-off-too --no-original   # the back-off on and off
 """
 
 from __future__ import annotations
@@ -138,8 +139,19 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp/softcopy-live"))
     ap.add_argument("--no-original", action="store_true", help="leave out the original softcopy 0.0.13")
+    ap.add_argument("--no-back-off-too", action="store_true", help="add softcopy --no-back-off beside the default")
     args = ap.parse_args()
     copiers = {"softcopy": lambda s, d: [sys.executable, "-m", "softcopy", str(s), str(d), "--quiet"]}
+    if args.no_back_off_too:
+        copiers["--no-back-off"] = lambda s, d: [
+            sys.executable,
+            "-m",
+            "softcopy",
+            str(s),
+            str(d),
+            "--quiet",
+            "--no-back-off",
+        ]
     original = None if args.no_original else original_softcopy()
     if original:
         copiers["softcopy 0.0.13"] = lambda s, d: [str(original), str(s), str(d), "--nprocs", "8", "--sleep-time", "0"]

@@ -29,6 +29,9 @@ pub struct Config {
     pub once: bool,
     pub method: CopyMethod,
     pub low_priority: bool,
+    /// Yield the source disk to others' writes, whatever the IO scheduler (docs/design.md,
+    /// "Gentle on any scheduler").
+    pub back_off: bool,
     /// Report every filesystem event as a debug message (`--verbose`).
     pub log_events: bool,
     /// How long an unavailable destination (full, gone) is retried before the target gives up.
@@ -69,6 +72,7 @@ impl Config {
             once: false,
             method: CopyMethod::Auto,
             low_priority: true,
+            back_off: true,
             log_events: false,
             give_up_after: Duration::from_secs(24 * 3600),
             max_rate: None,

@@ -108,6 +108,8 @@ struct Run<'a> {
     new_dirs: VecDeque<(Instant, PathBuf)>,
     /// When settled files next leave memory, and how often (None: never; docs/design.md, "Memory").
     evict: Option<(Instant, Duration)>,
+    /// The back-off (docs/design.md, "Gentle on any scheduler").
+    gentle: crate::gentle::Gentle,
 }
 
 impl Run<'_> {
@@ -357,6 +359,7 @@ impl Run<'_> {
         s.finishing = self.finishing;
         s.destination_trouble = self.health.error().or(self.dest_root.unreachable()).map(str::to_owned);
         s.paused = self.paused.clone().or_else(|| self.dest_root.away().map(String::from));
+        s.back_off = self.gentle.view();
         // The end steps (`finish.rs`) start only after the last of these.
         *lock(&self.sh.status) = s.clone();
     }
@@ -740,7 +743,9 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
             .evict_after
             .filter(|_| !cfg.delete_source && !cfg.checksum && cfg.manifest.is_none())
             .map(|every| (started + every, every)),
+        gentle: crate::gentle::Gentle::start(cfg.back_off, cfg.nprocs.max(1), &src, &dst),
     };
+    sh.say(Level::Debug, format!("back-off: {}", run.gentle.view().signal));
     if let Some(e) = limited {
         run.watch_limited(e.to_string());
     }
@@ -760,6 +765,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         method: cfg.method,
         sleep: cfg.sleep,
         low_priority: cfg.low_priority,
+        gate: run.gentle.gate(),
         max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
         max_total_rate: cfg.max_total_rate.clone(),
         checksum: cfg.checksum,

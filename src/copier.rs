@@ -31,6 +31,8 @@ pub struct CopyOptions {
     pub sleep: Duration,
     /// Drop to idle IO priority and nice 19 in every worker thread.
     pub low_priority: bool,
+    /// The back-off's gate, which every read step passes (docs/design.md, "Gentle on any scheduler").
+    pub gate: Option<Arc<crate::gentle::gate::Gate>>,
     /// The destination held no files when the run started, so a file seen for the first time has
     /// no earlier copy to find there: its lookup is skipped (a name that appeared meanwhile is
     /// still never overwritten by accident; see `Out::publish`).
@@ -47,7 +49,7 @@ pub struct CopyOptions {
 
 impl CopyOptions {
     fn pace<'a>(&'a self, stop: &'a AtomicBool) -> Pace<'a> {
-        Pace::new(stop).limit(self.max_rate.as_deref()).limit(self.max_total_rate.as_deref())
+        Pace::new(stop).limit(self.max_rate.as_deref()).limit(self.max_total_rate.as_deref()).gate(self.gate.as_deref())
     }
 }
 

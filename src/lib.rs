@@ -17,6 +17,7 @@ pub mod exclude;
 pub mod failpoint;
 mod finish;
 mod flush;
+pub mod gentle;
 mod health;
 mod in_the_way;
 pub mod journal;
@@ -85,7 +86,7 @@ impl PyEngine {
     #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
         marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
         copy_method="auto", give_up_after=86400.0, max_rate=None, max_total_rate=None, exclude=None, checksum=false,
-        manifest=None, delete_source=false, quiet_time=60.0, evict_after=Some(30.0)))]
+        manifest=None, delete_source=false, quiet_time=60.0, evict_after=Some(30.0), back_off=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: PathBuf,
@@ -108,6 +109,7 @@ impl PyEngine {
         delete_source: bool,
         quiet_time: f64,
         evict_after: Option<f64>,
+        back_off: bool,
     ) -> PyResult<Self> {
         if nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
@@ -127,6 +129,7 @@ impl PyEngine {
             once,
             method,
             low_priority,
+            back_off,
             log_events,
             give_up_after: seconds("give_up_after", give_up_after)?,
             max_rate,
@@ -171,6 +174,7 @@ impl PyEngine {
         d.set_item("gave_up", s.gave_up)?;
         d.set_item("paused", s.paused)?;
         d.set_item("wants_expected", s.wants_expected)?;
+        d.set_item("back_off", PyBackOff::from(s.back_off))?;
         Ok(d)
     }
 
@@ -256,6 +260,37 @@ struct PyVerdict {
     excluded: Vec<PathBuf>,
     excluded_chunks: u64,
     found_at_end: u64,
+}
+
+/// Whether the back-off holds the copy back now (`status::BackOffState`).
+#[pyclass(module = "softcopy._softcopy", name = "BackOffState", frozen, eq, eq_int, hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PyBackOffState {
+    Off,
+    Free,
+    Yielding,
+}
+
+/// The back-off as the status shows it (`status::BackOff`). See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "BackOff", frozen, get_all)]
+struct PyBackOff {
+    state: PyBackOffState,
+    reads: f64,
+    nprocs: u64,
+    held_back_s: f64,
+    rate: f64,
+    signal: String,
+}
+
+impl From<status::BackOff> for PyBackOff {
+    fn from(b: status::BackOff) -> Self {
+        let state = match b.state {
+            status::BackOffState::Off => PyBackOffState::Off,
+            status::BackOffState::Free => PyBackOffState::Free,
+            status::BackOffState::Yielding => PyBackOffState::Yielding,
+        };
+        PyBackOff { state, reads: b.reads, nprocs: b.nprocs, held_back_s: b.held_back, rate: b.rate, signal: b.signal }
+    }
 }
 
 /// Why a verdict's `not_copied` files did not arrive (`status::NotCopied`).
@@ -646,6 +681,8 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArrivals>()?;
     m.add_class::<PyRateBudget>()?;
     m.add_class::<PyNotCopiedWhy>()?;
+    m.add_class::<PyBackOff>()?;
+    m.add_class::<PyBackOffState>()?;
     m.add_class::<PyExclude>()?;
     Ok(())
 }

@@ -22,7 +22,7 @@ pub struct RateLimit {
 }
 
 /// Longest single sleep, so a stop request is seen quickly even at a very low rate.
-const SLICE: Duration = Duration::from_millis(50);
+pub const SLICE: Duration = Duration::from_millis(50);
 
 impl RateLimit {
     /// A budget of `bytes_per_s` (at least 1).
@@ -46,15 +46,20 @@ impl RateLimit {
             *next = start + Duration::from_secs_f64(n as f64 / self.bytes_per_s as f64);
             next.saturating_duration_since(now)
         };
-        let until = Instant::now() + wait;
-        while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-            if stop.load(Ordering::Relaxed) {
-                return Err(io::Error::other("stopped"));
-            }
-            std::thread::sleep(left.min(SLICE));
-        }
-        Ok(())
+        sleep_watching(wait, stop)
     }
+}
+
+/// Sleeps for `wait`, looking at `stop` every [`SLICE`]: an error ("stopped") once it is set.
+pub fn sleep_watching(wait: Duration, stop: &AtomicBool) -> io::Result<()> {
+    let until = Instant::now() + wait;
+    while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other("stopped"));
+        }
+        std::thread::sleep(left.min(SLICE));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

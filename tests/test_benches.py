@@ -68,13 +68,16 @@ def test_rate_measures_windows_against_the_limit(tmp_path: Path) -> None:
 
 
 def test_impact_measures_the_writer_alone_and_beside_each_copier(tmp_path: Path) -> None:
-    out = bench("impact.py", "--archive-gib", 0.05, "--seconds", 4, "--warmup", 1, "--runs", 1, "--dir", tmp_path / "i")
-    # bfq where the kernel has it (the bench then says which it kept).
-    offered = Path("/sys/block/loop0/queue/scheduler").read_text() if Path("/sys/block/loop0").exists() else "bfq"
-    want = r"\[bfq\]" if "bfq" in offered else r"\[\w[\w-]*\]"
-    assert re.search(rf"^disk: ext4 on \S+ \(direct IO\), scheduler .*{want}", out, re.MULTILINE), out
-    for copier in ("softcopy", "cp -r"):
-        assert re.search(rf"^with {re.escape(copier)} *: writer keeps \d+ % of its solo", out, re.MULTILINE), out
+    args = ("--archive-gib", 0.05, "--seconds", 4, "--warmup", 1, "--runs", 1, "--schedulers", "none,bogus")
+    out = bench("impact.py", *args, "--dir", tmp_path / "i")
+    assert re.search(r"^disk: ext4 on \S+ \(direct IO\), scheduler .*\[none\]", out, re.MULTILINE), out
+    assert re.search(r"^scheduler bogus is not offered by this kernel", out, re.MULTILINE), out
+    for copier in ("softcopy", "no back-off", "cp -r"):
+        assert re.search(rf"^none +with {re.escape(copier)} *: writer keeps \d+ % of its solo", out, re.MULTILINE), out
+    assert re.search(
+        r"^none +writer at half \(\d+ MiB/s\): keeps \d+ %; softcopy copies \d+ MiB/s", out, re.MULTILINE
+    ), out
+    assert re.search(r"^none +writer stopped: softcopy copies \d+ MiB/s, \d+ % of its solo", out, re.MULTILINE), out
 
 
 def test_cpu_measures_idle_and_a_busy_worker_with_a_timer_due(tmp_path: Path) -> None:

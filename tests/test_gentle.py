@@ -4,9 +4,14 @@ copied. (How closely the rate holds is measured in benches/; here, that the budg
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +135,110 @@ def test_max_total_rate_is_one_budget_for_every_acquisition_of_a_service(tmp_pat
     # 16 MiB at 2 MiB/s in all: a.zarr's copy, sharing the budget with b.zarr's, takes ~8 s (~4 s
     # with a budget for each).
     assert docs[0]["duration_s"] >= 6.0, [d["duration_s"] for d in docs]
+
+
+@contextmanager
+def loop_ext4(tmp_path: Path, size_mib: int) -> Iterator[Path]:
+    """A fresh ext4 on a loop device with direct IO to its image (its reads and writes reach the
+    disk under it), mounted; unmounted and detached whatever happens."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs root and mkfs.ext4 for a loop-mounted ext4")
+    image, mnt = tmp_path / "disk.img", tmp_path / "disk"
+    with image.open("wb") as f:
+        f.truncate(size_mib << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    made = subprocess.run(
+        ["losetup", "--find", "--show", "--direct-io=on", str(image)], check=True, capture_output=True
+    )
+    device = made.stdout.decode().strip()
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", device, str(mnt)], check=True)
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def cold_backlog(root: Path, files: int) -> None:
+    """`files` files of 1 MiB, flushed and dropped from the page cache (these files only: nothing
+    kernel-wide), so copying them reads the disk."""
+    root.mkdir()
+    block = os.urandom(MIB)
+    for i in range(files):
+        with (root / f"{i}").open("wb") as f:
+            f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+class Writer:
+    """An acquisition's writer: threads writing 1 MiB files with fsync into `root`, until stopped."""
+
+    def __init__(self, root: Path, threads: int = 4) -> None:
+        root.mkdir()
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._write, args=(root / f"w{k}",)) for k in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _write(self, folder: Path) -> None:
+        folder.mkdir()
+        block, i = os.urandom(MIB), 0
+        while not self.stopped.is_set():
+            with (folder / f"{i % 64}").open("wb") as f:
+                f.write(block)
+                os.fsync(f.fileno())
+            i += 1
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for t in self.threads:
+            t.join()
+
+
+def back_off_seen(proc: Any) -> list[dict[str, Any]]:
+    """The back-off of every `--json` status line softcopy wrote so far, oldest first."""
+    docs = [json.loads(line) for line in proc.output().splitlines() if line.startswith('{"type": "status"')]
+    return [d["targets"][0]["back_off"] for d in docs if d["targets"]]
+
+
+def test_the_back_off_yields_to_a_writer_on_the_source_disk_and_recovers_once_it_stops(
+    tmp_path: Path, run_softcopy: Any
+) -> None:
+    # The source's disk is a loop-mounted ext4 where a writer streams (the acquisition); softcopy
+    # copies a cold backlog from it. --max-rate only makes the backlog last through both halves.
+    with loop_ext4(tmp_path, 1024) as disk:
+        src, dst, report = disk / "backlog", tmp_path / "dst", tmp_path / "report.json"
+        cold_backlog(src, 400)
+        writer = Writer(disk / "stream")
+        args = ("--once", "--max-rate", "8M", "--json", "--log-every", "0.2", "--report", report)
+        proc = run_softcopy(src, dst, *args)
+        try:
+            try:
+                # Yielding means it backed off for others (its slow start is not yielding).
+                wait_for(lambda: any(b["state"] == "yielding" for b in back_off_seen(proc)), 60, "it to yield")
+            finally:
+                writer.stop()
+            seen = back_off_seen(proc)
+            assert min(b["reads"] for b in seen) < seen[-1]["nprocs"], seen
+            assert "/dev/loop" in seen[-1]["signal"], seen[-1]
+            held = seen[-1]["held_back_s"]
+
+            def free() -> bool:
+                b = back_off_seen(proc)[-1]
+                return bool(b["state"] == "free" and b["reads"] == b["nprocs"])
+
+            wait_for(free, 60, "it to take all its workers again")
+            assert proc.poll() is None, "the backlog must still be copying, or recovery shows nothing"
+            proc.send_signal(signal.SIGINT)
+            assert finish(proc)[0] == 130
+        finally:
+            if proc.poll() is None:  # the disk cannot be unmounted under it
+                proc.kill()
+                proc.wait()
+        doc = json.loads(report.read_text())["targets"][0]
+        assert doc["back_off"]["held_back_s"] >= held > 0, (doc["back_off"], held)

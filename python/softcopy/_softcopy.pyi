@@ -6,6 +6,8 @@ from typing import Any, ClassVar, Literal, TypeAlias, final
 
 __all__ = [
     "Arrivals",
+    "BackOff",
+    "BackOffState",
     "Engine",
     "Exclude",
     "NotCopiedWhy",
@@ -110,6 +112,10 @@ class Engine:
             folder's record (constant memory over a day-long acquisition; see docs/design.md,
             "Memory"); None keeps every file in memory. Ignored with checksum, manifest or
             delete_source, which need every file's record at the end.
+        back_off: yield the source disk to others' writes whatever the IO scheduler: fewer reads
+            in flight while the source device's write latency rises above its base, more while
+            it is back (docs/design.md, "Gentle on any scheduler"). `nprocs`, `sleep_time` and
+            `max_rate` stay caps.
     """
 
     def __new__(
@@ -135,6 +141,7 @@ class Engine:
         delete_source: bool = False,
         quiet_time: float = 60.0,
         evict_after: float | None = 30.0,
+        back_off: bool = True,
     ) -> Engine: ...
     def status(self) -> dict[str, Any]:
         """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
@@ -143,7 +150,7 @@ class Engine:
         found), bytes_left (of those, bytes still to copy), last_error, fatal,
         elapsed, finishing, destination_trouble (why the destination cannot take files now, or None),
         gave_up, paused (why the target is paused: its source root is gone or another folder),
-        wants_expected (the engine drained and waits for `expect()`).
+        wants_expected (the engine drained and waits for `expect()`), back_off (a `BackOff`).
 
         `phase` is one of "starting", "waiting", "scanning", "copying", "reconciling", "verifying",
         "publishing", "freeing", and at the end "verified", "incomplete", "stopped" or "failed".
@@ -230,6 +237,33 @@ class Verdict:
     excluded: list[Path]
     excluded_chunks: int
     found_at_end: int
+
+@final
+class BackOffState:
+    """Whether the back-off holds the copy back now."""
+
+    Off: ClassVar[BackOffState]
+    """Not running: turned off, or no signal to steer by (`BackOff.signal` says which)."""
+    Free: ClassVar[BackOffState]
+    """Running and not backed off for others (the copy may take all its workers, is starting slowly,
+    or has nothing to copy)."""
+    Yielding: ClassVar[BackOffState]
+    """Running; the copy is held below its workers while it has something to copy."""
+
+@final
+class BackOff:
+    """The back-off as `Engine.status()["back_off"]` shows it: `state`, `reads` (reads in flight
+    allowed now; below one, the share of one worker's time), `nprocs` (the most reads in flight),
+    `held_back_s` (seconds the copy was held back while it had something to copy, since the start),
+    `rate` (bytes per second the copy moved over about the last second) and `signal` (what the
+    back-off steers by, or why it is off)."""
+
+    state: BackOffState
+    reads: float
+    nprocs: int
+    held_back_s: float
+    rate: float
+    signal: str
 
 @final
 class NotCopiedWhy:

@@ -176,6 +176,12 @@ OPTION_HELP = {
     help="Bandwidth budget per target, e.g. 200M (bytes per second; K, M, G are binary units).  [default: none]",
 )
 @click.option(
+    "--back-off/--no-back-off",
+    default=None,
+    help="Yield the source disk to the acquisition's writes, whatever the IO scheduler: fewer reads in "
+    "flight while others' writes to the source device slow down, more once they are back.  [default: true]",
+)
+@click.option(
     "--max-total-rate",
     default=None,
     metavar="RATE",

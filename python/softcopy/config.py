@@ -51,6 +51,10 @@ class Target:
     """Seconds an unavailable destination (full, disconnected) is retried before the copy gives up."""
     max_rate: int | None = None
     """This target's bandwidth budget in bytes per second (None: unlimited)."""
+    back_off: bool = True
+    """Yield the source disk to the acquisition's writes whatever the IO scheduler: fewer reads in
+    flight while the source device's write latency rises above its base (docs/design.md, "Gentle on
+    any scheduler"). `nprocs`, `sleep_time` and `max_rate` stay caps."""
     checksum: bool = False
     """Hash every file while copying it, read the copy back, and write a manifest beside the destination."""
     delete_source: bool = False
@@ -89,6 +93,7 @@ OPTIONS: dict[str, type] = {
     "settle_time": float,
     "give_up_after": float,
     "max_rate": int,
+    "back_off": bool,
     "checksum": bool,
     "delete_source": bool,
     "exclude": list,

@@ -78,6 +78,9 @@ def table(progress: list[Progress], title: str = "softcopy", totals: bool = True
         elif p.destination_trouble:
             state = "PAUSED"
             troubles.append(f"{p.source.name}: destination unavailable: {p.destination_trouble}")
+        elif yielding(p):
+            state = "yielding"
+            troubles.append(f"{p.source.name}: {yielding(p)}")
         t.add_row(
             p.source.name,
             state,
@@ -107,10 +110,21 @@ def table(progress: list[Progress], title: str = "softcopy", totals: bool = True
     return t
 
 
+def yielding(p: Progress) -> str:
+    """What the back-off holds back, while it does (docs/design.md, "Gentle on any scheduler")."""
+    b = p.back_off
+    if b.state != "yielding":
+        return ""
+    value, unit = human_bytes(b.rate).split()
+    return f"yielding to the acquisition: {float(value):.0f} {unit}/s, {b.reads:.2g} of {b.nprocs} reads in flight"
+
+
 def status_line(p: Progress) -> str:
     trouble = f" (DESTINATION UNAVAILABLE: {p.destination_trouble})" if p.destination_trouble else ""
     if p.paused:
         trouble = f" (PAUSED: {p.paused})"
+    elif yielding(p):
+        trouble = f" ({yielding(p)})"
     return (
         f"{p.source.name}: {p.phase}{trouble}, {p.files_copied} files ({human_bytes(p.bytes_copied)}, {_rate(p)}) copied, "
         f"{p.backlog} waiting (oldest {p.oldest_wait:.1f} s), {p.in_flight} copying, {p.errors} errors, "
@@ -200,6 +214,9 @@ def summary(t: TargetReport) -> list[str]:
         else f"{t.files_at_destination} of {t.files_checked} source files at the destination as copied"
     )
     lines.append(f"  {there}; {t.files_copied} copied in {t.duration:.1f} s")
+    if t.back_off.held_back_s >= 1:
+        # Why the copy took longer than the disk allows: a lab sees it was yielding, not stuck.
+        lines.append(f"  held back {t.back_off.held_back_s:.0f} s, yielding to the acquisition ({t.back_off.signal})")
     if not t.verified:
         lines += _listed("missing", t.missing)
         lines += _listed(

@@ -14,10 +14,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from softcopy import zarr
-from softcopy._softcopy import Engine, Exclude, NotCopiedWhy, RateBudget, SoftcopyError, __version__
+from softcopy._softcopy import (
+    BackOff,
+    BackOffState,
+    Engine,
+    Exclude,
+    NotCopiedWhy,
+    RateBudget,
+    SoftcopyError,
+    __version__,
+)
 from softcopy.config import Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
@@ -28,6 +37,35 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 #: How long a wait() call holds before giving Python a chance to handle Ctrl-C.
 POLL = 0.1
+
+_STATES: dict[BackOffState, Literal["off", "free", "yielding"]] = {
+    BackOffState.Off: "off",
+    BackOffState.Free: "free",
+    BackOffState.Yielding: "yielding",
+}
+
+
+@dataclass(frozen=True)
+class Yielding:
+    """How much the back-off holds a copy back (docs/design.md, "Gentle on any scheduler")."""
+
+    state: Literal["off", "free", "yielding"] = "off"
+    """off: not running (turned off, or no signal: `signal` says why); free: not backed off for
+    others; yielding: backed off for the acquisition's writes while it has something to copy."""
+    reads: float = 0.0
+    """Reads in flight allowed now; below one, the share of one worker's time."""
+    nprocs: int = 0
+    """The most reads in flight."""
+    held_back_s: float = 0.0
+    """Seconds the copy was held back while it had something to copy, since the start."""
+    rate: float = 0.0
+    """Bytes per second the copy moved over about the last second."""
+    signal: str = ""
+    """What the back-off steers by, or why it is off."""
+
+    @classmethod
+    def of(cls, b: BackOff) -> Yielding:
+        return cls(_STATES[b.state], b.reads, b.nprocs, b.held_back_s, b.rate, b.signal)
 
 
 @dataclass(frozen=True)
@@ -69,6 +107,8 @@ class Progress:
     """Why the target is paused (its source root is missing or another folder, or the destination
     leads elsewhere), while it is."""
     wants_expected: bool
+    back_off: Yielding = Yielding()
+    """How much the back-off holds the copy back."""
 
 
 @dataclass
@@ -118,6 +158,8 @@ class TargetReport:
     found_at_end: int = 0
     """Files the final look at the source found that no event had announced (events missed): 0 where
     the copy was live throughout."""
+    back_off: Yielding = Yielding()
+    """The back-off at the end: what it steered by, and how long it held the copy back."""
 
     @property
     def absent_chunks(self) -> int:
@@ -187,6 +229,7 @@ def _target_json(t: TargetReport) -> dict[str, Any]:
         "excluded": t.excluded,
         "excluded_chunks": t.excluded_chunks,
         "found_at_end": t.found_at_end,
+        "back_off": {"signal": t.back_off.signal, "held_back_s": round(t.back_off.held_back_s, 3)},
     }
 
 
@@ -219,7 +262,9 @@ def write_report(path: Path, report: Report, exit_code: int, started: datetime) 
 
 def _progress(engine: Engine, target: Target) -> Progress:
     s = engine.status()
-    return Progress(source=target.source, destination=target.destination, **s)
+    return Progress(
+        source=target.source, destination=target.destination, **{**s, "back_off": Yielding.of(s["back_off"])}
+    )
 
 
 class Copier:
@@ -290,6 +335,7 @@ class Copier:
                     settle_time=t.settle_time,
                     give_up_after=t.give_up_after,
                     max_rate=t.max_rate,
+                    back_off=t.back_off,
                     max_total_rate=self._budget,
                     exclude=Exclude(list(t.exclude)) if t.exclude else None,
                     checksum=t.checksum,
@@ -388,6 +434,7 @@ class Copier:
             errors=s["errors"],
             duration=s["elapsed"],
             fatal=s["fatal"],
+            back_off=Yielding.of(s["back_off"]),
         )
         for level, text in engine.messages():
             log.log(_LEVELS[level], "%s: %s", target.source.name, text)
@@ -477,13 +524,15 @@ def copy(
     settle_time: float = 0.05,
     give_up_after: float = 86400.0,
     exclude: Sequence[str] = (),
+    back_off: bool = True,
     timeout: float | None = None,
 ) -> Report:
     """Copies `source` to `destination` while it is written; returns once it is complete and verified.
 
     The copy ends when the file `marker` appears at the source root (or at once, for `once=True`
     or a source that already has the marker). `exclude` globs name files that are not part of the
-    acquisition (e.g. `["*.log"]`): never copied, waited for or verified. Check `Report.ok`: it is True only when every file
+    acquisition (e.g. `["*.log"]`): never copied, waited for or verified. `back_off=False` turns off
+    the yielding to the acquisition's writes (docs/design.md, "Gentle on any scheduler"). Check `Report.ok`: it is True only when every file
     arrived. Ctrl-C stops the copy cleanly and raises KeyboardInterrupt; a later call resumes.
 
     Raises:
@@ -503,6 +552,7 @@ def copy(
             "settle_time": settle_time,
             "give_up_after": give_up_after,
             "exclude": list(exclude),
+            "back_off": back_off,
         },
     )
     copier = Copier([target])

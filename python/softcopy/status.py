@@ -29,7 +29,7 @@ from softcopy import __version__
 from softcopy.display import table
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK
 from softcopy.metrics import parse_address
-from softcopy.run import Progress
+from softcopy.run import Progress, Yielding
 
 SCHEMA = 1
 ASK_FOR = 10.0
@@ -70,7 +70,8 @@ def _row(p: Progress) -> dict[str, Any]:
 
 
 def _progress(row: dict[str, Any]) -> Progress:
-    return Progress(**{**row, "source": Path(row["source"]), "destination": Path(row["destination"])})
+    paths = {"source": Path(row["source"]), "destination": Path(row["destination"])}
+    return Progress(**{**row, **paths, "back_off": Yielding(**row.get("back_off", {}))})
 
 
 def still(

@@ -103,12 +103,13 @@ fn loop_syscall(
 ) -> io::Result<()> {
     while *total < size {
         pace.check()?;
+        let turn = pace.turn_unless(|| next_in_page_cache(src, size - *total))?;
         let n = f(src.as_raw_fd(), dst.as_raw_fd(), size - *total);
         match n {
             0 => return Ok(()),
             n if n > 0 => {
                 *total += n as u64;
-                pace.moved(n as u64)?;
+                pace.moved(n as u64, turn)?;
             }
             _ => {
                 let err = io::Error::last_os_error();
@@ -119,6 +120,76 @@ fn loop_syscall(
         }
     }
     Ok(())
+}
+
+/// See [`super::device_writes`]: `/sys/dev/block/MAJ:MIN/stat` of the source's filesystem (a
+/// partition has its own), kept open and read again from its start at each sample.
+pub fn device_writes(source: &Path, destination: &Path) -> Result<super::WriteCounter, String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(source).map_err(|e| format!("cannot look at the source: {e}"))?.dev();
+    if std::fs::metadata(destination).is_ok_and(|m| m.dev() == dev) {
+        return Err(
+            "the destination is on the source's device (its writes would be taken for the acquisition's)".into()
+        );
+    }
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let stat = File::open(sys.join("stat")).map_err(|_| "the source is not on a local block device".to_string())?;
+    let name = std::fs::canonicalize(&sys)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| format!("/dev/{}", n.to_string_lossy())))
+        .unwrap_or_else(|| format!("device {major}:{minor}"));
+    let counter = super::WriteCounter { stat, name };
+    counter.read().map_err(|e| format!("cannot read the counters of {}: {e}", counter.name))?;
+    Ok(counter)
+}
+
+/// Fields 5 and 8 of a block device's `stat` (Documentation/block/stat.rst): write requests
+/// completed, and the milliseconds they waited.
+pub fn read_device_writes(stat: &File) -> io::Result<super::DeviceWrites> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 512];
+    let n = stat.read_at(&mut buf, 0)?;
+    let text = std::str::from_utf8(&buf[..n]).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    let field = |i: usize| text.split_whitespace().nth(i).and_then(|f| f.parse::<u64>().ok());
+    match (field(4), field(7)) {
+        (Some(requests), Some(ms)) => Ok(super::DeviceWrites { requests, ms }),
+        _ => Err(io::Error::from(io::ErrorKind::InvalidData)),
+    }
+}
+
+/// cachestat(2)'s number (Linux 6.5; one number on every architecture since 5.x's unification).
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// Whether the next step's bytes (at most [`crate::gentle::gate::STEP`] of `left`, from the file's
+/// offset) are all in the page cache: then the step reads nothing from the disk and the back-off
+/// lets it pass (docs/design.md, "Gentle on any scheduler": a live copy stays free). False where
+/// the kernel cannot say.
+fn next_in_page_cache(src: &File, left: u64) -> bool {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    // SAFETY: a valid fd; lseek with SEEK_CUR and 0 only reads the offset.
+    let Ok(off) = u64::try_from(unsafe { libc::lseek(src.as_raw_fd(), 0, libc::SEEK_CUR) }) else { return false };
+    let len = left.min(crate::gentle::gate::STEP as u64);
+    let range = Range { off, len };
+    let mut stat = Stat::default();
+    // SAFETY: valid fd, pointers to live structs of the kernel's layout, flags 0.
+    let r = unsafe { libc::syscall(SYS_CACHESTAT, src.as_raw_fd(), &range, &mut stat, 0u32) };
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+    r == 0 && len > 0 && stat.nr_cache >= (off + len).div_ceil(page) - off / page
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
@@ -325,6 +396,21 @@ mod tests {
         release.send(()).unwrap();
         worker.join().unwrap();
         assert!(lowered.0.lock().unwrap().is_empty(), "a thread that returned is no longer registered");
+    }
+
+    #[test]
+    fn a_step_from_the_page_cache_passes_the_gate_and_a_step_from_the_disk_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        let f = File::open(&path).unwrap();
+        f.sync_all().unwrap();
+        assert!(next_in_page_cache(&f, 3 << 20), "just written: cached (needs cachestat, Linux 6.5)");
+        // Clean pages dropped: the next step would read the disk.
+        // SAFETY: a valid fd.
+        assert_eq!(unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+        assert!(!next_in_page_cache(&f, 3 << 20));
+        assert!(!next_in_page_cache(&f, 0), "nothing left to read is no step");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::gentle::gate::{Gate, Turn};
 use crate::rate::RateLimit;
 use crate::vocab::{identity, Identity};
 
@@ -201,12 +202,34 @@ pub fn umask() -> Option<u32> {
 pub struct Pace<'a> {
     stop: &'a AtomicBool,
     limits: Vec<&'a RateLimit>,
+    gate: Option<&'a Gate>,
 }
 
 impl<'a> Pace<'a> {
     /// No limit; only the stop request.
     pub fn new(stop: &'a AtomicBool) -> Self {
-        Pace { stop, limits: Vec::new() }
+        Pace { stop, limits: Vec::new(), gate: None }
+    }
+
+    /// Adds the back-off's gate: each step takes a turn there (docs/design.md, "Gentle on any scheduler").
+    pub fn gate(mut self, gate: Option<&'a Gate>) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// Waits for a turn to take one step (none without a gate).
+    fn turn(&self) -> io::Result<Option<Turn<'a>>> {
+        self.turn_unless(|| false)
+    }
+
+    /// [`Pace::turn`], but none where `cached` says the step reads nothing from the disk (asked
+    /// only when there is a gate).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn turn_unless(&self, cached: impl FnOnce() -> bool) -> io::Result<Option<Turn<'a>>> {
+        match self.gate {
+            Some(g) if !cached() => g.enter(self.stop).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Adds a rate limit to obey.
@@ -217,6 +240,7 @@ impl<'a> Pace<'a> {
 
     /// The most bytes to move in one step.
     fn step(&self, max: usize) -> usize {
+        let max = if self.gate.is_some() { max.min(crate::gentle::gate::STEP) } else { max };
         self.limits.iter().map(|l| l.step()).fold(max, usize::min)
     }
 
@@ -228,7 +252,14 @@ impl<'a> Pace<'a> {
         }
     }
 
-    fn moved(&self, n: u64) -> io::Result<()> {
+    /// After a step that moved `n` bytes in `turn`: the turn's rest, then the rate limits.
+    fn moved(&self, n: u64, turn: Option<Turn<'_>>) -> io::Result<()> {
+        match (turn, self.gate) {
+            (Some(t), _) => t.end(n, self.stop)?,
+            // A step from the page cache: not held, but part of the rate shown.
+            (None, Some(g)) => g.count(n),
+            (None, None) => {}
+        }
         self.limits.iter().try_for_each(|l| l.take(n, self.stop))
     }
 }
@@ -256,6 +287,7 @@ pub fn read_write_seeing(
         if want == 0 {
             return Ok(total);
         }
+        let turn = pace.turn()?;
         let n = match src.read(&mut buf[..want]) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -265,7 +297,7 @@ pub fn read_write_seeing(
         see(&buf[..n]);
         dst.write_all(&buf[..n])?;
         total += n as u64;
-        pace.moved(n as u64)?;
+        pace.moved(n as u64, turn)?;
     }
 }
 
@@ -360,7 +392,7 @@ fn read_lease(fd: std::os::fd::RawFd) -> libc::c_int {
 /// (`fcntl(F_SETLEASE, F_RDLCK)`) is refused with EAGAIN exactly then (fcntl(2), "Leases"), which
 /// tells an in-place writer's unfinished file (acquire-zarr keeps a shard open for minutes) from a
 /// finished one without any event history. The lease is released at once: held, it would make a
-/// writer's `open()` wait for us. A break meanwhile signals nothing ([`read_lease`]).
+/// writer's `open()` wait for us. A break meanwhile signals nothing (`read_lease`).
 /// `None` when the kernel cannot say (not the file's owner and no CAP_LEASE, no lease support).
 /// On Windows `path` (what `file` was opened from) is opened once more, sharing reads only: that
 /// fails with a sharing violation exactly while some process has the file open for writing (or
@@ -646,3 +678,49 @@ pub fn drop_cache(file: &File) {
 mod linux;
 #[cfg(windows)]
 mod windows;
+
+/// The requests others made of one device, as counted so far: the back-off's signal
+/// (docs/design.md, "Gentle on any scheduler").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceWrites {
+    /// Write requests completed.
+    pub requests: u64,
+    /// Milliseconds they spent, summed over requests (queue and service).
+    pub ms: u64,
+}
+
+/// Reads the write counters of the device that holds a source (see [`device_writes`]).
+pub struct WriteCounter {
+    #[cfg(target_os = "linux")]
+    stat: File,
+    /// The device's name, for the status.
+    pub name: String,
+}
+
+impl WriteCounter {
+    pub fn read(&self) -> io::Result<DeviceWrites> {
+        #[cfg(target_os = "linux")]
+        {
+            linux::read_device_writes(&self.stat)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        }
+    }
+}
+
+/// The write counters of the block device holding `source`, whose writes are the acquisition's
+/// (softcopy only reads there), unless `destination` is on that device too; or why there are none.
+/// On Windows there are none read: its IO scheduler honours the workers' background mode.
+pub fn device_writes(source: &std::path::Path, destination: &std::path::Path) -> Result<WriteCounter, String> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::device_writes(source, destination)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (source, destination);
+        Err("no device counters on this system (the background IO priority yields instead)".into())
+    }
+}

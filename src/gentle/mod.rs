@@ -1,0 +1,64 @@
+//! The adaptive back-off (docs/design.md, "Gentle on any scheduler"): softcopy yields the source
+//! disk to the acquisition whatever the IO scheduler. This folder owns the whole of it:
+//! - `controller.rs`: the decision, pure (a contention signal in, reads in flight allowed out);
+//! - `gate.rs`: the workers' read steps held to that allowance, seeing a stop while held;
+//! - `sampler.rs`: the thread that reads the signal through `sys` and drives the other two.
+//!
+//! The signal is the latency of *others'* requests on the source device: softcopy only reads
+//! there, so the device's write requests are the acquisition's. On Linux it is read from
+//! `/sys/dev/block/MAJ:MIN/stat`; where there is none (Windows, a network or btrfs source, a
+//! destination on the same device) the back-off is off and says why in the status.
+
+pub mod controller;
+pub mod gate;
+pub mod sampler;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::status::{BackOff, BackOffState};
+
+/// One target's back-off: running (a gate and its sampler), or off and why.
+pub enum Gentle {
+    Running { gate: Arc<gate::Gate>, sampler: sampler::Sampler },
+    Off(BackOff),
+}
+
+impl Gentle {
+    /// Starts the back-off for a copy of `nprocs` workers from `source` to `destination`, unless
+    /// `enabled` is false or there is no signal to steer by.
+    pub fn start(enabled: bool, nprocs: usize, source: &Path, destination: &Path) -> Gentle {
+        let off = |why: String| {
+            let (reads, nprocs) = (nprocs as f64, nprocs as u64);
+            Gentle::Off(BackOff { state: BackOffState::Off, reads, nprocs, held_back: 0.0, rate: 0.0, signal: why })
+        };
+        if !enabled {
+            return off("off (--no-back-off)".into());
+        }
+        let counter = match crate::sys::device_writes(source, destination) {
+            Ok(c) => c,
+            Err(why) => return off(format!("off: {why}")),
+        };
+        let gate = Arc::new(gate::Gate::new(nprocs));
+        match sampler::Sampler::start(counter, gate.clone(), nprocs) {
+            Ok(sampler) => Gentle::Running { gate, sampler },
+            Err(e) => off(format!("off: cannot start its thread: {e}")),
+        }
+    }
+
+    /// The gate the workers' reads pass, while running.
+    pub fn gate(&self) -> Option<Arc<gate::Gate>> {
+        match self {
+            Gentle::Running { gate, .. } => Some(gate.clone()),
+            Gentle::Off(_) => None,
+        }
+    }
+
+    /// What the status shows.
+    pub fn view(&self) -> BackOff {
+        match self {
+            Gentle::Running { sampler, .. } => sampler.view(),
+            Gentle::Off(b) => b.clone(),
+        }
+    }
+}
