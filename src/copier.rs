@@ -32,7 +32,7 @@ pub struct CopyOptions {
     /// Drop to idle IO priority and nice 19 in every worker thread.
     pub low_priority: bool,
     /// The back-off's gate, which every read step passes (docs/design.md, "Gentle on any scheduler").
-    pub gate: Option<Arc<crate::gentle::gate::Gate>>,
+    pub gate: Option<Arc<crate::gate::Gate>>,
     /// The destination held no files when the run started, so a file seen for the first time has
     /// no earlier copy to find there: its lookup is skipped (a name that appeared meanwhile is
     /// still never overwritten by accident; see `Out::publish`).

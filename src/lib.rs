@@ -17,6 +17,7 @@ pub mod exclude;
 pub mod failpoint;
 mod finish;
 mod flush;
+pub mod gate;
 pub mod gentle;
 mod health;
 mod in_the_way;

@@ -8,6 +8,7 @@
 //! halved (fast back-off); below, it grows by a step proportional to how far below (creep);
 //! with nobody else on the device it grows by a whole worker per sample (recovery in a second).
 
+pub use crate::gate::Allowance;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -18,14 +19,6 @@ pub enum Signal {
     Quiet,
     /// Others' requests completed with this mean latency, in milliseconds.
     Delay { mean_ms: f64, requests: u64 },
-}
-
-/// How much the copy may take now: `window` reads in flight at once, and while only one is
-/// allowed, the share `duty` (0 < duty ≤ 1) of the time that one may spend reading.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Allowance {
-    pub window: usize,
-    pub duty: f64,
 }
 
 /// Fewer of others' requests than this in one interval are not a delay worth steering by (a

@@ -1,7 +1,8 @@
 //! The adaptive back-off (docs/design.md, "Gentle on any scheduler"): softcopy yields the source
 //! disk to the acquisition whatever the IO scheduler. This folder owns the whole of it:
 //! - `controller.rs`: the decision, pure (a contention signal in, reads in flight allowed out);
-//! - `gate.rs`: the workers' read steps held to that allowance, seeing a stop while held;
+//! - `crate::gate`: the workers' read steps held to that allowance, seeing a stop while held (a
+//!   module of its own: the read loops in `sys` take their turns there);
 //! - `sampler.rs`: the thread that reads the signal through `sys` and drives the other two.
 //!
 //! The signal is the latency of *others'* requests on the source device: softcopy only reads
@@ -10,12 +11,12 @@
 //! destination on the same device) the back-off is off and says why in the status.
 
 pub mod controller;
-pub mod gate;
 pub mod sampler;
 
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::gate;
 use crate::status::{BackOff, BackOffState};
 
 /// One target's back-off: running (a gate and its sampler), or off and why.

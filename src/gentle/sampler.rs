@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::controller::{Controller, Signal};
-use super::gate::Gate;
+use crate::gate::Gate;
 use crate::status::{lock, BackOff, BackOffState};
 use crate::sys::{DeviceWrites, WriteCounter};
 

@@ -161,7 +161,7 @@ pub fn read_device_writes(stat: &File) -> io::Result<super::DeviceWrites> {
 /// cachestat(2)'s number (Linux 6.5; one number on every architecture since 5.x's unification).
 const SYS_CACHESTAT: libc::c_long = 451;
 
-/// Whether the next step's bytes (at most [`crate::gentle::gate::STEP`] of `left`, from the file's
+/// Whether the next step's bytes (at most [`crate::gate::STEP`] of `left`, from the file's
 /// offset) are all in the page cache: then the step reads nothing from the disk and the back-off
 /// lets it pass (docs/design.md, "Gentle on any scheduler": a live copy stays free). False where
 /// the kernel cannot say.
@@ -182,7 +182,7 @@ fn next_in_page_cache(src: &File, left: u64) -> bool {
     }
     // SAFETY: a valid fd; lseek with SEEK_CUR and 0 only reads the offset.
     let Ok(off) = u64::try_from(unsafe { libc::lseek(src.as_raw_fd(), 0, libc::SEEK_CUR) }) else { return false };
-    let len = left.min(crate::gentle::gate::STEP as u64);
+    let len = left.min(crate::gate::STEP as u64);
     let range = Range { off, len };
     let mut stat = Stat::default();
     // SAFETY: valid fd, pointers to live structs of the kernel's layout, flags 0.

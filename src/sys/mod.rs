@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::gentle::gate::{Gate, Turn};
+use crate::gate::{Gate, Turn};
 use crate::rate::RateLimit;
 use crate::vocab::{identity, Identity};
 
@@ -240,7 +240,7 @@ impl<'a> Pace<'a> {
 
     /// The most bytes to move in one step.
     fn step(&self, max: usize) -> usize {
-        let max = if self.gate.is_some() { max.min(crate::gentle::gate::STEP) } else { max };
+        let max = if self.gate.is_some() { max.min(crate::gate::STEP) } else { max };
         self.limits.iter().map(|l| l.step()).fold(max, usize::min)
     }
 

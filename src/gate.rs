@@ -2,16 +2,26 @@
 //! step of a copy takes a turn here, at most `window` at once; while only one read is allowed and
 //! its duty is below one, the reader rests after each step, holding its turn, for as long as the
 //! step took times (1/duty − 1). A worker waiting or resting sees a stop within [`crate::rate::SLICE`].
+//!
+//! Outside `gentle/` because the read loops in `sys` take their turns here: it imports only `rate`
+//! and `vocab`, and `gentle/` (which reads its signal through `sys`) sets its allowance.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::controller::Allowance;
-use crate::status::lock;
-
 use crate::rate::SLICE;
+use crate::vocab::lock;
+
+/// How much the copy may take now: `window` reads in flight at once, and while only one is
+/// allowed, the share `duty` (0 < duty ≤ 1) of the time that one may spend reading.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Allowance {
+    pub window: usize,
+    pub duty: f64,
+}
+
 /// Longest rest after one step, so a floor duty on a slow step never parks a worker for long.
 const REST_MAX: Duration = Duration::from_secs(2);
 /// The most bytes one step moves while the gate is on: the window reacts between steps.
