@@ -410,6 +410,9 @@ mod tests {
             assert_eq!(fs::read(dir.join(name)).unwrap(), name.as_bytes());
         }
         assert!(is_ours("12-34-5.list") && is_ours("12-34-5.list.new") && is_ours("12-34-5-0"));
+        for persons in ["12.list", "1-x.list", "take-2", "1--2.list", "-1.list"] {
+            assert!(!is_ours(persons), "{persons}");
+        }
     }
 
     #[test]
