@@ -96,6 +96,17 @@ pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner
     };
     let here = FolderId::of(src_root)?;
     let by_number = recorded.born.is_none() || here.born.is_none();
+    if recorded.renumbered(&here) {
+        return Ok(Owner::Another(format!(
+            "{} holds the copy of a folder with the inode, birth time and filesystem of {} but on another \
+             device number ({shown} as it was when copied): this disk back under a new number (a reboot), or a \
+             clone of it; softcopy cannot tell which and never writes into what may be another acquisition's \
+             copy; if it is this folder's, remove {} to take it as an earlier copy",
+            dst_root.display(),
+            src_root.display(),
+            dst_root.join(ORIGIN).display()
+        )));
+    }
     if !recorded.same(&here) {
         return Ok(Owner::Another(format!(
             "{} holds the copy of another acquisition ({shown} as it was when copied; the folder there now \

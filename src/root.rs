@@ -130,19 +130,31 @@ impl FolderId {
     /// The same folder: on the same filesystem, the same inode, and the same birth time where both
     /// have one.
     pub fn same(&self, other: &FolderId) -> bool {
-        self.same_filesystem(other)
-            && self.ino == other.ino
-            && (self.born.is_none() || other.born.is_none() || self.born == other.born)
+        self.same_filesystem(other) && self.same_folder_on_it(other)
     }
 
-    /// On the same filesystem: its own identifier where both know it (a disk renumbered after a
-    /// reboot is still itself; another disk mounted under this one's device number is not), else
-    /// the device number.
+    fn same_folder_on_it(&self, other: &FolderId) -> bool {
+        self.ino == other.ino && (self.born.is_none() || other.born.is_none() || self.born == other.born)
+    }
+
+    /// On the same filesystem: the same device number, and the same filesystem identifier where
+    /// both know it. Each alone is shared by two disks: a device number by disks mounted in turn
+    /// (another disk mounted where this one was gets its old number), an identifier by a disk and
+    /// its clones (a `dd` copy keeps the UUID, and its folders their inodes and birth times). Both
+    /// must agree, so neither is ever taken for the other (docs/design.md, "One destination, one
+    /// acquisition").
     pub fn same_filesystem(&self, other: &FolderId) -> bool {
-        match (self.fs, other.fs) {
-            (Some(a), Some(b)) => a == b,
-            _ => self.dev == other.dev,
-        }
+        self.dev == other.dev && (self.fs.is_none() || other.fs.is_none() || self.fs == other.fs)
+    }
+
+    /// The same folder by every mark but the device number: this disk back under another number
+    /// (a reboot), or a clone of it. Never taken as the same; said, so a person can decide.
+    pub fn renumbered(&self, other: &FolderId) -> bool {
+        self.dev != other.dev
+            && self.fs.is_some()
+            && self.fs == other.fs
+            && self.born.is_some()
+            && self.same_folder_on_it(other)
     }
 }
 
@@ -151,15 +163,16 @@ mod tests {
     use super::RootId;
 
     #[test]
-    fn the_filesystem_identifier_stands_for_the_device_where_both_have_one() {
+    fn a_folder_is_the_same_only_where_device_and_filesystem_identifier_both_agree() {
         use super::FolderId;
         let id = |dev, fs| FolderId { dev, ino: 2, born: Some(7), fs };
-        // A disk back under another device number (a reboot): itself.
-        assert!(id(8, Some(1)).same(&id(9, Some(1))));
+        // A disk back under another device number (a reboot), or its clone: never the same, said.
+        assert!(!id(8, Some(1)).same(&id(9, Some(1))) && id(8, Some(1)).renumbered(&id(9, Some(1))));
         // Another disk under the number this one had: another folder.
-        assert!(!id(8, Some(1)).same(&id(8, Some(2))));
+        assert!(!id(8, Some(1)).same(&id(8, Some(2))) && !id(8, Some(1)).renumbered(&id(8, Some(2))));
         // A record made before identifiers were kept, or a filesystem without one: the device.
         assert!(id(8, None).same(&id(8, Some(1))) && !id(8, None).same(&id(9, Some(1))));
+        assert!(!id(8, None).renumbered(&id(9, Some(1))) && !id(8, Some(1)).renumbered(&id(8, Some(1))));
         assert!(!id(8, Some(1)).same(&FolderId { ino: 3, ..id(8, Some(1)) }));
         assert!(!id(8, Some(1)).same(&FolderId { born: Some(6), ..id(8, Some(1)) }));
     }
