@@ -71,10 +71,20 @@ pub struct Journal {
     freed: HashMap<PathBuf, Option<Freed>>,
     kept: HashSet<PathBuf>,
     /// Per folder at the source: its identity, and whether array metadata freed from it is back.
-    folders: RefCell<HashMap<PathBuf, (Option<FolderId>, bool)>>,
+    folders: RefCell<HashMap<PathBuf, (Look, bool)>>,
 }
 
 use crate::names::{escape, unescape};
+
+/// A source folder as looked at once per verification.
+#[derive(Clone, Copy, Debug)]
+enum Look {
+    /// Not there: a root that is gone was the acquisition's (softcopy never removes it).
+    Gone,
+    Is(FolderId),
+    /// The look failed: nothing is vouched for on its account.
+    Unknown,
+}
 
 fn parse(line: &str) -> Option<(char, Option<Freed>, PathBuf)> {
     let (kind, rest) = line.split_at_checked(2)?;
@@ -222,11 +232,16 @@ impl Journal {
         self.freed.keys().filter(|rel| !self.kept.contains(*rel)).cloned().collect()
     }
 
-    fn folder(&self, src_root: &Path, rel: &Path) -> (Option<FolderId>, bool) {
+    fn folder(&self, src_root: &Path, rel: &Path) -> (Look, bool) {
         let mut known = self.folders.borrow_mut();
         *known.entry(rel.to_path_buf()).or_insert_with(|| {
             let path = src_root.join(rel);
-            let id = FolderId::of(&path).ok();
+            let id = match FolderId::of(&path) {
+                Ok(id) => Look::Is(id),
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Look::Gone,
+                // A look that failed (a share's hiccup) is no evidence that this is the folder.
+                Err(_) => Look::Unknown,
+            };
             let back = [".zarray", "zarr.json"].iter().any(|name| self.is_back(&rel.join(name), &path.join(name)));
             (id, back)
         })
@@ -297,7 +312,11 @@ impl Journal {
         }
         // A root that is gone was the acquisition's (softcopy never removes it, a person may);
         // one that is there must be the very folder the file left.
-        let root_same = self.folder(src_root, Path::new("")).0.is_none_or(|now| now.same(&f.root));
+        let root_same = match self.folder(src_root, Path::new("")).0 {
+            Look::Gone => true,
+            Look::Is(now) => now.same(&f.root),
+            Look::Unknown => false,
+        };
         let retaken = array.is_some_and(|a| self.folder(src_root, a).1);
         if root_same && !retaken {
             Vouch::Freed
@@ -398,6 +417,23 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_source_root_that_cannot_be_looked_at_vouches_for_nothing() {
+        // Gone, the root was the acquisition's (softcopy never removes it); a look that fails (here
+        // a loop of links on the way, ELOOP; a share's hiccup alike) is no evidence of anything.
+        let (base, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(dst.path().join("c0"), "chunk").unwrap();
+        let copy = fs::metadata(dst.path().join("c0")).unwrap();
+        let ns = identity_ns(&copy);
+        let entry = format!("{HEADER}\nM 1 2 0 5 {ns} c0\n");
+        fs::write(dst.path().join(JOURNAL), entry).unwrap();
+        let vouch = |src: &Path| Journal::read(dst.path()).unwrap().accounts_for(src, Path::new("c0"), &copy, None);
+        assert_eq!(vouch(&base.path().join("gone")), Vouch::Freed);
+        std::os::unix::fs::symlink("loop", base.path().join("loop")).unwrap();
+        assert_eq!(vouch(&base.path().join("loop/acq")), Vouch::Conflict);
+    }
 
     #[test]
     fn only_metadata_that_was_freed_and_is_back_marks_a_retake() {
