@@ -62,7 +62,7 @@ impl RootId {
         let new = RootId::of(path)?;
         let here = RootId::of(path.parent().unwrap_or(path))?;
         let same_place = self.parent.get().is_none_or(|p| p.same(&here));
-        if self.held().is_some_and(|old| old.dev != new.dev) || !same_place {
+        if self.held().is_some_and(|old| !old.same_filesystem(&new)) || !same_place {
             return Err(format!(
                 "{} is a folder on another disk or in another place now (the disk was unmounted or replaced, \
                  not the folder deleted): it is not followed",
@@ -175,6 +175,24 @@ mod tests {
         assert!(!id(8, None).renumbered(&id(9, Some(1))) && !id(8, Some(1)).renumbered(&id(8, Some(1))));
         assert!(!id(8, Some(1)).same(&FolderId { ino: 3, ..id(8, Some(1)) }));
         assert!(!id(8, Some(1)).same(&FolderId { born: Some(6), ..id(8, Some(1)) }));
+    }
+
+    #[test]
+    fn a_retake_is_followed_only_in_the_folder_that_held_the_root() {
+        // A writer's `overwrite=True` makes the root again in the same place: followed. A folder
+        // of that name elsewhere (the disk mounted in another place, the acquisitions folder made
+        // again) is not.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(a.join("run.zarr")).unwrap();
+        std::fs::create_dir_all(b.join("run.zarr")).unwrap();
+        let id = RootId::default();
+        id.adopt(&a.join("run.zarr")).unwrap();
+        std::fs::rename(a.join("run.zarr"), dir.path().join("old.zarr")).unwrap();
+        std::fs::create_dir(a.join("run.zarr")).unwrap();
+        assert_eq!(id.adopt_retake(&a.join("run.zarr")), Ok(()), "made again in its place");
+        assert!(id.adopt_retake(&b.join("run.zarr")).is_err(), "a folder of that name elsewhere");
+        assert!(id.check(&a.join("run.zarr")).is_ok(), "still the one adopted");
     }
 
     #[test]
