@@ -193,6 +193,9 @@ mod tests {
         assert_eq!(id.adopt_retake(&a.join("run.zarr")), Ok(()), "made again in its place");
         assert!(id.adopt_retake(&b.join("run.zarr")).is_err(), "a folder of that name elsewhere");
         assert!(id.check(&a.join("run.zarr")).is_ok(), "still the one adopted");
+        std::fs::remove_dir(a.join("run.zarr")).unwrap();
+        std::fs::write(a.join("run.zarr"), b"a file").unwrap();
+        assert!(id.adopt_retake(&a.join("run.zarr")).is_err(), "a file under the name is no root");
     }
 
     #[test]
