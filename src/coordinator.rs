@@ -288,7 +288,7 @@ impl Run<'_> {
             // Only a file written proves the destination takes files again (an unchanged or deleted
             // file may need no write at all).
             Outcome::Copied { .. } => {
-                if let Some(away) = self.health.written() {
+                if let Some(away) = self.health.written(d.begun) {
                     let msg =
                         format!("destination {} is back after {} s; copying on", self.dst.display(), away.as_secs());
                     self.sh.say(Level::Info, msg);

@@ -81,8 +81,12 @@ impl Health {
         ))
     }
 
-    /// A file was written: the destination takes files again. Returns how long it was away.
-    pub fn written(&mut self) -> Option<Duration> {
+    /// A file begun at `begun` was written: the destination takes files again, if that copy began
+    /// after the trouble did (a probe). Returns how long it was away.
+    pub fn written(&mut self, begun: Instant) -> Option<Duration> {
+        if self.trouble.as_ref().is_some_and(|t| begun < t.since) {
+            return None;
+        }
         self.trouble.take().map(|t| t.since.elapsed())
     }
 
@@ -110,5 +114,29 @@ pub fn human(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_copy_begun_after_the_trouble_ends_it() {
+        let mut h = Health::default();
+        let dst = Path::new("/nonexistent/softcopy-health-test");
+        let day = Duration::from_secs(86_400);
+        let before = Instant::now();
+        assert!(h.failed("No space left on device", dst, day).is_some(), "the first failure is said");
+        // A neighbour's copy, in flight when the disk filled, lands in the room its partial freed.
+        assert_eq!(h.written(before), None);
+        assert_eq!(h.error(), Some("No space left on device"));
+        assert_eq!(h.budget(4, 0, Instant::now() + PROBE_MAX), 1, "still one probe at a time");
+        // So the next failure is the same trouble, not said again within 30 s.
+        assert!(h.failed("No space left on device", dst, day).is_none());
+        // A probe written after the trouble began ends it.
+        assert!(h.written(Instant::now()).is_some());
+        assert_eq!(h.error(), None);
+        assert_eq!(h.budget(4, 0, Instant::now()), 4);
     }
 }

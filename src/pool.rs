@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -19,6 +19,9 @@ use crate::vocab::{Job, Outcome};
 pub struct Done {
     pub rel: PathBuf,
     pub outcome: Outcome,
+    /// When the worker began it: a copy begun before the destination failed proves nothing about
+    /// it since (docs/design.md, "Unavailable is not elsewhere").
+    pub begun: Instant,
 }
 
 /// Where the workers' priority goes: why it could not be lowered (said once per pool), and the
@@ -90,16 +93,18 @@ impl Pool {
                 for job in rx.iter() {
                     if stop.load(Ordering::Relaxed) {
                         // Report instead of copying so the coordinator's in-flight count stays exact.
-                        let _ = done.send(Done { rel: job.rel, outcome: Outcome::Failed("stopped".into()) });
+                        let outcome = Outcome::Failed("stopped".into());
+                        let _ = done.send(Done { rel: job.rel, outcome, begun: Instant::now() });
                         continue;
                     }
                     // A bug in one file's copy must not hang the engine waiting for its result
                     // (docs/design.md, "Invariants"): the file is reported failed, and retried like any failure.
+                    let begun = Instant::now();
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&job, &stop)));
                     let (outcome, copied) = result.unwrap_or_else(|_| {
                         (Outcome::Failed(format!("internal error: the copy of {} panicked", job.rel.display())), false)
                     });
-                    if done.send(Done { rel: job.rel, outcome }).is_err() {
+                    if done.send(Done { rel: job.rel, outcome, begun }).is_err() {
                         break;
                     }
                     if copied && !sleep.is_zero() {
