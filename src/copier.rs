@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::dest::{Dest, Folder, Staging};
+use crate::gentle::pace::Pace;
 use crate::rate::RateLimit;
-use crate::sys::{self, CopyMethod, Pace};
+use crate::sys::{self, CopyMethod};
 use crate::vocab::{identity, time_unit_ns, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
 
 /// How workers copy.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 
+pub use crate::gentle::{BackOff, BackOffState};
 use crate::mover::MoveReport;
 use crate::verify::{Expected, Report};
 
@@ -117,35 +118,6 @@ pub struct Status {
     pub wants_expected: bool,
     /// How much the back-off holds the copy back (docs/design.md, "Gentle on any scheduler").
     pub back_off: BackOff,
-}
-
-/// Whether the back-off holds the copy back now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BackOffState {
-    /// Not running: turned off, or no signal to steer by (`BackOff::signal` says which).
-    #[default]
-    Off,
-    /// Running, and not backed off for others (the copy may take all its workers, is starting
-    /// slowly, or has nothing to copy).
-    Free,
-    /// Running, and backed off for others' writes while the copy has something to copy.
-    Yielding,
-}
-
-/// The back-off as the status shows it.
-#[derive(Clone, Debug, Default)]
-pub struct BackOff {
-    pub state: BackOffState,
-    /// Reads in flight allowed now; below one, the share of one worker's time.
-    pub reads: f64,
-    /// The most reads in flight (`nprocs`).
-    pub nprocs: u64,
-    /// Seconds the copy was held back while it had something to copy, since the start.
-    pub held_back: f64,
-    /// Bytes per second the copy moved over the last second or so.
-    pub rate: f64,
-    /// What the back-off steers by, or why it is off.
-    pub signal: String,
 }
 
 /// Severity of an engine message.

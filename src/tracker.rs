@@ -88,7 +88,7 @@ struct FileState {
     relisted: bool,
     /// Content hash of the copied version (`--checksum`).
     /// Boxed: only `--checksum` runs have one, and a box keeps the state of every other file small.
-    hash: Option<Box<crate::manifest::Hash>>,
+    hash: Option<Box<crate::vocab::Hash>>,
 }
 
 impl FileState {
@@ -397,7 +397,7 @@ impl Tracker {
     }
 
     /// Every file copied (by this run or an earlier one) with its size and, when known, its hash.
-    pub fn copied_files(&self) -> impl Iterator<Item = (&Path, u64, Option<crate::manifest::Hash>)> {
+    pub fn copied_files(&self) -> impl Iterator<Item = (&Path, u64, Option<crate::vocab::Hash>)> {
         self.files
             .iter()
             .filter_map(|(p, st)| st.copied.map(|id| (Path::new(&**p), id.size, st.hash.as_deref().copied())))

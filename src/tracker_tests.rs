@@ -739,7 +739,7 @@ fn what_was_copied_is_listed_with_its_version_and_hash_and_nothing_else() {
     // The mover frees exactly `copied_versions`, the manifest lists `copied_files`, and the
     // verdict names `not_copied`: each must be the tracker's own record, file by file.
     let (mut t, c) = setup();
-    let hash: crate::manifest::Hash = [7; 16];
+    let hash: crate::vocab::Hash = [7; 16];
     t.event(&p("a"), Change::Replaced, c.at(0));
     t.event(&p("b"), Change::Replaced, c.at(0));
     t.event(&p("open"), Change::Modified, c.at(0));
@@ -758,7 +758,7 @@ fn a_hash_speaks_only_for_the_version_it_was_taken_of() {
     // The mover proves a copy by its hash: a hash kept for another version would fail a good copy,
     // and one dropped for the same version costs a read of the whole copy.
     let (mut t, c) = setup();
-    let hash: crate::manifest::Hash = [7; 16];
+    let hash: crate::vocab::Hash = [7; 16];
     t.event(&p("k"), Change::Replaced, c.at(0));
     t.next_job(c.at(0));
     t.finish(&p("k"), Outcome::Copied { ident: ident(1), bytes: 10, hash: Some(hash) }, c.at(1));

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use _softcopy::copier::{sync_file, CopyOptions};
 use _softcopy::dest::Dest;
-use _softcopy::sys::{copy_contents, CopyMethod, Learned, Pace};
+use _softcopy::sys::{copy_contents, CopyMethod, Learned};
 use _softcopy::vocab::{Job, Outcome, Partial, Prev, PARTIAL_SUFFIX, STAGING};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -27,7 +27,7 @@ fn every_method_copies_exact_bytes() {
             let no_stop = AtomicBool::new(false);
             let (from, to) = (File::open(&a).unwrap(), File::create(&b).unwrap());
             let learned = Learned::default();
-            let n = copy_contents(&from, &to, len as u64, method, &learned, &Pace::new(&no_stop)).unwrap();
+            let n = copy_contents(&from, &to, len as u64, method, &learned, &no_stop).unwrap();
             assert_eq!(n as usize, len, "{method:?} {len}");
             assert_eq!(fs::read(&b).unwrap(), data, "{method:?} {len}");
         }
@@ -60,7 +60,7 @@ fn a_stop_request_interrupts_a_copy_between_steps() {
     for method in [CopyMethod::Auto, CopyMethod::SendFile, CopyMethod::ReadWrite] {
         let stop = AtomicBool::new(true);
         let (from, to) = (File::open(&a).unwrap(), File::create(&b).unwrap());
-        let err = copy_contents(&from, &to, 1 << 20, method, &Learned::default(), &Pace::new(&stop)).unwrap_err();
+        let err = copy_contents(&from, &to, 1 << 20, method, &Learned::default(), &stop).unwrap_err();
         assert_eq!(err.to_string(), "stopped", "{method:?}");
     }
 }
@@ -253,7 +253,7 @@ fn a_copy_stops_at_the_size_it_was_given_and_short_files_end_it_early() {
     for method in [CopyMethod::Auto, CopyMethod::SendFile] {
         for (told, copied) in [(4096u64, 4096u64), (20_000, 10_000)] {
             let (from, to) = (File::open(&a).unwrap(), File::create(&b).unwrap());
-            let n = copy_contents(&from, &to, told, method, &Learned::default(), &Pace::new(&no_stop)).unwrap();
+            let n = copy_contents(&from, &to, told, method, &Learned::default(), &no_stop).unwrap();
             assert_eq!(n, copied, "{method:?} told {told}");
             assert_eq!(fs::read(&b).unwrap(), pattern(10_000, 3)[..copied as usize], "{method:?} told {told}");
         }

@@ -11,13 +11,42 @@
 //! destination on the same device) the back-off is off and says why in the status.
 
 pub mod controller;
+pub mod pace;
 pub mod sampler;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::gate;
-use crate::status::{BackOff, BackOffState};
+
+/// Whether the back-off holds the copy back now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackOffState {
+    /// Not running: turned off, or no signal to steer by (`BackOff::signal` says which).
+    #[default]
+    Off,
+    /// Running, and not backed off for others (the copy may take all its workers, is starting
+    /// slowly, or has nothing to copy).
+    Free,
+    /// Running, and backed off for others' writes while the copy has something to copy.
+    Yielding,
+}
+
+/// The back-off as the status shows it.
+#[derive(Clone, Debug, Default)]
+pub struct BackOff {
+    pub state: BackOffState,
+    /// Reads in flight allowed now; below one, the share of one worker's time.
+    pub reads: f64,
+    /// The most reads in flight (`nprocs`).
+    pub nprocs: u64,
+    /// Seconds the copy was held back while it had something to copy, since the start.
+    pub held_back: f64,
+    /// Bytes per second the copy moved over the last second or so.
+    pub rate: f64,
+    /// What the back-off steers by, or why it is off.
+    pub signal: String,
+}
 
 /// One target's back-off: running (a gate and its sampler), or off and why.
 pub enum Gentle {

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::controller::{Controller, Signal};
+use super::{BackOff, BackOffState};
 use crate::gate::Gate;
-use crate::status::{lock, BackOff, BackOffState};
 use crate::sys::{DeviceWrites, WriteCounter};
+use crate::vocab::lock;
 
 /// How often the device is looked at: a disk's latency moves within a tenth of a second, and a
 /// writer's stall must be answered before it costs a frame.

@@ -1,6 +1,6 @@
 //! Linux's half of [`super`]: copy_file_range, sendfile, O_TMPFILE, ioprio, leases.
 
-use super::{CopyMethod, Learned, Pace};
+use super::{CopyMethod, Learned, Pacing};
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -26,7 +26,7 @@ pub fn copy_contents(
     size: u64,
     method: CopyMethod,
     learned: &Learned,
-    pace: &Pace<'_>,
+    pace: &impl Pacing,
 ) -> io::Result<u64> {
     let step = pace.step(STEP) as u64;
     let use_cfr = method == CopyMethod::Auto && !learned.no_copy_file_range.load(Ordering::Relaxed);
@@ -71,7 +71,7 @@ pub(super) fn chain(
     size: u64,
     steps: &mut [Step<'_>],
     learned: &Learned,
-    pace: &Pace<'_>,
+    pace: &impl Pacing,
 ) -> io::Result<u64> {
     let mut total = 0u64;
     for (kind, f) in steps.iter_mut() {
@@ -98,12 +98,12 @@ fn loop_syscall(
     dst: &File,
     size: u64,
     total: &mut u64,
-    pace: &Pace<'_>,
+    pace: &impl Pacing,
     f: &mut dyn FnMut(libc::c_int, libc::c_int, u64) -> isize,
 ) -> io::Result<()> {
     while *total < size {
         pace.check()?;
-        let turn = pace.turn_unless(|| next_in_page_cache(src, size - *total))?;
+        let turn = pace.turn_unless(|| next_in_page_cache(src, (size - *total).min(pace.step(STEP) as u64)))?;
         let n = f(src.as_raw_fd(), dst.as_raw_fd(), size - *total);
         match n {
             0 => return Ok(()),
@@ -161,11 +161,10 @@ pub fn read_device_writes(stat: &File) -> io::Result<super::DeviceWrites> {
 /// cachestat(2)'s number (Linux 6.5; one number on every architecture since 5.x's unification).
 const SYS_CACHESTAT: libc::c_long = 451;
 
-/// Whether the next step's bytes (at most [`crate::gate::STEP`] of `left`, from the file's
-/// offset) are all in the page cache: then the step reads nothing from the disk and the back-off
+/// Whether the next step's `len` bytes (from the file's offset) are all in the page cache: then the step reads nothing from the disk and the back-off
 /// lets it pass (docs/design.md, "Gentle on any scheduler": a live copy stays free). False where
 /// the kernel cannot say.
-fn next_in_page_cache(src: &File, left: u64) -> bool {
+fn next_in_page_cache(src: &File, len: u64) -> bool {
     #[repr(C)]
     struct Range {
         off: u64,
@@ -182,7 +181,6 @@ fn next_in_page_cache(src: &File, left: u64) -> bool {
     }
     // SAFETY: a valid fd; lseek with SEEK_CUR and 0 only reads the offset.
     let Ok(off) = u64::try_from(unsafe { libc::lseek(src.as_raw_fd(), 0, libc::SEEK_CUR) }) else { return false };
-    let len = left.min(crate::gate::STEP as u64);
     let range = Range { off, len };
     let mut stat = Stat::default();
     // SAFETY: valid fd, pointers to live structs of the kernel's layout, flags 0.
@@ -438,7 +436,7 @@ mod tests {
         let mut steps: Vec<Step<'_>> = vec![(Kernel::CopyFileRange, &mut early), (Kernel::SendFile, &mut zero)];
         let stop = AtomicBool::new(false);
         let learned = Learned::default();
-        let n = chain(&src, &dst, data.len() as u64, &mut steps, &learned, &Pace::new(&stop)).unwrap();
+        let n = chain(&src, &dst, data.len() as u64, &mut steps, &learned, &stop).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(std::fs::read(dir.path().join("d")).unwrap(), data);
         assert!(!learned.no_copy_file_range.load(Ordering::Relaxed), "an early end is not 'unsupported'");

@@ -5,8 +5,6 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::gate::{Gate, Turn};
-use crate::rate::RateLimit;
 use crate::vocab::{identity, Identity};
 
 /// How file contents are moved. `Auto` walks the chain copy_file_range → sendfile → read/write,
@@ -46,7 +44,7 @@ pub fn copy_contents(
     size: u64,
     method: CopyMethod,
     learned: &Learned,
-    pace: &Pace<'_>,
+    pace: &impl Pacing,
 ) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     {
@@ -198,75 +196,47 @@ pub fn umask() -> Option<u32> {
     })
 }
 
-/// What a copy loop obeys between steps: a stop request, and any number of rate limits.
-pub struct Pace<'a> {
-    stop: &'a AtomicBool,
-    limits: Vec<&'a RateLimit>,
-    gate: Option<&'a Gate>,
+/// What a copy loop obeys between its steps: a stop request, rate limits, the back-off's turns
+/// (docs/design.md, "Gentle on any scheduler"). The policy is the copier's (`gentle::Pace`);
+/// `sys` only moves the bytes and asks.
+pub trait Pacing {
+    /// What a step holds while it moves its bytes (a turn at the back-off's gate).
+    type Turn;
+    /// The most bytes to move in one step, at most `max`.
+    fn step(&self, max: usize) -> usize;
+    /// An error once a stop was requested.
+    fn check(&self) -> io::Result<()>;
+    /// Waits for a turn to take one step, unless `cached` says the step reads nothing from the
+    /// disk (asked only where it matters).
+    fn turn_unless(&self, cached: impl FnOnce() -> bool) -> io::Result<Self::Turn>;
+    /// After a step that moved `n` bytes in `turn`.
+    fn moved(&self, n: u64, turn: Self::Turn) -> io::Result<()>;
 }
 
-impl<'a> Pace<'a> {
-    /// No limit; only the stop request.
-    pub fn new(stop: &'a AtomicBool) -> Self {
-        Pace { stop, limits: Vec::new(), gate: None }
-    }
-
-    /// Adds the back-off's gate: each step takes a turn there (docs/design.md, "Gentle on any scheduler").
-    pub fn gate(mut self, gate: Option<&'a Gate>) -> Self {
-        self.gate = gate;
-        self
-    }
-
-    /// Waits for a turn to take one step (none without a gate).
-    fn turn(&self) -> io::Result<Option<Turn<'a>>> {
-        self.turn_unless(|| false)
-    }
-
-    /// [`Pace::turn`], but none where `cached` says the step reads nothing from the disk (asked
-    /// only when there is a gate).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    fn turn_unless(&self, cached: impl FnOnce() -> bool) -> io::Result<Option<Turn<'a>>> {
-        match self.gate {
-            Some(g) if !cached() => g.enter(self.stop).map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// Adds a rate limit to obey.
-    pub fn limit(mut self, limit: Option<&'a RateLimit>) -> Self {
-        self.limits.extend(limit);
-        self
-    }
-
-    /// The most bytes to move in one step.
+/// The stop request alone: no limit, no turns.
+impl Pacing for AtomicBool {
+    type Turn = ();
     fn step(&self, max: usize) -> usize {
-        let max = if self.gate.is_some() { max.min(crate::gate::STEP) } else { max };
-        self.limits.iter().map(|l| l.step()).fold(max, usize::min)
+        max
     }
-
     fn check(&self) -> io::Result<()> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.load(Ordering::Relaxed) {
             Err(io::Error::other("stopped"))
         } else {
             Ok(())
         }
     }
-
-    /// After a step that moved `n` bytes in `turn`: the turn's rest, then the rate limits.
-    fn moved(&self, n: u64, turn: Option<Turn<'_>>) -> io::Result<()> {
-        match (turn, self.gate) {
-            (Some(t), _) => t.end(n, self.stop)?,
-            // A step from the page cache: not held, but part of the rate shown.
-            (None, Some(g)) => g.count(n),
-            (None, None) => {}
-        }
-        self.limits.iter().try_for_each(|l| l.take(n, self.stop))
+    fn turn_unless(&self, _cached: impl FnOnce() -> bool) -> io::Result<()> {
+        Ok(())
+    }
+    fn moved(&self, _n: u64, _turn: ()) -> io::Result<()> {
+        Ok(())
     }
 }
 
 /// The last step of every chain: a plain user-space copy of at most `limit` bytes, with a buffer
 /// large enough to keep per-syscall overhead negligible for MiB-sized chunks.
-fn read_write(src: &File, dst: &File, limit: u64, pace: &Pace<'_>) -> io::Result<u64> {
+fn read_write(src: &File, dst: &File, limit: u64, pace: &impl Pacing) -> io::Result<u64> {
     read_write_seeing(src, dst, limit, pace, &mut |_| {})
 }
 
@@ -276,7 +246,7 @@ pub fn read_write_seeing(
     mut src: &File,
     mut dst: &File,
     limit: u64,
-    pace: &Pace<'_>,
+    pace: &impl Pacing,
     see: &mut dyn FnMut(&[u8]),
 ) -> io::Result<u64> {
     let mut buf = vec![0u8; pace.step(1 << 20)];
@@ -287,7 +257,7 @@ pub fn read_write_seeing(
         if want == 0 {
             return Ok(total);
         }
-        let turn = pace.turn()?;
+        let turn = pace.turn_unless(|| false)?;
         let n = match src.read(&mut buf[..want]) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
