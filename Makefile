@@ -63,7 +63,7 @@ mutants: mutants-rust mutants-py ## both mutation runs, the engine's and the Pyt
 
 mutants-rust: ## cargo-mutants over the engine's decision modules with the Rust tests (docs/mutants.md; about an hour and a half)
 	@command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
-	cargo mutants -o target/mutants $(foreach f,tracker tracker_sweep settled rescan finish mover journal verify dest copier watcher,-f src/$(f).rs) -- --lib
+	cargo mutants -o target/mutants $(foreach f,track/mod track/sweep track/settled source/rescan run/finish/mod end/mover end/aside end/journal end/verify dest/mod copy/mod source/watcher source/root,-f src/$(f).rs) -- --lib
 
 mutants-py: ## mutmut (pinned, in a venv of its own) over the Python layer's decision code with the fast tests (docs/mutants.md, "Python"; MUTMUT_JOBS=1)
 	PYTHON=$(PYTHON) bash tests/mutants_py.sh

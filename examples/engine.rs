@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use _softcopy::config::Config;
-use _softcopy::engine::Engine;
-use _softcopy::verify::Expected;
+use _softcopy::end::verify::Expected;
+use _softcopy::run::config::Config;
+use _softcopy::run::engine::Engine;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

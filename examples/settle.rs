@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use _softcopy::tracker::Tracker;
+use _softcopy::track::Tracker;
 use _softcopy::vocab::{Change, Identity, Outcome};
 
 /// The process's peak resident set (VmHWM), in KiB; 0 where /proc has none.

@@ -4,42 +4,17 @@
 //! never hold the GIL or call Python. This file converts plain values at the boundary, releases the
 //! GIL around everything that blocks, and maps errors to Python exceptions.
 
-pub mod arrivals;
-pub mod aside;
-pub mod claim;
-pub mod config;
-mod coordinator;
-pub mod copier;
+pub mod copy;
 pub mod dest;
-pub mod engine;
+pub mod end;
 mod error;
-pub mod exclude;
 pub mod failpoint;
-mod finish;
-mod flush;
-pub mod gate;
 pub mod gentle;
-mod health;
-mod in_the_way;
-pub mod journal;
-pub mod manifest;
-mod mirror;
-pub mod mover;
-pub mod names;
-pub mod origin;
-pub mod pool;
-pub mod rate;
-mod rescan;
-pub mod root;
-pub mod settled;
-pub mod shard;
-pub mod spread;
-pub mod status;
+pub mod run;
+pub mod source;
 pub mod sys;
-pub mod tracker;
-pub mod verify;
+pub mod track;
 pub mod vocab;
-pub mod watcher;
 
 pub use error::{Error, Result};
 
@@ -51,11 +26,17 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use config::Config;
-use engine::Engine;
-use status::{Level, Verdict};
+use dest::claim;
+use end::manifest;
+use end::verify::{self, ArraySpec, ShardIndex};
+use gentle::rate;
+use run::config::Config;
+use run::engine::Engine;
+use run::origin;
+use run::status::{self, Level, Verdict};
+use source::{arrivals, root};
 use sys::CopyMethod;
-use verify::{ArraySpec, ShardIndex};
+use track::exclude;
 
 pyo3::create_exception!(_softcopy, SoftcopyError, PyRuntimeError, "An error inside softcopy's engine.");
 

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use _softcopy::copier::{sync_file, CopyOptions};
+use _softcopy::copy::{sync_file, CopyOptions};
 use _softcopy::dest::Dest;
 use _softcopy::sys::{copy_contents, CopyMethod, Learned};
 use _softcopy::vocab::{Job, Outcome, Partial, Prev, PARTIAL_SUFFIX, STAGING};
@@ -167,7 +167,7 @@ fn an_existing_symlinked_folder_in_the_destination_is_not_written_nor_deleted_th
     assert_eq!(fs::read(archive.path().join("g")).unwrap(), b"the archive's g");
     // The verification does not take the archive's file for the copy either.
     let dest = _softcopy::dest::Dest::open(dst.path(), dst.path(), None).unwrap();
-    let check = _softcopy::verify::Check {
+    let check = _softcopy::end::verify::Check {
         marker: "complete",
         arrays: &[],
         content: false,
@@ -175,7 +175,7 @@ fn an_existing_symlinked_folder_in_the_destination_is_not_written_nor_deleted_th
         landed: None,
         exclude: None,
     };
-    let r = _softcopy::verify::verify(src.path(), &dest, &check, &AtomicBool::new(false)).unwrap();
+    let r = _softcopy::end::verify::verify(src.path(), &dest, &check, &AtomicBool::new(false)).unwrap();
     assert_eq!(r.missing, vec![std::path::PathBuf::from("sub/f")]);
 }
 
@@ -285,12 +285,12 @@ fn a_fresh_destination_still_replaces_a_name_that_appeared_there() {
 fn a_panicking_copy_is_reported_as_failed_and_the_worker_goes_on() {
     // Issue 11, item 7: a worker that panicked never reported its job, and the engine waited for
     // it forever. Now the job comes back Failed and the same worker takes the next one.
-    use _softcopy::pool::Pool;
+    use _softcopy::copy::pool::Pool;
     use std::sync::Arc;
     use std::time::Duration;
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (warn_tx, _warn_rx) = crossbeam_channel::unbounded();
-    let priority = _softcopy::pool::Priority { warning: warn_tx, lowered: Arc::default() };
+    let priority = _softcopy::copy::pool::Priority { warning: warn_tx, lowered: Arc::default() };
     let work = |job: &Job, _: &AtomicBool| {
         assert!(job.rel != Path::new("bad"), "a bug in the copy of one file");
         (Outcome::Skipped, false)
@@ -348,7 +348,7 @@ fn a_source_appended_to_during_its_copy_is_never_published() {
     let opts = CopyOptions {
         // A named partial (so the appender can see the copy under way), at 512 KiB/s: two seconds.
         checksum: true,
-        max_rate: Some(std::sync::Arc::new(_softcopy::rate::RateLimit::new(512 << 10))),
+        max_rate: Some(std::sync::Arc::new(_softcopy::gentle::rate::RateLimit::new(512 << 10))),
         ..CopyOptions::default()
     };
     let appender = {

@@ -1,6 +1,6 @@
-"""The code's shape (docs/design.md, "Shape"): no import cycle among the engine's modules. A module
-is a file of `src/`, or a folder of `src/` as one subsystem; an edge is any `crate::name` path in its
-code (comments and unit tests aside)."""
+"""The code's shape (docs/design.md, "Shape"): no import cycle among the engine's subsystems (a file
+or folder directly in `src/`) nor among its modules (files), and subsystems import only downward.
+An edge is any `crate::` path in the code (comments and unit tests aside)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,52 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
+def _code(f: Path) -> str:
+    """A file's code: unit tests and comments aside."""
+    code = f.read_text().split("#[cfg(test)]\nmod tests")[0]
+    return "\n".join(line for line in code.splitlines() if not line.strip().startswith("//"))
+
+
+def _named(code: str) -> set[str]:
+    """Every `crate::a::b::c` path the code names, as "a::b::c" (use groups expanded one level)."""
+    named = set(re.findall(r"crate::((?:[a-z_]+::)*[a-z_]+)", code))
+    for prefix, group in re.findall(r"use crate::((?:[a-z_]+::)*)\{([^}]*)\}", code):
+        named |= {prefix + n for n in re.findall(r"\b([a-z_]+)\b", group) if n != "self"}
+    return named
+
+
+def _sources(src: Path) -> list[Path]:
+    return [f for f in sorted(src.rglob("*.rs")) if f.stem != "tests" and not f.stem.endswith("_tests")]
+
+
 def edges(src: Path = SRC) -> dict[str, set[str]]:
-    """Each module and the modules its code names."""
+    """Each subsystem (a file or folder directly in `src/`) and the subsystems its code names."""
     found: dict[str, set[str]] = {}
-    for entry in sorted(src.iterdir()):
-        if entry.suffix == ".rs":
-            name, files = entry.stem, [entry]
-        elif entry.is_dir():
-            name, files = entry.name, sorted(entry.glob("*.rs"))
-        else:
-            continue
-        if name.endswith("_tests"):
-            continue
-        for f in files:
-            code = f.read_text().split("#[cfg(test)]\nmod tests")[0]
-            code = "\n".join(line for line in code.splitlines() if not line.strip().startswith("//"))
-            named = set(re.findall(r"crate::([a-z_]+)", code))
-            for group in re.findall(r"use crate::\{([^}]*)\}", code):
-                named |= set(re.findall(r"\b([a-z_]+)\b", group))
-            found.setdefault(name, set()).update(named - {name})
-    return {m: {d for d in deps if d in found} for m, deps in found.items()}
+    for f in _sources(src):
+        name = f.relative_to(src).parts[0].removesuffix(".rs")
+        found.setdefault(name, set()).update(n.split("::")[0] for n in _named(_code(f)))
+    return {m: {d for d in deps if d in found and d != m} for m, deps in found.items()}
+
+
+def module_edges(src: Path = SRC) -> dict[str, set[str]]:
+    """Each module (a file; a folder's `mod.rs` is the folder) and the modules its code names."""
+
+    def module(f: Path) -> str:
+        parts = list(f.relative_to(src).with_suffix("").parts)
+        return "::".join(parts[:-1] if parts[-1] == "mod" else parts)
+
+    files = {module(f): f for f in _sources(src)}
+    found: dict[str, set[str]] = {}
+    for m, f in files.items():
+        deps = set()
+        for n in _named(_code(f)):
+            parts = n.split("::")
+            # The longest prefix that is a module: `crate::end::verify::Report` names `end::verify`.
+            hit = next(("::".join(parts[:k]) for k in range(len(parts), 0, -1) if "::".join(parts[:k]) in files), None)
+            if hit is not None and hit != m and not m.startswith(hit + "::"):
+                deps.add(hit)
+        found[m] = deps
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -64,10 +90,39 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+# The subsystems from the top down (docs/design.md, "Shape"): each imports only from below it.
+LAYERS = [
+    {"lib"},
+    {"run"},
+    {"copy"},
+    {"end"},
+    {"dest", "track", "source"},
+    {"gentle"},
+    {"sys"},
+    {"vocab", "error", "failpoint"},
+]
+
+
 def test_no_module_of_the_engine_imports_one_that_imports_it_back() -> None:
     graph = edges()
-    assert {"sys", "vocab", "coordinator", "gentle"} <= graph.keys()
+    assert {"sys", "vocab", "run", "gentle"} <= graph.keys()
     assert cycles(graph) == []
+    modules = module_edges()
+    assert {"run::coordinator", "end::verify", "track", "sys"} <= modules.keys()
+    assert cycles(modules) == []
+
+
+def test_subsystems_import_only_downward() -> None:
+    graph = edges()
+    assert set().union(*LAYERS) == graph.keys(), "every subsystem has its layer"
+    layer = {m: i for i, group in enumerate(LAYERS) for m in group}
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if layer[d] <= layer[m])
+    assert upward == []
+
+
+def test_sys_is_imported_for_os_calls_alone() -> None:
+    """`sys` names nothing of the engine's but its vocabulary."""
+    assert edges()["sys"] <= {"vocab"}
 
 
 def test_a_cycle_is_found() -> None:

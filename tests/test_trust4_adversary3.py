@@ -1,4 +1,4 @@
-"""The freeing's set-aside (`src/aside.rs`) read as an adversary: each test reproduces a finding
+"""The freeing's set-aside (`src/end/aside.rs`) read as an adversary: each test reproduces a finding
 through the CLI; one still open is a strict xfail until the product is fixed. docs/design.md, "The
 end of a run" (Freeing), says what should hold."""
 

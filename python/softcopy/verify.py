@@ -16,7 +16,7 @@ from softcopy.exits import EXIT_DIFFERENT
 
 FREEING = ".softcopy-freeing"
 """The folder at a source's root where a freeing sets each file aside before its unlink
-(src/aside.rs): one left there was stopped mid-way, and only a run's start finishes it (the
+(src/end/aside.rs): one left there was stopped mid-way, and only a run's start finishes it (the
 version journaled deleted, a writer's new version put back under its name)."""
 
 

@@ -8,7 +8,7 @@
 //! halved (fast back-off); below, it grows by a step proportional to how far below (creep);
 //! with nobody else on the device it grows by a whole worker per sample (recovery in a second).
 
-pub use crate::gate::Allowance;
+pub use crate::gentle::gate::Allowance;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The adaptive back-off (docs/design.md, "Gentle on any scheduler"): softcopy yields the source
 //! disk to the acquisition whatever the IO scheduler. This folder owns the whole of it:
 //! - `controller.rs`: the decision, pure (a contention signal in, reads in flight allowed out);
-//! - `crate::gate`: the workers' read steps held to that allowance, seeing a stop while held (a
+//! - `crate::gentle::gate`: the workers' read steps held to that allowance, seeing a stop while held (a
 //!   module of its own: the read loops in `sys` take their turns there);
 //! - `sampler.rs`: the thread that reads the signal through `sys` and drives the other two.
 //!
@@ -11,13 +11,13 @@
 //! destination on the same device) the back-off is off and says why in the status.
 
 pub mod controller;
+pub mod gate;
 pub mod pace;
+pub mod rate;
 pub mod sampler;
 
 use std::path::Path;
 use std::sync::Arc;
-
-use crate::gate;
 
 /// Whether the back-off holds the copy back now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

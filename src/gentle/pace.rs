@@ -4,8 +4,8 @@
 use std::io;
 use std::sync::atomic::AtomicBool;
 
-use crate::gate::{Gate, Turn, STEP};
-use crate::rate::RateLimit;
+use crate::gentle::gate::{Gate, Turn, STEP};
+use crate::gentle::rate::RateLimit;
 use crate::sys::Pacing;
 
 /// What one copy obeys between its steps.

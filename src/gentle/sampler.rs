@@ -10,7 +10,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::controller::{Controller, Signal};
 use super::{BackOff, BackOffState};
-use crate::gate::Gate;
+use crate::gentle::gate::Gate;
 use crate::sys::{DeviceWrites, WriteCounter};
 use crate::vocab::lock;
 

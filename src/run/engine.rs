@@ -1,10 +1,10 @@
 //! One target's engine: a coordinator thread that owns the watcher, the tracker and the worker
-//! pool (`coordinator.rs`), and a shared status that the Python side reads without ever running
+//! pool (`coordinator/`), and a shared status that the Python side reads without ever running
 //! Python in our threads (`status.rs`).
 //!
 //! Life of a target (docs/design.md, "Data flow"): wait for the source → remove leftover partials
 //! → watch → initial scan → copy as files become ready → (marker seen, one-shot, or `finish()`)
-//! → Reconciling (final scan, drain) → Verifying → Publishing → Freeing (`finish.rs`) → Verified
+//! → Reconciling (final scan, drain) → Verifying → Publishing → Freeing (`finish/`) → Verified
 //! or Incomplete. Python hands over the expected Zarr file set once, when asked, and reads the
 //! [`Verdict`] at the end.
 
@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
-use crate::verify::Expected;
+use crate::end::verify::Expected;
+use crate::run::config::Config;
+use crate::run::status::{lock, Level, Phase, Shared, Status, Verdict};
 use crate::{Error, Result};
 
 /// Longest a stop waits for the engine's thread before the target is let go (docs/design.md,
@@ -49,7 +49,7 @@ impl Engine {
             .spawn(move || {
                 let started = Instant::now();
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    crate::coordinator::run(&cfg, &sh, started)
+                    crate::run::coordinator::run(&cfg, &sh, started)
                 }));
                 let fatal = match result {
                     Ok(Ok((phase, verdict))) => {

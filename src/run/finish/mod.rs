@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::copier::{self, CopyOptions};
+use crate::copy::{self, CopyOptions};
 use crate::dest::RootProblem;
-use crate::root::RootId;
-use crate::status::{lock, Level, NotCopied, Phase, Shared, Verdict};
-use crate::tracker::Tracker;
-use crate::verify::Expected;
+use crate::end::verify::Expected;
+use crate::run::config::Config;
+use crate::run::status::{lock, Level, NotCopied, Phase, Shared, Verdict};
+use crate::source::root::RootId;
+use crate::track::Tracker;
 use crate::vocab::{Copied, Job, Outcome};
 use crate::{Error, Result};
 
@@ -30,9 +30,9 @@ pub struct Drained<'a> {
     /// What was copied (or found copied), for `--delete-source`.
     pub copied: Vec<Copied>,
     /// Everything at the destination is this run's copies, known without looking there.
-    pub landed: Option<crate::verify::Landed<'a>>,
+    pub landed: Option<crate::end::verify::Landed<'a>>,
     /// This run's records of what it copied (whether or not the destination held other files).
-    pub records: crate::verify::Landed<'a>,
+    pub records: crate::end::verify::Landed<'a>,
     /// The destination stayed unavailable too long: verified it cannot be.
     pub gave_up: bool,
     /// The source files changed since the final look (asked once the marker is published).
@@ -62,7 +62,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         v.reason = Some(format!("cannot verify: {why}"));
         return (Phase::Incomplete, v);
     }
-    let check = crate::verify::Check {
+    let check = crate::end::verify::Check {
         marker: &d.cfg.marker,
         arrays: &arrays,
         content: false,
@@ -75,8 +75,8 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     // the run here.
     let walked = match when_reached(
         &d,
-        |w: &std::io::Result<crate::verify::Report>| !w.as_ref().is_ok_and(crate::verify::Report::ok),
-        || crate::verify::verify(d.src, d.dest, &check, &d.sh.stop),
+        |w: &std::io::Result<crate::end::verify::Report>| !w.as_ref().is_ok_and(crate::end::verify::Report::ok),
+        || crate::end::verify::verify(d.src, d.dest, &check, &d.sh.stop),
     ) {
         Ok(walked) => walked,
         Err(Reach::No(why)) => {
@@ -116,7 +116,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
     // With `--delete-source`, verification goes on to content: every copy whose source may go is
     // read back (against its hash) or compared with its source, before the marker says "whole".
     let copied = std::mem::take(&mut d.copied);
-    let proof = d.cfg.delete_source.then(|| crate::mover::prove(d.src, dst, copied, &d.sh.stop));
+    let proof = d.cfg.delete_source.then(|| crate::end::mover::prove(d.src, dst, copied, &d.sh.stop));
     if d.sh.stopped() {
         return stopped(v);
     }
@@ -172,7 +172,7 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         // Excluded files stay at the source: its metadata and marker stay with them, so what is
         // left is still a readable archive (design.md "Excluded files").
         let unproven = !proof.kept.is_empty() || !v.report.excluded.is_empty();
-        match crate::mover::delete_sources(
+        match crate::end::mover::delete_sources(
             d.src,
             dst,
             &proof.proven,
@@ -267,20 +267,20 @@ fn reachable(d: &Drained<'_>) -> Reach {
 /// within one mtime tick, or at a destination keeping whole seconds, passes a look at size and
 /// mtime), and the source must hold as many files as were copied (one deleted since is a change,
 /// not an extra). Nothing is pruned: the marker stands now.
-fn still_as_verified(d: &Drained<'_>, check: &crate::verify::Check<'_>) -> bool {
-    let again = crate::verify::Check { prune: None, landed: Some(&d.records), ..*check };
-    let Ok(r) = crate::verify::verify(d.src, d.dest, &again, &d.sh.stop) else { return false };
+fn still_as_verified(d: &Drained<'_>, check: &crate::end::verify::Check<'_>) -> bool {
+    let again = crate::end::verify::Check { prune: None, landed: Some(&d.records), ..*check };
+    let Ok(r) = crate::end::verify::verify(d.src, d.dest, &again, &d.sh.stop) else { return false };
     if !(r.ok() && r.proven_as_copied == r.files && r.extra.is_empty()) {
         return false;
     }
-    if d.records.settled.is_none_or(crate::settled::Settled::exact) {
+    if d.records.settled.is_none_or(crate::track::settled::Settled::exact) {
         return r.files == d.records.count as u64;
     }
     // Records of settled copies were given up: their copies found again are counted twice, so the
     // count is only a bound. A file deleted since is then told by walking the destination for a
     // copy the source no longer has.
-    let walked = crate::verify::Check { prune: None, landed: None, ..*check };
-    crate::verify::verify(d.src, d.dest, &walked, &d.sh.stop).is_ok_and(|r| r.ok() && r.extra.is_empty())
+    let walked = crate::end::verify::Check { prune: None, landed: None, ..*check };
+    crate::end::verify::verify(d.src, d.dest, &walked, &d.sh.stop).is_ok_and(|r| r.ok() && r.extra.is_empty())
 }
 
 /// Withdraws the destination's marker when dropped, unless the run was [`Unverified::verified`]:
@@ -423,7 +423,7 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
     // Its own view of the destination (the folder held, its case folding and freed names):
     // publishing the marker must not withdraw it.
     let dest = d.dest.view(None).map_err(|e| e.to_string())?;
-    match copier::sync_file(d.src, &dest, &job, &opts, &AtomicBool::new(false)).0 {
+    match copy::sync_file(d.src, &dest, &job, &opts, &AtomicBool::new(false)).0 {
         Outcome::Copied { .. } | Outcome::Unchanged(_) => {}
         other => return Err(format!("{other:?}")),
     }
@@ -452,17 +452,16 @@ pub fn write_manifest(tracker: &Tracker, dst: &Path, path: &Path) -> Result<()> 
             Some(h) => h,
             None => {
                 let file = dst.join(rel);
-                crate::manifest::hash_file(&file).map_err(|e| Error::io("hash", &file, e))?
+                crate::end::manifest::hash_file(&file).map_err(|e| Error::io("hash", &file, e))?
             }
         };
         entries.push((rel.to_path_buf(), size, hash));
     }
-    crate::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
+    crate::end::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
 }
 
 // Not under Wine: these tests take the destination's path as given, where the engine takes it
 // canonical (`\\?\C:\...` on Windows), and expect Linux's errors for a path under a file; the
 // Windows end steps are run by the live tests under Wine (tests/windows).
 #[cfg(all(test, not(windows)))]
-#[path = "finish_tests.rs"]
 mod tests;

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::Run;
-use crate::rescan::RESCAN_MIN;
-use crate::root::Gone;
-use crate::status::Level;
+use crate::run::status::Level;
+use crate::source::rescan::RESCAN_MIN;
+use crate::source::root::Gone;
+use crate::source::watcher::{self, FsEvent, Watcher};
 use crate::vocab::{Change, CLOSE_EVENTS};
-use crate::watcher::{self, FsEvent, Watcher};
 use crate::Error;
 
 /// Where one watch covers the whole tree (Windows), a new folder's files have events of their

@@ -39,9 +39,9 @@ pub struct Config {
     /// This target's bandwidth budget in bytes per second (`--max-rate`).
     pub max_rate: Option<u64>,
     /// The budget this target shares with others (`--max-total-rate`): the same one given to each.
-    pub max_total_rate: Option<Arc<crate::rate::RateLimit>>,
+    pub max_total_rate: Option<Arc<crate::gentle::rate::RateLimit>>,
     /// What is not part of the acquisition (`--exclude`): never copied, waited for or verified.
-    pub exclude: Arc<crate::exclude::Exclude>,
+    pub exclude: Arc<crate::track::exclude::Exclude>,
     /// Hash every file while copying and read the copy back (`--checksum`).
     pub checksum: bool,
     /// Where to write the manifest (hash, size, path per file) once drained.

@@ -21,7 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use crate::names::{escape, unescape};
+use crate::end::names::{escape, unescape};
 use crate::vocab::{Copied, Identity};
 
 /// The folder's name at the source root (a `.softcopy*` name: never data, `vocab::is_ignored`).

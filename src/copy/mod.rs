@@ -5,6 +5,9 @@
 //! skip a version it already has, or remove a file the source no longer has. Workers run at the
 //! lowest CPU and IO priority and never touch Python (the threads are in `pool.rs`).
 
+pub(crate) mod in_the_way;
+pub mod pool;
+
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::dest::{Dest, Folder, Staging};
 use crate::gentle::pace::Pace;
-use crate::rate::RateLimit;
+use crate::gentle::rate::RateLimit;
 use crate::sys::{self, CopyMethod};
 use crate::vocab::{identity, time_unit_ns, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
 
@@ -33,7 +36,7 @@ pub struct CopyOptions {
     /// Drop to idle IO priority and nice 19 in every worker thread.
     pub low_priority: bool,
     /// The back-off's gate, which every read step passes (docs/design.md, "Gentle on any scheduler").
-    pub gate: Option<Arc<crate::gate::Gate>>,
+    pub gate: Option<Arc<crate::gentle::gate::Gate>>,
     /// The destination held no files when the run started, so a file seen for the first time has
     /// no earlier copy to find there: its lookup is skipped (a name that appeared meanwhile is
     /// still never overwritten by accident; see `Out::publish`).
@@ -42,7 +45,7 @@ pub struct CopyOptions {
     pub learned: Arc<sys::Learned>,
     /// The source root's identity, checked before a deletion is mirrored (`None`: not checked,
     /// for callers outside an engine).
-    pub root: Option<Arc<crate::root::RootId>>,
+    pub root: Option<Arc<crate::source::root::RootId>>,
     /// Where no writer check is possible, how long a file must have gone unwritten before it is
     /// taken as closed (docs/design.md, invariant 4).
     pub quiet: Duration,
@@ -337,7 +340,7 @@ fn sync_inner(
             if let Some(Err(why)) = opts.root.as_ref().map(|r| r.check(src_root)) {
                 return Ok(Outcome::RootGone(why));
             }
-            return crate::mirror::remove_destination(dest, &job.rel);
+            return crate::dest::mirror::remove_destination(dest, &job.rel);
         }
         Err(e) if sys::is_symlink_refused(&e) => {
             // A symlink: not followed, not copied; the report lists it.
@@ -383,7 +386,7 @@ fn sync_inner(
                     // Size and mtime prove it only if the copy was made after the source last
                     // changed: a rewrite within one tick keeps both. Otherwise the contents decide.
                     if copied_after(&ident, &copy)
-                        || crate::manifest::same_contents(src, &f.join(name)).unwrap_or(false)
+                        || crate::end::manifest::same_contents(src, &f.join(name)).unwrap_or(false)
                     {
                         return Ok(Outcome::Unchanged(ident));
                     }
@@ -437,7 +440,7 @@ fn sync_inner(
         // Looked at above for a name in another case already.
         Some(f) => f,
         None => {
-            let f = crate::in_the_way::make_folder(src_root, dest, rel_dir, opts.root.as_deref())?;
+            let f = crate::copy::in_the_way::make_folder(src_root, dest, rel_dir, opts.root.as_deref())?;
             dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
                 .map_err(|e| Error::io("copy to", dst, e))?;
             f
@@ -448,7 +451,7 @@ fn sync_inner(
         let file_out = out.file();
         let (bytes, hash) = if opts.checksum {
             // Through user space: the bytes must pass through the hasher on their way.
-            let (bytes, hash) = crate::manifest::copy_hashed(&file, file_out, &opts.pace(stop))
+            let (bytes, hash) = crate::end::manifest::copy_hashed(&file, file_out, &opts.pace(stop))
                 .map_err(|e| Error::io("copy to", dst, e))?;
             (bytes, Some(hash))
         } else {
@@ -476,7 +479,7 @@ fn sync_inner(
         }
         if let (Some(hash), Out::Named(_, tmp, _)) = (hash, &out) {
             // Read the copy back before it gets its final name: what we wrote is what we read.
-            let back = crate::manifest::hash_file(tmp).map_err(|e| Error::io("read back", tmp, e))?;
+            let back = crate::end::manifest::hash_file(tmp).map_err(|e| Error::io("read back", tmp, e))?;
             if back != hash {
                 let msg = "the copy read back differs from what was written";
                 return Err(Error::io("verify", tmp, io::Error::other(msg)));
@@ -496,7 +499,7 @@ fn sync_inner(
             out.discard(dest);
             // A folder of the name at the destination, where the source now has this file: removed,
             // then copied again at once.
-            match crate::in_the_way::remove_folder_in_the_way(src_root, dest, &job.rel, opts.root.as_deref())? {
+            match crate::copy::in_the_way::remove_folder_in_the_way(src_root, dest, &job.rel, opts.root.as_deref())? {
                 true => Ok(Outcome::Changed),
                 false => Err(e),
             }
@@ -588,7 +591,7 @@ pub fn remove_partials(dst_root: &Path) -> Leftovers {
             continue;
         }
         let rel = e.path().strip_prefix(dst_root).unwrap_or(e.path());
-        if e.depth() > 1 && e.file_name() == crate::claim::LOCK {
+        if e.depth() > 1 && e.file_name() == crate::dest::claim::LOCK {
             claimed_dirs.push(rel.parent().unwrap_or(Path::new("")).to_path_buf());
         }
         if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
@@ -599,7 +602,7 @@ pub fn remove_partials(dst_root: &Path) -> Leftovers {
         }
     }
     let held: Vec<&PathBuf> =
-        claimed_dirs.iter().filter(|d| crate::claim::held_in(&dst_root.join(d)).is_some()).collect();
+        claimed_dirs.iter().filter(|d| crate::dest::claim::held_in(&dst_root.join(d)).is_some()).collect();
     for rel in partials {
         if held.iter().any(|d| rel.starts_with(d)) {
             continue;
@@ -615,5 +618,4 @@ pub fn remove_partials(dst_root: &Path) -> Leftovers {
 // Not under Wine: these tests assume Linux's paths and errors (symlinks, /proc, errno values);
 // the Windows copy is run by the live tests under Wine (tests/windows).
 #[cfg(all(test, not(windows)))]
-#[path = "copier_tests.rs"]
 mod tests;

@@ -1,7 +1,7 @@
 //! The end steps on real folders: what is verified, when the marker is published or withdrawn,
 //! what is freed (docs/design.md, "The end of a run").
 use super::*;
-use crate::verify::Landed;
+use crate::end::verify::Landed;
 use crate::vocab::Identity;
 use std::fs;
 
@@ -246,9 +246,9 @@ fn the_manifest_lists_every_copy_with_its_hash() {
     }
     let path = out.path().join("manifest");
     write_manifest(&t, dst.path(), &path).unwrap();
-    let listed = crate::manifest::read(&path).unwrap();
-    let b = crate::manifest::hex(&crate::manifest::hash_file(&dst.path().join("b")).unwrap());
-    assert_eq!(listed, vec![("a".into(), 5, crate::manifest::hex(&[7; 16])), ("b".into(), 5, b)]);
+    let listed = crate::end::manifest::read(&path).unwrap();
+    let b = crate::end::manifest::hex(&crate::end::manifest::hash_file(&dst.path().join("b")).unwrap());
+    assert_eq!(listed, vec![("a".into(), 5, crate::end::manifest::hex(&[7; 16])), ("b".into(), 5, b)]);
 }
 
 #[test]
@@ -283,7 +283,7 @@ fn a_destination_that_cannot_be_reached_is_waited_for_then_given_up_on() {
 
 /// A run whose source file `rel` (copied, with `a`) is deleted unheard after the final look (events
 /// lost), with `arrays` expected.
-fn deleted_after_the_final_look(rel: &str, arrays: Vec<crate::verify::ArraySpec>) -> (Run, Phase) {
+fn deleted_after_the_final_look(rel: &str, arrays: Vec<crate::end::verify::ArraySpec>) -> (Run, Phase) {
     let run = Run::new();
     fs::write(run.src.path().join(rel), b"chunk").unwrap();
     copy(run.src.path(), run.dst.path(), rel);
@@ -305,7 +305,7 @@ fn deleted_after_the_final_look(rel: &str, arrays: Vec<crate::verify::ArraySpec>
 fn the_look_after_lost_events_prunes_nothing() {
     // A chunk deleted unheard: the look finds the source changed and withdraws the marker, and
     // prunes no copy (the marker stood over it).
-    let array = crate::verify::ArraySpec {
+    let array = crate::end::verify::ArraySpec {
         path: String::new(),
         shape: vec![4],
         grid: vec![1],
@@ -335,7 +335,7 @@ fn after_a_record_given_up(change: fn(&Path)) -> (Run, Phase) {
     copy(run.src.path(), run.dst.path(), "notes");
     let (a, notes) = (run.ident("a"), run.ident("notes"));
     let copied = |p: &Path| [("a", a), ("notes", notes)].into_iter().find(|(k, _)| p == Path::new(k)).map(|(_, i)| i);
-    let mut settled = crate::settled::Settled::default();
+    let mut settled = crate::track::settled::Settled::default();
     settled.keep(std::ffi::OsStr::new("notes"), &notes);
     settled.removed_tree(Path::new("")); // its folder reopened: "notes" is counted as lost, and found again
     let sh = Shared::default();

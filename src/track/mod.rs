@@ -19,6 +19,10 @@
 //!   rewritten on every resize) waits `debounce` for further versions, but never more than
 //!   `MAX_DEBOUNCES` × `debounce` in all; a file's first version is never delayed.
 
+pub mod exclude;
+pub mod settled;
+pub mod spread;
+
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::btree_map::Entry;
@@ -147,7 +151,7 @@ pub struct Tracker {
     debounce: Duration,
     in_flight: usize,
     /// Copies in flight per folder, to spread the workers over folders.
-    loads: crate::spread::FolderLoad,
+    loads: crate::track::spread::FolderLoad,
     counts: TrackerCounts,
     last_error: Option<String>,
     /// Writers' closes are reported (see [`Tracker::with_close_events`]).
@@ -156,11 +160,11 @@ pub struct Tracker {
     /// unheard, so a scan may take it as closed (docs/design.md, invariant 4).
     events_lost: bool,
     /// What is kept of the files that left `files` settled (see [`Tracker::evict_settled`]).
-    settled: crate::settled::Settled,
+    settled: crate::track::settled::Settled,
     /// A reconcile sweep is under way (between [`Tracker::begin_sweep`] and its end).
     sweeping: bool,
     /// What the lab said is not part of the acquisition: never tracked, so never copied or waited for.
-    exclude: std::sync::Arc<crate::exclude::Exclude>,
+    exclude: std::sync::Arc<crate::track::exclude::Exclude>,
 }
 
 /// Applies `want` to the file `key` whose state is `st`: queues it, or sets its timer. A function
@@ -218,7 +222,7 @@ impl Tracker {
         }
     }
 
-    pub fn with_exclude(mut self, exclude: std::sync::Arc<crate::exclude::Exclude>) -> Self {
+    pub fn with_exclude(mut self, exclude: std::sync::Arc<crate::track::exclude::Exclude>) -> Self {
         self.exclude = exclude;
         self
     }
@@ -381,13 +385,13 @@ impl Tracker {
     }
 
     /// How many files have a version at the destination (settled ones included, and those whose
-    /// record was given up: see [`crate::settled::Settled::copies`]).
+    /// record was given up: see [`crate::track::settled::Settled::copies`]).
     pub fn copied_count(&self) -> usize {
         self.files.values().filter(|st| st.copied.is_some()).count() + self.settled.copies() as usize
     }
 
     /// The records of the files that left the map settled (see [`Tracker::evict_settled`]).
-    pub fn settled(&self) -> &crate::settled::Settled {
+    pub fn settled(&self) -> &crate::track::settled::Settled {
         &self.settled
     }
 
@@ -623,11 +627,9 @@ impl Tracker {
     }
 }
 
-#[path = "tracker_sweep.rs"]
 mod sweep;
 
 #[cfg(test)]
-#[path = "tracker_tests.rs"]
 mod tests;
 
 #[cfg(test)]

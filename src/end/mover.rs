@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::aside::{self, Aside};
-use crate::journal::Writer;
-use crate::manifest;
+use crate::end::aside::{self, Aside};
+use crate::end::journal::Writer;
+use crate::end::manifest;
 use crate::vocab::{is_metadata, Copied};
 
 /// What the mover did.

@@ -27,8 +27,8 @@ pub enum FsEvent {
     /// The source root itself appeared again (a writer's `overwrite=True` removes and recreates it,
     /// or a folder was moved back).
     RootCreated,
-    /// The source root itself went away, deleted or renamed away (see [`crate::root::Gone`]).
-    RootGone(crate::root::Gone),
+    /// The source root itself went away, deleted or renamed away (see [`crate::source::root::Gone`]).
+    RootGone(crate::source::root::Gone),
     /// The watcher reported a problem.
     Error(String),
     /// The inotify watch limit is reached: some folders have no watch.
@@ -186,9 +186,9 @@ pub fn translate(root: &Path, event: notify::Result<Event>, out: &mut Vec<FsEven
                 EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
                     out.push(FsEvent::RootCreated)
                 }
-                EventKind::Remove(_) => out.push(FsEvent::RootGone(crate::root::Gone::Deleted)),
+                EventKind::Remove(_) => out.push(FsEvent::RootGone(crate::source::root::Gone::Deleted)),
                 EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-                    out.push(FsEvent::RootGone(crate::root::Gone::MovedAway))
+                    out.push(FsEvent::RootGone(crate::source::root::Gone::MovedAway))
                 }
                 _ => {}
             }
@@ -424,11 +424,11 @@ mod translate_tests {
             (EventKind::Remove(RemoveKind::File), "chunk", file(Change::Removed)),
             (EventKind::Create(CreateKind::Folder), "", Some(FsEvent::RootCreated)),
             (EventKind::Modify(ModifyKind::Name(RenameMode::To)), "", Some(FsEvent::RootCreated)),
-            (EventKind::Remove(RemoveKind::Folder), "", Some(FsEvent::RootGone(crate::root::Gone::Deleted))),
+            (EventKind::Remove(RemoveKind::Folder), "", Some(FsEvent::RootGone(crate::source::root::Gone::Deleted))),
             (
                 EventKind::Modify(ModifyKind::Name(RenameMode::From)),
                 "",
-                Some(FsEvent::RootGone(crate::root::Gone::MovedAway)),
+                Some(FsEvent::RootGone(crate::source::root::Gone::MovedAway)),
             ),
             (EventKind::Modify(ModifyKind::Data(DataChange::Any)), "", None),
             (EventKind::Create(CreateKind::File), "../elsewhere", None),

@@ -10,8 +10,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::journal::Journal;
-use crate::root::FolderId;
+use crate::end::journal::Journal;
+use crate::source::root::FolderId;
 
 /// The record's name at the destination root.
 pub const ORIGIN: &str = ".softcopy-origin";
@@ -77,7 +77,7 @@ pub fn record(dst_root: &Path, src_root: &Path) -> io::Result<()> {
     let id = FolderId::of(src_root)?;
     let tmp = dst_root.join(format!("{ORIGIN}.new"));
     let mut f = File::create(&tmp)?;
-    let shown = crate::names::escape(src_root);
+    let shown = crate::end::names::escape(src_root);
     let fs = id.fs.map_or(-1, i128::from);
     writeln!(f, "{HEADER}\n{} {} {} {fs} {shown}", id.dev, id.ino, id.born.unwrap_or(-1))?;
     f.sync_all()?;
@@ -197,7 +197,7 @@ pub struct Unfinished {
 /// error only when `dst_parent` cannot be listed; a copy that cannot be looked at in full is left
 /// out (nothing can be told of it).
 pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -> io::Result<Vec<Unfinished>> {
-    let parent = crate::names::escape(acquisitions);
+    let parent = crate::end::names::escape(acquisitions);
     let mut out = Vec::new();
     for entry in fs::read_dir(dst_parent)? {
         let entry = entry?;
@@ -212,10 +212,10 @@ pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -
             continue;
         }
         let Ok(Some((source, shown))) = read(&copy) else { continue };
-        if Path::new(&shown).parent() != Some(Path::new(&parent)) || crate::claim::held_in(&copy).is_some() {
+        if Path::new(&shown).parent() != Some(Path::new(&parent)) || crate::dest::claim::held_in(&copy).is_some() {
             continue;
         }
-        let name = crate::names::unescape(&shown).file_name().unwrap_or_default().to_os_string();
+        let name = crate::end::names::unescape(&shown).file_name().unwrap_or_default().to_os_string();
         out.push(Unfinished { copy, source, shown, name });
     }
     Ok(out)

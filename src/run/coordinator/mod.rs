@@ -13,20 +13,20 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
-use crate::config::Config;
-use crate::copier::{self, CopyOptions};
+use crate::copy::pool::{Done, Pool};
+use crate::copy::{self, CopyOptions};
 use crate::dest::{Dest, RootChange, RootWatch};
-use crate::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait, Unverified};
-use crate::health::Health;
-use crate::origin::Owner;
-use crate::pool::{Done, Pool};
-use crate::rescan::{Rescans, RESCAN_MIN};
-use crate::root::{Gone, RootId};
-use crate::status::{lock, Level, Phase, Shared, Status, Verdict};
-use crate::tracker::Tracker;
-use crate::verify::Landed;
+use crate::end::verify::Landed;
+use crate::run::config::Config;
+use crate::run::finish::{conclude, still_open, write_manifest, Drained, OpenAtEnd, OpenWait, Unverified};
+use crate::run::health::Health;
+use crate::run::origin::Owner;
+use crate::run::status::{lock, Level, Phase, Shared, Status, Verdict};
+use crate::source::rescan::{Rescans, RESCAN_MIN};
+use crate::source::root::{Gone, RootId};
+use crate::source::watcher::{self, FsEvent, Watcher};
+use crate::track::Tracker;
 use crate::vocab::{Change, Outcome};
-use crate::watcher::{self, FsEvent, Watcher};
 use crate::{Error, Result};
 
 mod events;
@@ -156,7 +156,7 @@ impl Run<'_> {
         let checked = match self.root_gone {
             // A destination holding files freed from the old folder is that acquisition's: the
             // new one is another acquisition, never written over their only copies.
-            Some(Gone::Deleted) if !crate::journal::Journal::read(&self.dst).is_ok_and(|j| j.is_empty()) => {
+            Some(Gone::Deleted) if !crate::end::journal::Journal::read(&self.dst).is_ok_and(|j| j.is_empty()) => {
                 self.root.check(&self.src).map_err(|_| {
                     format!(
                         "{} was made again, but {} holds files freed from the old folder: another acquisition, \
@@ -175,8 +175,8 @@ impl Run<'_> {
         }
         if self.root_gone == Some(Gone::Deleted) {
             // The writer's new root is this run's acquisition: the destination says so from now.
-            let recorded = crate::origin::record(&self.dst, &self.src)
-                .and_then(|()| self.dest.keep_record(Path::new(crate::origin::ORIGIN)));
+            let recorded = crate::run::origin::record(&self.dst, &self.src)
+                .and_then(|()| self.dest.keep_record(Path::new(crate::run::origin::ORIGIN)));
             if let Err(e) = recorded {
                 let why = format!("cannot record the new folder at {}: {e}", self.dst.display());
                 self.pause(why.clone());
@@ -360,7 +360,7 @@ impl Run<'_> {
         s.destination_trouble = self.health.error().or(self.dest_root.unreachable()).map(str::to_owned);
         s.paused = self.paused.clone().or_else(|| self.dest_root.away().map(String::from));
         s.back_off = self.gentle.view();
-        // The end steps (`finish.rs`) start only after the last of these.
+        // The end steps (`run::finish`) start only after the last of these.
         *lock(&self.sh.status) = s.clone();
     }
 
@@ -536,7 +536,7 @@ fn moved_since(
     ev_rx: &Receiver<notify::Result<notify::Event>>,
     tracker: &Tracker,
     marker: &str,
-) -> crate::finish::Late {
+) -> crate::run::finish::Late {
     let mut evs = Vec::new();
     for raw in ev_rx.try_iter() {
         watcher::translate(src, raw, &mut evs);
@@ -569,7 +569,7 @@ fn moved_since(
             FsEvent::Error(_) | FsEvent::WatchLimit(_) => {}
         }
     }
-    crate::finish::Late { moved, lost }
+    crate::run::finish::Late { moved, lost }
 }
 
 /// Makes the destination folder if it is missing, never its parents (as rsync): a share that is
@@ -631,7 +631,7 @@ fn reach_destination(cfg: &Config, sh: &Shared) -> Result<bool> {
 /// looks at the source: a file left there is either the version journaled as freed (deleted, as
 /// that freeing would have) or a writer's (put back under its name).
 fn recover_freeing(src: &Path, sh: &Shared) {
-    match crate::aside::recover(src) {
+    match crate::end::aside::recover(src) {
         Ok(done) => {
             if !done.freed.is_empty() || !done.put_back.is_empty() {
                 let (freed, back) = (done.freed.len(), done.put_back.len());
@@ -644,7 +644,7 @@ fn recover_freeing(src: &Path, sh: &Shared) {
         }
         Err(e) => sh.say(
             Level::Warning,
-            format!("cannot look at what a freeing left in {}: {e}", src.join(crate::aside::ASIDE).display()),
+            format!("cannot look at what a freeing left in {}: {e}", src.join(crate::end::aside::ASIDE).display()),
         ),
     }
 }
@@ -669,11 +669,12 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?,
     );
     // Invariant 10: one destination, one softcopy; held until the run ends.
-    let _claim = crate::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
+    let _claim = crate::dest::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
     dest.detect_case_folding();
     recover_freeing(&src, sh);
     // One destination, one acquisition: never written into, pruned or marked for another.
-    let whose = crate::origin::owner(&src, &dst, &cfg.marker).map_err(|e| Error::io("read the record of", &dst, e))?;
+    let whose =
+        crate::run::origin::owner(&src, &dst, &cfg.marker).map_err(|e| Error::io("read the record of", &dst, e))?;
     match whose {
         Owner::Another(why) => return Err(Error::Config(why)),
         Owner::Finished => {
@@ -693,21 +694,21 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
                 src.display()
             ),
         ),
-        Owner::SameNumber => return Err(Error::Config(crate::origin::same_number_why(&dst, &src))),
+        Owner::SameNumber => return Err(Error::Config(crate::run::origin::same_number_why(&dst, &src))),
         Owner::Free | Owner::Ours => {}
     }
     if whose != Owner::Ours {
-        crate::origin::record(&dst, &src).map_err(|e| Error::io("record the origin at", &dst, e))?;
+        crate::run::origin::record(&dst, &src).map_err(|e| Error::io("record the origin at", &dst, e))?;
     }
     // The record says, at every later look, that the folder under the name is still this copy.
-    dest.keep_record(Path::new(crate::origin::ORIGIN)).map_err(|e| Error::io("read the record of", &dst, e))?;
-    crate::origin::clear_let_go(&dst);
-    let journal = crate::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
+    dest.keep_record(Path::new(crate::run::origin::ORIGIN)).map_err(|e| Error::io("read the record of", &dst, e))?;
+    crate::run::origin::clear_let_go(&dst);
+    let journal = crate::end::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
     dest.keep_freed(journal.freed_names());
     let mut unverified = Unverified::new(&dest, sh);
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
-    let found = copier::remove_partials(&dst);
+    let found = copy::remove_partials(&dst);
     if found.removed > 0 {
         sh.say(Level::Info, format!("removed {} partial files left by an earlier run", found.removed));
     }
@@ -766,7 +767,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         sleep: cfg.sleep,
         low_priority: cfg.low_priority,
         gate: run.gentle.gate(),
-        max_rate: cfg.max_rate.map(|b| Arc::new(crate::rate::RateLimit::new(b))),
+        max_rate: cfg.max_rate.map(|b| Arc::new(crate::gentle::rate::RateLimit::new(b))),
         max_total_rate: cfg.max_total_rate.clone(),
         checksum: cfg.checksum,
         fresh_destination: !found.others,
@@ -774,10 +775,10 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
         root: Some(root.clone()),
         quiet: cfg.quiet,
     };
-    let priority = crate::pool::Priority { warning: warn_tx, lowered: sh.lowered.clone() };
+    let priority = crate::copy::pool::Priority { warning: warn_tx, lowered: sh.lowered.clone() };
     let pool = Pool::start(cfg.nprocs.max(1), src.clone(), dest.clone(), opts, done_tx, sh.stop.clone(), priority)
         .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;
-    let flusher = crate::flush::Flusher::start(dest.clone(), crate::flush::EVERY)
+    let flusher = crate::dest::flush::Flusher::start(dest.clone(), crate::dest::flush::EVERY)
         .map_err(|e| Error::Internal(format!("cannot start the flushing thread: {e}")))?;
     let end = run.copy_loop(&pool, &mut watcher, &ev_rx, &done_rx, &warn_rx);
     // The watch stays until the marker is published: a change at the source after the final
@@ -821,7 +822,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     let leftover = found.kept > 0 || dest.partials_left();
     let mut walked_whole = found.complete;
     if leftover {
-        let again = copier::remove_partials(&dst);
+        let again = copy::remove_partials(&dst);
         walked_whole &= again.complete && again.kept == 0;
         if again.removed > 0 {
             sh.say(Level::Info, format!("removed {} partial files left by failed attempts", again.removed));

@@ -58,13 +58,13 @@ pub fn write(path: &Path, entries: &mut [(PathBuf, u64, Hash)]) -> io::Result<()
     let mut out = io::BufWriter::new(File::create(&tmp)?);
     writeln!(out, "{HEADER_V2}")?;
     for (rel, size, hash) in entries.iter() {
-        writeln!(out, "{}\t{size}\t{}", hex(hash), crate::names::escape(rel))?;
+        writeln!(out, "{}\t{size}\t{}", hex(hash), crate::end::names::escape(rel))?;
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(tmp, path)
 }
 
-/// The first line of a manifest whose paths are escaped ([`crate::names`]): a name with a newline
+/// The first line of a manifest whose paths are escaped ([`crate::end::names`]): a name with a newline
 /// or bytes that are not UTF-8 broke a v1 manifest's lines or named another file.
 const HEADER_V2: &str = "# softcopy manifest v2: blake3-128<TAB>size<TAB>path (escaped: \\\\ \\n \\t \\r \\xNN)";
 
@@ -84,7 +84,7 @@ pub fn read(path: &Path) -> io::Result<Vec<(PathBuf, u64, String)>> {
         let size = size
             .parse()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("line {}: bad size {size:?}", n + 1)))?;
-        let rel = if escaped { crate::names::unescape(rel) } else { PathBuf::from(rel) };
+        let rel = if escaped { crate::end::names::unescape(rel) } else { PathBuf::from(rel) };
         out.push((rel, size, hash.to_owned()));
     }
     Ok(out)

@@ -11,9 +11,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::dest::mirror::remove_destination;
 use crate::dest::{Dest, Folder};
-use crate::mirror::remove_destination;
-use crate::root::RootId;
+use crate::source::root::RootId;
 
 /// The destination folder `rel_dir`, made for a copy; a file in its place (or a parent's) whose
 /// name is a folder at the source now is removed first.

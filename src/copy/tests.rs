@@ -105,7 +105,7 @@ fn a_new_file_is_copied_whole_with_its_permission_bits_and_mtime_and_nothing_par
         let ident = Identity { ctime_ns: crate::sys::path_identity(&p.s("a/b/f")).unwrap().ctime_ns, ..ident };
         let job = Job { rel: "a/b/f".into(), prev: Prev::Unknown, verify_closed: false, partial };
         let (outcome, copied) = p.sync_job(&job, &opts);
-        let hash = opts.checksum.then(|| crate::manifest::hash_file(&p.s("a/b/f")).unwrap());
+        let hash = opts.checksum.then(|| crate::end::manifest::hash_file(&p.s("a/b/f")).unwrap());
         assert_eq!((outcome, copied), (Outcome::Copied { ident, bytes: 11, hash }, true), "{partial:?}");
         assert_eq!(fs::read(p.d("a/b/f")).unwrap(), b"chunk bytes");
         let meta = fs::metadata(p.d("a/b/f")).unwrap();
@@ -357,7 +357,7 @@ fn a_deletion_at_the_source_never_removes_a_link_a_freed_files_copy_or_anything_
     assert!(p.d("freed").exists());
     // The source root is another folder now (removed and made again): no evidence of a deletion.
     fs::write(p.d("f"), b"copy").unwrap();
-    let root = Arc::new(crate::root::RootId::default());
+    let root = Arc::new(crate::source::root::RootId::default());
     root.adopt(p.src.path()).unwrap();
     let moved = tempfile::tempdir().unwrap();
     fs::rename(p.src.path(), moved.path().join("old")).unwrap();
@@ -466,7 +466,7 @@ fn leftover_partials_are_removed_except_in_a_folder_another_run_holds() {
     part(&partial);
     part(&format!("a/{partial}"));
     // This run's own claim, held at the root: no other run's.
-    let _ours = crate::claim::Claim::take(p.dst.path(), Path::new("/source")).unwrap();
+    let _ours = crate::dest::claim::Claim::take(p.dst.path(), Path::new("/source")).unwrap();
     assert_eq!(remove_partials(p.dst.path()), Leftovers { removed: 2, kept: 0, others: false, complete: true });
     assert!(!p.d(&partial).exists() && !p.d(&format!("a/{partial}")).exists());
     // A link under a partial's name is no partial of ours.
@@ -478,7 +478,7 @@ fn leftover_partials_are_removed_except_in_a_folder_another_run_holds() {
     let q = Pair::new();
     part(&format!("held/x/{partial}"));
     fs::rename(p.d("held"), q.d("held")).unwrap();
-    let claim = crate::claim::Claim::take(&q.d("held"), Path::new("/elsewhere")).unwrap();
+    let claim = crate::dest::claim::Claim::take(&q.d("held"), Path::new("/elsewhere")).unwrap();
     assert_eq!(remove_partials(q.dst.path()).removed, 0);
     assert!(q.d(&format!("held/x/{partial}")).exists());
     drop(claim);

@@ -25,7 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use crate::root::FolderId;
+use crate::source::root::FolderId;
 
 /// The journal's name at the destination root.
 pub const JOURNAL: &str = ".softcopy-moved";
@@ -74,7 +74,7 @@ pub struct Journal {
     folders: RefCell<HashMap<PathBuf, (Look, bool)>>,
 }
 
-use crate::names::{escape, unescape};
+use crate::end::names::{escape, unescape};
 
 /// A source folder as looked at once per verification.
 #[derive(Clone, Copy, Debug)]

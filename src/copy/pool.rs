@@ -1,5 +1,5 @@
 //! The worker threads of one target: each takes a [`Job`], does it (the copy of
-//! [`crate::copier::sync_file`]), and reports a [`Done`]. Workers run at the lowest CPU and IO
+//! [`crate::copy::sync_file`]), and reports a [`Done`]. Workers run at the lowest CPU and IO
 //! priority and never touch Python.
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::copier::{sync_file, CopyOptions};
+use crate::copy::{sync_file, CopyOptions};
 use crate::dest::Dest;
 use crate::sys;
 use crate::vocab::{Job, Outcome};

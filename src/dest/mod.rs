@@ -12,6 +12,10 @@
 //! is never followed by those calls anyway. Elsewhere each component is looked at first (racy
 //! against a link made in between, but never fooled by one already there).
 
+pub mod claim;
+pub(crate) mod flush;
+pub(crate) mod mirror;
+
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
@@ -366,9 +370,9 @@ impl Dest {
             }
             // The lock is not held while looking: other workers go on meanwhile.
             let held = if prefix == rel_dir {
-                crate::claim::held_in(folder.path())
+                crate::dest::claim::held_in(folder.path())
             } else {
-                crate::claim::held_in(self.open_folder(&prefix, false)?.path())
+                crate::dest::claim::held_in(self.open_folder(&prefix, false)?.path())
             };
             if let Some(who) = held {
                 return Err(io::Error::other(format!(
@@ -797,7 +801,6 @@ mod linux {
 // Not under Wine: these assume Linux's paths, links and errors; the Windows destination is run by
 // the live tests under Wine (tests/windows).
 #[cfg(all(test, not(windows)))]
-#[path = "dest_tests.rs"]
 mod disk_tests;
 
 #[cfg(test)]

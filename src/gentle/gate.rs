@@ -1,7 +1,7 @@
 //! The back-off's hold on the workers (docs/design.md, "Gentle on any scheduler"): every read
 //! step of a copy takes a turn here, at most `window` at once; while only one read is allowed and
 //! its duty is below one, the reader rests after each step, holding its turn, for as long as the
-//! step took times (1/duty − 1). A worker waiting or resting sees a stop within [`crate::rate::SLICE`].
+//! step took times (1/duty − 1). A worker waiting or resting sees a stop within [`crate::gentle::rate::SLICE`].
 //!
 //! Outside `gentle/` because the read loops in `sys` take their turns here: it imports only `rate`
 //! and `vocab`, and `gentle/` (which reads its signal through `sys`) sets its allowance.
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::rate::SLICE;
+use crate::gentle::rate::SLICE;
 use crate::vocab::lock;
 
 /// How much the copy may take now: `window` reads in flight at once, and while only one is
@@ -126,7 +126,7 @@ impl Turn<'_> {
         self.gate.count(n);
         let duty = lock(&self.gate.slots).allowance.duty;
         let took = self.began.elapsed();
-        crate::rate::sleep_watching(rest_for(took, duty), stop)
+        crate::gentle::rate::sleep_watching(rest_for(took, duty), stop)
     }
 }
 

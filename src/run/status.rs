@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::end::mover::MoveReport;
+use crate::end::verify::{Expected, Report};
 pub use crate::gentle::{BackOff, BackOffState};
-use crate::mover::MoveReport;
-use crate::verify::{Expected, Report};
 
 /// Where a target is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -114,7 +114,7 @@ pub struct Status {
     /// Why the target is paused (the source root is missing or not the same folder, or the
     /// destination leads elsewhere), while it is.
     pub paused: Option<String>,
-    /// The engine waits for the expected Zarr file set ([`crate::engine::Engine::expect`]).
+    /// The engine waits for the expected Zarr file set ([`crate::run::engine::Engine::expect`]).
     pub wants_expected: bool,
     /// How much the back-off holds the copy back (docs/design.md, "Gentle on any scheduler").
     pub back_off: BackOff,
@@ -167,7 +167,7 @@ pub struct Verdict {
     pub found_at_end: u64,
 }
 
-/// The state shared between the coordinator thread and the [`crate::engine::Engine`] handle.
+/// The state shared between the coordinator thread and the [`crate::run::engine::Engine`] handle.
 pub struct Shared {
     pub status: Mutex<Status>,
     pub ended: Condvar,

@@ -10,8 +10,8 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::journal::Vouch;
-pub use crate::shard::ShardIndex;
+use crate::end::journal::Vouch;
+pub use crate::end::shard::ShardIndex;
 use crate::vocab::{is_ignored, PARTIAL_SUFFIX};
 
 /// What the final metadata says the acquisition holds: its arrays, and the metadata files that could
@@ -145,7 +145,7 @@ fn differing(src: &Path, dst: &Path, rels: &[PathBuf]) -> Vec<PathBuf> {
         for _ in 0..threads {
             s.spawn(|| {
                 while let Some(rel) = rels.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if !crate::manifest::same_contents(&src.join(rel), &dst.join(rel)).unwrap_or(false) {
+                    if !crate::end::manifest::same_contents(&src.join(rel), &dst.join(rel)).unwrap_or(false) {
                         out.lock().unwrap_or_else(|e| e.into_inner()).push(rel.clone());
                     }
                 }
@@ -181,7 +181,7 @@ pub struct Landed<'a> {
     /// The records of the files that left the tracker settled: a file it does not hold, in a
     /// folder with a record, is proven together with that folder's other settled files, or looked
     /// at at the destination with them (docs/design.md, "Memory").
-    pub settled: Option<&'a crate::settled::Settled>,
+    pub settled: Option<&'a crate::track::settled::Settled>,
     /// How many files have a copy (settled ones included).
     pub count: usize,
 }
@@ -194,11 +194,11 @@ pub struct Check<'a> {
     /// Compare every pair of the same size byte for byte.
     pub content: bool,
     /// The source root's identity: stale chunks are removed while the root is that folder.
-    pub prune: Option<&'a crate::root::RootId>,
+    pub prune: Option<&'a crate::source::root::RootId>,
     /// This run's copies, to prove files without looking at the destination.
     pub landed: Option<&'a Landed<'a>>,
     /// Files not part of the acquisition: left out at both ends (never stale, never extra).
-    pub exclude: Option<&'a crate::exclude::Exclude>,
+    pub exclude: Option<&'a crate::track::exclude::Exclude>,
 }
 
 /// Compares `src` and `dst` (ignoring the marker, locks and temps at the source); with `content`,
@@ -222,13 +222,13 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     let by_path: HashMap<&str, &ArraySpec> = arrays.iter().map(|a| (a.path.as_str(), a)).collect();
     report.expected_chunks = arrays.iter().map(ArraySpec::expected).sum();
     // Files the source lost on purpose (`--delete-source`): never extra, never stale.
-    let journal = crate::journal::Journal::read(dst)?;
+    let journal = crate::end::journal::Journal::read(dst)?;
     let landed = landed.filter(|_| journal.is_empty());
     // Source files that have a file of their name at the destination, and of those, how many are
     // known copies of their current version.
     let (mut copies, mut known) = (0usize, 0usize);
     // Per folder with a record: what its files the tracker does not hold sum to.
-    let mut settled_found: HashMap<std::ffi::OsString, crate::settled::Sum> = HashMap::new();
+    let mut settled_found: HashMap<std::ffi::OsString, crate::track::settled::Sum> = HashMap::new();
     for entry in walkdir::WalkDir::new(src).follow_links(false) {
         let entry = entry?;
         let Ok(rel) = entry.path().strip_prefix(src) else {
@@ -264,7 +264,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
             landed.and_then(|l| l.settled).filter(|s| !content && copied.is_none() && s.has_folder_of(rel.as_os_str()));
         if let Some((settled, ident)) = settled.and_then(|s| ident().map(|i| (s, i))) {
             // Proven with its folder's record after the walk, or looked at then (below).
-            let folder = crate::settled::folder_of(rel.as_os_str()).to_owned();
+            let folder = crate::track::settled::folder_of(rel.as_os_str()).to_owned();
             settled_found.entry(folder).or_default().add(settled.fingerprint(rel.as_os_str(), &ident));
             if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
                 check_shard(shard, entry.path(), &copy, rel, &mut report);
@@ -560,7 +560,7 @@ mod tests {
         fs::write(dst.path().join("1"), b"deleted at the source while nobody watched").unwrap();
         let no_stop = AtomicBool::new(false);
         // The root recorded is another folder (the source was swapped meanwhile): no evidence.
-        let root = crate::root::RootId::default();
+        let root = crate::source::root::RootId::default();
         root.adopt(other.path()).unwrap();
         let run = |root| {
             let arrays = std::slice::from_ref(&array);
@@ -625,13 +625,13 @@ mod tests {
             fs::write(src.path().join(key), b"chunk").unwrap();
             fs::copy(src.path().join(key), dst.path().join(key)).unwrap();
         }
-        let mut settled = crate::settled::Settled::default();
+        let mut settled = crate::track::settled::Settled::default();
         for key in ["0/0", "1/0"] {
             // Keyed as walks spell them (`\` on Windows).
             let rel = Path::new(key).components().collect::<PathBuf>();
             settled.keep(rel.as_os_str(), &crate::sys::path_identity(&src.path().join(key)).unwrap());
         }
-        let run = |settled: &crate::settled::Settled| {
+        let run = |settled: &crate::track::settled::Settled| {
             let landed = Landed { copied: &|_| None, settled: Some(settled), count: 2 };
             let arrays = std::slice::from_ref(&array);
             let check =
@@ -659,7 +659,7 @@ mod tests {
         fs::File::options().write(true).open(dst.join(rel)).unwrap().set_modified(mtime).unwrap();
     }
 
-    fn plain(src: &Path, dst: &Path, content: bool, exclude: Option<&crate::exclude::Exclude>) -> Report {
+    fn plain(src: &Path, dst: &Path, content: bool, exclude: Option<&crate::track::exclude::Exclude>) -> Report {
         let check = Check { marker: "complete", arrays: &[], content, prune: None, landed: None, exclude };
         verify(src, &crate::dest::Dest::at(dst), &check, &AtomicBool::new(false)).unwrap()
     }
@@ -686,7 +686,7 @@ mod tests {
         }
         copy(src.path(), dst.path(), "a");
         copy(src.path(), dst.path(), "b");
-        let exclude = crate::exclude::Exclude::new(&["*.tmp".into()]).unwrap();
+        let exclude = crate::track::exclude::Exclude::new(&["*.tmp".into()]).unwrap();
         // Only the copies: nothing else reported, the marker and what is left out not compared.
         let r = plain(src.path(), dst.path(), false, Some(&exclude));
         assert!(r.ok() && r.extra.is_empty() && r.partials.is_empty(), "{r:?}");
@@ -743,11 +743,11 @@ mod tests {
         fs::write(dst.path().join("1"), b"only copy").unwrap();
         let ident = crate::vocab::Identity { dev: 1, ino: 1, size: 99, mtime_ns: 1, ctime_ns: 1 };
         let freed = crate::vocab::Copied { rel: PathBuf::from("1"), ident, hash: None };
-        crate::journal::Writer::open(dst.path(), src.path()).unwrap().freeing(&[&freed]).unwrap();
-        let root = crate::root::RootId::default();
+        crate::end::journal::Writer::open(dst.path(), src.path()).unwrap().freeing(&[&freed]).unwrap();
+        let root = crate::source::root::RootId::default();
         root.adopt(src.path()).unwrap();
         let dest = crate::dest::Dest::at(dst.path());
-        dest.keep_freed(crate::journal::Journal::read(dst.path()).unwrap().freed_names());
+        dest.keep_freed(crate::end::journal::Journal::read(dst.path()).unwrap().freed_names());
         let arrays = std::slice::from_ref(&array);
         let check =
             Check { marker: "complete", arrays, content: false, prune: Some(&root), landed: None, exclude: None };
