@@ -4,6 +4,10 @@
 //! destination match: copy a new version to a partial name and rename it into place (invariant 1),
 //! skip a version it already has, or remove a file the source no longer has. Workers run at the
 //! lowest CPU and IO priority and never touch Python (the threads are in `pool.rs`).
+//!
+//! This folder owns the workers (`pool.rs`), the copy of one file here, and a copy of another kind
+//! in its way (`in_the_way.rs`). It may import `end` (hashing), `dest`, `source` (the root's
+//! identity), `gentle` (the pace of each step) and the base; never `run`.
 
 pub(crate) mod in_the_way;
 pub mod pool;

@@ -11,6 +11,10 @@
 //! calls (create, rename, link, unlink, stat) act inside exactly that folder; their last component
 //! is never followed by those calls anyway. Elsewhere each component is looked at first (racy
 //! against a link made in between, but never fooled by one already there).
+//!
+//! This folder owns every act at the destination: the root and its beneath-the-root opens here,
+//! the claim (`claim.rs`), the background flush (`flush.rs`) and the one mirrored-deletion path
+//! (`mirror.rs`). It may import only `sys` and `vocab`.
 
 pub mod claim;
 pub(crate) mod flush;

@@ -18,6 +18,10 @@
 //! - a *new version of a file already copied* (a hot key: a shard rewritten per inner chunk, metadata
 //!   rewritten on every resize) waits `debounce` for further versions, but never more than
 //!   `MAX_DEBOUNCES` × `debounce` in all; a file's first version is never delayed.
+//!
+//! This folder owns readiness: the tracker here, its reconcile sweeps (`sweep.rs`), the per-folder
+//! records of settled files (`settled.rs`), spreading due jobs over folders (`spread.rs`) and the
+//! exclude globs (`exclude.rs`). It may import only `vocab`.
 
 pub mod exclude;
 pub mod settled;
