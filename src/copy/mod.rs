@@ -15,15 +15,17 @@ pub mod pool;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::dest::{Dest, Folder, Staging};
+use crate::dest::partial::PartialFile;
+use crate::dest::{Dest, Folder};
 use crate::gentle::pace::Pace;
 use crate::gentle::rate::RateLimit;
 use crate::sys::{self, CopyMethod};
-use crate::vocab::{identity, time_unit_ns, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
+use crate::vocab::{identity, time_unit_ns, Hash, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
+use crate::Error;
 
 /// How workers copy.
 #[derive(Clone, Debug, Default)]
@@ -83,162 +85,6 @@ fn open_source(path: &Path) -> io::Result<File> {
         opts.custom_flags(windows_sys::Win32::Storage::FileSystem::FILE_FLAG_OPEN_REPARSE_POINT);
     }
     opts.open(path)
-}
-
-static PARTIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A partial name for a copy of `name`, in the same folder.
-fn partial_name(name: &Path) -> PathBuf {
-    // The pid is asked for once: std asks the kernel on every call.
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let pid = *PID.get_or_init(std::process::id);
-    let n = PARTIAL_COUNTER.fetch_add(1, Ordering::Relaxed);
-    PathBuf::from(format!(".{}.{pid}-{n}{PARTIAL_SUFFIX}", name.to_string_lossy()))
-}
-
-/// Where a copy is written until it is complete.
-enum Out<'a> {
-    /// An unnamed file (O_TMPFILE): it gets its name only when complete.
-    Unnamed(File),
-    /// A partial file, renamed into place when complete: next to its final name, or in a staging
-    /// folder lent to this copy ([`Partial`]).
-    Named(File, PathBuf, Option<Staging<'a>>),
-}
-
-impl<'a> Out<'a> {
-    /// A new file for a copy into `folder` with permission bits `mode`: unnamed where the
-    /// destination filesystem allows it (and no read-back by name is needed), else a partial file
-    /// where `partial` says (beside `name` if staging is not possible).
-    fn create(
-        dest: &'a Dest,
-        folder: &Folder,
-        name: &Path,
-        shown: &Path,
-        mode: u32,
-        partial: Partial,
-        opts: &CopyOptions,
-    ) -> crate::Result<Out<'a>> {
-        if !opts.checksum {
-            let made = sys::create_unnamed(folder.path(), mode, &opts.learned)
-                .map_err(|e| crate::Error::io("create in", shown.parent().unwrap_or(shown), e))?;
-            if let Some(file) = made {
-                return Ok(Out::Unnamed(file));
-            }
-        }
-        // A staging folder that cannot be made is no reason not to copy: beside it is.
-        let staging = if partial == Partial::Staged { dest.staging().and_then(Result::ok) } else { None };
-        let tmp = staging.as_deref().unwrap_or(folder).join(&partial_name(name));
-        let mut open = OpenOptions::new();
-        // create_new: a partial name is ours alone; never truncate something we did not create.
-        open.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut open, mode);
-        let file = open.open(&tmp).map_err(|e| crate::Error::io("create", shown, e))?;
-        dest.partial_made();
-        Ok(Out::Named(file, tmp, staging))
-    }
-
-    fn file(&self) -> &File {
-        match self {
-            Out::Unnamed(f) | Out::Named(f, ..) => f,
-        }
-    }
-
-    /// Gives the complete copy its final name (`rel`'s last part) in `folder`, replacing an older copy
-    /// atomically. An unnamed copy of a name believed new is linked straight to it; linking never
-    /// replaces, so if the name exists after all (or is known to), the copy is linked to a partial
-    /// name and renamed over it like any partial.
-    fn publish(
-        &self,
-        dest: &Dest,
-        folder: &Folder,
-        rel: &Path,
-        src_dir: &Path,
-        shown: &Path,
-        may_exist: bool,
-    ) -> crate::Result<()> {
-        let (_, name) = crate::dest::split(rel).map_err(|e| crate::Error::io("copy to", shown, e))?;
-        let dst = folder.join(name);
-        if !sys::SYNCS_FILESYSTEM {
-            // No flush of the whole destination before the marker here: each copy is flushed on
-            // its own (writing) handle before it gets its name.
-            self.file().sync_all().map_err(|e| crate::Error::io("flush", shown, e))?;
-        }
-        let tmp = match self {
-            Out::Unnamed(file) => {
-                if !may_exist {
-                    match sys::link_unnamed(file, &dst) {
-                        Ok(()) => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(crate::Error::io("link into", shown, e)),
-                    }
-                }
-                let tmp = folder.join(&partial_name(name));
-                sys::link_unnamed(file, &tmp).map_err(|e| crate::Error::io("link into", shown, e))?;
-                dest.partial_made();
-                tmp
-            }
-            Out::Named(_, tmp, _) => tmp.clone(),
-        };
-        // A partial this call made (an unnamed copy linked to a name) is thrown away here if the
-        // copy fails; a partial file the copy was written to is thrown away once, by `discard`:
-        // removed twice, it was counted gone twice, and the count the end trusts to skip the
-        // look for leftovers (docs/design.md, "The end of a run") went below what is there.
-        let abandon = |tmp: &Path| {
-            if let Out::Unnamed(_) = self {
-                dest.remove_partial(tmp);
-            }
-        };
-        if dest.folds_case_of(name) {
-            // Two names that fold to one, copied at once, must not both look at an empty folder
-            // and then replace each other: a link never replaces, so one of them finds the other.
-            if !may_exist {
-                match fs::hard_link(&tmp, &dst) {
-                    Ok(()) => {
-                        dest.remove_partial(&tmp);
-                        return Ok(());
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(_) => {} // no hard links there: renamed as any partial
-                }
-            }
-            match dest.refuse_case_collision(folder, rel, src_dir) {
-                Err(e) => {
-                    abandon(&tmp);
-                    return Err(crate::Error::io("rename into", shown, e));
-                }
-                // This file's older copy under another case goes first: a rename over it would
-                // keep the old case where the destination keeps an entry's stored name.
-                Ok(Some(older)) => match fs::remove_file(folder.join(Path::new(&older))) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        abandon(&tmp);
-                        return Err(crate::Error::io("remove the older copy of", shown, e));
-                    }
-                    _ => {}
-                },
-                Ok(None) => {}
-            }
-        }
-        match fs::rename(&tmp, &dst) {
-            Ok(()) => {
-                dest.partial_gone();
-                Ok(())
-            }
-            Err(e) => {
-                abandon(&tmp);
-                Err(crate::Error::io("rename into", shown, e))
-            }
-        }
-    }
-
-    /// Throws an unfinished copy away (an unnamed file vanishes with its descriptor).
-    fn discard(self, dest: &Dest) {
-        if let Out::Named(file, tmp, staging) = self {
-            drop(file);
-            dest.remove_partial(&tmp);
-            drop(staging);
-        }
-    }
 }
 
 /// Whether an open file was reached without leaving `root` through a symlink in a parent folder
@@ -317,6 +163,14 @@ fn destination_unavailable(e: &crate::Error, dst_root: &Path) -> bool {
     device || fs::metadata(dst_root).is_err()
 }
 
+/// The source file of a job, opened and looked at.
+struct Source {
+    path: PathBuf,
+    file: File,
+    meta: fs::Metadata,
+    ident: Identity,
+}
+
 fn sync_inner(
     src_root: &Path,
     dest: &Dest,
@@ -324,11 +178,65 @@ fn sync_inner(
     opts: &CopyOptions,
     stop: &AtomicBool,
 ) -> crate::Result<Outcome> {
-    let prev = job.prev;
-    use crate::Error;
     let src = &src_root.join(&job.rel);
     let dst = &dest.shown(&job.rel);
     let (rel_dir, name) = crate::dest::split(&job.rel).map_err(|e| Error::io("copy", src, e))?;
+    let source = match open_source_file(src_root, src, dest, job, opts)? {
+        Ok(source) => source,
+        Err(outcome) => return Ok(outcome),
+    };
+    let ident = source.ident;
+    if job.prev == Prev::Copied(ident) {
+        return Ok(Outcome::Unchanged(ident));
+    }
+    let (folder, may_exist) = match look_at_copy(dest, job, src, name, &ident, opts)? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    if dest.was_freed(&job.rel) {
+        // The copy there is the only one of a file freed from this acquisition after its copy was
+        // proven; a new version at the source is a new take's, and never replaces it.
+        return Ok(Outcome::Failed(format!(
+            "{}: its copy is the only one of the file freed at the source by an earlier run; the file \
+             there now is a new take's and is not copied over it (copy the new take elsewhere)",
+            dst.display()
+        )));
+    }
+    if let Some(outcome) = not_ready(job, src, &source, opts) {
+        return Ok(outcome);
+    }
+    let folder = match folder {
+        // Looked at above for a name in another case already.
+        Some(f) => f,
+        None => {
+            let f = crate::copy::in_the_way::make_folder(src_root, dest, rel_dir, opts.root.as_deref())?;
+            dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
+                .map_err(|e| Error::io("copy to", dst, e))?;
+            f
+        }
+    };
+    match write_copy(dest, &folder, job, &source, may_exist, opts, stop) {
+        Ok(Some((bytes, hash))) => Ok(Outcome::Copied { ident, bytes, hash }),
+        Ok(None) => Ok(Outcome::Changed),
+        // A folder of the name at the destination, where the source now has this file: removed,
+        // then copied again at once.
+        Err(e) => {
+            match crate::copy::in_the_way::remove_folder_in_the_way(src_root, dest, &job.rel, opts.root.as_deref())? {
+                true => Ok(Outcome::Changed),
+                false => Err(e),
+            }
+        }
+    }
+}
+
+/// Opens the job's source file without following a link, or says what its absence means.
+fn open_source_file(
+    src_root: &Path,
+    src: &Path,
+    dest: &Dest,
+    job: &Job,
+    opts: &CopyOptions,
+) -> crate::Result<Result<Source, Outcome>> {
     // The source root is canonical (no symlinks in it), so openat2's refusal of every symlink
     // covers invariant 6 in one call; elsewhere O_NOFOLLOW covers the last component and the
     // kernel's name for the descriptor tells whether a parent folder was a link.
@@ -342,173 +250,154 @@ fn sync_inner(
             // Positive evidence only (invariant 8): the name is gone from the folder being copied,
             // not because that folder itself is gone or was swapped for another.
             if let Some(Err(why)) = opts.root.as_ref().map(|r| r.check(src_root)) {
-                return Ok(Outcome::RootGone(why));
+                return Ok(Err(Outcome::RootGone(why)));
             }
-            return crate::dest::mirror::remove_destination(dest, &job.rel);
+            return crate::dest::mirror::remove_destination(dest, &job.rel).map(Err);
         }
-        Err(e) if sys::is_symlink_refused(&e) => {
-            // A symlink: not followed, not copied; the report lists it.
-            return Ok(Outcome::Skipped);
-        }
+        // A symlink: not followed, not copied; the report lists it.
+        Err(e) if sys::is_symlink_refused(&e) => return Ok(Err(Outcome::Skipped)),
         // A Windows writer holding the file without sharing it: busy, like a file open for
         // writing, and looked at again (no close event will say when it lets go).
-        Err(e) if sys::is_sharing_violation(&e) => return Ok(Outcome::Busy),
+        Err(e) if sys::is_sharing_violation(&e) => return Ok(Err(Outcome::Busy)),
         Err(e) => return Err(Error::io("open source", src, e)),
     };
     if !beneath_checked && !opened_beneath(&file, src_root) {
         // Reached through a symlinked folder (notify watches through links): outside the source.
-        return Ok(Outcome::Skipped);
+        return Ok(Err(Outcome::Skipped));
     }
     let meta = file.metadata().map_err(|e| Error::io("stat source", src, e))?;
     if !meta.is_file() {
-        return Ok(Outcome::Skipped);
+        return Ok(Err(Outcome::Skipped));
     }
     let ident = sys::file_identity(&file, &meta);
-    if prev == Prev::Copied(ident) {
-        return Ok(Outcome::Unchanged(ident));
-    }
-    // Whether the destination may hold this name already (an earlier copy to replace).
-    let mut may_exist = prev != Prev::Unknown;
-    let look_first = match prev {
+    Ok(Ok(Source { path: src.to_path_buf(), file, meta, ident }))
+}
+
+/// On first sight of a file in this run, a previous run may have copied this very version:
+/// `Unchanged` if so. Else the destination folder if it was opened to look, and whether the name
+/// may hold an earlier copy to replace.
+fn look_at_copy(
+    dest: &Dest,
+    job: &Job,
+    src: &Path,
+    name: &Path,
+    ident: &Identity,
+    opts: &CopyOptions,
+) -> crate::Result<Result<(Option<Folder>, bool), Outcome>> {
+    let mut may_exist = job.prev != Prev::Unknown;
+    let look_first = match job.prev {
         Prev::Unknown => !opts.fresh_destination,
         Prev::Settled => true,
         Prev::Copied(_) | Prev::Superseded => false,
     };
     // The destination folder, once opened (it is opened once per file: to look, compare, write).
-    let mut folder = None;
-    if look_first {
-        // First sight of this file in this run: a previous run may have copied this very version.
-        if let Ok(f) = dest.folder(rel_dir, false) {
-            // A copy found only under another case (the name's case changed at the source) is an
-            // older copy to replace, whatever its size and mtime: the copy takes the name as it is.
-            let other_case = dest
-                .refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
-                .map_err(|e| Error::io("look at", dst, e))?
-                .is_some();
-            if let Ok((is_file, copy)) = fs::symlink_metadata(f.join(name)).map(|m| (m.is_file(), identity(&m))) {
-                if is_file && !other_case && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
-                    // Size and mtime prove it only if the copy was made after the source last
-                    // changed: a rewrite within one tick keeps both. Otherwise the contents decide.
-                    if copied_after(&ident, &copy)
-                        || crate::end::manifest::same_contents(src, &f.join(name)).unwrap_or(false)
-                    {
-                        return Ok(Outcome::Unchanged(ident));
-                    }
-                }
-                may_exist = true;
+    if !look_first {
+        return Ok(Ok((None, may_exist)));
+    }
+    let Ok(f) = dest.folder(crate::dest::split(&job.rel).map_err(|e| Error::io("copy", src, e))?.0, false) else {
+        return Ok(Ok((None, may_exist)));
+    };
+    // A copy found only under another case (the name's case changed at the source) is an older
+    // copy to replace, whatever its size and mtime: the copy takes the name as it is.
+    let other_case = dest
+        .refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
+        .map_err(|e| Error::io("look at", dest.shown(&job.rel), e))?
+        .is_some();
+    if let Ok((is_file, copy)) = fs::symlink_metadata(f.join(name)).map(|m| (m.is_file(), identity(&m))) {
+        if is_file && !other_case && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
+            // Size and mtime prove it only if the copy was made after the source last changed:
+            // a rewrite within one tick keeps both. Otherwise the contents decide.
+            if copied_after(ident, &copy) || crate::end::manifest::same_contents(src, &f.join(name)).unwrap_or(false) {
+                return Ok(Err(Outcome::Unchanged(*ident)));
             }
-            folder = Some(f);
         }
+        may_exist = true;
     }
-    if dest.was_freed(&job.rel) {
-        // The copy there is the only one of a file freed from this acquisition after its copy was
-        // proven; a new version at the source is a new take's, and never replaces it.
-        return Ok(Outcome::Failed(format!(
-            "{}: its copy is the only one of the file freed at the source by an earlier run; the file \
-             there now is a new take's and is not copied over it (copy the new take elsewhere)",
-            dst.display()
-        )));
-    }
+    Ok(Ok((Some(f), may_exist)))
+}
+
+/// Why the source file is not to be copied yet, if it is not: a writer has it open, or its last
+/// change is too recent for a change during the copy to be told from it.
+fn not_ready(job: &Job, src: &Path, source: &Source, opts: &CopyOptions) -> Option<Outcome> {
     if job.verify_closed {
-        match sys::open_for_writing(&file, src) {
+        match sys::open_for_writing(&source.file, src) {
             // Invariant 4: a file a writer still has open is not copied; its close brings it back.
-            Some(true) => return Ok(Outcome::Busy),
+            Some(true) => return Some(Outcome::Busy),
             Some(false) => {}
             // The kernel cannot say (not the owner, no CAP_LEASE, no leases on this system or
             // filesystem). Silence is not proof of a close: only a long enough quiet is.
             None => {
                 opts.learned.no_busy_check.store(true, Ordering::Relaxed);
-                let unwritten = last_written(&meta).elapsed().unwrap_or(Duration::ZERO);
+                let unwritten = last_written(&source.meta).elapsed().unwrap_or(Duration::ZERO);
                 if unwritten < opts.quiet {
-                    return Ok(Outcome::Unsettled(opts.quiet - unwritten));
+                    return Some(Outcome::Unsettled(opts.quiet - unwritten));
                 }
             }
         }
     }
-    if job.verify_closed || prev == Prev::Superseded {
+    if job.verify_closed || job.prev == Prev::Superseded {
         // The check after the copy compares identities, which tells a write during the copy only
         // if that write's timestamps differ from the last change's: the last change must be at
         // least a tick of the source's clock ago, or the copy waits until it is.
-        let since = last_written(&meta).elapsed().unwrap_or(Duration::ZERO);
-        let tick = tick_of(&ident);
+        let since = last_written(&source.meta).elapsed().unwrap_or(Duration::ZERO);
+        let tick = tick_of(&source.ident);
         if since < tick {
-            return Ok(Outcome::Unsettled(tick - since));
+            return Some(Outcome::Unsettled(tick - since));
         }
     }
+    None
+}
+
+/// Writes the copy under a partial name and publishes it: its size and hash, or `None` when the
+/// source changed meanwhile (the copy is then thrown away, never published: invariant 2).
+fn write_copy(
+    dest: &Dest,
+    folder: &Folder,
+    job: &Job,
+    source: &Source,
+    may_exist: bool,
+    opts: &CopyOptions,
+    stop: &AtomicBool,
+) -> crate::Result<Option<(u64, Option<Hash>)>> {
+    let (src, file, ident, dst) = (&source.path, &source.file, source.ident, &dest.shown(&job.rel));
     // The source's permission bits, never wider (no setuid/setgid/sticky).
     #[cfg(unix)]
-    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&source.meta.permissions()) & 0o777;
     #[cfg(not(unix))]
     let mode = 0o644;
-    let folder = match folder {
-        // Looked at above for a name in another case already.
-        Some(f) => f,
-        None => {
-            let f = crate::copy::in_the_way::make_folder(src_root, dest, rel_dir, opts.root.as_deref())?;
-            dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
-                .map_err(|e| Error::io("copy to", dst, e))?;
-            f
-        }
+    // No unnamed file where the copy is read back by name.
+    let unnamed = (!opts.checksum).then_some(&*opts.learned);
+    let out = PartialFile::create(dest, folder, &job.rel, mode, job.partial, unnamed)?;
+    let (bytes, hash) = if opts.checksum {
+        // Through user space: the bytes must pass through the hasher on their way.
+        let (bytes, hash) = crate::end::manifest::copy_hashed(file, out.file(), &opts.pace(stop))
+            .map_err(|e| Error::io("copy to", dst, e))?;
+        (bytes, Some(hash))
+    } else {
+        let bytes = sys::copy_contents(file, out.file(), ident.size, opts.method, &opts.learned, &opts.pace(stop))
+            .map_err(|e| Error::io("copy to", dst, e))?;
+        (bytes, None)
     };
-    let out = Out::create(dest, &folder, name, dst, mode, job.partial, opts)?;
-    let result = (|| {
-        let file_out = out.file();
-        let (bytes, hash) = if opts.checksum {
-            // Through user space: the bytes must pass through the hasher on their way.
-            let (bytes, hash) = crate::end::manifest::copy_hashed(&file, file_out, &opts.pace(stop))
-                .map_err(|e| Error::io("copy to", dst, e))?;
-            (bytes, Some(hash))
-        } else {
-            let bytes = sys::copy_contents(&file, file_out, ident.size, opts.method, &opts.learned, &opts.pace(stop))
-                .map_err(|e| Error::io("copy to", dst, e))?;
-            (bytes, None)
-        };
-        // The file was created with the source's bits; our umask may have narrowed them, and only
-        // then is a chmod needed (unknown umask: always).
-        #[cfg(unix)]
-        if sys::umask().is_none_or(|u| mode & u != 0) {
-            use std::os::unix::fs::PermissionsExt;
-            file_out.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", dst, e))?;
-        }
-        if let Ok(mtime) = meta.modified() {
-            file_out.set_times(fs::FileTimes::new().set_modified(mtime)).map_err(|e| Error::io("set mtime", dst, e))?;
-        }
-        sys::drop_cache(&file);
-        // Re-check the source after the copy (invariant 2): if the name now points at another
-        // version, or this one changed in place, what we hold is stale and must not be published.
-        let after = sys::path_identity(src).ok();
-        let fd_after = file.metadata().map(|m| sys::file_identity(&file, &m)).ok();
-        if after != Some(ident) || fd_after != Some(ident) || bytes != ident.size {
-            return Ok(None);
-        }
-        if let (Some(hash), Out::Named(_, tmp, _)) = (hash, &out) {
-            // Read the copy back before it gets its final name: what we wrote is what we read.
-            let back = crate::end::manifest::hash_file(tmp).map_err(|e| Error::io("read back", tmp, e))?;
-            if back != hash {
-                let msg = "the copy read back differs from what was written";
-                return Err(Error::io("verify", tmp, io::Error::other(msg)));
-            }
-        }
-        dest.changing().map_err(|e| Error::io("publish", dst, e))?;
-        out.publish(dest, &folder, &job.rel, src.parent().unwrap_or(src), dst, may_exist)?;
-        Ok(Some((bytes, hash)))
-    })();
-    match result {
-        Ok(Some((bytes, hash))) => Ok(Outcome::Copied { ident, bytes, hash }),
-        Ok(None) => {
-            out.discard(dest);
-            Ok(Outcome::Changed)
-        }
-        Err(e) => {
-            out.discard(dest);
-            // A folder of the name at the destination, where the source now has this file: removed,
-            // then copied again at once.
-            match crate::copy::in_the_way::remove_folder_in_the_way(src_root, dest, &job.rel, opts.root.as_deref())? {
-                true => Ok(Outcome::Changed),
-                false => Err(e),
-            }
+    out.stamp(mode, source.meta.modified().ok())?;
+    sys::drop_cache(file);
+    // Re-check the source after the copy (invariant 2): if the name now points at another
+    // version, or this one changed in place, what we hold is stale and must not be published.
+    let after = sys::path_identity(src).ok();
+    let fd_after = file.metadata().map(|m| sys::file_identity(file, &m)).ok();
+    if after != Some(ident) || fd_after != Some(ident) || bytes != ident.size {
+        return Ok(None);
+    }
+    if let (Some(hash), Some(tmp)) = (hash, out.named()) {
+        // Read the copy back before it gets its final name: what we wrote is what we read.
+        let back = crate::end::manifest::hash_file(tmp).map_err(|e| Error::io("read back", tmp, e))?;
+        if back != hash {
+            let msg = "the copy read back differs from what was written";
+            return Err(Error::io("verify", tmp, io::Error::other(msg)));
         }
     }
+    dest.changing().map_err(|e| Error::io("publish", dst, e))?;
+    out.publish(folder, &job.rel, src.parent().unwrap_or(src), may_exist)?;
+    Ok(Some((bytes, hash)))
 }
 
 /// When the file's content last changed: its ctime where there is one (a writer cannot set it

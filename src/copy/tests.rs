@@ -1,6 +1,7 @@
 //! The copy of one file on real folders: what is published, what is thrown away, what a deletion
 //! at the source removes (docs/design.md, invariants 1, 2, 4, 6, 8 and 10).
 use super::*;
+use crate::dest::partial::partial_name;
 use crate::dest::Dest;
 use crate::vocab::{Identity, Job, Outcome, Partial, Prev};
 use std::os::unix::fs::PermissionsExt;

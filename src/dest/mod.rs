@@ -19,6 +19,7 @@
 pub mod claim;
 pub(crate) mod flush;
 pub(crate) mod mirror;
+pub mod partial;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -496,8 +497,8 @@ impl Dest {
         }
     }
 
-    /// Whether a partial this run made may still be at the destination (a removal failed, or a
-    /// copy panicked between making one and throwing it away).
+    /// Whether a partial this run made may still be at the destination (a removal failed; a
+    /// panicked copy throws its partial away as it unwinds, `partial.rs`).
     pub fn partials_left(&self) -> bool {
         self.partials.load(Ordering::Relaxed) != 0
     }
