@@ -281,21 +281,7 @@ pub fn delete_sources(
     stop: &AtomicBool,
 ) -> io::Result<MoveReport> {
     let mut report = MoveReport::default();
-    let marker = marker.filter(|m| match self::proven(src_root, dst_root, m) {
-        Ok(()) => true,
-        Err(Unproven::Differs) => {
-            report.kept.push((m.rel.clone(), "the copy's content differs from the source".into()));
-            false
-        }
-        Err(Unproven::Gone) => {
-            report.kept.push((m.rel.clone(), "the copy is not at the destination".into()));
-            false
-        }
-        Err(Unproven::Other(why)) => {
-            report.kept.push((m.rel.clone(), why));
-            false
-        }
-    });
+    let marker = marker.filter(|m| marker_proven(src_root, dst_root, m, &mut report));
     let (meta, data): (Vec<&Copied>, Vec<&Copied>) = proven.iter().partition(|c| is_metadata(&c.rel));
     let every: Vec<&Copied> = proven.iter().chain(marker).collect();
     if let Err(why) = make_durable(dst_root, &every) {
@@ -332,25 +318,42 @@ pub fn delete_sources(
         // Only the folder's own state is left: the next run's start finishes it (`aside::recover`).
         report.kept.push((PathBuf::from(aside::ASIDE), format!("not cleared: {e}")));
     }
-    // Empty folders go too (writers leave empty ones behind for fill-value chunks), deepest first;
-    // a folder that still holds anything fails to be removed and stays.
     if !report.deleted.is_empty() && !stop.load(Ordering::Relaxed) {
-        crate::crash_point!("free.folders");
-        let dirs: BTreeSet<PathBuf> = walkdir::WalkDir::new(src_root)
-            .min_depth(1)
-            .follow_links(false)
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_dir())
-            .map(|e| e.into_path())
-            .collect();
-        for d in dirs.iter().rev() {
-            if fs::remove_dir(d).is_ok() {
-                report.folders_removed += 1;
-            }
-        }
+        remove_empty_folders(src_root, &mut report);
     }
     Ok(report)
+}
+
+/// Whether the marker's copy is proven (the marker is freed last, after its own publishing);
+/// where not, it is kept and `report` says why.
+fn marker_proven(src_root: &Path, dst_root: &Path, m: &Copied, report: &mut MoveReport) -> bool {
+    let why = match proven(src_root, dst_root, m) {
+        Ok(()) => return true,
+        Err(Unproven::Differs) => "the copy's content differs from the source".into(),
+        Err(Unproven::Gone) => "the copy is not at the destination".into(),
+        Err(Unproven::Other(why)) => why,
+    };
+    report.kept.push((m.rel.clone(), why));
+    false
+}
+
+/// Empty folders go too (writers leave empty ones behind for fill-value chunks), deepest first;
+/// a folder that still holds anything fails to be removed and stays.
+fn remove_empty_folders(src_root: &Path, report: &mut MoveReport) {
+    crate::crash_point!("free.folders");
+    let dirs: BTreeSet<PathBuf> = walkdir::WalkDir::new(src_root)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .map(|e| e.into_path())
+        .collect();
+    for d in dirs.iter().rev() {
+        if fs::remove_dir(d).is_ok() {
+            report.folders_removed += 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -212,182 +212,253 @@ pub struct Check<'a> {
 /// A `stop` request ends it with an error ("stopped") between files: an unfinished verification
 /// proves nothing.
 pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &AtomicBool) -> std::io::Result<Report> {
-    let Check { marker, arrays, content, prune, landed, exclude } = *check;
-    let excluded = |rel: &Path| exclude.is_some_and(|e| e.matches(rel));
-    // Never data, or not part of the acquisition: left out at both ends.
-    let left_out = |rel: &Path| is_ignored(rel) || excluded(rel);
-    let dst = dest.root();
-    let mut report = Report::default();
-    let mut same_size = Vec::new();
-    let by_path: HashMap<&str, &ArraySpec> = arrays.iter().map(|a| (a.path.as_str(), a)).collect();
-    report.expected_chunks = arrays.iter().map(ArraySpec::expected).sum();
     // Files the source lost on purpose (`--delete-source`): never extra, never stale.
-    let journal = crate::end::journal::Journal::read(dst)?;
-    let landed = landed.filter(|_| journal.is_empty());
-    // Source files that have a file of their name at the destination, and of those, how many are
-    // known copies of their current version.
-    let (mut copies, mut known) = (0usize, 0usize);
-    // Per folder with a record: what its files the tracker does not hold sum to.
-    let mut settled_found: HashMap<std::ffi::OsString, crate::track::settled::Sum> = HashMap::new();
-    for entry in walkdir::WalkDir::new(src).follow_links(false) {
-        let entry = entry?;
-        let Ok(rel) = entry.path().strip_prefix(src) else {
-            continue;
-        };
-        if entry.file_type().is_symlink() {
-            report.symlinks.push(rel.to_path_buf());
-            continue;
-        }
-        if entry.file_type().is_file() && excluded(rel) {
-            report.excluded.push(rel.to_path_buf());
-            // Metadata is never left out: its copy missing, the copy is not whole (see `Exclude::new`).
-            if crate::vocab::is_metadata(rel) && !dst.join(rel).is_file() {
-                report.missing.push(rel.to_path_buf());
-            }
-            let in_grid = chunk_of(&slash_path(rel), &by_path).is_some_and(|(spec, idx)| spec.in_bounds(&idx));
-            report.excluded_chunks += u64::from(in_grid);
-        }
-        if !entry.file_type().is_file() || left_out(rel) || rel.as_os_str() == marker {
-            continue;
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other("stopped"));
-        }
-        let meta = entry.metadata()?;
-        let size = meta.len();
-        report.files += 1;
-        report.bytes += size;
-        let copy = dst.join(rel);
-        let ident = || crate::sys::path_identity_of(entry.path(), &meta).ok();
-        let copied = landed.and_then(|l| (l.copied)(rel));
-        let settled =
-            landed.and_then(|l| l.settled).filter(|s| !content && copied.is_none() && s.has_folder_of(rel.as_os_str()));
-        if let Some((settled, ident)) = settled.and_then(|s| ident().map(|i| (s, i))) {
-            // Proven with its folder's record after the walk, or looked at then (below).
-            let folder = crate::track::settled::folder_of(rel.as_os_str()).to_owned();
-            settled_found.entry(folder).or_default().add(settled.fingerprint(rel.as_os_str(), &ident));
-            if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
-                check_shard(shard, entry.path(), &copy, rel, &mut report);
-            }
-            continue;
-        }
-        if copied.is_some_and(|copied| ident() == Some(copied)) {
-            copies += 1;
-            known += 1;
-            report.proven_as_copied += 1;
-            if content {
-                same_size.push(rel.to_path_buf());
-            }
-            // A shard's index is still read at the destination (one read per shard, and shards are
-            // few): it is what tells bytes that landed damaged, which no size or mtime can.
-            if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
-                check_shard(shard, entry.path(), &copy, rel, &mut report);
-            }
-            continue;
-        }
-        let (present, arrived) = look_up(dest, rel, &meta, content, &mut report, &mut same_size);
-        copies += usize::from(present);
-        if let Some(shard) = account_chunk(&slash_path(rel), &by_path, &mut report) {
-            if arrived {
-                check_shard(shard, entry.path(), &copy, rel, &mut report);
-            }
-        }
-    }
-    // A folder whose settled files are exactly its record's is proven as this run's copies. Any
-    // other (one changed, added or deleted since it settled) has those files looked at one by one.
-    for (folder, found) in &settled_found {
-        let settled = landed.and_then(|l| l.settled).expect("only with records");
-        if settled.proves(folder, found) {
-            copies += found.files as usize;
-            known += found.files as usize;
-            report.proven_as_copied += found.files;
-            continue;
-        }
-        for entry in fs::read_dir(src.join(folder))?.flatten() {
-            if stop.load(Ordering::Relaxed) {
-                return Err(std::io::Error::other("stopped"));
-            }
-            let rel = Path::new(folder).join(entry.file_name());
-            let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
-            let held = landed.and_then(|l| (l.copied)(&rel)).is_some();
-            if meta.is_file() && !held && !left_out(&rel) && rel.as_os_str() != marker {
-                copies += usize::from(look_up(dest, &rel, &meta, content, &mut report, &mut same_size).0);
-            }
-        }
-    }
-    // The destination usually holds exactly the copies of the source's files, with nothing left
-    // over: counted by name first (no stat), the per-file lookup at the source is needed only if
-    // it holds more. On a million files that lookup is a third of the verification's stats. Not
-    // with a journal: an entry must never balance a file that should not be there (docs/design.md, "The end of a run", Freeing).
-    let counted = |e: &walkdir::DirEntry| {
-        let rel = e.path().strip_prefix(dst).unwrap_or(e.path());
-        let partial = e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX);
-        e.file_type().is_file() && (partial || !left_out(rel) && rel.as_os_str() != marker)
+    let journal = crate::end::journal::Journal::read(dest.root())?;
+    let mut proof = Proof {
+        src,
+        dest,
+        check,
+        stop,
+        landed: check.landed.filter(|_| journal.is_empty()),
+        journal,
+        by_path: check.arrays.iter().map(|a| (a.path.as_str(), a)).collect(),
+        report: Report { expected_chunks: check.arrays.iter().map(ArraySpec::expected).sum(), ..Report::default() },
+        same_size: Vec::new(),
+        copies: 0,
+        known: 0,
+        settled_found: HashMap::new(),
     };
-    let mut in_dst = 0usize;
-    // Every copy this run made is of a source file, and the destination holds nothing else.
-    let all_known = landed.is_some_and(|l| l.count == known);
-    if !all_known && journal.is_empty() {
-        for entry in walkdir::WalkDir::new(dst).follow_links(false) {
-            in_dst += usize::from(counted(&entry?));
-        }
-    }
-    let shortcut = all_known || journal.is_empty() && in_dst == copies;
-    let walk = if shortcut { None } else { Some(walkdir::WalkDir::new(dst).follow_links(false)) };
-    report.destination_walked = !all_known;
-    for entry in walk.into_iter().flatten() {
-        // Pruning deletes: never after a stop request.
-        if stop.load(Ordering::Relaxed) {
+    proof.walk_source()?;
+    proof.prove_settled()?;
+    let walk = proof.destination_to_walk()?;
+    proof.walk_destination(walk)?;
+    let mut report = proof.report;
+    report.content_mismatch = differing(src, dest.root(), &proof.same_size);
+    Ok(report)
+}
+
+/// One verification in progress: what it checks against, and what it found so far.
+struct Proof<'a> {
+    src: &'a Path,
+    dest: &'a crate::dest::Dest,
+    check: &'a Check<'a>,
+    stop: &'a AtomicBool,
+    journal: crate::end::journal::Journal,
+    /// This run's copies, where they may prove files (not with a journal).
+    landed: Option<&'a Landed<'a>>,
+    by_path: HashMap<&'a str, &'a ArraySpec>,
+    report: Report,
+    /// Pairs to compare byte for byte (`content`).
+    same_size: Vec<PathBuf>,
+    /// Source files that have a file of their name at the destination, and of those, how many
+    /// are known copies of their current version.
+    copies: usize,
+    known: usize,
+    /// Per folder with a record: what its files the tracker does not hold sum to.
+    settled_found: HashMap<std::ffi::OsString, crate::track::settled::Sum>,
+}
+
+impl Proof<'_> {
+    fn stopped(&self) -> std::io::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("stopped"));
         }
-        let entry = entry?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let Ok(rel) = entry.path().strip_prefix(dst) else {
-            continue;
-        };
-        if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
-            report.partials.push(rel.to_path_buf());
-        } else if left_out(rel) {
-            // Our own state at the root.
-        } else if another_kind(&src.join(rel)) {
-            // A link or a special file now where the copy's source was: the copy does not describe
-            // it (softcopy copies neither), and nothing is deleted on that account.
-            report.extra.push(rel.to_path_buf());
-        } else if absent(&src.join(rel)) && rel.as_os_str() != marker {
-            let array = chunk_of(&slash_path(rel), &by_path).map(|(spec, _)| PathBuf::from(&spec.path));
-            let vouch = match entry.metadata() {
-                Ok(m) => journal.accounts_for(src, rel, &m, array.as_deref()),
-                // Not looked at: nothing is deleted on that account.
-                Err(_) => Vouch::Conflict,
-            };
-            // A name the journal says was freed stands for its only copy even where the copy no
-            // longer looks like the version freed (its mtime changed at the destination): kept.
-            let vouch = match vouch {
-                Vouch::Silent if dest.was_freed(rel) => Vouch::Conflict,
-                v => v,
-            };
-            if vouch == Vouch::Freed {
-                // Freed from this very acquisition by an earlier run, after its copy was proven.
-            } else if vouch == Vouch::Conflict {
-                // An entry names this copy, but its acquisition was replaced or taken again: the
-                // copy may be the only one of a freed file. Kept, and the run is not verified.
-                report.stale_chunks.push(rel.to_path_buf());
-            } else if array.is_none() {
-                report.extra.push(rel.to_path_buf());
-            } else if prune.is_some_and(|root| root.check(src).is_ok())
-                && dest.changing().is_ok()
-                && prune_copy(dest, rel)
-            {
-                report.pruned.push(rel.to_path_buf());
-            } else {
-                report.stale_chunks.push(rel.to_path_buf());
+        Ok(())
+    }
+
+    /// Not part of the acquisition (`exclude`).
+    fn excluded(&self, rel: &Path) -> bool {
+        self.check.exclude.is_some_and(|e| e.matches(rel))
+    }
+
+    /// Never data, or not part of the acquisition: left out at both ends.
+    fn left_out(&self, rel: &Path) -> bool {
+        is_ignored(rel) || self.excluded(rel)
+    }
+
+    /// Counts `rel` against its array's grid; a shard's copy is checked whole where `arrived`.
+    fn account(&mut self, rel: &Path, source: &Path, arrived: bool) {
+        if let Some(shard) = account_chunk(&slash_path(rel), &self.by_path, &mut self.report) {
+            if arrived {
+                check_shard(shard, source, &self.dest.root().join(rel), rel, &mut self.report);
             }
         }
     }
-    report.content_mismatch = differing(src, dst, &same_size);
-    Ok(report)
+
+    /// Every source file: proven as this run's copy, left for its folder's record, or looked up
+    /// at the destination.
+    fn walk_source(&mut self) -> std::io::Result<()> {
+        let (src, content) = (self.src, self.check.content);
+        for entry in walkdir::WalkDir::new(src).follow_links(false) {
+            let entry = entry?;
+            let Ok(rel) = entry.path().strip_prefix(src) else {
+                continue;
+            };
+            if entry.file_type().is_symlink() {
+                self.report.symlinks.push(rel.to_path_buf());
+                continue;
+            }
+            if entry.file_type().is_file() && self.excluded(rel) {
+                self.report.excluded.push(rel.to_path_buf());
+                // Metadata is never left out: its copy missing, the copy is not whole (see `Exclude::new`).
+                if crate::vocab::is_metadata(rel) && !self.dest.root().join(rel).is_file() {
+                    self.report.missing.push(rel.to_path_buf());
+                }
+                let in_grid = chunk_of(&slash_path(rel), &self.by_path).is_some_and(|(spec, idx)| spec.in_bounds(&idx));
+                self.report.excluded_chunks += u64::from(in_grid);
+            }
+            if !entry.file_type().is_file() || self.left_out(rel) || rel.as_os_str() == self.check.marker {
+                continue;
+            }
+            self.stopped()?;
+            let meta = entry.metadata()?;
+            self.report.files += 1;
+            self.report.bytes += meta.len();
+            let ident = || crate::sys::path_identity_of(entry.path(), &meta).ok();
+            let copied = self.landed.and_then(|l| (l.copied)(rel));
+            let settled = self
+                .landed
+                .and_then(|l| l.settled)
+                .filter(|s| !content && copied.is_none() && s.has_folder_of(rel.as_os_str()));
+            if let Some((settled, ident)) = settled.and_then(|s| ident().map(|i| (s, i))) {
+                // Proven with its folder's record after the walk, or looked at then (below).
+                let folder = crate::track::settled::folder_of(rel.as_os_str()).to_owned();
+                self.settled_found.entry(folder).or_default().add(settled.fingerprint(rel.as_os_str(), &ident));
+                self.account(rel, entry.path(), true);
+                continue;
+            }
+            if copied.is_some_and(|copied| ident() == Some(copied)) {
+                self.copies += 1;
+                self.known += 1;
+                self.report.proven_as_copied += 1;
+                if content {
+                    self.same_size.push(rel.to_path_buf());
+                }
+                // A shard's index is still read at the destination (one read per shard, and shards
+                // are few): it is what tells bytes that landed damaged, which no size or mtime can.
+                self.account(rel, entry.path(), true);
+                continue;
+            }
+            let (present, arrived) = look_up(self.dest, rel, &meta, content, &mut self.report, &mut self.same_size);
+            self.copies += usize::from(present);
+            self.account(rel, entry.path(), arrived);
+        }
+        Ok(())
+    }
+
+    /// A folder whose settled files are exactly its record's is proven as this run's copies. Any
+    /// other (one changed, added or deleted since it settled) has those files looked at one by one.
+    fn prove_settled(&mut self) -> std::io::Result<()> {
+        let Some(settled) = self.landed.and_then(|l| l.settled) else { return Ok(()) };
+        for (folder, found) in std::mem::take(&mut self.settled_found) {
+            if settled.proves(&folder, &found) {
+                self.copies += found.files as usize;
+                self.known += found.files as usize;
+                self.report.proven_as_copied += found.files;
+                continue;
+            }
+            for entry in fs::read_dir(self.src.join(&folder))?.flatten() {
+                self.stopped()?;
+                let rel = Path::new(&folder).join(entry.file_name());
+                let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
+                let held = self.landed.and_then(|l| (l.copied)(&rel)).is_some();
+                if meta.is_file() && !held && !self.left_out(&rel) && rel.as_os_str() != self.check.marker {
+                    let found =
+                        look_up(self.dest, &rel, &meta, self.check.content, &mut self.report, &mut self.same_size);
+                    self.copies += usize::from(found.0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the destination must be walked for what the source does not have. It usually
+    /// holds exactly the copies of the source's files, with nothing left over: counted by name
+    /// first (no stat), the per-file lookup at the source is needed only if it holds more. On a
+    /// million files that lookup is a third of the verification's stats. Not with a journal: an
+    /// entry must never balance a file that should not be there (docs/design.md, "The end of a
+    /// run", Freeing).
+    fn destination_to_walk(&mut self) -> std::io::Result<Option<walkdir::WalkDir>> {
+        let dst = self.dest.root();
+        let counted = |e: &walkdir::DirEntry| {
+            let rel = e.path().strip_prefix(dst).unwrap_or(e.path());
+            let partial = e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX);
+            e.file_type().is_file() && (partial || !self.left_out(rel) && rel.as_os_str() != self.check.marker)
+        };
+        // Every copy this run made is of a source file, and the destination holds nothing else.
+        let all_known = self.landed.is_some_and(|l| l.count == self.known);
+        let mut in_dst = 0usize;
+        if !all_known && self.journal.is_empty() {
+            for entry in walkdir::WalkDir::new(dst).follow_links(false) {
+                in_dst += usize::from(counted(&entry?));
+            }
+        }
+        self.report.destination_walked = !all_known;
+        let shortcut = all_known || self.journal.is_empty() && in_dst == self.copies;
+        Ok((!shortcut).then(|| walkdir::WalkDir::new(dst).follow_links(false)))
+    }
+
+    /// Every file at the destination the source does not have: a partial, an extra, a copy of a
+    /// freed file, or a stale chunk (pruned where the root is still the folder copied).
+    fn walk_destination(&mut self, walk: Option<walkdir::WalkDir>) -> std::io::Result<()> {
+        let dst = self.dest.root();
+        for entry in walk.into_iter().flatten() {
+            // Pruning deletes: never after a stop request.
+            self.stopped()?;
+            let entry = entry?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(dst) else {
+                continue;
+            };
+            if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+                self.report.partials.push(rel.to_path_buf());
+            } else if self.left_out(rel) {
+                // Our own state at the root.
+            } else if another_kind(&self.src.join(rel)) {
+                // A link or a special file now where the copy's source was: the copy does not
+                // describe it (softcopy copies neither), and nothing is deleted on that account.
+                self.report.extra.push(rel.to_path_buf());
+            } else if absent(&self.src.join(rel)) && rel.as_os_str() != self.check.marker {
+                self.judge_absent(rel, &entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy whose source is proven absent: freed on purpose, kept for a conflict, an extra, or
+    /// a stale chunk pruned (or listed where it cannot be).
+    fn judge_absent(&mut self, rel: &Path, entry: &walkdir::DirEntry) {
+        let array = chunk_of(&slash_path(rel), &self.by_path).map(|(spec, _)| PathBuf::from(&spec.path));
+        let vouch = match entry.metadata() {
+            Ok(m) => self.journal.accounts_for(self.src, rel, &m, array.as_deref()),
+            // Not looked at: nothing is deleted on that account.
+            Err(_) => Vouch::Conflict,
+        };
+        // A name the journal says was freed stands for its only copy even where the copy no
+        // longer looks like the version freed (its mtime changed at the destination): kept.
+        let vouch = match vouch {
+            Vouch::Silent if self.dest.was_freed(rel) => Vouch::Conflict,
+            v => v,
+        };
+        let rel = rel.to_path_buf();
+        match vouch {
+            // Freed from this very acquisition by an earlier run, after its copy was proven.
+            Vouch::Freed => {}
+            // An entry names this copy, but its acquisition was replaced or taken again: the copy
+            // may be the only one of a freed file. Kept, and the run is not verified.
+            Vouch::Conflict => self.report.stale_chunks.push(rel),
+            _ if array.is_none() => self.report.extra.push(rel),
+            _ if self.check.prune.is_some_and(|root| root.check(self.src).is_ok())
+                && self.dest.changing().is_ok()
+                && prune_copy(self.dest, &rel) =>
+            {
+                self.report.pruned.push(rel)
+            }
+            _ => self.report.stale_chunks.push(rel),
+        }
+    }
 }
 
 /// Removes the stale copy `rel` (a crash point before it: docs/design.md, "Crash points").
@@ -441,14 +512,14 @@ fn check_shard(shard: ShardIndex, source: &Path, copy: &Path, rel: &Path, report
     }
 }
 
-/// Whether `path` is proven absent as a file: NotFound (or a parent that is a file), or a folder
-/// there now (a chunk replaced by a folder reads as fill value); not any error. A file that cannot
-/// be looked at is not stale, and is never pruned (invariant 8).
 /// Whether `path` is neither a file nor a folder (a link, a fifo, a socket, a device).
 fn another_kind(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
+/// Whether `path` is proven absent as a file: NotFound (or a parent that is a file), or a folder
+/// there now (a chunk replaced by a folder reads as fill value); not any error. A file that cannot
+/// be looked at is not stale, and is never pruned (invariant 8).
 fn absent(path: &Path) -> bool {
     match fs::symlink_metadata(path) {
         Ok(m) => m.is_dir(),

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -415,10 +416,7 @@ impl Run<'_> {
         done_rx: &Receiver<Done>,
         warn_rx: &Receiver<String>,
     ) -> LoopEnd {
-        let nprocs = self.cfg.nprocs.max(1);
-        let mut reconciled = false;
-        let mut sized = false;
-        let mut open_at_end = OpenAtEnd::default();
+        let mut ending = Ending::default();
         loop {
             if self.sh.stopped() {
                 return LoopEnd::Stopped;
@@ -427,79 +425,26 @@ impl Run<'_> {
                 self.finishing = true;
             }
             let now = Instant::now();
-            self.rescan_if_due(now);
-            self.list_new_dirs(now);
-            if let Some((_, every)) = self.evict.filter(|(at, _)| *at <= now) {
-                // Settled at one pass, still settled at the next: quiet for at least `every`.
-                self.tracker.evict_settled();
-                self.evict = Some((now + every, every));
+            if let Some(end) = self.keep_up(now, watcher) {
+                return end;
             }
-            self.look_at_destination(now, false);
-            if self.rewatch {
-                self.rewatch_and_reconcile(watcher);
-            }
-            if self.health.gave_up(self.cfg.give_up_after) || self.dest_root.gave_up(self.cfg.give_up_after, now) {
-                let waited = self.cfg.give_up_after.as_secs();
-                self.sh.say(
-                    Level::Error,
-                    format!("destination {} unavailable for {waited} s: giving up", self.dst.display()),
-                );
-                self.status.gave_up = true;
-                return LoopEnd::GaveUp;
-            }
-            // Timers fire whatever the budget, so the deadline below is never already past.
-            self.tracker.tick(now);
-            let in_flight = self.tracker.in_flight();
-            let budget = if self.paused.is_some() || self.dest_root.away().is_some() {
-                0
-            } else {
-                self.health.budget(nprocs.saturating_sub(in_flight), in_flight, now)
-            };
-            for _ in 0..budget {
-                match self.tracker.next_job(now) {
-                    Some(job) => pool.submit(job),
-                    None => break,
-                }
-            }
-            if self.finishing && !sized {
-                sized = true;
+            self.dispatch(pool, now);
+            if self.finishing && !ending.sized {
+                ending.sized = true;
                 self.size_what_is_left();
             }
             self.publish(if self.finishing { Phase::Reconciling } else { Phase::Copying });
-            if self.finishing {
-                if let Some(why) = self.paused.clone().or_else(|| self.dest_root.away().map(String::from)) {
-                    if self.tracker.in_flight() == 0 {
-                        return LoopEnd::RootGone(why);
-                    }
-                } else if self.tracker.is_idle() {
-                    if reconciled {
-                        match self.at_the_end(&mut open_at_end, now) {
-                            EndStep::Over(end) => return end,
-                            EndStep::LookAgain => continue,
-                            // Sleeps below until an event (a close) or the next look.
-                            EndStep::Wait => {}
-                        }
-                    } else {
-                        reconciled = true;
-                        let before = self.tracker.counts().unheard;
-                        let swept = self.reconcile();
-                        self.found_at_end = self.tracker.counts().unheard - before;
-                        match swept {
-                            Swept::Complete => {}
-                            // Nothing deleted; the verification that follows names what is missing.
-                            Swept::Incomplete => {}
-                            Swept::RootGone(why) => return LoopEnd::RootGone(why),
-                        }
-                        continue;
-                    }
-                }
+            match self.towards_the_end(&mut ending, now) {
+                Next::End(end) => return end,
+                Next::Again => continue,
+                Next::Sleep => {}
             }
             let in_flight = self.tracker.in_flight();
             let wake = [
                 self.tracker.next_deadline(),
                 self.health.next_probe(in_flight),
                 self.rescans.deadline(),
-                open_at_end.wake(now),
+                ending.open_at_end.wake(now),
                 self.new_dirs.front().map(|(at, _)| *at),
             ];
             let wait = wake.into_iter().flatten().min().map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
@@ -525,6 +470,98 @@ impl Run<'_> {
             }
         }
     }
+
+    /// What is due whatever else happens: rescans, new folders to list, settled files leaving
+    /// memory, a look at the destination's root, watches made again. Ends the loop where the
+    /// destination stayed unavailable beyond `give_up_after`.
+    fn keep_up(&mut self, now: Instant, watcher: &mut Watcher) -> Option<LoopEnd> {
+        self.rescan_if_due(now);
+        self.list_new_dirs(now);
+        if let Some((_, every)) = self.evict.filter(|(at, _)| *at <= now) {
+            // Settled at one pass, still settled at the next: quiet for at least `every`.
+            self.tracker.evict_settled();
+            self.evict = Some((now + every, every));
+        }
+        self.look_at_destination(now, false);
+        if self.rewatch {
+            self.rewatch_and_reconcile(watcher);
+        }
+        if self.health.gave_up(self.cfg.give_up_after) || self.dest_root.gave_up(self.cfg.give_up_after, now) {
+            let waited = self.cfg.give_up_after.as_secs();
+            let msg = format!("destination {} unavailable for {waited} s: giving up", self.dst.display());
+            self.sh.say(Level::Error, msg);
+            self.status.gave_up = true;
+            return Some(LoopEnd::GaveUp);
+        }
+        None
+    }
+
+    /// Hands due files to the free workers: none while the root is away or the destination's
+    /// name leads elsewhere, one probe at a time while the destination cannot take files.
+    fn dispatch(&mut self, pool: &Pool, now: Instant) {
+        // Timers fire whatever the budget, so the loop's deadline is never already past.
+        self.tracker.tick(now);
+        let in_flight = self.tracker.in_flight();
+        let budget = if self.paused.is_some() || self.dest_root.away().is_some() {
+            0
+        } else {
+            self.health.budget(self.cfg.nprocs.max(1).saturating_sub(in_flight), in_flight, now)
+        };
+        for _ in 0..budget {
+            match self.tracker.next_job(now) {
+                Some(job) => pool.submit(job),
+                None => break,
+            }
+        }
+    }
+
+    /// Once the acquisition is over and the copy idle: the final reconcile, once, then the wait
+    /// for files still open (docs/design.md, "The end of a run").
+    fn towards_the_end(&mut self, ending: &mut Ending, now: Instant) -> Next {
+        if !self.finishing {
+            return Next::Sleep;
+        }
+        if let Some(why) = self.paused.clone().or_else(|| self.dest_root.away().map(String::from)) {
+            return if self.tracker.in_flight() == 0 { Next::End(LoopEnd::RootGone(why)) } else { Next::Sleep };
+        }
+        if !self.tracker.is_idle() {
+            return Next::Sleep;
+        }
+        if ending.reconciled {
+            return match self.at_the_end(&mut ending.open_at_end, now) {
+                EndStep::Over(end) => Next::End(end),
+                EndStep::LookAgain => Next::Again,
+                // Sleeps until an event (a close) or the next look.
+                EndStep::Wait => Next::Sleep,
+            };
+        }
+        ending.reconciled = true;
+        let before = self.tracker.counts().unheard;
+        let swept = self.reconcile();
+        self.found_at_end = self.tracker.counts().unheard - before;
+        match swept {
+            // Incomplete: nothing deleted; the verification that follows names what is missing.
+            Swept::Complete | Swept::Incomplete => Next::Again,
+            Swept::RootGone(why) => Next::End(LoopEnd::RootGone(why)),
+        }
+    }
+}
+
+/// Where the copy loop is in its ending.
+#[derive(Default)]
+struct Ending {
+    /// The final reconcile ran.
+    reconciled: bool,
+    /// What is left was sized for the status.
+    sized: bool,
+    open_at_end: OpenAtEnd,
+}
+
+/// What the copy loop does next.
+enum Next {
+    Sleep,
+    Again,
+    End(LoopEnd),
 }
 
 /// The source files changed since the final look (their events queued while the end steps ran):
@@ -649,103 +686,32 @@ fn recover_freeing(src: &Path, sh: &Shared) {
     }
 }
 
-pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdict)> {
-    let Some(src) = wait_for_source(cfg, sh)? else {
-        return Ok((Phase::Stopped, Verdict::default()));
-    };
-    if !reach_destination(cfg, sh)? {
-        return Ok((Phase::Stopped, Verdict::default()));
-    }
-    let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
-    if dst.starts_with(&src) || src.starts_with(&dst) {
-        return Err(Error::Config(format!(
-            "source {} and destination {} must not contain each other",
-            src.display(),
-            dst.display()
-        )));
-    }
-    *lock(&sh.roots) = Some((src.clone(), dst.clone()));
-    let dest = Arc::new(
-        Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?,
-    );
-    // Invariant 10: one destination, one softcopy; held until the run ends.
-    let _claim = crate::dest::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
-    dest.detect_case_folding();
-    recover_freeing(&src, sh);
-    // One destination, one acquisition: never written into, pruned or marked for another.
-    let whose =
-        crate::run::origin::owner(&src, &dst, &cfg.marker).map_err(|e| Error::io("read the record of", &dst, e))?;
-    match whose {
-        Owner::Another(why) => return Err(Error::Config(why)),
-        Owner::Finished => {
-            sh.say(
-                Level::Info,
-                format!("{} was copied, verified and freed by an earlier run: nothing is left to do", src.display()),
-            );
-            // Its marker stands at the destination (`origin::owner` looked); this run published none.
-            let verdict = Verdict { verified: true, ..Verdict::default() };
-            return Ok((Phase::Verified, verdict));
-        }
-        Owner::Unrecorded => sh.say(
-            Level::Info,
-            format!(
-                "{} holds files no softcopy run recorded: taken as an earlier copy of {}",
-                dst.display(),
-                src.display()
-            ),
-        ),
-        Owner::SameNumber => return Err(Error::Config(crate::run::origin::same_number_why(&dst, &src))),
-        Owner::Free | Owner::Ours => {}
-    }
-    if whose != Owner::Ours {
-        crate::run::origin::record(&dst, &src).map_err(|e| Error::io("record the origin at", &dst, e))?;
-    }
-    // The record says, at every later look, that the folder under the name is still this copy.
-    dest.keep_record(Path::new(crate::run::origin::ORIGIN)).map_err(|e| Error::io("read the record of", &dst, e))?;
-    crate::run::origin::clear_let_go(&dst);
-    let journal = crate::end::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
-    dest.keep_freed(journal.freed_names());
-    let mut unverified = Unverified::new(&dest, sh);
-    let root = Arc::new(RootId::default());
-    root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
-    let found = copy::remove_partials(&dst);
-    if found.removed > 0 {
-        sh.say(Level::Info, format!("removed {} partial files left by an earlier run", found.removed));
-    }
+/// What a run holds once its source and destination are reached, claimed and known to be one
+/// acquisition's.
+struct Opened {
+    src: PathBuf,
+    dst: PathBuf,
+    dest: Arc<Dest>,
+    /// Invariant 10: one destination, one softcopy; held until the run ends.
+    _claim: crate::dest::claim::Claim,
+    root: Arc<RootId>,
+    /// What the first look for leftover partials found.
+    found: copy::Leftovers,
+}
 
+pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdict)> {
+    let opened = match open(cfg, sh)? {
+        ControlFlow::Continue(opened) => opened,
+        ControlFlow::Break(ended) => return Ok(ended),
+    };
+    let Opened { src, dest, root, found, .. } = &opened;
+    let mut unverified = Unverified::new(dest, sh);
     // Invariant 3: the watch exists before the initial scan starts.
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let (mut watcher, limited) = Watcher::new(&src, ev_tx)?;
+    let (mut watcher, limited) = Watcher::new(src, ev_tx)?;
     sh.set_phase(Phase::Scanning);
     let learned: Arc<crate::sys::Learned> = Arc::default();
-    let mut run = Run {
-        cfg,
-        sh,
-        src: src.clone(),
-        dst: dst.clone(),
-        dest: dest.clone(),
-        dest_root: RootWatch::default(),
-        root: root.clone(),
-        root_gone: None,
-        paused: None,
-        rewatch: false,
-        found_at_end: 0,
-        tracker: Tracker::new(cfg.settle, cfg.debounce).with_exclude(cfg.exclude.clone()),
-        finishing: cfg.once,
-        status: Status::default(),
-        started,
-        health: Health::default(),
-        rescans: Rescans::default(),
-        counted_writing: None,
-        learned: learned.clone(),
-        said_no_busy_check: false,
-        new_dirs: VecDeque::new(),
-        evict: cfg
-            .evict_after
-            .filter(|_| !cfg.delete_source && !cfg.checksum && cfg.manifest.is_none())
-            .map(|every| (started + every, every)),
-        gentle: crate::gentle::Gentle::start(cfg.back_off, cfg.nprocs.max(1), &src, &dst),
-    };
+    let mut run = Run::new(cfg, sh, started, &opened, learned.clone());
     sh.say(Level::Debug, format!("back-off: {}", run.gentle.view().signal));
     if let Some(e) = limited {
         run.watch_limited(e.to_string());
@@ -755,26 +721,14 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // IN_Q_OVERFLOW (notify-rs PR #964; docs/design.md, "Windows").
     // Invariant 3: each folder's watch is in place before the folder is listed (watch_tree).
     let now = Instant::now();
-    if let Some(limit) = watcher.watch_tree(&src, |rel| run.file_event(rel, Change::Found, now))? {
+    if let Some(limit) = watcher.watch_tree(src, |rel| run.file_event(rel, Change::Found, now))? {
         run.watch_limited(limit.to_string());
     }
     sh.say(Level::Info, format!("watching {} (initial scan: {} files to check)", src.display(), run.tracker.backlog()));
 
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (warn_tx, warn_rx) = crossbeam_channel::unbounded();
-    let opts = CopyOptions {
-        method: cfg.method,
-        sleep: cfg.sleep,
-        low_priority: cfg.low_priority,
-        gate: run.gentle.gate(),
-        max_rate: cfg.max_rate.map(|b| Arc::new(crate::gentle::rate::RateLimit::new(b))),
-        max_total_rate: cfg.max_total_rate.clone(),
-        checksum: cfg.checksum,
-        fresh_destination: !found.others,
-        learned,
-        root: Some(root.clone()),
-        quiet: cfg.quiet,
-    };
+    let opts = copy_options(cfg, &run, learned, root, found);
     let priority = crate::copy::pool::Priority { warning: warn_tx, lowered: sh.lowered.clone() };
     let pool = Pool::start(cfg.nprocs.max(1), src.clone(), dest.clone(), opts, done_tx, sh.stop.clone(), priority)
         .map_err(|e| Error::Internal(format!("cannot start workers: {e}")))?;
@@ -790,71 +744,223 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     for d in done_rx.try_iter() {
         run.done(d);
     }
-    let phase = match &end {
-        LoopEnd::Stopped => Phase::Stopped,
-        LoopEnd::WatcherDied => Phase::Failed,
-        _ => Phase::Reconciling,
+    let gave_up = match run.loop_ended(end)? {
+        ControlFlow::Continue(gave_up) => gave_up,
+        ControlFlow::Break(ended) => return Ok(ended),
     };
-    run.publish(phase);
-    let gave_up = match end {
-        LoopEnd::Stopped => return Ok((Phase::Stopped, Verdict::default())),
-        LoopEnd::WatcherDied => return Err(Error::Internal("the filesystem watcher stopped unexpectedly".into())),
-        LoopEnd::RootGone(why) => {
-            let not_copied = run.tracker.not_copied();
-            sh.say(
-                Level::Error,
-                format!("{why}: the copy cannot be completed ({} files not copied)", not_copied.len()),
-            );
-            return Ok((Phase::Incomplete, Verdict { reason: Some(why), not_copied, ..Verdict::default() }));
-        }
-        LoopEnd::StillOpen(open) => return Ok(still_open(cfg, sh, open)),
-        LoopEnd::GaveUp => true,
-        LoopEnd::Drained => false,
-    };
-    if let Some(path) = &cfg.manifest {
-        write_manifest(&run.tracker, &dst, path)?;
-        sh.say(Level::Info, format!("manifest written to {}", path.display()));
-    }
-    // A copy that failed while the destination was unreachable may have left its partial
-    // behind (removing it failed too). No worker runs now, so every partial left is an orphan.
-    // Looked for only if one may be there: on a network share the walk costs a round trip per
-    // folder and file.
-    let leftover = found.kept > 0 || dest.partials_left();
-    let mut walked_whole = found.complete;
-    if leftover {
-        let again = copy::remove_partials(&dst);
-        walked_whole &= again.complete && again.kept == 0;
-        if again.removed > 0 {
-            sh.say(Level::Info, format!("removed {} partial files left by failed attempts", again.removed));
-        }
-    }
-    let copied = if cfg.delete_source { run.tracker.copied_versions() } else { Vec::new() };
-    // What this run put at a destination that held nothing when it started, and where no partial
-    // may be left: then every file there is one of these (docs/design.md, "The end of a run").
-    let tracker = &run.tracker;
-    let lookup = |rel: &Path| tracker.copied_identity(rel);
-    // Not where the destination folds case: one copy there may stand for two source names; nor
-    // where copies of another kind were removed from a name: a copy just made may have gone too.
-    let shortcut = !found.others && walked_whole && !dest.partials_left() && !dest.folds_case() && !dest.kind_changed();
-    let landed =
-        shortcut.then(|| Landed { copied: &lookup, settled: Some(tracker.settled()), count: tracker.copied_count() });
-    // Asked once, before anything is freed: the watch then goes (freeing's own deletions would
-    // only fill its queue).
-    let watcher = std::cell::RefCell::new(Some(watcher));
-    let late = || {
-        let moved = moved_since(&src, &dest, &ev_rx, tracker, &cfg.marker);
-        drop(watcher.borrow_mut().take());
-        moved
-    };
-    let records = Landed { copied: &lookup, settled: Some(tracker.settled()), count: tracker.copied_count() };
-    let drained =
-        Drained { cfg, sh, src: &src, dest: &dest, root: &root, copied, landed, records, gave_up, late: &late };
-    let mut ended = conclude(drained);
+    let mut ended = run.end_steps(&opened, watcher, &ev_rx, gave_up)?;
     ended.1.found_at_end = run.found_at_end;
     if ended.0 == Phase::Verified {
         unverified.verified();
     }
     Ok(ended)
+}
+
+/// Reaches the source and the destination, claims the destination, recovers an interrupted
+/// freeing, and makes sure the destination is this acquisition's copy. `Break` holds how the run
+/// ended before it began (stopped while waiting, or nothing left to do).
+fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opened>> {
+    let stopped = ControlFlow::Break((Phase::Stopped, Verdict::default()));
+    let Some(src) = wait_for_source(cfg, sh)? else { return Ok(stopped) };
+    if !reach_destination(cfg, sh)? {
+        return Ok(stopped);
+    }
+    let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
+    if dst.starts_with(&src) || src.starts_with(&dst) {
+        return Err(Error::Config(format!(
+            "source {} and destination {} must not contain each other",
+            src.display(),
+            dst.display()
+        )));
+    }
+    *lock(&sh.roots) = Some((src.clone(), dst.clone()));
+    let dest = Arc::new(
+        Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?,
+    );
+    let claim = crate::dest::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
+    dest.detect_case_folding();
+    recover_freeing(&src, sh);
+    if let Some(ended) = take_ownership(cfg, sh, &src, &dst)? {
+        return Ok(ControlFlow::Break(ended));
+    }
+    // The record says, at every later look, that the folder under the name is still this copy.
+    dest.keep_record(Path::new(crate::run::origin::ORIGIN)).map_err(|e| Error::io("read the record of", &dst, e))?;
+    crate::run::origin::clear_let_go(&dst);
+    let journal = crate::end::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
+    dest.keep_freed(journal.freed_names());
+    let root = Arc::new(RootId::default());
+    root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
+    let found = copy::remove_partials(&dst);
+    if found.removed > 0 {
+        sh.say(Level::Info, format!("removed {} partial files left by an earlier run", found.removed));
+    }
+    Ok(ControlFlow::Continue(Opened { src, dst, dest, _claim: claim, root, found }))
+}
+
+/// One destination, one acquisition: never written into, pruned or marked for another. Records
+/// the origin where none is; `Some` where the run ends here (an earlier run finished it).
+fn take_ownership(cfg: &Config, sh: &Shared, src: &Path, dst: &Path) -> Result<Option<(Phase, Verdict)>> {
+    let whose =
+        crate::run::origin::owner(src, dst, &cfg.marker).map_err(|e| Error::io("read the record of", dst, e))?;
+    match whose {
+        Owner::Another(why) => return Err(Error::Config(why)),
+        Owner::Finished => {
+            sh.say(
+                Level::Info,
+                format!("{} was copied, verified and freed by an earlier run: nothing is left to do", src.display()),
+            );
+            // Its marker stands at the destination (`origin::owner` looked); this run published none.
+            return Ok(Some((Phase::Verified, Verdict { verified: true, ..Verdict::default() })));
+        }
+        Owner::Unrecorded => sh.say(
+            Level::Info,
+            format!(
+                "{} holds files no softcopy run recorded: taken as an earlier copy of {}",
+                dst.display(),
+                src.display()
+            ),
+        ),
+        Owner::SameNumber => return Err(Error::Config(crate::run::origin::same_number_why(dst, src))),
+        Owner::Free | Owner::Ours => {}
+    }
+    if whose != Owner::Ours {
+        crate::run::origin::record(dst, src).map_err(|e| Error::io("record the origin at", dst, e))?;
+    }
+    Ok(None)
+}
+
+/// How this run's workers copy.
+fn copy_options(
+    cfg: &Config,
+    run: &Run<'_>,
+    learned: Arc<crate::sys::Learned>,
+    root: &Arc<RootId>,
+    found: &copy::Leftovers,
+) -> CopyOptions {
+    CopyOptions {
+        method: cfg.method,
+        sleep: cfg.sleep,
+        low_priority: cfg.low_priority,
+        gate: run.gentle.gate(),
+        max_rate: cfg.max_rate.map(|b| Arc::new(crate::gentle::rate::RateLimit::new(b))),
+        max_total_rate: cfg.max_total_rate.clone(),
+        checksum: cfg.checksum,
+        fresh_destination: !found.others,
+        learned,
+        root: Some(root.clone()),
+        quiet: cfg.quiet,
+    }
+}
+
+impl<'a> Run<'a> {
+    fn new(cfg: &'a Config, sh: &'a Shared, started: Instant, o: &Opened, learned: Arc<crate::sys::Learned>) -> Self {
+        Run {
+            cfg,
+            sh,
+            src: o.src.clone(),
+            dst: o.dst.clone(),
+            dest: o.dest.clone(),
+            dest_root: RootWatch::default(),
+            root: o.root.clone(),
+            root_gone: None,
+            paused: None,
+            rewatch: false,
+            found_at_end: 0,
+            tracker: Tracker::new(cfg.settle, cfg.debounce).with_exclude(cfg.exclude.clone()),
+            finishing: cfg.once,
+            status: Status::default(),
+            started,
+            health: Health::default(),
+            rescans: Rescans::default(),
+            counted_writing: None,
+            learned,
+            said_no_busy_check: false,
+            new_dirs: VecDeque::new(),
+            evict: cfg
+                .evict_after
+                .filter(|_| !cfg.delete_source && !cfg.checksum && cfg.manifest.is_none())
+                .map(|every| (started + every, every)),
+            gentle: crate::gentle::Gentle::start(cfg.back_off, cfg.nprocs.max(1), &o.src, &o.dst),
+        }
+    }
+
+    /// Says how the copy loop ended: `Continue(gave_up)` where the end steps follow (drained, or
+    /// the destination given up on), else how the run ended.
+    fn loop_ended(&mut self, end: LoopEnd) -> Result<ControlFlow<(Phase, Verdict), bool>> {
+        let phase = match &end {
+            LoopEnd::Stopped => Phase::Stopped,
+            LoopEnd::WatcherDied => Phase::Failed,
+            _ => Phase::Reconciling,
+        };
+        self.publish(phase);
+        match end {
+            LoopEnd::Stopped => Ok(ControlFlow::Break((Phase::Stopped, Verdict::default()))),
+            LoopEnd::WatcherDied => Err(Error::Internal("the filesystem watcher stopped unexpectedly".into())),
+            LoopEnd::RootGone(why) => {
+                let not_copied = self.tracker.not_copied();
+                let msg = format!("{why}: the copy cannot be completed ({} files not copied)", not_copied.len());
+                self.sh.say(Level::Error, msg);
+                let verdict = Verdict { reason: Some(why), not_copied, ..Verdict::default() };
+                Ok(ControlFlow::Break((Phase::Incomplete, verdict)))
+            }
+            LoopEnd::StillOpen(open) => Ok(ControlFlow::Break(still_open(self.cfg, self.sh, open))),
+            LoopEnd::GaveUp => Ok(ControlFlow::Continue(true)),
+            LoopEnd::Drained => Ok(ControlFlow::Continue(false)),
+        }
+    }
+
+    /// After the copy loop drained: the manifest, the partials left by failed attempts, then the
+    /// end steps (`finish/`), with what this run knows of its own copies.
+    fn end_steps(
+        &mut self,
+        o: &Opened,
+        watcher: Watcher,
+        ev_rx: &Receiver<notify::Result<notify::Event>>,
+        gave_up: bool,
+    ) -> Result<(Phase, Verdict)> {
+        let (cfg, sh, dest) = (self.cfg, self.sh, &o.dest);
+        if let Some(path) = &cfg.manifest {
+            write_manifest(&self.tracker, &o.dst, path)?;
+            sh.say(Level::Info, format!("manifest written to {}", path.display()));
+        }
+        // A copy that failed while the destination was unreachable may have left its partial
+        // behind (removing it failed too). No worker runs now, so every partial left is an orphan.
+        // Looked for only if one may be there: on a network share the walk costs a round trip per
+        // folder and file.
+        let mut walked_whole = o.found.complete;
+        if o.found.kept > 0 || dest.partials_left() {
+            let again = copy::remove_partials(&o.dst);
+            walked_whole &= again.complete && again.kept == 0;
+            if again.removed > 0 {
+                sh.say(Level::Info, format!("removed {} partial files left by failed attempts", again.removed));
+            }
+        }
+        let copied = if cfg.delete_source { self.tracker.copied_versions() } else { Vec::new() };
+        // What this run put at a destination that held nothing when it started, and where no partial
+        // may be left: then every file there is one of these (docs/design.md, "The end of a run").
+        let tracker = &self.tracker;
+        let lookup = |rel: &Path| tracker.copied_identity(rel);
+        // Not where the destination folds case: one copy there may stand for two source names; nor
+        // where copies of another kind were removed from a name: a copy just made may have gone too.
+        let shortcut =
+            !o.found.others && walked_whole && !dest.partials_left() && !dest.folds_case() && !dest.kind_changed();
+        let landed = shortcut.then(|| Landed {
+            copied: &lookup,
+            settled: Some(tracker.settled()),
+            count: tracker.copied_count(),
+        });
+        // Asked once, before anything is freed: the watch then goes (freeing's own deletions would
+        // only fill its queue).
+        let watcher = std::cell::RefCell::new(Some(watcher));
+        let late = || {
+            let moved = moved_since(&o.src, dest, ev_rx, tracker, &cfg.marker);
+            drop(watcher.borrow_mut().take());
+            moved
+        };
+        let records = Landed { copied: &lookup, settled: Some(tracker.settled()), count: tracker.copied_count() };
+        let (src, root) = (&o.src, &o.root);
+        Ok(conclude(Drained { cfg, sh, src, dest, root, copied, landed, records, gave_up, late: &late }))
+    }
 }
 
 /// Waits for the source to exist (or fails at once when asked not to wait). `None` if stopped.

@@ -49,18 +49,27 @@ pub struct Late {
 }
 
 pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
-    let dst = d.dest.root();
     let mut v = Verdict::default();
-    let stopped = |mut v: Verdict| {
-        v.reason = Some("stopped before the end steps were done: nothing was published or deleted after that".into());
-        (Phase::Stopped, v)
+    let copied = std::mem::take(&mut d.copied);
+    let phase = match end_steps(&d, &mut v, copied) {
+        Ok(()) => Phase::Verified,
+        Err(phase) => phase,
     };
+    if phase == Phase::Stopped {
+        v.reason = Some("stopped before the end steps were done: nothing was published or deleted after that".into());
+    }
+    (phase, v)
+}
+
+/// Verifying → Publishing → Freeing, each step writing what it found in `v`. `Err` holds the
+/// phase the run ends in where a step ends it.
+fn end_steps(d: &Drained<'_>, v: &mut Verdict, copied: Vec<Copied>) -> std::result::Result<(), Phase> {
     d.sh.set_phase(Phase::Verifying);
     crate::crash_point!("verify.start");
-    let Some(Expected { arrays, unreadable }) = expected(d.sh) else { return stopped(v) };
+    let Some(Expected { arrays, unreadable }) = expected(d.sh) else { return Err(Phase::Stopped) };
     if let Err(why) = d.root.check(d.src) {
         v.reason = Some(format!("cannot verify: {why}"));
-        return (Phase::Incomplete, v);
+        return Err(Phase::Incomplete);
     }
     let check = crate::end::verify::Check {
         marker: &d.cfg.marker,
@@ -70,38 +79,58 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
         landed: d.landed.as_ref(),
         exclude: Some(&d.cfg.exclude),
     };
-    // A destination that cannot be reached is waited for, before the walk and after one that failed
-    // or found files missing while it could not be reached: only a name that leads elsewhere ends
-    // the run here.
+    verifying(d, v, &check, &unreadable)?;
+    let proof = proving(d, v, copied)?;
+    d.sh.set_phase(Phase::Publishing);
+    if d.sh.stopped() {
+        return Err(Phase::Stopped);
+    }
+    publishing(d, v, &check)?;
+    v.verified = true;
+    if let Some(proof) = proof {
+        freeing(d, v, proof);
+    }
+    Ok(())
+}
+
+/// The destination against the source and the expected Zarr file set. A destination that
+/// cannot be reached is waited for, before the walk and after one that failed or found files
+/// missing while it could not be reached: only a name that leads elsewhere ends the run here.
+fn verifying(
+    d: &Drained<'_>,
+    v: &mut Verdict,
+    check: &crate::end::verify::Check<'_>,
+    unreadable: &[(PathBuf, String)],
+) -> std::result::Result<(), Phase> {
     let walked = match when_reached(
-        &d,
+        d,
         |w: &std::io::Result<crate::end::verify::Report>| !w.as_ref().is_ok_and(crate::end::verify::Report::ok),
-        || crate::end::verify::verify(d.src, d.dest, &check, &d.sh.stop),
+        || crate::end::verify::verify(d.src, d.dest, check, &d.sh.stop),
     ) {
         Ok(walked) => walked,
         Err(Reach::No(why)) => {
             v.reason = Some(format!("cannot verify: {why}"));
-            return (Phase::Incomplete, v);
+            return Err(Phase::Incomplete);
         }
-        Err(_) => return stopped(v),
+        Err(_) => return Err(Phase::Stopped),
     };
     if d.sh.stopped() {
-        return stopped(v);
+        return Err(Phase::Stopped);
     }
     match walked {
         Ok(report) => v.report = report,
         Err(e) => {
             v.reason = Some(format!("cannot verify: {e}"));
-            return (Phase::Incomplete, v);
+            return Err(Phase::Incomplete);
         }
     }
     if d.gave_up {
         v.reason =
             Some(format!("gave up: the destination was unavailable for over {} s", d.cfg.give_up_after.as_secs()));
-        return (Phase::Incomplete, v);
+        return Err(Phase::Incomplete);
     }
     if !v.report.ok() {
-        return (Phase::Incomplete, v);
+        return Err(Phase::Incomplete);
     }
     if !unreadable.is_empty() {
         let named: Vec<String> =
@@ -111,88 +140,94 @@ pub fn conclude(mut d: Drained<'_>) -> (Phase, Verdict) {
              accounted for: {}",
             named.join("; ")
         ));
-        return (Phase::Incomplete, v);
+        return Err(Phase::Incomplete);
     }
-    // With `--delete-source`, verification goes on to content: every copy whose source may go is
-    // read back (against its hash) or compared with its source, before the marker says "whole".
-    let copied = std::mem::take(&mut d.copied);
-    let proof = d.cfg.delete_source.then(|| crate::end::mover::prove(d.src, dst, copied, &d.sh.stop));
+    Ok(())
+}
+
+/// With `--delete-source`, verification goes on to content: every copy whose source may go is
+/// read back (against its hash) or compared with its source, before the marker says "whole".
+fn proving(
+    d: &Drained<'_>,
+    v: &mut Verdict,
+    copied: Vec<Copied>,
+) -> std::result::Result<Option<crate::end::mover::Proof>, Phase> {
+    let proof = d.cfg.delete_source.then(|| crate::end::mover::prove(d.src, d.dest.root(), copied, &d.sh.stop));
     if d.sh.stopped() {
-        return stopped(v);
+        return Err(Phase::Stopped);
     }
     // A copy found different, or gone, fails the run: its proof is the last look before the
     // marker, and the verification before it may have trusted this run's records alone.
     if let Some(p) = proof.as_ref().filter(|p| !p.differs.is_empty() || !p.gone.is_empty()) {
         v.report.content_mismatch = p.differs.clone();
         v.report.missing.extend(p.gone.iter().cloned());
-        return (Phase::Incomplete, v);
+        return Err(Phase::Incomplete);
     }
-    d.sh.set_phase(Phase::Publishing);
-    if d.sh.stopped() {
-        return stopped(v);
-    }
-    // The marker goes where the user's name for the destination leads, or nowhere; a destination
-    // that cannot be reached is waited for, also after a copy of the marker it failed.
-    match when_reached(&d, Result::is_err, || publish_marker(&d)) {
+    Ok(proof)
+}
+
+/// The marker goes where the user's name for the destination leads, or nowhere; a destination
+/// that cannot be reached is waited for, also after a copy of the marker it failed. It stands
+/// over the source as it is now: a chunk or a resize that landed after the final look (a
+/// writer's last write not awaited) withdraws it.
+fn publishing(
+    d: &Drained<'_>,
+    v: &mut Verdict,
+    check: &crate::end::verify::Check<'_>,
+) -> std::result::Result<(), Phase> {
+    match when_reached(d, Result::is_err, || publish_marker(d)) {
         Ok(Ok(published)) => v.marker_published = published,
         Ok(Err(why)) => {
             v.reason = Some(format!("could not copy the marker {:?}: {why}", d.cfg.marker));
-            return (Phase::Incomplete, v);
+            return Err(Phase::Incomplete);
         }
         Err(Reach::No(why)) => {
             v.reason = Some(format!("the marker is not published: {why}"));
-            return (Phase::Incomplete, v);
+            return Err(Phase::Incomplete);
         }
-        Err(_) => return stopped(v),
+        Err(_) => return Err(Phase::Stopped),
     }
-    // The marker stands over the source as it is now: a chunk or a resize that landed after the
-    // final look (a writer's last write not awaited) withdraws it.
     let Late { mut moved, lost } = (d.late)();
-    if moved.is_empty() && lost && !still_as_verified(&d, &check) {
+    if moved.is_empty() && lost && !still_as_verified(d, check) {
         moved.push(PathBuf::new());
     }
-    if !moved.is_empty() {
-        let names: Vec<String> = moved.iter().take(5).map(|p| d.src.join(p).display().to_string()).collect();
-        let withdrawn = withdraw_marker(&d);
-        v.marker_published = false;
-        v.reason = Some(format!(
-            "the source changed after it was verified ({} changes: {}){}; run the same command again to copy it",
-            moved.len(),
-            names.join(", "),
-            withdrawn.map_or_else(|e| format!("; the marker could not be withdrawn: {e}"), |()| String::new())
-        ));
-        v.not_copied = moved;
-        v.not_copied_why = NotCopied::ChangedLate;
-        return (Phase::Incomplete, v);
+    if moved.is_empty() {
+        return Ok(());
     }
-    v.verified = true;
-    if let Some(proof) = proof {
-        d.sh.set_phase(Phase::Freeing);
-        let marker = v.marker_published.then(|| marker_version(&d)).flatten();
-        // Excluded files stay at the source: its metadata and marker stay with them, so what is
-        // left is still a readable archive (design.md "Excluded files").
-        let unproven = !proof.kept.is_empty() || !v.report.excluded.is_empty();
-        match crate::end::mover::delete_sources(
-            d.src,
-            dst,
-            &proof.proven,
-            marker.as_ref(),
-            unproven,
-            d.cfg.quiet,
-            &d.sh.stop,
-        ) {
-            Ok(mut moved) => {
-                moved.kept.extend(proof.kept);
-                v.freed = Some(moved);
-            }
-            Err(e) => d.sh.say(Level::Error, format!("freeing the source stopped: {e}")),
+    let names: Vec<String> = moved.iter().take(5).map(|p| d.src.join(p).display().to_string()).collect();
+    let withdrawn = withdraw_marker(d);
+    v.marker_published = false;
+    v.reason = Some(format!(
+        "the source changed after it was verified ({} changes: {}){}; run the same command again to copy it",
+        moved.len(),
+        names.join(", "),
+        withdrawn.map_or_else(|e| format!("; the marker could not be withdrawn: {e}"), |()| String::new())
+    ));
+    v.not_copied = moved;
+    v.not_copied_why = NotCopied::ChangedLate;
+    Err(Phase::Incomplete)
+}
+
+/// Frees the source of what `proof` proved copied (the run is verified whatever comes of it).
+fn freeing(d: &Drained<'_>, v: &mut Verdict, proof: crate::end::mover::Proof) {
+    d.sh.set_phase(Phase::Freeing);
+    let marker = v.marker_published.then(|| marker_version(d)).flatten();
+    // Excluded files stay at the source: its metadata and marker stay with them, so what is
+    // left is still a readable archive (design.md "Excluded files").
+    let unproven = !proof.kept.is_empty() || !v.report.excluded.is_empty();
+    let (src, dst) = (d.src, d.dest.root());
+    match crate::end::mover::delete_sources(src, dst, &proof.proven, marker.as_ref(), unproven, d.cfg.quiet, &d.sh.stop)
+    {
+        Ok(mut moved) => {
+            moved.kept.extend(proof.kept);
+            v.freed = Some(moved);
         }
-        if d.sh.stopped() {
-            // The copy is verified and whole; the freeing was cut short (nothing after the stop).
-            d.sh.say(Level::Warning, "stopped while freeing the source: the rest of it is kept".into());
-        }
+        Err(e) => d.sh.say(Level::Error, format!("freeing the source stopped: {e}")),
     }
-    (Phase::Verified, v)
+    if d.sh.stopped() {
+        // The copy is verified and whole; the freeing was cut short (nothing after the stop).
+        d.sh.say(Level::Warning, "stopped while freeing the source: the rest of it is kept".into());
+    }
 }
 
 /// What waiting for the destination came to.
