@@ -31,12 +31,7 @@ pub fn configure() {
 /// Ends the process at once, as a power cut would: no destructor, no flush, no exit handler.
 pub fn crash(point: &str) -> ! {
     let _ = point;
-    #[cfg(unix)]
-    // SAFETY: signalling our own process.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
-    std::process::abort()
+    crate::sys::die_now()
 }
 
 /// A crash point: kills the process here when the test configured `$name` to `return`.

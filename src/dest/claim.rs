@@ -124,16 +124,7 @@ fn describe(file: &mut File) -> String {
 }
 
 fn host() -> String {
-    #[cfg(unix)]
-    {
-        let mut buf = [0u8; 256];
-        // SAFETY: a writable buffer of the length passed.
-        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            return String::from_utf8_lossy(&buf[..end]).into_owned();
-        }
-    }
-    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "this host".into())
+    crate::sys::hostname().unwrap_or_else(|| "this host".into())
 }
 
 #[cfg(test)]

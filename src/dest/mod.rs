@@ -727,52 +727,11 @@ fn open_dir(path: &Path) -> io::Result<fs::File> {
 #[cfg(target_os = "linux")]
 mod linux {
     use super::{link_error, portable_folder, Folder};
-    use std::ffi::CString;
+    use crate::sys::{folder_beneath, mkdir_in};
     use std::fs::File;
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd};
-    use std::os::unix::ffi::OsStrExt;
+    use std::os::fd::AsRawFd;
     use std::path::{Path, PathBuf};
-
-    /// openat2 beneath `dir`, no links; `None` where openat2 is missing (then the portable way).
-    fn open_beneath(dir: &File, rel: &Path) -> Option<io::Result<File>> {
-        let c =
-            match CString::new(if rel.as_os_str().is_empty() { b".".as_slice() } else { rel.as_os_str().as_bytes() }) {
-                Ok(c) => c,
-                Err(_) => return Some(Err(io::ErrorKind::InvalidInput.into())),
-            };
-        // SAFETY: open_how is plain data; all-zero is its documented default.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: a valid dirfd, a NUL-terminated path and an open_how of the size passed.
-        let fd = unsafe {
-            libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how, std::mem::size_of::<libc::open_how>())
-        };
-        if fd >= 0 {
-            // SAFETY: a new descriptor nothing else owns.
-            return Some(Ok(unsafe { File::from_raw_fd(fd as libc::c_int) }));
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENOSYS | libc::EPERM) => None,
-            _ => Some(Err(err)),
-        }
-    }
-
-    fn mkdir_in(dir: &File, name: &Path) -> io::Result<()> {
-        let c = CString::new(name.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: a valid dirfd and a NUL-terminated name.
-        if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::AlreadyExists {
-            Ok(())
-        } else {
-            Err(err)
-        }
-    }
 
     fn named(fd: File) -> Folder {
         Folder { base: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())), _fd: Some(fd) }
@@ -780,7 +739,7 @@ mod linux {
 
     pub fn folder(root_fd: &File, root: &Path, rel_dir: &Path, create: bool) -> io::Result<Folder> {
         let refused = |e: io::Error| if e.raw_os_error() == Some(libc::ELOOP) { link_error(root, rel_dir) } else { e };
-        match open_beneath(root_fd, rel_dir) {
+        match folder_beneath(root_fd, rel_dir) {
             None => return portable_folder(root, rel_dir, create),
             Some(Ok(fd)) => return Ok(named(fd)),
             Some(Err(e)) if e.kind() == io::ErrorKind::NotFound && create => {}
@@ -790,10 +749,10 @@ mod linux {
         let mut here = root_fd.try_clone()?;
         for part in rel_dir.components() {
             let part = Path::new(part.as_os_str());
-            let next = match open_beneath(&here, part) {
+            let next = match folder_beneath(&here, part) {
                 Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
                     mkdir_in(&here, part)?;
-                    open_beneath(&here, part)
+                    folder_beneath(&here, part)
                 }
                 other => other,
             };

@@ -300,24 +300,16 @@ fn walk(
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-    use std::ffi::CString;
 
     /// A folder chain deeper than PATH_MAX (4096 bytes), made with mkdirat so no path is too long
     /// to create; its deepest folder cannot be listed by path: a scan error below the root that
     /// is not "gone" (the root user reads everything, so EACCES cannot stand in here).
     fn too_deep(root: &Path) {
-        let name = CString::new("d".repeat(250)).unwrap();
-        let root = CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: plain descriptor calls on paths we own; every fd is closed.
-        unsafe {
-            let mut fd = libc::open(root.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
-            for _ in 0..20 {
-                assert_eq!(libc::mkdirat(fd, name.as_ptr(), 0o755), 0);
-                let next = libc::openat(fd, name.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
-                libc::close(fd);
-                fd = next;
-            }
-            libc::close(fd);
+        let name = "d".repeat(250);
+        let mut dir = std::fs::File::open(root).unwrap();
+        for _ in 0..20 {
+            crate::sys::mkdir_in(&dir, Path::new(&name)).unwrap();
+            dir = crate::sys::folder_beneath(&dir, Path::new(&name)).unwrap().unwrap();
         }
     }
 

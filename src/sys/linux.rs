@@ -211,31 +211,62 @@ pub fn open_no_symlinks(path: &Path) -> Option<io::Result<File>> {
     if MISSING.load(Ordering::Relaxed) {
         return None;
     }
+    let opened = openat2(None, path, libc::O_RDONLY, libc::RESOLVE_NO_SYMLINKS);
+    if opened.is_none() {
+        MISSING.store(true, Ordering::Relaxed);
+    }
+    opened
+}
+
+/// The folder `rel` beneath the folder `dir` (itself for an empty path), reached through no link
+/// at all (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: a link in any component fails with ELOOP),
+/// as an `O_PATH` descriptor. `None` where the kernel has no openat2.
+pub fn folder_beneath(dir: &File, rel: &Path) -> Option<io::Result<File>> {
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    openat2(Some(dir), rel, libc::O_PATH | libc::O_DIRECTORY, resolve)
+}
+
+/// openat2(2) relative to `dir` (the working folder where none) with `flags` and `resolve`.
+/// `None` where the call is missing (ENOSYS) or refused by a seccomp filter (EPERM): the portable
+/// way then says what is wrong.
+fn openat2(dir: Option<&File>, path: &Path, flags: libc::c_int, resolve: u64) -> Option<io::Result<File>> {
     let c = match c_path(path) {
         Ok(c) => c,
         Err(e) => return Some(Err(e)),
     };
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_NO_SYMLINKS;
-    // SAFETY: a NUL-terminated path and an open_how of the size we pass, both alive for the call.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c.as_ptr(), &how, std::mem::size_of::<libc::open_how>())
-    };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve;
+    let dirfd = dir.map_or(libc::AT_FDCWD, AsRawFd::as_raw_fd);
+    // SAFETY: a valid dirfd (or AT_FDCWD), a NUL-terminated path and an open_how of the size we
+    // pass, all alive for the call.
+    let fd =
+        unsafe { libc::syscall(libc::SYS_openat2, dirfd, c.as_ptr(), &how, std::mem::size_of::<libc::open_how>()) };
     if fd >= 0 {
         // SAFETY: openat2 returned a new descriptor that nothing else owns.
         return Some(Ok(unsafe { File::from_raw_fd(fd as libc::c_int) }));
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::ENOSYS) => {
-            MISSING.store(true, Ordering::Relaxed);
-            None
-        }
-        // A seccomp filter may refuse the call itself; the portable way will say what is wrong.
-        Some(libc::EPERM) => None,
+        Some(libc::ENOSYS | libc::EPERM) => None,
         _ => Some(Err(err)),
+    }
+}
+
+/// Makes the folder `name` inside the folder `dir`; one already there is no error.
+pub fn mkdir_in(dir: &File, name: &Path) -> io::Result<()> {
+    let c = c_path(name)?;
+    // SAFETY: a valid dirfd and a NUL-terminated name.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::AlreadyExists {
+        Ok(())
+    } else {
+        Err(err)
     }
 }
 

@@ -147,6 +147,49 @@ pub fn open_no_symlinks(path: &std::path::Path) -> Option<io::Result<File>> {
     }
 }
 
+/// The folder `rel` beneath the folder `dir`, reached through no link (openat2's
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), as a descriptor that only names it. `None` where
+/// the kernel cannot (the caller looks at each component itself).
+#[cfg(target_os = "linux")]
+pub fn folder_beneath(dir: &File, rel: &std::path::Path) -> Option<io::Result<File>> {
+    linux::folder_beneath(dir, rel)
+}
+
+/// Makes the folder `name` inside the folder `dir`; one already there is no error.
+#[cfg(target_os = "linux")]
+pub fn mkdir_in(dir: &File, name: &std::path::Path) -> io::Result<()> {
+    linux::mkdir_in(dir, name)
+}
+
+/// Ends the process at once with SIGKILL, as a power cut would: no destructor, no flush, no
+/// exit handler (an abort where there is no such signal).
+pub fn die_now() -> ! {
+    #[cfg(unix)]
+    // SAFETY: signalling our own process.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
+
+/// This computer's name, where the OS says it.
+pub fn hostname() -> Option<String> {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: a writable buffer of the length passed.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            return Some(String::from_utf8_lossy(&buf[..end]).into_owned());
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::var("COMPUTERNAME").ok()
+    }
+}
+
 /// A new unnamed file in the folder `dir` (O_TMPFILE), created with permission bits `mode`. Given a
 /// name only once complete ([`link_unnamed`]), it needs no rename, leaves no partial to clean up
 /// if we are killed, and costs the destination folder one entry change instead of three (create,
