@@ -96,7 +96,8 @@ def main() -> None:
             ready.bind(str(args.dir / "notify.sock"))
             ready.settimeout(120)
             env = {**os.environ, "NOTIFY_SOCKET": str(args.dir / "notify.sock")} if serving else None
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            log = open(args.dir / "copier.log", "w")  # noqa: SIM115 (closed once the copier ended)
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
             if serving:
                 assert ready.recv(64) == b"READY=1"  # watching, the finished archives looked at
         (args.dir / "notify.sock").unlink()
@@ -105,6 +106,10 @@ def main() -> None:
         )
         peak = 0.0
         while writer.poll() is None:
+            if proc.poll() is not None:
+                log.close()
+                said = (args.dir / "copier.log").read_text()
+                raise SystemExit(f"{label}: the copier ended (exit {proc.returncode}) while the writer wrote:\n{said}")
             peak = max(peak, cpu_rss(proc.pid)[1])
             time.sleep(0.2)
         assert writer.returncode == 0
@@ -115,6 +120,7 @@ def main() -> None:
         # The process's own usage, once it ended (the one-shot copy ends by itself when verified).
         _, _, usage = os.wait4(proc.pid, 0)
         proc.returncode = 0
+        log.close()
         cpu = usage.ru_utime + usage.ru_stime
         peak = max(peak, usage.ru_maxrss / 1024)
         same = files(live) == files(dst)

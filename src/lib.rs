@@ -4,6 +4,7 @@
 //! never hold the GIL or call Python. This file converts plain values at the boundary, releases the
 //! GIL around everything that blocks, and maps errors to Python exceptions.
 
+pub mod content;
 pub mod copy;
 pub mod dest;
 pub mod end;

@@ -97,9 +97,9 @@ LAYERS = [
     {"copy"},
     {"end"},
     {"dest", "track", "source"},
-    {"gentle"},
+    {"gentle", "content", "failpoint"},
     {"sys"},
-    {"vocab", "error", "failpoint"},
+    {"vocab", "error"},
 ]
 
 

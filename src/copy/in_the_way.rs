@@ -71,10 +71,8 @@ pub fn remove_folder_in_the_way(
 
 /// Whether the destination folder `rel` holds any file, at any depth (a link counts as one).
 fn holds_files(dest: &Dest, rel: &Path) -> io::Result<bool> {
-    let folder = dest.folder(rel, false)?;
-    for entry in fs::read_dir(folder.path())? {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() || holds_files(dest, &rel.join(entry.file_name()))? {
+    for (name, kind) in dest.list(&dest.folder(rel, false)?)? {
+        if kind != crate::dest::Kind::Folder || holds_files(dest, &rel.join(name))? {
             return Ok(true);
         }
     }
@@ -130,9 +128,9 @@ fn remove_copy(
 /// Removes `rel`, and below it each entry as a mirrored deletion; a folder only once empty.
 fn remove_tree(dest: &Dest, rel: &Path) -> crate::Result<()> {
     if dest.stat(rel).is_ok_and(|m| m.is_dir()) {
-        let listed = dest.folder(rel, false).and_then(|f| fs::read_dir(f.path())?.collect::<io::Result<Vec<_>>>());
-        for entry in listed.map_err(|e| crate::Error::io("list", dest.shown(rel), e))? {
-            remove_tree(dest, &rel.join(entry.file_name()))?;
+        let listed = dest.folder(rel, false).and_then(|f| dest.list(&f));
+        for (name, _) in listed.map_err(|e| crate::Error::io("list", dest.shown(rel), e))? {
+            remove_tree(dest, &rel.join(name))?;
         }
     }
     remove_destination(dest, rel).map(drop)

@@ -6,13 +6,13 @@
 //! lowest CPU and IO priority and never touch Python (the threads are in `pool.rs`).
 //!
 //! This folder owns the workers (`pool.rs`), the copy of one file here, and a copy of another kind
-//! in its way (`in_the_way.rs`). It may import `end` (hashing), `dest`, `source` (the root's
-//! identity), `gentle` (the pace of each step) and the base; never `run`.
+//! in its way (`in_the_way.rs`). It may import `dest`, `source` (the root's identity), `gentle`
+//! (the pace of each step) and the base; never `run` or `end`.
 
 pub(crate) mod in_the_way;
 pub mod pool;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +24,7 @@ use crate::dest::{Dest, Folder};
 use crate::gentle::pace::Pace;
 use crate::gentle::rate::RateLimit;
 use crate::sys::{self, CopyMethod};
-use crate::vocab::{identity, time_unit_ns, Hash, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
+use crate::vocab::{time_unit_ns, Hash, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
 use crate::Error;
 
 /// How workers copy.
@@ -61,30 +61,6 @@ impl CopyOptions {
     fn pace<'a>(&'a self, stop: &'a AtomicBool) -> Pace<'a> {
         Pace::new(stop).limit(self.max_rate.as_deref()).limit(self.max_total_rate.as_deref()).gate(self.gate.as_deref())
     }
-}
-
-fn open_source(path: &Path) -> io::Result<File> {
-    let mut opts = OpenOptions::new();
-    // On Windows std opens with FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE (the
-    // OpenOptionsExt::share_mode default), so a writer can still rename over or delete a file while
-    // we copy it, as tensorstore does. A sharing violation from a writer that does not share (or an
-    // antivirus scanner) fails this open and is retried with backoff like any per-file failure.
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Never follow a symlink out of the source (invariant 6): a link at the final component
-        // fails with ELOOP and is reported instead of copied.
-        opts.custom_flags(libc::O_NOFOLLOW);
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::OpenOptionsExt;
-        // A reparse point (a symlink, a junction) is opened itself, not followed: it is no
-        // regular file, so it is skipped and reported (invariant 6).
-        opts.custom_flags(windows_sys::Win32::Storage::FileSystem::FILE_FLAG_OPEN_REPARSE_POINT);
-    }
-    opts.open(path)
 }
 
 /// Whether an open file was reached without leaving `root` through a symlink in a parent folder
@@ -242,7 +218,7 @@ fn open_source_file(
     // kernel's name for the descriptor tells whether a parent folder was a link.
     let (opened, beneath_checked) = match sys::open_no_symlinks(src) {
         Some(r) => (r, true),
-        None => (open_source(src), false),
+        None => (sys::open_no_follow(src), false),
     };
     let file = match opened {
         Ok(f) => f,
@@ -303,11 +279,12 @@ fn look_at_copy(
         .refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
         .map_err(|e| Error::io("look at", dest.shown(&job.rel), e))?
         .is_some();
-    if let Ok((is_file, copy)) = fs::symlink_metadata(f.join(name)).map(|m| (m.is_file(), identity(&m))) {
-        if is_file && !other_case && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
+    if let Ok(look) = dest.look(&f, name) {
+        let copy = look.ident;
+        if look.is_file() && !other_case && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
             // Size and mtime prove it only if the copy was made after the source last changed:
             // a rewrite within one tick keeps both. Otherwise the contents decide.
-            if copied_after(ident, &copy) || crate::end::manifest::same_contents(src, &f.join(name)).unwrap_or(false) {
+            if copied_after(ident, &copy) || dest.same_contents(&f, name, src).unwrap_or(false) {
                 return Ok(Err(Outcome::Unchanged(*ident)));
             }
         }
@@ -368,16 +345,8 @@ fn write_copy(
     // No unnamed file where the copy is read back by name.
     let unnamed = (!opts.checksum).then_some(&*opts.learned);
     let out = PartialFile::create(dest, folder, &job.rel, mode, job.partial, unnamed)?;
-    let (bytes, hash) = if opts.checksum {
-        // Through user space: the bytes must pass through the hasher on their way.
-        let (bytes, hash) = crate::end::manifest::copy_hashed(file, out.file(), &opts.pace(stop))
-            .map_err(|e| Error::io("copy to", dst, e))?;
-        (bytes, Some(hash))
-    } else {
-        let bytes = sys::copy_contents(file, out.file(), ident.size, opts.method, &opts.learned, &opts.pace(stop))
-            .map_err(|e| Error::io("copy to", dst, e))?;
-        (bytes, None)
-    };
+    // With `--checksum` through user space: the bytes must pass through the hasher on their way.
+    let (bytes, hash) = out.fill(file, ident.size, opts.checksum, (opts.method, &opts.learned), &opts.pace(stop))?;
     out.stamp(mode, source.meta.modified().ok())?;
     sys::drop_cache(file);
     // Re-check the source after the copy (invariant 2): if the name now points at another
@@ -387,12 +356,11 @@ fn write_copy(
     if after != Some(ident) || fd_after != Some(ident) || bytes != ident.size {
         return Ok(None);
     }
-    if let (Some(hash), Some(tmp)) = (hash, out.named()) {
+    if let Some(hash) = hash {
         // Read the copy back before it gets its final name: what we wrote is what we read.
-        let back = crate::end::manifest::hash_file(tmp).map_err(|e| Error::io("read back", tmp, e))?;
-        if back != hash {
+        if out.read_back()?.is_some_and(|back| back != hash) {
             let msg = "the copy read back differs from what was written";
-            return Err(Error::io("verify", tmp, io::Error::other(msg)));
+            return Err(Error::io("verify", dst, io::Error::other(msg)));
         }
     }
     dest.changing().map_err(|e| Error::io("publish", dst, e))?;
@@ -444,7 +412,7 @@ fn prune_empty_dirs(src_root: &Path, dest: &Dest, rel: &Path) {
         if src_root.join(d).exists() {
             return;
         }
-        if !dest.folder(parent, false).is_ok_and(|f| fs::remove_dir(f.join(name)).is_ok()) {
+        if !dest.folder(parent, false).is_ok_and(|f| dest.remove_folder(&f, name).is_ok()) {
             return;
         }
         dir = d.parent();

@@ -6,10 +6,9 @@
 //!
 //! Imports `dest` and `vocab` only.
 
-use std::fs;
 use std::path::Path;
 
-use crate::dest::Dest;
+use crate::dest::{Dest, Kind};
 use crate::vocab::{is_gone, Outcome};
 
 /// Removes the copy of `rel`, whose source is gone; what it did, or why not.
@@ -21,12 +20,11 @@ pub fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
         Err(e) if is_gone(&e) => return Ok(Outcome::Deleted),
         Err(e) => return Err(crate::Error::io("remove", &shown, e)),
     };
-    let path = folder.join(name);
     // Only "not there" is gone: a look that fails otherwise (EIO, a share timing out) is retried.
     // Taken as deleted, the file would leave the tracker while its copy stays, and the end, which
     // walks no destination where every copy is accounted for (docs/design.md, "The end of a run"),
     // would publish a stale chunk where the source reads fill value.
-    let m = match fs::symlink_metadata(&path) {
+    let m = match dest.look(&folder, name) {
         Ok(m) => m,
         Err(e) if is_gone(&e) => return Ok(Outcome::Deleted),
         Err(e) => return Err(crate::Error::io("look at", &shown, e)),
@@ -41,7 +39,7 @@ pub fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
         // and this copy is the only one left.
         return Ok(Outcome::Deleted);
     }
-    if m.file_type().is_symlink() {
+    if m.kind == Kind::Other {
         // softcopy never makes a link: one here is someone else's (an admin's `dst/new ->
         // elsewhere`), not a copy, and its source's name going away is no evidence about it.
         // Found by the model test: a folder of the source removed (`overwrite=True`) unlinked
@@ -52,10 +50,10 @@ pub fn remove_destination(dest: &Dest, rel: &Path) -> crate::Result<Outcome> {
     if m.is_dir() {
         // A directory gone at the source: removed here only once empty (its files are jobs
         // of their own; whichever finishes last prunes it).
-        let _ = fs::remove_dir(&path);
+        let _ = dest.remove_folder(&folder, name);
         return Ok(Outcome::Deleted);
     }
-    match fs::remove_file(&path) {
+    match dest.remove_name(&folder, name) {
         Ok(()) => Ok(Outcome::Deleted),
         Err(e) if is_gone(&e) => Ok(Outcome::Deleted),
         Err(e) => Err(crate::Error::io("remove", &shown, e)),

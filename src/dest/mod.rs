@@ -5,19 +5,19 @@
 //! "a verified copy of the current source", never "a copy of an earlier acquisition with some of
 //! the new one mixed in".
 //!
-//! On Linux the root is opened once and held, and each folder below it is opened with `openat2`
-//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): a link in any component fails with ELOOP. The
-//! folder's descriptor is then named through `/proc/self/fd`, so the standard library's path
-//! calls (create, rename, link, unlink, stat) act inside exactly that folder; their last component
-//! is never followed by those calls anyway. Elsewhere each component is looked at first (racy
-//! against a link made in between, but never fooled by one already there).
+//! `Dest` holds the destination's storage (`backend.rs`, the interface; `local.rs`, the local
+//! filesystem) and keeps the policy above it: the marker, another run's claim, case folding, the
+//! copies of freed files, staging folders, the count of partials (docs/design.md, "The
+//! destination interface").
 //!
-//! This folder owns every act at the destination: the root and its beneath-the-root opens here,
-//! the claim (`claim.rs`), the background flush (`flush.rs`) and the one mirrored-deletion path
-//! (`mirror.rs`). It may import only `sys` and `vocab`.
+//! This folder owns every act at the destination: the storage, a copy in the writing
+//! (`partial.rs`), the claim (`claim.rs`), the background flush (`flush.rs`) and the one
+//! mirrored-deletion path (`mirror.rs`). It may import only `content`, `sys` and `vocab`.
 
+pub mod backend;
 pub mod claim;
 pub(crate) mod flush;
+pub mod local;
 pub(crate) mod mirror;
 pub mod partial;
 
@@ -30,28 +30,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use backend::{Backend, Kind, Look};
+pub use local::Folder;
+use local::{folder_identity, Local};
+
 use crate::vocab::STAGING;
-
-/// What a folder below the destination is, for the calls that act inside it.
-pub struct Folder {
-    /// A path naming exactly this folder: `/proc/self/fd/N` on Linux, the joined path elsewhere.
-    base: PathBuf,
-    /// Keeps the descriptor that `base` names open.
-    #[cfg(target_os = "linux")]
-    _fd: Option<fs::File>,
-}
-
-impl Folder {
-    /// A path naming this folder itself.
-    pub fn path(&self) -> &Path {
-        &self.base
-    }
-
-    /// `name` inside this folder.
-    pub fn join(&self, name: &Path) -> PathBuf {
-        self.base.join(name)
-    }
-}
 
 /// The destination root of one target.
 pub struct Dest {
@@ -60,9 +43,8 @@ pub struct Dest {
     given: PathBuf,
     /// The identity (device, file number) of the folder held, to tell when `given` leads elsewhere.
     held: (u64, u64),
-    /// The root, opened once (a root that is a link is resolved once and held).
-    #[cfg(target_os = "linux")]
-    root_fd: Option<fs::File>,
+    /// The storage below the root: every act there goes through it (`backend.rs`).
+    store: Local,
     /// The marker's name, while it may still have to be withdrawn; `None` once it was (or when
     /// this destination never withdraws it: the end steps publishing it).
     marker: Mutex<Option<PathBuf>>,
@@ -118,31 +100,13 @@ impl Drop for Staging<'_> {
     }
 }
 
-/// A link met below the destination root: reported with the path the user knows.
-fn link_error(root: &Path, rel: &Path) -> io::Error {
-    io::Error::other(format!(
-        "{} is a symlink, or leads through one: softcopy never writes, reads or deletes through a link in the \
-         destination",
-        root.join(rel).display()
-    ))
-}
-
 impl Dest {
     /// The destination at `root` (an existing folder). With `marker`, the marker at the root is
     /// removed before the first change made through [`Dest::changing`].
     /// `given` is the user's name for it, which `root` (canonical) resolves.
     pub fn open(root: &Path, given: &Path, marker: Option<&str>) -> io::Result<Dest> {
         let mut dest = Dest::blank(root, given, marker);
-        #[cfg(target_os = "linux")]
-        {
-            let root_fd = open_dir(root)?;
-            dest.held = identity(&root_fd.metadata()?);
-            dest.root_fd = Some(root_fd);
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            dest.held = folder_identity(root)?;
-        }
+        (dest.store, dest.held) = Local::open(root)?;
         Ok(dest)
     }
 
@@ -152,8 +116,7 @@ impl Dest {
             root: root.to_path_buf(),
             given: given.to_path_buf(),
             held: (0, 0),
-            #[cfg(target_os = "linux")]
-            root_fd: None,
+            store: Local::unheld(root),
             marker: Mutex::new(marker.map(PathBuf::from)),
             unclaimed: Mutex::default(),
             freed: std::sync::OnceLock::new(),
@@ -202,11 +165,11 @@ impl Dest {
         // Reached without a link, as every path this module writes to; only empty folders go.
         let Ok(root) = self.folder(Path::new(""), false) else { return };
         if let Ok(top) = self.folder(Path::new(STAGING), false) {
-            for e in fs::read_dir(top.path()).into_iter().flatten().flatten() {
-                let _ = fs::remove_dir(top.join(Path::new(&e.file_name())));
+            for (name, _) in self.store.list(&top).into_iter().flatten() {
+                let _ = self.store.remove_folder(&top, Path::new(&name));
             }
         }
-        let _ = fs::remove_dir(root.join(Path::new(STAGING)));
+        let _ = self.store.remove_folder(&root, Path::new(STAGING));
     }
 
     /// Whether the destination the user named still leads to the folder held: a root that is a
@@ -255,7 +218,8 @@ impl Dest {
     /// (the origin's record, as written when the run started or a re-take was followed), for
     /// [`Dest::check_root`].
     pub fn keep_record(&self, name: &Path) -> io::Result<()> {
-        let bytes = fs::read(self.root.join(name))?;
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut self.store.read(&self.folder(Path::new(""), false)?, name)?, &mut bytes)?;
         *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_path_buf(), bytes));
         Ok(())
     }
@@ -313,10 +277,7 @@ impl Dest {
     pub fn view(&self, marker: Option<&str>) -> io::Result<Dest> {
         let mut dest = Dest::blank(&self.root, &self.given, marker);
         dest.held = self.held;
-        #[cfg(target_os = "linux")]
-        {
-            dest.root_fd = self.root_fd.as_ref().map(fs::File::try_clone).transpose()?;
-        }
+        dest.store = self.store.try_clone()?;
         if let Some(names) = self.freed.get() {
             let _ = dest.freed.set(names.clone());
         }
@@ -338,12 +299,7 @@ impl Dest {
         if !self.folds_case_of(name) {
             return Ok(true);
         }
-        for entry in fs::read_dir(folder.path())? {
-            if entry?.file_name() == name.as_os_str() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.store.list(folder)?.iter().any(|(entry, _)| entry == name.as_os_str()))
     }
 
     /// Refuses a folder that is, or lies inside, another run's destination (invariant 10): each
@@ -392,11 +348,7 @@ impl Dest {
     }
 
     fn open_folder(&self, rel_dir: &Path, create: bool) -> io::Result<Folder> {
-        #[cfg(target_os = "linux")]
-        if let Some(root_fd) = &self.root_fd {
-            return linux::folder(root_fd, &self.root, rel_dir, create);
-        }
-        portable_folder(&self.root, rel_dir, create)
+        self.store.folder(rel_dir, create)
     }
 
     /// Learns whether the destination folds case: a probe file made at its root under a name never
@@ -407,19 +359,23 @@ impl Dest {
     /// that cannot be made leaves the guards on.
     pub fn detect_case_folding(&self) {
         let name = format!(".softcopy-case-probe-{}-{}", std::process::id(), crate::vocab::now_ns());
-        let probe = self.root.join(&name);
-        let folds = match fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        let Ok(root) = self.folder(Path::new(""), false) else {
+            self.folds_case.store(true, Ordering::Relaxed);
+            return;
+        };
+        let probe = Path::new(&name);
+        let folds = match self.store.create(&root, probe, 0o600) {
             Ok(made) => {
-                let folds = match (made.metadata(), fs::symlink_metadata(self.root.join(name.to_uppercase()))) {
-                    #[cfg(unix)]
-                    (Ok(a), Ok(b)) => identity(&a) == identity(&b),
-                    #[cfg(not(unix))]
-                    (Ok(_), Ok(_)) => true,
+                let upper = name.to_uppercase();
+                let folds = match (self.store.look(&root, probe), self.store.look(&root, Path::new(&upper))) {
+                    // Where the storage numbers files, the same number is the same file; where it
+                    // does not, the upper-case name found at all is.
+                    (Ok(a), Ok(b)) => cfg!(not(unix)) || (a.ident.dev, a.ident.ino) == (b.ident.dev, b.ident.ino),
                     (Err(_), _) => true,
                     (_, Err(e)) => e.kind() != io::ErrorKind::NotFound,
                 };
                 drop(made);
-                let _ = fs::remove_file(&probe); // a probe left behind is one of softcopy's own records
+                let _ = self.store.remove_file(&root, probe); // a probe left behind is one of softcopy's own records
                 folds
             }
             Err(_) => true,
@@ -451,8 +407,7 @@ impl Dest {
         }
         let text = name.to_string_lossy();
         let mut older = None;
-        for entry in fs::read_dir(folder.path())? {
-            let other = entry?.file_name();
+        for (other, _) in self.store.list(folder)? {
             if other == name.as_os_str() || !same_when_folded(&text, &other.to_string_lossy()) {
                 continue;
             }
@@ -489,9 +444,10 @@ impl Dest {
         self.partials.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Throws a partial file away; one that cannot be removed stays counted as left.
-    pub fn remove_partial(&self, tmp: &Path) {
-        match fs::remove_file(tmp) {
+    /// Throws the partial file `name` in `folder` away; one that cannot be removed stays counted
+    /// as left.
+    pub fn remove_partial(&self, folder: &Folder, name: &Path) {
+        match self.store.remove_file(folder, name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {}
             _ => self.partial_gone(),
         }
@@ -517,13 +473,43 @@ impl Dest {
     /// Removes the file `rel`, reached without a link.
     pub fn remove_file(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = split(rel)?;
-        fs::remove_file(self.folder(dir, false)?.join(name))
+        self.store.remove_file(&self.folder(dir, false)?, name)
     }
 
-    /// The metadata of `rel` itself (never followed), reached without a link.
-    pub fn stat(&self, rel: &Path) -> io::Result<fs::Metadata> {
+    /// What `rel` itself is (never followed), reached without a link.
+    pub fn stat(&self, rel: &Path) -> io::Result<Look> {
         let (dir, name) = split(rel)?;
-        fs::symlink_metadata(self.folder(dir, false)?.join(name))
+        self.store.look(&self.folder(dir, false)?, name)
+    }
+
+    /// What `name` in `folder` is (never followed).
+    pub fn look(&self, folder: &Folder, name: &Path) -> io::Result<Look> {
+        self.store.look(folder, name)
+    }
+
+    /// The names in `folder`, with what each is.
+    pub fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
+        self.store.list(folder)
+    }
+
+    /// Removes the file `name` in `folder`.
+    pub fn remove_name(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        self.store.remove_file(folder, name)
+    }
+
+    /// Removes the empty folder `name` in `folder`.
+    pub fn remove_folder(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        self.store.remove_folder(folder, name)
+    }
+
+    /// Whether the copy `name` in `folder` holds the same bytes as the source file `src`.
+    pub fn same_contents(&self, folder: &Folder, name: &Path, src: &Path) -> io::Result<bool> {
+        crate::content::same_bytes(crate::sys::open_no_follow(src)?, self.store.read(folder, name)?)
+    }
+
+    /// The storage, for the copy being written (`partial.rs`).
+    fn store(&self) -> &Local {
+        &self.store
     }
 
     /// Before a change: the root was found to be this copy within [`FRESH_ROOT`], or is looked at
@@ -553,12 +539,12 @@ impl Dest {
         let removed = if self.folds_case_of(name) && !self.stored_as(&root, name)? {
             Err(io::Error::from(io::ErrorKind::NotFound))
         } else {
-            fs::remove_file(root.join(name))
+            self.store.remove_file(&root, name)
         };
         match removed {
             Ok(()) => {
                 // Durable before any change that it must precede (the held root, not its path).
-                crate::sys::flush_folder(root.path())?;
+                self.store.flush_folder(&root)?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -679,87 +665,6 @@ pub fn split(rel: &Path) -> io::Result<(&Path, &Path)> {
 /// copy be replaced).
 fn same_when_folded(a: &str, b: &str) -> bool {
     caseless::canonical_caseless_match_str(a, b)
-}
-
-/// Each component looked at before it is used: a link there is refused.
-fn portable_folder(root: &Path, rel_dir: &Path, create: bool) -> io::Result<Folder> {
-    let mut dir = root.to_path_buf();
-    for part in rel_dir.components() {
-        dir.push(part);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => return Err(link_error(root, rel_dir)),
-            Ok(m) if !m.is_dir() => return Err(io::Error::from(io::ErrorKind::NotFound)),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => match fs::create_dir(&dir) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                _ => {}
-            },
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Folder {
-        base: dir,
-        #[cfg(target_os = "linux")]
-        _fd: None,
-    })
-}
-
-#[cfg(unix)]
-fn identity(m: &fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino())
-}
-
-/// The folder's device and file number (on Windows the volume serial and the file index, read from
-/// a handle: std's metadata has neither there), so a folder swapped in under the root's name is
-/// told from the one held on every platform.
-fn folder_identity(path: &Path) -> io::Result<(u64, u64)> {
-    let id = crate::sys::path_identity_of(path, &fs::metadata(path)?)?;
-    Ok((id.dev, id.ino))
-}
-
-#[cfg(target_os = "linux")]
-fn open_dir(path: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_PATH).open(path)
-}
-
-#[cfg(target_os = "linux")]
-mod linux {
-    use super::{link_error, portable_folder, Folder};
-    use crate::sys::{folder_beneath, mkdir_in};
-    use std::fs::File;
-    use std::io;
-    use std::os::fd::AsRawFd;
-    use std::path::{Path, PathBuf};
-
-    fn named(fd: File) -> Folder {
-        Folder { base: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())), _fd: Some(fd) }
-    }
-
-    pub fn folder(root_fd: &File, root: &Path, rel_dir: &Path, create: bool) -> io::Result<Folder> {
-        let refused = |e: io::Error| if e.raw_os_error() == Some(libc::ELOOP) { link_error(root, rel_dir) } else { e };
-        match folder_beneath(root_fd, rel_dir) {
-            None => return portable_folder(root, rel_dir, create),
-            Some(Ok(fd)) => return Ok(named(fd)),
-            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound && create => {}
-            Some(Err(e)) => return Err(refused(e)),
-        }
-        // Made one component at a time, each inside the one before, none of them a link.
-        let mut here = root_fd.try_clone()?;
-        for part in rel_dir.components() {
-            let part = Path::new(part.as_os_str());
-            let next = match folder_beneath(&here, part) {
-                Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
-                    mkdir_in(&here, part)?;
-                    folder_beneath(&here, part)
-                }
-                other => other,
-            };
-            here = next.unwrap_or_else(|| Err(io::ErrorKind::Unsupported.into())).map_err(refused)?;
-        }
-        Ok(named(here))
-    }
 }
 
 // Not under Wine: these assume Linux's paths, links and errors; the Windows destination is run by

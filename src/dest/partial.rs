@@ -4,16 +4,19 @@
 //! (an error, a source changed meanwhile, a panicked copy) it throws itself away; `publish`
 //! consumes it and gives it its final name.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use super::backend::{Backend, Fill};
 use super::{split, Dest, Folder, Staging};
-use crate::sys;
-use crate::vocab::{Partial, PARTIAL_SUFFIX};
+use crate::sys::{self, Pacing};
+use crate::vocab::{Hash, Partial, PARTIAL_SUFFIX};
 use crate::Error;
+
+type Writer = <super::local::Local as Backend>::Writer;
 
 static PARTIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -26,12 +29,27 @@ pub(crate) fn partial_name(name: &Path) -> PathBuf {
     PathBuf::from(format!(".{}.{pid}-{n}{PARTIAL_SUFFIX}", name.to_string_lossy()))
 }
 
+/// The folder a partial file is in: its final name's, or a staging folder lent to it.
+enum Place<'a> {
+    Beside(&'a Folder),
+    Staged(Staging<'a>),
+}
+
+impl Place<'_> {
+    fn folder(&self) -> &Folder {
+        match self {
+            Place::Beside(f) => f,
+            Place::Staged(s) => s,
+        }
+    }
+}
+
 /// Where the bytes are, until published.
 enum Held<'a> {
-    /// An unnamed file: it gets a name only when complete, and vanishes with its descriptor.
-    Unnamed(File),
-    /// A partial file under a partial name, in its folder or in a staging folder lent to it.
-    Named(File, PathBuf, Option<Staging<'a>>),
+    /// A file with no name: it gets one only when complete, and vanishes with its handle.
+    Unnamed(Writer),
+    /// A partial file under a partial name.
+    Named(Writer, PathBuf, Place<'a>),
     /// Published or thrown away.
     Gone,
 }
@@ -46,11 +64,11 @@ pub struct PartialFile<'a> {
 impl<'a> PartialFile<'a> {
     /// A new file for a copy of `rel` into its `folder` with permission bits `mode`: unnamed where
     /// `unnamed` is given (what the workers learned of the filesystem) and the destination
-    /// filesystem has them, else a partial file where `partial` says (beside the name if staging
-    /// is not possible).
+    /// storage has them, else a partial file where `partial` says (beside the name if staging is
+    /// not possible).
     pub fn create(
         dest: &'a Dest,
-        folder: &Folder,
+        folder: &'a Folder,
         rel: &Path,
         mode: u32,
         partial: Partial,
@@ -58,76 +76,75 @@ impl<'a> PartialFile<'a> {
     ) -> crate::Result<PartialFile<'a>> {
         let shown = dest.shown(rel);
         let (_, name) = split(rel).map_err(|e| Error::io("copy to", &shown, e))?;
+        let store = dest.store();
         if let Some(learned) = unnamed {
-            let made = sys::create_unnamed(folder.path(), mode, learned)
+            let made = store
+                .create_unnamed(folder, mode, learned)
                 .map_err(|e| Error::io("create in", shown.parent().unwrap_or(&shown), e))?;
-            if let Some(file) = made {
-                return Ok(PartialFile { dest, held: Held::Unnamed(file), shown });
+            if let Some(w) = made {
+                return Ok(PartialFile { dest, held: Held::Unnamed(w), shown });
             }
         }
         // A staging folder that cannot be made is no reason not to copy: beside it is.
         let staging = if partial == Partial::Staged { dest.staging().and_then(Result::ok) } else { None };
-        let tmp = staging.as_deref().unwrap_or(folder).join(&partial_name(name));
-        let mut open = OpenOptions::new();
-        // create_new: a partial name is ours alone; never truncate something we did not create.
-        open.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut open, mode);
-        let file = open.open(&tmp).map_err(|e| Error::io("create", &shown, e))?;
+        let place = staging.map_or(Place::Beside(folder), Place::Staged);
+        let tmp = partial_name(name);
+        let w = store.create(place.folder(), &tmp, mode).map_err(|e| Error::io("create", &shown, e))?;
         dest.partial_made();
-        Ok(PartialFile { dest, held: Held::Named(file, tmp, staging), shown })
+        Ok(PartialFile { dest, held: Held::Named(w, tmp, place), shown })
     }
 
-    /// The file the bytes go to.
-    pub fn file(&self) -> &File {
+    fn writer(&self) -> &Writer {
         match &self.held {
-            Held::Unnamed(f) | Held::Named(f, ..) => f,
+            Held::Unnamed(w) | Held::Named(w, ..) => w,
             Held::Gone => unreachable!("a partial file is used only until published or dropped"),
         }
     }
 
-    /// The partial's name, for a read-back (none for an unnamed file).
-    pub fn named(&self) -> Option<&Path> {
-        match &self.held {
-            Held::Named(_, tmp, _) => Some(tmp),
-            _ => None,
-        }
+    /// Fills the copy from `src`: `size` bytes by the storage's own way of copying, or to the end
+    /// of `src` past a hasher where `hashed`. Returns the bytes moved, and their hash if asked.
+    pub fn fill(
+        &self,
+        src: &File,
+        size: u64,
+        hashed: bool,
+        opts: (sys::CopyMethod, &sys::Learned),
+        pace: &impl Pacing,
+    ) -> crate::Result<(u64, Option<Hash>)> {
+        let (method, learned) = opts;
+        let how = if hashed { Fill::Hashed { pace } } else { Fill::Copy { size, method, learned, pace } };
+        self.dest.store().fill(self.writer(), src, how).map_err(|e| Error::io("copy to", &self.shown, e))
     }
 
-    /// Gives the copy the source's permission bits `mode` (where the umask narrowed them at
-    /// creation; unknown umask: always) and its modification time.
+    /// Gives the copy the source's permission bits `mode` and its modification time.
     pub fn stamp(&self, mode: u32, mtime: Option<SystemTime>) -> crate::Result<()> {
-        let file = self.file();
-        #[cfg(unix)]
-        if sys::umask().is_none_or(|u| mode & u != 0) {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", &self.shown, e))?;
-        }
-        #[cfg(not(unix))]
-        let _ = mode;
-        if let Some(mtime) = mtime {
-            file.set_times(fs::FileTimes::new().set_modified(mtime))
-                .map_err(|e| Error::io("set mtime", &self.shown, e))?;
-        }
-        Ok(())
+        self.dest.store().stamp(self.writer(), mode, mtime).map_err(|e| Error::io("set mtime", &self.shown, e))
+    }
+
+    /// The hash of the partial file read back by name (`None` for a file with no name: there is
+    /// nothing to read it back by).
+    pub fn read_back(&self) -> crate::Result<Option<Hash>> {
+        let Held::Named(_, tmp, place) = &self.held else { return Ok(None) };
+        let reader = self.dest.store().read(place.folder(), tmp);
+        let back = reader.and_then(crate::content::hash_reader).map_err(|e| Error::io("read back", &self.shown, e))?;
+        Ok(Some(back))
     }
 
     /// Gives the complete copy its final name (`rel`'s last part) in `folder`, replacing an older
-    /// copy atomically. An unnamed copy of a name believed new is linked straight to it; linking
-    /// never replaces, so if the name exists after all (or is known to), the copy is linked to a
+    /// copy atomically. A file with no name, of a name believed new, is named straight; naming
+    /// never replaces, so if the name exists after all (or is known to), the copy is named a
     /// partial name and renamed over it like any partial. Failed, the copy is thrown away.
-    pub fn publish(mut self, folder: &Folder, rel: &Path, src_dir: &Path, may_exist: bool) -> crate::Result<()> {
-        let dest = self.dest;
+    pub fn publish(mut self, folder: &'a Folder, rel: &Path, src_dir: &Path, may_exist: bool) -> crate::Result<()> {
+        let (dest, store) = (self.dest, self.dest.store());
         let (_, name) = split(rel).map_err(|e| Error::io("copy to", &self.shown, e))?;
-        let dst = folder.join(name);
         if !sys::SYNCS_FILESYSTEM {
             // No flush of the whole destination before the marker here: each copy is flushed on
             // its own (writing) handle before it gets its name.
-            self.file().sync_all().map_err(|e| Error::io("flush", &self.shown, e))?;
+            store.flush_file(self.writer()).map_err(|e| Error::io("flush", &self.shown, e))?;
         }
-        if let Held::Unnamed(file) = &self.held {
+        if let Held::Unnamed(w) = &self.held {
             if !may_exist {
-                match sys::link_unnamed(file, &dst) {
+                match store.name_unnamed(w, folder, name) {
                     Ok(()) => {
                         self.held = Held::Gone;
                         return Ok(());
@@ -136,20 +153,20 @@ impl<'a> PartialFile<'a> {
                     Err(e) => return Err(Error::io("link into", &self.shown, e)),
                 }
             }
-            let tmp = folder.join(&partial_name(name));
-            sys::link_unnamed(file, &tmp).map_err(|e| Error::io("link into", &self.shown, e))?;
+            let tmp = partial_name(name);
+            store.name_unnamed(w, folder, &tmp).map_err(|e| Error::io("link into", &self.shown, e))?;
             dest.partial_made();
-            let Held::Unnamed(file) = std::mem::replace(&mut self.held, Held::Gone) else { unreachable!() };
-            // From here on a partial like any other: thrown away on drop.
-            self.held = Held::Named(file, tmp, None);
+            let Held::Unnamed(w) = std::mem::replace(&mut self.held, Held::Gone) else { unreachable!() };
+            // From here on a partial like any other, beside its name: thrown away on drop.
+            self.held = Held::Named(w, tmp, Place::Beside(folder));
         }
-        let Held::Named(_, tmp, _) = &self.held else { unreachable!("named above") };
-        let tmp = tmp.clone();
+        let Held::Named(_, tmp, place) = &self.held else { unreachable!("named above") };
+        let (tmp, from) = (tmp.clone(), place.folder());
         if dest.folds_case_of(name) {
             // Two names that fold to one, copied at once, must not both look at an empty folder
             // and then replace each other: a link never replaces, so one of them finds the other.
             if !may_exist {
-                match fs::hard_link(&tmp, &dst) {
+                match store.link(from, &tmp, folder, name) {
                     // The partial name goes when dropped.
                     Ok(()) => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -160,7 +177,7 @@ impl<'a> PartialFile<'a> {
                 Err(e) => return Err(Error::io("rename into", &self.shown, e)),
                 // This file's older copy under another case goes first: a rename over it would
                 // keep the old case where the destination keeps an entry's stored name.
-                Ok(Some(older)) => match fs::remove_file(folder.join(Path::new(&older))) {
+                Ok(Some(older)) => match store.remove_file(folder, Path::new(&older)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
                         return Err(Error::io("remove the older copy of", &self.shown, e));
                     }
@@ -169,7 +186,7 @@ impl<'a> PartialFile<'a> {
                 Ok(None) => {}
             }
         }
-        fs::rename(&tmp, &dst).map_err(|e| Error::io("rename into", &self.shown, e))?;
+        store.rename(from, &tmp, folder, name).map_err(|e| Error::io("rename into", &self.shown, e))?;
         dest.partial_gone();
         self.held = Held::Gone;
         Ok(())
@@ -181,10 +198,10 @@ impl Drop for PartialFile<'_> {
     /// and the count the end trusts to skip the look for leftovers (docs/design.md, "The end of
     /// a run") went below what is there.
     fn drop(&mut self) {
-        if let Held::Named(file, tmp, staging) = std::mem::replace(&mut self.held, Held::Gone) {
-            drop(file);
-            self.dest.remove_partial(&tmp);
-            drop(staging);
+        if let Held::Named(w, tmp, place) = std::mem::replace(&mut self.held, Held::Gone) {
+            drop(w);
+            self.dest.remove_partial(place.folder(), &tmp);
+            drop(place);
         }
     }
 }
@@ -192,7 +209,19 @@ impl Drop for PartialFile<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io::Write;
+
+    /// Fills `out` with `bytes`, from a source file as a copy does.
+    fn fill(out: &PartialFile<'_>, bytes: &[u8]) {
+        let mut src = tempfile::tempfile().unwrap();
+        src.write_all(bytes).unwrap();
+        io::Seek::rewind(&mut src).unwrap();
+        let how = (sys::CopyMethod::Auto, &sys::Learned::default());
+        let (n, _) =
+            out.fill(&src, bytes.len() as u64, false, how, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+        assert_eq!(n, bytes.len() as u64);
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> =
@@ -208,7 +237,7 @@ mod tests {
         let folder = dest.folder(Path::new(""), false).unwrap();
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let out = PartialFile::create(&dest, &folder, Path::new("c.0"), 0o644, Partial::Beside, None).unwrap();
-            out.file().write_all(b"half").unwrap();
+            fill(&out, b"half");
             assert_eq!(names(t.path()).len(), 1, "the partial is there while written");
             panic!("a bug in the middle of a copy");
         }));
@@ -228,12 +257,12 @@ mod tests {
         let learned = sys::Learned::default();
         for unnamed in [None, Some(&learned)] {
             let out = PartialFile::create(&dest, &folder, Path::new("held"), 0o644, Partial::Beside, unnamed).unwrap();
-            out.file().write_all(b"new").unwrap();
+            fill(&out, b"new");
             assert!(out.publish(&folder, Path::new("held"), t.path(), true).is_err());
             assert_eq!(names(t.path()), ["held"], "no partial left beside it");
             assert!(!dest.partials_left());
             let out = PartialFile::create(&dest, &folder, Path::new("c.0"), 0o644, Partial::Beside, unnamed).unwrap();
-            out.file().write_all(b"new").unwrap();
+            fill(&out, b"new");
             out.publish(&folder, Path::new("c.0"), t.path(), unnamed.is_none()).unwrap();
             assert_eq!(names(t.path()), ["c.0", "held"]);
             assert_eq!(fs::read(t.path().join("c.0")).unwrap(), b"new");

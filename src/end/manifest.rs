@@ -3,52 +3,21 @@
 //! the destination so the cluster side can check the copy later without the source.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub use crate::vocab::Hash;
 
-/// Hashes everything `file` yields from its current offset.
-pub fn hash_reader(mut file: impl Read) -> io::Result<Hash> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(truncate(&hasher))
-}
+pub use crate::content::{copy_hashed, hash_reader};
 
-/// The hash of a file on disk.
+/// The hash of the file at `path`.
 pub fn hash_file(path: &Path) -> io::Result<Hash> {
     hash_reader(File::open(path)?)
-}
-
-fn truncate(hasher: &blake3::Hasher) -> Hash {
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
-    out
 }
 
 /// Lowercase hex, as written in the manifest.
 pub fn hex(hash: &Hash) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Copies `src` to `dst` in user space while hashing what passes through; returns (bytes, hash).
-/// To the end of the file: the caller compares the bytes with the size it expected.
-pub fn copy_hashed(src: &File, dst: &File, pace: &impl crate::sys::Pacing) -> io::Result<(u64, Hash)> {
-    let mut hasher = blake3::Hasher::new();
-    let bytes = crate::sys::read_write_seeing(src, dst, u64::MAX, pace, &mut |block| {
-        hasher.update(block);
-    })?;
-    Ok((bytes, truncate(&hasher)))
 }
 
 /// Writes a manifest atomically: a header line, then `hash<TAB>size<TAB>path` per file, by path.
@@ -90,32 +59,9 @@ pub fn read(path: &Path) -> io::Result<Vec<(PathBuf, u64, String)>> {
     Ok(out)
 }
 
-/// Whether two files hold the same bytes, read side by side in 1 MiB blocks.
+/// Whether two files hold the same bytes.
 pub fn same_contents(a: &Path, b: &Path) -> std::io::Result<bool> {
-    use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = read_full(&mut fa, &mut ba)?;
-        let m = read_full(&mut fb, &mut bb)?;
-        if n != m || ba[..n] != bb[..m] {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Ok(true);
-        }
-    }
-
-    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match f.read(&mut buf[filled..])? {
-                0 => break,
-                n => filled += n,
-            }
-        }
-        Ok(filled)
-    }
+    crate::content::same_bytes(File::open(a)?, File::open(b)?)
 }
 
 #[cfg(test)]

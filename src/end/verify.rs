@@ -480,19 +480,19 @@ fn look_up(
     same_size: &mut Vec<PathBuf>,
 ) -> (bool, bool) {
     let size = meta.len();
-    match dest.stat(rel) {
-        Ok(m) if m.is_file() && m.len() == size && !same_mtime(meta, &m) && !content => {
+    match dest.stat(rel).map(|m| (m.is_file(), m.ident)) {
+        Ok((true, copy)) if copy.size == size && !same_mtime(meta, copy.mtime_ns) && !content => {
             report.mtime_mismatch.push(rel.to_path_buf());
             (true, false)
         }
-        Ok(m) if m.is_file() && m.len() == size => {
+        Ok((true, copy)) if copy.size == size => {
             if content {
                 same_size.push(rel.to_path_buf());
             }
             (true, true)
         }
-        Ok(m) if m.is_file() => {
-            report.size_mismatch.push((rel.to_path_buf(), size, m.len()));
+        Ok((true, copy)) => {
+            report.size_mismatch.push((rel.to_path_buf(), size, copy.size));
             (true, false)
         }
         _ => {
@@ -531,9 +531,8 @@ fn absent(path: &Path) -> bool {
 /// its source's mtime, but FAT keeps 2 s, SFTP (sshfs) and many network shares whole seconds, SMB
 /// 100 ns, so a destination mtime that is a whole number of such units matches any source mtime
 /// within one unit of it.
-fn same_mtime(src: &fs::Metadata, dst: &fs::Metadata) -> bool {
-    let ns = |m: &fs::Metadata| crate::vocab::identity(m).mtime_ns;
-    crate::vocab::same_mtime_ns(ns(src), ns(dst))
+fn same_mtime(src: &fs::Metadata, copy_mtime_ns: i64) -> bool {
+    crate::vocab::same_mtime_ns(crate::vocab::identity(src).mtime_ns, copy_mtime_ns)
 }
 
 /// Finds the array a file belongs to (its nearest ancestor that is an array) and counts the file

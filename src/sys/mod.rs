@@ -161,6 +161,34 @@ pub fn mkdir_in(dir: &File, name: &std::path::Path) -> io::Result<()> {
     linux::mkdir_in(dir, name)
 }
 
+/// Opens `path` for reading without following a link at its last component (invariant 6): a
+/// link there fails (ELOOP) instead of being followed. On Windows std opens with
+/// FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, so a writer can still rename over or
+/// delete a file while we read it, as tensorstore does; a reparse point (a symlink, a junction)
+/// is opened itself, not followed.
+pub fn open_no_follow(path: &std::path::Path) -> io::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW);
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        opts.custom_flags(windows_sys::Win32::Storage::FileSystem::FILE_FLAG_OPEN_REPARSE_POINT);
+    }
+    opts.open(path)
+}
+
+/// The folder at `path`, opened only to act inside it (`O_PATH | O_DIRECTORY`).
+#[cfg(target_os = "linux")]
+pub fn open_folder(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_PATH).open(path)
+}
+
 /// Ends the process at once with SIGKILL, as a power cut would: no destructor, no flush, no
 /// exit handler (an abort where there is no such signal).
 pub fn die_now() -> ! {

@@ -1,0 +1,100 @@
+//! The destination's storage behind one interface (docs/design.md, "The destination
+//! interface"): every act the engine makes at a destination, by folder and name below its root,
+//! none of them through a link. `Dest` (the root, its bookkeeping, its guards: the marker
+//! withdrawn before a change, case folding, freed files' copies) asks these of its storage;
+//! nothing outside `dest/` calls them. The local filesystem is the first backend (`local.rs`).
+//!
+//! Shaped for a destination across a network (SFTP): each call is one or two requests there,
+//! answered in one round trip, and calls from many workers may be in flight at once (the
+//! backend pipelines them; a worker waits only for its own answer). Handles are the backend's
+//! own types, so a local folder stays an open descriptor and a remote one a checked path.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::sys::{CopyMethod, Learned, Pacing};
+use crate::vocab::{Hash, Identity};
+
+/// What a name below the root is, looked at without following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Folder,
+    /// A link, or anything else neither a file nor a folder: never followed, never copied into.
+    Other,
+}
+
+/// A name looked at: what it is, and its identity (size, times, and where the storage has them
+/// device and file number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Look {
+    pub kind: Kind,
+    pub ident: Identity,
+}
+
+impl Look {
+    pub fn is_file(&self) -> bool {
+        self.kind == Kind::File
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Folder
+    }
+}
+
+/// How the bytes of a copy get to the destination: through the kernel's copy calls, paced
+/// (`CopyMethod`), or through user space past a hasher (`--checksum`).
+pub enum Fill<'p, P: Pacing> {
+    Copy { size: u64, method: CopyMethod, learned: &'p Learned, pace: &'p P },
+    Hashed { pace: &'p P },
+}
+
+/// One destination storage.
+pub trait Backend: Send + Sync {
+    /// A folder below the root, reached without a link: what the other calls act in.
+    type Folder: Send + Sync;
+    /// A file being written (a partial, or a file with no name yet).
+    type Writer: Send;
+    /// A file being read.
+    type Reader: io::Read;
+
+    /// The folder `rel_dir` below the root (the root itself for an empty path); made with its
+    /// parents when `create` and missing. NotFound when missing and not made; a link on the way
+    /// is an error naming it.
+    fn folder(&self, rel_dir: &Path, create: bool) -> io::Result<Self::Folder>;
+    /// The names in `folder`, with what each is.
+    fn list(&self, folder: &Self::Folder) -> io::Result<Vec<(OsString, Kind)>>;
+    /// What `name` in `folder` is.
+    fn look(&self, folder: &Self::Folder, name: &Path) -> io::Result<Look>;
+    /// Opens `name` in `folder` for reading, never through a link.
+    fn read(&self, folder: &Self::Folder, name: &Path) -> io::Result<Self::Reader>;
+
+    /// A new file `name` in `folder` with permission bits `mode`; never over an existing name.
+    fn create(&self, folder: &Self::Folder, name: &Path, mode: u32) -> io::Result<Self::Writer>;
+    /// A new file with no name in `folder`, where the storage has them (`Ok(None)` where not;
+    /// `learned` remembers that for the next one).
+    fn create_unnamed(&self, folder: &Self::Folder, mode: u32, learned: &Learned) -> io::Result<Option<Self::Writer>>;
+    /// Gives a file with no name the name `name` in `folder`; never replaces one there.
+    fn name_unnamed(&self, w: &Self::Writer, folder: &Self::Folder, name: &Path) -> io::Result<()>;
+    /// Fills `w` from `src` (from its current offset). Returns the bytes moved, and their hash
+    /// where asked.
+    fn fill<P: Pacing>(&self, w: &Self::Writer, src: &File, how: Fill<'_, P>) -> io::Result<(u64, Option<Hash>)>;
+    /// Gives `w` permission bits `mode` and its modification time.
+    fn stamp(&self, w: &Self::Writer, mode: u32, mtime: Option<SystemTime>) -> io::Result<()>;
+    /// Makes what was written to `w` durable.
+    fn flush_file(&self, w: &Self::Writer) -> io::Result<()>;
+
+    /// Renames `from` in `from_folder` to `to` in `to_folder`, replacing a file there atomically.
+    fn rename(&self, from_folder: &Self::Folder, from: &Path, to_folder: &Self::Folder, to: &Path) -> io::Result<()>;
+    /// Links `from` in `from_folder` as `to` in `to_folder`; never replaces (AlreadyExists).
+    fn link(&self, from_folder: &Self::Folder, from: &Path, to_folder: &Self::Folder, to: &Path) -> io::Result<()>;
+    /// Removes the file `name` in `folder`.
+    fn remove_file(&self, folder: &Self::Folder, name: &Path) -> io::Result<()>;
+    /// Removes the empty folder `name` in `folder`.
+    fn remove_folder(&self, folder: &Self::Folder, name: &Path) -> io::Result<()>;
+    /// Makes the entries of `folder` durable (a removal that must precede later changes).
+    fn flush_folder(&self, folder: &Self::Folder) -> io::Result<()>;
+}
