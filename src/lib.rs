@@ -146,37 +146,8 @@ impl PyEngine {
         Ok(PyEngine { engine: Engine::start(config)? })
     }
 
-    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.engine.status();
-        let d = PyDict::new(py);
-        d.set_item("phase", s.phase.name())?;
-        d.set_item("files_copied", s.files_copied)?;
-        d.set_item("bytes_copied", s.bytes_copied)?;
-        d.set_item("files_deleted", s.files_deleted)?;
-        d.set_item("files_unchanged", s.files_unchanged)?;
-        d.set_item("redundant", s.redundant)?;
-        d.set_item("files_distinct", s.files_distinct)?;
-        d.set_item("max_copies", s.max_copies)?;
-        d.set_item("errors", s.errors)?;
-        d.set_item("failed", s.failed)?;
-        d.set_item("backlog", s.backlog)?;
-        d.set_item("in_flight", s.in_flight)?;
-        d.set_item("writing", s.writing)?;
-        d.set_item("oldest_wait", s.oldest_wait)?;
-        d.set_item("known", s.known)?;
-        d.set_item("settled", s.settled)?;
-        d.set_item("bytes_known", s.bytes_known)?;
-        d.set_item("bytes_left", s.bytes_left)?;
-        d.set_item("last_error", s.last_error)?;
-        d.set_item("fatal", s.fatal)?;
-        d.set_item("elapsed", s.elapsed)?;
-        d.set_item("finishing", s.finishing)?;
-        d.set_item("destination_trouble", s.destination_trouble)?;
-        d.set_item("gave_up", s.gave_up)?;
-        d.set_item("paused", s.paused)?;
-        d.set_item("wants_expected", s.wants_expected)?;
-        d.set_item("back_off", PyBackOff::from(s.back_off))?;
-        Ok(d)
+    fn status(&self) -> PyStatus {
+        self.engine.status().into()
     }
 
     fn messages(&self) -> Vec<(&'static str, String)> {
@@ -263,6 +234,72 @@ struct PyVerdict {
     found_at_end: u64,
 }
 
+/// A snapshot of one target's progress (`status::Status`). See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "Status", frozen, get_all)]
+struct PyStatus {
+    phase: &'static str,
+    files_copied: u64,
+    bytes_copied: u64,
+    files_deleted: u64,
+    files_unchanged: u64,
+    redundant: u64,
+    files_distinct: u64,
+    max_copies: u64,
+    errors: u64,
+    failed: u64,
+    backlog: u64,
+    in_flight: u64,
+    writing: u64,
+    oldest_wait: f64,
+    known: u64,
+    settled: u64,
+    bytes_known: u64,
+    bytes_left: u64,
+    last_error: Option<String>,
+    fatal: Option<String>,
+    elapsed: f64,
+    finishing: bool,
+    destination_trouble: Option<String>,
+    gave_up: bool,
+    paused: Option<String>,
+    wants_expected: bool,
+    back_off: PyBackOff,
+}
+
+impl From<status::Status> for PyStatus {
+    fn from(s: status::Status) -> Self {
+        PyStatus {
+            phase: s.phase.name(),
+            files_copied: s.files_copied,
+            bytes_copied: s.bytes_copied,
+            files_deleted: s.files_deleted,
+            files_unchanged: s.files_unchanged,
+            redundant: s.redundant,
+            files_distinct: s.files_distinct,
+            max_copies: s.max_copies,
+            errors: s.errors,
+            failed: s.failed,
+            backlog: s.backlog,
+            in_flight: s.in_flight,
+            writing: s.writing,
+            oldest_wait: s.oldest_wait,
+            known: s.known,
+            settled: s.settled,
+            bytes_known: s.bytes_known,
+            bytes_left: s.bytes_left,
+            last_error: s.last_error,
+            fatal: s.fatal,
+            elapsed: s.elapsed,
+            finishing: s.finishing,
+            destination_trouble: s.destination_trouble,
+            gave_up: s.gave_up,
+            paused: s.paused,
+            wants_expected: s.wants_expected,
+            back_off: s.back_off.into(),
+        }
+    }
+}
+
 /// Whether the back-off holds the copy back now (`status::BackOffState`).
 #[pyclass(module = "softcopy._softcopy", name = "BackOffState", frozen, eq, eq_int, hash)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -274,6 +311,7 @@ pub enum PyBackOffState {
 
 /// The back-off as the status shows it (`status::BackOff`). See `_softcopy.pyi`.
 #[pyclass(module = "softcopy._softcopy", name = "BackOff", frozen, get_all)]
+#[derive(Clone)]
 struct PyBackOff {
     state: PyBackOffState,
     reads: f64,
@@ -682,6 +720,7 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyArrivals>()?;
     m.add_class::<PyRateBudget>()?;
     m.add_class::<PyNotCopiedWhy>()?;
+    m.add_class::<PyStatus>()?;
     m.add_class::<PyBackOff>()?;
     m.add_class::<PyBackOffState>()?;
     m.add_class::<PyExclude>()?;

@@ -141,7 +141,7 @@ def conclude(
     found nothing the events did not announce."""
     from softcopy.zarr import discover
 
-    wait_for(lambda: engine.status()["wants_expected"] or engine.wait(0), timeout, "the engine to drain")
+    wait_for(lambda: engine.status().wants_expected or engine.wait(0), timeout, "the engine to drain")
     if before is not None:
         before()
     if not engine.wait(0):

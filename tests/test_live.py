@@ -143,7 +143,7 @@ def test_every_copy_method_copies_exactly(tmp_path: Path, method: str) -> None:
         (src / f"f{n}").write_bytes(bytes((i * 31 + n) & 0xFF for i in range(size)))
     engine = softcopy._softcopy.Engine(src, dst, once=True, copy_method=method)  # type: ignore[arg-type]
     assert conclude(engine).verified
-    assert engine.status()["phase"] == "verified"
+    assert engine.status().phase == "verified"
     assert_same_tree(src, dst)
 
 

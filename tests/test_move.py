@@ -121,7 +121,7 @@ def test_a_stop_before_the_end_steps_frees_and_publishes_nothing(tmp_path: Path)
     before = archive(src)
     engine = softcopy._softcopy.Engine(src, dst, once=True, delete_source=True)
     v = conclude(engine, before=engine.stop)
-    assert engine.status()["phase"] == "stopped"
+    assert engine.status().phase == "stopped"
     assert v is not None and not v.verified and not v.freed
     assert tree(src) == before
     assert not (dst / "complete").exists()

@@ -31,7 +31,7 @@ def settled_archive(tmp_path: Path) -> tuple[Path, Path, softcopy._softcopy.Engi
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     write_finished_archive(src, "zarr3", 3)
     engine = settled_engine(src, dst)
-    wait_for(lambda: engine.status()["settled"] >= len(chunks(src)), 30, "the chunks to settle")
+    wait_for(lambda: engine.status().settled >= len(chunks(src)), 30, "the chunks to settle")
     engine.finish()
     return src, dst, engine, chunks(src)[0]
 
@@ -42,10 +42,10 @@ def test_a_live_copy_settles_its_files_and_still_mirrors_their_changes(tmp_path:
     # The writer's marker does not end this run: the files must have time to settle after it.
     engine = settled_engine(src, dst)
     # Settled while the writer still writes: memory follows what is in flux, not the archive.
-    wait_for(lambda: engine.status()["settled"] > 20 or writer.poll() is not None, 60, "files to settle")
-    assert engine.status()["settled"] > 20, "files settled only once the acquisition was over"
+    wait_for(lambda: engine.status().settled > 20 or writer.poll() is not None, 60, "files to settle")
+    assert engine.status().settled > 20, "files settled only once the acquisition was over"
     assert writer.wait(120) == 0
-    wait_for(lambda: engine.status()["settled"] >= len(chunks(src)), 30, "every chunk to settle")
+    wait_for(lambda: engine.status().settled >= len(chunks(src)), 30, "every chunk to settle")
     # A settled chunk rewritten (renamed into place, as tensorstore does) and another deleted:
     # each comes back as a file of its own, and both reach the destination before the end.
     first, second = chunks(src)[0], chunks(src)[-1]
@@ -76,7 +76,7 @@ def test_settled_files_are_proven_by_their_record_without_a_look_at_the_destinat
     # Metadata is rewritten all along and stays in memory; its marker is a file like any other here.
     files = [p for p in src.rglob("*") if p.is_file()]
     n = len([p for p in files if p.name != "zarr.json"])
-    wait_for(lambda: engine.status()["settled"] == n, 30, "every file but the metadata to settle")
+    wait_for(lambda: engine.status().settled == n, 30, "every file but the metadata to settle")
     engine.finish()
     v = conclude(engine)
     assert v.verified and not v.destination_walked

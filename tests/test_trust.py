@@ -104,11 +104,11 @@ import sys, time
 from softcopy._softcopy import Engine
 e = Engine(sys.argv[1], sys.argv[2], quiet_time=2.0)
 while not e.wait(0.05):
-    if e.status()["wants_expected"]:
+    if e.status().wants_expected:
         e.expect([])
     for level, text in e.messages():
         print(level, text, flush=True)
-sys.exit(0 if e.status()["phase"] == "verified" else 1)
+sys.exit(0 if e.status().phase == "verified" else 1)
 """
 
 
@@ -172,13 +172,13 @@ def test_the_coordinator_sleeps_while_every_worker_is_busy_and_a_timer_is_due(tm
     src.mkdir()
     engine = softcopy._softcopy.Engine(src, dst, nprocs=1, max_rate=4 << 20)
     try:
-        wait_for(lambda: engine.status()["phase"] == "copying", 10, "the engine")
+        wait_for(lambda: engine.status().phase == "copying", 10, "the engine")
         tmp = src / "big.__lock"
         tmp.write_bytes(b"b" * (12 << 20))  # 3 s at 4 MiB/s
         os.replace(tmp, src / "big")
-        wait_for(lambda: engine.status()["in_flight"] == 1, 10, "the big copy to start")
+        wait_for(lambda: engine.status().in_flight == 1, 10, "the big copy to start")
         (src / "small").write_bytes(b"written in place")  # MODIFY + CLOSE_WRITE: a settle timer
-        wait_for(lambda: engine.status()["backlog"] == 1 or (dst / "small").exists(), 10, "the timer to be due")
+        wait_for(lambda: engine.status().backlog == 1 or (dst / "small").exists(), 10, "the timer to be due")
         cpu0, t0 = thread_cpu("softcopy-engine"), os.times().elapsed
         wait_for(lambda: (dst / "big").exists(), 30, "the big copy")
         used, wall = thread_cpu("softcopy-engine") - cpu0, os.times().elapsed - t0

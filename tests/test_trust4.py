@@ -363,9 +363,9 @@ e = Engine(src, dst, quiet_time=2.0, settle_time=0.01)
 given, deadline = False, time.monotonic() + 90
 while not e.wait(0.05) and time.monotonic() < deadline:
     s = e.status()
-    if late and s["phase"] == "publishing" and not (src / late).exists():
+    if late and s.phase == "publishing" and not (src / late).exists():
         (src / late).write_bytes(b"a chunk that landed after the final look")
-    if s["wants_expected"] and not given:
+    if s.wants_expected and not given:
         arrays, unreadable = discover(src)
         e.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
         given = True

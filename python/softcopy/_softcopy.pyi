@@ -14,6 +14,7 @@ __all__ = [
     "Owner",
     "RateBudget",
     "SoftcopyError",
+    "Status",
     "UnfinishedCopy",
     "Verdict",
     "__version__",
@@ -143,18 +144,8 @@ class Engine:
         evict_after: float | None = 30.0,
         back_off: bool = True,
     ) -> Engine: ...
-    def status(self) -> dict[str, Any]:
-        """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
-        files_distinct, max_copies, errors, failed, backlog, in_flight, writing, oldest_wait
-        (seconds the oldest waiting file has waited), known (files known at the source), settled (of those, files settled out of memory), bytes_known (bytes the last complete sweep
-        found), bytes_left (of those, bytes still to copy), last_error, fatal,
-        elapsed, finishing, destination_trouble (why the destination cannot take files now, or None),
-        gave_up, paused (why the target is paused: its source root is gone or another folder),
-        wants_expected (the engine drained and waits for `expect()`), back_off (a `BackOff`).
-
-        `phase` is one of "starting", "waiting", "scanning", "copying", "reconciling", "verifying",
-        "publishing", "freeing", and at the end "verified", "incomplete", "stopped" or "failed".
-        """
+    def status(self) -> Status:
+        """A snapshot of the target's progress (see `Status`)."""
     def messages(self) -> list[tuple[Literal["debug", "info", "warning", "error"], str]]:
         """Takes the messages queued since the last call (oldest dropped beyond 10 000)."""
     def finish(self) -> None:
@@ -174,7 +165,7 @@ class Engine:
         arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]],
         unreadable: list[tuple[Path, str]] = ...,
     ) -> None:
-        """Hands over the expected Zarr file set once `status()["wants_expected"]` is true (the
+        """Hands over the expected Zarr file set once `status().wants_expected` is true (the
         engine drained). Verifying, publishing the marker and freeing the source then run in the
         engine; `verdict()` says how it ended.
 
@@ -188,6 +179,66 @@ class Engine:
         """
     def verdict(self) -> Verdict | None:
         """How the target ended, once it has (None before, and after a fatal error)."""
+
+@final
+class Status:
+    """A snapshot of one target's progress, as `Engine.status()` returns it (never changed after)."""
+
+    phase: Literal[
+        "starting",
+        "waiting",
+        "scanning",
+        "copying",
+        "reconciling",
+        "verifying",
+        "publishing",
+        "freeing",
+        "verified",
+        "incomplete",
+        "stopped",
+        "failed",
+    ]
+    """Where the target is; "verified", "incomplete", "stopped" and "failed" are the end."""
+    files_copied: int
+    bytes_copied: int
+    files_deleted: int
+    files_unchanged: int
+    """Copies that found the destination already up to date (re-triggers, resumed runs)."""
+    redundant: int
+    """Copies of a file already copied in this run (rewritten keys)."""
+    files_distinct: int
+    max_copies: int
+    errors: int
+    """Copy attempts that failed (each retried with backoff)."""
+    failed: int
+    """Files given up after repeated failures."""
+    backlog: int
+    in_flight: int
+    writing: int
+    """Files open for writing at the source."""
+    oldest_wait: float
+    """Seconds the oldest waiting file has waited."""
+    known: int
+    """Files known at the source."""
+    settled: int
+    """Of those, files settled out of memory."""
+    bytes_known: int
+    """Bytes the last complete sweep found."""
+    bytes_left: int
+    """Of those, bytes still to copy."""
+    last_error: str | None
+    fatal: str | None
+    """Why the engine failed, when `phase` is "failed"."""
+    elapsed: float
+    finishing: bool
+    destination_trouble: str | None
+    """Why the destination cannot take files now, or None."""
+    gave_up: bool
+    paused: str | None
+    """Why the target is paused (its source root is gone or another folder), or None."""
+    wants_expected: bool
+    """The engine drained and waits for `expect()`."""
+    back_off: BackOff
 
 @final
 class Verdict:
@@ -252,7 +303,7 @@ class BackOffState:
 
 @final
 class BackOff:
-    """The back-off as `Engine.status()["back_off"]` shows it: `state`, `reads` (reads in flight
+    """The back-off as `Engine.status().back_off` shows it: `state`, `reads` (reads in flight
     allowed now; below one, the share of one worker's time), `nprocs` (the most reads in flight),
     `held_back_s` (seconds the copy was held back while it had something to copy, since the start),
     `rate` (bytes per second the copy moved over about the last second) and `signal` (what the

@@ -263,7 +263,35 @@ def write_report(path: Path, report: Report, exit_code: int, started: datetime) 
 def _progress(engine: Engine, target: Target) -> Progress:
     s = engine.status()
     return Progress(
-        source=target.source, destination=target.destination, **{**s, "back_off": Yielding.of(s["back_off"])}
+        source=target.source,
+        destination=target.destination,
+        phase=s.phase,
+        files_copied=s.files_copied,
+        bytes_copied=s.bytes_copied,
+        files_deleted=s.files_deleted,
+        files_unchanged=s.files_unchanged,
+        redundant=s.redundant,
+        files_distinct=s.files_distinct,
+        max_copies=s.max_copies,
+        errors=s.errors,
+        failed=s.failed,
+        backlog=s.backlog,
+        in_flight=s.in_flight,
+        writing=s.writing,
+        oldest_wait=s.oldest_wait,
+        known=s.known,
+        settled=s.settled,
+        bytes_known=s.bytes_known,
+        bytes_left=s.bytes_left,
+        elapsed=s.elapsed,
+        finishing=s.finishing,
+        last_error=s.last_error,
+        fatal=s.fatal,
+        destination_trouble=s.destination_trouble,
+        gave_up=s.gave_up,
+        paused=s.paused,
+        wants_expected=s.wants_expected,
+        back_off=Yielding.of(s.back_off),
     )
 
 
@@ -371,7 +399,7 @@ class Copier:
         for i, (engine, target) in enumerate(zip(self._engines, self.targets, strict=True)):
             for level, text in engine.messages():
                 log.log(_LEVELS[level], "%s: %s", target.source.name, text)
-            if i not in self._found and engine.status()["wants_expected"]:
+            if i not in self._found and engine.status().wants_expected:
                 self._found[i] = self._hand_expected(engine)
             if i not in self._reports and engine.wait(0):
                 self._reports[i] = self._conclude(engine, target, *self._found.get(i, (0, [])))
@@ -424,17 +452,17 @@ class Copier:
         r = TargetReport(
             source=engine.source,
             destination=engine.destination,
-            phase=s["phase"],
-            files_copied=s["files_copied"],
-            bytes_copied=s["bytes_copied"],
-            files_deleted=s["files_deleted"],
-            redundant=s["redundant"],
-            max_copies=s["max_copies"],
-            files_distinct=s["files_distinct"],
-            errors=s["errors"],
-            duration=s["elapsed"],
-            fatal=s["fatal"],
-            back_off=Yielding.of(s["back_off"]),
+            phase=s.phase,
+            files_copied=s.files_copied,
+            bytes_copied=s.bytes_copied,
+            files_deleted=s.files_deleted,
+            redundant=s.redundant,
+            max_copies=s.max_copies,
+            files_distinct=s.files_distinct,
+            errors=s.errors,
+            duration=s.elapsed,
+            fatal=s.fatal,
+            back_off=Yielding.of(s.back_off),
         )
         for level, text in engine.messages():
             log.log(_LEVELS[level], "%s: %s", target.source.name, text)
