@@ -49,7 +49,6 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use config::Config;
 use engine::Engine;
@@ -194,21 +193,19 @@ impl PyEngine {
         self.engine.expect(verify::Expected { arrays: specs_from(arrays), unreadable });
     }
 
-    fn verdict(&self) -> Option<PyVerdict> {
-        self.engine.verdict().map(PyVerdict::from)
+    fn verdict(&self, py: Python<'_>) -> PyResult<Option<Py<PyVerdict>>> {
+        self.engine.verdict().map(|v| Py::new(py, v)).transpose()
     }
 }
 
-/// How a target ended, as Python reads it. See `_softcopy.pyi`.
-#[pyclass(module = "softcopy._softcopy", name = "Verdict", frozen, get_all)]
-struct PyVerdict {
-    verified: bool,
-    reason: Option<String>,
+/// What a verification found: `verify_trees`, `verify_manifest` and (as the base of `Verdict`) the
+/// end of a run all answer with it. See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "Report", frozen, get_all, subclass)]
+struct PyReport {
+    ok: bool,
     files: u64,
     bytes: u64,
     missing: Vec<PathBuf>,
-    not_copied: Vec<PathBuf>,
-    not_copied_why: PyNotCopiedWhy,
     size_mismatch: Vec<(PathBuf, u64, u64)>,
     mtime_mismatch: Vec<PathBuf>,
     content_mismatch: Vec<PathBuf>,
@@ -224,13 +221,51 @@ struct PyVerdict {
     outside_grid: Vec<PathBuf>,
     bad_shards: Vec<(PathBuf, String)>,
     bad_shards_at_source: Vec<(PathBuf, String)>,
+    excluded: Vec<PathBuf>,
+    excluded_chunks: u64,
+}
+
+impl From<verify::Report> for PyReport {
+    fn from(r: verify::Report) -> Self {
+        PyReport {
+            ok: r.ok(),
+            files: r.files,
+            bytes: r.bytes,
+            missing: r.missing,
+            size_mismatch: r.size_mismatch,
+            mtime_mismatch: r.mtime_mismatch,
+            content_mismatch: r.content_mismatch,
+            partials: r.partials,
+            symlinks: r.symlinks,
+            extra: r.extra,
+            stale_chunks: r.stale_chunks,
+            pruned: r.pruned,
+            expected_chunks: r.expected_chunks,
+            present_chunks: r.present_chunks,
+            proven_as_copied: r.proven_as_copied,
+            destination_walked: r.destination_walked,
+            outside_grid: r.outside_grid,
+            bad_shards: r.bad_shards,
+            bad_shards_at_source: r.bad_shards_at_source,
+            excluded: r.excluded,
+            excluded_chunks: r.excluded_chunks,
+        }
+    }
+}
+
+/// How a target ended, as Python reads it: what verification found (its `Report` base) and what
+/// the end did. See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "Verdict", frozen, get_all, extends = PyReport)]
+struct PyVerdict {
+    verified: bool,
+    reason: Option<String>,
+    not_copied: Vec<PathBuf>,
+    not_copied_why: PyNotCopiedWhy,
     marker_published: bool,
     freed: bool,
     source_deleted: Vec<PathBuf>,
     source_kept: Vec<(PathBuf, String)>,
     folders_removed: u64,
-    excluded: Vec<PathBuf>,
-    excluded_chunks: u64,
     found_at_end: u64,
 }
 
@@ -351,43 +386,21 @@ impl From<status::NotCopied> for PyNotCopiedWhy {
     }
 }
 
-impl From<Verdict> for PyVerdict {
+impl From<Verdict> for PyClassInitializer<PyVerdict> {
     fn from(v: Verdict) -> Self {
-        let r = v.report;
-        let freed = v.freed.is_some();
-        let moved = v.freed.unwrap_or_default();
-        PyVerdict {
+        let moved = v.freed.clone().unwrap_or_default();
+        PyClassInitializer::from(PyReport::from(v.report)).add_subclass(PyVerdict {
             verified: v.verified,
             reason: v.reason,
-            files: r.files,
-            bytes: r.bytes,
-            missing: r.missing,
             not_copied: v.not_copied,
             not_copied_why: v.not_copied_why.into(),
-            size_mismatch: r.size_mismatch,
-            mtime_mismatch: r.mtime_mismatch,
-            content_mismatch: r.content_mismatch,
-            partials: r.partials,
-            symlinks: r.symlinks,
-            extra: r.extra,
-            stale_chunks: r.stale_chunks,
-            pruned: r.pruned,
-            expected_chunks: r.expected_chunks,
-            present_chunks: r.present_chunks,
-            proven_as_copied: r.proven_as_copied,
-            destination_walked: r.destination_walked,
-            outside_grid: r.outside_grid,
-            bad_shards: r.bad_shards,
-            bad_shards_at_source: r.bad_shards_at_source,
             marker_published: v.marker_published,
-            freed,
+            freed: v.freed.is_some(),
             source_deleted: moved.deleted,
             source_kept: moved.kept,
             folders_removed: moved.folders_removed,
-            excluded: r.excluded,
-            excluded_chunks: r.excluded_chunks,
             found_at_end: v.found_at_end,
-        }
+        })
     }
 }
 
@@ -408,40 +421,17 @@ fn specs_from(arrays: Vec<ArrayTuple>) -> Vec<ArraySpec> {
         .collect()
 }
 
-/// The verification report as a dict of plain values.
-fn report_dict<'py>(py: Python<'py>, r: &verify::Report) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("ok", r.ok())?;
-    d.set_item("files", r.files)?;
-    d.set_item("bytes", r.bytes)?;
-    d.set_item("missing", &r.missing)?;
-    d.set_item("size_mismatch", &r.size_mismatch)?;
-    d.set_item("content_mismatch", &r.content_mismatch)?;
-    d.set_item("mtime_mismatch", &r.mtime_mismatch)?;
-    d.set_item("partials", &r.partials)?;
-    d.set_item("symlinks", &r.symlinks)?;
-    d.set_item("extra", &r.extra)?;
-    d.set_item("stale_chunks", &r.stale_chunks)?;
-    d.set_item("pruned", &r.pruned)?;
-    d.set_item("expected_chunks", r.expected_chunks)?;
-    d.set_item("present_chunks", r.present_chunks)?;
-    d.set_item("outside_grid", &r.outside_grid)?;
-    d.set_item("bad_shards", &r.bad_shards)?;
-    d.set_item("bad_shards_at_source", &r.bad_shards_at_source)?;
-    Ok(d)
-}
-
 /// Compares two trees without an engine (`softcopy verify`); the GIL is released while it reads.
 #[pyfunction]
 #[pyo3(signature = (source, destination, arrays, *, content=false, marker="complete".to_string()))]
-fn verify_trees<'py>(
-    py: Python<'py>,
+fn verify_trees(
+    py: Python<'_>,
     source: PathBuf,
     destination: PathBuf,
     arrays: Vec<ArrayTuple>,
     content: bool,
     marker: String,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<PyReport> {
     let specs = specs_from(arrays);
     let r = py
         .detach(|| {
@@ -451,48 +441,45 @@ fn verify_trees<'py>(
             verify::verify(&source, &dest, &check, &AtomicBool::new(false))
         })
         .map_err(|e| Error::io("verify", &source, e))?;
-    report_dict(py, &r)
+    Ok(r.into())
 }
 
 /// Checks a destination against a manifest: every listed file present with its size and hash, and
 /// which files are not listed. The GIL is released while it reads.
 #[pyfunction]
-fn verify_manifest<'py>(py: Python<'py>, manifest: PathBuf, destination: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let (mut missing, mut size_mismatch, mut content_mismatch, mut extra) = (vec![], vec![], vec![], vec![]);
-    let files = py.detach(|| -> std::io::Result<usize> {
-        let entries = manifest::read(&manifest)?;
-        let listed: std::collections::HashSet<PathBuf> = entries.iter().map(|e| e.0.clone()).collect();
-        // Our own state at the destination root (the move journal: docs/design.md, "The end of a run") is never data.
-        for (rel, size, hash) in &entries {
-            let file = destination.join(rel);
-            match std::fs::metadata(&file) {
-                Ok(m) if m.len() != *size => size_mismatch.push((rel.clone(), *size, m.len())),
-                Ok(_) => {
-                    if manifest::hash_file(&file).map(|h| manifest::hex(&h)).ok().as_deref() != Some(hash.as_str()) {
-                        content_mismatch.push(rel.clone());
-                    }
-                }
-                Err(_) => missing.push(rel.clone()),
-            }
-        }
-        for entry in walkdir::WalkDir::new(&destination).follow_links(false).into_iter().filter_map(|e| e.ok()) {
-            if let Ok(rel) = entry.path().strip_prefix(&destination) {
-                if entry.file_type().is_file() && !listed.contains(rel) && !vocab::is_ignored(rel) {
-                    extra.push(rel.to_path_buf());
+fn verify_manifest(py: Python<'_>, manifest: PathBuf, destination: PathBuf) -> PyResult<PyReport> {
+    let r = py.detach(|| manifest_report(&manifest, &destination));
+    Ok(r.map_err(|e| Error::io("verify manifest", &manifest, e))?.into())
+}
+
+/// The manifest check as a verification report: `files` and `bytes` as listed, `extra` the files
+/// the manifest does not list.
+fn manifest_report(manifest: &std::path::Path, destination: &std::path::Path) -> std::io::Result<verify::Report> {
+    let entries = manifest::read(manifest)?;
+    let mut r = verify::Report { files: entries.len() as u64, ..Default::default() };
+    for (rel, size, hash) in &entries {
+        r.bytes += size;
+        let file = destination.join(rel);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.len() != *size => r.size_mismatch.push((rel.clone(), *size, m.len())),
+            Ok(_) => {
+                if manifest::hash_file(&file).map(|h| manifest::hex(&h)).ok().as_deref() != Some(hash.as_str()) {
+                    r.content_mismatch.push(rel.clone());
                 }
             }
+            Err(_) => r.missing.push(rel.clone()),
         }
-        Ok(entries.len())
-    });
-    let files = files.map_err(|e| Error::io("verify manifest", &manifest, e))?;
-    let d = PyDict::new(py);
-    d.set_item("ok", missing.is_empty() && size_mismatch.is_empty() && content_mismatch.is_empty())?;
-    d.set_item("files", files)?;
-    d.set_item("missing", missing)?;
-    d.set_item("size_mismatch", size_mismatch)?;
-    d.set_item("content_mismatch", content_mismatch)?;
-    d.set_item("extra", extra)?;
-    Ok(d)
+    }
+    let listed: std::collections::HashSet<&std::path::Path> = entries.iter().map(|e| e.0.as_path()).collect();
+    // Our own state at the destination root (the move journal: docs/design.md, "The end of a run") is never data.
+    for entry in walkdir::WalkDir::new(destination).follow_links(false).into_iter().filter_map(|e| e.ok()) {
+        if let Ok(rel) = entry.path().strip_prefix(destination) {
+            if entry.file_type().is_file() && !listed.contains(rel) && !vocab::is_ignored(rel) {
+                r.extra.push(rel.to_path_buf());
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Turns "0.1.0-alpha.1" into PEP 440's "0.1.0a1", so `softcopy.__version__` matches the wheel.
@@ -716,6 +703,7 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOwner>()?;
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;
+    m.add_class::<PyReport>()?;
     m.add_class::<PyVerdict>()?;
     m.add_class::<PyArrivals>()?;
     m.add_class::<PyRateBudget>()?;

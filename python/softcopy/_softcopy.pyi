@@ -2,7 +2,9 @@
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeAlias, final
+from typing import ClassVar, Literal, TypeAlias, final
+
+from typing_extensions import disjoint_base
 
 __all__ = [
     "Arrivals",
@@ -13,6 +15,7 @@ __all__ = [
     "NotCopiedWhy",
     "Owner",
     "RateBudget",
+    "Report",
     "SoftcopyError",
     "Status",
     "UnfinishedCopy",
@@ -28,9 +31,10 @@ __all__ = [
     "verify_trees",
 ]
 
-def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[str]) -> dict[str, Any]:
-    """Checks `destination` against a manifest: ok, files, missing, size_mismatch,
-    content_mismatch (hash differs) and extra (files the manifest does not list)."""
+def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[str]) -> Report:
+    """Checks `destination` against a manifest: `files` and `bytes` as listed, `missing`,
+    `size_mismatch`, `content_mismatch` (hash differs) and `extra` (files the manifest does not
+    list); the rest of the report stays empty."""
 
 def verify_trees(
     source: str | PathLike[str],
@@ -39,7 +43,7 @@ def verify_trees(
     *,
     content: bool = False,
     marker: str = "complete",
-) -> dict[str, Any]:
+) -> Report:
     """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
     files of the same size is also compared byte for byte (`content_mismatch`)."""
 
@@ -240,30 +244,23 @@ class Status:
     """The engine drained and waits for `expect()`."""
     back_off: BackOff
 
-@final
-class Verdict:
-    """How a target ended, decided in the engine.
+@disjoint_base
+class Report:
+    """What a verification found: `verify_trees`, `verify_manifest` and, as the base of `Verdict`, the
+    end of a run answer with it.
 
-    `verified` is true only when every file arrived with its size and modification time, every
-    shard is whole, nothing stale or partial is left, and the marker (if any) was published last.
-    `missing` .. `bad_shards_at_source` are what verification found (`content_mismatch`: copies
-    read back different, looked for with delete_source); `not_copied` lists files known at the
-    source that never arrived when verification could not run or was undone, and
-    `not_copied_why` says why; `excluded` the source files left out by `exclude`; `reason` says why it is not verified when
-    that is not a list of files. With delete_source, `freed` says whether the mover ran, and
-    `source_deleted` / `source_kept` what it did (each deleted file's copy was proven identical by
-    content first). `found_at_end` counts the files the final look at the source found new,
-    changed or gone with no event having said so (0 where the copy was live throughout).
+    `ok` is true when nothing is missing, different (size, modification time, content), partial,
+    stale or a broken shard; `extra` files and the notes (`symlinks`, `outside_grid`,
+    `bad_shards_at_source`, `pruned`, `excluded`) do not count against it. `content_mismatch`:
+    copies read back different (looked for with `content`, a manifest or delete_source).
     """
 
-    verified: bool
-    reason: str | None
+    ok: bool
     files: int
     bytes: int
     missing: list[Path]
-    not_copied: list[Path]
-    not_copied_why: NotCopiedWhy
     size_mismatch: list[tuple[Path, int, int]]
+    """(path, source size, destination size)."""
     mtime_mismatch: list[Path]
     content_mismatch: list[Path]
     partials: list[Path]
@@ -280,13 +277,34 @@ class Verdict:
     outside_grid: list[Path]
     bad_shards: list[tuple[Path, str]]
     bad_shards_at_source: list[tuple[Path, str]]
+    excluded: list[Path]
+    excluded_chunks: int
+
+@final
+class Verdict(Report):
+    """How a target ended, decided in the engine: what verification found (the `Report` it is,
+    empty when verification could not run) and what the end did.
+
+    `verified` is true only when every file arrived with its size and modification time, every
+    shard is whole, nothing stale or partial is left, and the marker (if any) was published last.
+    `not_copied` lists files known at the source that never arrived when verification could not
+    run or was undone, and `not_copied_why` says why; `excluded` the source files left out by
+    `exclude`; `reason` says why it is not verified when that is not a list of files. With
+    delete_source, `freed` says whether the mover ran, and `source_deleted` / `source_kept` what it
+    did (each deleted file's copy was proven identical by content first). `found_at_end` counts the
+    files the final look at the source found new, changed or gone with no event having said so (0
+    where the copy was live throughout).
+    """
+
+    verified: bool
+    reason: str | None
+    not_copied: list[Path]
+    not_copied_why: NotCopiedWhy
     marker_published: bool
     freed: bool
     source_deleted: list[Path]
     source_kept: list[tuple[Path, str]]
     folders_removed: int
-    excluded: list[Path]
-    excluded_chunks: int
     found_at_end: int
 
 @final

@@ -200,7 +200,7 @@ def same_files(target: Target) -> bool:
     if unreadable:
         return False
     v = verify_trees(target.source, target.destination, [a.as_native() for a in arrays], marker=target.marker)
-    return not differences(v) and not v["extra"]
+    return not differences(v, v.missing, v.extra) and not v.extra
 
 
 class Service:
