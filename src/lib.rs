@@ -189,7 +189,8 @@ impl PyEngine {
     }
 
     #[pyo3(signature = (arrays, unreadable = Vec::new()))]
-    fn expect(&self, arrays: Vec<ArrayTuple>, unreadable: Vec<(PathBuf, String)>) {
+    fn expect(&self, arrays: Vec<ArraySpecIn>, unreadable: Vec<UnreadableIn>) {
+        let unreadable = unreadable.into_iter().map(|u| (u.path, u.why)).collect();
         self.engine.expect(verify::Expected { arrays: specs_from(arrays), unreadable });
     }
 
@@ -404,21 +405,42 @@ impl From<Verdict> for PyClassInitializer<PyVerdict> {
     }
 }
 
-/// One array spec tuple from Python per Zarr array, as the verifier takes it.
-type ArrayTuple = (String, Vec<u64>, Vec<u64>, Option<String>, char, Option<(u64, bool, bool)>);
+/// A Zarr array as Python's `softcopy.zarr.ArraySpec` describes it, read attribute by attribute.
+#[derive(FromPyObject)]
+struct ArraySpecIn {
+    path: String,
+    shape: Vec<u64>,
+    grid: Vec<u64>,
+    prefix: Option<String>,
+    separator: char,
+    shard: Option<ShardLayoutIn>,
+}
 
-fn specs_from(arrays: Vec<ArrayTuple>) -> Vec<ArraySpec> {
-    arrays
-        .into_iter()
-        .map(|(path, shape, grid, prefix, separator, shard)| ArraySpec {
-            path,
-            shape,
-            grid,
-            prefix,
-            separator,
-            shard: shard.map(|(chunks, at_end, crc32c)| ShardIndex { chunks, at_end, crc32c }),
-        })
-        .collect()
+/// Python's `softcopy.zarr.ShardLayout`.
+#[derive(FromPyObject)]
+struct ShardLayoutIn {
+    chunks_per_shard: u64,
+    index_at_end: bool,
+    crc32c: bool,
+}
+
+impl From<ArraySpecIn> for ArraySpec {
+    fn from(a: ArraySpecIn) -> Self {
+        let shard =
+            a.shard.map(|s| ShardIndex { chunks: s.chunks_per_shard, at_end: s.index_at_end, crc32c: s.crc32c });
+        ArraySpec { path: a.path, shape: a.shape, grid: a.grid, prefix: a.prefix, separator: a.separator, shard }
+    }
+}
+
+/// Python's `softcopy.zarr.Unreadable`: a metadata file (relative to the source) and why.
+#[derive(FromPyObject)]
+struct UnreadableIn {
+    path: PathBuf,
+    why: String,
+}
+
+fn specs_from(arrays: Vec<ArraySpecIn>) -> Vec<ArraySpec> {
+    arrays.into_iter().map(ArraySpec::from).collect()
 }
 
 /// Compares two trees without an engine (`softcopy verify`); the GIL is released while it reads.
@@ -428,7 +450,7 @@ fn verify_trees(
     py: Python<'_>,
     source: PathBuf,
     destination: PathBuf,
-    arrays: Vec<ArrayTuple>,
+    arrays: Vec<ArraySpecIn>,
     content: bool,
     marker: String,
 ) -> PyResult<PyReport> {

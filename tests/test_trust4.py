@@ -367,7 +367,7 @@ while not e.wait(0.05) and time.monotonic() < deadline:
         (src / late).write_bytes(b"a chunk that landed after the final look")
     if s.wants_expected and not given:
         arrays, unreadable = discover(src)
-        e.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
+        e.expect(arrays, unreadable)
         given = True
 v = e.verdict()
 print(json.dumps({"verified": v.verified, "reason": v.reason, "not_copied": [str(p) for p in v.not_copied]}))

@@ -244,7 +244,7 @@ def test_a_shard_keeps_its_index_where_its_metadata_says(meta: dict[str, Any], l
     spec = parse_v3(meta, "a")
     assert spec is not None and spec.shard is not None
     assert (spec.shard.chunks_per_shard, spec.shard.index_at_end, spec.shard.crc32c) == layout
-    assert spec.as_native() == ("a", [6, 4], [3, 2], "c", "/", layout)
+    assert (spec.path, spec.shape, spec.grid, spec.prefix, spec.separator) == ("a", (6, 4), (3, 2), "c", "/")
     assert spec.expected_files == 4
 
 
@@ -300,7 +300,7 @@ def test_v2_and_v3_keys_and_counts() -> None:
     v3 = parse_v3({**V3, "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}}}, "")
     assert v3 is not None and (v3.zarr_format, v3.key((1, 1))) == (3, "c.1.1")
     plain = parse_v3(V3, "")
-    assert plain is not None and plain.key((1, 1)) == "c/1/1" and plain.as_native()[5] is None
+    assert plain is not None and plain.key((1, 1)) == "c/1/1" and plain.shard is None
     v2_keys = parse_v3({**V3, "chunk_key_encoding": {"name": "v2"}}, "")
     assert v2_keys is not None and (v2_keys.prefix, v2_keys.key((1, 1))) == (None, "1.1")
 

@@ -6,6 +6,8 @@ from typing import ClassVar, Literal, TypeAlias, final
 
 from typing_extensions import disjoint_base
 
+from softcopy.zarr import ArraySpec, Unreadable
+
 __all__ = [
     "Arrivals",
     "BackOff",
@@ -39,7 +41,7 @@ def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[s
 def verify_trees(
     source: str | PathLike[str],
     destination: str | PathLike[str],
-    arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]],
+    arrays: list[ArraySpec],
     *,
     content: bool = False,
     marker: str = "complete",
@@ -164,22 +166,17 @@ class Engine:
     @property
     def destination(self) -> Path:
         """The resolved destination root (as given until the source exists)."""
-    def expect(
-        self,
-        arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]],
-        unreadable: list[tuple[Path, str]] = ...,
-    ) -> None:
+    def expect(self, arrays: list[ArraySpec], unreadable: list[Unreadable] = ...) -> None:
         """Hands over the expected Zarr file set once `status().wants_expected` is true (the
         engine drained). Verifying, publishing the marker and freeing the source then run in the
         engine; `verdict()` says how it ended.
 
         Args:
-            arrays: one (path, shape, grid, prefix, separator, shard) per Zarr array, from the
-                final metadata; `grid` is the chunk shape (the shard shape when sharded), `prefix`
-                is "c" for Zarr v3's default key encoding and None for v2-style keys, and `shard`
-                is (inner chunks per shard, index at the end, index has a CRC32C) or None.
-            unreadable: (metadata file relative to the source, why) for each metadata file that
-                could not be read or understood: the run then ends Incomplete, naming them.
+            arrays: one per Zarr array, from the final metadata (`softcopy.zarr.discover`); read
+                by attribute (path, shape, grid, prefix, separator, and shard's chunks_per_shard,
+                index_at_end, crc32c).
+            unreadable: each metadata file that could not be read or understood (its path relative
+                to the source, and why): the run then ends Incomplete, naming them.
         """
     def verdict(self) -> Verdict | None:
         """How the target ended, once it has (None before, and after a fatal error)."""

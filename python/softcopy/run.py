@@ -443,7 +443,7 @@ class Copier:
         if not arrays and not unreadable:
             notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
         # Unreadable metadata makes the run unverifiable (the engine's verdict names it).
-        engine.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
+        engine.expect(arrays, unreadable)
         return len(arrays), notes
 
     def _conclude(self, engine: Engine, target: Target, arrays: int, notes: list[str]) -> TargetReport:

@@ -199,7 +199,7 @@ def same_files(target: Target) -> bool:
     arrays, unreadable = zarr.discover(target.source)
     if unreadable:
         return False
-    v = verify_trees(target.source, target.destination, [a.as_native() for a in arrays], marker=target.marker)
+    v = verify_trees(target.source, target.destination, arrays, marker=target.marker)
     return not differences(v, v.missing, v.extra) and not v.extra
 
 

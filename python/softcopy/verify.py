@@ -73,7 +73,7 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
     _check_dir(destination)
     arrays, notes = zarr.discover(source)
     try:
-        v = verify_trees(source, destination, [a.as_native() for a in arrays], content=checksum, marker=marker)
+        v = verify_trees(source, destination, arrays, content=checksum, marker=marker)
     except SoftcopyError as e:
         raise click.ClickException(str(e)) from None
     missing, extra = v.missing, v.extra
