@@ -74,6 +74,78 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
 }
 
+/// Python's `softcopy.config.EngineConfig`, read attribute by attribute: a target and what the
+/// run around it adds.
+#[derive(FromPyObject)]
+struct EngineConfigIn {
+    target: TargetIn,
+    log_events: bool,
+    max_total_rate: Option<Py<PyRateBudget>>,
+    low_priority: bool,
+    copy_method: String,
+}
+
+/// Python's `softcopy.config.Target` (its options checked there as bad input, and again here).
+#[derive(FromPyObject)]
+struct TargetIn {
+    source: PathBuf,
+    destination: PathBuf,
+    nprocs: usize,
+    sleep_time: f64,
+    wait_for_source: bool,
+    marker: String,
+    once: bool,
+    settle_time: f64,
+    give_up_after: f64,
+    max_rate: Option<u64>,
+    back_off: bool,
+    checksum: bool,
+    delete_source: bool,
+    exclude: Vec<String>,
+    evict_after: Option<f64>,
+    quiet_time: f64,
+    manifest: Option<PathBuf>,
+}
+
+impl TryFrom<EngineConfigIn> for Config {
+    type Error = PyErr;
+
+    fn try_from(c: EngineConfigIn) -> PyResult<Self> {
+        let t = c.target;
+        if t.nprocs == 0 {
+            return Err(PyValueError::new_err("nprocs must be at least 1"));
+        }
+        let method = match c.copy_method.as_str() {
+            "auto" => CopyMethod::Auto,
+            "sendfile" => CopyMethod::SendFile,
+            "readwrite" => CopyMethod::ReadWrite,
+            other => return Err(PyValueError::new_err(format!("unknown copy_method {other:?}"))),
+        };
+        Ok(Config {
+            nprocs: t.nprocs,
+            sleep: seconds("sleep_time", t.sleep_time)?,
+            wait_for_source: t.wait_for_source,
+            marker: t.marker,
+            settle: seconds("settle_time", t.settle_time)?,
+            once: t.once,
+            method,
+            low_priority: c.low_priority,
+            back_off: t.back_off,
+            log_events: c.log_events,
+            give_up_after: seconds("give_up_after", t.give_up_after)?,
+            max_rate: t.max_rate,
+            max_total_rate: c.max_total_rate.map(|b| b.get().limit.clone()),
+            exclude: std::sync::Arc::new(exclude::Exclude::new(&t.exclude).map_err(PyValueError::new_err)?),
+            checksum: t.checksum,
+            manifest: t.manifest,
+            delete_source: t.delete_source,
+            quiet: seconds("quiet_time", t.quiet_time)?,
+            evict_after: t.evict_after.map(|s| seconds("evict_after", s)).transpose()?,
+            ..Config::new(t.source, t.destination)
+        })
+    }
+}
+
 /// One target being copied. See `_softcopy.pyi` for the documentation.
 #[pyclass(module = "softcopy._softcopy", name = "Engine", frozen)]
 struct PyEngine {
@@ -83,66 +155,8 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
-        marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto", give_up_after=86400.0, max_rate=None, max_total_rate=None, exclude=None, checksum=false,
-        manifest=None, delete_source=false, quiet_time=60.0, evict_after=Some(30.0), back_off=true))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        source: PathBuf,
-        destination: PathBuf,
-        nprocs: usize,
-        sleep_time: f64,
-        wait_for_source: bool,
-        marker: String,
-        settle_time: f64,
-        once: bool,
-        low_priority: bool,
-        log_events: bool,
-        copy_method: &str,
-        give_up_after: f64,
-        max_rate: Option<u64>,
-        max_total_rate: Option<&Bound<'_, PyRateBudget>>,
-        exclude: Option<&Bound<'_, PyExclude>>,
-        checksum: bool,
-        manifest: Option<PathBuf>,
-        delete_source: bool,
-        quiet_time: f64,
-        evict_after: Option<f64>,
-        back_off: bool,
-    ) -> PyResult<Self> {
-        if nprocs == 0 {
-            return Err(PyValueError::new_err("nprocs must be at least 1"));
-        }
-        let method = match copy_method {
-            "auto" => CopyMethod::Auto,
-            "sendfile" => CopyMethod::SendFile,
-            "readwrite" => CopyMethod::ReadWrite,
-            other => return Err(PyValueError::new_err(format!("unknown copy_method {other:?}"))),
-        };
-        let config = Config {
-            nprocs,
-            sleep: seconds("sleep_time", sleep_time)?,
-            wait_for_source,
-            marker,
-            settle: seconds("settle_time", settle_time)?,
-            once,
-            method,
-            low_priority,
-            back_off,
-            log_events,
-            give_up_after: seconds("give_up_after", give_up_after)?,
-            max_rate,
-            max_total_rate: max_total_rate.map(|b| b.get().limit.clone()),
-            exclude: exclude.map(|e| e.get().inner.clone()).unwrap_or_default(),
-            checksum,
-            manifest,
-            delete_source,
-            quiet: seconds("quiet_time", quiet_time)?,
-            evict_after: evict_after.map(|s| seconds("evict_after", s)).transpose()?,
-            ..Config::new(source, destination)
-        };
-        Ok(PyEngine { engine: Engine::start(config)? })
+    fn new(config: EngineConfigIn) -> PyResult<Self> {
+        Ok(PyEngine { engine: Engine::start(config.try_into()?)? })
     }
 
     fn status(&self) -> PyStatus {

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import softcopy
 from conftest import assert_same_tree, conclude, start_writer, wait_for, write_finished_archive
+from softcopy.config import EngineConfig, Target
 
 EVICT = 0.1  # seconds between the engine's passes (the CLI's default is 5 s)
 
@@ -23,7 +24,9 @@ def settled_engine(src: Path, dst: Path) -> softcopy._softcopy.Engine:
     priority: these tests are about what settles, and beside busy processes nice-19 workers get a
     hundredth of a core (they copied too little within the waits when `.ci/run` ran beside three
     busy loops); test_live and test_gentle test the priority."""
-    return softcopy._softcopy.Engine(src, dst, marker="not-written", evict_after=EVICT, low_priority=False)
+    return softcopy._softcopy.Engine(
+        EngineConfig(Target(src, dst, marker="not-written", evict_after=EVICT), low_priority=False)
+    )
 
 
 def settled_archive(tmp_path: Path) -> tuple[Path, Path, softcopy._softcopy.Engine, Path]:

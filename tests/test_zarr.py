@@ -17,6 +17,7 @@ import softcopy
 from conftest import WRITER, conclude
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from softcopy.config import EngineConfig, Target
 from softcopy.zarr import ArraySpec, MetadataError, discover, parse_v2, parse_v3
 
 
@@ -213,7 +214,7 @@ def test_a_shard_damaged_at_the_destination_fails_verification(tmp_path: Path) -
         shard[0].write_bytes(bytes(data))
         os.utime(shard[0], ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    v = conclude(softcopy._softcopy.Engine(src, dst, once=True), before=damage)
+    v = conclude(softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True))), before=damage)
     assert not v.verified
     assert [p.as_posix() for p, _ in v.bad_shards] == [shard[0].relative_to(dst).as_posix()]
     assert "CRC32C" in v.bad_shards[0][1]

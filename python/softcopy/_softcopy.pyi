@@ -6,6 +6,7 @@ from typing import ClassVar, Literal, TypeAlias, final
 
 from typing_extensions import disjoint_base
 
+from softcopy.config import EngineConfig
 from softcopy.zarr import ArraySpec, Unreadable
 
 __all__ = [
@@ -88,68 +89,21 @@ class Engine:
     in the engine's threads ever runs Python code.
 
     Args:
-        source: the Zarr archive (or any folder) being written.
-        destination: where to copy it; created if missing.
-        nprocs: copy worker threads.
-        sleep_time: seconds each worker pauses after each file it copied.
-        wait_for_source: wait for a missing source to appear instead of failing.
-        marker: name of the file at the source root that ends the acquisition; copied last.
-        settle_time: seconds a file written in place must stay closed before it is copied.
-        once: copy what is there now, then finish without waiting for the marker.
-        low_priority: idle IO priority and nice 19 in every worker thread.
-        log_events: report every filesystem event as a debug message.
-        copy_method: "auto" (copy_file_range, then sendfile, then read/write), or force
-            "sendfile" or "readwrite" (used by tests to exercise every fallback).
-        give_up_after: seconds an unavailable destination (full, disconnected) is retried, one
-            probe at a time with backoff, before the engine ends with `gave_up` set.
-        max_rate: this target's bandwidth budget in bytes per second, held while files are copied
-            (not only between them) whatever the IO scheduler; None for no limit.
-        max_total_rate: a budget this target shares with every engine given the same one.
-        exclude: files that are not part of the acquisition: never copied, waited for or
-            verified, and listed in the verdict's `excluded`.
-        checksum: hash every file (BLAKE3, 128 bits) while copying it through user space and read
-            the copy back to compare before it gets its final name.
-        manifest: where to write `hash<TAB>size<TAB>path` for every file once drained.
-        delete_source: once verified, delete each source file whose copy is proven identical.
-        quiet_time: where no lease can tell whether a writer has a file open (not its owner and no
-            CAP_LEASE, no lease support), seconds a file found without a close event must have
-            gone unwritten before it is taken as closed; and how long the end of a run waits for
-            files still open for writing before it ends incomplete, naming them.
-        evict_after: seconds a copied file must stay quiet before it leaves memory for its
-            folder's record (constant memory over a day-long acquisition; see docs/design.md,
-            "Memory"); None keeps every file in memory. Ignored with checksum, manifest or
-            delete_source, which need every file's record at the end.
-        back_off: yield the source disk to others' writes whatever the IO scheduler: fewer reads
-            in flight while the source device's write latency rises above its base, more while
-            it is back (docs/design.md, "Gentle on any scheduler"). `nprocs`, `sleep_time` and
+        config: the target and the run's options (`softcopy.config.EngineConfig`; each option is
+            documented on `Target` and `EngineConfig`). With `evict_after`, a copied file quiet that
+            long leaves memory for its folder's record (constant memory over a day-long
+            acquisition; see docs/design.md, "Memory"), ignored with checksum, manifest or
+            delete_source, which need every file's record at the end. With `back_off`, fewer reads
+            are in flight while the source device's write latency rises above its base, more while
+            it is back (docs/design.md, "Gentle on any scheduler"); `nprocs`, `sleep_time` and
             `max_rate` stay caps.
+
+    Raises:
+        ValueError: an option no engine can use (nprocs 0, negative seconds, an unknown
+            copy_method, an exclude glob that is empty or matches Zarr metadata).
     """
 
-    def __new__(
-        cls,
-        source: str | PathLike[str],
-        destination: str | PathLike[str],
-        *,
-        nprocs: int = 8,
-        sleep_time: float = 0.0,
-        wait_for_source: bool = True,
-        marker: str = "complete",
-        settle_time: float = 0.05,
-        once: bool = False,
-        low_priority: bool = True,
-        log_events: bool = False,
-        copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
-        give_up_after: float = 86400.0,
-        max_rate: int | None = None,
-        max_total_rate: RateBudget | None = None,
-        exclude: Exclude | None = None,
-        checksum: bool = False,
-        manifest: str | PathLike[str] | None = None,
-        delete_source: bool = False,
-        quiet_time: float = 60.0,
-        evict_after: float | None = 30.0,
-        back_off: bool = True,
-    ) -> Engine: ...
+    def __new__(cls, config: EngineConfig) -> Engine: ...
     def status(self) -> Status:
         """A snapshot of the target's progress (see `Status`)."""
     def messages(self) -> list[tuple[Literal["debug", "info", "warning", "error"], str]]:

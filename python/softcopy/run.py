@@ -21,13 +21,12 @@ from softcopy._softcopy import (
     BackOff,
     BackOffState,
     Engine,
-    Exclude,
     NotCopiedWhy,
     RateBudget,
     SoftcopyError,
     __version__,
 )
-from softcopy.config import Target, check_targets, make_target
+from softcopy.config import EngineConfig, Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
 
@@ -352,29 +351,8 @@ class Copier:
                 ", checksum" if t.checksum else "",
                 ", delete source" if t.delete_source else "",
             )
-            self._engines.append(
-                Engine(
-                    t.source,
-                    t.destination,
-                    nprocs=t.nprocs,
-                    sleep_time=t.sleep_time,
-                    wait_for_source=t.wait_for_source,
-                    marker=t.marker,
-                    settle_time=t.settle_time,
-                    give_up_after=t.give_up_after,
-                    max_rate=t.max_rate,
-                    back_off=t.back_off,
-                    max_total_rate=self._budget,
-                    exclude=Exclude(list(t.exclude)) if t.exclude else None,
-                    checksum=t.checksum,
-                    manifest=t.manifest,
-                    delete_source=t.delete_source,
-                    once=t.once,
-                    log_events=self._log_events,
-                    evict_after=t.evict_after,
-                    quiet_time=t.quiet_time,
-                )
-            )
+            config = EngineConfig(t, log_events=self._log_events, max_total_rate=self._budget)
+            self._engines.append(Engine(config))
 
     def status(self) -> list[Progress]:
         """One snapshot per target."""
