@@ -58,16 +58,40 @@ use verify::{ArraySpec, ShardIndex};
 
 pyo3::create_exception!(_softcopy, SoftcopyError, PyRuntimeError, "An error inside softcopy's engine.");
 
+/// Errors reach Python typed: bad configuration as `ValueError`; an OS error as the `OSError`
+/// subclass its errno picks (`PermissionError`, `FileNotFoundError`, ...) with the path as its
+/// filename; the rest (internal faults, watcher trouble) as `SoftcopyError`.
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         match e {
-            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string())
+            Error::Config(why) => PyValueError::new_err(why),
+            Error::Io { path, source, .. } if source.raw_os_error().is_some() => {
+                os_error(source.raw_os_error().unwrap_or_default(), path)
             }
-            Error::SourceMissing(_) => pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string()),
+            Error::SourceMissing(path) => os_error(NOT_FOUND, path),
             _ => SoftcopyError::new_err(e.to_string()),
         }
     }
+}
+
+/// "No such file or directory": ENOENT on POSIX, ERROR_FILE_NOT_FOUND on Windows.
+const NOT_FOUND: i32 = 2;
+
+/// `OSError(errno, strerror, filename)` for the OS's error `code`, which Python itself turns into
+/// the subclass for it (`PermissionError`, `FileNotFoundError`, ...).
+fn os_error(code: i32, path: PathBuf) -> PyErr {
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    let strerror = text.strip_suffix(&format!(" (os error {code})")).unwrap_or(&text).to_string();
+    let filename = path.into_os_string();
+    Python::attach(|py| {
+        let oserror = py.get_type::<pyo3::exceptions::PyOSError>();
+        // A Windows code is no errno: given as `winerror`, Python maps it to one.
+        #[cfg(windows)]
+        let made = oserror.call1((0, strerror, filename, code));
+        #[cfg(not(windows))]
+        let made = oserror.call1((code, strerror, filename));
+        made.map_or_else(|failed| failed, PyErr::from_value)
+    })
 }
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -469,14 +493,13 @@ fn verify_trees(
     marker: String,
 ) -> PyResult<PyReport> {
     let specs = specs_from(arrays);
-    let r = py
-        .detach(|| {
-            let dest = dest::Dest::open(&destination, &destination, None)?;
-            let check =
-                verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
-            verify::verify(&source, &dest, &check, &AtomicBool::new(false))
-        })
-        .map_err(|e| Error::io("verify", &source, e))?;
+    let r = py.detach(|| {
+        let dest =
+            dest::Dest::open(&destination, &destination, None).map_err(|e| Error::io("open", &destination, e))?;
+        let check =
+            verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
+        verify::verify(&source, &dest, &check, &AtomicBool::new(false)).map_err(|e| Error::io("verify", &source, e))
+    })?;
     Ok(r.into())
 }
 
@@ -637,7 +660,7 @@ fn destination_owner(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(origin::Owner::Free),
         _ => origin::owner(&source, &destination, &marker),
     });
-    Ok(match owner.map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))? {
+    Ok(match owner.map_err(|e| Error::io("look at", &destination, e))? {
         origin::Owner::Free => (PyOwner::Free, String::new()),
         origin::Owner::Ours => (PyOwner::Ours, String::new()),
         origin::Owner::SameNumber => (PyOwner::SameNumber, origin::same_number_why(&destination, &source)),
@@ -672,7 +695,7 @@ fn unfinished_copies(
 ) -> PyResult<Vec<PyUnfinished>> {
     let found = py
         .detach(|| origin::unfinished_copies(&destination, &acquisitions, &marker))
-        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))?;
+        .map_err(|e| Error::io("look for unfinished copies in", &destination, e))?;
     let typed = |u: origin::Unfinished| PyUnfinished {
         copy: u.copy,
         source: folder_tuple(&u.source),
@@ -685,8 +708,7 @@ fn unfinished_copies(
 /// Notes at the copy `copy` that its acquisition was let go, and why (told once).
 #[pyfunction]
 fn note_let_go(py: Python<'_>, copy: PathBuf, why: String) -> PyResult<()> {
-    py.detach(|| origin::note_let_go(&copy, &why))
-        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", copy.display())))
+    Ok(py.detach(|| origin::note_let_go(&copy, &why)).map_err(|e| Error::io("note at", &copy, e))?)
 }
 
 /// A folder's identity across time, as Python holds it: (device, inode, birth time in ns or None
@@ -705,9 +727,7 @@ fn folder_id((dev, ino, born, fs): FolderTuple) -> root::FolderId {
 /// same inode, differs.
 #[pyfunction]
 fn folder_identity(py: Python<'_>, path: PathBuf) -> PyResult<FolderTuple> {
-    let id = py
-        .detach(|| root::FolderId::of(&path))
-        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", path.display())))?;
+    let id = py.detach(|| root::FolderId::of(&path)).map_err(|e| Error::io("look at", &path, e))?;
     Ok(folder_tuple(&id))
 }
 

@@ -59,7 +59,7 @@ def refuse_another_acquisition(t: Target) -> None:
         return
     try:
         owner, why = destination_owner(t.source, t.destination, t.marker)
-    except SoftcopyError as e:
+    except (OSError, SoftcopyError) as e:
         raise ConfigError(f"cannot tell whose copy the destination holds: {e}") from None
     if owner in (Owner.Another, Owner.SameNumber):
         raise ConfigError(why)

@@ -300,7 +300,7 @@ class Service:
         def look() -> None:
             try:
                 found = unfinished_copies(pattern.destination, parent, pattern.marker)
-            except SoftcopyError as e:
+            except (OSError, SoftcopyError) as e:
                 log.warning("cannot look for unfinished copies in %s: %s", pattern.destination, e)
                 self._left.put((pattern, None))
                 return
@@ -469,7 +469,7 @@ class Service:
             target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / candidate)
             try:
                 whose, _ = destination_owner(folder, target.destination, target.marker)
-            except SoftcopyError:
+            except (OSError, SoftcopyError):
                 # Cannot be told (a file where the folder would go, an unreadable record): its
                 # copy starts and fails there, with a report saying why, and nothing written.
                 return target, None
@@ -716,7 +716,7 @@ def _note(copy: Path, why: str) -> None:
         pass  # said below, by the note's own failure
     try:
         note_let_go(copy, readable)
-    except SoftcopyError as e:
+    except (OSError, SoftcopyError) as e:
         log.warning("cannot note at %s that it was let go (it is named again at the next start): %s", copy, e)
 
 

@@ -74,7 +74,7 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
     arrays, notes = zarr.discover(source)
     try:
         v = verify_trees(source, destination, arrays, content=checksum, marker=marker)
-    except SoftcopyError as e:
+    except (OSError, SoftcopyError) as e:
         raise click.ClickException(str(e)) from None
     missing, extra = v.missing, v.extra
     if (source / marker).is_file() != (destination / marker).is_file():
