@@ -79,7 +79,9 @@ class RateBudget:
 __version__: str
 
 class SoftcopyError(RuntimeError):
-    """An error inside softcopy's engine (a fatal fault)."""
+    """An error inside softcopy's engine (a fatal fault). The engine's other errors come as Python's
+    own: an OS error as the `OSError` subclass for its errno (`PermissionError`,
+    `FileNotFoundError`, ...) with the path as its `filename`; bad configuration as `ValueError`."""
 
 @final
 class Engine:

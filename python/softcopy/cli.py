@@ -4,7 +4,6 @@ to an exit code: 0 verified, 1 incomplete, 2 bad input, 130/143 stopped by SIGIN
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +24,10 @@ from softcopy.config import (
     make_target,
     parse_rate,
 )
-from softcopy.display import Display, JsonLogHandler, emit_json, print_report
-from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
+from softcopy.display import JsonLogHandler, emit_json, print_report
+from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_USAGE
 from softcopy.run import Copier, Report, write_report
+from softcopy.session import Shows, run_session
 
 log = logging.getLogger("softcopy")
 
@@ -88,24 +88,26 @@ def run_copier(
     """Runs the copy with a progress display; returns the exit code."""
     started = datetime.now(UTC)
     copier = Copier(targets, log_events=verbose, max_total_rate=max_total_rate)
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    report: Report | None = None
-    code = EXIT_OK
-    try:
-        copier.start()
-        with Display(console, copier.status, log_every, live, json_lines) as display:
-            while report is None:
-                report = copier.wait(0.25)
-                display.step()
-    except KeyboardInterrupt as e:
-        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+    reports: list[Report] = []
+
+    def step() -> bool:
+        return keep(copier.wait(0.25))
+
+    def keep(report: Report | None) -> bool:
+        if report is not None:
+            reports.append(report)
+        return report is not None
+
+    def stop(_code: int) -> None:
         copier.stop()
-        report = copier.wait(30)
+        keep(copier.wait(30))
         console.print(
             "softcopy: stopped; files already copied are kept, run the same command again to resume", soft_wrap=True
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+    shows = Shows(console, log_every, live, json_lines)
+    code = run_session(shows, copier.status, copier.start, step, stop) or EXIT_OK
+    report = reports[-1] if reports else None
     if report is not None:
         print_report(console, report)
         if code == EXIT_OK:

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 from collections import deque
@@ -42,11 +41,12 @@ from softcopy._softcopy import (
     verify_trees,
 )
 from softcopy.config import Target, matches
-from softcopy.display import Display, emit_json, print_report
-from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
+from softcopy.display import emit_json, print_report
+from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
+from softcopy.session import Shows, run_session
 from softcopy.status import Shown, still
 from softcopy.verify import differences, freeing_left
 from softcopy.watching import (
@@ -817,12 +817,11 @@ def run_service(
         patterns, log_events=log_events, max_total_rate=max_total_rate, ended=ended, tell_after=notify_after
     )
     manager = ServiceManager()
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    code = EXIT_SIGINT
-    stopping: float | None = None
-    try:
+    stopping: list[float] = []
+
+    def start() -> None:
+        # Before any copy starts: a port in use is bad input, said before anything is done.
         try:
-            # Before any copy starts: a port in use is bad input, said before anything is done.
             if metrics is not None:
                 from softcopy.metrics import serve
 
@@ -830,30 +829,38 @@ def run_service(
                 log.info("metrics at http://%s:%d/metrics", *metrics)
             service.start()
         except (OSError, SoftcopyError) as e:
-            console.print(f"softcopy: {e}", soft_wrap=True)
-            service.stop()
-            return EXIT_USAGE
+            raise CannotStart(str(e)) from None
         manager.ready()
-        with Display(console, service.status, log_every, live, json_lines) as display:
-            while True:
-                service.step(0.25)
-                manager.alive()
-                _needs_a_person(service, webhook, notify_after)
-                display.step()
-    except KeyboardInterrupt as e:
-        stopping = time.monotonic()
-        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+
+    def step() -> bool:
+        service.step(0.25)
+        manager.alive()
+        _needs_a_person(service, webhook, notify_after)
+        return False  # a service never ends by itself
+
+    def stop(code: int) -> None:
+        stopping.append(time.monotonic())
         stop_code[0] = code
         manager.stopping()
         service.stop()
         console.print("softcopy: stopped; acquisitions in flight resume on the next start", soft_wrap=True)
+
+    try:
+        code = run_session(Shows(console, log_every, live, json_lines), service.status, start, step, stop)
+    except CannotStart as e:
+        console.print(f"softcopy: {e}", soft_wrap=True)
+        service.stop()
+        return EXIT_USAGE
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if webhook is not None:
             # A stop keeps its 2 s promise (docs/design.md, "Stopping"): the webhook gets what is left.
-            since = 0.0 if stopping is None else time.monotonic() - stopping
+            since = time.monotonic() - stopping[0] if stopping else 0.0
             webhook.close(max(0.0, WEBHOOK_AT_STOP - since))
-    return code
+    return EXIT_SIGINT if code is None else code
+
+
+class CannotStart(Exception):
+    """The service could not start (its metrics port taken, its state unreadable): bad input."""
 
 
 def report_file(template: str, name: str, report: TargetReport) -> Path:
