@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -28,6 +28,9 @@ from softcopy.display import JsonLogHandler, emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_USAGE
 from softcopy.run import Copier, Report, write_report
 from softcopy.session import Shows, run_session
+
+if TYPE_CHECKING:
+    from softcopy.notify import Webhook
 
 log = logging.getLogger("softcopy")
 
@@ -128,6 +131,47 @@ OPTION_HELP = {
     "sleep_time": "Seconds each worker pauses after each file it copied (eases the load on the source disk).",
     "wait_for_source": "Wait for a missing source to appear; 'false' makes a missing source an error.",
 }
+
+
+def named_targets(paths: tuple[Path, ...], given: dict[str, Any]) -> list[Target]:
+    """The targets the command line names (a targets file, or SRC and DST), each checked as far
+    as it can be before a copy; ConfigError (or click's UsageError) for bad input."""
+    if len(paths) == 1:
+        targets = load_targets(paths[0], given)
+    elif len(paths) == 2:
+        targets = [make_target(paths[0].expanduser().resolve(), paths[1].expanduser().resolve(), given)]
+    else:
+        raise click.UsageError("give a TARGETS_FILE, or SRC and DST")
+    for t in targets:
+        check_target(t)
+    return targets
+
+
+def check_target(t: Target) -> None:
+    """ConfigError for a target no copy could start; a destination that cannot be looked at now is
+    not bad input (a share that is down now is waited for: docs/design.md, "Unavailable is not
+    elsewhere")."""
+    if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
+        raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
+    try:
+        check_destination_made(t)
+        refuse_another_acquisition(t)
+    except OSError as e:
+        log.warning("%s cannot be looked at now (%s): it is waited for", t.destination, e.strerror or e)
+
+
+def service_hooks(notify_url: str | None, metrics_addr: str | None) -> tuple[Webhook | None, tuple[str, int] | None]:
+    """The service's webhook and metrics address, checked (a bad one is one line, exit 2)."""
+    from softcopy.metrics import parse_address
+    from softcopy.notify import Webhook, check_url
+
+    try:
+        metrics = None if metrics_addr is None else parse_address(metrics_addr)
+        if notify_url is not None:
+            check_url(notify_url)
+    except ValueError as e:
+        fail(str(e))
+    return (None if notify_url is None else Webhook(notify_url)), metrics
 
 
 @click.command(
@@ -312,22 +356,7 @@ def main(
 
         sys.exit(run_demo(console, given))
     try:
-        if len(paths) == 1:
-            targets = load_targets(paths[0], given)
-        elif len(paths) == 2:
-            targets = [make_target(paths[0].expanduser().resolve(), paths[1].expanduser().resolve(), given)]
-        else:
-            raise click.UsageError("give a TARGETS_FILE, or SRC and DST")
-        for t in targets:
-            if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
-                raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
-            try:
-                check_destination_made(t)
-                refuse_another_acquisition(t)
-            except OSError as e:
-                # Not bad input: a share that is down now is waited for (docs/design.md,
-                # "Unavailable is not elsewhere").
-                log.warning("%s cannot be looked at now (%s): it is waited for", t.destination, e.strerror or e)
+        targets = named_targets(paths, given)
         total = None if max_total_rate is None else parse_rate(max_total_rate)
         check_report_folder(report_path)
     except ConfigError as e:
@@ -341,17 +370,9 @@ def main(
     if patterns:
         if len(patterns) < len(targets):
             fail("a targets file with a source pattern may hold only pattern targets")
-        from softcopy.metrics import parse_address
-        from softcopy.notify import Webhook, check_url
         from softcopy.service import run_service
 
-        try:
-            metrics = None if metrics_addr is None else parse_address(metrics_addr)
-            if notify_url is not None:
-                check_url(notify_url)
-        except ValueError as e:
-            fail(str(e))
-
+        webhook, metrics = service_hooks(notify_url, metrics_addr)
         sys.exit(
             run_service(
                 patterns,
@@ -362,7 +383,7 @@ def main(
                 live=live,
                 report_path=None if report_path is None else str(report_path),
                 json_lines=json_lines,
-                webhook=None if notify_url is None else Webhook(notify_url),
+                webhook=webhook,
                 notify_after=notify_after,
                 metrics=metrics,
             )
