@@ -310,6 +310,7 @@ struct PyVerdict {
 
 /// A snapshot of one target's progress (`status::Status`). See `_softcopy.pyi`.
 #[pyclass(module = "softcopy._softcopy", name = "Status", frozen, get_all)]
+#[derive(Debug)]
 struct PyStatus {
     phase: &'static str,
     files_copied: u64,
@@ -338,6 +339,14 @@ struct PyStatus {
     paused: Option<String>,
     wants_expected: bool,
     back_off: PyBackOff,
+}
+
+#[pymethods]
+impl PyStatus {
+    /// Every field, for a failed test's message and a log (the dict it replaced showed them).
+    fn __repr__(&self) -> String {
+        format!("{self:?}")
+    }
 }
 
 impl From<status::Status> for PyStatus {
@@ -376,7 +385,7 @@ impl From<status::Status> for PyStatus {
 
 /// Whether the back-off holds the copy back now (`status::BackOffState`).
 #[pyclass(module = "softcopy._softcopy", name = "BackOffState", frozen, eq, eq_int, hash)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PyBackOffState {
     Off,
     Free,
@@ -385,7 +394,7 @@ pub enum PyBackOffState {
 
 /// The back-off as the status shows it (`status::BackOff`). See `_softcopy.pyi`.
 #[pyclass(module = "softcopy._softcopy", name = "BackOff", frozen, get_all)]
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct PyBackOff {
     state: PyBackOffState,
     reads: f64,
