@@ -436,14 +436,15 @@ impl From<status::NotCopied> for PyNotCopiedWhy {
 
 impl From<Verdict> for PyClassInitializer<PyVerdict> {
     fn from(v: Verdict) -> Self {
-        let moved = v.freed.clone().unwrap_or_default();
+        let freed = v.freed.is_some();
+        let moved = v.freed.unwrap_or_default();
         PyClassInitializer::from(PyReport::from(v.report)).add_subclass(PyVerdict {
             verified: v.verified,
             reason: v.reason,
             not_copied: v.not_copied,
             not_copied_why: v.not_copied_why.into(),
             marker_published: v.marker_published,
-            freed: v.freed.is_some(),
+            freed,
             source_deleted: moved.deleted,
             source_kept: moved.kept,
             folders_removed: moved.folders_removed,
