@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use dest::claim;
 use end::manifest;
@@ -41,20 +40,116 @@ use track::exclude;
 
 pyo3::create_exception!(_softcopy, SoftcopyError, PyRuntimeError, "An error inside softcopy's engine.");
 
+/// Errors reach Python typed: bad configuration as `ValueError`; an OS error as the `OSError`
+/// subclass its errno picks (`PermissionError`, `FileNotFoundError`, ...) with the path as its
+/// filename; the rest (internal faults, watcher trouble) as `SoftcopyError`.
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         match e {
-            Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string())
+            Error::Config(why) => PyValueError::new_err(why),
+            Error::Io { path, source, .. } if source.raw_os_error().is_some() => {
+                os_error(source.raw_os_error().unwrap_or_default(), path)
             }
-            Error::SourceMissing(_) => pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string()),
+            Error::SourceMissing(path) => os_error(NOT_FOUND, path),
             _ => SoftcopyError::new_err(e.to_string()),
         }
     }
 }
 
+/// "No such file or directory": ENOENT on POSIX, ERROR_FILE_NOT_FOUND on Windows.
+const NOT_FOUND: i32 = 2;
+
+/// `OSError(errno, strerror, filename)` for the OS's error `code`, which Python itself turns into
+/// the subclass for it (`PermissionError`, `FileNotFoundError`, ...).
+fn os_error(code: i32, path: PathBuf) -> PyErr {
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    let strerror = text.strip_suffix(&format!(" (os error {code})")).unwrap_or(&text).to_string();
+    let filename = path.into_os_string();
+    Python::attach(|py| {
+        let oserror = py.get_type::<pyo3::exceptions::PyOSError>();
+        // A Windows code is no errno: given as `winerror`, Python maps it to one.
+        #[cfg(windows)]
+        let made = oserror.call1((0, strerror, filename, code));
+        #[cfg(not(windows))]
+        let made = oserror.call1((code, strerror, filename));
+        made.map_or_else(|failed| failed, PyErr::from_value)
+    })
+}
+
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
+}
+
+/// Python's `softcopy.config.EngineConfig`, read attribute by attribute: a target and what the
+/// run around it adds.
+#[derive(FromPyObject)]
+struct EngineConfigIn {
+    target: TargetIn,
+    log_events: bool,
+    max_total_rate: Option<Py<PyRateBudget>>,
+    low_priority: bool,
+    copy_method: String,
+}
+
+/// Python's `softcopy.config.Target` (its options checked there as bad input, and again here).
+#[derive(FromPyObject)]
+struct TargetIn {
+    source: PathBuf,
+    destination: PathBuf,
+    nprocs: usize,
+    sleep_time: f64,
+    wait_for_source: bool,
+    marker: String,
+    once: bool,
+    settle_time: f64,
+    give_up_after: f64,
+    max_rate: Option<u64>,
+    back_off: bool,
+    checksum: bool,
+    delete_source: bool,
+    exclude: Vec<String>,
+    evict_after: Option<f64>,
+    quiet_time: f64,
+    manifest: Option<PathBuf>,
+}
+
+impl TryFrom<EngineConfigIn> for Config {
+    type Error = PyErr;
+
+    fn try_from(c: EngineConfigIn) -> PyResult<Self> {
+        let t = c.target;
+        if t.nprocs == 0 {
+            return Err(PyValueError::new_err("nprocs must be at least 1"));
+        }
+        let method = match c.copy_method.as_str() {
+            "auto" => CopyMethod::Auto,
+            "sendfile" => CopyMethod::SendFile,
+            "readwrite" => CopyMethod::ReadWrite,
+            other => return Err(PyValueError::new_err(format!("unknown copy_method {other:?}"))),
+        };
+        Ok(Config {
+            nprocs: t.nprocs,
+            sleep: seconds("sleep_time", t.sleep_time)?,
+            wait_for_source: t.wait_for_source,
+            marker: t.marker,
+            settle: seconds("settle_time", t.settle_time)?,
+            once: t.once,
+            method,
+            low_priority: c.low_priority,
+            back_off: t.back_off,
+            log_events: c.log_events,
+            give_up_after: seconds("give_up_after", t.give_up_after)?,
+            max_rate: t.max_rate,
+            max_total_rate: c.max_total_rate.map(|b| b.get().limit.clone()),
+            exclude: std::sync::Arc::new(exclude::Exclude::new(&t.exclude).map_err(PyValueError::new_err)?),
+            checksum: t.checksum,
+            manifest: t.manifest,
+            delete_source: t.delete_source,
+            quiet: seconds("quiet_time", t.quiet_time)?,
+            evict_after: t.evict_after.map(|s| seconds("evict_after", s)).transpose()?,
+            ..Config::new(t.source, t.destination)
+        })
+    }
 }
 
 /// One target being copied. See `_softcopy.pyi` for the documentation.
@@ -66,99 +161,12 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (source, destination, *, nprocs=8, sleep_time=0.0, wait_for_source=true,
-        marker="complete".to_string(), settle_time=0.05, once=false, low_priority=true, log_events=false,
-        copy_method="auto", give_up_after=86400.0, max_rate=None, max_total_rate=None, exclude=None, checksum=false,
-        manifest=None, delete_source=false, quiet_time=60.0, evict_after=Some(30.0), back_off=true))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        source: PathBuf,
-        destination: PathBuf,
-        nprocs: usize,
-        sleep_time: f64,
-        wait_for_source: bool,
-        marker: String,
-        settle_time: f64,
-        once: bool,
-        low_priority: bool,
-        log_events: bool,
-        copy_method: &str,
-        give_up_after: f64,
-        max_rate: Option<u64>,
-        max_total_rate: Option<&Bound<'_, PyRateBudget>>,
-        exclude: Option<&Bound<'_, PyExclude>>,
-        checksum: bool,
-        manifest: Option<PathBuf>,
-        delete_source: bool,
-        quiet_time: f64,
-        evict_after: Option<f64>,
-        back_off: bool,
-    ) -> PyResult<Self> {
-        if nprocs == 0 {
-            return Err(PyValueError::new_err("nprocs must be at least 1"));
-        }
-        let method = match copy_method {
-            "auto" => CopyMethod::Auto,
-            "sendfile" => CopyMethod::SendFile,
-            "readwrite" => CopyMethod::ReadWrite,
-            other => return Err(PyValueError::new_err(format!("unknown copy_method {other:?}"))),
-        };
-        let config = Config {
-            nprocs,
-            sleep: seconds("sleep_time", sleep_time)?,
-            wait_for_source,
-            marker,
-            settle: seconds("settle_time", settle_time)?,
-            once,
-            method,
-            low_priority,
-            back_off,
-            log_events,
-            give_up_after: seconds("give_up_after", give_up_after)?,
-            max_rate,
-            max_total_rate: max_total_rate.map(|b| b.get().limit.clone()),
-            exclude: exclude.map(|e| e.get().inner.clone()).unwrap_or_default(),
-            checksum,
-            manifest,
-            delete_source,
-            quiet: seconds("quiet_time", quiet_time)?,
-            evict_after: evict_after.map(|s| seconds("evict_after", s)).transpose()?,
-            ..Config::new(source, destination)
-        };
-        Ok(PyEngine { engine: Engine::start(config)? })
+    fn new(config: EngineConfigIn) -> PyResult<Self> {
+        Ok(PyEngine { engine: Engine::start(config.try_into()?)? })
     }
 
-    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.engine.status();
-        let d = PyDict::new(py);
-        d.set_item("phase", s.phase.name())?;
-        d.set_item("files_copied", s.files_copied)?;
-        d.set_item("bytes_copied", s.bytes_copied)?;
-        d.set_item("files_deleted", s.files_deleted)?;
-        d.set_item("files_unchanged", s.files_unchanged)?;
-        d.set_item("redundant", s.redundant)?;
-        d.set_item("files_distinct", s.files_distinct)?;
-        d.set_item("max_copies", s.max_copies)?;
-        d.set_item("errors", s.errors)?;
-        d.set_item("failed", s.failed)?;
-        d.set_item("backlog", s.backlog)?;
-        d.set_item("in_flight", s.in_flight)?;
-        d.set_item("writing", s.writing)?;
-        d.set_item("oldest_wait", s.oldest_wait)?;
-        d.set_item("known", s.known)?;
-        d.set_item("settled", s.settled)?;
-        d.set_item("bytes_known", s.bytes_known)?;
-        d.set_item("bytes_left", s.bytes_left)?;
-        d.set_item("last_error", s.last_error)?;
-        d.set_item("fatal", s.fatal)?;
-        d.set_item("elapsed", s.elapsed)?;
-        d.set_item("finishing", s.finishing)?;
-        d.set_item("destination_trouble", s.destination_trouble)?;
-        d.set_item("gave_up", s.gave_up)?;
-        d.set_item("paused", s.paused)?;
-        d.set_item("wants_expected", s.wants_expected)?;
-        d.set_item("back_off", PyBackOff::from(s.back_off))?;
-        Ok(d)
+    fn status(&self) -> PyStatus {
+        self.engine.status().into()
     }
 
     fn messages(&self) -> Vec<(&'static str, String)> {
@@ -201,25 +209,24 @@ impl PyEngine {
     }
 
     #[pyo3(signature = (arrays, unreadable = Vec::new()))]
-    fn expect(&self, arrays: Vec<ArrayTuple>, unreadable: Vec<(PathBuf, String)>) {
+    fn expect(&self, arrays: Vec<ArraySpecIn>, unreadable: Vec<UnreadableIn>) {
+        let unreadable = unreadable.into_iter().map(|u| (u.path, u.why)).collect();
         self.engine.expect(verify::Expected { arrays: specs_from(arrays), unreadable });
     }
 
-    fn verdict(&self) -> Option<PyVerdict> {
-        self.engine.verdict().map(PyVerdict::from)
+    fn verdict(&self, py: Python<'_>) -> PyResult<Option<Py<PyVerdict>>> {
+        self.engine.verdict().map(|v| Py::new(py, v)).transpose()
     }
 }
 
-/// How a target ended, as Python reads it. See `_softcopy.pyi`.
-#[pyclass(module = "softcopy._softcopy", name = "Verdict", frozen, get_all)]
-struct PyVerdict {
-    verified: bool,
-    reason: Option<String>,
+/// What a verification found: `verify_trees`, `verify_manifest` and (as the base of `Verdict`) the
+/// end of a run all answer with it. See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "Report", frozen, get_all, subclass)]
+struct PyReport {
+    ok: bool,
     files: u64,
     bytes: u64,
     missing: Vec<PathBuf>,
-    not_copied: Vec<PathBuf>,
-    not_copied_why: PyNotCopiedWhy,
     size_mismatch: Vec<(PathBuf, u64, u64)>,
     mtime_mismatch: Vec<PathBuf>,
     content_mismatch: Vec<PathBuf>,
@@ -235,19 +242,132 @@ struct PyVerdict {
     outside_grid: Vec<PathBuf>,
     bad_shards: Vec<(PathBuf, String)>,
     bad_shards_at_source: Vec<(PathBuf, String)>,
+    excluded: Vec<PathBuf>,
+    excluded_chunks: u64,
+}
+
+impl From<verify::Report> for PyReport {
+    fn from(r: verify::Report) -> Self {
+        PyReport {
+            ok: r.ok(),
+            files: r.files,
+            bytes: r.bytes,
+            missing: r.missing,
+            size_mismatch: r.size_mismatch,
+            mtime_mismatch: r.mtime_mismatch,
+            content_mismatch: r.content_mismatch,
+            partials: r.partials,
+            symlinks: r.symlinks,
+            extra: r.extra,
+            stale_chunks: r.stale_chunks,
+            pruned: r.pruned,
+            expected_chunks: r.expected_chunks,
+            present_chunks: r.present_chunks,
+            proven_as_copied: r.proven_as_copied,
+            destination_walked: r.destination_walked,
+            outside_grid: r.outside_grid,
+            bad_shards: r.bad_shards,
+            bad_shards_at_source: r.bad_shards_at_source,
+            excluded: r.excluded,
+            excluded_chunks: r.excluded_chunks,
+        }
+    }
+}
+
+/// How a target ended, as Python reads it: what verification found (its `Report` base) and what
+/// the end did. See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "Verdict", frozen, get_all, extends = PyReport)]
+struct PyVerdict {
+    verified: bool,
+    reason: Option<String>,
+    not_copied: Vec<PathBuf>,
+    not_copied_why: PyNotCopiedWhy,
     marker_published: bool,
     freed: bool,
     source_deleted: Vec<PathBuf>,
     source_kept: Vec<(PathBuf, String)>,
     folders_removed: u64,
-    excluded: Vec<PathBuf>,
-    excluded_chunks: u64,
     found_at_end: u64,
+}
+
+/// A snapshot of one target's progress (`status::Status`). See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "Status", frozen, get_all)]
+#[derive(Debug)]
+struct PyStatus {
+    phase: &'static str,
+    files_copied: u64,
+    bytes_copied: u64,
+    files_deleted: u64,
+    files_unchanged: u64,
+    redundant: u64,
+    files_distinct: u64,
+    max_copies: u64,
+    errors: u64,
+    failed: u64,
+    backlog: u64,
+    in_flight: u64,
+    writing: u64,
+    oldest_wait: f64,
+    known: u64,
+    settled: u64,
+    bytes_known: u64,
+    bytes_left: u64,
+    last_error: Option<String>,
+    fatal: Option<String>,
+    elapsed: f64,
+    finishing: bool,
+    destination_trouble: Option<String>,
+    gave_up: bool,
+    paused: Option<String>,
+    wants_expected: bool,
+    back_off: PyBackOff,
+}
+
+#[pymethods]
+impl PyStatus {
+    /// Every field, for a failed test's message and a log (the dict it replaced showed them).
+    fn __repr__(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl From<status::Status> for PyStatus {
+    fn from(s: status::Status) -> Self {
+        PyStatus {
+            phase: s.phase.name(),
+            files_copied: s.files_copied,
+            bytes_copied: s.bytes_copied,
+            files_deleted: s.files_deleted,
+            files_unchanged: s.files_unchanged,
+            redundant: s.redundant,
+            files_distinct: s.files_distinct,
+            max_copies: s.max_copies,
+            errors: s.errors,
+            failed: s.failed,
+            backlog: s.backlog,
+            in_flight: s.in_flight,
+            writing: s.writing,
+            oldest_wait: s.oldest_wait,
+            known: s.known,
+            settled: s.settled,
+            bytes_known: s.bytes_known,
+            bytes_left: s.bytes_left,
+            last_error: s.last_error,
+            fatal: s.fatal,
+            elapsed: s.elapsed,
+            finishing: s.finishing,
+            destination_trouble: s.destination_trouble,
+            gave_up: s.gave_up,
+            paused: s.paused,
+            wants_expected: s.wants_expected,
+            back_off: s.back_off.into(),
+        }
+    }
 }
 
 /// Whether the back-off holds the copy back now (`status::BackOffState`).
 #[pyclass(module = "softcopy._softcopy", name = "BackOffState", frozen, eq, eq_int, hash)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PyBackOffState {
     Off,
     Free,
@@ -256,6 +376,7 @@ pub enum PyBackOffState {
 
 /// The back-off as the status shows it (`status::BackOff`). See `_softcopy.pyi`.
 #[pyclass(module = "softcopy._softcopy", name = "BackOff", frozen, get_all)]
+#[derive(Clone, Debug)]
 struct PyBackOff {
     state: PyBackOffState,
     reads: f64,
@@ -295,148 +416,121 @@ impl From<status::NotCopied> for PyNotCopiedWhy {
     }
 }
 
-impl From<Verdict> for PyVerdict {
+impl From<Verdict> for PyClassInitializer<PyVerdict> {
     fn from(v: Verdict) -> Self {
-        let r = v.report;
         let freed = v.freed.is_some();
         let moved = v.freed.unwrap_or_default();
-        PyVerdict {
+        PyClassInitializer::from(PyReport::from(v.report)).add_subclass(PyVerdict {
             verified: v.verified,
             reason: v.reason,
-            files: r.files,
-            bytes: r.bytes,
-            missing: r.missing,
             not_copied: v.not_copied,
             not_copied_why: v.not_copied_why.into(),
-            size_mismatch: r.size_mismatch,
-            mtime_mismatch: r.mtime_mismatch,
-            content_mismatch: r.content_mismatch,
-            partials: r.partials,
-            symlinks: r.symlinks,
-            extra: r.extra,
-            stale_chunks: r.stale_chunks,
-            pruned: r.pruned,
-            expected_chunks: r.expected_chunks,
-            present_chunks: r.present_chunks,
-            proven_as_copied: r.proven_as_copied,
-            destination_walked: r.destination_walked,
-            outside_grid: r.outside_grid,
-            bad_shards: r.bad_shards,
-            bad_shards_at_source: r.bad_shards_at_source,
             marker_published: v.marker_published,
             freed,
             source_deleted: moved.deleted,
             source_kept: moved.kept,
             folders_removed: moved.folders_removed,
-            excluded: r.excluded,
-            excluded_chunks: r.excluded_chunks,
             found_at_end: v.found_at_end,
-        }
+        })
     }
 }
 
-/// One array spec tuple from Python per Zarr array, as the verifier takes it.
-type ArrayTuple = (String, Vec<u64>, Vec<u64>, Option<String>, char, Option<(u64, bool, bool)>);
-
-fn specs_from(arrays: Vec<ArrayTuple>) -> Vec<ArraySpec> {
-    arrays
-        .into_iter()
-        .map(|(path, shape, grid, prefix, separator, shard)| ArraySpec {
-            path,
-            shape,
-            grid,
-            prefix,
-            separator,
-            shard: shard.map(|(chunks, at_end, crc32c)| ShardIndex { chunks, at_end, crc32c }),
-        })
-        .collect()
+/// A Zarr array as Python's `softcopy.zarr.ArraySpec` describes it, read attribute by attribute.
+#[derive(FromPyObject)]
+struct ArraySpecIn {
+    path: String,
+    shape: Vec<u64>,
+    grid: Vec<u64>,
+    prefix: Option<String>,
+    separator: char,
+    shard: Option<ShardLayoutIn>,
 }
 
-/// The verification report as a dict of plain values.
-fn report_dict<'py>(py: Python<'py>, r: &verify::Report) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("ok", r.ok())?;
-    d.set_item("files", r.files)?;
-    d.set_item("bytes", r.bytes)?;
-    d.set_item("missing", &r.missing)?;
-    d.set_item("size_mismatch", &r.size_mismatch)?;
-    d.set_item("content_mismatch", &r.content_mismatch)?;
-    d.set_item("mtime_mismatch", &r.mtime_mismatch)?;
-    d.set_item("partials", &r.partials)?;
-    d.set_item("symlinks", &r.symlinks)?;
-    d.set_item("extra", &r.extra)?;
-    d.set_item("stale_chunks", &r.stale_chunks)?;
-    d.set_item("pruned", &r.pruned)?;
-    d.set_item("expected_chunks", r.expected_chunks)?;
-    d.set_item("present_chunks", r.present_chunks)?;
-    d.set_item("outside_grid", &r.outside_grid)?;
-    d.set_item("bad_shards", &r.bad_shards)?;
-    d.set_item("bad_shards_at_source", &r.bad_shards_at_source)?;
-    Ok(d)
+/// Python's `softcopy.zarr.ShardLayout`.
+#[derive(FromPyObject)]
+struct ShardLayoutIn {
+    chunks_per_shard: u64,
+    index_at_end: bool,
+    crc32c: bool,
+}
+
+impl From<ArraySpecIn> for ArraySpec {
+    fn from(a: ArraySpecIn) -> Self {
+        let shard =
+            a.shard.map(|s| ShardIndex { chunks: s.chunks_per_shard, at_end: s.index_at_end, crc32c: s.crc32c });
+        ArraySpec { path: a.path, shape: a.shape, grid: a.grid, prefix: a.prefix, separator: a.separator, shard }
+    }
+}
+
+/// Python's `softcopy.zarr.Unreadable`: a metadata file (relative to the source) and why.
+#[derive(FromPyObject)]
+struct UnreadableIn {
+    path: PathBuf,
+    why: String,
+}
+
+fn specs_from(arrays: Vec<ArraySpecIn>) -> Vec<ArraySpec> {
+    arrays.into_iter().map(ArraySpec::from).collect()
 }
 
 /// Compares two trees without an engine (`softcopy verify`); the GIL is released while it reads.
 #[pyfunction]
 #[pyo3(signature = (source, destination, arrays, *, content=false, marker="complete".to_string()))]
-fn verify_trees<'py>(
-    py: Python<'py>,
+fn verify_trees(
+    py: Python<'_>,
     source: PathBuf,
     destination: PathBuf,
-    arrays: Vec<ArrayTuple>,
+    arrays: Vec<ArraySpecIn>,
     content: bool,
     marker: String,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<PyReport> {
     let specs = specs_from(arrays);
-    let r = py
-        .detach(|| {
-            let dest = dest::Dest::open(&destination, &destination, None)?;
-            let check =
-                verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
-            verify::verify(&source, &dest, &check, &AtomicBool::new(false))
-        })
-        .map_err(|e| Error::io("verify", &source, e))?;
-    report_dict(py, &r)
+    let r = py.detach(|| {
+        let dest =
+            dest::Dest::open(&destination, &destination, None).map_err(|e| Error::io("open", &destination, e))?;
+        let check =
+            verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
+        verify::verify(&source, &dest, &check, &AtomicBool::new(false)).map_err(|e| Error::io("verify", &source, e))
+    })?;
+    Ok(r.into())
 }
 
 /// Checks a destination against a manifest: every listed file present with its size and hash, and
 /// which files are not listed. The GIL is released while it reads.
 #[pyfunction]
-fn verify_manifest<'py>(py: Python<'py>, manifest: PathBuf, destination: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let (mut missing, mut size_mismatch, mut content_mismatch, mut extra) = (vec![], vec![], vec![], vec![]);
-    let files = py.detach(|| -> std::io::Result<usize> {
-        let entries = manifest::read(&manifest)?;
-        let listed: std::collections::HashSet<PathBuf> = entries.iter().map(|e| e.0.clone()).collect();
-        // Our own state at the destination root (the move journal: docs/design.md, "The end of a run") is never data.
-        for (rel, size, hash) in &entries {
-            let file = destination.join(rel);
-            match std::fs::metadata(&file) {
-                Ok(m) if m.len() != *size => size_mismatch.push((rel.clone(), *size, m.len())),
-                Ok(_) => {
-                    if manifest::hash_file(&file).map(|h| manifest::hex(&h)).ok().as_deref() != Some(hash.as_str()) {
-                        content_mismatch.push(rel.clone());
-                    }
-                }
-                Err(_) => missing.push(rel.clone()),
-            }
-        }
-        for entry in walkdir::WalkDir::new(&destination).follow_links(false).into_iter().filter_map(|e| e.ok()) {
-            if let Ok(rel) = entry.path().strip_prefix(&destination) {
-                if entry.file_type().is_file() && !listed.contains(rel) && !vocab::is_ignored(rel) {
-                    extra.push(rel.to_path_buf());
+fn verify_manifest(py: Python<'_>, manifest: PathBuf, destination: PathBuf) -> PyResult<PyReport> {
+    let r = py.detach(|| manifest_report(&manifest, &destination));
+    Ok(r.map_err(|e| Error::io("verify manifest", &manifest, e))?.into())
+}
+
+/// The manifest check as a verification report: `files` and `bytes` as listed, `extra` the files
+/// the manifest does not list.
+fn manifest_report(manifest: &std::path::Path, destination: &std::path::Path) -> std::io::Result<verify::Report> {
+    let entries = manifest::read(manifest)?;
+    let mut r = verify::Report { files: entries.len() as u64, ..Default::default() };
+    for (rel, size, hash) in &entries {
+        r.bytes += size;
+        let file = destination.join(rel);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.len() != *size => r.size_mismatch.push((rel.clone(), *size, m.len())),
+            Ok(_) => {
+                if manifest::hash_file(&file).map(|h| manifest::hex(&h)).ok().as_deref() != Some(hash.as_str()) {
+                    r.content_mismatch.push(rel.clone());
                 }
             }
+            Err(_) => r.missing.push(rel.clone()),
         }
-        Ok(entries.len())
-    });
-    let files = files.map_err(|e| Error::io("verify manifest", &manifest, e))?;
-    let d = PyDict::new(py);
-    d.set_item("ok", missing.is_empty() && size_mismatch.is_empty() && content_mismatch.is_empty())?;
-    d.set_item("files", files)?;
-    d.set_item("missing", missing)?;
-    d.set_item("size_mismatch", size_mismatch)?;
-    d.set_item("content_mismatch", content_mismatch)?;
-    d.set_item("extra", extra)?;
-    Ok(d)
+    }
+    let listed: std::collections::HashSet<&std::path::Path> = entries.iter().map(|e| e.0.as_path()).collect();
+    // Our own state at the destination root (the move journal: docs/design.md, "The end of a run") is never data.
+    for entry in walkdir::WalkDir::new(destination).follow_links(false).into_iter().filter_map(|e| e.ok()) {
+        if let Ok(rel) = entry.path().strip_prefix(destination) {
+            if entry.file_type().is_file() && !listed.contains(rel) && !vocab::is_ignored(rel) {
+                r.extra.push(rel.to_path_buf());
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Turns "0.1.0-alpha.1" into PEP 440's "0.1.0a1", so `softcopy.__version__` matches the wheel.
@@ -558,7 +652,7 @@ fn destination_owner(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(origin::Owner::Free),
         _ => origin::owner(&source, &destination, &marker),
     });
-    Ok(match owner.map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))? {
+    Ok(match owner.map_err(|e| Error::io("look at", &destination, e))? {
         origin::Owner::Free => (PyOwner::Free, String::new()),
         origin::Owner::Ours => (PyOwner::Ours, String::new()),
         origin::Owner::SameNumber => (PyOwner::SameNumber, origin::same_number_why(&destination, &source)),
@@ -593,7 +687,7 @@ fn unfinished_copies(
 ) -> PyResult<Vec<PyUnfinished>> {
     let found = py
         .detach(|| origin::unfinished_copies(&destination, &acquisitions, &marker))
-        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", destination.display())))?;
+        .map_err(|e| Error::io("look for unfinished copies in", &destination, e))?;
     let typed = |u: origin::Unfinished| PyUnfinished {
         copy: u.copy,
         source: folder_tuple(&u.source),
@@ -606,8 +700,7 @@ fn unfinished_copies(
 /// Notes at the copy `copy` that its acquisition was let go, and why (told once).
 #[pyfunction]
 fn note_let_go(py: Python<'_>, copy: PathBuf, why: String) -> PyResult<()> {
-    py.detach(|| origin::note_let_go(&copy, &why))
-        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", copy.display())))
+    Ok(py.detach(|| origin::note_let_go(&copy, &why)).map_err(|e| Error::io("note at", &copy, e))?)
 }
 
 /// A folder's identity across time, as Python holds it: (device, inode, birth time in ns or None
@@ -626,9 +719,7 @@ fn folder_id((dev, ino, born, fs): FolderTuple) -> root::FolderId {
 /// same inode, differs.
 #[pyfunction]
 fn folder_identity(py: Python<'_>, path: PathBuf) -> PyResult<FolderTuple> {
-    let id = py
-        .detach(|| root::FolderId::of(&path))
-        .map_err(|e| SoftcopyError::new_err(format!("{}: {e}", path.display())))?;
+    let id = py.detach(|| root::FolderId::of(&path)).map_err(|e| Error::io("look at", &path, e))?;
     Ok(folder_tuple(&id))
 }
 
@@ -660,10 +751,12 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOwner>()?;
     m.add("SoftcopyError", m.py().get_type::<SoftcopyError>())?;
     m.add_class::<PyEngine>()?;
+    m.add_class::<PyReport>()?;
     m.add_class::<PyVerdict>()?;
     m.add_class::<PyArrivals>()?;
     m.add_class::<PyRateBudget>()?;
     m.add_class::<PyNotCopiedWhy>()?;
+    m.add_class::<PyStatus>()?;
     m.add_class::<PyBackOff>()?;
     m.add_class::<PyBackOffState>()?;
     m.add_class::<PyExclude>()?;

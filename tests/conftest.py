@@ -141,12 +141,12 @@ def conclude(
     found nothing the events did not announce."""
     from softcopy.zarr import discover
 
-    wait_for(lambda: engine.status()["wants_expected"] or engine.wait(0), timeout, "the engine to drain")
+    wait_for(lambda: engine.status().wants_expected or engine.wait(0), timeout, "the engine to drain")
     if before is not None:
         before()
     if not engine.wait(0):
         arrays, unreadable = discover(engine.source)
-        engine.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
+        engine.expect(arrays, unreadable)
     assert engine.wait(timeout), engine.status()
     v = engine.verdict()
     assert missed or v is None or v.found_at_end == 0, f"the watch missed {v.found_at_end} files"

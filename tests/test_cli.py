@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 import softcopy
 from conftest import finish, softcopy_cmd, wait_for, write_finished_archive
+from softcopy._softcopy import Engine, folder_identity, verify_manifest, verify_trees
+from softcopy.config import EngineConfig, Target
 
 
 def run(*args: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -345,3 +348,39 @@ def test_checksum_copy_writes_a_manifest_that_verify_checks_without_the_source(t
     shard.write_bytes(bytes(data))
     r = run("verify", "--manifest", manifest, dst)
     assert r.returncode == 1 and r.stdout.splitlines() == [f"content: {files[0]}"], r.stdout
+
+
+def test_engine_errors_reach_python_as_the_matching_exception(tmp_path: Path) -> None:
+    # An OS error is the OSError subclass its errno picks, with errno and path; bad configuration is ValueError.
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as missing:
+        folder_identity(tmp_path / "nope")
+    assert (missing.value.errno, missing.value.filename) == (errno.ENOENT, str(tmp_path / "nope"))
+    with pytest.raises(NotADirectoryError):
+        folder_identity(tmp_path / "file" / "x")
+    with pytest.raises(IsADirectoryError) as folder:
+        verify_manifest(tmp_path, tmp_path)
+    assert folder.value.filename == str(tmp_path)
+    with pytest.raises(FileNotFoundError) as gone:
+        verify_trees(tmp_path, tmp_path / "gone", [])
+    assert gone.value.filename == str(tmp_path / "gone")
+    with pytest.raises(ValueError, match='unknown copy_method "nope"'):
+        Engine(EngineConfig(Target(tmp_path, tmp_path / "out"), copy_method="nope"))  # type: ignore[arg-type]
+
+
+def test_an_os_error_from_the_engine_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # A destination whose record cannot be read (a folder where the file goes): whose copy it
+    # holds cannot be told, which is bad input, said in one line, nothing copied.
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    (dst / ".softcopy-origin").mkdir(parents=True)
+    r = run(src, dst, "--once")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "cannot tell whose copy the destination holds" in r.stderr and "Is a directory" in r.stderr
+    assert not (dst / "a").exists()
+    if Path("/proc/self/mem").exists():
+        # A manifest whose read fails in the OS (EIO at address 0).
+        r = run("verify", "--manifest", "/proc/self/mem", dst)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "Input/output error" in r.stderr and "Traceback" not in r.stderr

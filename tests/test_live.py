@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import softcopy
 from conftest import assert_same_tree, busy_loops, conclude, finish, start_writer, wait_for, write_finished_archive
+from softcopy.config import EngineConfig, Target
 
 
 @pytest.mark.parametrize("layout", ["v2dot", "v2slash", "zarr3", "zarr3sharded"])
@@ -141,9 +142,9 @@ def test_every_copy_method_copies_exactly(tmp_path: Path, method: str) -> None:
     sizes = [0, 1, 4095, 1 << 20, (3 << 20) + 7]
     for n, size in enumerate(sizes):
         (src / f"f{n}").write_bytes(bytes((i * 31 + n) & 0xFF for i in range(size)))
-    engine = softcopy._softcopy.Engine(src, dst, once=True, copy_method=method)  # type: ignore[arg-type]
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True), copy_method=method))  # type: ignore[arg-type]
     assert conclude(engine).verified
-    assert engine.status()["phase"] == "verified"
+    assert engine.status().phase == "verified"
     assert_same_tree(src, dst)
 
 
@@ -208,7 +209,7 @@ def test_worker_threads_run_at_idle_io_priority_and_nice_19(tmp_path: Path) -> N
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     (src / "a").write_bytes(b"1")
-    engine = softcopy._softcopy.Engine(src, dst, nprocs=3)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, nprocs=3)))
     try:
         wait_for(lambda: (dst / "a").exists(), 10, "the copy")
         tids = [

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import softcopy
 from conftest import WRITER, conclude, softcopy_cmd, tree
+from softcopy.config import EngineConfig, Target
 
 MIB = 1 << 20
 
@@ -52,7 +53,7 @@ def test_chunk_rewritten_after_its_copy_survives(tmp_path: Path) -> None:
         tmp.write_bytes(b"a newer version, written after the copy")
         os.replace(tmp, key)
 
-    engine = softcopy._softcopy.Engine(src, dst, once=True, delete_source=True)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True, delete_source=True)))
     v = conclude(engine, before=rewrite)
     assert not v.verified and not v.freed
     assert [p.as_posix() for p, _, _ in v.size_mismatch] == ["c/1/0/0/0"]
@@ -75,7 +76,7 @@ def test_copy_that_fails_verification_keeps_its_source(tmp_path: Path) -> None:
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     subprocess.run([sys.executable, str(WRITER), str(src), "zarr3sharded", "4", "0"], check=True)
     before = tree(src)
-    engine = softcopy._softcopy.Engine(src, dst, once=True, delete_source=True)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True, delete_source=True)))
     shard = src / "c" / "0" / "0" / "0" / "0"
 
     v = conclude(engine, before=lambda: damage(dst / shard.relative_to(src), -6))  # inside the index
@@ -91,7 +92,7 @@ def test_a_copy_damaged_with_size_and_mtime_unchanged_keeps_its_source(tmp_path:
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     before = archive(src)
     rel = next(k for k in sorted(before) if k.startswith("c/"))
-    engine = softcopy._softcopy.Engine(src, dst, once=True, delete_source=True)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True, delete_source=True)))
     v = conclude(engine, before=lambda: damage(dst / rel, 0))
     assert not v.verified and not v.freed
     assert [p.as_posix() for p in v.content_mismatch] == [rel]
@@ -119,9 +120,9 @@ def test_a_stop_before_the_end_steps_frees_and_publishes_nothing(tmp_path: Path)
     # checks inside proving and freeing are covered by mover::tests).
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     before = archive(src)
-    engine = softcopy._softcopy.Engine(src, dst, once=True, delete_source=True)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True, delete_source=True)))
     v = conclude(engine, before=engine.stop)
-    assert engine.status()["phase"] == "stopped"
+    assert engine.status().phase == "stopped"
     assert v is not None and not v.verified and not v.freed
     assert tree(src) == before
     assert not (dst / "complete").exists()
@@ -182,7 +183,7 @@ def test_a_copy_gone_from_the_destination_before_the_end_fails_the_run(tmp_path:
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     before = archive(src)
     rel = next(k for k in sorted(before) if k.startswith("c/"))
-    engine = softcopy._softcopy.Engine(src, dst, once=True, delete_source=True)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True, delete_source=True)))
     v = conclude(engine, before=lambda: (dst / rel).unlink())
     assert v is not None and not v.verified, v
     assert Path(rel) in v.missing and not v.marker_published

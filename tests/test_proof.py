@@ -7,6 +7,7 @@ from pathlib import Path
 
 import softcopy
 from conftest import assert_same_tree, conclude, start_writer, write_finished_archive
+from softcopy.config import EngineConfig, Target
 
 
 def test_a_run_that_made_every_copy_proves_them_without_walking_the_destination(tmp_path: Path) -> None:
@@ -31,7 +32,7 @@ def test_a_copy_whose_source_went_unseen_makes_the_end_walk_the_destination(tmp_
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     write_finished_archive(src, "v2dot", 3)
     key = next(p for p in sorted(src.iterdir()) if p.name[0].isdigit())
-    engine = softcopy._softcopy.Engine(src, dst, once=True)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True)))
     v = conclude(engine, before=key.unlink)
     assert v.verified and v.destination_walked
     assert [p.as_posix() for p in v.pruned] == [key.name]
@@ -43,7 +44,7 @@ def test_a_source_file_changed_after_its_copy_is_looked_at_at_the_destination(tm
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     write_finished_archive(src, "v2dot", 3)
     key = next(p for p in sorted(src.iterdir()) if p.name[0].isdigit())
-    engine = softcopy._softcopy.Engine(src, dst, once=True)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True)))
 
     def rewrite() -> None:
         key.write_bytes(b"written after the drain")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import softcopy
 from conftest import assert_same_tree, conclude, start_writer, wait_for, write_finished_archive
+from softcopy.config import EngineConfig, Target
 
 EVICT = 0.1  # seconds between the engine's passes (the CLI's default is 5 s)
 
@@ -23,7 +24,9 @@ def settled_engine(src: Path, dst: Path) -> softcopy._softcopy.Engine:
     priority: these tests are about what settles, and beside busy processes nice-19 workers get a
     hundredth of a core (they copied too little within the waits when `.ci/run` ran beside three
     busy loops); test_live and test_gentle test the priority."""
-    return softcopy._softcopy.Engine(src, dst, marker="not-written", evict_after=EVICT, low_priority=False)
+    return softcopy._softcopy.Engine(
+        EngineConfig(Target(src, dst, marker="not-written", evict_after=EVICT), low_priority=False)
+    )
 
 
 def settled_archive(tmp_path: Path) -> tuple[Path, Path, softcopy._softcopy.Engine, Path]:
@@ -31,7 +34,7 @@ def settled_archive(tmp_path: Path) -> tuple[Path, Path, softcopy._softcopy.Engi
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     write_finished_archive(src, "zarr3", 3)
     engine = settled_engine(src, dst)
-    wait_for(lambda: engine.status()["settled"] >= len(chunks(src)), 30, "the chunks to settle")
+    wait_for(lambda: engine.status().settled >= len(chunks(src)), 30, "the chunks to settle")
     engine.finish()
     return src, dst, engine, chunks(src)[0]
 
@@ -42,10 +45,10 @@ def test_a_live_copy_settles_its_files_and_still_mirrors_their_changes(tmp_path:
     # The writer's marker does not end this run: the files must have time to settle after it.
     engine = settled_engine(src, dst)
     # Settled while the writer still writes: memory follows what is in flux, not the archive.
-    wait_for(lambda: engine.status()["settled"] > 20 or writer.poll() is not None, 60, "files to settle")
-    assert engine.status()["settled"] > 20, "files settled only once the acquisition was over"
+    wait_for(lambda: engine.status().settled > 20 or writer.poll() is not None, 60, "files to settle")
+    assert engine.status().settled > 20, "files settled only once the acquisition was over"
     assert writer.wait(120) == 0
-    wait_for(lambda: engine.status()["settled"] >= len(chunks(src)), 30, "every chunk to settle")
+    wait_for(lambda: engine.status().settled >= len(chunks(src)), 30, "every chunk to settle")
     # A settled chunk rewritten (renamed into place, as tensorstore does) and another deleted:
     # each comes back as a file of its own, and both reach the destination before the end.
     first, second = chunks(src)[0], chunks(src)[-1]
@@ -76,7 +79,7 @@ def test_settled_files_are_proven_by_their_record_without_a_look_at_the_destinat
     # Metadata is rewritten all along and stays in memory; its marker is a file like any other here.
     files = [p for p in src.rglob("*") if p.is_file()]
     n = len([p for p in files if p.name != "zarr.json"])
-    wait_for(lambda: engine.status()["settled"] == n, 30, "every file but the metadata to settle")
+    wait_for(lambda: engine.status().settled == n, 30, "every file but the metadata to settle")
     engine.finish()
     v = conclude(engine)
     assert v.verified and not v.destination_walked

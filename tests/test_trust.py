@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import softcopy
 from conftest import conclude, softcopy_cmd, sysctl, tree, wait_for
+from softcopy.config import EngineConfig, Target
 
 
 def chunks(root: Path, n: int, size: int = 64) -> dict[str, bytes]:
@@ -101,14 +102,16 @@ def test_a_new_folder_under_a_moved_roots_name_is_not_the_acquisition(tmp_path: 
 #: A bare engine with a short quiet period, its messages on stdout, until the marker's verdict.
 ENGINE = """
 import sys, time
+from pathlib import Path
 from softcopy._softcopy import Engine
-e = Engine(sys.argv[1], sys.argv[2], quiet_time=2.0)
+from softcopy.config import EngineConfig, Target
+e = Engine(EngineConfig(Target(Path(sys.argv[1]), Path(sys.argv[2]), quiet_time=2.0)))
 while not e.wait(0.05):
-    if e.status()["wants_expected"]:
+    if e.status().wants_expected:
         e.expect([])
     for level, text in e.messages():
         print(level, text, flush=True)
-sys.exit(0 if e.status()["phase"] == "verified" else 1)
+sys.exit(0 if e.status().phase == "verified" else 1)
 """
 
 
@@ -170,15 +173,15 @@ def test_the_coordinator_sleeps_while_every_worker_is_busy_and_a_timer_is_due(tm
     # 0.96 of a core. Measured over the rest of the big copy, from the moment the timer is due.
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
-    engine = softcopy._softcopy.Engine(src, dst, nprocs=1, max_rate=4 << 20)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, nprocs=1, max_rate=4 << 20)))
     try:
-        wait_for(lambda: engine.status()["phase"] == "copying", 10, "the engine")
+        wait_for(lambda: engine.status().phase == "copying", 10, "the engine")
         tmp = src / "big.__lock"
         tmp.write_bytes(b"b" * (12 << 20))  # 3 s at 4 MiB/s
         os.replace(tmp, src / "big")
-        wait_for(lambda: engine.status()["in_flight"] == 1, 10, "the big copy to start")
+        wait_for(lambda: engine.status().in_flight == 1, 10, "the big copy to start")
         (src / "small").write_bytes(b"written in place")  # MODIFY + CLOSE_WRITE: a settle timer
-        wait_for(lambda: engine.status()["backlog"] == 1 or (dst / "small").exists(), 10, "the timer to be due")
+        wait_for(lambda: engine.status().backlog == 1 or (dst / "small").exists(), 10, "the timer to be due")
         cpu0, t0 = thread_cpu("softcopy-engine"), os.times().elapsed
         wait_for(lambda: (dst / "big").exists(), 30, "the big copy")
         used, wall = thread_cpu("softcopy-engine") - cpu0, os.times().elapsed - t0
@@ -217,7 +220,7 @@ def test_verification_compares_modification_times_not_sizes_alone(tmp_path: Path
         key.write_bytes(b"Z" * st.st_size)
         os.utime(key, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
 
-    v = conclude(softcopy._softcopy.Engine(src, dst, once=True), before=rewrite_same_size)
+    v = conclude(softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True))), before=rewrite_same_size)
     assert not v.verified
     assert [p.as_posix() for p in v.mtime_mismatch] == ["c/1/0"]
     assert not (dst / "complete").exists(), "no marker over an old version"

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import softcopy
 from conftest import WRITER, softcopy_cmd, tree, wait_for
+from softcopy.config import EngineConfig, Target
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -201,7 +202,7 @@ def test_a_file_open_past_the_bound_ends_the_run_incomplete_naming_it(tmp_path: 
     src, dst = tmp_path / "acq", tmp_path / "dst"
     src.mkdir()
     (src / "shard").write_bytes(b"0" * 64)
-    engine = softcopy._softcopy.Engine(src, dst, quiet_time=2.0)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, quiet_time=2.0)))
     f = None
     try:
         wait_for(lambda: (dst / "shard").exists(), 20, "the first version")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import softcopy
 from conftest import Softcopy, assert_same_tree, conclude, finish, fuse_mount, softcopy_cmd, tree, wait_for
+from softcopy.config import EngineConfig, Target
 from test_trust2 import archive, run
 
 # --- Item 1: a crash while freeing, then the same command again ---------------------------------
@@ -220,7 +221,7 @@ def test_a_side_file_opened_for_writing_after_its_copy_is_not_freed(tmp_path: Pa
     archive(src, 2)
     (src / "complete").unlink()
     (src / "acq.log").write_bytes(b"line 1\n")
-    engine = softcopy._softcopy.Engine(src, dst, delete_source=True, quiet_time=2.0)
+    engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, delete_source=True, quiet_time=2.0)))
     try:
         wait_for(lambda: tree(dst).get("acq.log") == b"line 1\n", 20, "the log's copy")
         with held_open(src / "acq.log") as write_and_close:
@@ -242,7 +243,7 @@ def test_a_side_file_open_for_writing_is_not_freed_by_a_resumed_run(tmp_path: Pa
     (src / "acq.log").write_bytes(b"line 1\n")
     assert run(src, dst).returncode == 0
     with held_open(src / "acq.log") as write_and_close:
-        engine = softcopy._softcopy.Engine(src, dst, delete_source=True, quiet_time=2.0)
+        engine = softcopy._softcopy.Engine(EngineConfig(Target(src, dst, delete_source=True, quiet_time=2.0)))
         try:
             conclude(engine, 30)
         finally:
@@ -357,17 +358,18 @@ END_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from softcopy._softcopy import Engine
+from softcopy.config import EngineConfig, Target
 from softcopy.zarr import discover
 src, dst, late = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-e = Engine(src, dst, quiet_time=2.0, settle_time=0.01)
+e = Engine(EngineConfig(Target(src, dst, quiet_time=2.0, settle_time=0.01)))
 given, deadline = False, time.monotonic() + 90
 while not e.wait(0.05) and time.monotonic() < deadline:
     s = e.status()
-    if late and s["phase"] == "publishing" and not (src / late).exists():
+    if late and s.phase == "publishing" and not (src / late).exists():
         (src / late).write_bytes(b"a chunk that landed after the final look")
-    if s["wants_expected"] and not given:
+    if s.wants_expected and not given:
         arrays, unreadable = discover(src)
-        e.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
+        e.expect(arrays, unreadable)
         given = True
 v = e.verdict()
 print(json.dumps({"verified": v.verified, "reason": v.reason, "not_copied": [str(p) for p in v.not_copied]}))

@@ -17,6 +17,7 @@ import softcopy
 from conftest import WRITER, conclude
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from softcopy.config import EngineConfig, Target
 from softcopy.zarr import ArraySpec, MetadataError, discover, parse_v2, parse_v3
 
 
@@ -213,7 +214,7 @@ def test_a_shard_damaged_at_the_destination_fails_verification(tmp_path: Path) -
         shard[0].write_bytes(bytes(data))
         os.utime(shard[0], ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    v = conclude(softcopy._softcopy.Engine(src, dst, once=True), before=damage)
+    v = conclude(softcopy._softcopy.Engine(EngineConfig(Target(src, dst, once=True))), before=damage)
     assert not v.verified
     assert [p.as_posix() for p, _ in v.bad_shards] == [shard[0].relative_to(dst).as_posix()]
     assert "CRC32C" in v.bad_shards[0][1]
@@ -244,7 +245,7 @@ def test_a_shard_keeps_its_index_where_its_metadata_says(meta: dict[str, Any], l
     spec = parse_v3(meta, "a")
     assert spec is not None and spec.shard is not None
     assert (spec.shard.chunks_per_shard, spec.shard.index_at_end, spec.shard.crc32c) == layout
-    assert spec.as_native() == ("a", [6, 4], [3, 2], "c", "/", layout)
+    assert (spec.path, spec.shape, spec.grid, spec.prefix, spec.separator) == ("a", (6, 4), (3, 2), "c", "/")
     assert spec.expected_files == 4
 
 
@@ -300,7 +301,7 @@ def test_v2_and_v3_keys_and_counts() -> None:
     v3 = parse_v3({**V3, "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}}}, "")
     assert v3 is not None and (v3.zarr_format, v3.key((1, 1))) == (3, "c.1.1")
     plain = parse_v3(V3, "")
-    assert plain is not None and plain.key((1, 1)) == "c/1/1" and plain.as_native()[5] is None
+    assert plain is not None and plain.key((1, 1)) == "c/1/1" and plain.shard is None
     v2_keys = parse_v3({**V3, "chunk_key_encoding": {"name": "v2"}}, "")
     assert v2_keys is not None and (v2_keys.prefix, v2_keys.key((1, 1))) == (None, "1.1")
 

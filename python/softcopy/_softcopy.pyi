@@ -2,7 +2,12 @@
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeAlias, final
+from typing import ClassVar, Literal, TypeAlias, final
+
+from typing_extensions import disjoint_base
+
+from softcopy.config import EngineConfig
+from softcopy.zarr import ArraySpec, Unreadable
 
 __all__ = [
     "Arrivals",
@@ -13,7 +18,9 @@ __all__ = [
     "NotCopiedWhy",
     "Owner",
     "RateBudget",
+    "Report",
     "SoftcopyError",
+    "Status",
     "UnfinishedCopy",
     "Verdict",
     "__version__",
@@ -27,18 +34,19 @@ __all__ = [
     "verify_trees",
 ]
 
-def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[str]) -> dict[str, Any]:
-    """Checks `destination` against a manifest: ok, files, missing, size_mismatch,
-    content_mismatch (hash differs) and extra (files the manifest does not list)."""
+def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[str]) -> Report:
+    """Checks `destination` against a manifest: `files` and `bytes` as listed, `missing`,
+    `size_mismatch`, `content_mismatch` (hash differs) and `extra` (files the manifest does not
+    list); the rest of the report stays empty."""
 
 def verify_trees(
     source: str | PathLike[str],
     destination: str | PathLike[str],
-    arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]],
+    arrays: list[ArraySpec],
     *,
     content: bool = False,
     marker: str = "complete",
-) -> dict[str, Any]:
+) -> Report:
     """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
     files of the same size is also compared byte for byte (`content_mismatch`)."""
 
@@ -71,7 +79,9 @@ class RateBudget:
 __version__: str
 
 class SoftcopyError(RuntimeError):
-    """An error inside softcopy's engine (a fatal fault)."""
+    """An error inside softcopy's engine (a fatal fault). The engine's other errors come as Python's
+    own: an OS error as the `OSError` subclass for its errno (`PermissionError`,
+    `FileNotFoundError`, ...) with the path as its `filename`; bad configuration as `ValueError`."""
 
 @final
 class Engine:
@@ -81,80 +91,23 @@ class Engine:
     in the engine's threads ever runs Python code.
 
     Args:
-        source: the Zarr archive (or any folder) being written.
-        destination: where to copy it; created if missing.
-        nprocs: copy worker threads.
-        sleep_time: seconds each worker pauses after each file it copied.
-        wait_for_source: wait for a missing source to appear instead of failing.
-        marker: name of the file at the source root that ends the acquisition; copied last.
-        settle_time: seconds a file written in place must stay closed before it is copied.
-        once: copy what is there now, then finish without waiting for the marker.
-        low_priority: idle IO priority and nice 19 in every worker thread.
-        log_events: report every filesystem event as a debug message.
-        copy_method: "auto" (copy_file_range, then sendfile, then read/write), or force
-            "sendfile" or "readwrite" (used by tests to exercise every fallback).
-        give_up_after: seconds an unavailable destination (full, disconnected) is retried, one
-            probe at a time with backoff, before the engine ends with `gave_up` set.
-        max_rate: this target's bandwidth budget in bytes per second, held while files are copied
-            (not only between them) whatever the IO scheduler; None for no limit.
-        max_total_rate: a budget this target shares with every engine given the same one.
-        exclude: files that are not part of the acquisition: never copied, waited for or
-            verified, and listed in the verdict's `excluded`.
-        checksum: hash every file (BLAKE3, 128 bits) while copying it through user space and read
-            the copy back to compare before it gets its final name.
-        manifest: where to write `hash<TAB>size<TAB>path` for every file once drained.
-        delete_source: once verified, delete each source file whose copy is proven identical.
-        quiet_time: where no lease can tell whether a writer has a file open (not its owner and no
-            CAP_LEASE, no lease support), seconds a file found without a close event must have
-            gone unwritten before it is taken as closed; and how long the end of a run waits for
-            files still open for writing before it ends incomplete, naming them.
-        evict_after: seconds a copied file must stay quiet before it leaves memory for its
-            folder's record (constant memory over a day-long acquisition; see docs/design.md,
-            "Memory"); None keeps every file in memory. Ignored with checksum, manifest or
-            delete_source, which need every file's record at the end.
-        back_off: yield the source disk to others' writes whatever the IO scheduler: fewer reads
-            in flight while the source device's write latency rises above its base, more while
-            it is back (docs/design.md, "Gentle on any scheduler"). `nprocs`, `sleep_time` and
+        config: the target and the run's options (`softcopy.config.EngineConfig`; each option is
+            documented on `Target` and `EngineConfig`). With `evict_after`, a copied file quiet that
+            long leaves memory for its folder's record (constant memory over a day-long
+            acquisition; see docs/design.md, "Memory"), ignored with checksum, manifest or
+            delete_source, which need every file's record at the end. With `back_off`, fewer reads
+            are in flight while the source device's write latency rises above its base, more while
+            it is back (docs/design.md, "Gentle on any scheduler"); `nprocs`, `sleep_time` and
             `max_rate` stay caps.
+
+    Raises:
+        ValueError: an option no engine can use (nprocs 0, negative seconds, an unknown
+            copy_method, an exclude glob that is empty or matches Zarr metadata).
     """
 
-    def __new__(
-        cls,
-        source: str | PathLike[str],
-        destination: str | PathLike[str],
-        *,
-        nprocs: int = 8,
-        sleep_time: float = 0.0,
-        wait_for_source: bool = True,
-        marker: str = "complete",
-        settle_time: float = 0.05,
-        once: bool = False,
-        low_priority: bool = True,
-        log_events: bool = False,
-        copy_method: Literal["auto", "sendfile", "readwrite"] = "auto",
-        give_up_after: float = 86400.0,
-        max_rate: int | None = None,
-        max_total_rate: RateBudget | None = None,
-        exclude: Exclude | None = None,
-        checksum: bool = False,
-        manifest: str | PathLike[str] | None = None,
-        delete_source: bool = False,
-        quiet_time: float = 60.0,
-        evict_after: float | None = 30.0,
-        back_off: bool = True,
-    ) -> Engine: ...
-    def status(self) -> dict[str, Any]:
-        """A snapshot: phase, files_copied, bytes_copied, files_deleted, files_unchanged, redundant,
-        files_distinct, max_copies, errors, failed, backlog, in_flight, writing, oldest_wait
-        (seconds the oldest waiting file has waited), known (files known at the source), settled (of those, files settled out of memory), bytes_known (bytes the last complete sweep
-        found), bytes_left (of those, bytes still to copy), last_error, fatal,
-        elapsed, finishing, destination_trouble (why the destination cannot take files now, or None),
-        gave_up, paused (why the target is paused: its source root is gone or another folder),
-        wants_expected (the engine drained and waits for `expect()`), back_off (a `BackOff`).
-
-        `phase` is one of "starting", "waiting", "scanning", "copying", "reconciling", "verifying",
-        "publishing", "freeing", and at the end "verified", "incomplete", "stopped" or "failed".
-        """
+    def __new__(cls, config: EngineConfig) -> Engine: ...
+    def status(self) -> Status:
+        """A snapshot of the target's progress (see `Status`)."""
     def messages(self) -> list[tuple[Literal["debug", "info", "warning", "error"], str]]:
         """Takes the messages queued since the last call (oldest dropped beyond 10 000)."""
     def finish(self) -> None:
@@ -169,50 +122,98 @@ class Engine:
     @property
     def destination(self) -> Path:
         """The resolved destination root (as given until the source exists)."""
-    def expect(
-        self,
-        arrays: list[tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]],
-        unreadable: list[tuple[Path, str]] = ...,
-    ) -> None:
-        """Hands over the expected Zarr file set once `status()["wants_expected"]` is true (the
+    def expect(self, arrays: list[ArraySpec], unreadable: list[Unreadable] = ...) -> None:
+        """Hands over the expected Zarr file set once `status().wants_expected` is true (the
         engine drained). Verifying, publishing the marker and freeing the source then run in the
         engine; `verdict()` says how it ended.
 
         Args:
-            arrays: one (path, shape, grid, prefix, separator, shard) per Zarr array, from the
-                final metadata; `grid` is the chunk shape (the shard shape when sharded), `prefix`
-                is "c" for Zarr v3's default key encoding and None for v2-style keys, and `shard`
-                is (inner chunks per shard, index at the end, index has a CRC32C) or None.
-            unreadable: (metadata file relative to the source, why) for each metadata file that
-                could not be read or understood: the run then ends Incomplete, naming them.
+            arrays: one per Zarr array, from the final metadata (`softcopy.zarr.discover`); read
+                by attribute (path, shape, grid, prefix, separator, and shard's chunks_per_shard,
+                index_at_end, crc32c).
+            unreadable: each metadata file that could not be read or understood (its path relative
+                to the source, and why): the run then ends Incomplete, naming them.
         """
     def verdict(self) -> Verdict | None:
         """How the target ended, once it has (None before, and after a fatal error)."""
 
 @final
-class Verdict:
-    """How a target ended, decided in the engine.
+class Status:
+    """A snapshot of one target's progress, as `Engine.status()` returns it (never changed after)."""
 
-    `verified` is true only when every file arrived with its size and modification time, every
-    shard is whole, nothing stale or partial is left, and the marker (if any) was published last.
-    `missing` .. `bad_shards_at_source` are what verification found (`content_mismatch`: copies
-    read back different, looked for with delete_source); `not_copied` lists files known at the
-    source that never arrived when verification could not run or was undone, and
-    `not_copied_why` says why; `excluded` the source files left out by `exclude`; `reason` says why it is not verified when
-    that is not a list of files. With delete_source, `freed` says whether the mover ran, and
-    `source_deleted` / `source_kept` what it did (each deleted file's copy was proven identical by
-    content first). `found_at_end` counts the files the final look at the source found new,
-    changed or gone with no event having said so (0 where the copy was live throughout).
+    phase: Literal[
+        "starting",
+        "waiting",
+        "scanning",
+        "copying",
+        "reconciling",
+        "verifying",
+        "publishing",
+        "freeing",
+        "verified",
+        "incomplete",
+        "stopped",
+        "failed",
+    ]
+    """Where the target is; "verified", "incomplete", "stopped" and "failed" are the end."""
+    files_copied: int
+    bytes_copied: int
+    files_deleted: int
+    files_unchanged: int
+    """Copies that found the destination already up to date (re-triggers, resumed runs)."""
+    redundant: int
+    """Copies of a file already copied in this run (rewritten keys)."""
+    files_distinct: int
+    max_copies: int
+    errors: int
+    """Copy attempts that failed (each retried with backoff)."""
+    failed: int
+    """Files given up after repeated failures."""
+    backlog: int
+    in_flight: int
+    writing: int
+    """Files open for writing at the source."""
+    oldest_wait: float
+    """Seconds the oldest waiting file has waited."""
+    known: int
+    """Files known at the source."""
+    settled: int
+    """Of those, files settled out of memory."""
+    bytes_known: int
+    """Bytes the last complete sweep found."""
+    bytes_left: int
+    """Of those, bytes still to copy."""
+    last_error: str | None
+    fatal: str | None
+    """Why the engine failed, when `phase` is "failed"."""
+    elapsed: float
+    finishing: bool
+    destination_trouble: str | None
+    """Why the destination cannot take files now, or None."""
+    gave_up: bool
+    paused: str | None
+    """Why the target is paused (its source root is gone or another folder), or None."""
+    wants_expected: bool
+    """The engine drained and waits for `expect()`."""
+    back_off: BackOff
+
+@disjoint_base
+class Report:
+    """What a verification found: `verify_trees`, `verify_manifest` and, as the base of `Verdict`, the
+    end of a run answer with it.
+
+    `ok` is true when nothing is missing, different (size, modification time, content), partial,
+    stale or a broken shard; `extra` files and the notes (`symlinks`, `outside_grid`,
+    `bad_shards_at_source`, `pruned`, `excluded`) do not count against it. `content_mismatch`:
+    copies read back different (looked for with `content`, a manifest or delete_source).
     """
 
-    verified: bool
-    reason: str | None
+    ok: bool
     files: int
     bytes: int
     missing: list[Path]
-    not_copied: list[Path]
-    not_copied_why: NotCopiedWhy
     size_mismatch: list[tuple[Path, int, int]]
+    """(path, source size, destination size)."""
     mtime_mismatch: list[Path]
     content_mismatch: list[Path]
     partials: list[Path]
@@ -229,13 +230,34 @@ class Verdict:
     outside_grid: list[Path]
     bad_shards: list[tuple[Path, str]]
     bad_shards_at_source: list[tuple[Path, str]]
+    excluded: list[Path]
+    excluded_chunks: int
+
+@final
+class Verdict(Report):
+    """How a target ended, decided in the engine: what verification found (the `Report` it is,
+    empty when verification could not run) and what the end did.
+
+    `verified` is true only when every file arrived with its size and modification time, every
+    shard is whole, nothing stale or partial is left, and the marker (if any) was published last.
+    `not_copied` lists files known at the source that never arrived when verification could not
+    run or was undone, and `not_copied_why` says why; `excluded` the source files left out by
+    `exclude`; `reason` says why it is not verified when that is not a list of files. With
+    delete_source, `freed` says whether the mover ran, and `source_deleted` / `source_kept` what it
+    did (each deleted file's copy was proven identical by content first). `found_at_end` counts the
+    files the final look at the source found new, changed or gone with no event having said so (0
+    where the copy was live throughout).
+    """
+
+    verified: bool
+    reason: str | None
+    not_copied: list[Path]
+    not_copied_why: NotCopiedWhy
     marker_published: bool
     freed: bool
     source_deleted: list[Path]
     source_kept: list[tuple[Path, str]]
     folders_removed: int
-    excluded: list[Path]
-    excluded_chunks: int
     found_at_end: int
 
 @final
@@ -252,7 +274,7 @@ class BackOffState:
 
 @final
 class BackOff:
-    """The back-off as `Engine.status()["back_off"]` shows it: `state`, `reads` (reads in flight
+    """The back-off as `Engine.status().back_off` shows it: `state`, `reads` (reads in flight
     allowed now; below one, the share of one worker's time), `nprocs` (the most reads in flight),
     `held_back_s` (seconds the copy was held back while it had something to copy, since the start),
     `rate` (bytes per second the copy moved over about the last second) and `signal` (what the

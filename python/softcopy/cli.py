@@ -4,11 +4,10 @@ to an exit code: 0 verified, 1 incomplete, 2 bad input, 130/143 stopped by SIGIN
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -25,9 +24,13 @@ from softcopy.config import (
     make_target,
     parse_rate,
 )
-from softcopy.display import Display, JsonLogHandler, emit_json, print_report
-from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
+from softcopy.display import JsonLogHandler, emit_json, print_report
+from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_USAGE
 from softcopy.run import Copier, Report, write_report
+from softcopy.session import Shows, run_session
+
+if TYPE_CHECKING:
+    from softcopy.notify import Webhook
 
 log = logging.getLogger("softcopy")
 
@@ -59,7 +62,7 @@ def refuse_another_acquisition(t: Target) -> None:
         return
     try:
         owner, why = destination_owner(t.source, t.destination, t.marker)
-    except SoftcopyError as e:
+    except (OSError, SoftcopyError) as e:
         raise ConfigError(f"cannot tell whose copy the destination holds: {e}") from None
     if owner in (Owner.Another, Owner.SameNumber):
         raise ConfigError(why)
@@ -88,24 +91,26 @@ def run_copier(
     """Runs the copy with a progress display; returns the exit code."""
     started = datetime.now(UTC)
     copier = Copier(targets, log_events=verbose, max_total_rate=max_total_rate)
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    report: Report | None = None
-    code = EXIT_OK
-    try:
-        copier.start()
-        with Display(console, copier.status, log_every, live, json_lines) as display:
-            while report is None:
-                report = copier.wait(0.25)
-                display.step()
-    except KeyboardInterrupt as e:
-        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+    reports: list[Report] = []
+
+    def step() -> bool:
+        return keep(copier.wait(0.25))
+
+    def keep(report: Report | None) -> bool:
+        if report is not None:
+            reports.append(report)
+        return report is not None
+
+    def stop(_code: int) -> None:
         copier.stop()
-        report = copier.wait(30)
+        keep(copier.wait(30))
         console.print(
             "softcopy: stopped; files already copied are kept, run the same command again to resume", soft_wrap=True
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+    shows = Shows(console, log_every, live, json_lines)
+    code = run_session(shows, copier.status, copier.start, step, stop) or EXIT_OK
+    report = reports[-1] if reports else None
     if report is not None:
         print_report(console, report)
         if code == EXIT_OK:
@@ -126,6 +131,47 @@ OPTION_HELP = {
     "sleep_time": "Seconds each worker pauses after each file it copied (eases the load on the source disk).",
     "wait_for_source": "Wait for a missing source to appear; 'false' makes a missing source an error.",
 }
+
+
+def named_targets(paths: tuple[Path, ...], given: dict[str, Any]) -> list[Target]:
+    """The targets the command line names (a targets file, or SRC and DST), each checked as far
+    as it can be before a copy; ConfigError (or click's UsageError) for bad input."""
+    if len(paths) == 1:
+        targets = load_targets(paths[0], given)
+    elif len(paths) == 2:
+        targets = [make_target(paths[0].expanduser().resolve(), paths[1].expanduser().resolve(), given)]
+    else:
+        raise click.UsageError("give a TARGETS_FILE, or SRC and DST")
+    for t in targets:
+        check_target(t)
+    return targets
+
+
+def check_target(t: Target) -> None:
+    """ConfigError for a target no copy could start; a destination that cannot be looked at now is
+    not bad input (a share that is down now is waited for: docs/design.md, "Unavailable is not
+    elsewhere")."""
+    if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
+        raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
+    try:
+        check_destination_made(t)
+        refuse_another_acquisition(t)
+    except OSError as e:
+        log.warning("%s cannot be looked at now (%s): it is waited for", t.destination, e.strerror or e)
+
+
+def service_hooks(notify_url: str | None, metrics_addr: str | None) -> tuple[Webhook | None, tuple[str, int] | None]:
+    """The service's webhook and metrics address, checked (a bad one is one line, exit 2)."""
+    from softcopy.metrics import parse_address
+    from softcopy.notify import Webhook, check_url
+
+    try:
+        metrics = None if metrics_addr is None else parse_address(metrics_addr)
+        if notify_url is not None:
+            check_url(notify_url)
+    except ValueError as e:
+        fail(str(e))
+    return (None if notify_url is None else Webhook(notify_url)), metrics
 
 
 @click.command(
@@ -310,22 +356,7 @@ def main(
 
         sys.exit(run_demo(console, given))
     try:
-        if len(paths) == 1:
-            targets = load_targets(paths[0], given)
-        elif len(paths) == 2:
-            targets = [make_target(paths[0].expanduser().resolve(), paths[1].expanduser().resolve(), given)]
-        else:
-            raise click.UsageError("give a TARGETS_FILE, or SRC and DST")
-        for t in targets:
-            if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
-                raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
-            try:
-                check_destination_made(t)
-                refuse_another_acquisition(t)
-            except OSError as e:
-                # Not bad input: a share that is down now is waited for (docs/design.md,
-                # "Unavailable is not elsewhere").
-                log.warning("%s cannot be looked at now (%s): it is waited for", t.destination, e.strerror or e)
+        targets = named_targets(paths, given)
         total = None if max_total_rate is None else parse_rate(max_total_rate)
         check_report_folder(report_path)
     except ConfigError as e:
@@ -339,17 +370,9 @@ def main(
     if patterns:
         if len(patterns) < len(targets):
             fail("a targets file with a source pattern may hold only pattern targets")
-        from softcopy.metrics import parse_address
-        from softcopy.notify import Webhook, check_url
         from softcopy.service import run_service
 
-        try:
-            metrics = None if metrics_addr is None else parse_address(metrics_addr)
-            if notify_url is not None:
-                check_url(notify_url)
-        except ValueError as e:
-            fail(str(e))
-
+        webhook, metrics = service_hooks(notify_url, metrics_addr)
         sys.exit(
             run_service(
                 patterns,
@@ -360,7 +383,7 @@ def main(
                 live=live,
                 report_path=None if report_path is None else str(report_path),
                 json_lines=json_lines,
-                webhook=None if notify_url is None else Webhook(notify_url),
+                webhook=webhook,
                 notify_after=notify_after,
                 metrics=metrics,
             )

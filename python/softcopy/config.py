@@ -16,11 +16,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from softcopy._softcopy import Exclude
+from softcopy._softcopy import Exclude, RateBudget
 
 log = logging.getLogger("softcopy")
 
@@ -68,8 +68,10 @@ class Target:
     """Seconds a copied file stays quiet before it leaves memory for its folder's record (None: never;
     not a command-line option: tests shorten it, docs/design.md "Memory")."""
     quiet_time: float = 60.0
-    """Seconds the end waits for files still open for writing (not a command-line option: tests
-    shorten it, docs/design.md "The end of a run")."""
+    """Seconds the end waits for files still open for writing; and, where no lease can tell whether
+    a writer has a file open (not its owner and no CAP_LEASE, no lease support), seconds a file
+    found without a close event must go unwritten before it is taken as closed (not a
+    command-line option: tests shorten it, docs/design.md "The end of a run")."""
 
     @property
     def manifest(self) -> Path | None:
@@ -81,6 +83,23 @@ class Target:
         if not isinstance(self.exclude, str) and isinstance(self.exclude, Sequence):
             object.__setattr__(self, "exclude", tuple(self.exclude))
         check_options(self, where="")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What one engine (`softcopy._softcopy.Engine`) is started with: its target, and what the run
+    around it adds. The engine reads it attribute by attribute."""
+
+    target: Target
+    log_events: bool = False
+    """Report every filesystem event as a debug message (`--verbose`)."""
+    max_total_rate: RateBudget | None = None
+    """A budget this target shares with every engine given the same one (`--max-total-rate`)."""
+    low_priority: bool = True
+    """Idle IO priority and nice 19 in every worker thread."""
+    copy_method: Literal["auto", "sendfile", "readwrite"] = "auto"
+    """"auto" (copy_file_range, then sendfile, then read/write), or force "sendfile" or
+    "readwrite" (tests exercise every fallback)."""
 
 
 #: Options a targets entry (or the command line) may set, with their types.

@@ -21,13 +21,12 @@ from softcopy._softcopy import (
     BackOff,
     BackOffState,
     Engine,
-    Exclude,
     NotCopiedWhy,
     RateBudget,
     SoftcopyError,
     __version__,
 )
-from softcopy.config import Target, check_targets, make_target
+from softcopy.config import EngineConfig, Target, check_targets, make_target
 
 log = logging.getLogger("softcopy")
 
@@ -263,7 +262,35 @@ def write_report(path: Path, report: Report, exit_code: int, started: datetime) 
 def _progress(engine: Engine, target: Target) -> Progress:
     s = engine.status()
     return Progress(
-        source=target.source, destination=target.destination, **{**s, "back_off": Yielding.of(s["back_off"])}
+        source=target.source,
+        destination=target.destination,
+        phase=s.phase,
+        files_copied=s.files_copied,
+        bytes_copied=s.bytes_copied,
+        files_deleted=s.files_deleted,
+        files_unchanged=s.files_unchanged,
+        redundant=s.redundant,
+        files_distinct=s.files_distinct,
+        max_copies=s.max_copies,
+        errors=s.errors,
+        failed=s.failed,
+        backlog=s.backlog,
+        in_flight=s.in_flight,
+        writing=s.writing,
+        oldest_wait=s.oldest_wait,
+        known=s.known,
+        settled=s.settled,
+        bytes_known=s.bytes_known,
+        bytes_left=s.bytes_left,
+        elapsed=s.elapsed,
+        finishing=s.finishing,
+        last_error=s.last_error,
+        fatal=s.fatal,
+        destination_trouble=s.destination_trouble,
+        gave_up=s.gave_up,
+        paused=s.paused,
+        wants_expected=s.wants_expected,
+        back_off=Yielding.of(s.back_off),
     )
 
 
@@ -324,29 +351,8 @@ class Copier:
                 ", checksum" if t.checksum else "",
                 ", delete source" if t.delete_source else "",
             )
-            self._engines.append(
-                Engine(
-                    t.source,
-                    t.destination,
-                    nprocs=t.nprocs,
-                    sleep_time=t.sleep_time,
-                    wait_for_source=t.wait_for_source,
-                    marker=t.marker,
-                    settle_time=t.settle_time,
-                    give_up_after=t.give_up_after,
-                    max_rate=t.max_rate,
-                    back_off=t.back_off,
-                    max_total_rate=self._budget,
-                    exclude=Exclude(list(t.exclude)) if t.exclude else None,
-                    checksum=t.checksum,
-                    manifest=t.manifest,
-                    delete_source=t.delete_source,
-                    once=t.once,
-                    log_events=self._log_events,
-                    evict_after=t.evict_after,
-                    quiet_time=t.quiet_time,
-                )
-            )
+            config = EngineConfig(t, log_events=self._log_events, max_total_rate=self._budget)
+            self._engines.append(Engine(config))
 
     def status(self) -> list[Progress]:
         """One snapshot per target."""
@@ -371,7 +377,7 @@ class Copier:
         for i, (engine, target) in enumerate(zip(self._engines, self.targets, strict=True)):
             for level, text in engine.messages():
                 log.log(_LEVELS[level], "%s: %s", target.source.name, text)
-            if i not in self._found and engine.status()["wants_expected"]:
+            if i not in self._found and engine.status().wants_expected:
                 self._found[i] = self._hand_expected(engine)
             if i not in self._reports and engine.wait(0):
                 self._reports[i] = self._conclude(engine, target, *self._found.get(i, (0, [])))
@@ -415,7 +421,7 @@ class Copier:
         if not arrays and not unreadable:
             notes.append("no Zarr arrays found: every file was checked, but no expected-chunk check was possible")
         # Unreadable metadata makes the run unverifiable (the engine's verdict names it).
-        engine.expect([a.as_native() for a in arrays], [(Path(u.path), u.why) for u in unreadable])
+        engine.expect(arrays, unreadable)
         return len(arrays), notes
 
     def _conclude(self, engine: Engine, target: Target, arrays: int, notes: list[str]) -> TargetReport:
@@ -424,17 +430,17 @@ class Copier:
         r = TargetReport(
             source=engine.source,
             destination=engine.destination,
-            phase=s["phase"],
-            files_copied=s["files_copied"],
-            bytes_copied=s["bytes_copied"],
-            files_deleted=s["files_deleted"],
-            redundant=s["redundant"],
-            max_copies=s["max_copies"],
-            files_distinct=s["files_distinct"],
-            errors=s["errors"],
-            duration=s["elapsed"],
-            fatal=s["fatal"],
-            back_off=Yielding.of(s["back_off"]),
+            phase=s.phase,
+            files_copied=s.files_copied,
+            bytes_copied=s.bytes_copied,
+            files_deleted=s.files_deleted,
+            redundant=s.redundant,
+            max_copies=s.max_copies,
+            files_distinct=s.files_distinct,
+            errors=s.errors,
+            duration=s.elapsed,
+            fatal=s.fatal,
+            back_off=Yielding.of(s.back_off),
         )
         for level, text in engine.messages():
             log.log(_LEVELS[level], "%s: %s", target.source.name, text)

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 from collections import deque
@@ -42,11 +41,12 @@ from softcopy._softcopy import (
     verify_trees,
 )
 from softcopy.config import Target, matches
-from softcopy.display import Display, emit_json, print_report
-from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, Terminated, on_sigterm
+from softcopy.display import emit_json, print_report
+from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 from softcopy.metrics import Row
 from softcopy.notify import ServiceManager, Webhook
 from softcopy.run import Copier, Progress, Report, TargetReport, write_report
+from softcopy.session import Shows, run_session
 from softcopy.status import Shown, still
 from softcopy.verify import differences, freeing_left
 from softcopy.watching import (
@@ -199,8 +199,8 @@ def same_files(target: Target) -> bool:
     arrays, unreadable = zarr.discover(target.source)
     if unreadable:
         return False
-    v = verify_trees(target.source, target.destination, [a.as_native() for a in arrays], marker=target.marker)
-    return not differences(v) and not v["extra"]
+    v = verify_trees(target.source, target.destination, arrays, marker=target.marker)
+    return not differences(v, v.missing, v.extra) and not v.extra
 
 
 class Service:
@@ -300,7 +300,7 @@ class Service:
         def look() -> None:
             try:
                 found = unfinished_copies(pattern.destination, parent, pattern.marker)
-            except SoftcopyError as e:
+            except (OSError, SoftcopyError) as e:
                 log.warning("cannot look for unfinished copies in %s: %s", pattern.destination, e)
                 self._left.put((pattern, None))
                 return
@@ -469,7 +469,7 @@ class Service:
             target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / candidate)
             try:
                 whose, _ = destination_owner(folder, target.destination, target.marker)
-            except SoftcopyError:
+            except (OSError, SoftcopyError):
                 # Cannot be told (a file where the folder would go, an unreadable record): its
                 # copy starts and fails there, with a report saying why, and nothing written.
                 return target, None
@@ -716,7 +716,7 @@ def _note(copy: Path, why: str) -> None:
         pass  # said below, by the note's own failure
     try:
         note_let_go(copy, readable)
-    except SoftcopyError as e:
+    except (OSError, SoftcopyError) as e:
         log.warning("cannot note at %s that it was let go (it is named again at the next start): %s", copy, e)
 
 
@@ -817,12 +817,11 @@ def run_service(
         patterns, log_events=log_events, max_total_rate=max_total_rate, ended=ended, tell_after=notify_after
     )
     manager = ServiceManager()
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    code = EXIT_SIGINT
-    stopping: float | None = None
-    try:
+    stopping: list[float] = []
+
+    def start() -> None:
+        # Before any copy starts: a port in use is bad input, said before anything is done.
         try:
-            # Before any copy starts: a port in use is bad input, said before anything is done.
             if metrics is not None:
                 from softcopy.metrics import serve
 
@@ -830,30 +829,38 @@ def run_service(
                 log.info("metrics at http://%s:%d/metrics", *metrics)
             service.start()
         except (OSError, SoftcopyError) as e:
-            console.print(f"softcopy: {e}", soft_wrap=True)
-            service.stop()
-            return EXIT_USAGE
+            raise CannotStart(str(e)) from None
         manager.ready()
-        with Display(console, service.status, log_every, live, json_lines) as display:
-            while True:
-                service.step(0.25)
-                manager.alive()
-                _needs_a_person(service, webhook, notify_after)
-                display.step()
-    except KeyboardInterrupt as e:
-        stopping = time.monotonic()
-        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+
+    def step() -> bool:
+        service.step(0.25)
+        manager.alive()
+        _needs_a_person(service, webhook, notify_after)
+        return False  # a service never ends by itself
+
+    def stop(code: int) -> None:
+        stopping.append(time.monotonic())
         stop_code[0] = code
         manager.stopping()
         service.stop()
         console.print("softcopy: stopped; acquisitions in flight resume on the next start", soft_wrap=True)
+
+    try:
+        code = run_session(Shows(console, log_every, live, json_lines), service.status, start, step, stop)
+    except CannotStart as e:
+        console.print(f"softcopy: {e}", soft_wrap=True)
+        service.stop()
+        return EXIT_USAGE
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if webhook is not None:
             # A stop keeps its 2 s promise (docs/design.md, "Stopping"): the webhook gets what is left.
-            since = 0.0 if stopping is None else time.monotonic() - stopping
+            since = time.monotonic() - stopping[0] if stopping else 0.0
             webhook.close(max(0.0, WEBHOOK_AT_STOP - since))
-    return code
+    return EXIT_SIGINT if code is None else code
+
+
+class CannotStart(Exception):
+    """The service could not start (its metrics port taken, its state unreadable): bad input."""
 
 
 def report_file(template: str, name: str, report: TargetReport) -> Path:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
 from softcopy import zarr
-from softcopy._softcopy import SoftcopyError, verify_manifest, verify_trees
+from softcopy._softcopy import Report, SoftcopyError, verify_manifest, verify_trees
 from softcopy.exits import EXIT_DIFFERENT
 
 FREEING = ".softcopy-freeing"
@@ -27,16 +27,17 @@ def freeing_left(folder: Path) -> bool:
     return (folder / FREEING).is_dir()
 
 
-def differences(v: dict[str, Any]) -> list[str]:
-    """One line per difference, in a fixed order, each naming the path."""
-    lines = [f"missing: {os.fspath(p)}" for p in v["missing"]]
-    lines += [f"size: {os.fspath(p)} (source {a} bytes, destination {b} bytes)" for p, a, b in v["size_mismatch"]]
-    lines += [f"mtime: {os.fspath(p)} (another modification time)" for p in v.get("mtime_mismatch", [])]
-    lines += [f"content: {os.fspath(p)}" for p in v["content_mismatch"]]
-    lines += [f"shard: {os.fspath(p)} ({why})" for p, why in v["bad_shards"]]
-    lines += [f"partial: {os.fspath(p)}" for p in v["partials"]]
-    lines += [f"stale: {os.fspath(p)} (a chunk the source no longer has)" for p in v["stale_chunks"]]
-    lines += [f"extra: {os.fspath(p)}" for p in v["extra"]]
+def differences(r: Report, missing: Sequence[Path], extra: Sequence[Path]) -> list[str]:
+    """One line per difference, in a fixed order, each naming the path: `r`'s, with `missing` and
+    `extra` standing for its own (the caller adds the marker, which verification leaves out)."""
+    lines = [f"missing: {os.fspath(p)}" for p in missing]
+    lines += [f"size: {os.fspath(p)} (source {a} bytes, destination {b} bytes)" for p, a, b in r.size_mismatch]
+    lines += [f"mtime: {os.fspath(p)} (another modification time)" for p in r.mtime_mismatch]
+    lines += [f"content: {os.fspath(p)}" for p in r.content_mismatch]
+    lines += [f"shard: {os.fspath(p)} ({why})" for p, why in r.bad_shards]
+    lines += [f"partial: {os.fspath(p)}" for p in r.partials]
+    lines += [f"stale: {os.fspath(p)} (a chunk the source no longer has)" for p in r.stale_chunks]
+    lines += [f"extra: {os.fspath(p)}" for p in extra]
     return lines
 
 
@@ -63,11 +64,7 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
             v = verify_manifest(manifest, paths[0])
         except (SoftcopyError, OSError) as e:  # a manifest that cannot be read or parsed: bad input
             raise click.UsageError(f"--manifest {manifest}: {e}") from None
-        v.setdefault("stale_chunks", [])
-        v.setdefault("bad_shards", [])
-        v.setdefault("partials", [])
-        v["extra"] = [p for p in v["extra"] if Path(p).name != marker]
-        _finish(differences(v), v["files"], "hashes")
+        _finish(differences(v, v.missing, [p for p in v.extra if p.name != marker]), v.files, "hashes")
         return
     if len(paths) != 2:
         raise click.UsageError("give SRC and DST, or --manifest FILE and DST")
@@ -76,16 +73,17 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
     _check_dir(destination)
     arrays, notes = zarr.discover(source)
     try:
-        v = verify_trees(source, destination, [a.as_native() for a in arrays], content=checksum, marker=marker)
-    except SoftcopyError as e:
+        v = verify_trees(source, destination, arrays, content=checksum, marker=marker)
+    except (OSError, SoftcopyError) as e:
         raise click.ClickException(str(e)) from None
+    missing, extra = v.missing, v.extra
     if (source / marker).is_file() != (destination / marker).is_file():
-        v["missing" if (source / marker).is_file() else "extra"].append(Path(marker))
+        (missing if (source / marker).is_file() else extra).append(Path(marker))
     # An array whose metadata cannot be read cannot be accounted for: a difference, not a note.
     lines = [f"unreadable metadata: {u} (its array's chunks cannot be accounted for)" for u in notes]
     if freeing_left(source):
         lines.append(f"set aside: {source / FREEING} (left by a freeing stopped mid-way; a run finishes it)")
-    _finish(lines + differences(v), v["files"], "contents and sizes" if checksum else "sizes")
+    _finish(lines + differences(v, missing, extra), v.files, "contents and sizes" if checksum else "sizes")
 
 
 def _check_dir(path: Path) -> None:

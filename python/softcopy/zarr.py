@@ -57,12 +57,6 @@ class ArraySpec:
         body = self.separator.join(str(i) for i in index)
         return f"{self.prefix}{self.separator}{body}" if self.prefix else body
 
-    def as_native(self) -> tuple[str, list[int], list[int], str | None, str, tuple[int, bool, bool] | None]:
-        """The tuple the engine's expect() takes."""
-        s = self.shard
-        shard = None if s is None else (s.chunks_per_shard, s.index_at_end, s.crc32c)
-        return (self.path, list(self.shape), list(self.grid), self.prefix, self.separator, shard)
-
 
 @dataclass(frozen=True)
 class Unreadable:

@@ -41,7 +41,7 @@ impl Arrivals {
         let (tx, rx) = unbounded();
         let names = EventKindMask::CREATE | EventKindMask::MODIFY_NAME;
         let config = notify::Config::default().with_follow_symlinks(false).with_event_kinds(names);
-        let why = |e: notify::Error| Error::Config(format!("cannot watch {}: {e}", folder.display()));
+        let why = |e: notify::Error| Error::Watch { path: folder.to_path_buf(), message: e.to_string() };
         let mut watcher = RecommendedWatcher::new(tx, config).map_err(why)?;
         watcher.watch(folder, RecursiveMode::NonRecursive).map_err(why)?;
         Ok(Arrivals { folder: folder.to_path_buf(), _watcher: watcher, rx, dead: AtomicBool::new(false) })
