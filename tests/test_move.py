@@ -1,5 +1,5 @@
 """`--delete-source`: the source is freed file by file, only where the copy is proven, and a crash
-in the middle never costs data (tests from issue 6: a chunk rewritten after its copy, a crash while
+in the middle never costs data (docs/design.md, "The end of a run", Freeing: a chunk rewritten after its copy, a crash while
 deleting, a full destination, one file failing verification)."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def damage(path: Path, offset: int) -> None:
 
 
 def test_copy_that_fails_verification_keeps_its_source(tmp_path: Path) -> None:
-    # Issue 11, item 2: the mover ran even when verification failed. A shard whose index breaks at
+    # Once found: the mover ran even when verification failed. A shard whose index breaks at
     # the destination (same size and mtime) between the drain and the verification: not verified,
     # nothing freed.
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
@@ -86,7 +86,7 @@ def test_copy_that_fails_verification_keeps_its_source(tmp_path: Path) -> None:
 
 
 def test_a_copy_damaged_with_size_and_mtime_unchanged_keeps_its_source(tmp_path: Path) -> None:
-    # Issue 11, item 2: bit rot at the destination, size and mtime as the source's. Trusted on size
+    # Once found: bit rot at the destination, size and mtime as the source's. Trusted on size
     # alone, its source was deleted and the run exited 0. Here the damage comes after the copy was
     # checked, before the end: the proof by content finds it, and nothing is freed.
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
@@ -100,7 +100,7 @@ def test_a_copy_damaged_with_size_and_mtime_unchanged_keeps_its_source(tmp_path:
 
 
 def test_a_damaged_copy_left_by_an_earlier_run_is_copied_again(tmp_path: Path) -> None:
-    # Issue 12, item 4: a copy made moments after its source's last change cannot be proven by size
+    # Once found: a copy made moments after its source's last change cannot be proven by size
     # and mtime on resume: the contents are compared, and the damaged copy is replaced before the
     # source is freed.
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
@@ -115,7 +115,7 @@ def test_a_damaged_copy_left_by_an_earlier_run_is_copied_again(tmp_path: Path) -
 
 
 def test_a_stop_before_the_end_steps_frees_and_publishes_nothing(tmp_path: Path) -> None:
-    # Issue 11, item 2: a Ctrl-C during a long verification re-ran the end steps and deleted.
+    # Once found: a Ctrl-C during a long verification re-ran the end steps and deleted.
     # Here the stop comes while the engine waits to verify: nothing after it is done (the stop
     # checks inside proving and freeing are covered by mover::tests).
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"

@@ -1,4 +1,4 @@
-"""The end of a run proves its own copies without walking the destination (issue 13), and falls
+"""The end of a run proves its own copies without walking the destination (docs/design.md, "The end of a run"), and falls
 back to the full two-sided walk whenever what it knows might not be all that is there."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The service form (issue 15): a source pattern copies every acquisition that matches, as it comes,
+"""The service form (docs/design.md, "Service"): a source pattern copies every acquisition that matches, as it comes,
 until stopped; webhooks and the service manager hear about it. Real writers, a real HTTP receiver
 on loopback, a real datagram socket for `$NOTIFY_SOCKET`."""
 

@@ -1,4 +1,4 @@
-"""Settled files leave memory (issue 13; docs/design.md, "Memory"): a copied file that stays quiet
+"""Settled files leave memory (docs/design.md, "Memory"): a copied file that stays quiet
 moves from the tracker's map into its folder's record, and the end proves a folder's settled files
 only if they are exactly what its record kept. Each test first waits until the files *are* settled
 (the engine's `settled` count), so it fails if eviction never happens as well as if it is unsafe."""

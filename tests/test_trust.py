@@ -1,4 +1,4 @@
-"""Trust (issue 11): nothing deleted without positive evidence, nothing published that is still
+"""Trust (docs/design.md, "Invariants"): nothing deleted without positive evidence, nothing published that is still
 being written, and a coordinator that sleeps. Each test failed on cdb4fcd, the commit the issue
 was filed against."""
 

@@ -1,4 +1,4 @@
-"""Trust, part two (issue 12): the same folder, the same version, the same acquisition, decided on
+"""Trust, part two (docs/design.md, "A version is decided on evidence"): the same folder, the same version, the same acquisition, decided on
 evidence. Each test failed on cdb4fcd, the commit the issue was filed against."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_an_existing_symlinked_folder_in_the_destination_is_not_written_through(
 def test_a_retake_is_never_written_over_the_earlier_acquisitions_copy(tmp_path: Path) -> None:
     # Item 5: after a finished copy the source is deleted and acquired again; while the second run
     # copied (and after it was stopped) the destination showed the new `a`, the old `b` and the old
-    # `complete`: a marker over mixed data. Now (issue 23) the destination is the earlier
+    # `complete`: a marker over mixed data. Now (docs/design.md, "One destination, one acquisition") the destination is the earlier
     # acquisition's: the re-take is refused there, and the earlier copy stands with its marker.
     src, dst = tmp_path / "acq", tmp_path / "dst"
     src.mkdir()
@@ -107,7 +107,7 @@ def test_a_run_stopped_before_it_changed_anything_leaves_no_marker(tmp_path: Pat
 def test_a_retake_after_delete_source_is_refused_and_the_freed_copy_kept(tmp_path: Path) -> None:
     # Item 6: the `.softcopy-moved` journal was matched by path and kept forever: a re-acquisition
     # into the same paths with fewer chunks ended verified with the old chunks still there. Then
-    # (issue 23) it was pruned instead: the only copies of the freed acquisition. A destination
+    # (before the journal's checks) it was pruned instead: the only copies of the freed acquisition. A destination
     # belongs to one acquisition: a new one written into the emptied folder is refused there.
     src, dst = tmp_path / "acq" / "data.zarr", tmp_path / "cluster" / "data.zarr"
     dst.parent.mkdir(exist_ok=True)

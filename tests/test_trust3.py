@@ -1,4 +1,4 @@
-"""Trust, part two (issue 12): the items the audit read but had not reproduced. Each test failed on
+"""Trust, part two (docs/design.md, "Invariants"): the items the audit read but had not reproduced. Each test failed on
 3ad56b2, the commit before they were fixed."""
 
 from __future__ import annotations

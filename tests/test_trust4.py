@@ -1,4 +1,4 @@
-"""Trust, part four (issue 23): a crash while freeing, a disk swapped under the source, a log still
+"""Trust, part four (docs/design.md, "Crash points", "One destination, one acquisition"): a crash while freeing, a disk swapped under the source, a log still
 open when it is freed, a destination with no parent, one source freed by two targets, a listing of
 the destination that failed once. Each test failed on a738bee, the commit the issue was filed
 against."""

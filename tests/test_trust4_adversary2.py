@@ -1,4 +1,4 @@
-"""Trust, part four, read as an adversary (issue 23's standard): the removal of a copy of another
+"""Trust, part four, read as an adversary (the standard of docs/design.md, "Invariants"): the removal of a copy of another
 kind in the way of a name (`in_the_way.rs`), the look after events lost at the end
 (`finish::still_as_verified`) and the origin record's let-go look. Each finding is reproduced
 through the CLI, red before its fix."""

@@ -1,4 +1,4 @@
-"""Trust, part four (issue 23): a name that changes kind at the source. A writer deletes chunk file
+"""Trust, part four (docs/design.md, "Invariants", 8): a name that changes kind at the source. A writer deletes chunk file
 `c/0` and makes a folder of that name (an array written again with a deeper chunk key encoding), or
 the other way round: the copy of the old kind stood in the way of the new one at every run after,
 which ended Incomplete until a person deleted it. The copy in the way is a copy of a file the source

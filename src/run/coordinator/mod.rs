@@ -410,7 +410,7 @@ impl Run<'_> {
     /// The copy loop: until the acquisition is over and drained, or a stop.
     fn copy_loop(
         &mut self,
-        pool: &Pool,
+        pool: &impl Workers,
         watcher: &mut Watcher,
         ev_rx: &Receiver<notify::Result<notify::Event>>,
         done_rx: &Receiver<Done>,
@@ -498,7 +498,7 @@ impl Run<'_> {
 
     /// Hands due files to the free workers: none while the root is away or the destination's
     /// name leads elsewhere, one probe at a time while the destination cannot take files.
-    fn dispatch(&mut self, pool: &Pool, now: Instant) {
+    fn dispatch(&mut self, pool: &impl Workers, now: Instant) {
         // Timers fire whatever the budget, so the loop's deadline is never already past.
         self.tracker.tick(now);
         let in_flight = self.tracker.in_flight();
@@ -544,6 +544,18 @@ impl Run<'_> {
             Swept::Complete | Swept::Incomplete => Next::Again,
             Swept::RootGone(why) => Next::End(LoopEnd::RootGone(why)),
         }
+    }
+}
+
+/// Where due jobs go: the worker pool, or a test's channel (the loop's seam: its events, outcomes
+/// and jobs all pass through channels and this).
+pub(crate) trait Workers {
+    fn submit(&self, job: crate::vocab::Job);
+}
+
+impl Workers for Pool {
+    fn submit(&self, job: crate::vocab::Job) {
+        Pool::submit(self, job);
     }
 }
 
@@ -992,3 +1004,8 @@ fn wait_for_source(cfg: &Config, sh: &Shared) -> Result<Option<PathBuf>> {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+// The loop driven by synthetic outcomes over a real (temporary) source and destination: the
+// orderings of workers' answers that real copies make hard to produce.
+#[cfg(all(test, target_os = "linux"))]
+mod tests;

@@ -1,0 +1,110 @@
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::*;
+use crate::vocab::Job;
+
+/// Jobs handed out, to the test instead of to workers.
+struct Handed(Sender<Job>);
+
+impl Workers for Handed {
+    fn submit(&self, job: Job) {
+        self.0.send(job).unwrap();
+    }
+}
+
+/// A source of three files, an empty destination, and a run with two workers that copies what
+/// is there and ends (`--once`).
+fn setup() -> (tempfile::TempDir, Config) {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    for name in ["a", "b", "c"] {
+        fs::write(src.join(name), name).unwrap();
+    }
+    let mut cfg = Config::new(&src, &dst);
+    cfg.nprocs = 2;
+    cfg.once = true;
+    cfg.back_off = false;
+    (t, cfg)
+}
+
+fn copied(src: &Path, rel: &Path, begun: Instant) -> Done {
+    let ident = crate::sys::path_identity(&src.join(rel)).unwrap();
+    Done { rel: rel.to_path_buf(), outcome: Outcome::Copied { ident, bytes: ident.size, hash: None }, begun }
+}
+
+fn next(jobs: &Receiver<Job>) -> PathBuf {
+    jobs.recv_timeout(Duration::from_secs(10)).expect("a job handed out").rel
+}
+
+/// Polls the status the loop publishes at every step, for at most 10 s.
+fn published(sh: &Shared, what: &str, cond: impl Fn(&Status) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond(&lock(&sh.status)) {
+        assert!(Instant::now() < deadline, "never published: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_copy_begun_before_the_destination_failed_does_not_end_its_trouble_only_a_probe_does() {
+    let (_t, cfg) = setup();
+    let sh = Shared::default();
+    let ControlFlow::Continue(opened) = open(&cfg, &sh).unwrap() else { panic!("the run opens") };
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let (mut watcher, _) = Watcher::new(&opened.src, ev_tx).unwrap();
+    let mut run = Run::new(&cfg, &sh, Instant::now(), &opened, Arc::default());
+    let now = Instant::now();
+    watcher.watch_tree(&opened.src, |rel| run.file_event(rel, Change::Found, now)).unwrap();
+    let (jobs_tx, jobs) = crossbeam_channel::unbounded();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (_warn_tx, warn_rx) = crossbeam_channel::unbounded::<String>();
+    let src = opened.src.clone();
+    let end = std::thread::scope(|scope| {
+        // The run is the coordinator thread's alone (not Send): the test's side runs beside it,
+        // and stops the run if an assertion fails, so a failure never hangs the loop.
+        let sh = &sh;
+        let driver = scope.spawn(move || {
+            let drive = || {
+                // Two workers, two copies in flight.
+                let before = Instant::now();
+                let (first, second) = (next(&jobs), next(&jobs));
+                // The first finds the destination full; the second, begun before that, lands in
+                // the room the first's partial left.
+                let full = Outcome::Unavailable("No space left on device (os error 28)".into());
+                done_tx.send(Done { rel: first.clone(), outcome: full, begun: before }).unwrap();
+                done_tx.send(copied(&src, &second, before)).unwrap();
+                published(sh, "the second copy", |s| s.files_copied == 1);
+                assert!(lock(&sh.status).destination_trouble.is_some(), "a copy begun before proves nothing");
+                // One probe at a time while the trouble lasts, never both workers.
+                let probe = next(&jobs);
+                assert!(jobs.recv_timeout(Duration::from_millis(300)).is_err(), "a second job beside the probe");
+                done_tx.send(copied(&src, &probe, Instant::now())).unwrap();
+                published(sh, "the trouble over", |s| s.destination_trouble.is_none());
+                let last = next(&jobs);
+                done_tx.send(copied(&src, &last, Instant::now())).unwrap();
+                let mut rels = vec![second, probe, last];
+                rels.sort();
+                assert_eq!(rels, [PathBuf::from("a"), PathBuf::from("b"), PathBuf::from("c")]);
+                assert!(rels.contains(&first), "the failed copy is tried again");
+            };
+            let driven = std::panic::catch_unwind(std::panic::AssertUnwindSafe(drive));
+            if driven.is_err() {
+                sh.stop.store(true, Ordering::Relaxed);
+            }
+            driven
+        });
+        let end = run.copy_loop(&Handed(jobs_tx), &mut watcher, &ev_rx, &done_rx, &warn_rx);
+        if let Err(panic) = driver.join().unwrap() {
+            std::panic::resume_unwind(panic);
+        }
+        end
+    });
+    assert!(matches!(end, LoopEnd::Drained), "then drained");
+    assert!(!sh.stop.load(Ordering::Relaxed));
+}
