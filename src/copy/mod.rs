@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::dest::partial::PartialFile;
-use crate::dest::{Dest, Folder};
+use crate::dest::{Dest, Folder, Kind};
 use crate::gentle::pace::Pace;
 use crate::gentle::rate::RateLimit;
 use crate::sys::{self, CopyMethod};
@@ -435,40 +435,34 @@ pub struct Leftovers {
 
 /// Removes partial files left by an earlier run that was killed (invariant 1), never one inside
 /// a folder that another run holds as its destination (invariant 10: its copies in flight).
-pub fn remove_partials(dst_root: &Path) -> Leftovers {
-    let mut found = Leftovers { complete: true, ..Leftovers::default() };
+pub fn remove_partials(dest: &Dest) -> Leftovers {
+    let mut found = Leftovers::default();
     let mut claimed_dirs = Vec::new();
     let mut partials = Vec::new();
-    for e in walkdir::WalkDir::new(dst_root) {
-        let e = match e {
-            Ok(e) => e,
-            Err(_) => {
-                found.complete = false;
-                found.others = true;
-                continue;
-            }
-        };
-        if e.file_type().is_dir() {
-            continue;
+    found.complete = dest.walk(&mut |rel, kind| {
+        if kind == Kind::Folder {
+            return;
         }
-        let rel = e.path().strip_prefix(dst_root).unwrap_or(e.path());
-        if e.depth() > 1 && e.file_name() == crate::dest::claim::LOCK {
+        let name = rel.file_name().unwrap_or_default();
+        if rel.components().count() > 1 && name == crate::dest::claim::LOCK {
             claimed_dirs.push(rel.parent().unwrap_or(Path::new("")).to_path_buf());
         }
-        if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+        if kind == Kind::File && name.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
             partials.push(rel.to_path_buf());
         } else if !crate::vocab::is_ignored(rel) {
             // Our own state at the root (this run's claim among it) is no earlier copy.
             found.others = true;
         }
-    }
+    });
+    // A folder that could not be listed is not evidence of an empty one.
+    found.others |= !found.complete;
     let held: Vec<&PathBuf> =
-        claimed_dirs.iter().filter(|d| crate::dest::claim::held_in(&dst_root.join(d)).is_some()).collect();
+        claimed_dirs.iter().filter(|d| crate::dest::claim::held_in(&dest.root().join(d)).is_some()).collect();
     for rel in partials {
         if held.iter().any(|d| rel.starts_with(d)) {
             continue;
         }
-        match fs::remove_file(dst_root.join(&rel)) {
+        match dest.remove_file(&rel) {
             Ok(()) => found.removed += 1,
             Err(_) => found.kept += 1,
         }

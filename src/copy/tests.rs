@@ -468,24 +468,33 @@ fn leftover_partials_are_removed_except_in_a_folder_another_run_holds() {
     part(&format!("a/{partial}"));
     // This run's own claim, held at the root: no other run's.
     let _ours = crate::dest::claim::Claim::take(p.dst.path(), Path::new("/source")).unwrap();
-    assert_eq!(remove_partials(p.dst.path()), Leftovers { removed: 2, kept: 0, others: false, complete: true });
+    assert_eq!(
+        remove_partials(&Dest::at(p.dst.path())),
+        Leftovers { removed: 2, kept: 0, others: false, complete: true }
+    );
     assert!(!p.d(&partial).exists() && !p.d(&format!("a/{partial}")).exists());
     // A link under a partial's name is no partial of ours.
     std::os::unix::fs::symlink("0", p.d(&format!("a/{partial}"))).unwrap();
     fs::write(p.d("a/0"), b"copy").unwrap();
-    assert_eq!(remove_partials(p.dst.path()), Leftovers { removed: 0, kept: 0, others: true, complete: true });
+    assert_eq!(
+        remove_partials(&Dest::at(p.dst.path())),
+        Leftovers { removed: 0, kept: 0, others: true, complete: true }
+    );
     assert!(fs::symlink_metadata(p.d(&format!("a/{partial}"))).is_ok());
     // Another run's copy in flight, in the folder it holds as its destination.
     let q = Pair::new();
     part(&format!("held/x/{partial}"));
     fs::rename(p.d("held"), q.d("held")).unwrap();
     let claim = crate::dest::claim::Claim::take(&q.d("held"), Path::new("/elsewhere")).unwrap();
-    assert_eq!(remove_partials(q.dst.path()).removed, 0);
+    assert_eq!(remove_partials(&Dest::at(q.dst.path())).removed, 0);
     assert!(q.d(&format!("held/x/{partial}")).exists());
     drop(claim);
-    assert_eq!(remove_partials(q.dst.path()).removed, 1, "a claim nobody holds protects nothing");
+    assert_eq!(remove_partials(&Dest::at(q.dst.path())).removed, 1, "a claim nobody holds protects nothing");
     // A folder that cannot be listed may hold anything.
-    assert_eq!(remove_partials(&q.d("missing")), Leftovers { removed: 0, kept: 0, others: true, complete: false });
+    assert_eq!(
+        remove_partials(&Dest::at(&q.d("missing"))),
+        Leftovers { removed: 0, kept: 0, others: true, complete: false }
+    );
 }
 
 /// A destination taken for one that folds case. Its names do not: a lookup of `notes` does not

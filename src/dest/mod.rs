@@ -487,6 +487,28 @@ impl Dest {
         self.store.look(folder, name)
     }
 
+    /// Every entry below the root, depth first, none through a link: `visit(rel, kind)` for
+    /// each. Returns whether every folder could be listed (one that could not is no evidence of
+    /// an empty one). Another run's claim is no reason not to look here: the caller decides.
+    pub fn walk(&self, visit: &mut dyn FnMut(&Path, Kind)) -> bool {
+        let mut complete = true;
+        let mut folders = vec![PathBuf::new()];
+        while let Some(dir) = folders.pop() {
+            let Ok(entries) = self.store.folder(&dir, false).and_then(|f| self.store.list(&f)) else {
+                complete = false;
+                continue;
+            };
+            for (name, kind) in entries {
+                let rel = dir.join(&name);
+                visit(&rel, kind);
+                if kind == Kind::Folder {
+                    folders.push(rel);
+                }
+            }
+        }
+        complete
+    }
+
     /// The names in `folder`, with what each is.
     pub fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
         self.store.list(folder)

@@ -802,7 +802,7 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
     dest.keep_freed(journal.freed_names());
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
-    let found = copy::remove_partials(&dst);
+    let found = copy::remove_partials(&dest);
     if found.removed > 0 {
         sh.say(Level::Info, format!("removed {} partial files left by an earlier run", found.removed));
     }
@@ -941,7 +941,7 @@ impl<'a> Run<'a> {
         // folder and file.
         let mut walked_whole = o.found.complete;
         if o.found.kept > 0 || dest.partials_left() {
-            let again = copy::remove_partials(&o.dst);
+            let again = copy::remove_partials(&o.dest);
             walked_whole &= again.complete && again.kept == 0;
             if again.removed > 0 {
                 sh.say(Level::Info, format!("removed {} partial files left by failed attempts", again.removed));
