@@ -26,6 +26,7 @@ use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use crate::source::root::FolderId;
+use crate::vocab::Identity;
 
 /// The journal's name at the destination root.
 pub const JOURNAL: &str = ".softcopy-moved";
@@ -299,14 +300,13 @@ impl Journal {
     /// copy of a file softcopy freed from the acquisition that is at `src_root` now; `array` is the
     /// folder of the Zarr array it is a chunk of, if it is one. Entries of the older format (path
     /// only) count, so that no copy whose source was freed is ever pruned on their account.
-    pub fn accounts_for(&self, src_root: &Path, rel: &Path, copy: &fs::Metadata, array: Option<&Path>) -> Vouch {
+    pub fn accounts_for(&self, src_root: &Path, rel: &Path, copy: &Identity, array: Option<&Path>) -> Vouch {
         let Some(freed) = self.freed.get(rel) else { return Vouch::Silent };
         if self.kept.contains(rel) {
             return Vouch::Silent;
         }
         let Some(f) = freed else { return Vouch::Freed };
-        let copy_ns = crate::vocab::identity(copy).mtime_ns;
-        if copy.len() != f.size || !crate::vocab::same_mtime_ns(f.mtime_ns, copy_ns) {
+        if copy.size != f.size || !crate::vocab::same_mtime_ns(f.mtime_ns, copy.mtime_ns) {
             // Not the version freed: a later copy stands under its name.
             return Vouch::Silent;
         }
@@ -417,6 +417,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::identity;
 
     #[cfg(unix)]
     #[test]
@@ -429,7 +430,8 @@ mod tests {
         let ns = identity_ns(&copy);
         let entry = format!("{HEADER}\nM 1 2 0 5 {ns} c0\n");
         fs::write(dst.path().join(JOURNAL), entry).unwrap();
-        let vouch = |src: &Path| Journal::read(dst.path()).unwrap().accounts_for(src, Path::new("c0"), &copy, None);
+        let vouch =
+            |src: &Path| Journal::read(dst.path()).unwrap().accounts_for(src, Path::new("c0"), &identity(&copy), None);
         assert_eq!(vouch(&base.path().join("gone")), Vouch::Freed);
         std::os::unix::fs::symlink("loop", base.path().join("loop")).unwrap();
         assert_eq!(vouch(&base.path().join("loop/acq")), Vouch::Conflict);
@@ -445,7 +447,7 @@ mod tests {
         // Freed in part: the metadata stayed (and was touched since): the entry still speaks.
         fs::write(src.path().join("zarr.json"), "{}").unwrap();
         fs::write(dst.path().join(JOURNAL), format!("{HEADER}\n{}", entry("c0"))).unwrap();
-        let vouch = |j: Journal| j.accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new("")));
+        let vouch = |j: Journal| j.accounts_for(src.path(), Path::new("c0"), &identity(&copy), Some(Path::new("")));
         assert_eq!(vouch(Journal::read(dst.path()).unwrap()), Vouch::Freed);
         // Freed whole, then metadata again: another acquisition; the old chunk is not vouched for.
         // The chunk's copy is kept and named, never pruned on the journal's account.
@@ -477,13 +479,13 @@ mod tests {
         fs::remove_file(src.path().join("c0")).unwrap();
         w.freeing(&[&meta]).unwrap();
         let j = Journal::read(dst.path()).unwrap();
-        assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new(""))), Vouch::Freed);
+        assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &identity(&copy), Some(Path::new(""))), Vouch::Freed);
         assert_eq!(j.retaken(src.path()), None);
         // Written again (a re-take): another version.
         fs::remove_file(src.path().join("zarr.json")).unwrap();
         fs::write(src.path().join("zarr.json"), "{ }").unwrap();
         let j = Journal::read(dst.path()).unwrap();
-        assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &copy, Some(Path::new(""))), Vouch::Conflict);
+        assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &identity(&copy), Some(Path::new(""))), Vouch::Conflict);
         assert_eq!(j.retaken(src.path()), Some(PathBuf::from("zarr.json")));
     }
 
@@ -526,7 +528,7 @@ mod tests {
         fs::remove_file(src.path().join(rel)).unwrap();
         let meta = fs::metadata(dst.path().join(rel)).unwrap();
         let j = Journal::read(dst.path()).unwrap();
-        assert_eq!(j.accounts_for(src.path(), Path::new(rel), &meta, None), Vouch::Freed);
+        assert_eq!(j.accounts_for(src.path(), Path::new(rel), &identity(&meta), None), Vouch::Freed);
     }
 
     #[test]
@@ -536,7 +538,7 @@ mod tests {
         fs::write(dst.path().join("x"), "1").unwrap();
         let j = Journal::read(dst.path()).unwrap();
         let meta = fs::metadata(dst.path().join("x")).unwrap();
-        assert_eq!(j.accounts_for(Path::new("/nonexistent"), Path::new("a/0"), &meta, None), Vouch::Freed);
+        assert_eq!(j.accounts_for(Path::new("/nonexistent"), Path::new("a/0"), &identity(&meta), None), Vouch::Freed);
     }
 
     #[test]
@@ -556,8 +558,16 @@ mod tests {
         fs::remove_file(src.path().join("b")).unwrap();
         let j = Journal::read(dst.path()).unwrap();
         let meta = fs::metadata(dst.path().join("b")).unwrap();
-        assert_eq!(j.accounts_for(src.path(), Path::new("b"), &meta, None), Vouch::Freed, "the new entry speaks");
-        assert_eq!(j.accounts_for(src.path(), Path::new("a/0"), &meta, None), Vouch::Freed, "the old one still does");
+        assert_eq!(
+            j.accounts_for(src.path(), Path::new("b"), &identity(&meta), None),
+            Vouch::Freed,
+            "the new entry speaks"
+        );
+        assert_eq!(
+            j.accounts_for(src.path(), Path::new("a/0"), &identity(&meta), None),
+            Vouch::Freed,
+            "the old one still does"
+        );
     }
 
     #[test]
@@ -598,8 +608,9 @@ mod tests {
         Writer::open(dst.path(), src.path()).unwrap().not_freed(&[PathBuf::from("c1")]).unwrap();
         let j = Journal::read(dst.path()).unwrap();
         assert_eq!(j.freed_names(), HashSet::from([PathBuf::from("c0")]));
-        let vouch =
-            |rel: &str| j.accounts_for(src.path(), Path::new(rel), &fs::metadata(dst.path().join(rel)).unwrap(), None);
+        let vouch = |rel: &str| {
+            j.accounts_for(src.path(), Path::new(rel), &identity(&fs::metadata(dst.path().join(rel)).unwrap()), None)
+        };
         assert_eq!((vouch("c0"), vouch("c1")), (Vouch::Freed, Vouch::Silent));
         // A later freeing of the same name speaks again.
         freed(src.path(), dst.path(), &["c1"]);
@@ -617,7 +628,7 @@ mod tests {
         fs::File::options().write(true).open(dst.path().join("c1")).unwrap().set_modified(earlier).unwrap();
         let j = Journal::read(dst.path()).unwrap();
         let vouch = |root: &Path, rel: &str| {
-            j.accounts_for(root, Path::new(rel), &fs::metadata(dst.path().join(rel)).unwrap(), None)
+            j.accounts_for(root, Path::new(rel), &identity(&fs::metadata(dst.path().join(rel)).unwrap()), None)
         };
         assert_eq!((vouch(src.path(), "c0"), vouch(src.path(), "c1")), (Vouch::Silent, Vouch::Silent));
         // Another folder at the source's name: the copy may be the only one of a freed file.
@@ -625,7 +636,9 @@ mod tests {
         freed(src2.path(), dst2.path(), &["c0"]);
         let meta = fs::metadata(dst2.path().join("c0")).unwrap();
         // A journal is read for one source root (what it finds there is kept).
-        let vouch = |root: &Path| Journal::read(dst2.path()).unwrap().accounts_for(root, Path::new("c0"), &meta, None);
+        let vouch = |root: &Path| {
+            Journal::read(dst2.path()).unwrap().accounts_for(root, Path::new("c0"), &identity(&meta), None)
+        };
         assert_eq!(vouch(src.path()), Vouch::Conflict);
         assert_eq!(vouch(src2.path()), Vouch::Freed);
         assert_eq!(vouch(&src2.path().join("gone")), Vouch::Freed, "a root gone was this one");

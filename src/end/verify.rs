@@ -432,7 +432,7 @@ impl Proof<'_> {
     fn judge_absent(&mut self, rel: &Path, entry: &walkdir::DirEntry) {
         let array = chunk_of(&slash_path(rel), &self.by_path).map(|(spec, _)| PathBuf::from(&spec.path));
         let vouch = match entry.metadata() {
-            Ok(m) => self.journal.accounts_for(self.src, rel, &m, array.as_deref()),
+            Ok(m) => self.journal.accounts_for(self.src, rel, &crate::vocab::identity(&m), array.as_deref()),
             // Not looked at: nothing is deleted on that account.
             Err(_) => Vouch::Conflict,
         };
