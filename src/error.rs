@@ -13,7 +13,15 @@ pub enum Error {
     /// The source exists but is not a directory.
     #[error("source {0} is not a directory")]
     SourceNotDir(PathBuf),
-    /// An I/O operation on one path failed.
+    /// An I/O operation on one path at the source failed: never the destination's trouble.
+    #[error("{op} {path}: {source}")]
+    SourceIo {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// An I/O operation on one path failed (at the destination, or a side not told apart).
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -39,6 +47,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Wraps an `io::Error` of the source with the operation and the path it concerned.
+    pub fn source_io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::SourceIo { op, path: path.into(), source }
+    }
+
     /// Wraps an `io::Error` with the operation and the path it concerned.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io { op, path: path.into(), source }

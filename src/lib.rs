@@ -47,7 +47,9 @@ impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         match e {
             Error::Config(why) => PyValueError::new_err(why),
-            Error::Io { path, source, .. } if source.raw_os_error().is_some() => {
+            Error::Io { path, source, .. } | Error::SourceIo { path, source, .. }
+                if source.raw_os_error().is_some() =>
+            {
                 os_error(source.raw_os_error().unwrap_or_default(), path)
             }
             Error::SourceMissing(path) => os_error(NOT_FOUND, path),

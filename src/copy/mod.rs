@@ -111,12 +111,10 @@ pub fn sync_file(src_root: &Path, dest: &Dest, job: &Job, opts: &CopyOptions, st
 /// share gone) rather than a problem with this one file. The first pauses the whole target until
 /// the destination is back; the second is retried for this file alone, then given up.
 fn destination_unavailable(e: &crate::Error, dst_root: &Path) -> bool {
-    let crate::Error::Io { op, source, .. } = e else {
+    // The source's errors are its own (`Error::SourceIo`), whatever their errno.
+    let crate::Error::Io { source, .. } = e else {
         return false;
     };
-    if matches!(*op, "open source" | "stat source" | "not copying symlink") {
-        return false;
-    }
     #[cfg(unix)]
     let device = matches!(
         source.raw_os_error(),
@@ -235,13 +233,13 @@ fn open_source_file(
         // A Windows writer holding the file without sharing it: busy, like a file open for
         // writing, and looked at again (no close event will say when it lets go).
         Err(e) if sys::is_sharing_violation(&e) => return Ok(Err(Outcome::Busy)),
-        Err(e) => return Err(Error::io("open source", src, e)),
+        Err(e) => return Err(Error::source_io("open source", src, e)),
     };
     if !beneath_checked && !opened_beneath(&file, src_root) {
         // Reached through a symlinked folder (notify watches through links): outside the source.
         return Ok(Err(Outcome::Skipped));
     }
-    let meta = file.metadata().map_err(|e| Error::io("stat source", src, e))?;
+    let meta = file.metadata().map_err(|e| Error::source_io("stat source", src, e))?;
     if !meta.is_file() {
         return Ok(Err(Outcome::Skipped));
     }
