@@ -422,7 +422,10 @@ impl From<Verdict> for PyClassInitializer<PyVerdict> {
     fn from(v: Verdict) -> Self {
         let freed = v.freed.is_some();
         let moved = v.freed.unwrap_or_default();
-        PyClassInitializer::from(PyReport::from(v.report)).add_subclass(PyVerdict {
+        // A verdict is ok only when verified: an end that refused to verify (or never ran the
+        // verification) may hold a report listing nothing wrong (docs/design.md, "The end of a run").
+        let report = PyReport { ok: v.verified, ..PyReport::from(v.report) };
+        PyClassInitializer::from(report).add_subclass(PyVerdict {
             verified: v.verified,
             reason: v.reason,
             not_copied: v.not_copied,

@@ -240,6 +240,8 @@ class Verdict(Report):
 
     `verified` is true only when every file arrived with its size and modification time, every
     shard is whole, nothing stale or partial is left, and the marker (if any) was published last.
+    `ok` is `verified` here: a report listing nothing wrong is no verified copy when the end
+    refused to verify or never ran the verification.
     `not_copied` lists files known at the source that never arrived when verification could not
     run or was undone, and `not_copied_why` says why; `excluded` the source files left out by
     `exclude`; `reason` says why it is not verified when that is not a list of files. With
