@@ -41,6 +41,7 @@ fn a_folder_is_reached_or_made_only_below_the_root_and_never_through_a_link() {
         }
         for rel in ["link", "link/inner", "link/new"] {
             let e = dest.folder(Path::new(rel), true).err().unwrap();
+            assert!(matches!(Refused::of(&e), Some(Refused::Link(_))), "{rel}: {e}");
             assert!(e.to_string().contains("symlink"), "{rel}: {e}");
         }
         assert!(!elsewhere.path().join("new").exists());
@@ -80,6 +81,7 @@ fn a_folder_another_run_holds_is_refused_and_each_folder_is_looked_at_once() {
     let claim = crate::dest::claim::Claim::take(&root.path().join("held"), Path::new("/other")).unwrap();
     for rel in ["held", "held/x", "held/y"] {
         let e = dest.folder(Path::new(rel), true).err().unwrap();
+        assert!(matches!(Refused::of(&e), Some(Refused::Claimed { .. })), "{rel}: {e}");
         assert!(e.to_string().contains("another softcopy"), "{rel}: {e}");
     }
     // Looked at once per run: a claim made later in a folder already looked at is not seen

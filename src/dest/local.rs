@@ -189,11 +189,7 @@ impl Backend for Local {
 
 /// A link met below the destination root: reported with the path the user knows.
 pub(super) fn link_error(root: &Path, rel: &Path) -> io::Error {
-    io::Error::other(format!(
-        "{} is a symlink, or leads through one: softcopy never writes, reads or deletes through a link in the \
-         destination",
-        root.join(rel).display()
-    ))
+    super::Refused::Link(root.join(rel)).into()
 }
 
 /// Each component looked at before it is used: a link there is refused.

@@ -20,6 +20,7 @@ pub(crate) mod flush;
 pub mod local;
 pub(crate) mod mirror;
 pub mod partial;
+mod refused;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 pub use backend::{Backend, Kind, Look};
 pub use local::Folder;
 use local::{folder_identity, Local};
+pub use refused::Refused;
 
 use crate::vocab::STAGING;
 
@@ -323,11 +325,7 @@ impl Dest {
                 if !create {
                     return Err(io::Error::from(io::ErrorKind::NotFound));
                 }
-                return Err(io::Error::other(format!(
-                    "{} collides with a folder of the same name in another case at a destination that does not \
-                     tell upper from lower case: not copied into it",
-                    self.root.join(&prefix).display()
-                )));
+                return Err(Refused::FolderCase(self.root.join(&prefix)).into());
             }
             // The lock is not held while looking: other workers go on meanwhile.
             let held = if prefix == rel_dir {
@@ -336,11 +334,7 @@ impl Dest {
                 crate::dest::claim::held_in(self.open_folder(&prefix, false)?.path())
             };
             if let Some(who) = held {
-                return Err(io::Error::other(format!(
-                    "{} is another softcopy's destination ({who}): nothing of this copy is written, read or \
-                     deleted there",
-                    self.root.join(&prefix).display()
-                )));
+                return Err(Refused::Claimed { path: self.root.join(&prefix), who }.into());
             }
             self.unclaimed.lock().unwrap_or_else(|e| e.into_inner()).insert(prefix.clone());
         }
@@ -417,12 +411,8 @@ impl Dest {
             let freed = self.was_freed(&rel_dir.join(&other));
             if at_source || freed {
                 let whose = if freed { "the only copy of a file freed at the source" } else { "another file's copy" };
-                return Err(io::Error::other(format!(
-                    "{} collides with {} ({whose}) at a destination that does not tell upper from lower case: not \
-                     copied over it",
-                    name.display(),
-                    other.to_string_lossy()
-                )));
+                let (name, other) = (name.to_path_buf(), other.to_string_lossy().into_owned());
+                return Err(Refused::NameCase { name, other, whose }.into());
             }
             older = Some(other);
         }
