@@ -202,9 +202,14 @@ def test_a_retake_in_the_same_inode_is_copied_beside_the_first_take(tmp_path: Pa
     with ext4(tmp_path) as mnt:
         acq = mnt / "acquisition"
         acq.mkdir()
-        with service(tmp_path, acq / "*.zarr", dst) as svc:
+        reports = tmp_path / "reports"
+        reports.mkdir()
+        with service(tmp_path, acq / "*.zarr", dst, "--report", reports / "{name}.json") as svc:
             take(acq / "x.zarr", 3, 1)
-            wait_or_tell((dst / "x.zarr" / "complete").exists, 30, "the first take's copy", svc)
+            # Ended, not only marked: a source deleted while the run still looks at it after
+            # publishing (its last look for late changes) withdraws the marker, rightly.
+            wait_or_tell((reports / "x.zarr.json").exists, 30, "the first take's copy ended", svc)
+            assert json.loads((reports / "x.zarr.json").read_text())["targets"][0]["verified"], svc.output()
             kept = tree(dst / "x.zarr")
             assert_same_tree(acq / "x.zarr", dst / "x.zarr")
             inode = (acq / "x.zarr").stat().st_ino

@@ -14,6 +14,7 @@ pub mod pool;
 
 use std::fs::{self, File};
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -437,9 +438,9 @@ pub fn remove_partials(dest: &Dest) -> Leftovers {
     let mut found = Leftovers::default();
     let mut claimed_dirs = Vec::new();
     let mut partials = Vec::new();
-    found.complete = dest.walk(&mut |rel, kind| {
+    let walked = dest.walk(&mut |rel, kind| {
         if kind == Kind::Folder {
-            return;
+            return ControlFlow::Continue(());
         }
         let name = rel.file_name().unwrap_or_default();
         if rel.components().count() > 1 && name == crate::dest::claim::LOCK {
@@ -451,7 +452,9 @@ pub fn remove_partials(dest: &Dest) -> Leftovers {
             // Our own state at the root (this run's claim among it) is no earlier copy.
             found.others = true;
         }
+        ControlFlow::Continue(())
     });
+    found.complete = walked.failed.is_none();
     // A folder that could not be listed is not evidence of an empty one.
     found.others |= !found.complete;
     let held: Vec<&PathBuf> =

@@ -26,6 +26,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -478,25 +479,32 @@ impl Dest {
     }
 
     /// Every entry below the root, depth first, none through a link: `visit(rel, kind)` for
-    /// each. Returns whether every folder could be listed (one that could not is no evidence of
-    /// an empty one). Another run's claim is no reason not to look here: the caller decides.
-    pub fn walk(&self, visit: &mut dyn FnMut(&Path, Kind)) -> bool {
-        let mut complete = true;
+    /// each, until it breaks. A folder that cannot be listed is no evidence of an empty one: the
+    /// walk goes on past it and says so (`Walked::failed`). Another run's claim is no reason not
+    /// to look here: the caller decides.
+    pub fn walk(&self, visit: &mut dyn FnMut(&Path, Kind) -> ControlFlow<()>) -> Walked {
+        let mut walked = Walked { failed: None, broken: false };
         let mut folders = vec![PathBuf::new()];
         while let Some(dir) = folders.pop() {
-            let Ok(entries) = self.store.folder(&dir, false).and_then(|f| self.store.list(&f)) else {
-                complete = false;
-                continue;
+            let entries = match self.store.folder(&dir, false).and_then(|f| self.store.list(&f)) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    walked.failed.get_or_insert(e);
+                    continue;
+                }
             };
             for (name, kind) in entries {
                 let rel = dir.join(&name);
-                visit(&rel, kind);
+                if visit(&rel, kind).is_break() {
+                    walked.broken = true;
+                    return walked;
+                }
                 if kind == Kind::Folder {
                     folders.push(rel);
                 }
             }
         }
-        complete
+        walked
     }
 
     /// The names in `folder`, with what each is.
@@ -569,6 +577,15 @@ impl Dest {
         *pending = None;
         Ok(())
     }
+}
+
+/// How a walk of the destination went.
+#[derive(Debug)]
+pub struct Walked {
+    /// The first folder that could not be listed: the walk is incomplete.
+    pub failed: Option<io::Error>,
+    /// The visitor ended it early.
+    pub broken: bool,
 }
 
 /// How often a run resolves the destination's name again: a few metadata round trips each time.

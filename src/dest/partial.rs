@@ -270,4 +270,21 @@ mod tests {
             fs::remove_file(t.path().join("c.0")).unwrap();
         }
     }
+
+    #[test]
+    fn a_named_copy_is_read_back_by_its_name_and_one_with_no_name_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = Dest::open(t.path(), t.path(), None).unwrap();
+        let folder = dest.folder(Path::new(""), false).unwrap();
+        let out = PartialFile::create(&dest, &folder, Path::new("c.0"), 0o644, Partial::Beside, None).unwrap();
+        fill(&out, b"chunk bytes");
+        let back = out.read_back().unwrap();
+        assert_eq!(back, Some(crate::content::hash_reader(&b"chunk bytes"[..]).unwrap()));
+        let learned = sys::Learned::default();
+        let unnamed = PartialFile::create(&dest, &folder, Path::new("c.1"), 0o644, Partial::Beside, Some(&learned));
+        let unnamed = unnamed.unwrap();
+        if matches!(unnamed.held, Held::Unnamed(_)) {
+            assert_eq!(unnamed.read_back().unwrap(), None, "nothing to read back by");
+        }
+    }
 }

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::dest::Kind;
 use crate::end::journal::Vouch;
 pub use crate::end::shard::ShardIndex;
 use crate::vocab::{is_ignored, PARTIAL_SUFFIX};
@@ -230,8 +232,9 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     };
     proof.walk_source()?;
     proof.prove_settled()?;
-    let walk = proof.destination_to_walk()?;
-    proof.walk_destination(walk)?;
+    if proof.destination_to_walk()? {
+        proof.walk_destination()?;
+    }
     let mut report = proof.report;
     report.content_mismatch = differing(src, dest.root(), &proof.same_size);
     Ok(report)
@@ -378,61 +381,67 @@ impl Proof<'_> {
     /// million files that lookup is a third of the verification's stats. Not with a journal: an
     /// entry must never balance a file that should not be there (docs/design.md, "The end of a
     /// run", Freeing).
-    fn destination_to_walk(&mut self) -> std::io::Result<Option<walkdir::WalkDir>> {
-        let dst = self.dest.root();
-        let counted = |e: &walkdir::DirEntry| {
-            let rel = e.path().strip_prefix(dst).unwrap_or(e.path());
-            let partial = e.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX);
-            e.file_type().is_file() && (partial || !self.left_out(rel) && rel.as_os_str() != self.check.marker)
-        };
+    fn destination_to_walk(&mut self) -> std::io::Result<bool> {
         // Every copy this run made is of a source file, and the destination holds nothing else.
         let all_known = self.landed.is_some_and(|l| l.count == self.known);
         let mut in_dst = 0usize;
         if !all_known && self.journal.is_empty() {
-            for entry in walkdir::WalkDir::new(dst).follow_links(false) {
-                in_dst += usize::from(counted(&entry?));
+            let walked = self.dest.walk(&mut |rel, kind| {
+                let partial = rel.file_name().is_some_and(|n| n.to_string_lossy().ends_with(PARTIAL_SUFFIX));
+                let counted = partial || !self.left_out(rel) && rel.as_os_str() != self.check.marker;
+                in_dst += usize::from(kind == Kind::File && counted);
+                ControlFlow::Continue(())
+            });
+            if let Some(e) = walked.failed {
+                return Err(e);
             }
         }
         self.report.destination_walked = !all_known;
         let shortcut = all_known || self.journal.is_empty() && in_dst == self.copies;
-        Ok((!shortcut).then(|| walkdir::WalkDir::new(dst).follow_links(false)))
+        Ok(!shortcut)
     }
 
     /// Every file at the destination the source does not have: a partial, an extra, a copy of a
     /// freed file, or a stale chunk (pruned where the root is still the folder copied).
-    fn walk_destination(&mut self, walk: Option<walkdir::WalkDir>) -> std::io::Result<()> {
-        let dst = self.dest.root();
-        for entry in walk.into_iter().flatten() {
+    fn walk_destination(&mut self) -> std::io::Result<()> {
+        let dest = self.dest;
+        let walked = dest.walk(&mut |rel, kind| {
             // Pruning deletes: never after a stop request.
-            self.stopped()?;
-            let entry = entry?;
-            if !entry.file_type().is_file() {
-                continue;
+            if self.stop.load(Ordering::Relaxed) {
+                return ControlFlow::Break(());
             }
-            let Ok(rel) = entry.path().strip_prefix(dst) else {
-                continue;
-            };
-            if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
-                self.report.partials.push(rel.to_path_buf());
-            } else if self.left_out(rel) {
-                // Our own state at the root.
-            } else if another_kind(&self.src.join(rel)) {
-                // A link or a special file now where the copy's source was: the copy does not
-                // describe it (softcopy copies neither), and nothing is deleted on that account.
-                self.report.extra.push(rel.to_path_buf());
-            } else if absent(&self.src.join(rel)) && rel.as_os_str() != self.check.marker {
-                self.judge_absent(rel, &entry);
+            if kind == Kind::File {
+                self.judge(rel);
             }
+            ControlFlow::Continue(())
+        });
+        if walked.broken {
+            return Err(std::io::Error::other("stopped"));
         }
-        Ok(())
+        walked.failed.map_or(Ok(()), Err)
+    }
+
+    /// One file at the destination.
+    fn judge(&mut self, rel: &Path) {
+        if rel.file_name().is_some_and(|n| n.to_string_lossy().ends_with(PARTIAL_SUFFIX)) {
+            self.report.partials.push(rel.to_path_buf());
+        } else if self.left_out(rel) {
+            // Our own state at the root.
+        } else if another_kind(&self.src.join(rel)) {
+            // A link or a special file now where the copy's source was: the copy does not
+            // describe it (softcopy copies neither), and nothing is deleted on that account.
+            self.report.extra.push(rel.to_path_buf());
+        } else if absent(&self.src.join(rel)) && rel.as_os_str() != self.check.marker {
+            self.judge_absent(rel);
+        }
     }
 
     /// A copy whose source is proven absent: freed on purpose, kept for a conflict, an extra, or
     /// a stale chunk pruned (or listed where it cannot be).
-    fn judge_absent(&mut self, rel: &Path, entry: &walkdir::DirEntry) {
+    fn judge_absent(&mut self, rel: &Path) {
         let array = chunk_of(&slash_path(rel), &self.by_path).map(|(spec, _)| PathBuf::from(&spec.path));
-        let vouch = match entry.metadata() {
-            Ok(m) => self.journal.accounts_for(self.src, rel, &crate::vocab::identity(&m), array.as_deref()),
+        let vouch = match self.dest.stat(rel) {
+            Ok(copy) => self.journal.accounts_for(self.src, rel, &copy.ident, array.as_deref()),
             // Not looked at: nothing is deleted on that account.
             Err(_) => Vouch::Conflict,
         };

@@ -282,14 +282,14 @@ impl Run<'_> {
     fn done(&mut self, d: Done) {
         match &d.outcome {
             Outcome::Unavailable(msg) => {
-                if let Some(said) = self.health.failed(msg, &self.dst, self.cfg.give_up_after) {
+                if let Some(said) = self.health.failed(msg, &self.dst, self.cfg.give_up_after, Instant::now()) {
                     self.sh.say(Level::Warning, said);
                 }
             }
             // Only a file written proves the destination takes files again (an unchanged or deleted
             // file may need no write at all).
             Outcome::Copied { .. } => {
-                if let Some(away) = self.health.written(d.begun) {
+                if let Some(away) = self.health.written(d.begun, Instant::now()) {
                     let msg =
                         format!("destination {} is back after {} s; copying on", self.dst.display(), away.as_secs());
                     self.sh.say(Level::Info, msg);
@@ -486,7 +486,7 @@ impl Run<'_> {
         if self.rewatch {
             self.rewatch_and_reconcile(watcher);
         }
-        if self.health.gave_up(self.cfg.give_up_after) || self.dest_root.gave_up(self.cfg.give_up_after, now) {
+        if self.health.gave_up(self.cfg.give_up_after, now) || self.dest_root.gave_up(self.cfg.give_up_after, now) {
             let waited = self.cfg.give_up_after.as_secs();
             let msg = format!("destination {} unavailable for {waited} s: giving up", self.dst.display());
             self.sh.say(Level::Error, msg);
