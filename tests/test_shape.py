@@ -4,6 +4,7 @@ An edge is any `crate::` path in the code (comments and unit tests aside)."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -123,6 +124,33 @@ def test_subsystems_import_only_downward() -> None:
 def test_sys_is_imported_for_os_calls_alone() -> None:
     """`sys` names nothing of the engine's but its vocabulary."""
     assert edges()["sys"] <= {"vocab"}
+
+
+PYTHON = SRC.parent / "python" / "softcopy"
+
+
+def python_edges(package: Path = PYTHON) -> dict[str, set[str]]:
+    """Each module of the Python package and the package's modules it imports (at the top or
+    inside a function: a lazy import is an edge too)."""
+    modules = {p.stem: p for p in package.glob("*.py")}
+    found: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "softcopy":
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("softcopy."):
+                deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("softcopy.")}
+        found[name] = {d for d in deps if d in modules and d != name}
+    return found
+
+
+def test_no_python_module_imports_one_that_imports_it_back() -> None:
+    graph = python_edges()
+    assert {"cli", "demo", "session", "service"} <= graph.keys()
+    assert cycles(graph) == []
 
 
 def test_a_cycle_is_found() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -24,10 +23,9 @@ from softcopy.config import (
     make_target,
     parse_rate,
 )
-from softcopy.display import JsonLogHandler, emit_json, print_report
-from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_USAGE
-from softcopy.run import Copier, Report, write_report
-from softcopy.session import Shows, run_session
+from softcopy.display import JsonLogHandler
+from softcopy.exits import EXIT_OK, EXIT_SIGINT, EXIT_USAGE
+from softcopy.session import run_copier
 
 if TYPE_CHECKING:
     from softcopy.notify import Webhook
@@ -75,55 +73,6 @@ def check_report_folder(report_path: Path | None) -> None:
     folder = Path(str(report_path).replace("{name}", "name")).parent
     if not folder.is_dir():
         raise ConfigError(f"--report {report_path}: the folder {folder} does not exist")
-
-
-def run_copier(
-    targets: list[Target],
-    console: Console,
-    *,
-    verbose: bool,
-    log_every: float,
-    live: bool,
-    max_total_rate: int | None = None,
-    report_path: Path | None = None,
-    json_lines: bool = False,
-) -> int:
-    """Runs the copy with a progress display; returns the exit code."""
-    started = datetime.now(UTC)
-    copier = Copier(targets, log_events=verbose, max_total_rate=max_total_rate)
-    reports: list[Report] = []
-
-    def step() -> bool:
-        return keep(copier.wait(0.25))
-
-    def keep(report: Report | None) -> bool:
-        if report is not None:
-            reports.append(report)
-        return report is not None
-
-    def stop(_code: int) -> None:
-        copier.stop()
-        keep(copier.wait(30))
-        console.print(
-            "softcopy: stopped; files already copied are kept, run the same command again to resume", soft_wrap=True
-        )
-
-    shows = Shows(console, log_every, live, json_lines)
-    code = run_session(shows, copier.status, copier.start, step, stop) or EXIT_OK
-    report = reports[-1] if reports else None
-    if report is not None:
-        print_report(console, report)
-        if code == EXIT_OK:
-            code = EXIT_OK if report.ok else EXIT_INCOMPLETE
-        if json_lines:
-            emit_json("report", report.to_json(code, started, datetime.now(UTC)))
-        if report_path is not None:
-            try:
-                write_report(report_path, report, code, started)
-            except OSError as e:
-                console.print(f"softcopy: cannot write the report {report_path}: {e}", soft_wrap=True)
-                code = code or EXIT_INCOMPLETE
-    return code
 
 
 OPTION_HELP = {

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from softcopy.config import make_target
+from softcopy.session import run_copier
 
 SHAPE = (8, 256, 256)  # z, y, x per timepoint; one chunk per z-plane: 128 KiB of uint16
 
@@ -76,8 +77,6 @@ def write_tensorstore(root: Path, timepoints: int, interval: float) -> None:
 
 
 def run_demo(console: Console, options: dict[str, Any], timepoints: int = 30, interval: float = 0.2) -> int:
-    from softcopy.cli import run_copier
-
     try:
         import tensorstore  # noqa: F401
 
