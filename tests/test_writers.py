@@ -155,7 +155,11 @@ def test_a_root_made_again_with_its_marker_at_once_ends_verified(tmp_path: Path)
         (src / "c" / "0").mkdir(parents=True)
         (src / "c" / "0" / "0").write_bytes(b"first take")
         with softcopy.Copier([softcopy.Target(src, dst, settle_time=0.01, evict_after=0.05)]) as c:
-            wait_for(lambda c=c: c.status()[0].phase in ("copying", "waiting"), 10, "the engine to watch")
+
+            def watching(c: softcopy.Copier = c) -> bool:
+                return c.status()[0].phase in ("copying", "waiting")
+
+            wait_for(watching, 10, "the engine to watch")
             shutil.rmtree(src)
             src.mkdir()
             (src / "0.0").write_bytes(b"second take")
