@@ -551,12 +551,18 @@ class Acquisition(RuleBasedStateMachine):
             return all(all(now.get(k) == v for k, v in w.items()) and not gone & now.keys() for now, w in copies)
 
         try:
-            wait_for(
-                arrived, 20, f"liveness: the copy to catch up with the source: {sorted(want)}, without {sorted(gone)}"
-            )
-        except AssertionError:
+            wait_for(arrived, 20, "liveness: the copy to catch up with the source")
+        except AssertionError as e:
             self.stuck = True  # the teardown does not wait for it again
-            raise
+            behind = []
+            for view, w in zip(self._views(), wants, strict=True):
+                now = snapshot(view)
+                behind.append(
+                    (str(view), sorted(k for k, v in w.items() if now.get(k) != v), sorted(gone & now.keys()))
+                )
+            raise AssertionError(
+                f"{e}: (copy, not there as last written, not deleted): {behind}; {self.copier.status()}"
+            ) from None
 
     @invariant()
     def nothing_lost_nothing_foreign(self) -> None:
