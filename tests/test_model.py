@@ -23,24 +23,53 @@ that folds case, with names at the source that fold to one; a second target copy
 acquisition ended, then `rm -rf` and a new take under its name, which ext4 hands the old folder's
 inode (the earlier take's copy and marker stay as they were, never written into).
 `SOFTCOPY_MODEL_EXAMPLES` sets how many sequences run (default 80; `make model-long` runs 2000 at random).
+
+Every history begins with a writer at work while the engine watches (a timepoint written and a chunk
+deleted once the first chunks arrived), and a run whose events were not lost must have heard every
+change (`found_at_end` is 0; docs/design.md, "Live, proven live"): so a watch that drops deletions, or
+a tracker deaf to tensorstore's lockfile rename, fails the CI run, not only a long random search.
+
+The service form (`Lab`, `test_model_of_the_service`, a sixteenth as many sequences: a service
+process per sequence): `softcopy 'ACQ/*.zarr' DST` while two acquisitions are written, end, and are
+deleted and taken again under their names once the service reported their copies verified (often on
+the old folder's inode); the service killed -9 now or armed to kill itself at an end step, and
+started again as systemd would. After every step: a destination folder holds one take's bytes only
+(each take tags what it writes), a marker stands only over a copy equal to its take's files and a
+marked copy never changes again, nothing copied vanishes; at the end every take is verified.
+
+Replaying a failure: the test prints its profile, its number of sequences and its seed first (shown
+with a failure). CI's profile ("softcopy") is derandomized: the same sequences on every run, so
+`cd tests && SOFTCOPY_MODEL_EXAMPLES=<n> python -m pytest test_model.py` replays it (and the
+`@reproduce_failure` blob printed replays the very sequence); it reports the first failing sequence as
+found, unshrunk (shrinking real processes takes minutes; histories are at most 8 steps). The random
+profile (`make model-long`, `SEED=<seed> make model-long` to replay) shrinks.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 import softcopy
 from conftest import fuse_mount, softcopy_cmd, sysctl, tree, wait_for
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from test_properties import apply
 from test_trust4 import GOING
 
@@ -68,6 +97,12 @@ CRASHES = st.one_of(
     st.tuples(st.just("unlink"), st.sampled_from([*KEYS, ARRAY_META, "complete"]), st.just(0)),
 )
 Crash = tuple[str, str, int] | None
+# One file's change by a writer: written as its library writes it (tensorstore's lockfile rename,
+# its `none` lock's, or in place), or deleted (a chunk back to the fill value).
+WRITER_OPS = st.tuples(
+    st.sampled_from(["rename", "rename_none", "in_place", "delete"]), st.sampled_from(KEYS), st.binary(max_size=32)
+)
+WriterOp = tuple[str, str, bytes]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -118,8 +153,18 @@ class Acquisition(RuleBasedStateMachine):
         dst=st.sampled_from(["local", "faulty", "casefold"]),
         lossy=st.booleans(),
         second=st.sampled_from([False, False, True]),
+        opening=st.lists(WRITER_OPS, min_size=1, max_size=4),
     )
-    def start(self, delete_source: bool, crash: Crash, disk: bool, dst: str, lossy: bool, second: bool) -> None:
+    def start(
+        self,
+        delete_source: bool,
+        crash: Crash,
+        disk: bool,
+        dst: str,
+        lossy: bool,
+        second: bool,
+        opening: list[WriterOp],
+    ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="softcopy-model-"))
         # Half the runs with the kernel's own event queue, half with a queue of one (every burst
         # overflows: lost events, rescans).
@@ -159,6 +204,7 @@ class Acquisition(RuleBasedStateMachine):
         # bound (a deletion is data: a chunk deleted reads as fill value).
         self.gone_live: set[str] = set()
         self.root_away = False
+        self.stuck = False  # the copy did not catch up with the source within the bound
         self.foreign = False  # the root was renamed away for good: another folder is under its name
         self.leftovers: set[str] = set()  # copies of a folder renamed away, kept as extras
         self.archived = 0  # folders renamed away for good so far
@@ -176,6 +222,10 @@ class Acquisition(RuleBasedStateMachine):
             self.versions[key] = {data}
         self.copier = self._start()
         event(f"a second target copies the source: {self.second is not None}")
+        # The writer goes on while softcopy watches: what it writes and deletes now is heard, not
+        # found by a scan (the first chunks arrive first, so that a deletion deletes a copy).
+        self.caught_up()
+        self.timepoint(opening)
 
     def _mount_disk(self) -> None:
         assert self.disk is not None
@@ -293,10 +343,22 @@ class Acquisition(RuleBasedStateMachine):
     def _deletable(self) -> list[str]:
         return sorted(set(self.current) - self.pinned - {ARRAY_META})
 
+    @precondition(lambda self: not self.root_away)
+    @rule(ops=st.lists(WRITER_OPS, min_size=1, max_size=4))
+    def timepoint(self, ops: list[WriterOp]) -> None:
+        # A timepoint: a few chunks written, each as its library writes it, and some deleted.
+        for kind, key, data in ops:
+            if kind != "delete":
+                self.write(kind, key, data)
+            elif deletable := self._deletable():
+                self._delete(deletable[KEYS.index(key) % len(deletable)])
+
     @precondition(lambda self: not self.root_away and bool(self._deletable()))
     @rule(data=st.data())
     def delete(self, data: st.DataObject) -> None:
-        key = data.draw(st.sampled_from(self._deletable()))
+        self._delete(data.draw(st.sampled_from(self._deletable())))
+
+    def _delete(self, key: str) -> None:
         (self.src / key).unlink()
         del self.current[key]
         if not self.foreign:
@@ -488,7 +550,19 @@ class Acquisition(RuleBasedStateMachine):
             copies = [(snapshot(view), w) for view, w in zip(self._views(), wants, strict=True)]
             return all(all(now.get(k) == v for k, v in w.items()) and not gone & now.keys() for now, w in copies)
 
-        wait_for(arrived, 20, f"the copy to catch up with the source: {sorted(want)}, without {sorted(gone)}")
+        try:
+            wait_for(arrived, 20, "liveness: the copy to catch up with the source")
+        except AssertionError as e:
+            self.stuck = True  # the teardown does not wait for it again
+            behind = []
+            for view, w in zip(self._views(), wants, strict=True):
+                now = snapshot(view)
+                behind.append(
+                    (str(view), sorted(k for k, v in w.items() if now.get(k) != v), sorted(gone & now.keys()))
+                )
+            raise AssertionError(
+                f"{e}: (copy, not there as last written, not deleted): {behind}; {self.copier.status()}"
+            ) from None
 
     @invariant()
     def nothing_lost_nothing_foreign(self) -> None:
@@ -519,8 +593,9 @@ class Acquisition(RuleBasedStateMachine):
         primary target's only."""
         if not self.faults:
             assert t.verified, f"a history without faults ends verified: {t}"
-            # Live, proven live: with the kernel's own queue the final look finds nothing new.
-            assert self.lossy or t.found_at_end == 0, f"the watch missed events: {t}"
+        # Live, proven live: with the kernel's own queue the final look finds nothing the events
+        # did not announce (a write or a deletion), whatever else happened.
+        assert self.lossy or t.found_at_end == 0, f"the watch missed events: {t}"
         assert not (self.foreign and t.verified), "verified against a folder that is not the acquisition"
         at_dst, at_src = snapshot(view), tree(self.src, skip_marker=True)  # snapshot: links not followed
         if self.frozen is None:
@@ -601,7 +676,7 @@ class Acquisition(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            if not (self.root_away or self.foreign or self.unconfirmed):
+            if not (self.root_away or self.foreign or self.unconfirmed or self.stuck):
                 self.caught_up()  # liveness at the end of every history, not only where drawn
             if self.root_away:
                 self.away.rename(self.src)
@@ -630,10 +705,233 @@ class Acquisition(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-Acquisition.TestCase.settings = settings(
-    max_examples=EXAMPLES,
-    stateful_step_count=8,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    deadline=None,
-)
-TestAcquisition = pytest.mark.kernel_wide(pytest.mark.timeout(60 + 10 * EXAMPLES)(Acquisition.TestCase))
+# The service form: one service over an acquisitions folder, for a few sequences per run (each
+# starts a service process and waits for verified copies: seconds each).
+SERVICE_EXAMPLES = max(EXAMPLES // 16, 4)
+TAKE_KEYS = ["0.0", "c/0/0", "c/1/0"]
+NAMES = ["x.zarr", "y.zarr"]
+# An end step the service kills itself at (docs/design.md, "Crash points"), at its Nth pass.
+CRASH_POINTS = st.tuples(st.sampled_from(POINTS), st.integers(0, 2))
+Point = tuple[str, int]
+
+
+@dataclass
+class Take:
+    """One acquisition: a folder under the acquisitions folder, from its making to its `rm -rf`.
+    Every byte it writes begins with its `tag`, so a copy tells whose it is."""
+
+    name: str
+    tag: bytes
+    files: dict[str, bytes] = field(default_factory=dict)
+    versions: dict[str, set[bytes]] = field(default_factory=dict)
+    ended: bool = False
+    removed: bool = False
+
+
+class Lab(RuleBasedStateMachine):
+    """`softcopy 'ACQ/*.zarr' DST` for months (docs/design.md, "Service"): acquisitions begin, are
+    written, end, are removed and taken again under their names (`rm -rf`, a new take, often on
+    the old folder's inode), while the service is killed (SIGKILL) at an end step and started
+    again. After every step: every destination folder holds one take's bytes only; a marker stands
+    only over a copy equal to its take's files, and a copy once marked never changes again."""
+
+    @initialize(
+        crash=st.one_of(st.none(), CRASH_POINTS),
+        first=st.lists(st.tuples(st.sampled_from(TAKE_KEYS), st.integers(0, 255)), min_size=1, max_size=3),
+    )
+    def start(self, crash: Point | None, first: list[tuple[str, int]]) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="softcopy-lab-"))
+        self.acq, self.dst = self.tmp / "acq", self.tmp / "dst"
+        self.reports = self.tmp / "reports"
+        for folder in (self.acq, self.dst, self.reports):
+            folder.mkdir()
+        self.takes: list[Take] = []
+        self.marked: dict[str, dict[str, bytes]] = {}  # destination folder -> its copy when its marker stood
+        self.seen: dict[str, dict[str, bytes]] = {}
+        self.services = 0
+        self.stack = ExitStack()
+        self._serve(crash)
+        self.acquire(0, first, ends=False, kill=None, crash=("", 0))  # an acquisition under way
+
+    def _serve(self, crash: Point | None) -> None:
+        """Starts the service; `crash`: the end step at which it kills itself (as kill -9)."""
+        self.services += 1
+        env = {**os.environ, "SOFTCOPY_FAILPOINTS": f"{crash[0]}={crash[1]}*off->return" if crash else ""}
+        notify = self.tmp / f"notify-{self.services}.sock"
+        sock = self.stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+        sock.bind(str(notify))
+        sock.settimeout(30)
+        self.log = self.tmp / f"service-{self.services}.log"
+        with self.log.open("wb") as out:
+            args = softcopy_cmd(
+                self.acq / "*.zarr", self.dst, "--settle-time", "0.01", "--report", self.reports / "{name}.json"
+            )
+            self.proc = subprocess.Popen(args, env={**env, "NOTIFY_SOCKET": str(notify)}, stdout=out, stderr=out)
+        assert sock.recv(256) == b"READY=1", "the service is ready"
+
+    def _supervise(self) -> None:
+        """A service that died (at its crash point) is started again, as systemd would."""
+        if self.proc.poll() is not None:
+            assert self.proc.returncode in (-9, 137), (self.proc.returncode, self.log.read_text(errors="replace"))
+            event("the service killed at an end step")
+            self._serve(None)
+
+    def _write(self, take: Take, key: str, fill: int) -> None:
+        data = take.tag + bytes([fill]) * (1 + fill % 16)
+        apply(self.acq / take.name, "rename", key, data)
+        take.files[key] = data
+        take.versions.setdefault(key, set()).add(data)
+
+    def _copy_of(self, take: Take) -> str | None:
+        """The destination folder whose marker stands over exactly this take's files, once the
+        service's report on it says verified: its run is over (a lab deletes an acquisition when
+        softcopy says so, not when the marker appears, while the run still watches the source)."""
+        return next((d for d, files in self.marked.items() if files == take.files and self._reported(d)), None)
+
+    def _reported(self, copy: str) -> bool:
+        # A service killed between the marker and its report leaves no report: the next one
+        # says in its log that the copy is already verified (and writes none).
+        said = f"already verified at {self.dst / copy};"
+        if any(said in log.read_text(errors="replace") for log in self.tmp.glob("service-*.log")):
+            return True
+        try:
+            return bool(json.loads((self.reports / f"{copy}.json").read_text())["status"] == "verified")
+        except (OSError, ValueError):
+            return False
+
+    def _wait_verified(self, take: Take) -> None:
+        def verified() -> bool:
+            self._supervise()
+            self.one_take_per_copy()
+            return self._copy_of(take) is not None
+
+        try:
+            wait_for(verified, 40, f"{take.name} ({take.tag!r}) verified at the destination (liveness)")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the service said:\n{self.log.read_text(errors='replace')[-3000:]}") from None
+
+    def _retake(self, old: Take) -> Take:
+        """Issue 23, item 2: once its copy is verified, an acquisition is deleted and taken again
+        under its name (ext4 often hands the new folder the old one's inode). The new take is
+        another acquisition: copied beside, never over the first take's copy."""
+        self._wait_verified(old)
+        ino = (self.acq / old.name).stat().st_ino
+        shutil.rmtree(self.acq / old.name)
+        old.removed = True
+        event(f"a re-take got the old folder's inode: {mkdir_reusing(self.acq / old.name, ino)}")
+        return self._begin(old.name)
+
+    def _begin(self, name: str) -> Take:
+        take = Take(name, b"take%03d:" % len(self.takes))
+        self.takes.append(take)
+        (self.acq / name).mkdir(exist_ok=True)
+        return take
+
+    # One rule, so that every step is the writer's (Hypothesis' swarm testing would switch a rule
+    # of several off for whole sequences), and a kill -9 after it in a step of four.
+    @rule(
+        pick=st.integers(0, 1),
+        writes=st.lists(st.tuples(st.sampled_from(TAKE_KEYS), st.integers(0, 255)), min_size=1, max_size=3),
+        ends=st.booleans(),
+        kill=st.sampled_from([None, None, "now", "at an end step"]),
+        crash=CRASH_POINTS,
+    )
+    def acquire(self, pick: int, writes: list[tuple[str, int]], ends: bool, kill: str | None, crash: Point) -> None:
+        # A timepoint of the acquisition under this name (a new one where none is, a re-take
+        # where one ended), perhaps its end (the marker); then perhaps the service killed
+        # (SIGKILL) and started again, armed to kill itself at an end step.
+        self._supervise()
+        name = NAMES[pick]
+        take = next((t for t in self.takes if t.name == name and not t.removed), None)
+        if take is None:
+            take = self._begin(name)
+        elif take.ended:
+            take = self._retake(take)
+        for key, fill in writes:
+            self._write(take, key, fill)
+        if ends:
+            (self.acq / name / "complete").touch()
+            take.ended = True
+        if kill:
+            self.proc.kill()
+            self.proc.wait()
+            self._serve(crash if kill == "at an end step" else None)
+
+    @invariant()
+    def one_take_per_copy(self) -> None:
+        if not hasattr(self, "proc"):
+            return
+        try:
+            self._one_take_per_copy()
+        except AssertionError as e:
+            said = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp.glob("service-*.log")))
+            raise AssertionError(f"{e}; the services said:\n{said}") from None
+
+    def _one_take_per_copy(self) -> None:
+        by_tag = {t.tag: t for t in self.takes}
+        for folder in (p for p in self.dst.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            now, d = snapshot(folder), folder.name
+            owners = {content[:8] for content in now.values()}
+            assert len(owners) <= 1, f"{d} holds the copies of several acquisitions: {sorted(owners)}"
+            for key, content in now.items():
+                take = by_tag.get(content[:8])
+                assert take is not None and content in take.versions.get(key, set()), f"{d}/{key}: bytes never written"
+            for key in self.seen.get(d, {}).keys() - now.keys():
+                raise AssertionError(f"{d}/{key} vanished from the destination (no take deleted it)")
+            self.seen[d] = now
+            if d in self.marked:
+                assert (folder / "complete").is_file() and now == self.marked[d], f"{d}: a marked copy changed"
+            elif (folder / "complete").is_file():
+                take = by_tag.get(next(iter(now.values()), b"")[:8])
+                assert take is not None and take.ended and now == take.files, f"{d}: a marker over {sorted(now)}"
+                self.marked[d] = now
+
+    def teardown(self) -> None:
+        try:
+            if hasattr(self, "proc"):
+                # Every take ends, and each still there is verified within a bound.
+                for take in self.takes:
+                    if not take.removed:
+                        (self.acq / take.name / "complete").touch()
+                        take.ended = True
+                        self._wait_verified(take)
+        finally:
+            if hasattr(self, "proc"):
+                self.proc.kill()
+                self.proc.wait()
+            self.stack.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.mark.kernel_wide
+@pytest.mark.timeout(60 + 10 * EXAMPLES)
+def test_model(request: pytest.FixtureRequest) -> None:
+    run_model(request, Acquisition, EXAMPLES)
+
+
+@pytest.mark.kernel_wide
+@pytest.mark.timeout(60 + 20 * SERVICE_EXAMPLES)
+def test_model_of_the_service(request: pytest.FixtureRequest) -> None:
+    run_model(request, Lab, SERVICE_EXAMPLES, steps=6)
+
+
+def run_model(
+    request: pytest.FixtureRequest, machine: type[RuleBasedStateMachine], examples: int, steps: int = 8
+) -> None:
+    profile = os.environ.get("SOFTCOPY_HYPOTHESIS", "softcopy")
+    seed = request.config.getoption("hypothesis_seed", default=None)
+    derandomized = seed is None and settings().derandomize
+    how = "derandomized: the same sequences every run" if derandomized else f"seed {seed}"
+    print(f"model test: profile {profile}, {examples} sequences, {how}")
+    # Derandomized (CI): the first failure as found; shrinking replays real processes for minutes.
+    phases = [p for p in Phase if p != Phase.shrink or not derandomized]
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+            deadline=None,
+            phases=phases,
+        ),
+    )

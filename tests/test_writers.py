@@ -4,6 +4,7 @@ the destination must end byte-identical to the source and softcopy must exit 0 b
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,32 @@ def test_root_removed_and_recreated_is_followed_live(tmp_path: Path) -> None:
         report = c.wait(30)
     assert report is not None and report.ok
     assert_same_tree(src, dst)
+
+
+def test_a_root_made_again_with_its_marker_at_once_ends_verified(tmp_path: Path) -> None:
+    # rm -rf and mkdir at once (a writer's overwrite), a chunk and the marker right after: the old
+    # folder's own watch can report its deletion after the new folder was followed, and that late
+    # news paused the run, which then ended Incomplete "was deleted; waiting for it to return"
+    # (one take in a few: twenty make the race likely).
+    import softcopy
+
+    for take in range(20):
+        src, dst = tmp_path / f"{take}" / "run.zarr", tmp_path / f"{take}" / "out.zarr"
+        (src / "c" / "0").mkdir(parents=True)
+        (src / "c" / "0" / "0").write_bytes(b"first take")
+        with softcopy.Copier([softcopy.Target(src, dst, settle_time=0.01, evict_after=0.05)]) as c:
+
+            def watching(c: softcopy.Copier = c) -> bool:
+                return c.status()[0].phase in ("copying", "waiting")
+
+            wait_for(watching, 10, "the engine to watch")
+            shutil.rmtree(src)
+            src.mkdir()
+            (src / "0.0").write_bytes(b"second take")
+            (src / "complete").touch()
+            report = c.wait(30)
+        assert report is not None and report.ok, f"take {take}: {report}"
+        assert_same_tree(src, dst)
 
 
 def test_source_moved_away_does_not_wipe_the_copy(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

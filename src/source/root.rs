@@ -72,6 +72,12 @@ impl RootId {
         self.adopt(path)
     }
 
+    /// Whether the folder recorded is certainly still at `path`: the same identity, birth time
+    /// included (without one, a folder made again can have the old one's inode and device).
+    pub fn certainly_here(&self, path: &Path) -> bool {
+        self.held().is_some_and(|held| held.born.is_some()) && self.check(path).is_ok()
+    }
+
     /// Whether `path` is still the folder recorded; why not, if it is not.
     pub fn check(&self, path: &Path) -> Result<(), String> {
         let now = RootId::of(path)?;
@@ -175,6 +181,25 @@ mod tests {
         assert!(!id(8, None).renumbered(&id(9, Some(1))) && !id(8, Some(1)).renumbered(&id(8, Some(1))));
         assert!(!id(8, Some(1)).same(&FolderId { ino: 3, ..id(8, Some(1)) }));
         assert!(!id(8, Some(1)).same(&FolderId { born: Some(6), ..id(8, Some(1)) }));
+    }
+
+    #[test]
+    fn a_late_deletion_is_the_old_folders_only_where_the_folder_held_is_certainly_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("run.zarr");
+        std::fs::create_dir(&root).unwrap();
+        let id = RootId::default();
+        id.adopt(&root).unwrap();
+        assert!(id.certainly_here(&root), "the folder adopted, still there");
+        std::fs::remove_dir(&root).unwrap();
+        assert!(!id.certainly_here(&root), "gone");
+        std::fs::create_dir(&root).unwrap();
+        assert!(!id.certainly_here(&root), "another folder under the name");
+        id.adopt(&root).unwrap();
+        // Without a birth time, a folder made again can be told from the old one by nothing.
+        let held = id.held().unwrap();
+        *id.id.lock().unwrap() = Some(super::FolderId { born: None, ..held });
+        assert!(!id.certainly_here(&root));
     }
 
     #[test]

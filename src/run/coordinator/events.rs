@@ -90,6 +90,10 @@ impl Run<'_> {
                     self.new_dirs.push_back((now + NEW_DIR_LOOK, rel));
                 }
             }
+            // The old folder's own watch can report its deletion after the new folder under the
+            // name was adopted (rm -rf and mkdir at once): the folder held is there, the news is
+            // the old one's (docs/design.md, invariant 8: a root deleted and made again).
+            FsEvent::RootGone(Gone::Deleted) if self.root_gone.is_none() && self.root.certainly_here(&self.src) => {}
             FsEvent::RootGone(how) => {
                 // Deleted: a writer recreating it (`overwrite=True`) will be followed when it
                 // returns. Moved or unmounted: whatever appears under its name is not this copy.
