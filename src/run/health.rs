@@ -198,6 +198,8 @@ mod tests {
         // A filesystem that counts no inodes (0 of 0) is not out of them.
         assert_eq!(space_said(space(0, 0)), "; 3.0 MiB free of 4.0 MiB");
         assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1024), "1.0 KiB");
+        assert_eq!(human(u64::MAX), "16384.0 PiB", "no unit past the last");
         assert_eq!(human(1536), "1.5 KiB");
     }
 }
