@@ -1,4 +1,4 @@
-"""Model-based test (issue 11): random sequences of writer actions and faults against a live engine
+"""Model-based test (docs/design.md, "Invariants"): random sequences of writer actions and faults against a live engine
 on a real filesystem, with the trust invariants checked after every step:
 
 - a file that reached the destination never disappears from it unless its source was deleted while
@@ -9,11 +9,11 @@ on a real filesystem, with the trust invariants checked after every step:
 Writer actions: tensorstore-style rename-publish, in-place write, a same-size rewrite within one
 timestamp tick (mtime set back with `utime`), delete, new folders, the root replaced by its writer
 (`overwrite=True`, a re-take with fewer files). Faults: a symlinked folder in the destination, the root moved away and back, the root
-renamed away for good and a new folder made under its name (issue 12), a source file made
+renamed away for good and a new folder made under its name, a source file made
 immutable under `--delete-source` (freeing it fails after it was journaled; a second run follows
-the first, issue 12), lost events (a queue of one
+the first), lost events (a queue of one
 event: every burst overflows and rescans), a stop and restart, a destination copy damaged with size
-and mtime kept. Trust, part three (issue 23): the end killed (SIGKILL) at every step of verifying,
+and mtime kept. The end killed (SIGKILL) at every step of verifying,
 publishing and freeing (the crash points of docs/design.md, or strace at the unlink of any file at
 either end) and the same command run again; the source's disk unmounted and another mounted in its
 place; the destination on a filesystem whose listing of the copy's root fails when a rule arms it;
@@ -392,7 +392,7 @@ class Acquisition(RuleBasedStateMachine):
     @rule(data=st.data())
     def delete_while_stopped(self, data: st.DataObject) -> None:
         # A chunk deleted while no engine watches: its copy is stale, and only the end's walk of
-        # the destination can find it (issue 23, item 7, with `fail_next_listing`).
+        # the destination can find it (`fail_next_listing`).
         self.copier.stop()
         assert self.copier.wait(30) is not None
         self.delete(data)
@@ -486,7 +486,7 @@ class Acquisition(RuleBasedStateMachine):
     @rule()
     def link_in_the_destination(self) -> None:
         self.faults.append("link")
-        # `dst/new -> elsewhere` (issue 12, item 2): whatever the source later holds under `new/`
+        # `dst/new -> elsewhere`: whatever the source later holds under `new/`
         # is never written, read or deleted through the link.
         if os.path.lexists(self.dst / "new") or not self.dst.is_dir():
             return
@@ -503,7 +503,7 @@ class Acquisition(RuleBasedStateMachine):
     @rule(data=st.data())
     def pin_a_source_file(self, data: st.DataObject) -> None:
         self.faults.append("pinned")
-        # Issue 12, item 7: freeing it will fail (EPERM) after its entry is journaled; the
+        # Freeing it will fail (EPERM) after its entry is journaled; the
         # journal must not then speak for a file that is still there.
         key = data.draw(st.sampled_from(sorted(self.current)))
         subprocess.run(["chattr", "+i", str(self.src / key)], check=True)
@@ -630,7 +630,7 @@ class Acquisition(RuleBasedStateMachine):
     )
     @rule(data=st.binary(min_size=1, max_size=8))
     def retake_reusing_the_inode(self, data: bytes) -> None:
-        # Issue 23, item 9: the acquisition ends (its marker over a verified copy), then `rm -rf`
+        # The acquisition ends (its marker over a verified copy), then `rm -rf`
         # and a new take under its name, in a folder ext4 hands the old one's inode. The earlier
         # take's copy, now its only one, and its marker stay as they are: the new take is another
         # acquisition, never written into them, by any target.
@@ -811,7 +811,7 @@ class Lab(RuleBasedStateMachine):
             raise AssertionError(f"{e}; the service said:\n{self.log.read_text(errors='replace')[-3000:]}") from None
 
     def _retake(self, old: Take) -> Take:
-        """Issue 23, item 2: once its copy is verified, an acquisition is deleted and taken again
+        """One destination, one acquisition (docs/design.md): once its copy is verified, an acquisition is deleted and taken again
         under its name (ext4 often hands the new folder the old one's inode). The new take is
         another acquisition: copied beside, never over the first take's copy."""
         self._wait_verified(old)
