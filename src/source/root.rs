@@ -190,6 +190,12 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         let id = RootId::default();
         id.adopt(&root).unwrap();
+        if id.held().unwrap().born.is_none() {
+            // No birth time here (Wine's filesystem gives none): nothing is certain, and a late
+            // deletion pauses the run as before.
+            assert!(!id.certainly_here(&root));
+            return;
+        }
         assert!(id.certainly_here(&root), "the folder adopted, still there");
         std::fs::remove_dir(&root).unwrap();
         assert!(!id.certainly_here(&root), "gone");
