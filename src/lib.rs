@@ -32,6 +32,7 @@ pub mod rate;
 mod rescan;
 pub mod root;
 pub mod settled;
+pub mod sftp;
 pub mod shard;
 pub mod spread;
 pub mod status;

@@ -1,0 +1,166 @@
+//! The client against OpenSSH's real `sftp-server`, spawned directly over pipes (no network).
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+
+const SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+fn server() -> Session {
+    Session::spawn(Command::new(SERVER), Options::default()).expect("OpenSSH's sftp-server starts")
+}
+
+fn b(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+fn handle(r: Result<Reply, SftpError>) -> Handle {
+    match r {
+        Ok(Reply::Handle(h)) => h,
+        other => panic!("no handle: {other:?}"),
+    }
+}
+
+/// The copier's chain for one file: partial name, writes, mtime, fsync, close, posix-rename.
+fn publish(s: &Session, partial: &Path, fin: &Path, data: &[u8], mtime: u32) -> Result<(), SftpError> {
+    let h = handle(s.call(&Request::Open { path: b(partial), mode: OpenMode::CreateNew, attrs: Attrs::default() }));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut n = s.submit_write(&h, 0, data, 0, &tx);
+    for r in [Request::Fsetstat { handle: &h, attrs: Attrs::mtime(mtime) }, Request::Fsync(&h), Request::Close(&h)] {
+        s.submit_to(&r, 0, &tx);
+        n += 1;
+    }
+    for d in rx.iter().take(n) {
+        d.result?;
+    }
+    s.call(&Request::PosixRename { from: b(partial), to: b(fin) }).map(|_| ())
+}
+
+#[test]
+fn a_file_written_under_a_partial_name_lands_whole_with_its_mtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server();
+    assert!(s.max_write() > 32 * 1024, "limits@openssh.com raises the write size: {}", s.max_write());
+    let data: Vec<u8> = (0..s.max_write() * 3 + 17).map(|i| (i % 251) as u8).collect();
+    let (partial, fin) = (dir.path().join("c.partial"), dir.path().join("c"));
+    publish(&s, &partial, &fin, &data, 1_700_000_000).unwrap();
+    assert_eq!(std::fs::read(&fin).unwrap(), data);
+    assert_eq!(std::fs::metadata(&fin).unwrap().mtime(), 1_700_000_000);
+    assert!(!partial.exists());
+}
+
+#[test]
+fn a_partial_name_that_exists_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p");
+    std::fs::write(&p, b"someone's").unwrap();
+    let r = server().call(&Request::Open { path: b(&p), mode: OpenMode::CreateNew, attrs: Attrs::default() });
+    let e = r.unwrap_err();
+    // sftp-server answers EEXIST with the generic FAILURE: the caller cannot tell it from ENOSPC.
+    assert!(matches!(e, SftpError::Status { code: StatusCode::Failure, .. }), "{e:?}");
+    assert!(!e.is_connection_lost());
+    assert_eq!(std::fs::read(&p).unwrap(), b"someone's");
+}
+
+#[test]
+fn a_missing_folder_is_not_found_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server();
+    let e = s.call(&Request::Lstat(b(&dir.path().join("no/such")))).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(matches!(s.call(&Request::Lstat(b(dir.path()))), Ok(Reply::Attrs(a)) if a.is_dir()));
+}
+
+#[test]
+fn requests_pipelined_from_one_thread_run_in_order_thousands_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Session::spawn(Command::new(SERVER), Options { max_in_flight: 1000 }).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let paths: Vec<_> = (0..2000u64).map(|i| dir.path().join(i.to_string())).collect();
+    // Each folder is made and then looked at without waiting: the order makes the stat find it.
+    for (i, p) in paths.iter().enumerate() {
+        s.submit_to(&Request::Mkdir { path: b(p), attrs: Attrs::default() }, 2 * i as u64, &tx);
+        s.submit_to(&Request::Stat(b(p)), 2 * i as u64 + 1, &tx);
+    }
+    let mut seen = vec![false; 4000];
+    for d in rx.iter().take(4000) {
+        let ok = matches!(d.result, Ok(Reply::Done)) || matches!(d.result, Ok(Reply::Attrs(a)) if a.is_dir());
+        assert!(ok, "request {}: {:?}", d.tag, d.result);
+        seen[d.tag as usize] = true;
+    }
+    assert!(seen.iter().all(|&x| x));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2000);
+}
+
+#[test]
+fn a_listing_names_every_entry_and_a_link_is_seen_as_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("l")).unwrap();
+    let s = server();
+    let h = handle(s.call(&Request::Opendir(b(dir.path()))));
+    let mut names = Vec::new();
+    while let Reply::Names(batch) = s.call(&Request::Readdir(&h)).unwrap() {
+        names.extend(batch.into_iter().map(|n| (String::from_utf8(n.filename).unwrap(), n.attrs)));
+    }
+    s.call(&Request::Close(&h)).unwrap();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let listed: Vec<_> = names.iter().map(|n| n.0.as_str()).collect();
+    assert_eq!(listed, [".", "..", "f", "l"]);
+    assert!(names[3].1.is_symlink());
+    assert!(matches!(s.call(&Request::Lstat(b(&dir.path().join("l")))), Ok(Reply::Attrs(a)) if a.is_symlink()));
+}
+
+#[test]
+fn reads_removals_hard_links_and_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, g, d) = (dir.path().join("f"), dir.path().join("g"), dir.path().join("d"));
+    std::fs::write(&f, b"hello").unwrap();
+    std::fs::create_dir(&d).unwrap();
+    let s = server();
+    let h = handle(s.call(&Request::Open { path: b(&f), mode: OpenMode::Read, attrs: Attrs::default() }));
+    assert_eq!(s.call(&Request::Read { handle: &h, offset: 1, len: 100 }).unwrap(), Reply::Data(b"ello".to_vec()));
+    assert_eq!(s.call(&Request::Read { handle: &h, offset: 5, len: 100 }).unwrap(), Reply::Eof);
+    s.call(&Request::Close(&h)).unwrap();
+    s.call(&Request::Hardlink { from: b(&f), to: b(&g) }).unwrap();
+    assert_eq!(std::fs::metadata(&g).unwrap().ino(), std::fs::metadata(&f).unwrap().ino());
+    match s.call(&Request::Statvfs(b(dir.path()))).unwrap() {
+        Reply::Statvfs(v) => assert!(v.available_bytes() > 0 && v.name_max >= 255, "{v:?}"),
+        other => panic!("{other:?}"),
+    }
+    s.call(&Request::Remove(b(&f))).unwrap();
+    s.call(&Request::Rmdir(b(&d))).unwrap();
+    assert!(!f.exists() && !d.exists() && g.exists());
+}
+
+#[test]
+fn a_killed_server_fails_every_request_as_lost_not_as_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server();
+    // SIGSTOP first, so the requests below are surely in flight when the server dies.
+    let pid = s.pid().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let tickets: Vec<_> = (0..100).map(|_| s.submit(&Request::Stat(b(dir.path())))).collect();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    for t in tickets {
+        let e = t.wait().unwrap_err();
+        assert!(e.is_connection_lost(), "{e:?}");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted);
+    }
+    assert!(s.lost().is_some());
+    assert!(s.call(&Request::Stat(b(dir.path()))).unwrap_err().is_connection_lost());
+}
+
+#[test]
+fn a_program_that_cannot_serve_says_why_in_one_line() {
+    let mut c = Command::new("sh");
+    c.args(["-c", "echo 'ssh: Could not resolve hostname nowhere' >&2; exit 255"]);
+    let e = Session::spawn(c, Options::default()).err().expect("no session");
+    assert!(e.is_connection_lost(), "{e:?}");
+    assert_eq!(e.to_string(), "the SFTP connection is lost: ssh: Could not resolve hostname nowhere");
+    let e = Session::spawn(Command::new("/no/such/ssh"), Options::default()).err().expect("no session");
+    assert!(matches!(e, SftpError::Spawn { .. }), "{e:?}");
+}
