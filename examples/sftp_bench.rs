@@ -233,7 +233,7 @@ mod dep {
                 }
                 while tasks.join_next().await.is_some() {}
                 for s in sftps {
-                    Arc::try_unwrap(s).ok().expect("no task holds it").close().await.unwrap();
+                    Arc::try_unwrap(s).expect("no task holds it").close().await.unwrap();
                 }
                 for mut c in children {
                     c.wait().await.unwrap();
@@ -267,8 +267,8 @@ mod dep {
         let deepest = dirs.iter().map(depth).max().unwrap_or(0);
         for level in 0..=deepest {
             let mut set = tokio::task::JoinSet::new();
-            for d in dirs.iter().filter(|d| depth(d) == level).cloned() {
-                let sftp = sftp.clone();
+            for d in dirs.iter().filter(|d| depth(d) == level) {
+                let (sftp, d) = (sftp.clone(), d.clone());
                 set.spawn(async move { sftp.fs().create_dir(&d).await });
             }
             while let Some(r) = set.join_next().await {
