@@ -34,6 +34,8 @@ EXAMPLE = ROOT / "target" / "release" / "examples" / "sftp_bench"
 @dataclass
 class Row:
     wall: float
+    connect: float | None
+    """Seconds to the sessions' logins, within `wall` (rsync's is not told apart)."""
     client_cpu: float
     ssh_cpu: float
 
@@ -49,6 +51,10 @@ def write_per_chunk(root: Path, chunks: int, size: int, per_t: int = 100) -> Non
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(rng(size))
         os.utime(p, (1_700_000_000 + i, 1_700_000_000 + i))
+
+
+def fs_type(p: Path) -> str:
+    return subprocess.run(["stat", "-f", "-c", "%T", str(p)], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def checked(src: Path, landed: Path, name: str) -> None:
@@ -69,8 +75,8 @@ def run_client(client: str, src: Path, dest: Path, ssh: list[str], sessions: int
     out = subprocess.run(cmd, check=False, stderr=subprocess.PIPE, text=True, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"{client} failed: {out.stderr.strip().splitlines()[-1:]}")
-    f = dict(kv.split("=") for kv in out.stderr.strip().splitlines()[-1].split())
-    return Row(float(f["wall"]), float(f["client_cpu"]), float(f["ssh_cpu"]))
+    f = dict(kv.split("=") for line in out.stderr.strip().splitlines()[-2:] for kv in line.split())
+    return Row(float(f["wall"]), float(f["connected"]), float(f["client_cpu"]), float(f["ssh_cpu"]))
 
 
 def run_rsync(src: Path, dest: Path, ssh: list[str], fsync: bool) -> Row:
@@ -79,7 +85,7 @@ def run_rsync(src: Path, dest: Path, ssh: list[str], fsync: bool) -> Row:
         cmd = ["rsync", "-a", *(["--fsync"] if fsync else []), "-e", timed_ssh, f"{src}/", f"root@127.0.0.1:{dest}/"]
         m = Running(cmd).wait()
         ssh_cpu = sum(float(x) for x in Path(cpu.name).read_text().strip().splitlines()[-1].split("+"))
-    return Row(m.wall, m.cpu - ssh_cpu, ssh_cpu)
+    return Row(m.wall, None, m.cpu - ssh_cpu, ssh_cpu)
 
 
 def contenders(sessions: list[int]) -> list[tuple[str, str, int, bool]]:
@@ -94,6 +100,38 @@ def contenders(sessions: list[int]) -> list[tuple[str, str, int, bool]]:
     return out
 
 
+def measure(src: Path, remote: Path, ssh: list[str], args: argparse.Namespace) -> dict[str, list[Row]]:
+    """Every contender `args.repeat` times, the rounds interleaved so that a busy moment of the
+    machine falls on all of them alike; each copy checked, then removed."""
+    rows: dict[str, list[Row]] = {}
+    for _ in range(args.repeat):
+        for name, client, sessions, fsync in contenders(args.sessions or [1, 2]):
+            landed = remote / f"{client}-{sessions}-{int(fsync)}"
+            if client == "rsync":
+                row = run_rsync(src, landed, ssh, fsync)
+            else:
+                cmd = [*ssh, "-s", "root@127.0.0.1", "sftp"]
+                row = run_client(client, src, landed, cmd, sessions, args.window, fsync)
+            checked(src, landed, name)
+            rmtree(landed)
+            rows.setdefault(name, []).append(row)
+    return rows
+
+
+def line(rtt: float, label: str, name: str, src: Path, rows: list[Row]) -> str:
+    """The table's row for one contender: the run of median wall time."""
+    files = sum(1 for p in src.rglob("*") if p.is_file())
+    mib = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 2**20
+    walls = sorted(r.wall for r in rows)
+    row = next(r for r in rows if r.wall == walls[len(walls) // 2])
+    logins = "" if row.connect is None else f" ({row.connect:.2f})"
+    spread = f"{files / walls[-1]:.0f}–{files / walls[0]:.0f}" if len(rows) > 1 else ""
+    return (
+        f"| {rtt:g} ms | {label} | {name} | {row.wall:.2f}{logins} | **{files / row.wall:.0f}** ({spread}) "
+        f"| {mib / row.wall:.1f} | {row.client_cpu:.2f} | {row.ssh_cpu:.2f} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=2000, help="small chunks, a folder each")
@@ -103,21 +141,26 @@ def main() -> None:
     ap.add_argument("--rtt", type=float, action="append", help="round trips in ms (default 0, 2, 10)")
     ap.add_argument("--sessions", type=int, action="append", help="sessions per client (default 1, 2)")
     ap.add_argument("--window", type=int, default=256, help="files in flight")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each contender (the median is shown)")
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp/softcopy-bench-sftp"))
+    ap.add_argument("--remote", type=Path, help="where the server writes (default DIR/remote; e.g. a tmpfs)")
+    ap.add_argument("--small-only", action="store_true", help="leave out the large chunks")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--example", "sftp_bench"], cwd=ROOT, check=True)
     rmtree(args.dir)
-    small, big, remote = args.dir / "small.zarr", args.dir / "big.zarr", args.dir / "remote"
+    small, big = args.dir / "small.zarr", args.dir / "big.zarr"
+    remote = args.remote or args.dir / "remote"
     write_per_chunk(small, args.files, args.kib << 10)
     write_per_chunk(big, args.big, args.big_mib << 20, per_t=8)
-    remote.mkdir()
+    remote.mkdir(parents=True)
     sshd = Sshd(args.dir / "sshd", quiet=True)
     sshd.start()
     print(f"# {machine()}")
     print(
-        f"# {args.files} x {args.kib} KiB, a folder per chunk; {args.big} x {args.big_mib} MiB; {args.window} files in flight"
+        f"# {args.files} x {args.kib} KiB, a folder per chunk; {args.big} x {args.big_mib} MiB; {args.window} files in flight; "
+        f"the server writes to {remote} ({fs_type(remote)})"
     )
-    print("| round trip | files | client | wall s | files/s | MiB/s | client CPU s | ssh CPU s |")
+    print("| round trip | files | client | wall s (logins) | files/s (min–max) | MiB/s | client CPU s | ssh CPU s |")
     print("|---|---|---|---|---|---|---|---|")
     try:
         for rtt in args.rtt or [0.0, 2.0, 10.0]:
@@ -125,28 +168,17 @@ def main() -> None:
             ssh = ["ssh", "-q", "-p", str(proxy.port), *sshd.ssh_options(), "-o", "BatchMode=yes"]
             try:
                 print(f"| {rtt:g} ms | one ssh stream | `ssh cat` | | | {one_stream(sshd, proxy.port):.0f} | | |")
-                for label, src in ((f"{args.kib} KiB", small), (f"{args.big_mib} MiB", big)):
-                    files = sum(1 for p in src.rglob("*") if p.is_file())
-                    mib = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 2**20
-                    for name, client, sessions, fsync in contenders(args.sessions or [1, 2]):
-                        landed = remote / f"{client}-{sessions}-{int(fsync)}"
-                        if client == "rsync":
-                            row = run_rsync(src, landed, ssh, fsync)
-                        else:
-                            cmd = [*ssh, "-s", "root@127.0.0.1", "sftp"]
-                            row = run_client(client, src, landed, cmd, sessions, args.window, fsync)
-                        checked(src, landed, name)
-                        print(
-                            f"| {rtt:g} ms | {label} | {name} | {row.wall:.2f} | {files / row.wall:.0f} "
-                            f"| {mib / row.wall:.1f} | {row.client_cpu:.2f} | {row.ssh_cpu:.2f} |"
-                        )
+                sets = [(f"{args.kib} KiB", small), (f"{args.big_mib} MiB", big)][: 1 if args.small_only else 2]
+                for label, src in sets:
+                    for name, rows in measure(src, remote, ssh, args).items():
+                        print(line(rtt, label, name, src, rows))
                         sys.stdout.flush()
-                        rmtree(landed)
             finally:
                 proxy.close()
     finally:
         sshd.kill()
         rmtree(args.dir)
+        rmtree(remote)
 
 
 if __name__ == "__main__":

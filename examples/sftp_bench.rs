@@ -6,7 +6,7 @@
 //!
 //! `sftp_bench own|openssh SRC DEST SESSIONS FILES_IN_FLIGHT fsync|nofsync -- COMMAND…` where
 //! COMMAND starts one SFTP session (`ssh … -s host sftp`). Prints one line:
-//! `files=N bytes=B wall=S client_cpu=S ssh_cpu=S`.
+//! `connected=S` (seconds to the sessions' logins), then `files=N bytes=B wall=S client_cpu=S ssh_cpu=S`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, UNIX_EPOCH};
@@ -32,6 +32,8 @@ struct Args {
     in_flight: usize,
     fsync: bool,
     command: Vec<String>,
+    /// When the run began: the time to connect is reported apart.
+    t0: Instant,
 }
 
 fn main() {
@@ -48,8 +50,9 @@ fn main() {
         in_flight: a[4].parse().expect("FILES_IN_FLIGHT is a number"),
         fsync: a[5] == "fsync",
         command: a[7..].to_vec(),
+        t0: Instant::now(),
     };
-    let t0 = Instant::now();
+    let t0 = args.t0;
     if args.own {
         own::run(&args);
     } else {
@@ -112,7 +115,12 @@ mod own {
     const RENAME: u64 = 2;
 
     pub fn run(args: &Args) {
-        let sessions: Vec<Session> = (0..args.sessions).map(|_| connect(&args.command)).collect();
+        // Logins at once, as the engine would: each is a few round trips of ssh's handshake.
+        let sessions: Vec<Session> = std::thread::scope(|t| {
+            let logins: Vec<_> = (0..args.sessions).map(|_| t.spawn(|| connect(&args.command))).collect();
+            logins.into_iter().map(|l| l.join().expect("the login thread ends")).collect()
+        });
+        eprintln!("connected={:.3}", args.t0.elapsed().as_secs_f64());
         make_dirs(&sessions[0], &args.plan.dirs);
         copy(args, &sessions);
         for s in sessions {
@@ -208,17 +216,23 @@ mod dep {
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<usize>();
         let plan = args.plan.clone();
         let (sessions, command, fsync, window) = (args.sessions, args.command.clone(), args.fsync, args.in_flight);
+        let t0 = args.t0;
         let p = plan.clone();
         let runtime = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let mut children = Vec::new();
-                let mut sftps = Vec::new();
+                let mut logins = tokio::task::JoinSet::new();
                 for _ in 0..sessions {
-                    let (child, sftp) = connect(&command).await;
+                    let command = command.clone();
+                    logins.spawn(async move { connect(&command).await });
+                }
+                let (mut children, mut sftps) = (Vec::new(), Vec::new());
+                while let Some(login) = logins.join_next().await {
+                    let (child, sftp) = login.unwrap();
                     children.push(child);
                     sftps.push(Arc::new(sftp));
                 }
+                eprintln!("connected={:.3}", t0.elapsed().as_secs_f64());
                 make_dirs(&sftps[0], &p.dirs).await;
                 let gate = Arc::new(tokio::sync::Semaphore::new(window));
                 let mut tasks = tokio::task::JoinSet::new();

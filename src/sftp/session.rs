@@ -350,7 +350,7 @@ fn route(packet: &[u8], shared: &Shared) -> Result<(), SftpError> {
     let r = {
         let mut p = shared.lock();
         let r = p.routes.remove(&id);
-        shared.room.notify_one();
+        shared.room.notify_all();
         r
     };
     let r = r.ok_or_else(|| SftpError::Protocol(format!("a reply to request {id}, which is not in flight")))?;

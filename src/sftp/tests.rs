@@ -40,6 +40,12 @@ fn publish(s: &Session, partial: &Path, fin: &Path, data: &[u8], mtime: u32) -> 
 }
 
 #[test]
+fn a_session_is_shared_by_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Session>();
+}
+
+#[test]
 fn a_file_written_under_a_partial_name_lands_whole_with_its_mtime() {
     let dir = tempfile::tempdir().unwrap();
     let s = server();
