@@ -125,9 +125,9 @@ def line(rtt: float, label: str, name: str, src: Path, rows: list[Row]) -> str:
     walls = sorted(r.wall for r in rows)
     row = next(r for r in rows if r.wall == walls[len(walls) // 2])
     logins = "" if row.connect is None else f" ({row.connect:.2f})"
-    spread = f"{files / walls[-1]:.0f}–{files / walls[0]:.0f}" if len(rows) > 1 else ""
+    spread = f" ({files / walls[-1]:.0f}–{files / walls[0]:.0f})" if len(rows) > 1 else ""
     return (
-        f"| {rtt:g} ms | {label} | {name} | {row.wall:.2f}{logins} | **{files / row.wall:.0f}** ({spread}) "
+        f"| {rtt:g} ms | {label} | {name} | {row.wall:.2f}{logins} | **{files / row.wall:.0f}**{spread} "
         f"| {mib / row.wall:.1f} | {row.client_cpu:.2f} | {row.ssh_cpu:.2f} |"
     )
 
