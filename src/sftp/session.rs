@@ -47,6 +47,18 @@ impl Ticket {
     pub fn wait(self) -> Result<Reply, SftpError> {
         self.0.recv().map_or_else(|_| Err(SftpError::ConnectionLost("the session ended".into())), |d| d.result)
     }
+
+    /// Waits at most `limit` for the answer: `None` if it has not come by then (the request stays
+    /// in flight; a bounded wait for a poll, never a guess that it failed).
+    pub fn wait_timeout(&self, limit: Duration) -> Option<Result<Reply, SftpError>> {
+        match self.0.recv_timeout(limit) {
+            Ok(d) => Some(d.result),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Some(Err(SftpError::ConnectionLost("the session ended".into())))
+            }
+        }
+    }
 }
 
 struct Route {
@@ -243,6 +255,8 @@ impl Session {
         Ok(())
     }
 
+    /// The server's WRITE limit, or the draft's minimum when it does not offer limits@openssh.com
+    /// (OpenSSH leaves a request its administrator denied, `sftp-server -P limits`, unannounced).
     fn ask_max_write(&self) -> Result<usize, SftpError> {
         const CEILING: u64 = 256 * 1024 - 1024; // room for the WRITE's own header in a 256 KiB packet
         if !self.has_extension("limits@openssh.com") {

@@ -4,13 +4,21 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use super::*;
 
 const SERVER: &str = "/usr/lib/openssh/sftp-server";
+/// Far beyond any answer's time: a bound so that a broken client fails a test instead of hanging it.
+const LIMIT: Duration = Duration::from_secs(20);
 
 fn server() -> Session {
     Session::spawn(Command::new(SERVER), Options::default()).expect("OpenSSH's sftp-server starts")
+}
+
+/// One request and its answer, within `LIMIT`.
+fn ask(s: &Session, r: &Request<'_>) -> Result<Reply, SftpError> {
+    s.submit(r).wait_timeout(LIMIT).expect("answered within the limit")
 }
 
 fn b(p: &Path) -> &[u8] {
@@ -26,17 +34,18 @@ fn handle(r: Result<Reply, SftpError>) -> Handle {
 
 /// The copier's chain for one file: partial name, writes, mtime, fsync, close, posix-rename.
 fn publish(s: &Session, partial: &Path, fin: &Path, data: &[u8], mtime: u32) -> Result<(), SftpError> {
-    let h = handle(s.call(&Request::Open { path: b(partial), mode: OpenMode::CreateNew, attrs: Attrs::default() }));
+    let h = handle(ask(s, &Request::Open { path: b(partial), mode: OpenMode::CreateNew, attrs: Attrs::default() }));
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut n = s.submit_write(&h, 0, data, 0, &tx);
+    assert_eq!(n, data.len().div_ceil(s.max_write()), "one answer per WRITE");
     for r in [Request::Fsetstat { handle: &h, attrs: Attrs::mtime(mtime) }, Request::Fsync(&h), Request::Close(&h)] {
         s.submit_to(&r, 0, &tx);
         n += 1;
     }
-    for d in rx.iter().take(n) {
-        d.result?;
+    for _ in 0..n {
+        rx.recv_timeout(LIMIT).expect("every request is answered").result?;
     }
-    s.call(&Request::PosixRename { from: b(partial), to: b(fin) }).map(|_| ())
+    ask(s, &Request::PosixRename { from: b(partial), to: b(fin) }).map(|_| ())
 }
 
 #[test]
@@ -50,6 +59,7 @@ fn a_file_written_under_a_partial_name_lands_whole_with_its_mtime() {
     let dir = tempfile::tempdir().unwrap();
     let s = server();
     assert!(s.max_write() > 32 * 1024, "limits@openssh.com raises the write size: {}", s.max_write());
+    assert!(s.has_extension("posix-rename@openssh.com") && !s.has_extension("no-such@example.org"));
     let data: Vec<u8> = (0..s.max_write() * 3 + 17).map(|i| (i % 251) as u8).collect();
     let (partial, fin) = (dir.path().join("c.partial"), dir.path().join("c"));
     publish(&s, &partial, &fin, &data, 1_700_000_000).unwrap();
@@ -63,7 +73,7 @@ fn a_partial_name_that_exists_is_refused_and_left_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p");
     std::fs::write(&p, b"someone's").unwrap();
-    let r = server().call(&Request::Open { path: b(&p), mode: OpenMode::CreateNew, attrs: Attrs::default() });
+    let r = ask(&server(), &Request::Open { path: b(&p), mode: OpenMode::CreateNew, attrs: Attrs::default() });
     let e = r.unwrap_err();
     // sftp-server answers EEXIST with the generic FAILURE: the caller cannot tell it from ENOSPC.
     assert!(matches!(e, SftpError::Status { code: StatusCode::Failure, .. }), "{e:?}");
@@ -75,9 +85,9 @@ fn a_partial_name_that_exists_is_refused_and_left_as_it_was() {
 fn a_missing_folder_is_not_found_and_the_session_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let s = server();
-    let e = s.call(&Request::Lstat(b(&dir.path().join("no/such")))).unwrap_err();
+    let e = ask(&s, &Request::Lstat(b(&dir.path().join("no/such")))).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
-    assert!(matches!(s.call(&Request::Lstat(b(dir.path()))), Ok(Reply::Attrs(a)) if a.is_dir()));
+    assert!(matches!(ask(&s, &Request::Lstat(b(dir.path()))), Ok(Reply::Attrs(a)) if a.is_dir()));
 }
 
 #[test]
@@ -92,7 +102,8 @@ fn requests_pipelined_from_one_thread_run_in_order_thousands_in_flight() {
         s.submit_to(&Request::Stat(b(p)), 2 * i as u64 + 1, &tx);
     }
     let mut seen = vec![false; 4000];
-    for d in rx.iter().take(4000) {
+    for _ in 0..4000 {
+        let d = rx.recv_timeout(LIMIT).expect("every request is answered");
         let ok = matches!(d.result, Ok(Reply::Done)) || matches!(d.result, Ok(Reply::Attrs(a)) if a.is_dir());
         assert!(ok, "request {}: {:?}", d.tag, d.result);
         seen[d.tag as usize] = true;
@@ -107,17 +118,17 @@ fn a_listing_names_every_entry_and_a_link_is_seen_as_a_link() {
     std::fs::write(dir.path().join("f"), b"x").unwrap();
     std::os::unix::fs::symlink("/etc", dir.path().join("l")).unwrap();
     let s = server();
-    let h = handle(s.call(&Request::Opendir(b(dir.path()))));
+    let h = handle(ask(&s, &Request::Opendir(b(dir.path()))));
     let mut names = Vec::new();
-    while let Reply::Names(batch) = s.call(&Request::Readdir(&h)).unwrap() {
+    while let Reply::Names(batch) = ask(&s, &Request::Readdir(&h)).unwrap() {
         names.extend(batch.into_iter().map(|n| (String::from_utf8(n.filename).unwrap(), n.attrs)));
     }
-    s.call(&Request::Close(&h)).unwrap();
+    ask(&s, &Request::Close(&h)).unwrap();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let listed: Vec<_> = names.iter().map(|n| n.0.as_str()).collect();
     assert_eq!(listed, [".", "..", "f", "l"]);
     assert!(names[3].1.is_symlink());
-    assert!(matches!(s.call(&Request::Lstat(b(&dir.path().join("l")))), Ok(Reply::Attrs(a)) if a.is_symlink()));
+    assert!(matches!(ask(&s, &Request::Lstat(b(&dir.path().join("l")))), Ok(Reply::Attrs(a)) if a.is_symlink()));
 }
 
 #[test]
@@ -127,37 +138,43 @@ fn reads_removals_hard_links_and_free_space() {
     std::fs::write(&f, b"hello").unwrap();
     std::fs::create_dir(&d).unwrap();
     let s = server();
-    let h = handle(s.call(&Request::Open { path: b(&f), mode: OpenMode::Read, attrs: Attrs::default() }));
-    assert_eq!(s.call(&Request::Read { handle: &h, offset: 1, len: 100 }).unwrap(), Reply::Data(b"ello".to_vec()));
-    assert_eq!(s.call(&Request::Read { handle: &h, offset: 5, len: 100 }).unwrap(), Reply::Eof);
-    s.call(&Request::Close(&h)).unwrap();
-    s.call(&Request::Hardlink { from: b(&f), to: b(&g) }).unwrap();
+    let h = handle(ask(&s, &Request::Open { path: b(&f), mode: OpenMode::Read, attrs: Attrs::default() }));
+    assert_eq!(ask(&s, &Request::Read { handle: &h, offset: 1, len: 100 }).unwrap(), Reply::Data(b"ello".to_vec()));
+    assert_eq!(ask(&s, &Request::Read { handle: &h, offset: 5, len: 100 }).unwrap(), Reply::Eof);
+    ask(&s, &Request::Close(&h)).unwrap();
+    ask(&s, &Request::Hardlink { from: b(&f), to: b(&g) }).unwrap();
     assert_eq!(std::fs::metadata(&g).unwrap().ino(), std::fs::metadata(&f).unwrap().ino());
-    match s.call(&Request::Statvfs(b(dir.path()))).unwrap() {
+    match ask(&s, &Request::Statvfs(b(dir.path()))).unwrap() {
         Reply::Statvfs(v) => assert!(v.available_bytes() > 0 && v.name_max >= 255, "{v:?}"),
         other => panic!("{other:?}"),
     }
-    s.call(&Request::Remove(b(&f))).unwrap();
-    s.call(&Request::Rmdir(b(&d))).unwrap();
+    ask(&s, &Request::Remove(b(&f))).unwrap();
+    ask(&s, &Request::Rmdir(b(&d))).unwrap();
     assert!(!f.exists() && !d.exists() && g.exists());
 }
 
 #[test]
 fn a_killed_server_fails_every_request_as_lost_not_as_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = server();
+    // The server's pid comes from the server itself, never from the code under test: a signal
+    // sent to a wrong pid (0 is this process group) must not be what a broken client causes.
+    let pidfile = dir.path().join("pid");
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("echo $$ > {}; exec {SERVER}", pidfile.display())]);
+    let s = Session::spawn(c, Options::default()).unwrap();
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    assert_eq!(s.pid().to_string(), pid);
     // SIGSTOP first, so the requests below are surely in flight when the server dies.
-    let pid = s.pid().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
     let tickets: Vec<_> = (0..100).map(|_| s.submit(&Request::Stat(b(dir.path())))).collect();
     assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
     for t in tickets {
-        let e = t.wait().unwrap_err();
+        let e = t.wait_timeout(LIMIT).expect("answered as lost").unwrap_err();
         assert!(e.is_connection_lost(), "{e:?}");
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted);
     }
     assert!(s.lost().is_some());
-    assert!(s.call(&Request::Stat(b(dir.path()))).unwrap_err().is_connection_lost());
+    assert!(ask(&s, &Request::Stat(b(dir.path()))).unwrap_err().is_connection_lost());
 }
 
 #[test]
@@ -169,4 +186,30 @@ fn a_program_that_cannot_serve_says_why_in_one_line() {
     assert_eq!(e.to_string(), "the SFTP connection is lost: ssh: Could not resolve hostname nowhere");
     let e = Session::spawn(Command::new("/no/such/ssh"), Options::default()).err().expect("no session");
     assert!(matches!(e, SftpError::Spawn { .. }), "{e:?}");
+}
+
+#[test]
+fn a_server_that_does_not_offer_its_limits_gets_writes_of_the_drafts_minimum() {
+    // Denied by its administrator, limits@openssh.com is left out of the server's VERSION.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new(SERVER);
+    c.args(["-P", "limits"]);
+    let s = Session::spawn(c, Options::default()).unwrap();
+    assert_eq!(s.max_write(), 32 * 1024);
+    let data = vec![7u8; 100_000];
+    publish(&s, &dir.path().join("p"), &dir.path().join("f"), &data, 1).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), data);
+}
+
+#[test]
+fn an_extension_the_server_did_not_announce_is_refused_before_anything_is_sent() {
+    // A server announcing version 3 and nothing else, then reading forever and answering nothing:
+    // a request sent to it would never be answered.
+    let mut c = Command::new("sh");
+    c.args(["-c", r"printf '\000\000\000\005\002\000\000\000\003'; exec cat >/dev/null"]);
+    let s = Session::spawn(c, Options::default()).unwrap();
+    assert_eq!(s.max_write(), 32 * 1024);
+    assert!(!s.has_extension("posix-rename@openssh.com"));
+    let r = s.submit(&Request::PosixRename { from: b"/a", to: b"/b" }).wait_timeout(LIMIT);
+    assert!(matches!(r, Some(Err(SftpError::Unsupported("posix-rename@openssh.com")))), "{r:?}");
 }
