@@ -156,7 +156,7 @@ impl Session {
             next_id: AtomicU32::new(0),
             max_in_flight: options.max_in_flight.max(1),
             extensions,
-            max_write: 32 * 1024,
+            max_write: DRAFT_MAX_WRITE,
             child,
             threads,
         };
@@ -258,13 +258,12 @@ impl Session {
     /// The server's WRITE limit, or the draft's minimum when it does not offer limits@openssh.com
     /// (OpenSSH leaves a request its administrator denied, `sftp-server -P limits`, unannounced).
     fn ask_max_write(&self) -> Result<usize, SftpError> {
-        const CEILING: u64 = 256 * 1024 - 1024; // room for the WRITE's own header in a 256 KiB packet
         if !self.has_extension("limits@openssh.com") {
-            return Ok(self.max_write);
+            return Ok(DRAFT_MAX_WRITE);
         }
         match self.call(&Request::Limits)? {
-            Reply::Limits(l) if l.max_write > 0 => Ok(l.max_write.min(CEILING) as usize),
-            _ => Ok(self.max_write),
+            Reply::Limits(l) => Ok(write_size(l.max_write)),
+            _ => Ok(DRAFT_MAX_WRITE),
         }
     }
 }
@@ -280,6 +279,19 @@ impl Drop for Session {
             let _ = t.join();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// The WRITE size every server must take (the draft's 32 KiB).
+const DRAFT_MAX_WRITE: usize = 32 * 1024;
+
+/// The WRITE size for a server's stated limit: zero says "no limit stated"; past 255 KiB a WRITE
+/// would not fit the 256 KiB packet most servers take.
+pub(super) fn write_size(stated: u64) -> usize {
+    const CEILING: u64 = 255 * 1024;
+    match stated {
+        0 => DRAFT_MAX_WRITE,
+        n => n.min(CEILING) as usize,
     }
 }
 

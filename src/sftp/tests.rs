@@ -184,6 +184,9 @@ fn a_program_that_cannot_serve_says_why_in_one_line() {
     let e = Session::spawn(c, Options::default()).err().expect("no session");
     assert!(e.is_connection_lost(), "{e:?}");
     assert_eq!(e.to_string(), "the SFTP connection is lost: ssh: Could not resolve hostname nowhere");
+    let e = Session::spawn(Command::new("false"), Options::default()).err().expect("no session");
+    assert!(e.is_connection_lost(), "{e:?}");
+    assert!(e.to_string().len() > "the SFTP connection is lost: ".len(), "silent, yet a reason: {e}");
     let e = Session::spawn(Command::new("/no/such/ssh"), Options::default()).err().expect("no session");
     assert!(matches!(e, SftpError::Spawn { .. }), "{e:?}");
 }
@@ -212,4 +215,33 @@ fn an_extension_the_server_did_not_announce_is_refused_before_anything_is_sent()
     assert!(!s.has_extension("posix-rename@openssh.com"));
     let r = s.submit(&Request::PosixRename { from: b"/a", to: b"/b" }).wait_timeout(LIMIT);
     assert!(matches!(r, Some(Err(SftpError::Unsupported("posix-rename@openssh.com")))), "{r:?}");
+}
+
+#[test]
+fn the_write_size_follows_the_servers_limit_within_a_packet() {
+    assert_eq!(session::write_size(0), 32 * 1024, "no limit stated");
+    assert_eq!(session::write_size(1000), 1000);
+    assert_eq!(session::write_size(255 * 1024), 255 * 1024);
+    assert_eq!(session::write_size(1 << 30), 255 * 1024);
+}
+
+#[test]
+fn closing_waits_for_every_answer_and_ends_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("echo $$ > {}; exec {SERVER}", pidfile.display())]);
+    let s = Session::spawn(c, Options::default()).unwrap();
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    assert_eq!(s.lost(), None);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for i in 0..500 {
+        s.submit_to(&Request::Mkdir { path: b(&dir.path().join(i.to_string())), attrs: Attrs::default() }, i, &tx);
+    }
+    s.close();
+    let answers: Vec<_> = rx.try_iter().collect();
+    assert_eq!(answers.len(), 500);
+    assert!(answers.iter().all(|d| matches!(d.result, Ok(Reply::Done))), "every request answered, none lost");
+    // Reaped, not left a zombie.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
