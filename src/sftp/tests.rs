@@ -16,6 +16,16 @@ fn server() -> Session {
     Session::spawn(Command::new(SERVER), Options::default()).expect("OpenSSH's sftp-server starts")
 }
 
+/// A server and its pid as it wrote it itself, never as the code under test says: a signal sent to
+/// a wrong pid (0 is this process group, 1 is init) must not be what a broken client causes.
+fn server_and_pid(dir: &Path) -> (Session, String) {
+    let pidfile = dir.join("pid");
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("echo $$ > {}; exec {SERVER}", pidfile.display())]);
+    let s = Session::spawn(c, Options::default()).unwrap();
+    (s, std::fs::read_to_string(&pidfile).unwrap().trim().to_string())
+}
+
 /// One request and its answer, within `LIMIT`.
 fn ask(s: &Session, r: &Request<'_>) -> Result<Reply, SftpError> {
     s.submit(r).wait_timeout(LIMIT).expect("answered within the limit")
@@ -156,13 +166,7 @@ fn reads_removals_hard_links_and_free_space() {
 #[test]
 fn a_killed_server_fails_every_request_as_lost_not_as_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // The server's pid comes from the server itself, never from the code under test: a signal
-    // sent to a wrong pid (0 is this process group) must not be what a broken client causes.
-    let pidfile = dir.path().join("pid");
-    let mut c = Command::new("sh");
-    c.args(["-c", &format!("echo $$ > {}; exec {SERVER}", pidfile.display())]);
-    let s = Session::spawn(c, Options::default()).unwrap();
-    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    let (s, pid) = server_and_pid(dir.path());
     assert_eq!(s.pid().to_string(), pid);
     // SIGSTOP first, so the requests below are surely in flight when the server dies.
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
@@ -228,11 +232,7 @@ fn the_write_size_follows_the_servers_limit_within_a_packet() {
 #[test]
 fn closing_waits_for_every_answer_and_ends_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let pidfile = dir.path().join("pid");
-    let mut c = Command::new("sh");
-    c.args(["-c", &format!("echo $$ > {}; exec {SERVER}", pidfile.display())]);
-    let s = Session::spawn(c, Options::default()).unwrap();
-    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    let (s, pid) = server_and_pid(dir.path());
     assert_eq!(s.lost(), None);
     let (tx, rx) = crossbeam_channel::unbounded();
     for i in 0..500 {
@@ -244,4 +244,19 @@ fn closing_waits_for_every_answer_and_ends_the_server() {
     assert!(answers.iter().all(|d| matches!(d.result, Ok(Reply::Done))), "every request answered, none lost");
     // Reaped, not left a zombie.
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn a_packet_of_a_size_no_server_sends_ends_the_session() {
+    // A fake server: a packet length, then it reads our INIT (9 bytes) and exits.
+    let start = |length: &str| {
+        let mut c = Command::new("sh");
+        c.args(["-c", &format!("printf '{length}'; head -c 9 >/dev/null")]);
+        Session::spawn(c, Options::default()).err().expect("no session").to_string()
+    };
+    assert!(start(r"\000\000\000\000").ends_with("a packet of 0 bytes"));
+    assert!(start(r"\377\377\377\377").ends_with("a packet of 4294967295 bytes"));
+    // 4 MiB is the largest taken: it is read (and the stream then ends early).
+    let e = start(r"\000\100\000\000");
+    assert!(!e.contains("a packet of"), "{e}");
 }
