@@ -394,10 +394,8 @@ fn keep_stderr(mut stderr: ChildStderr, shared: &Shared, _ended: Sender<()>) {
     while let Ok(n @ 1..) = stderr.read(&mut buf) {
         let mut s = shared.stderr.lock().unwrap_or_else(|p| p.into_inner());
         s.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if s.len() > STDERR_TAIL {
-            let cut = s.len() - STDERR_TAIL;
-            let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
-            s.drain(..cut);
-        }
+        // Keep the tail: the end of a string is a char boundary, so one is always found.
+        let cut = (s.len().saturating_sub(STDERR_TAIL)..).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        s.drain(..cut);
     }
 }

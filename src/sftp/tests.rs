@@ -97,6 +97,7 @@ fn a_missing_folder_is_not_found_and_the_session_goes_on() {
     let s = server();
     let e = ask(&s, &Request::Lstat(b(&dir.path().join("no/such")))).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().starts_with("lstat: "), "the message names the request: {e}");
     assert!(matches!(ask(&s, &Request::Lstat(b(dir.path()))), Ok(Reply::Attrs(a)) if a.is_dir()));
 }
 
@@ -213,7 +214,7 @@ fn an_extension_the_server_did_not_announce_is_refused_before_anything_is_sent()
     // A server announcing version 3 and nothing else, then reading forever and answering nothing:
     // a request sent to it would never be answered.
     let mut c = Command::new("sh");
-    c.args(["-c", r"printf '\000\000\000\005\002\000\000\000\003'; exec cat >/dev/null"]);
+    c.args(["-c", r"printf '\000\000\000\005\002\000\000\000\003'; cat >/dev/null"]);
     let s = Session::spawn(c, Options::default()).unwrap();
     assert_eq!(s.max_write(), 32 * 1024);
     assert!(!s.has_extension("posix-rename@openssh.com"));
@@ -259,4 +260,32 @@ fn a_packet_of_a_size_no_server_sends_ends_the_session() {
     // 4 MiB is the largest taken: it is read (and the stream then ends early).
     let e = start(r"\000\100\000\000");
     assert!(!e.contains("a packet of"), "{e}");
+}
+
+#[test]
+fn a_long_complaint_is_kept_to_its_tail() {
+    let mut c = Command::new("sh");
+    c.args(["-c", "head -c 3000 /dev/zero | tr '\\0' x >&2; printf 'yz' >&2; exit 255"]);
+    let e = Session::spawn(c, Options::default()).err().expect("no session").to_string();
+    let said = e.strip_prefix("the SFTP connection is lost: ").expect(&e);
+    assert_eq!(said.len(), 2048, "the last 2 KiB of what it said");
+    assert!(said.ends_with("xyz"));
+}
+
+#[test]
+fn a_malformed_reply_ends_the_session() {
+    // VERSION; then, once our STAT of "/" (14 bytes) after the INIT (9) has come, a STATUS for it
+    // that ends before its code; then it reads on (the shell holding the stream open) and never
+    // answers again.
+    let script = concat!(
+        r"printf '\000\000\000\005\002\000\000\000\003'; head -c 23 >/dev/null; ",
+        r"printf '\000\000\000\005\145\000\000\000\000'; cat >/dev/null"
+    );
+    let mut c = Command::new("sh");
+    c.args(["-c", script]);
+    let s = Session::spawn(c, Options::default()).unwrap();
+    let r = s.submit(&Request::Stat(b"/")).wait_timeout(LIMIT).expect("answered");
+    assert!(matches!(r, Err(SftpError::Protocol(_))), "{r:?}");
+    let next = s.submit(&Request::Stat(b"/")).wait_timeout(LIMIT).expect("answered at once");
+    assert!(next.unwrap_err().is_connection_lost());
 }

@@ -47,15 +47,12 @@ pub enum OpenMode {
 }
 
 impl OpenMode {
+    /// The draft's SSH_FXF_* bits: READ 0x01, WRITE 0x02, CREAT 0x08, EXCL 0x20.
     fn pflags(self) -> u32 {
-        const READ: u32 = 0x01;
-        const WRITE: u32 = 0x02;
-        const CREAT: u32 = 0x08;
-        const EXCL: u32 = 0x20;
         match self {
-            OpenMode::Read => READ,
-            OpenMode::CreateNew => WRITE | CREAT | EXCL,
-            OpenMode::Write => WRITE,
+            OpenMode::Read => 0x01,
+            OpenMode::CreateNew => 0x2a, // WRITE | CREAT | EXCL
+            OpenMode::Write => 0x02,
         }
     }
 }
@@ -94,10 +91,15 @@ impl Attrs {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
-        let flags = self.size.map_or(0, |_| ATTR_SIZE)
-            | self.uid_gid.map_or(0, |_| ATTR_UIDGID)
-            | self.permissions.map_or(0, |_| ATTR_PERMISSIONS)
-            | self.times.map_or(0, |_| ATTR_ACMODTIME);
+        // The bits are distinct, so their sum is their union.
+        let flags: u32 = [
+            self.size.map_or(0, |_| ATTR_SIZE),
+            self.uid_gid.map_or(0, |_| ATTR_UIDGID),
+            self.permissions.map_or(0, |_| ATTR_PERMISSIONS),
+            self.times.map_or(0, |_| ATTR_ACMODTIME),
+        ]
+        .iter()
+        .sum();
         put_u32(out, flags);
         if let Some(size) = self.size {
             put_u64(out, size);
@@ -558,6 +560,47 @@ mod tests {
         assert_eq!(body[0], kind::WRITE);
         assert_eq!(reply_id(body).unwrap(), 42);
         assert_eq!(&body[5..], &[0, 0, 0, 1, b'7', 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 3, b'a', b'b', b'c']);
+    }
+
+    #[test]
+    fn attributes_read_back_as_written_whichever_are_present() {
+        let all = Attrs { size: Some(5), uid_gid: Some((1, 2)), permissions: Some(0o100644), times: Some((3, 4)) };
+        let cases = [
+            all,
+            Attrs { permissions: Some(0o040755), ..Attrs::default() },
+            Attrs::mtime(7),
+            Attrs { size: Some(9), uid_gid: Some((0, 0)), ..Attrs::default() },
+            Attrs::default(),
+        ];
+        for a in cases {
+            let mut out = Vec::new();
+            a.encode(&mut out);
+            out.extend_from_slice(b"tail");
+            let mut r = Reader(&out);
+            assert_eq!(Attrs::decode(&mut r).unwrap(), a);
+            assert_eq!(r.0, b"tail", "{a:?} read exactly its own bytes");
+        }
+        assert!(!all.is_dir() && !all.is_symlink());
+        assert!(cases[1].is_dir() && !Attrs::default().is_dir());
+        assert!(Attrs { permissions: Some(0o120777), ..all }.is_symlink());
+    }
+
+    #[test]
+    fn free_space_is_the_available_blocks_in_fragments() {
+        let v = Statvfs {
+            block_size: 4096,
+            fragment_size: 1024,
+            blocks: 100,
+            blocks_free: 50,
+            blocks_available: 40,
+            files: 0,
+            files_free: 0,
+            files_available: 0,
+            fsid: 0,
+            flags: 0,
+            name_max: 255,
+        };
+        assert_eq!(v.available_bytes(), 40 * 1024);
     }
 
     #[test]
