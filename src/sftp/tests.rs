@@ -152,7 +152,15 @@ fn reads_removals_hard_links_and_free_space() {
     let h = handle(ask(&s, &Request::Open { path: b(&f), mode: OpenMode::Read, attrs: Attrs::default() }));
     assert_eq!(ask(&s, &Request::Read { handle: &h, offset: 1, len: 100 }).unwrap(), Reply::Data(b"ello".to_vec()));
     assert_eq!(ask(&s, &Request::Read { handle: &h, offset: 5, len: 100 }).unwrap(), Reply::Eof);
+    assert!(matches!(ask(&s, &Request::Fstat(&h)), Ok(Reply::Attrs(a)) if a.size == Some(5)));
     ask(&s, &Request::Close(&h)).unwrap();
+    ask(&s, &Request::Setstat { path: b(&f), attrs: Attrs::mtime(1_600_000_000) }).unwrap();
+    assert_eq!(std::fs::metadata(&f).unwrap().mtime(), 1_600_000_000);
+    let canonical = dir.path().canonicalize().unwrap();
+    match ask(&s, &Request::Realpath(b(&d.join("..")))).unwrap() {
+        Reply::Names(n) => assert_eq!(n[0].filename, b(&canonical)),
+        other => panic!("{other:?}"),
+    }
     ask(&s, &Request::Hardlink { from: b(&f), to: b(&g) }).unwrap();
     assert_eq!(std::fs::metadata(&g).unwrap().ino(), std::fs::metadata(&f).unwrap().ino());
     match ask(&s, &Request::Statvfs(b(dir.path()))).unwrap() {

@@ -288,11 +288,7 @@ impl Request<'_> {
 
     /// The whole packet (length prefix included) for request `id`.
     pub fn encode(&self, id: u32) -> Vec<u8> {
-        let data_len = match self {
-            Request::Write { data, .. } => data.len(),
-            _ => 0,
-        };
-        let mut out = Vec::with_capacity(64 + data_len);
+        let mut out = Vec::with_capacity(64);
         put_u32(&mut out, 0); // the length, filled in below
         out.push(self.kind());
         put_u32(&mut out, id);
@@ -339,6 +335,7 @@ impl Request<'_> {
                 put_u32(out, len);
             }
             Request::Write { handle, offset, data } => {
+                out.reserve(data.len() + handle.0.len() + 12); // one allocation for a large WRITE
                 put_bytes(out, &handle.0);
                 put_u64(out, offset);
                 put_bytes(out, data);
