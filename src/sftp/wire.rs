@@ -601,6 +601,13 @@ mod tests {
     }
 
     #[test]
+    fn ok_where_data_was_due_is_a_protocol_error() {
+        let ok = [kind::STATUS, 0, 0, 0, 1, 0, 0, 0, 0];
+        assert!(matches!(decode(&ok, Expect::Handle, "open"), Err(SftpError::Protocol(_))));
+        assert_eq!(decode(&ok, Expect::Status, "close").unwrap(), Reply::Done);
+    }
+
+    #[test]
     fn a_short_reply_is_a_protocol_error_not_a_panic() {
         let e = decode(&[kind::HANDLE, 0, 0, 0, 1, 0, 0, 0, 9, b'x'], Expect::Handle, "open").unwrap_err();
         assert!(matches!(e, SftpError::Protocol(_)), "{e:?}");
