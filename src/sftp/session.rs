@@ -22,11 +22,14 @@ pub struct Options {
     /// Requests sent and not yet answered, at most: `submit` waits past this. Bounds the memory of
     /// queued writes and the server's backlog, not the latency hiding (a few hundred files suffice).
     pub max_in_flight: usize,
+    /// How long the start may wait for the server's VERSION: past it the program is killed and the
+    /// start fails as lost, so a server (or a program) that never answers cannot hang a service.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_in_flight: 4096 }
+        Options { max_in_flight: 4096, handshake_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -113,7 +116,7 @@ pub struct Session {
     shared: Arc<Shared>,
     next_id: AtomicU32,
     max_in_flight: usize,
-    extensions: Vec<(String, Vec<u8>)>,
+    extensions: Extensions,
     max_write: usize,
     child: Child,
     threads: Vec<JoinHandle<()>>,
@@ -139,9 +142,9 @@ impl Session {
         let (stderr_done, stderr_ended) = crossbeam_channel::bounded::<()>(0);
         let s = shared.clone();
         let mut threads = vec![std::thread::spawn(move || keep_stderr(stderr, &s, stderr_done))];
-        let mut stdin = BufWriter::with_capacity(1 << 16, stdin);
-        let mut stdout = BufReader::with_capacity(1 << 16, stdout);
-        let extensions = match handshake(&mut stdin, &mut stdout) {
+        let stdin = BufWriter::with_capacity(1 << 16, stdin);
+        let stdout = BufReader::with_capacity(1 << 16, stdout);
+        let ((stdin, stdout), extensions) = match handshake_within(stdin, stdout, options.handshake_timeout) {
             Ok(x) => x,
             Err(e) => return Err(failed_start(e, child, &shared, &stderr_ended, threads)),
         };
@@ -300,7 +303,29 @@ fn pipes(child: &mut Child) -> (ChildStdin, ChildStdout, ChildStderr) {
     (child.stdin.take().expect(piped), child.stdout.take().expect(piped), child.stderr.take().expect(piped))
 }
 
-fn handshake(stdin: &mut impl Write, stdout: &mut impl Read) -> Result<Vec<(String, Vec<u8>)>, SftpError> {
+type Pipes = (BufWriter<ChildStdin>, BufReader<ChildStdout>);
+/// The extensions a server announced: (name, data).
+type Extensions = Vec<(String, Vec<u8>)>;
+
+/// The handshake on a thread of its own, waited for at most `limit`; on time out the thread is
+/// left to end by itself when the caller kills the program (its pipes then close).
+fn handshake_within(
+    mut stdin: BufWriter<ChildStdin>,
+    mut stdout: BufReader<ChildStdout>,
+    limit: Duration,
+) -> Result<(Pipes, Extensions), SftpError> {
+    let (tx, rx) = crossbeam_channel::bounded::<(Pipes, Result<_, SftpError>)>(1);
+    std::thread::spawn(move || {
+        let r = handshake(&mut stdin, &mut stdout);
+        let _ = tx.send(((stdin, stdout), r));
+    });
+    match rx.recv_timeout(limit) {
+        Ok((pipes, r)) => r.map(|x| (pipes, x)),
+        Err(_) => Err(SftpError::ConnectionLost(format!("no answer to the SFTP handshake within {limit:?}"))),
+    }
+}
+
+fn handshake(stdin: &mut impl Write, stdout: &mut impl Read) -> Result<Extensions, SftpError> {
     let lost = |e: std::io::Error| SftpError::ConnectionLost(e.to_string());
     stdin.write_all(&wire::init()).map_err(lost)?;
     stdin.flush().map_err(lost)?;

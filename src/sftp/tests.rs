@@ -104,7 +104,7 @@ fn a_missing_folder_is_not_found_and_the_session_goes_on() {
 #[test]
 fn requests_pipelined_from_one_thread_run_in_order_thousands_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Session::spawn(Command::new(SERVER), Options { max_in_flight: 1000 }).unwrap();
+    let s = Session::spawn(Command::new(SERVER), Options { max_in_flight: 1000, ..Options::default() }).unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let paths: Vec<_> = (0..2000u64).map(|i| dir.path().join(i.to_string())).collect();
     // Each folder is made and then looked at without waiting: the order makes the stat find it.
@@ -296,4 +296,14 @@ fn a_malformed_reply_ends_the_session() {
     assert!(matches!(r, Err(SftpError::Protocol(_))), "{r:?}");
     let next = s.submit(&Request::Stat(b"/")).wait_timeout(LIMIT).expect("answered at once");
     assert!(next.unwrap_err().is_connection_lost());
+}
+
+#[test]
+fn a_program_that_never_answers_the_handshake_is_given_up() {
+    let mut c = Command::new("sh");
+    c.args(["-c", "cat >/dev/null"]);
+    let options = Options { handshake_timeout: Duration::from_millis(200), ..Options::default() };
+    let e = Session::spawn(c, options).err().expect("no session");
+    assert!(e.is_connection_lost(), "{e:?}");
+    assert!(e.to_string().contains("no answer to the SFTP handshake within 200ms"), "{e}");
 }
