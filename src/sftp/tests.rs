@@ -13,7 +13,13 @@ const SERVER: &str = "/usr/lib/openssh/sftp-server";
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn server() -> Session {
-    Session::spawn(Command::new(SERVER), Options::default()).expect("OpenSSH's sftp-server starts")
+    Session::spawn(Command::new(SERVER), opts()).expect("OpenSSH's sftp-server starts")
+}
+
+/// The tests' options: a handshake that does not come within 10 s fails the test instead of
+/// hanging it.
+fn opts() -> Options {
+    Options { handshake_timeout: Duration::from_secs(10), ..Options::default() }
 }
 
 /// A server and its pid as it wrote it itself, never as the code under test says: a signal sent to
@@ -22,7 +28,7 @@ fn server_and_pid(dir: &Path) -> (Session, String) {
     let pidfile = dir.join("pid");
     let mut c = Command::new("sh");
     c.args(["-c", &format!("echo $$ > {}; exec {SERVER}", pidfile.display())]);
-    let s = Session::spawn(c, Options::default()).unwrap();
+    let s = Session::spawn(c, opts()).unwrap();
     (s, std::fs::read_to_string(&pidfile).unwrap().trim().to_string())
 }
 
@@ -104,7 +110,7 @@ fn a_missing_folder_is_not_found_and_the_session_goes_on() {
 #[test]
 fn requests_pipelined_from_one_thread_run_in_order_thousands_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Session::spawn(Command::new(SERVER), Options { max_in_flight: 1000, ..Options::default() }).unwrap();
+    let s = Session::spawn(Command::new(SERVER), Options { max_in_flight: 1000, ..opts() }).unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let paths: Vec<_> = (0..2000u64).map(|i| dir.path().join(i.to_string())).collect();
     // Each folder is made and then looked at without waiting: the order makes the stat find it.
@@ -194,13 +200,13 @@ fn a_killed_server_fails_every_request_as_lost_not_as_refused() {
 fn a_program_that_cannot_serve_says_why_in_one_line() {
     let mut c = Command::new("sh");
     c.args(["-c", "echo 'ssh: Could not resolve hostname nowhere' >&2; exit 255"]);
-    let e = Session::spawn(c, Options::default()).err().expect("no session");
+    let e = Session::spawn(c, opts()).err().expect("no session");
     assert!(e.is_connection_lost(), "{e:?}");
     assert_eq!(e.to_string(), "the SFTP connection is lost: ssh: Could not resolve hostname nowhere");
-    let e = Session::spawn(Command::new("false"), Options::default()).err().expect("no session");
+    let e = Session::spawn(Command::new("false"), opts()).err().expect("no session");
     assert!(e.is_connection_lost(), "{e:?}");
     assert!(e.to_string().len() > "the SFTP connection is lost: ".len(), "silent, yet a reason: {e}");
-    let e = Session::spawn(Command::new("/no/such/ssh"), Options::default()).err().expect("no session");
+    let e = Session::spawn(Command::new("/no/such/ssh"), opts()).err().expect("no session");
     assert!(matches!(e, SftpError::Spawn { .. }), "{e:?}");
 }
 
@@ -210,7 +216,7 @@ fn a_server_that_does_not_offer_its_limits_gets_writes_of_the_drafts_minimum() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(SERVER);
     c.args(["-P", "limits"]);
-    let s = Session::spawn(c, Options::default()).unwrap();
+    let s = Session::spawn(c, opts()).unwrap();
     assert_eq!(s.max_write(), 32 * 1024);
     let data = vec![7u8; 100_000];
     publish(&s, &dir.path().join("p"), &dir.path().join("f"), &data, 1).unwrap();
@@ -223,7 +229,7 @@ fn an_extension_the_server_did_not_announce_is_refused_before_anything_is_sent()
     // a request sent to it would never be answered.
     let mut c = Command::new("sh");
     c.args(["-c", r"printf '\000\000\000\005\002\000\000\000\003'; cat >/dev/null"]);
-    let s = Session::spawn(c, Options::default()).unwrap();
+    let s = Session::spawn(c, opts()).unwrap();
     assert_eq!(s.max_write(), 32 * 1024);
     assert!(!s.has_extension("posix-rename@openssh.com"));
     let r = s.submit(&Request::PosixRename { from: b"/a", to: b"/b" }).wait_timeout(LIMIT);
@@ -261,7 +267,7 @@ fn a_packet_of_a_size_no_server_sends_ends_the_session() {
     let start = |length: &str| {
         let mut c = Command::new("sh");
         c.args(["-c", &format!("printf '{length}'; head -c 9 >/dev/null")]);
-        Session::spawn(c, Options::default()).err().expect("no session").to_string()
+        Session::spawn(c, opts()).err().expect("no session").to_string()
     };
     assert!(start(r"\000\000\000\000").ends_with("a packet of 0 bytes"));
     assert!(start(r"\377\377\377\377").ends_with("a packet of 4294967295 bytes"));
@@ -274,7 +280,7 @@ fn a_packet_of_a_size_no_server_sends_ends_the_session() {
 fn a_long_complaint_is_kept_to_its_tail() {
     let mut c = Command::new("sh");
     c.args(["-c", "head -c 3000 /dev/zero | tr '\\0' x >&2; printf 'yz' >&2; exit 255"]);
-    let e = Session::spawn(c, Options::default()).err().expect("no session").to_string();
+    let e = Session::spawn(c, opts()).err().expect("no session").to_string();
     let said = e.strip_prefix("the SFTP connection is lost: ").expect(&e);
     assert_eq!(said.len(), 2048, "the last 2 KiB of what it said");
     assert!(said.ends_with("xyz"));
@@ -291,7 +297,7 @@ fn a_malformed_reply_ends_the_session() {
     );
     let mut c = Command::new("sh");
     c.args(["-c", script]);
-    let s = Session::spawn(c, Options::default()).unwrap();
+    let s = Session::spawn(c, opts()).unwrap();
     let r = s.submit(&Request::Stat(b"/")).wait_timeout(LIMIT).expect("answered");
     assert!(matches!(r, Err(SftpError::Protocol(_))), "{r:?}");
     let next = s.submit(&Request::Stat(b"/")).wait_timeout(LIMIT).expect("answered at once");
@@ -302,7 +308,7 @@ fn a_malformed_reply_ends_the_session() {
 fn a_program_that_never_answers_the_handshake_is_given_up() {
     let mut c = Command::new("sh");
     c.args(["-c", "cat >/dev/null"]);
-    let options = Options { handshake_timeout: Duration::from_millis(200), ..Options::default() };
+    let options = Options { handshake_timeout: Duration::from_millis(200), ..opts() };
     let e = Session::spawn(c, options).err().expect("no session");
     assert!(e.is_connection_lost(), "{e:?}");
     assert!(e.to_string().contains("no answer to the SFTP handshake within 200ms"), "{e}");
