@@ -335,7 +335,6 @@ impl Request<'_> {
                 put_u32(out, len);
             }
             Request::Write { handle, offset, data } => {
-                out.reserve(data.len() + handle.0.len() + 12); // one allocation for a large WRITE
                 put_bytes(out, &handle.0);
                 put_u64(out, offset);
                 put_bytes(out, data);
