@@ -101,3 +101,4 @@ bench: ## whole-process comparisons, the full runs (see BENCHMARKS.md; about 40 
 	cd benches && $(PYTHON) writers_matrix.py
 	cd benches && $(PYTHON) cpu.py
 	cd benches && $(PYTHON) network.py
+	cd benches && $(PYTHON) sftp.py

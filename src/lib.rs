@@ -12,6 +12,7 @@ mod error;
 pub mod failpoint;
 pub mod gentle;
 pub mod run;
+pub mod sftp;
 pub mod source;
 pub mod sys;
 pub mod track;

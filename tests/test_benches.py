@@ -97,6 +97,18 @@ def test_network_copies_onto_a_share_with_latency_and_checks_every_copy(tmp_path
             assert re.search(rf"\| 2 ms \| {size} \| {re.escape(name)} \| [0-9.]+ \|", out), out
 
 
+def test_sftp_runs_each_client_beside_rsync_and_checks_every_copy(tmp_path: Path) -> None:
+    out = bench(
+        "sftp.py", "--files", 30, "--big", 2, "--big-mib", 1, "--rtt", 2, "--repeat", 1, "--sessions", 2,
+        "--dir", tmp_path / "s",
+    )  # fmt: skip
+    assert "one ssh stream" in out
+    names = ["own, 2 sessions", "own, 2 sessions, fsync", "openssh, 2 sessions", "openssh, 2 sessions, fsync"]
+    for name in [*names, "rsync -a -e ssh", "rsync -a --fsync -e ssh"]:
+        for size in ("16 KiB", "1 MiB"):
+            assert re.search(rf"\| 2 ms \| {size} \| {re.escape(name)} \| [0-9.]+", out), out
+
+
 def test_finale_times_the_end_of_a_live_run_next_to_the_full_walk(tmp_path: Path) -> None:
     for extra in ([], ["--rtt", 2]):
         out = bench("finale.py", "--files", 600 if not extra else 300, *extra, "--dir", tmp_path / "f")

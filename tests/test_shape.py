@@ -98,7 +98,7 @@ LAYERS = [
     {"copy"},
     {"end"},
     {"dest", "track", "source"},
-    {"gentle", "content", "failpoint"},
+    {"gentle", "content", "failpoint", "sftp"},
     {"sys"},
     {"vocab", "error"},
 ]
