@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::vocab::Hash;
 
-pub use crate::content::{copy_hashed, hash_reader};
+pub use crate::content::hash_reader;
 
 /// The hash of the file at `path`.
 pub fn hash_file(path: &Path) -> io::Result<Hash> {

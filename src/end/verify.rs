@@ -232,7 +232,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
     };
     proof.walk_source()?;
     proof.prove_settled()?;
-    if proof.destination_to_walk()? {
+    if proof.must_walk_destination()? {
         proof.walk_destination()?;
     }
     let mut report = proof.report;
@@ -381,7 +381,7 @@ impl Proof<'_> {
     /// million files that lookup is a third of the verification's stats. Not with a journal: an
     /// entry must never balance a file that should not be there (docs/design.md, "The end of a
     /// run", Freeing).
-    fn destination_to_walk(&mut self) -> std::io::Result<bool> {
+    fn must_walk_destination(&mut self) -> std::io::Result<bool> {
         // Every copy this run made is of a source file, and the destination holds nothing else.
         let all_known = self.landed.is_some_and(|l| l.count == self.known);
         let mut in_dst = 0usize;
