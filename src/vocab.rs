@@ -189,7 +189,8 @@ pub fn is_zarr_metadata(name: &std::ffi::OsStr) -> bool {
 
 /// True for names that are never data: lock files (`K.__lock`, `K_<hex>.__lock`), other writers'
 /// temps (`*.partial`), our own partials, and our state entries at the root and all they hold
-/// (the files a freeing set aside, `aside.rs`).
+/// (the files a freeing set aside, `aside.rs`, also those set aside beside their names on a
+/// filesystem mounted inside the acquisition: `.softcopy-freeing-*`).
 pub fn is_ignored(rel: &Path) -> bool {
     let ours = |c: std::path::Component| c.as_os_str().to_str().is_some_and(|n| n.starts_with(".softcopy"));
     if rel.components().next().is_some_and(ours) {
@@ -198,7 +199,10 @@ pub fn is_ignored(rel: &Path) -> bool {
     let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    name.ends_with(".__lock") || name.ends_with(".partial") || name.ends_with(PARTIAL_SUFFIX)
+    name.ends_with(".__lock")
+        || name.ends_with(".partial")
+        || name.ends_with(PARTIAL_SUFFIX)
+        || name.starts_with(".softcopy-freeing-")
 }
 
 /// The Zarr metadata files' names (v2 and v3): what makes a folder an array or a group, part of

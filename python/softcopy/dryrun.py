@@ -16,6 +16,8 @@ from softcopy.watching import acquisitions_in
 
 #: Never data: lock files and other writers' temporaries (as the engine's tracker decides).
 _TEMP_SUFFIXES = (".__lock", ".partial", ".softcopy-partial")
+#: Files a freeing set aside beside their names (on a filesystem mounted inside the acquisition).
+_SET_ASIDE = ".softcopy-freeing-"
 
 
 def plan_pattern(pattern: Target) -> list[str]:
@@ -47,7 +49,7 @@ def plan(target: Target) -> list[str]:
     todo_bytes = 0
     for dirpath, _dirs, files in os.walk(src):
         for name in files:
-            if name.endswith(_TEMP_SUFFIXES):
+            if name.endswith(_TEMP_SUFFIXES) or name.startswith(_SET_ASIDE):
                 continue
             rel = Path(dirpath, name).relative_to(src)
             if exclude is not None and exclude.matches(rel):

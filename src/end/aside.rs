@@ -42,12 +42,15 @@ pub struct Aside {
     /// Their names: removed at the end without a look at their lock, which a process forked
     /// meanwhile (holding a copy of the handle until it execs) may still hold.
     lists: Vec<String>,
+    /// Folders on other filesystems where a file was set aside beside its name ([`beside`]):
+    /// flushed with the folder before the lists go.
+    elsewhere: Vec<PathBuf>,
 }
 
 impl Aside {
     pub fn new(src_root: &Path) -> Aside {
         let run = format!("{}-{}", std::process::id(), crate::vocab::now_ns());
-        Aside { dir: src_root.join(ASIDE), run, batch: 0, held: Vec::new(), lists: Vec::new() }
+        Aside { dir: src_root.join(ASIDE), run, batch: 0, held: Vec::new(), lists: Vec::new(), elsewhere: Vec::new() }
     }
 
     /// Records durably the names and versions of `files`, about to be set aside one by one; the
@@ -80,10 +83,21 @@ impl Aside {
     }
 
     /// Renames `src` (the `i`th file of `batch`) into the folder: whatever is under the name now.
-    pub fn take(&self, batch: &Batch, i: usize, src: &Path) -> io::Result<PathBuf> {
+    /// A file on another filesystem mounted inside the acquisition cannot go there (EXDEV): it is
+    /// set aside beside its name instead ([`beside`]), in its own folder on its own filesystem.
+    pub fn take(&mut self, batch: &Batch, i: usize, src: &Path) -> io::Result<PathBuf> {
         let path = self.dir.join(format!("{}-{i}", batch.0));
-        fs::rename(src, &path)?;
-        Ok(path)
+        match fs::rename(src, &path) {
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                let path = beside(src, batch.0.as_str(), i);
+                fs::rename(src, &path)?;
+                if let Some(folder) = src.parent().filter(|f| !self.elsewhere.iter().any(|e| e == f)) {
+                    self.elsewhere.push(folder.to_path_buf());
+                }
+                Ok(path)
+            }
+            moved => moved.map(|()| path),
+        }
     }
 
     /// Ends the freeing: once every file set aside is unlinked or put back, that is made durable,
@@ -93,6 +107,9 @@ impl Aside {
             return Ok(());
         }
         crate::sys::flush_folder(&self.dir)?;
+        for folder in &self.elsewhere {
+            crate::sys::flush_folder(folder)?;
+        }
         // Unlocked first: Windows refuses to delete a file held open.
         self.held.clear();
         remove_if_done(&self.dir, &self.lists)
@@ -101,6 +118,14 @@ impl Aside {
 
 /// A batch's name in the folder.
 pub struct Batch(String);
+
+/// Where the `i`th file of `batch`, at `src`, is set aside when it cannot be renamed into the
+/// folder (it is on another filesystem than the source root): beside its name, under a name only
+/// softcopy gives (`.softcopy-freeing-<batch>-<i>`, never data: `vocab::is_ignored`). The list
+/// naming it stays in the folder at the root, so [`recover`] finds it from the list alone.
+fn beside(src: &Path, batch: &str, i: usize) -> PathBuf {
+    src.with_file_name(format!("{ASIDE}-{batch}-{i}"))
+}
 
 /// Whether `now` (what was set aside) is the version `held` (the file held open and checked, or
 /// announced): the same file, unchanged. The rename changed its ctime, so ctime is not compared.
@@ -170,13 +195,15 @@ pub fn recover(src_root: &Path) -> io::Result<Recovered> {
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
     }
+    let mut elsewhere = Vec::new();
     for (batch, list) in lists.iter().zip(locked) {
         for (i, held, rel) in read_list(list)? {
             let name = format!("{batch}-{i}");
-            let aside = dir.join(&name);
             files.retain(|f| *f != *name);
+            let Some(aside) = set_aside_at(&dir, &name, &src_root.join(&rel), batch, i, &mut elsewhere)? else {
+                continue;
+            };
             match crate::sys::path_identity(&aside) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => done.kept.push((aside, e.to_string())),
                 Ok(now) if is_version(&now, &held) => {
                     fs::remove_file(&aside)?;
@@ -193,9 +220,43 @@ pub fn recover(src_root: &Path) -> io::Result<Recovered> {
         done.kept.push((dir.join(f), "not named by any list of files being freed".into()));
     }
     crate::sys::flush_folder(&dir)?;
+    for folder in &elsewhere {
+        crate::sys::flush_folder(folder)?;
+    }
     let read: Vec<String> = lists.iter().map(|batch| format!("{batch}{LIST}")).collect();
     remove_if_done(&dir, &read)?;
     Ok(done)
+}
+
+/// Where a file a list names was set aside, if it still is: in the folder (`name`), or beside its
+/// name `src` on a filesystem mounted inside the acquisition ([`beside`]; its folder is then noted
+/// in `elsewhere`, to be flushed before the lists go).
+fn set_aside_at(
+    dir: &Path,
+    name: &str,
+    src: &Path,
+    batch: &str,
+    i: usize,
+    elsewhere: &mut Vec<PathBuf>,
+) -> io::Result<Option<PathBuf>> {
+    let here = dir.join(name);
+    match fs::symlink_metadata(&here) {
+        Err(e) if crate::vocab::is_gone(&e) => {}
+        // There, or not to be looked at: the caller names it kept.
+        _ => return Ok(Some(here)),
+    }
+    let there = beside(src, batch, i);
+    match fs::symlink_metadata(&there) {
+        Ok(_) => {
+            if let Some(folder) = src.parent().filter(|f| !elsewhere.iter().any(|e| e == f)) {
+                elsewhere.push(folder.to_path_buf());
+            }
+            Ok(Some(there))
+        }
+        // Its folder gone, or one of the path's folders now a file: it is nowhere to be found.
+        Err(e) if crate::vocab::is_gone(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The lines of a list: index, the version announced, the name.
@@ -279,6 +340,34 @@ mod tests {
         fs::write(root.join(rel), bytes).unwrap();
         let ident = crate::sys::path_identity(&root.join(rel)).unwrap();
         Copied { rel: PathBuf::from(rel), ident, hash: None }
+    }
+
+    #[test]
+    fn a_file_set_aside_beside_its_name_is_found_from_the_list_after_a_crash() {
+        // A file on a filesystem mounted inside the acquisition is set aside beside its name (the
+        // rename into the folder crosses devices). Killed there, the next run finds it from the
+        // list alone: the version announced is unlinked, another one put back, never lost.
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path();
+        fs::create_dir(root.join("mnt")).unwrap();
+        let files: Vec<Copied> = ["mnt/freed", "mnt/swapped"].iter().map(|r| copied(root, r, b"v1")).collect();
+        let mut aside = Aside::new(root);
+        let batch = aside.announce(&files.iter().collect::<Vec<_>>()).unwrap();
+        let freed = beside(&root.join("mnt/freed"), &batch.0, 0);
+        fs::rename(root.join("mnt/freed"), &freed).unwrap();
+        fs::write(root.join("mnt/new"), b"the writer's v2").unwrap();
+        fs::rename(root.join("mnt/new"), root.join("mnt/swapped")).unwrap();
+        fs::rename(root.join("mnt/swapped"), beside(&root.join("mnt/swapped"), &batch.0, 1)).unwrap();
+        assert!(crate::vocab::is_ignored(freed.strip_prefix(root).unwrap()), "never data");
+        drop(aside);
+
+        let done = recover(root).unwrap();
+        assert_eq!(done.freed, [PathBuf::from("mnt/freed")]);
+        assert_eq!(done.put_back, [PathBuf::from("mnt/swapped")]);
+        assert!(done.kept.is_empty(), "{:?}", done.kept);
+        assert_eq!(fs::read(root.join("mnt/swapped")).unwrap(), b"the writer's v2");
+        assert_eq!(fs::read_dir(root.join("mnt")).unwrap().count(), 1, "nothing left beside");
+        assert!(!root.join(ASIDE).exists(), "the folder cleared");
     }
 
     #[test]

@@ -510,7 +510,7 @@ mod tests {
     fn a_file_a_writer_opens_while_it_is_set_aside_goes_back_under_its_name() {
         // The writer's open comes during the set-aside: it waits for the lease, then appends to
         // the file held. Unlinked, that line would be lost; put back, it is at the source.
-        let (src, _dst, c, aside, batch) = announced("log", b"line 1\n");
+        let (src, _dst, c, mut aside, batch) = announced("log", b"line 1\n");
         let path = src.path().join("log");
         let mut writer = None;
         let kept = free_one(&path, &c, Duration::ZERO, |name| {
@@ -540,7 +540,7 @@ mod tests {
     fn a_new_version_renamed_over_the_name_after_the_last_look_is_never_deleted() {
         // The writer's rename lands between the check under the lease and the set-aside: what is
         // set aside is not the file held, so it goes back under its name.
-        let (src, dst, c, aside, batch) = announced("0", b"the version copied");
+        let (src, dst, c, mut aside, batch) = announced("0", b"the version copied");
         let path = src.path().join("0");
         let kept = free_one(&path, &c, Duration::ZERO, |name| {
             fs::write(src.path().join("0.tmp"), b"the writer's new version").unwrap();
