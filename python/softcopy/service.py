@@ -216,6 +216,7 @@ class Service:
         log_events: bool = False,
         max_total_rate: int | None = None,
         ended: Callable[[Acquisition], None] | None = None,
+        verified_earlier: Callable[[Acquisition], None] | None = None,
         tell_after: float = 600.0,
     ) -> None:
         self.patterns = patterns
@@ -223,6 +224,7 @@ class Service:
         # One budget for every acquisition in flight (docs/design.md, "Service").
         self._budget = None if max_total_rate is None else RateBudget(max_total_rate)
         self._ended = ended
+        self._verified_earlier = verified_earlier
         self._tell_after = tell_after
         self._watches = [Watch(p) for p in patterns]
         self._starter = Starter(self._decide, [p.destination for p in patterns])
@@ -415,6 +417,8 @@ class Service:
         acq.target = d.target
         if d.verified_earlier:
             acq.not_copied = NotCopied.VERIFIED_EARLIER
+            if self._verified_earlier is not None:
+                self._verified_earlier(acq)
             log.info("%s: already verified at %s; not copied again", shown(acq.name), d.target.destination)
             self._forget(acq, d.request.mtime)
             return
@@ -813,8 +817,33 @@ def run_service(
                 report=doc,
             )
 
+    def verified_earlier(acq: Acquisition) -> None:
+        # A service stopped between an acquisition's marker and its report (a kill, a power cut)
+        # wrote none, and a lab's script waiting for it would wait for good: it is written now,
+        # with its webhook, from the earlier run's verification (docs/design.md, "Service, month
+        # after month"). Only where reports are kept: they are what says it was told.
+        if report_path is None or acq.target is None or _reported(report_path, acq.name, acq.target):
+            return
+        acq.report = TargetReport(
+            acq.folder,
+            acq.target.destination,
+            "verified",
+            verified=True,
+            destination_walked=False,
+            notes=[VERIFIED_EARLIER_NOTE],
+        )
+        try:
+            ended(acq)
+        finally:
+            acq.report = None
+
     service = Service(
-        patterns, log_events=log_events, max_total_rate=max_total_rate, ended=ended, tell_after=notify_after
+        patterns,
+        log_events=log_events,
+        max_total_rate=max_total_rate,
+        ended=ended,
+        verified_earlier=verified_earlier,
+        tell_after=notify_after,
     )
     manager = ServiceManager()
     stopping: list[float] = []
@@ -859,6 +888,12 @@ def run_service(
     return EXIT_SIGINT if code is None else code
 
 
+VERIFIED_EARLIER_NOTE = (
+    "verified by an earlier run, which was stopped before it wrote this report; written when the service "
+    "started again (the counts are not known)"
+)
+
+
 class CannotStart(Exception):
     """The service could not start (its metrics port taken, its state unreadable): bad input."""
 
@@ -869,28 +904,46 @@ def report_file(template: str, name: str, report: TargetReport) -> Path:
     that could not start, its own name), or the first of `<stem>-2<suffix>`, `<stem>-3<suffix>`, ...
     after it whose report is free: a report of another take of the name is never replaced, only
     one of this very copy stopped with the service (docs/design.md, "Service, month after month")."""
-    stem, suffix = Path(name).stem, Path(name).suffix
-    names = dict.fromkeys([report.destination.name, *(f"{stem}-{n}{suffix}" for n in range(2, 1000))])
-    for candidate in names:
-        path = Path(template.replace("{name}", candidate))
+    for path in _report_names(template, name, report.destination):
         if not path.exists() or _stopped_report_of(path, report):
             return path
     return path
 
 
+def _report_names(template: str, name: str, destination: Path) -> list[Path]:
+    """The paths a report of the copy of the acquisition `name` to `destination` may have, in
+    the order `report_file` tries them."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    names = dict.fromkeys([destination.name, *(f"{stem}-{n}{suffix}" for n in range(2, 1000))])
+    return [Path(template.replace("{name}", candidate)) for candidate in names]
+
+
 def _stopped_report_of(path: Path, report: TargetReport) -> bool:
     """Whether the report at `path` is of the copy of `report`'s source to its destination, written
     when it was stopped with the service (it resumes, and its report goes on there)."""
+    return _status_of(path, report.source, report.destination) == "interrupted"
+
+
+def _reported(template: str, name: str, target: Target) -> bool:
+    """Whether a report says the copy of `target` verified, under any name `report_file` gives."""
+    for path in _report_names(template, name, target.destination):
+        if not path.exists():
+            return False  # `report_file` gives the first free name: none is after it
+        if _status_of(path, target.source, target.destination) == "verified":
+            return True
+    return False
+
+
+def _status_of(path: Path, source: Path, destination: Path) -> str | None:
+    """The status of the report at `path` if it is of the copy of `source` to `destination`."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         (t,) = doc["targets"]
-        return bool(
-            doc["status"] == "interrupted"
-            and t["source"] == os.fspath(report.source)
-            and t["destination"] == os.fspath(report.destination)
-        )
+        if t["source"] == os.fspath(source) and t["destination"] == os.fspath(destination):
+            return str(doc["status"])
     except (OSError, ValueError, KeyError, TypeError):
-        return False  # not a report of this copy: kept
+        pass  # not a report of this copy: kept
+    return None
 
 
 def _needs_a_person(service: Service, webhook: Webhook | None, after: float) -> None:
