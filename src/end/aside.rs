@@ -84,7 +84,7 @@ impl Aside {
 
     /// Renames `src` (the `i`th file of `batch`) into the folder: whatever is under the name now.
     /// A file on another filesystem mounted inside the acquisition cannot go there (EXDEV): it is
-    /// set aside beside its name instead ([`beside`]), in its own folder on its own filesystem.
+    /// set aside beside its name instead (`beside`), in its own folder on its own filesystem.
     pub fn take(&mut self, batch: &Batch, i: usize, src: &Path) -> io::Result<PathBuf> {
         let path = self.dir.join(format!("{}-{i}", batch.0));
         match fs::rename(src, &path) {
