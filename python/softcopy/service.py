@@ -821,8 +821,11 @@ def run_service(
         # A service stopped between an acquisition's marker and its report (a kill, a power cut)
         # wrote none, and a lab's script waiting for it would wait for good: it is written now,
         # with its webhook, from the earlier run's verification (docs/design.md, "Service, month
-        # after month"). Only where reports are kept: they are what says it was told.
-        if report_path is None or acq.target is None or _reported(report_path, acq.name, acq.target):
+        # after month"). Only where reports are kept, each under its acquisition's name: they are
+        # what says it was told (one file for every report holds only the last one's).
+        if report_path is None or "{name}" not in report_path or acq.target is None:
+            return
+        if _reported(report_path, acq.name, acq.target):
             return
         acq.report = TargetReport(
             acq.folder,
