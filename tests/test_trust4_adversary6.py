@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -184,3 +185,20 @@ def test_the_report_after_a_kill_does_not_say_verified_of_a_copy_changed_since(t
         wait_or_tell(lambda: "not copied again" in again.output(), 30, "x.zarr taken as verified", again)
     report = reports / "x.zarr.json"
     assert not report.exists() or json.loads(report.read_text())["status"] != "verified", again.output()
+
+
+def test_no_report_says_verified_of_a_copy_softcopy_never_made(tmp_path: Path) -> None:
+    # A copy made by hand (an rsync stopped after the marker, before `zz`): no record says softcopy
+    # made it, and its marker matches the source's. The service takes it as verified earlier (never
+    # written into); at its start it wrote a report "verified by an earlier run" and sent its
+    # webhook, of a copy no run verified and that lacks a file.
+    acq, dst, reports, args = service_folders(tmp_path)
+    files = {"c0": b"chunk", "complete": b"", "zz": b"after the marker"}
+    write_files(acq / "x.zarr", files)
+    (dst / "x.zarr").mkdir()
+    for rel in ("c0", "complete"):
+        shutil.copy2(acq / "x.zarr" / rel, dst / "x.zarr" / rel)
+    with service(tmp_path, *args) as svc:
+        wait_or_tell(lambda: "not copied again" in svc.output(), 30, "x.zarr taken as verified", svc)
+    for report in reports.iterdir():
+        assert json.loads(report.read_text())["status"] != "verified", svc.output()

@@ -403,7 +403,7 @@ class Service:
             return Decided(r, error=str(e))
         earlier = whose == Owner.Finished or (whose != Owner.Free and already_verified(target))
         verified = earlier and not freeing_left(r.folder)
-        return Decided(r, target, verified_earlier=verified)
+        return Decided(r, target, verified_earlier=verified, owner=whose)
 
     def _answer(self, d: Decided) -> None:
         """Starts the copy the starter decided on (an answer for a folder since replaced is dropped)."""
@@ -417,7 +417,9 @@ class Service:
         acq.target = d.target
         if d.verified_earlier:
             acq.not_copied = NotCopied.VERIFIED_EARLIER
-            if self._verified_earlier is not None:
+            # A copy found with its marker and no record (made by hand, or before softcopy kept
+            # records) was verified by no run: no report says it was.
+            if self._verified_earlier is not None and d.owner != Owner.Unrecorded:
                 self._verified_earlier(acq)
             log.info("%s: already verified at %s; not copied again", shown(acq.name), d.target.destination)
             self._forget(acq, d.request.mtime)
