@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import softcopy_cmd, tree, wait_for
+from soak_service import Hook
 from test_soak_service import service_folders
 from test_trust2 import run
 from test_trust4 import write_files
@@ -202,3 +203,31 @@ def test_no_report_says_verified_of_a_copy_softcopy_never_made(tmp_path: Path) -
         wait_or_tell(lambda: "not copied again" in svc.output(), 30, "x.zarr taken as verified", svc)
     for report in reports.iterdir():
         assert json.loads(report.read_text())["status"] != "verified", svc.output()
+
+
+def test_the_webhook_of_a_report_that_cannot_be_written_is_not_sent_at_each_start(tmp_path: Path) -> None:
+    # The report written at the next start is what says the copy was told: where it cannot be
+    # written (the reports' disk read-only), its webhook went anyway, and again at every start.
+    acq, dst, reports, args = service_folders(tmp_path)
+    write_files(acq / "x.zarr", {"c0": b"chunk", "complete": b""})
+    with service(tmp_path, *args, env={"SOFTCOPY_FAILPOINTS": "publish.marker=return"}) as svc:
+        wait_or_tell(lambda: svc.poll() is not None, 30, "the kill at the marker", svc)
+    assert svc.returncode == -9 and (dst / "x.zarr" / "complete").exists(), svc.output()
+    hook = Hook()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(reports)], check=True)
+    try:
+        for again in ("again", "once more"):
+            (tmp_path / again).mkdir()  # its own notify socket and log
+            with service(tmp_path / again, *args, "--notify", hook.url) as svc:
+                wait_or_tell(lambda: "not copied again" in svc.output(), 30, "x.zarr taken as verified", svc)
+                assert "cannot write the report" in svc.output(), svc.output()
+    finally:
+        subprocess.run(["umount", str(reports)], check=False)
+    assert len(hook.bodies) <= 1, hook.bodies
+    told = len(hook.bodies)
+    # The reports' disk writable again: the report is written, and told, once.
+    (tmp_path / "writable").mkdir()
+    with service(tmp_path / "writable", *args, "--notify", hook.url) as svc:
+        wait_or_tell(lambda: len(hook.bodies) > told, 30, "the webhook", svc)
+    assert json.loads((reports / "x.zarr.json").read_text())["status"] == "verified"
+    assert [b["status"] for b in hook.bodies[told:]] == ["verified"], hook.bodies

@@ -793,7 +793,9 @@ def run_service(
     stop_code = [EXIT_SIGTERM]
     """The exit code the report of an acquisition stopped in flight carries."""
 
-    def ended(acq: Acquisition) -> None:
+    def ended(acq: Acquisition, *, late: bool = False) -> None:
+        """Reports how `acq` ended; `late`: a report of a copy verified earlier (see
+        `verified_earlier`), whose webhook goes only once the report that records it is written."""
         assert acq.report is not None
         # Stopped in flight: it resumes on the next start; its report says so (no webhook: it did not end).
         report = Report([acq.report], interrupted=acq.report.phase == "stopped")
@@ -803,13 +805,15 @@ def run_service(
         doc = report.to_json(code, begun, datetime.now(UTC))
         if json_lines:
             emit_json("report", doc)
+        written = False
         if report_path is not None:
             path = acq.report_file = acq.report_file or report_file(report_path, acq.name, acq.report)
             try:
                 write_report(path, report, code, begun)
+                written = True
             except OSError as e:
                 log.error("cannot write the report %s: %s", path, e)
-        if webhook is not None and not report.interrupted:
+        if webhook is not None and not report.interrupted and (written or not late):
             webhook.send(
                 "ended",
                 _text(acq, acq.report),
@@ -838,7 +842,7 @@ def run_service(
             notes=[VERIFIED_EARLIER_NOTE],
         )
         try:
-            ended(acq)
+            ended(acq, late=True)
         finally:
             acq.report = None
 
