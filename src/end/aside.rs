@@ -43,20 +43,35 @@ pub struct Aside {
     /// meanwhile (holding a copy of the handle until it execs) may still hold.
     lists: Vec<String>,
     /// Files set aside beside their names on other filesystems ([`beside`]): their folders are
-    /// flushed with the folder before the lists go, and while one is still there (kept: it could
-    /// not go back) its list stays, the only thing that names it.
+    /// flushed before the next batch is announced and before the lists go, and while one is still
+    /// there (kept: it could not go back) its list stays, the only thing that names it.
     beside: Vec<PathBuf>,
+    /// Their folders.
+    beside_folders: std::collections::BTreeSet<PathBuf>,
 }
 
 impl Aside {
     pub fn new(src_root: &Path) -> Aside {
         let run = format!("{}-{}", std::process::id(), crate::vocab::now_ns());
-        Aside { dir: src_root.join(ASIDE), run, batch: 0, held: Vec::new(), lists: Vec::new(), beside: Vec::new() }
+        Aside {
+            dir: src_root.join(ASIDE),
+            run,
+            batch: 0,
+            held: Vec::new(),
+            lists: Vec::new(),
+            beside: Vec::new(),
+            beside_folders: Default::default(),
+        }
     }
 
     /// Records durably the names and versions of `files`, about to be set aside one by one; the
     /// returned batch names them in [`Aside::take`].
     pub fn announce(&mut self, files: &[&Copied]) -> io::Result<Batch> {
+        // Files set aside beside their names are unlinked on other filesystems, whose flushes are
+        // not ordered with this one's: made durable before a later batch (the metadata, the marker)
+        // is freed, so a power cut never leaves the marker gone and data back (docs/design.md,
+        // "The end of a run", Freeing: metadata and the marker only once every data file is gone).
+        self.flush_beside()?;
         self.batch += 1;
         let batch = Batch(format!("{}-{}", self.run, self.batch));
         match fs::create_dir(&self.dir) {
@@ -93,6 +108,7 @@ impl Aside {
                 let path = beside(src, batch.0.as_str(), i);
                 fs::rename(src, &path)?;
                 self.beside.push(path.clone());
+                self.beside_folders.extend(src.parent().map(Path::to_path_buf));
                 Ok(path)
             }
             moved => moved.map(|()| path),
@@ -106,16 +122,18 @@ impl Aside {
             return Ok(());
         }
         crate::sys::flush_folder(&self.dir)?;
-        let folders: std::collections::BTreeSet<&Path> = self.beside.iter().filter_map(|p| p.parent()).collect();
-        for folder in folders {
-            crate::sys::flush_folder(folder)?;
-        }
+        self.flush_beside()?;
         // Unlocked first: Windows refuses to delete a file held open.
         self.held.clear();
         if self.beside.iter().any(|p| still_there(p)) {
             return Ok(());
         }
         remove_if_done(&self.dir, &self.lists)
+    }
+
+    /// Flushes the folders where files were set aside beside their names.
+    fn flush_beside(&self) -> io::Result<()> {
+        self.beside_folders.iter().try_for_each(|f| crate::sys::flush_folder(f))
     }
 }
 
