@@ -92,7 +92,8 @@ def killed_with_a_new_version_set_aside(src: Path, dst: Path, rel: str) -> bool:
     reason="open: the disk a file was set aside on beside its name is not mounted at the next run's "
     "start (or another is): recovery does not find the file, takes it as never set aside, and removes "
     "the list; once the disk is back the writer's version sits under `.softcopy-freeing-*`, never "
-    "copied, named by nothing. Telling needs the folder's device against the one announced.",
+    "copied, named by nothing. Telling needs a durable record that it was set aside beside its name "
+    "(a device check would miss a bind mount of the same filesystem, as here).",
 )
 def test_a_new_version_set_aside_on_a_disk_unmounted_before_the_next_run_is_put_back_once_it_is_back(
     tmp_path: Path,
