@@ -189,8 +189,8 @@ pub fn is_zarr_metadata(name: &std::ffi::OsStr) -> bool {
 
 /// True for names that are never data: lock files (`K.__lock`, `K_<hex>.__lock`), other writers'
 /// temps (`*.partial`), our own partials, and our state entries at the root and all they hold
-/// (the files a freeing set aside, `aside.rs`, also those set aside beside their names on a
-/// filesystem mounted inside the acquisition: `.softcopy-freeing-*`).
+/// (the files a freeing set aside, `aside.rs`), and the files set aside beside their names on a
+/// filesystem mounted inside the acquisition ([`is_set_aside_beside`]).
 pub fn is_ignored(rel: &Path) -> bool {
     let ours = |c: std::path::Component| c.as_os_str().to_str().is_some_and(|n| n.starts_with(".softcopy"));
     if rel.components().next().is_some_and(ours) {
@@ -202,7 +202,16 @@ pub fn is_ignored(rel: &Path) -> bool {
     name.ends_with(".__lock")
         || name.ends_with(".partial")
         || name.ends_with(PARTIAL_SUFFIX)
-        || name.starts_with(".softcopy-freeing-")
+        || is_set_aside_beside(name)
+}
+
+/// Whether `name` is one a freeing gives a file it sets aside beside its name (`aside.rs`):
+/// `.softcopy-freeing-<pid>-<ns>-<batch>-<i>` exactly. Any other name, `.softcopy-freeing-notes`
+/// among them, is a person's, copied like any file below the root.
+pub fn is_set_aside_beside(name: &str) -> bool {
+    name.strip_prefix(".softcopy-freeing-").is_some_and(|rest| {
+        rest.split('-').count() == 4 && rest.split('-').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// The Zarr metadata files' names (v2 and v3): what makes a folder an array or a group, part of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -16,8 +17,10 @@ from softcopy.watching import acquisitions_in
 
 #: Never data: lock files and other writers' temporaries (as the engine's tracker decides).
 _TEMP_SUFFIXES = (".__lock", ".partial", ".softcopy-partial")
-#: Files a freeing set aside beside their names (on a filesystem mounted inside the acquisition).
-_SET_ASIDE = ".softcopy-freeing-"
+#: Files a freeing set aside beside their names (on a filesystem mounted inside the acquisition):
+#: `.softcopy-freeing-<pid>-<ns>-<batch>-<i>` exactly, as `vocab::is_ignored` says; any other name
+#: is a person's, copied.
+_SET_ASIDE = re.compile(r"\.softcopy-freeing-[0-9]+-[0-9]+-[0-9]+-[0-9]+")
 
 
 def plan_pattern(pattern: Target) -> list[str]:
@@ -49,7 +52,7 @@ def plan(target: Target) -> list[str]:
     todo_bytes = 0
     for dirpath, _dirs, files in os.walk(src):
         for name in files:
-            if name.endswith(_TEMP_SUFFIXES) or name.startswith(_SET_ASIDE):
+            if name.endswith(_TEMP_SUFFIXES) or _SET_ASIDE.fullmatch(name):
                 continue
             rel = Path(dirpath, name).relative_to(src)
             if exclude is not None and exclude.matches(rel):

@@ -403,7 +403,7 @@ class Service:
             return Decided(r, error=str(e))
         earlier = whose == Owner.Finished or (whose != Owner.Free and already_verified(target))
         verified = earlier and not freeing_left(r.folder)
-        return Decided(r, target, verified_earlier=verified)
+        return Decided(r, target, verified_earlier=verified, owner=whose)
 
     def _answer(self, d: Decided) -> None:
         """Starts the copy the starter decided on (an answer for a folder since replaced is dropped)."""
@@ -417,7 +417,9 @@ class Service:
         acq.target = d.target
         if d.verified_earlier:
             acq.not_copied = NotCopied.VERIFIED_EARLIER
-            if self._verified_earlier is not None:
+            # A copy found with its marker and no record (made by hand, or before softcopy kept
+            # records) was verified by no run: no report says it was.
+            if self._verified_earlier is not None and d.owner != Owner.Unrecorded:
                 self._verified_earlier(acq)
             log.info("%s: already verified at %s; not copied again", shown(acq.name), d.target.destination)
             self._forget(acq, d.request.mtime)
@@ -791,7 +793,9 @@ def run_service(
     stop_code = [EXIT_SIGTERM]
     """The exit code the report of an acquisition stopped in flight carries."""
 
-    def ended(acq: Acquisition) -> None:
+    def ended(acq: Acquisition, *, late: bool = False) -> None:
+        """Reports how `acq` ended; `late`: a report of a copy verified earlier (see
+        `verified_earlier`), whose webhook goes only once the report that records it is written."""
         assert acq.report is not None
         # Stopped in flight: it resumes on the next start; its report says so (no webhook: it did not end).
         report = Report([acq.report], interrupted=acq.report.phase == "stopped")
@@ -801,13 +805,15 @@ def run_service(
         doc = report.to_json(code, begun, datetime.now(UTC))
         if json_lines:
             emit_json("report", doc)
+        written = False
         if report_path is not None:
             path = acq.report_file = acq.report_file or report_file(report_path, acq.name, acq.report)
             try:
                 write_report(path, report, code, begun)
+                written = True
             except OSError as e:
                 log.error("cannot write the report %s: %s", path, e)
-        if webhook is not None and not report.interrupted:
+        if webhook is not None and not report.interrupted and (written or not late):
             webhook.send(
                 "ended",
                 _text(acq, acq.report),
@@ -821,8 +827,11 @@ def run_service(
         # A service stopped between an acquisition's marker and its report (a kill, a power cut)
         # wrote none, and a lab's script waiting for it would wait for good: it is written now,
         # with its webhook, from the earlier run's verification (docs/design.md, "Service, month
-        # after month"). Only where reports are kept: they are what says it was told.
-        if report_path is None or acq.target is None or _reported(report_path, acq.name, acq.target):
+        # after month"). Only where reports are kept, each under its acquisition's name: they are
+        # what says it was told (one file for every report holds only the last one's).
+        if report_path is None or "{name}" not in report_path or acq.target is None:
+            return
+        if _reported(report_path, acq.name, acq.target):
             return
         acq.report = TargetReport(
             acq.folder,
@@ -833,7 +842,7 @@ def run_service(
             notes=[VERIFIED_EARLIER_NOTE],
         )
         try:
-            ended(acq)
+            ended(acq, late=True)
         finally:
             acq.report = None
 

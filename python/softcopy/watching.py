@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from softcopy._softcopy import Arrivals, SoftcopyError, folder_identity
+from softcopy._softcopy import Arrivals, Owner, SoftcopyError, folder_identity
 from softcopy.config import Target, matches
 
 log = logging.getLogger("softcopy")
@@ -151,6 +151,8 @@ class Decided:
     target: Target | None = None
     verified_earlier: bool = False
     """Its destination holds a verified copy of it already: nothing to do."""
+    owner: Owner | None = None
+    """Whose copy the destination holds, as its records say (None where it cannot be told)."""
     error: str | None = None
 
 
