@@ -163,6 +163,9 @@ class Acquisition:
     """Its destination unavailable: kept with it, so it goes when the trouble ends or with it."""
     report_file: Path | None = None
     """Where its reports go, chosen at its first (`report_file`); kept while its start is retried."""
+    unreported: bool = False
+    """Verified by an earlier run that wrote no report: copied (verified) again for its report,
+    whose webhook goes only with the report."""
 
     @property
     def folder(self) -> Path:
@@ -217,6 +220,7 @@ class Service:
         max_total_rate: int | None = None,
         ended: Callable[[Acquisition], None] | None = None,
         verified_earlier: Callable[[Acquisition], None] | None = None,
+        reported: Callable[[Target], bool] | None = None,
         tell_after: float = 600.0,
     ) -> None:
         self.patterns = patterns
@@ -225,6 +229,7 @@ class Service:
         self._budget = None if max_total_rate is None else RateBudget(max_total_rate)
         self._ended = ended
         self._verified_earlier = verified_earlier
+        self._reported = reported
         self._tell_after = tell_after
         self._watches = [Watch(p) for p in patterns]
         self._starter = Starter(self._decide, [p.destination for p in patterns])
@@ -403,7 +408,11 @@ class Service:
             return Decided(r, error=str(e))
         earlier = whose == Owner.Finished or (whose != Owner.Free and already_verified(target))
         verified = earlier and not freeing_left(r.folder)
-        return Decided(r, target, verified_earlier=verified, owner=whose)
+        # A copy a run verified and published, and no report says so (the service killed between
+        # the marker and the report): a run verifies it again, for a report on evidence, not on
+        # the marker alone (docs/design.md, "Service, month after month").
+        unreported = verified and whose == Owner.Ours and self._reported is not None and not self._reported(target)
+        return Decided(r, target, verified_earlier=verified and not unreported, owner=whose, unreported=unreported)
 
     def _answer(self, d: Decided) -> None:
         """Starts the copy the starter decided on (an answer for a folder since replaced is dropped)."""
@@ -424,7 +433,11 @@ class Service:
             log.info("%s: already verified at %s; not copied again", shown(acq.name), d.target.destination)
             self._forget(acq, d.request.mtime)
             return
-        log.info("%s: a new acquisition, copied to %s", shown(acq.name), d.target.destination)
+        acq.unreported = d.unreported
+        if d.unreported:
+            log.info("%s: verified at %s, but no report says so: verified again", shown(acq.name), d.target.destination)
+        else:
+            log.info("%s: a new acquisition, copied to %s", shown(acq.name), d.target.destination)
         try:
             copier = Copier([d.target], log_events=self._log_events, total_budget=self._budget)
             copier.start()
@@ -813,6 +826,9 @@ def run_service(
                 written = True
             except OSError as e:
                 log.error("cannot write the report %s: %s", path, e)
+        # A copy reported late, or verified again for want of a report: its report is what says
+        # it was told, so its webhook goes only with it (never again at every start).
+        late = late or acq.unreported
         if webhook is not None and not report.interrupted and (written or not late):
             webhook.send(
                 "ended",
@@ -823,15 +839,19 @@ def run_service(
                 report=doc,
             )
 
+    # Reports under each acquisition's name: what says an acquisition verified was told (one file
+    # for every report holds only the last one's).
+    named = report_path if report_path is not None and "{name}" in report_path else None
+
     def verified_earlier(acq: Acquisition) -> None:
         # A service stopped between an acquisition's marker and its report (a kill, a power cut)
-        # wrote none, and a lab's script waiting for it would wait for good: it is written now,
-        # with its webhook, from the earlier run's verification (docs/design.md, "Service, month
-        # after month"). Only where reports are kept, each under its acquisition's name: they are
-        # what says it was told (one file for every report holds only the last one's).
-        if report_path is None or "{name}" not in report_path or acq.target is None:
+        # wrote none, and a lab's script waiting for it would wait for good. A copy of a source
+        # still there is verified again by a run (`_decide`); one whose source a run freed whole
+        # (or recorded by inode number alone, walked by `same_files`) has its report written now,
+        # with its webhook, from the records (docs/design.md, "Service, month after month").
+        if named is None or acq.target is None:
             return
-        if _reported(report_path, acq.name, acq.target):
+        if _reported(named, acq.name, acq.target):
             return
         acq.report = TargetReport(
             acq.folder,
@@ -852,6 +872,7 @@ def run_service(
         max_total_rate=max_total_rate,
         ended=ended,
         verified_earlier=verified_earlier,
+        reported=None if named is None else lambda t: _reported(named, t.source.name, t),
         tell_after=notify_after,
     )
     manager = ServiceManager()

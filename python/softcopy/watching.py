@@ -153,6 +153,8 @@ class Decided:
     """Its destination holds a verified copy of it already: nothing to do."""
     owner: Owner | None = None
     """Whose copy the destination holds, as its records say (None where it cannot be told)."""
+    unreported: bool = False
+    """Verified earlier, but no report says so: copied (verified) again, for its report."""
     error: str | None = None
 
 
