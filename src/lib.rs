@@ -20,14 +20,13 @@ pub mod vocab;
 
 pub use error::{Error, Result};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use dest::claim;
 use end::manifest;
 use end::verify::{self, ArraySpec, ShardIndex};
 use gentle::rate;
@@ -651,12 +650,13 @@ fn destination_owner(
     destination: PathBuf,
     marker: String,
 ) -> PyResult<(PyOwner, String)> {
-    if py.detach(|| claim::held_in(&destination)).is_some() {
+    let dest = dest::Dest::at(&destination);
+    if py.detach(|| dest.claimed(Path::new(""))).is_some() {
         return Ok((PyOwner::Claimed, String::new()));
     }
     let owner = py.detach(|| match std::fs::symlink_metadata(&destination) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(origin::Owner::Free),
-        _ => origin::owner(&source, &destination, &marker),
+        _ => origin::owner(&source, &dest, &marker),
     });
     Ok(match owner.map_err(|e| Error::io("look at", &destination, e))? {
         origin::Owner::Free => (PyOwner::Free, String::new()),

@@ -157,7 +157,7 @@ impl Run<'_> {
         let checked = match self.root_gone {
             // A destination holding files freed from the old folder is that acquisition's: the
             // new one is another acquisition, never written over their only copies.
-            Some(Gone::Deleted) if !crate::end::journal::Journal::read(&self.dst).is_ok_and(|j| j.is_empty()) => {
+            Some(Gone::Deleted) if !crate::end::journal::Journal::read(&self.dest).is_ok_and(|j| j.is_empty()) => {
                 self.root.check(&self.src).map_err(|_| {
                     format!(
                         "{} was made again, but {} holds files freed from the old folder: another acquisition, \
@@ -176,7 +176,7 @@ impl Run<'_> {
         }
         if self.root_gone == Some(Gone::Deleted) {
             // The writer's new root is this run's acquisition: the destination says so from now.
-            let recorded = crate::run::origin::record(&self.dst, &self.src)
+            let recorded = crate::run::origin::record(&self.dest, &self.src)
                 .and_then(|()| self.dest.keep_record(Path::new(crate::run::origin::ORIGIN)));
             if let Err(e) = recorded {
                 let why = format!("cannot record the new folder at {}: {e}", self.dst.display());
@@ -282,7 +282,7 @@ impl Run<'_> {
     fn done(&mut self, d: Done) {
         match &d.outcome {
             Outcome::Unavailable(msg) => {
-                if let Some(said) = self.health.failed(msg, &self.dst, self.cfg.give_up_after, Instant::now()) {
+                if let Some(said) = self.health.failed(msg, &self.dest, self.cfg.give_up_after, Instant::now()) {
                     self.sh.say(Level::Warning, said);
                 }
             }
@@ -705,7 +705,7 @@ struct Opened {
     dst: PathBuf,
     dest: Arc<Dest>,
     /// Invariant 10: one destination, one softcopy; held until the run ends.
-    _claim: crate::dest::claim::Claim,
+    _claim: crate::dest::Claim,
     root: Arc<RootId>,
     /// What the first look for leftover partials found.
     found: copy::Leftovers,
@@ -789,16 +789,16 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
     let dest = Arc::new(
         Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?,
     );
-    let claim = crate::dest::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
+    let claim = dest.claim(&src).map_err(Error::Config)?;
     dest.detect_case_folding();
     recover_freeing(&src, sh);
-    if let Some(ended) = take_ownership(cfg, sh, &src, &dst)? {
+    if let Some(ended) = take_ownership(cfg, sh, &src, &dest)? {
         return Ok(ControlFlow::Break(ended));
     }
     // The record says, at every later look, that the folder under the name is still this copy.
     dest.keep_record(Path::new(crate::run::origin::ORIGIN)).map_err(|e| Error::io("read the record of", &dst, e))?;
-    crate::run::origin::clear_let_go(&dst);
-    let journal = crate::end::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
+    crate::run::origin::clear_let_go(&dest);
+    let journal = crate::end::journal::Journal::read(&dest).map_err(|e| Error::io("read the journal at", &dst, e))?;
     dest.keep_freed(journal.freed_names());
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
@@ -811,9 +811,10 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
 
 /// One destination, one acquisition: never written into, pruned or marked for another. Records
 /// the origin where none is; `Some` where the run ends here (an earlier run finished it).
-fn take_ownership(cfg: &Config, sh: &Shared, src: &Path, dst: &Path) -> Result<Option<(Phase, Verdict)>> {
+fn take_ownership(cfg: &Config, sh: &Shared, src: &Path, dest: &Dest) -> Result<Option<(Phase, Verdict)>> {
+    let dst = dest.root();
     let whose =
-        crate::run::origin::owner(src, dst, &cfg.marker).map_err(|e| Error::io("read the record of", dst, e))?;
+        crate::run::origin::owner(src, dest, &cfg.marker).map_err(|e| Error::io("read the record of", dst, e))?;
     match whose {
         Owner::Another(why) => return Err(Error::Config(why)),
         Owner::Finished => {
@@ -836,7 +837,7 @@ fn take_ownership(cfg: &Config, sh: &Shared, src: &Path, dst: &Path) -> Result<O
         Owner::Free | Owner::Ours => {}
     }
     if whose != Owner::Ours {
-        crate::run::origin::record(dst, src).map_err(|e| Error::io("record the origin at", dst, e))?;
+        crate::run::origin::record(dest, src).map_err(|e| Error::io("record the origin at", dst, e))?;
     }
     Ok(None)
 }
@@ -932,7 +933,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Phase, Verdict)> {
         let (cfg, sh, dest) = (self.cfg, self.sh, &o.dest);
         if let Some(path) = &cfg.manifest {
-            write_manifest(&self.tracker, &o.dst, path)?;
+            write_manifest(&self.tracker, &o.dest, path)?;
             sh.say(Level::Info, format!("manifest written to {}", path.display()));
         }
         // A copy that failed while the destination was unreachable may have left its partial
