@@ -21,6 +21,7 @@ pub mod local;
 pub(crate) mod mirror;
 pub mod partial;
 mod refused;
+pub mod sftp;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
