@@ -98,6 +98,10 @@ pub trait Backend: Send + Sync {
     fn stamp(&self, w: &Self::Writer, mode: u32, mtime: Option<SystemTime>) -> io::Result<()>;
     /// Makes what was written to `w` durable.
     fn flush_file(&self, w: &Self::Writer) -> io::Result<()>;
+    /// The copy in `w` is written in full: whatever the storage needs before it may be named
+    /// (every request answered OK, a flush where no flush of everything comes before the marker).
+    /// Called once, before the copy gets its name; an error means it must not get one.
+    fn complete(&self, w: &Self::Writer) -> io::Result<()>;
 
     /// Renames `from` in `from_folder` to `to` in `to_folder`, replacing a file there atomically.
     fn rename(&self, from_folder: &Self::Folder, from: &Path, to_folder: &Self::Folder, to: &Path) -> io::Result<()>;

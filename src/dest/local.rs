@@ -167,6 +167,16 @@ impl Backend for Local {
         w.sync_all()
     }
 
+    fn complete(&self, w: &File) -> io::Result<()> {
+        if sys::SYNCS_FILESYSTEM {
+            // The whole destination is flushed before the marker (`Dest::flush_all`).
+            return Ok(());
+        }
+        // No flush of the whole destination before the marker here: each copy is flushed on its
+        // own (writing) handle before it gets its name.
+        self.flush_file(w)
+    }
+
     fn rename(&self, from_folder: &Folder, from: &Path, to_folder: &Folder, to: &Path) -> io::Result<()> {
         fs::rename(from_folder.join(from), to_folder.join(to))
     }

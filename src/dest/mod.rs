@@ -22,6 +22,7 @@ pub(crate) mod mirror;
 pub mod partial;
 mod refused;
 pub mod sftp;
+pub mod store;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -34,9 +35,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use backend::{Backend, Kind, Look};
-pub use local::Folder;
 use local::{folder_identity, Local};
 pub use refused::Refused;
+pub use store::{Folder, Store};
 
 use crate::vocab::STAGING;
 
@@ -47,8 +48,8 @@ pub struct Dest {
     given: PathBuf,
     /// The identity (device, file number) of the folder held, to tell when `given` leads elsewhere.
     held: (u64, u64),
-    /// The storage below the root: every act there goes through it (`backend.rs`).
-    store: Local,
+    /// The storage below the root: every act there goes through it (`backend.rs`, `store.rs`).
+    store: Store,
     /// The marker's name, while it may still have to be withdrawn; `None` once it was (or when
     /// this destination never withdraws it: the end steps publishing it).
     marker: Mutex<Option<PathBuf>>,
@@ -110,7 +111,17 @@ impl Dest {
     /// `given` is the user's name for it, which `root` (canonical) resolves.
     pub fn open(root: &Path, given: &Path, marker: Option<&str>) -> io::Result<Dest> {
         let mut dest = Dest::blank(root, given, marker);
-        (dest.store, dest.held) = Local::open(root)?;
+        let (local, held) = Local::open(root)?;
+        (dest.store, dest.held) = (Store::Local(local), held);
+        Ok(dest)
+    }
+
+    /// The destination in `store`, the user's `given` name for its root (resolved by the store
+    /// now, and held as found). With `marker`, as [`Dest::open`].
+    pub fn open_store(store: Store, given: &Path, marker: Option<&str>) -> io::Result<Dest> {
+        let found = store.locate(given)?;
+        let mut dest = Dest::blank(&found.path, given, marker);
+        (dest.store, dest.held) = (store, found.id);
         Ok(dest)
     }
 
@@ -120,7 +131,7 @@ impl Dest {
             root: root.to_path_buf(),
             given: given.to_path_buf(),
             held: (0, 0),
-            store: Local::unheld(root),
+            store: Store::Local(Local::unheld(root)),
             marker: Mutex::new(marker.map(PathBuf::from)),
             unclaimed: Mutex::default(),
             freed: std::sync::OnceLock::new(),
@@ -623,7 +634,7 @@ impl Dest {
     }
 
     /// The storage, for the copy being written (`partial.rs`).
-    fn store(&self) -> &Local {
+    fn store(&self) -> &Store {
         &self.store
     }
 
@@ -677,7 +688,7 @@ impl Dest {
 /// A file at the destination open to append to ([`Dest::append_file`]).
 pub struct Appending<'a> {
     dest: &'a Dest,
-    w: <Local as Backend>::Writer,
+    w: store::Writer,
 }
 
 impl Appending<'_> {
@@ -692,10 +703,7 @@ impl Appending<'_> {
     }
 }
 
-/// A claim on a destination, released when dropped.
-pub type Claim = <Local as Backend>::Claim;
-/// A file at the destination open for reading.
-pub type Reader = <Local as Backend>::Reader;
+pub use store::{Claim, Reader};
 
 /// All of what `reader` yields.
 fn read_all(reader: io::Result<impl io::Read>) -> io::Result<Vec<u8>> {

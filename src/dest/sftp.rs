@@ -53,6 +53,9 @@ pub struct Sftp {
     /// claim made here is touched ([`REFRESH`]): tests shorten both.
     stale: Duration,
     refresh: Duration,
+    /// Files being written and not yet complete: never renamed (a copy is named only once every
+    /// request of it was answered OK, [`Backend::complete`]).
+    writing: Arc<Mutex<HashSet<Vec<u8>>>>,
 }
 
 /// A remote folder below the root, its components looked at.
@@ -76,6 +79,9 @@ impl Folder {
 pub struct Writer {
     session: Arc<Session>,
     handle: Handle,
+    /// Its path, while in the storage's files being written.
+    path: Vec<u8>,
+    writing: Arc<Mutex<HashSet<Vec<u8>>>>,
     state: Mutex<Writing>,
     answers: (Sender<Done>, Receiver<Done>),
 }
@@ -117,6 +123,7 @@ impl Writer {
 impl Drop for Writer {
     /// A writer dropped unsealed (an error, a copy thrown away) closes its handle without waiting.
     fn drop(&mut self) {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.path);
         if !self.lock().closed {
             self.session.submit_to(&Request::Close(&self.handle), 0, &self.answers.0);
         }
@@ -198,7 +205,7 @@ impl Sftp {
             Reply::Attrs(_) => return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder")),
             other => return Err(unexpected("lstat", &other)),
         }
-        Ok(Sftp { session, root, touched: Arc::default(), stale: STALE, refresh: REFRESH })
+        Ok(Sftp { session, root, touched: Arc::default(), stale: STALE, refresh: REFRESH, writing: Arc::default() })
     }
 
     /// Another handle on the same session and root (the folders to flush are shared).
@@ -209,6 +216,7 @@ impl Sftp {
             touched: self.touched.clone(),
             stale: self.stale,
             refresh: self.refresh,
+            writing: self.writing.clone(),
         }
     }
 
@@ -248,11 +256,16 @@ impl Sftp {
         }
     }
 
-    fn writer(&self, handle: Handle, offset: u64) -> Writer {
+    /// A writer on `handle`, the file at `path` (among the files being written until complete),
+    /// writing from `offset`.
+    fn writer(&self, handle: Handle, path: Vec<u8>, offset: u64) -> Writer {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
         let state = Writing { offset, unanswered: 0, failed: None, closed: false };
         Writer {
             session: self.session.clone(),
             handle,
+            path,
+            writing: self.writing.clone(),
             state: Mutex::new(state),
             answers: crossbeam_channel::unbounded(),
         }
@@ -325,7 +338,7 @@ impl Sftp {
     fn make_lock(&self, path: &[u8], who: &str) -> io::Result<()> {
         let attrs = Attrs { permissions: Some(0o644), ..Attrs::default() };
         let h = self.open_file(path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(path, e))?;
-        let w = self.writer(h, 0);
+        let w = self.writer(h, path.to_vec(), 0);
         self.write(&w, who.as_bytes())?;
         self.flush_file(&w)
     }
@@ -417,7 +430,7 @@ impl Backend for Sftp {
         let path = folder.join(name);
         let attrs = Attrs { permissions: Some(mode), ..Attrs::default() };
         let h = self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?;
-        Ok(self.writer(h, 0))
+        Ok(self.writer(h, path, 0))
     }
 
     fn create_unnamed(&self, _folder: &Folder, _mode: u32, _learned: &Learned) -> io::Result<Option<Writer>> {
@@ -456,11 +469,21 @@ impl Backend for Sftp {
         w.send(&Request::Fsync(&w.handle));
         w.send(&Request::Close(&w.handle));
         w.lock().closed = true;
-        w.settle()
+        w.settle()?;
+        self.writing.lock().unwrap_or_else(|e| e.into_inner()).remove(&w.path);
+        Ok(())
+    }
+
+    fn complete(&self, w: &Writer) -> io::Result<()> {
+        // No flush of everything comes before the marker over SFTP: each copy is fsynced here.
+        self.flush_file(w)
     }
 
     fn rename(&self, from_folder: &Folder, from: &Path, to_folder: &Folder, to: &Path) -> io::Result<()> {
         let (from, to) = (from_folder.join(from), to_folder.join(to));
+        if self.writing.lock().unwrap_or_else(|e| e.into_inner()).contains(&from) {
+            return Err(io::Error::other("a copy is named only once all of it was answered OK (not yet)"));
+        }
         self.session.call(&Request::PosixRename { from: &from, to: &to })?;
         self.touch(&from_folder.path);
         self.touch(&to_folder.path);
@@ -481,8 +504,12 @@ impl Backend for Sftp {
     }
 
     fn remove_folder(&self, folder: &Folder, name: &Path) -> io::Result<()> {
-        self.session.call(&Request::Rmdir(&folder.join(name)))?;
-        self.touch(&folder.path);
+        let path = folder.join(name);
+        self.session.call(&Request::Rmdir(&path))?;
+        // Gone, with whatever was named in it: its removal is durable with its parent's entries.
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        touched.remove(&path);
+        touched.insert(folder.path.clone());
         Ok(())
     }
 
@@ -506,7 +533,7 @@ impl Backend for Sftp {
                 (self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?, 0)
             }
         };
-        Ok(self.writer(h, offset))
+        Ok(self.writer(h, path, offset))
     }
 
     fn write(&self, w: &Writer, bytes: &[u8]) -> io::Result<()> {
@@ -527,7 +554,7 @@ impl Backend for Sftp {
         if self.lstat(&path)?.is_symlink() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a link"));
         }
-        let w = self.writer(self.open_file(&path, OpenMode::Write, Attrs::default())?, 0);
+        let w = self.writer(self.open_file(&path, OpenMode::Write, Attrs::default())?, path.clone(), 0);
         self.flush_file(&w)
     }
 

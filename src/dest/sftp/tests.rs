@@ -160,3 +160,80 @@ fn a_claim_refuses_a_second_run_until_dropped_and_a_stale_one_is_taken_over() {
     let e = inner.claim(&inner.folder(Path::new(""), false).unwrap(), "pid 4").err().unwrap();
     assert!(e.contains("is inside"), "{e}");
 }
+
+#[test]
+fn a_copy_is_never_named_before_every_request_of_it_was_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    let root = s.folder(Path::new(""), false).unwrap();
+    let w = copy(&s, &root, ".c.partial", b"bytes").unwrap();
+    assert!(s.rename(&root, Path::new(".c.partial"), &root, Path::new("c")).is_err());
+    assert!(!dir.path().join("c").exists());
+    s.complete(&w).unwrap();
+    s.rename(&root, Path::new(".c.partial"), &root, Path::new("c")).unwrap();
+    assert_eq!(fs::read(dir.path().join("c")).unwrap(), b"bytes");
+}
+
+/// The copier, verification and the mover through a `Dest` over SFTP: the same code as a local
+/// destination's, with the store another.
+#[test]
+fn the_copier_verification_and_the_proof_by_content_run_unchanged_over_sftp() {
+    use crate::dest::{Dest, Store};
+    use crate::vocab::{Job, Outcome, Partial, Prev};
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files = ["zarr.json", "c/0/0", "c/0/1", "c/1/0"];
+    for rel in files {
+        let p = src.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, rel.as_bytes()).unwrap();
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(UNIX_EPOCH + Duration::new(1_700_000_000, 5))
+            .unwrap();
+    }
+    fs::write(dst.path().join("complete"), b"an earlier run's").unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), Some("complete")).unwrap();
+    let _claim = dest.claim(src.path()).unwrap();
+    assert!(dst.path().join(LOCK).exists());
+    let opts = crate::copy::CopyOptions::default();
+    let stop = AtomicBool::new(false);
+    for (rel, partial) in files.iter().zip([Partial::Beside, Partial::Staged, Partial::Beside, Partial::Staged]) {
+        let job = Job { rel: rel.into(), prev: Prev::Unknown, verify_closed: false, partial };
+        let (outcome, _) = crate::copy::sync_file(src.path(), &dest, &job, &opts, &stop);
+        assert!(matches!(outcome, Outcome::Copied { .. }), "{rel}: {outcome:?}");
+        assert_eq!(fs::read(dst.path().join(rel)).unwrap(), rel.as_bytes());
+    }
+    assert!(!dst.path().join("complete").exists(), "the marker withdrawn before the first change");
+    assert!(!dest.partials_left());
+    dest.remove_staging();
+    dest.flush_all().unwrap();
+    let check = crate::end::verify::Check {
+        marker: "complete",
+        arrays: &[],
+        content: true,
+        prune: None,
+        landed: None,
+        exclude: None,
+    };
+    let report = crate::end::verify::verify(src.path(), &dest, &check, &stop).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.files, files.len() as u64);
+    // A copy damaged on the server with its size and mtime kept is not proven.
+    let damaged = dst.path().join("c/0/1");
+    let mtime = fs::metadata(&damaged).unwrap().modified().unwrap();
+    fs::write(&damaged, b"c/0/X").unwrap();
+    File::options().write(true).open(&damaged).unwrap().set_modified(mtime).unwrap();
+    let copied: Vec<_> = files
+        .iter()
+        .map(|rel| crate::vocab::Copied {
+            rel: rel.into(),
+            ident: crate::sys::path_identity(&src.path().join(rel)).unwrap(),
+            hash: None,
+        })
+        .collect();
+    let proof = crate::end::mover::prove(src.path(), &dest, copied, &stop);
+    assert_eq!(proof.differs, vec![PathBuf::from("c/0/1")]);
+    assert_eq!(proof.proven.len(), 3);
+}
