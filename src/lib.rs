@@ -98,6 +98,7 @@ struct EngineConfigIn {
 struct TargetIn {
     source: PathBuf,
     destination: PathBuf,
+    ssh_command: Option<String>,
     nprocs: usize,
     sleep_time: f64,
     wait_for_source: bool,
@@ -149,6 +150,7 @@ impl TryFrom<EngineConfigIn> for Config {
             delete_source: t.delete_source,
             quiet: seconds("quiet_time", t.quiet_time)?,
             evict_after: t.evict_after.map(|s| seconds("evict_after", s)).transpose()?,
+            ssh_command: t.ssh_command,
             ..Config::new(t.source, t.destination)
         })
     }
@@ -640,6 +642,23 @@ pub enum PyOwner {
     Claimed,
 }
 
+/// Whether `destination` names an ssh destination (`[user@]host:/abs` or
+/// `ssh://[user@]host[:port]/abs`), by the one rule (`dest::remote`).
+#[pyfunction]
+fn is_ssh_destination(destination: &str) -> bool {
+    dest::remote::Remote::parse(destination).is_some()
+}
+
+/// Checks an ssh destination before a copy starts (the host reached over SFTP, the folder or its
+/// parent there); ValueError with one line a person can act on when not.
+#[pyfunction]
+#[pyo3(signature = (destination, ssh_command=None))]
+fn check_ssh_destination(py: Python<'_>, destination: &str, ssh_command: Option<String>) -> PyResult<()> {
+    let remote = dest::remote::Remote::parse(destination)
+        .ok_or_else(|| PyValueError::new_err(format!("{destination} is not an ssh destination")))?;
+    py.detach(|| remote.check(ssh_command.as_deref())).map_err(PyValueError::new_err)
+}
+
 /// Whose copy `destination` holds for the source folder `source` (whose end marker is `marker`),
 /// and why, in words, when it is another acquisition's. `Free` when the destination is missing.
 #[pyfunction]
@@ -748,6 +767,8 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_trees, m)?)?;
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
+    m.add_function(wrap_pyfunction!(is_ssh_destination, m)?)?;
+    m.add_function(wrap_pyfunction!(check_ssh_destination, m)?)?;
     m.add_function(wrap_pyfunction!(folder_identity, m)?)?;
     m.add_function(wrap_pyfunction!(same_folder, m)?)?;
     m.add_function(wrap_pyfunction!(same_filesystem, m)?)?;

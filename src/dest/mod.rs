@@ -21,6 +21,7 @@ pub mod local;
 pub(crate) mod mirror;
 pub mod partial;
 mod refused;
+pub mod remote;
 pub mod sftp;
 pub mod store;
 
@@ -246,6 +247,11 @@ impl Dest {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The root, where it is a local path (a mounted disk or share): none across ssh.
+    pub fn local_root(&self) -> Option<&Path> {
+        matches!(self.store, Store::Local(_)).then_some(self.root.as_path())
     }
 
     /// The user's path of `rel`, for messages.

@@ -198,8 +198,29 @@ impl Sftp {
     /// The storage at `root` (absolute on the server) over `session`: the root resolved by the
     /// server, and found to be a folder.
     pub fn open(session: Session, root: &Path) -> io::Result<Sftp> {
+        Sftp::open_making(session, root, false)
+    }
+
+    /// [`Sftp::open`], the root made first when missing and `make` (never its parents: a parent
+    /// missing is NotFound, as the local destination's, docs/design.md "One destination, one
+    /// acquisition").
+    pub fn open_making(session: Session, root: &Path, make: bool) -> io::Result<Sftp> {
         let session = Arc::new(session);
-        let root = realpath(&session, &bytes(root))?;
+        let given = bytes(root);
+        if make {
+            match session.call(&Request::Lstat(&given)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if let Err(e) = session.call(&Request::Mkdir { path: &given, attrs: Attrs::default() }) {
+                        // Made meanwhile by someone else is no error: looked at below.
+                        if session.call(&Request::Lstat(&given)).is_err() {
+                            return Err(e.into());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let root = realpath(&session, &given)?;
         match session.call(&Request::Lstat(&root))? {
             Reply::Attrs(a) if a.is_dir() => {}
             Reply::Attrs(_) => return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder")),

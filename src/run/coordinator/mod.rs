@@ -774,21 +774,16 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
 fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opened>> {
     let stopped = ControlFlow::Break((Phase::Stopped, Verdict::default()));
     let Some(src) = wait_for_source(cfg, sh)? else { return Ok(stopped) };
-    if !reach_destination(cfg, sh)? {
-        return Ok(stopped);
-    }
-    let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
-    if dst.starts_with(&src) || src.starts_with(&dst) {
-        return Err(Error::Config(format!(
-            "source {} and destination {} must not contain each other",
-            src.display(),
-            dst.display()
-        )));
-    }
+    let remote = crate::dest::remote::Remote::parse(&cfg.destination.to_string_lossy());
+    let (dst, dest) = match &remote {
+        Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, remote)?),
+        None => match open_local(cfg, sh, &src)? {
+            Some(opened) => opened,
+            None => return Ok(stopped),
+        },
+    };
     *lock(&sh.roots) = Some((src.clone(), dst.clone()));
-    let dest = Arc::new(
-        Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?,
-    );
+    let dest = Arc::new(dest);
     let claim = dest.claim(&src).map_err(Error::Config)?;
     dest.detect_case_folding();
     recover_freeing(&src, sh);
@@ -807,6 +802,39 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
         sh.say(Level::Info, format!("removed {} partial files left by an earlier run", found.removed));
     }
     Ok(ControlFlow::Continue(Opened { src, dst, dest, _claim: claim, root, found }))
+}
+
+/// Reaches a local destination (made if missing, never its parents), resolved: `None` when
+/// stopped while waiting for it.
+fn open_local(cfg: &Config, sh: &Shared, src: &Path) -> Result<Option<(PathBuf, Dest)>> {
+    if !reach_destination(cfg, sh)? {
+        return Ok(None);
+    }
+    let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
+    if dst.starts_with(src) || src.starts_with(&dst) {
+        return Err(Error::Config(format!(
+            "source {} and destination {} must not contain each other",
+            src.display(),
+            dst.display()
+        )));
+    }
+    let dest =
+        Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?;
+    Ok(Some((dst, dest)))
+}
+
+/// Reaches an ssh destination over SFTP (made if missing, never its parents). What a person must
+/// act on (the host unknown or untrusted, authentication refused, no SFTP, the path not there or
+/// not allowed) is a configuration error: one line, before anything is copied.
+fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Dest> {
+    let shown = remote.shown();
+    let session = remote.connect(cfg.ssh_command.as_deref()).map_err(Error::Config)?;
+    let sftp = crate::dest::sftp::Sftp::open_making(session, &remote.path, true).map_err(|e| {
+        remote.refusal(&e).map_or_else(|| Error::io("open destination", Path::new(&shown), e), Error::Config)
+    })?;
+    let store = crate::dest::Store::Sftp(sftp);
+    Dest::open_store(store, &remote.path, Some(&cfg.marker))
+        .map_err(|e| Error::io("open destination", Path::new(&shown), e))
 }
 
 /// One destination, one acquisition: never written into, pruned or marked for another. Records
@@ -893,7 +921,12 @@ impl<'a> Run<'a> {
                 .evict_after
                 .filter(|_| !cfg.delete_source && !cfg.checksum && cfg.manifest.is_none())
                 .map(|every| (started + every, every)),
-            gentle: crate::gentle::Gentle::start(cfg.back_off, cfg.nprocs.max(1), &o.src, &o.dst),
+            gentle: crate::gentle::Gentle::start(
+                cfg.back_off,
+                cfg.nprocs.max(1),
+                &o.src,
+                o.dest.local_root().unwrap_or(Path::new("")),
+            ),
         }
     }
 

@@ -1,0 +1,53 @@
+"""The ssh destination, live (docs/design.md, "The ssh destination: the SFTP client"):
+`softcopy SRC host:/abs/path` through a real sshd on loopback, its SFTP subsystem the storage."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from _share import Sshd
+from conftest import assert_same_tree, softcopy_cmd, write_finished_archive
+
+
+def ssh_command(sshd: Sshd) -> str:
+    """How this test's ssh reaches the loopback server (no prompt: BatchMode)."""
+    return " ".join(["ssh", "-p", str(sshd.port), "-o", "BatchMode=yes", *sshd.ssh_options()])
+
+
+def copy_to(src: Path, dst: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(softcopy_cmd(src, dst, *args), check=False, capture_output=True, text=True, timeout=120)
+
+
+def test_a_finished_archive_is_copied_over_ssh_verified_and_marked(tmp_path: Path, sshd: Sshd) -> None:
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    write_finished_archive(src, "v3", timepoints=3)
+    remote.mkdir()
+    r = copy_to(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd))
+    assert r.returncode == 0, r.stdout + r.stderr
+    copy = remote / "acq.zarr"
+    assert_same_tree(src, copy)
+    assert (copy / "complete").is_file(), "the marker, published last"
+    left = [p.name for p in copy.rglob("*") if p.name.startswith(".softcopy-lock") or "partial" in p.name]
+    assert left == [], "no claim and no partial left behind"
+    # Copied again: nothing to copy, still verified.
+    again = copy_to(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd))
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_what_a_person_must_act_on_is_one_line_and_exit_2_before_anything_is_copied(tmp_path: Path, sshd: Sshd) -> None:
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    nobody = "ssh -p 1 -o BatchMode=yes -o ConnectTimeout=5"
+    cases = {
+        "refused connection": (f"root@127.0.0.1:{tmp_path}/x", nobody, "cannot reach root@127.0.0.1:"),
+        "parent missing": (f"root@127.0.0.1:{tmp_path}/no/x", ssh_command(sshd), "does not exist"),
+        "a file": (f"root@127.0.0.1:{src}/zarr.json", ssh_command(sshd), "is a file"),
+    }
+    for what, (dst, cmd, said) in cases.items():
+        r = copy_to(src, dst, "--ssh-command", cmd)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2, f"{what}: {r.returncode}\n{r.stdout}{r.stderr}"
+        assert said in r.stderr and "Traceback" not in r.stderr, f"{what}: {r.stderr}"
+        assert len([line for line in lines if "error" in line.lower()]) == 1, f"{what}: {r.stderr}"
+    assert not (tmp_path / "x").exists() and not (tmp_path / "no").exists()
