@@ -9,7 +9,7 @@
 //!   between, as the portable local path (SFTP has no `openat`);
 //! - never a partial under a final name: a copy is written under its partial name (OPEN with
 //!   CREAT|EXCL), and renamed (posix-rename@openssh.com) only after every WRITE, the FSETSTAT of
-//!   its mtime, its fsync@openssh.com and its CLOSE were answered OK ([`Backend::flush_file`]);
+//!   its mtime, its fsync@openssh.com and its CLOSE were answered OK ([`Backend::complete`]);
 //! - durable before it counts: each copy is fsynced on the server before its name is given; a
 //!   folder is fsynced by opening it as a file and asking fsync@openssh.com of that handle
 //!   (OpenSSH's server opens a folder read-only as it opens a file, and fsync(2) of a folder's
@@ -44,7 +44,8 @@ const LOCK: &str = super::claim::LOCK;
 
 /// The storage below a remote root.
 pub struct Sftp {
-    session: Arc<Session>,
+    /// The session, and how to start another when it is lost.
+    link: Arc<Link>,
     /// The root as the server resolved it (absolute, `/`-separated).
     root: Vec<u8>,
     /// Folders a name was made, renamed or removed in since the last [`Backend::flush_all`].
@@ -56,6 +57,33 @@ pub struct Sftp {
     /// Files being written and not yet complete: never renamed (a copy is named only once every
     /// request of it was answered OK, [`Backend::complete`]).
     writing: Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+/// How to start a session to the destination again.
+pub type Connect = Arc<dyn Fn() -> Result<Session, String> + Send + Sync>;
+
+/// The session of a storage, and how to start another.
+struct Link {
+    /// The session, and when the last attempt to replace it was made.
+    current: Mutex<(Arc<Session>, Option<Instant>)>,
+    connect: Option<Connect>,
+}
+
+/// Attempts to start a lost session again, at most this often (each one may take a handshake).
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+impl Link {
+    fn session(&self) -> Arc<Session> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let due = cur.1.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY);
+        if let (Some(connect), true, true) = (&self.connect, cur.0.lost().is_some(), due) {
+            cur.1 = Some(Instant::now());
+            if let Ok(s) = connect() {
+                cur.0 = Arc::new(s);
+            }
+        }
+        cur.0.clone()
+    }
 }
 
 /// A remote folder below the root, its components looked at.
@@ -75,7 +103,7 @@ impl Folder {
 }
 
 /// A remote file being written: its requests' answers are gathered on its own channel, and all
-/// of them must have come back OK before it may be named ([`Backend::flush_file`]).
+/// of them must have come back OK before it may be named ([`Backend::complete`]).
 pub struct Writer {
     session: Arc<Session>,
     handle: Handle,
@@ -180,8 +208,11 @@ impl Drop for Reader {
 pub struct Claim {
     stop: Option<Sender<()>>,
     refresher: Option<std::thread::JoinHandle<()>>,
-    session: Arc<Session>,
+    storage: Sftp,
     path: Vec<u8>,
+    /// What the file says: removed at the end only while it still says so (a run that was away
+    /// past the stale time may have lost it to another).
+    who: String,
 }
 
 impl Drop for Claim {
@@ -190,7 +221,9 @@ impl Drop for Claim {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let _ = self.session.call(&Request::Remove(&self.path));
+        if self.storage.holder(&self.path).ok().flatten().as_deref() == Some(self.who.trim()) {
+            let _ = self.storage.session().call(&Request::Remove(&self.path));
+        }
     }
 }
 
@@ -226,13 +259,27 @@ impl Sftp {
             Reply::Attrs(_) => return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder")),
             other => return Err(unexpected("lstat", &other)),
         }
-        Ok(Sftp { session, root, touched: Arc::default(), stale: STALE, refresh: REFRESH, writing: Arc::default() })
+        let link = Arc::new(Link { current: Mutex::new((session, None)), connect: None });
+        Ok(Sftp { link, root, touched: Arc::default(), stale: STALE, refresh: REFRESH, writing: Arc::default() })
+    }
+
+    /// Starts another session with `connect` when this one is lost (a network blip, sshd
+    /// restarted): at the next call after the loss, at most once a second. Copies in flight on
+    /// the lost session fail (never named) and are copied again.
+    pub fn reconnecting(self, connect: Connect) -> Sftp {
+        let current = self.link.current.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
+        Sftp { link: Arc::new(Link { current: Mutex::new((current, None)), connect: Some(connect) }), ..self }
+    }
+
+    /// The session now: another one started first where it was lost and may be started again.
+    fn session(&self) -> Arc<Session> {
+        self.link.session()
     }
 
     /// Another handle on the same session and root (the folders to flush are shared).
     pub fn share(&self) -> Sftp {
         Sftp {
-            session: self.session.clone(),
+            link: self.link.clone(),
             root: self.root.clone(),
             touched: self.touched.clone(),
             stale: self.stale,
@@ -259,19 +306,19 @@ impl Sftp {
 
     /// Every reply to `requests`, sent back to back: one round trip for all.
     fn burst(&self, requests: &[Request<'_>]) -> Vec<Result<Reply, SftpError>> {
-        let tickets: Vec<_> = requests.iter().map(|r| self.session.submit(r)).collect();
+        let tickets: Vec<_> = requests.iter().map(|r| self.session().submit(r)).collect();
         tickets.into_iter().map(crate::sftp::Ticket::wait).collect()
     }
 
     fn lstat(&self, path: &[u8]) -> io::Result<Attrs> {
-        match self.session.call(&Request::Lstat(path))? {
+        match self.session().call(&Request::Lstat(path))? {
             Reply::Attrs(a) => Ok(a),
             other => Err(unexpected("lstat", &other)),
         }
     }
 
     fn open_file(&self, path: &[u8], mode: OpenMode, attrs: Attrs) -> io::Result<Handle> {
-        match self.session.call(&Request::Open { path, mode, attrs })? {
+        match self.session().call(&Request::Open { path, mode, attrs })? {
             Reply::Handle(h) => Ok(h),
             other => Err(unexpected("open", &other)),
         }
@@ -283,7 +330,7 @@ impl Sftp {
         self.writing.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
         let state = Writing { offset, unanswered: 0, failed: None, closed: false };
         Writer {
-            session: self.session.clone(),
+            session: self.session(),
             handle,
             path,
             writing: self.writing.clone(),
@@ -333,7 +380,7 @@ impl Sftp {
         };
         let mut text = Vec::new();
         io::Read::read_to_end(
-            &mut io::Read::take(Reader { session: self.session.clone(), handle: h, offset: 0 }, 512),
+            &mut io::Read::take(Reader { session: self.session(), handle: h, offset: 0 }, 512),
             &mut text,
         )?;
         let text = String::from_utf8_lossy(&text).trim().to_string();
@@ -390,7 +437,7 @@ impl Backend for Sftp {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     // Made one component at a time, each looked at after it was made.
                     for path in &paths[i..] {
-                        match self.session.call(&Request::Mkdir { path, attrs: Attrs::default() }) {
+                        match self.session().call(&Request::Mkdir { path, attrs: Attrs::default() }) {
                             Ok(_) => {}
                             Err(e) if e.is_connection_lost() => return Err(e.into()),
                             Err(_) => {} // made meanwhile by another worker: looked at below
@@ -410,13 +457,13 @@ impl Backend for Sftp {
     }
 
     fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
-        let h = match self.session.call(&Request::Opendir(&folder.path))? {
+        let h = match self.session().call(&Request::Opendir(&folder.path))? {
             Reply::Handle(h) => h,
             other => return Err(unexpected("opendir", &other)),
         };
         let mut out = Vec::new();
         let listed = loop {
-            match self.session.call(&Request::Readdir(&h)) {
+            match self.session().call(&Request::Readdir(&h)) {
                 Ok(Reply::Names(names)) => {
                     for n in names.into_iter().filter(|n| n.filename != b"." && n.filename != b"..") {
                         out.push((path_of(&n.filename).into_os_string(), kind_of(&n.attrs)));
@@ -427,7 +474,7 @@ impl Backend for Sftp {
                 Err(e) => break Err(e.into()),
             }
         };
-        let _ = self.session.call(&Request::Close(&h));
+        let _ = self.session().call(&Request::Close(&h));
         // A listing cut short is no listing: never taken for a folder with fewer names.
         listed.map(|()| out)
     }
@@ -444,7 +491,7 @@ impl Backend for Sftp {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a link"));
         }
         let handle = self.open_file(&path, OpenMode::Read, Attrs::default())?;
-        Ok(Reader { session: self.session.clone(), handle, offset: 0 })
+        Ok(Reader { session: self.session(), handle, offset: 0 })
     }
 
     fn create(&self, folder: &Folder, name: &Path, mode: u32) -> io::Result<Writer> {
@@ -485,8 +532,15 @@ impl Backend for Sftp {
     }
 
     fn flush_file(&self, w: &Writer) -> io::Result<()> {
-        // The file's burst ends here: fsync, then close, both behind its writes, and every answer
-        // read before the copy may be named.
+        // Behind its writes, and every answer read: the file stays open (the journal appends on).
+        w.send(&Request::Fsync(&w.handle));
+        w.settle()
+    }
+
+    fn complete(&self, w: &Writer) -> io::Result<()> {
+        // The copy's burst ends here: fsync (no flush of everything comes before the marker over
+        // SFTP: each copy is fsynced), then close, both behind its writes, and every answer read
+        // before the copy may be named.
         w.send(&Request::Fsync(&w.handle));
         w.send(&Request::Close(&w.handle));
         w.lock().closed = true;
@@ -495,17 +549,12 @@ impl Backend for Sftp {
         Ok(())
     }
 
-    fn complete(&self, w: &Writer) -> io::Result<()> {
-        // No flush of everything comes before the marker over SFTP: each copy is fsynced here.
-        self.flush_file(w)
-    }
-
     fn rename(&self, from_folder: &Folder, from: &Path, to_folder: &Folder, to: &Path) -> io::Result<()> {
         let (from, to) = (from_folder.join(from), to_folder.join(to));
         if self.writing.lock().unwrap_or_else(|e| e.into_inner()).contains(&from) {
             return Err(io::Error::other("a copy is named only once all of it was answered OK (not yet)"));
         }
-        self.session.call(&Request::PosixRename { from: &from, to: &to })?;
+        self.session().call(&Request::PosixRename { from: &from, to: &to })?;
         self.touch(&from_folder.path);
         self.touch(&to_folder.path);
         Ok(())
@@ -513,20 +562,20 @@ impl Backend for Sftp {
 
     fn link(&self, from_folder: &Folder, from: &Path, to_folder: &Folder, to: &Path) -> io::Result<()> {
         let (from, to) = (from_folder.join(from), to_folder.join(to));
-        self.session.call(&Request::Hardlink { from: &from, to: &to }).map_err(|e| self.exists_or(&to, e.into()))?;
+        self.session().call(&Request::Hardlink { from: &from, to: &to }).map_err(|e| self.exists_or(&to, e.into()))?;
         self.touch(&to_folder.path);
         Ok(())
     }
 
     fn remove_file(&self, folder: &Folder, name: &Path) -> io::Result<()> {
-        self.session.call(&Request::Remove(&folder.join(name)))?;
+        self.session().call(&Request::Remove(&folder.join(name)))?;
         self.touch(&folder.path);
         Ok(())
     }
 
     fn remove_folder(&self, folder: &Folder, name: &Path) -> io::Result<()> {
         let path = folder.join(name);
-        self.session.call(&Request::Rmdir(&path))?;
+        self.session().call(&Request::Rmdir(&path))?;
         // Gone, with whatever was named in it: its removal is durable with its parent's entries.
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
         touched.remove(&path);
@@ -564,7 +613,7 @@ impl Backend for Sftp {
             st.offset += bytes.len() as u64;
             at
         };
-        let n = self.session.submit_write(&w.handle, offset, bytes, 0, &w.answers.0);
+        let n = w.session.submit_write(&w.handle, offset, bytes, 0, &w.answers.0);
         w.lock().unanswered += n;
         Ok(())
     }
@@ -597,7 +646,7 @@ impl Backend for Sftp {
     }
 
     fn free_space(&self, root: &Folder) -> Option<Space> {
-        match self.session.call(&Request::Statvfs(&root.path)).ok()? {
+        match self.session().call(&Request::Statvfs(&root.path)).ok()? {
             Reply::Statvfs(s) => Some(Space {
                 free_bytes: s.available_bytes(),
                 total_bytes: s.blocks.saturating_mul(s.fragment_size),
@@ -609,7 +658,7 @@ impl Backend for Sftp {
     }
 
     fn locate(&self, given: &Path) -> io::Result<Located<Folder>> {
-        let path = realpath(&self.session, &bytes(given))?;
+        let path = realpath(&self.session(), &bytes(given))?;
         if !self.lstat(&path)?.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"));
         }
@@ -652,16 +701,17 @@ impl Backend for Sftp {
             // Stale: moved aside under a name of our own; of two runs taking it over at once, only
             // one rename finds it, and the other tries again (and finds the winner's claim).
             let aside = join(&root.path, format!("{LOCK}.stale-{}", std::process::id()).as_bytes());
-            self.session.call(&Request::PosixRename { from: &path, to: &aside }).map_err(|e| cannot(e.into()))?;
-            let _ = self.session.call(&Request::Remove(&aside));
+            self.session().call(&Request::PosixRename { from: &path, to: &aside }).map_err(|e| cannot(e.into()))?;
+            let _ = self.session().call(&Request::Remove(&aside));
         }
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let (session, touched, every) = (self.session.clone(), path.clone(), self.refresh);
+        let (storage, touched, every) = (self.share(), path.clone(), self.refresh);
         let refresher = std::thread::Builder::new()
             .name("softcopy-claim".into())
-            .spawn(move || refresh(&session, &touched, every, &stopped))
+            .spawn(move || refresh(&storage, &touched, every, &stopped))
             .map_err(cannot)?;
-        Ok(Claim { stop: Some(stop), refresher: Some(refresher), session: self.session.clone(), path })
+        let who = who.to_string();
+        Ok(Claim { stop: Some(stop), refresher: Some(refresher), storage: self.share(), path, who })
     }
 
     fn claimed(&self, folder: &Folder) -> Option<String> {
@@ -674,11 +724,11 @@ impl Backend for Sftp {
 /// Touches the claim's file every `every` until `stopped` (its sender dropped). Its mtime is set
 /// to a count of refreshes, not a time: the file changes at each touch (whole seconds could
 /// repeat), and a waiting run compares it with itself, never with a clock.
-fn refresh(session: &Session, path: &[u8], every: Duration, stopped: &Receiver<()>) {
+fn refresh(storage: &Sftp, path: &[u8], every: Duration, stopped: &Receiver<()>) {
     let mut n: u32 = 1;
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
         n = n.wrapping_add(1);
-        let _ = session.call(&Request::Setstat { path, attrs: Attrs::mtime(n) });
+        let _ = storage.session().call(&Request::Setstat { path, attrs: Attrs::mtime(n) });
     }
 }
 

@@ -832,6 +832,10 @@ fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Des
     let sftp = crate::dest::sftp::Sftp::open_making(session, &remote.path, true).map_err(|e| {
         remote.refusal(&e).map_or_else(|| Error::io("open destination", Path::new(&shown), e), Error::Config)
     })?;
+    // A lost connection is started again at the next call (the target paused meanwhile, its
+    // health probing with backoff): what was in flight is copied again, never named half-written.
+    let (again, command) = (remote.clone(), cfg.ssh_command.clone());
+    let sftp = sftp.reconnecting(Arc::new(move || again.connect(command.as_deref())));
     let store = crate::dest::Store::Sftp(sftp);
     Dest::open_store(store, &remote.path, Some(&cfg.marker))
         .map_err(|e| Error::io("open destination", Path::new(&shown), e))
