@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from _share import Sshd
-from conftest import assert_same_tree, softcopy_cmd, write_finished_archive
+from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
 
 
 def ssh_command(sshd: Sshd) -> str:
@@ -51,3 +52,27 @@ def test_what_a_person_must_act_on_is_one_line_and_exit_2_before_anything_is_cop
         assert said in r.stderr and "Traceback" not in r.stderr, f"{what}: {r.stderr}"
         assert len([line for line in lines if "error" in line.lower()]) == 1, f"{what}: {r.stderr}"
     assert not (tmp_path / "x").exists() and not (tmp_path / "no").exists()
+
+
+def test_a_connection_killed_mid_copy_pauses_the_target_and_the_copy_resumes_when_sshd_is_back(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    remote.mkdir()
+    writer = start_writer(src, "v3", 40, 0.25)
+    proc = run_softcopy(
+        src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd), "--give-up-after", "300"
+    )
+    copy = remote / "acq.zarr"
+    wait_for(lambda: any(p.name.isdigit() and p.is_file() for p in copy.rglob("*")), 30, "the first chunks over ssh")
+    sshd.kill()  # sshd and every session it serves: the connection drops
+    wait_for(lambda: "cannot" in proc.output(), 60, "the target to say the destination is away")
+    assert proc.poll() is None, proc.output()
+    sshd.start()
+    assert writer.wait(120) == 0
+    code, out = finish(proc, 180)
+    assert code == 0, out
+    assert "is back" in out, f"the copy went through the outage, and resumed after it: {out}"
+    assert_same_tree(src, copy)
+    assert (copy / "complete").is_file()
+    assert not [p for p in copy.rglob("*") if "partial" in p.name], "nothing half-written left"
