@@ -99,6 +99,7 @@ struct TargetIn {
     source: PathBuf,
     destination: PathBuf,
     ssh_command: Option<String>,
+    connections: usize,
     nprocs: usize,
     sleep_time: f64,
     wait_for_source: bool,
@@ -123,6 +124,9 @@ impl TryFrom<EngineConfigIn> for Config {
         let t = c.target;
         if t.nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
+        }
+        if t.connections == 0 {
+            return Err(PyValueError::new_err("connections must be at least 1"));
         }
         let method = match c.copy_method.as_str() {
             "auto" => CopyMethod::Auto,
@@ -151,6 +155,7 @@ impl TryFrom<EngineConfigIn> for Config {
             quiet: seconds("quiet_time", t.quiet_time)?,
             evict_after: t.evict_after.map(|s| seconds("evict_after", s)).transpose()?,
             ssh_command: t.ssh_command,
+            connections: t.connections,
             ..Config::new(t.source, t.destination)
         })
     }

@@ -206,6 +206,12 @@ def service_hooks(notify_url: str | None, metrics_addr: str | None) -> tuple[Web
     "[default: none]",
 )
 @click.option(
+    "--connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help="For a destination HOST:/PATH: SSH sessions to it (each its own ssh and SFTP server process).  [default: 4]",
+)
+@click.option(
     "--give-up-after",
     type=click.FloatRange(min=0),
     default=None,

@@ -71,6 +71,9 @@ class Target:
     """For an ssh destination (`host:/abs`): the program and its options that reach the host instead
     of `ssh -o BatchMode=yes`, e.g. `ssh -p 2222 -i ~/.ssh/lab_key` (split at spaces; the host and
     `-s sftp` are added). Without BatchMode, a prompt may wait for a person."""
+    connections: int = 4
+    """For an ssh destination: SSH sessions to it, each its own ssh and SFTP server process (the
+    server runs one session's requests one at a time: several overlap their waits)."""
     quiet_time: float = 60.0
     """Seconds the end waits for files still open for writing; and, where no lease can tell whether
     a writer has a file open (not its owner and no CAP_LEASE, no lease support), seconds a file
@@ -121,14 +124,17 @@ OPTIONS: dict[str, type] = {
     "delete_source": bool,
     "exclude": list,
     "ssh_command": str,
+    "connections": int,
 }
 _KEYS = ("source", "destination", *OPTIONS)
 
 
 def check_options(t: Target, where: str) -> None:
     """Raises ConfigError for option values no run could use."""
-    if isinstance(t.nprocs, bool) or not isinstance(t.nprocs, int) or t.nprocs < 1:
-        raise ConfigError(f"{where}nprocs must be a whole number >= 1, got {t.nprocs!r}")
+    for name in ("nprocs", "connections"):
+        value = getattr(t, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}{name} must be a whole number >= 1, got {value!r}")
     for name in ("sleep_time", "settle_time", "give_up_after"):
         value = getattr(t, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):

@@ -62,10 +62,12 @@ pub struct Sftp {
 /// How to start a session to the destination again.
 pub type Connect = Arc<dyn Fn() -> Result<Session, String> + Send + Sync>;
 
-/// The session of a storage, and how to start another.
+/// The sessions of a storage, and how to start another.
 struct Link {
-    /// The session, and when the last attempt to replace it was made.
-    current: Mutex<(Arc<Session>, Option<Instant>)>,
+    /// Each session, and when the last attempt to replace it was made.
+    slots: Vec<Mutex<(Arc<Session>, Option<Instant>)>>,
+    /// The next session to hand out: calls take turns over them.
+    next: std::sync::atomic::AtomicUsize,
     connect: Option<Connect>,
 }
 
@@ -73,8 +75,18 @@ struct Link {
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 impl Link {
+    fn new(sessions: Vec<Arc<Session>>, connect: Option<Connect>) -> Link {
+        let slots = sessions.into_iter().map(|s| Mutex::new((s, None))).collect();
+        Link { slots, next: Default::default(), connect }
+    }
+
+    /// A session, taking turns: OpenSSH's server runs one session's requests one at a time, so
+    /// several sessions overlap their waits (an fsync above all). A request on a handle goes to
+    /// the session that opened it (`Opened`); a call that waits for its answer is done on the
+    /// server before the next, whatever session that one takes.
     fn session(&self) -> Arc<Session> {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.slots.len();
+        let mut cur = self.slots[i].lock().unwrap_or_else(|e| e.into_inner());
         let due = cur.1.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY);
         if let (Some(connect), true, true) = (&self.connect, cur.0.lost().is_some(), due) {
             cur.1 = Some(Instant::now());
@@ -163,6 +175,18 @@ pub struct Reader {
     session: Arc<Session>,
     handle: Handle,
     offset: u64,
+}
+
+impl Reader {
+    fn new(opened: Opened) -> Reader {
+        Reader { session: opened.session, handle: opened.handle, offset: 0 }
+    }
+}
+
+/// A file opened on the server: its handle and the session it belongs to.
+struct Opened {
+    session: Arc<Session>,
+    handle: Handle,
 }
 
 impl io::Read for Reader {
@@ -259,16 +283,21 @@ impl Sftp {
             Reply::Attrs(_) => return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder")),
             other => return Err(unexpected("lstat", &other)),
         }
-        let link = Arc::new(Link { current: Mutex::new((session, None)), connect: None });
+        let link = Arc::new(Link::new(vec![session], None));
         Ok(Sftp { link, root, touched: Arc::default(), stale: STALE, refresh: REFRESH, writing: Arc::default() })
     }
 
-    /// Starts another session with `connect` when this one is lost (a network blip, sshd
-    /// restarted): at the next call after the loss, at most once a second. Copies in flight on
-    /// the lost session fail (never named) and are copied again.
-    pub fn reconnecting(self, connect: Connect) -> Sftp {
-        let current = self.link.current.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
-        Sftp { link: Arc::new(Link { current: Mutex::new((current, None)), connect: Some(connect) }), ..self }
+    /// `connections` sessions in all, the others started with `connect`, which also starts a
+    /// session again when one is lost (a network blip, sshd restarted): at the next call after the
+    /// loss, at most once a second. Copies in flight on a lost session fail (never named) and are
+    /// copied again.
+    pub fn reconnecting(self, connect: Connect, connections: usize) -> Result<Sftp, String> {
+        let first = self.link.slots[0].lock().unwrap_or_else(|e| e.into_inner()).0.clone();
+        let mut sessions = vec![first];
+        for _ in 1..connections.max(1) {
+            sessions.push(Arc::new(connect()?));
+        }
+        Ok(Sftp { link: Arc::new(Link::new(sessions, Some(connect))), ..self })
     }
 
     /// The session now: another one started first where it was lost and may be started again.
@@ -317,21 +346,24 @@ impl Sftp {
         }
     }
 
-    fn open_file(&self, path: &[u8], mode: OpenMode, attrs: Attrs) -> io::Result<Handle> {
-        match self.session().call(&Request::Open { path, mode, attrs })? {
-            Reply::Handle(h) => Ok(h),
+    /// Opens `path`: the handle, and the session it belongs to (every later request on it goes
+    /// there).
+    fn open_file(&self, path: &[u8], mode: OpenMode, attrs: Attrs) -> io::Result<Opened> {
+        let session = self.session();
+        match session.call(&Request::Open { path, mode, attrs })? {
+            Reply::Handle(handle) => Ok(Opened { session, handle }),
             other => Err(unexpected("open", &other)),
         }
     }
 
     /// A writer on `handle`, the file at `path` (among the files being written until complete),
     /// writing from `offset`.
-    fn writer(&self, handle: Handle, path: Vec<u8>, offset: u64) -> Writer {
+    fn writer(&self, opened: Opened, path: Vec<u8>, offset: u64) -> Writer {
         self.writing.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
         let state = Writing { offset, unanswered: 0, failed: None, closed: false };
         Writer {
-            session: self.session(),
-            handle,
+            session: opened.session,
+            handle: opened.handle,
             path,
             writing: self.writing.clone(),
             state: Mutex::new(state),
@@ -350,21 +382,30 @@ impl Sftp {
 
     /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), all in one burst.
     fn flush_folders(&self, folders: &[Vec<u8>]) -> io::Result<()> {
-        let opens: Vec<_> =
-            folders.iter().map(|f| Request::Open { path: f, mode: OpenMode::Read, attrs: Attrs::default() }).collect();
-        let mut handles = Vec::new();
-        let mut failed = None;
-        for r in self.burst(&opens) {
-            match r {
-                Ok(Reply::Handle(h)) => handles.push(h),
+        let mut failed: Option<io::Error> = None;
+        let opening: Vec<_> = folders
+            .iter()
+            .map(|f| {
+                let session = self.session();
+                let ticket = session.submit(&Request::Open { path: f, mode: OpenMode::Read, attrs: Attrs::default() });
+                (session, ticket)
+            })
+            .collect();
+        let mut opened = Vec::new();
+        for (session, ticket) in opening {
+            match ticket.wait() {
+                Ok(Reply::Handle(handle)) => opened.push(Opened { session, handle }),
                 Ok(other) => failed = failed.or(Some(unexpected("open", &other))),
                 Err(e) => failed = failed.or(Some(e.into())),
             }
         }
-        let mut flushes: Vec<_> = handles.iter().map(Request::Fsync).collect();
-        flushes.extend(handles.iter().map(Request::Close));
-        for r in self.burst(&flushes) {
-            if let Err(e) = r {
+        // Each folder's fsync and close on the session that opened it, all in one burst.
+        let flushing: Vec<_> = opened
+            .iter()
+            .flat_map(|o| [o.session.submit(&Request::Fsync(&o.handle)), o.session.submit(&Request::Close(&o.handle))])
+            .collect();
+        for ticket in flushing {
+            if let Err(e) = ticket.wait() {
                 failed = failed.or(Some(e.into()));
             }
         }
@@ -373,16 +414,13 @@ impl Sftp {
 
     /// Who holds the lock file at `path`, if there is one: what it says.
     fn holder(&self, path: &[u8]) -> io::Result<Option<String>> {
-        let h = match self.open_file(path, OpenMode::Read, Attrs::default()) {
-            Ok(h) => h,
+        let opened = match self.open_file(path, OpenMode::Read, Attrs::default()) {
+            Ok(o) => o,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut text = Vec::new();
-        io::Read::read_to_end(
-            &mut io::Read::take(Reader { session: self.session(), handle: h, offset: 0 }, 512),
-            &mut text,
-        )?;
+        io::Read::read_to_end(&mut io::Read::take(Reader::new(opened), 512), &mut text)?;
         let text = String::from_utf8_lossy(&text).trim().to_string();
         Ok(Some(if text.is_empty() { "its details unknown".into() } else { text }))
     }
@@ -405,8 +443,8 @@ impl Sftp {
     /// Makes the lock file at `path` saying `who`, exclusively: AlreadyExists when one is there.
     fn make_lock(&self, path: &[u8], who: &str) -> io::Result<()> {
         let attrs = Attrs { permissions: Some(0o644), ..Attrs::default() };
-        let h = self.open_file(path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(path, e))?;
-        let w = self.writer(h, path.to_vec(), 0);
+        let opened = self.open_file(path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(path, e))?;
+        let w = self.writer(opened, path.to_vec(), 0);
         self.write(&w, who.as_bytes())?;
         self.flush_file(&w)
     }
@@ -457,13 +495,15 @@ impl Backend for Sftp {
     }
 
     fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
-        let h = match self.session().call(&Request::Opendir(&folder.path))? {
+        // Every request on the folder's handle goes to the session that opened it.
+        let session = self.session();
+        let h = match session.call(&Request::Opendir(&folder.path))? {
             Reply::Handle(h) => h,
             other => return Err(unexpected("opendir", &other)),
         };
         let mut out = Vec::new();
         let listed = loop {
-            match self.session().call(&Request::Readdir(&h)) {
+            match session.call(&Request::Readdir(&h)) {
                 Ok(Reply::Names(names)) => {
                     for n in names.into_iter().filter(|n| n.filename != b"." && n.filename != b"..") {
                         out.push((path_of(&n.filename).into_os_string(), kind_of(&n.attrs)));
@@ -474,7 +514,7 @@ impl Backend for Sftp {
                 Err(e) => break Err(e.into()),
             }
         };
-        let _ = self.session().call(&Request::Close(&h));
+        let _ = session.call(&Request::Close(&h));
         // A listing cut short is no listing: never taken for a folder with fewer names.
         listed.map(|()| out)
     }
@@ -490,15 +530,14 @@ impl Backend for Sftp {
         if self.lstat(&path)?.is_symlink() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a link"));
         }
-        let handle = self.open_file(&path, OpenMode::Read, Attrs::default())?;
-        Ok(Reader { session: self.session(), handle, offset: 0 })
+        Ok(Reader::new(self.open_file(&path, OpenMode::Read, Attrs::default())?))
     }
 
     fn create(&self, folder: &Folder, name: &Path, mode: u32) -> io::Result<Writer> {
         let path = folder.join(name);
         let attrs = Attrs { permissions: Some(mode), ..Attrs::default() };
-        let h = self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?;
-        Ok(self.writer(h, path, 0))
+        let opened = self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?;
+        Ok(self.writer(opened, path, 0))
     }
 
     fn create_unnamed(&self, _folder: &Folder, _mode: u32, _learned: &Learned) -> io::Result<Option<Writer>> {
@@ -596,14 +635,14 @@ impl Backend for Sftp {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let (h, offset) = match size {
+        let (opened, offset) = match size {
             Some(n) => (self.open_file(&path, OpenMode::Write, Attrs::default())?, n),
             None => {
                 let attrs = Attrs { permissions: Some(mode), ..Attrs::default() };
                 (self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?, 0)
             }
         };
-        Ok(self.writer(h, path, offset))
+        Ok(self.writer(opened, path, offset))
     }
 
     fn write(&self, w: &Writer, bytes: &[u8]) -> io::Result<()> {

@@ -22,6 +22,11 @@ fn storage(root: &Path) -> Sftp {
     Sftp::open(session(), root).unwrap()
 }
 
+/// The storage at `root` over `n` sessions.
+fn sessions(root: &Path, n: usize) -> Sftp {
+    storage(root).reconnecting(Arc::new(|| Ok(session())), n).unwrap()
+}
+
 /// A source file holding `bytes`.
 fn source(bytes: &[u8]) -> File {
     let mut f = tempfile::tempfile().unwrap();
@@ -178,6 +183,13 @@ fn a_copy_is_never_named_before_every_request_of_it_was_answered() {
 /// destination's, with the store another.
 #[test]
 fn the_copier_verification_and_the_proof_by_content_run_unchanged_over_sftp() {
+    // One session, and three: a request on a handle must go to the session that opened it.
+    for n in [1, 3] {
+        copier_verification_and_proof(n);
+    }
+}
+
+fn copier_verification_and_proof(connections: usize) {
     use crate::dest::{Dest, Store};
     use crate::vocab::{Job, Outcome, Partial, Prev};
     let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -194,7 +206,7 @@ fn the_copier_verification_and_the_proof_by_content_run_unchanged_over_sftp() {
             .unwrap();
     }
     fs::write(dst.path().join("complete"), b"an earlier run's").unwrap();
-    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), Some("complete")).unwrap();
+    let dest = Dest::open_store(Store::Sftp(sessions(dst.path(), connections)), dst.path(), Some("complete")).unwrap();
     let _claim = dest.claim(src.path()).unwrap();
     assert!(dst.path().join(LOCK).exists());
     let opts = crate::copy::CopyOptions::default();
@@ -283,7 +295,7 @@ fn a_lost_session_is_started_again_at_the_next_call() {
                 .map_err(|e| e.to_string())
         }
     };
-    let s = Sftp::open(spawn().unwrap(), &root).unwrap().reconnecting(Arc::new(spawn));
+    let s = Sftp::open(spawn().unwrap(), &root).unwrap().reconnecting(Arc::new(spawn), 1).unwrap();
     let folder = s.folder(Path::new(""), false).unwrap();
     let w = copy(&s, &folder, ".c.partial", b"bytes").unwrap();
     let first = fs::read_to_string(&pidfile).unwrap();

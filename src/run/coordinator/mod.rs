@@ -835,7 +835,9 @@ fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Des
     // A lost connection is started again at the next call (the target paused meanwhile, its
     // health probing with backoff): what was in flight is copied again, never named half-written.
     let (again, command) = (remote.clone(), cfg.ssh_command.clone());
-    let sftp = sftp.reconnecting(Arc::new(move || again.connect(command.as_deref())));
+    let sftp = sftp
+        .reconnecting(Arc::new(move || again.connect(command.as_deref())), cfg.connections)
+        .map_err(Error::Config)?;
     let store = crate::dest::Store::Sftp(sftp);
     Dest::open_store(store, &remote.path, Some(&cfg.marker))
         .map_err(|e| Error::io("open destination", Path::new(&shown), e))
