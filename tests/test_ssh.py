@@ -76,3 +76,25 @@ def test_a_connection_killed_mid_copy_pauses_the_target_and_the_copy_resumes_whe
     assert_same_tree(src, copy)
     assert (copy / "complete").is_file()
     assert not [p for p in copy.rglob("*") if "partial" in p.name], "nothing half-written left"
+
+
+def test_a_second_softcopy_on_the_same_ssh_destination_is_refused_while_the_first_runs(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    src, other, remote = tmp_path / "acq.zarr", tmp_path / "other.zarr", tmp_path / "server"
+    remote.mkdir()
+    write_finished_archive(other, "v3", timepoints=1)
+    writer = start_writer(src, "v3", 40, 0.25)
+    dst = f"root@127.0.0.1:{remote}/acq.zarr"
+    first = run_softcopy(src, dst, "--ssh-command", ssh_command(sshd))
+    wait_for(lambda: (remote / "acq.zarr" / ".softcopy-lock").is_file(), 30, "the first run's claim")
+    second = copy_to(other, dst, "--ssh-command", ssh_command(sshd))
+    assert second.returncode != 0 and "another softcopy" in second.stdout + second.stderr, second
+    assert (
+        not (remote / "acq.zarr" / "zarr.json").is_file()
+        or (remote / "acq.zarr" / "zarr.json").read_bytes() == (src / "zarr.json").read_bytes()
+    ), "nothing of the other acquisition written there"
+    assert writer.wait(120) == 0
+    code, out = finish(first, 180)
+    assert code == 0, out
+    assert_same_tree(src, remote / "acq.zarr")
