@@ -26,7 +26,8 @@ pub fn hash_reader(mut reader: impl Read) -> io::Result<Hash> {
     Ok(truncate(&hasher))
 }
 
-fn truncate(hasher: &blake3::Hasher) -> Hash {
+/// The hash kept: BLAKE3's first 128 bits.
+pub(crate) fn truncate(hasher: &blake3::Hasher) -> Hash {
     let mut out = [0u8; 16];
     out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
     out

@@ -20,14 +20,13 @@ pub mod vocab;
 
 pub use error::{Error, Result};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use dest::claim;
 use end::manifest;
 use end::verify::{self, ArraySpec, ShardIndex};
 use gentle::rate;
@@ -99,6 +98,8 @@ struct EngineConfigIn {
 struct TargetIn {
     source: PathBuf,
     destination: PathBuf,
+    ssh_command: Option<String>,
+    connections: usize,
     nprocs: usize,
     sleep_time: f64,
     wait_for_source: bool,
@@ -123,6 +124,9 @@ impl TryFrom<EngineConfigIn> for Config {
         let t = c.target;
         if t.nprocs == 0 {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
+        }
+        if t.connections == 0 {
+            return Err(PyValueError::new_err("connections must be at least 1"));
         }
         let method = match c.copy_method.as_str() {
             "auto" => CopyMethod::Auto,
@@ -150,6 +154,8 @@ impl TryFrom<EngineConfigIn> for Config {
             delete_source: t.delete_source,
             quiet: seconds("quiet_time", t.quiet_time)?,
             evict_after: t.evict_after.map(|s| seconds("evict_after", s)).transpose()?,
+            ssh_command: t.ssh_command,
+            connections: t.connections,
             ..Config::new(t.source, t.destination)
         })
     }
@@ -641,6 +647,23 @@ pub enum PyOwner {
     Claimed,
 }
 
+/// Whether `destination` names an ssh destination (`[user@]host:/abs` or
+/// `ssh://[user@]host[:port]/abs`), by the one rule (`dest::remote`).
+#[pyfunction]
+fn is_ssh_destination(destination: &str) -> bool {
+    dest::remote::Remote::parse(destination).is_some()
+}
+
+/// Checks an ssh destination before a copy starts (the host reached over SFTP, the folder or its
+/// parent there); ValueError with one line a person can act on when not.
+#[pyfunction]
+#[pyo3(signature = (destination, ssh_command=None))]
+fn check_ssh_destination(py: Python<'_>, destination: &str, ssh_command: Option<String>) -> PyResult<()> {
+    let remote = dest::remote::Remote::parse(destination)
+        .ok_or_else(|| PyValueError::new_err(format!("{destination} is not an ssh destination")))?;
+    py.detach(|| remote.check(ssh_command.as_deref())).map_err(PyValueError::new_err)
+}
+
 /// Whose copy `destination` holds for the source folder `source` (whose end marker is `marker`),
 /// and why, in words, when it is another acquisition's. `Free` when the destination is missing.
 #[pyfunction]
@@ -651,12 +674,13 @@ fn destination_owner(
     destination: PathBuf,
     marker: String,
 ) -> PyResult<(PyOwner, String)> {
-    if py.detach(|| claim::held_in(&destination)).is_some() {
+    let dest = dest::Dest::at(&destination);
+    if py.detach(|| dest.claimed(Path::new(""))).is_some() {
         return Ok((PyOwner::Claimed, String::new()));
     }
     let owner = py.detach(|| match std::fs::symlink_metadata(&destination) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(origin::Owner::Free),
-        _ => origin::owner(&source, &destination, &marker),
+        _ => origin::owner(&source, &dest, &marker),
     });
     Ok(match owner.map_err(|e| Error::io("look at", &destination, e))? {
         origin::Owner::Free => (PyOwner::Free, String::new()),
@@ -748,6 +772,8 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_trees, m)?)?;
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
+    m.add_function(wrap_pyfunction!(is_ssh_destination, m)?)?;
+    m.add_function(wrap_pyfunction!(check_ssh_destination, m)?)?;
     m.add_function(wrap_pyfunction!(folder_identity, m)?)?;
     m.add_function(wrap_pyfunction!(same_folder, m)?)?;
     m.add_function(wrap_pyfunction!(same_filesystem, m)?)?;

@@ -24,8 +24,10 @@ __all__ = [
     "UnfinishedCopy",
     "Verdict",
     "__version__",
+    "check_ssh_destination",
     "destination_owner",
     "folder_identity",
+    "is_ssh_destination",
     "note_let_go",
     "same_filesystem",
     "same_folder",
@@ -321,6 +323,15 @@ class Owner:
     """Another softcopy run holds it as its destination now."""
     def __eq__(self, value: object, /) -> bool: ...
     def __int__(self) -> int: ...
+
+def is_ssh_destination(destination: str) -> bool:
+    """Whether `destination` names an ssh destination (`[user@]host:/abs`, or
+    `ssh://[user@]host[:port]/abs`): a colon before any slash, no Windows drive letter before it,
+    an absolute path after it, and no local path of that name."""
+
+def check_ssh_destination(destination: str, ssh_command: str | None = None) -> None:
+    """Checks an ssh destination before a copy starts: the host reached over SFTP, and the folder
+    there or its parent to make it in. ValueError, one line a person can act on, when not."""
 
 def destination_owner(
     source: str | PathLike[str], destination: str | PathLike[str], marker: str = "complete"

@@ -13,12 +13,13 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from softcopy import __version__
-from softcopy._softcopy import Owner, SoftcopyError, destination_owner
+from softcopy._softcopy import Owner, SoftcopyError, check_ssh_destination, destination_owner
 from softcopy.config import (
     ConfigError,
     Target,
     check_destination_made,
     is_pattern,
+    is_ssh,
     load_targets,
     make_target,
     parse_rate,
@@ -88,7 +89,8 @@ def named_targets(paths: tuple[Path, ...], given: dict[str, Any]) -> list[Target
     if len(paths) == 1:
         targets = load_targets(paths[0], given)
     elif len(paths) == 2:
-        targets = [make_target(paths[0].expanduser().resolve(), paths[1].expanduser().resolve(), given)]
+        dst = paths[1] if is_ssh(paths[1]) else paths[1].expanduser().resolve()
+        targets = [make_target(paths[0].expanduser().resolve(), dst, given)]
     else:
         raise click.UsageError("give a TARGETS_FILE, or SRC and DST")
     for t in targets:
@@ -102,6 +104,12 @@ def check_target(t: Target) -> None:
     elsewhere")."""
     if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
         raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
+    if is_ssh(t.destination):
+        try:
+            check_ssh_destination(str(t.destination), t.ssh_command)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return
     try:
         check_destination_made(t)
         refuse_another_acquisition(t)
@@ -188,6 +196,20 @@ def service_hooks(notify_url: str | None, metrics_addr: str | None) -> tuple[Web
     metavar="GLOB",
     help="A file that is not part of the acquisition (repeatable), e.g. '*.log': never copied, waited for or "
     "verified; named in the report. A glob without '/' matches a name at any depth.  [default: none]",
+)
+@click.option(
+    "--ssh-command",
+    default=None,
+    metavar="CMD",
+    help="For a destination HOST:/PATH: the program and its options that reach the host, as rsync's -e, "
+    "e.g. 'ssh -p 2222 -i ~/.ssh/lab_key' (the host and '-s sftp' are added; none: ssh -o BatchMode=yes).  "
+    "[default: none]",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help="For a destination HOST:/PATH: SSH sessions to it (each its own ssh and SFTP server process).  [default: 4]",
 )
 @click.option(
     "--give-up-after",

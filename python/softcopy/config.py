@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from softcopy._softcopy import Exclude, RateBudget
+from softcopy._softcopy import Exclude, RateBudget, is_ssh_destination
 
 log = logging.getLogger("softcopy")
 
@@ -67,6 +67,13 @@ class Target:
     evict_after: float | None = 30.0
     """Seconds a copied file stays quiet before it leaves memory for its folder's record (None: never;
     not a command-line option: tests shorten it, docs/design.md "Memory")."""
+    ssh_command: str | None = None
+    """For an ssh destination (`host:/abs`): the program and its options that reach the host instead
+    of `ssh -o BatchMode=yes`, e.g. `ssh -p 2222 -i ~/.ssh/lab_key` (split at spaces; the host and
+    `-s sftp` are added). Without BatchMode, a prompt may wait for a person."""
+    connections: int = 4
+    """For an ssh destination: SSH sessions to it, each its own ssh and SFTP server process (the
+    server runs one session's requests one at a time: several overlap their waits)."""
     quiet_time: float = 60.0
     """Seconds the end waits for files still open for writing; and, where no lease can tell whether
     a writer has a file open (not its owner and no CAP_LEASE, no lease support), seconds a file
@@ -116,14 +123,18 @@ OPTIONS: dict[str, type] = {
     "checksum": bool,
     "delete_source": bool,
     "exclude": list,
+    "ssh_command": str,
+    "connections": int,
 }
 _KEYS = ("source", "destination", *OPTIONS)
 
 
 def check_options(t: Target, where: str) -> None:
     """Raises ConfigError for option values no run could use."""
-    if isinstance(t.nprocs, bool) or not isinstance(t.nprocs, int) or t.nprocs < 1:
-        raise ConfigError(f"{where}nprocs must be a whole number >= 1, got {t.nprocs!r}")
+    for name in ("nprocs", "connections"):
+        value = getattr(t, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}{name} must be a whole number >= 1, got {value!r}")
     for name in ("sleep_time", "settle_time", "give_up_after"):
         value = getattr(t, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
@@ -136,6 +147,9 @@ def check_options(t: Target, where: str) -> None:
         raise ConfigError(f"{where}{e}") from None
     if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
         raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
+    if is_ssh(t.destination) and (is_pattern(t.source) or t.checksum):
+        what = "a source pattern" if is_pattern(t.source) else "--checksum (its manifest beside the destination)"
+        raise ConfigError(f"{where}{what} with an ssh destination is not supported yet")
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -197,8 +211,16 @@ def matches(name: str, glob: str, *, case_sensitive: bool = CASE_SENSITIVE_NAMES
     return fnmatch.fnmatchcase(name.casefold(), glob.casefold())
 
 
+def is_ssh(destination: Path) -> bool:
+    """Whether the destination is across ssh (`host:/abs`), by the engine's rule."""
+    return is_ssh_destination(str(destination))
+
+
 def check_pair(source: Path, destination: Path, where: str = "") -> None:
-    """Source and destination must be distinct and must not contain each other."""
+    """Source and destination must be distinct and must not contain each other (an ssh
+    destination is on another machine: its server refuses what it must)."""
+    if is_ssh(destination):
+        return
     if is_pattern(source):
         parent, d = source.parent.resolve(), destination.resolve()
         if any(c in GLOB for c in str(parent)):
@@ -239,6 +261,8 @@ def check_destination_made(t: Target) -> None:
     is not mounted must not receive the copy on the local disk, under its empty mount point. A
     pattern's destination holds each acquisition's folder: it must be there itself."""
     d = t.destination
+    if is_ssh(d):
+        return  # made, and its parent looked at, by the engine over SFTP
     if is_pattern(t.source):
         if not d.is_dir():
             raise ConfigError(f"destination {d} does not exist: make it (or mount the share) first")

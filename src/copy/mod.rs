@@ -103,7 +103,7 @@ pub fn sync_file(src_root: &Path, dest: &Dest, job: &Job, opts: &CopyOptions, st
             let copied = matches!(outcome, Outcome::Copied { .. });
             (outcome, copied)
         }
-        Err(e) if destination_unavailable(&e, dest.root()) => (Outcome::Unavailable(e.to_string()), false),
+        Err(e) if destination_unavailable(&e, dest) => (Outcome::Unavailable(e.to_string()), false),
         Err(e) => (Outcome::Failed(e.to_string()), false),
     }
 }
@@ -111,31 +111,12 @@ pub fn sync_file(src_root: &Path, dest: &Dest, job: &Job, opts: &CopyOptions, st
 /// Whether an error means the destination as a whole cannot take files (full, read-only, a network
 /// share gone) rather than a problem with this one file. The first pauses the whole target until
 /// the destination is back; the second is retried for this file alone, then given up.
-fn destination_unavailable(e: &crate::Error, dst_root: &Path) -> bool {
+fn destination_unavailable(e: &crate::Error, dest: &Dest) -> bool {
     // The source's errors are its own (`Error::SourceIo`), whatever their errno.
     let crate::Error::Io { source, .. } = e else {
         return false;
     };
-    #[cfg(unix)]
-    let device = matches!(
-        source.raw_os_error(),
-        Some(
-            libc::ENOSPC
-                | libc::EDQUOT
-                | libc::EROFS
-                | libc::ENOTCONN
-                | libc::ESTALE
-                | libc::ETIMEDOUT
-                | libc::ECONNABORTED
-                | libc::EHOSTDOWN
-                | libc::ENODEV
-                | libc::ENXIO
-        )
-    );
-    #[cfg(not(unix))]
-    let device = source.kind() == io::ErrorKind::StorageFull;
-    // Otherwise (EIO, EACCES, ...) it is the destination's fault only if its root is unreachable.
-    device || fs::metadata(dst_root).is_err()
+    dest.cannot_take_files(source)
 }
 
 /// The source file of a job, opened and looked at.
@@ -457,8 +438,7 @@ pub fn remove_partials(dest: &Dest) -> Leftovers {
     found.complete = walked.failed.is_none();
     // A folder that could not be listed is not evidence of an empty one.
     found.others |= !found.complete;
-    let held: Vec<&PathBuf> =
-        claimed_dirs.iter().filter(|d| crate::dest::claim::held_in(&dest.root().join(d)).is_some()).collect();
+    let held: Vec<&PathBuf> = claimed_dirs.iter().filter(|d| dest.claimed(d).is_some()).collect();
     for rel in partials {
         if held.iter().any(|d| rel.starts_with(d)) {
             continue;

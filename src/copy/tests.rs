@@ -426,16 +426,16 @@ fn a_destination_that_cannot_take_files_pauses_the_target_and_a_bad_file_fails_a
 
 #[test]
 fn only_errors_of_the_destination_as_a_whole_say_it_is_unavailable() {
-    let here = tempfile::tempdir().unwrap();
-    let gone = here.path().join("gone");
+    let dir = tempfile::tempdir().unwrap();
+    let (here, gone) = (Dest::at(dir.path()), Dest::at(&dir.path().join("gone")));
     let err = |op, errno| crate::Error::io(op, Path::new("x"), io::Error::from_raw_os_error(errno));
     for errno in [libc::ENOSPC, libc::EDQUOT, libc::EROFS, libc::ENOTCONN, libc::ESTALE, libc::ETIMEDOUT] {
-        assert!(destination_unavailable(&err("copy to", errno), here.path()), "{errno}");
+        assert!(destination_unavailable(&err("copy to", errno), &here), "{errno}");
     }
     for errno in [libc::ECONNABORTED, libc::EHOSTDOWN, libc::ENODEV, libc::ENXIO] {
-        assert!(destination_unavailable(&err("rename into", errno), here.path()), "{errno}");
+        assert!(destination_unavailable(&err("rename into", errno), &here), "{errno}");
     }
-    assert!(!destination_unavailable(&err("copy to", libc::EIO), here.path()));
+    assert!(!destination_unavailable(&err("copy to", libc::EIO), &here));
     assert!(destination_unavailable(&err("copy to", libc::EIO), &gone), "its root cannot be reached");
     for op in ["open source", "stat source"] {
         let source = crate::Error::source_io(op, Path::new("x"), io::Error::from_raw_os_error(libc::ENOSPC));
@@ -468,7 +468,7 @@ fn leftover_partials_are_removed_except_in_a_folder_another_run_holds() {
     part(&partial);
     part(&format!("a/{partial}"));
     // This run's own claim, held at the root: no other run's.
-    let _ours = crate::dest::claim::Claim::take(p.dst.path(), Path::new("/source")).unwrap();
+    let _ours = crate::dest::claim::Claim::take(p.dst.path(), &crate::dest::claim::who(Path::new("/source"))).unwrap();
     assert_eq!(
         remove_partials(&Dest::at(p.dst.path())),
         Leftovers { removed: 2, kept: 0, others: false, complete: true }
@@ -486,7 +486,8 @@ fn leftover_partials_are_removed_except_in_a_folder_another_run_holds() {
     let q = Pair::new();
     part(&format!("held/x/{partial}"));
     fs::rename(p.d("held"), q.d("held")).unwrap();
-    let claim = crate::dest::claim::Claim::take(&q.d("held"), Path::new("/elsewhere")).unwrap();
+    let claim =
+        crate::dest::claim::Claim::take(&q.d("held"), &crate::dest::claim::who(Path::new("/elsewhere"))).unwrap();
     assert_eq!(remove_partials(&Dest::at(q.dst.path())).removed, 0);
     assert!(q.d(&format!("held/x/{partial}")).exists());
     drop(claim);

@@ -15,7 +15,7 @@ use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::sys::{CopyMethod, Learned, Pacing};
+use crate::sys::{CopyMethod, Learned, Pacing, Space};
 use crate::vocab::{Hash, Identity};
 
 /// What a name below the root is, looked at without following it.
@@ -52,14 +52,26 @@ pub enum Fill<'p, P: Pacing> {
     Hashed { pace: &'p P },
 }
 
+/// Where the user's name for the root leads now ([`Backend::locate`]).
+pub struct Located<F> {
+    /// The path it resolves to.
+    pub path: std::path::PathBuf,
+    /// That folder's identity (device, file number).
+    pub id: (u64, u64),
+    /// That folder, as found at `path` (not the folder held), to read the origin's record in.
+    pub folder: F,
+}
+
 /// One destination storage.
 pub trait Backend: Send + Sync {
     /// A folder below the root, reached without a link: what the other calls act in.
     type Folder: Send + Sync;
     /// A file being written (a partial, or a file with no name yet).
     type Writer: Send;
-    /// A file being read.
-    type Reader: io::Read;
+    /// A file being read (a shard's index is read from its end).
+    type Reader: io::Read + io::Seek;
+    /// This run's claim on the root, released when dropped (docs/design.md, invariant 10).
+    type Claim: Send;
 
     /// The folder `rel_dir` below the root (the root itself for an empty path); made with its
     /// parents when `create` and missing. NotFound when missing and not made; a link on the way
@@ -86,6 +98,10 @@ pub trait Backend: Send + Sync {
     fn stamp(&self, w: &Self::Writer, mode: u32, mtime: Option<SystemTime>) -> io::Result<()>;
     /// Makes what was written to `w` durable.
     fn flush_file(&self, w: &Self::Writer) -> io::Result<()>;
+    /// The copy in `w` is written in full: whatever the storage needs before it may be named
+    /// (every request answered OK, a flush where no flush of everything comes before the marker).
+    /// Called once, before the copy gets its name; an error means it must not get one.
+    fn complete(&self, w: &Self::Writer) -> io::Result<()>;
 
     /// Renames `from` in `from_folder` to `to` in `to_folder`, replacing a file there atomically.
     fn rename(&self, from_folder: &Self::Folder, from: &Path, to_folder: &Self::Folder, to: &Path) -> io::Result<()>;
@@ -97,4 +113,36 @@ pub trait Backend: Send + Sync {
     fn remove_folder(&self, folder: &Self::Folder, name: &Path) -> io::Result<()>;
     /// Makes the entries of `folder` durable (a removal that must precede later changes).
     fn flush_folder(&self, folder: &Self::Folder) -> io::Result<()>;
+
+    /// Opens `name` in `folder` to append to it, made (with `mode`) when missing; never through
+    /// a link.
+    fn append(&self, folder: &Self::Folder, name: &Path, mode: u32) -> io::Result<Self::Writer>;
+    /// Writes all of `bytes` to `w` at its current end.
+    fn write(&self, w: &Self::Writer, bytes: &[u8]) -> io::Result<()>;
+    /// Makes the file `name` in `folder` durable, by name (a copy named earlier).
+    fn flush_named(&self, folder: &Self::Folder, name: &Path) -> io::Result<()>;
+    /// Makes everything written to the storage durable (the flush before the marker);
+    /// Unsupported where the storage cannot.
+    fn flush_all(&self, root: &Self::Folder) -> io::Result<()>;
+    /// Whether a flush of everything every few seconds while copies land shortens the end's
+    /// flush (`flush.rs`); where not, no background flush is made.
+    fn flushes_in_background(&self) -> bool;
+    /// Free and total bytes and files where the root is, for messages about a full destination.
+    fn free_space(&self, root: &Self::Folder) -> Option<Space>;
+    /// Where the user's name for the root leads now, and that folder's identity (device and file
+    /// number where the storage has them): a root swapped under its name is another folder.
+    fn locate(&self, given: &Path) -> io::Result<Located<Self::Folder>>;
+
+    /// Whether `e` says the storage as a whole cannot take files now (full, read-only, gone),
+    /// not that one file failed.
+    fn whole_storage_error(&self, e: &io::Error) -> bool;
+
+    /// Claims the root for this run, `who` naming it for another run's message: refused while
+    /// another live run holds the root or a folder above it. An OS lock where the storage has
+    /// one; elsewhere an exclusively created file naming host and process, kept fresh while the
+    /// claim lives and taken over only when provably stale.
+    fn claim(&self, root: &Self::Folder, who: &str) -> Result<Self::Claim, String>;
+    /// Who holds a claim on `folder`, if a live run does (a claim's file left by a run that
+    /// ended is no claim).
+    fn claimed(&self, folder: &Self::Folder) -> Option<String>;
 }

@@ -34,12 +34,12 @@ impl Drop for Claim {
 pub type Refusal = String;
 
 impl Claim {
-    /// Claims the destination `root` (canonical) for copying `source` into it.
-    pub fn take(root: &Path, source: &Path) -> Result<Claim, Refusal> {
+    /// Claims the destination `root` (canonical) for the run `who` describes ([`who`]).
+    pub fn take(root: &Path, who: &str) -> Result<Claim, Refusal> {
         for outer in root.ancestors().skip(1) {
-            if let Some(who) = held_in(outer) {
+            if let Some(holder) = held_in(outer) {
                 return Err(format!(
-                    "destination {} is inside {}, which another softcopy is copying to ({who})",
+                    "destination {} is inside {}, which another softcopy is copying to ({holder})",
                     root.display(),
                     outer.display()
                 ));
@@ -68,12 +68,16 @@ impl Claim {
             tries += 1;
             std::thread::sleep(Duration::from_millis(20));
         };
-        let who = format!("pid {} on {}, copying {}\n", std::process::id(), host(), source.display());
         // Only for the message another run shows: a full destination (waited out later) must not
         // fail the claim, which is the lock, not the text.
         let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(who.as_bytes()));
         Ok(Claim { file, path })
     }
+}
+
+/// What a claim says of this run, for another run's message: its process, host and source.
+pub fn who(source: &Path) -> String {
+    format!("pid {} on {}, copying {}\n", std::process::id(), host(), source.display())
 }
 
 /// Whether the file locked is still the one at `path`: the run that held it may have removed it
@@ -135,11 +139,11 @@ mod tests {
     fn a_claimed_destination_refuses_a_second_claim_and_anything_inside_it() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
-        let first = Claim::take(&root, Path::new("/acq/a")).unwrap();
-        let again = Claim::take(&root, Path::new("/acq/b")).err().unwrap();
+        let first = Claim::take(&root, &who(Path::new("/acq/a"))).unwrap();
+        let again = Claim::take(&root, &who(Path::new("/acq/b"))).err().unwrap();
         assert!(again.contains("another softcopy") && again.contains("/acq/a"), "{again}");
         std::fs::create_dir(root.join("inner")).unwrap();
-        let inner = Claim::take(&root.join("inner"), Path::new("/acq/c")).err().unwrap();
+        let inner = Claim::take(&root.join("inner"), &who(Path::new("/acq/c"))).err().unwrap();
         assert!(inner.contains("is inside"), "{inner}");
         assert!(held_in(&root).is_some());
         drop(first);
@@ -147,6 +151,6 @@ mod tests {
         assert!(held_in(&root).is_none());
         std::fs::write(root.join(LOCK), "pid 1 on a crashed host\n").unwrap();
         assert!(held_in(&root).is_none(), "the file alone (a crash) is no claim");
-        Claim::take(&root, Path::new("/acq/b")).unwrap();
+        Claim::take(&root, &who(Path::new("/acq/b"))).unwrap();
     }
 }

@@ -78,7 +78,9 @@ fn a_folder_another_run_holds_is_refused_and_each_folder_is_looked_at_once() {
     fs::create_dir(root.path().join("free")).unwrap();
     let dest = opened(root.path());
     assert!(dest.folder(Path::new("free"), false).is_ok());
-    let claim = crate::dest::claim::Claim::take(&root.path().join("held"), Path::new("/other")).unwrap();
+    let claim =
+        crate::dest::claim::Claim::take(&root.path().join("held"), &crate::dest::claim::who(Path::new("/other")))
+            .unwrap();
     for rel in ["held", "held/x", "held/y"] {
         let e = dest.folder(Path::new(rel), true).err().unwrap();
         assert!(matches!(Refused::of(&e), Some(Refused::Claimed { .. })), "{rel}: {e}");
@@ -86,7 +88,9 @@ fn a_folder_another_run_holds_is_refused_and_each_folder_is_looked_at_once() {
     }
     // Looked at once per run: a claim made later in a folder already looked at is not seen
     // (the claim's own check refuses a destination inside another run's).
-    let _late = crate::dest::claim::Claim::take(&root.path().join("free"), Path::new("/late")).unwrap();
+    let _late =
+        crate::dest::claim::Claim::take(&root.path().join("free"), &crate::dest::claim::who(Path::new("/late")))
+            .unwrap();
     assert!(dest.folder(Path::new("free"), false).is_ok());
     drop(claim);
     assert!(dest.folder(Path::new("held/x"), false).is_ok(), "a claim nobody holds is no claim");

@@ -17,7 +17,7 @@ use crate::dest::Dest;
 /// many copies.
 pub const EVERY: Duration = Duration::from_secs(2);
 
-/// The flushing thread (none where it would not help: see [`crate::sys::background_flush_helps`]);
+/// The flushing thread (none where it would not help: see [`Dest::flushes_in_background`]);
 /// stopped (and joined) when dropped.
 pub struct Flusher {
     stop: Option<Sender<()>>,
@@ -26,14 +26,14 @@ pub struct Flusher {
 
 impl Flusher {
     pub fn start(dest: Arc<Dest>, every: Duration) -> std::io::Result<Flusher> {
-        if !crate::sys::background_flush_helps(dest.root()) {
+        if !dest.flushes_in_background() {
             return Ok(Flusher { stop: None, thread: None });
         }
         let (tx, rx) = bounded::<()>(0);
         let thread = std::thread::Builder::new().name("softcopy-flush".into()).spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                 if dest.take_dirty() {
-                    let _ = crate::sys::sync_filesystem(dest.root());
+                    let _ = dest.flush_filesystem();
                 }
             }
         })?;

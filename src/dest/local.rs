@@ -14,8 +14,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::backend::{Backend, Fill, Kind, Look};
-use crate::sys::{self, Learned, Pacing};
+use super::backend::{Backend, Fill, Kind, Located, Look};
+use crate::sys::{self, Learned, Pacing, Space};
 use crate::vocab::Hash;
 
 /// What a folder below the destination is, for the calls that act inside it.
@@ -96,6 +96,7 @@ impl Backend for Local {
     type Folder = Folder;
     type Writer = File;
     type Reader = File;
+    type Claim = super::claim::Claim;
 
     fn folder(&self, rel_dir: &Path, create: bool) -> io::Result<Folder> {
         #[cfg(target_os = "linux")]
@@ -166,6 +167,16 @@ impl Backend for Local {
         w.sync_all()
     }
 
+    fn complete(&self, w: &File) -> io::Result<()> {
+        if sys::SYNCS_FILESYSTEM {
+            // The whole destination is flushed before the marker (`Dest::flush_all`).
+            return Ok(());
+        }
+        // No flush of the whole destination before the marker here: each copy is flushed on its
+        // own (writing) handle before it gets its name.
+        self.flush_file(w)
+    }
+
     fn rename(&self, from_folder: &Folder, from: &Path, to_folder: &Folder, to: &Path) -> io::Result<()> {
         fs::rename(from_folder.join(from), to_folder.join(to))
     }
@@ -184,6 +195,80 @@ impl Backend for Local {
 
     fn flush_folder(&self, folder: &Folder) -> io::Result<()> {
         sys::flush_folder(folder.path())
+    }
+
+    fn append(&self, folder: &Folder, name: &Path, mode: u32) -> io::Result<File> {
+        let mut open = OpenOptions::new();
+        open.create(true).append(true).read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            open.mode(mode).custom_flags(libc::O_NOFOLLOW);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        open.open(folder.join(name))
+    }
+
+    fn write(&self, w: &File, bytes: &[u8]) -> io::Result<()> {
+        io::Write::write_all(&mut &*w, bytes)
+    }
+
+    fn flush_named(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        sys::flush_file(&folder.join(name))
+    }
+
+    fn flush_all(&self, root: &Folder) -> io::Result<()> {
+        sys::sync_filesystem(root.path())
+    }
+
+    fn flushes_in_background(&self) -> bool {
+        sys::background_flush_helps(&self.root)
+    }
+
+    fn free_space(&self, _root: &Folder) -> Option<Space> {
+        sys::free_space(&self.root)
+    }
+
+    fn locate(&self, given: &Path) -> io::Result<Located<Folder>> {
+        let path = fs::canonicalize(given)?;
+        let id = folder_identity(&path)?;
+        let folder = Folder {
+            base: path.clone(),
+            #[cfg(target_os = "linux")]
+            _fd: None,
+        };
+        Ok(Located { path, id, folder })
+    }
+
+    fn whole_storage_error(&self, e: &io::Error) -> bool {
+        #[cfg(unix)]
+        let device = matches!(
+            e.raw_os_error(),
+            Some(
+                libc::ENOSPC
+                    | libc::EDQUOT
+                    | libc::EROFS
+                    | libc::ENOTCONN
+                    | libc::ESTALE
+                    | libc::ETIMEDOUT
+                    | libc::ECONNABORTED
+                    | libc::EHOSTDOWN
+                    | libc::ENODEV
+                    | libc::ENXIO
+            )
+        );
+        #[cfg(not(unix))]
+        let device = e.kind() == io::ErrorKind::StorageFull;
+        device
+    }
+
+    fn claim(&self, _root: &Folder, who: &str) -> Result<super::claim::Claim, String> {
+        super::claim::Claim::take(&self.root, who)
+    }
+
+    fn claimed(&self, folder: &Folder) -> Option<String> {
+        super::claim::held_in(folder.path())
     }
 }
 

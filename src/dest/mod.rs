@@ -21,6 +21,9 @@ pub mod local;
 pub(crate) mod mirror;
 pub mod partial;
 mod refused;
+pub mod remote;
+pub mod sftp;
+pub mod store;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -33,9 +36,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use backend::{Backend, Kind, Look};
-pub use local::Folder;
 use local::{folder_identity, Local};
 pub use refused::Refused;
+pub use store::{Folder, Store};
 
 use crate::vocab::STAGING;
 
@@ -46,8 +49,8 @@ pub struct Dest {
     given: PathBuf,
     /// The identity (device, file number) of the folder held, to tell when `given` leads elsewhere.
     held: (u64, u64),
-    /// The storage below the root: every act there goes through it (`backend.rs`).
-    store: Local,
+    /// The storage below the root: every act there goes through it (`backend.rs`, `store.rs`).
+    store: Store,
     /// The marker's name, while it may still have to be withdrawn; `None` once it was (or when
     /// this destination never withdraws it: the end steps publishing it).
     marker: Mutex<Option<PathBuf>>,
@@ -109,7 +112,17 @@ impl Dest {
     /// `given` is the user's name for it, which `root` (canonical) resolves.
     pub fn open(root: &Path, given: &Path, marker: Option<&str>) -> io::Result<Dest> {
         let mut dest = Dest::blank(root, given, marker);
-        (dest.store, dest.held) = Local::open(root)?;
+        let (local, held) = Local::open(root)?;
+        (dest.store, dest.held) = (Store::Local(local), held);
+        Ok(dest)
+    }
+
+    /// The destination in `store`, the user's `given` name for its root (resolved by the store
+    /// now, and held as found). With `marker`, as [`Dest::open`].
+    pub fn open_store(store: Store, given: &Path, marker: Option<&str>) -> io::Result<Dest> {
+        let found = store.locate(given)?;
+        let mut dest = Dest::blank(&found.path, given, marker);
+        (dest.store, dest.held) = (store, found.id);
         Ok(dest)
     }
 
@@ -119,7 +132,7 @@ impl Dest {
             root: root.to_path_buf(),
             given: given.to_path_buf(),
             held: (0, 0),
-            store: Local::unheld(root),
+            store: Store::Local(Local::unheld(root)),
             marker: Mutex::new(marker.map(PathBuf::from)),
             unclaimed: Mutex::default(),
             freed: std::sync::OnceLock::new(),
@@ -184,13 +197,12 @@ impl Dest {
         let unavailable = |e: io::Error| {
             RootProblem::Unavailable(format!("destination {} cannot be reached ({e})", self.given.display()))
         };
-        let now = fs::canonicalize(&self.given).map_err(unavailable)?;
-        let same = now == self.root && folder_identity(&now).map_err(unavailable)? == self.held;
-        if !same {
+        let now = self.store.locate(&self.given).map_err(unavailable)?;
+        if now.path != self.root || now.id != self.held {
             return Err(RootProblem::Elsewhere(format!(
                 "destination {} now leads to {}, not to the folder being copied to ({})",
                 self.given.display(),
-                now.display(),
+                now.path.display(),
                 self.root.display()
             )));
         }
@@ -200,7 +212,7 @@ impl Dest {
         // or none.
         let record = self.record.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some((name, bytes)) = record {
-            match fs::read(now.join(&name)) {
+            match read_all(self.store.read(&now.folder, &name)) {
                 Ok(found) if found == bytes => {}
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(unavailable(e)),
                 _ => {
@@ -221,8 +233,7 @@ impl Dest {
     /// (the origin's record, as written when the run started or a re-take was followed), for
     /// [`Dest::check_root`].
     pub fn keep_record(&self, name: &Path) -> io::Result<()> {
-        let mut bytes = Vec::new();
-        io::Read::read_to_end(&mut self.store.read(&self.folder(Path::new(""), false)?, name)?, &mut bytes)?;
+        let bytes = self.read_file(name)?;
         *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_path_buf(), bytes));
         Ok(())
     }
@@ -236,6 +247,11 @@ impl Dest {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The root, where it is a local path (a mounted disk or share): none across ssh.
+    pub fn local_root(&self) -> Option<&Path> {
+        matches!(self.store, Store::Local(_)).then_some(self.root.as_path())
     }
 
     /// The user's path of `rel`, for messages.
@@ -330,9 +346,9 @@ impl Dest {
             }
             // The lock is not held while looking: other workers go on meanwhile.
             let held = if prefix == rel_dir {
-                crate::dest::claim::held_in(folder.path())
+                self.store.claimed(folder)
             } else {
-                crate::dest::claim::held_in(self.open_folder(&prefix, false)?.path())
+                self.store.claimed(&self.open_folder(&prefix, false)?)
             };
             if let Some(who) = held {
                 return Err(Refused::Claimed { path: self.root.join(&prefix), who }.into());
@@ -527,8 +543,104 @@ impl Dest {
         crate::content::same_bytes(crate::sys::open_no_follow(src)?, self.store.read(folder, name)?)
     }
 
+    /// Claims the destination for this run, copying `source` (docs/design.md, invariant 10).
+    pub fn claim(&self, source: &Path) -> Result<Claim, String> {
+        let root =
+            self.folder(Path::new(""), false).map_err(|e| format!("cannot claim {}: {e}", self.root.display()))?;
+        self.store.claim(&root, &claim::who(source))
+    }
+
+    /// Who holds a claim on the folder `rel_dir` (the root for an empty path), if a live run
+    /// does; the folder is reached without a link, and one that cannot be reached holds none.
+    pub fn claimed(&self, rel_dir: &Path) -> Option<String> {
+        self.store.claimed(&self.open_folder(rel_dir, false).ok()?)
+    }
+
+    /// The bytes of the file `rel`, reached without a link (NotFound when there is none).
+    pub fn read_file(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        let (dir, name) = split(rel)?;
+        read_all(self.store.read(&self.open_folder(dir, false)?, name))
+    }
+
+    /// The file `rel`, opened for reading without a link.
+    pub fn open_file(&self, rel: &Path) -> io::Result<Reader> {
+        let (dir, name) = split(rel)?;
+        self.store.read(&self.open_folder(dir, false)?, name)
+    }
+
+    /// Writes `bytes` as the file `rel` whole or not at all: written under `partial`'s name beside
+    /// it, made durable, renamed over it, and the rename made durable. Our own records only (the
+    /// origin's record, the journal rewritten): never a copy, which `partial.rs` writes.
+    pub fn write_file(&self, rel: &Path, partial: &Path, bytes: &[u8]) -> io::Result<()> {
+        let (dir, name) = split(rel)?;
+        let folder = self.open_folder(dir, false)?;
+        match self.store.remove_file(&folder, partial) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let w = self.store.create(&folder, partial, 0o644)?;
+        self.store.write(&w, bytes)?;
+        self.store.flush_file(&w)?;
+        drop(w);
+        self.store.rename(&folder, partial, &folder, name)?;
+        self.store.flush_folder(&folder)
+    }
+
+    /// The file `rel` opened to append to (made when missing), without a link.
+    pub fn append_file(&self, rel: &Path) -> io::Result<Appending<'_>> {
+        let (dir, name) = split(rel)?;
+        let w = self.store.append(&self.open_folder(dir, false)?, name, 0o644)?;
+        Ok(Appending { dest: self, w })
+    }
+
+    /// Makes everything written to the destination durable: the whole filesystem flushed where
+    /// it can be, else the root folder's entries (each copy was flushed as it was named).
+    pub fn flush_all(&self) -> io::Result<()> {
+        match self.flush_filesystem() {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                self.store.flush_folder(&self.open_folder(Path::new(""), false)?)
+            }
+            done => done,
+        }
+    }
+
+    /// Makes everything written to the destination's filesystem durable at once; Unsupported
+    /// where it cannot be (then each copy is flushed by name: [`Dest::flush_copy`]).
+    pub fn flush_filesystem(&self) -> io::Result<()> {
+        self.store.flush_all(&self.open_folder(Path::new(""), false)?)
+    }
+
+    /// Makes the copy `rel` durable, and its name in its folder.
+    pub fn flush_copy(&self, rel: &Path) -> io::Result<()> {
+        let (dir, name) = split(rel)?;
+        let folder = self.open_folder(dir, false)?;
+        self.store.flush_named(&folder, name)?;
+        self.store.flush_folder(&folder)
+    }
+
+    /// Whether a background flush helps here (`flush.rs`).
+    pub fn flushes_in_background(&self) -> bool {
+        self.store.flushes_in_background()
+    }
+
+    /// Free space where the destination is, for messages; `None` when it cannot be told.
+    pub fn free_space(&self) -> Option<crate::sys::Space> {
+        self.store.free_space(&self.open_folder(Path::new(""), false).ok()?)
+    }
+
+    /// Whether `e`, met writing a copy, means the destination as a whole cannot take files: the
+    /// storage says so, or (EIO, EACCES, ...) its root cannot be reached.
+    pub fn cannot_take_files(&self, e: &io::Error) -> bool {
+        self.store.whole_storage_error(e) || self.store.locate(&self.root).is_err()
+    }
+
+    /// Whether the copy `rel` holds the same bytes as the source file `src`.
+    pub fn same_as(&self, rel: &Path, src: &Path) -> io::Result<bool> {
+        crate::content::same_bytes(fs::File::open(src)?, self.open_file(rel)?)
+    }
+
     /// The storage, for the copy being written (`partial.rs`).
-    fn store(&self) -> &Local {
+    fn store(&self) -> &Store {
         &self.store
     }
 
@@ -577,6 +689,33 @@ impl Dest {
         *pending = None;
         Ok(())
     }
+}
+
+/// A file at the destination open to append to ([`Dest::append_file`]).
+pub struct Appending<'a> {
+    dest: &'a Dest,
+    w: store::Writer,
+}
+
+impl Appending<'_> {
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.dest.store.write(&self.w, bytes)
+    }
+
+    /// Makes what was appended durable.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.dest.store.flush_file(&self.w)
+    }
+}
+
+pub use store::{Claim, Reader};
+
+/// All of what `reader` yields.
+fn read_all(reader: io::Result<impl io::Read>) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader?.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// How a walk of the destination went.

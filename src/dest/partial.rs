@@ -16,7 +16,7 @@ use crate::sys::{self, Pacing};
 use crate::vocab::{Hash, Partial, PARTIAL_SUFFIX};
 use crate::Error;
 
-type Writer = <super::local::Local as Backend>::Writer;
+type Writer = super::store::Writer;
 
 static PARTIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -137,11 +137,8 @@ impl<'a> PartialFile<'a> {
     pub fn publish(mut self, folder: &'a Folder, rel: &Path, src_dir: &Path, may_exist: bool) -> crate::Result<()> {
         let (dest, store) = (self.dest, self.dest.store());
         let (_, name) = split(rel).map_err(|e| Error::io("copy to", &self.shown, e))?;
-        if !sys::SYNCS_FILESYSTEM {
-            // No flush of the whole destination before the marker here: each copy is flushed on
-            // its own (writing) handle before it gets its name.
-            store.flush_file(self.writer()).map_err(|e| Error::io("flush", &self.shown, e))?;
-        }
+        // Whatever the storage needs before a copy may be named: its answers, a flush.
+        store.complete(self.writer()).map_err(|e| Error::io("flush", &self.shown, e))?;
         if let Held::Unnamed(w) = &self.held {
             if !may_exist {
                 match store.name_unnamed(w, folder, name) {

@@ -21,9 +21,11 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
+
+use crate::dest::{Appending, Dest};
 
 use crate::source::root::FolderId;
 use crate::vocab::Identity;
@@ -147,8 +149,8 @@ fn parse_filesystem(line: &str) -> Option<(RootKey, u64)> {
 /// (the header itself is not passed). Lines are read as bytes: a name that is not UTF-8 must not
 /// end the reading, or the entries after it would be lost. No journal: no calls; any other error
 /// is returned.
-fn each_line(path: &Path, mut each: impl FnMut(bool, &str)) -> io::Result<()> {
-    let f = match File::open(path) {
+fn each_line(dest: &Dest, mut each: impl FnMut(bool, &str)) -> io::Result<()> {
+    let f = match dest.open_file(Path::new(JOURNAL)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -172,10 +174,10 @@ fn each_line(path: &Path, mut each: impl FnMut(bool, &str)) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the journal at `path` has entries of the older format: its first line (as
+/// Whether the journal at `dest` has entries of the older format: its first line (as
 /// [`each_line`] sees it, empty lines skipped) is not the header. Reads only that line.
-fn is_old(path: &Path) -> io::Result<bool> {
-    let mut r = match File::open(path) {
+fn is_old(dest: &Dest) -> io::Result<bool> {
+    let mut r = match dest.open_file(Path::new(JOURNAL)) {
         Ok(f) => io::BufReader::new(f),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
@@ -193,11 +195,11 @@ fn is_old(path: &Path) -> io::Result<bool> {
 }
 
 impl Journal {
-    /// The journal at `dst_root` (empty if there is none; an error if it cannot be read).
-    pub fn read(dst_root: &Path) -> io::Result<Journal> {
+    /// The journal at `dest`'s root (empty if there is none; an error if it cannot be read).
+    pub fn read(dest: &Dest) -> io::Result<Journal> {
         let mut j = Journal::default();
         let mut filesystems = HashMap::new();
-        each_line(&dst_root.join(JOURNAL), |versioned, line| {
+        each_line(dest, |versioned, line| {
             if !versioned {
                 j.freed.insert(PathBuf::from(line), None);
                 return;
@@ -326,8 +328,10 @@ impl Journal {
     }
 }
 
-fn last_byte(file: &mut File, len: u64) -> io::Result<u8> {
+/// The journal's last byte, where it has `len` bytes (more than none).
+fn last_byte(dest: &Dest, len: u64) -> io::Result<u8> {
     use std::io::{Read, Seek, SeekFrom};
+    let mut file = dest.open_file(Path::new(JOURNAL))?;
     file.seek(SeekFrom::Start(len - 1))?;
     let mut b = [0u8];
     file.read_exact(&mut b)?;
@@ -335,43 +339,40 @@ fn last_byte(file: &mut File, len: u64) -> io::Result<u8> {
 }
 
 /// Appends to the journal at a destination root.
-pub struct Writer {
-    file: File,
+pub struct Writer<'a> {
+    file: Appending<'a>,
     root: FolderId,
     /// The `R` line for `root` is written (once, before this run's first `F` line).
     said_filesystem: bool,
 }
 
-impl Writer {
-    /// Opens (or starts) the journal at `dst_root` for files freed from `src_root`. A journal of
+impl<'a> Writer<'a> {
+    /// Opens (or starts) the journal at `dest`'s root for files freed from `src_root`. A journal of
     /// the older format is first rewritten in this one (its entries kept, as paths only): lines of
     /// this format appended to it would be read as bare paths, and the files they name, freed but
     /// unaccounted for, would have their only copies pruned.
-    pub fn open(dst_root: &Path, src_root: &Path) -> io::Result<Writer> {
-        let path = dst_root.join(JOURNAL);
-        if is_old(&path)? {
-            let tmp = dst_root.join(format!("{JOURNAL}.new"));
-            let mut out = io::BufWriter::new(File::create(&tmp)?);
+    pub fn open(dest: &'a Dest, src_root: &Path) -> io::Result<Writer<'a>> {
+        if is_old(dest)? {
+            let mut out = Vec::new();
             writeln!(out, "{HEADER}")?;
-            let mut written = Ok(());
-            each_line(&path, |_, rel| {
-                if written.is_ok() {
-                    written = writeln!(out, "P {}", escape(Path::new(rel)));
-                }
+            each_line(dest, |_, rel| {
+                let _ = writeln!(out, "P {}", escape(Path::new(rel)));
             })?;
-            written?;
-            out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            crate::sys::flush_folder(dst_root)?;
+            dest.write_file(Path::new(JOURNAL), Path::new(&format!("{JOURNAL}.new")), &out)?;
         }
-        let mut file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
-        let len = file.metadata()?.len();
-        if len == 0 {
-            writeln!(file, "{HEADER}")?;
-        } else if last_byte(&mut file, len)? != b'\n' {
+        let len = match dest.stat(Path::new(JOURNAL)) {
+            Ok(look) => look.ident.size,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        let last = if len == 0 { None } else { Some(last_byte(dest, len)?) };
+        let mut file = dest.append_file(Path::new(JOURNAL))?;
+        match last {
+            None => file.write(format!("{HEADER}\n").as_bytes())?,
             // A line cut short by a crash: the next entry must not be glued onto it (unreadable,
             // it would vouch for nothing, and the file it names would lose its only copy).
-            writeln!(file)?;
+            Some(b) if b != b'\n' => file.write(b"\n")?,
+            Some(_) => {}
         }
         let root = FolderId::of(src_root)?;
         Ok(Writer { file, root, said_filesystem: false })
@@ -399,8 +400,8 @@ impl Writer {
             );
             lines.push_str(&line);
         }
-        self.file.write_all(lines.as_bytes())?;
-        self.file.sync_data()
+        self.file.write(lines.as_bytes())?;
+        self.file.flush()
     }
 
     /// Records that these files, journaled as freed, were not deleted after all.
@@ -409,8 +410,8 @@ impl Writer {
             return Ok(());
         }
         let lines: String = files.iter().map(|rel| format!("K {}\n", escape(rel))).collect();
-        self.file.write_all(lines.as_bytes())?;
-        self.file.sync_data()
+        self.file.write(lines.as_bytes())?;
+        self.file.flush()
     }
 }
 
@@ -430,8 +431,9 @@ mod tests {
         let ns = identity_ns(&copy);
         let entry = format!("{HEADER}\nM 1 2 0 5 {ns} c0\n");
         fs::write(dst.path().join(JOURNAL), entry).unwrap();
-        let vouch =
-            |src: &Path| Journal::read(dst.path()).unwrap().accounts_for(src, Path::new("c0"), &identity(&copy), None);
+        let vouch = |src: &Path| {
+            Journal::read(&Dest::at(dst.path())).unwrap().accounts_for(src, Path::new("c0"), &identity(&copy), None)
+        };
         assert_eq!(vouch(&base.path().join("gone")), Vouch::Freed);
         std::os::unix::fs::symlink("loop", base.path().join("loop")).unwrap();
         assert_eq!(vouch(&base.path().join("loop/acq")), Vouch::Conflict);
@@ -448,15 +450,15 @@ mod tests {
         fs::write(src.path().join("zarr.json"), "{}").unwrap();
         fs::write(dst.path().join(JOURNAL), format!("{HEADER}\n{}", entry("c0"))).unwrap();
         let vouch = |j: Journal| j.accounts_for(src.path(), Path::new("c0"), &identity(&copy), Some(Path::new("")));
-        assert_eq!(vouch(Journal::read(dst.path()).unwrap()), Vouch::Freed);
+        assert_eq!(vouch(Journal::read(&Dest::at(dst.path())).unwrap()), Vouch::Freed);
         // Freed whole, then metadata again: another acquisition; the old chunk is not vouched for.
         // The chunk's copy is kept and named, never pruned on the journal's account.
         fs::write(dst.path().join(JOURNAL), format!("{HEADER}\n{}{}", entry("c0"), entry("zarr.json"))).unwrap();
-        assert_eq!(vouch(Journal::read(dst.path()).unwrap()), Vouch::Conflict);
+        assert_eq!(vouch(Journal::read(&Dest::at(dst.path())).unwrap()), Vouch::Conflict);
         // ...unless that metadata's deletion had failed.
         let kept = format!("{HEADER}\n{}{}K zarr.json\n", entry("c0"), entry("zarr.json"));
         fs::write(dst.path().join(JOURNAL), kept).unwrap();
-        assert_eq!(vouch(Journal::read(dst.path()).unwrap()), Vouch::Freed);
+        assert_eq!(vouch(Journal::read(&Dest::at(dst.path())).unwrap()), Vouch::Freed);
     }
 
     #[test]
@@ -474,17 +476,18 @@ mod tests {
             crate::vocab::Copied { rel: PathBuf::from(rel), ident, hash: None }
         };
         let (chunk, meta) = (version("c0"), version("zarr.json"));
-        let mut w = Writer::open(dst.path(), src.path()).unwrap();
+        let d = Dest::at(dst.path());
+        let mut w = Writer::open(&d, src.path()).unwrap();
         w.freeing(&[&chunk]).unwrap();
         fs::remove_file(src.path().join("c0")).unwrap();
         w.freeing(&[&meta]).unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &identity(&copy), Some(Path::new(""))), Vouch::Freed);
         assert_eq!(j.retaken(src.path()), None);
         // Written again (a re-take): another version.
         fs::remove_file(src.path().join("zarr.json")).unwrap();
         fs::write(src.path().join("zarr.json"), "{ }").unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert_eq!(j.accounts_for(src.path(), Path::new("c0"), &identity(&copy), Some(Path::new(""))), Vouch::Conflict);
         assert_eq!(j.retaken(src.path()), Some(PathBuf::from("zarr.json")));
     }
@@ -494,14 +497,15 @@ mod tests {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         fs::write(src.path().join("c0"), "chunk").unwrap();
         let ident = crate::sys::path_identity(&src.path().join("c0")).unwrap();
-        let mut w = Writer::open(dst.path(), src.path()).unwrap();
+        let d = Dest::at(dst.path());
+        let mut w = Writer::open(&d, src.path()).unwrap();
         w.freeing(&[&crate::vocab::Copied { rel: PathBuf::from("c0"), ident, hash: None }]).unwrap();
         fs::remove_file(src.path().join("c0")).unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert_eq!(j.retaken(src.path()), None, "freed and gone: no new take");
         assert!(j.freed_names().contains(Path::new("c0")));
         fs::write(src.path().join("c0"), "another take's").unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert!(j.returned(src.path(), Path::new("c0")), "back as another version");
         assert!(j.freed_names().contains(Path::new("c0")), "its copy is still the freed one's");
     }
@@ -520,14 +524,14 @@ mod tests {
         let freed = crate::vocab::Copied { rel: PathBuf::from(rel), ident, hash: None };
         // A crash left half a line behind.
         fs::write(dst.path().join(JOURNAL), format!("{HEADER}\nF 1 2 3")).unwrap();
-        Writer::open(dst.path(), src.path()).unwrap().freeing(&[&freed]).unwrap();
+        Writer::open(&Dest::at(dst.path()), src.path()).unwrap().freeing(&[&freed]).unwrap();
         fs::create_dir(dst.path().join("Pos 0")).unwrap();
         fs::copy(src.path().join(rel), dst.path().join(rel)).unwrap();
         let copy = fs::File::open(dst.path().join(rel)).unwrap();
         copy.set_modified(fs::metadata(src.path().join(rel)).unwrap().modified().unwrap()).unwrap();
         fs::remove_file(src.path().join(rel)).unwrap();
         let meta = fs::metadata(dst.path().join(rel)).unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert_eq!(j.accounts_for(src.path(), Path::new(rel), &identity(&meta), None), Vouch::Freed);
     }
 
@@ -536,7 +540,7 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         fs::write(dst.path().join(JOURNAL), "a/0\n").unwrap();
         fs::write(dst.path().join("x"), "1").unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         let meta = fs::metadata(dst.path().join("x")).unwrap();
         assert_eq!(j.accounts_for(Path::new("/nonexistent"), Path::new("a/0"), &identity(&meta), None), Vouch::Freed);
     }
@@ -550,13 +554,14 @@ mod tests {
         fs::write(src.path().join("b"), "chunk").unwrap();
         let ident = crate::vocab::identity(&fs::metadata(src.path().join("b")).unwrap());
         let freed = crate::vocab::Copied { rel: PathBuf::from("b"), ident, hash: None };
-        let mut w = Writer::open(dst.path(), src.path()).unwrap();
+        let d = Dest::at(dst.path());
+        let mut w = Writer::open(&d, src.path()).unwrap();
         w.freeing(&[&freed]).unwrap();
         fs::copy(src.path().join("b"), dst.path().join("b")).unwrap();
         let copy = fs::File::open(dst.path().join("b")).unwrap();
         copy.set_modified(fs::metadata(src.path().join("b")).unwrap().modified().unwrap()).unwrap();
         fs::remove_file(src.path().join("b")).unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         let meta = fs::metadata(dst.path().join("b")).unwrap();
         assert_eq!(
             j.accounts_for(src.path(), Path::new("b"), &identity(&meta), None),
@@ -574,15 +579,16 @@ mod tests {
     fn a_journal_that_cannot_be_read_is_an_error_not_an_empty_journal() {
         let dst = tempfile::tempdir().unwrap();
         fs::create_dir(dst.path().join(JOURNAL)).unwrap();
-        assert!(Journal::read(dst.path()).is_err());
+        assert!(Journal::read(&Dest::at(dst.path())).is_err());
         fs::remove_dir(dst.path().join(JOURNAL)).unwrap();
-        assert!(Journal::read(dst.path()).unwrap().is_empty());
+        assert!(Journal::read(&Dest::at(dst.path())).unwrap().is_empty());
     }
 
     /// A source with `files` (each "bytes"), all copied, journaled as freed and deleted; the
     /// journal as read back.
     fn freed(src: &Path, dst: &Path, files: &[&str]) -> Vec<crate::vocab::Copied> {
-        let mut w = Writer::open(dst, src).unwrap();
+        let d = Dest::at(dst);
+        let mut w = Writer::open(&d, src).unwrap();
         let versions: Vec<_> = files
             .iter()
             .map(|rel| {
@@ -605,8 +611,8 @@ mod tests {
     fn a_deletion_that_failed_vouches_for_nothing() {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         freed(src.path(), dst.path(), &["c0", "c1"]);
-        Writer::open(dst.path(), src.path()).unwrap().not_freed(&[PathBuf::from("c1")]).unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        Writer::open(&Dest::at(dst.path()), src.path()).unwrap().not_freed(&[PathBuf::from("c1")]).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert_eq!(j.freed_names(), HashSet::from([PathBuf::from("c0")]));
         let vouch = |rel: &str| {
             j.accounts_for(src.path(), Path::new(rel), &identity(&fs::metadata(dst.path().join(rel)).unwrap()), None)
@@ -614,7 +620,7 @@ mod tests {
         assert_eq!((vouch("c0"), vouch("c1")), (Vouch::Freed, Vouch::Silent));
         // A later freeing of the same name speaks again.
         freed(src.path(), dst.path(), &["c1"]);
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert_eq!(j.freed_names().len(), 2);
     }
 
@@ -626,7 +632,7 @@ mod tests {
         fs::write(dst.path().join("c0"), "other bytes").unwrap();
         let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
         fs::File::options().write(true).open(dst.path().join("c1")).unwrap().set_modified(earlier).unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         let vouch = |root: &Path, rel: &str| {
             j.accounts_for(root, Path::new(rel), &identity(&fs::metadata(dst.path().join(rel)).unwrap()), None)
         };
@@ -637,7 +643,7 @@ mod tests {
         let meta = fs::metadata(dst2.path().join("c0")).unwrap();
         // A journal is read for one source root (what it finds there is kept).
         let vouch = |root: &Path| {
-            Journal::read(dst2.path()).unwrap().accounts_for(root, Path::new("c0"), &identity(&meta), None)
+            Journal::read(&Dest::at(dst2.path())).unwrap().accounts_for(root, Path::new("c0"), &identity(&meta), None)
         };
         assert_eq!(vouch(src.path()), Vouch::Conflict);
         assert_eq!(vouch(src2.path()), Vouch::Freed);
@@ -650,19 +656,22 @@ mod tests {
     fn an_acquisition_is_freed_whole_once_its_marker_left_this_very_folder() {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let marker = Path::new("complete");
-        assert!(!Journal::read(dst.path()).unwrap().freed_whole(src.path(), marker).unwrap(), "no journal");
+        assert!(!Journal::read(&Dest::at(dst.path())).unwrap().freed_whole(src.path(), marker).unwrap(), "no journal");
         freed(src.path(), dst.path(), &["c0"]);
-        assert!(!Journal::read(dst.path()).unwrap().freed_whole(src.path(), marker).unwrap(), "data only");
+        assert!(!Journal::read(&Dest::at(dst.path())).unwrap().freed_whole(src.path(), marker).unwrap(), "data only");
         freed(src.path(), dst.path(), &["complete"]);
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert!(j.freed_whole(src.path(), marker).unwrap());
         let other = tempfile::tempdir().unwrap();
         assert!(!j.freed_whole(other.path(), marker).unwrap(), "another folder");
         fs::write(src.path().join("complete"), "a new take's").unwrap();
         assert!(!j.freed_whole(src.path(), marker).unwrap(), "a marker there again");
         fs::remove_file(src.path().join("complete")).unwrap();
-        Writer::open(dst.path(), src.path()).unwrap().not_freed(&[marker.to_path_buf()]).unwrap();
-        assert!(!Journal::read(dst.path()).unwrap().freed_whole(src.path(), marker).unwrap(), "kept after all");
+        Writer::open(&Dest::at(dst.path()), src.path()).unwrap().not_freed(&[marker.to_path_buf()]).unwrap();
+        assert!(
+            !Journal::read(&Dest::at(dst.path())).unwrap().freed_whole(src.path(), marker).unwrap(),
+            "kept after all"
+        );
         // A marker that cannot be looked at is no answer.
         fs::write(src.path().join("file"), "").unwrap();
         assert!(j.freed_whole(&src.path().join("file"), marker).is_err());
@@ -676,12 +685,12 @@ mod tests {
         // metadata that cannot be looked at is taken as back (its array's copies are kept).
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         fs::write(dst.path().join("file"), "").unwrap();
-        assert!(Journal::read(&dst.path().join("file")).is_err());
-        assert!(is_old(&dst.path().join("file").join(JOURNAL)).is_err());
+        assert!(Journal::read(&Dest::at(&dst.path().join("file"))).is_err());
+        assert!(is_old(&Dest::at(&dst.path().join("file"))).is_err());
         fs::create_dir(src.path().join("a")).unwrap();
         fs::create_dir(dst.path().join("a")).unwrap();
         freed(src.path(), dst.path(), &["a/zarr.json"]);
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert!(!j.is_empty());
         assert!(!j.returned(src.path(), Path::new("a/zarr.json")), "gone: not back");
         fs::remove_dir(src.path().join("a")).unwrap();
@@ -692,16 +701,16 @@ mod tests {
     #[test]
     fn a_new_journal_starts_with_its_header_and_blank_lines_are_skipped() {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        Writer::open(dst.path(), src.path()).unwrap();
+        Writer::open(&Dest::at(dst.path()), src.path()).unwrap();
         assert_eq!(fs::read_to_string(dst.path().join(JOURNAL)).unwrap(), format!("{HEADER}\n"));
-        assert!(!is_old(&dst.path().join(JOURNAL)).unwrap());
+        assert!(!is_old(&Dest::at(dst.path())).unwrap());
         // A header after blank lines is still the header: nothing is rewritten.
         fs::write(dst.path().join(JOURNAL), format!("\n\n{HEADER}\nK x\n")).unwrap();
-        assert!(!is_old(&dst.path().join(JOURNAL)).unwrap());
-        Writer::open(dst.path(), src.path()).unwrap();
+        assert!(!is_old(&Dest::at(dst.path())).unwrap());
+        Writer::open(&Dest::at(dst.path()), src.path()).unwrap();
         assert_eq!(fs::read_to_string(dst.path().join(JOURNAL)).unwrap(), format!("\n\n{HEADER}\nK x\n"));
         fs::write(dst.path().join(JOURNAL), "\n\n").unwrap();
-        assert!(!is_old(&dst.path().join(JOURNAL)).unwrap(), "nothing but blank lines");
+        assert!(!is_old(&Dest::at(dst.path())).unwrap(), "nothing but blank lines");
     }
 
     #[test]
@@ -740,12 +749,13 @@ mod tests {
         // Written as -1: read back as a birth time, it would tell this very folder from itself
         // once the filesystem reports one.
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut w = Writer::open(dst.path(), src.path()).unwrap();
+        let d = Dest::at(dst.path());
+        let mut w = Writer::open(&d, src.path()).unwrap();
         w.root.born = None;
         fs::write(src.path().join("c0"), "chunk").unwrap();
         let ident = crate::sys::path_identity(&src.path().join("c0")).unwrap();
         w.freeing(&[&crate::vocab::Copied { rel: PathBuf::from("c0"), ident, hash: None }]).unwrap();
-        let j = Journal::read(dst.path()).unwrap();
+        let j = Journal::read(&Dest::at(dst.path())).unwrap();
         assert_eq!(j.freed[Path::new("c0")].map(|f| f.root.born), Some(None));
     }
 }

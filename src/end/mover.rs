@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::dest::Dest;
 use crate::end::aside::{self, Aside};
 use crate::end::journal::Writer;
 use crate::end::manifest;
@@ -45,21 +46,21 @@ enum Unproven {
 /// copied, and the bytes the same. With the hash taken while copying, the copy is read back and
 /// hashed; without one (no `--checksum`, or a copy an earlier run made) source and copy are read
 /// side by side. Size and mtime are not proof: a copy damaged with both unchanged passes them.
-fn proven(src_root: &Path, dst_root: &Path, c: &Copied) -> Result<(), Unproven> {
+fn proven(src_root: &Path, dest: &Dest, c: &Copied) -> Result<(), Unproven> {
     let src = src_root.join(&c.rel);
-    let dst = dst_root.join(&c.rel);
     unchanged(&src, c).map_err(Unproven::Other)?;
-    let copy = File::open(&dst).map_err(|e| match e.kind() {
+    let gone_or = |e: io::Error| match e.kind() {
         io::ErrorKind::NotFound => Unproven::Gone,
         _ => Unproven::Other(format!("destination: {e}")),
-    })?;
-    let size = copy.metadata().map_err(|e| Unproven::Other(e.to_string()))?.len();
+    };
+    let size = dest.stat(&c.rel).map_err(gone_or)?.ident.size;
+    let copy = dest.open_file(&c.rel).map_err(gone_or)?;
     if size != c.ident.size {
         return Err(Unproven::Differs);
     }
     let same = match c.hash {
-        Some(want) => manifest::hash_reader(&copy).map(|h| h == want),
-        None => manifest::same_contents(&src, &dst),
+        Some(want) => manifest::hash_reader(copy).map(|h| h == want),
+        None => File::open(&src).and_then(|s| crate::content::same_bytes(s, copy)),
     };
     match same {
         Ok(true) => Ok(()),
@@ -92,14 +93,14 @@ pub struct Proof {
 /// Proves each copy in `copied` by content (see `proven`), between verification and publishing:
 /// a copy found different fails the run before its marker is published. Ends between files on a
 /// stop request (the rest unproven).
-pub fn prove(src_root: &Path, dst_root: &Path, copied: Vec<Copied>, stop: &AtomicBool) -> Proof {
+pub fn prove(src_root: &Path, dest: &Dest, copied: Vec<Copied>, stop: &AtomicBool) -> Proof {
     let mut proof = Proof::default();
     for c in copied {
         if stop.load(Ordering::Relaxed) {
             proof.kept.push((c.rel, "stopped before it was proven".into()));
             continue;
         }
-        match proven(src_root, dst_root, &c) {
+        match proven(src_root, dest, &c) {
             Ok(()) => proof.proven.push(c),
             Err(Unproven::Differs) => proof.differs.push(c.rel),
             Err(Unproven::Gone) => proof.gone.push(c.rel),
@@ -112,16 +113,12 @@ pub fn prove(src_root: &Path, dst_root: &Path, copied: Vec<Copied>, stop: &Atomi
 /// Makes every copy durable before any source goes: one `syncfs` of the destination where there is
 /// one; elsewhere each copy and its folder are flushed (the rename that named it is durable only
 /// once its folder is).
-fn make_durable(dst_root: &Path, files: &[&Copied]) -> Result<(), String> {
-    if crate::sys::sync_filesystem(dst_root).is_ok() {
+fn make_durable(dest: &Dest, files: &[&Copied]) -> Result<(), String> {
+    if dest.flush_filesystem().is_ok() {
         return Ok(());
     }
     for c in files {
-        let dst = dst_root.join(&c.rel);
-        crate::sys::flush_file(&dst).map_err(|e| format!("flush of {}: {e}", dst.display()))?;
-        if let Some(parent) = dst.parent() {
-            crate::sys::flush_folder(parent).map_err(|e| format!("flush of {}: {e}", parent.display()))?;
-        }
+        dest.flush_copy(&c.rel).map_err(|e| format!("flush of {}: {e}", dest.shown(&c.rel).display()))?;
     }
     Ok(())
 }
@@ -273,7 +270,7 @@ const BATCH: usize = 256;
 /// verification passed. A `stop` request ends it between batches: nothing is deleted after it.
 pub fn delete_sources(
     src_root: &Path,
-    dst_root: &Path,
+    dest: &Dest,
     proven: &[Copied],
     marker: Option<&Copied>,
     unproven: bool,
@@ -281,14 +278,14 @@ pub fn delete_sources(
     stop: &AtomicBool,
 ) -> io::Result<MoveReport> {
     let mut report = MoveReport::default();
-    let marker = marker.filter(|m| marker_proven(src_root, dst_root, m, &mut report));
+    let marker = marker.filter(|m| marker_proven(src_root, dest, m, &mut report));
     let (meta, data): (Vec<&Copied>, Vec<&Copied>) = proven.iter().partition(|c| is_metadata(&c.rel));
     let every: Vec<&Copied> = proven.iter().chain(marker).collect();
-    if let Err(why) = make_durable(dst_root, &every) {
+    if let Err(why) = make_durable(dest, &every) {
         report.kept.extend(every.iter().map(|c| (c.rel.clone(), why.clone())));
         return Ok(report);
     }
-    let mut journal = Writer::open(dst_root, src_root)?;
+    let mut journal = Writer::open(dest, src_root)?;
     let mut aside = Aside::new(src_root);
     let mut free = |files: Vec<&Copied>, report: &mut MoveReport| -> io::Result<()> {
         for batch in files.chunks(BATCH) {
@@ -326,8 +323,8 @@ pub fn delete_sources(
 
 /// Whether the marker's copy is proven (the marker is freed last, after its own publishing);
 /// where not, it is kept and `report` says why.
-fn marker_proven(src_root: &Path, dst_root: &Path, m: &Copied, report: &mut MoveReport) -> bool {
-    let why = match proven(src_root, dst_root, m) {
+fn marker_proven(src_root: &Path, dest: &Dest, m: &Copied, report: &mut MoveReport) -> bool {
+    let why = match proven(src_root, dest, m) {
         Ok(()) => return true,
         Err(Unproven::Differs) => "the copy's content differs from the source".into(),
         Err(Unproven::Gone) => "the copy is not at the destination".into(),
@@ -360,6 +357,11 @@ fn remove_empty_folders(src_root: &Path, report: &mut MoveReport) {
 mod tests {
     use super::*;
 
+    /// The destination at `dst`, as the end steps see it.
+    fn at(dst: &tempfile::TempDir) -> Dest {
+        Dest::at(dst.path())
+    }
+
     fn copied(src: &Path, dst: &Path, rel: &str, bytes: &[u8]) -> Copied {
         fs::write(src.join(rel), bytes).unwrap();
         fs::copy(src.join(rel), dst.join(rel)).unwrap();
@@ -372,9 +374,9 @@ mod tests {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let files: Vec<Copied> = (0..3).map(|i| copied(src.path(), dst.path(), &format!("f{i}"), b"data")).collect();
         let stop = AtomicBool::new(true);
-        let proof = prove(src.path(), dst.path(), files.clone(), &stop);
+        let proof = prove(src.path(), &at(&dst), files.clone(), &stop);
         assert!(proof.proven.is_empty() && proof.kept.len() == 3);
-        let report = delete_sources(src.path(), dst.path(), &files, None, false, Duration::ZERO, &stop).unwrap();
+        let report = delete_sources(src.path(), &at(&dst), &files, None, false, Duration::ZERO, &stop).unwrap();
         assert!(report.deleted.is_empty());
         assert!((0..3).all(|i| src.path().join(format!("f{i}")).exists()));
     }
@@ -385,7 +387,7 @@ mod tests {
         let good = copied(src.path(), dst.path(), "good", b"same bytes");
         let bad = copied(src.path(), dst.path(), "bad", b"same bytes");
         fs::write(dst.path().join("bad"), b"same bytez").unwrap();
-        let proof = prove(src.path(), dst.path(), vec![good, bad], &AtomicBool::new(false));
+        let proof = prove(src.path(), &at(&dst), vec![good, bad], &AtomicBool::new(false));
         assert_eq!(proof.proven.iter().map(|c| c.rel.clone()).collect::<Vec<_>>(), vec![PathBuf::from("good")]);
         assert_eq!(proof.differs, vec![PathBuf::from("bad")]);
     }
@@ -408,7 +410,7 @@ mod tests {
         let marker = copied(src.path(), dst.path(), "complete", b"done");
         fs::write(src.path().join("1"), b"later").unwrap();
         let no_stop = AtomicBool::new(false);
-        let report = delete_sources(src.path(), dst.path(), &files, Some(&marker), false, Duration::ZERO, &no_stop);
+        let report = delete_sources(src.path(), &at(&dst), &files, Some(&marker), false, Duration::ZERO, &no_stop);
         let report = report.unwrap();
         assert_eq!(names(&report.deleted), ["0"]);
         let kept: Vec<PathBuf> = report.kept.iter().map(|(rel, _)| rel.clone()).collect();
@@ -420,7 +422,7 @@ mod tests {
         let meta = files[2..].to_vec();
         let report = delete_sources(
             src.path(),
-            dst.path(),
+            &at(&dst),
             &[&[data][..], &meta].concat(),
             Some(&marker),
             false,
@@ -439,8 +441,7 @@ mod tests {
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let files =
             vec![copied(src.path(), dst.path(), "0", b"bytes"), copied(src.path(), dst.path(), "zarr.json", b"{}")];
-        let report =
-            delete_sources(src.path(), dst.path(), &files, None, true, Duration::ZERO, &AtomicBool::new(false));
+        let report = delete_sources(src.path(), &at(&dst), &files, None, true, Duration::ZERO, &AtomicBool::new(false));
         let report = report.unwrap();
         assert_eq!(names(&report.deleted), ["0"]);
         assert!(src.path().join("zarr.json").exists());
@@ -456,7 +457,7 @@ mod tests {
         fs::File::options().write(true).open(src.path().join("changed")).unwrap().set_modified(later).unwrap();
         fs::remove_file(src.path().join("gone")).unwrap();
         let report =
-            delete_sources(src.path(), dst.path(), &files, None, false, Duration::ZERO, &AtomicBool::new(false));
+            delete_sources(src.path(), &at(&dst), &files, None, false, Duration::ZERO, &AtomicBool::new(false));
         let report = report.unwrap();
         assert!(report.deleted.is_empty(), "{report:?}");
         assert_eq!(report.kept.len(), 3);
@@ -475,14 +476,14 @@ mod tests {
         fs::write(dst.path().join("bad"), b"chunk bytez").unwrap();
         let gone = copied(src.path(), dst.path(), "gone", b"x");
         fs::remove_file(dst.path().join("gone")).unwrap();
-        let proof = prove(src.path(), dst.path(), vec![good, bad, gone], &AtomicBool::new(false));
+        let proof = prove(src.path(), &at(&dst), vec![good, bad, gone], &AtomicBool::new(false));
         assert_eq!(proof.proven.len(), 1);
         assert_eq!((proof.differs, proof.gone), (vec![PathBuf::from("bad")], vec![PathBuf::from("gone")]));
         let marker = copied(src.path(), dst.path(), "complete", b"done");
         fs::write(dst.path().join("complete"), b"DONE").unwrap();
         let report = delete_sources(
             src.path(),
-            dst.path(),
+            &at(&dst),
             &proof.proven,
             Some(&marker),
             false,
@@ -600,7 +601,7 @@ mod tests {
             }
         }
         let no_stop = AtomicBool::new(false);
-        let report = delete_sources(src.path(), dst.path(), &[c], None, false, Duration::ZERO, &no_stop).unwrap();
+        let report = delete_sources(src.path(), &at(&dst), &[c], None, false, Duration::ZERO, &no_stop).unwrap();
         assert!(report.deleted.is_empty() && src.path().join("0").exists(), "{report:?}");
     }
 
@@ -613,7 +614,7 @@ mod tests {
         let changed = copied(src.path(), dst.path(), "0", b"bytes");
         fs::write(src.path().join("0"), b"later").unwrap();
         let no_stop = AtomicBool::new(false);
-        let report = delete_sources(src.path(), dst.path(), &[changed], None, false, Duration::ZERO, &no_stop).unwrap();
+        let report = delete_sources(src.path(), &at(&dst), &[changed], None, false, Duration::ZERO, &no_stop).unwrap();
         assert!(report.deleted.is_empty() && report.folders_removed == 0);
         assert!(src.path().join("empty").is_dir());
     }

@@ -26,9 +26,15 @@ impl ShardIndex {
     /// CRC32C, and every chunk it points to inside the file. This is what an interrupted writer
     /// (acquire-zarr writes the index last) or a truncated copy fails.
     pub fn check(&self, path: &Path) -> Result<(), String> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
+        let f = fs::File::open(path).map_err(|e| e.to_string())?;
         let size = f.metadata().map_err(|e| e.to_string())?.len();
+        self.check_bytes(f, size)
+    }
+
+    /// [`ShardIndex::check`] of a file of `size` bytes opened as `f` (a copy at the destination,
+    /// read through its storage: only the index is read).
+    pub fn check_bytes(&self, mut f: impl std::io::Read + std::io::Seek, size: u64) -> Result<(), String> {
+        use std::io::SeekFrom;
         let want = self.len();
         if size < want {
             return Err(format!("{size} bytes, too short for its {want}-byte index"));

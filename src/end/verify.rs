@@ -137,7 +137,7 @@ impl Report {
 
 /// Compares the contents of every (source, destination) pair on a few threads; returns the pairs
 /// that differ (or could not be read).
-fn differing(src: &Path, dst: &Path, rels: &[PathBuf]) -> Vec<PathBuf> {
+fn differing(src: &Path, dest: &crate::dest::Dest, rels: &[PathBuf]) -> Vec<PathBuf> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
@@ -147,7 +147,7 @@ fn differing(src: &Path, dst: &Path, rels: &[PathBuf]) -> Vec<PathBuf> {
         for _ in 0..threads {
             s.spawn(|| {
                 while let Some(rel) = rels.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if !crate::end::manifest::same_contents(&src.join(rel), &dst.join(rel)).unwrap_or(false) {
+                    if !dest.same_as(rel, &src.join(rel)).unwrap_or(false) {
                         out.lock().unwrap_or_else(|e| e.into_inner()).push(rel.clone());
                     }
                 }
@@ -215,7 +215,7 @@ pub struct Check<'a> {
 /// proves nothing.
 pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &AtomicBool) -> std::io::Result<Report> {
     // Files the source lost on purpose (`--delete-source`): never extra, never stale.
-    let journal = crate::end::journal::Journal::read(dest.root())?;
+    let journal = crate::end::journal::Journal::read(dest)?;
     let mut proof = Proof {
         src,
         dest,
@@ -236,7 +236,7 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
         proof.walk_destination()?;
     }
     let mut report = proof.report;
-    report.content_mismatch = differing(src, dest.root(), &proof.same_size);
+    report.content_mismatch = differing(src, dest, &proof.same_size);
     Ok(report)
 }
 
@@ -283,7 +283,7 @@ impl Proof<'_> {
     fn account(&mut self, rel: &Path, source: &Path, arrived: bool) {
         if let Some(shard) = account_chunk(&slash_path(rel), &self.by_path, &mut self.report) {
             if arrived {
-                check_shard(shard, source, &self.dest.root().join(rel), rel, &mut self.report);
+                check_shard(shard, source, self.dest, rel, &mut self.report);
             }
         }
     }
@@ -304,7 +304,7 @@ impl Proof<'_> {
             if entry.file_type().is_file() && self.excluded(rel) {
                 self.report.excluded.push(rel.to_path_buf());
                 // Metadata is never left out: its copy missing, the copy is not whole (see `Exclude::new`).
-                if crate::vocab::is_metadata(rel) && !self.dest.root().join(rel).is_file() {
+                if crate::vocab::is_metadata(rel) && !self.dest.stat(rel).is_ok_and(|m| m.is_file()) {
                     self.report.missing.push(rel.to_path_buf());
                 }
                 let in_grid = chunk_of(&slash_path(rel), &self.by_path).is_some_and(|(spec, idx)| spec.in_bounds(&idx));
@@ -512,8 +512,10 @@ fn look_up(
 }
 
 /// Checks that the copy of a shard is whole; one that is not, whole at the source, is an error.
-fn check_shard(shard: ShardIndex, source: &Path, copy: &Path, rel: &Path, report: &mut Report) {
-    if let Err(why) = shard.check(copy) {
+fn check_shard(shard: ShardIndex, source: &Path, dest: &crate::dest::Dest, rel: &Path, report: &mut Report) {
+    let copy = dest.stat(rel).and_then(|m| Ok((dest.open_file(rel)?, m.ident.size)));
+    let checked = copy.map_err(|e| e.to_string()).and_then(|(f, size)| shard.check_bytes(f, size));
+    if let Err(why) = checked {
         match shard.check(source) {
             Err(at_source) => report.bad_shards_at_source.push((rel.to_path_buf(), at_source)),
             Ok(()) => report.bad_shards.push((rel.to_path_buf(), why)),
@@ -822,11 +824,11 @@ mod tests {
         fs::write(dst.path().join("1"), b"only copy").unwrap();
         let ident = crate::vocab::Identity { dev: 1, ino: 1, size: 99, mtime_ns: 1, ctime_ns: 1 };
         let freed = crate::vocab::Copied { rel: PathBuf::from("1"), ident, hash: None };
-        crate::end::journal::Writer::open(dst.path(), src.path()).unwrap().freeing(&[&freed]).unwrap();
+        let dest = crate::dest::Dest::at(dst.path());
+        crate::end::journal::Writer::open(&dest, src.path()).unwrap().freeing(&[&freed]).unwrap();
         let root = crate::source::root::RootId::default();
         root.adopt(src.path()).unwrap();
-        let dest = crate::dest::Dest::at(dst.path());
-        dest.keep_freed(crate::end::journal::Journal::read(dst.path()).unwrap().freed_names());
+        dest.keep_freed(crate::end::journal::Journal::read(&dest).unwrap().freed_names());
         let arrays = std::slice::from_ref(&array);
         let check =
             Check { marker: "complete", arrays, content: false, prune: Some(&root), landed: None, exclude: None };

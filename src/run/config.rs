@@ -12,7 +12,12 @@ use crate::sys::CopyMethod;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub source: PathBuf,
+    /// A local path, or an ssh destination (`dest::remote`).
     pub destination: PathBuf,
+    /// The program (and its options) that reaches an ssh destination instead of `ssh`.
+    pub ssh_command: Option<String>,
+    /// SFTP sessions to an ssh destination (each its own ssh process and server process).
+    pub connections: usize,
     /// Copy workers for this target.
     pub nprocs: usize,
     /// Pause in each worker after each file copied.
@@ -63,6 +68,8 @@ impl Config {
         Config {
             source: source.into(),
             destination: destination.into(),
+            ssh_command: None,
+            connections: 4,
             nprocs: 8,
             sleep: Duration::ZERO,
             wait_for_source: true,

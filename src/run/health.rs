@@ -2,8 +2,9 @@
 //! job at a time probes it with backoff, a message says so at most every 30 s, and after
 //! `give_up_after` the target ends incomplete. A pure record: the coordinator feeds it outcomes.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
+
+use crate::dest::Dest;
 
 /// Retry intervals for an unavailable destination: from the first to the longest.
 const PROBE_FIRST: Duration = Duration::from_millis(200);
@@ -47,7 +48,7 @@ impl Health {
 
     /// A job found the destination unavailable at `now`. Returns the message to show, when one
     /// is due.
-    pub fn failed(&mut self, error: &str, dst: &Path, give_up_after: Duration, now: Instant) -> Option<String> {
+    pub fn failed(&mut self, error: &str, dest: &Dest, give_up_after: Duration, now: Instant) -> Option<String> {
         let t = self.trouble.get_or_insert(Trouble {
             since: now,
             next_probe: now,
@@ -62,7 +63,8 @@ impl Health {
             return None;
         }
         t.last_said = Some(now);
-        let space = crate::sys::free_space(dst).map_or_else(String::new, space_said);
+        let space = dest.free_space().map_or_else(String::new, space_said);
+        let dst = dest.root();
         Some(format!(
             "destination {} cannot take files ({error}){space}; retrying every {} s (for {} s so far, giving up \
              after {} s)",
@@ -123,12 +125,13 @@ pub fn human(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const DAY: Duration = Duration::from_secs(86_400);
     const FULL: &str = "No space left on device";
 
-    fn nowhere() -> &'static Path {
-        Path::new("/nonexistent/softcopy-health-test")
+    fn nowhere() -> Dest {
+        Dest::at(Path::new("/nonexistent/softcopy-health-test"))
     }
 
     #[test]
@@ -136,13 +139,13 @@ mod tests {
         let mut h = Health::default();
         let before = Instant::now();
         let t0 = before + Duration::from_millis(1);
-        assert!(h.failed(FULL, nowhere(), DAY, t0).is_some(), "the first failure is said");
+        assert!(h.failed(FULL, &nowhere(), DAY, t0).is_some(), "the first failure is said");
         // A neighbour's copy, in flight when the disk filled, lands in the room its partial freed.
         assert_eq!(h.written(before, t0), None);
         assert_eq!(h.error(), Some(FULL));
         assert_eq!(h.budget(4, 0, t0 + PROBE_MAX), 1, "still one probe at a time");
         // So the next failure is the same trouble, not said again within 30 s.
-        assert!(h.failed(FULL, nowhere(), DAY, t0).is_none());
+        assert!(h.failed(FULL, &nowhere(), DAY, t0).is_none());
         // A probe written after the trouble began ends it, and says for how long it lasted.
         let later = t0 + Duration::from_secs(7);
         assert_eq!(h.written(t0 + Duration::from_secs(1), later), Some(Duration::from_secs(7)));
@@ -158,7 +161,7 @@ mod tests {
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..9 {
-            h.failed(FULL, nowhere(), DAY, now);
+            h.failed(FULL, &nowhere(), DAY, now);
             let at = h.next_probe(0).expect("a probe is due while nothing is in flight");
             waits.push((at - now).as_millis());
             assert_eq!(h.next_probe(1), None, "a probe waits for the job in hand");
@@ -175,10 +178,10 @@ mod tests {
         let mut h = Health::default();
         let t0 = Instant::now();
         let limit = Duration::from_secs(60);
-        let said = h.failed(FULL, nowhere(), limit, t0).unwrap();
+        let said = h.failed(FULL, &nowhere(), limit, t0).unwrap();
         assert!(said.contains(FULL) && said.contains("giving up after 60 s"), "{said}");
-        assert!(h.failed(FULL, nowhere(), limit, t0 + TROUBLE_MESSAGE_EVERY - Duration::from_millis(1)).is_none());
-        let again = h.failed(FULL, nowhere(), limit, t0 + TROUBLE_MESSAGE_EVERY).unwrap();
+        assert!(h.failed(FULL, &nowhere(), limit, t0 + TROUBLE_MESSAGE_EVERY - Duration::from_millis(1)).is_none());
+        let again = h.failed(FULL, &nowhere(), limit, t0 + TROUBLE_MESSAGE_EVERY).unwrap();
         assert!(again.contains("for 30 s so far"), "{again}");
         assert!(!h.gave_up(limit, t0 + limit));
         assert!(h.gave_up(limit, t0 + limit + Duration::from_millis(1)));

@@ -6,10 +6,11 @@
 //! another folder. With the move journal it also knows a copy whose acquisition was verified and
 //! freed whole: its emptied source is no new acquisition, and its marker stands.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use crate::dest::{Dest, Kind};
 use crate::end::journal::Journal;
 use crate::source::root::FolderId;
 
@@ -41,9 +42,10 @@ pub enum Owner {
     Finished,
 }
 
-/// Reads the record at `dst_root`: `None` when there is none.
-fn read(dst_root: &Path) -> io::Result<Option<(FolderId, String)>> {
-    let text = match fs::read(dst_root.join(ORIGIN)) {
+/// Reads the record in the folder `at` of `dest` (its root for an empty path): `None` when there
+/// is none.
+fn read(dest: &Dest, at: &Path) -> io::Result<Option<(FolderId, String)>> {
+    let text = match dest.read_file(&at.join(ORIGIN)) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -71,18 +73,14 @@ fn read(dst_root: &Path) -> io::Result<Option<(FolderId, String)>> {
     Ok(Some((id, shown)))
 }
 
-/// Records, durably, that `dst_root` is the copy of the folder at `src_root` (written aside, then
+/// Records, durably, that `dest` is the copy of the folder at `src_root` (written aside, then
 /// renamed over the record, the folder flushed).
-pub fn record(dst_root: &Path, src_root: &Path) -> io::Result<()> {
+pub fn record(dest: &Dest, src_root: &Path) -> io::Result<()> {
     let id = FolderId::of(src_root)?;
-    let tmp = dst_root.join(format!("{ORIGIN}.new"));
-    let mut f = File::create(&tmp)?;
     let shown = crate::end::names::escape(src_root);
     let fs = id.fs.map_or(-1, i128::from);
-    writeln!(f, "{HEADER}\n{} {} {} {fs} {shown}", id.dev, id.ino, id.born.unwrap_or(-1))?;
-    f.sync_all()?;
-    fs::rename(&tmp, dst_root.join(ORIGIN))?;
-    crate::sys::flush_folder(dst_root)?;
+    let text = format!("{HEADER}\n{} {} {} {fs} {shown}\n", id.dev, id.ino, id.born.unwrap_or(-1));
+    dest.write_file(Path::new(ORIGIN), Path::new(&format!("{ORIGIN}.new")), text.as_bytes())?;
     crate::crash_point!("origin.recorded");
     Ok(())
 }
@@ -90,9 +88,10 @@ pub fn record(dst_root: &Path, src_root: &Path) -> io::Result<()> {
 /// Whose copy `dst_root` holds, for the source folder at `src_root` whose end marker is named
 /// `marker`. An error when it cannot be told (a record or journal that cannot be read): nothing
 /// may then be written there.
-pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner> {
-    let Some((recorded, shown)) = read(dst_root)? else {
-        return Ok(if holds_anything(dst_root)? { Owner::Unrecorded } else { Owner::Free });
+pub fn owner(src_root: &Path, dest: &Dest, marker: &str) -> io::Result<Owner> {
+    let dst_root = dest.root();
+    let Some((recorded, shown)) = read(dest, Path::new(""))? else {
+        return Ok(if copy_holds_anything(dest) { Owner::Unrecorded } else { Owner::Free });
     };
     let here = FolderId::of(src_root)?;
     let by_number = recorded.born.is_none() || here.born.is_none();
@@ -115,7 +114,7 @@ pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner
             dst_root.display()
         )));
     }
-    let journal = Journal::read(dst_root)?;
+    let journal = Journal::read(dest)?;
     let marker_back = journal.returned(src_root, Path::new(marker)).then(|| marker.into());
     if let Some(meta) = journal.retaken(src_root).or(marker_back) {
         return Ok(Owner::Another(format!(
@@ -129,7 +128,7 @@ pub fn owner(src_root: &Path, dst_root: &Path, marker: &str) -> io::Result<Owner
     }
     // Finished needs its marker still at the destination: "verified" is said of a copy whose
     // marker stands, never of one whose marker is gone.
-    if journal.freed_whole(src_root, Path::new(marker))? && dst_root.join(marker).is_file() {
+    if journal.freed_whole(src_root, Path::new(marker))? && dest.stat(Path::new(marker)).is_ok_and(|m| m.is_file()) {
         if holds_anything(src_root)? {
             return Ok(Owner::Another(format!(
                 "{} holds the copy of the acquisition freed from {}, which holds new files now: another \
@@ -155,6 +154,21 @@ pub fn same_number_why(dst_root: &Path, src_root: &Path) -> String {
         src_root.display(),
         dst_root.join(ORIGIN).display()
     )
+}
+
+/// Whether the copy holds anything but folders (softcopy's own state at its root and writers'
+/// temps aside). A copy that cannot be listed in full holds something, as far as anyone can tell.
+fn copy_holds_anything(dest: &Dest) -> bool {
+    let mut found = false;
+    let walked = dest.walk(&mut |rel, kind| {
+        found = kind != Kind::Folder && !crate::vocab::is_ignored(rel);
+        if found {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found || walked.failed.is_some()
 }
 
 /// Whether a folder holds any file (softcopy's own state at its root and writers' temps aside).
@@ -198,25 +212,25 @@ pub struct Unfinished {
 /// out (nothing can be told of it).
 pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -> io::Result<Vec<Unfinished>> {
     let parent = crate::end::names::escape(acquisitions);
+    let dest = Dest::at(dst_parent);
     let mut out = Vec::new();
-    for entry in fs::read_dir(dst_parent)? {
-        let entry = entry?;
+    for (name, kind) in dest.list(&dest.folder(Path::new(""), false)?)? {
         // A link is never followed at a destination (nor a note written through one).
-        if !entry.file_type()?.is_dir() {
+        if kind != Kind::Folder {
             continue;
         }
-        let copy = entry.path();
-        let there = |name: &str| fs::symlink_metadata(copy.join(name)).map(|_| true).or_else(absent);
+        let at = Path::new(&name);
+        let there = |file: &str| dest.stat(&at.join(file)).map(|_| true).or_else(absent);
         // The marker first: most copies are finished, and each look is a round trip on a share.
         if !matches!((there(marker), there(LET_GO)), (Ok(false), Ok(false))) {
             continue;
         }
-        let Ok(Some((source, shown))) = read(&copy) else { continue };
-        if Path::new(&shown).parent() != Some(Path::new(&parent)) || crate::dest::claim::held_in(&copy).is_some() {
+        let Ok(Some((source, shown))) = read(&dest, at) else { continue };
+        if Path::new(&shown).parent() != Some(Path::new(&parent)) || dest.claimed(at).is_some() {
             continue;
         }
         let name = crate::end::names::unescape(&shown).file_name().unwrap_or_default().to_os_string();
-        out.push(Unfinished { copy, source, shown, name });
+        out.push(Unfinished { copy: dst_parent.join(at), source, shown, name });
     }
     Ok(out)
 }
@@ -233,18 +247,14 @@ fn absent(e: io::Error) -> io::Result<bool> {
 pub fn note_let_go(copy: &Path, why: &str) -> io::Result<()> {
     // Written under a new name and renamed over the note: neither step follows a link planted at
     // either name (a rename replaces the link itself).
-    let tmp = copy.join(format!("{LET_GO}.new"));
-    let _ = fs::remove_file(&tmp);
-    let mut f = File::options().write(true).create_new(true).open(&tmp)?;
-    writeln!(f, "{why}")?;
-    f.sync_all()?;
-    fs::rename(&tmp, copy.join(LET_GO))
+    let text = format!("{why}\n");
+    Dest::at(copy).write_file(Path::new(LET_GO), Path::new(&format!("{LET_GO}.new")), text.as_bytes())
 }
 
 /// Removes the let-go note of a copy taken again; a note left (it cannot be removed) only keeps a
 /// later service from naming the copy again, so its failure is no run's.
-pub fn clear_let_go(copy: &Path) {
-    let _ = fs::remove_file(copy.join(LET_GO));
+pub fn clear_let_go(dest: &Dest) {
+    let _ = dest.remove_file(Path::new(LET_GO));
 }
 
 // Not under Wine: its file index is the host's inode, which ext4 reuses at once, and it keeps no
@@ -252,23 +262,24 @@ pub fn clear_let_go(copy: &Path) {
 #[cfg(all(test, not(windows)))]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn a_folder_made_again_under_the_name_is_another_acquisition() {
         let (base, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let src = base.path().join("x.zarr");
         fs::create_dir(&src).unwrap();
-        assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::Free);
-        record(dst.path(), &src).unwrap();
+        assert_eq!(owner(&src, &Dest::at(dst.path()), "complete").unwrap(), Owner::Free);
+        record(&Dest::at(dst.path()), &src).unwrap();
         fs::write(dst.path().join("0"), "copy").unwrap();
-        assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::Ours);
+        assert_eq!(owner(&src, &Dest::at(dst.path()), "complete").unwrap(), Owner::Ours);
         // Removed and made again at once: ext4 may hand it the same inode; the birth time differs.
         fs::remove_dir(&src).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         fs::create_dir(&src).unwrap();
-        assert!(matches!(owner(&src, dst.path(), "complete").unwrap(), Owner::Another(_)));
+        assert!(matches!(owner(&src, &Dest::at(dst.path()), "complete").unwrap(), Owner::Another(_)));
         fs::remove_file(dst.path().join(ORIGIN)).unwrap();
-        assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::Unrecorded);
+        assert_eq!(owner(&src, &Dest::at(dst.path()), "complete").unwrap(), Owner::Unrecorded);
     }
 
     #[test]
@@ -277,7 +288,7 @@ mod tests {
         let (src, copy) = (acq.path().join("x.zarr"), dst.path().join("x.zarr"));
         fs::create_dir(&src).unwrap();
         fs::create_dir(&copy).unwrap();
-        record(&copy, &src).unwrap();
+        record(&Dest::at(&copy), &src).unwrap();
         let found = || unfinished_copies(dst.path(), acq.path(), "complete").unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         assert!(unfinished_copies(dst.path(), elsewhere.path(), "complete").unwrap().is_empty());
@@ -290,7 +301,7 @@ mod tests {
         assert_eq!((&u.copy, u.source), (&copy, FolderId::of(&src).unwrap()));
         note_let_go(&copy, "let go").unwrap();
         assert!(found().is_empty());
-        clear_let_go(&copy);
+        clear_let_go(&Dest::at(&copy));
         assert_eq!(found().len(), 1);
         fs::write(copy.join("complete"), "").unwrap();
         assert!(found().is_empty());
@@ -305,6 +316,6 @@ mod tests {
         fs::create_dir(&src).unwrap();
         let id = FolderId::of(&src).unwrap();
         fs::write(dst.path().join(ORIGIN), format!("{HEADER_1}\n{} {} -1 x.zarr\n", id.dev, id.ino)).unwrap();
-        assert_eq!(owner(&src, dst.path(), "complete").unwrap(), Owner::SameNumber);
+        assert_eq!(owner(&src, &Dest::at(dst.path()), "complete").unwrap(), Owner::SameNumber);
     }
 }

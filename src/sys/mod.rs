@@ -314,11 +314,25 @@ fn read_write(src: &File, dst: &File, limit: u64, pace: &impl Pacing) -> io::Res
 /// The user-space copy of at most `limit` bytes (fewer at EOF), showing every block that passes
 /// to `see` (the checksum copy hashes them).
 pub fn read_write_seeing(
-    mut src: &File,
+    src: &File,
     mut dst: &File,
     limit: u64,
     pace: &impl Pacing,
     see: &mut dyn FnMut(&[u8]),
+) -> io::Result<u64> {
+    read_paced(src, limit, pace, &mut |block| {
+        see(block);
+        dst.write_all(block)
+    })
+}
+
+/// Reads at most `limit` bytes of `src` (fewer at EOF) in paced steps, handing each block to
+/// `sink` (a file written, or a destination's storage that sends it away).
+pub fn read_paced(
+    mut src: &File,
+    limit: u64,
+    pace: &impl Pacing,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<u64> {
     let mut buf = vec![0u8; pace.step(1 << 20)];
     let mut total = 0u64;
@@ -335,8 +349,7 @@ pub fn read_write_seeing(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        see(&buf[..n]);
-        dst.write_all(&buf[..n])?;
+        sink(&buf[..n])?;
         total += n as u64;
         pace.moved(n as u64, turn)?;
     }

@@ -157,7 +157,7 @@ impl Run<'_> {
         let checked = match self.root_gone {
             // A destination holding files freed from the old folder is that acquisition's: the
             // new one is another acquisition, never written over their only copies.
-            Some(Gone::Deleted) if !crate::end::journal::Journal::read(&self.dst).is_ok_and(|j| j.is_empty()) => {
+            Some(Gone::Deleted) if !crate::end::journal::Journal::read(&self.dest).is_ok_and(|j| j.is_empty()) => {
                 self.root.check(&self.src).map_err(|_| {
                     format!(
                         "{} was made again, but {} holds files freed from the old folder: another acquisition, \
@@ -176,7 +176,7 @@ impl Run<'_> {
         }
         if self.root_gone == Some(Gone::Deleted) {
             // The writer's new root is this run's acquisition: the destination says so from now.
-            let recorded = crate::run::origin::record(&self.dst, &self.src)
+            let recorded = crate::run::origin::record(&self.dest, &self.src)
                 .and_then(|()| self.dest.keep_record(Path::new(crate::run::origin::ORIGIN)));
             if let Err(e) = recorded {
                 let why = format!("cannot record the new folder at {}: {e}", self.dst.display());
@@ -282,7 +282,7 @@ impl Run<'_> {
     fn done(&mut self, d: Done) {
         match &d.outcome {
             Outcome::Unavailable(msg) => {
-                if let Some(said) = self.health.failed(msg, &self.dst, self.cfg.give_up_after, Instant::now()) {
+                if let Some(said) = self.health.failed(msg, &self.dest, self.cfg.give_up_after, Instant::now()) {
                     self.sh.say(Level::Warning, said);
                 }
             }
@@ -705,7 +705,7 @@ struct Opened {
     dst: PathBuf,
     dest: Arc<Dest>,
     /// Invariant 10: one destination, one softcopy; held until the run ends.
-    _claim: crate::dest::claim::Claim,
+    _claim: crate::dest::Claim,
     root: Arc<RootId>,
     /// What the first look for leftover partials found.
     found: copy::Leftovers,
@@ -774,31 +774,26 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
 fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opened>> {
     let stopped = ControlFlow::Break((Phase::Stopped, Verdict::default()));
     let Some(src) = wait_for_source(cfg, sh)? else { return Ok(stopped) };
-    if !reach_destination(cfg, sh)? {
-        return Ok(stopped);
-    }
-    let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
-    if dst.starts_with(&src) || src.starts_with(&dst) {
-        return Err(Error::Config(format!(
-            "source {} and destination {} must not contain each other",
-            src.display(),
-            dst.display()
-        )));
-    }
+    let remote = crate::dest::remote::Remote::parse(&cfg.destination.to_string_lossy());
+    let (dst, dest) = match &remote {
+        Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, remote)?),
+        None => match open_local(cfg, sh, &src)? {
+            Some(opened) => opened,
+            None => return Ok(stopped),
+        },
+    };
     *lock(&sh.roots) = Some((src.clone(), dst.clone()));
-    let dest = Arc::new(
-        Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?,
-    );
-    let claim = crate::dest::claim::Claim::take(&dst, &src).map_err(Error::Config)?;
+    let dest = Arc::new(dest);
+    let claim = dest.claim(&src).map_err(Error::Config)?;
     dest.detect_case_folding();
     recover_freeing(&src, sh);
-    if let Some(ended) = take_ownership(cfg, sh, &src, &dst)? {
+    if let Some(ended) = take_ownership(cfg, sh, &src, &dest)? {
         return Ok(ControlFlow::Break(ended));
     }
     // The record says, at every later look, that the folder under the name is still this copy.
     dest.keep_record(Path::new(crate::run::origin::ORIGIN)).map_err(|e| Error::io("read the record of", &dst, e))?;
-    crate::run::origin::clear_let_go(&dst);
-    let journal = crate::end::journal::Journal::read(&dst).map_err(|e| Error::io("read the journal at", &dst, e))?;
+    crate::run::origin::clear_let_go(&dest);
+    let journal = crate::end::journal::Journal::read(&dest).map_err(|e| Error::io("read the journal at", &dst, e))?;
     dest.keep_freed(journal.freed_names());
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
@@ -809,11 +804,51 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
     Ok(ControlFlow::Continue(Opened { src, dst, dest, _claim: claim, root, found }))
 }
 
+/// Reaches a local destination (made if missing, never its parents), resolved: `None` when
+/// stopped while waiting for it.
+fn open_local(cfg: &Config, sh: &Shared, src: &Path) -> Result<Option<(PathBuf, Dest)>> {
+    if !reach_destination(cfg, sh)? {
+        return Ok(None);
+    }
+    let dst = fs::canonicalize(&cfg.destination).map_err(|e| Error::io("resolve", &cfg.destination, e))?;
+    if dst.starts_with(src) || src.starts_with(&dst) {
+        return Err(Error::Config(format!(
+            "source {} and destination {} must not contain each other",
+            src.display(),
+            dst.display()
+        )));
+    }
+    let dest =
+        Dest::open(&dst, &cfg.destination, Some(&cfg.marker)).map_err(|e| Error::io("open destination", &dst, e))?;
+    Ok(Some((dst, dest)))
+}
+
+/// Reaches an ssh destination over SFTP (made if missing, never its parents). What a person must
+/// act on (the host unknown or untrusted, authentication refused, no SFTP, the path not there or
+/// not allowed) is a configuration error: one line, before anything is copied.
+fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Dest> {
+    let shown = remote.shown();
+    let session = remote.connect(cfg.ssh_command.as_deref()).map_err(Error::Config)?;
+    let sftp = crate::dest::sftp::Sftp::open_making(session, &remote.path, true).map_err(|e| {
+        remote.refusal(&e).map_or_else(|| Error::io("open destination", Path::new(&shown), e), Error::Config)
+    })?;
+    // A lost connection is started again at the next call (the target paused meanwhile, its
+    // health probing with backoff): what was in flight is copied again, never named half-written.
+    let (again, command) = (remote.clone(), cfg.ssh_command.clone());
+    let sftp = sftp
+        .reconnecting(Arc::new(move || again.connect(command.as_deref())), cfg.connections)
+        .map_err(Error::Config)?;
+    let store = crate::dest::Store::Sftp(sftp);
+    Dest::open_store(store, &remote.path, Some(&cfg.marker))
+        .map_err(|e| Error::io("open destination", Path::new(&shown), e))
+}
+
 /// One destination, one acquisition: never written into, pruned or marked for another. Records
 /// the origin where none is; `Some` where the run ends here (an earlier run finished it).
-fn take_ownership(cfg: &Config, sh: &Shared, src: &Path, dst: &Path) -> Result<Option<(Phase, Verdict)>> {
+fn take_ownership(cfg: &Config, sh: &Shared, src: &Path, dest: &Dest) -> Result<Option<(Phase, Verdict)>> {
+    let dst = dest.root();
     let whose =
-        crate::run::origin::owner(src, dst, &cfg.marker).map_err(|e| Error::io("read the record of", dst, e))?;
+        crate::run::origin::owner(src, dest, &cfg.marker).map_err(|e| Error::io("read the record of", dst, e))?;
     match whose {
         Owner::Another(why) => return Err(Error::Config(why)),
         Owner::Finished => {
@@ -836,7 +871,7 @@ fn take_ownership(cfg: &Config, sh: &Shared, src: &Path, dst: &Path) -> Result<O
         Owner::Free | Owner::Ours => {}
     }
     if whose != Owner::Ours {
-        crate::run::origin::record(dst, src).map_err(|e| Error::io("record the origin at", dst, e))?;
+        crate::run::origin::record(dest, src).map_err(|e| Error::io("record the origin at", dst, e))?;
     }
     Ok(None)
 }
@@ -892,7 +927,12 @@ impl<'a> Run<'a> {
                 .evict_after
                 .filter(|_| !cfg.delete_source && !cfg.checksum && cfg.manifest.is_none())
                 .map(|every| (started + every, every)),
-            gentle: crate::gentle::Gentle::start(cfg.back_off, cfg.nprocs.max(1), &o.src, &o.dst),
+            gentle: crate::gentle::Gentle::start(
+                cfg.back_off,
+                cfg.nprocs.max(1),
+                &o.src,
+                o.dest.local_root().unwrap_or(Path::new("")),
+            ),
         }
     }
 
@@ -932,7 +972,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Phase, Verdict)> {
         let (cfg, sh, dest) = (self.cfg, self.sh, &o.dest);
         if let Some(path) = &cfg.manifest {
-            write_manifest(&self.tracker, &o.dst, path)?;
+            write_manifest(&self.tracker, &o.dest, path)?;
             sh.say(Level::Info, format!("manifest written to {}", path.display()));
         }
         // A copy that failed while the destination was unreachable may have left its partial

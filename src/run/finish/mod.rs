@@ -152,7 +152,7 @@ fn proving(
     v: &mut Verdict,
     copied: Vec<Copied>,
 ) -> std::result::Result<Option<crate::end::mover::Proof>, Phase> {
-    let proof = d.cfg.delete_source.then(|| crate::end::mover::prove(d.src, d.dest.root(), copied, &d.sh.stop));
+    let proof = d.cfg.delete_source.then(|| crate::end::mover::prove(d.src, d.dest, copied, &d.sh.stop));
     if d.sh.stopped() {
         return Err(Phase::Stopped);
     }
@@ -215,7 +215,7 @@ fn freeing(d: &Drained<'_>, v: &mut Verdict, proof: crate::end::mover::Proof) {
     // Excluded files stay at the source: its metadata and marker stay with them, so what is
     // left is still a readable archive (design.md "Excluded files").
     let unproven = !proof.kept.is_empty() || !v.report.excluded.is_empty();
-    let (src, dst) = (d.src, d.dest.root());
+    let (src, dst) = (d.src, d.dest);
     match crate::end::mover::delete_sources(src, dst, &proof.proven, marker.as_ref(), unproven, d.cfg.quiet, &d.sh.stop)
     {
         Ok(mut moved) => {
@@ -440,13 +440,7 @@ fn publish_marker(d: &Drained<'_>) -> Result<bool, String> {
     let dst = d.dest.root();
     // Where no whole filesystem can be flushed, each copy was flushed as it was named (the marker
     // too); the root folder is flushed after them, where the filesystem allows it.
-    let flush = || match crate::sys::sync_filesystem(dst) {
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-            crate::sys::flush_folder(dst).map_err(|e| format!("flush of {}: {e}", dst.display()))
-        }
-        Err(e) => Err(format!("flush of {}: {e}", dst.display())),
-        Ok(()) => Ok(()),
-    };
+    let flush = || d.dest.flush_all().map_err(|e| format!("flush of {}: {e}", dst.display()));
     flush()?;
     crate::crash_point!("publish.flushed");
     let rel = PathBuf::from(&d.cfg.marker);
@@ -480,15 +474,15 @@ fn withdraw_marker(d: &Drained<'_>) -> Result<(), String> {
 
 /// Writes the manifest of everything copied: hashes from the copies themselves, and for files
 /// copied by an earlier run, hashes of the destination files.
-pub fn write_manifest(tracker: &Tracker, dst: &Path, path: &Path) -> Result<()> {
+pub fn write_manifest(tracker: &Tracker, dest: &crate::dest::Dest, path: &Path) -> Result<()> {
     let mut entries = Vec::new();
     for (rel, size, hash) in tracker.copied_files() {
         let hash = match hash {
             Some(h) => h,
-            None => {
-                let file = dst.join(rel);
-                crate::end::manifest::hash_file(&file).map_err(|e| Error::io("hash", &file, e))?
-            }
+            None => dest
+                .open_file(rel)
+                .and_then(crate::content::hash_reader)
+                .map_err(|e| Error::io("hash", dest.shown(rel), e))?,
         };
         entries.push((rel.to_path_buf(), size, hash));
     }

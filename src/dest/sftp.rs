@@ -1,0 +1,844 @@
+//! A destination across ssh (docs/design.md, "The ssh destination: the SFTP client"): the
+//! storage below a remote root, through OpenSSH's SFTP server, on our own client (`crate::sftp`).
+//! Every call is one or a few requests pipelined on one session; many workers' calls are in
+//! flight at once, each waiting only for its own answers.
+//!
+//! How each promise holds without a local filesystem:
+//! - no link followed below the root: a folder is every component looked at (LSTAT, all in one
+//!   burst) before it is used, and made one component at a time; racy against a link made in
+//!   between, as the portable local path (SFTP has no `openat`);
+//! - never a partial under a final name: a copy is written under its partial name (OPEN with
+//!   CREAT|EXCL), and renamed (posix-rename@openssh.com) only after every WRITE, the FSETSTAT of
+//!   its mtime, its fsync@openssh.com and its CLOSE were answered OK ([`Backend::complete`]);
+//! - durable before it counts: each copy is fsynced on the server before its name is given; a
+//!   folder is fsynced by opening it as a file and asking fsync@openssh.com of that handle
+//!   (OpenSSH's server opens a folder read-only as it opens a file, and fsync(2) of a folder's
+//!   descriptor makes its entries durable), so the renames made since are durable when the
+//!   marker is published ([`Backend::flush_all`] flushes every folder named into since the last);
+//! - one softcopy per destination without flock: a claim is a lock file made exclusively, naming
+//!   host and process, refreshed while the run lives; taken over only when it was seen unchanged
+//!   for [`STALE`] (measured on this side: no clock is compared across machines).
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::backend::{Backend, Fill, Kind, Located, Look};
+use crate::sftp::{Attrs, Done, Handle, OpenMode, Reply, Request, Session, SftpError};
+use crate::sys::{Learned, Pacing, Space};
+use crate::vocab::{Hash, Identity};
+
+/// How often a live claim's file is touched.
+pub const REFRESH: Duration = Duration::from_secs(5);
+/// A claim's file seen unchanged this long, by a run waiting for it, is left by a run that is
+/// gone: six refreshes missed.
+pub const STALE: Duration = Duration::from_secs(30);
+/// The claim's file (as the local one's: `claim.rs`).
+const LOCK: &str = super::claim::LOCK;
+
+/// The storage below a remote root.
+pub struct Sftp {
+    /// The session, and how to start another when it is lost.
+    link: Arc<Link>,
+    /// The root as the server resolved it (absolute, `/`-separated).
+    root: Vec<u8>,
+    /// Folders a name was made, renamed or removed in since the last [`Backend::flush_all`].
+    touched: Arc<Mutex<HashSet<Vec<u8>>>>,
+    /// How long a claim's file must be seen unchanged to be stale ([`STALE`]), and how often a
+    /// claim made here is touched ([`REFRESH`]): tests shorten both.
+    stale: Duration,
+    refresh: Duration,
+    /// Files being written and not yet complete: never renamed (a copy is named only once every
+    /// request of it was answered OK, [`Backend::complete`]).
+    writing: Arc<Mutex<HashSet<Vec<u8>>>>,
+}
+
+/// How to start a session to the destination again.
+pub type Connect = Arc<dyn Fn() -> Result<Session, String> + Send + Sync>;
+
+/// The sessions of a storage, and how to start another.
+struct Link {
+    /// Each session, and when the last attempt to replace it was made.
+    slots: Vec<Mutex<(Arc<Session>, Option<Instant>)>>,
+    /// The next session to hand out: calls take turns over them.
+    next: std::sync::atomic::AtomicUsize,
+    connect: Option<Connect>,
+}
+
+/// Attempts to start a lost session again, at most this often (each one may take a handshake).
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+impl Link {
+    fn new(sessions: Vec<Arc<Session>>, connect: Option<Connect>) -> Link {
+        let slots = sessions.into_iter().map(|s| Mutex::new((s, None))).collect();
+        Link { slots, next: Default::default(), connect }
+    }
+
+    /// A session, taking turns: OpenSSH's server runs one session's requests one at a time, so
+    /// several sessions overlap their waits (an fsync above all). A request on a handle goes to
+    /// the session that opened it (`Opened`); a call that waits for its answer is done on the
+    /// server before the next, whatever session that one takes.
+    fn session(&self) -> Arc<Session> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.slots.len();
+        let mut cur = self.slots[i].lock().unwrap_or_else(|e| e.into_inner());
+        let due = cur.1.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY);
+        if let (Some(connect), true, true) = (&self.connect, cur.0.lost().is_some(), due) {
+            cur.1 = Some(Instant::now());
+            if let Ok(s) = connect() {
+                cur.0 = Arc::new(s);
+            }
+        }
+        cur.0.clone()
+    }
+}
+
+/// A remote folder below the root, its components looked at.
+pub struct Folder {
+    path: Vec<u8>,
+}
+
+impl Folder {
+    /// Its path on the server, for messages and tests.
+    pub fn shown(&self) -> PathBuf {
+        path_of(&self.path)
+    }
+
+    fn join(&self, name: &Path) -> Vec<u8> {
+        join(&self.path, &bytes(name))
+    }
+}
+
+/// A remote file being written: its requests' answers are gathered on its own channel, and all
+/// of them must have come back OK before it may be named ([`Backend::complete`]).
+pub struct Writer {
+    session: Arc<Session>,
+    handle: Handle,
+    /// Its path, while in the storage's files being written.
+    path: Vec<u8>,
+    writing: Arc<Mutex<HashSet<Vec<u8>>>>,
+    state: Mutex<Writing>,
+    answers: (Sender<Done>, Receiver<Done>),
+}
+
+struct Writing {
+    /// Where the next byte goes.
+    offset: u64,
+    /// Requests sent whose answers were not yet read.
+    unanswered: usize,
+    /// The first request refused, or the connection lost: the copy is not whole.
+    failed: Option<SftpError>,
+    closed: bool,
+}
+
+impl Writer {
+    fn send(&self, request: &Request<'_>) {
+        self.session.submit_to(request, 0, &self.answers.0);
+        self.lock().unanswered += 1;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writing> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads every answer owed; the first failure, if any.
+    fn settle(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        while st.unanswered > 0 {
+            let done = self.answers.1.recv().map_err(|_| lost("the session ended"))?;
+            st.unanswered -= 1;
+            if let Err(e) = done.result {
+                st.failed.get_or_insert(e);
+            }
+        }
+        st.failed.clone().map_or(Ok(()), |e| Err(e.into()))
+    }
+}
+
+impl Drop for Writer {
+    /// A writer dropped unsealed (an error, a copy thrown away) closes its handle without waiting.
+    fn drop(&mut self) {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.path);
+        if !self.lock().closed {
+            self.session.submit_to(&Request::Close(&self.handle), 0, &self.answers.0);
+        }
+    }
+}
+
+/// A remote file being read, from its offset.
+pub struct Reader {
+    session: Arc<Session>,
+    handle: Handle,
+    offset: u64,
+}
+
+impl Reader {
+    fn new(opened: Opened) -> Reader {
+        Reader { session: opened.session, handle: opened.handle, offset: 0 }
+    }
+}
+
+/// A file opened on the server: its handle and the session it belongs to.
+struct Opened {
+    session: Arc<Session>,
+    handle: Handle,
+}
+
+impl io::Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // A READ asks for what one reply may carry (the server's limit is 256 KiB).
+        let len = buf.len().min(255 * 1024) as u32;
+        match self.session.call(&Request::Read { handle: &self.handle, offset: self.offset, len })? {
+            Reply::Data(d) => {
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                self.offset += n as u64;
+                Ok(n)
+            }
+            Reply::Eof => Ok(0),
+            other => Err(unexpected("read", &other)),
+        }
+    }
+}
+
+impl io::Seek for Reader {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let base = match pos {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::Current(d) => self.offset.checked_add_signed(d),
+            io::SeekFrom::End(d) => match self.session.call(&Request::Fstat(&self.handle))? {
+                Reply::Attrs(a) => a.size.unwrap_or(0).checked_add_signed(d),
+                other => return Err(unexpected("fstat", &other)),
+            },
+        };
+        self.offset = base.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        Ok(self.offset)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let (tx, _) = crossbeam_channel::bounded(1);
+        self.session.submit_to(&Request::Close(&self.handle), 0, &tx);
+    }
+}
+
+/// A claim on a remote root: its lock file, touched every [`REFRESH`] until dropped, then removed.
+pub struct Claim {
+    stop: Option<Sender<()>>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+    storage: Sftp,
+    path: Vec<u8>,
+    /// What the file says: removed at the end only while it still says so (a run that was away
+    /// past the stale time may have lost it to another).
+    who: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        if self.storage.holder(&self.path).ok().flatten().as_deref() == Some(self.who.trim()) {
+            let _ = self.storage.session().call(&Request::Remove(&self.path));
+        }
+    }
+}
+
+impl Sftp {
+    /// The storage at `root` (absolute on the server) over `session`: the root resolved by the
+    /// server, and found to be a folder.
+    pub fn open(session: Session, root: &Path) -> io::Result<Sftp> {
+        Sftp::open_making(session, root, false)
+    }
+
+    /// [`Sftp::open`], the root made first when missing and `make` (never its parents: a parent
+    /// missing is NotFound, as the local destination's, docs/design.md "One destination, one
+    /// acquisition").
+    pub fn open_making(session: Session, root: &Path, make: bool) -> io::Result<Sftp> {
+        let session = Arc::new(session);
+        let given = bytes(root);
+        if make {
+            match session.call(&Request::Lstat(&given)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if let Err(e) = session.call(&Request::Mkdir { path: &given, attrs: Attrs::default() }) {
+                        // Made meanwhile by someone else is no error: looked at below.
+                        if session.call(&Request::Lstat(&given)).is_err() {
+                            return Err(e.into());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let root = realpath(&session, &given)?;
+        match session.call(&Request::Lstat(&root))? {
+            Reply::Attrs(a) if a.is_dir() => {}
+            Reply::Attrs(_) => return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder")),
+            other => return Err(unexpected("lstat", &other)),
+        }
+        let link = Arc::new(Link::new(vec![session], None));
+        Ok(Sftp { link, root, touched: Arc::default(), stale: STALE, refresh: REFRESH, writing: Arc::default() })
+    }
+
+    /// `connections` sessions in all, the others started with `connect`, which also starts a
+    /// session again when one is lost (a network blip, sshd restarted): at the next call after the
+    /// loss, at most once a second. Copies in flight on a lost session fail (never named) and are
+    /// copied again.
+    pub fn reconnecting(self, connect: Connect, connections: usize) -> Result<Sftp, String> {
+        let first = self.link.slots[0].lock().unwrap_or_else(|e| e.into_inner()).0.clone();
+        let mut sessions = vec![first];
+        for _ in 1..connections.max(1) {
+            sessions.push(Arc::new(connect()?));
+        }
+        Ok(Sftp { link: Arc::new(Link::new(sessions, Some(connect))), ..self })
+    }
+
+    /// The session now: another one started first where it was lost and may be started again.
+    fn session(&self) -> Arc<Session> {
+        self.link.session()
+    }
+
+    /// Another handle on the same session and root (the folders to flush are shared).
+    pub fn share(&self) -> Sftp {
+        Sftp {
+            link: self.link.clone(),
+            root: self.root.clone(),
+            touched: self.touched.clone(),
+            stale: self.stale,
+            refresh: self.refresh,
+            writing: self.writing.clone(),
+        }
+    }
+
+    /// The root as the server resolved it.
+    pub fn root(&self) -> PathBuf {
+        path_of(&self.root)
+    }
+
+    /// Takes a claim's file seen unchanged for `stale` as left by a run that is gone, and touches
+    /// its own every `refresh` (tests).
+    #[cfg(all(test, unix))]
+    pub(crate) fn timing(&mut self, stale: Duration, refresh: Duration) {
+        (self.stale, self.refresh) = (stale, refresh);
+    }
+
+    fn touch(&self, folder: &[u8]) {
+        self.touched.lock().unwrap_or_else(|e| e.into_inner()).insert(folder.to_vec());
+    }
+
+    /// Every reply to `requests`, sent back to back: one round trip for all.
+    fn burst(&self, requests: &[Request<'_>]) -> Vec<Result<Reply, SftpError>> {
+        let tickets: Vec<_> = requests.iter().map(|r| self.session().submit(r)).collect();
+        tickets.into_iter().map(crate::sftp::Ticket::wait).collect()
+    }
+
+    fn lstat(&self, path: &[u8]) -> io::Result<Attrs> {
+        match self.session().call(&Request::Lstat(path))? {
+            Reply::Attrs(a) => Ok(a),
+            other => Err(unexpected("lstat", &other)),
+        }
+    }
+
+    /// Opens `path`: the handle, and the session it belongs to (every later request on it goes
+    /// there).
+    fn open_file(&self, path: &[u8], mode: OpenMode, attrs: Attrs) -> io::Result<Opened> {
+        let session = self.session();
+        match session.call(&Request::Open { path, mode, attrs })? {
+            Reply::Handle(handle) => Ok(Opened { session, handle }),
+            other => Err(unexpected("open", &other)),
+        }
+    }
+
+    /// A writer on `handle`, the file at `path` (among the files being written until complete),
+    /// writing from `offset`.
+    fn writer(&self, opened: Opened, path: Vec<u8>, offset: u64) -> Writer {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        let state = Writing { offset, unanswered: 0, failed: None, closed: false };
+        Writer {
+            session: opened.session,
+            handle: opened.handle,
+            path,
+            writing: self.writing.clone(),
+            state: Mutex::new(state),
+            answers: crossbeam_channel::unbounded(),
+        }
+    }
+
+    /// A refused request whose code cannot tell why (OpenSSH answers EEXIST as FAILURE): the
+    /// name there makes it AlreadyExists.
+    fn exists_or(&self, path: &[u8], e: io::Error) -> io::Error {
+        match self.lstat(path) {
+            Ok(_) if e.kind() != io::ErrorKind::ConnectionAborted => io::ErrorKind::AlreadyExists.into(),
+            _ => e,
+        }
+    }
+
+    /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), all in one burst.
+    fn flush_folders(&self, folders: &[Vec<u8>]) -> io::Result<()> {
+        let mut failed: Option<io::Error> = None;
+        let opening: Vec<_> = folders
+            .iter()
+            .map(|f| {
+                let session = self.session();
+                let ticket = session.submit(&Request::Open { path: f, mode: OpenMode::Read, attrs: Attrs::default() });
+                (session, ticket)
+            })
+            .collect();
+        let mut opened = Vec::new();
+        for (session, ticket) in opening {
+            match ticket.wait() {
+                Ok(Reply::Handle(handle)) => opened.push(Opened { session, handle }),
+                Ok(other) => failed = failed.or(Some(unexpected("open", &other))),
+                Err(e) => failed = failed.or(Some(e.into())),
+            }
+        }
+        // Each folder's fsync and close on the session that opened it, all in one burst.
+        let flushing: Vec<_> = opened
+            .iter()
+            .flat_map(|o| [o.session.submit(&Request::Fsync(&o.handle)), o.session.submit(&Request::Close(&o.handle))])
+            .collect();
+        for ticket in flushing {
+            if let Err(e) = ticket.wait() {
+                failed = failed.or(Some(e.into()));
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Who holds the lock file at `path`, if there is one: what it says.
+    fn holder(&self, path: &[u8]) -> io::Result<Option<String>> {
+        let opened = match self.open_file(path, OpenMode::Read, Attrs::default()) {
+            Ok(o) => o,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut text = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(Reader::new(opened), 512), &mut text)?;
+        let text = String::from_utf8_lossy(&text).trim().to_string();
+        Ok(Some(if text.is_empty() { "its details unknown".into() } else { text }))
+    }
+
+    /// Whether the lock file at `path` stays unchanged (size and mtime) for `self.stale`, looked
+    /// at every [`REFRESH`]: only then is its run gone. An error or a change says it is not.
+    fn stays_unchanged(&self, path: &[u8]) -> bool {
+        let Ok(first) = self.lstat(path) else { return false };
+        let since = Instant::now();
+        while since.elapsed() < self.stale {
+            std::thread::sleep(self.refresh.min(self.stale));
+            match self.lstat(path) {
+                Ok(now) if (now.size, now.times) == (first.size, first.times) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Makes the lock file at `path` saying `who`, exclusively: AlreadyExists when one is there.
+    fn make_lock(&self, path: &[u8], who: &str) -> io::Result<()> {
+        let attrs = Attrs { permissions: Some(0o644), ..Attrs::default() };
+        let opened = self.open_file(path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(path, e))?;
+        let w = self.writer(opened, path.to_vec(), 0);
+        self.write(&w, who.as_bytes())?;
+        self.flush_file(&w)
+    }
+}
+
+impl Backend for Sftp {
+    type Folder = Folder;
+    type Writer = Writer;
+    type Reader = Reader;
+    type Claim = Claim;
+
+    fn folder(&self, rel_dir: &Path, create: bool) -> io::Result<Folder> {
+        let mut parts = Vec::new();
+        for c in rel_dir.components() {
+            match c {
+                Component::Normal(p) => parts.push(bytes(Path::new(p))),
+                _ => return Err(io::ErrorKind::InvalidInput.into()),
+            }
+        }
+        let paths: Vec<Vec<u8>> =
+            (1..=parts.len()).map(|n| parts[..n].iter().fold(self.root.clone(), |p, c| join(&p, c))).collect();
+        let looks = self.burst(&paths.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
+        for (i, look) in looks.into_iter().enumerate() {
+            match look {
+                Ok(Reply::Attrs(a)) if a.is_symlink() => return Err(link_error(&self.root, &parts[..=i])),
+                Ok(Reply::Attrs(a)) if !a.is_dir() => return Err(io::ErrorKind::NotFound.into()),
+                Ok(Reply::Attrs(_)) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    // Made one component at a time, each looked at after it was made.
+                    for path in &paths[i..] {
+                        match self.session().call(&Request::Mkdir { path, attrs: Attrs::default() }) {
+                            Ok(_) => {}
+                            Err(e) if e.is_connection_lost() => return Err(e.into()),
+                            Err(_) => {} // made meanwhile by another worker: looked at below
+                        }
+                        let a = self.lstat(path)?;
+                        if a.is_symlink() || !a.is_dir() {
+                            return Err(link_error(&self.root, &parts));
+                        }
+                    }
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(other) => return Err(unexpected("lstat", &other)),
+            }
+        }
+        Ok(Folder { path: paths.last().cloned().unwrap_or_else(|| self.root.clone()) })
+    }
+
+    fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
+        // Every request on the folder's handle goes to the session that opened it.
+        let session = self.session();
+        let h = match session.call(&Request::Opendir(&folder.path))? {
+            Reply::Handle(h) => h,
+            other => return Err(unexpected("opendir", &other)),
+        };
+        let mut out = Vec::new();
+        let listed = loop {
+            match session.call(&Request::Readdir(&h)) {
+                Ok(Reply::Names(names)) => {
+                    for n in names.into_iter().filter(|n| n.filename != b"." && n.filename != b"..") {
+                        out.push((path_of(&n.filename).into_os_string(), kind_of(&n.attrs)));
+                    }
+                }
+                Ok(Reply::Eof) => break Ok(()),
+                Ok(other) => break Err(unexpected("readdir", &other)),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        let _ = session.call(&Request::Close(&h));
+        // A listing cut short is no listing: never taken for a folder with fewer names.
+        listed.map(|()| out)
+    }
+
+    fn look(&self, folder: &Folder, name: &Path) -> io::Result<Look> {
+        let a = self.lstat(&folder.join(name))?;
+        Ok(Look { kind: kind_of(&a), ident: identity(&a) })
+    }
+
+    fn read(&self, folder: &Folder, name: &Path) -> io::Result<Reader> {
+        let path = folder.join(name);
+        // OPEN follows a link: the name is looked at first (racy, as the portable local path).
+        if self.lstat(&path)?.is_symlink() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a link"));
+        }
+        Ok(Reader::new(self.open_file(&path, OpenMode::Read, Attrs::default())?))
+    }
+
+    fn create(&self, folder: &Folder, name: &Path, mode: u32) -> io::Result<Writer> {
+        let path = folder.join(name);
+        let attrs = Attrs { permissions: Some(mode), ..Attrs::default() };
+        let opened = self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?;
+        Ok(self.writer(opened, path, 0))
+    }
+
+    fn create_unnamed(&self, _folder: &Folder, _mode: u32, _learned: &Learned) -> io::Result<Option<Writer>> {
+        Ok(None)
+    }
+
+    fn name_unnamed(&self, _w: &Writer, _folder: &Folder, _name: &Path) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn fill<P: Pacing>(&self, w: &Writer, src: &File, how: Fill<'_, P>) -> io::Result<(u64, Option<Hash>)> {
+        let (limit, pace, mut hasher) = match how {
+            Fill::Copy { size, pace, .. } => (size, pace, None),
+            Fill::Hashed { pace } => (u64::MAX, pace, Some(blake3::Hasher::new())),
+        };
+        let n = crate::sys::read_paced(src, limit, pace, &mut |block| {
+            if let Some(h) = hasher.as_mut() {
+                h.update(block);
+            }
+            self.write(w, block)
+        })?;
+        Ok((n, hasher.map(|h| crate::content::truncate(&h))))
+    }
+
+    fn stamp(&self, w: &Writer, mode: u32, mtime: Option<SystemTime>) -> io::Result<()> {
+        // SFTP carries whole seconds: verification compares within that (`vocab::same_mtime_ns`).
+        let secs = mtime.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs() as u32);
+        let attrs = Attrs { permissions: Some(mode & 0o7777), times: secs.map(|s| (s, s)), ..Attrs::default() };
+        w.send(&Request::Fsetstat { handle: &w.handle, attrs });
+        Ok(())
+    }
+
+    fn flush_file(&self, w: &Writer) -> io::Result<()> {
+        // Behind its writes, and every answer read: the file stays open (the journal appends on).
+        w.send(&Request::Fsync(&w.handle));
+        w.settle()
+    }
+
+    fn complete(&self, w: &Writer) -> io::Result<()> {
+        // The copy's burst ends here: fsync (no flush of everything comes before the marker over
+        // SFTP: each copy is fsynced), then close, both behind its writes, and every answer read
+        // before the copy may be named.
+        w.send(&Request::Fsync(&w.handle));
+        w.send(&Request::Close(&w.handle));
+        w.lock().closed = true;
+        w.settle()?;
+        self.writing.lock().unwrap_or_else(|e| e.into_inner()).remove(&w.path);
+        Ok(())
+    }
+
+    fn rename(&self, from_folder: &Folder, from: &Path, to_folder: &Folder, to: &Path) -> io::Result<()> {
+        let (from, to) = (from_folder.join(from), to_folder.join(to));
+        if self.writing.lock().unwrap_or_else(|e| e.into_inner()).contains(&from) {
+            return Err(io::Error::other("a copy is named only once all of it was answered OK (not yet)"));
+        }
+        self.session().call(&Request::PosixRename { from: &from, to: &to })?;
+        self.touch(&from_folder.path);
+        self.touch(&to_folder.path);
+        Ok(())
+    }
+
+    fn link(&self, from_folder: &Folder, from: &Path, to_folder: &Folder, to: &Path) -> io::Result<()> {
+        let (from, to) = (from_folder.join(from), to_folder.join(to));
+        self.session().call(&Request::Hardlink { from: &from, to: &to }).map_err(|e| self.exists_or(&to, e.into()))?;
+        self.touch(&to_folder.path);
+        Ok(())
+    }
+
+    fn remove_file(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        self.session().call(&Request::Remove(&folder.join(name)))?;
+        self.touch(&folder.path);
+        Ok(())
+    }
+
+    fn remove_folder(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        let path = folder.join(name);
+        self.session().call(&Request::Rmdir(&path))?;
+        // Gone, with whatever was named in it: its removal is durable with its parent's entries.
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        touched.remove(&path);
+        touched.insert(folder.path.clone());
+        Ok(())
+    }
+
+    fn flush_folder(&self, folder: &Folder) -> io::Result<()> {
+        self.touched.lock().unwrap_or_else(|e| e.into_inner()).remove(&folder.path);
+        self.flush_folders(std::slice::from_ref(&folder.path))
+    }
+
+    fn append(&self, folder: &Folder, name: &Path, mode: u32) -> io::Result<Writer> {
+        let path = folder.join(name);
+        let size = match self.lstat(&path) {
+            Ok(a) if a.is_symlink() => return Err(io::Error::new(io::ErrorKind::InvalidInput, "a link")),
+            Ok(a) => Some(a.size.unwrap_or(0)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let (opened, offset) = match size {
+            Some(n) => (self.open_file(&path, OpenMode::Write, Attrs::default())?, n),
+            None => {
+                let attrs = Attrs { permissions: Some(mode), ..Attrs::default() };
+                (self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?, 0)
+            }
+        };
+        Ok(self.writer(opened, path, offset))
+    }
+
+    fn write(&self, w: &Writer, bytes: &[u8]) -> io::Result<()> {
+        let offset = {
+            let mut st = w.lock();
+            let at = st.offset;
+            st.offset += bytes.len() as u64;
+            at
+        };
+        let n = w.session.submit_write(&w.handle, offset, bytes, 0, &w.answers.0);
+        w.lock().unanswered += n;
+        Ok(())
+    }
+
+    fn flush_named(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        // Opened for writing without truncating it (never through a link: looked at first).
+        let path = folder.join(name);
+        if self.lstat(&path)?.is_symlink() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a link"));
+        }
+        let w = self.writer(self.open_file(&path, OpenMode::Write, Attrs::default())?, path.clone(), 0);
+        self.flush_file(&w)
+    }
+
+    fn flush_all(&self, root: &Folder) -> io::Result<()> {
+        let mut folders: Vec<Vec<u8>> = self.touched.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        if !folders.contains(&root.path) {
+            folders.push(root.path.clone());
+        }
+        let flushed = self.flush_folders(&folders);
+        if flushed.is_err() {
+            // Not flushed: asked again at the next flush.
+            self.touched.lock().unwrap_or_else(|e| e.into_inner()).extend(folders);
+        }
+        flushed
+    }
+
+    fn flushes_in_background(&self) -> bool {
+        false
+    }
+
+    fn free_space(&self, root: &Folder) -> Option<Space> {
+        match self.session().call(&Request::Statvfs(&root.path)).ok()? {
+            Reply::Statvfs(s) => Some(Space {
+                free_bytes: s.available_bytes(),
+                total_bytes: s.blocks.saturating_mul(s.fragment_size),
+                free_files: s.files_available,
+                total_files: s.files,
+            }),
+            _ => None,
+        }
+    }
+
+    fn locate(&self, given: &Path) -> io::Result<Located<Folder>> {
+        let path = realpath(&self.session(), &bytes(given))?;
+        if !self.lstat(&path)?.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a folder"));
+        }
+        // SFTP tells no file numbers: the origin's record tells a folder swapped in (`Dest::check_root`).
+        Ok(Located { path: path_of(&path), id: (0, 0), folder: Folder { path } })
+    }
+
+    fn whole_storage_error(&self, e: &io::Error) -> bool {
+        if e.kind() == io::ErrorKind::ConnectionAborted {
+            return true;
+        }
+        // OpenSSH answers ENOSPC and EDQUOT as a bare FAILURE: the server's figures tell a full disk.
+        let full = |s: Space| s.free_bytes == 0 || s.free_files == 0;
+        e.kind() == io::ErrorKind::Other && self.free_space(&Folder { path: self.root.clone() }).is_some_and(full)
+    }
+
+    fn claim(&self, root: &Folder, who: &str) -> Result<Claim, String> {
+        let shown = path_of(&root.path);
+        for outer in shown.ancestors().skip(1) {
+            if let Ok(Some(holder)) = self.holder(&join(&bytes(outer), LOCK.as_bytes())) {
+                return Err(format!(
+                    "destination {} is inside {}, which another softcopy is copying to ({holder})",
+                    shown.display(),
+                    outer.display()
+                ));
+            }
+        }
+        let path = root.join(Path::new(LOCK));
+        let cannot = |e: io::Error| format!("cannot claim {}: {e}", path_of(&path).display());
+        loop {
+            match self.make_lock(&path, who) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(cannot(e)),
+            }
+            let held = self.holder(&path).map_err(cannot)?.unwrap_or_default();
+            if !self.stays_unchanged(&path) {
+                return Err(format!("destination {} is being copied to by another softcopy ({held})", shown.display()));
+            }
+            // Stale: moved aside under a name of our own; of two runs taking it over at once, only
+            // one rename finds it, and the other tries again (and finds the winner's claim).
+            let aside = join(&root.path, format!("{LOCK}.stale-{}", std::process::id()).as_bytes());
+            self.session().call(&Request::PosixRename { from: &path, to: &aside }).map_err(|e| cannot(e.into()))?;
+            let _ = self.session().call(&Request::Remove(&aside));
+        }
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (storage, touched, every) = (self.share(), path.clone(), self.refresh);
+        let refresher = std::thread::Builder::new()
+            .name("softcopy-claim".into())
+            .spawn(move || refresh(&storage, &touched, every, &stopped))
+            .map_err(cannot)?;
+        let who = who.to_string();
+        Ok(Claim { stop: Some(stop), refresher: Some(refresher), storage: self.share(), path, who })
+    }
+
+    fn claimed(&self, folder: &Folder) -> Option<String> {
+        // A lock file is a claim until a run that wants the folder finds it stale: one look cannot
+        // tell, and a claim wrongly seen keeps softcopy out (never in).
+        self.holder(&folder.join(Path::new(LOCK))).unwrap_or_else(|e| Some(format!("its claim cannot be read: {e}")))
+    }
+}
+
+/// Touches the claim's file every `every` until `stopped` (its sender dropped). Its mtime is set
+/// to a count of refreshes, not a time: the file changes at each touch (whole seconds could
+/// repeat), and a waiting run compares it with itself, never with a clock.
+fn refresh(storage: &Sftp, path: &[u8], every: Duration, stopped: &Receiver<()>) {
+    let mut n: u32 = 1;
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+        n = n.wrapping_add(1);
+        let _ = storage.session().call(&Request::Setstat { path, attrs: Attrs::mtime(n) });
+    }
+}
+
+fn realpath(session: &Session, path: &[u8]) -> io::Result<Vec<u8>> {
+    match session.call(&Request::Realpath(path))? {
+        Reply::Names(mut n) if n.len() == 1 => Ok(n.remove(0).filename),
+        other => Err(unexpected("realpath", &other)),
+    }
+}
+
+fn kind_of(a: &Attrs) -> Kind {
+    match a.permissions.map(|p| p & 0o170000) {
+        Some(0o100000) => Kind::File,
+        Some(0o040000) => Kind::Folder,
+        _ => Kind::Other,
+    }
+}
+
+/// What SFTP tells of a file: its size and mtime (whole seconds); no device, file number or
+/// change time.
+fn identity(a: &Attrs) -> Identity {
+    let mtime_ns = a.times.map_or(0, |(_, m)| i64::from(m) * 1_000_000_000);
+    Identity { dev: 0, ino: 0, size: a.size.unwrap_or(0), mtime_ns, ctime_ns: 0 }
+}
+
+fn unexpected(op: &str, reply: &Reply) -> io::Error {
+    io::Error::other(format!("{op}: unexpected reply {reply:?}"))
+}
+
+fn lost(why: &str) -> io::Error {
+    SftpError::ConnectionLost(why.into()).into()
+}
+
+fn link_error(root: &[u8], rel: &[Vec<u8>]) -> io::Error {
+    let at = rel.iter().fold(root.to_vec(), |p, c| join(&p, c));
+    super::Refused::Link(path_of(&at)).into()
+}
+
+/// `name` in the remote folder `folder`.
+fn join(folder: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = folder.to_vec();
+    if p.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// A remote path's bytes (the server's names are bytes; on Windows, UTF-8 with `/`).
+fn bytes(p: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        p.to_string_lossy().replace('\\', "/").into_bytes()
+    }
+}
+
+/// A remote path's bytes as a path, for messages and listings.
+fn path_of(b: &[u8]) -> PathBuf {
+    #[cfg(unix)]
+    {
+        PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests;

@@ -1,0 +1,312 @@
+//! The ssh destination's storage against OpenSSH's real `sftp-server`, spawned directly over pipes
+//! (as `crate::sftp`'s tests: the same server an ssh session runs, without the network).
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use super::*;
+use crate::sftp::Options;
+
+const SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+fn session() -> Session {
+    Session::spawn(Command::new(SERVER), Options { handshake_timeout: Duration::from_secs(10), ..Options::default() })
+        .expect("OpenSSH's sftp-server starts")
+}
+
+fn storage(root: &Path) -> Sftp {
+    Sftp::open(session(), root).unwrap()
+}
+
+/// The storage at `root` over `n` sessions.
+fn sessions(root: &Path, n: usize) -> Sftp {
+    storage(root).reconnecting(Arc::new(|| Ok(session())), n).unwrap()
+}
+
+/// A source file holding `bytes`.
+fn source(bytes: &[u8]) -> File {
+    let mut f = tempfile::tempfile().unwrap();
+    io::Write::write_all(&mut f, bytes).unwrap();
+    f.rewind().unwrap();
+    f
+}
+
+fn copy(s: &Sftp, folder: &Folder, name: &str, bytes: &[u8]) -> io::Result<Writer> {
+    let w = s.create(folder, Path::new(name), 0o640)?;
+    let how = Fill::Hashed { pace: &AtomicBool::new(false) };
+    let (n, hash) = s.fill(&w, &source(bytes), how)?;
+    assert_eq!((n, hash), (bytes.len() as u64, Some(crate::content::hash_reader(bytes).unwrap())));
+    Ok(w)
+}
+
+#[test]
+fn a_copy_is_written_under_its_partial_name_stamped_flushed_and_renamed_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    let folder = s.folder(Path::new("a/b"), true).unwrap();
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let w = copy(&s, &folder, ".c.partial", &data).unwrap();
+    s.stamp(&w, 0o640, Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))).unwrap();
+    s.complete(&w).unwrap();
+    s.rename(&folder, Path::new(".c.partial"), &folder, Path::new("c")).unwrap();
+    let fin = dir.path().join("a/b/c");
+    assert_eq!(fs::read(&fin).unwrap(), data);
+    let m = fs::metadata(&fin).unwrap();
+    assert_eq!((m.mtime(), m.mode() & 0o777), (1_700_000_000, 0o640));
+    assert!(!dir.path().join("a/b/.c.partial").exists());
+    let look = s.look(&folder, Path::new("c")).unwrap();
+    assert_eq!(
+        (look.kind, look.ident.size, look.ident.mtime_ns),
+        (Kind::File, data.len() as u64, 1_700_000_000_000_000_000)
+    );
+    s.flush_all(&s.folder(Path::new(""), false).unwrap()).unwrap();
+}
+
+#[test]
+fn a_copy_whose_connection_is_lost_before_its_answers_cannot_be_flushed_so_is_never_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("echo $$ > {}; exec {SERVER}", pidfile.display())]);
+    let session = Session::spawn(c, Options { handshake_timeout: Duration::from_secs(10), ..Options::default() });
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let s = Sftp::open(session.unwrap(), &root).unwrap();
+    let folder = s.folder(Path::new(""), false).unwrap();
+    let w = copy(&s, &folder, ".c.partial", b"bytes").unwrap();
+    let pid = fs::read_to_string(&pidfile).unwrap();
+    assert!(Command::new("kill").args(["-9", pid.trim()]).status().unwrap().success());
+    let e = s.complete(&w).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
+    assert!(s.whole_storage_error(&e), "a lost connection is the destination's, not the file's");
+    assert!(!root.join("c").exists());
+}
+
+#[test]
+fn no_folder_is_reached_or_made_through_a_link_below_the_root() {
+    let (dir, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("l")).unwrap();
+    let s = storage(dir.path());
+    for create in [false, true] {
+        let e = s.folder(Path::new("l/x"), create).err().unwrap();
+        assert!(matches!(super::super::Refused::of(&e), Some(super::super::Refused::Link(_))), "{e}");
+    }
+    assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0, "nothing made through the link");
+    fs::write(elsewhere.path().join("f"), b"x").unwrap();
+    let root = s.folder(Path::new(""), false).unwrap();
+    assert!(s.read(&root, Path::new("l")).is_err(), "a link is never read through");
+    let listed = s.list(&root).unwrap();
+    assert_eq!(listed, vec![(OsString::from("l"), Kind::Other)]);
+    assert_eq!(s.folder(Path::new("missing"), false).err().unwrap().kind(), io::ErrorKind::NotFound);
+}
+
+#[test]
+fn a_copy_is_read_from_any_offset_and_appended_to_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("shard"), b"0123456789").unwrap();
+    let s = storage(dir.path());
+    let root = s.folder(Path::new(""), false).unwrap();
+    let mut r = s.read(&root, Path::new("shard")).unwrap();
+    assert_eq!(r.seek(SeekFrom::End(-4)).unwrap(), 6);
+    let mut tail = String::new();
+    r.read_to_string(&mut tail).unwrap();
+    assert_eq!(tail, "6789");
+    let w = s.append(&root, Path::new("shard"), 0o644).unwrap();
+    s.write(&w, b"ab").unwrap();
+    s.flush_file(&w).unwrap();
+    assert_eq!(fs::read(dir.path().join("shard")).unwrap(), b"0123456789ab");
+    let w = s.append(&root, Path::new("new"), 0o644).unwrap();
+    s.write(&w, b"first").unwrap();
+    s.flush_file(&w).unwrap();
+    assert_eq!(fs::read(dir.path().join("new")).unwrap(), b"first");
+    assert!(s.free_space(&root).is_some_and(|f| f.total_bytes > 0));
+    let found = s.locate(&dir.path().join("./")).unwrap();
+    assert_eq!(found.path, s.root());
+}
+
+#[test]
+fn a_name_that_exists_is_never_replaced_by_a_create_or_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("c"), b"someone's").unwrap();
+    fs::write(dir.path().join("p"), b"mine").unwrap();
+    let s = storage(dir.path());
+    let root = s.folder(Path::new(""), false).unwrap();
+    assert_eq!(s.create(&root, Path::new("c"), 0o644).err().unwrap().kind(), io::ErrorKind::AlreadyExists);
+    assert_eq!(s.link(&root, Path::new("p"), &root, Path::new("c")).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+    assert_eq!(fs::read(dir.path().join("c")).unwrap(), b"someone's");
+}
+
+#[test]
+fn a_claim_refuses_a_second_run_until_dropped_and_a_stale_one_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = (storage(dir.path()), storage(dir.path()));
+    // The waiting run looks for 2 s; the holder touches its file every 50 ms.
+    a.timing(Duration::from_secs(2), Duration::from_millis(50));
+    b.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let root = a.folder(Path::new(""), false).unwrap();
+    let held = a.claim(&root, "pid 1 on a, copying /acq/a").unwrap();
+    let refused = b.claim(&root, "pid 2 on b").err().unwrap();
+    assert!(refused.contains("another softcopy") && refused.contains("/acq/a"), "{refused}");
+    assert_eq!(b.claimed(&root).as_deref(), Some("pid 1 on a, copying /acq/a"));
+    drop(held);
+    assert!(!dir.path().join(LOCK).exists(), "a run that ends removes its claim's file");
+    assert_eq!(b.claimed(&root), None);
+    // A run that crashed left its file, which nobody touches: taken over after it stayed so.
+    fs::write(dir.path().join(LOCK), "pid 3 on a crashed host\n").unwrap();
+    b.timing(Duration::from_millis(300), Duration::from_millis(50));
+    let _taken = b.claim(&root, "pid 2 on b").unwrap();
+    assert_eq!(fs::read_to_string(dir.path().join(LOCK)).unwrap(), "pid 2 on b");
+    fs::create_dir(dir.path().join("inner")).unwrap();
+    let inner = storage(&dir.path().join("inner"));
+    let e = inner.claim(&inner.folder(Path::new(""), false).unwrap(), "pid 4").err().unwrap();
+    assert!(e.contains("is inside"), "{e}");
+}
+
+#[test]
+fn a_copy_is_never_named_before_every_request_of_it_was_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    let root = s.folder(Path::new(""), false).unwrap();
+    let w = copy(&s, &root, ".c.partial", b"bytes").unwrap();
+    assert!(s.rename(&root, Path::new(".c.partial"), &root, Path::new("c")).is_err());
+    assert!(!dir.path().join("c").exists());
+    s.complete(&w).unwrap();
+    s.rename(&root, Path::new(".c.partial"), &root, Path::new("c")).unwrap();
+    assert_eq!(fs::read(dir.path().join("c")).unwrap(), b"bytes");
+}
+
+/// The copier, verification and the mover through a `Dest` over SFTP: the same code as a local
+/// destination's, with the store another.
+#[test]
+fn the_copier_verification_and_the_proof_by_content_run_unchanged_over_sftp() {
+    // One session, and three: a request on a handle must go to the session that opened it.
+    for n in [1, 3] {
+        copier_verification_and_proof(n);
+    }
+}
+
+fn copier_verification_and_proof(connections: usize) {
+    use crate::dest::{Dest, Store};
+    use crate::vocab::{Job, Outcome, Partial, Prev};
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files = ["zarr.json", "c/0/0", "c/0/1", "c/1/0"];
+    for rel in files {
+        let p = src.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, rel.as_bytes()).unwrap();
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(UNIX_EPOCH + Duration::new(1_700_000_000, 5))
+            .unwrap();
+    }
+    fs::write(dst.path().join("complete"), b"an earlier run's").unwrap();
+    let dest = Dest::open_store(Store::Sftp(sessions(dst.path(), connections)), dst.path(), Some("complete")).unwrap();
+    let _claim = dest.claim(src.path()).unwrap();
+    assert!(dst.path().join(LOCK).exists());
+    let opts = crate::copy::CopyOptions::default();
+    let stop = AtomicBool::new(false);
+    for (rel, partial) in files.iter().zip([Partial::Beside, Partial::Staged, Partial::Beside, Partial::Staged]) {
+        let job = Job { rel: rel.into(), prev: Prev::Unknown, verify_closed: false, partial };
+        let (outcome, _) = crate::copy::sync_file(src.path(), &dest, &job, &opts, &stop);
+        assert!(matches!(outcome, Outcome::Copied { .. }), "{rel}: {outcome:?}");
+        assert_eq!(fs::read(dst.path().join(rel)).unwrap(), rel.as_bytes());
+    }
+    assert!(!dst.path().join("complete").exists(), "the marker withdrawn before the first change");
+    assert!(!dest.partials_left());
+    dest.remove_staging();
+    dest.flush_all().unwrap();
+    let check = crate::end::verify::Check {
+        marker: "complete",
+        arrays: &[],
+        content: true,
+        prune: None,
+        landed: None,
+        exclude: None,
+    };
+    let report = crate::end::verify::verify(src.path(), &dest, &check, &stop).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.files, files.len() as u64);
+    // A copy damaged on the server with its size and mtime kept is not proven.
+    let damaged = dst.path().join("c/0/1");
+    let mtime = fs::metadata(&damaged).unwrap().modified().unwrap();
+    fs::write(&damaged, b"c/0/X").unwrap();
+    File::options().write(true).open(&damaged).unwrap().set_modified(mtime).unwrap();
+    let copied: Vec<_> = files
+        .iter()
+        .map(|rel| crate::vocab::Copied {
+            rel: rel.into(),
+            ident: crate::sys::path_identity(&src.path().join(rel)).unwrap(),
+            hash: None,
+        })
+        .collect();
+    let proof = crate::end::mover::prove(src.path(), &dest, copied, &stop);
+    assert_eq!(proof.differs, vec![PathBuf::from("c/0/1")]);
+    assert_eq!(proof.proven.len(), 3);
+}
+
+/// The move journal appends and flushes once per batch, on one open file: each flush must leave
+/// it open for the next (a journal line lost is a freed file's only copy left unaccounted for).
+#[test]
+fn a_file_appended_to_stays_open_across_its_flushes() {
+    use crate::dest::{Dest, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage(dir.path())), dir.path(), None).unwrap();
+    let mut journal = dest.append_file(Path::new("journal")).unwrap();
+    for line in ["F one\n", "K one\n"] {
+        journal.write(line.as_bytes()).unwrap();
+        journal.flush().unwrap();
+    }
+    assert_eq!(fs::read_to_string(dir.path().join("journal")).unwrap(), "F one\nK one\n");
+}
+
+/// A run whose claim was taken over (it was away past the stale time) must not remove the claim
+/// of the run that took it when it ends.
+#[test]
+fn a_claim_taken_over_is_not_removed_by_the_run_that_lost_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = storage(dir.path());
+    let root = a.folder(Path::new(""), false).unwrap();
+    let lost = a.claim(&root, "pid 1 on a").unwrap();
+    fs::write(dir.path().join(LOCK), "pid 2 on b, copying /acq/b").unwrap();
+    drop(lost);
+    assert_eq!(fs::read_to_string(dir.path().join(LOCK)).unwrap(), "pid 2 on b, copying /acq/b");
+}
+
+/// A server that goes away (sshd restarted, the node rebooted) is reached again by a new session:
+/// the calls after it work, and nothing written on the lost one was named.
+#[test]
+fn a_lost_session_is_started_again_at_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let spawn = {
+        let pidfile = pidfile.clone();
+        move || {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("echo $$ > {}; exec {SERVER}", pidfile.display())]);
+            Session::spawn(c, Options { handshake_timeout: Duration::from_secs(10), ..Options::default() })
+                .map_err(|e| e.to_string())
+        }
+    };
+    let s = Sftp::open(spawn().unwrap(), &root).unwrap().reconnecting(Arc::new(spawn), 1).unwrap();
+    let folder = s.folder(Path::new(""), false).unwrap();
+    let w = copy(&s, &folder, ".c.partial", b"bytes").unwrap();
+    let first = fs::read_to_string(&pidfile).unwrap();
+    assert!(Command::new("kill").args(["-9", first.trim()]).status().unwrap().success());
+    assert!(s.complete(&w).is_err(), "the copy on the lost session fails");
+    // Bounded: each call after the loss may start a session (at most once a second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.folder(Path::new("again"), true).is_err() {
+        assert!(Instant::now() < deadline, "no new session within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(fs::read_to_string(&pidfile).unwrap(), first, "another server");
+    assert!(root.join("again").is_dir() && !root.join("c").exists());
+}

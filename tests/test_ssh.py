@@ -1,0 +1,100 @@
+"""The ssh destination, live (docs/design.md, "The ssh destination: the SFTP client"):
+`softcopy SRC host:/abs/path` through a real sshd on loopback, its SFTP subsystem the storage."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from _share import Sshd
+from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
+
+
+def ssh_command(sshd: Sshd) -> str:
+    """How this test's ssh reaches the loopback server (no prompt: BatchMode)."""
+    return " ".join(["ssh", "-p", str(sshd.port), "-o", "BatchMode=yes", *sshd.ssh_options()])
+
+
+def copy_to(src: Path, dst: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(softcopy_cmd(src, dst, *args), check=False, capture_output=True, text=True, timeout=120)
+
+
+def test_a_finished_archive_is_copied_over_ssh_verified_and_marked(tmp_path: Path, sshd: Sshd) -> None:
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    write_finished_archive(src, "v3", timepoints=3)
+    remote.mkdir()
+    r = copy_to(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd))
+    assert r.returncode == 0, r.stdout + r.stderr
+    copy = remote / "acq.zarr"
+    assert_same_tree(src, copy)
+    assert (copy / "complete").is_file(), "the marker, published last"
+    left = [p.name for p in copy.rglob("*") if p.name.startswith(".softcopy-lock") or "partial" in p.name]
+    assert left == [], "no claim and no partial left behind"
+    # Copied again: nothing to copy, still verified.
+    again = copy_to(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd))
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_what_a_person_must_act_on_is_one_line_and_exit_2_before_anything_is_copied(tmp_path: Path, sshd: Sshd) -> None:
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    nobody = "ssh -p 1 -o BatchMode=yes -o ConnectTimeout=5"
+    cases = {
+        "refused connection": (f"root@127.0.0.1:{tmp_path}/x", nobody, "cannot reach root@127.0.0.1:"),
+        "parent missing": (f"root@127.0.0.1:{tmp_path}/no/x", ssh_command(sshd), "does not exist"),
+        "a file": (f"root@127.0.0.1:{src}/zarr.json", ssh_command(sshd), "is a file"),
+    }
+    for what, (dst, cmd, said) in cases.items():
+        r = copy_to(src, dst, "--ssh-command", cmd)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2, f"{what}: {r.returncode}\n{r.stdout}{r.stderr}"
+        assert said in r.stderr and "Traceback" not in r.stderr, f"{what}: {r.stderr}"
+        assert len([line for line in lines if "error" in line.lower()]) == 1, f"{what}: {r.stderr}"
+    assert not (tmp_path / "x").exists() and not (tmp_path / "no").exists()
+
+
+def test_a_connection_killed_mid_copy_pauses_the_target_and_the_copy_resumes_when_sshd_is_back(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    remote.mkdir()
+    writer = start_writer(src, "v3", 40, 0.25)
+    proc = run_softcopy(
+        src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd), "--give-up-after", "300"
+    )
+    copy = remote / "acq.zarr"
+    wait_for(lambda: any(p.name.isdigit() and p.is_file() for p in copy.rglob("*")), 30, "the first chunks over ssh")
+    sshd.kill()  # sshd and every session it serves: the connection drops
+    wait_for(lambda: "cannot" in proc.output(), 60, "the target to say the destination is away")
+    assert proc.poll() is None, proc.output()
+    sshd.start()
+    assert writer.wait(120) == 0
+    code, out = finish(proc, 180)
+    assert code == 0, out
+    assert "is back" in out, f"the copy went through the outage, and resumed after it: {out}"
+    assert_same_tree(src, copy)
+    assert (copy / "complete").is_file()
+    assert not [p for p in copy.rglob("*") if "partial" in p.name], "nothing half-written left"
+
+
+def test_a_second_softcopy_on_the_same_ssh_destination_is_refused_while_the_first_runs(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    src, other, remote = tmp_path / "acq.zarr", tmp_path / "other.zarr", tmp_path / "server"
+    remote.mkdir()
+    write_finished_archive(other, "v3", timepoints=1)
+    writer = start_writer(src, "v3", 40, 0.25)
+    dst = f"root@127.0.0.1:{remote}/acq.zarr"
+    first = run_softcopy(src, dst, "--ssh-command", ssh_command(sshd))
+    wait_for(lambda: (remote / "acq.zarr" / ".softcopy-lock").is_file(), 30, "the first run's claim")
+    second = copy_to(other, dst, "--ssh-command", ssh_command(sshd))
+    assert second.returncode != 0 and "another softcopy" in second.stdout + second.stderr, second
+    assert (
+        not (remote / "acq.zarr" / "zarr.json").is_file()
+        or (remote / "acq.zarr" / "zarr.json").read_bytes() == (src / "zarr.json").read_bytes()
+    ), "nothing of the other acquisition written there"
+    assert writer.wait(120) == 0
+    code, out = finish(first, 180)
+    assert code == 0, out
+    assert_same_tree(src, remote / "acq.zarr")
