@@ -654,6 +654,23 @@ mod tests {
     }
 
     #[test]
+    fn a_freeing_that_ends_clears_a_dead_freeings_list_that_names_nothing_still_aside() {
+        // A freeing killed after its announce, before any set-aside, left an unlocked list that
+        // names files still under their names: the next freeing's end removes it and the folder.
+        let src = tempfile::tempdir().unwrap();
+        let (c0, c1) = (copied(src.path(), "0", b"v1"), copied(src.path(), "1", b"v1"));
+        let mut dead = Aside::new(src.path());
+        dead.announce(&[&c0]).unwrap();
+        drop(dead);
+        let mut next = Aside::new(src.path());
+        let batch = next.announce(&[&c1]).unwrap();
+        fs::remove_file(next.take(&batch, 0, &src.path().join("1")).unwrap()).unwrap();
+        next.close().unwrap();
+        assert!(!src.path().join(ASIDE).exists(), "the folder cleared");
+        assert_eq!(fs::read(src.path().join("0")).unwrap(), b"v1", "never set aside, never touched");
+    }
+
+    #[test]
     fn a_file_no_list_names_is_never_deleted() {
         let src = tempfile::tempdir().unwrap();
         fs::create_dir(src.path().join(ASIDE)).unwrap();
