@@ -350,3 +350,20 @@ def test_an_error_of_the_command_line_names_no_file(tmp_path: Path) -> None:
         make_target(tmp_path / "a", tmp_path / "a", {})
     with pytest.raises(ConfigError, match=f"^{same}$"):
         check_pair(tmp_path / "a", tmp_path / "a")
+
+
+@pytest.mark.parametrize(
+    ("source", "option", "said"),
+    [
+        ("acq/*.zarr", {}, "a source pattern"),
+        ("acq", {"checksum": True}, "--checksum (its manifest beside the destination)"),
+        ("acq", {"delete_source": True}, "--delete-source"),
+    ],
+)
+def test_what_an_ssh_destination_cannot_do_yet_is_refused_in_one_line(
+    tmp_path: Path, source: str, option: dict[str, bool], said: str
+) -> None:
+    # Freeing over ssh is refused until its durability and its one-run claim are proven there.
+    with pytest.raises(ConfigError) as e:
+        Target(source=tmp_path / source, destination=Path("cluster:/lab/raw/x.zarr"), **option)
+    assert str(e.value) == f"{said} with an ssh destination is not supported yet"
