@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from _share import Sshd
 from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
 
@@ -98,3 +99,27 @@ def test_a_second_softcopy_on_the_same_ssh_destination_is_refused_while_the_firs
     code, out = finish(first, 180)
     assert code == 0, out
     assert_same_tree(src, remote / "acq.zarr")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding (adversarial read of the ssh destination): the source/destination containment check is "
+    "skipped for host:/path, yet ssh to this very machine is a destination inside the acquisition",
+)
+def test_an_ssh_destination_inside_the_source_on_this_machine_is_refused(tmp_path: Path, sshd: Sshd) -> None:
+    # The same machine over ssh (loopback, or the PC's own name): the copy would land inside the
+    # acquisition, be walked as part of it, and copy itself again, filling the acquisition's disk.
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    try:
+        r = subprocess.run(
+            softcopy_cmd(src, f"root@127.0.0.1:{src}/backup", "--ssh-command", ssh_command(sshd)),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("not refused: still copying after 30 s")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert not (src / "backup").exists(), "nothing written into the acquisition"
