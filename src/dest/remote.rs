@@ -55,8 +55,9 @@ impl Remote {
 
     /// The command that starts its SFTP session: `ssh -o BatchMode=yes` (never a prompt that
     /// hangs an unattended run), or the user's `ssh_command` split at spaces (no quoting: like
-    /// rsync's `-e`, a program and its options), then the port, the host and `-s sftp`. A custom
-    /// command gets no BatchMode: it is the user's to add.
+    /// rsync's `-e`, a program and its options), then the port, `-s`, `--`, the host and `sftp`
+    /// (as OpenSSH's own sftp does: after `--` a host beginning with `-` is a host, never an option
+    /// such as `-oProxyCommand=…`). A custom command gets no BatchMode: it is the user's to add.
     pub fn command(&self, ssh_command: Option<&str>) -> Command {
         let default = "ssh -o BatchMode=yes";
         let mut words = ssh_command.unwrap_or(default).split_whitespace();
@@ -65,7 +66,7 @@ impl Remote {
         if let Some(p) = self.port {
             c.args(["-p", &p.to_string()]);
         }
-        c.args([self.host.as_str(), "-s", "sftp"]);
+        c.args(["-s", "--", self.host.as_str(), "sftp"]);
         c
     }
 
@@ -145,8 +146,11 @@ mod tests {
         let r = Remote::parse("ssh://me@c.org:2222/x").unwrap();
         let c = r.command(None);
         assert_eq!(c.get_program(), "ssh");
-        assert_eq!(args(&c), ["-o", "BatchMode=yes", "-p", "2222", "me@c.org", "-s", "sftp"]);
+        assert_eq!(args(&c), ["-o", "BatchMode=yes", "-p", "2222", "-s", "--", "me@c.org", "sftp"]);
         let c = r.command(Some("ssh -i /k/lab_key"));
-        assert_eq!(args(&c), ["-i", "/k/lab_key", "-p", "2222", "me@c.org", "-s", "sftp"]);
+        assert_eq!(args(&c), ["-i", "/k/lab_key", "-p", "2222", "-s", "--", "me@c.org", "sftp"]);
+        // A host that looks like an option stays a host.
+        let c = Remote::parse("-oProxyCommand=touch:/x").unwrap().command(None);
+        assert_eq!(args(&c)[2..], ["-s", "--", "-oProxyCommand=touch", "sftp"]);
     }
 }
