@@ -4,15 +4,16 @@
 //! per file, all the `z` in one `t`. Made by each copy just before it writes, those round trips
 //! sat in every copy and queued behind each other on the `t` folder's lock. The coordinator knows
 //! the folders of the files due next (the ready queue) and hands them here; a few maker threads
-//! make them, at most two at a time in one parent (the folder's own parent is made in its
+//! make them, a few at a time in one parent (the folder's own parent is made in its
 //! grandparent: for `c/t/z/0`, `z` in `t`), the rest in other parents.
 //!
 //! The makers make a folder as a copy would (`Dest::folder`: never through a link, another run's
 //! claim and case folding refused), and only where the source still has that folder. Nothing here
-//! removes or writes over anything, and nothing depends on it: a copy whose folder is being made
-//! waits for that make, then opens (or makes) its folder itself as before; one whose folder is
-//! only queued takes it over; a failure here is only forgotten, and the copy meets the error
-//! itself, with its own handling (a file in the way, `in_the_way.rs`) and its own report.
+//! removes or writes over anything, and nothing depends on it: a copy whose folder is queued or
+//! being made waits for that, then opens (or makes) its folder itself as before; a failure here
+//! is only forgotten, and the copy meets the error itself, with its own handling (a file in the
+//! way, `in_the_way.rs`) and its own report. A stop, a pause or the end drops what is queued,
+//! and the copies waiting for it go on.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -26,9 +27,15 @@ const WINDOW: usize = 1024;
 /// How many folders made are remembered (a copy into one of them need not wait).
 const REMEMBERED: usize = 4 * WINDOW;
 
-/// Makes in flight in one parent: two, so one folder's second make (`0` in `z`) overlaps the
-/// next one's first (`z` in `t`), which the parent's lock serialises anyway.
-const PER_PARENT: u32 = 2;
+/// Makes in flight in one parent. The parent's lock holds only the lookup and the make of the
+/// folder's own parent (two of about nine round trips a folder takes: the looks before, the
+/// folder itself, the looks for another run's claim), so four keep that lock busy; more only
+/// wait on it, where they could make folders in other parents.
+const PER_PARENT: u32 = 4;
+
+/// Makes in flight in the parent due first, which the copies wait for: twice as many, so that at
+/// the start, before the makers are ahead, the lock there is never idle.
+const FIRST_PARENT: u32 = 2 * PER_PARENT;
 
 /// The coordinator's loop turns often: the due files are looked at no more often than this.
 const FEED_EVERY: Duration = Duration::from_millis(5);
@@ -81,22 +88,6 @@ pub struct Making {
     parent: PathBuf,
 }
 
-/// A folder a copy took over from the queue: forgotten when dropped (the copy made it or met the
-/// error), and any copy waiting for it goes on.
-pub struct TakenOver<'a> {
-    folders: &'a Folders,
-    rel: Option<PathBuf>,
-}
-
-impl Drop for TakenOver<'_> {
-    fn drop(&mut self) {
-        if let Some(rel) = self.rel.take() {
-            self.folders.lock().stage.remove(&rel);
-            self.folders.changed.notify_all();
-        }
-    }
-}
-
 /// Where `dir`'s own parent is made: its grandparent (the root for a folder one or two deep).
 fn parent_of(dir: &Path) -> &Path {
     dir.parent().and_then(Path::parent).unwrap_or(Path::new(""))
@@ -139,9 +130,13 @@ impl Folders {
         }
         s.parents.clear();
         s.queued = 0;
+        drop(s);
+        // Copies waiting for those go on, and make their folders themselves.
+        self.changed.notify_all();
     }
 
-    /// No more folders: what is queued is dropped, and the makers end once their current one is made.
+    /// No more folders: what is queued is dropped (copies waiting for it go on), and the makers end
+    /// once their current one is made.
     pub fn close(&self) {
         self.hold();
         self.lock().closed = true;
@@ -180,20 +175,13 @@ impl Folders {
         self.changed.notify_all();
     }
 
-    /// Before a copy makes its folder `rel_dir`: waits while a maker is making it; takes it over
-    /// (the copy makes it itself) while it is only queued.
-    pub fn wait_or_take(&self, rel_dir: &Path) -> TakenOver<'_> {
+    /// Before a copy opens (or makes) its folder `rel_dir`: waits while it is queued or in the
+    /// making. Made beside the makers, it would only queue on its parent's lock with them, where
+    /// they make the folders in the order their files are due anyway.
+    pub fn wait_for(&self, rel_dir: &Path) {
         let mut s = self.lock();
-        loop {
-            match s.stage.get_mut(rel_dir) {
-                Some(Stage::Making) => s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner()),
-                Some(stage @ Stage::Queued) => {
-                    *stage = Stage::Making;
-                    s.queued -= 1;
-                    return TakenOver { folders: self, rel: Some(rel_dir.to_path_buf()) };
-                }
-                Some(Stage::Made) | None => return TakenOver { folders: self, rel: None },
-            }
+        while matches!(s.stage.get(rel_dir), Some(Stage::Queued | Stage::Making)) {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -210,7 +198,8 @@ impl State {
     }
 
     /// The first queued folder of the first parent (in the order due) with room for one more
-    /// make; `None` where every parent with folders queued is full.
+    /// make (`FIRST_PARENT` for the first, `PER_PARENT` for the others); `None` where every
+    /// parent with folders queued is full.
     fn pick(&mut self) -> Option<Making> {
         let mut i = 0;
         while i < self.parents.len() {
@@ -225,7 +214,7 @@ impl State {
                 continue;
             }
             let busy = self.busy.entry(parent.clone()).or_default();
-            if *busy < PER_PARENT {
+            if *busy < if i == 0 { FIRST_PARENT } else { PER_PARENT } {
                 *busy += 1;
                 let rel = queue.pop_front()?;
                 self.stage.insert(rel.clone(), Stage::Making);
@@ -262,6 +251,8 @@ pub fn make_ahead(folders: &Folders, src_root: &Path, dest: &crate::dest::Dest, 
                 .unwrap_or(false);
         folders.made(making, made);
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // No copy may wait for a folder no maker will make.
+            folders.close();
             return;
         }
     }
@@ -331,40 +322,43 @@ mod tests {
     }
 
     #[test]
-    fn the_makers_make_at_most_two_at_a_time_in_one_parent_and_go_on_in_others() {
+    fn the_makers_make_at_most_eight_in_the_first_parent_and_four_in_each_other() {
         let folders = Folders::default();
-        fed(&folders, &["c/0/0/0/0", "c/0/1/0/0", "c/0/2/0/0", "c/1/0/0/0", "c/1/1/0/0", "c/1/2/0/0"]);
-        // `c/0/z/0`'s own parent `z` is made in `c/0`: two there, then on in `c/1`.
-        assert_eq!(took(&folders).as_deref(), Some("c/0/0/0"));
-        assert_eq!(took(&folders).as_deref(), Some("c/0/1/0"));
-        assert_eq!(took(&folders).as_deref(), Some("c/1/0/0"));
-        assert_eq!(took(&folders).as_deref(), Some("c/1/1/0"));
-        assert_eq!(took(&folders), None, "every parent has two in the making: the makers wait");
-        folders.made(Making { rel: "c/0/0/0".into(), parent: "c/0".into() }, true);
-        assert_eq!(took(&folders).as_deref(), Some("c/0/2/0"));
+        // `c/t/z/0`'s own parent `z` is made in `c/t`.
+        let due: Vec<String> = (0..3).flat_map(|t| (0..10).map(move |z| format!("c/{t}/{z}/0/0"))).collect();
+        fed(&folders, &due.iter().map(String::as_str).collect::<Vec<_>>());
+        let taken: Vec<String> = std::iter::from_fn(|| took(&folders)).collect();
+        let expected: Vec<String> = (0..8)
+            .map(|z| format!("c/0/{z}/0"))
+            .chain((0..4).map(|z| format!("c/1/{z}/0")))
+            .chain((0..4).map(|z| format!("c/2/{z}/0")))
+            .collect();
+        assert_eq!(taken, expected, "then every parent is full: the makers wait");
+        folders.made(Making { rel: "c/1/0/0".into(), parent: "c/1".into() }, true);
+        assert_eq!(took(&folders).as_deref(), Some("c/1/4/0"));
     }
 
     #[test]
-    fn a_copy_waits_for_its_folder_in_the_making_and_takes_over_one_only_queued() {
+    fn a_copy_waits_for_its_folder_queued_or_in_the_making_and_goes_on_when_it_is_dropped() {
         let folders = Arc::new(Folders::default());
         fed(&folders, &["a/0", "b/0"]);
         let making = folders.lock().pick().expect("a is queued first");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let copy = {
-            let folders = folders.clone();
+        let waiting = |dir: &'static str| {
+            let (folders, (tx, rx)) = (folders.clone(), std::sync::mpsc::channel());
             std::thread::spawn(move || {
-                let taken = folders.wait_or_take(Path::new("a"));
-                tx.send(taken.rel.is_some()).unwrap();
-            })
+                folders.wait_for(Path::new(dir));
+                tx.send(()).unwrap();
+            });
+            rx
         };
-        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "the copy waits while a is being made");
+        let (a, b) = (waiting("a"), waiting("b"));
+        assert!(a.recv_timeout(Duration::from_millis(50)).is_err(), "the copy waits while a is being made");
         folders.made(making, true);
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(false), "made: the copy only opens it");
-        copy.join().unwrap();
-        // `b` is only queued: the copy makes it itself, and no maker takes it after.
-        let taken = folders.wait_or_take(Path::new("b"));
-        assert!(taken.rel.is_some());
-        assert!(folders.lock().pick().is_none());
+        assert_eq!(a.recv_timeout(Duration::from_secs(10)), Ok(()), "made: the copy goes on");
+        assert!(b.recv_timeout(Duration::from_millis(50)).is_err(), "the copy waits while b is queued");
+        folders.hold();
+        assert_eq!(b.recv_timeout(Duration::from_secs(10)), Ok(()), "dropped: the copy goes on");
+        assert!(folders.lock().pick().is_none(), "and no maker makes it");
     }
 
     #[test]

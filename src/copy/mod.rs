@@ -57,8 +57,8 @@ pub struct CopyOptions {
     /// Where no writer check is possible, how long a file must have gone unwritten before it is
     /// taken as closed (docs/design.md, invariant 4).
     pub quiet: Duration,
-    /// The folders made ahead of the copies (`folders.rs`): a copy waits for its folder's make
-    /// in flight rather than making it beside it.
+    /// The folders made ahead of the copies (`folders.rs`): a copy waits for its folder queued or
+    /// in the making there rather than making it beside the makers.
     pub folders: Option<Arc<folders::Folders>>,
 }
 
@@ -188,7 +188,9 @@ fn sync_inner(
         // Looked at above for a name in another case already.
         Some(f) => f,
         None => {
-            let _taken = opts.folders.as_ref().map(|f| f.wait_or_take(rel_dir));
+            if let Some(folders) = &opts.folders {
+                folders.wait_for(rel_dir);
+            }
             let f = crate::copy::in_the_way::make_folder(src_root, dest, rel_dir, opts.root.as_deref())?;
             dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
                 .map_err(|e| Error::io("copy to", dst, e))?;
