@@ -72,6 +72,31 @@ def write_nested(root: Path, chunks: int, chunk_bytes: int, per_folder: int = 8)
     (root / "complete").touch()
 
 
+def write_planes(root: Path, chunks: int, chunk_bytes: int, planes: int = 100) -> None:
+    """A finished tensorstore Zarr v3 archive of 2-D plane chunks (`c/t/z/0/0`, the common
+    light-sheet layout): a folder per chunk, and two new folders per file (`z` and `z/0`), `planes`
+    planes per timepoint."""
+    import numpy as np
+    import tensorstore as ts
+
+    x = chunk_bytes // 2 // 64
+    z = max(1, min(planes, chunks))
+    t = max(1, chunks // z)
+    arr = ts.open(
+        {
+            "driver": "zarr3",
+            "kvstore": {"driver": "file", "path": str(root)},
+            "metadata": {"chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, 1, 64, x]}}},
+        },
+        create=True,
+        dtype=ts.uint16,
+        shape=[t, z, 64, x],
+    ).result()
+    data = np.random.default_rng(1).integers(0, 65535, size=arr.shape, dtype=np.uint16)
+    arr.write(data).result()
+    (root / "complete").touch()
+
+
 ORIGINAL_VENV = Path("/var/tmp/softcopy-0.0.13-venv")
 
 

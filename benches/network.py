@@ -1,6 +1,7 @@
 """softcopy against the usual tools onto a network share with latency (issue 13): a real sshd on
 loopback, mounted with sshfs through a delay proxy (`_delay.py`) at each round trip asked for,
-small and large tensorstore chunks, one finished archive each, copied with `--once`. Every copy is
+small and large tensorstore chunks, one finished archive each, copied with `--once`: small chunks
+flat, eight per folder, and a folder per chunk (Zarr v3 2-D planes, `c/t/z/0/0`). Every copy is
 checked byte for byte on the server's side. Reports wall time, files/s, MiB/s and CPU (the whole
 process tree of the copier; sshfs and sshd are not in it), and what one bulk ssh stream carries
 through the same proxy. Run as root (sshfs is FUSE): `python network.py`."""
@@ -17,8 +18,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-from _common import Measured, Running, differences, machine, rmtree, write_archive, write_nested
+from _common import Measured, Running, differences, machine, rmtree, write_archive, write_nested, write_planes
 from _share import Sshd
 
 HERE = Path(__file__).resolve().parent
@@ -52,9 +54,9 @@ class Proxy:
         self.proc.wait()
 
 
-def run_timed(cmd: list[str], timeout: float) -> Measured | str:
+def run_timed(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> Measured | str:
     """Runs `cmd` under GNU time; why not, if it failed or was not done within `timeout`."""
-    r = Running(cmd, start_new_session=True)
+    r = Running(cmd, start_new_session=True, env=env)
     late = threading.Event()
 
     def kill() -> None:
@@ -71,13 +73,31 @@ def run_timed(cmd: list[str], timeout: float) -> Measured | str:
         timer.cancel()
 
 
+class Contender(NamedTuple):
+    cmd: list[str]
+    landed: Path
+    """Where its copy lands on the server."""
+    env: dict[str, str] | None = None
+
+
+def builds(given: list[str]) -> dict[str, str]:
+    """`--build LABEL=PYTHONPATH` options: other builds of softcopy to run beside this one."""
+    out = {}
+    for b in given:
+        label, sep, path = b.partition("=")
+        if not sep or not (Path(path) / "softcopy").is_dir():
+            raise SystemExit(f"--build {b}: expected LABEL=DIR, DIR holding the softcopy package")
+        out[label] = path
+    return out
+
+
 def contenders(
-    src: Path, mnt: Path, remote: Path, sshd: Sshd, proxy: int, only: list[str]
-) -> dict[str, tuple[list[str], Path]]:
+    src: Path, mnt: Path, remote: Path, sshd: Sshd, proxy: int, only: list[str], other: dict[str, str], rnd: int = 0
+) -> dict[str, Contender]:
     """name -> (command, where its copy lands on the server). Names are new for each set and
     round trip: sshfs caches entries, and a folder removed on the server's side may still be
     seen through the mount for a while."""
-    tag = f"{src.stem}-{proxy}"
+    tag = f"{src.stem}-{proxy}-{rnd}"
     ssh = " ".join(["ssh", "-p", str(proxy), *sshd.ssh_options()])
     out = {
         "softcopy": (
@@ -110,7 +130,19 @@ def contenders(
             ["rclone", "copy", "--transfers", "8", str(src), str(mnt / f"rc-{tag}")],
             remote / f"rc-{tag}",
         )
-    return {k: v for k, v in out.items() if not only or k in only}
+    for label in other:
+        name = f"softcopy ({label})"
+        out[name] = (
+            [sys.executable, "-m", "softcopy", str(src), str(mnt / f"sc{label}-{tag}"), "--once", "--quiet"],
+            remote / f"sc{label}-{tag}",
+        )
+    picked = {k: v for k, v in out.items() if not only or k in only or k.startswith("softcopy (")}
+    return {k: Contender(cmd, landed, env_of(k, other)) for k, (cmd, landed) in picked.items()}
+
+
+def env_of(name: str, other: dict[str, str]) -> dict[str, str] | None:
+    label = name.removeprefix("softcopy (").removesuffix(")")
+    return {**os.environ, "PYTHONPATH": other[label]} if name.startswith("softcopy (") else None
 
 
 def one_stream(sshd: Sshd, proxy: int, mib: int = 256) -> float:
@@ -128,6 +160,25 @@ def one_stream(sshd: Sshd, proxy: int, mib: int = 256) -> float:
     return mib / max(session(mib) - session(0), 1e-3)
 
 
+ARCHIVES = ["flat", "nested", "planes", "big"]
+
+
+def copy_one(src: Path, c: Contender, timeout: float) -> str:
+    """The row's figures for one copy of `src` (checked byte for byte, then removed), or why none."""
+    files = sum(1 for p in src.rglob("*") if p.is_file())
+    mib = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 2**20
+    m = run_timed(c.cmd, timeout, c.env)
+    try:
+        if isinstance(m, str):
+            return f"{m} | | |"
+        diff = [d for d in differences(src, c.landed) if ".softcopy" not in d]
+        if diff:
+            raise SystemExit(f"{c.cmd} copied {src} wrong: {diff[:5]}")
+        return f"{m.wall:.1f} | {files / m.wall:.0f} | {mib / m.wall:.1f} | {m.cpu:.1f}"
+    finally:
+        rmtree(c.landed)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=2000, help="small chunks")
@@ -137,16 +188,23 @@ def main() -> None:
     ap.add_argument("--rtt", type=float, action="append", help="round trips in ms (default 0, 2, 10)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds before a copy counts as not done")
     ap.add_argument("--only", action="append", default=[], help="contenders to run (default all)")
+    ap.add_argument("--archive", action="append", choices=ARCHIVES, help="archives to copy (default all)")
+    ap.add_argument("--planes", type=int, default=100, help="planes per timepoint, folder per chunk")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of every contender, one after another")
+    ap.add_argument("--build", action="append", default=[], help="LABEL=DIR: softcopy from DIR (a PYTHONPATH) too")
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp/softcopy-bench-network"))
     args = ap.parse_args()
     rtts = args.rtt or [0.0, 2.0, 10.0]
     rmtree(args.dir)
     args.dir.mkdir(parents=True)
     small, big, remote, mnt = (args.dir / n for n in ("small.zarr", "big.zarr", "remote", "mnt"))
-    nested = args.dir / "nested.zarr"
+    nested, planes = args.dir / "nested.zarr", args.dir / "planes.zarr"
+    wanted = args.archive or ARCHIVES
     write_archive(small, args.files, args.kib << 10)
     write_nested(nested, args.files, args.kib << 10)
+    write_planes(planes, args.files, args.kib << 10, args.planes)
     write_archive(big, args.big, args.big_mib << 20)
+    other = builds(args.build)
     remote.mkdir()
     mnt.mkdir()
     sshd = Sshd(args.dir / "sshd", quiet=True)
@@ -164,28 +222,19 @@ def main() -> None:
             try:
                 stream = one_stream(sshd, proxy.port)
                 print(f"| {rtt:g} ms | one ssh stream | `ssh cat` | | | {stream:.0f} | |")
-                archives = (
-                    (f"{args.kib} KiB", small),
-                    (f"{args.kib} KiB, 8 per folder", nested),
-                    (f"{args.big_mib} MiB", big),
-                )
-                for label, src in archives:
-                    files = sum(1 for p in src.rglob("*") if p.is_file())
-                    mib = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 2**20
-                    for name, (cmd, landed) in contenders(src, mnt, remote, sshd, proxy.port, args.only).items():
-                        m = run_timed(cmd, args.timeout)
-                        if isinstance(m, str):
-                            print(f"| {rtt:g} ms | {label} | {name} | {m} | | | |")
-                        else:
-                            diff = [d for d in differences(src, landed) if ".softcopy" not in d]
-                            if diff:
-                                raise SystemExit(f"{name} copied {src} wrong: {diff[:5]}")
-                            print(
-                                f"| {rtt:g} ms | {label} | {name} | {m.wall:.1f} | {files / m.wall:.0f} "
-                                f"| {mib / m.wall:.1f} | {m.cpu:.1f} |"
-                            )
-                        sys.stdout.flush()
-                        rmtree(landed)
+                archives = {
+                    "flat": (f"{args.kib} KiB", small),
+                    "nested": (f"{args.kib} KiB, 8 per folder", nested),
+                    "planes": (f"{args.kib} KiB, folder per chunk", planes),
+                    "big": (f"{args.big_mib} MiB", big),
+                }
+                for key, (label, src) in archives.items():
+                    if key in wanted:
+                        for rnd in range(args.repeat):
+                            found = contenders(src, mnt, remote, sshd, proxy.port, args.only, other, rnd)
+                            for name, c in found.items():
+                                print(f"| {rtt:g} ms | {label} | {name} | {copy_one(src, c, args.timeout)} |")
+                                sys.stdout.flush()
             finally:
                 subprocess.run(["fusermount", "-u", str(mnt)], check=False)
                 proxy.close()

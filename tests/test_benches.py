@@ -93,7 +93,7 @@ def test_network_copies_onto_a_share_with_latency_and_checks_every_copy(tmp_path
     )  # fmt: skip
     assert "one ssh stream" in out
     for name in ("softcopy", "cp -r", "rsync -a -e ssh"):
-        for size in ("16 KiB", "1 MiB"):
+        for size in ("16 KiB", "16 KiB, 8 per folder", "16 KiB, folder per chunk", "1 MiB"):
             assert re.search(rf"\| 2 ms \| {size} \| {re.escape(name)} \| [0-9.]+ \|", out), out
 
 

@@ -5,10 +5,11 @@
 //! skip a version it already has, or remove a file the source no longer has. Workers run at the
 //! lowest CPU and IO priority and never touch Python (the threads are in `pool.rs`).
 //!
-//! This folder owns the workers (`pool.rs`), the copy of one file here, and a copy of another kind
-//! in its way (`in_the_way.rs`). It may import `dest`, `source` (the root's identity), `gentle`
+//! This folder owns the workers (`pool.rs`), the copy of one file here, the folders made ahead of
+//! the copies (`folders.rs`), and a copy of another kind in its way (`in_the_way.rs`). It may import `dest`, `source` (the root's identity), `gentle`
 //! (the pace of each step) and the base; never `run` or `end`.
 
+pub mod folders;
 pub(crate) mod in_the_way;
 pub mod pool;
 
@@ -56,6 +57,9 @@ pub struct CopyOptions {
     /// Where no writer check is possible, how long a file must have gone unwritten before it is
     /// taken as closed (docs/design.md, invariant 4).
     pub quiet: Duration,
+    /// The folders made ahead of the copies (`folders.rs`): a copy waits for its folder queued or
+    /// in the making there rather than making it beside the makers.
+    pub folders: Option<Arc<folders::Folders>>,
 }
 
 impl CopyOptions {
@@ -165,6 +169,9 @@ fn sync_inner(
         // Looked at above for a name in another case already.
         Some(f) => f,
         None => {
+            if let Some(folders) = &opts.folders {
+                folders.wait_for(rel_dir);
+            }
             let f = crate::copy::in_the_way::make_folder(src_root, dest, rel_dir, opts.root.as_deref())?;
             dest.refuse_case_collision(&f, &job.rel, src.parent().unwrap_or(src))
                 .map_err(|e| Error::io("copy to", dst, e))?;

@@ -1,8 +1,9 @@
 //! The worker threads of one target: each takes a [`Job`], does it (the copy of
-//! [`crate::copy::sync_file`]), and reports a [`Done`]. Workers run at the lowest CPU and IO
-//! priority and never touch Python.
+//! [`crate::copy::sync_file`]), and reports a [`Done`]; beside them, the makers of the folders the
+//! copies will need (`folders.rs`). Workers and makers run at the lowest CPU and IO priority and
+//! never touch Python.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::copy::folders::{make_ahead, Folders, MAKERS};
 use crate::copy::{sync_file, CopyOptions};
 use crate::dest::Dest;
 use crate::sys;
@@ -36,6 +38,9 @@ pub struct Priority {
 pub struct Pool {
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    /// The folders made ahead of the copies, and their makers (none for a pool of other work).
+    folders: Option<Arc<Folders>>,
+    makers: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
@@ -52,8 +57,32 @@ impl Pool {
         priority: Priority,
     ) -> std::io::Result<Pool> {
         let (low_priority, sleep) = (opts.low_priority, opts.sleep);
+        let folders = Arc::new(Folders::default());
+        let mut opts = opts;
+        opts.folders = Some(folders.clone());
+        let mut makers = Vec::with_capacity(MAKERS);
+        // The workers say why the priority could not be lowered; the makers need not again.
+        let warned = Arc::new(AtomicBool::new(true));
+        for i in 0..MAKERS {
+            let (mine, src_root, dest, stop) = (folders.clone(), src_root.clone(), dest.clone(), stop.clone());
+            let (priority, warned) = (priority.clone(), warned.clone());
+            let maker = std::thread::Builder::new().name(format!("softcopy-folders-{i}")).spawn(move || {
+                let _registered = low_priority.then(|| priority.lowered.register());
+                lower(low_priority, &priority, &warned, &stop);
+                make_ahead(&mine, &src_root, &dest, &stop);
+            });
+            match maker {
+                Ok(m) => makers.push(m),
+                Err(e) => {
+                    folders.close();
+                    return Err(e);
+                }
+            }
+        }
         let work = move |job: &Job, stop: &AtomicBool| sync_file(&src_root, &dest, job, &opts, stop);
-        Pool::with_work(n, low_priority, sleep, work, done, stop, priority)
+        let mut pool = Pool::with_work(n, low_priority, sleep, work, done, stop, priority)?;
+        (pool.folders, pool.makers) = (Some(folders), makers);
+        Ok(pool)
     }
 
     /// [`Pool::start`] with the work of one job given: the copy, or in tests anything else.
@@ -71,25 +100,12 @@ impl Pool {
         let work = Arc::new(work);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n.max(1) {
-            let (rx, done, stop, warned, warn_tx, work) =
-                (rx.clone(), done.clone(), stop.clone(), warned.clone(), priority.warning.clone(), work.clone());
-            let lowered = priority.lowered.clone();
+            let (rx, done, stop, warned, work) = (rx.clone(), done.clone(), stop.clone(), warned.clone(), work.clone());
+            let (priority, lowered) = (priority.clone(), priority.lowered.clone());
             let handle = std::thread::Builder::new().name(format!("softcopy-worker-{i}")).spawn(move || {
                 // Registered first: a stop that comes before the priority is lowered finds it.
                 let _registered = low_priority.then(|| lowered.register());
-                if low_priority {
-                    // Per thread on Linux: each worker lowers its own priority.
-                    if let Err(msg) = sys::lower_thread_priority() {
-                        if !warned.swap(true, Ordering::Relaxed) {
-                            let _ = warn_tx.send(msg);
-                        }
-                    }
-                    // A stop between the registration and the lowering gave back a priority not
-                    // yet taken: this thread gives its own back (docs/design.md, "Stopping").
-                    if stop.load(Ordering::SeqCst) {
-                        lowered.restore();
-                    }
-                }
+                lower(low_priority, &priority, &warned, &stop);
                 for job in rx.iter() {
                     if stop.load(Ordering::Relaxed) {
                         // Report instead of copying so the coordinator's in-flight count stays exact.
@@ -114,7 +130,21 @@ impl Pool {
             })?;
             threads.push(handle);
         }
-        Ok(Pool { jobs: Some(tx), threads })
+        Ok(Pool { jobs: Some(tx), threads, folders: None, makers: Vec::new() })
+    }
+
+    /// The files due next, in order: their folders are made ahead of their copies.
+    pub fn ahead<'p>(&self, due: impl Iterator<Item = &'p Path>) {
+        if let Some(f) = &self.folders {
+            f.ahead(due);
+        }
+    }
+
+    /// Nothing more is made ahead until fed again (the destination is paused or leads elsewhere).
+    pub fn hold(&self) {
+        if let Some(f) = &self.folders {
+            f.hold();
+        }
     }
 
     /// Hands a job to the next free worker.
@@ -127,8 +157,29 @@ impl Pool {
     /// Closes the queue and waits for every worker to finish its current file.
     pub fn shutdown(mut self) {
         self.jobs = None;
-        for t in self.threads.drain(..) {
+        if let Some(f) = &self.folders {
+            f.close();
+        }
+        for t in self.threads.drain(..).chain(self.makers.drain(..)) {
             let _ = t.join();
         }
+    }
+}
+
+/// Lowers this thread's priority where asked (per thread on Linux: each lowers its own); says why
+/// not once per pool (`warned`).
+fn lower(low_priority: bool, priority: &Priority, warned: &AtomicBool, stop: &AtomicBool) {
+    if !low_priority {
+        return;
+    }
+    if let Err(msg) = sys::lower_thread_priority() {
+        if !warned.swap(true, Ordering::Relaxed) {
+            let _ = priority.warning.send(msg);
+        }
+    }
+    // A stop between the registration and the lowering gave back a priority not yet taken: this
+    // thread gives its own back (docs/design.md, "Stopping").
+    if stop.load(Ordering::SeqCst) {
+        priority.lowered.restore();
     }
 }

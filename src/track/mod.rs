@@ -600,6 +600,11 @@ impl Tracker {
         self.ready.len()
     }
 
+    /// Files due, in the order they are to be copied (some may no longer be due: a hint only).
+    pub fn due(&self) -> impl Iterator<Item = &Path> {
+        self.ready.iter().map(|(rel, _)| Path::new(&**rel))
+    }
+
     /// Files waiting for a worker or being copied (their paths relative to the source root).
     pub fn pending(&self) -> impl Iterator<Item = &Path> {
         self.files.iter().filter(|(_, st)| st.queued || st.in_flight).map(|(rel, _)| Path::new(&**rel))

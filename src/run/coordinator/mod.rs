@@ -513,6 +513,14 @@ impl Run<'_> {
                 None => break,
             }
         }
+        // The folders of the files due next are made ahead of their copies (docs/design.md,
+        // "Round trips"); not while nothing may be written there, nor while the destination
+        // fails (its probe goes alone).
+        if self.paused.is_none() && self.dest_root.away().is_none() && self.health.error().is_none() {
+            pool.ahead(self.tracker.due());
+        } else {
+            pool.hold();
+        }
     }
 
     /// Once the acquisition is over and the copy idle: the final reconcile, once, then the wait
@@ -551,11 +559,21 @@ impl Run<'_> {
 /// and jobs all pass through channels and this).
 pub(crate) trait Workers {
     fn submit(&self, job: crate::vocab::Job);
+    /// The files due next, in order, whose folders may be made ahead (docs/design.md, "Round trips").
+    fn ahead<'p>(&self, _due: impl Iterator<Item = &'p Path>) {}
+    /// Nothing is made ahead until fed again.
+    fn hold(&self) {}
 }
 
 impl Workers for Pool {
     fn submit(&self, job: crate::vocab::Job) {
         Pool::submit(self, job);
+    }
+    fn ahead<'p>(&self, due: impl Iterator<Item = &'p Path>) {
+        Pool::ahead(self, due);
+    }
+    fn hold(&self) {
+        Pool::hold(self);
     }
 }
 
@@ -896,6 +914,8 @@ fn copy_options(
         learned,
         root: Some(root.clone()),
         quiet: cfg.quiet,
+        // The pool's own (`Pool::start`).
+        folders: None,
     }
 }
 
