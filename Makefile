@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: help install system-deps demo test lint test-rust test-python test-windows bench soak soak-service model-long mutants mutants-rust mutants-py mutants-diff
+.PHONY: help install system-deps bench-deps demo test lint test-rust test-python test-windows bench soak soak-service model-long mutants mutants-rust mutants-py mutants-diff
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -89,7 +89,11 @@ soak: install ## the long soaks, 10 minutes each (not part of CI): four live tar
 soak-service: install ## the service form's soak alone: 300 acquisitions, restarts, sshd dropped under sshfs, a broken webhook (SEED=N replays; as root)
 	$(PYTHON) tests/soak_service.py --minutes 10 $${SEED:+--seed $$SEED}
 
-bench: ## whole-process comparisons, the full runs (see BENCHMARKS.md; about 40 minutes, as root)
+bench-deps: ## what only the full benches compare against: rclone (the network bench's peer)
+	@command -v rclone >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends rclone >/dev/null; }
+
+bench: bench-deps ## whole-process comparisons, the full runs (see BENCHMARKS.md; about 40 minutes, as root)
 	$(PIP) install --quiet --disable-pip-version-check .
 	cd benches && $(PYTHON) bulk.py
 	cd benches && $(PYTHON) bulk.py --chunks 50000 --chunk-kib 16 --no-original
