@@ -100,11 +100,9 @@ def kept_tree(trees: Path, files: int, per_folder: int) -> LoopFs:
     return fs
 
 
-def env_for(build: Path | None) -> dict[str, str] | None:
-    """The environment that makes `python -m softcopy` the build in `build` (None: this one)."""
-    if build is None:
-        return None
-    return {**os.environ, "PYTHONPATH": str(build)}
+def env_for(build: Path | None) -> dict[str, str]:
+    """The environment that makes `python -m softcopy` the build in `build` (None: this checkout's)."""
+    return {**os.environ, "PYTHONPATH": str(build or Path(__file__).resolve().parent.parent / "python")}
 
 
 def oneshot(workdir: Path, tree: Path, files: int, build: Path | None) -> Measured:

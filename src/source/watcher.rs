@@ -1,5 +1,6 @@
 //! Filesystem events from notify, reduced to what the tracker needs, plus the scans that events
-//! cannot replace: the initial scan (after the watch is in place), the scan of every new directory
+//! cannot replace: the initial scan (each folder watched before it is listed, a step at a time as
+//! the copy takes its files: docs/design.md, "Memory"), the scan of every new directory
 //! (after *its* watch is in place), and full rescans after an event-queue overflow (invariant 3).
 
 use std::ops::ControlFlow;

@@ -444,6 +444,7 @@ impl Run<'_> {
                 // The rescan lists what the walk could not (invariant 3: its watches made again).
                 self.sh.say(Level::Warning, format!("initial scan of {}: {e}; rescanning", self.src.display()));
                 self.walk = None;
+                self.tracker.walk_ended();
                 self.rewatch = true;
             }
             self.dispatch(pool, now);
