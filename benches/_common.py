@@ -217,12 +217,15 @@ class LoopFs:
         direct: bool = False,
         scheduler: str = "",
         mkfs: tuple[str, ...] = ("-i", "4096"),
+        fresh: bool = True,
     ) -> None:
+        """`fresh`: a new filesystem; otherwise the one already in `image` is mounted (a kept tree)."""
         self.image, self.mount = image, mount
-        with image.open("wb") as f:
-            f.truncate(size_gib << 30)
-        # One inode per 4 KiB by default: a million small files fit (ext4's default is one per 16 KiB).
-        subprocess.run(["mkfs.ext4", "-q", "-F", *mkfs, str(image)], check=True)
+        if fresh:
+            with image.open("wb") as f:
+                f.truncate(size_gib << 30)
+            # One inode per 4 KiB by default: a million small files fit (ext4's default is one per 16 KiB).
+            subprocess.run(["mkfs.ext4", "-q", "-F", *mkfs, str(image)], check=True)
         args = ["losetup", "--find", "--show"] + (["--direct-io=on"] if direct else []) + [str(image)]
         self.device = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
         self.name = Path(self.device).name
@@ -242,10 +245,12 @@ class LoopFs:
         """Bytes read from the device since it was set up (/sys/block/X/stat: sectors of 512 B)."""
         return int(Path(f"/sys/block/{self.name}/stat").read_text().split()[2]) * 512
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
+        """Unmounts it; the image goes too unless `keep`."""
         subprocess.run(["umount", str(self.mount)], check=False)
         subprocess.run(["losetup", "-d", self.device], check=False)
-        self.image.unlink(missing_ok=True)
+        if not keep:
+            self.image.unlink(missing_ok=True)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

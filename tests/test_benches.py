@@ -126,10 +126,13 @@ def test_service_measures_a_service_watching_finished_archives_and_a_live_one(tm
     assert "per finished acquisition watched" in out
 
 
-def test_memory_runs_a_live_acquisition_settled_out_and_all_in_memory(tmp_path: Path) -> None:
-    out = bench("memory.py", "--files", 2000, "--evict-after", 0.2, "--rate", 2000, "--dir", tmp_path / "m")
-    for label in (r"settled out \(0\.2 s\)", "all in memory"):
-        assert re.search(rf"^2000 +{label} +[\d.]+ +[\d.]+ +\d+ +[\d.]+$", out, re.MULTILINE), out
+def test_memory_runs_a_finished_archive_and_a_live_one_in_both_layouts(tmp_path: Path) -> None:
+    args = ("--files", 2000, "--evict-after", 0.2, "--rate", 2000, "--dir", tmp_path / "m", "--trees", tmp_path / "t")
+    out = bench("memory.py", *args)
+    for per in (1000, 10):
+        assert re.search(rf"^2000 +{per} +one-shot \(finished archive\) +[\d.]+ +[\d.]+ +\d+$", out, re.MULTILINE), out
+        for label in (r"live, settled out \(0\.2 s\)", "live, all in memory"):
+            assert re.search(rf"^2000 +{per} +{label} +[\d.]+ +[\d.]+ +\d+ +[\d.]+$", out, re.MULTILINE), out
 
 
 def test_roundtrips_counts_the_servers_requests_per_file(tmp_path: Path) -> None:

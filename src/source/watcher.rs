@@ -1,7 +1,9 @@
 //! Filesystem events from notify, reduced to what the tracker needs, plus the scans that events
-//! cannot replace: the initial scan (after the watch is in place), the scan of every new directory
+//! cannot replace: the initial scan (each folder watched before it is listed, a step at a time as
+//! the copy takes its files: docs/design.md, "Memory"), the scan of every new directory
 //! (after *its* watch is in place), and full rescans after an event-queue overflow (invariant 3).
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Sender;
@@ -46,6 +48,32 @@ pub struct Watcher {
     _parent: Option<RecommendedWatcher>,
 }
 
+/// A walk of the source tree under way (see [`Watcher::walk`]).
+pub struct Walk {
+    root: PathBuf,
+    entries: walkdir::IntoIter,
+    /// The watch limit that stopped the watches part-way, until the caller takes it: the walk
+    /// still lists every file, and the caller falls back to periodic rescans.
+    pub limit: Option<Error>,
+    /// No more watches are added (the limit is reached, or one recursive watch covers the tree).
+    unwatched: bool,
+}
+
+/// Where a step of a walk stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walked {
+    /// The caller said enough for now: the next step goes on from there.
+    Paused,
+    /// Every folder was reached and listed.
+    Done,
+}
+
+/// What a walk met next.
+enum Met {
+    Folder(PathBuf),
+    File(PathBuf, Option<Identity>),
+}
+
 /// What the tree's watch asks the kernel for: the events [`translate`] uses, and no more. Opens,
 /// read-only closes and attribute changes are left out: every read of a source file (our own
 /// copies among them, a viewer's) would otherwise be two events in a queue that can overflow.
@@ -85,48 +113,82 @@ impl Watcher {
     }
 
     /// Watches the tree at `root` and calls `found` with every regular file in it (relative to
-    /// `root`), in one walk. Each folder's watch is in place before the folder is listed, so a
-    /// file created during the walk is either listed or reported by an event (invariant 3).
-    ///
-    /// On Linux every folder gets a watch of its own, added here as the walk reaches it: notify's
-    /// recursive watch would walk the tree itself and stat every *file* to find the folders, a
-    /// random read per inode on a cold cache (10 s for a million files where `find` takes 1 s).
-    /// Folders created later are watched by [`Watcher::ensure_watched`]. Elsewhere one recursive
-    /// watch covers the tree (ReadDirectoryChangesW, FSEvents), then the walk lists the files.
+    /// `root`), in one walk: [`Watcher::walk`] taken to its end.
     ///
     /// Returns the [`Error::WatchLimit`] that stopped the watches part-way, if any: the walk still
     /// lists every file, and the caller falls back to periodic rescans.
     pub fn watch_tree(&mut self, root: &Path, mut found: impl FnMut(PathBuf)) -> Result<Option<Error>> {
-        let mut limited = None;
+        let mut walk = self.walk(root)?;
+        self.walk_on(&mut walk, |rel| {
+            found(rel);
+            ControlFlow::Continue(())
+        })?;
+        Ok(walk.limit.take())
+    }
+
+    /// Starts a walk of the tree at `root` that watches each folder before listing it, taken
+    /// as far as its caller wants at a time ([`Watcher::walk_on`]): between two steps it holds
+    /// only walkdir's stack of open folders, whatever the number of files still to list, so the
+    /// copy paces the initial scan (docs/design.md, "Memory").
+    ///
+    /// On Linux every folder gets a watch of its own, added as the walk reaches it: notify's
+    /// recursive watch would walk the tree itself and stat every *file* to find the folders, a
+    /// random read per inode on a cold cache (10 s for a million files where `find` takes 1 s).
+    /// Folders created later are watched by [`Watcher::ensure_watched`]. Elsewhere one recursive
+    /// watch covers the tree (ReadDirectoryChangesW, FSEvents), made here, before any listing.
+    pub fn walk(&mut self, root: &Path) -> Result<Walk> {
         #[cfg(not(target_os = "linux"))]
-        match self.inner.watch(root, RecursiveMode::Recursive).map_err(|e| watch_error(root, e)) {
-            Ok(()) => {}
-            Err(e @ Error::WatchLimit(_)) => limited = Some(e),
+        let limit = match self.inner.watch(root, RecursiveMode::Recursive).map_err(|e| watch_error(root, e)) {
+            Ok(()) => None,
+            Err(e @ Error::WatchLimit(_)) => Some(e),
             Err(e) => return Err(e),
-        }
-        let mut failed = None;
-        let walked = walk(
-            root,
-            Path::new(""),
-            false,
-            |dir| {
-                if !cfg!(target_os = "linux") || limited.is_some() || failed.is_some() {
-                    return;
-                }
-                // walkdir lists a folder only after yielding it: the watch comes first.
-                if let Err(e) = self.inner.watch(dir, RecursiveMode::NonRecursive) {
-                    match watch_error(dir, e) {
-                        e @ Error::WatchLimit(_) => limited = Some(e),
-                        // Gone already (its removal is an event of its parent's watch).
-                        Error::Watch { .. } if !dir.exists() => {}
-                        e => failed = Some(e),
+        };
+        #[cfg(target_os = "linux")]
+        let limit = None;
+        Ok(Walk {
+            root: root.to_path_buf(),
+            entries: walkdir::WalkDir::new(root).follow_links(false).into_iter(),
+            limit,
+            unwatched: !cfg!(target_os = "linux"),
+        })
+    }
+
+    /// Takes `walk` on, calling `found` with each regular file (relative to the root) until it
+    /// says `Break` or the tree is walked. Each folder's watch is in place before the folder is
+    /// listed, so a file created meanwhile, however long the walk pauses, is either listed or
+    /// reported by an event (invariant 3).
+    pub fn walk_on(&mut self, walk: &mut Walk, mut found: impl FnMut(PathBuf) -> ControlFlow<()>) -> Result<Walked> {
+        let root = walk.root.clone();
+        let mut ignored_incomplete = None;
+        while let Some(met) = next_met(&mut walk.entries, &root, false, &mut ignored_incomplete) {
+            match met.map_err(|e| Error::Watch { path: root.clone(), message: e.to_string() })? {
+                Met::Folder(dir) if !walk.unwatched => self.watch_walked(walk, &dir)?,
+                Met::Folder(_) => {}
+                Met::File(rel, _) => {
+                    if found(rel).is_break() {
+                        return Ok(Walked::Paused);
                     }
                 }
-            },
-            |rel, _| found(rel),
-        );
-        walked.map_err(|e| Error::Watch { path: root.to_path_buf(), message: e.to_string() })?;
-        failed.map_or(Ok(limited), Err)
+            }
+        }
+        Ok(Walked::Done)
+    }
+
+    /// The watch on a folder the walk reached, before it is listed (walkdir lists a folder only
+    /// after yielding it).
+    fn watch_walked(&mut self, walk: &mut Walk, dir: &Path) -> Result<()> {
+        if let Err(e) = self.inner.watch(dir, RecursiveMode::NonRecursive) {
+            match watch_error(dir, e) {
+                e @ Error::WatchLimit(_) => {
+                    walk.limit = Some(e);
+                    walk.unwatched = true;
+                }
+                // Gone already (its removal is an event of its parent's watch).
+                Error::Watch { .. } if !dir.exists() => {}
+                e => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Makes sure a newly created directory is watched before it is scanned.
@@ -240,25 +302,31 @@ pub fn scan(
     root: &Path,
     start: &Path,
     with_identity: bool,
-    found: impl FnMut(PathBuf, Option<Identity>),
-) -> std::io::Result<Option<String>> {
-    walk(root, start, with_identity, |_| {}, found)
-}
-
-/// [`scan`], also calling `on_dir` with each folder (the start included) before listing it.
-fn walk(
-    root: &Path,
-    start: &Path,
-    with_identity: bool,
-    mut on_dir: impl FnMut(&Path),
     mut found: impl FnMut(PathBuf, Option<Identity>),
 ) -> std::io::Result<Option<String>> {
-    let top = root.join(start);
+    let mut entries = walkdir::WalkDir::new(root.join(start)).follow_links(false).into_iter();
     let mut incomplete = None;
-    for entry in walkdir::WalkDir::new(&top).follow_links(false) {
+    while let Some(met) = next_met(&mut entries, root, with_identity, &mut incomplete) {
+        if let Met::File(rel, ident) = met? {
+            found(rel, ident);
+        }
+    }
+    Ok(incomplete)
+}
+
+/// The next folder or regular file of a walk (files relative to `root`, with their identity when
+/// `with_identity`, at the cost of one `lstat` each). `Err` when the walk's top cannot be listed;
+/// an error below it is noted in `incomplete` and passed over.
+fn next_met(
+    entries: &mut walkdir::IntoIter,
+    root: &Path,
+    with_identity: bool,
+    incomplete: &mut Option<String>,
+) -> Option<std::io::Result<Met>> {
+    for entry in entries {
         let entry = match entry {
             Ok(e) => e,
-            Err(e) if e.depth() == 0 => return Err(e.into()),
+            Err(e) if e.depth() == 0 => return Some(Err(e.into())),
             // A directory deleted while we walk it is the writer's business, not an error.
             Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
             Err(e) => {
@@ -267,8 +335,7 @@ fn walk(
             }
         };
         if entry.file_type().is_dir() {
-            on_dir(entry.path());
-            continue;
+            return Some(Ok(Met::Folder(entry.into_path())));
         }
         if !entry.file_type().is_file() {
             continue;
@@ -292,9 +359,9 @@ fn walk(
         } else {
             None
         };
-        found(rel.to_path_buf(), ident);
+        return Some(Ok(Met::File(rel.to_path_buf(), ident)));
     }
-    Ok(incomplete)
+    None
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -378,6 +445,63 @@ mod tests {
         let want = [FsEvent::File(Path::new("sub").join("inner"), Change::Created)];
         let got = events_until(&root, &rx, &want);
         assert!(got.contains(&want[0]), "{got:?}");
+    }
+
+    #[test]
+    fn a_walk_paused_anywhere_lists_each_file_once_and_misses_none_made_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        for d in 0..4 {
+            std::fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
+            for f in 0..3 {
+                fs_file(&root.join(format!("d{d}")), &f.to_string());
+            }
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (mut w, _) = Watcher::new(&root, tx).unwrap();
+        let mut walk = w.walk(&root).unwrap();
+        let mut listed = Vec::new();
+        let mut made = Vec::new();
+        // One file per step, and after each step a new file in every folder: in a folder the walk
+        // has reached, its watch reports it; in one it has not, the walk lists it.
+        loop {
+            let step = w
+                .walk_on(&mut walk, |rel| {
+                    listed.push(rel);
+                    ControlFlow::Break(())
+                })
+                .unwrap();
+            if step == Walked::Done {
+                break;
+            }
+            for d in 0..4 {
+                let name = format!("new{}", made.len());
+                fs_file(&root.join(format!("d{d}")), &name);
+                made.push(FsEvent::File(Path::new(&format!("d{d}")).join(name), Change::Created));
+            }
+        }
+        let mut unique = listed.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), listed.len(), "listed twice: {listed:?}");
+        // A bounded poll, long: with the whole suite running on two cores, the watch's events for
+        // these 180 files have taken more than 5 s to come.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut heard = Vec::new();
+        let missing = |heard: &[FsEvent]| -> Vec<FsEvent> {
+            made.iter()
+                .filter(|m| !heard.contains(m))
+                .filter(|m| !matches!(m, FsEvent::File(rel, _) if listed.contains(rel)))
+                .cloned()
+                .collect()
+        };
+        while !missing(&heard).is_empty() && std::time::Instant::now() < deadline {
+            if let Ok(event) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                translate(&root, event, &mut heard);
+            }
+        }
+        assert_eq!(missing(&heard), Vec::<FsEvent>::new(), "neither listed nor heard");
+        assert_eq!(listed.iter().filter(|r| !r.to_string_lossy().contains("new")).count(), 12);
     }
 
     fn fs_file(dir: &Path, name: &str) {

@@ -94,6 +94,9 @@ struct FileState {
     cold: bool,
     /// Back from a folder record that no longer proved it (see [`Prev::Settled`]).
     relisted: bool,
+    /// Known only from the paced walk's listing, no event heard for it since (see
+    /// [`Tracker::let_go_walked`]).
+    walked: bool,
     /// Content hash of the copied version (`--checksum`).
     /// Boxed: only `--checksum` runs have one, and a box keeps the state of every other file small.
     hash: Option<Box<crate::vocab::Hash>>,
@@ -117,6 +120,7 @@ impl FileState {
             superseded: false,
             cold: false,
             relisted: false,
+            walked: false,
             hash: None,
         }
     }
@@ -169,6 +173,21 @@ pub struct Tracker {
     sweeping: bool,
     /// What the lab said is not part of the acquisition: never tracked, so never copied or waited for.
     exclude: std::sync::Arc<crate::track::exclude::Exclude>,
+    /// Where the paced walk of the source is (see [`Tracker::walked`]).
+    walking: Walking,
+}
+
+/// Where the paced walk of the source is (docs/design.md, "Memory").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Walking {
+    /// No walk is under way: every file is held, in a record, or to be heard of.
+    #[default]
+    Done,
+    /// The walk has files still to list: a sweep leaves those the tracker does not hold to it.
+    UnderWay,
+    /// As `UnderWay`, and a sweep did leave some to it: one of them may have been listed
+    /// already and changed unheard, so the source is swept again once the walk ends.
+    LeftSome,
 }
 
 /// Applies `want` to the file `key` whose state is `st`: queues it, or sets its timer. A function
@@ -223,6 +242,7 @@ impl Tracker {
             settled: Default::default(),
             sweeping: false,
             exclude: Default::default(),
+            walking: Walking::Done,
         }
     }
 
@@ -283,6 +303,7 @@ impl Tracker {
         st.cold = false;
         if change != Change::Found {
             st.failures = 0;
+            st.walked = false;
         } else if st.failures >= MAX_FAILURES {
             return;
         }
@@ -636,6 +657,7 @@ impl Tracker {
     }
 }
 
+mod paced;
 mod sweep;
 
 #[cfg(test)]

@@ -846,3 +846,52 @@ fn the_status_counts_files_waiting_in_flight_and_being_written() {
     t.next_job(c.at(0));
     assert_eq!((t.backlog(), t.in_flight(), t.writing()), (1, 2, 2));
 }
+
+/// Each job handed out now answered with a copy (inode `ino` onwards).
+fn copy_due(t: &mut Tracker, now: Instant, ino: u64) {
+    for (i, rel) in drain(t, now).into_iter().enumerate() {
+        t.finish(&rel, copied(ino + i as u64), now);
+    }
+}
+
+#[test]
+fn a_file_only_the_walk_found_leaves_memory_once_copied_and_one_heard_of_waits() {
+    let (mut t, c) = setup();
+    t.walk_started();
+    t.walked(&p("a/0"), c.at(0));
+    t.walked(&p("a/1"), c.at(0));
+    t.walked(&p("a/zarr.json"), c.at(0));
+    // Heard written after the walk listed it: the quiet period is for such files.
+    t.event(&p("a/1"), Change::Replaced, c.at(1));
+    copy_due(&mut t, c.at(2), 1);
+    let let_go: Vec<bool> = ["a/0", "a/1", "a/zarr.json"].iter().map(|f| t.let_go_walked(&p(f))).collect();
+    assert_eq!(let_go, [true, false, false], "metadata is rewritten at each resize: it stays");
+    assert_eq!((t.files.len(), t.settled().held(), t.copied_count()), (2, 1, 3));
+    // The next file the walk lists in that folder is new, not a settled one back: not a hot key.
+    t.walked(&p("a/2"), c.at(3));
+    copy_due(&mut t, c.at(3), 10);
+    assert!(t.let_go_walked(&p("a/2")));
+    assert_eq!((t.counts().redundant, t.settled().held()), (0, 2));
+    // A file the tracker holds is left to what it heard: the walk's listing adds nothing.
+    t.event(&p("b/0"), Change::Modified, c.at(4));
+    t.walked(&p("b/0"), c.at(4));
+    assert!(drain(&mut t, c.at(5)).is_empty() && t.writing_files() == vec![p("b/0")]);
+}
+
+#[test]
+fn a_sweep_during_the_walk_leaves_what_it_has_not_listed_to_it_then_sweeps_again() {
+    let (mut t, c) = setup();
+    t.walk_started();
+    t.walked(&p("a/0"), c.at(0));
+    copy_due(&mut t, c.at(0), 1);
+    t.begin_sweep();
+    assert_eq!(t.scanned(&p("a/0"), ident(1), c.at(1)), Some(false));
+    assert_eq!(t.scanned(&p("b/0"), ident(2), c.at(1)), None, "not yet listed: the walk's");
+    assert!(t.end_sweep(c.at(1)).is_empty());
+    assert_eq!((t.files.len(), t.counts().unheard, t.backlog()), (1, 0, 0), "nothing materialised");
+    assert!(t.walk_ended(), "a sweep left files to the walk: the source is swept again");
+    t.begin_sweep();
+    assert_eq!(t.scanned(&p("b/0"), ident(2), c.at(2)), Some(true), "the walk is over: found");
+    t.end_sweep(c.at(2));
+    assert!(!t.walk_ended());
+}

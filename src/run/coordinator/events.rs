@@ -1,6 +1,7 @@
 //! What the coordinator does with each filesystem event: the tracker hears about files, new
 //! folders are watched and listed, the root's comings and goings pause and resume the target.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use super::Run;
 use crate::run::status::Level;
 use crate::source::rescan::RESCAN_MIN;
 use crate::source::root::Gone;
-use crate::source::watcher::{self, FsEvent, Watcher};
+use crate::source::watcher::{self, FsEvent, Walked, Watcher};
 use crate::vocab::{Change, CLOSE_EVENTS};
 use crate::Error;
 
@@ -129,7 +130,8 @@ impl Run<'_> {
         }
     }
 
-    /// Watches a root that came back, then lists it.
+    /// Watches a root that came back, then lists it. A walk under way starts again: the folders
+    /// its open listings held may be the old root's.
     pub(super) fn rewatch_and_reconcile(&mut self, watcher: &mut Watcher) {
         self.rewatch = false;
         match watcher.watch_tree(&self.src, |_| {}) {
@@ -137,7 +139,56 @@ impl Run<'_> {
             Ok(None) => {}
             Err(e) => self.sh.say(Level::Warning, e.to_string()),
         }
+        if self.walk.is_some() {
+            if let Err(e) = self.start_walk(watcher) {
+                self.sh.say(Level::Warning, e.to_string());
+            }
+        }
         let _ = self.reconcile();
+    }
+
+    /// Starts the paced walk of the source (docs/design.md, "Memory").
+    pub(super) fn start_walk(&mut self, watcher: &mut Watcher) -> crate::Result<()> {
+        self.walk = Some(watcher.walk(&self.src)?);
+        self.tracker.walk_started();
+        Ok(())
+    }
+
+    /// Takes the walk on while fewer than the window's files wait for a worker: what it has not
+    /// listed costs nothing meanwhile. Once every folder is listed, a sweep that left files to it
+    /// is run again.
+    pub(super) fn walk_on(&mut self, watcher: &mut Watcher) -> crate::Result<()> {
+        if self.tracker.backlog() >= self.walk_window {
+            return Ok(());
+        }
+        let Some(mut walk) = self.walk.take() else { return Ok(()) };
+        let (tracker, window, now) = (&mut self.tracker, self.walk_window, Instant::now());
+        let marker = self.cfg.marker.as_str();
+        let mut finishing = false;
+        let walked = watcher.walk_on(&mut walk, |rel| {
+            if rel.as_os_str() == marker {
+                finishing = true;
+            } else {
+                tracker.walked(&rel, now);
+            }
+            if tracker.backlog() < window {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        if finishing {
+            self.file_event(PathBuf::from(marker), Change::Found, now);
+        }
+        if let Some(limit) = walk.limit.take() {
+            self.watch_limited(limit.to_string());
+        }
+        match walked? {
+            Walked::Paused => self.walk = Some(walk),
+            Walked::Done if self.tracker.walk_ended() => self.rescans.soon(now),
+            Walked::Done => {}
+        }
+        Ok(())
     }
 
     /// Some folders cannot be watched: say so once, then rescan the whole source periodically so

@@ -25,7 +25,7 @@ use crate::run::origin::Owner;
 use crate::run::status::{lock, Level, Phase, Shared, Status, Verdict};
 use crate::source::rescan::{Rescans, RESCAN_MIN};
 use crate::source::root::{Gone, RootId};
-use crate::source::watcher::{self, FsEvent, Watcher};
+use crate::source::watcher::{self, FsEvent, Walk, Watcher};
 use crate::track::Tracker;
 use crate::vocab::{Change, Outcome};
 use crate::{Error, Result};
@@ -72,6 +72,11 @@ enum Swept {
     RootGone(String),
 }
 
+/// The most files the paced walk lets wait for a worker (docs/design.md, "Memory"): enough to keep
+/// every worker busy and spread over folders between two rounds of the loop; few enough that the
+/// files waiting weigh a few MiB whatever the archive's size.
+const WALK_WINDOW: usize = 10_000;
+
 /// The most files waiting whose sizes are looked at when the acquisition ends (a few ms each
 /// thousand on a local disk; the coordinator waits meanwhile).
 const SIZE_AT_MOST: usize = 10_000;
@@ -111,6 +116,10 @@ struct Run<'a> {
     evict: Option<(Instant, Duration)>,
     /// The back-off (docs/design.md, "Gentle on any scheduler").
     gentle: crate::gentle::Gentle,
+    /// The initial walk, while it has files still to list: paced by the copy (docs/design.md, "Memory").
+    walk: Option<Walk>,
+    /// The most files the walk lets wait for a worker ([`WALK_WINDOW`]).
+    walk_window: usize,
 }
 
 impl Run<'_> {
@@ -323,6 +332,9 @@ impl Run<'_> {
             _ => {}
         }
         self.tracker.finish(&d.rel, d.outcome, Instant::now());
+        if self.evict.is_some() {
+            self.tracker.let_go_walked(&d.rel);
+        }
     }
 
     fn publish(&mut self, phase: Phase) {
@@ -428,6 +440,13 @@ impl Run<'_> {
             if let Some(end) = self.keep_up(now, watcher) {
                 return end;
             }
+            if let Err(e) = self.walk_on(watcher) {
+                // The rescan lists what the walk could not (invariant 3: its watches made again).
+                self.sh.say(Level::Warning, format!("initial scan of {}: {e}; rescanning", self.src.display()));
+                self.walk = None;
+                self.tracker.walk_ended();
+                self.rewatch = true;
+            }
             self.dispatch(pool, now);
             if self.finishing && !ending.sized {
                 ending.sized = true;
@@ -532,7 +551,7 @@ impl Run<'_> {
         if let Some(why) = self.paused.clone().or_else(|| self.dest_root.away().map(String::from)) {
             return if self.tracker.in_flight() == 0 { Next::End(LoopEnd::RootGone(why)) } else { Next::Sleep };
         }
-        if !self.tracker.is_idle() {
+        if !self.tracker.is_idle() || self.walk.is_some() {
             return Next::Sleep;
         }
         if ending.reconciled {
@@ -749,12 +768,14 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
     // No periodic rescan anywhere, Windows included: notify 9 reports ReadDirectoryChangesW's
     // overflow (an empty result, or ERROR_NOTIFY_ENUM_DIR) as a rescan, like inotify's
     // IN_Q_OVERFLOW (notify-rs PR #964; docs/design.md, "Windows").
-    // Invariant 3: each folder's watch is in place before the folder is listed (watch_tree).
-    let now = Instant::now();
-    if let Some(limit) = watcher.watch_tree(src, |rel| run.file_event(rel, Change::Found, now))? {
-        run.watch_limited(limit.to_string());
-    }
-    sh.say(Level::Info, format!("watching {} (initial scan: {} files to check)", src.display(), run.tracker.backlog()));
+    // Invariant 3: each folder's watch is in place before the folder is listed (`Watcher::walk`).
+    // The walk's first steps are taken here, so a source that cannot be listed fails the run.
+    run.start_walk(&mut watcher)?;
+    run.walk_on(&mut watcher)?;
+    sh.say(
+        Level::Info,
+        format!("watching {} (initial scan: {} files to check first)", src.display(), run.tracker.backlog()),
+    );
 
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (warn_tx, warn_rx) = crossbeam_channel::unbounded();
@@ -953,6 +974,8 @@ impl<'a> Run<'a> {
                 &o.src,
                 o.dest.local_root().unwrap_or(Path::new("")),
             ),
+            walk: None,
+            walk_window: WALK_WINDOW,
         }
     }
 

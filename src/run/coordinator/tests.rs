@@ -108,3 +108,62 @@ fn a_copy_begun_before_the_destination_failed_does_not_end_its_trouble_only_a_pr
     assert!(matches!(end, LoopEnd::Drained), "then drained");
     assert!(!sh.stop.load(Ordering::Relaxed));
 }
+
+#[test]
+fn a_tree_waiting_to_be_copied_holds_no_more_records_than_the_walks_window() {
+    let (t, mut cfg) = setup();
+    let src = t.path().join("src");
+    for d in 0..30 {
+        let folder = src.join(format!("t{d}"));
+        fs::create_dir(&folder).unwrap();
+        for f in 0..10 {
+            fs::write(folder.join(f.to_string()), [d, f]).unwrap();
+        }
+    }
+    cfg.nprocs = 1;
+    let sh = Shared::default();
+    let ControlFlow::Continue(opened) = open(&cfg, &sh).unwrap() else { panic!("the run opens") };
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let (mut watcher, _) = Watcher::new(&opened.src, ev_tx).unwrap();
+    let mut run = Run::new(&cfg, &sh, Instant::now(), &opened, Arc::default());
+    run.walk_window = 8;
+    run.start_walk(&mut watcher).unwrap();
+    run.walk_on(&mut watcher).unwrap();
+    let (jobs_tx, jobs) = crossbeam_channel::unbounded();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (_warn_tx, warn_rx) = crossbeam_channel::unbounded::<String>();
+    let src = opened.src.clone();
+    let (end, most) = std::thread::scope(|scope| {
+        let sh = &sh;
+        let driver = scope.spawn(move || {
+            let drive = || {
+                // One worker: each job answered in turn, the records held looked at between.
+                let mut most = 0;
+                for copied_so_far in 0..303 {
+                    let job = next(&jobs);
+                    done_tx.send(copied(&src, &job, Instant::now())).unwrap();
+                    published(sh, "the copy counted", |s| s.files_copied > copied_so_far);
+                    let s = lock(&sh.status).clone();
+                    most = most.max(s.known - s.settled);
+                }
+                most
+            };
+            let driven = std::panic::catch_unwind(std::panic::AssertUnwindSafe(drive));
+            if driven.is_err() {
+                sh.stop.store(true, Ordering::Relaxed);
+            }
+            driven
+        });
+        let end = run.copy_loop(&Handed(jobs_tx), &mut watcher, &ev_rx, &done_rx, &warn_rx);
+        let most = match driver.join().unwrap() {
+            Ok(most) => most,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (end, most)
+    });
+    assert!(matches!(end, LoopEnd::Drained), "every file copied, then drained");
+    // The window's files waiting, the one in flight, and the three at the root (metadata-free
+    // `a`, `b`, `c` settle like any other): never the 303 of the tree.
+    assert!(most <= 8 + 1, "{most} records held while the tree waited");
+    assert_eq!(run.tracker.known(), 303);
+}

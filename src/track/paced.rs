@@ -1,0 +1,62 @@
+//! The tracker's side of the paced walk (docs/design.md, "Memory"): the initial scan lists files
+//! only as fast as the copy takes them, so what waits to be listed costs no memory, and a file
+//! that only the walk ever found leaves the map for its folder's record as soon as it is copied.
+
+use std::collections::btree_map::Entry;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::sweep::at_rest;
+use super::{key_of, schedule, FileState, Tracker, Walking, Want};
+
+impl Tracker {
+    /// A paced walk of the source starts (or starts again).
+    pub fn walk_started(&mut self) {
+        if self.walking == Walking::Done {
+            self.walking = Walking::UnderWay;
+        }
+    }
+
+    /// The paced walk listed every folder. True when a sweep left files to it meanwhile: the
+    /// source is then swept again (a file the walk had listed may have changed unheard).
+    pub fn walk_ended(&mut self) -> bool {
+        std::mem::take(&mut self.walking) == Walking::LeftSome
+    }
+
+    /// Where the paced walk is.
+    pub fn walking(&self) -> Walking {
+        self.walking
+    }
+
+    /// The paced walk listed `rel`: as a scan's find, except that a file the tracker already
+    /// holds is left to what it heard (its events, or a sweep, said more than a listing can), and
+    /// that a file in a folder with a record is new, not a settled one back (the walk lists each
+    /// name once; the record holds files listed before it).
+    pub fn walked(&mut self, rel: &Path, now: Instant) {
+        if self.ignores(rel) {
+            return;
+        }
+        let Entry::Vacant(e) = self.files.entry(Rc::from(&*key_of(rel))) else { return };
+        let key = e.key().clone();
+        // Whether a writer still has it open is asked by its job, as for any scan's find.
+        let st = e.insert(FileState { walked: true, verify_closed: true, ..FileState::new() });
+        schedule(st, &key, Want::Now, now, &mut self.ready, &mut self.timers);
+    }
+
+    /// A file only the walk ever found, its version now at the destination (copied, or found
+    /// there by a resumed run) with nothing else under way, leaves the map for its folder's record
+    /// at once: the quiet period is for files a writer may write again (docs/design.md,
+    /// "Memory"), and any event brings this one back as a settled file returning. Only for runs
+    /// that let settled files go (the caller decides). True when it left.
+    pub fn let_go_walked(&mut self, rel: &Path) -> bool {
+        let Some((key, st)) = self.files.get_key_value(&*key_of(rel)) else { return false };
+        if !st.walked || !at_rest(key, st) {
+            return false;
+        }
+        let key = key.clone();
+        let st = self.files.remove(&key).expect("looked up");
+        self.settled.keep(&key, st.copied.as_ref().expect("at rest files are copied"));
+        true
+    }
+}
