@@ -353,17 +353,22 @@ def test_an_error_of_the_command_line_names_no_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "option", "said"),
+    ("source", "checksum", "delete_source", "said"),
     [
-        ("acq/*.zarr", {}, "a source pattern"),
-        ("acq", {"checksum": True}, "--checksum (its manifest beside the destination)"),
-        ("acq", {"delete_source": True}, "--delete-source"),
+        ("acq/*.zarr", False, False, "a source pattern"),
+        ("acq", True, False, "--checksum (its manifest beside the destination)"),
+        ("acq", False, True, "--delete-source"),
     ],
 )
 def test_what_an_ssh_destination_cannot_do_yet_is_refused_in_one_line(
-    tmp_path: Path, source: str, option: dict[str, bool], said: str
+    tmp_path: Path, source: str, checksum: bool, delete_source: bool, said: str
 ) -> None:
     # Freeing over ssh is refused until its durability and its one-run claim are proven there.
     with pytest.raises(ConfigError) as e:
-        Target(source=tmp_path / source, destination=Path("cluster:/lab/raw/x.zarr"), **option)
+        Target(
+            source=tmp_path / source,
+            destination=Path("cluster:/lab/raw/x.zarr"),
+            checksum=checksum,
+            delete_source=delete_source,
+        )
     assert str(e.value) == f"{said} with an ssh destination is not supported yet"
