@@ -4,6 +4,9 @@ PIP := $(PYTHON) -m pip
 
 .PHONY: help install system-deps bench-deps demo test lint test-rust test-python test-windows bench soak soak-service model-long mutants mutants-rust mutants-py mutants-diff
 
+# Where the test runs keep their temporary folders (one per run: see test-python).
+TESTTMP ?= /tmp/softcopy-tests-$(shell echo $$PPID)
+
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -43,9 +46,12 @@ test-rust: ## the tracker state machine and the copy chain
 test-python: install ## acceptance tests with real writers, faults, the CLI, properties, the wheel
 	@# Two workers (most tests wait on processes, not on a core); then, alone, the tests that change
 	@# a kernel-wide setting (conftest.sysctl): nothing else may run beside them.
-	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest -n 2 -m "not kernel_wide" --durations=25
+	@# Each run's temporary folders its own (--basetemp): pytest's sweep of its shared numbered
+	@# folders would otherwise remove another session's while it runs, or fail on a mount it left.
+	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest -n 2 -m "not kernel_wide" --durations=25 --basetemp=$(TESTTMP)/bulk
 	@date +'== test-python (two workers) ended at %T'
-	$(PYTHON) -m pytest -m kernel_wide --durations=5
+	$(PYTHON) -m pytest -m kernel_wide --durations=5 --basetemp=$(TESTTMP)/kernel_wide
+	-@rm -rf $(TESTTMP)
 	@date +'== test-python ended at %T'
 
 test-windows: ## the engine built for Windows, its Rust tests and live tests under Wine (installs wine + mingw)

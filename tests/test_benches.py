@@ -5,8 +5,10 @@ measured by the full runs recorded in BENCHMARKS.md, never by timed tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,16 +21,37 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the benches mount loo
 
 
 def bench(script: str, *args: object) -> str:
-    r = subprocess.run(
-        [sys.executable, str(BENCHES / script), *map(str, args)],
-        check=False,
-        capture_output=True,
+    """Runs a bench's miniature; whatever way it ends (a timeout too), nothing it started is left:
+    its processes (sshd, sshfs, writers) are killed and its mounts below its `--dir` are lifted."""
+    argv = [str(a) for a in args]
+    folder = argv[argv.index("--dir") + 1] if "--dir" in argv else None
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCHES / script), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
         cwd=BENCHES,
+        start_new_session=True,
     )
-    assert r.returncode == 0, f"{script} failed:\n{r.stdout}\n{r.stderr}"
-    return r.stdout
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if folder is not None:
+            lift_mounts(folder)
+    assert proc.returncode == 0, f"{script} failed:\n{out}\n{err}"
+    return out
+
+
+def lift_mounts(folder: str) -> None:
+    """Unmounts (lazily) whatever is still mounted below `folder`, deepest first."""
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        points = [line.split()[1] for line in f]
+    below = [p for p in points if p == folder or p.startswith(folder.rstrip("/") + "/")]
+    for point in sorted(below, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def test_bulk_compares_contenders_cold_and_warm(tmp_path: Path) -> None:

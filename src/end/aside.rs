@@ -250,17 +250,7 @@ pub fn recover(src_root: &Path) -> io::Result<Recovered> {
                     continue;
                 }
             };
-            match crate::sys::path_identity(&aside) {
-                Err(e) => done.kept.push((aside, e.to_string())),
-                Ok(now) if is_version(&now, &held) => {
-                    fs::remove_file(&aside)?;
-                    done.freed.push(rel);
-                }
-                Ok(_) => match put_back(&aside, &src_root.join(&rel)) {
-                    Ok(()) => done.put_back.push(rel),
-                    Err(e) => done.kept.push((aside, format!("{} cannot go back under its name: {e}", rel.display()))),
-                },
-            }
+            finish_one(aside, &held, rel, src_root, &mut done)?;
         }
     }
     for f in files {
@@ -278,6 +268,24 @@ pub fn recover(src_root: &Path) -> io::Result<Recovered> {
     let read: Vec<String> = lists.iter().map(|batch| format!("{batch}{LIST}")).collect();
     remove_if_done(&dir, &read)?;
     Ok(done)
+}
+
+/// Finishes one file a crash left at `aside`: unlinked if it is the version `held` (announced,
+/// journaled as freed), else put back under its name `rel`, never over another; kept and named
+/// where neither can be done.
+fn finish_one(aside: PathBuf, held: &Identity, rel: PathBuf, src_root: &Path, done: &mut Recovered) -> io::Result<()> {
+    match crate::sys::path_identity(&aside) {
+        Err(e) => done.kept.push((aside, e.to_string())),
+        Ok(now) if is_version(&now, held) => {
+            fs::remove_file(&aside)?;
+            done.freed.push(rel);
+        }
+        Ok(_) => match put_back(&aside, &src_root.join(&rel)) {
+            Ok(()) => done.put_back.push(rel),
+            Err(e) => done.kept.push((aside, format!("{} cannot go back under its name: {e}", rel.display()))),
+        },
+    }
+    Ok(())
 }
 
 /// Why a file set aside beside its name on a filesystem not there now is kept.

@@ -50,4 +50,4 @@ echo "== the engine's Rust tests, under $(wine --version)"
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine cargo test --quiet --target "$TARGET" "${FEATURES[@]}"
 
 echo "== live engine tests under Wine"
-SOFTCOPY_WINE_BIN=$PWD/target/$TARGET/debug/examples ${PYTHON:-python3} -m pytest -q -p no:cacheprovider tests/windows/wine_live.py
+SOFTCOPY_WINE_BIN=$PWD/target/$TARGET/debug/examples ${PYTHON:-python3} -m pytest -q -p no:cacheprovider --basetemp="${TMPDIR:-/tmp}/softcopy-wine-$$" tests/windows/wine_live.py
