@@ -48,6 +48,7 @@ test-python: install ## acceptance tests with real writers, faults, the CLI, pro
 	@# a kernel-wide setting (conftest.sysctl): nothing else may run beside them.
 	@# Each run's temporary folders its own (--basetemp): pytest's sweep of its shared numbered
 	@# folders would otherwise remove another session's while it runs, or fail on a mount it left.
+	@mkdir -p $(TESTTMP)
 	SOFTCOPY_TEST_WHEEL=1 $(PYTHON) -m pytest -n 2 -m "not kernel_wide" --durations=25 --basetemp=$(TESTTMP)/bulk
 	@date +'== test-python (two workers) ended at %T'
 	$(PYTHON) -m pytest -m kernel_wide --durations=5 --basetemp=$(TESTTMP)/kernel_wide
