@@ -30,17 +30,26 @@ impl Tracker {
     }
 
     /// The paced walk listed `rel`: as a scan's find, except that a file the tracker already
-    /// holds is left to what it heard (its events, or a sweep, said more than a listing can), and
+    /// holds is left to what it heard (its events, or a sweep, said more than a listing can) unless
+    /// that left it nothing to do and no copy (see [`stranded`]), and
     /// that a file in a folder with a record is new, not a settled one back (the walk lists each
     /// name once; the record holds files listed before it).
     pub fn walked(&mut self, rel: &Path, now: Instant) {
         if self.ignores(rel) {
             return;
         }
-        let Entry::Vacant(e) = self.files.entry(Rc::from(&*key_of(rel))) else { return };
-        let key = e.key().clone();
+        let (key, st) = match self.files.entry(Rc::from(&*key_of(rel))) {
+            Entry::Vacant(e) => {
+                let key = e.key().clone();
+                (key, e.insert(FileState { walked: true, ..FileState::new() }))
+            }
+            // What was heard before the listing left it with nothing to do and no copy (a close
+            // with no write since the watch: the writer wrote it before): as for a scan's find.
+            Entry::Occupied(e) if stranded(e.get()) => (e.key().clone(), e.into_mut()),
+            Entry::Occupied(_) => return,
+        };
         // Whether a writer still has it open is asked by its job, as for any scan's find.
-        let st = e.insert(FileState { walked: true, verify_closed: true, ..FileState::new() });
+        st.verify_closed = true;
         schedule(st, &key, Want::Now, now, &mut self.ready, &mut self.timers);
     }
 
@@ -59,4 +68,13 @@ impl Tracker {
         self.settled.keep(&key, st.copied.as_ref().expect("at rest files are copied"));
         true
     }
+}
+
+/// Held with nothing under way, never copied and never failed: only a listing can make it due.
+fn stranded(st: &FileState) -> bool {
+    st.copied.is_none()
+        && st.want == Want::None
+        && !(st.queued || st.in_flight || st.writing)
+        && st.pending_since.is_none()
+        && st.failures == 0
 }

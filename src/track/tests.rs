@@ -895,3 +895,18 @@ fn a_sweep_during_the_walk_leaves_what_it_has_not_listed_to_it_then_sweeps_again
     t.end_sweep(c.at(2));
     assert!(!t.walk_ended());
 }
+
+#[test]
+fn a_close_heard_before_the_walk_lists_the_file_does_not_keep_it_from_its_copy() {
+    let (mut t, c) = setup();
+    t.walk_started();
+    // The walk watched `a` and paused inside it, before `a/1`: the writer that wrote `a/1` before
+    // the watch closes it only now (or a program opens it for writing and closes it unwritten).
+    t.event(&p("a/1"), Change::ClosedWrite, c.at(0));
+    t.walked(&p("a/1"), c.at(1));
+    assert_eq!(drain(&mut t, c.at(1)), vec![p("a/1")], "listed, and nothing under way for it: copied");
+    // A file heard written is still left to what it heard: its close makes it due.
+    t.event(&p("a/2"), Change::Modified, c.at(2));
+    t.walked(&p("a/2"), c.at(2));
+    assert!(drain(&mut t, c.at(3)).is_empty());
+}
