@@ -11,10 +11,15 @@ use super::sweep::at_rest;
 use super::{key_of, schedule, FileState, Tracker, Walking, Want};
 
 impl Tracker {
-    /// A paced walk of the source starts (or starts again).
+    /// A paced walk of the source starts (or starts again). One that starts again lists every
+    /// file again, each one not held as new: the records of those that left the map would keep
+    /// them twice and never prove their folders, so they are given up (their copies stay counted,
+    /// and the end walks the destination: docs/design.md, "Memory").
     pub fn walk_started(&mut self) {
         if self.walking == Walking::Done {
             self.walking = Walking::UnderWay;
+        } else {
+            self.settled.removed_tree(Path::new(""));
         }
     }
 
