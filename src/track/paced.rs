@@ -3,10 +3,12 @@
 //! that only the walk ever found leaves the map for its folder's record as soon as it is copied.
 
 use std::collections::btree_map::Entry;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::settled::folder_of;
 use super::sweep::at_rest;
 use super::{key_of, schedule, FileState, Tracker, Walking, Want};
 
@@ -40,6 +42,7 @@ impl Tracker {
     /// that a file in a folder with a record is new, not a settled one back (the walk lists each
     /// name once; the record holds files listed before it).
     pub fn walked(&mut self, rel: &Path, now: Instant) {
+        self.walk_at = folder_of(&key_of(rel)).to_owned();
         if self.ignores(rel) {
             return;
         }
@@ -56,6 +59,12 @@ impl Tracker {
         // Whether a writer still has it open is asked by its job, as for any scan's find.
         st.verify_closed = true;
         schedule(st, &key, Want::Now, now, &mut self.ready, &mut self.timers);
+    }
+
+    /// Whether the paced walk may still list files in `folder`: it is under way and listed its
+    /// last file there or below (walkdir lists a folder's files and subfolders before leaving it).
+    pub(super) fn walk_may_list(&self, folder: &OsStr) -> bool {
+        may_list(self.walking, &self.walk_at, folder)
     }
 
     /// A file only the walk ever found, its version now at the destination (copied, or found
@@ -82,4 +91,10 @@ fn stranded(st: &FileState) -> bool {
         && !(st.queued || st.in_flight || st.writing)
         && st.pending_since.is_none()
         && st.failures == 0
+}
+
+/// Whether a walk that is `walking` and listed its last file in `at` may still list files in
+/// `folder` (see [`Tracker::walk_may_list`]).
+pub(super) fn may_list(walking: Walking, at: &OsStr, folder: &OsStr) -> bool {
+    walking != Walking::Done && Path::new(at).starts_with(folder)
 }
