@@ -175,6 +175,9 @@ pub struct Tracker {
     exclude: std::sync::Arc<crate::track::exclude::Exclude>,
     /// Where the paced walk of the source is (see [`Tracker::walked`]).
     walking: Walking,
+    /// The folder of the file the paced walk listed last: it and the folders above it may still
+    /// have files to list (see [`Tracker::walk_may_list`]).
+    walk_at: std::ffi::OsString,
 }
 
 /// Where the paced walk of the source is (docs/design.md, "Memory").
@@ -243,6 +246,7 @@ impl Tracker {
             sweeping: false,
             exclude: Default::default(),
             walking: Walking::Done,
+            walk_at: Default::default(),
         }
     }
 

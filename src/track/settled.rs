@@ -148,10 +148,11 @@ impl Settled {
 
     /// Ends a complete sweep: every folder whose files are no longer exactly what its record kept
     /// (changed, added or deleted without an event) is dropped and returned, to be listed again
-    /// and its files looked at one by one.
-    pub fn end_sweep(&mut self) -> Vec<OsString> {
+    /// and its files looked at one by one. Folders the initial walk may still be `listing` are
+    /// not judged: the sweep left their files to it.
+    pub fn end_sweep(&mut self, listing: impl Fn(&OsStr) -> bool) -> Vec<OsString> {
         let changed: Vec<OsString> =
-            self.folders.iter().filter(|(_, r)| r.kept != r.swept).map(|(f, _)| f.clone()).collect();
+            self.folders.iter().filter(|(f, r)| r.kept != r.swept && !listing(f)).map(|(f, _)| f.clone()).collect();
         self.unheard += changed.iter().filter(|f| self.folders.get(*f).is_some_and(|r| !r.heard)).count() as u64;
         for f in &changed {
             self.drop_folder(f);
@@ -223,7 +224,7 @@ mod tests {
         s.begin_sweep();
         s.sweep_found(OsStr::new("a/0"), &ident(1, 5));
         s.sweep_found(OsStr::new("b/0"), &ident(2, 9));
-        assert_eq!(s.end_sweep(), vec![OsString::from("b")]);
+        assert_eq!(s.end_sweep(|_| false), vec![OsString::from("b")]);
         assert!(s.has_folder_of(OsStr::new("a/7")) && !s.has_folder_of(OsStr::new("b/0")));
         assert_eq!((s.held(), s.copies()), (1, 2));
     }

@@ -82,6 +82,12 @@ impl Tracker {
             // Another version than the one copied, with nothing under way for it: its events
             // were missed.
             self.counts.unheard += u64::from(self.sweeping && !under_way(st));
+        } else if self.sweeping && self.walk_may_list(super::settled::folder_of(&key)) {
+            // In a folder the walk may still be listing: perhaps a file it has yet to list, which
+            // its folder's record cannot tell from one settled there (docs/design.md, "Memory").
+            // That record is judged by the sweep after the walk.
+            self.walking = super::Walking::LeftSome;
+            return None;
         } else if self.sweeping && self.settled.has_folder_of(&key) {
             // Perhaps a settled file: its folder's record decides at the sweep's end.
             self.settled.sweep_found(&key, &ident);
@@ -112,7 +118,9 @@ impl Tracker {
             self.event(Path::new(&*rel), Change::Removed, now);
         }
         let before = self.settled.unheard();
-        let changed: Vec<PathBuf> = self.settled.end_sweep().into_iter().map(PathBuf::from).collect();
+        let (walking, at) = (self.walking, &self.walk_at);
+        let listing = |folder: &std::ffi::OsStr| super::paced::may_list(walking, at, folder);
+        let changed: Vec<PathBuf> = self.settled.end_sweep(listing).into_iter().map(PathBuf::from).collect();
         self.counts.unheard += self.settled.unheard() - before;
         changed
     }

@@ -895,3 +895,70 @@ fn a_sweep_during_the_walk_leaves_what_it_has_not_listed_to_it_then_sweeps_again
     t.end_sweep(c.at(2));
     assert!(!t.walk_ended());
 }
+
+#[test]
+fn a_close_heard_before_the_walk_lists_the_file_does_not_keep_it_from_its_copy() {
+    let (mut t, c) = setup();
+    t.walk_started();
+    // The walk watched `a` and paused inside it, before `a/1`: the writer that wrote `a/1` before
+    // the watch closes it only now (or a program opens it for writing and closes it unwritten).
+    t.event(&p("a/1"), Change::ClosedWrite, c.at(0));
+    t.walked(&p("a/1"), c.at(1));
+    assert_eq!(drain(&mut t, c.at(1)), vec![p("a/1")], "listed, and nothing under way for it: copied");
+    // A file heard written is still left to what it heard: its close makes it due.
+    t.event(&p("a/2"), Change::Modified, c.at(2));
+    t.walked(&p("a/2"), c.at(2));
+    assert!(drain(&mut t, c.at(3)).is_empty());
+}
+
+#[test]
+fn a_sweep_while_the_walk_is_inside_a_folder_with_a_record_leaves_its_unlisted_files_to_the_walk() {
+    // The walk lists `a/0` and pauses inside `a` (the window is full); `a/0` is copied and let go.
+    let (mut t, c) = walked_a_0_and_let_it_go();
+    // Lost events: a sweep finds `a/0` as it was let go and `a/1`, which the walk has yet to list;
+    // the record of `a` cannot tell one from the other.
+    t.begin_sweep();
+    assert_eq!(t.scanned(&p("a/0"), ident(1), c.at(1)), None, "the walk may still list `a`");
+    assert_eq!(t.scanned(&p("a/1"), ident(2), c.at(1)), None);
+    assert_eq!(t.end_sweep(c.at(1)), Vec::<PathBuf>::new(), "`a`'s record is not judged yet");
+    assert_eq!((t.settled().held(), t.settled().exact(), t.counts().unheard), (1, true, 0));
+    // The walk lists `a/1` and ends: the sweep after it judges the record, and finds what changed
+    // unheard meanwhile.
+    t.walked(&p("a/1"), c.at(2));
+    assert!(t.walk_ended(), "the source is swept again after the walk");
+    t.begin_sweep();
+    assert_eq!(t.scanned(&p("a/0"), ident(9), c.at(3)), Some(false));
+    t.scanned(&p("a/1"), ident(2), c.at(3));
+    assert_eq!(t.end_sweep(c.at(3)), vec![p("a")], "`a/0` changed unheard: its folder is listed again");
+}
+
+#[test]
+fn a_walk_started_again_keeps_a_file_already_let_go_once() {
+    let (mut t, c) = walked_a_0_and_let_it_go();
+    // The root moved away and back: the walk starts again from the top and lists `a/0` again.
+    t.walk_started();
+    t.walked(&p("a/0"), c.at(1));
+    for job in jobs(&mut t, c.at(1)) {
+        // A resumed look: the very version is at the destination.
+        t.finish(&job.rel, Outcome::Unchanged(ident(1)), c.at(1));
+        t.let_go_walked(&job.rel);
+    }
+    assert!(!t.walk_ended());
+    assert_eq!(t.settled().held(), 1, "`a/0` is held once");
+    assert!(!t.settled().exact(), "the records given up: the end walks the destination");
+    // The final sweep: nothing changed in `a`, and its record proves it.
+    t.begin_sweep();
+    assert_eq!(t.scanned(&p("a/0"), ident(1), c.at(2)), Some(false));
+    assert_eq!(t.end_sweep(c.at(2)), Vec::<PathBuf>::new());
+    assert_eq!(t.counts().unheard, 0, "no file is said to have been missed");
+}
+
+/// A tracker whose paced walk listed `a/0` (inode 1), copied and let go into `a`'s record.
+fn walked_a_0_and_let_it_go() -> (Tracker, Clock) {
+    let (mut t, c) = setup();
+    t.walk_started();
+    t.walked(&p("a/0"), c.at(0));
+    copy_due(&mut t, c.at(0), 1);
+    assert!(t.let_go_walked(&p("a/0")));
+    (t, c)
+}

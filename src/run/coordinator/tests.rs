@@ -123,47 +123,114 @@ fn a_tree_waiting_to_be_copied_holds_no_more_records_than_the_walks_window() {
     cfg.nprocs = 1;
     let sh = Shared::default();
     let ControlFlow::Continue(opened) = open(&cfg, &sh).unwrap() else { panic!("the run opens") };
-    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let (mut watcher, _) = Watcher::new(&opened.src, ev_tx).unwrap();
-    let mut run = Run::new(&cfg, &sh, Instant::now(), &opened, Arc::default());
-    run.walk_window = 8;
-    run.start_walk(&mut watcher).unwrap();
-    run.walk_on(&mut watcher).unwrap();
-    let (jobs_tx, jobs) = crossbeam_channel::unbounded();
-    let (done_tx, done_rx) = crossbeam_channel::unbounded();
-    let (_warn_tx, warn_rx) = crossbeam_channel::unbounded::<String>();
-    let src = opened.src.clone();
-    let (end, most) = std::thread::scope(|scope| {
-        let sh = &sh;
-        let driver = scope.spawn(move || {
-            let drive = || {
-                // One worker: each job answered in turn, the records held looked at between.
-                let mut most = 0;
-                for copied_so_far in 0..303 {
-                    let job = next(&jobs);
-                    done_tx.send(copied(&src, &job, Instant::now())).unwrap();
-                    published(sh, "the copy counted", |s| s.files_copied > copied_so_far);
-                    let s = lock(&sh.status).clone();
-                    most = most.max(s.known - s.settled);
-                }
-                most
-            };
-            let driven = std::panic::catch_unwind(std::panic::AssertUnwindSafe(drive));
-            if driven.is_err() {
-                sh.stop.store(true, Ordering::Relaxed);
-            }
-            driven
-        });
-        let end = run.copy_loop(&Handed(jobs_tx), &mut watcher, &ev_rx, &done_rx, &warn_rx);
-        let most = match driver.join().unwrap() {
-            Ok(most) => most,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        (end, most)
+    let (mut run, mut watcher, ev_rx) = walking(&cfg, &sh, &opened, 8);
+    let (end, most) = drive(&mut run, &mut watcher, &ev_rx, false, |jobs, done_tx| {
+        // One worker: each job answered in turn, the records held looked at between.
+        let mut most = 0;
+        for copied_so_far in 0..303 {
+            let job = next(jobs);
+            done_tx.send(copied(&opened.src, &job, Instant::now())).unwrap();
+            published(&sh, "the copy counted", |s| s.files_copied > copied_so_far);
+            let s = lock(&sh.status).clone();
+            most = most.max(s.known - s.settled);
+        }
+        most
     });
     assert!(matches!(end, LoopEnd::Drained), "every file copied, then drained");
     // The window's files waiting, the one in flight, and the three at the root (metadata-free
     // `a`, `b`, `c` settle like any other): never the 303 of the tree.
     assert!(most <= 8 + 1, "{most} records held while the tree waited");
     assert_eq!(run.tracker.known(), 303);
+}
+
+#[test]
+fn a_file_closed_before_the_paused_walk_lists_it_is_copied_while_the_run_is_live() {
+    let (t, mut cfg) = setup();
+    let src = t.path().join("src");
+    for name in ["a", "b", "c"] {
+        fs::remove_file(src.join(name)).unwrap();
+    }
+    fs::create_dir(src.join("d")).unwrap();
+    for f in 0..10 {
+        fs::write(src.join("d").join(f.to_string()), [f]).unwrap();
+    }
+    (cfg.nprocs, cfg.once) = (1, false);
+    let sh = Shared::default();
+    let ControlFlow::Continue(opened) = open(&cfg, &sh).unwrap() else { panic!("the run opens") };
+    let (mut run, mut watcher, ev_rx) = walking(&cfg, &sh, &opened, 2);
+    // The walk watched `d` and paused inside it: a file it has not listed, written before the
+    // watch, is closed now (a program opens it for writing and closes it without a write).
+    let listed: Vec<PathBuf> = run.tracker.pending().map(Path::to_path_buf).collect();
+    let unlisted = (0..10).map(|f| Path::new("d").join(f.to_string())).find(|r| !listed.contains(r)).unwrap();
+    drop(fs::OpenOptions::new().write(true).open(opened.src.join(&unlisted)).unwrap());
+    // Its close is heard before the walk goes on (the loop could take either first).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let closed = FsEvent::File(unlisted.clone(), Change::ClosedWrite);
+    loop {
+        let raw = ev_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("its close heard");
+        let mut evs = Vec::new();
+        watcher::translate(&opened.src, raw, &mut evs);
+        if evs.contains(&closed) {
+            run.handle(closed, &mut watcher);
+            break;
+        }
+    }
+    let (end, handed) = drive(&mut run, &mut watcher, &ev_rx, true, |jobs, done_tx| {
+        // Live (no marker, no end): every file of `d` is handed out, the closed one too.
+        let mut handed = Vec::new();
+        for _ in 0..10 {
+            let job = next(jobs);
+            done_tx.send(copied(&opened.src, &job, Instant::now())).unwrap();
+            handed.push(job);
+        }
+        handed
+    });
+    assert!(handed.contains(&unlisted), "{} never copied: {handed:?}", unlisted.display());
+    assert!(matches!(end, LoopEnd::Stopped));
+}
+
+/// A run of `cfg` whose paced walk took its first step, with at most `window` files waiting.
+fn walking<'a>(
+    cfg: &'a Config,
+    sh: &'a Shared,
+    opened: &Opened,
+    window: usize,
+) -> (Run<'a>, Watcher, Receiver<notify::Result<notify::Event>>) {
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let (mut watcher, _) = Watcher::new(&opened.src, ev_tx).unwrap();
+    let mut run = Run::new(cfg, sh, Instant::now(), opened, Arc::default());
+    run.walk_window = window;
+    run.start_walk(&mut watcher).unwrap();
+    run.walk_on(&mut watcher).unwrap();
+    (run, watcher, ev_rx)
+}
+
+/// Runs the copy loop while `workers` answers its jobs beside it (the run is the coordinator
+/// thread's alone, not Send); a failing `workers` stops the run, so a failure never hangs the
+/// loop, and so does one that is done when `stop_after` (a live run has no end of its own).
+fn drive<T: Send>(
+    run: &mut Run<'_>,
+    watcher: &mut Watcher,
+    ev_rx: &Receiver<notify::Result<notify::Event>>,
+    stop_after: bool,
+    workers: impl FnOnce(&Receiver<Job>, &Sender<Done>) -> T + Send,
+) -> (LoopEnd, T) {
+    let (jobs_tx, jobs) = crossbeam_channel::unbounded();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (_warn_tx, warn_rx) = crossbeam_channel::unbounded::<String>();
+    let sh = run.sh;
+    std::thread::scope(|scope| {
+        let driver = scope.spawn(move || {
+            let driven = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| workers(&jobs, &done_tx)));
+            if driven.is_err() || stop_after {
+                sh.stop.store(true, Ordering::Relaxed);
+            }
+            driven
+        });
+        let end = run.copy_loop(&Handed(jobs_tx), watcher, ev_rx, &done_rx, &warn_rx);
+        match driver.join().unwrap() {
+            Ok(t) => (end, t),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
