@@ -38,7 +38,7 @@ impl Tracker {
 
     /// The paced walk listed `rel`: as a scan's find, except that a file the tracker already
     /// holds is left to what it heard (its events, or a sweep, said more than a listing can) unless
-    /// that left it nothing to do and no copy (see [`stranded`]), and
+    /// that left it nothing to do and no copy (see `stranded`), and
     /// that a file in a folder with a record is new, not a settled one back (the walk lists each
     /// name once; the record holds files listed before it).
     pub fn walked(&mut self, rel: &Path, now: Instant) {
