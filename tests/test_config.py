@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -372,3 +373,12 @@ def test_what_an_ssh_destination_cannot_do_yet_is_refused_in_one_line(
             delete_source=delete_source,
         )
     assert str(e.value) == f"{said} with an ssh destination is not supported yet"
+
+
+def test_a_destination_whose_name_is_not_utf8_is_a_local_folder(tmp_path: Path) -> None:
+    # An acquisition named with a byte that is not UTF-8 (`take-\xe9.zarr` from a Latin-1 tool):
+    # the service's destination for it could not even be looked at ("surrogates not allowed"),
+    # and the acquisition was never copied.
+    name = os.fsdecode(b"take-\xe9.zarr")
+    t = Target(source=tmp_path / name, destination=tmp_path / "raw" / name)
+    assert t.destination == tmp_path / "raw" / name

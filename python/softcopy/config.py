@@ -221,7 +221,12 @@ def matches(name: str, glob: str, *, case_sensitive: bool = CASE_SENSITIVE_NAMES
 
 def is_ssh(destination: Path) -> bool:
     """Whether the destination is across ssh (`host:/abs`), by the engine's rule."""
-    return is_ssh_destination(str(destination))
+    text = str(destination)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False  # a name that is not UTF-8 (a surrogate-escaped byte) is a local path's
+    return is_ssh_destination(text)
 
 
 def check_pair(source: Path, destination: Path, where: str = "") -> None:
