@@ -674,14 +674,21 @@ fn destination_owner(
     destination: PathBuf,
     marker: String,
 ) -> PyResult<(PyOwner, String)> {
-    let dest = dest::Dest::at(&destination);
-    if py.detach(|| dest.claimed(Path::new(""))).is_some() {
-        return Ok((PyOwner::Claimed, String::new()));
-    }
-    let owner = py.detach(|| match std::fs::symlink_metadata(&destination) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(origin::Owner::Free),
-        _ => origin::owner(&source, &dest, &marker),
+    // Every look at the destination without the GIL (on a dead share each hangs, and the
+    // service's loop must go on): opening it too.
+    let owner = py.detach(|| {
+        let dest = dest::Dest::at(&destination);
+        if dest.claimed(Path::new("")).is_some() {
+            return None;
+        }
+        Some(match std::fs::symlink_metadata(&destination) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(origin::Owner::Free),
+            _ => origin::owner(&source, &dest, &marker),
+        })
     });
+    let Some(owner) = owner else {
+        return Ok((PyOwner::Claimed, String::new()));
+    };
     Ok(match owner.map_err(|e| Error::io("look at", &destination, e))? {
         origin::Owner::Free => (PyOwner::Free, String::new()),
         origin::Owner::Ours => (PyOwner::Ours, String::new()),

@@ -26,9 +26,18 @@ pub struct Remote {
 impl Remote {
     /// The ssh destination `text` names, if it names one (see the module's rule).
     pub fn parse(text: &str) -> Option<Remote> {
+        // Only a name of the remote forms is looked for here (a path with no colon is never a
+        // look at the filesystem: on a dead share a stat hangs, and this is asked on the
+        // service's loop).
+        let remote = Remote::parse_form(text)?;
         if Path::new(text).symlink_metadata().is_ok() {
             return None;
         }
+        Some(remote)
+    }
+
+    /// The ssh destination `text` names by its form alone.
+    fn parse_form(text: &str) -> Option<Remote> {
         if let Some(rest) = text.strip_prefix("ssh://") {
             let (authority, path) = rest.split_at(rest.find('/')?);
             let (host, port) = match authority.rsplit_once(':') {
