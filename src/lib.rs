@@ -649,9 +649,12 @@ pub enum PyOwner {
 
 /// Whether `destination` names an ssh destination (`[user@]host:/abs` or
 /// `ssh://[user@]host[:port]/abs`), by the one rule (`dest::remote`).
+/// A name that is not UTF-8 is a local path's. The rule may look whether the path exists here,
+/// which hangs on a dead share: without the GIL, so the service's loop goes on.
 #[pyfunction]
-fn is_ssh_destination(destination: &str) -> bool {
-    dest::remote::Remote::parse(destination).is_some()
+fn is_ssh_destination(py: Python<'_>, destination: PathBuf) -> bool {
+    let text = destination.to_str();
+    py.detach(|| text.and_then(dest::remote::Remote::parse).is_some())
 }
 
 /// Checks an ssh destination before a copy starts (the host reached over SFTP, the folder or its

@@ -324,7 +324,7 @@ class Owner:
     def __eq__(self, value: object, /) -> bool: ...
     def __int__(self) -> int: ...
 
-def is_ssh_destination(destination: str) -> bool:
+def is_ssh_destination(destination: str | PathLike[str]) -> bool:
     """Whether `destination` names an ssh destination (`[user@]host:/abs`, or
     `ssh://[user@]host[:port]/abs`): a colon before any slash, no Windows drive letter before it,
     an absolute path after it, and no local path of that name."""

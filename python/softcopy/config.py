@@ -221,16 +221,7 @@ def matches(name: str, glob: str, *, case_sensitive: bool = CASE_SENSITIVE_NAMES
 
 def is_ssh(destination: Path) -> bool:
     """Whether the destination is across ssh (`host:/abs`), by the engine's rule."""
-    text = str(destination)
-    if ":" not in text:
-        # No colon, no host: never asked of the engine, whose rule also looks whether the path
-        # exists here (a stat that hangs on a dead share, on the service's loop).
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False  # a name that is not UTF-8 (a surrogate-escaped byte) is a local path's
-    return is_ssh_destination(text)
+    return is_ssh_destination(destination)
 
 
 def check_pair(source: Path, destination: Path, where: str = "") -> None:
