@@ -27,9 +27,9 @@ const WINDOW: usize = 1024;
 /// How many folders made are remembered (a copy into one of them need not wait).
 const REMEMBERED: usize = 4 * WINDOW;
 
-/// Makes in flight in one parent. The parent's lock holds only the lookup and the make of the
-/// folder's own parent (two of about nine round trips a folder takes: the looks before, the
-/// folder itself, the looks for another run's claim), so four keep that lock busy; more only
+/// Makes in flight in one parent. The parent's lock holds the lookup and the make of the
+/// folder's own parent (two of the three round trips a folder takes: then the folder itself,
+/// made without a look, docs/design.md "Round trips"), so four keep that lock busy; more only
 /// wait on it, where they could make folders in other parents.
 const PER_PARENT: u32 = 4;
 

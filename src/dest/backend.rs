@@ -77,6 +77,13 @@ pub trait Backend: Send + Sync {
     /// parents when `create` and missing. NotFound when missing and not made; a link on the way
     /// is an error naming it.
     fn folder(&self, rel_dir: &Path, create: bool) -> io::Result<Self::Folder>;
+    /// [`Backend::folder`], and the index of the first component of `rel_dir` this call made,
+    /// when it made any: that one and every one below it were made here, empty and under exactly
+    /// their names, so nothing needs to be looked for in them (another run's claim, a name stored
+    /// in another case). `None` when it made none, or cannot tell.
+    fn folder_making(&self, rel_dir: &Path, create: bool) -> io::Result<(Self::Folder, Option<usize>)> {
+        self.folder(rel_dir, create).map(|f| (f, None))
+    }
     /// The names in `folder`, with what each is.
     fn list(&self, folder: &Self::Folder) -> io::Result<Vec<(OsString, Kind)>>;
     /// What `name` in `folder` is.

@@ -104,12 +104,12 @@ fn where_case_folds_a_folder_stored_under_another_case_is_another_folders_copy()
     dest.assume_folds_case();
     // What a folding destination's lookup of `pos0` returns: the folder stored as `Pos0`.
     let found = dest.open_folder(Path::new("Pos0"), false).unwrap();
-    let e = dest.not_claimed(Path::new("pos0"), &found, true).err().unwrap();
+    let e = dest.not_claimed(Path::new("pos0"), &found, true, None).err().unwrap();
     assert!(e.to_string().contains("another case"), "{e}");
-    let e = dest.not_claimed(Path::new("pos0"), &found, false).err().unwrap();
+    let e = dest.not_claimed(Path::new("pos0"), &found, false, None).err().unwrap();
     assert_eq!(e.kind(), io::ErrorKind::NotFound, "looked up, not written: simply not there");
-    assert!(dest.not_claimed(Path::new("Pos0"), &found, true).is_ok());
-    assert!(dest.not_claimed(Path::new("17"), &found, true).is_ok(), "chunk keys never fold");
+    assert!(dest.not_claimed(Path::new("Pos0"), &found, true, None).is_ok());
+    assert!(dest.not_claimed(Path::new("17"), &found, true, None).is_ok(), "chunk keys never fold");
 }
 
 #[test]
@@ -333,4 +333,27 @@ fn a_path_splits_into_its_folder_and_name() {
     for rel in ["", "a/.."] {
         assert_eq!(split(Path::new(rel)).err().unwrap().kind(), io::ErrorKind::InvalidInput, "{rel}");
     }
+}
+
+/// Folders made ahead of their copies (docs/design.md, "Round trips"): below the first
+/// component a call made, the rest are made without a look, and only the ones made are taken as
+/// holding no other run's claim; one already there is looked at as ever.
+#[test]
+fn the_components_a_call_made_are_told_apart_from_those_already_there() {
+    let root = dir();
+    let (local, _) = Local::open(root.path()).unwrap();
+    let made = |rel: &str| local.folder_making(Path::new(rel), true).unwrap().1;
+    assert_eq!(made("a/b/c"), Some(0), "all three made");
+    assert!(root.path().join("a/b/c").is_dir());
+    assert_eq!(made("a/b/c"), None, "all there");
+    assert_eq!(made("a/x/y"), Some(1), "a there, x and y made");
+    assert_eq!(made("a/x/z"), Some(2));
+    assert_eq!(made("a"), None);
+    assert_eq!(local.folder_making(Path::new("n/m"), false).err().unwrap().kind(), io::ErrorKind::NotFound);
+    // Another run's claim on a folder already there is seen, whatever this call made below it.
+    fs::create_dir(root.path().join("other")).unwrap();
+    let _theirs = super::claim::Claim::take(&root.path().join("other"), "pid 9 elsewhere\n").unwrap();
+    let dest = opened(root.path());
+    let e = dest.folder(Path::new("other/p/q"), true).err().unwrap();
+    assert!(matches!(Refused::of(&e), Some(Refused::Claimed { .. })), "{e}");
 }

@@ -99,11 +99,15 @@ impl Backend for Local {
     type Claim = super::claim::Claim;
 
     fn folder(&self, rel_dir: &Path, create: bool) -> io::Result<Folder> {
+        self.folder_making(rel_dir, create).map(|(f, _)| f)
+    }
+
+    fn folder_making(&self, rel_dir: &Path, create: bool) -> io::Result<(Folder, Option<usize>)> {
         #[cfg(target_os = "linux")]
         if let Some(root_fd) = &self.root_fd {
             return linux::folder(root_fd, &self.root, rel_dir, create);
         }
-        portable_folder(&self.root, rel_dir, create)
+        portable_folder(&self.root, rel_dir, create).map(|f| (f, None))
     }
 
     fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
@@ -327,27 +331,43 @@ mod linux {
         Folder { base: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())), _fd: Some(fd) }
     }
 
-    pub fn folder(root_fd: &File, root: &Path, rel_dir: &Path, create: bool) -> io::Result<Folder> {
+    /// The folder, and the index of the first of its components this call made (every one from
+    /// there on it made: see [`Backend::folder_making`]).
+    pub fn folder(root_fd: &File, root: &Path, rel_dir: &Path, create: bool) -> io::Result<(Folder, Option<usize>)> {
         let refused = |e: io::Error| if e.raw_os_error() == Some(libc::ELOOP) { link_error(root, rel_dir) } else { e };
-        match folder_beneath(root_fd, rel_dir) {
-            None => return portable_folder(root, rel_dir, create),
-            Some(Ok(fd)) => return Ok(named(fd)),
-            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound && create => {}
-            Some(Err(e)) => return Err(refused(e)),
-        }
-        // Made one component at a time, each inside the one before, none of them a link.
-        let mut here = root_fd.try_clone()?;
-        for part in rel_dir.components() {
-            let part = Path::new(part.as_os_str());
-            let next = match folder_beneath(&here, part) {
-                Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
-                    mkdir_in(&here, part)?;
-                    folder_beneath(&here, part)
-                }
-                other => other,
+        if !create {
+            return match folder_beneath(root_fd, rel_dir) {
+                None => portable_folder(root, rel_dir, create).map(|f| (f, None)),
+                Some(found) => Ok((named(found.map_err(refused)?), None)),
             };
-            here = next.unwrap_or_else(|| Err(io::ErrorKind::Unsupported.into())).map_err(refused)?;
         }
-        Ok(named(here))
+        // Made one component at a time, each inside the one before, none of them a link. Looked
+        // at a component at a time from the root (the ones there are in the kernel's cache of
+        // names: no round trip), so the first missing one is asked for once, not twice; below
+        // the first this call made, the rest cannot be there: each is made without a look first
+        // (a round trip each over a share, docs/design.md "Round trips": what a folder costs).
+        let (mut here, mut made_from) = (root_fd.try_clone()?, None);
+        for (i, part) in rel_dir.components().enumerate() {
+            let part = Path::new(part.as_os_str());
+            let next = if made_from.is_some() {
+                mkdir_in(&here, part)?;
+                folder_beneath(&here, part)
+            } else {
+                match folder_beneath(&here, part) {
+                    Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                        if mkdir_in(&here, part)? {
+                            made_from = Some(i);
+                        }
+                        folder_beneath(&here, part)
+                    }
+                    other => other,
+                }
+            };
+            let Some(next) = next else {
+                return portable_folder(root, rel_dir, create).map(|f| (f, None));
+            };
+            here = next.map_err(refused)?;
+        }
+        Ok((named(here), made_from))
     }
 }

@@ -267,8 +267,8 @@ impl Dest {
         if !plain {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        let folder = self.open_folder(rel_dir, create)?;
-        self.not_claimed(rel_dir, &folder, create)?;
+        let (folder, made_from) = self.store.folder_making(rel_dir, create)?;
+        self.not_claimed(rel_dir, &folder, create, made_from)?;
         Ok(folder)
     }
 
@@ -325,16 +325,23 @@ impl Dest {
     /// folder is looked at once per run, outermost first.
     /// Where the destination folds case, each folder is also looked at once per run for being
     /// stored under exactly its name: `pos0` found as `Pos0` is another source folder's copy.
-    fn not_claimed(&self, rel_dir: &Path, folder: &Folder, create: bool) -> io::Result<()> {
+    /// Components from index `made_from` on were just made by this run, empty and under exactly
+    /// their names: nothing is looked for in them (a look is a round trip over a share, and a
+    /// folder-per-chunk archive makes two folders per file), once every one above passed.
+    fn not_claimed(&self, rel_dir: &Path, folder: &Folder, create: bool, made_from: Option<usize>) -> io::Result<()> {
         let known = |p: &Path| self.unclaimed.lock().unwrap_or_else(|e| e.into_inner()).contains(p);
         if rel_dir.as_os_str().is_empty() || known(rel_dir) {
             return Ok(());
         }
         let mut prefix = PathBuf::new();
-        for part in rel_dir.components() {
+        for (i, part) in rel_dir.components().enumerate() {
             let parent = prefix.clone();
             prefix.push(part);
             if known(&prefix) {
+                continue;
+            }
+            if made_from.is_some_and(|first| i >= first) {
+                self.unclaimed.lock().unwrap_or_else(|e| e.into_inner()).insert(prefix.clone());
                 continue;
             }
             let name = Path::new(part.as_os_str());

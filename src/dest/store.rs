@@ -169,6 +169,10 @@ impl Backend for Store {
         on!(self, s, B => s.folder(rel_dir, create).map(B::wrap_folder))
     }
 
+    fn folder_making(&self, rel_dir: &Path, create: bool) -> io::Result<(Folder, Option<usize>)> {
+        on!(self, s, B => s.folder_making(rel_dir, create).map(|(f, made)| (B::wrap_folder(f), made)))
+    }
+
     fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
         on!(self, s, B => s.list(B::folder_of(folder)?))
     }

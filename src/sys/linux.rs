@@ -255,16 +255,17 @@ fn openat2(dir: Option<&File>, path: &Path, flags: libc::c_int, resolve: u64) ->
     }
 }
 
-/// Makes the folder `name` inside the folder `dir`; one already there is no error.
-pub fn mkdir_in(dir: &File, name: &Path) -> io::Result<()> {
+/// Makes the folder `name` inside the folder `dir`; one already there is no error. True when this
+/// call made it (so it was empty, under exactly this name, when made).
+pub fn mkdir_in(dir: &File, name: &Path) -> io::Result<bool> {
     let c = c_path(name)?;
     // SAFETY: a valid dirfd and a NUL-terminated name.
     if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) } == 0 {
-        return Ok(());
+        return Ok(true);
     }
     let err = io::Error::last_os_error();
     if err.kind() == io::ErrorKind::AlreadyExists {
-        Ok(())
+        Ok(false)
     } else {
         Err(err)
     }

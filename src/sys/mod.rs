@@ -155,9 +155,10 @@ pub fn folder_beneath(dir: &File, rel: &std::path::Path) -> Option<io::Result<Fi
     linux::folder_beneath(dir, rel)
 }
 
-/// Makes the folder `name` inside the folder `dir`; one already there is no error.
+/// Makes the folder `name` inside the folder `dir`; one already there is no error. True when this
+/// call made it.
 #[cfg(target_os = "linux")]
-pub fn mkdir_in(dir: &File, name: &std::path::Path) -> io::Result<()> {
+pub fn mkdir_in(dir: &File, name: &std::path::Path) -> io::Result<bool> {
     linux::mkdir_in(dir, name)
 }
 
