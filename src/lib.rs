@@ -706,10 +706,10 @@ impl PySshDestination {
         py.detach(|| text.and_then(dest::remote::Remote::parse)).map(|remote| PySshDestination { remote })
     }
 
-    /// The folder `name` (one component) in this one.
-    fn __truediv__(&self, name: &str) -> PyResult<Self> {
+    /// The folder `name` (one component, perhaps not UTF-8) in this one.
+    fn __truediv__(&self, name: PathBuf) -> PyResult<Self> {
         let remote =
-            self.remote.join(name).ok_or_else(|| PyValueError::new_err(format!("not a plain name: {name:?}")))?;
+            self.remote.join(&name).ok_or_else(|| PyValueError::new_err(format!("not a plain name: {name:?}")))?;
         Ok(PySshDestination { remote })
     }
 
@@ -878,8 +878,8 @@ fn unfinished_copies(
     for u in found {
         let copy = match &destination {
             DestinationIn::Ssh(d) => {
-                let name = u.copy.file_name().unwrap_or_default().to_string_lossy().into_owned();
-                let remote = d.remote.join(&name).ok_or_else(|| PyValueError::new_err(format!("{name:?}")))?;
+                let name = Path::new(u.copy.file_name().unwrap_or_default());
+                let remote = d.remote.join(name).ok_or_else(|| PyValueError::new_err(format!("{name:?}")))?;
                 Py::new(py, PySshDestination { remote })?.into_any()
             }
             DestinationIn::Local(_) => u.copy.into_pyobject(py)?.unbind(),

@@ -208,7 +208,9 @@ def test_the_service_form_copies_each_acquisition_to_an_ssh_root_and_knows_them_
         return report.exists() and json.loads(report.read_text())["status"] == "verified"
 
     for name in ("early.zarr", "live.zarr"):
-        wait_for(lambda name=name: verified(name), 120, f"{name}'s report")  # type: ignore[misc]
+        # A service that ended (a refusal) ends the wait at once, with what it said.
+        wait_for(lambda name=name: verified(name) or service.poll() is not None, 100, f"{name}'s report")  # type: ignore[misc]
+        assert verified(name), service.output()
         assert_same_tree(acq / name, remote / name)
         doc = json.loads((reports / f"{name}.json").read_text())
         assert doc["targets"][0]["destination"] == f"root@127.0.0.1:{remote}/{name}"
@@ -275,3 +277,36 @@ def test_a_str_of_the_remote_form_is_an_ssh_destination_and_a_path_is_always_loc
     assert str(with_port.destination / "x.zarr") == "ssh://me@cluster:2222/lab/raw/x.zarr"
     local = softcopy.Target(src, Path("cluster:/lab/raw/x.zarr"))
     assert local.destination == Path("cluster:/lab/raw/x.zarr")
+
+
+def test_a_copy_left_unfinished_on_an_ssh_root_is_named_let_go_once_and_noted_on_the_server(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    acq, remote = tmp_path / "acq", tmp_path / "server"
+    for folder in (acq, remote):
+        folder.mkdir()
+    go = tmp_path / "go"
+    writer = start_writer(acq / "take.zarr", "v3", 40, 0.05, "--hold", str(go))
+    args = (acq / "*.zarr", f"root@127.0.0.1:{remote}", "--ssh-command", ssh_command(sshd))
+    service = run_softcopy(*args)
+    copy = remote / "take.zarr"
+    wait_for(lambda: (copy / ".softcopy-origin").is_file() or service.poll() is not None, 60, "the copy recorded")
+    # Stopped in flight: it resumes at the next start, were its folder still there. (Not killed: a
+    # killed run's lock file on the server keeps the copy claimed, as a live run's.)
+    service.send_signal(signal.SIGTERM)
+    assert finish(service)[0] == 143
+    go.touch()
+    assert writer.wait(120) == 0
+    (acq / "take.zarr").rename(acq / "aside")  # the take is no longer under a name the pattern matches
+    again = run_softcopy(*args)
+    # Found over SFTP (unfinished_copies), named, then noted at the copy on the server (note_let_go).
+    wait_for(lambda: (copy / ".softcopy-let-go").is_file(), 60, "the note on the server")
+    assert "take.zarr: let go" in again.output(), again.output()
+    again.send_signal(signal.SIGTERM)
+    code, out = finish(again)
+    assert code == 143, out
+    third = run_softcopy(*args)
+    wait_for(lambda: "looked for copies left unfinished" in third.output(), 60, "the third start's look")
+    third.send_signal(signal.SIGTERM)
+    code, out = finish(third)
+    assert code == 143 and "let go" not in out, f"named once, not at each start: {out}"

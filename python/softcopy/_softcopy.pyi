@@ -338,7 +338,7 @@ class SshDestination:
         """The ssh destination `destination` names, by the one rule: a colon before any slash, no
         Windows drive letter before it, an absolute path after it, and no local path of that name.
         None for a local path (a name that is not UTF-8 is one)."""
-    def __truediv__(self, name: str, /) -> SshDestination:
+    def __truediv__(self, name: str | PathLike[str], /) -> SshDestination:
         """The folder `name` (one component) in this one; ValueError for anything else."""
     def __copy__(self) -> SshDestination: ...
     def __deepcopy__(self, memo: object, /) -> SshDestination: ...

@@ -103,9 +103,12 @@ pub enum Needed {
 }
 
 impl Remote {
-    /// The folder `name` in this one (one component: an acquisition's name in the service's root).
-    pub fn join(&self, name: &str) -> Option<Remote> {
-        let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
+    /// The folder `name` in this one (one component: an acquisition's name in the service's root,
+    /// which need not be UTF-8: SFTP's names are bytes).
+    pub fn join(&self, name: &Path) -> Option<Remote> {
+        let mut parts = name.components();
+        let one = matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None));
+        let plain = one && !name.as_os_str().as_encoded_bytes().contains(&b'\\');
         plain.then(|| Remote { path: self.path.join(name), ..self.clone() })
     }
 
@@ -176,6 +179,16 @@ mod tests {
         assert_eq!(r("ssh://c.org/x").map(|r| r.port), Some(None));
         for local in ["./a:b", "/data/a:b", "a:b", "C:\\acq", "C:/acq", "", ":/x", "ssh://c.org", "ssh://:22/x"] {
             assert_eq!(r(local), None, "{local}");
+        }
+    }
+
+    #[test]
+    fn a_name_joined_is_one_plain_component_and_keeps_the_host() {
+        let r = Remote::parse("ssh://me@c.org:2222/lab/raw").unwrap();
+        let x = r.join(Path::new("x.zarr")).unwrap();
+        assert_eq!((x.shown(), x.port), ("ssh://me@c.org:2222/lab/raw/x.zarr".to_string(), Some(2222)));
+        for bad in ["", ".", "..", "a/b", "/x", "a\\b"] {
+            assert_eq!(r.join(Path::new(bad)), None, "{bad}");
         }
     }
 
