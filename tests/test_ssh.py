@@ -310,3 +310,34 @@ def test_a_copy_left_unfinished_on_an_ssh_root_is_named_let_go_once_and_noted_on
     third.send_signal(signal.SIGTERM)
     code, out = finish(third)
     assert code == 143 and "let go" not in out, f"named once, not at each start: {out}"
+
+
+def test_another_acquisitions_copy_on_the_server_is_refused_in_one_line_before_anything_is_copied(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    first, second, remote = tmp_path / "first.zarr", tmp_path / "second.zarr", tmp_path / "server"
+    write_finished_archive(first, "v3", timepoints=1)
+    write_finished_archive(second, "v3", timepoints=2)
+    remote.mkdir()
+    dst = f"root@127.0.0.1:{remote}/x.zarr"
+    assert copy_to(first, dst, "--ssh-command", ssh_command(sshd)).returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in (remote / "x.zarr").rglob("*")}
+    r = copy_to(second, dst, "--ssh-command", ssh_command(sshd))
+    assert r.returncode == 2 and "holds the copy of another acquisition" in r.stderr, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert {p: p.stat().st_mtime_ns for p in (remote / "x.zarr").rglob("*")} == before, "nothing written there"
+
+
+def test_the_service_form_needs_its_ssh_root_itself_one_line_and_exit_2(tmp_path: Path, sshd: Sshd) -> None:
+    (tmp_path / "acq").mkdir()
+    pattern, root = tmp_path / "acq" / "*.zarr", f"root@127.0.0.1:{tmp_path}/raw"
+    r = subprocess.run(
+        softcopy_cmd(pattern, root, "--ssh-command", ssh_command(sshd)),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and f"destination {root} does not exist" in r.stderr, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "raw").exists(), "the root is not made (a share not mounted stays empty)"
