@@ -341,3 +341,13 @@ def test_the_service_form_needs_its_ssh_root_itself_one_line_and_exit_2(tmp_path
     assert r.returncode == 2 and f"destination {root} does not exist" in r.stderr, r.stdout + r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "raw").exists(), "the root is not made (a share not mounted stays empty)"
+
+
+def test_a_dry_run_to_an_ssh_destination_says_it_did_not_look_there(tmp_path: Path) -> None:
+    from softcopy.dryrun import plan
+
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    [summary, *_] = plan(softcopy.Target(src, destination_of("cluster:/lab/raw/acq.zarr")))
+    assert summary.startswith(f"{src} -> cluster:/lab/raw/acq.zarr: would copy"), summary
+    assert "ssh destination not looked at" in summary and "0 already" not in summary, summary

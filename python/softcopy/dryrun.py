@@ -64,10 +64,12 @@ def plan(target: Target) -> list[str]:
             else:
                 todo += 1
                 todo_bytes += st.st_size
-    summary = (
-        f"{src} -> {dst}: would copy {todo} files ({human_bytes(todo_bytes)}); "
+    there = (
         f"{done} already at the destination with the same size and mtime"
+        if isinstance(dst, Path)
+        else "the ssh destination not looked at (what is there already is not copied again)"
     )
+    summary = f"{src} -> {dst}: would copy {todo} files ({human_bytes(todo_bytes)}); {there}"
     lines = [summary]
     if excluded:
         lines.append(f"  {excluded} files excluded (never copied)")
