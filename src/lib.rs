@@ -93,11 +93,42 @@ struct EngineConfigIn {
     copy_method: String,
 }
 
+/// A destination as Python holds it: an ssh destination (`SshDestination`) or a local path (a
+/// `str` or a `Path` is always local here: Python's `Target` decided, by the one rule).
+#[derive(FromPyObject)]
+enum DestinationIn {
+    Ssh(PySshDestination),
+    Local(PathBuf),
+}
+
+impl DestinationIn {
+    /// How the user names it, for messages (and the engine's `destination`).
+    fn shown(&self) -> PathBuf {
+        match self {
+            DestinationIn::Ssh(d) => PathBuf::from(d.remote.shown()),
+            DestinationIn::Local(p) => p.clone(),
+        }
+    }
+
+    /// The destination opened for one-off looks (nothing made, nothing claimed): `None` when its
+    /// folder is not there. Over ssh, one session for the call (the GIL released by the caller).
+    fn look(&self, ssh_command: Option<&str>) -> std::io::Result<Option<dest::Dest>> {
+        let dest = match self {
+            DestinationIn::Ssh(d) => d.remote.open_dest(ssh_command),
+            DestinationIn::Local(p) => std::fs::symlink_metadata(p).map(|_| dest::Dest::at(p)),
+        };
+        match dest {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            other => other.map(Some),
+        }
+    }
+}
+
 /// Python's `softcopy.config.Target` (its options checked there as bad input, and again here).
 #[derive(FromPyObject)]
 struct TargetIn {
     source: PathBuf,
-    destination: PathBuf,
+    destination: DestinationIn,
     ssh_command: Option<String>,
     connections: usize,
     nprocs: usize,
@@ -156,7 +187,11 @@ impl TryFrom<EngineConfigIn> for Config {
             evict_after: t.evict_after.map(|s| seconds("evict_after", s)).transpose()?,
             ssh_command: t.ssh_command,
             connections: t.connections,
-            ..Config::new(t.source, t.destination)
+            remote: match &t.destination {
+                DestinationIn::Ssh(d) => Some(d.remote.clone()),
+                DestinationIn::Local(_) => None,
+            },
+            ..Config::new(t.source, t.destination.shown())
         })
     }
 }
@@ -485,21 +520,27 @@ fn specs_from(arrays: Vec<ArraySpecIn>) -> Vec<ArraySpec> {
     arrays.into_iter().map(ArraySpec::from).collect()
 }
 
-/// Compares two trees without an engine (`softcopy verify`); the GIL is released while it reads.
+/// Compares two trees without an engine (`softcopy verify`); the GIL is released while it reads
+/// (over ssh, the destination's looks go through the SFTP backend).
 #[pyfunction]
-#[pyo3(signature = (source, destination, arrays, *, content=false, marker="complete".to_string()))]
+#[pyo3(signature = (source, destination, arrays, *, content=false, marker="complete".to_string(), ssh_command=None))]
 fn verify_trees(
     py: Python<'_>,
     source: PathBuf,
-    destination: PathBuf,
+    destination: DestinationIn,
     arrays: Vec<ArraySpecIn>,
     content: bool,
     marker: String,
+    ssh_command: Option<String>,
 ) -> PyResult<PyReport> {
     let specs = specs_from(arrays);
+    let shown = destination.shown();
     let r = py.detach(|| {
-        let dest =
-            dest::Dest::open(&destination, &destination, None).map_err(|e| Error::io("open", &destination, e))?;
+        let dest = match &destination {
+            DestinationIn::Ssh(d) => d.remote.open_dest(ssh_command.as_deref()),
+            DestinationIn::Local(p) => dest::Dest::open(p, p, None),
+        };
+        let dest = dest.map_err(|e| Error::io("open", &shown, e))?;
         let check =
             verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
         verify::verify(&source, &dest, &check, &AtomicBool::new(false)).map_err(|e| Error::io("verify", &source, e))
@@ -647,55 +688,156 @@ pub enum PyOwner {
     Claimed,
 }
 
-/// Whether `destination` names an ssh destination (`[user@]host:/abs` or
-/// `ssh://[user@]host[:port]/abs`), by the one rule (`dest::remote`).
-/// A name that is not UTF-8 is a local path's. The rule may look whether the path exists here,
-/// which hangs on a dead share: without the GIL, so the service's loop goes on.
-#[pyfunction]
-fn is_ssh_destination(py: Python<'_>, destination: PathBuf) -> bool {
-    let text = destination.to_str();
-    py.detach(|| text.and_then(dest::remote::Remote::parse).is_some())
+/// An ssh destination (`dest::remote::Remote`) as Python holds it. See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "SshDestination", frozen, eq, hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PySshDestination {
+    remote: dest::remote::Remote,
 }
 
-/// Checks an ssh destination before a copy starts (the host reached over SFTP, the folder or its
-/// parent there); ValueError with one line a person can act on when not.
+#[pymethods]
+impl PySshDestination {
+    /// The ssh destination `destination` names by the one rule (`dest::remote`), or None. A name
+    /// that is not UTF-8 is a local path's. The rule may look whether the path exists here,
+    /// which hangs on a dead share: without the GIL, so the service's loop goes on.
+    #[staticmethod]
+    fn parse(py: Python<'_>, destination: PathBuf) -> Option<Self> {
+        let text = destination.to_str();
+        py.detach(|| text.and_then(dest::remote::Remote::parse)).map(|remote| PySshDestination { remote })
+    }
+
+    /// The folder `name` (one component, perhaps not UTF-8) in this one.
+    fn __truediv__(&self, name: PathBuf) -> PyResult<Self> {
+        let remote =
+            self.remote.join(&name).ok_or_else(|| PyValueError::new_err(format!("not a plain name: {name:?}")))?;
+        Ok(PySshDestination { remote })
+    }
+
+    fn __str__(&self) -> String {
+        self.remote.shown()
+    }
+
+    /// Immutable: a copy is itself (`dataclasses.asdict`, `copy.deepcopy`).
+    fn __copy__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: PyRef<'py, Self>, _memo: &Bound<'py, PyAny>) -> PyRef<'py, Self> {
+        slf
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SshDestination({:?})", self.remote.shown())
+    }
+
+    /// The last component of its path.
+    #[getter]
+    fn name(&self) -> String {
+        self.remote.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    #[getter]
+    fn host(&self) -> String {
+        self.remote.host.clone()
+    }
+
+    #[getter]
+    fn port(&self) -> Option<u16> {
+        self.remote.port
+    }
+
+    /// Its path on the server.
+    #[getter]
+    fn path(&self) -> String {
+        self.remote.path.to_string_lossy().into_owned()
+    }
+}
+
+/// Checks an ssh destination before a copy starts (the host reached over SFTP; the folder there,
+/// or with `holds_acquisitions=False` its parent to make it in); ValueError with one line a
+/// person can act on when not.
 #[pyfunction]
-#[pyo3(signature = (destination, ssh_command=None))]
-fn check_ssh_destination(py: Python<'_>, destination: &str, ssh_command: Option<String>) -> PyResult<()> {
-    let remote = dest::remote::Remote::parse(destination)
-        .ok_or_else(|| PyValueError::new_err(format!("{destination} is not an ssh destination")))?;
-    py.detach(|| remote.check(ssh_command.as_deref())).map_err(PyValueError::new_err)
+#[pyo3(signature = (destination, ssh_command=None, *, holds_acquisitions=false))]
+fn check_ssh_destination(
+    py: Python<'_>,
+    destination: PySshDestination,
+    ssh_command: Option<String>,
+    holds_acquisitions: bool,
+) -> PyResult<()> {
+    use dest::remote::Needed;
+    let needed = if holds_acquisitions { Needed::Folder } else { Needed::FolderOrParent };
+    py.detach(|| destination.remote.check(ssh_command.as_deref(), needed)).map_err(PyValueError::new_err)
+}
+
+/// What a file at a destination is (`destination_file`). See `_softcopy.pyi`.
+#[pyclass(module = "softcopy._softcopy", name = "DestinationFile", frozen, get_all)]
+struct PyDestinationFile {
+    size: u64,
+    mtime_ns: i64,
+    is_file: bool,
+    is_dir: bool,
+}
+
+/// The file (or folder) `rel` below `destination`, looked at through its backend without passing a
+/// link; None where it is not there (nor its destination). The GIL is released.
+#[pyfunction]
+#[pyo3(signature = (destination, rel, *, ssh_command=None))]
+fn destination_file(
+    py: Python<'_>,
+    destination: DestinationIn,
+    rel: PathBuf,
+    ssh_command: Option<String>,
+) -> PyResult<Option<PyDestinationFile>> {
+    let shown = destination.shown();
+    let looked = py.detach(|| {
+        let Some(dest) = destination.look(ssh_command.as_deref())? else { return Ok(None) };
+        match dest.stat(&rel) {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Ok(None),
+            other => other.map(Some),
+        }
+    });
+    let look = looked.map_err(|e| Error::io("look at", shown.join(&rel), e))?;
+    Ok(look.map(|m| PyDestinationFile {
+        size: m.ident.size,
+        mtime_ns: m.ident.mtime_ns,
+        is_file: m.is_file(),
+        is_dir: m.is_dir(),
+    }))
 }
 
 /// Whose copy `destination` holds for the source folder `source` (whose end marker is `marker`),
 /// and why, in words, when it is another acquisition's. `Free` when the destination is missing.
+/// An ssh destination is looked at over SFTP (`ssh_command` reaches it).
 #[pyfunction]
-#[pyo3(signature = (source, destination, marker="complete".to_string()))]
+#[pyo3(signature = (source, destination, marker="complete".to_string(), *, ssh_command=None))]
 fn destination_owner(
     py: Python<'_>,
     source: PathBuf,
-    destination: PathBuf,
+    destination: DestinationIn,
     marker: String,
+    ssh_command: Option<String>,
 ) -> PyResult<(PyOwner, String)> {
-    // Every look at the destination without the GIL (on a dead share each hangs, and the
-    // service's loop must go on): opening it too.
+    let shown = destination.shown();
+    // Every look at the destination without the GIL (on a dead share or a slow network each
+    // hangs, and the service's loop must go on): opening it too.
     let owner = py.detach(|| {
-        let dest = dest::Dest::at(&destination);
+        let dest = match destination.look(ssh_command.as_deref()) {
+            Ok(Some(dest)) => dest,
+            Ok(None) => return Some(Ok(origin::Owner::Free)),
+            Err(e) => return Some(Err(e)),
+        };
         if dest.claimed(Path::new("")).is_some() {
             return None;
         }
-        Some(match std::fs::symlink_metadata(&destination) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(origin::Owner::Free),
-            _ => origin::owner(&source, &dest, &marker),
-        })
+        Some(origin::owner(&source, &dest, &marker))
     });
     let Some(owner) = owner else {
         return Ok((PyOwner::Claimed, String::new()));
     };
-    Ok(match owner.map_err(|e| Error::io("look at", &destination, e))? {
+    Ok(match owner.map_err(|e| Error::io("look at", &shown, e))? {
         origin::Owner::Free => (PyOwner::Free, String::new()),
         origin::Owner::Ours => (PyOwner::Ours, String::new()),
-        origin::Owner::SameNumber => (PyOwner::SameNumber, origin::same_number_why(&destination, &source)),
+        origin::Owner::SameNumber => (PyOwner::SameNumber, origin::same_number_why(&shown, &source)),
         origin::Owner::Unrecorded => (PyOwner::Unrecorded, String::new()),
         origin::Owner::Another(why) => (PyOwner::Another, why),
         origin::Owner::Finished => (PyOwner::Finished, String::new()),
@@ -705,8 +847,8 @@ fn destination_owner(
 /// An unfinished copy at a destination (`origin::unfinished_copies`).
 #[pyclass(module = "softcopy._softcopy", name = "UnfinishedCopy", frozen, get_all)]
 pub struct PyUnfinished {
-    /// The copy's folder.
-    copy: PathBuf,
+    /// The copy's folder: a `Path`, or an `SshDestination` where the destination is one.
+    copy: Py<PyAny>,
     /// The identity of the source folder it is recorded as the copy of (as `folder_identity`).
     source: FolderTuple,
     /// The source's path as recorded.
@@ -718,29 +860,46 @@ pub struct PyUnfinished {
 /// The unfinished copies in `destination` of folders that were in `acquisitions`: recorded, without
 /// their marker, not claimed by a run, not yet noted as let go.
 #[pyfunction]
-#[pyo3(signature = (destination, acquisitions, marker="complete".to_string()))]
+#[pyo3(signature = (destination, acquisitions, marker="complete".to_string(), *, ssh_command=None))]
 fn unfinished_copies(
     py: Python<'_>,
-    destination: PathBuf,
+    destination: DestinationIn,
     acquisitions: PathBuf,
     marker: String,
+    ssh_command: Option<String>,
 ) -> PyResult<Vec<PyUnfinished>> {
-    let found = py
-        .detach(|| origin::unfinished_copies(&destination, &acquisitions, &marker))
-        .map_err(|e| Error::io("look for unfinished copies in", &destination, e))?;
-    let typed = |u: origin::Unfinished| PyUnfinished {
-        copy: u.copy,
-        source: folder_tuple(&u.source),
-        shown: u.shown,
-        name: u.name,
-    };
-    Ok(found.into_iter().map(typed).collect())
+    let shown = destination.shown();
+    let found = py.detach(|| {
+        let dest = destination.look(ssh_command.as_deref())?.ok_or(std::io::ErrorKind::NotFound)?;
+        origin::unfinished_copies(&dest, &shown, &acquisitions, &marker)
+    });
+    let found = found.map_err(|e| Error::io("look for unfinished copies in", &shown, e))?;
+    let mut out = Vec::with_capacity(found.len());
+    for u in found {
+        let copy = match &destination {
+            DestinationIn::Ssh(d) => {
+                let name = Path::new(u.copy.file_name().unwrap_or_default());
+                let remote = d.remote.join(name).ok_or_else(|| PyValueError::new_err(format!("{name:?}")))?;
+                Py::new(py, PySshDestination { remote })?.into_any()
+            }
+            DestinationIn::Local(_) => u.copy.into_pyobject(py)?.unbind(),
+        };
+        out.push(PyUnfinished { copy, source: folder_tuple(&u.source), shown: u.shown, name: u.name });
+    }
+    Ok(out)
 }
 
-/// Notes at the copy `copy` that its acquisition was let go, and why (told once).
+/// Notes at the copy `copy` that its acquisition was let go, and why (told once). False where
+/// the copy is not there (let go before its copy began: nothing for a later start to name).
 #[pyfunction]
-fn note_let_go(py: Python<'_>, copy: PathBuf, why: String) -> PyResult<()> {
-    Ok(py.detach(|| origin::note_let_go(&copy, &why)).map_err(|e| Error::io("note at", &copy, e))?)
+#[pyo3(signature = (copy, why, *, ssh_command=None))]
+fn note_let_go(py: Python<'_>, copy: DestinationIn, why: String, ssh_command: Option<String>) -> PyResult<bool> {
+    let shown = copy.shown();
+    let noted = py.detach(|| {
+        let Some(dest) = copy.look(ssh_command.as_deref())? else { return Ok(false) };
+        origin::note_let_go(&dest, &why).map(|()| true)
+    });
+    Ok(noted.map_err(|e| Error::io("note at", &shown, e))?)
 }
 
 /// A folder's identity across time, as Python holds it: (device, inode, birth time in ns or None
@@ -782,8 +941,10 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_trees, m)?)?;
     m.add_function(wrap_pyfunction!(verify_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
-    m.add_function(wrap_pyfunction!(is_ssh_destination, m)?)?;
     m.add_function(wrap_pyfunction!(check_ssh_destination, m)?)?;
+    m.add_function(wrap_pyfunction!(destination_file, m)?)?;
+    m.add_class::<PySshDestination>()?;
+    m.add_class::<PyDestinationFile>()?;
     m.add_function(wrap_pyfunction!(folder_identity, m)?)?;
     m.add_function(wrap_pyfunction!(same_folder, m)?)?;
     m.add_function(wrap_pyfunction!(same_filesystem, m)?)?;

@@ -241,7 +241,7 @@ Owners = Callable[[Path, Path, str], tuple[Owner, object]]
 def owners(by_name: Mapping[str, Owner | Exception]) -> Owners:
     """A destination_owner that answers by the destination's name (Free for any other)."""
 
-    def owner(source: Path, destination: Path, marker: str) -> tuple[Owner, object]:
+    def owner(source: Path, destination: Path, marker: str, *, ssh_command: str | None = None) -> tuple[Owner, object]:
         assert (source.name, marker) == ("run.zarr", "done"), (source, marker)
         whose = by_name.get(destination.name, Owner.Free)
         if isinstance(whose, Exception):
@@ -264,6 +264,7 @@ def destination(
     monkeypatch.setattr(service, "same_files", lambda t: same and t.destination.name == "run.zarr")
     pattern = Target(tmp_path / "acq" / "*.zarr", tmp_path / "raw", marker="done")
     target, whose = Service([])._destination(pattern, tmp_path / "acq" / "run.zarr", "run.zarr")
+    assert isinstance(target.destination, Path)
     assert (target.source, target.destination.parent, target.marker) == (
         tmp_path / "acq" / "run.zarr",
         tmp_path / "raw",
@@ -329,7 +330,7 @@ def test_a_destination_that_cannot_be_told_is_tried_there(tmp_path: Path, monkey
 def test_no_free_name_among_999_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
 
-    def another(_source: Path, dst: Path, _marker: str) -> tuple[Owner, object]:
+    def another(_source: Path, dst: Path, _marker: str, *, ssh_command: str | None = None) -> tuple[Owner, object]:
         seen.append(dst.name)
         return Owner.Another, None
 

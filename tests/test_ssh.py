@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import softcopy
 from _share import Sshd
 from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
+from softcopy._softcopy import SshDestination
+from softcopy.config import destination_of
 
 
 def ssh_command(sshd: Sshd) -> str:
@@ -123,3 +128,226 @@ def test_an_ssh_destination_inside_the_source_on_this_machine_is_refused(tmp_pat
         pytest.fail("not refused: still copying after 30 s")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
     assert not (src / "backup").exists(), "nothing written into the acquisition"
+
+
+def targets_file(folder: Path, entries: list[dict[str, object]]) -> Path:
+    """A targets file (JSON is YAML) in `folder`."""
+    folder.mkdir(exist_ok=True)
+    path = folder / "targets.yaml"
+    path.write_text(json.dumps({"targets": entries}))
+    return path
+
+
+def test_a_targets_file_with_two_ssh_targets_copies_both_live(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    remote = tmp_path / "server"
+    remote.mkdir()
+    names = ("a.zarr", "b.zarr")
+    writers = [start_writer(tmp_path / n, "v3", 30, 0.1) for n in names]
+    entries: list[dict[str, object]] = [
+        {
+            "source": str(tmp_path / n),
+            "destination": f"root@127.0.0.1:{remote}/{n}",
+            "ssh_command": ssh_command(sshd),
+            "connections": c,
+        }
+        for n, c in zip(names, (1, 3), strict=True)
+    ]
+    proc = run_softcopy(targets_file(tmp_path / "conf", entries))
+    assert all(w.wait(120) == 0 for w in writers)
+    code, out = finish(proc, 180)
+    assert code == 0, out
+    for n in names:
+        assert_same_tree(tmp_path / n, remote / n)
+        assert (remote / n / "complete").is_file()
+
+
+@pytest.mark.parametrize(
+    ("what", "destination", "said"),
+    [
+        ("unknown host", "root@nosuchhost.invalid:{tmp}/x.zarr", "cannot reach root@nosuchhost.invalid:"),
+        ("path not absolute", "root@127.0.0.1:relative/x.zarr", "must be absolute"),
+        ("parent missing", "root@127.0.0.1:{tmp}/no/x.zarr", "destination root@127.0.0.1:{tmp}/no/x.zarr: its folder"),
+    ],
+)
+def test_a_bad_ssh_target_in_a_targets_file_is_one_line_and_exit_2(
+    tmp_path: Path, sshd: Sshd, what: str, destination: str, said: str
+) -> None:
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    command = ssh_command(sshd) + " -o ConnectTimeout=5"
+    entry: dict[str, object] = {
+        "source": str(src),
+        "destination": destination.format(tmp=tmp_path),
+        "ssh_command": command,
+    }
+    file = targets_file(tmp_path / "conf", [entry])
+    r = subprocess.run(softcopy_cmd(file), check=False, capture_output=True, text=True, timeout=120)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, f"{what}: {r.returncode}\n{r.stdout}{r.stderr}"
+    assert said.format(tmp=tmp_path) in r.stderr and "Traceback" not in r.stderr, f"{what}: {r.stderr}"
+    assert len(lines) == 1, f"{what}: {r.stderr}"
+    assert not (tmp_path / "no").exists() and not list((tmp_path / "conf").glob("root@*")), "nothing made"
+
+
+def test_the_service_form_copies_each_acquisition_to_an_ssh_root_and_knows_them_verified_at_the_next_start(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    acq, remote, reports = tmp_path / "acq", tmp_path / "server", tmp_path / "reports"
+    for folder in (acq, remote, reports):
+        folder.mkdir()
+    write_finished_archive(acq / "early.zarr", "v3", timepoints=2)
+    args = (acq / "*.zarr", f"root@127.0.0.1:{remote}", "--ssh-command", ssh_command(sshd))
+    service = run_softcopy(*args, "--report", reports / "{name}.json")
+    live = start_writer(acq / "live.zarr", "v3", 20, 0.1)
+    assert live.wait(120) == 0
+
+    def verified(name: str) -> bool:
+        report = reports / f"{name}.json"
+        return report.exists() and json.loads(report.read_text())["status"] == "verified"
+
+    for name in ("early.zarr", "live.zarr"):
+        # A service that ended (a refusal) ends the wait at once, with what it said.
+        wait_for(lambda name=name: verified(name) or service.poll() is not None, 100, f"{name}'s report")  # type: ignore[misc]
+        assert verified(name), service.output()
+        assert_same_tree(acq / name, remote / name)
+        doc = json.loads((reports / f"{name}.json").read_text())
+        assert doc["targets"][0]["destination"] == f"root@127.0.0.1:{remote}/{name}"
+    service.send_signal(signal.SIGTERM)
+    code, out = finish(service)
+    assert code == 143, out
+    # Started again: both are known verified from their markers on the server, not copied again.
+    again = run_softcopy(*args, "--report", reports / "{name}.json")
+    for name in ("early.zarr", "live.zarr"):
+        wait_for(lambda name=name: f"{name}: already verified" in again.output(), 60, f"{name} skipped")  # type: ignore[misc]
+    again.send_signal(signal.SIGTERM)
+    code, out = finish(again)
+    assert code == 143, out
+    assert "a new acquisition" not in out, out
+
+
+def verify_cmd(src: Path, dst: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = softcopy_cmd("verify", src, dst, *args)
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+
+
+def test_softcopy_verify_over_ssh_is_green_on_a_good_copy_and_names_a_file_missing_or_resized_on_the_server(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    write_finished_archive(src, "v3", timepoints=3)
+    remote.mkdir()
+    dst = f"root@127.0.0.1:{remote}/acq.zarr"
+    assert copy_to(src, dst, "--ssh-command", ssh_command(sshd)).returncode == 0
+    good = verify_cmd(src, dst, "--ssh-command", ssh_command(sshd))
+    assert good.returncode == 0 and "identical" in good.stderr, good.stdout + good.stderr
+    chunks = sorted(p for p in (remote / "acq.zarr").rglob("*") if p.is_file() and p.name.isdigit())
+    gone, resized = chunks[0], chunks[1]
+    gone.unlink()
+    resized.write_bytes(resized.read_bytes() + b"more")
+    bad = verify_cmd(src, dst, "--ssh-command", ssh_command(sshd))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    rel = [str(p.relative_to(remote / "acq.zarr")) for p in (gone, resized)]
+    assert f"missing: {rel[0]}" in bad.stdout and f"size: {rel[1]}" in bad.stdout, bad.stdout
+    checksum = verify_cmd(src, dst, "--ssh-command", ssh_command(sshd), "--checksum")
+    assert checksum.returncode == 2 and "--checksum with an ssh destination" in checksum.stderr, checksum.stderr
+    assert len(checksum.stderr.strip().splitlines()) == 1 and "Traceback" not in checksum.stderr
+
+
+def test_softcopy_copy_takes_an_ssh_destination(tmp_path: Path, sshd: Sshd) -> None:
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    write_finished_archive(src, "v3", timepoints=2)
+    remote.mkdir()
+    dst = f"root@127.0.0.1:{remote}/acq.zarr"
+    report = softcopy.copy(src, dst, ssh_command=ssh_command(sshd), connections=2, timeout=120)
+    assert report.ok, report
+    assert str(report.targets[0].destination) == dst
+    assert_same_tree(src, remote / "acq.zarr")
+
+
+def test_a_str_of_the_remote_form_is_an_ssh_destination_and_a_path_is_always_local(tmp_path: Path) -> None:
+    src = tmp_path / "acq.zarr"
+    # A `str` is read by the engine's rule at run time; typed callers pass `destination_of(text)`.
+    remote = softcopy.Target(src, "cluster:/lab/raw/x.zarr", ssh_command="ssh -p 2222", connections=2)  # type: ignore[arg-type]
+    assert isinstance(remote.destination, SshDestination)
+    assert (remote.destination.host, remote.destination.path) == ("cluster", "/lab/raw/x.zarr")
+    with_port = softcopy.Target(src, destination_of("ssh://me@cluster:2222/lab/raw"))
+    assert isinstance(with_port.destination, SshDestination) and with_port.destination.port == 2222
+    assert str(with_port.destination / "x.zarr") == "ssh://me@cluster:2222/lab/raw/x.zarr"
+    local = softcopy.Target(src, Path("cluster:/lab/raw/x.zarr"))
+    assert local.destination == Path("cluster:/lab/raw/x.zarr")
+
+
+def test_a_copy_left_unfinished_on_an_ssh_root_is_named_let_go_once_and_noted_on_the_server(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    acq, remote = tmp_path / "acq", tmp_path / "server"
+    for folder in (acq, remote):
+        folder.mkdir()
+    go = tmp_path / "go"
+    writer = start_writer(acq / "take.zarr", "v3", 40, 0.05, "--hold", str(go))
+    args = (acq / "*.zarr", f"root@127.0.0.1:{remote}", "--ssh-command", ssh_command(sshd))
+    service = run_softcopy(*args)
+    copy = remote / "take.zarr"
+    wait_for(lambda: (copy / ".softcopy-origin").is_file() or service.poll() is not None, 60, "the copy recorded")
+    # Stopped in flight: it resumes at the next start, were its folder still there. (Not killed: a
+    # killed run's lock file on the server keeps the copy claimed, as a live run's.)
+    service.send_signal(signal.SIGTERM)
+    assert finish(service)[0] == 143
+    go.touch()
+    assert writer.wait(120) == 0
+    (acq / "take.zarr").rename(acq / "aside")  # the take is no longer under a name the pattern matches
+    again = run_softcopy(*args)
+    # Found over SFTP (unfinished_copies), named, then noted at the copy on the server (note_let_go).
+    wait_for(lambda: (copy / ".softcopy-let-go").is_file(), 60, "the note on the server")
+    assert "take.zarr: let go" in again.output(), again.output()
+    again.send_signal(signal.SIGTERM)
+    code, out = finish(again)
+    assert code == 143, out
+    third = run_softcopy(*args)
+    wait_for(lambda: "looked for copies left unfinished" in third.output(), 60, "the third start's look")
+    third.send_signal(signal.SIGTERM)
+    code, out = finish(third)
+    assert code == 143 and "let go" not in out, f"named once, not at each start: {out}"
+
+
+def test_another_acquisitions_copy_on_the_server_is_refused_in_one_line_before_anything_is_copied(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    first, second, remote = tmp_path / "first.zarr", tmp_path / "second.zarr", tmp_path / "server"
+    write_finished_archive(first, "v3", timepoints=1)
+    write_finished_archive(second, "v3", timepoints=2)
+    remote.mkdir()
+    dst = f"root@127.0.0.1:{remote}/x.zarr"
+    assert copy_to(first, dst, "--ssh-command", ssh_command(sshd)).returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in (remote / "x.zarr").rglob("*")}
+    r = copy_to(second, dst, "--ssh-command", ssh_command(sshd))
+    assert r.returncode == 2 and "holds the copy of another acquisition" in r.stderr, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert {p: p.stat().st_mtime_ns for p in (remote / "x.zarr").rglob("*")} == before, "nothing written there"
+
+
+def test_the_service_form_needs_its_ssh_root_itself_one_line_and_exit_2(tmp_path: Path, sshd: Sshd) -> None:
+    (tmp_path / "acq").mkdir()
+    pattern, root = tmp_path / "acq" / "*.zarr", f"root@127.0.0.1:{tmp_path}/raw"
+    r = subprocess.run(
+        softcopy_cmd(pattern, root, "--ssh-command", ssh_command(sshd)),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and f"destination {root} does not exist" in r.stderr, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "raw").exists(), "the root is not made (a share not mounted stays empty)"
+
+
+def test_a_dry_run_to_an_ssh_destination_says_it_did_not_look_there(tmp_path: Path) -> None:
+    from softcopy.dryrun import plan
+
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    [summary, *_] = plan(softcopy.Target(src, destination_of("cluster:/lab/raw/acq.zarr")))
+    assert summary.startswith(f"{src} -> cluster:/lab/raw/acq.zarr: would copy"), summary
+    assert "ssh destination not looked at" in summary and "0 already" not in summary, summary

@@ -13,6 +13,7 @@ __all__ = [
     "Arrivals",
     "BackOff",
     "BackOffState",
+    "DestinationFile",
     "Engine",
     "Exclude",
     "NotCopiedWhy",
@@ -20,14 +21,15 @@ __all__ = [
     "RateBudget",
     "Report",
     "SoftcopyError",
+    "SshDestination",
     "Status",
     "UnfinishedCopy",
     "Verdict",
     "__version__",
     "check_ssh_destination",
+    "destination_file",
     "destination_owner",
     "folder_identity",
-    "is_ssh_destination",
     "note_let_go",
     "same_filesystem",
     "same_folder",
@@ -43,14 +45,16 @@ def verify_manifest(manifest: str | PathLike[str], destination: str | PathLike[s
 
 def verify_trees(
     source: str | PathLike[str],
-    destination: str | PathLike[str],
+    destination: str | PathLike[str] | SshDestination,
     arrays: list[ArraySpec],
     *,
     content: bool = False,
     marker: str = "complete",
+    ssh_command: str | None = None,
 ) -> Report:
     """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
-    files of the same size is also compared byte for byte (`content_mismatch`)."""
+    files of the same size is also compared byte for byte (`content_mismatch`). An ssh destination
+    is looked at over SFTP (`ssh_command` reaches it, as a target's)."""
 
 @final
 class Exclude:
@@ -324,17 +328,66 @@ class Owner:
     def __eq__(self, value: object, /) -> bool: ...
     def __int__(self) -> int: ...
 
-def is_ssh_destination(destination: str | PathLike[str]) -> bool:
-    """Whether `destination` names an ssh destination (`[user@]host:/abs`, or
-    `ssh://[user@]host[:port]/abs`): a colon before any slash, no Windows drive letter before it,
-    an absolute path after it, and no local path of that name."""
+@final
+class SshDestination:
+    """An ssh destination (`[user@]host:/abs`, or `ssh://[user@]host[:port]/abs`). Every look at it
+    goes through the engine's SFTP backend: it is no local path (no `__fspath__`)."""
 
-def check_ssh_destination(destination: str, ssh_command: str | None = None) -> None:
+    @staticmethod
+    def parse(destination: str | PathLike[str]) -> SshDestination | None:
+        """The ssh destination `destination` names, by the one rule: a colon before any slash, no
+        Windows drive letter before it, an absolute path after it, and no local path of that name.
+        None for a local path (a name that is not UTF-8 is one)."""
+    def __truediv__(self, name: str | PathLike[str], /) -> SshDestination:
+        """The folder `name` (one component) in this one; ValueError for anything else."""
+    def __copy__(self) -> SshDestination: ...
+    def __deepcopy__(self, memo: object, /) -> SshDestination: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    @property
+    def name(self) -> str:
+        """The last component of its path."""
+    @property
+    def host(self) -> str:
+        """`host` or `user@host`, as given to ssh."""
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def path(self) -> str:
+        """Its path on the server (absolute)."""
+
+def check_ssh_destination(
+    destination: SshDestination, ssh_command: str | None = None, *, holds_acquisitions: bool = False
+) -> None:
     """Checks an ssh destination before a copy starts: the host reached over SFTP, and the folder
-    there or its parent to make it in. ValueError, one line a person can act on, when not."""
+    there (or, unless `holds_acquisitions`, its parent to make it in). ValueError, one line a person
+    can act on, when not."""
+
+@final
+class DestinationFile:
+    """What a file (or folder) at a destination is, as `destination_file` found it."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+    @property
+    def is_file(self) -> bool: ...
+    @property
+    def is_dir(self) -> bool: ...
+
+def destination_file(
+    destination: str | PathLike[str] | SshDestination, rel: str | PathLike[str], *, ssh_command: str | None = None
+) -> DestinationFile | None:
+    """The file `rel` below `destination` (a local folder, or one over ssh), looked at through the
+    engine's backend without passing a link; None where it (or the destination) is not there."""
 
 def destination_owner(
-    source: str | PathLike[str], destination: str | PathLike[str], marker: str = "complete"
+    source: str | PathLike[str],
+    destination: str | PathLike[str] | SshDestination,
+    marker: str = "complete",
+    *,
+    ssh_command: str | None = None,
 ) -> tuple[Owner, str]:
     """Whose copy `destination` holds for `source`, and why in words when it is another's."""
 
@@ -357,7 +410,7 @@ class UnfinishedCopy:
     """An unfinished copy at a destination: recorded, without its marker, not claimed, not noted as let go."""
 
     @property
-    def copy(self) -> Path: ...
+    def copy(self) -> Path | SshDestination: ...
     @property
     def source(self) -> FolderTuple: ...
     @property
@@ -366,12 +419,17 @@ class UnfinishedCopy:
     def name(self) -> str: ...
 
 def unfinished_copies(
-    destination: str | PathLike[str], acquisitions: str | PathLike[str], marker: str = "complete"
+    destination: str | PathLike[str] | SshDestination,
+    acquisitions: str | PathLike[str],
+    marker: str = "complete",
+    *,
+    ssh_command: str | None = None,
 ) -> list[UnfinishedCopy]:
     """The unfinished copies in `destination` of folders that were in `acquisitions`."""
 
-def note_let_go(copy: str | PathLike[str], why: str) -> None:
-    """Notes at `copy` that its acquisition was let go, and why (told once)."""
+def note_let_go(copy: str | PathLike[str] | SshDestination, why: str, *, ssh_command: str | None = None) -> bool:
+    """Notes at `copy` that its acquisition was let go, and why (told once); False where the copy
+    is not there."""
 
 @final
 class Arrivals:

@@ -13,13 +13,14 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from softcopy import __version__
-from softcopy._softcopy import Owner, SoftcopyError, check_ssh_destination, destination_owner
+from softcopy._softcopy import Owner, SoftcopyError, SshDestination, check_ssh_destination, destination_owner
 from softcopy.config import (
     ConfigError,
+    Destination,
     Target,
     check_destination_made,
+    destination_of,
     is_pattern,
-    is_ssh,
     load_targets,
     make_target,
     parse_rate,
@@ -57,10 +58,13 @@ def setup_logging(console: Console, verbose: bool, quiet: bool) -> None:
 def refuse_another_acquisition(t: Target) -> None:
     """A destination holding another acquisition's copy is never written into (the engine refuses
     it too; said here first, as bad input)."""
-    if is_pattern(t.source) or not t.source.is_dir() or not t.destination.is_dir():
+    if is_pattern(t.source) or not t.source.is_dir():
+        return
+    if isinstance(t.destination, Path) and not t.destination.is_dir():
         return
     try:
-        owner, why = destination_owner(t.source, t.destination, t.marker)
+        # Over ssh, through the engine's SFTP backend (a destination not there is free).
+        owner, why = destination_owner(t.source, t.destination, t.marker, ssh_command=t.ssh_command)
     except (OSError, SoftcopyError) as e:
         raise ConfigError(f"cannot tell whose copy the destination holds: {e}") from None
     if owner in (Owner.Another, Owner.SameNumber):
@@ -83,19 +87,25 @@ OPTION_HELP = {
 }
 
 
-def named_targets(paths: tuple[Path, ...], given: dict[str, Any]) -> list[Target]:
+def named_targets(paths: tuple[str, ...], given: dict[str, Any]) -> list[Target]:
     """The targets the command line names (a targets file, or SRC and DST), each checked as far
-    as it can be before a copy; ConfigError (or click's UsageError) for bad input."""
+    as it can be before a copy; ConfigError (or click's UsageError) for bad input. DST is read as
+    written (a `Path` would make `ssh://host/x` into `ssh:/host/x`)."""
     if len(paths) == 1:
         targets = load_targets(paths[0], given)
     elif len(paths) == 2:
-        dst = paths[1] if is_ssh(paths[1]) else paths[1].expanduser().resolve()
-        targets = [make_target(paths[0].expanduser().resolve(), dst, given)]
+        dst = destination_of(paths[1])
+        targets = [make_target(Path(paths[0]).expanduser().resolve(), local_resolved(dst), given)]
     else:
         raise click.UsageError("give a TARGETS_FILE, or SRC and DST")
     for t in targets:
         check_target(t)
     return targets
+
+
+def local_resolved(d: Destination) -> Destination:
+    """A local destination as the OS resolves it (`~` expanded); an ssh one as given."""
+    return d.expanduser().resolve() if isinstance(d, Path) else d
 
 
 def check_target(t: Target) -> None:
@@ -104,11 +114,12 @@ def check_target(t: Target) -> None:
     elsewhere")."""
     if not is_pattern(t.source) and not t.wait_for_source and not t.source.exists():
         raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
-    if is_ssh(t.destination):
+    if isinstance(t.destination, SshDestination):
         try:
-            check_ssh_destination(str(t.destination), t.ssh_command)
+            check_ssh_destination(t.destination, t.ssh_command, holds_acquisitions=is_pattern(t.source))
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        refuse_another_acquisition(t)
         return
     try:
         check_destination_made(t)
@@ -151,7 +162,7 @@ def service_hooks(notify_url: str | None, metrics_addr: str | None) -> tuple[Web
         "'softcopy status --metrics ADDR' shows what a running service is doing."
     ),
 )
-@click.argument("paths", nargs=-1, metavar="TARGETS_FILE | SRC DST | 'ACQ/*.zarr' DST", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="TARGETS_FILE | SRC DST | 'ACQ/*.zarr' DST", type=click.Path(path_type=str))
 @click.option("--nprocs", type=click.IntRange(min=1), default=None, help=OPTION_HELP["nprocs"] + "  [default: 8]")
 @click.option(
     "--sleep-time", type=click.FloatRange(min=0), default=None, help=OPTION_HELP["sleep_time"] + "  [default: 0]"
@@ -289,7 +300,7 @@ def service_hooks(notify_url: str | None, metrics_addr: str | None) -> tuple[Web
 @click.option("--demo", is_flag=True, help="Run the built-in demo: a simulated acquisition copied live.")
 @click.version_option(__version__, "-V", "--version", prog_name="softcopy")
 def main(
-    paths: tuple[Path, ...],
+    paths: tuple[str, ...],
     log_every: float,
     verbose: bool,
     quiet: bool,

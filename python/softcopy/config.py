@@ -13,14 +13,15 @@ import itertools
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Any, Literal, TypeAlias
 
 import yaml
 
-from softcopy._softcopy import Exclude, RateBudget, is_ssh_destination
+from softcopy._softcopy import Exclude, RateBudget, SshDestination
 
 log = logging.getLogger("softcopy")
 
@@ -29,12 +30,40 @@ class ConfigError(ValueError):
     """Bad input: a malformed targets file, a bad option, impossible paths. The message is one line."""
 
 
+Destination: TypeAlias = Path | SshDestination
+"""Where a target is copied: a local folder (a `Path`, always local), or an ssh destination, every
+look at which goes through the engine's SFTP backend (docs/design.md, "The ssh destination")."""
+
+
+_RELATIVE_REMOTE = re.compile(r"[^/\\:]{2,}:[^/\\]")
+"""`host:path` with a relative path: a host (longer than a drive letter) and no slash after the colon."""
+
+
+def destination_of(text: str | os.PathLike[str]) -> Destination:
+    """A destination as a person names it: an ssh destination when a `str` is of the remote form by
+    the engine's rule (`host:/abs`, `ssh://host[:port]/abs`, and no local path of that name); a
+    `Path` (or any other path object) is always local. ConfigError for `host:relative` that is no
+    local path: SFTP's relative paths start in a home folder, which is no place for a copy."""
+    if isinstance(text, str):
+        remote = SshDestination.parse(text)
+        if remote is not None:
+            return remote
+        if _RELATIVE_REMOTE.match(text) and not os.path.lexists(text):
+            raise ConfigError(
+                f"destination {text}: an ssh destination's path must be absolute (host:/path); "
+                f"a local name with a colon is written ./{text}"
+            )
+    return Path(text)
+
+
 @dataclass(frozen=True)
 class Target:
     """One source → destination pair and the options it is copied with."""
 
     source: Path
-    destination: Path
+    destination: Destination
+    """A local folder, or an ssh destination: a `str` given here is read by `destination_of` (the
+    remote form is ssh), a `Path` is always local."""
     nprocs: int = 8
     """Copy workers for this target."""
     sleep_time: float = 0.0
@@ -83,9 +112,12 @@ class Target:
     @property
     def manifest(self) -> Path | None:
         """Where the manifest goes with `checksum`: next to the destination, not inside it."""
-        return self.destination.with_name(self.destination.name + ".softcopy-manifest.tsv") if self.checksum else None
+        d = self.destination
+        return d.with_name(d.name + ".softcopy-manifest.tsv") if self.checksum and isinstance(d, Path) else None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.destination, (Path, SshDestination)):
+            object.__setattr__(self, "destination", destination_of(self.destination))
         # A frozen dataclass: a list given is kept as a tuple, so a Target stays hashable.
         if not isinstance(self.exclude, str) and isinstance(self.exclude, Sequence):
             object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -147,16 +179,10 @@ def check_options(t: Target, where: str) -> None:
         raise ConfigError(f"{where}{e}") from None
     if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
         raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
-    if is_ssh(t.destination) and (is_pattern(t.source) or t.checksum or t.delete_source):
+    if is_ssh(t.destination) and (t.checksum or t.delete_source):
         # Freeing needs copies durable in every folder a run relies on and one run per destination
         # for certain; over SFTP neither is proven yet (docs/design.md, "The ssh destination").
-        what = (
-            "a source pattern"
-            if is_pattern(t.source)
-            else "--checksum (its manifest beside the destination)"
-            if t.checksum
-            else "--delete-source"
-        )
+        what = "--checksum (its manifest beside the destination)" if t.checksum else "--delete-source"
         raise ConfigError(f"{where}{what} with an ssh destination is not supported yet")
 
 
@@ -198,6 +224,19 @@ def _resolve(value: object, base: Path, where: str) -> Path:
     return (p if p.is_absolute() else base / p).resolve()
 
 
+def _resolve_destination(value: object, base: Path, where: str) -> Destination:
+    """A targets file's destination: an ssh destination as written (`cluster:/lab/raw/x.zarr`),
+    or a local path resolved against the file's folder."""
+    if isinstance(value, str) and value.strip():
+        try:
+            given = destination_of(value)
+        except ConfigError as e:
+            raise ConfigError(f"{where.removesuffix('destination ')}{e}") from None
+        if isinstance(given, SshDestination):
+            return given
+    return _resolve(value, base, where)
+
+
 GLOB = frozenset("*?[")
 
 
@@ -219,20 +258,20 @@ def matches(name: str, glob: str, *, case_sensitive: bool = CASE_SENSITIVE_NAMES
     return fnmatch.fnmatchcase(name.casefold(), glob.casefold())
 
 
-def is_ssh(destination: Path) -> bool:
-    """Whether the destination is across ssh (`host:/abs`), by the engine's rule."""
-    return is_ssh_destination(destination)
+def is_ssh(destination: Destination) -> bool:
+    """Whether the destination is across ssh (decided by `destination_of`, by the engine's rule)."""
+    return isinstance(destination, SshDestination)
 
 
-def check_pair(source: Path, destination: Path, where: str = "") -> None:
+def check_pair(source: Path, destination: Destination, where: str = "") -> None:
     """Source and destination must be distinct and must not contain each other (an ssh
     destination is on another machine: its server refuses what it must)."""
-    if is_ssh(destination):
+    if is_pattern(source) and any(c in GLOB for c in str(source.parent.resolve())):
+        raise ConfigError(f"{where}a source pattern may only have its glob in the last component: {source}")
+    if isinstance(destination, SshDestination):
         return
     if is_pattern(source):
         parent, d = source.parent.resolve(), destination.resolve()
-        if any(c in GLOB for c in str(parent)):
-            raise ConfigError(f"{where}a source pattern may only have its glob in the last component: {source}")
         if d.is_relative_to(parent) or parent.is_relative_to(d):
             raise ConfigError(
                 f"{where}destination {d} and the acquisitions folder {parent} must not contain each other"
@@ -269,7 +308,7 @@ def check_destination_made(t: Target) -> None:
     is not mounted must not receive the copy on the local disk, under its empty mount point. A
     pattern's destination holds each acquisition's folder: it must be there itself."""
     d = t.destination
-    if is_ssh(d):
+    if isinstance(d, SshDestination):
         return  # made, and its parent looked at, by the engine over SFTP
     if is_pattern(t.source):
         if not d.is_dir():
@@ -287,7 +326,7 @@ def globs(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def make_target(source: Path, destination: Path, options: Mapping[str, Any], where: str = "") -> Target:
+def make_target(source: Path, destination: Destination, options: Mapping[str, Any], where: str = "") -> Target:
     """A validated Target from paths and option values (None values mean "use the default")."""
     check_pair(source, destination, where)
     opts = {k: v for k, v in options.items() if v is not None}
@@ -358,7 +397,7 @@ def load_targets(path: str | os.PathLike[str], defaults: Mapping[str, Any] | Non
             if key not in normalised:
                 raise ConfigError(f"{where}missing '{key}'")
         src = _resolve(normalised.pop("source"), base, f"{where}source ")
-        dst = _resolve(normalised.pop("destination"), base, f"{where}destination ")
+        dst = _resolve_destination(normalised.pop("destination"), base, f"{where}destination ")
         options = {**(defaults or {}), **normalised}
         # The command line's excludes apply to every target, added to its own.
         own = globs(normalised.get("exclude"))
@@ -374,11 +413,18 @@ def _real(path: Path) -> Path:
     return Path(os.path.normcase(path.resolve()))
 
 
+def _lands(d: Destination) -> tuple[str, PurePath]:
+    """Where a destination leads: its host ("" for this machine) and its path there."""
+    if isinstance(d, SshDestination):
+        return f"{d.host}:{d.port}", PurePosixPath(d.path)
+    return "", _real(d)
+
+
 def check_targets(targets: list[Target], name: str) -> None:
     """Targets must not write into each other: compared by where their paths lead, not by how
     they are spelt (a link, `..`, another case on Windows). Other processes are kept out by each
     run's claim on its destination (the engine's `.softcopy-lock`)."""
-    real = [(t, _real(t.source), _real(t.destination)) for t in targets]
+    real = [(t, _real(t.source), _lands(t.destination)) for t in targets]
     for (x, x_src, _), (y, y_src, _) in itertools.permutations(real, 2):
         # One source, one freeing: a target freeing a source another target still copies (or a
         # folder inside it) would have the other mirror those deletions (docs/design.md, invariant 7).
@@ -390,10 +436,10 @@ def check_targets(targets: list[Target], name: str) -> None:
                 f"{name}: source {y.source} is shared with the target of {x.source}, which frees it "
                 "(delete_source): a source may be freed only by the one target that copies it"
             )
-    for (x, x_src, x_dst), (y, _, y_dst) in itertools.permutations(real, 2):
-        if y_dst == x_dst:
+    for (x, x_src, (x_host, x_dst)), (y, _, (y_host, y_dst)) in itertools.permutations(real, 2):
+        if (y_host, y_dst) == (x_host, x_dst):
             raise ConfigError(f"{name}: two targets have the same destination {y.destination}")
-        if y_dst.is_relative_to(x_src):
+        if not y_host and y_dst.is_relative_to(x_src):
             raise ConfigError(f"{name}: destination {y.destination} is inside the source {x.source}")
-        if y_dst.is_relative_to(x_dst):
+        if y_host == x_host and y_dst.is_relative_to(x_dst):
             raise ConfigError(f"{name}: destination {y.destination} is inside destination {x.destination}")

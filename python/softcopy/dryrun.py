@@ -11,7 +11,7 @@ from rich.console import Console
 
 from softcopy import zarr
 from softcopy._softcopy import Exclude
-from softcopy.config import Target, is_pattern
+from softcopy.config import Destination, Target, is_pattern
 from softcopy.display import human_bytes
 from softcopy.watching import acquisitions_in
 
@@ -59,20 +59,17 @@ def plan(target: Target) -> list[str]:
                 excluded += 1
                 continue
             st = Path(dirpath, name).lstat()
-            try:
-                d = (dst / rel).lstat()
-                same = d.st_size == st.st_size and d.st_mtime_ns == st.st_mtime_ns
-            except OSError:
-                same = False
-            if same:
+            if _at_destination(dst, rel, st):
                 done += 1
             else:
                 todo += 1
                 todo_bytes += st.st_size
-    summary = (
-        f"{src} -> {dst}: would copy {todo} files ({human_bytes(todo_bytes)}); "
+    there = (
         f"{done} already at the destination with the same size and mtime"
+        if isinstance(dst, Path)
+        else "the ssh destination not looked at (what is there already is not copied again)"
     )
+    summary = f"{src} -> {dst}: would copy {todo} files ({human_bytes(todo_bytes)}); {there}"
     lines = [summary]
     if excluded:
         lines.append(f"  {excluded} files excluded (never copied)")
@@ -90,6 +87,18 @@ def plan(target: Target) -> list[str]:
     if not (src / target.marker).exists() and not target.once:
         lines.append(f"  no {target.marker!r} marker yet: the copy would go on until it appears")
     return lines
+
+
+def _at_destination(dst: Destination, rel: Path, st: os.stat_result) -> bool:
+    """Whether the copy of `rel` is at a local destination with its size and mtime (an ssh one is
+    not looked at by a dry run: each file would be a round trip)."""
+    if not isinstance(dst, Path):
+        return False
+    try:
+        d = (dst / rel).lstat()
+    except OSError:
+        return False
+    return d.st_size == st.st_size and d.st_mtime_ns == st.st_mtime_ns
 
 
 def dry_run(targets: list[Target], console: Console) -> int:

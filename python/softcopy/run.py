@@ -26,7 +26,7 @@ from softcopy._softcopy import (
     SoftcopyError,
     __version__,
 )
-from softcopy.config import EngineConfig, Target, check_targets, make_target
+from softcopy.config import Destination, EngineConfig, Target, check_targets, destination_of, make_target
 
 log = logging.getLogger("softcopy")
 
@@ -72,7 +72,7 @@ class Progress:
     """A snapshot of one target while it runs."""
 
     source: Path
-    destination: Path
+    destination: Destination
     phase: str
     files_copied: int
     bytes_copied: int
@@ -115,7 +115,7 @@ class TargetReport:
     """How one target ended."""
 
     source: Path
-    destination: Path
+    destination: Destination
     phase: str
     files_copied: int = 0
     bytes_copied: int = 0
@@ -198,7 +198,7 @@ class Report:
 def _target_json(t: TargetReport) -> dict[str, Any]:
     return {
         "source": os.fspath(t.source),
-        "destination": os.fspath(t.destination),
+        "destination": str(t.destination),
         "phase": t.phase,
         "verified": t.verified,
         "files_copied": t.files_copied,
@@ -295,7 +295,9 @@ def _progress(engine: Engine, target: Target) -> Progress:
 
 
 class Copier:
-    """Copies several targets in parallel without blocking the caller.
+    """Copies several targets in parallel without blocking the caller. A target's destination is a
+    local folder or an ssh destination (`Target`: a `str` of the remote form, `cluster:/lab/x.zarr`,
+    is ssh by the engine's rule; a `Path` is always local).
 
     Example:
         with softcopy.Copier([softcopy.Target(src, dst)]) as c:
@@ -429,7 +431,8 @@ class Copier:
         s = engine.status()
         r = TargetReport(
             source=engine.source,
-            destination=engine.destination,
+            # An ssh destination as the target names it (the engine's is a local path's type).
+            destination=engine.destination if isinstance(target.destination, Path) else target.destination,
             phase=s.phase,
             files_copied=s.files_copied,
             bytes_copied=s.bytes_copied,
@@ -531,9 +534,16 @@ def copy(
     give_up_after: float = 86400.0,
     exclude: Sequence[str] = (),
     back_off: bool = True,
+    ssh_command: str | None = None,
+    connections: int = 4,
     timeout: float | None = None,
 ) -> Report:
     """Copies `source` to `destination` while it is written; returns once it is complete and verified.
+
+    `destination` is a local folder, or, as a `str` of the remote form, an ssh destination
+    (`"cluster:/lab/raw/x.zarr"`, `"ssh://me@cluster:2222/lab/raw/x.zarr"`) reached with the system
+    `ssh` (`ssh_command` replaces it, e.g. `"ssh -p 2222 -i ~/.ssh/lab_key"`) over `connections`
+    SSH sessions; a `Path` is always local.
 
     The copy ends when the file `marker` appears at the source root (or at once, for `once=True`
     or a source that already has the marker). `exclude` globs name files that are not part of the
@@ -546,9 +556,10 @@ def copy(
         SoftcopyError: the engine failed (e.g. the source is missing and `wait_for_source=False`).
         TimeoutError: `timeout` seconds passed first (the copy is stopped).
     """
+    dst = destination_of(destination)
     target = make_target(
         Path(source).resolve(),
-        Path(destination).resolve(),
+        dst.resolve() if isinstance(dst, Path) else dst,
         {
             "nprocs": nprocs,
             "sleep_time": sleep_time,
@@ -559,6 +570,8 @@ def copy(
             "give_up_after": give_up_after,
             "exclude": list(exclude),
             "back_off": back_off,
+            "ssh_command": ssh_command,
+            "connections": connections,
         },
     )
     copier = Copier([target])

@@ -33,6 +33,7 @@ from softcopy._softcopy import (
     RateBudget,
     SoftcopyError,
     UnfinishedCopy,
+    destination_file,
     destination_owner,
     note_let_go,
     same_filesystem,
@@ -40,7 +41,7 @@ from softcopy._softcopy import (
     unfinished_copies,
     verify_trees,
 )
-from softcopy.config import Target, matches
+from softcopy.config import Destination, Target, matches
 from softcopy.display import emit_json, print_report
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 from softcopy.metrics import Row
@@ -185,13 +186,15 @@ def already_verified(target: Target) -> bool:
     """The destination holds this acquisition's marker, as copied from its source (same size, same
     modification time): a run verified it, and the acquisition was over. Such a folder is not
     copied or walked again on each start of the service (a lab keeps dozens of finished archives
-    beside the live one); `softcopy verify` checks one on demand."""
+    beside the live one); `softcopy verify` checks one on demand. The destination's marker is
+    looked at through the engine's backend (over SFTP for an ssh destination), never through a link."""
     try:
-        src, dst = (target.source / target.marker).stat(), (target.destination / target.marker).stat()
-    except OSError:
+        src = (target.source / target.marker).stat()
+        dst = destination_file(target.destination, target.marker, ssh_command=target.ssh_command)
+    except (OSError, SoftcopyError):
         return False
     # A copy carries its source's mtime; SFTP and many shares keep whole seconds.
-    return src.st_size == dst.st_size and abs(src.st_mtime - dst.st_mtime) < 2.0
+    return dst is not None and dst.is_file and src.st_size == dst.size and abs(src.st_mtime_ns - dst.mtime_ns) < 2e9
 
 
 def same_files(target: Target) -> bool:
@@ -202,7 +205,7 @@ def same_files(target: Target) -> bool:
     arrays, unreadable = zarr.discover(target.source)
     if unreadable:
         return False
-    v = verify_trees(target.source, target.destination, arrays, marker=target.marker)
+    v = verify_trees(target.source, target.destination, arrays, marker=target.marker, ssh_command=target.ssh_command)
     return not differences(v, v.missing, v.extra) and not v.extra
 
 
@@ -306,7 +309,7 @@ class Service:
 
         def look() -> None:
             try:
-                found = unfinished_copies(pattern.destination, parent, pattern.marker)
+                found = unfinished_copies(pattern.destination, parent, pattern.marker, ssh_command=pattern.ssh_command)
             except (OSError, SoftcopyError) as e:
                 log.warning("cannot look for unfinished copies in %s: %s", pattern.destination, e)
                 self._left.put((pattern, None))
@@ -348,7 +351,8 @@ class Service:
                     self._ended(acq)
                 self.recent.append(acq)
                 # Told first, noted after: a note lost to a crash only names it once more.
-                threading.Thread(target=_note, args=(u.copy, why), name="softcopy-note", daemon=True).start()
+                note = (u.copy, why, pattern.ssh_command)
+                threading.Thread(target=_note, args=note, name="softcopy-note", daemon=True).start()
 
     def _consider(self, pattern: Target, name: str, *, again: bool = False) -> None:
         """A name that appeared or was listed (`again`: an acquisition whose start is retried now)."""
@@ -487,7 +491,7 @@ class Service:
             candidate = name if n == 1 else f"{stem}-{n}{suffix}"
             target = dataclasses.replace(pattern, source=folder, destination=pattern.destination / candidate)
             try:
-                whose, _ = destination_owner(folder, target.destination, target.marker)
+                whose, _ = destination_owner(folder, target.destination, target.marker, ssh_command=target.ssh_command)
             except (OSError, SoftcopyError):
                 # Cannot be told (a file where the folder would go, an unreadable record): its
                 # copy starts and fails there, with a report saying why, and nothing written.
@@ -637,7 +641,8 @@ class Service:
             acq.copier = None
             if acq.let_go is not None:
                 # Told: not named again as left unfinished at the next start (`_look_for_left`).
-                threading.Thread(target=_note, args=(acq.target.destination, acq.let_go), daemon=True).start()
+                note = (acq.target.destination, acq.let_go, acq.target.ssh_command)
+                threading.Thread(target=_note, args=note, daemon=True).start()
             self._forget(acq, mtime)
             self._consider(acq.of, acq.name)
 
@@ -724,17 +729,12 @@ def _moved_with_parent(acq: Acquisition) -> bool:
         return False
 
 
-def _note(copy: Path, why: str) -> None:
+def _note(copy: Destination, why: str, ssh_command: str | None) -> None:
     # The reason names folders whose names may not be UTF-8: the note is for a person to read.
+    # A copy not there (let go before its copy began) is not noted: nothing for a later start to name.
     readable = why.encode("utf-8", "backslashreplace").decode("utf-8")
     try:
-        copy.lstat()
-    except FileNotFoundError:
-        return  # let go before its copy began: nothing there for a later start to name
-    except OSError:
-        pass  # said below, by the note's own failure
-    try:
-        note_let_go(copy, readable)
+        note_let_go(copy, readable, ssh_command=ssh_command)
     except (OSError, SoftcopyError) as e:
         log.warning("cannot note at %s that it was let go (it is named again at the next start): %s", copy, e)
 
@@ -940,7 +940,7 @@ def report_file(template: str, name: str, report: TargetReport) -> Path:
     return path
 
 
-def _report_names(template: str, name: str, destination: Path) -> list[Path]:
+def _report_names(template: str, name: str, destination: Destination) -> list[Path]:
     """The paths a report of the copy of the acquisition `name` to `destination` may have, in
     the order `report_file` tries them."""
     stem, suffix = Path(name).stem, Path(name).suffix
@@ -964,12 +964,12 @@ def _reported(template: str, name: str, target: Target) -> bool:
     return False
 
 
-def _status_of(path: Path, source: Path, destination: Path) -> str | None:
+def _status_of(path: Path, source: Path, destination: Destination) -> str | None:
     """The status of the report at `path` if it is of the copy of `source` to `destination`."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         (t,) = doc["targets"]
-        if t["source"] == os.fspath(source) and t["destination"] == os.fspath(destination):
+        if t["source"] == os.fspath(source) and t["destination"] == str(destination):
             return str(doc["status"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # not a report of this copy: kept

@@ -26,6 +26,7 @@ import click
 from rich.console import Console
 
 from softcopy import __version__
+from softcopy.config import Destination
 from softcopy.display import table
 from softcopy.exits import EXIT_INCOMPLETE, EXIT_OK
 from softcopy.metrics import parse_address
@@ -76,7 +77,7 @@ def _progress(row: dict[str, Any]) -> Progress:
 
 def still(
     source: Path,
-    destination: Path,
+    destination: Destination,
     phase: str,
     *,
     files_copied: int = 0,

@@ -11,8 +11,17 @@ from pathlib import Path
 import click
 
 from softcopy import zarr
-from softcopy._softcopy import Report, SoftcopyError, verify_manifest, verify_trees
-from softcopy.exits import EXIT_DIFFERENT
+from softcopy._softcopy import (
+    Report,
+    SoftcopyError,
+    SshDestination,
+    check_ssh_destination,
+    destination_file,
+    verify_manifest,
+    verify_trees,
+)
+from softcopy.config import Destination, destination_of
+from softcopy.exits import EXIT_DIFFERENT, EXIT_USAGE
 
 FREEING = ".softcopy-freeing"
 """The folder at a source's root where a freeing sets each file aside before its unlink
@@ -41,8 +50,14 @@ def differences(r: Report, missing: Sequence[Path], extra: Sequence[Path]) -> li
     return lines
 
 
+class Unusable(click.ClickException):
+    """A destination a person must act on (a host not reached, a folder not there): bad input, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("paths", nargs=-1, metavar="SRC DST | --manifest FILE DST", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, metavar="SRC DST | --manifest FILE DST", type=click.Path(path_type=str))
 @click.option("--checksum", is_flag=True, help="Also compare every file's contents byte for byte (reads both trees).")
 @click.option(
     "--manifest",
@@ -51,33 +66,48 @@ def differences(r: Report, missing: Sequence[Path], extra: Sequence[Path]) -> li
     help="Check DST against a manifest written by `softcopy --checksum` (no source needed).",
 )
 @click.option("--marker", default="complete", show_default=True, help="The end-of-acquisition file (compared too).")
-def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, marker: str) -> None:
+@click.option(
+    "--ssh-command",
+    default=None,
+    metavar="CMD",
+    help="For a DST of the form HOST:/PATH: the program and its options that reach the host, as softcopy's "
+    "own --ssh-command.  [default: ssh -o BatchMode=yes]",
+)
+def verify_main(
+    paths: tuple[str, ...], checksum: bool, manifest: Path | None, marker: str, ssh_command: str | None
+) -> None:
     """Compare a copy with its source (SRC DST) or with a manifest (--manifest FILE DST): print each
     difference (missing, extra, size, content) with its path. Exit 0 when identical, 1 for a
     difference, 2 for bad input (a manifest that cannot be read or parsed, a path that is not a folder).
-    Zarr arrays are also checked: fill-value chunks absent at the source are fine, shards must be whole."""
+    Zarr arrays are also checked: fill-value chunks absent at the source are fine, shards must be whole.
+    DST may be HOST:/PATH (or ssh://HOST[:PORT]/PATH): sizes and whole-second modification times
+    are compared over SFTP."""
     if manifest is not None:
         if len(paths) != 1:
             raise click.UsageError("with --manifest, give only DST")
-        _check_dir(paths[0])
+        folder = Path(paths[0])
+        if isinstance(destination_of(paths[0]), SshDestination):
+            raise click.UsageError("--manifest with an ssh destination is not supported yet")
+        _check_dir(folder)
         try:
-            v = verify_manifest(manifest, paths[0])
+            v = verify_manifest(manifest, folder)
         except (SoftcopyError, OSError) as e:  # a manifest that cannot be read or parsed: bad input
             raise click.UsageError(f"--manifest {manifest}: {e}") from None
         _finish(differences(v, v.missing, [p for p in v.extra if p.name != marker]), v.files, "hashes")
         return
     if len(paths) != 2:
         raise click.UsageError("give SRC and DST, or --manifest FILE and DST")
-    source, destination = paths
+    source, destination = Path(paths[0]), destination_of(paths[1])
     _check_dir(source)
-    _check_dir(destination)
+    _check_destination(destination, checksum, ssh_command)
     arrays, notes = zarr.discover(source)
     try:
-        v = verify_trees(source, destination, arrays, content=checksum, marker=marker)
+        v = verify_trees(source, destination, arrays, content=checksum, marker=marker, ssh_command=ssh_command)
+        copied = destination_file(destination, marker, ssh_command=ssh_command)
     except (OSError, SoftcopyError) as e:
         raise click.ClickException(str(e)) from None
     missing, extra = v.missing, v.extra
-    if (source / marker).is_file() != (destination / marker).is_file():
+    if (source / marker).is_file() != (copied is not None and copied.is_file):
         (missing if (source / marker).is_file() else extra).append(Path(marker))
     # An array whose metadata cannot be read cannot be accounted for: a difference, not a note.
     lines = [f"unreadable metadata: {u} (its array's chunks cannot be accounted for)" for u in notes]
@@ -89,6 +119,21 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
 def _check_dir(path: Path) -> None:
     if not path.is_dir():
         raise click.BadParameter(f"{path} is not a folder")
+
+
+def _check_destination(destination: Destination, checksum: bool, ssh_command: str | None) -> None:
+    """A local folder, or an ssh destination reached and there (one line, exit 2, when not)."""
+    if isinstance(destination, Path):
+        _check_dir(destination)
+        return
+    if checksum:
+        # Reading every copy back over the network costs the archive again: the server's own hash
+        # is to come (docs/design.md, "The ssh destination").
+        raise click.UsageError("--checksum with an ssh destination is not supported yet")
+    try:
+        check_ssh_destination(destination, ssh_command, holds_acquisitions=True)
+    except ValueError as e:
+        raise Unusable(str(e)) from None
 
 
 def _finish(lines: list[str], files: int, what: str) -> None:

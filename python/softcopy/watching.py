@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from softcopy._softcopy import Arrivals, Owner, SoftcopyError, folder_identity
-from softcopy.config import Target, matches
+from softcopy.config import Destination, Target, matches
 
 log = logging.getLogger("softcopy")
 
@@ -164,9 +164,9 @@ class Starter:
     to another destination nor the service's loop (which goes on collecting, reporting, and naming
     a start that does not finish). The threads are as many as the patterns' destinations."""
 
-    def __init__(self, decide: Callable[[StartRequest], Decided], roots: list[Path]) -> None:
+    def __init__(self, decide: Callable[[StartRequest], Decided], roots: list[Destination]) -> None:
         self._decide = decide
-        self._todo: dict[Path, queue.SimpleQueue[StartRequest | None]] = {r: queue.SimpleQueue() for r in roots}
+        self._todo: dict[Destination, queue.SimpleQueue[StartRequest | None]] = {r: queue.SimpleQueue() for r in roots}
         self._done: queue.SimpleQueue[Decided] = queue.SimpleQueue()
         for i, todo in enumerate(self._todo.values()):
             threading.Thread(target=self._run, args=(todo,), name=f"softcopy-starter-{i}", daemon=True).start()

@@ -14,7 +14,7 @@ use std::process::Command;
 use crate::sftp::{Options, Reply, Request, Session, SftpError};
 
 /// Where on which host.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Remote {
     /// `host` or `user@host`, as given to ssh.
     pub host: String,
@@ -36,8 +36,9 @@ impl Remote {
         Some(remote)
     }
 
-    /// The ssh destination `text` names by its form alone.
-    fn parse_form(text: &str) -> Option<Remote> {
+    /// The ssh destination `text` names by its form alone (the caller decided it is not a local
+    /// path: Python's `SshDestination`).
+    pub fn parse_form(text: &str) -> Option<Remote> {
         if let Some(rest) = text.strip_prefix("ssh://") {
             let (authority, path) = rest.split_at(rest.find('/')?);
             let (host, port) = match authority.rsplit_once(':') {
@@ -91,7 +92,35 @@ impl Remote {
     }
 }
 
+/// What must be there before a copy to an ssh destination starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needed {
+    /// The folder, or its parent to make it in (one acquisition's copy).
+    FolderOrParent,
+    /// The folder itself (the service's: each acquisition's copy is made in it, as for a local
+    /// destination root, docs/design.md "Service").
+    Folder,
+}
+
 impl Remote {
+    /// The folder `name` in this one (one component: an acquisition's name in the service's root,
+    /// which need not be UTF-8: SFTP's names are bytes).
+    pub fn join(&self, name: &Path) -> Option<Remote> {
+        let mut parts = name.components();
+        let one = matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None));
+        let plain = one && !name.as_os_str().as_encoded_bytes().contains(&b'\\');
+        plain.then(|| Remote { path: self.path.join(name), ..self.clone() })
+    }
+
+    /// The destination for one-off looks (the service's start, `softcopy verify`, a note): one
+    /// session, nothing made, nothing claimed. NotFound when the folder is not there; a host
+    /// that cannot be reached is `NotConnected` with ssh's own words.
+    pub fn open_dest(&self, ssh_command: Option<&str>) -> io::Result<crate::dest::Dest> {
+        let session = self.connect(ssh_command).map_err(|why| io::Error::new(io::ErrorKind::NotConnected, why))?;
+        let sftp = crate::dest::sftp::Sftp::open(session, &self.path)?;
+        crate::dest::Dest::open_store(crate::dest::Store::Sftp(sftp), &self.path, None)
+    }
+
     /// Why `e`, met opening the destination's folder, is for a person to act on (one line), if
     /// it is: its parent missing (only the folder itself is made), permission denied, a file.
     pub fn refusal(&self, e: &io::Error) -> Option<String> {
@@ -109,7 +138,7 @@ impl Remote {
 
     /// Checks, before a copy starts, what a person must act on: the host reached over SFTP (ssh's
     /// own words when not), and the folder there or its parent there to make it in. Makes nothing.
-    pub fn check(&self, ssh_command: Option<&str>) -> Result<(), String> {
+    pub fn check(&self, ssh_command: Option<&str>, needed: Needed) -> Result<(), String> {
         let session = self.connect(ssh_command)?;
         let cannot = |e: io::Error| self.refusal(&e).unwrap_or_else(|| format!("destination {}: {e}", self.shown()));
         let look = |p: &Path| -> io::Result<crate::sftp::Attrs> {
@@ -122,6 +151,10 @@ impl Remote {
         match look(&self.path) {
             Ok(a) if a.is_dir() => Ok(()),
             Ok(_) => Err(cannot(io::ErrorKind::NotADirectory.into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && needed == Needed::Folder => Err(format!(
+                "destination {} does not exist: make it first (softcopy makes the folders in it)",
+                self.shown()
+            )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => match look(self.path.parent().unwrap_or(&self.path)) {
                 Ok(a) if a.is_dir() => Ok(()),
                 Ok(_) => Err(cannot(io::ErrorKind::NotFound.into())),
@@ -146,6 +179,16 @@ mod tests {
         assert_eq!(r("ssh://c.org/x").map(|r| r.port), Some(None));
         for local in ["./a:b", "/data/a:b", "a:b", "C:\\acq", "C:/acq", "", ":/x", "ssh://c.org", "ssh://:22/x"] {
             assert_eq!(r(local), None, "{local}");
+        }
+    }
+
+    #[test]
+    fn a_name_joined_is_one_plain_component_and_keeps_the_host() {
+        let r = Remote::parse("ssh://me@c.org:2222/lab/raw").unwrap();
+        let x = r.join(Path::new("x.zarr")).unwrap();
+        assert_eq!((x.shown(), x.port), ("ssh://me@c.org:2222/lab/raw/x.zarr".to_string(), Some(2222)));
+        for bad in ["", ".", "..", "a/b", "/x", "a\\b"] {
+            assert_eq!(r.join(Path::new(bad)), None, "{bad}");
         }
     }
 

@@ -12,8 +12,11 @@ use crate::sys::CopyMethod;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub source: PathBuf,
-    /// A local path, or an ssh destination (`dest::remote`).
+    /// A local path, or an ssh destination's name as the user gave it (for messages).
     pub destination: PathBuf,
+    /// The ssh destination, where it is one: decided by the caller (Python's `SshDestination`;
+    /// a `Path` is always local), never again from `destination`'s text.
+    pub remote: Option<crate::dest::remote::Remote>,
     /// The program (and its options) that reaches an ssh destination instead of `ssh`.
     pub ssh_command: Option<String>,
     /// SFTP sessions to an ssh destination (each its own ssh process and server process).
@@ -68,6 +71,7 @@ impl Config {
         Config {
             source: source.into(),
             destination: destination.into(),
+            remote: None,
             ssh_command: None,
             connections: 4,
             nprocs: 8,

@@ -206,13 +206,17 @@ pub struct Unfinished {
     pub name: std::ffi::OsString,
 }
 
-/// The unfinished copies in `dst_parent` of folders that were in `acquisitions` (by the recorded
-/// path), with `marker` as their end marker (docs/design.md, "Service, month after month"). An
-/// error only when `dst_parent` cannot be listed; a copy that cannot be looked at in full is left
-/// out (nothing can be told of it).
-pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -> io::Result<Vec<Unfinished>> {
+/// The unfinished copies in `dest` (the folder the user calls `dst_parent`: a local one, or one
+/// over ssh) of folders that were in `acquisitions` (by the recorded path), with `marker` as their
+/// end marker (docs/design.md, "Service, month after month"). An error only when `dest` cannot be
+/// listed; a copy that cannot be looked at in full is left out (nothing can be told of it).
+pub fn unfinished_copies(
+    dest: &Dest,
+    dst_parent: &Path,
+    acquisitions: &Path,
+    marker: &str,
+) -> io::Result<Vec<Unfinished>> {
     let parent = crate::end::names::escape(acquisitions);
-    let dest = Dest::at(dst_parent);
     let mut out = Vec::new();
     for (name, kind) in dest.list(&dest.folder(Path::new(""), false)?)? {
         // A link is never followed at a destination (nor a note written through one).
@@ -225,7 +229,7 @@ pub fn unfinished_copies(dst_parent: &Path, acquisitions: &Path, marker: &str) -
         if !matches!((there(marker), there(LET_GO)), (Ok(false), Ok(false))) {
             continue;
         }
-        let Ok(Some((source, shown))) = read(&dest, at) else { continue };
+        let Ok(Some((source, shown))) = read(dest, at) else { continue };
         if Path::new(&shown).parent() != Some(Path::new(&parent)) || dest.claimed(at).is_some() {
             continue;
         }
@@ -243,12 +247,12 @@ fn absent(e: io::Error) -> io::Result<bool> {
     }
 }
 
-/// Notes at `copy` that its acquisition was let go, and why (told once: see [`LET_GO`]).
-pub fn note_let_go(copy: &Path, why: &str) -> io::Result<()> {
+/// Notes at the copy `dest` that its acquisition was let go, and why (told once: see [`LET_GO`]).
+pub fn note_let_go(dest: &Dest, why: &str) -> io::Result<()> {
     // Written under a new name and renamed over the note: neither step follows a link planted at
     // either name (a rename replaces the link itself).
     let text = format!("{why}\n");
-    Dest::at(copy).write_file(Path::new(LET_GO), Path::new(&format!("{LET_GO}.new")), text.as_bytes())
+    dest.write_file(Path::new(LET_GO), Path::new(&format!("{LET_GO}.new")), text.as_bytes())
 }
 
 /// Removes the let-go note of a copy taken again; a note left (it cannot be removed) only keeps a
@@ -289,9 +293,9 @@ mod tests {
         fs::create_dir(&src).unwrap();
         fs::create_dir(&copy).unwrap();
         record(&Dest::at(&copy), &src).unwrap();
-        let found = || unfinished_copies(dst.path(), acq.path(), "complete").unwrap();
+        let found = || unfinished_copies(&Dest::at(dst.path()), dst.path(), acq.path(), "complete").unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
-        assert!(unfinished_copies(dst.path(), elsewhere.path(), "complete").unwrap().is_empty());
+        assert!(unfinished_copies(&Dest::at(dst.path()), dst.path(), elsewhere.path(), "complete").unwrap().is_empty());
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(&copy, dst.path().join("link")).unwrap();
@@ -299,7 +303,7 @@ mod tests {
         }
         let [u] = &found()[..] else { panic!("{:?}", found()) };
         assert_eq!((&u.copy, u.source), (&copy, FolderId::of(&src).unwrap()));
-        note_let_go(&copy, "let go").unwrap();
+        note_let_go(&Dest::at(&copy), "let go").unwrap();
         assert!(found().is_empty());
         clear_let_go(&Dest::at(&copy));
         assert_eq!(found().len(), 1);

@@ -813,8 +813,7 @@ pub fn run(cfg: &Config, sh: &Shared, started: Instant) -> Result<(Phase, Verdic
 fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opened>> {
     let stopped = ControlFlow::Break((Phase::Stopped, Verdict::default()));
     let Some(src) = wait_for_source(cfg, sh)? else { return Ok(stopped) };
-    let remote = crate::dest::remote::Remote::parse(&cfg.destination.to_string_lossy());
-    let (dst, dest) = match &remote {
+    let (dst, dest) = match &cfg.remote {
         Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, remote)?),
         None => match open_local(cfg, sh, &src)? {
             Some(opened) => opened,
