@@ -5,6 +5,7 @@ Each run copies to a fresh filesystem (see `Destination`); every copy is checked
 
     python benches/bulk.py [--chunks 2048] [--chunk-kib 1024] [--runs 3] [--dir /var/tmp/softcopy-bench]
     python benches/bulk.py --chunks 50000 --chunk-kib 16        # small files
+    python benches/bulk.py --only 'cp -r' --build old=/work/old/python   # another build side by side
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ def main() -> None:
     ap.add_argument("--no-original", action="store_true", help="leave out the original softcopy 0.0.13")
     ap.add_argument("--only", action="append", help="run only these contenders (repeatable)")
     ap.add_argument("--no-check", action="store_true", help="skip the byte-for-byte check (smoke runs)")
+    ap.add_argument(
+        "--build", action="append", default=[], help="LABEL=DIR: softcopy from DIR (a PYTHONPATH) too, side by side"
+    )
     args = ap.parse_args()
+    builds = dict(b.split("=", 1) for b in args.build)
+
+    def commands(src: Path, dst: Path, original: Path | None) -> dict[str, list[str]]:
+        out = contenders(src, dst, original)
+        for label, where in builds.items():
+            out[f"softcopy ({label})"] = ["env", f"PYTHONPATH={where}", *out["softcopy"]]
+        return out
 
     src = args.dir / "src.zarr"
     rmtree(args.dir)
@@ -46,8 +57,8 @@ def main() -> None:
     write_archive(src, args.chunks, args.chunk_kib * 1024)
     size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     dest = Destination(args.dir, size_gib=max(1, 3 * size >> 30))
-    names = list(contenders(src, Path("dst"), None if args.no_original else original_softcopy()))
-    names = [n for n in names if not args.only or n in args.only]
+    names = list(commands(src, Path("dst"), None if args.no_original else original_softcopy()))
+    names = [n for n in names if not args.only or n in args.only or n.startswith("softcopy (")]
     print(f"machine: {machine()}")
     print(f"archive: {args.chunks} chunks of {args.chunk_kib} KiB = {size / 2**30:.2f} GiB, in {args.dir}")
     print(f"destination: {'a fresh ext4 loop filesystem per run' if dest.loop else 'a folder'}")
@@ -61,7 +72,7 @@ def main() -> None:
                 # Interleave contenders in each round so drift on a noisy machine hits all alike.
                 for name in names:
                     dst = dest.fresh() / "dst.zarr"
-                    cmd = contenders(src, dst, original_softcopy() if "0.0.13" in name else None)[name]
+                    cmd = commands(src, dst, original_softcopy() if "0.0.13" in name else None)[name]
                     if cache == "cold":
                         drop_caches()
                     else:
