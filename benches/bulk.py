@@ -47,6 +47,9 @@ def main() -> None:
 
     def commands(src: Path, dst: Path, original: Path | None) -> dict[str, list[str]]:
         out = contenders(src, dst, original)
+        # The fair peer of a copy that is durable before it says verified (softcopy flushes the
+        # destination before the marker): cp -r, then the destination's filesystem flushed.
+        out["cp -r && sync -f"] = ["sh", "-c", 'cp -r "$0" "$1" && sync -f "$1"', str(src), str(dst)]
         for label, where in builds.items():
             out[f"softcopy ({label})"] = ["env", f"PYTHONPATH={where}", *out["softcopy"]]
         return out
