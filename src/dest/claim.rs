@@ -11,10 +11,139 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The claim's file, at the root of a destination.
 pub const LOCK: &str = ".softcopy-lock";
+
+/// How often a live claim's file is touched where it is kept by touching (docs/design.md, "The
+/// ssh destination: the SFTP client").
+pub const REFRESH: Duration = Duration::from_secs(5);
+/// A claim's file seen unchanged this long, by a run waiting for it, is left by a run that is
+/// gone: six refreshes missed.
+pub const STALE: Duration = Duration::from_secs(30);
+
+/// How a claim kept by touching is timed: tests shorten both.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How long a claim's file must be seen unchanged to be stale.
+    pub stale: Duration,
+    /// How often a claim made here is touched.
+    pub refresh: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing { stale: STALE, refresh: REFRESH }
+    }
+}
+
+impl Timing {
+    /// How long after the last touch confirmed (sent, then its file read back as ours) the claim
+    /// is taken as held: half the stale time; the other half is the margin in which changes
+    /// already sent land before a waiting run can find the file stale (docs/design.md, "Claims").
+    pub fn hold_for(&self) -> Duration {
+        self.stale / 2
+    }
+}
+
+/// Whether this run still holds its claim, before a change (docs/design.md, "Claims").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Held (or no claim taken: a one-off view of a destination).
+    Held,
+    /// Not confirmed lately (the destination slow or away): no change until it is again.
+    Unconfirmed(String),
+    /// Another run has the claim now, or its file is gone: never written to again by this run.
+    Lost(String),
+}
+
+/// What a claim's refresher last learned, shared with the storage that asks before each change.
+#[derive(Default)]
+pub struct Holding(Mutex<Kept>);
+
+#[derive(Default)]
+enum Kept {
+    #[default]
+    Unclaimed,
+    /// Its last touch was sent `at` and its file found to be ours after it.
+    Confirmed {
+        at: Instant,
+        hold_for: Duration,
+        who: String,
+    },
+    Lost(String),
+}
+
+impl Holding {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The claim `who` was found ours after a touch sent `at`; a claim lost stays lost.
+    pub fn confirmed(&self, at: Instant, hold_for: Duration, who: &str) {
+        let mut kept = self.kept();
+        if !matches!(*kept, Kept::Lost(_)) {
+            *kept = Kept::Confirmed { at, hold_for, who: who.trim().to_owned() };
+        }
+    }
+
+    /// Another run has the claim (or its file is gone), for good.
+    pub fn lost(&self, why: String) {
+        let mut kept = self.kept();
+        if !matches!(*kept, Kept::Lost(_)) {
+            *kept = Kept::Lost(why);
+        }
+    }
+
+    /// The claim was released by this run: nothing left to confirm.
+    pub fn released(&self) {
+        let mut kept = self.kept();
+        if matches!(*kept, Kept::Confirmed { .. }) {
+            *kept = Kept::Unclaimed;
+        }
+    }
+
+    /// What the claim says of this run, while it is held.
+    pub fn who(&self) -> Option<String> {
+        match &*self.kept() {
+            Kept::Confirmed { who, .. } => Some(who.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the claim on `root` is held now, by what was last learned.
+    pub fn standing(&self, root: &Path) -> Standing {
+        match &*self.kept() {
+            Kept::Unclaimed => Standing::Held,
+            Kept::Confirmed { at, hold_for, .. } if at.elapsed() < *hold_for => Standing::Held,
+            Kept::Confirmed { at, .. } => Standing::Unconfirmed(format!(
+                "the claim on destination {} was last confirmed {} s ago: nothing is written there until it is again",
+                root.display(),
+                at.elapsed().as_secs()
+            )),
+            Kept::Lost(why) => Standing::Lost(why.clone()),
+        }
+    }
+}
+
+/// What a claim's file says, of the run `who` that made it: the claim is `Lost` when it names
+/// another run or is gone.
+pub fn judged(found: Option<&str>, who: &str, root: &Path) -> Result<(), String> {
+    match found {
+        Some(text) if text == who.trim() => Ok(()),
+        Some(other) => Err(format!(
+            "destination {} was taken over by another softcopy ({other}) while this run was away: \
+             nothing more is written there",
+            root.display()
+        )),
+        None => Err(format!(
+            "the claim on destination {} is gone (its {LOCK} removed): nothing more is written there",
+            root.display()
+        )),
+    }
+}
 
 /// A claimed destination: held until dropped, when its file is removed (still locked, so no run
 /// waiting for it can take a file that is no longer there: see [`Claim::take`]).

@@ -267,6 +267,14 @@ impl Backend for Local {
         super::claim::Claim::take(&self.root, who)
     }
 
+    fn standing(&self) -> super::claim::Standing {
+        super::claim::Standing::Held
+    }
+
+    fn reconfirm(&self) -> super::claim::Standing {
+        self.standing()
+    }
+
     fn claimed(&self, folder: &Folder) -> Option<String> {
         super::claim::held_in(folder.path())
     }

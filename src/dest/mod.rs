@@ -36,6 +36,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use backend::{Backend, Kind, Look};
+pub use claim::Standing;
 use local::{folder_identity, Local};
 pub use refused::Refused;
 pub use store::{Folder, Store};
@@ -197,6 +198,13 @@ impl Dest {
         let unavailable = |e: io::Error| {
             RootProblem::Unavailable(format!("destination {} cannot be reached ({e})", self.given.display()))
         };
+        // A claim lost to another run is positive evidence, as a root that leads elsewhere: the
+        // run never writes there again (docs/design.md, "Claims").
+        match self.store.reconfirm() {
+            Standing::Held => {}
+            Standing::Unconfirmed(why) => return Err(RootProblem::Unavailable(why)),
+            Standing::Lost(why) => return Err(RootProblem::Elsewhere(why)),
+        }
         let now = self.store.locate(&self.given).map_err(unavailable)?;
         if now.path != self.root || now.id != self.held {
             return Err(RootProblem::Elsewhere(format!(
@@ -661,6 +669,10 @@ impl Dest {
     /// marker first (once, durably), so no reader ever sees it over a copy that is changing.
     pub fn changing(&self) -> io::Result<()> {
         self.dirty.store(true, Ordering::Relaxed);
+        // In memory, at every change: a claim not confirmed lately may be another run's by now.
+        if let Standing::Unconfirmed(why) | Standing::Lost(why) = self.store.standing() {
+            return Err(io::Error::other(why));
+        }
         self.still_this_copy()?;
         let mut pending = self.marker.lock().unwrap_or_else(|e| e.into_inner());
         let Some(name) = pending.as_ref() else { return Ok(()) };

@@ -344,7 +344,6 @@ fn signal(pidfile: &Path, sig: &str) {
 /// else two runs write the same destination (design.md, invariant 10), and the journal's
 /// appends, made at offsets each run read for itself, overwrite each other's lines.
 #[test]
-#[ignore = "finding (adversarial read of the ssh destination): a run whose claim was taken over never learns it; check_root says Ok and it goes on writing beside the run that took it"]
 fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     use crate::dest::{Dest, Store};
     let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -365,6 +364,49 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     // A is back, alive, and would write on.
     signal(&pidfile, "CONT");
     assert!(dest_a.check_root().is_err(), "the run that lost its claim is told before its next change");
+    assert!(dest_a.changing().is_err(), "and every change after it is refused");
+    // Its refresher finds the same, and it never takes the claim back.
+    assert!(matches!(dest_a.check_root(), Err(crate::dest::RootProblem::Elsewhere(_))));
+    assert_eq!(fs::read_to_string(root.join(LOCK)).unwrap(), "pid 2 on b");
+}
+
+/// `Some(changing)` once `dest.changing()` answers as `want` (Ok or not), within 10 s.
+fn until_changing(dest: &crate::dest::Dest, want: bool) -> Option<io::Result<()>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = dest.changing();
+        if r.is_ok() == want {
+            return Some(r);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A claim whose refresh is merely slow (its server stalled, nobody took the claim) pauses the
+/// run's changes while unconfirmed, and lets them go on once a refresh confirms it again.
+#[test]
+fn a_claim_not_confirmed_lately_pauses_changes_until_it_is_again() {
+    use crate::dest::{Dest, Store};
+    let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
+    a.timing(Duration::from_millis(600), Duration::from_millis(50));
+    let dest = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
+    let _claim = dest.claim(src.path()).unwrap();
+    dest.changing().unwrap();
+    signal(&pidfile, "STOP");
+    let paused = until_changing(&dest, false);
+    // Going on before any assert: a claim dropped while its server is stopped would wait for it.
+    signal(&pidfile, "CONT");
+    let paused = paused.expect("changes paused within 10 s of the stall");
+    assert!(paused.unwrap_err().to_string().contains("last confirmed"));
+    assert!(until_changing(&dest, true).is_some(), "changes go on once confirmed again");
+    dest.check_root().unwrap();
 }
 
 /// The flush before the marker (and the one before freeing sources) must make durable every
