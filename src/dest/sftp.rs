@@ -45,7 +45,9 @@ pub struct Sftp {
     link: Arc<Link>,
     /// The root as the server resolved it (absolute, `/`-separated).
     root: Vec<u8>,
-    /// Folders a name was made, renamed or removed in since the last [`Backend::flush_all`].
+    /// Folders resolved ([`Backend::folder`], each with the folders above it), or a name was made,
+    /// renamed or removed in, since the last [`Backend::flush_all`]: every name the copy relies
+    /// on is in one of them, also copies an earlier run named and this one only found.
     touched: Arc<Mutex<HashSet<Vec<u8>>>>,
     /// How long a claim's file must be seen unchanged to be stale ([`STALE`]), and how often a
     /// claim made here is touched ([`REFRESH`]).
@@ -68,6 +70,9 @@ struct Link {
     next: std::sync::atomic::AtomicUsize,
     connect: Option<Connect>,
 }
+
+/// Folders fsynced in one burst at most: 3 requests each in flight.
+const FLUSH_BURST: usize = 4096;
 
 /// Attempts to start a lost session again, at most this often (each one may take a handshake).
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
@@ -330,7 +335,17 @@ impl Sftp {
     }
 
     fn touch(&self, folder: &[u8]) {
-        self.touched.lock().unwrap_or_else(|e| e.into_inner()).insert(folder.to_vec());
+        self.touch_all(std::slice::from_ref(&folder.to_vec()));
+    }
+
+    /// Adds `folders` to those the next [`Backend::flush_all`] fsyncs.
+    fn touch_all(&self, folders: &[Vec<u8>]) {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        for f in folders {
+            if !touched.contains(f) {
+                touched.insert(f.clone());
+            }
+        }
     }
 
     /// Every reply to `requests`, sent back to back: one round trip for all.
@@ -380,8 +395,20 @@ impl Sftp {
         }
     }
 
-    /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), all in one burst.
+    /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), pipelined in bursts of
+    /// [`FLUSH_BURST`] (requests in flight bounded however many folders a resumed run looked at).
     fn flush_folders(&self, folders: &[Vec<u8>]) -> io::Result<()> {
+        let mut failed = None;
+        for burst in folders.chunks(FLUSH_BURST) {
+            if let Err(e) = self.flush_burst(burst) {
+                failed = failed.or(Some(e));
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Fsyncs each of `folders`, all in one burst.
+    fn flush_burst(&self, folders: &[Vec<u8>]) -> io::Result<()> {
         let mut failed: Option<io::Error> = None;
         let opening: Vec<_> = folders
             .iter()
@@ -506,6 +533,9 @@ impl Backend for Sftp {
                 Ok(other) => return Err(unexpected("lstat", &other)),
             }
         }
+        // Whatever this run finds here (an earlier run's copies too) is made durable by the next
+        // flush of everything, with the entries of each folder above it.
+        self.touch_all(&paths);
         Ok(Folder { path: paths.last().cloned().unwrap_or_else(|| self.root.clone()) })
     }
 
