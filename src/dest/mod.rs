@@ -199,7 +199,7 @@ impl Dest {
             RootProblem::Unavailable(format!("destination {} cannot be reached ({e})", self.given.display()))
         };
         // A claim lost to another run is positive evidence, as a root that leads elsewhere: the
-        // run never writes there again (docs/design.md, "Claims").
+        // run never writes there again (docs/design.md, invariant 10).
         match self.store.reconfirm() {
             Standing::Held => {}
             Standing::Unconfirmed(why) => return Err(RootProblem::Unavailable(why)),

@@ -448,8 +448,7 @@ impl Sftp {
         };
         let mut text = Vec::new();
         io::Read::read_to_end(&mut io::Read::take(Reader::new(opened), 512), &mut text)?;
-        let text = String::from_utf8_lossy(&text).trim().to_string();
-        Ok(Some(if text.is_empty() { "its details unknown".into() } else { text }))
+        Ok(Some(super::claim::described(&String::from_utf8_lossy(&text))))
     }
 
     /// Whether the lock file at `path` stays unchanged (size and mtime) for `self.stale`, looked
@@ -467,12 +466,14 @@ impl Sftp {
         true
     }
 
-    /// Makes the lock file at `path` saying `who`, exclusively: AlreadyExists when one is there.
+    /// Makes the lock file at `path` saying `who` (and [`super::claim::TOUCHED`]), exclusively: AlreadyExists when one is there.
     fn make_lock(&self, path: &[u8], who: &str) -> io::Result<()> {
         let attrs = Attrs { permissions: Some(0o644), ..Attrs::default() };
         let opened = self.open_file(path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(path, e))?;
         let w = self.writer(opened, path.to_vec(), 0);
-        self.write(&w, who.as_bytes())?;
+        // Marked as a claim kept by touching: a local run that gets the OS lock on it waits for
+        // the stale time before it takes it (`claim.rs`).
+        self.write(&w, format!("{}\n{}\n", who.trim(), super::claim::TOUCHED).as_bytes())?;
         self.flush_file(&w)
     }
 

@@ -159,7 +159,7 @@ fn a_claim_refuses_a_second_run_until_dropped_and_a_stale_one_is_taken_over() {
     fs::write(dir.path().join(LOCK), "pid 3 on a crashed host\n").unwrap();
     b.timing(Duration::from_millis(300), Duration::from_millis(50));
     let _taken = b.claim(&root, "pid 2 on b").unwrap();
-    assert_eq!(fs::read_to_string(dir.path().join(LOCK)).unwrap(), "pid 2 on b");
+    assert_eq!(super::super::claim::described(&fs::read_to_string(dir.path().join(LOCK)).unwrap()), "pid 2 on b");
     fs::create_dir(dir.path().join("inner")).unwrap();
     let inner = storage(&dir.path().join("inner"));
     let e = inner.claim(&inner.folder(Path::new(""), false).unwrap(), "pid 4").err().unwrap();
@@ -360,14 +360,15 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     let mut b = storage(&root);
     b.timing(Duration::from_millis(300), Duration::from_millis(50));
     let _claim_b = b.claim(&b.folder(Path::new(""), false).unwrap(), "pid 2 on b").unwrap();
-    assert_eq!(fs::read_to_string(root.join(LOCK)).unwrap(), "pid 2 on b", "B took the claim over");
+    let named = |at: &Path| super::super::claim::described(&fs::read_to_string(at.join(LOCK)).unwrap());
+    assert_eq!(named(&root), "pid 2 on b", "B took the claim over");
     // A is back, alive, and would write on.
     signal(&pidfile, "CONT");
     assert!(dest_a.check_root().is_err(), "the run that lost its claim is told before its next change");
     assert!(dest_a.changing().is_err(), "and every change after it is refused");
     // Its refresher finds the same, and it never takes the claim back.
     assert!(matches!(dest_a.check_root(), Err(crate::dest::RootProblem::Elsewhere(_))));
-    assert_eq!(fs::read_to_string(root.join(LOCK)).unwrap(), "pid 2 on b");
+    assert_eq!(named(&root), "pid 2 on b");
 }
 
 /// `Some(changing)` once `dest.changing()` answers as `want` (Ok or not), within 10 s.
@@ -447,7 +448,6 @@ fn the_flush_of_everything_reaches_folders_an_earlier_run_named_copies_in() {
 /// in both, but the local claim is an OS lock on a file it never touches, and the ssh claim is the
 /// file alone. Each must refuse the other (design.md, invariant 10), whichever came first.
 #[test]
-#[ignore = "finding (adversarial read of the ssh destination): a local run's claim (flock, file never touched) is taken over as stale by an ssh run, and an ssh run's claim (no flock) is no claim to a local run: two writers"]
 fn a_local_claim_and_an_ssh_claim_on_one_folder_refuse_each_other() {
     use crate::dest::claim;
     let dir = tempfile::tempdir().unwrap();
@@ -456,12 +456,15 @@ fn a_local_claim_and_an_ssh_claim_on_one_folder_refuse_each_other() {
     s.timing(Duration::from_millis(300), Duration::from_millis(50));
     let folder = s.folder(Path::new(""), false).unwrap();
     // Local first: the ssh run waits out the stale time, then takes the file over.
-    let local = claim::Claim::take(&root, "pid 1 on the server, copying /acq/a\n").unwrap();
+    // The local run touches its file as often as the ssh run looks (tests shorten both).
+    let timing = claim::Timing { stale: Duration::from_millis(300), refresh: Duration::from_millis(50) };
+    let local = claim::Claim::held(&root, "pid 1 on the server, copying /acq/a\n", Arc::default(), timing).unwrap();
     let over_ssh = s.claim(&folder, "pid 2 on the microscope, copying /acq/b");
     let ssh_refused = over_ssh.is_err();
     drop((over_ssh, local));
     // Over ssh first: the local run finds a file nobody locks.
     let _held = s.claim(&folder, "pid 3 on the microscope, copying /acq/c").unwrap();
-    let local_refused = claim::Claim::take(&root, "pid 4 on the server, copying /acq/d\n").is_err();
+    let local_refused =
+        claim::Claim::held(&root, "pid 4 on the server, copying /acq/d\n", Arc::default(), timing).is_err();
     assert_eq!((ssh_refused, local_refused), (true, true), "(ssh run refused, local run refused)");
 }
