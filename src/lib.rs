@@ -658,13 +658,19 @@ fn is_ssh_destination(py: Python<'_>, destination: PathBuf) -> bool {
 }
 
 /// Checks an ssh destination before a copy starts (the host reached over SFTP, the folder or its
-/// parent there); ValueError with one line a person can act on when not.
+/// parent there, not the `source`'s own storage); ValueError with one line a person can act on
+/// when not.
 #[pyfunction]
-#[pyo3(signature = (destination, ssh_command=None))]
-fn check_ssh_destination(py: Python<'_>, destination: &str, ssh_command: Option<String>) -> PyResult<()> {
+#[pyo3(signature = (destination, ssh_command=None, source=None))]
+fn check_ssh_destination(
+    py: Python<'_>,
+    destination: &str,
+    ssh_command: Option<String>,
+    source: Option<PathBuf>,
+) -> PyResult<()> {
     let remote = dest::remote::Remote::parse(destination)
         .ok_or_else(|| PyValueError::new_err(format!("{destination} is not an ssh destination")))?;
-    py.detach(|| remote.check(ssh_command.as_deref())).map_err(PyValueError::new_err)
+    py.detach(|| remote.check(ssh_command.as_deref(), source.as_deref())).map_err(PyValueError::new_err)
 }
 
 /// Whose copy `destination` holds for the source folder `source` (whose end marker is `marker`),

@@ -329,9 +329,12 @@ def is_ssh_destination(destination: str | PathLike[str]) -> bool:
     `ssh://[user@]host[:port]/abs`): a colon before any slash, no Windows drive letter before it,
     an absolute path after it, and no local path of that name."""
 
-def check_ssh_destination(destination: str, ssh_command: str | None = None) -> None:
-    """Checks an ssh destination before a copy starts: the host reached over SFTP, and the folder
-    there or its parent to make it in. ValueError, one line a person can act on, when not."""
+def check_ssh_destination(
+    destination: str, ssh_command: str | None = None, source: str | PathLike[str] | None = None
+) -> None:
+    """Checks an ssh destination before a copy starts: the host reached over SFTP, the folder
+    there or its parent to make it in, and not on the source's own storage inside or around it
+    (this machine over ssh). ValueError, one line a person can act on, when not."""
 
 def destination_owner(
     source: str | PathLike[str], destination: str | PathLike[str], marker: str = "complete"

@@ -106,7 +106,7 @@ def check_target(t: Target) -> None:
         raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
     if is_ssh(t.destination):
         try:
-            check_ssh_destination(str(t.destination), t.ssh_command)
+            check_ssh_destination(str(t.destination), t.ssh_command, t.source)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         return
