@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The claim's file, at the root of a destination.
 pub const LOCK: &str = ".softcopy-lock";
@@ -80,9 +80,11 @@ pub struct Holding(Mutex<Kept>);
 enum Kept {
     #[default]
     Unclaimed,
-    /// Its last touch was sent `at` and its file found to be ours after it.
+    /// Its last touch was sent `at` (`wall`: the same on the wall clock) and its file found to be
+    /// ours after it.
     Confirmed {
         at: Instant,
+        wall: SystemTime,
         hold_for: Duration,
         who: String,
     },
@@ -98,7 +100,10 @@ impl Holding {
     pub fn confirmed(&self, at: Instant, hold_for: Duration, who: &str) {
         let mut kept = self.kept();
         if !matches!(*kept, Kept::Lost(_)) {
-            *kept = Kept::Confirmed { at, hold_for, who: who.trim().to_owned() };
+            // The wall clock's age of `at` too: the monotonic clock stops while the machine sleeps
+            // (suspended past the stale time, the claim may be another's when it wakes).
+            let wall = SystemTime::now() - at.elapsed();
+            *kept = Kept::Confirmed { at, wall, hold_for, who: who.trim().to_owned() };
         }
     }
 
@@ -130,7 +135,11 @@ impl Holding {
     pub fn standing(&self, root: &Path) -> Standing {
         match &*self.kept() {
             Kept::Unclaimed => Standing::Held,
-            Kept::Confirmed { at, hold_for, .. } if at.elapsed() < *hold_for => Standing::Held,
+            Kept::Confirmed { at, wall, hold_for, .. }
+                if at.elapsed() < *hold_for && wall.elapsed().is_ok_and(|w| w < *hold_for) =>
+            {
+                Standing::Held
+            }
             Kept::Confirmed { at, .. } => Standing::Unconfirmed(format!(
                 "the claim on destination {} was last confirmed {} s ago: nothing is written there until it is again",
                 root.display(),
@@ -408,6 +417,21 @@ mod tests {
         std::fs::write(root.join(LOCK), "pid 1 on a crashed host\n").unwrap();
         assert!(held_in(&root).is_none(), "the file alone (a crash) is no claim");
         Claim::take(&root, &who(Path::new("/acq/b"))).unwrap();
+    }
+
+    /// A machine that slept (its monotonic clock stopped) past the hold time holds its claim no
+    /// more when it wakes: the wall clock moved on.
+    #[test]
+    fn a_claim_confirmed_before_the_machine_slept_is_not_held_when_it_wakes() {
+        let holding = Holding::default();
+        let root = Path::new("/dest");
+        holding.confirmed(Instant::now(), Duration::from_secs(15), "pid 1");
+        assert_eq!(holding.standing(root), Standing::Held);
+        // What waking after a minute's sleep looks like: the same instant, the wall clock later.
+        if let Kept::Confirmed { wall, .. } = &mut *holding.kept() {
+            *wall -= Duration::from_secs(60);
+        }
+        assert!(matches!(holding.standing(root), Standing::Unconfirmed(_)));
     }
 
     /// A local claim whose file was taken over (an ssh run found its touches stalled past the

@@ -582,6 +582,8 @@ impl Dest {
     pub fn write_file(&self, rel: &Path, partial: &Path, bytes: &[u8]) -> io::Result<()> {
         let (dir, name) = split(rel)?;
         let folder = self.open_folder(dir, false)?;
+        // The marker, the origin's record, the let-go note: never under a claim not held.
+        self.still_held()?;
         match self.store.remove_file(&folder, partial) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -590,6 +592,7 @@ impl Dest {
         self.store.write(&w, bytes)?;
         self.store.flush_file(&w)?;
         drop(w);
+        self.still_held()?;
         self.store.rename(&folder, partial, &folder, name)?;
         self.store.flush_folder(&folder)
     }
@@ -652,6 +655,15 @@ impl Dest {
         &self.store
     }
 
+    /// Before a change, in memory: a claim not confirmed lately may be another run's by now, and
+    /// one lost is never written under again (docs/design.md, invariant 10).
+    fn still_held(&self) -> io::Result<()> {
+        match self.store.standing() {
+            Standing::Held => Ok(()),
+            Standing::Unconfirmed(why) | Standing::Lost(why) => Err(io::Error::other(why)),
+        }
+    }
+
     /// Before a change: the root was found to be this copy within [`FRESH_ROOT`], or is looked at
     /// again (where the origin's record is kept: a run's destination, not a one-off view).
     fn still_this_copy(&self) -> io::Result<()> {
@@ -669,10 +681,7 @@ impl Dest {
     /// marker first (once, durably), so no reader ever sees it over a copy that is changing.
     pub fn changing(&self) -> io::Result<()> {
         self.dirty.store(true, Ordering::Relaxed);
-        // In memory, at every change: a claim not confirmed lately may be another run's by now.
-        if let Standing::Unconfirmed(why) | Standing::Lost(why) = self.store.standing() {
-            return Err(io::Error::other(why));
-        }
+        self.still_held()?;
         self.still_this_copy()?;
         let mut pending = self.marker.lock().unwrap_or_else(|e| e.into_inner());
         let Some(name) = pending.as_ref() else { return Ok(()) };

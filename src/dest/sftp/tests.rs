@@ -366,6 +366,8 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     signal(&pidfile, "CONT");
     assert!(dest_a.check_root().is_err(), "the run that lost its claim is told before its next change");
     assert!(dest_a.changing().is_err(), "and every change after it is refused");
+    assert!(dest_a.write_file(Path::new("complete"), Path::new(".complete.partial"), b"").is_err(), "no marker");
+    assert!(!root.join("complete").exists() && !root.join(".complete.partial").exists());
     // Its refresher finds the same, and it never takes the claim back.
     assert!(matches!(dest_a.check_root(), Err(crate::dest::RootProblem::Elsewhere(_))));
     assert_eq!(named(&root), "pid 2 on b");
