@@ -640,9 +640,12 @@ impl Dest {
     }
 
     /// Whether `e`, met writing a copy, means the destination as a whole cannot take files: the
-    /// storage says so, or (EIO, EACCES, ...) its root cannot be reached.
+    /// storage says so, (EIO, EACCES, ...) its root cannot be reached, or the claim is not held
+    /// now (the target then pauses and probes, rather than every file backing off on its own).
     pub fn cannot_take_files(&self, e: &io::Error) -> bool {
-        self.store.whole_storage_error(e) || self.store.locate(&self.root).is_err()
+        self.store.standing() != Standing::Held
+            || self.store.whole_storage_error(e)
+            || self.store.locate(&self.root).is_err()
     }
 
     /// Whether the copy `rel` holds the same bytes as the source file `src`.
