@@ -754,19 +754,21 @@ impl PySshDestination {
 }
 
 /// Checks an ssh destination before a copy starts (the host reached over SFTP; the folder there,
-/// or with `holds_acquisitions=False` its parent to make it in); ValueError with one line a
-/// person can act on when not.
+/// or with `holds_acquisitions=False` its parent to make it in; not the `source`'s own storage);
+/// ValueError with one line a person can act on when not.
 #[pyfunction]
-#[pyo3(signature = (destination, ssh_command=None, *, holds_acquisitions=false))]
+#[pyo3(signature = (destination, ssh_command=None, *, holds_acquisitions=false, source=None))]
 fn check_ssh_destination(
     py: Python<'_>,
     destination: PySshDestination,
     ssh_command: Option<String>,
     holds_acquisitions: bool,
+    source: Option<PathBuf>,
 ) -> PyResult<()> {
     use dest::remote::Needed;
     let needed = if holds_acquisitions { Needed::Folder } else { Needed::FolderOrParent };
-    py.detach(|| destination.remote.check(ssh_command.as_deref(), needed)).map_err(PyValueError::new_err)
+    py.detach(|| destination.remote.check(ssh_command.as_deref(), needed, source.as_deref()))
+        .map_err(PyValueError::new_err)
 }
 
 /// What a file at a destination is (`destination_file`). See `_softcopy.pyi`.

@@ -106,11 +106,6 @@ def test_a_second_softcopy_on_the_same_ssh_destination_is_refused_while_the_firs
     assert_same_tree(src, remote / "acq.zarr")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (adversarial read of the ssh destination): the source/destination containment check is "
-    "skipped for host:/path, yet ssh to this very machine is a destination inside the acquisition",
-)
 def test_an_ssh_destination_inside_the_source_on_this_machine_is_refused(tmp_path: Path, sshd: Sshd) -> None:
     # The same machine over ssh (loopback, or the PC's own name): the copy would land inside the
     # acquisition, be walked as part of it, and copy itself again, filling the acquisition's disk.

@@ -357,11 +357,16 @@ class SshDestination:
         """Its path on the server (absolute)."""
 
 def check_ssh_destination(
-    destination: SshDestination, ssh_command: str | None = None, *, holds_acquisitions: bool = False
+    destination: SshDestination,
+    ssh_command: str | None = None,
+    *,
+    holds_acquisitions: bool = False,
+    source: str | PathLike[str] | None = None,
 ) -> None:
-    """Checks an ssh destination before a copy starts: the host reached over SFTP, and the folder
-    there (or, unless `holds_acquisitions`, its parent to make it in). ValueError, one line a person
-    can act on, when not."""
+    """Checks an ssh destination before a copy starts: the host reached over SFTP, the folder there
+    (or, unless `holds_acquisitions`, its parent to make it in), and not on the `source`'s own
+    storage inside or around it (this machine over ssh). ValueError, one line a person can act on,
+    when not."""
 
 @final
 class DestinationFile:

@@ -116,7 +116,10 @@ def check_target(t: Target) -> None:
         raise ConfigError(f"source {t.source} does not exist (and --wait-for-source is false)")
     if isinstance(t.destination, SshDestination):
         try:
-            check_ssh_destination(t.destination, t.ssh_command, holds_acquisitions=is_pattern(t.source))
+            pattern = is_pattern(t.source)
+            check_ssh_destination(
+                t.destination, t.ssh_command, holds_acquisitions=pattern, source=None if pattern else t.source
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
         refuse_another_acquisition(t)

@@ -149,6 +149,11 @@ pub trait Backend: Send + Sync {
     /// one; elsewhere an exclusively created file naming host and process, kept fresh while the
     /// claim lives and taken over only when provably stale.
     fn claim(&self, root: &Self::Folder, who: &str) -> Result<Self::Claim, String>;
+    /// Whether this run's claim is held now, by what its refresher last learned (in memory: asked
+    /// before each change).
+    fn standing(&self) -> super::claim::Standing;
+    /// [`Backend::standing`], its file read back first where the claim can be taken over.
+    fn reconfirm(&self) -> super::claim::Standing;
     /// Who holds a claim on `folder`, if a live run does (a claim's file left by a run that
     /// ended is no claim).
     fn claimed(&self, folder: &Self::Folder) -> Option<String>;

@@ -42,6 +42,8 @@ impl Folder {
 /// The local filesystem below one root.
 pub struct Local {
     root: PathBuf,
+    /// Whether this run's claim was lately confirmed ours (by its toucher).
+    holding: std::sync::Arc<super::claim::Holding>,
     /// The root, opened once (a root that is a link is resolved once and held).
     #[cfg(target_os = "linux")]
     root_fd: Option<File>,
@@ -55,11 +57,11 @@ impl Local {
         {
             let root_fd = sys::open_folder(root)?;
             let held = identity(&root_fd.metadata()?);
-            Ok((Local { root: root.to_path_buf(), root_fd: Some(root_fd) }, held))
+            Ok((Local { root: root.to_path_buf(), holding: Default::default(), root_fd: Some(root_fd) }, held))
         }
         #[cfg(not(target_os = "linux"))]
         {
-            Ok((Local { root: root.to_path_buf() }, folder_identity(root)?))
+            Ok((Local { root: root.to_path_buf(), holding: Default::default() }, folder_identity(root)?))
         }
     }
 
@@ -67,6 +69,7 @@ impl Local {
     pub fn unheld(root: &Path) -> Local {
         Local {
             root: root.to_path_buf(),
+            holding: Default::default(),
             #[cfg(target_os = "linux")]
             root_fd: None,
         }
@@ -76,6 +79,7 @@ impl Local {
     pub fn try_clone(&self) -> io::Result<Local> {
         Ok(Local {
             root: self.root.clone(),
+            holding: self.holding.clone(),
             #[cfg(target_os = "linux")]
             root_fd: self.root_fd.as_ref().map(File::try_clone).transpose()?,
         })
@@ -268,7 +272,15 @@ impl Backend for Local {
     }
 
     fn claim(&self, _root: &Folder, who: &str) -> Result<super::claim::Claim, String> {
-        super::claim::Claim::take(&self.root, who)
+        super::claim::Claim::held(&self.root, who, self.holding.clone(), super::claim::Timing::default())
+    }
+
+    fn standing(&self) -> super::claim::Standing {
+        self.holding.standing(&self.root)
+    }
+
+    fn reconfirm(&self) -> super::claim::Standing {
+        self.standing()
     }
 
     fn claimed(&self, folder: &Folder) -> Option<String> {

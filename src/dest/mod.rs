@@ -36,6 +36,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use backend::{Backend, Kind, Look};
+pub use claim::Standing;
 use local::{folder_identity, Local};
 pub use refused::Refused;
 pub use store::{Folder, Store};
@@ -197,6 +198,13 @@ impl Dest {
         let unavailable = |e: io::Error| {
             RootProblem::Unavailable(format!("destination {} cannot be reached ({e})", self.given.display()))
         };
+        // A claim lost to another run is positive evidence, as a root that leads elsewhere: the
+        // run never writes there again (docs/design.md, invariant 10).
+        match self.store.reconfirm() {
+            Standing::Held => {}
+            Standing::Unconfirmed(why) => return Err(RootProblem::Unavailable(why)),
+            Standing::Lost(why) => return Err(RootProblem::Elsewhere(why)),
+        }
         let now = self.store.locate(&self.given).map_err(unavailable)?;
         if now.path != self.root || now.id != self.held {
             return Err(RootProblem::Elsewhere(format!(
@@ -581,6 +589,8 @@ impl Dest {
     pub fn write_file(&self, rel: &Path, partial: &Path, bytes: &[u8]) -> io::Result<()> {
         let (dir, name) = split(rel)?;
         let folder = self.open_folder(dir, false)?;
+        // The marker, the origin's record, the let-go note: never under a claim not held.
+        self.still_held()?;
         match self.store.remove_file(&folder, partial) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -589,6 +599,7 @@ impl Dest {
         self.store.write(&w, bytes)?;
         self.store.flush_file(&w)?;
         drop(w);
+        self.still_held()?;
         self.store.rename(&folder, partial, &folder, name)?;
         self.store.flush_folder(&folder)
     }
@@ -636,9 +647,12 @@ impl Dest {
     }
 
     /// Whether `e`, met writing a copy, means the destination as a whole cannot take files: the
-    /// storage says so, or (EIO, EACCES, ...) its root cannot be reached.
+    /// storage says so, (EIO, EACCES, ...) its root cannot be reached, or the claim is not held
+    /// now (the target then pauses and probes, rather than every file backing off on its own).
     pub fn cannot_take_files(&self, e: &io::Error) -> bool {
-        self.store.whole_storage_error(e) || self.store.locate(&self.root).is_err()
+        self.store.standing() != Standing::Held
+            || self.store.whole_storage_error(e)
+            || self.store.locate(&self.root).is_err()
     }
 
     /// Whether the copy `rel` holds the same bytes as the source file `src`.
@@ -649,6 +663,15 @@ impl Dest {
     /// The storage, for the copy being written (`partial.rs`).
     fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Before a change, in memory: a claim not confirmed lately may be another run's by now, and
+    /// one lost is never written under again (docs/design.md, invariant 10).
+    fn still_held(&self) -> io::Result<()> {
+        match self.store.standing() {
+            Standing::Held => Ok(()),
+            Standing::Unconfirmed(why) | Standing::Lost(why) => Err(io::Error::other(why)),
+        }
     }
 
     /// Before a change: the root was found to be this copy within [`FRESH_ROOT`], or is looked at
@@ -668,6 +691,7 @@ impl Dest {
     /// marker first (once, durably), so no reader ever sees it over a copy that is changing.
     pub fn changing(&self) -> io::Result<()> {
         self.dirty.store(true, Ordering::Relaxed);
+        self.still_held()?;
         self.still_this_copy()?;
         let mut pending = self.marker.lock().unwrap_or_else(|e| e.into_inner());
         let Some(name) = pending.as_ref() else { return Ok(()) };

@@ -137,8 +137,10 @@ impl Remote {
     }
 
     /// Checks, before a copy starts, what a person must act on: the host reached over SFTP (ssh's
-    /// own words when not), and the folder there or its parent there to make it in. Makes nothing.
-    pub fn check(&self, ssh_command: Option<&str>, needed: Needed) -> Result<(), String> {
+    /// own words when not), the folder there (or, when `needed` allows, its parent there to make
+    /// it in), and (given the local `source`) that it is not the source's own storage
+    /// ([`Remote::not_the_source`]). Makes nothing.
+    pub fn check(&self, ssh_command: Option<&str>, needed: Needed, source: Option<&Path>) -> Result<(), String> {
         let session = self.connect(ssh_command)?;
         let cannot = |e: io::Error| self.refusal(&e).unwrap_or_else(|| format!("destination {}: {e}", self.shown()));
         let look = |p: &Path| -> io::Result<crate::sftp::Attrs> {
@@ -148,21 +150,106 @@ impl Remote {
                 _ => Err(io::Error::other("unexpected reply")),
             }
         };
-        match look(&self.path) {
-            Ok(a) if a.is_dir() => Ok(()),
-            Ok(_) => Err(cannot(io::ErrorKind::NotADirectory.into())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && needed == Needed::Folder => Err(format!(
-                "destination {} does not exist: make it first (softcopy makes the folders in it)",
-                self.shown()
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match look(self.path.parent().unwrap_or(&self.path)) {
-                Ok(a) if a.is_dir() => Ok(()),
-                Ok(_) => Err(cannot(io::ErrorKind::NotFound.into())),
-                Err(e) => Err(cannot(e)),
+        let parent = self.path.parent().unwrap_or(&self.path);
+        let found = match look(&self.path) {
+            Ok(a) if a.is_dir() => &self.path,
+            Ok(_) => return Err(cannot(io::ErrorKind::NotADirectory.into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && needed == Needed::Folder => {
+                return Err(format!(
+                    "destination {} does not exist: make it first (softcopy makes the folders in it)",
+                    self.shown()
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match look(parent) {
+                Ok(a) if a.is_dir() => parent,
+                Ok(_) => return Err(cannot(io::ErrorKind::NotFound.into())),
+                Err(e) => return Err(cannot(e)),
             },
-            Err(e) => Err(cannot(e)),
-        }
+            Err(e) => return Err(cannot(e)),
+        };
+        source.map_or(Ok(()), |s| self.not_the_source(&session, found, s))
     }
+
+    /// Refuses a destination on the source's own storage, inside the source or around it (the
+    /// ssh host is this machine, or both mount one share at the same path), with no write: the
+    /// server's REALPATH of `found` (the destination's nearest folder that exists) and the
+    /// source's local canonical path are one inside the other, and that folder as the server
+    /// shows it is the one here at that path (size, mode, owner, whole-second mtime, names).
+    /// Another machine with the same path rarely matches all of that; a mount at another path,
+    /// or a server that shows other owners (squashed), is not recognised (docs/design.md, "The
+    /// ssh destination").
+    fn not_the_source(&self, session: &Session, found: &Path, source: &Path) -> Result<(), String> {
+        let (Ok(source), Ok(resolved)) = (source.canonicalize(), realpath(session, found)) else { return Ok(()) };
+        let dest = resolved.join(self.path.strip_prefix(found).unwrap_or(Path::new("")));
+        let (inside, around) = (dest.starts_with(&source), source.starts_with(&dest));
+        if !(inside || around) || !same_folder(session, &resolved) {
+            return Ok(());
+        }
+        let (how, shown) = (if inside { "inside" } else { "around" }, self.shown());
+        Err(format!(
+            "destination {shown} is {how} the source {} on this same storage (the ssh host is this machine, or \
+             shares it at the same path): refused, the copy would copy itself",
+            source.display()
+        ))
+    }
+}
+
+/// The server's canonical path of `path`.
+fn realpath(session: &Session, path: &Path) -> io::Result<PathBuf> {
+    match session.call(&Request::Realpath(path.to_string_lossy().as_bytes()))? {
+        Reply::Names(n) if n.len() == 1 => Ok(PathBuf::from(String::from_utf8_lossy(&n[0].filename).into_owned())),
+        _ => Err(io::Error::other("unexpected reply")),
+    }
+}
+
+/// Whether the folder at `path` on the server is the one at `path` here: its attributes and its
+/// names alike (a folder of another machine made at the same path differs in one of them).
+#[cfg(unix)]
+fn same_folder(session: &Session, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let bytes = path.to_string_lossy().into_owned().into_bytes();
+    let (Ok(Reply::Attrs(there)), Ok(here)) = (session.call(&Request::Stat(&bytes)), std::fs::metadata(path)) else {
+        return false;
+    };
+    let ours = crate::sftp::Attrs {
+        size: Some(here.size()),
+        uid_gid: Some((here.uid(), here.gid())),
+        permissions: Some(here.mode()),
+        times: there.times.map(|(a, _)| (a, here.mtime() as u32)),
+    };
+    let names_here = std::fs::read_dir(path).map(|d| d.flatten().map(|e| e.file_name().into_encoded_bytes()).collect());
+    there == ours
+        && names_here.ok().is_some_and(|mut h: Vec<Vec<u8>>| {
+            listed(session, &bytes).is_some_and(|t| {
+                h.sort();
+                t == h
+            })
+        })
+}
+
+#[cfg(not(unix))]
+fn same_folder(_session: &Session, _path: &Path) -> bool {
+    false
+}
+
+/// The names in the folder `path` on the server, sorted (`.` and `..` left out); `None` when it
+/// cannot be listed whole.
+#[cfg(unix)]
+fn listed(session: &Session, path: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let Ok(Reply::Handle(h)) = session.call(&Request::Opendir(path)) else { return None };
+    let mut names = Vec::new();
+    let whole = loop {
+        match session.call(&Request::Readdir(&h)) {
+            Ok(Reply::Names(n)) => {
+                names.extend(n.into_iter().map(|n| n.filename).filter(|f| f != b"." && f != b".."));
+            }
+            Ok(Reply::Eof) => break true,
+            _ => break false,
+        }
+    };
+    let _ = session.call(&Request::Close(&h));
+    names.sort();
+    whole.then_some(names)
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@
 //!   marker is published ([`Backend::flush_all`] flushes every folder named into since the last);
 //! - one softcopy per destination without flock: a claim is a lock file made exclusively, naming
 //!   host and process, refreshed while the run lives; taken over only when it was seen unchanged
-//!   for [`STALE`] (measured on this side: no clock is compared across machines).
+//!   for [`STALE`] (measured on this side: no clock is compared across machines). Each refresh
+//!   reads the file back: a run that finds another's name there has lost the destination, and one
+//!   that could not confirm lately writes nothing until it does (`claim::Holding`).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -34,13 +36,8 @@ use crate::sftp::{Attrs, Done, Handle, OpenMode, Reply, Request, Session, SftpEr
 use crate::sys::{Learned, Pacing, Space};
 use crate::vocab::{Hash, Identity};
 
-/// How often a live claim's file is touched.
-pub const REFRESH: Duration = Duration::from_secs(5);
-/// A claim's file seen unchanged this long, by a run waiting for it, is left by a run that is
-/// gone: six refreshes missed.
-pub const STALE: Duration = Duration::from_secs(30);
-/// The claim's file (as the local one's: `claim.rs`).
-const LOCK: &str = super::claim::LOCK;
+use super::claim::{Holding, Standing, Timing, LOCK};
+pub use super::claim::{REFRESH, STALE};
 
 /// The storage below a remote root.
 pub struct Sftp {
@@ -48,12 +45,15 @@ pub struct Sftp {
     link: Arc<Link>,
     /// The root as the server resolved it (absolute, `/`-separated).
     root: Vec<u8>,
-    /// Folders a name was made, renamed or removed in since the last [`Backend::flush_all`].
+    /// Folders resolved ([`Backend::folder`], each with the folders above it), or a name was made,
+    /// renamed or removed in, since the last [`Backend::flush_all`]: every name the copy relies
+    /// on is in one of them, also copies an earlier run named and this one only found.
     touched: Arc<Mutex<HashSet<Vec<u8>>>>,
     /// How long a claim's file must be seen unchanged to be stale ([`STALE`]), and how often a
-    /// claim made here is touched ([`REFRESH`]): tests shorten both.
-    stale: Duration,
-    refresh: Duration,
+    /// claim made here is touched ([`REFRESH`]).
+    timing: Timing,
+    /// Whether this run's claim was lately confirmed ours (by its refresher).
+    holding: Arc<Holding>,
     /// Files being written and not yet complete: never renamed (a copy is named only once every
     /// request of it was answered OK, [`Backend::complete`]).
     writing: Arc<Mutex<HashSet<Vec<u8>>>>,
@@ -70,6 +70,9 @@ struct Link {
     next: std::sync::atomic::AtomicUsize,
     connect: Option<Connect>,
 }
+
+/// Folders fsynced in one burst at most: 3 requests each in flight.
+const FLUSH_BURST: usize = 4096;
 
 /// Attempts to start a lost session again, at most this often (each one may take a handshake).
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
@@ -245,6 +248,7 @@ impl Drop for Claim {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
+        self.storage.holding.released();
         if self.storage.holder(&self.path).ok().flatten().as_deref() == Some(self.who.trim()) {
             let _ = self.storage.session().call(&Request::Remove(&self.path));
         }
@@ -284,7 +288,8 @@ impl Sftp {
             other => return Err(unexpected("lstat", &other)),
         }
         let link = Arc::new(Link::new(vec![session], None));
-        Ok(Sftp { link, root, touched: Arc::default(), stale: STALE, refresh: REFRESH, writing: Arc::default() })
+        let (touched, timing, holding, writing) = Default::default();
+        Ok(Sftp { link, root, touched, timing, holding, writing })
     }
 
     /// `connections` sessions in all, the others started with `connect`, which also starts a
@@ -311,8 +316,8 @@ impl Sftp {
             link: self.link.clone(),
             root: self.root.clone(),
             touched: self.touched.clone(),
-            stale: self.stale,
-            refresh: self.refresh,
+            timing: self.timing,
+            holding: self.holding.clone(),
             writing: self.writing.clone(),
         }
     }
@@ -326,11 +331,21 @@ impl Sftp {
     /// its own every `refresh` (tests).
     #[cfg(all(test, unix))]
     pub(crate) fn timing(&mut self, stale: Duration, refresh: Duration) {
-        (self.stale, self.refresh) = (stale, refresh);
+        self.timing = Timing { stale, refresh };
     }
 
     fn touch(&self, folder: &[u8]) {
-        self.touched.lock().unwrap_or_else(|e| e.into_inner()).insert(folder.to_vec());
+        self.touch_all(std::slice::from_ref(&folder.to_vec()));
+    }
+
+    /// Adds `folders` to those the next [`Backend::flush_all`] fsyncs.
+    fn touch_all(&self, folders: &[Vec<u8>]) {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        for f in folders {
+            if !touched.contains(f) {
+                touched.insert(f.clone());
+            }
+        }
     }
 
     /// Every reply to `requests`, sent back to back: one round trip for all.
@@ -380,8 +395,20 @@ impl Sftp {
         }
     }
 
-    /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), all in one burst.
+    /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), pipelined in bursts of
+    /// [`FLUSH_BURST`] (requests in flight bounded however many folders a resumed run looked at).
     fn flush_folders(&self, folders: &[Vec<u8>]) -> io::Result<()> {
+        let mut failed = None;
+        for burst in folders.chunks(FLUSH_BURST) {
+            if let Err(e) = self.flush_burst(burst) {
+                failed = failed.or(Some(e));
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Fsyncs each of `folders`, all in one burst.
+    fn flush_burst(&self, folders: &[Vec<u8>]) -> io::Result<()> {
         let mut failed: Option<io::Error> = None;
         let opening: Vec<_> = folders
             .iter()
@@ -421,8 +448,7 @@ impl Sftp {
         };
         let mut text = Vec::new();
         io::Read::read_to_end(&mut io::Read::take(Reader::new(opened), 512), &mut text)?;
-        let text = String::from_utf8_lossy(&text).trim().to_string();
-        Ok(Some(if text.is_empty() { "its details unknown".into() } else { text }))
+        Ok(Some(super::claim::described(&String::from_utf8_lossy(&text))))
     }
 
     /// Whether the lock file at `path` stays unchanged (size and mtime) for `self.stale`, looked
@@ -430,8 +456,8 @@ impl Sftp {
     fn stays_unchanged(&self, path: &[u8]) -> bool {
         let Ok(first) = self.lstat(path) else { return false };
         let since = Instant::now();
-        while since.elapsed() < self.stale {
-            std::thread::sleep(self.refresh.min(self.stale));
+        while since.elapsed() < self.timing.stale {
+            std::thread::sleep(self.timing.refresh.min(self.timing.stale));
             match self.lstat(path) {
                 Ok(now) if (now.size, now.times) == (first.size, first.times) => {}
                 _ => return false,
@@ -440,13 +466,30 @@ impl Sftp {
         true
     }
 
-    /// Makes the lock file at `path` saying `who`, exclusively: AlreadyExists when one is there.
+    /// Makes the lock file at `path` saying `who` (and [`super::claim::TOUCHED`]), exclusively: AlreadyExists when one is there.
     fn make_lock(&self, path: &[u8], who: &str) -> io::Result<()> {
         let attrs = Attrs { permissions: Some(0o644), ..Attrs::default() };
         let opened = self.open_file(path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(path, e))?;
         let w = self.writer(opened, path.to_vec(), 0);
-        self.write(&w, who.as_bytes())?;
+        // Marked as a claim kept by touching: a local run that gets the OS lock on it waits for
+        // the stale time before it takes it (`claim.rs`).
+        self.write(&w, format!("{}\n{}\n", who.trim(), super::claim::TOUCHED).as_bytes())?;
         self.flush_file(&w)
+    }
+
+    /// Reads the claim's file at `path` back: ours, the claim is confirmed as of `touched` (when
+    /// its last touch was sent; `None`: not touched now, nothing learned); another's or gone, it
+    /// is lost. A read that fails tells nothing.
+    fn judge(&self, path: &[u8], who: &str, touched: Option<Instant>) {
+        let Ok(found) = self.holder(path) else { return };
+        match super::claim::judged(found.as_deref(), who, &self.root()) {
+            Ok(()) => {
+                if let Some(sent) = touched {
+                    self.holding.confirmed(sent, self.timing.hold_for(), who);
+                }
+            }
+            Err(why) => self.holding.lost(why),
+        }
     }
 }
 
@@ -491,6 +534,9 @@ impl Backend for Sftp {
                 Ok(other) => return Err(unexpected("lstat", &other)),
             }
         }
+        // Whatever this run finds here (an earlier run's copies too) is made durable by the next
+        // flush of everything, with the entries of each folder above it.
+        self.touch_all(&paths);
         Ok(Folder { path: paths.last().cloned().unwrap_or_else(|| self.root.clone()) })
     }
 
@@ -727,9 +773,10 @@ impl Backend for Sftp {
         }
         let path = root.join(Path::new(LOCK));
         let cannot = |e: io::Error| format!("cannot claim {}: {e}", path_of(&path).display());
-        loop {
+        let made = loop {
+            let made = Instant::now();
             match self.make_lock(&path, who) {
-                Ok(()) => break,
+                Ok(()) => break made,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(cannot(e)),
             }
@@ -742,15 +789,27 @@ impl Backend for Sftp {
             let aside = join(&root.path, format!("{LOCK}.stale-{}", std::process::id()).as_bytes());
             self.session().call(&Request::PosixRename { from: &path, to: &aside }).map_err(|e| cannot(e.into()))?;
             let _ = self.session().call(&Request::Remove(&aside));
-        }
+        };
+        self.holding.confirmed(made, self.timing.hold_for(), who);
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        let (storage, touched, every) = (self.share(), path.clone(), self.refresh);
+        let (storage, touched, mine) = (self.share(), path.clone(), who.to_string());
         let refresher = std::thread::Builder::new()
             .name("softcopy-claim".into())
-            .spawn(move || refresh(&storage, &touched, every, &stopped))
+            .spawn(move || refresh(&storage, &touched, &mine, &stopped))
             .map_err(cannot)?;
         let who = who.to_string();
         Ok(Claim { stop: Some(stop), refresher: Some(refresher), storage: self.share(), path, who })
+    }
+
+    fn standing(&self) -> Standing {
+        self.holding.standing(&self.root())
+    }
+
+    fn reconfirm(&self) -> Standing {
+        if let Some(who) = self.holding.who() {
+            self.judge(&join(&self.root, LOCK.as_bytes()), &who, None);
+        }
+        self.standing()
     }
 
     fn claimed(&self, folder: &Folder) -> Option<String> {
@@ -760,14 +819,19 @@ impl Backend for Sftp {
     }
 }
 
-/// Touches the claim's file every `every` until `stopped` (its sender dropped). Its mtime is set
+/// Touches the claim's file every refresh until `stopped` (its sender dropped). Its mtime is set
 /// to a count of refreshes, not a time: the file changes at each touch (whole seconds could
-/// repeat), and a waiting run compares it with itself, never with a clock.
-fn refresh(storage: &Sftp, path: &[u8], every: Duration, stopped: &Receiver<()>) {
+/// repeat), and a waiting run compares it with itself, never with a clock. After each touch the
+/// file is read back: still ours, the claim is confirmed as of when the touch was sent (no run
+/// can find it stale before that plus the stale time); another's or gone, it is lost for good.
+fn refresh(storage: &Sftp, path: &[u8], who: &str, stopped: &Receiver<()>) {
     let mut n: u32 = 1;
-    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(storage.timing.refresh) {
         n = n.wrapping_add(1);
-        let _ = storage.session().call(&Request::Setstat { path, attrs: Attrs::mtime(n) });
+        let sent = Instant::now();
+        if storage.session().call(&Request::Setstat { path, attrs: Attrs::mtime(n) }).is_ok() {
+            storage.judge(path, who, Some(sent));
+        }
     }
 }
 

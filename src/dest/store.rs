@@ -269,6 +269,14 @@ impl Backend for Store {
         on!(self, s, B => s.claim(B::folder_of(root).map_err(|e| e.to_string())?, who).map(B::wrap_claim))
     }
 
+    fn standing(&self) -> super::claim::Standing {
+        on!(self, s, _B => s.standing())
+    }
+
+    fn reconfirm(&self) -> super::claim::Standing {
+        on!(self, s, _B => s.reconfirm())
+    }
+
     fn claimed(&self, folder: &Folder) -> Option<String> {
         on!(self, s, B => s.claimed(B::folder_of(folder).ok()?))
     }

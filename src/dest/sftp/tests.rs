@@ -159,7 +159,7 @@ fn a_claim_refuses_a_second_run_until_dropped_and_a_stale_one_is_taken_over() {
     fs::write(dir.path().join(LOCK), "pid 3 on a crashed host\n").unwrap();
     b.timing(Duration::from_millis(300), Duration::from_millis(50));
     let _taken = b.claim(&root, "pid 2 on b").unwrap();
-    assert_eq!(fs::read_to_string(dir.path().join(LOCK)).unwrap(), "pid 2 on b");
+    assert_eq!(super::super::claim::described(&fs::read_to_string(dir.path().join(LOCK)).unwrap()), "pid 2 on b");
     fs::create_dir(dir.path().join("inner")).unwrap();
     let inner = storage(&dir.path().join("inner"));
     let e = inner.claim(&inner.folder(Path::new(""), false).unwrap(), "pid 4").err().unwrap();
@@ -344,7 +344,6 @@ fn signal(pidfile: &Path, sig: &str) {
 /// else two runs write the same destination (design.md, invariant 10), and the journal's
 /// appends, made at offsets each run read for itself, overwrite each other's lines.
 #[test]
-#[ignore = "finding (adversarial read of the ssh destination): a run whose claim was taken over never learns it; check_root says Ok and it goes on writing beside the run that took it"]
 fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     use crate::dest::{Dest, Store};
     let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -361,10 +360,60 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     let mut b = storage(&root);
     b.timing(Duration::from_millis(300), Duration::from_millis(50));
     let _claim_b = b.claim(&b.folder(Path::new(""), false).unwrap(), "pid 2 on b").unwrap();
-    assert_eq!(fs::read_to_string(root.join(LOCK)).unwrap(), "pid 2 on b", "B took the claim over");
+    let named = |at: &Path| super::super::claim::described(&fs::read_to_string(at.join(LOCK)).unwrap());
+    assert_eq!(named(&root), "pid 2 on b", "B took the claim over");
     // A is back, alive, and would write on.
     signal(&pidfile, "CONT");
     assert!(dest_a.check_root().is_err(), "the run that lost its claim is told before its next change");
+    assert!(dest_a.changing().is_err(), "and every change after it is refused");
+    assert!(dest_a.write_file(Path::new("complete"), Path::new(".complete.partial"), b"").is_err(), "no marker");
+    assert!(!root.join("complete").exists() && !root.join(".complete.partial").exists());
+    // Its refresher finds the same, and it never takes the claim back.
+    assert!(matches!(dest_a.check_root(), Err(crate::dest::RootProblem::Elsewhere(_))));
+    assert_eq!(named(&root), "pid 2 on b");
+}
+
+/// `Some(changing)` once `dest.changing()` answers as `want` (Ok or not), within 10 s.
+fn until_changing(dest: &crate::dest::Dest, want: bool) -> Option<io::Result<()>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = dest.changing();
+        if r.is_ok() == want {
+            return Some(r);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A claim whose refresh is merely slow (its server stalled, nobody took the claim) pauses the
+/// run's changes while unconfirmed, and lets them go on once a refresh confirms it again.
+#[test]
+fn a_claim_not_confirmed_lately_pauses_changes_until_it_is_again() {
+    use crate::dest::{Dest, Store};
+    let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
+    a.timing(Duration::from_millis(600), Duration::from_millis(50));
+    let dest = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
+    let _claim = dest.claim(src.path()).unwrap();
+    dest.changing().unwrap();
+    signal(&pidfile, "STOP");
+    let paused = until_changing(&dest, false);
+    // The whole destination waits (the target pauses), not each file on its own: asked while the
+    // server is still stopped (a claim not held answers without it).
+    let still_paused = paused.as_ref().is_some_and(|p| p.as_ref().is_err_and(|e| dest.cannot_take_files(e)));
+    // Going on before any assert: a claim dropped while its server is stopped would wait for it.
+    signal(&pidfile, "CONT");
+    let paused = paused.expect("changes paused within 10 s of the stall").unwrap_err();
+    assert!(paused.to_string().contains("last confirmed"));
+    assert!(until_changing(&dest, true).is_some(), "changes go on once confirmed again");
+    dest.check_root().unwrap();
+    assert!(still_paused, "a claim not held is the destination's trouble, not a file's");
 }
 
 /// The flush before the marker (and the one before freeing sources) must make durable every
@@ -373,7 +422,6 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
 /// whole and names nothing there, and a flush of only the folders it touched leaves their
 /// entries unflushed under a marker (a server that crashes then loses them; the marker stays).
 #[test]
-#[ignore = "finding (adversarial read of the ssh destination): flush_all fsyncs only folders named into by this process; an earlier run's renames are never fsynced before the marker or the freeing"]
 fn the_flush_of_everything_reaches_folders_an_earlier_run_named_copies_in() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
@@ -388,11 +436,17 @@ fn the_flush_of_everything_reaches_folders_an_earlier_run_named_copies_in() {
     // This run: nothing to copy again; its flush of everything, as before the marker.
     let (pidfile, log) = (dir.path().join("pid"), dir.path().join("log"));
     let now = Sftp::open(watched_session(&pidfile, Some(&log)), &root).unwrap();
+    // It finds the copy whole, as a resumed run does, and names nothing.
+    let found = now.folder(Path::new("a/b"), false).unwrap();
+    assert!(now.look(&found, Path::new("c")).unwrap().is_file());
     now.flush_all(&now.folder(Path::new(""), false).unwrap()).unwrap();
     drop(now);
-    let opened_b = format!("open \"{}\" flags READ", root.join("a/b").display());
     let logged = fs::read_to_string(&log).unwrap();
-    assert!(logged.contains(&opened_b), "a/b not opened to be fsynced:\n{logged}");
+    // With the entries that lead to it: b in a, a in the root (made by the earlier run too).
+    for folder in ["a/b", "a"] {
+        let opened = format!("open \"{}\" flags READ", root.join(folder).display());
+        assert!(logged.contains(&opened), "{folder} not opened to be fsynced:\n{logged}");
+    }
 }
 
 /// The same folder claimed by a run copying to it as a local path (on the server itself, or
@@ -400,7 +454,6 @@ fn the_flush_of_everything_reaches_folders_an_earlier_run_named_copies_in() {
 /// in both, but the local claim is an OS lock on a file it never touches, and the ssh claim is the
 /// file alone. Each must refuse the other (design.md, invariant 10), whichever came first.
 #[test]
-#[ignore = "finding (adversarial read of the ssh destination): a local run's claim (flock, file never touched) is taken over as stale by an ssh run, and an ssh run's claim (no flock) is no claim to a local run: two writers"]
 fn a_local_claim_and_an_ssh_claim_on_one_folder_refuse_each_other() {
     use crate::dest::claim;
     let dir = tempfile::tempdir().unwrap();
@@ -409,12 +462,15 @@ fn a_local_claim_and_an_ssh_claim_on_one_folder_refuse_each_other() {
     s.timing(Duration::from_millis(300), Duration::from_millis(50));
     let folder = s.folder(Path::new(""), false).unwrap();
     // Local first: the ssh run waits out the stale time, then takes the file over.
-    let local = claim::Claim::take(&root, "pid 1 on the server, copying /acq/a\n").unwrap();
+    // The local run touches its file as often as the ssh run looks (tests shorten both).
+    let timing = claim::Timing { stale: Duration::from_millis(300), refresh: Duration::from_millis(50) };
+    let local = claim::Claim::held(&root, "pid 1 on the server, copying /acq/a\n", Arc::default(), timing).unwrap();
     let over_ssh = s.claim(&folder, "pid 2 on the microscope, copying /acq/b");
     let ssh_refused = over_ssh.is_err();
     drop((over_ssh, local));
     // Over ssh first: the local run finds a file nobody locks.
     let _held = s.claim(&folder, "pid 3 on the microscope, copying /acq/c").unwrap();
-    let local_refused = claim::Claim::take(&root, "pid 4 on the server, copying /acq/d\n").is_err();
+    let local_refused =
+        claim::Claim::held(&root, "pid 4 on the server, copying /acq/d\n", Arc::default(), timing).is_err();
     assert_eq!((ssh_refused, local_refused), (true, true), "(ssh run refused, local run refused)");
 }
