@@ -358,13 +358,13 @@ def test_an_error_of_the_command_line_names_no_file(tmp_path: Path) -> None:
     [
         ("acq/*.zarr", False, False, "a source pattern"),
         ("acq", True, False, "--checksum (its manifest beside the destination)"),
-        ("acq", False, True, "--delete-source"),
     ],
 )
 def test_what_an_ssh_destination_cannot_do_yet_is_refused_in_one_line(
     tmp_path: Path, source: str, checksum: bool, delete_source: bool, said: str
 ) -> None:
-    # Freeing over ssh is refused until its durability and its one-run claim are proven there.
+    # A pattern (one run per destination) and --checksum's manifest (a local path beside the
+    # destination) are not made over ssh yet; --delete-source is (test_ssh).
     with pytest.raises(ConfigError) as e:
         Target(
             source=tmp_path / source,

@@ -68,6 +68,14 @@ impl Remote {
     /// (as OpenSSH's own sftp does: after `--` a host beginning with `-` is a host, never an option
     /// such as `-oProxyCommand=…`). A custom command gets no BatchMode: it is the user's to add.
     pub fn command(&self, ssh_command: Option<&str>) -> Command {
+        let mut c = self.ssh_program(ssh_command);
+        c.args(["-s", "--", self.host.as_str(), "sftp"]);
+        c
+    }
+
+    /// The ssh command and its options, the port included, without the host: what every
+    /// connection to it starts with.
+    fn ssh_program(&self, ssh_command: Option<&str>) -> Command {
         let default = "ssh -o BatchMode=yes";
         let mut words = ssh_command.unwrap_or(default).split_whitespace();
         let mut c = Command::new(words.next().unwrap_or("ssh"));
@@ -75,7 +83,14 @@ impl Remote {
         if let Some(p) = self.port {
             c.args(["-p", &p.to_string()]);
         }
-        c.args(["-s", "--", self.host.as_str(), "sftp"]);
+        c
+    }
+
+    /// The command that runs a remote command on it (added by the caller after `--` and the
+    /// host: the remote shell reads it), through the same ssh as its SFTP sessions.
+    pub fn ssh(&self, ssh_command: Option<&str>) -> Command {
+        let mut c = self.ssh_program(ssh_command);
+        c.args(["--", self.host.as_str()]);
         c
     }
 

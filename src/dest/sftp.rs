@@ -450,6 +450,62 @@ impl Sftp {
     }
 }
 
+impl Sftp {
+    /// What each of `rels` below the root is, with its path on the server, all in two bursts:
+    /// every folder on the way looked at (a link or not a folder there is an error naming it),
+    /// then the names themselves, never followed. For proofs of many copies at once
+    /// (`server_hash.rs`), where a look per file in sequence would cost a round trip each.
+    pub fn look_all(&self, rels: &[&Path]) -> Vec<io::Result<(Vec<u8>, Look)>> {
+        // A name that is not plainly below the root (`..`, absolute) has no components: refused.
+        let normal = |r: &Path| r.components().all(|c| matches!(c, Component::Normal(_)));
+        let parts: Vec<Vec<Vec<u8>>> = rels
+            .iter()
+            .map(|r| if normal(r) { r.components().map(|c| bytes(Path::new(c.as_os_str()))).collect() } else { vec![] })
+            .collect();
+        let prefix = |p: &[Vec<u8>]| p.iter().fold(self.root.clone(), |at, c| join(&at, c));
+        let folders: Vec<Vec<u8>> = parts
+            .iter()
+            .flat_map(|p| (1..p.len()).map(move |n| p[..n].to_vec()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|p| prefix(&p))
+            .collect();
+        let looks = self.burst(&folders.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
+        let bad: std::collections::HashMap<&[u8], io::Error> = folders
+            .iter()
+            .zip(looks)
+            .filter_map(|(path, look)| match look {
+                Ok(Reply::Attrs(a)) if a.is_dir() && !a.is_symlink() => None,
+                Ok(Reply::Attrs(a)) if a.is_symlink() => {
+                    Some((path.as_slice(), super::Refused::Link(path_of(path)).into()))
+                }
+                Ok(Reply::Attrs(_)) => Some((path.as_slice(), io::ErrorKind::NotFound.into())),
+                Ok(other) => Some((path.as_slice(), unexpected("lstat", &other))),
+                Err(e) => Some((path.as_slice(), e.into())),
+            })
+            .collect();
+        let files: Vec<Vec<u8>> = parts.iter().map(|p| prefix(p)).collect();
+        let looks = self.burst(&files.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
+        parts
+            .iter()
+            .zip(files)
+            .zip(looks)
+            .map(|((p, path), look)| {
+                if p.is_empty() {
+                    return Err(io::ErrorKind::InvalidInput.into());
+                }
+                if let Some(e) = (1..p.len()).find_map(|n| bad.get(prefix(&p[..n]).as_slice())) {
+                    return Err(io::Error::new(e.kind(), e.to_string()));
+                }
+                match look? {
+                    Reply::Attrs(a) => Ok((path, Look { kind: kind_of(&a), ident: identity(&a) })),
+                    other => Err(unexpected("lstat", &other)),
+                }
+            })
+            .collect()
+    }
+}
+
 impl Backend for Sftp {
     type Folder = Folder;
     type Writer = Writer;

@@ -418,3 +418,67 @@ fn a_local_claim_and_an_ssh_claim_on_one_folder_refuse_each_other() {
     let local_refused = claim::Claim::take(&root, "pid 4 on the server, copying /acq/d\n").is_err();
     assert_eq!((ssh_refused, local_refused), (true, true), "(ssh run refused, local run refused)");
 }
+
+/// Copies at the destination `dst` of the source files `names` (bytes: the name), as the mover
+/// gets them; the copies' mtimes are the sources'.
+fn copied_pairs(src: &Path, dst: &Path, names: &[&str]) -> Vec<crate::vocab::Copied> {
+    names
+        .iter()
+        .map(|rel| {
+            for root in [src, dst] {
+                fs::write(root.join(rel), rel.as_bytes()).unwrap();
+            }
+            let ident = crate::sys::path_identity(&src.join(rel)).unwrap();
+            crate::vocab::Copied { rel: rel.into(), ident, hash: None }
+        })
+        .collect()
+}
+
+/// Freeing's proof over ssh by the server's digests (`server_hash.rs`): a copy damaged with its size
+/// and mtime kept differs, a link planted at a copy's name is never hashed through, a name with a
+/// newline is proven, and only the damaged and linked ones are not proven; none of them read back.
+#[test]
+fn the_servers_digests_prove_copies_and_a_damaged_or_linked_copy_is_not_proven() {
+    use crate::dest::server_hash::{local_exec, Algo, Hasher};
+    use crate::dest::{Dest, Store};
+    let (src, dst, bin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let names = ["good", "new\nline\\", "damaged", "linked"];
+    let copied = copied_pairs(src.path(), dst.path(), &names);
+    let damaged = dst.path().join("damaged");
+    let mtime = fs::metadata(&damaged).unwrap().modified().unwrap();
+    fs::write(&damaged, b"damageX").unwrap();
+    File::options().write(true).open(&damaged).unwrap().set_modified(mtime).unwrap();
+    // A link to a file holding the very bytes of the source: hashed through, it would match.
+    fs::write(bin.path().join("elsewhere"), b"linked").unwrap();
+    fs::remove_file(dst.path().join("linked")).unwrap();
+    std::os::unix::fs::symlink(bin.path().join("elsewhere"), dst.path().join("linked")).unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    dest.hash_on_server(Hasher { exec: local_exec(bin.path(), "/usr/bin:/bin"), algo: Algo::Sha256 });
+    let proof = crate::end::mover::prove(src.path(), &dest, copied, &AtomicBool::new(false));
+    let proven: Vec<PathBuf> = proof.proven.iter().map(|c| c.rel.clone()).collect();
+    assert_eq!(proven, [PathBuf::from("good"), PathBuf::from("new\nline\\")]);
+    assert_eq!(proof.differs, [PathBuf::from("damaged")]);
+    assert_eq!(proof.kept.iter().map(|(rel, _)| rel.clone()).collect::<Vec<_>>(), [PathBuf::from("linked")]);
+    assert_eq!((proof.by_server, proof.read_back), (2, 0));
+}
+
+/// A server whose hasher fails (here: a name it cannot read makes the command exit non-zero)
+/// proves nothing by its lines: the copies are read back instead, and still proven or not.
+#[test]
+fn copies_the_server_could_not_hash_are_read_back() {
+    use crate::dest::server_hash::{local_exec, Algo, Hasher};
+    use crate::dest::{Dest, Store};
+    let (src, dst, bin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let copied = copied_pairs(src.path(), dst.path(), &["a", "b", "unreadable"]);
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    // The "server's" sha256sum cannot read one file (its path there is one it refuses).
+    let fake = bin.path().join("tools");
+    fs::create_dir(&fake).unwrap();
+    let wrapper = "#!/bin/sh\nfor f; do case \"$f\" in *unreadable) echo \"sha256sum: $f: Permission denied\" >&2; exit 1;; esac; done\nexec /usr/bin/sha256sum \"$@\"\n";
+    fs::write(fake.join("sha256sum"), wrapper).unwrap();
+    Command::new("chmod").arg("+x").arg(fake.join("sha256sum")).status().unwrap();
+    let path = format!("{}:/usr/bin:/bin", fake.display());
+    dest.hash_on_server(Hasher { exec: local_exec(bin.path(), &path), algo: Algo::Sha256 });
+    let proof = crate::end::mover::prove(src.path(), &dest, copied, &AtomicBool::new(false));
+    assert_eq!((proof.proven.len(), proof.by_server, proof.read_back), (3, 0, 3), "{proof:?}");
+}
