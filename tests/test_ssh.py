@@ -8,8 +8,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import softcopy
 from _share import Sshd
-from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
+from conftest import (
+    Softcopy,
+    assert_same_tree,
+    conclude,
+    finish,
+    softcopy_cmd,
+    start_writer,
+    tree,
+    wait_for,
+    write_finished_archive,
+)
+from softcopy.config import EngineConfig, Target
+from test_move import damage
 
 
 def ssh_command(sshd: Sshd) -> str:
@@ -123,3 +136,98 @@ def test_an_ssh_destination_inside_the_source_on_this_machine_is_refused(tmp_pat
         pytest.fail("not refused: still copying after 30 s")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
     assert not (src / "backup").exists(), "nothing written into the acquisition"
+
+
+def without_hasher(tmp_path: Path, sshd: Sshd) -> str:
+    """An `--ssh-command` whose remote commands find neither b3sum nor sha256sum on the server (its
+    PATH there holds only sh and xargs); the SFTP sessions are as usual."""
+    bin_dir, wrapper = tmp_path / "bare-bin", tmp_path / "ssh-without-hasher"
+    bin_dir.mkdir()
+    for tool in ("/bin/sh", "/usr/bin/xargs"):
+        (bin_dir / Path(tool).name).symlink_to(tool)
+    wrapper.write_text(
+        "#!/usr/bin/env python3\nimport os, sys\nargs = sys.argv[1:]\n"
+        f"if '-s' not in args:\n    args[-1] = 'env PATH={bin_dir} ' + args[-1]\n"
+        "os.execvp('ssh', ['ssh', *args])\n"
+    )
+    wrapper.chmod(0o755)
+    return ssh_command(sshd).replace("ssh", str(wrapper), 1)
+
+
+def data_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_delete_source_over_ssh_frees_a_live_acquisition_proven_by_the_servers_hash(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    src, remote, expected = tmp_path / "acq.zarr", tmp_path / "server", tmp_path / "expected.zarr"
+    remote.mkdir()
+    writer = start_writer(src, "v3", 20, 0.1)
+    proc = run_softcopy(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd), "--delete-source")
+    assert writer.wait(120) == 0
+    code, out = finish(proc, 180)
+    assert code == 0, out
+    write_finished_archive(expected, "v3", timepoints=20)  # the writer's bytes, again
+    assert tree(remote / "acq.zarr") == tree(expected)
+    assert data_files(src) == [], f"the acquisition is freed: {data_files(src)[:5]}"
+    assert "by the server's sha256sum" in out and "read back" in out, out
+
+
+@pytest.mark.parametrize("proof", ["server hash", "read back"])
+def test_a_copy_damaged_on_the_server_with_its_size_and_mtime_keeps_its_source(
+    tmp_path: Path, sshd: Sshd, proof: str
+) -> None:
+    # One byte flipped on the server after the copy, size and mtime kept: only the contents tell.
+    # Proven by the server's digest or read back (a host with no hash command), nothing is freed
+    # and the run says which copy differs.
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    remote.mkdir()
+    write_finished_archive(src, "v3", timepoints=2)
+    before = tree(src)
+    rel = next(k for k in sorted(before) if k.startswith("c/"))
+    command = ssh_command(sshd) if proof == "server hash" else without_hasher(tmp_path, sshd)
+    target = Target(src, Path(f"root@127.0.0.1:{remote}/acq.zarr"), once=True, delete_source=True, ssh_command=command)
+    engine = softcopy._softcopy.Engine(EngineConfig(target))
+    v = conclude(engine, 120, before=lambda: damage(remote / "acq.zarr" / rel, 0))
+    said = " ".join(text for _, text in engine.messages())
+    assert not v.verified and not v.freed, v
+    assert [p.as_posix() for p in v.content_mismatch] == [rel], v
+    assert tree(src) == before, "nothing freed: a copy was found different"
+    assert ("by the server's sha256sum" if proof == "server hash" else "neither b3sum nor sha256sum") in said, said
+
+
+def test_a_host_without_a_hash_command_has_its_copies_read_back_and_the_source_freed(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    src, remote, expected = tmp_path / "acq.zarr", tmp_path / "server", tmp_path / "expected.zarr"
+    remote.mkdir()
+    write_finished_archive(src, "v3", timepoints=2)
+    write_finished_archive(expected, "v3", timepoints=2)
+    r = copy_to(
+        src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", without_hasher(tmp_path, sshd), "--delete-source"
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "neither b3sum nor sha256sum: copies are read back" in r.stderr, r.stderr
+    assert "proven by the server's" not in r.stderr, r.stderr
+    assert tree(remote / "acq.zarr") == tree(expected)
+    assert data_files(src) == [], data_files(src)
+
+
+def test_a_name_with_a_newline_and_a_backslash_is_proven_by_the_servers_hash_and_freed(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    # sha256sum escapes such a name in its answer (a leading backslash): read as printed, it names
+    # no file asked for, and the copy would be read back, or worse, another file proven.
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    remote.mkdir()
+    write_finished_archive(src, "v3", timepoints=1)
+    odd = {"notes\nline.txt": b"a newline in the name", "back\\slash.txt": b"a backslash", "both\\n\n.txt": b"both"}
+    for name, data in odd.items():
+        (src / name).write_bytes(data)
+    files = len(data_files(src))
+    r = copy_to(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd), "--delete-source")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{files - 1} copies proven by the server's sha256sum, 0 read back" in r.stderr, r.stderr  # marker apart
+    assert all((remote / "acq.zarr" / name).read_bytes() == data for name, data in odd.items())
+    assert data_files(src) == [], data_files(src)

@@ -153,8 +153,8 @@ fn proving(
     copied: Vec<Copied>,
 ) -> std::result::Result<Option<crate::end::mover::Proof>, Phase> {
     let proof = d.cfg.delete_source.then(|| crate::end::mover::prove(d.src, d.dest, copied, &d.sh.stop));
-    if let Some(p) = proof.as_ref().filter(|p| p.by_server > 0) {
-        let by = d.dest.server_algo().map_or("", |a| a.program());
+    if let (Some(p), Some(algo)) = (&proof, d.dest.server_algo()) {
+        let by = algo.program();
         d.sh.say(Level::Info, format!("{} copies proven by the server's {by}, {} read back", p.by_server, p.read_back));
     }
     if d.sh.stopped() {
