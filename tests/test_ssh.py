@@ -7,20 +7,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import conftest
 import pytest
 import softcopy
 from _share import Sshd
-from conftest import (
-    Softcopy,
-    assert_same_tree,
-    conclude,
-    finish,
-    softcopy_cmd,
-    start_writer,
-    tree,
-    wait_for,
-    write_finished_archive,
-)
+from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
 from softcopy.config import EngineConfig, Target
 from test_move import damage
 
@@ -169,7 +160,7 @@ def test_delete_source_over_ssh_frees_a_live_acquisition_proven_by_the_servers_h
     code, out = finish(proc, 180)
     assert code == 0, out
     write_finished_archive(expected, "v3", timepoints=20)  # the writer's bytes, again
-    assert tree(remote / "acq.zarr") == tree(expected)
+    assert conftest.tree(remote / "acq.zarr") == conftest.tree(expected)
     assert data_files(src) == [], f"the acquisition is freed: {data_files(src)[:5]}"
     assert "by the server's sha256sum" in out and "read back" in out, out
 
@@ -184,16 +175,16 @@ def test_a_copy_damaged_on_the_server_with_its_size_and_mtime_keeps_its_source(
     src, remote = tmp_path / "acq.zarr", tmp_path / "server"
     remote.mkdir()
     write_finished_archive(src, "v3", timepoints=2)
-    before = tree(src)
+    before = conftest.tree(src)
     rel = next(k for k in sorted(before) if k.startswith("c/"))
     command = ssh_command(sshd) if proof == "server hash" else without_hasher(tmp_path, sshd)
     target = Target(src, Path(f"root@127.0.0.1:{remote}/acq.zarr"), once=True, delete_source=True, ssh_command=command)
     engine = softcopy._softcopy.Engine(EngineConfig(target))
-    v = conclude(engine, 120, before=lambda: damage(remote / "acq.zarr" / rel, 0))
+    v = conftest.conclude(engine, 120, before=lambda: damage(remote / "acq.zarr" / rel, 0))
     said = " ".join(text for _, text in engine.messages())
     assert not v.verified and not v.freed, v
     assert [p.as_posix() for p in v.content_mismatch] == [rel], v
-    assert tree(src) == before, "nothing freed: a copy was found different"
+    assert conftest.tree(src) == before, "nothing freed: a copy was found different"
     assert ("by the server's sha256sum" if proof == "server hash" else "neither b3sum nor sha256sum") in said, said
 
 
@@ -210,7 +201,7 @@ def test_a_host_without_a_hash_command_has_its_copies_read_back_and_the_source_f
     assert r.returncode == 0, r.stdout + r.stderr
     assert "neither b3sum nor sha256sum: copies are read back" in r.stderr, r.stderr
     assert "proven by the server's" not in r.stderr, r.stderr
-    assert tree(remote / "acq.zarr") == tree(expected)
+    assert conftest.tree(remote / "acq.zarr") == conftest.tree(expected)
     assert data_files(src) == [], data_files(src)
 
 
