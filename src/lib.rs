@@ -487,7 +487,7 @@ fn specs_from(arrays: Vec<ArraySpecIn>) -> Vec<ArraySpec> {
 
 /// Compares two trees without an engine (`softcopy verify`); the GIL is released while it reads.
 #[pyfunction]
-#[pyo3(signature = (source, destination, arrays, *, content=false, marker="complete".to_string()))]
+#[pyo3(signature = (source, destination, arrays, *, content=false, marker="complete".to_string(), ssh_command=None))]
 fn verify_trees(
     py: Python<'_>,
     source: PathBuf,
@@ -495,16 +495,39 @@ fn verify_trees(
     arrays: Vec<ArraySpecIn>,
     content: bool,
     marker: String,
+    ssh_command: Option<String>,
 ) -> PyResult<PyReport> {
     let specs = specs_from(arrays);
     let r = py.detach(|| {
-        let dest =
-            dest::Dest::open(&destination, &destination, None).map_err(|e| Error::io("open", &destination, e))?;
+        let dest = open_to_verify(&destination, content, ssh_command.as_deref())?;
         let check =
             verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
         verify::verify(&source, &dest, &check, &AtomicBool::new(false)).map_err(|e| Error::io("verify", &source, e))
     })?;
     Ok(r.into())
+}
+
+/// The destination to verify: a local folder, or an ssh destination (its copies hashed by the
+/// server where it can and `content` is asked: `dest/server_hash.rs`).
+fn open_to_verify(destination: &Path, content: bool, ssh_command: Option<&str>) -> error::Result<dest::Dest> {
+    match destination.to_str().and_then(dest::remote::Remote::parse) {
+        Some(remote) => remote.view(ssh_command, content).map_err(Error::Config),
+        None => dest::Dest::open(destination, destination, None).map_err(|e| Error::io("open", destination, e)),
+    }
+}
+
+/// Whether the destination (a local folder or an ssh destination) holds the file `rel`, reached
+/// without a link (`softcopy verify`'s look for the marker).
+#[pyfunction]
+#[pyo3(signature = (destination, rel, ssh_command=None))]
+fn destination_has_file(
+    py: Python<'_>,
+    destination: PathBuf,
+    rel: PathBuf,
+    ssh_command: Option<String>,
+) -> PyResult<bool> {
+    let look = py.detach(|| open_to_verify(&destination, false, ssh_command.as_deref()).map(|d| d.stat(&rel)))?;
+    Ok(look.is_ok_and(|l| l.is_file()))
 }
 
 /// Checks a destination against a manifest: every listed file present with its size and hash, and
@@ -784,6 +807,7 @@ fn _softcopy(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(destination_owner, m)?)?;
     m.add_function(wrap_pyfunction!(is_ssh_destination, m)?)?;
     m.add_function(wrap_pyfunction!(check_ssh_destination, m)?)?;
+    m.add_function(wrap_pyfunction!(destination_has_file, m)?)?;
     m.add_function(wrap_pyfunction!(folder_identity, m)?)?;
     m.add_function(wrap_pyfunction!(same_folder, m)?)?;
     m.add_function(wrap_pyfunction!(same_filesystem, m)?)?;

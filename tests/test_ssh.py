@@ -145,6 +145,23 @@ def without_hasher(tmp_path: Path, sshd: Sshd) -> str:
     return ssh_command(sshd).replace("ssh", str(wrapper), 1)
 
 
+def finished(tmp_path: Path, timepoints: int) -> tuple[Path, Path]:
+    """A finished acquisition, and the server's empty folder to copy it into."""
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    remote.mkdir()
+    write_finished_archive(src, "v3", timepoints=timepoints)
+    return src, remote
+
+
+def proved_by(proof: str, tmp_path: Path, sshd: Sshd) -> str:
+    """The ssh command whose host hashes with sha256sum ("server hash") or has no hasher."""
+    return ssh_command(sshd) if proof == "server hash" else without_hasher(tmp_path, sshd)
+
+
+def first_chunk(src: Path) -> str:
+    return next(k for k in sorted(conftest.tree(src)) if k.startswith("c/"))
+
+
 def data_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
@@ -172,12 +189,9 @@ def test_a_copy_damaged_on_the_server_with_its_size_and_mtime_keeps_its_source(
     # One byte flipped on the server after the copy, size and mtime kept: only the contents tell.
     # Proven by the server's digest or read back (a host with no hash command), nothing is freed
     # and the run says which copy differs.
-    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
-    remote.mkdir()
-    write_finished_archive(src, "v3", timepoints=2)
-    before = conftest.tree(src)
-    rel = next(k for k in sorted(before) if k.startswith("c/"))
-    command = ssh_command(sshd) if proof == "server hash" else without_hasher(tmp_path, sshd)
+    src, remote = finished(tmp_path, 2)
+    before, rel = conftest.tree(src), first_chunk(src)
+    command = proved_by(proof, tmp_path, sshd)
     target = Target(src, Path(f"root@127.0.0.1:{remote}/acq.zarr"), once=True, delete_source=True, ssh_command=command)
     engine = softcopy._softcopy.Engine(EngineConfig(target))
     v = conftest.conclude(engine, 120, before=lambda: damage(remote / "acq.zarr" / rel, 0))
@@ -191,9 +205,7 @@ def test_a_copy_damaged_on_the_server_with_its_size_and_mtime_keeps_its_source(
 def test_a_host_without_a_hash_command_has_its_copies_read_back_and_the_source_freed(
     tmp_path: Path, sshd: Sshd
 ) -> None:
-    src, remote, expected = tmp_path / "acq.zarr", tmp_path / "server", tmp_path / "expected.zarr"
-    remote.mkdir()
-    write_finished_archive(src, "v3", timepoints=2)
+    (src, remote), expected = finished(tmp_path, 2), tmp_path / "expected.zarr"
     write_finished_archive(expected, "v3", timepoints=2)
     r = copy_to(
         src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", without_hasher(tmp_path, sshd), "--delete-source"
@@ -210,9 +222,7 @@ def test_a_name_with_a_newline_and_a_backslash_is_proven_by_the_servers_hash_and
 ) -> None:
     # sha256sum escapes such a name in its answer (a leading backslash): read as printed, it names
     # no file asked for, and the copy would be read back, or worse, another file proven.
-    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
-    remote.mkdir()
-    write_finished_archive(src, "v3", timepoints=1)
+    src, remote = finished(tmp_path, 1)
     odd = {"notes\nline.txt": b"a newline in the name", "back\\slash.txt": b"a backslash", "both\\n\n.txt": b"both"}
     for name, data in odd.items():
         (src / name).write_bytes(data)
@@ -222,3 +232,37 @@ def test_a_name_with_a_newline_and_a_backslash_is_proven_by_the_servers_hash_and
     assert f"{files - 1} copies proven by the server's sha256sum, 0 read back" in r.stderr, r.stderr  # marker apart
     assert all((remote / "acq.zarr" / name).read_bytes() == data for name, data in odd.items())
     assert data_files(src) == [], data_files(src)
+
+
+def verify(src: Path, dst: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [*softcopy_cmd("verify", src, dst), *args]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("proof", ["server hash", "read back"])
+def test_verify_checksum_over_ssh_finds_a_copy_damaged_with_its_size_and_mtime(
+    tmp_path: Path, sshd: Sshd, proof: str
+) -> None:
+    src, remote = finished(tmp_path, 2)
+    dst = f"root@127.0.0.1:{remote}/acq.zarr"
+    assert copy_to(src, dst, "--ssh-command", ssh_command(sshd)).returncode == 0
+    command = proved_by(proof, tmp_path, sshd)
+    green = verify(src, dst, "--checksum", "--ssh-command", command)
+    assert green.returncode == 0 and "identical" in green.stderr, green.stdout + green.stderr
+    rel = first_chunk(src)
+    damage(remote / "acq.zarr" / rel, 0)
+    red = verify(src, dst, "--checksum", "--ssh-command", command)
+    assert red.returncode == 1 and red.stdout.splitlines() == [f"content: {rel}"], red.stdout + red.stderr
+    sizes = verify(src, dst, "--ssh-command", command)
+    assert sizes.returncode == 0, "by sizes alone the damage is not seen: the contents decide"
+    (remote / "acq.zarr" / "complete").unlink()
+    unmarked = verify(src, dst, "--ssh-command", command)
+    assert unmarked.returncode == 1 and "missing: complete" in unmarked.stdout, unmarked.stdout + unmarked.stderr
+
+
+def test_verify_over_ssh_says_in_one_line_when_the_host_cannot_be_reached(tmp_path: Path) -> None:
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    r = verify(src, f"root@127.0.0.1:{tmp_path}/x", "--ssh-command", "ssh -p 1 -o BatchMode=yes -o ConnectTimeout=5")
+    assert r.returncode == 2 and "cannot reach" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr

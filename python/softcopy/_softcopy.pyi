@@ -48,9 +48,17 @@ def verify_trees(
     *,
     content: bool = False,
     marker: str = "complete",
+    ssh_command: str | None = None,
 ) -> Report:
     """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
-    files of the same size is also compared byte for byte (`content_mismatch`)."""
+    files of the same size is also compared byte for byte (`content_mismatch`). `destination` may be an
+    ssh destination (`host:/abs`): its copies are then hashed by the server where it has b3sum or
+    sha256sum, else read back."""
+
+def destination_has_file(
+    destination: str | PathLike[str], rel: str | PathLike[str], ssh_command: str | None = None
+) -> bool:
+    """Whether the destination (a folder or `host:/abs`) holds the file `rel`, reached without a link."""
 
 @final
 class Exclude:

@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from softcopy import zarr
-from softcopy._softcopy import Report, SoftcopyError, verify_manifest, verify_trees
+from softcopy._softcopy import Report, SoftcopyError, destination_has_file, verify_manifest, verify_trees
+from softcopy.config import is_ssh
 from softcopy.exits import EXIT_DIFFERENT
 
 FREEING = ".softcopy-freeing"
@@ -51,7 +52,15 @@ def differences(r: Report, missing: Sequence[Path], extra: Sequence[Path]) -> li
     help="Check DST against a manifest written by `softcopy --checksum` (no source needed).",
 )
 @click.option("--marker", default="complete", show_default=True, help="The end-of-acquisition file (compared too).")
-def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, marker: str) -> None:
+@click.option(
+    "--ssh-command",
+    default=None,
+    help="For a destination HOST:/PATH: the ssh command (none: ssh -o BatchMode=yes). With --checksum the "
+    "server hashes its copies (b3sum or sha256sum; the source is hashed here alike), else they are read back.",
+)
+def verify_main(
+    paths: tuple[Path, ...], checksum: bool, manifest: Path | None, marker: str, ssh_command: str | None
+) -> None:
     """Compare a copy with its source (SRC DST) or with a manifest (--manifest FILE DST): print each
     difference (missing, extra, size, content) with its path. Exit 0 when identical, 1 for a
     difference, 2 for bad input (a manifest that cannot be read or parsed, a path that is not a folder).
@@ -59,6 +68,8 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
     if manifest is not None:
         if len(paths) != 1:
             raise click.UsageError("with --manifest, give only DST")
+        if is_ssh(paths[0]):
+            raise click.UsageError("--manifest with an ssh destination is not supported yet: give SRC and DST")
         _check_dir(paths[0])
         try:
             v = verify_manifest(manifest, paths[0])
@@ -70,14 +81,20 @@ def verify_main(paths: tuple[Path, ...], checksum: bool, manifest: Path | None, 
         raise click.UsageError("give SRC and DST, or --manifest FILE and DST")
     source, destination = paths
     _check_dir(source)
-    _check_dir(destination)
+    if not is_ssh(destination):
+        _check_dir(destination)
     arrays, notes = zarr.discover(source)
     try:
-        v = verify_trees(source, destination, arrays, content=checksum, marker=marker)
+        v = verify_trees(source, destination, arrays, content=checksum, marker=marker, ssh_command=ssh_command)
+        marked = destination_has_file(destination, marker, ssh_command)
+    except ValueError as e:  # an ssh destination that cannot be reached: bad input, one line
+        bad = click.ClickException(str(e))
+        bad.exit_code = 2
+        raise bad from None
     except (OSError, SoftcopyError) as e:
         raise click.ClickException(str(e)) from None
     missing, extra = v.missing, v.extra
-    if (source / marker).is_file() != (destination / marker).is_file():
+    if (source / marker).is_file() != marked:
         (missing if (source / marker).is_file() else extra).append(Path(marker))
     # An array whose metadata cannot be read cannot be accounted for: a difference, not a note.
     lines = [f"unreadable metadata: {u} (its array's chunks cannot be accounted for)" for u in notes]

@@ -13,6 +13,9 @@ use std::process::Command;
 
 use crate::sftp::{Options, Reply, Request, Session, SftpError};
 
+/// Sessions a look at the destination reads with (verification's readers overlap their waits).
+const VIEW_SESSIONS: usize = 4;
+
 /// Where on which host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remote {
@@ -120,6 +123,25 @@ impl Remote {
             io::ErrorKind::NotADirectory => Some(format!("destination {shown} is a file, not a folder")),
             _ => None,
         }
+    }
+
+    /// The destination there as it is, to look at (`softcopy verify`): never made, no marker
+    /// withdrawn; with `hashed`, its copies hashed by the server where it has a hasher
+    /// (`server_hash.rs`). The error is one line (see [`Remote::connect`], [`Remote::refusal`]).
+    pub fn view(&self, ssh_command: Option<&str>, hashed: bool) -> Result<super::Dest, String> {
+        let session = self.connect(ssh_command)?;
+        let cannot = |e: io::Error| self.refusal(&e).unwrap_or_else(|| format!("destination {}: {e}", self.shown()));
+        let sftp = super::sftp::Sftp::open(session, &self.path).map_err(cannot)?;
+        let (again, command) = (self.clone(), ssh_command.map(str::to_string));
+        let sftp = sftp.reconnecting(std::sync::Arc::new(move || again.connect(command.as_deref())), VIEW_SESSIONS)?;
+        let dest = super::Dest::open_store(super::Store::Sftp(sftp), &self.path, None).map_err(cannot)?;
+        if hashed {
+            let exec = super::server_hash::Exec::new(self.clone(), ssh_command.map(str::to_string));
+            if let Ok(Some(algo)) = super::server_hash::detect(&exec) {
+                dest.hash_on_server(super::server_hash::Hasher { exec, algo });
+            }
+        }
+        Ok(dest)
     }
 
     /// Checks, before a copy starts, what a person must act on: the host reached over SFTP (ssh's
