@@ -170,16 +170,79 @@ impl Drop for Writer {
     }
 }
 
-/// A remote file being read, from its offset.
+/// A remote file being read, from its offset. Read straight through (a copy read back to prove
+/// it), it keeps [`READ_AHEAD`] READs in flight, so reading a file costs about one round trip,
+/// not one per 255 KiB; a first read, or one after a seek (a shard's index), asks for only what
+/// it reads.
 pub struct Reader {
     session: Arc<Session>,
     handle: Handle,
     offset: u64,
+    /// Bytes received, of which those from `taken` on (at `offset`) are not yet read.
+    pending: Vec<u8>,
+    taken: usize,
+    /// READs in flight past `pending`, in order: where each starts, and its answer.
+    ahead: std::collections::VecDeque<(u64, crate::sftp::Ticket)>,
+    /// Read through since the last seek: the next reads are sent ahead.
+    streaming: bool,
 }
+
+/// READs in flight ahead of a reader read straight through (4 MiB).
+const READ_AHEAD: usize = 16;
+/// What one READ asks for: what one reply may carry (the server's limit is 256 KiB).
+const READ_LEN: u32 = 255 * 1024;
 
 impl Reader {
     fn new(opened: Opened) -> Reader {
-        Reader { session: opened.session, handle: opened.handle, offset: 0 }
+        let ahead = std::collections::VecDeque::new();
+        Reader {
+            session: opened.session,
+            handle: opened.handle,
+            offset: 0,
+            pending: Vec::new(),
+            taken: 0,
+            ahead,
+            streaming: false,
+        }
+    }
+
+    /// The bytes at `offset` into `pending` (none at the end of the file): the next READ in flight
+    /// when it starts there, else one asked for now; the READs ahead topped up when streaming.
+    fn fetch(&mut self, want: usize) -> io::Result<()> {
+        if self.ahead.front().is_some_and(|(at, _)| *at != self.offset) {
+            self.ahead.clear();
+        }
+        if self.streaming {
+            let mut next = self.ahead.back().map_or(self.offset, |(at, _)| at + u64::from(READ_LEN));
+            while self.ahead.len() < READ_AHEAD {
+                let read = Request::Read { handle: &self.handle, offset: next, len: READ_LEN };
+                self.ahead.push_back((next, self.session.submit(&read)));
+                next += u64::from(READ_LEN);
+            }
+        }
+        let (asked, reply) = match self.ahead.pop_front() {
+            Some((_, ticket)) => (READ_LEN as usize, ticket.wait()?),
+            None => {
+                let len = want.min(READ_LEN as usize) as u32;
+                (len as usize, self.session.call(&Request::Read { handle: &self.handle, offset: self.offset, len })?)
+            }
+        };
+        self.streaming = true;
+        match reply {
+            Reply::Data(d) => {
+                // A short answer before the end: the READs ahead start past a gap.
+                if d.len() < asked {
+                    self.ahead.clear();
+                }
+                (self.pending, self.taken) = (d, 0);
+                Ok(())
+            }
+            Reply::Eof => {
+                self.ahead.clear();
+                Ok(())
+            }
+            other => Err(unexpected("read", &other)),
+        }
     }
 }
 
@@ -191,18 +254,15 @@ struct Opened {
 
 impl io::Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // A READ asks for what one reply may carry (the server's limit is 256 KiB).
-        let len = buf.len().min(255 * 1024) as u32;
-        match self.session.call(&Request::Read { handle: &self.handle, offset: self.offset, len })? {
-            Reply::Data(d) => {
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                self.offset += n as u64;
-                Ok(n)
-            }
-            Reply::Eof => Ok(0),
-            other => Err(unexpected("read", &other)),
+        if self.taken == self.pending.len() {
+            (self.pending, self.taken) = (Vec::new(), 0);
+            self.fetch(buf.len())?;
         }
+        let n = (self.pending.len() - self.taken).min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[self.taken..self.taken + n]);
+        self.taken += n;
+        self.offset += n as u64;
+        Ok(n)
     }
 }
 
@@ -217,6 +277,8 @@ impl io::Seek for Reader {
             },
         };
         self.offset = base.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        (self.pending, self.taken, self.streaming) = (Vec::new(), 0, false);
+        self.ahead.clear();
         Ok(self.offset)
     }
 }

@@ -482,3 +482,34 @@ fn copies_the_server_could_not_hash_are_read_back() {
     let proof = crate::end::mover::prove(src.path(), &dest, copied, &AtomicBool::new(false));
     assert_eq!((proof.proven.len(), proof.by_server, proof.read_back), (3, 0, 3), "{proof:?}");
 }
+
+/// A copy read straight through has READs sent ahead of it: what it reads is the file's bytes in
+/// order whatever the reads' sizes, and a seek in the middle (the READs ahead thrown away) reads
+/// from there.
+#[test]
+fn a_copy_read_with_reads_ahead_is_its_bytes_in_order_across_seeks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..5_000_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(dir.path().join("big"), &data).unwrap();
+    let s = storage(dir.path());
+    let root = s.folder(Path::new(""), false).unwrap();
+    let mut whole = Vec::new();
+    s.read(&root, Path::new("big")).unwrap().read_to_end(&mut whole).unwrap();
+    assert!(whole == data, "read whole");
+    let mut r = s.read(&root, Path::new("big")).unwrap();
+    let mut small = vec![0u8; 7_919];
+    let mut got = Vec::new();
+    while got.len() < 1_000_000 {
+        let n = r.read(&mut small).unwrap();
+        got.extend_from_slice(&small[..n]);
+    }
+    assert!(got[..] == data[..got.len()], "read in small pieces");
+    assert_eq!(r.seek(SeekFrom::Start(4_000_000)).unwrap(), 4_000_000);
+    let mut tail = Vec::new();
+    r.read_to_end(&mut tail).unwrap();
+    assert!(tail[..] == data[4_000_000..], "read after a seek forward");
+    r.seek(SeekFrom::Start(10)).unwrap();
+    let mut head = [0u8; 100];
+    r.read_exact(&mut head).unwrap();
+    assert_eq!(head[..], data[10..110]);
+}
