@@ -10,7 +10,7 @@ from pathlib import Path
 import conftest
 import pytest
 import softcopy
-from _share import Sshd
+from _share import Sshd, without_hasher
 from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
 from softcopy.config import EngineConfig, Target
 from test_move import damage
@@ -129,22 +129,6 @@ def test_an_ssh_destination_inside_the_source_on_this_machine_is_refused(tmp_pat
     assert not (src / "backup").exists(), "nothing written into the acquisition"
 
 
-def without_hasher(tmp_path: Path, sshd: Sshd) -> str:
-    """An `--ssh-command` whose remote commands find neither b3sum nor sha256sum on the server (its
-    PATH there holds only sh and xargs); the SFTP sessions are as usual."""
-    bin_dir, wrapper = tmp_path / "bare-bin", tmp_path / "ssh-without-hasher"
-    bin_dir.mkdir()
-    for tool in ("/bin/sh", "/usr/bin/xargs"):
-        (bin_dir / Path(tool).name).symlink_to(tool)
-    wrapper.write_text(
-        "#!/usr/bin/env python3\nimport os, sys\nargs = sys.argv[1:]\n"
-        f"if '-s' not in args:\n    args[-1] = 'env PATH={bin_dir} ' + args[-1]\n"
-        "os.execvp('ssh', ['ssh', *args])\n"
-    )
-    wrapper.chmod(0o755)
-    return ssh_command(sshd).replace("ssh", str(wrapper), 1)
-
-
 def finished(tmp_path: Path, timepoints: int) -> tuple[Path, Path]:
     """A finished acquisition, and the server's empty folder to copy it into."""
     src, remote = tmp_path / "acq.zarr", tmp_path / "server"
@@ -155,7 +139,7 @@ def finished(tmp_path: Path, timepoints: int) -> tuple[Path, Path]:
 
 def proved_by(proof: str, tmp_path: Path, sshd: Sshd) -> str:
     """The ssh command whose host hashes with sha256sum ("server hash") or has no hasher."""
-    return ssh_command(sshd) if proof == "server hash" else without_hasher(tmp_path, sshd)
+    return ssh_command(sshd) if proof == "server hash" else without_hasher(tmp_path, ssh_command(sshd))
 
 
 def first_chunk(src: Path) -> str:
@@ -208,7 +192,11 @@ def test_a_host_without_a_hash_command_has_its_copies_read_back_and_the_source_f
     (src, remote), expected = finished(tmp_path, 2), tmp_path / "expected.zarr"
     write_finished_archive(expected, "v3", timepoints=2)
     r = copy_to(
-        src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", without_hasher(tmp_path, sshd), "--delete-source"
+        src,
+        f"root@127.0.0.1:{remote}/acq.zarr",
+        "--ssh-command",
+        without_hasher(tmp_path, ssh_command(sshd)),
+        "--delete-source",
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "neither b3sum nor sha256sum: copies are read back" in r.stderr, r.stderr
@@ -266,3 +254,24 @@ def test_verify_over_ssh_says_in_one_line_when_the_host_cannot_be_reached(tmp_pa
     r = verify(src, f"root@127.0.0.1:{tmp_path}/x", "--ssh-command", "ssh -p 1 -o BatchMode=yes -o ConnectTimeout=5")
     assert r.returncode == 2 and "cannot reach" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr
+
+
+def test_checksum_over_ssh_writes_its_manifest_on_the_server_and_the_source_is_freed(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    # The manifest goes beside the destination, on the server; the copy checks out against it there
+    # (the server is this machine: its folder is read directly). The manifest is BLAKE3; the
+    # server has only sha256sum, so the freeing's proof hashes the sources with SHA-256.
+    src, remote = finished(tmp_path, 2)
+    r = copy_to(
+        src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd), "--checksum", "--delete-source"
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    manifest = remote / "acq.zarr.softcopy-manifest.tsv"
+    assert manifest.is_file() and not [p.name for p in remote.iterdir() if "partial" in p.name], list(remote.iterdir())
+    checked = subprocess.run(
+        softcopy_cmd("verify", "--manifest", manifest, remote / "acq.zarr"), capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "copies proven by the server's sha256sum, 0 read back" in r.stderr, r.stderr
+    assert data_files(src) == [], data_files(src)

@@ -147,12 +147,10 @@ def check_options(t: Target, where: str) -> None:
         raise ConfigError(f"{where}{e}") from None
     if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
         raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
-    if is_ssh(t.destination) and (is_pattern(t.source) or t.checksum):
-        # A pattern needs one run per destination for certain, and --checksum's manifest is
-        # written beside the destination, a local path: neither is made over SFTP yet
+    if is_ssh(t.destination) and is_pattern(t.source):
+        # A pattern needs one run per destination for certain: not made over SFTP yet
         # (docs/design.md, "The ssh destination").
-        what = "a source pattern" if is_pattern(t.source) else "--checksum (its manifest beside the destination)"
-        raise ConfigError(f"{where}{what} with an ssh destination is not supported yet")
+        raise ConfigError(f"{where}a source pattern with an ssh destination is not supported yet")
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

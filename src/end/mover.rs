@@ -147,12 +147,17 @@ fn by_server(src_root: &Path, dest: &Dest, algo: Algo, copied: Vec<Copied>, stop
             continue;
         }
         let rels: Vec<&Path> = batch.iter().map(|c| c.rel.as_path()).collect();
-        let answers = dest.server_digests(&rels, bytes).unwrap_or_default();
-        let mut answers = answers.into_iter();
+        // The sources are hashed here while the server hashes the copies.
+        let (answers, ours) = std::thread::scope(|s| {
+            let hashing = s.spawn(|| batch.iter().map(|c| source_digest(src_root, algo, c, stop)).collect::<Vec<_>>());
+            (dest.server_digests(&rels, bytes).unwrap_or_default(), hashing.join().unwrap_or_default())
+        });
+        let (mut answers, mut ours) = (answers.into_iter(), ours.into_iter());
         for c in batch {
+            let ours = ours.next().unwrap_or_else(|| Err(Unproven::Other("the source was not hashed".into())));
             let verdict = match answers.next() {
                 Some(Answer::Digest { size, digest }) => {
-                    let verdict = by_digest(src_root, algo, &c, size, &digest);
+                    let verdict = by_digest(&c, size, &digest, ours);
                     proof.by_server += u64::from(verdict.is_ok());
                     verdict
                 }
@@ -169,25 +174,40 @@ fn by_server(src_root: &Path, dest: &Dest, algo: Algo, copied: Vec<Copied>, stop
     }
 }
 
-/// Whether the server's `digest` of a copy of `size` bytes is that of `c`'s source: the hash
-/// taken while copying where the algorithm is the same, else the source read and hashed now (and
-/// found unchanged after: a source written meanwhile is kept, not taken for a bad copy).
-fn by_digest(src_root: &Path, algo: Algo, c: &Copied, size: u64, digest: &Digest) -> Result<(), Unproven> {
+/// The source's side of a proof by the server's digest.
+enum Ours {
+    /// The hash taken while copying (`--checksum`), where the server's algorithm is BLAKE3.
+    Taken(crate::vocab::Hash),
+    /// The source read and hashed now with the server's algorithm.
+    Read(Digest),
+}
+
+/// `c`'s source as the server's digest is compared with: found unchanged since it was copied, and
+/// (where read now) unchanged again after it was read: a source written meanwhile is kept, never
+/// taken for a bad copy.
+fn source_digest(src_root: &Path, algo: Algo, c: &Copied, stop: &AtomicBool) -> Result<Ours, Unproven> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(Unproven::Other("stopped before it was proven".into()));
+    }
     let src = src_root.join(&c.rel);
     unchanged(&src, c).map_err(Unproven::Other)?;
-    if size != c.ident.size {
-        return Err(Unproven::Differs);
+    if let (Algo::Blake3, Some(hash)) = (algo, c.hash) {
+        return Ok(Ours::Taken(hash));
     }
-    let same = match (algo, c.hash) {
-        (Algo::Blake3, Some(hash)) => digest[..hash.len()] == hash,
-        _ => {
-            let ours = File::open(&src).and_then(|f| algo.digest(f));
-            let ours = ours.map_err(|e| Unproven::Other(format!("reading the source to compare: {e}")))?;
-            unchanged(&src, c).map_err(Unproven::Other)?;
-            ours == *digest
-        }
+    let read = File::open(&src).and_then(|f| algo.digest(f));
+    let read = read.map_err(|e| Unproven::Other(format!("reading the source to compare: {e}")))?;
+    unchanged(&src, c).map_err(Unproven::Other)?;
+    Ok(Ours::Read(read))
+}
+
+/// Whether the server's `digest` of a copy of `size` bytes is that of `c`'s source (`ours`).
+fn by_digest(c: &Copied, size: u64, digest: &Digest, ours: Result<Ours, Unproven>) -> Result<(), Unproven> {
+    let ours = ours?;
+    let same = match ours {
+        Ours::Taken(hash) => digest[..hash.len()] == hash,
+        Ours::Read(read) => read == *digest,
     };
-    if same {
+    if size == c.ident.size && same {
         Ok(())
     } else {
         Err(Unproven::Differs)

@@ -1035,7 +1035,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Phase, Verdict)> {
         let (cfg, sh, dest) = (self.cfg, self.sh, &o.dest);
         if let Some(path) = &cfg.manifest {
-            write_manifest(&self.tracker, &o.dest, path)?;
+            write_manifest(&self.tracker, &o.dest, path, cfg.ssh_command.as_deref())?;
             sh.say(Level::Info, format!("manifest written to {}", path.display()));
         }
         // A copy that failed while the destination was unreachable may have left its partial
