@@ -448,6 +448,21 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_fails_gives_no_hash_at_all() {
+        // ssh's own exit (255): whatever it printed before is not trusted, nor read back.
+        let dir = tempfile::tempdir().unwrap();
+        let ssh = dir.path().join("ssh");
+        let hexd = hex(&digest_of(Algo::Sha256, b"x"));
+        let script = format!("#!/bin/sh\necho '{hexd}  /r/a'\necho 'Connection closed by 10.0.0.1' >&2\nexit 255\n");
+        std::fs::write(&ssh, script).unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(&ssh).status().unwrap();
+        let exec = Exec::new(Remote::parse("fake:/x").unwrap(), Some(ssh.display().to_string()));
+        let got = hash_many(&exec, Algo::Sha256, &[b"/r/a".to_vec()], Duration::from_secs(60));
+        assert_eq!(got, Err(Failed::NotBack("the connection failed: Connection closed by 10.0.0.1".into())));
+        assert!(detect(&exec).is_err());
+    }
+
+    #[test]
     fn a_host_without_a_hasher_has_none_and_one_that_hangs_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         // PATH with a shell and xargs, without sha256sum (nor b3sum).
