@@ -181,6 +181,32 @@ fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The file at the root the check of [`sees_the_copies`] writes, hashes and removes (a name of
+/// softcopy's own: never data, never an extra).
+const PROBE_FILE: &str = ".softcopy-hash-probe";
+
+/// Whether the server's shell sees the files the SFTP sessions write, at the same paths: an SFTP
+/// server chrooted, or a shell on another filesystem namespace, would hash other files (or none)
+/// under the copies' names. A file of fresh bytes is written at the root over SFTP and the server
+/// must give those bytes' digest at its SFTP path; it is removed after. Call with the root claimed.
+pub fn sees_the_copies(dest: &super::Dest, hasher: &Hasher) -> Result<(), String> {
+    let name = std::path::Path::new(PROBE_FILE);
+    let mut seed = blake3::Hasher::new();
+    seed.update(format!("{:?} {}", std::time::SystemTime::now(), std::process::id()).as_bytes());
+    let bytes = seed.finalize().as_bytes().to_vec();
+    dest.write_file(name, std::path::Path::new(".softcopy-hash-probe.partial"), &bytes)
+        .map_err(|e| format!("cannot write {PROBE_FILE}: {e}"))?;
+    let path = super::sftp::bytes(&dest.root().join(name));
+    let hashed = hash_many(&hasher.exec, hasher.algo, std::slice::from_ref(&path), PROBE_LIMIT);
+    let _ = dest.remove_file(name);
+    let want = hasher.algo.digest(&bytes[..]).map_err(|e| e.to_string())?;
+    match hashed {
+        Ok(d) if d.get(&path) == Some(&want) => Ok(()),
+        Ok(_) => Err(format!("the server's {} does not see the files SFTP writes", hasher.algo.program())),
+        Err(Failed::NotBack(why) | Failed::Untrusted(why)) => Err(why),
+    }
+}
+
 /// Why a batch's hashes prove nothing.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Failed {

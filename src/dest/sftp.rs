@@ -935,7 +935,7 @@ fn join(folder: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// A remote path's bytes (the server's names are bytes; on Windows, UTF-8 with `/`).
-fn bytes(p: &Path) -> Vec<u8> {
+pub(crate) fn bytes(p: &Path) -> Vec<u8> {
     #[cfg(unix)]
     {
         std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec()

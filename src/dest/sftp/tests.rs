@@ -513,3 +513,31 @@ fn a_copy_read_with_reads_ahead_is_its_bytes_in_order_across_seeks() {
     r.read_exact(&mut head).unwrap();
     assert_eq!(head[..], data[10..110]);
 }
+
+/// The server's hasher is used only if its shell sees the files SFTP writes: one that hashes other
+/// files under the same paths (an SFTP chroot, another namespace) is refused, and the probe's file
+/// is removed either way.
+#[test]
+fn a_hasher_that_does_not_see_the_files_sftp_writes_is_not_used() {
+    use crate::dest::server_hash::{local_exec, sees_the_copies, Algo, Hasher};
+    use crate::dest::{Dest, Store};
+    let (dst, bin, elsewhere) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    let same = Hasher { exec: local_exec(bin.path(), "/usr/bin:/bin"), algo: Algo::Sha256 };
+    assert_eq!(sees_the_copies(&dest, &same), Ok(()));
+    // A "server" whose files live elsewhere: its sha256sum reads each name below another root.
+    let tools = bin.path().join("tools");
+    fs::create_dir(&tools).unwrap();
+    let other = format!(
+        "#!/bin/sh\nfor f; do mkdir -p \"{0}$(dirname \"$f\")\"; echo other > \"{0}$f\"; (cd {0} && /usr/bin/sha256sum \".$f\" | sed \"s| \\./| /|\"); done\n",
+        elsewhere.path().display()
+    );
+    fs::write(tools.join("sha256sum"), other).unwrap();
+    Command::new("chmod").arg("+x").arg(tools.join("sha256sum")).status().unwrap();
+    let apart =
+        Hasher { exec: local_exec(bin.path(), &format!("{}:/usr/bin:/bin", tools.display())), algo: Algo::Sha256 };
+    let refused = sees_the_copies(&dest, &apart);
+    assert!(refused.as_ref().is_err_and(|why| why.contains("does not see")), "{refused:?}");
+    assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0, "the probe is removed");
+}

@@ -815,7 +815,7 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
     let Some(src) = wait_for_source(cfg, sh)? else { return Ok(stopped) };
     let remote = crate::dest::remote::Remote::parse(&cfg.destination.to_string_lossy());
     let (dst, dest) = match &remote {
-        Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, sh, remote)?),
+        Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, remote)?),
         None => match open_local(cfg, sh, &src)? {
             Some(opened) => opened,
             None => return Ok(stopped),
@@ -836,6 +836,9 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
     dest.keep_freed(journal.freed_names());
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
+    if let Some(remote) = remote.as_ref().filter(|_| cfg.delete_source) {
+        find_server_hash(cfg, sh, remote, &dest);
+    }
     let found = copy::remove_partials(&dest);
     if found.removed > 0 {
         sh.say(Level::Info, format!("removed {} partial files left by an earlier run", found.removed));
@@ -865,7 +868,7 @@ fn open_local(cfg: &Config, sh: &Shared, src: &Path) -> Result<Option<(PathBuf, 
 /// Reaches an ssh destination over SFTP (made if missing, never its parents). What a person must
 /// act on (the host unknown or untrusted, authentication refused, no SFTP, the path not there or
 /// not allowed) is a configuration error: one line, before anything is copied.
-fn open_remote(cfg: &Config, sh: &Shared, remote: &crate::dest::remote::Remote) -> Result<Dest> {
+fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Dest> {
     let shown = remote.shown();
     let session = remote.connect(cfg.ssh_command.as_deref()).map_err(Error::Config)?;
     let sftp = crate::dest::sftp::Sftp::open_making(session, &remote.path, true).map_err(|e| {
@@ -878,24 +881,25 @@ fn open_remote(cfg: &Config, sh: &Shared, remote: &crate::dest::remote::Remote) 
         .reconnecting(Arc::new(move || again.connect(command.as_deref())), cfg.connections)
         .map_err(Error::Config)?;
     let store = crate::dest::Store::Sftp(sftp);
-    let dest = Dest::open_store(store, &remote.path, Some(&cfg.marker))
-        .map_err(|e| Error::io("open destination", Path::new(&shown), e))?;
-    if cfg.delete_source {
-        find_server_hash(cfg, sh, remote, &dest);
-    }
-    Ok(dest)
+    Dest::open_store(store, &remote.path, Some(&cfg.marker))
+        .map_err(|e| Error::io("open destination", Path::new(&shown), e))
 }
 
-/// Asks the host, at the start, for a hash command to prove copies by before their sources are
-/// freed (`dest/server_hash.rs`), and says which proof the run will use.
+/// Asks the host, at the start (the root claimed: a file is written there), for a hash command to
+/// prove copies by before their sources are freed, one that sees the files SFTP writes
+/// (`dest/server_hash.rs`), and says which proof the run will use.
 fn find_server_hash(cfg: &Config, sh: &Shared, remote: &crate::dest::remote::Remote, dest: &Dest) {
-    use crate::dest::server_hash::{detect, Exec, Hasher};
+    use crate::dest::server_hash::{detect, sees_the_copies, Exec, Hasher};
     let exec = Exec::new(remote.clone(), cfg.ssh_command.clone());
-    let said = match detect(&exec) {
-        Ok(Some(algo)) => {
-            dest.hash_on_server(Hasher { exec, algo });
-            format!("copies are proven before freeing by the server's {} (not read back)", algo.program())
-        }
+    let said = match detect(&exec).map(|found| found.map(|algo| Hasher { exec, algo })) {
+        Ok(Some(hasher)) => match sees_the_copies(dest, &hasher) {
+            Ok(()) => {
+                let by = hasher.algo.program();
+                dest.hash_on_server(hasher);
+                format!("copies are proven before freeing by the server's {by} (not read back)")
+            }
+            Err(why) => format!("{why}: copies are read back before freeing"),
+        },
         Ok(None) => "the server has neither b3sum nor sha256sum: copies are read back before freeing".into(),
         Err(why) => format!("{why}: copies are read back before freeing"),
     };
