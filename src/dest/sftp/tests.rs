@@ -221,15 +221,7 @@ fn copier_verification_and_proof(connections: usize) {
     assert!(!dest.partials_left());
     dest.remove_staging();
     dest.flush_all().unwrap();
-    let check = crate::end::verify::Check {
-        marker: "complete",
-        arrays: &[],
-        content: true,
-        prune: None,
-        landed: None,
-        exclude: None,
-    };
-    let report = crate::end::verify::verify(src.path(), &dest, &check, &stop).unwrap();
+    let report = verified_by_content(src.path(), &dest, &stop);
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.files, files.len() as u64);
     // A copy damaged on the server with its size and mtime kept is not proven.
@@ -514,6 +506,21 @@ fn a_copy_read_with_reads_ahead_is_its_bytes_in_order_across_seeks() {
     assert_eq!(head[..], data[10..110]);
 }
 
+/// A "server" whose shell sees other files than SFTP does: its sha256sum hashes each name below
+/// `elsewhere`, where every file holds "other".
+fn hasher_elsewhere(bin: &Path, elsewhere: &Path) -> crate::dest::server_hash::Hasher {
+    use crate::dest::server_hash::{local_exec, Algo, Hasher};
+    let tools = bin.join("tools");
+    fs::create_dir_all(&tools).unwrap();
+    let other = format!(
+        "#!/bin/sh\nfor f; do mkdir -p \"{0}$(dirname \"$f\")\"; echo other > \"{0}$f\"; (cd {0} && /usr/bin/sha256sum \".$f\" | sed \"s| \\./| /|\"); done\n",
+        elsewhere.display()
+    );
+    fs::write(tools.join("sha256sum"), other).unwrap();
+    Command::new("chmod").arg("+x").arg(tools.join("sha256sum")).status().unwrap();
+    Hasher { exec: local_exec(bin, &format!("{}:/usr/bin:/bin", tools.display())), algo: Algo::Sha256 }
+}
+
 /// The server's hasher is used only if its shell sees the files SFTP writes: one that hashes other
 /// files under the same paths (an SFTP chroot, another namespace) is refused, and the probe's file
 /// is removed either way.
@@ -526,18 +533,40 @@ fn a_hasher_that_does_not_see_the_files_sftp_writes_is_not_used() {
     let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
     let same = Hasher { exec: local_exec(bin.path(), "/usr/bin:/bin"), algo: Algo::Sha256 };
     assert_eq!(sees_the_copies(&dest, &same), Ok(()));
-    // A "server" whose files live elsewhere: its sha256sum reads each name below another root.
-    let tools = bin.path().join("tools");
-    fs::create_dir(&tools).unwrap();
-    let other = format!(
-        "#!/bin/sh\nfor f; do mkdir -p \"{0}$(dirname \"$f\")\"; echo other > \"{0}$f\"; (cd {0} && /usr/bin/sha256sum \".$f\" | sed \"s| \\./| /|\"); done\n",
-        elsewhere.path().display()
-    );
-    fs::write(tools.join("sha256sum"), other).unwrap();
-    Command::new("chmod").arg("+x").arg(tools.join("sha256sum")).status().unwrap();
-    let apart =
-        Hasher { exec: local_exec(bin.path(), &format!("{}:/usr/bin:/bin", tools.display())), algo: Algo::Sha256 };
+    let apart = hasher_elsewhere(bin.path(), elsewhere.path());
     let refused = sees_the_copies(&dest, &apart);
     assert!(refused.as_ref().is_err_and(|why| why.contains("does not see")), "{refused:?}");
     assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0, "the probe is removed");
+}
+
+/// `softcopy verify --checksum` over ssh with a server whose shell sees other files: the first
+/// copy read back gives another digest than the server's, so every copy is read back, and the
+/// copy (identical) is found identical, not different everywhere.
+#[test]
+fn verify_reads_every_copy_back_when_the_server_hashes_other_files() {
+    use crate::dest::{Dest, Store};
+    let (src, dst, bin, elsewhere) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    copied_pairs(src.path(), dst.path(), &["a", "b", "c"]);
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    dest.hash_on_server(hasher_elsewhere(bin.path(), elsewhere.path()));
+    let report = verified_by_content(src.path(), &dest, &AtomicBool::new(false));
+    assert!(report.content_mismatch.is_empty() && report.ok(), "{report:?}");
+}
+
+/// `src` against `dest` with the contents compared (`softcopy verify --checksum`).
+fn verified_by_content(src: &Path, dest: &crate::dest::Dest, stop: &AtomicBool) -> crate::end::verify::Report {
+    let check = crate::end::verify::Check {
+        marker: "complete",
+        arrays: &[],
+        content: true,
+        prune: None,
+        landed: None,
+        exclude: None,
+    };
+    crate::end::verify::verify(src, dest, &check, stop).unwrap()
 }
