@@ -534,18 +534,22 @@ fn verify_trees(
     ssh_command: Option<String>,
 ) -> PyResult<PyReport> {
     let specs = specs_from(arrays);
-    let shown = destination.shown();
     let r = py.detach(|| {
-        let dest = match &destination {
-            DestinationIn::Ssh(d) => d.remote.open_dest(ssh_command.as_deref()),
-            DestinationIn::Local(p) => dest::Dest::open(p, p, None),
-        };
-        let dest = dest.map_err(|e| Error::io("open", &shown, e))?;
+        let dest = open_to_verify(&destination, content, ssh_command.as_deref())?;
         let check =
             verify::Check { marker: &marker, arrays: &specs, content, prune: None, landed: None, exclude: None };
         verify::verify(&source, &dest, &check, &AtomicBool::new(false)).map_err(|e| Error::io("verify", &source, e))
     })?;
     Ok(r.into())
+}
+
+/// The destination to verify: a local folder, or an ssh destination (its copies hashed by the
+/// server where it can and `content` is asked: `dest/server_hash.rs`).
+fn open_to_verify(destination: &DestinationIn, content: bool, ssh_command: Option<&str>) -> error::Result<dest::Dest> {
+    match destination {
+        DestinationIn::Ssh(d) => d.remote.view(ssh_command, content).map_err(Error::Config),
+        DestinationIn::Local(p) => dest::Dest::open(p, p, None).map_err(|e| Error::io("open", p, e)),
+    }
 }
 
 /// Checks a destination against a manifest: every listed file present with its size and hash, and

@@ -132,6 +132,12 @@ def test_sftp_runs_each_client_beside_rsync_and_checks_every_copy(tmp_path: Path
             assert re.search(rf"\| 2 ms \| {size} \| {re.escape(name)} \| [0-9.]+", out), out
 
 
+def test_ssh_freeing_proves_by_the_servers_hash_and_by_read_back_and_frees_both() -> None:
+    out = bench("ssh_freeing.py", "--files", 8, "--size", 0.25)
+    assert re.search(r"server sha256sum .*8 copies proven by the server's sha256sum, 0 read back", out), out
+    assert re.search(r"read back .*8 copies proven by reading them back", out), out
+
+
 def test_finale_times_the_end_of_a_live_run_next_to_the_full_walk(tmp_path: Path) -> None:
     for extra in ([], ["--rtt", 2]):
         out = bench("finale.py", "--files", 600 if not extra else 300, *extra, "--dir", tmp_path / "f")

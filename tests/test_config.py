@@ -354,25 +354,11 @@ def test_an_error_of_the_command_line_names_no_file(tmp_path: Path) -> None:
         check_pair(tmp_path / "a", tmp_path / "a")
 
 
-@pytest.mark.parametrize(
-    ("source", "checksum", "delete_source", "said"),
-    [
-        ("acq", True, False, "--checksum (its manifest beside the destination)"),
-        ("acq", False, True, "--delete-source"),
-    ],
-)
-def test_what_an_ssh_destination_cannot_do_yet_is_refused_in_one_line(
-    tmp_path: Path, source: str, checksum: bool, delete_source: bool, said: str
-) -> None:
-    # Freeing over ssh is refused until its durability and its one-run claim are proven there.
-    with pytest.raises(ConfigError) as e:
-        Target(
-            source=tmp_path / source,
-            destination=destination_of("cluster:/lab/raw/x.zarr"),
-            checksum=checksum,
-            delete_source=delete_source,
-        )
-    assert str(e.value) == f"{said} with an ssh destination is not supported yet"
+def test_an_ssh_destination_takes_every_option_a_local_one_does(tmp_path: Path) -> None:
+    # A pattern (the service form), --checksum and --delete-source over ssh (test_ssh runs them).
+    remote = destination_of("cluster:/lab/raw")
+    Target(source=tmp_path / "acq/*.zarr", destination=remote)
+    Target(source=tmp_path / "acq", destination=remote / "x.zarr", checksum=True, delete_source=True)
 
 
 def test_a_destination_whose_name_is_not_utf8_is_a_local_folder(tmp_path: Path) -> None:

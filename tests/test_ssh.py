@@ -9,12 +9,14 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import conftest
 import pytest
 import softcopy
-from _share import Sshd
+from _share import Sshd, without_hasher
 from conftest import Softcopy, assert_same_tree, finish, softcopy_cmd, start_writer, wait_for, write_finished_archive
 from softcopy._softcopy import SshDestination
-from softcopy.config import destination_of
+from softcopy.config import EngineConfig, Target, destination_of
+from test_move import damage
 
 
 def ssh_command(sshd: Sshd) -> str:
@@ -246,8 +248,8 @@ def test_softcopy_verify_over_ssh_is_green_on_a_good_copy_and_names_a_file_missi
     rel = [str(p.relative_to(remote / "acq.zarr")) for p in (gone, resized)]
     assert f"missing: {rel[0]}" in bad.stdout and f"size: {rel[1]}" in bad.stdout, bad.stdout
     checksum = verify_cmd(src, dst, "--ssh-command", ssh_command(sshd), "--checksum")
-    assert checksum.returncode == 2 and "--checksum with an ssh destination" in checksum.stderr, checksum.stderr
-    assert len(checksum.stderr.strip().splitlines()) == 1 and "Traceback" not in checksum.stderr
+    assert checksum.returncode == 1 and "Traceback" not in checksum.stderr, checksum.stdout + checksum.stderr
+    assert f"missing: {rel[0]}" in checksum.stdout and f"size: {rel[1]}" in checksum.stdout, checksum.stdout
 
 
 def test_softcopy_copy_takes_an_ssh_destination(tmp_path: Path, sshd: Sshd) -> None:
@@ -346,3 +348,153 @@ def test_a_dry_run_to_an_ssh_destination_says_it_did_not_look_there(tmp_path: Pa
     [summary, *_] = plan(softcopy.Target(src, destination_of("cluster:/lab/raw/acq.zarr")))
     assert summary.startswith(f"{src} -> cluster:/lab/raw/acq.zarr: would copy"), summary
     assert "ssh destination not looked at" in summary and "0 already" not in summary, summary
+
+
+def finished(tmp_path: Path, timepoints: int) -> tuple[Path, Path]:
+    """A finished acquisition, and the server's empty folder to copy it into."""
+    src, remote = tmp_path / "acq.zarr", tmp_path / "server"
+    remote.mkdir()
+    write_finished_archive(src, "v3", timepoints=timepoints)
+    return src, remote
+
+
+def proved_by(proof: str, tmp_path: Path, sshd: Sshd) -> str:
+    """The ssh command whose host hashes with sha256sum ("server hash") or has no hasher."""
+    return ssh_command(sshd) if proof == "server hash" else without_hasher(tmp_path, ssh_command(sshd))
+
+
+def first_chunk(src: Path) -> str:
+    return next(k for k in sorted(conftest.tree(src)) if k.startswith("c/"))
+
+
+def data_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_delete_source_over_ssh_frees_a_live_acquisition_proven_by_the_servers_hash(
+    tmp_path: Path, sshd: Sshd, run_softcopy: Callable[..., Softcopy]
+) -> None:
+    src, remote, expected = tmp_path / "acq.zarr", tmp_path / "server", tmp_path / "expected.zarr"
+    remote.mkdir()
+    writer = start_writer(src, "v3", 20, 0.1)
+    proc = run_softcopy(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd), "--delete-source")
+    assert writer.wait(120) == 0
+    code, out = finish(proc, 180)
+    assert code == 0, out
+    write_finished_archive(expected, "v3", timepoints=20)  # the writer's bytes, again
+    assert conftest.tree(remote / "acq.zarr") == conftest.tree(expected)
+    assert data_files(src) == [], f"the acquisition is freed: {data_files(src)[:5]}"
+    assert "by the server's sha256sum" in out and "read back" in out, out
+
+
+@pytest.mark.parametrize("proof", ["server hash", "read back"])
+def test_a_copy_damaged_on_the_server_with_its_size_and_mtime_keeps_its_source(
+    tmp_path: Path, sshd: Sshd, proof: str
+) -> None:
+    # One byte flipped on the server after the copy, size and mtime kept: only the contents tell.
+    # Proven by the server's digest or read back (a host with no hash command), nothing is freed
+    # and the run says which copy differs.
+    src, remote = finished(tmp_path, 2)
+    before, rel = conftest.tree(src), first_chunk(src)
+    command = proved_by(proof, tmp_path, sshd)
+    target = Target(
+        src, destination_of(f"root@127.0.0.1:{remote}/acq.zarr"), once=True, delete_source=True, ssh_command=command
+    )
+    engine = softcopy._softcopy.Engine(EngineConfig(target))
+    v = conftest.conclude(engine, 120, before=lambda: damage(remote / "acq.zarr" / rel, 0))
+    said = " ".join(text for _, text in engine.messages())
+    assert not v.verified and not v.freed, v
+    assert [p.as_posix() for p in v.content_mismatch] == [rel], v
+    assert conftest.tree(src) == before, "nothing freed: a copy was found different"
+    assert ("by the server's sha256sum" if proof == "server hash" else "neither b3sum nor sha256sum") in said, said
+
+
+def test_a_host_without_a_hash_command_has_its_copies_read_back_and_the_source_freed(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    (src, remote), expected = finished(tmp_path, 2), tmp_path / "expected.zarr"
+    write_finished_archive(expected, "v3", timepoints=2)
+    r = copy_to(
+        src,
+        f"root@127.0.0.1:{remote}/acq.zarr",
+        "--ssh-command",
+        without_hasher(tmp_path, ssh_command(sshd)),
+        "--delete-source",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "neither b3sum nor sha256sum: copies are read back" in r.stderr, r.stderr
+    assert "proven by the server's" not in r.stderr, r.stderr
+    assert conftest.tree(remote / "acq.zarr") == conftest.tree(expected)
+    assert data_files(src) == [], data_files(src)
+
+
+def test_a_name_with_a_newline_and_a_backslash_is_proven_by_the_servers_hash_and_freed(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    # sha256sum escapes such a name in its answer (a leading backslash): read as printed, it names
+    # no file asked for, and the copy would be read back, or worse, another file proven.
+    src, remote = finished(tmp_path, 1)
+    odd = {"notes\nline.txt": b"a newline in the name", "back\\slash.txt": b"a backslash", "both\\n\n.txt": b"both"}
+    for name, data in odd.items():
+        (src / name).write_bytes(data)
+    files = len(data_files(src))
+    r = copy_to(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd), "--delete-source")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{files - 1} copies proven by the server's sha256sum, 0 read back" in r.stderr, r.stderr  # marker apart
+    assert all((remote / "acq.zarr" / name).read_bytes() == data for name, data in odd.items())
+    assert data_files(src) == [], data_files(src)
+
+
+def verify(src: Path, dst: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [*softcopy_cmd("verify", src, dst), *args]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("proof", ["server hash", "read back"])
+def test_verify_checksum_over_ssh_finds_a_copy_damaged_with_its_size_and_mtime(
+    tmp_path: Path, sshd: Sshd, proof: str
+) -> None:
+    src, remote = finished(tmp_path, 2)
+    dst = f"root@127.0.0.1:{remote}/acq.zarr"
+    assert copy_to(src, dst, "--ssh-command", ssh_command(sshd)).returncode == 0
+    command = proved_by(proof, tmp_path, sshd)
+    green = verify(src, dst, "--checksum", "--ssh-command", command)
+    assert green.returncode == 0 and "identical" in green.stderr, green.stdout + green.stderr
+    rel = first_chunk(src)
+    damage(remote / "acq.zarr" / rel, 0)
+    red = verify(src, dst, "--checksum", "--ssh-command", command)
+    assert red.returncode == 1 and red.stdout.splitlines() == [f"content: {rel}"], red.stdout + red.stderr
+    sizes = verify(src, dst, "--ssh-command", command)
+    assert sizes.returncode == 0, "by sizes alone the damage is not seen: the contents decide"
+    (remote / "acq.zarr" / "complete").unlink()
+    unmarked = verify(src, dst, "--ssh-command", command)
+    assert unmarked.returncode == 1 and "missing: complete" in unmarked.stdout, unmarked.stdout + unmarked.stderr
+
+
+def test_verify_over_ssh_says_in_one_line_when_the_host_cannot_be_reached(tmp_path: Path) -> None:
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    r = verify(src, f"root@127.0.0.1:{tmp_path}/x", "--ssh-command", "ssh -p 1 -o BatchMode=yes -o ConnectTimeout=5")
+    assert r.returncode == 2 and "cannot reach" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr
+
+
+def test_checksum_over_ssh_writes_its_manifest_on_the_server_and_the_source_is_freed(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    # The manifest goes beside the destination, on the server; the copy checks out against it there
+    # (the server is this machine: its folder is read directly). The manifest is BLAKE3; the
+    # server has only sha256sum, so the freeing's proof hashes the sources with SHA-256.
+    src, remote = finished(tmp_path, 2)
+    r = copy_to(
+        src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", ssh_command(sshd), "--checksum", "--delete-source"
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    manifest = remote / "acq.zarr.softcopy-manifest.tsv"
+    assert manifest.is_file() and not [p.name for p in remote.iterdir() if "partial" in p.name], list(remote.iterdir())
+    checked = subprocess.run(
+        softcopy_cmd("verify", "--manifest", manifest, remote / "acq.zarr"), capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "copies proven by the server's sha256sum, 0 read back" in r.stderr, r.stderr
+    assert data_files(src) == [], data_files(src)

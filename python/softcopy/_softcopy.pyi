@@ -54,7 +54,9 @@ def verify_trees(
 ) -> Report:
     """Compares two trees as an engine does at its end, without an engine; with `content`, every pair of
     files of the same size is also compared byte for byte (`content_mismatch`). An ssh destination
-    is looked at over SFTP (`ssh_command` reaches it, as a target's)."""
+    is looked at over SFTP (`ssh_command` reaches it, as a target's): with `content`, its copies are
+    hashed by the server where it has b3sum or sha256sum (the source hashed here alike), else read
+    back."""
 
 @final
 class Exclude:

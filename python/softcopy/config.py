@@ -111,9 +111,12 @@ class Target:
 
     @property
     def manifest(self) -> Path | None:
-        """Where the manifest goes with `checksum`: next to the destination, not inside it."""
-        d = self.destination
-        return d.with_name(d.name + ".softcopy-manifest.tsv") if self.checksum and isinstance(d, Path) else None
+        """Where the manifest goes with `checksum`: next to the destination, not inside it (beside an
+        ssh destination, a path on its server)."""
+        if not self.checksum:
+            return None
+        d = self.destination if isinstance(self.destination, Path) else Path(self.destination.path)
+        return d.with_name(d.name + ".softcopy-manifest.tsv")
 
     def __post_init__(self) -> None:
         if not isinstance(self.destination, (Path, SshDestination)):
@@ -179,11 +182,6 @@ def check_options(t: Target, where: str) -> None:
         raise ConfigError(f"{where}{e}") from None
     if not t.marker or "/" in t.marker or "\\" in t.marker or t.marker in (".", ".."):
         raise ConfigError(f"{where}marker must be a plain file name, got {t.marker!r}")
-    if is_ssh(t.destination) and (t.checksum or t.delete_source):
-        # Freeing needs copies durable in every folder a run relies on and one run per destination
-        # for certain; over SFTP neither is proven yet (docs/design.md, "The ssh destination").
-        what = "--checksum (its manifest beside the destination)" if t.checksum else "--delete-source"
-        raise ConfigError(f"{where}{what} with an ssh destination is not supported yet")
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -486,7 +486,9 @@ class Copier:
         if v.outside_grid:
             r.notes.append(f"{len(v.outside_grid)} chunk files lie outside their array's final shape")
         if target.manifest is not None and v.verified:
-            r.notes.append(f"every file hashed while copied and read back; manifest: {target.manifest}")
+            d = target.destination
+            where = target.manifest if isinstance(d, Path) else f"{d.host}:{target.manifest}"
+            r.notes.append(f"every file hashed while copied and read back; manifest: {where}")
         if v.pruned:
             r.notes.append(
                 f"removed {len(v.pruned)} chunk files the source no longer has (deleted while softcopy was not running)"

@@ -71,7 +71,8 @@ class Unusable(click.ClickException):
     default=None,
     metavar="CMD",
     help="For a DST of the form HOST:/PATH: the program and its options that reach the host, as softcopy's "
-    "own --ssh-command.  [default: ssh -o BatchMode=yes]",
+    "own --ssh-command. With --checksum the server hashes its copies (b3sum or sha256sum; the source is hashed "
+    "here alike), else they are read back.  [default: ssh -o BatchMode=yes]",
 )
 def verify_main(
     paths: tuple[str, ...], checksum: bool, manifest: Path | None, marker: str, ssh_command: str | None
@@ -99,11 +100,13 @@ def verify_main(
         raise click.UsageError("give SRC and DST, or --manifest FILE and DST")
     source, destination = Path(paths[0]), destination_of(paths[1])
     _check_dir(source)
-    _check_destination(destination, checksum, ssh_command)
+    _check_destination(destination, ssh_command)
     arrays, notes = zarr.discover(source)
     try:
         v = verify_trees(source, destination, arrays, content=checksum, marker=marker, ssh_command=ssh_command)
         copied = destination_file(destination, marker, ssh_command=ssh_command)
+    except ValueError as e:  # an ssh destination that cannot be reached: bad input, one line
+        raise Unusable(str(e)) from None
     except (OSError, SoftcopyError) as e:
         raise click.ClickException(str(e)) from None
     missing, extra = v.missing, v.extra
@@ -121,15 +124,11 @@ def _check_dir(path: Path) -> None:
         raise click.BadParameter(f"{path} is not a folder")
 
 
-def _check_destination(destination: Destination, checksum: bool, ssh_command: str | None) -> None:
+def _check_destination(destination: Destination, ssh_command: str | None) -> None:
     """A local folder, or an ssh destination reached and there (one line, exit 2, when not)."""
     if isinstance(destination, Path):
         _check_dir(destination)
         return
-    if checksum:
-        # Reading every copy back over the network costs the archive again: the server's own hash
-        # is to come (docs/design.md, "The ssh destination").
-        raise click.UsageError("--checksum with an ssh destination is not supported yet")
     try:
         check_ssh_destination(destination, ssh_command, holds_acquisitions=True)
     except ValueError as e:

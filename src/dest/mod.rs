@@ -22,6 +22,7 @@ pub(crate) mod mirror;
 pub mod partial;
 mod refused;
 pub mod remote;
+pub mod server_hash;
 pub mod sftp;
 pub mod store;
 
@@ -84,6 +85,8 @@ pub struct Dest {
     record: Mutex<Option<(PathBuf, Vec<u8>)>>,
     /// When [`Dest::check_root`] last found the root to be this copy, for [`Dest::changing`].
     checked: Mutex<Option<Instant>>,
+    /// The ssh server's hasher, where copies are proven by its digests (`server_hash.rs`).
+    hasher: std::sync::OnceLock<server_hash::Hasher>,
 }
 
 /// A staging folder lent to one copy, returned when dropped.
@@ -146,6 +149,7 @@ impl Dest {
             dirty: Default::default(),
             record: Mutex::default(),
             checked: Mutex::default(),
+            hasher: std::sync::OnceLock::new(),
         }
     }
 
@@ -653,6 +657,26 @@ impl Dest {
         self.store.standing() != Standing::Held
             || self.store.whole_storage_error(e)
             || self.store.locate(&self.root).is_err()
+    }
+
+    /// Has copies proven by the server's digests from now on (an ssh destination whose host has
+    /// a hasher: `server_hash.rs`).
+    pub fn hash_on_server(&self, hasher: server_hash::Hasher) {
+        let _ = self.hasher.set(hasher);
+    }
+
+    /// The algorithm the server hashes copies with, where it does.
+    pub fn server_algo(&self) -> Option<server_hash::Algo> {
+        self.hasher.get().map(|h| h.algo)
+    }
+
+    /// What the server says of the copies `rels` (`bytes` in all), in one command; `None` where
+    /// no server hashes them.
+    pub fn server_digests(&self, rels: &[&Path], bytes: u64) -> Option<Vec<server_hash::Answer>> {
+        match (&self.store, self.hasher.get()) {
+            (Store::Sftp(s), Some(h)) => Some(server_hash::digests(s, h, rels, bytes)),
+            _ => None,
+        }
     }
 
     /// Whether the copy `rel` holds the same bytes as the source file `src`.

@@ -13,6 +13,9 @@ use std::process::Command;
 
 use crate::sftp::{Options, Reply, Request, Session, SftpError};
 
+/// Sessions a look at the destination reads with (verification's readers overlap their waits).
+const VIEW_SESSIONS: usize = 4;
+
 /// Where on which host.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Remote {
@@ -69,6 +72,14 @@ impl Remote {
     /// (as OpenSSH's own sftp does: after `--` a host beginning with `-` is a host, never an option
     /// such as `-oProxyCommand=…`). A custom command gets no BatchMode: it is the user's to add.
     pub fn command(&self, ssh_command: Option<&str>) -> Command {
+        let mut c = self.ssh_program(ssh_command);
+        c.args(["-s", "--", self.host.as_str(), "sftp"]);
+        c
+    }
+
+    /// The ssh command and its options, the port included, without the host: what every
+    /// connection to it starts with.
+    fn ssh_program(&self, ssh_command: Option<&str>) -> Command {
         let default = "ssh -o BatchMode=yes";
         let mut words = ssh_command.unwrap_or(default).split_whitespace();
         let mut c = Command::new(words.next().unwrap_or("ssh"));
@@ -76,7 +87,14 @@ impl Remote {
         if let Some(p) = self.port {
             c.args(["-p", &p.to_string()]);
         }
-        c.args(["-s", "--", self.host.as_str(), "sftp"]);
+        c
+    }
+
+    /// The command that runs a remote command on it (added by the caller after `--` and the
+    /// host: the remote shell reads it), through the same ssh as its SFTP sessions.
+    pub fn ssh(&self, ssh_command: Option<&str>) -> Command {
+        let mut c = self.ssh_program(ssh_command);
+        c.args(["--", self.host.as_str()]);
         c
     }
 
@@ -134,6 +152,25 @@ impl Remote {
             io::ErrorKind::NotADirectory => Some(format!("destination {shown} is a file, not a folder")),
             _ => None,
         }
+    }
+
+    /// The destination there as it is, to look at (`softcopy verify`): never made, no marker
+    /// withdrawn; with `hashed`, its copies hashed by the server where it has a hasher
+    /// (`server_hash.rs`). The error is one line (see [`Remote::connect`], [`Remote::refusal`]).
+    pub fn view(&self, ssh_command: Option<&str>, hashed: bool) -> Result<super::Dest, String> {
+        let session = self.connect(ssh_command)?;
+        let cannot = |e: io::Error| self.refusal(&e).unwrap_or_else(|| format!("destination {}: {e}", self.shown()));
+        let sftp = super::sftp::Sftp::open(session, &self.path).map_err(cannot)?;
+        let (again, command) = (self.clone(), ssh_command.map(str::to_string));
+        let sftp = sftp.reconnecting(std::sync::Arc::new(move || again.connect(command.as_deref())), VIEW_SESSIONS)?;
+        let dest = super::Dest::open_store(super::Store::Sftp(sftp), &self.path, None).map_err(cannot)?;
+        if hashed {
+            let exec = super::server_hash::Exec::new(self.clone(), ssh_command.map(str::to_string));
+            if let Ok(Some(algo)) = super::server_hash::detect(&exec) {
+                dest.hash_on_server(super::server_hash::Hasher { exec, algo });
+            }
+        }
+        Ok(dest)
     }
 
     /// Checks, before a copy starts, what a person must act on: the host reached over SFTP (ssh's

@@ -173,16 +173,79 @@ impl Drop for Writer {
     }
 }
 
-/// A remote file being read, from its offset.
+/// A remote file being read, from its offset. Read straight through (a copy read back to prove
+/// it), it keeps [`READ_AHEAD`] READs in flight, so reading a file costs about one round trip,
+/// not one per 255 KiB; a first read, or one after a seek (a shard's index), asks for only what
+/// it reads.
 pub struct Reader {
     session: Arc<Session>,
     handle: Handle,
     offset: u64,
+    /// Bytes received, of which those from `taken` on (at `offset`) are not yet read.
+    pending: Vec<u8>,
+    taken: usize,
+    /// READs in flight past `pending`, in order: where each starts, and its answer.
+    ahead: std::collections::VecDeque<(u64, crate::sftp::Ticket)>,
+    /// Read through since the last seek: the next reads are sent ahead.
+    streaming: bool,
 }
+
+/// READs in flight ahead of a reader read straight through (4 MiB).
+const READ_AHEAD: usize = 16;
+/// What one READ asks for: what one reply may carry (the server's limit is 256 KiB).
+const READ_LEN: u32 = 255 * 1024;
 
 impl Reader {
     fn new(opened: Opened) -> Reader {
-        Reader { session: opened.session, handle: opened.handle, offset: 0 }
+        let ahead = std::collections::VecDeque::new();
+        Reader {
+            session: opened.session,
+            handle: opened.handle,
+            offset: 0,
+            pending: Vec::new(),
+            taken: 0,
+            ahead,
+            streaming: false,
+        }
+    }
+
+    /// The bytes at `offset` into `pending` (none at the end of the file): the next READ in flight
+    /// when it starts there, else one asked for now; the READs ahead topped up when streaming.
+    fn fetch(&mut self, want: usize) -> io::Result<()> {
+        if self.ahead.front().is_some_and(|(at, _)| *at != self.offset) {
+            self.ahead.clear();
+        }
+        if self.streaming {
+            let mut next = self.ahead.back().map_or(self.offset, |(at, _)| at + u64::from(READ_LEN));
+            while self.ahead.len() < READ_AHEAD {
+                let read = Request::Read { handle: &self.handle, offset: next, len: READ_LEN };
+                self.ahead.push_back((next, self.session.submit(&read)));
+                next += u64::from(READ_LEN);
+            }
+        }
+        let (asked, reply) = match self.ahead.pop_front() {
+            Some((_, ticket)) => (READ_LEN as usize, ticket.wait()?),
+            None => {
+                let len = want.min(READ_LEN as usize) as u32;
+                (len as usize, self.session.call(&Request::Read { handle: &self.handle, offset: self.offset, len })?)
+            }
+        };
+        self.streaming = true;
+        match reply {
+            Reply::Data(d) => {
+                // A short answer before the end: the READs ahead start past a gap.
+                if d.len() < asked {
+                    self.ahead.clear();
+                }
+                (self.pending, self.taken) = (d, 0);
+                Ok(())
+            }
+            Reply::Eof => {
+                self.ahead.clear();
+                Ok(())
+            }
+            other => Err(unexpected("read", &other)),
+        }
     }
 }
 
@@ -194,18 +257,15 @@ struct Opened {
 
 impl io::Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // A READ asks for what one reply may carry (the server's limit is 256 KiB).
-        let len = buf.len().min(255 * 1024) as u32;
-        match self.session.call(&Request::Read { handle: &self.handle, offset: self.offset, len })? {
-            Reply::Data(d) => {
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                self.offset += n as u64;
-                Ok(n)
-            }
-            Reply::Eof => Ok(0),
-            other => Err(unexpected("read", &other)),
+        if self.taken == self.pending.len() {
+            (self.pending, self.taken) = (Vec::new(), 0);
+            self.fetch(buf.len())?;
         }
+        let n = (self.pending.len() - self.taken).min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[self.taken..self.taken + n]);
+        self.taken += n;
+        self.offset += n as u64;
+        Ok(n)
     }
 }
 
@@ -220,6 +280,8 @@ impl io::Seek for Reader {
             },
         };
         self.offset = base.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        (self.pending, self.taken, self.streaming) = (Vec::new(), 0, false);
+        self.ahead.clear();
         Ok(self.offset)
     }
 }
@@ -490,6 +552,62 @@ impl Sftp {
             }
             Err(why) => self.holding.lost(why),
         }
+    }
+}
+
+impl Sftp {
+    /// What each of `rels` below the root is, with its path on the server, all in two bursts:
+    /// every folder on the way looked at (a link or not a folder there is an error naming it),
+    /// then the names themselves, never followed. For proofs of many copies at once
+    /// (`server_hash.rs`), where a look per file in sequence would cost a round trip each.
+    pub fn look_all(&self, rels: &[&Path]) -> Vec<io::Result<(Vec<u8>, Look)>> {
+        // A name that is not plainly below the root (`..`, absolute) has no components: refused.
+        let normal = |r: &Path| r.components().all(|c| matches!(c, Component::Normal(_)));
+        let parts: Vec<Vec<Vec<u8>>> = rels
+            .iter()
+            .map(|r| if normal(r) { r.components().map(|c| bytes(Path::new(c.as_os_str()))).collect() } else { vec![] })
+            .collect();
+        let prefix = |p: &[Vec<u8>]| p.iter().fold(self.root.clone(), |at, c| join(&at, c));
+        let folders: Vec<Vec<u8>> = parts
+            .iter()
+            .flat_map(|p| (1..p.len()).map(move |n| p[..n].to_vec()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|p| prefix(&p))
+            .collect();
+        let looks = self.burst(&folders.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
+        let bad: std::collections::HashMap<&[u8], io::Error> = folders
+            .iter()
+            .zip(looks)
+            .filter_map(|(path, look)| match look {
+                Ok(Reply::Attrs(a)) if a.is_dir() && !a.is_symlink() => None,
+                Ok(Reply::Attrs(a)) if a.is_symlink() => {
+                    Some((path.as_slice(), super::Refused::Link(path_of(path)).into()))
+                }
+                Ok(Reply::Attrs(_)) => Some((path.as_slice(), io::ErrorKind::NotFound.into())),
+                Ok(other) => Some((path.as_slice(), unexpected("lstat", &other))),
+                Err(e) => Some((path.as_slice(), e.into())),
+            })
+            .collect();
+        let files: Vec<Vec<u8>> = parts.iter().map(|p| prefix(p)).collect();
+        let looks = self.burst(&files.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
+        parts
+            .iter()
+            .zip(files)
+            .zip(looks)
+            .map(|((p, path), look)| {
+                if p.is_empty() {
+                    return Err(io::ErrorKind::InvalidInput.into());
+                }
+                if let Some(e) = (1..p.len()).find_map(|n| bad.get(prefix(&p[..n]).as_slice())) {
+                    return Err(io::Error::new(e.kind(), e.to_string()));
+                }
+                match look? {
+                    Reply::Attrs(a) => Ok((path, Look { kind: kind_of(&a), ident: identity(&a) })),
+                    other => Err(unexpected("lstat", &other)),
+                }
+            })
+            .collect()
     }
 }
 
@@ -881,7 +999,7 @@ fn join(folder: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// A remote path's bytes (the server's names are bytes; on Windows, UTF-8 with `/`).
-fn bytes(p: &Path) -> Vec<u8> {
+pub(crate) fn bytes(p: &Path) -> Vec<u8> {
     #[cfg(unix)]
     {
         std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec()

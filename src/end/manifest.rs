@@ -22,15 +22,22 @@ pub fn hex(hash: &Hash) -> String {
 
 /// Writes a manifest atomically: a header line, then `hash<TAB>size<TAB>path` per file, by path.
 pub fn write(path: &Path, entries: &mut [(PathBuf, u64, Hash)]) -> io::Result<()> {
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let tmp = path.with_extension("tmp");
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
-    writeln!(out, "{HEADER_V2}")?;
-    for (rel, size, hash) in entries.iter() {
-        writeln!(out, "{}\t{size}\t{}", hex(hash), crate::end::names::escape(rel))?;
-    }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let mut out = File::create(&tmp)?;
+    out.write_all(&render(entries))?;
+    out.sync_all()?;
     std::fs::rename(tmp, path)
+}
+
+/// A manifest's bytes (see [`write`]), its entries sorted by path.
+pub fn render(entries: &mut [(PathBuf, u64, Hash)]) -> Vec<u8> {
+    use std::fmt::Write as _;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = format!("{HEADER_V2}\n");
+    for (rel, size, hash) in entries.iter() {
+        let _ = writeln!(out, "{}\t{size}\t{}", hex(hash), crate::end::names::escape(rel));
+    }
+    out.into_bytes()
 }
 
 /// The first line of a manifest whose paths are escaped ([`crate::end::names`]): a name with a newline

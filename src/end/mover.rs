@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::dest::server_hash::{Algo, Answer, Digest};
 use crate::dest::Dest;
 use crate::end::aside::{self, Aside};
 use crate::end::journal::Writer;
@@ -88,6 +89,9 @@ pub struct Proof {
     pub gone: Vec<PathBuf>,
     /// Sources kept for another reason (changed since copied, unreadable).
     pub kept: Vec<(PathBuf, String)>,
+    /// Copies proven by the server's digests (an ssh destination), and by reading them back.
+    pub by_server: u64,
+    pub read_back: u64,
 }
 
 /// Proves each copy in `copied` by content (see `proven`), between verification and publishing:
@@ -95,19 +99,119 @@ pub struct Proof {
 /// stop request (the rest unproven).
 pub fn prove(src_root: &Path, dest: &Dest, copied: Vec<Copied>, stop: &AtomicBool) -> Proof {
     let mut proof = Proof::default();
+    if let Some(algo) = dest.server_algo() {
+        by_server(src_root, dest, algo, copied, stop, &mut proof);
+        return proof;
+    }
     for c in copied {
         if stop.load(Ordering::Relaxed) {
             proof.kept.push((c.rel, "stopped before it was proven".into()));
             continue;
         }
-        match proven(src_root, dest, &c) {
-            Ok(()) => proof.proven.push(c),
-            Err(Unproven::Differs) => proof.differs.push(c.rel),
-            Err(Unproven::Gone) => proof.gone.push(c.rel),
-            Err(Unproven::Other(why)) => proof.kept.push((c.rel, why)),
-        }
+        let verdict = proven(src_root, dest, &c);
+        proof.read_back += u64::from(verdict.is_ok());
+        proof.record(c, verdict);
     }
     proof
+}
+
+impl Proof {
+    fn record(&mut self, c: Copied, verdict: Result<(), Unproven>) {
+        match verdict {
+            Ok(()) => self.proven.push(c),
+            Err(Unproven::Differs) => self.differs.push(c.rel),
+            Err(Unproven::Gone) => self.gone.push(c.rel),
+            Err(Unproven::Other(why)) => self.kept.push((c.rel, why)),
+        }
+    }
+}
+
+/// Copies, and their bytes, whose digests one command on the server gives.
+const SERVER_FILES: usize = 1024;
+const SERVER_BYTES: u64 = 4 << 30;
+
+/// Proves copies on an ssh destination by the server's digests of them, many per command, against
+/// the source's bytes hashed here with the same algorithm (the hash taken while copying where it
+/// is the server's: BLAKE3). What the server did not prove is read back; what it could not
+/// answer for is kept (docs/design.md, "The ssh destination: proof by the server's hash").
+fn by_server(src_root: &Path, dest: &Dest, algo: Algo, copied: Vec<Copied>, stop: &AtomicBool, proof: &mut Proof) {
+    let mut rest = copied.into_iter().peekable();
+    while rest.peek().is_some() {
+        let (mut batch, mut bytes) = (Vec::new(), 0u64);
+        while let Some(c) = rest.next_if(|_| batch.len() < SERVER_FILES && (batch.is_empty() || bytes < SERVER_BYTES)) {
+            bytes += c.ident.size;
+            batch.push(c);
+        }
+        if stop.load(Ordering::Relaxed) {
+            proof.kept.extend(batch.into_iter().map(|c| (c.rel, "stopped before it was proven".into())));
+            continue;
+        }
+        let rels: Vec<&Path> = batch.iter().map(|c| c.rel.as_path()).collect();
+        // The sources are hashed here while the server hashes the copies.
+        let (answers, ours) = std::thread::scope(|s| {
+            let hashing = s.spawn(|| batch.iter().map(|c| source_digest(src_root, algo, c, stop)).collect::<Vec<_>>());
+            (dest.server_digests(&rels, bytes).unwrap_or_default(), hashing.join().unwrap_or_default())
+        });
+        let (mut answers, mut ours) = (answers.into_iter(), ours.into_iter());
+        for c in batch {
+            let ours = ours.next().unwrap_or_else(|| Err(Unproven::Other("the source was not hashed".into())));
+            let verdict = match answers.next() {
+                Some(Answer::Digest { size, digest }) => {
+                    let verdict = by_digest(&c, size, &digest, ours);
+                    proof.by_server += u64::from(verdict.is_ok());
+                    verdict
+                }
+                Some(Answer::Gone) => Err(Unproven::Gone),
+                Some(Answer::Keep(why)) => Err(Unproven::Other(why)),
+                Some(Answer::ReadBack(_)) | None => {
+                    let verdict = proven(src_root, dest, &c);
+                    proof.read_back += u64::from(verdict.is_ok());
+                    verdict
+                }
+            };
+            proof.record(c, verdict);
+        }
+    }
+}
+
+/// The source's side of a proof by the server's digest.
+enum Ours {
+    /// The hash taken while copying (`--checksum`), where the server's algorithm is BLAKE3.
+    Taken(crate::vocab::Hash),
+    /// The source read and hashed now with the server's algorithm.
+    Read(Digest),
+}
+
+/// `c`'s source as the server's digest is compared with: found unchanged since it was copied, and
+/// (where read now) unchanged again after it was read: a source written meanwhile is kept, never
+/// taken for a bad copy.
+fn source_digest(src_root: &Path, algo: Algo, c: &Copied, stop: &AtomicBool) -> Result<Ours, Unproven> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(Unproven::Other("stopped before it was proven".into()));
+    }
+    let src = src_root.join(&c.rel);
+    unchanged(&src, c).map_err(Unproven::Other)?;
+    if let (Algo::Blake3, Some(hash)) = (algo, c.hash) {
+        return Ok(Ours::Taken(hash));
+    }
+    let read = File::open(&src).and_then(|f| algo.digest(f));
+    let read = read.map_err(|e| Unproven::Other(format!("reading the source to compare: {e}")))?;
+    unchanged(&src, c).map_err(Unproven::Other)?;
+    Ok(Ours::Read(read))
+}
+
+/// Whether the server's `digest` of a copy of `size` bytes is that of `c`'s source (`ours`).
+fn by_digest(c: &Copied, size: u64, digest: &Digest, ours: Result<Ours, Unproven>) -> Result<(), Unproven> {
+    let ours = ours?;
+    let same = match ours {
+        Ours::Taken(hash) => digest[..hash.len()] == hash,
+        Ours::Read(read) => read == *digest,
+    };
+    if size == c.ident.size && same {
+        Ok(())
+    } else {
+        Err(Unproven::Differs)
+    }
 }
 
 /// Makes every copy durable before any source goes: one `syncfs` of the destination where there is

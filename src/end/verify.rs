@@ -140,8 +140,13 @@ impl Report {
 fn differing(src: &Path, dest: &crate::dest::Dest, rels: &[PathBuf]) -> Vec<PathBuf> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
+    let (mut found, read_back) = match dest.server_algo() {
+        Some(algo) => by_server(src, dest, algo, rels),
+        None => (Vec::new(), rels.to_vec()),
+    };
+    let rels = &read_back;
     let next = AtomicUsize::new(0);
-    let out = Mutex::new(Vec::new());
+    let out = Mutex::new(std::mem::take(&mut found));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -157,6 +162,46 @@ fn differing(src: &Path, dest: &crate::dest::Dest, rels: &[PathBuf]) -> Vec<Path
     let mut out = out.into_inner().unwrap_or_else(|e| e.into_inner());
     out.sort();
     out
+}
+
+/// Compares pairs by the server's digests of the copies (an ssh destination whose host hashes:
+/// `dest/server_hash.rs`) against the sources hashed here with the same algorithm, many per
+/// command. Returns the pairs that differ (or could not be proven), and those to read back.
+fn by_server(
+    src: &Path,
+    dest: &crate::dest::Dest,
+    algo: crate::dest::server_hash::Algo,
+    rels: &[PathBuf],
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    use crate::dest::server_hash::Answer;
+    let (mut differ, mut read_back) = (Vec::new(), Vec::new());
+    // The server's shell must hash the files SFTP serves (an SFTP chroot would not): the first
+    // copy it hashed is also read back once, and must give the same digest; else all is read back.
+    let mut seen_alike = false;
+    for batch in rels.chunks(1024) {
+        let bytes = batch.iter().map(|rel| std::fs::metadata(src.join(rel)).map_or(0, |m| m.len())).sum();
+        let refs: Vec<&Path> = batch.iter().map(PathBuf::as_path).collect();
+        let answers = dest.server_digests(&refs, bytes).unwrap_or_default();
+        for (i, rel) in batch.iter().enumerate() {
+            match answers.get(i) {
+                Some(Answer::Digest { digest, .. }) => {
+                    if !seen_alike {
+                        if dest.open_file(rel).and_then(|r| algo.digest(r)).ok().as_ref() != Some(digest) {
+                            return (Vec::new(), rels.to_vec());
+                        }
+                        seen_alike = true;
+                    }
+                    let ours = std::fs::File::open(src.join(rel)).and_then(|f| algo.digest(f));
+                    if ours.ok().as_ref() != Some(digest) {
+                        differ.push(rel.clone());
+                    }
+                }
+                Some(Answer::ReadBack(_)) | None => read_back.push(rel.clone()),
+                Some(Answer::Gone | Answer::Keep(_)) => differ.push(rel.clone()),
+            }
+        }
+    }
+    (differ, read_back)
 }
 
 fn slash_path(rel: &Path) -> String {

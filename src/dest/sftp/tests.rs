@@ -221,15 +221,7 @@ fn copier_verification_and_proof(connections: usize) {
     assert!(!dest.partials_left());
     dest.remove_staging();
     dest.flush_all().unwrap();
-    let check = crate::end::verify::Check {
-        marker: "complete",
-        arrays: &[],
-        content: true,
-        prune: None,
-        landed: None,
-        exclude: None,
-    };
-    let report = crate::end::verify::verify(src.path(), &dest, &check, &stop).unwrap();
+    let report = verified_by_content(src.path(), &dest, &stop);
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.files, files.len() as u64);
     // A copy damaged on the server with its size and mtime kept is not proven.
@@ -473,4 +465,164 @@ fn a_local_claim_and_an_ssh_claim_on_one_folder_refuse_each_other() {
     let local_refused =
         claim::Claim::held(&root, "pid 4 on the server, copying /acq/d\n", Arc::default(), timing).is_err();
     assert_eq!((ssh_refused, local_refused), (true, true), "(ssh run refused, local run refused)");
+}
+
+/// Copies at the destination `dst` of the source files `names` (bytes: the name), as the mover
+/// gets them; the copies' mtimes are the sources'.
+fn copied_pairs(src: &Path, dst: &Path, names: &[&str]) -> Vec<crate::vocab::Copied> {
+    names
+        .iter()
+        .map(|rel| {
+            for root in [src, dst] {
+                fs::write(root.join(rel), rel.as_bytes()).unwrap();
+            }
+            let ident = crate::sys::path_identity(&src.join(rel)).unwrap();
+            crate::vocab::Copied { rel: rel.into(), ident, hash: None }
+        })
+        .collect()
+}
+
+/// Freeing's proof over ssh by the server's digests (`server_hash.rs`): a copy damaged with its size
+/// and mtime kept differs, a link planted at a copy's name is never hashed through, a name with a
+/// newline is proven, and only the damaged and linked ones are not proven; none of them read back.
+#[test]
+fn the_servers_digests_prove_copies_and_a_damaged_or_linked_copy_is_not_proven() {
+    use crate::dest::server_hash::{local_exec, Algo, Hasher};
+    use crate::dest::{Dest, Store};
+    let (src, dst, bin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let names = ["good", "new\nline\\", "damaged", "linked"];
+    let copied = copied_pairs(src.path(), dst.path(), &names);
+    let damaged = dst.path().join("damaged");
+    let mtime = fs::metadata(&damaged).unwrap().modified().unwrap();
+    fs::write(&damaged, b"damageX").unwrap();
+    File::options().write(true).open(&damaged).unwrap().set_modified(mtime).unwrap();
+    // A link to a file holding the very bytes of the source: hashed through, it would match.
+    fs::write(bin.path().join("elsewhere"), b"linked").unwrap();
+    fs::remove_file(dst.path().join("linked")).unwrap();
+    std::os::unix::fs::symlink(bin.path().join("elsewhere"), dst.path().join("linked")).unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    dest.hash_on_server(Hasher { exec: local_exec(bin.path(), "/usr/bin:/bin"), algo: Algo::Sha256 });
+    let proof = crate::end::mover::prove(src.path(), &dest, copied, &AtomicBool::new(false));
+    let proven: Vec<PathBuf> = proof.proven.iter().map(|c| c.rel.clone()).collect();
+    assert_eq!(proven, [PathBuf::from("good"), PathBuf::from("new\nline\\")]);
+    assert_eq!(proof.differs, [PathBuf::from("damaged")]);
+    assert_eq!(proof.kept.iter().map(|(rel, _)| rel.clone()).collect::<Vec<_>>(), [PathBuf::from("linked")]);
+    assert_eq!((proof.by_server, proof.read_back), (2, 0));
+}
+
+/// A server whose hasher fails (here: a name it cannot read makes the command exit non-zero)
+/// proves nothing by its lines: the copies are read back instead, and still proven or not.
+#[test]
+fn copies_the_server_could_not_hash_are_read_back() {
+    use crate::dest::server_hash::{local_exec, Algo, Hasher};
+    use crate::dest::{Dest, Store};
+    let (src, dst, bin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let copied = copied_pairs(src.path(), dst.path(), &["a", "b", "unreadable"]);
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    // The "server's" sha256sum cannot read one file (its path there is one it refuses).
+    let fake = bin.path().join("tools");
+    fs::create_dir(&fake).unwrap();
+    let wrapper = "#!/bin/sh\nfor f; do case \"$f\" in *unreadable) echo \"sha256sum: $f: Permission denied\" >&2; exit 1;; esac; done\nexec /usr/bin/sha256sum \"$@\"\n";
+    fs::write(fake.join("sha256sum"), wrapper).unwrap();
+    Command::new("chmod").arg("+x").arg(fake.join("sha256sum")).status().unwrap();
+    let path = format!("{}:/usr/bin:/bin", fake.display());
+    dest.hash_on_server(Hasher { exec: local_exec(bin.path(), &path), algo: Algo::Sha256 });
+    let proof = crate::end::mover::prove(src.path(), &dest, copied, &AtomicBool::new(false));
+    assert_eq!((proof.proven.len(), proof.by_server, proof.read_back), (3, 0, 3), "{proof:?}");
+}
+
+/// A copy read straight through has READs sent ahead of it: what it reads is the file's bytes in
+/// order whatever the reads' sizes, and a seek in the middle (the READs ahead thrown away) reads
+/// from there.
+#[test]
+fn a_copy_read_with_reads_ahead_is_its_bytes_in_order_across_seeks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..5_000_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(dir.path().join("big"), &data).unwrap();
+    let s = storage(dir.path());
+    let root = s.folder(Path::new(""), false).unwrap();
+    let mut whole = Vec::new();
+    s.read(&root, Path::new("big")).unwrap().read_to_end(&mut whole).unwrap();
+    assert!(whole == data, "read whole");
+    let mut r = s.read(&root, Path::new("big")).unwrap();
+    let mut small = vec![0u8; 7_919];
+    let mut got = Vec::new();
+    while got.len() < 1_000_000 {
+        let n = r.read(&mut small).unwrap();
+        got.extend_from_slice(&small[..n]);
+    }
+    assert!(got[..] == data[..got.len()], "read in small pieces");
+    assert_eq!(r.seek(SeekFrom::Start(4_000_000)).unwrap(), 4_000_000);
+    let mut tail = Vec::new();
+    r.read_to_end(&mut tail).unwrap();
+    assert!(tail[..] == data[4_000_000..], "read after a seek forward");
+    r.seek(SeekFrom::Start(10)).unwrap();
+    let mut head = [0u8; 100];
+    r.read_exact(&mut head).unwrap();
+    assert_eq!(head[..], data[10..110]);
+}
+
+/// A "server" whose shell sees other files than SFTP does: its sha256sum hashes each name below
+/// `elsewhere`, where every file holds "other".
+fn hasher_elsewhere(bin: &Path, elsewhere: &Path) -> crate::dest::server_hash::Hasher {
+    use crate::dest::server_hash::{local_exec, Algo, Hasher};
+    let tools = bin.join("tools");
+    fs::create_dir_all(&tools).unwrap();
+    let other = format!(
+        "#!/bin/sh\nfor f; do mkdir -p \"{0}$(dirname \"$f\")\"; echo other > \"{0}$f\"; (cd {0} && /usr/bin/sha256sum \".$f\" | sed \"s| \\./| /|\"); done\n",
+        elsewhere.display()
+    );
+    fs::write(tools.join("sha256sum"), other).unwrap();
+    Command::new("chmod").arg("+x").arg(tools.join("sha256sum")).status().unwrap();
+    Hasher { exec: local_exec(bin, &format!("{}:/usr/bin:/bin", tools.display())), algo: Algo::Sha256 }
+}
+
+/// The server's hasher is used only if its shell sees the files SFTP writes: one that hashes other
+/// files under the same paths (an SFTP chroot, another namespace) is refused, and the probe's file
+/// is removed either way.
+#[test]
+fn a_hasher_that_does_not_see_the_files_sftp_writes_is_not_used() {
+    use crate::dest::server_hash::{local_exec, sees_the_copies, Algo, Hasher};
+    use crate::dest::{Dest, Store};
+    let (dst, bin, elsewhere) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    let same = Hasher { exec: local_exec(bin.path(), "/usr/bin:/bin"), algo: Algo::Sha256 };
+    assert_eq!(sees_the_copies(&dest, &same), Ok(()));
+    let apart = hasher_elsewhere(bin.path(), elsewhere.path());
+    let refused = sees_the_copies(&dest, &apart);
+    assert!(refused.as_ref().is_err_and(|why| why.contains("does not see")), "{refused:?}");
+    assert_eq!(fs::read_dir(dst.path()).unwrap().count(), 0, "the probe is removed");
+}
+
+/// `softcopy verify --checksum` over ssh with a server whose shell sees other files: the first
+/// copy read back gives another digest than the server's, so every copy is read back, and the
+/// copy (identical) is found identical, not different everywhere.
+#[test]
+fn verify_reads_every_copy_back_when_the_server_hashes_other_files() {
+    use crate::dest::{Dest, Store};
+    let (src, dst, bin, elsewhere) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    copied_pairs(src.path(), dst.path(), &["a", "b", "c"]);
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    dest.hash_on_server(hasher_elsewhere(bin.path(), elsewhere.path()));
+    let report = verified_by_content(src.path(), &dest, &AtomicBool::new(false));
+    assert!(report.content_mismatch.is_empty() && report.ok(), "{report:?}");
+}
+
+/// `src` against `dest` with the contents compared (`softcopy verify --checksum`).
+fn verified_by_content(src: &Path, dest: &crate::dest::Dest, stop: &AtomicBool) -> crate::end::verify::Report {
+    let check = crate::end::verify::Check {
+        marker: "complete",
+        arrays: &[],
+        content: true,
+        prune: None,
+        landed: None,
+        exclude: None,
+    };
+    crate::end::verify::verify(src, dest, &check, stop).unwrap()
 }

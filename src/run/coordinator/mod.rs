@@ -835,6 +835,9 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
     dest.keep_freed(journal.freed_names());
     let root = Arc::new(RootId::default());
     root.adopt(&src).map_err(|why| Error::Config(format!("source {why}")))?;
+    if let Some(remote) = cfg.remote.as_ref().filter(|_| cfg.delete_source) {
+        find_server_hash(cfg, sh, remote, &dest);
+    }
     let found = copy::remove_partials(&dest);
     if found.removed > 0 {
         sh.say(Level::Info, format!("removed {} partial files left by an earlier run", found.removed));
@@ -879,6 +882,27 @@ fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Des
     let store = crate::dest::Store::Sftp(sftp);
     Dest::open_store(store, &remote.path, Some(&cfg.marker))
         .map_err(|e| Error::io("open destination", Path::new(&shown), e))
+}
+
+/// Asks the host, at the start (the root claimed: a file is written there), for a hash command to
+/// prove copies by before their sources are freed, one that sees the files SFTP writes
+/// (`dest/server_hash.rs`), and says which proof the run will use.
+fn find_server_hash(cfg: &Config, sh: &Shared, remote: &crate::dest::remote::Remote, dest: &Dest) {
+    use crate::dest::server_hash::{detect, sees_the_copies, Exec, Hasher};
+    let exec = Exec::new(remote.clone(), cfg.ssh_command.clone());
+    let said = match detect(&exec).map(|found| found.map(|algo| Hasher { exec, algo })) {
+        Ok(Some(hasher)) => match sees_the_copies(dest, &hasher) {
+            Ok(()) => {
+                let by = hasher.algo.program();
+                dest.hash_on_server(hasher);
+                format!("copies are proven before freeing by the server's {by} (not read back)")
+            }
+            Err(why) => format!("{why}: copies are read back before freeing"),
+        },
+        Ok(None) => "the server has neither b3sum nor sha256sum: copies are read back before freeing".into(),
+        Err(why) => format!("{why}: copies are read back before freeing"),
+    };
+    sh.say(Level::Info, said);
 }
 
 /// One destination, one acquisition: never written into, pruned or marked for another. Records
@@ -1014,7 +1038,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Phase, Verdict)> {
         let (cfg, sh, dest) = (self.cfg, self.sh, &o.dest);
         if let Some(path) = &cfg.manifest {
-            write_manifest(&self.tracker, &o.dest, path)?;
+            write_manifest(&self.tracker, &o.dest, path, cfg.remote.as_ref(), cfg.ssh_command.as_deref())?;
             sh.say(Level::Info, format!("manifest written to {}", path.display()));
         }
         // A copy that failed while the destination was unreachable may have left its partial

@@ -153,6 +153,17 @@ fn proving(
     copied: Vec<Copied>,
 ) -> std::result::Result<Option<crate::end::mover::Proof>, Phase> {
     let proof = d.cfg.delete_source.then(|| crate::end::mover::prove(d.src, d.dest, copied, &d.sh.stop));
+    // Over ssh, which proof was used and how much was read back is the cost (design.md, "The ssh
+    // destination: proof by the server's hash").
+    if let Some(p) = proof.as_ref().filter(|_| d.dest.local_root().is_none()) {
+        let said = match d.dest.server_algo() {
+            Some(a) => {
+                format!("{} copies proven by the server's {}, {} read back", p.by_server, a.program(), p.read_back)
+            }
+            None => format!("{} copies proven by reading them back", p.read_back),
+        };
+        d.sh.say(Level::Info, said);
+    }
     if d.sh.stopped() {
         return Err(Phase::Stopped);
     }
@@ -473,8 +484,15 @@ fn withdraw_marker(d: &Drained<'_>) -> Result<(), String> {
 }
 
 /// Writes the manifest of everything copied: hashes from the copies themselves, and for files
-/// copied by an earlier run, hashes of the destination files.
-pub fn write_manifest(tracker: &Tracker, dest: &crate::dest::Dest, path: &Path) -> Result<()> {
+/// copied by an earlier run, hashes of the destination files. Beside an ssh destination
+/// (`remote`), `path` names a file on that server: written there over SFTP, whole or not at all.
+pub fn write_manifest(
+    tracker: &Tracker,
+    dest: &crate::dest::Dest,
+    path: &Path,
+    remote: Option<&crate::dest::remote::Remote>,
+    ssh: Option<&str>,
+) -> Result<()> {
     let mut entries = Vec::new();
     for (rel, size, hash) in tracker.copied_files() {
         let hash = match hash {
@@ -486,7 +504,30 @@ pub fn write_manifest(tracker: &Tracker, dest: &crate::dest::Dest, path: &Path) 
         };
         entries.push((rel.to_path_buf(), size, hash));
     }
-    crate::end::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e))
+    match remote {
+        Some(remote) => {
+            let at = crate::dest::remote::Remote { path: path.to_path_buf(), ..remote.clone() };
+            write_remote_manifest(&at, ssh, &mut entries)
+        }
+        None => crate::end::manifest::write(path, &mut entries).map_err(|e| Error::io("write manifest", path, e)),
+    }
+}
+
+/// Writes the manifest at `remote` (beside an ssh destination, in its existing parent folder):
+/// under a partial name, flushed, renamed over the name, the rename flushed.
+fn write_remote_manifest(
+    remote: &crate::dest::remote::Remote,
+    ssh: Option<&str>,
+    entries: &mut [(PathBuf, u64, crate::vocab::Hash)],
+) -> Result<()> {
+    let (Some(parent), Some(name)) = (remote.path.parent(), remote.path.file_name()) else {
+        return Err(Error::Config(format!("{}: not a file's name", remote.shown())));
+    };
+    let folder = crate::dest::remote::Remote { path: parent.to_path_buf(), ..remote.clone() };
+    let dest = folder.view(ssh, false).map_err(Error::Config)?;
+    let partial = PathBuf::from(format!(".{}.partial", name.to_string_lossy()));
+    let bytes = crate::end::manifest::render(entries);
+    dest.write_file(Path::new(name), &partial, &bytes).map_err(|e| Error::io("write manifest", remote.shown(), e))
 }
 
 // Not under Wine: these tests take the destination's path as given, where the engine takes it

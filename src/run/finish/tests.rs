@@ -245,7 +245,7 @@ fn the_manifest_lists_every_copy_with_its_hash() {
         t.finish(&job.rel, Outcome::Copied { ident, bytes: 5, hash }, now);
     }
     let path = out.path().join("manifest");
-    write_manifest(&t, &crate::dest::Dest::at(dst.path()), &path).unwrap();
+    write_manifest(&t, &crate::dest::Dest::at(dst.path()), &path, None, None).unwrap();
     let listed = crate::end::manifest::read(&path).unwrap();
     let b = crate::end::manifest::hex(&crate::end::manifest::hash_file(&dst.path().join("b")).unwrap());
     assert_eq!(listed, vec![("a".into(), 5, crate::end::manifest::hex(&[7; 16])), ("b".into(), 5, b)]);
