@@ -127,7 +127,14 @@ impl Remote {
         let mut parts = name.components();
         let one = matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None));
         let plain = one && !name.as_os_str().as_encoded_bytes().contains(&b'\\');
-        plain.then(|| Remote { path: self.path.join(name), ..self.clone() })
+        // Joined with `/` on every platform: it is the server's path (`Path::join` would put
+        // Windows' separator in it, and in what is shown).
+        let mut path = self.path.clone().into_os_string();
+        if !path.as_encoded_bytes().ends_with(b"/") {
+            path.push("/");
+        }
+        path.push(name.as_os_str());
+        plain.then(|| Remote { path: PathBuf::from(path), ..self.clone() })
     }
 
     /// The destination for one-off looks (the service's start, `softcopy verify`, a note): one
