@@ -183,7 +183,7 @@ impl Remote {
     /// Checks, before a copy starts, what a person must act on: the host reached over SFTP (ssh's
     /// own words when not), the folder there (or, when `needed` allows, its parent there to make
     /// it in), and (given the local `source`) that it is not the source's own storage
-    /// ([`Remote::not_the_source`]). Makes nothing.
+    /// (`Remote::not_the_source`). Makes nothing.
     pub fn check(&self, ssh_command: Option<&str>, needed: Needed, source: Option<&Path>) -> Result<(), String> {
         let session = self.connect(ssh_command)?;
         let cannot = |e: io::Error| self.refusal(&e).unwrap_or_else(|| format!("destination {}: {e}", self.shown()));

@@ -174,7 +174,7 @@ impl Drop for Writer {
 }
 
 /// A remote file being read, from its offset. Read straight through (a copy read back to prove
-/// it), it keeps [`READ_AHEAD`] READs in flight, so reading a file costs about one round trip,
+/// it), it keeps `READ_AHEAD` READs in flight, so reading a file costs about one round trip,
 /// not one per 255 KiB; a first read, or one after a seek (a shard's index), asks for only what
 /// it reads.
 pub struct Reader {

@@ -29,7 +29,7 @@ pub fn write(path: &Path, entries: &mut [(PathBuf, u64, Hash)]) -> io::Result<()
     std::fs::rename(tmp, path)
 }
 
-/// A manifest's bytes (see [`write`]), its entries sorted by path.
+/// A manifest's bytes (see [`write()`]), its entries sorted by path.
 pub fn render(entries: &mut [(PathBuf, u64, Hash)]) -> Vec<u8> {
     use std::fmt::Write as _;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
