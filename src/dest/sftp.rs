@@ -5,8 +5,9 @@
 //!
 //! How each promise holds without a local filesystem:
 //! - no link followed below the root: a folder is every component looked at (LSTAT, all in one
-//!   burst) before it is used, and made one component at a time; racy against a link made in
-//!   between, as the portable local path (SFTP has no `openat`);
+//!   burst) the first time the run uses it, or made by the run (its MKDIRs in one burst), then
+//!   remembered ([`Known`]); racy against a link planted after that look, for the whole run
+//!   (SFTP has no `openat`);
 //! - never a partial under a final name: a copy is written under its partial name (OPEN with
 //!   CREAT|EXCL), and renamed (posix-rename@openssh.com) only after every WRITE, the FSETSTAT of
 //!   its mtime, its fsync@openssh.com and its CLOSE were answered OK ([`Backend::complete`]);
@@ -57,6 +58,32 @@ pub struct Sftp {
     /// Files being written and not yet complete: never renamed (a copy is named only once every
     /// request of it was answered OK, [`Backend::complete`]).
     writing: Arc<Mutex<HashSet<Vec<u8>>>>,
+    /// Folders looked at or made by this run, never looked at again ([`Known`]).
+    known: Arc<Known>,
+}
+
+/// The folders below the root this run looked at (every component a folder, no link) or made
+/// itself: a copy into one sends no LSTAT (docs/design.md, "The ssh destination: the SFTP
+/// client"). What that gives up: a folder swapped for a link by someone on the server after its
+/// look is not seen, where the portable local path looks again before each use (both are racy;
+/// this one for the whole run).
+#[derive(Default)]
+struct Known(Mutex<HashSet<Vec<u8>>>);
+
+impl Known {
+    fn knows(&self, path: &[u8]) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains(path)
+    }
+
+    fn learn(&self, paths: &[Vec<u8>]) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(paths.iter().cloned());
+    }
+
+    /// Forgets `path` and every folder below it (removed, or found missing: looked at again).
+    fn forget(&self, path: &[u8]) {
+        let below = join(path, b"");
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != path && !p.starts_with(&below));
+    }
 }
 
 /// How to start a session to the destination again.
@@ -284,7 +311,15 @@ impl Sftp {
             other => return Err(unexpected("lstat", &other)),
         }
         let link = Arc::new(Link::new(vec![session], None));
-        Ok(Sftp { link, root, touched: Arc::default(), stale: STALE, refresh: REFRESH, writing: Arc::default() })
+        Ok(Sftp {
+            link,
+            root,
+            touched: Arc::default(),
+            stale: STALE,
+            refresh: REFRESH,
+            writing: Arc::default(),
+            known: Arc::default(),
+        })
     }
 
     /// `connections` sessions in all, the others started with `connect`, which also starts a
@@ -314,6 +349,7 @@ impl Sftp {
             stale: self.stale,
             refresh: self.refresh,
             writing: self.writing.clone(),
+            known: self.known.clone(),
         }
     }
 
@@ -378,6 +414,32 @@ impl Sftp {
             Ok(_) if e.kind() != io::ErrorKind::ConnectionAborted => io::ErrorKind::AlreadyExists.into(),
             _ => e,
         }
+    }
+
+    /// Makes the folders `paths` (each inside the one before), all MKDIRs sent back to back on one
+    /// session (which runs them in order). A folder this MKDIR made is ours, no link (MKDIR never
+    /// follows one): no look. One that was refused (made meanwhile by another worker, or a link
+    /// planted there) is looked at, in one burst.
+    fn make(&self, paths: &[Vec<u8>], parts: &[Vec<u8>]) -> io::Result<()> {
+        let session = self.session();
+        let tickets: Vec<_> =
+            paths.iter().map(|path| session.submit(&Request::Mkdir { path, attrs: Attrs::default() })).collect();
+        let mut refused = Vec::new();
+        for (path, ticket) in paths.iter().zip(tickets) {
+            match ticket.wait() {
+                Ok(_) => {}
+                Err(e) if e.is_connection_lost() => return Err(e.into()),
+                Err(_) => refused.push(path),
+            }
+        }
+        let looks = self.burst(&refused.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
+        for look in looks {
+            match look? {
+                Reply::Attrs(a) if a.is_dir() && !a.is_symlink() => {}
+                _ => return Err(link_error(&self.root, parts)),
+            }
+        }
+        Ok(())
     }
 
     /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), all in one burst.
@@ -466,6 +528,10 @@ impl Backend for Sftp {
         }
         let paths: Vec<Vec<u8>> =
             (1..=parts.len()).map(|n| parts[..n].iter().fold(self.root.clone(), |p, c| join(&p, c))).collect();
+        let folder = Folder { path: paths.last().cloned().unwrap_or_else(|| self.root.clone()) };
+        if self.known.knows(&folder.path) {
+            return Ok(folder);
+        }
         let looks = self.burst(&paths.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
         for (i, look) in looks.into_iter().enumerate() {
             match look {
@@ -473,25 +539,15 @@ impl Backend for Sftp {
                 Ok(Reply::Attrs(a)) if !a.is_dir() => return Err(io::ErrorKind::NotFound.into()),
                 Ok(Reply::Attrs(_)) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    // Made one component at a time, each looked at after it was made.
-                    for path in &paths[i..] {
-                        match self.session().call(&Request::Mkdir { path, attrs: Attrs::default() }) {
-                            Ok(_) => {}
-                            Err(e) if e.is_connection_lost() => return Err(e.into()),
-                            Err(_) => {} // made meanwhile by another worker: looked at below
-                        }
-                        let a = self.lstat(path)?;
-                        if a.is_symlink() || !a.is_dir() {
-                            return Err(link_error(&self.root, &parts));
-                        }
-                    }
+                    self.make(&paths[i..], &parts)?;
                     break;
                 }
                 Err(e) => return Err(e.into()),
                 Ok(other) => return Err(unexpected("lstat", &other)),
             }
         }
-        Ok(Folder { path: paths.last().cloned().unwrap_or_else(|| self.root.clone()) })
+        self.known.learn(&paths);
+        Ok(folder)
     }
 
     fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
@@ -536,7 +592,13 @@ impl Backend for Sftp {
     fn create(&self, folder: &Folder, name: &Path, mode: u32) -> io::Result<Writer> {
         let path = folder.join(name);
         let attrs = Attrs { permissions: Some(mode), ..Attrs::default() };
-        let opened = self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?;
+        let opened = self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                // Removed since it was looked at: looked at (and made) again at the next copy.
+                self.known.forget(&folder.path);
+            }
+            self.exists_or(&path, e)
+        })?;
         Ok(self.writer(opened, path, 0))
     }
 
@@ -615,6 +677,7 @@ impl Backend for Sftp {
     fn remove_folder(&self, folder: &Folder, name: &Path) -> io::Result<()> {
         let path = folder.join(name);
         self.session().call(&Request::Rmdir(&path))?;
+        self.known.forget(&path);
         // Gone, with whatever was named in it: its removal is durable with its parent's entries.
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
         touched.remove(&path);

@@ -418,3 +418,37 @@ fn a_local_claim_and_an_ssh_claim_on_one_folder_refuse_each_other() {
     let local_refused = claim::Claim::take(&root, "pid 4 on the server, copying /acq/d\n").is_err();
     assert_eq!((ssh_refused, local_refused), (true, true), "(ssh run refused, local run refused)");
 }
+
+/// A session whose server logs each request at `level` to `log`.
+fn logged_session(log: &Path, level: &str) -> Session {
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("exec {SERVER} -e -l {level} 2>>{}", log.display())]);
+    Session::spawn(c, Options { handshake_timeout: Duration::from_secs(10), ..Options::default() }).unwrap()
+}
+
+/// Each copy into a folder used to wait for the LSTATs of its folder's components: a folder is
+/// looked at once a run, one this run made not at all, and one removed is looked at (and made)
+/// again.
+#[test]
+fn a_folder_is_looked_at_once_a_run_and_one_made_here_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("old/x")).unwrap();
+    let log = dir.path().join("log");
+    let s = Sftp::open(logged_session(&log, "VERBOSE"), &root).unwrap();
+    for _ in 0..3 {
+        s.folder(Path::new("old/x"), true).unwrap();
+        s.folder(Path::new("new/y"), true).unwrap();
+    }
+    s.remove_folder(&s.folder(Path::new("new"), false).unwrap(), Path::new("y")).unwrap();
+    s.folder(Path::new("new/y"), true).unwrap();
+    assert!(root.join("new/y").is_dir(), "a folder removed is made again");
+    drop(s);
+    let logged = fs::read_to_string(&log).unwrap();
+    let looks = |rel: &str| logged.matches(&format!("lstat name \"{}\"", root.join(rel).display())).count();
+    assert_eq!(
+        [looks("old"), looks("old/x"), looks("new"), looks("new/y")],
+        [1, 1, 2, 2],
+        "looks at old, old/x, new, new/y (new and new/y: once at first, once after y went):\n{logged}"
+    );
+}
