@@ -68,6 +68,16 @@ impl Remote {
     /// (as OpenSSH's own sftp does: after `--` a host beginning with `-` is a host, never an option
     /// such as `-oProxyCommand=…`). A custom command gets no BatchMode: it is the user's to add.
     pub fn command(&self, ssh_command: Option<&str>) -> Command {
+        self.ssh(ssh_command, &["-s", "--", self.host.as_str(), "sftp"])
+    }
+
+    /// The command that starts a shell on the host (`remote_exec::Shell`): the same ssh as
+    /// [`Remote::command`]'s, running `sh` in place of the SFTP subsystem.
+    pub fn shell(&self, ssh_command: Option<&str>) -> Command {
+        self.ssh(ssh_command, &["--", self.host.as_str(), "sh"])
+    }
+
+    fn ssh(&self, ssh_command: Option<&str>, then: &[&str]) -> Command {
         let default = "ssh -o BatchMode=yes";
         let mut words = ssh_command.unwrap_or(default).split_whitespace();
         let mut c = Command::new(words.next().unwrap_or("ssh"));
@@ -75,7 +85,7 @@ impl Remote {
         if let Some(p) = self.port {
             c.args(["-p", &p.to_string()]);
         }
-        c.args(["-s", "--", self.host.as_str(), "sftp"]);
+        c.args(then);
         c
     }
 
@@ -161,5 +171,7 @@ mod tests {
         // A host that looks like an option stays a host.
         let c = Remote::parse("-oProxyCommand=touch:/x").unwrap().command(None);
         assert_eq!(args(&c)[2..], ["-s", "--", "-oProxyCommand=touch", "sftp"]);
+        let c = r.shell(Some("ssh -i /k/lab_key"));
+        assert_eq!(args(&c), ["-i", "/k/lab_key", "-p", "2222", "--", "me@c.org", "sh"]);
     }
 }

@@ -11,7 +11,8 @@
 //! - never a partial under a final name: a copy is written under its partial name (OPEN with
 //!   CREAT|EXCL), and renamed (posix-rename@openssh.com) only after every WRITE, the FSETSTAT of
 //!   its mtime, its fsync@openssh.com and its CLOSE were answered OK ([`Backend::complete`]);
-//! - durable before it counts: each copy is fsynced on the server before its name is given; a
+//! - durable before it counts: where the host runs `sync -f`, one of the whole filesystem before a
+//!   batch counts ([`Durable`]); elsewhere each copy is fsynced on the server before its name is given; a
 //!   folder is fsynced by opening it as a file and asking fsync@openssh.com of that handle
 //!   (OpenSSH's server opens a folder read-only as it opens a file, and fsync(2) of a folder's
 //!   descriptor makes its entries durable), so the renames made since are durable when the
@@ -34,6 +35,7 @@ use super::backend::{Backend, Fill, Kind, Located, Look};
 use crate::sftp::{Attrs, Done, Handle, OpenMode, Reply, Request, Session, SftpError};
 use crate::sys::{Learned, Pacing, Space};
 use crate::vocab::{Hash, Identity};
+pub use durable::{Durable, StartShell};
 
 /// How often a live claim's file is touched.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -60,6 +62,8 @@ pub struct Sftp {
     writing: Arc<Mutex<HashSet<Vec<u8>>>>,
     /// Folders looked at or made by this run, never looked at again ([`Known`]).
     known: Arc<Known>,
+    /// Each copy fsynced, or all of them at once ([`Durable`]).
+    durable: Arc<Durable>,
 }
 
 /// The folders below the root this run looked at (every component a folder, no link) or made
@@ -319,6 +323,7 @@ impl Sftp {
             refresh: REFRESH,
             writing: Arc::default(),
             known: Arc::default(),
+            durable: Arc::new(Durable::EachFile),
         })
     }
 
@@ -350,7 +355,15 @@ impl Sftp {
             refresh: self.refresh,
             writing: self.writing.clone(),
             known: self.known.clone(),
+            durable: self.durable.clone(),
         }
+    }
+
+    /// Makes its copies durable in batches where the host can, on shells `start` starts
+    /// ([`Durable::probe`]); why each copy is fsynced instead, if it is.
+    pub fn durable_on(self, start: StartShell) -> (Sftp, Option<String>) {
+        let (durable, why_not) = Durable::probe(start, &self.root);
+        (Sftp { durable: Arc::new(durable), ..self }, why_not)
     }
 
     /// The root as the server resolved it.
@@ -639,10 +652,12 @@ impl Backend for Sftp {
     }
 
     fn complete(&self, w: &Writer) -> io::Result<()> {
-        // The copy's burst ends here: fsync (no flush of everything comes before the marker over
-        // SFTP: each copy is fsynced), then close, both behind its writes, and every answer read
-        // before the copy may be named.
-        w.send(&Request::Fsync(&w.handle));
+        // The copy's burst ends here: fsync (unless a `sync -f` of the whole filesystem comes
+        // before the batch counts: `Durable`), then close, both behind its writes, and every
+        // answer read before the copy may be named.
+        if !self.durable.batched() {
+            w.send(&Request::Fsync(&w.handle));
+        }
         w.send(&Request::Close(&w.handle));
         w.lock().closed = true;
         w.settle()?;
@@ -731,6 +746,10 @@ impl Backend for Sftp {
     }
 
     fn flush_all(&self, root: &Folder) -> io::Result<()> {
+        if let Durable::Batched(syncer) = &*self.durable {
+            // The whole filesystem, every copy and name in it: no folder left to fsync.
+            return syncer.sync();
+        }
         let mut folders: Vec<Vec<u8>> = self.touched.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
         if !folders.contains(&root.path) {
             folders.push(root.path.clone());
@@ -744,7 +763,9 @@ impl Backend for Sftp {
     }
 
     fn flushes_in_background(&self) -> bool {
-        false
+        // A `sync -f` every few seconds while copies land leaves the one before the marker
+        // little to write (as the local path's syncfs, `flush.rs`).
+        self.durable.batched()
     }
 
     fn free_space(&self, root: &Folder) -> Option<Space> {
@@ -903,5 +924,6 @@ fn path_of(b: &[u8]) -> PathBuf {
     }
 }
 
+mod durable;
 #[cfg(all(test, unix))]
 mod tests;

@@ -815,7 +815,7 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
     let Some(src) = wait_for_source(cfg, sh)? else { return Ok(stopped) };
     let remote = crate::dest::remote::Remote::parse(&cfg.destination.to_string_lossy());
     let (dst, dest) = match &remote {
-        Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, remote)?),
+        Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, sh, remote)?),
         None => match open_local(cfg, sh, &src)? {
             Some(opened) => opened,
             None => return Ok(stopped),
@@ -865,7 +865,7 @@ fn open_local(cfg: &Config, sh: &Shared, src: &Path) -> Result<Option<(PathBuf, 
 /// Reaches an ssh destination over SFTP (made if missing, never its parents). What a person must
 /// act on (the host unknown or untrusted, authentication refused, no SFTP, the path not there or
 /// not allowed) is a configuration error: one line, before anything is copied.
-fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Dest> {
+fn open_remote(cfg: &Config, sh: &Shared, remote: &crate::dest::remote::Remote) -> Result<Dest> {
     let shown = remote.shown();
     let session = remote.connect(cfg.ssh_command.as_deref()).map_err(Error::Config)?;
     let sftp = crate::dest::sftp::Sftp::open_making(session, &remote.path, true).map_err(|e| {
@@ -877,6 +877,16 @@ fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Des
     let sftp = sftp
         .reconnecting(Arc::new(move || again.connect(command.as_deref())), cfg.connections)
         .map_err(Error::Config)?;
+    let (r, command) = (remote.clone(), cfg.ssh_command.clone());
+    let start = Box::new(move || crate::dest::remote_exec::Shell::spawn(r.shell(command.as_deref())));
+    let (sftp, why_not) = sftp.durable_on(start);
+    sh.say(
+        Level::Info,
+        match why_not {
+            None => format!("{shown}: copies made durable in batches (`sync -f` on the host)"),
+            Some(why) => format!("{shown}: each copy fsynced on its own ({why})"),
+        },
+    );
     let store = crate::dest::Store::Sftp(sftp);
     Dest::open_store(store, &remote.path, Some(&cfg.marker))
         .map_err(|e| Error::io("open destination", Path::new(&shown), e))
