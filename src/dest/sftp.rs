@@ -333,9 +333,17 @@ impl Sftp {
     /// copied again.
     pub fn reconnecting(self, connect: Connect, connections: usize) -> Result<Sftp, String> {
         let first = self.link.slots[0].lock().unwrap_or_else(|e| e.into_inner()).0.clone();
+        // Started all at once: each is an ssh handshake of its own, and the run waits for all.
+        let others: Vec<Result<Session, String>> = std::thread::scope(|scope| {
+            let starting: Vec<_> = (1..connections.max(1)).map(|_| scope.spawn(|| connect())).collect();
+            starting
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|_| Err("a connection's start panicked".into())))
+                .collect()
+        });
         let mut sessions = vec![first];
-        for _ in 1..connections.max(1) {
-            sessions.push(Arc::new(connect()?));
+        for s in others {
+            sessions.push(Arc::new(s?));
         }
         Ok(Sftp { link: Arc::new(Link::new(sessions, Some(connect))), ..self })
     }
@@ -359,11 +367,9 @@ impl Sftp {
         }
     }
 
-    /// Makes its copies durable in batches where the host can, on shells `start` starts
-    /// ([`Durable::probe`]); why each copy is fsynced instead, if it is.
-    pub fn durable_on(self, start: StartShell) -> (Sftp, Option<String>) {
-        let (durable, why_not) = Durable::probe(start, &self.root);
-        (Sftp { durable: Arc::new(durable), ..self }, why_not)
+    /// Makes its copies durable as `durable` says ([`Durable::probe`]).
+    pub fn durable(self, durable: Durable) -> Sftp {
+        Sftp { durable: Arc::new(durable), ..self }
     }
 
     /// The root as the server resolved it.

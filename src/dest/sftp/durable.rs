@@ -43,9 +43,9 @@ pub struct Syncer {
 impl Durable {
     /// Batched where the host runs `sync -f` on `root` (exit 0) and tells its boot's id; else why
     /// not (an sftp-only account, no `sync -f`, not Linux): each file is fsynced.
-    pub fn probe(start: StartShell, root: &[u8]) -> (Durable, Option<String>) {
+    pub fn probe(start: StartShell, root: &std::path::Path) -> (Durable, Option<String>) {
         let mut line = b"sync -f ".to_vec();
-        line.extend_from_slice(&quote(root));
+        line.extend_from_slice(&quote(&super::bytes(root)));
         line.extend_from_slice(format!(" && cat {BOOT_ID}").as_bytes());
         let ran = start().and_then(|mut sh| Ok((sh.run(&line, PROBE_TIMEOUT)?, sh)));
         match ran {

@@ -871,15 +871,17 @@ fn open_remote(cfg: &Config, sh: &Shared, remote: &crate::dest::remote::Remote) 
     let sftp = crate::dest::sftp::Sftp::open_making(session, &remote.path, true).map_err(|e| {
         remote.refusal(&e).map_or_else(|| Error::io("open destination", Path::new(&shown), e), Error::Config)
     })?;
+    // Whether copies can be made durable in batches, asked while the other sessions start.
+    let (r, command, root) = (remote.clone(), cfg.ssh_command.clone(), sftp.root());
+    let start = Box::new(move || crate::dest::remote_exec::Shell::spawn(r.shell(command.as_deref())));
+    let probing = std::thread::spawn(move || crate::dest::sftp::Durable::probe(start, &root));
     // A lost connection is started again at the next call (the target paused meanwhile, its
     // health probing with backoff): what was in flight is copied again, never named half-written.
     let (again, command) = (remote.clone(), cfg.ssh_command.clone());
-    let sftp = sftp
-        .reconnecting(Arc::new(move || again.connect(command.as_deref())), cfg.connections)
-        .map_err(Error::Config)?;
-    let (r, command) = (remote.clone(), cfg.ssh_command.clone());
-    let start = Box::new(move || crate::dest::remote_exec::Shell::spawn(r.shell(command.as_deref())));
-    let (sftp, why_not) = sftp.durable_on(start);
+    let sftp = sftp.reconnecting(Arc::new(move || again.connect(command.as_deref())), cfg.connections);
+    let (durable, why_not) =
+        probing.join().unwrap_or((crate::dest::sftp::Durable::EachFile, Some("its probe panicked".into())));
+    let sftp = sftp.map_err(Error::Config)?.durable(durable);
     sh.say(
         Level::Info,
         match why_not {
