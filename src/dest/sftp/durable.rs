@@ -95,3 +95,57 @@ impl Syncer {
         Ok(())
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::process::Command;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A storage's durability on this machine's `sh`: the first shell a real one, each later
+    /// one `later` (`true`: a channel that ends at once, as a host no longer reached).
+    fn on_this_machine(later: &'static str) -> (Durable, Arc<AtomicUsize>, tempfile::TempDir) {
+        let started = Arc::new(AtomicUsize::new(0));
+        let n = started.clone();
+        let start: StartShell = Box::new(move || {
+            let first = n.fetch_add(1, Ordering::Relaxed) == 0;
+            Shell::spawn(Command::new(if first { "sh" } else { later }))
+        });
+        let root = tempfile::tempdir().unwrap();
+        (Durable::probe(start, root.path()).0, started, root)
+    }
+
+    fn lose_channel(d: &Durable) {
+        let Durable::Batched(s) = d else { panic!("not batched") };
+        *s.shell.lock().unwrap() = Some(Shell::spawn(Command::new("true")).unwrap());
+    }
+
+    #[test]
+    fn a_lost_channel_is_no_flush_unless_a_new_one_syncs() {
+        let (d, started, _root) = on_this_machine("true");
+        let Durable::Batched(syncer) = &d else { panic!("this machine runs sync -f") };
+        syncer.sync().unwrap();
+        lose_channel(&d);
+        let e = syncer.sync().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
+        assert_eq!(started.load(Ordering::Relaxed), 2, "started again once, not more");
+        let (d, _, _root) = on_this_machine("sh");
+        lose_channel(&d);
+        let Durable::Batched(syncer) = &d else { panic!("this machine runs sync -f") };
+        syncer.sync().unwrap();
+    }
+
+    #[test]
+    fn a_host_without_sync_f_or_a_shell_gets_each_copy_fsynced() {
+        let root = tempfile::tempdir().unwrap();
+        let no_shell: StartShell = Box::new(|| Shell::spawn(Command::new("true")));
+        let (d, why) = Durable::probe(no_shell, root.path());
+        assert!(!d.batched() && why.is_some_and(|w| w.contains("no shell")));
+        let missing = root.path().join("missing");
+        let sh: StartShell = Box::new(|| Shell::spawn(Command::new("sh")));
+        let (d, why) = Durable::probe(sh, &missing);
+        assert!(!d.batched() && why.is_some_and(|w| w.contains("`sync -f` on the host said 1")));
+    }
+}
