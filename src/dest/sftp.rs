@@ -435,6 +435,26 @@ impl Sftp {
         }
     }
 
+    /// Whether the last of `paths` (a folder's components) was just made by one MKDIR, its parent
+    /// known: no look before (a MKDIR never follows a link at its last component, and the parent
+    /// is one this run looked at or made). Not for two new components or more: the second MKDIR,
+    /// sent before the first's answer, would go through a link planted at the first. A refused
+    /// MKDIR (the folder there already) is false: the folder is then looked at.
+    fn made_in_known_parent(&self, paths: &[Vec<u8>]) -> io::Result<bool> {
+        let Some((last, above)) = paths.split_last() else { return Ok(false) };
+        if !above.last().is_none_or(|parent| self.known.knows(parent)) {
+            return Ok(false);
+        }
+        match self.session().call(&Request::Mkdir { path: last, attrs: Attrs::default() }) {
+            Ok(_) => {
+                self.known.learn(std::slice::from_ref(last));
+                Ok(true)
+            }
+            Err(e) if e.is_connection_lost() => Err(e.into()),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Makes the folders `paths` (each inside the one before), all MKDIRs sent back to back on one
     /// session (which runs them in order). A folder this MKDIR made is ours, no link (MKDIR never
     /// follows one): no look. One that was refused (made meanwhile by another worker, or a link
@@ -549,6 +569,9 @@ impl Backend for Sftp {
             (1..=parts.len()).map(|n| parts[..n].iter().fold(self.root.clone(), |p, c| join(&p, c))).collect();
         let folder = Folder { path: paths.last().cloned().unwrap_or_else(|| self.root.clone()) };
         if self.known.knows(&folder.path) {
+            return Ok(folder);
+        }
+        if create && self.made_in_known_parent(&paths)? {
             return Ok(folder);
         }
         let looks = self.burst(&paths.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());

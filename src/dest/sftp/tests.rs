@@ -443,12 +443,18 @@ fn a_folder_is_looked_at_once_a_run_and_one_made_here_not_at_all() {
     s.remove_folder(&s.folder(Path::new("new"), false).unwrap(), Path::new("y")).unwrap();
     s.folder(Path::new("new/y"), true).unwrap();
     assert!(root.join("new/y").is_dir(), "a folder removed is made again");
+    // A new folder in a known one: its MKDIR alone; one already there: refused, then looked at.
+    s.folder(Path::new("new/z"), true).unwrap();
+    fs::create_dir(root.join("old/x/w")).unwrap();
+    s.folder(Path::new("old/x/w"), true).unwrap();
+    assert!(root.join("new/z").is_dir());
     drop(s);
     let logged = fs::read_to_string(&log).unwrap();
     let looks = |rel: &str| logged.matches(&format!("lstat name \"{}\"", root.join(rel).display())).count();
     assert_eq!(
-        [looks("old"), looks("old/x"), looks("new"), looks("new/y")],
-        [1, 1, 2, 2],
-        "looks at old, old/x, new, new/y (new and new/y: once at first, once after y went):\n{logged}"
+        [looks("old"), looks("old/x"), looks("new"), looks("new/y"), looks("new/z"), looks("old/x/w")],
+        [2, 2, 1, 1, 0, 1],
+        "looks at old, old/x, new, new/y, new/z, old/x/w (old/x/w refused its MKDIR: its whole path looked \
+         at; y made again in new, known, by its MKDIR alone):\n{logged}"
     );
 }
