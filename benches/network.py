@@ -2,13 +2,16 @@
 loopback, mounted with sshfs through a delay proxy (`_delay.py`) at each round trip asked for,
 small and large tensorstore chunks, one finished archive each, copied with `--once`: small chunks
 flat, eight per folder, and a folder per chunk (Zarr v3 2-D planes, `c/t/z/0/0`). Every copy is
-checked byte for byte on the server's side. Reports wall time, files/s, MiB/s and CPU (the whole
-process tree of the copier; sshfs and sshd are not in it), and what one bulk ssh stream carries
-through the same proxy. Run as root (sshfs is FUSE): `python network.py`."""
+checked byte for byte on the server's side. The ssh destination's contenders go through the same
+proxy: softcopy over ssh, `rsync -a -e ssh`, `rsync -a --fsync -e ssh` (a fair peer: softcopy
+flushes), rclone's sftp backend. Reports wall time, files/s, MiB/s and CPU (the whole process tree
+of the copier; sshfs and sshd are not in it), of it the CPU of the copier's ssh processes, and what
+one bulk ssh stream carries through the same proxy. Run as root (sshfs is FUSE): `python network.py`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from _common import Measured, Running, differences, machine, rmtree, write_archive, write_nested, write_planes
-from _share import Sshd
+from _share import Sshd, descendants
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,9 +57,11 @@ class Proxy:
         self.proc.wait()
 
 
-def run_timed(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> Measured | str:
-    """Runs `cmd` under GNU time; why not, if it failed or was not done within `timeout`."""
+def run_timed(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[Measured | str, str]:
+    """Runs `cmd` under GNU time; why not, if it failed or was not done within `timeout`; and the
+    CPU seconds of its ssh processes (`SshCpu`)."""
     r = Running(cmd, start_new_session=True, env=env)
+    ssh = SshCpu(r.proc.pid)
     late = threading.Event()
 
     def kill() -> None:
@@ -66,9 +71,9 @@ def run_timed(cmd: list[str], timeout: float, env: dict[str, str] | None = None)
     timer = threading.Timer(timeout, kill)
     timer.start()
     try:
-        return r.wait()
+        return r.wait(), ssh.total()
     except SystemExit as e:
-        return f"not done after {timeout:g} s" if late.is_set() else f"failed: {e}"
+        return (f"not done after {timeout:g} s" if late.is_set() else f"failed: {e}"), ssh.total()
     finally:
         timer.cancel()
 
@@ -91,6 +96,32 @@ def builds(given: list[str]) -> dict[str, str]:
     return out
 
 
+class SshCpu:
+    """The CPU of the ssh processes below a copier, sampled from /proc every 0.1 s while it runs
+    (a copier may kill its ssh at the end, so no wrapper around ssh could report it): the copier's
+    own CPU column counts its children too; this says how much of it the ssh processes took."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.seen, self.done = pid, dict[int, float](), threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self.done.wait(0.1):
+            for pid in descendants(self.pid):
+                with contextlib.suppress(OSError, IndexError):
+                    comm, rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+                    if comm.endswith("(ssh"):
+                        fields = rest.split()
+                        self.seen[pid] = (int(fields[11]) + int(fields[12])) / tick
+
+    def total(self) -> str:
+        self.done.set()
+        self.thread.join()
+        return f"{sum(self.seen.values()):.1f}" if self.seen else ""
+
+
 def contenders(
     src: Path, mnt: Path, remote: Path, sshd: Sshd, proxy: int, only: list[str], other: dict[str, str], rnd: int = 0
 ) -> dict[str, Contender]:
@@ -99,30 +130,27 @@ def contenders(
     seen through the mount for a while."""
     tag = f"{src.stem}-{proxy}-{rnd}"
     ssh = " ".join(["ssh", "-p", str(proxy), *sshd.ssh_options()])
+    host = "root@127.0.0.1"
+    sc = [sys.executable, "-m", "softcopy"]
     out = {
-        "softcopy": (
-            [sys.executable, "-m", "softcopy", str(src), str(mnt / f"sc-{tag}"), "--once", "--quiet"],
-            remote / f"sc-{tag}",
-        ),
+        "softcopy": ([*sc, str(src), str(mnt / f"sc-{tag}"), "--once", "--quiet"], remote / f"sc-{tag}"),
         "softcopy --nprocs 32": (
-            [
-                sys.executable,
-                "-m",
-                "softcopy",
-                str(src),
-                str(mnt / f"sc32-{tag}"),
-                "--once",
-                "--quiet",
-                "--nprocs",
-                "32",
-            ],
+            [*sc, str(src), str(mnt / f"sc32-{tag}"), "--once", "--quiet", "--nprocs", "32"],
             remote / f"sc32-{tag}",
+        ),
+        "softcopy over ssh": (
+            [*sc, str(src), f"{host}:{remote / f'sch-{tag}'}", "--once", "--quiet", "--ssh-command", ssh],
+            remote / f"sch-{tag}",
         ),
         "cp -r": (["cp", "-r", str(src), str(mnt / f"cp-{tag}")], remote / f"cp-{tag}"),
         "rsync -a": (["rsync", "-a", f"{src}/", f"{mnt / f'rs-{tag}'}/"], remote / f"rs-{tag}"),
         "rsync -a -e ssh": (
-            ["rsync", "-a", "-e", ssh, f"{src}/", f"root@127.0.0.1:{remote / f'rse-{tag}'}/"],
+            ["rsync", "-a", "-e", ssh, f"{src}/", f"{host}:{remote / f'rse-{tag}'}/"],
             remote / f"rse-{tag}",
+        ),
+        "rsync -a --fsync -e ssh": (
+            ["rsync", "-a", "--fsync", "-e", ssh, f"{src}/", f"{host}:{remote / f'rsf-{tag}'}/"],
+            remote / f"rsf-{tag}",
         ),
     }
     if shutil.which("rclone"):
@@ -130,19 +158,37 @@ def contenders(
             ["rclone", "copy", "--transfers", "8", str(src), str(mnt / f"rc-{tag}")],
             remote / f"rc-{tag}",
         )
+        out["rclone sftp --transfers 8"] = (
+            ["rclone", "copy", "--transfers", "8", str(src), f"bench:{remote / f'rcs-{tag}'}"],
+            remote / f"rcs-{tag}",
+        )
     for label in other:
-        name = f"softcopy ({label})"
-        out[name] = (
-            [sys.executable, "-m", "softcopy", str(src), str(mnt / f"sc{label}-{tag}"), "--once", "--quiet"],
+        out[f"softcopy ({label})"] = (
+            [*sc, str(src), str(mnt / f"sc{label}-{tag}"), "--once", "--quiet"],
             remote / f"sc{label}-{tag}",
         )
-    picked = {k: v for k, v in out.items() if not only or k in only or k.startswith("softcopy (")}
-    return {k: Contender(cmd, landed, env_of(k, other)) for k, (cmd, landed) in picked.items()}
+        out[f"softcopy over ssh ({label})"] = (
+            [*sc, str(src), f"{host}:{remote / f'sch{label}-{tag}'}", "--once", "--quiet", "--ssh-command", ssh],
+            remote / f"sch{label}-{tag}",
+        )
+    picked = {k: v for k, v in out.items() if not only or k.split(" (")[0] in only}
+    return {k: Contender(cmd, landed, env_of(k, other, sshd, proxy)) for k, (cmd, landed) in picked.items()}
 
 
-def env_of(name: str, other: dict[str, str]) -> dict[str, str] | None:
-    label = name.removeprefix("softcopy (").removesuffix(")")
-    return {**os.environ, "PYTHONPATH": other[label]} if name.startswith("softcopy (") else None
+def env_of(name: str, other: dict[str, str], sshd: Sshd, proxy: int) -> dict[str, str] | None:
+    """A build's PYTHONPATH for its rows; rclone's sftp remote `bench:` (rclone's own ssh, no
+    host key checked: a fresh sshd each run)."""
+    if name.startswith("rclone sftp"):
+        rc = {
+            "TYPE": "sftp",
+            "HOST": "127.0.0.1",
+            "PORT": str(proxy),
+            "USER": "root",
+            "KEY_FILE": str(sshd.home / "client"),
+        }
+        return {**os.environ, **{f"RCLONE_CONFIG_BENCH_{k}": v for k, v in rc.items()}}
+    label = name.split(" (", 1)[1].removesuffix(")") if " (" in name else None
+    return {**os.environ, "PYTHONPATH": other[label]} if label in other else None
 
 
 def one_stream(sshd: Sshd, proxy: int, mib: int = 256) -> float:
@@ -167,14 +213,14 @@ def copy_one(src: Path, c: Contender, timeout: float) -> str:
     """The row's figures for one copy of `src` (checked byte for byte, then removed), or why none."""
     files = sum(1 for p in src.rglob("*") if p.is_file())
     mib = sum(p.stat().st_size for p in src.rglob("*") if p.is_file()) / 2**20
-    m = run_timed(c.cmd, timeout, c.env)
+    m, ssh = run_timed(c.cmd, timeout, c.env)
     try:
         if isinstance(m, str):
-            return f"{m} | | |"
+            return f"{m} | | | |"
         diff = [d for d in differences(src, c.landed) if ".softcopy" not in d]
         if diff:
             raise SystemExit(f"{c.cmd} copied {src} wrong: {diff[:5]}")
-        return f"{m.wall:.1f} | {files / m.wall:.0f} | {mib / m.wall:.1f} | {m.cpu:.1f}"
+        return f"{m.wall:.1f} | {files / m.wall:.0f} | {mib / m.wall:.1f} | {m.cpu:.1f} | {ssh}"
     finally:
         rmtree(c.landed)
 
@@ -213,15 +259,15 @@ def main() -> None:
     print(
         f"# sshd on loopback, sshfs through a delay proxy; {args.files} x {args.kib} KiB and {args.big} x {args.big_mib} MiB"
     )
-    print("| round trip | files | copier | wall s | files/s | MiB/s | CPU s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| round trip | files | copier | wall s | files/s | MiB/s | CPU s | of it ssh, CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
     try:
         for rtt in rtts:
             proxy = Proxy(sshd.port, rtt)
             sshd.mount(remote, mnt, port=proxy.port)
             try:
                 stream = one_stream(sshd, proxy.port)
-                print(f"| {rtt:g} ms | one ssh stream | `ssh cat` | | | {stream:.0f} | |")
+                print(f"| {rtt:g} ms | one ssh stream | `ssh cat` | | | {stream:.0f} | | |")
                 archives = {
                     "flat": (f"{args.kib} KiB", small),
                     "nested": (f"{args.kib} KiB, 8 per folder", nested),

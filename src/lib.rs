@@ -131,7 +131,7 @@ struct TargetIn {
     destination: DestinationIn,
     ssh_command: Option<String>,
     connections: usize,
-    nprocs: usize,
+    nprocs: Option<usize>,
     sleep_time: f64,
     wait_for_source: bool,
     marker: String,
@@ -153,7 +153,7 @@ impl TryFrom<EngineConfigIn> for Config {
 
     fn try_from(c: EngineConfigIn) -> PyResult<Self> {
         let t = c.target;
-        if t.nprocs == 0 {
+        if t.nprocs == Some(0) {
             return Err(PyValueError::new_err("nprocs must be at least 1"));
         }
         if t.connections == 0 {
@@ -166,7 +166,12 @@ impl TryFrom<EngineConfigIn> for Config {
             other => return Err(PyValueError::new_err(format!("unknown copy_method {other:?}"))),
         };
         Ok(Config {
-            nprocs: t.nprocs,
+            nprocs: t.nprocs.unwrap_or_else(|| {
+                crate::run::config::default_nprocs(match &t.destination {
+                    DestinationIn::Ssh(d) => Some(&d.remote),
+                    DestinationIn::Local(_) => None,
+                })
+            }),
             sleep: seconds("sleep_time", t.sleep_time)?,
             wait_for_source: t.wait_for_source,
             marker: t.marker,

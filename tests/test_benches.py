@@ -112,10 +112,11 @@ def test_cpu_measures_idle_and_a_busy_worker_with_a_timer_due(tmp_path: Path) ->
 def test_network_copies_onto_a_share_with_latency_and_checks_every_copy(tmp_path: Path) -> None:
     out = bench(
         "network.py", "--files", 30, "--big", 2, "--big-mib", 1, "--rtt", 2, "--timeout", 120,
-        "--only", "softcopy", "--only", "cp -r", "--only", "rsync -a -e ssh", "--dir", tmp_path / "n",
+        "--only", "softcopy", "--only", "cp -r", "--only", "rsync -a -e ssh", "--only", "softcopy over ssh",
+        "--only", "rsync -a --fsync -e ssh", "--dir", tmp_path / "n",
     )  # fmt: skip
     assert "one ssh stream" in out
-    for name in ("softcopy", "cp -r", "rsync -a -e ssh"):
+    for name in ("softcopy", "cp -r", "rsync -a -e ssh", "softcopy over ssh", "rsync -a --fsync -e ssh"):
         for size in ("16 KiB", "16 KiB, 8 per folder", "16 KiB, folder per chunk", "1 MiB"):
             assert re.search(rf"\| 2 ms \| {size} \| {re.escape(name)} \| [0-9.]+ \|", out), out
 

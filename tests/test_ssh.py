@@ -8,6 +8,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import conftest
 import pytest
@@ -498,3 +499,89 @@ def test_checksum_over_ssh_writes_its_manifest_on_the_server_and_the_source_is_f
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "copies proven by the server's sha256sum, 0 read back" in r.stderr, r.stderr
     assert data_files(src) == [], data_files(src)
+
+
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
+def wrapped_ssh(sshd: Sshd, folder: Path, *, shell: str, sftp_log: Path) -> str:
+    """An `--ssh-command` that reaches the loopback server as `ssh_command` does, but runs on the
+    host (this machine): the SFTP session as an sftp-server logging each request to `sftp_log`,
+    and a shell asked for as `shell` says: "sh" (a real one), "sync fails" (a shell whose `sync`
+    runs once, then fails: the host's disk failing after the start), "sftp only" (an account
+    whose every command is the SFTP server, as with ForceCommand internal-sftp)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bin_ = folder / "bin"
+    bin_.mkdir(exist_ok=True)
+    count = folder / "syncs"
+    (bin_ / "sync").write_text(
+        f"#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}\n"
+        f'[ "$n" -eq 0 ] && exec /bin/sync "$@"\necho "sync: Input/output error"; exit 1\n'
+    )
+    (bin_ / "sync").chmod(0o755)
+    remote_shell = {
+        "sh": ["sh"],
+        "sync fails": ["env", f"PATH={bin_}:/usr/bin:/bin", "sh"],
+        "sftp only": [SFTP_SERVER],
+    }[shell]
+    sftp = ["sh", "-c", f"'exec {SFTP_SERVER} -e -l VERBOSE 2>>{sftp_log}'"]
+    wrapper = folder / "ssh"
+    wrapper.write_text(
+        "#!/usr/bin/env python3\nimport os, sys\nargs = sys.argv[1:]\n"
+        f"if args[-1] == 'sh':\n    args[-1:] = {remote_shell!r}\n"
+        f"elif args[-1] == 'sftp':\n    args.remove('-s')\n    args[-1:] = {sftp!r}\n"
+        "os.execvp('ssh', ['ssh', *args])\n"
+    )
+    wrapper.chmod(0o755)
+    return " ".join([str(wrapper), "-p", str(sshd.port), "-o", "BatchMode=yes", *sshd.ssh_options()])
+
+
+def fsyncs(log: Path) -> int:
+    """How many fsync@openssh.com requests the logged SFTP server ran."""
+    return log.read_text().count('fsync "') if log.exists() else 0
+
+
+class Through(NamedTuple):
+    """A copy through `wrapped_ssh`: what softcopy did, its source, the copy, the SFTP log."""
+
+    r: subprocess.CompletedProcess[str]
+    src: Path
+    copy: Path
+    log: Path
+
+
+def copy_through(tmp_path: Path, sshd: Sshd, shell: str, timepoints: int, *args: str) -> Through:
+    src, remote, log = tmp_path / "acq.zarr", tmp_path / "server", tmp_path / "sftp.log"
+    write_finished_archive(src, "v3", timepoints=timepoints)
+    remote.mkdir()
+    cmd = wrapped_ssh(sshd, tmp_path / "ssh", shell=shell, sftp_log=log)
+    r = copy_to(src, f"root@127.0.0.1:{remote}/acq.zarr", "--ssh-command", cmd, *args)
+    return Through(r, src, remote / "acq.zarr", log)
+
+
+def test_copies_over_ssh_are_made_durable_by_one_sync_of_the_host_not_one_fsync_each(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    r, src, copy, log = copy_through(tmp_path, sshd, "sh", 6)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_same_tree(src, copy)
+    files = sum(1 for p in src.rglob("*") if p.is_file())
+    assert fsyncs(log) < files / 4, f"{fsyncs(log)} fsyncs for {files} files: one each"
+    assert "copies made durable in batches" in r.stderr, r.stderr
+
+
+def test_a_batch_whose_sync_on_the_host_fails_is_never_marked(tmp_path: Path, sshd: Sshd) -> None:
+    r, _, copy, _ = copy_through(tmp_path, sshd, "sync fails", 3, "--give-up-after", "5")
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert not (copy / "complete").exists(), "a marker over copies no sync made durable"
+    assert "sync -f on the host exited 1" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_host_without_a_shell_gets_each_copy_fsynced(tmp_path: Path, sshd: Sshd) -> None:
+    r, src, copy, log = copy_through(tmp_path, sshd, "sftp only", 3)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_same_tree(src, copy)
+    assert "each copy fsynced on its own (no shell on the host" in r.stderr, r.stderr
+    files = sum(1 for p in src.rglob("*") if p.is_file())
+    assert fsyncs(log) >= files, f"{fsyncs(log)} fsyncs for {files} files"

@@ -166,7 +166,12 @@ def service_hooks(notify_url: str | None, metrics_addr: str | None) -> tuple[Web
     ),
 )
 @click.argument("paths", nargs=-1, metavar="TARGETS_FILE | SRC DST | 'ACQ/*.zarr' DST", type=click.Path(path_type=str))
-@click.option("--nprocs", type=click.IntRange(min=1), default=None, help=OPTION_HELP["nprocs"] + "  [default: 8]")
+@click.option(
+    "--nprocs",
+    type=click.IntRange(min=1),
+    default=None,
+    help=OPTION_HELP["nprocs"] + "  [default: 8; 32 to an ssh destination]",
+)
 @click.option(
     "--sleep-time", type=click.FloatRange(min=0), default=None, help=OPTION_HELP["sleep_time"] + "  [default: 0]"
 )

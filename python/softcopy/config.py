@@ -64,8 +64,9 @@ class Target:
     destination: Destination
     """A local folder, or an ssh destination: a `str` given here is read by `destination_of` (the
     remote form is ssh), a `Path` is always local."""
-    nprocs: int = 8
-    """Copy workers for this target."""
+    nprocs: int | None = None
+    """Copy workers for this target (None: 8, or 32 to an ssh destination, whose workers wait mostly
+    on the network: docs/design.md, "The ssh destination: the SFTP client")."""
     sleep_time: float = 0.0
     """Seconds each worker pauses after each file it copied."""
     wait_for_source: bool = True
@@ -168,6 +169,8 @@ def check_options(t: Target, where: str) -> None:
     """Raises ConfigError for option values no run could use."""
     for name in ("nprocs", "connections"):
         value = getattr(t, name)
+        if value is None and name == "nprocs":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where}{name} must be a whole number >= 1, got {value!r}")
     for name in ("sleep_time", "settle_time", "give_up_after"):

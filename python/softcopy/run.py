@@ -338,12 +338,12 @@ class Copier:
             raise RuntimeError("already started")
         for t in self.targets:
             log.debug(
-                "%s: starting: %s -> %s, %d workers, marker %r, settle %.2f s, give up after %.0f s, "
+                "%s: starting: %s -> %s, %s workers, marker %r, settle %.2f s, give up after %.0f s, "
                 "max rate %s, total budget %s, exclude %s%s%s",
                 t.source.name,
                 t.source,
                 t.destination,
-                t.nprocs,
+                t.nprocs or "default",
                 t.marker,
                 t.settle_time,
                 t.give_up_after,
@@ -527,7 +527,7 @@ def copy(
     source: str | os.PathLike[str],
     destination: str | os.PathLike[str],
     *,
-    nprocs: int = 8,
+    nprocs: int | None = None,
     sleep_time: float = 0.0,
     wait_for_source: bool = True,
     marker: str = "complete",

@@ -22,6 +22,7 @@ pub(crate) mod mirror;
 pub mod partial;
 mod refused;
 pub mod remote;
+pub mod remote_exec;
 pub mod server_hash;
 pub mod sftp;
 pub mod store;

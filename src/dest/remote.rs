@@ -98,6 +98,14 @@ impl Remote {
         c
     }
 
+    /// The command that starts a shell on the host (`remote_exec::Shell`): the same ssh as
+    /// [`Remote::command`]'s, running `sh` in place of the SFTP subsystem.
+    pub fn shell(&self, ssh_command: Option<&str>) -> Command {
+        let mut c = self.ssh(ssh_command);
+        c.arg("sh");
+        c
+    }
+
     /// Starts an SFTP session to it. The error is one line a person can act on: what ssh said
     /// last (an unknown host, a host key not trusted, authentication refused, no SFTP subsystem).
     pub fn connect(&self, ssh_command: Option<&str>) -> Result<Session, String> {
@@ -335,5 +343,7 @@ mod tests {
         // A host that looks like an option stays a host.
         let c = Remote::parse("-oProxyCommand=touch:/x").unwrap().command(None);
         assert_eq!(args(&c)[2..], ["-s", "--", "-oProxyCommand=touch", "sftp"]);
+        let c = r.shell(Some("ssh -i /k/lab_key"));
+        assert_eq!(args(&c), ["-i", "/k/lab_key", "-p", "2222", "--", "me@c.org", "sh"]);
     }
 }

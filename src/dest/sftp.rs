@@ -5,12 +5,14 @@
 //!
 //! How each promise holds without a local filesystem:
 //! - no link followed below the root: a folder is every component looked at (LSTAT, all in one
-//!   burst) before it is used, and made one component at a time; racy against a link made in
-//!   between, as the portable local path (SFTP has no `openat`);
+//!   burst) the first time the run uses it, or made by the run (its MKDIRs in one burst), then
+//!   remembered (`Known`); racy against a link planted after that look, for the whole run
+//!   (SFTP has no `openat`);
 //! - never a partial under a final name: a copy is written under its partial name (OPEN with
 //!   CREAT|EXCL), and renamed (posix-rename@openssh.com) only after every WRITE, the FSETSTAT of
 //!   its mtime, its fsync@openssh.com and its CLOSE were answered OK ([`Backend::complete`]);
-//! - durable before it counts: each copy is fsynced on the server before its name is given; a
+//! - durable before it counts: where the host runs `sync -f`, one of the whole filesystem before a
+//!   batch counts ([`Durable`]); elsewhere each copy is fsynced on the server before its name is given; a
 //!   folder is fsynced by opening it as a file and asking fsync@openssh.com of that handle
 //!   (OpenSSH's server opens a folder read-only as it opens a file, and fsync(2) of a folder's
 //!   descriptor makes its entries durable), so the renames made since are durable when the
@@ -35,6 +37,7 @@ use super::backend::{Backend, Fill, Kind, Located, Look};
 use crate::sftp::{Attrs, Done, Handle, OpenMode, Reply, Request, Session, SftpError};
 use crate::sys::{Learned, Pacing, Space};
 use crate::vocab::{Hash, Identity};
+pub use durable::{Durable, StartShell};
 
 use super::claim::{Holding, Standing, Timing, LOCK};
 pub use super::claim::{REFRESH, STALE};
@@ -57,6 +60,34 @@ pub struct Sftp {
     /// Files being written and not yet complete: never renamed (a copy is named only once every
     /// request of it was answered OK, [`Backend::complete`]).
     writing: Arc<Mutex<HashSet<Vec<u8>>>>,
+    /// Folders looked at or made by this run, never looked at again ([`Known`]).
+    known: Arc<Known>,
+    /// Each copy fsynced, or all of them at once ([`Durable`]).
+    durable: Arc<Durable>,
+}
+
+/// The folders below the root this run looked at (every component a folder, no link) or made
+/// itself: a copy into one sends no LSTAT (docs/design.md, "The ssh destination: the SFTP
+/// client"). What that gives up: a folder swapped for a link by someone on the server after its
+/// look is not seen, where the portable local path looks again before each use (both are racy;
+/// this one for the whole run).
+#[derive(Default)]
+struct Known(Mutex<HashSet<Vec<u8>>>);
+
+impl Known {
+    fn knows(&self, path: &[u8]) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains(path)
+    }
+
+    fn learn(&self, paths: &[Vec<u8>]) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(paths.iter().cloned());
+    }
+
+    /// Forgets `path` and every folder below it (removed, or found missing: looked at again).
+    fn forget(&self, path: &[u8]) {
+        let below = join(path, b"");
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != path && !p.starts_with(&below));
+    }
 }
 
 /// How to start a session to the destination again.
@@ -350,8 +381,9 @@ impl Sftp {
             other => return Err(unexpected("lstat", &other)),
         }
         let link = Arc::new(Link::new(vec![session], None));
-        let (touched, timing, holding, writing) = Default::default();
-        Ok(Sftp { link, root, touched, timing, holding, writing })
+        let (touched, timing, holding, writing, known) = Default::default();
+        let durable = Arc::new(Durable::EachFile);
+        Ok(Sftp { link, root, touched, timing, holding, writing, known, durable })
     }
 
     /// `connections` sessions in all, the others started with `connect`, which also starts a
@@ -360,9 +392,17 @@ impl Sftp {
     /// copied again.
     pub fn reconnecting(self, connect: Connect, connections: usize) -> Result<Sftp, String> {
         let first = self.link.slots[0].lock().unwrap_or_else(|e| e.into_inner()).0.clone();
+        // Started all at once: each is an ssh handshake of its own, and the run waits for all.
+        let others: Vec<Result<Session, String>> = std::thread::scope(|scope| {
+            let starting: Vec<_> = (1..connections.max(1)).map(|_| scope.spawn(|| connect())).collect();
+            starting
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|_| Err("a connection's start panicked".into())))
+                .collect()
+        });
         let mut sessions = vec![first];
-        for _ in 1..connections.max(1) {
-            sessions.push(Arc::new(connect()?));
+        for s in others {
+            sessions.push(Arc::new(s?));
         }
         Ok(Sftp { link: Arc::new(Link::new(sessions, Some(connect))), ..self })
     }
@@ -381,7 +421,14 @@ impl Sftp {
             timing: self.timing,
             holding: self.holding.clone(),
             writing: self.writing.clone(),
+            known: self.known.clone(),
+            durable: self.durable.clone(),
         }
+    }
+
+    /// Makes its copies durable as `durable` says ([`Durable::probe`]).
+    pub fn durable(self, durable: Durable) -> Sftp {
+        Sftp { durable: Arc::new(durable), ..self }
     }
 
     /// The root as the server resolved it.
@@ -400,14 +447,46 @@ impl Sftp {
         self.touch_all(std::slice::from_ref(&folder.to_vec()));
     }
 
-    /// Adds `folders` to those the next [`Backend::flush_all`] fsyncs.
+    /// Adds `folders` to those the next [`Backend::flush_all`] fsyncs; none where a flush is one
+    /// `sync -f` of the whole filesystem (the set would only grow, a record per folder).
     fn touch_all(&self, folders: &[Vec<u8>]) {
+        if self.durable.batched() {
+            return;
+        }
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
         for f in folders {
             if !touched.contains(f) {
                 touched.insert(f.clone());
             }
         }
+    }
+
+    /// Checks the folders `paths` (each inside the one before; `parts` their names) for a link
+    /// and makes the missing ones when `create`: nothing is sent for one this run already knows,
+    /// one MKDIR for a new folder in a known one, else every component LSTATed in one burst.
+    fn resolve(&self, paths: &[Vec<u8>], parts: &[Vec<u8>], create: bool) -> io::Result<()> {
+        if paths.last().is_none_or(|last| self.known.knows(last)) {
+            return Ok(());
+        }
+        if create && self.made_in_known_parent(paths)? {
+            return Ok(());
+        }
+        let looks = self.burst(&paths.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
+        for (i, look) in looks.into_iter().enumerate() {
+            match look {
+                Ok(Reply::Attrs(a)) if a.is_symlink() => return Err(link_error(&self.root, &parts[..=i])),
+                Ok(Reply::Attrs(a)) if !a.is_dir() => return Err(io::ErrorKind::NotFound.into()),
+                Ok(Reply::Attrs(_)) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    self.make(&paths[i..], parts)?;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(other) => return Err(unexpected("lstat", &other)),
+            }
+        }
+        self.known.learn(paths);
+        Ok(())
     }
 
     /// Every reply to `requests`, sent back to back: one round trip for all.
@@ -455,6 +534,52 @@ impl Sftp {
             Ok(_) if e.kind() != io::ErrorKind::ConnectionAborted => io::ErrorKind::AlreadyExists.into(),
             _ => e,
         }
+    }
+
+    /// Whether the last of `paths` (a folder's components) was just made by one MKDIR, its parent
+    /// known: no look before (a MKDIR never follows a link at its last component, and the parent
+    /// is one this run looked at or made). Not for two new components or more: the second MKDIR,
+    /// sent before the first's answer, would go through a link planted at the first. A refused
+    /// MKDIR (the folder there already) is false: the folder is then looked at.
+    fn made_in_known_parent(&self, paths: &[Vec<u8>]) -> io::Result<bool> {
+        let Some((last, above)) = paths.split_last() else { return Ok(false) };
+        if !above.last().is_none_or(|parent| self.known.knows(parent)) {
+            return Ok(false);
+        }
+        match self.session().call(&Request::Mkdir { path: last, attrs: Attrs::default() }) {
+            Ok(_) => {
+                self.known.learn(std::slice::from_ref(last));
+                Ok(true)
+            }
+            Err(e) if e.is_connection_lost() => Err(e.into()),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Makes the folders `paths` (each inside the one before), all MKDIRs sent back to back on one
+    /// session (which runs them in order). A folder this MKDIR made is ours, no link (MKDIR never
+    /// follows one): no look. One that was refused (made meanwhile by another worker, or a link
+    /// planted there) is looked at, in one burst.
+    fn make(&self, paths: &[Vec<u8>], parts: &[Vec<u8>]) -> io::Result<()> {
+        let session = self.session();
+        let tickets: Vec<_> =
+            paths.iter().map(|path| session.submit(&Request::Mkdir { path, attrs: Attrs::default() })).collect();
+        let mut refused = Vec::new();
+        for (path, ticket) in paths.iter().zip(tickets) {
+            match ticket.wait() {
+                Ok(_) => {}
+                Err(e) if e.is_connection_lost() => return Err(e.into()),
+                Err(_) => refused.push(path),
+            }
+        }
+        let looks = self.burst(&refused.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
+        for look in looks {
+            match look? {
+                Reply::Attrs(a) if a.is_dir() && !a.is_symlink() => {}
+                _ => return Err(link_error(&self.root, parts)),
+            }
+        }
+        Ok(())
     }
 
     /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), pipelined in bursts of
@@ -627,35 +752,12 @@ impl Backend for Sftp {
         }
         let paths: Vec<Vec<u8>> =
             (1..=parts.len()).map(|n| parts[..n].iter().fold(self.root.clone(), |p, c| join(&p, c))).collect();
-        let looks = self.burst(&paths.iter().map(|p| Request::Lstat(p)).collect::<Vec<_>>());
-        for (i, look) in looks.into_iter().enumerate() {
-            match look {
-                Ok(Reply::Attrs(a)) if a.is_symlink() => return Err(link_error(&self.root, &parts[..=i])),
-                Ok(Reply::Attrs(a)) if !a.is_dir() => return Err(io::ErrorKind::NotFound.into()),
-                Ok(Reply::Attrs(_)) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    // Made one component at a time, each looked at after it was made.
-                    for path in &paths[i..] {
-                        match self.session().call(&Request::Mkdir { path, attrs: Attrs::default() }) {
-                            Ok(_) => {}
-                            Err(e) if e.is_connection_lost() => return Err(e.into()),
-                            Err(_) => {} // made meanwhile by another worker: looked at below
-                        }
-                        let a = self.lstat(path)?;
-                        if a.is_symlink() || !a.is_dir() {
-                            return Err(link_error(&self.root, &parts));
-                        }
-                    }
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-                Ok(other) => return Err(unexpected("lstat", &other)),
-            }
-        }
+        let folder = Folder { path: paths.last().cloned().unwrap_or_else(|| self.root.clone()) };
+        self.resolve(&paths, &parts, create)?;
         // Whatever this run finds here (an earlier run's copies too) is made durable by the next
-        // flush of everything, with the entries of each folder above it.
+        // flush of everything, with the entries of each folder above it: known or not.
         self.touch_all(&paths);
-        Ok(Folder { path: paths.last().cloned().unwrap_or_else(|| self.root.clone()) })
+        Ok(folder)
     }
 
     fn list(&self, folder: &Folder) -> io::Result<Vec<(OsString, Kind)>> {
@@ -700,7 +802,13 @@ impl Backend for Sftp {
     fn create(&self, folder: &Folder, name: &Path, mode: u32) -> io::Result<Writer> {
         let path = folder.join(name);
         let attrs = Attrs { permissions: Some(mode), ..Attrs::default() };
-        let opened = self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| self.exists_or(&path, e))?;
+        let opened = self.open_file(&path, OpenMode::CreateNew, attrs).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                // Removed since it was looked at: looked at (and made) again at the next copy.
+                self.known.forget(&folder.path);
+            }
+            self.exists_or(&path, e)
+        })?;
         Ok(self.writer(opened, path, 0))
     }
 
@@ -741,10 +849,12 @@ impl Backend for Sftp {
     }
 
     fn complete(&self, w: &Writer) -> io::Result<()> {
-        // The copy's burst ends here: fsync (no flush of everything comes before the marker over
-        // SFTP: each copy is fsynced), then close, both behind its writes, and every answer read
-        // before the copy may be named.
-        w.send(&Request::Fsync(&w.handle));
+        // The copy's burst ends here: fsync (unless a `sync -f` of the whole filesystem comes
+        // before the batch counts: `Durable`), then close, both behind its writes, and every
+        // answer read before the copy may be named.
+        if !self.durable.batched() {
+            w.send(&Request::Fsync(&w.handle));
+        }
         w.send(&Request::Close(&w.handle));
         w.lock().closed = true;
         w.settle()?;
@@ -779,6 +889,7 @@ impl Backend for Sftp {
     fn remove_folder(&self, folder: &Folder, name: &Path) -> io::Result<()> {
         let path = folder.join(name);
         self.session().call(&Request::Rmdir(&path))?;
+        self.known.forget(&path);
         // Gone, with whatever was named in it: its removal is durable with its parent's entries.
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
         touched.remove(&path);
@@ -832,6 +943,10 @@ impl Backend for Sftp {
     }
 
     fn flush_all(&self, root: &Folder) -> io::Result<()> {
+        if let Durable::Batched(syncer) = &*self.durable {
+            // The whole filesystem, every copy and name in it: no folder left to fsync.
+            return syncer.sync();
+        }
         let mut folders: Vec<Vec<u8>> = self.touched.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
         if !folders.contains(&root.path) {
             folders.push(root.path.clone());
@@ -845,7 +960,9 @@ impl Backend for Sftp {
     }
 
     fn flushes_in_background(&self) -> bool {
-        false
+        // A `sync -f` every few seconds while copies land leaves the one before the marker
+        // little to write (as the local path's syncfs, `flush.rs`).
+        self.durable.batched()
     }
 
     fn free_space(&self, root: &Folder) -> Option<Space> {
@@ -1022,5 +1139,6 @@ fn path_of(b: &[u8]) -> PathBuf {
     }
 }
 
+mod durable;
 #[cfg(all(test, unix))]
 mod tests;

@@ -21,7 +21,7 @@ pub struct Config {
     pub ssh_command: Option<String>,
     /// SFTP sessions to an ssh destination (each its own ssh process and server process).
     pub connections: usize,
-    /// Copy workers for this target.
+    /// Copy workers for this target ([`default_nprocs`] unless the user set it).
     pub nprocs: usize,
     /// Pause in each worker after each file copied.
     pub sleep: Duration,
@@ -65,6 +65,26 @@ pub struct Config {
     pub evict_after: Option<Duration>,
 }
 
+/// Copy workers to a local destination unless the user sets `--nprocs`.
+pub const NPROCS: usize = 8;
+/// Copy workers to an ssh destination unless the user sets `--nprocs`: each worker's copy waits
+/// mostly on the network (three dependent round trips per file, docs/design.md "The ssh
+/// destination: the SFTP client"), so more files in flight overlap those waits. Measured through
+/// the delay proxy (BENCHMARKS.md, "Issue 28: the ssh destination at speed"): 2000 files of
+/// 16 KiB, flat, 8/16/32/64 workers: 319/417/454/450 files/s at 2 ms, 132/196/266/300 at 10 ms;
+/// a folder per chunk: 316/376/312/302 and 129/172/177/167. 32 is at or near the best at both;
+/// the source's reads stay gated by the back-off (`gentle`), which caps them at this count.
+pub const SSH_NPROCS: usize = 32;
+
+/// The workers for a destination when the user set none: `remote` when it is across ssh (the
+/// caller knows: a name is never parsed again, `Config::remote`).
+pub fn default_nprocs(remote: Option<&crate::dest::remote::Remote>) -> usize {
+    match remote {
+        Some(_) => SSH_NPROCS,
+        None => NPROCS,
+    }
+}
+
 impl Config {
     /// A configuration with the CLI's defaults.
     pub fn new(source: impl Into<PathBuf>, destination: impl Into<PathBuf>) -> Self {
@@ -74,7 +94,7 @@ impl Config {
             remote: None,
             ssh_command: None,
             connections: 4,
-            nprocs: 8,
+            nprocs: NPROCS,
             sleep: Duration::ZERO,
             wait_for_source: true,
             marker: "complete".into(),
@@ -95,5 +115,17 @@ impl Config {
             quiet: Duration::from_secs(60),
             evict_after: Some(Duration::from_secs(30)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ssh_destination_gets_more_workers_by_default() {
+        let remote = crate::dest::remote::Remote::parse("me@lab:/data/acq").unwrap();
+        assert_eq!(default_nprocs(Some(&remote)), SSH_NPROCS);
+        assert_eq!(default_nprocs(None), NPROCS);
     }
 }

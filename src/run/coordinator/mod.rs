@@ -814,7 +814,7 @@ fn open(cfg: &Config, sh: &Shared) -> Result<ControlFlow<(Phase, Verdict), Opene
     let stopped = ControlFlow::Break((Phase::Stopped, Verdict::default()));
     let Some(src) = wait_for_source(cfg, sh)? else { return Ok(stopped) };
     let (dst, dest) = match &cfg.remote {
-        Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, remote)?),
+        Some(remote) => (PathBuf::from(remote.shown()), open_remote(cfg, sh, remote)?),
         None => match open_local(cfg, sh, &src)? {
             Some(opened) => opened,
             None => return Ok(stopped),
@@ -867,18 +867,30 @@ fn open_local(cfg: &Config, sh: &Shared, src: &Path) -> Result<Option<(PathBuf, 
 /// Reaches an ssh destination over SFTP (made if missing, never its parents). What a person must
 /// act on (the host unknown or untrusted, authentication refused, no SFTP, the path not there or
 /// not allowed) is a configuration error: one line, before anything is copied.
-fn open_remote(cfg: &Config, remote: &crate::dest::remote::Remote) -> Result<Dest> {
+fn open_remote(cfg: &Config, sh: &Shared, remote: &crate::dest::remote::Remote) -> Result<Dest> {
     let shown = remote.shown();
     let session = remote.connect(cfg.ssh_command.as_deref()).map_err(Error::Config)?;
     let sftp = crate::dest::sftp::Sftp::open_making(session, &remote.path, true).map_err(|e| {
         remote.refusal(&e).map_or_else(|| Error::io("open destination", Path::new(&shown), e), Error::Config)
     })?;
+    // Whether copies can be made durable in batches, asked while the other sessions start.
+    let (r, command, root) = (remote.clone(), cfg.ssh_command.clone(), sftp.root());
+    let start = Box::new(move || crate::dest::remote_exec::Shell::spawn(r.shell(command.as_deref())));
+    let probing = std::thread::spawn(move || crate::dest::sftp::Durable::probe(start, &root));
     // A lost connection is started again at the next call (the target paused meanwhile, its
     // health probing with backoff): what was in flight is copied again, never named half-written.
     let (again, command) = (remote.clone(), cfg.ssh_command.clone());
-    let sftp = sftp
-        .reconnecting(Arc::new(move || again.connect(command.as_deref())), cfg.connections)
-        .map_err(Error::Config)?;
+    let sftp = sftp.reconnecting(Arc::new(move || again.connect(command.as_deref())), cfg.connections);
+    let (durable, why_not) =
+        probing.join().unwrap_or((crate::dest::sftp::Durable::EachFile, Some("its probe panicked".into())));
+    let sftp = sftp.map_err(Error::Config)?.durable(durable);
+    sh.say(
+        Level::Info,
+        match why_not {
+            None => format!("{shown}: copies made durable in batches (`sync -f` on the host)"),
+            Some(why) => format!("{shown}: each copy fsynced on its own ({why})"),
+        },
+    );
     let store = crate::dest::Store::Sftp(sftp);
     Dest::open_store(store, &remote.path, Some(&cfg.marker))
         .map_err(|e| Error::io("open destination", Path::new(&shown), e))
