@@ -257,6 +257,12 @@ impl PyEngine {
         self.engine.roots().map_or_else(|| self.engine.config().destination.clone(), |r| r.1)
     }
 
+    /// Its copy workers (the user's `nprocs`, or the default for its kind of destination).
+    #[getter]
+    fn workers(&self) -> usize {
+        self.engine.config().nprocs
+    }
+
     #[pyo3(signature = (arrays, unreadable = Vec::new()))]
     fn expect(&self, arrays: Vec<ArraySpecIn>, unreadable: Vec<UnreadableIn>) {
         let unreadable = unreadable.into_iter().map(|u| (u.path, u.why)).collect();

@@ -128,6 +128,10 @@ class Engine:
     def source(self) -> Path:
         """The resolved source root (as given until the source exists)."""
     @property
+    def workers(self) -> int:
+        """Its copy workers: the target's `nprocs`, or the default for its kind of destination (8;
+        32 to an ssh destination)."""
+    @property
     def destination(self) -> Path:
         """The resolved destination root (as given until the source exists)."""
     def expect(self, arrays: list[ArraySpec], unreadable: list[Unreadable] = ...) -> None:

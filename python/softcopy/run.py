@@ -337,13 +337,15 @@ class Copier:
         if self._engines:
             raise RuntimeError("already started")
         for t in self.targets:
+            config = EngineConfig(t, log_events=self._log_events, max_total_rate=self._budget)
+            engine = Engine(config)
             log.debug(
                 "%s: starting: %s -> %s, %s workers, marker %r, settle %.2f s, give up after %.0f s, "
                 "max rate %s, total budget %s, exclude %s%s%s",
                 t.source.name,
                 t.source,
                 t.destination,
-                t.nprocs or "default",
+                engine.workers,
                 t.marker,
                 t.settle_time,
                 t.give_up_after,
@@ -353,8 +355,7 @@ class Copier:
                 ", checksum" if t.checksum else "",
                 ", delete source" if t.delete_source else "",
             )
-            config = EngineConfig(t, log_events=self._log_events, max_total_rate=self._budget)
-            self._engines.append(Engine(config))
+            self._engines.append(engine)
 
     def status(self) -> list[Progress]:
         """One snapshot per target."""
