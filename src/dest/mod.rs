@@ -632,6 +632,17 @@ impl Dest {
         self.store.flush_all(&self.open_folder(Path::new(""), false)?)
     }
 
+    /// Makes the copies `rels` durable before their sources go: the whole filesystem flushed where
+    /// it can be; over SFTP, whose flush of everything reaches folders only, each copy is fsynced
+    /// on the server first (one found there may never have been). Unsupported as
+    /// [`Dest::flush_filesystem`].
+    pub fn flush_copies(&self, rels: &[&Path]) -> io::Result<()> {
+        if let Store::Sftp(s) = &self.store {
+            s.flush_files(rels)?;
+        }
+        self.flush_filesystem()
+    }
+
     /// Makes the copy `rel` durable, and its name in its folder.
     pub fn flush_copy(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = split(rel)?;

@@ -303,10 +303,10 @@ fn a_lost_session_is_started_again_at_the_next_call() {
     assert!(root.join("again").is_dir() && !root.join("c").exists());
 }
 
-/// A session on a server whose pid is written to `pidfile`, with the server's log (INFO: every
-/// OPEN with its path and flags) appended to `log` (`None`: no log).
+/// A session on a server whose pid is written to `pidfile`, with the server's log (VERBOSE: every
+/// OPEN with its path and flags, every fsync with its path) appended to `log` (`None`: no log).
 fn watched_session(pidfile: &Path, log: Option<&Path>) -> Session {
-    let logging = log.map_or(String::new(), |l| format!(" -e -l INFO 2>>{}", l.display()));
+    let logging = log.map_or(String::new(), |l| format!(" -e -l VERBOSE 2>>{}", l.display()));
     let mut c = Command::new("sh");
     c.args(["-c", &format!("echo $$ > {}; exec {SERVER}{logging}", pidfile.display())]);
     Session::spawn(c, Options { handshake_timeout: Duration::from_secs(10), ..Options::default() }).unwrap()
@@ -438,6 +438,35 @@ fn the_flush_of_everything_reaches_folders_an_earlier_run_named_copies_in() {
     for folder in ["a/b", "a"] {
         let opened = format!("open \"{}\" flags READ", root.join(folder).display());
         assert!(logged.contains(&opened), "{folder} not opened to be fsynced:\n{logged}");
+    }
+}
+
+/// A copy this run did not write (an unrecorded destination filled by `rsync`, a local run on the
+/// server killed before its flush) may still be in the server's page cache only: the flush before
+/// any source is freed must fsync each proven copy itself, not only the folders, or a power cut on
+/// the server after the freeing loses both (docs/design.md, "The end of a run", Freeing (4)).
+#[test]
+fn a_copy_this_run_did_not_write_is_fsynced_on_the_server_before_its_source_is_freed() {
+    use crate::dest::{Dest, Store};
+    let (src, dst, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Written straight to the server's disk, not over SFTP: nothing fsynced them.
+    let copied = copied_pairs(src.path(), dst.path(), &["0", "1"]);
+    let (pidfile, log) = (logs.path().join("pid"), logs.path().join("log"));
+    let storage = Sftp::open(watched_session(&pidfile, Some(&log)), dst.path()).unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage), dst.path(), None).unwrap();
+    let _claim = dest.claim(src.path()).unwrap();
+    let no_stop = AtomicBool::new(false);
+    let report =
+        crate::end::mover::delete_sources(src.path(), &dest, &copied, None, false, Duration::ZERO, &no_stop).unwrap();
+    assert_eq!(report.deleted.len(), 2, "{report:?}");
+    drop((_claim, dest));
+    let logged = fs::read_to_string(&log).unwrap();
+    let journal = format!("open \"{}\"", dst.path().join(crate::end::journal::JOURNAL).display());
+    let journaled = logged.find(&journal).expect("the journal is written before any source goes");
+    for rel in ["0", "1"] {
+        let fsynced = format!("fsync \"{}\"", dst.path().join(rel).display());
+        let at = logged.find(&fsynced);
+        assert!(at.is_some_and(|at| at < journaled), "{rel} not fsynced before the freeing began:\n{logged}");
     }
 }
 
