@@ -608,10 +608,14 @@ impl Dest {
         self.store.flush_folder(&folder)
     }
 
-    /// The file `rel` opened to append to (made when missing), without a link.
+    /// The file `rel` opened to append to (made when missing), without a link, its name durable in
+    /// its folder: [`Appending::flush`] makes what was appended durable, not the name of a file
+    /// just made (the journal's lines vouch for freed files only if the journal is found).
     pub fn append_file(&self, rel: &Path) -> io::Result<Appending<'_>> {
         let (dir, name) = split(rel)?;
-        let w = self.store.append(&self.open_folder(dir, false)?, name, 0o644)?;
+        let folder = self.open_folder(dir, false)?;
+        let w = self.store.append(&folder, name, 0o644)?;
+        self.store.flush_folder(&folder)?;
         Ok(Appending { dest: self, w })
     }
 

@@ -441,26 +441,31 @@ fn the_flush_of_everything_reaches_folders_an_earlier_run_named_copies_in() {
     }
 }
 
+/// The server's log (VERBOSE) of a freeing of `names` over SFTP, whose copies were written
+/// straight to the server's disk, not over SFTP (nothing fsynced them), and the destination.
+fn freeing_logged(names: &[&str]) -> (String, tempfile::TempDir) {
+    use crate::dest::{Dest, Store};
+    let (src, dst, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let copied = copied_pairs(src.path(), dst.path(), names);
+    let (pidfile, log) = (logs.path().join("pid"), logs.path().join("log"));
+    let storage = Sftp::open(watched_session(&pidfile, Some(&log)), dst.path()).unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage), dst.path(), None).unwrap();
+    let claim = dest.claim(src.path()).unwrap();
+    let no_stop = AtomicBool::new(false);
+    let report =
+        crate::end::mover::delete_sources(src.path(), &dest, &copied, None, false, Duration::ZERO, &no_stop).unwrap();
+    assert_eq!(report.deleted.len(), names.len(), "{report:?}");
+    drop((claim, dest));
+    (fs::read_to_string(&log).unwrap(), dst)
+}
+
 /// A copy this run did not write (an unrecorded destination filled by `rsync`, a local run on the
 /// server killed before its flush) may still be in the server's page cache only: the flush before
 /// any source is freed must fsync each proven copy itself, not only the folders, or a power cut on
 /// the server after the freeing loses both (docs/design.md, "The end of a run", Freeing (4)).
 #[test]
 fn a_copy_this_run_did_not_write_is_fsynced_on_the_server_before_its_source_is_freed() {
-    use crate::dest::{Dest, Store};
-    let (src, dst, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // Written straight to the server's disk, not over SFTP: nothing fsynced them.
-    let copied = copied_pairs(src.path(), dst.path(), &["0", "1"]);
-    let (pidfile, log) = (logs.path().join("pid"), logs.path().join("log"));
-    let storage = Sftp::open(watched_session(&pidfile, Some(&log)), dst.path()).unwrap();
-    let dest = Dest::open_store(Store::Sftp(storage), dst.path(), None).unwrap();
-    let _claim = dest.claim(src.path()).unwrap();
-    let no_stop = AtomicBool::new(false);
-    let report =
-        crate::end::mover::delete_sources(src.path(), &dest, &copied, None, false, Duration::ZERO, &no_stop).unwrap();
-    assert_eq!(report.deleted.len(), 2, "{report:?}");
-    drop((_claim, dest));
-    let logged = fs::read_to_string(&log).unwrap();
+    let (logged, dst) = freeing_logged(&["0", "1"]);
     let journal = format!("open \"{}\"", dst.path().join(crate::end::journal::JOURNAL).display());
     let journaled = logged.find(&journal).expect("the journal is written before any source goes");
     for rel in ["0", "1"] {
@@ -468,6 +473,25 @@ fn a_copy_this_run_did_not_write_is_fsynced_on_the_server_before_its_source_is_f
         let at = logged.find(&fsynced);
         assert!(at.is_some_and(|at| at < journaled), "{rel} not fsynced before the freeing began:\n{logged}");
     }
+}
+
+/// The journal made by the freeing is the only record that its sources left on purpose: a later
+/// run without it takes the copies of freed chunks for stale ones. Its entry in the root must be
+/// durable before its lines vouch for anything (the fsync of the file alone does not promise its
+/// name): the root is fsynced after the journal is made, before the lines of the first batch are
+/// flushed (the unlinks come after that flush).
+#[test]
+fn the_journal_made_by_the_freeing_has_its_name_flushed_before_its_first_lines() {
+    let (logged, dst) = freeing_logged(&["0"]);
+    let journal = dst.path().join(crate::end::journal::JOURNAL);
+    let made = logged.find(&format!("open \"{}\" flags WRITE,CREATE,EXCL", journal.display())).expect("made");
+    let last_flush = logged.rfind(&format!("fsync \"{}\"", journal.display())).expect("its lines flushed");
+    // The server ends its log lines with "\r\n": the root's line, not a file's below it.
+    let root_flushed = logged[made..].find(&format!("fsync \"{}\"\r", dst.path().display())).map(|at| made + at);
+    assert!(
+        root_flushed.is_some_and(|at| at < last_flush),
+        "the root not fsynced after the journal's making:\n{logged}"
+    );
 }
 
 /// The same folder claimed by a run copying to it as a local path (on the server itself, or
