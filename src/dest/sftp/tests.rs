@@ -618,11 +618,18 @@ fn a_copy_read_with_reads_ahead_is_its_bytes_in_order_across_seeks() {
 /// A "server" whose shell sees other files than SFTP does: its sha256sum hashes each name below
 /// `elsewhere`, where every file holds "other".
 fn hasher_elsewhere(bin: &Path, elsewhere: &Path) -> crate::dest::server_hash::Hasher {
+    let plant = format!("mkdir -p \"{0}$(dirname \"$f\")\"; echo other > \"{0}$f\"; ", elsewhere.display());
+    hasher_below(bin, elsewhere, &plant)
+}
+
+/// A "server" whose sha256sum hashes each name below `elsewhere`, after `plant` (shell, per name
+/// `$f`).
+fn hasher_below(bin: &Path, elsewhere: &Path, plant: &str) -> crate::dest::server_hash::Hasher {
     use crate::dest::server_hash::{local_exec, Algo, Hasher};
     let tools = bin.join("tools");
     fs::create_dir_all(&tools).unwrap();
     let other = format!(
-        "#!/bin/sh\nfor f; do mkdir -p \"{0}$(dirname \"$f\")\"; echo other > \"{0}$f\"; (cd {0} && /usr/bin/sha256sum \".$f\" | sed \"s| \\./| /|\"); done\n",
+        "#!/bin/sh\nfor f; do {plant}(cd {0} && /usr/bin/sha256sum \".$f\" | sed \"s| \\./| /|\"); done\n",
         elsewhere.display()
     );
     fs::write(tools.join("sha256sum"), other).unwrap();
@@ -665,6 +672,39 @@ fn verify_reads_every_copy_back_when_the_server_hashes_other_files() {
     dest.hash_on_server(hasher_elsewhere(bin.path(), elsewhere.path()));
     let report = verified_by_content(src.path(), &dest, &AtomicBool::new(false));
     assert!(report.content_mismatch.is_empty() && report.ok(), "{report:?}");
+}
+
+/// `softcopy verify --checksum` over ssh trusts the server's digests once the first copy it hashed,
+/// read back, agrees. A shell whose view is another tree holding good copies of the same files
+/// (an earlier copy of the acquisition at the same path outside an SFTP chroot, another node
+/// behind the same host name) passes that check, and a copy damaged in the tree SFTP serves is
+/// then reported identical: one copy agreeing does not show the shell sees the files SFTP serves.
+#[test]
+#[ignore = "finding: verify --checksum over ssh checks the shell's view on one copy; a view holding good copies hides a damaged one"]
+fn verify_finds_a_damaged_copy_whatever_tree_the_servers_shell_sees() {
+    use crate::dest::{Dest, Store};
+    let (src, dst, bin, elsewhere) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    copied_pairs(src.path(), dst.path(), &["a", "b"]);
+    // The shell's tree: good copies of both, at the same paths.
+    let theirs = elsewhere.path().join(dst.path().strip_prefix("/").unwrap());
+    fs::create_dir_all(&theirs).unwrap();
+    copied_pairs(src.path(), &theirs, &["a", "b"]);
+    // The copy SFTP serves damaged, its size and mtime kept: the one compared second (verify
+    // compares in the source's listing order; the first is the one read back).
+    let second = fs::read_dir(src.path()).unwrap().nth(1).unwrap().unwrap().file_name();
+    let damaged = dst.path().join(&second);
+    let mtime = fs::metadata(&damaged).unwrap().modified().unwrap();
+    fs::write(&damaged, b"X").unwrap();
+    File::options().write(true).open(&damaged).unwrap().set_modified(mtime).unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    dest.hash_on_server(hasher_below(bin.path(), elsewhere.path(), ""));
+    let report = verified_by_content(src.path(), &dest, &AtomicBool::new(false));
+    assert_eq!(report.content_mismatch, [PathBuf::from(second)], "{report:?}");
 }
 
 /// `src` against `dest` with the contents compared (`softcopy verify --checksum`).
