@@ -661,12 +661,7 @@ fn a_hasher_that_does_not_see_the_files_sftp_writes_is_not_used() {
 #[test]
 fn verify_reads_every_copy_back_when_the_server_hashes_other_files() {
     use crate::dest::{Dest, Store};
-    let (src, dst, bin, elsewhere) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
+    let [src, dst, bin, elsewhere] = temp_dirs();
     copied_pairs(src.path(), dst.path(), &["a", "b", "c"]);
     let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
     dest.hash_on_server(hasher_elsewhere(bin.path(), elsewhere.path()));
@@ -683,12 +678,7 @@ fn verify_reads_every_copy_back_when_the_server_hashes_other_files() {
 #[ignore = "finding: verify --checksum over ssh checks the shell's view on one copy; a view holding good copies hides a damaged one"]
 fn verify_finds_a_damaged_copy_whatever_tree_the_servers_shell_sees() {
     use crate::dest::{Dest, Store};
-    let (src, dst, bin, elsewhere) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
+    let [src, dst, bin, elsewhere] = temp_dirs();
     copied_pairs(src.path(), dst.path(), &["a", "b"]);
     // The shell's tree: good copies of both, at the same paths.
     let theirs = elsewhere.path().join(dst.path().strip_prefix("/").unwrap());
@@ -705,6 +695,11 @@ fn verify_finds_a_damaged_copy_whatever_tree_the_servers_shell_sees() {
     dest.hash_on_server(hasher_below(bin.path(), elsewhere.path(), ""));
     let report = verified_by_content(src.path(), &dest, &AtomicBool::new(false));
     assert_eq!(report.content_mismatch, [PathBuf::from(second)], "{report:?}");
+}
+
+/// `N` fresh temporary folders.
+fn temp_dirs<const N: usize>() -> [tempfile::TempDir; N] {
+    std::array::from_fn(|_| tempfile::tempdir().unwrap())
 }
 
 /// `src` against `dest` with the contents compared (`softcopy verify --checksum`).
