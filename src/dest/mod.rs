@@ -612,6 +612,7 @@ impl Dest {
     /// its folder: [`Appending::flush`] makes what was appended durable, not the name of a file
     /// just made (the journal's lines vouch for freed files only if the journal is found).
     pub fn append_file(&self, rel: &Path) -> io::Result<Appending<'_>> {
+        self.still_held()?;
         let (dir, name) = split(rel)?;
         let folder = self.open_folder(dir, false)?;
         let w = self.store.append(&folder, name, 0o644)?;
@@ -768,8 +769,13 @@ pub struct Appending<'a> {
 }
 
 impl Appending<'_> {
-    /// Appends `bytes`.
+    /// Appends `bytes`, never under a claim not held: the journal's lines are a change like any
+    /// other (a run that took the destination over knows freed files from the journal as it read
+    /// it), and a line refused is a file not freed. Held now, no other run can take the claim
+    /// over for at least half the stale time (design.md, "The ssh destination: the SFTP client"):
+    /// the batch this line announces is freed within it.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.dest.still_held()?;
         self.dest.store.write(&self.w, bytes)
     }
 

@@ -365,6 +365,36 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     assert_eq!(named(&root), "pid 2 on b");
 }
 
+/// A run that lost its claim while freeing (its refresh stalled past the stale time, another run
+/// over the same source took the destination over) must free nothing more: the other run knows
+/// the freed files only from the journal as it read it at its start, so it takes a source file
+/// freed now for a deletion to mirror and removes its copy, the only one left. The journal's lines
+/// are a change like any other (design.md, invariant 10).
+#[test]
+fn a_run_whose_claim_was_taken_over_frees_no_source() {
+    use crate::dest::{Dest, Store};
+    let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let copied = copied_pairs(src.path(), &root, &["0"]);
+    let pidfile = dir.path().join("pid");
+    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
+    a.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let dest_a = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
+    let claim_a = dest_a.claim(src.path()).unwrap();
+    // A stalls; B, with the same stale time, takes the claim over once it is stale.
+    signal(&pidfile, "STOP");
+    let mut b = storage(&root);
+    b.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let _claim_b = b.claim(&b.folder(Path::new(""), false).unwrap(), "pid 2 on b").unwrap();
+    signal(&pidfile, "CONT");
+    let no_stop = AtomicBool::new(false);
+    let freed = crate::end::mover::delete_sources(src.path(), &dest_a, &copied, None, false, Duration::ZERO, &no_stop);
+    assert!(src.path().join("0").exists(), "a source freed under a claim lost: {freed:?}");
+    assert!(!root.join(crate::end::journal::JOURNAL).exists(), "A wrote in B's destination");
+    drop(claim_a);
+}
+
 /// `Some(changing)` once `dest.changing()` answers as `want` (Ok or not), within 10 s.
 fn until_changing(dest: &crate::dest::Dest, want: bool) -> Option<io::Result<()>> {
     let deadline = Instant::now() + Duration::from_secs(10);
