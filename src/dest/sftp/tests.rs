@@ -593,6 +593,39 @@ fn the_servers_digests_prove_copies_and_a_damaged_or_linked_copy_is_not_proven()
     assert_eq!((proof.by_server, proof.read_back), (2, 0));
 }
 
+/// A link put at a copy's name after the look before the hash, and the copy put back before the
+/// look after it (design.md, "proof by the server's hash", Links: the window left). SFTP's looks
+/// see size and mtime only, which a rename keeps; the ctime a rename changes, and the inode, are
+/// seen only by the server's shell (`stat` of each name before and after the hash, in the same
+/// command, would close it). Here the "server's" sha256sum does the swap itself, around its hash.
+#[test]
+#[ignore = "finding (the documented window): a copy swapped for a link to good bytes during the server's hash is proven"]
+fn a_copy_swapped_for_a_link_during_the_servers_hash_is_not_proven() {
+    use crate::dest::server_hash::{local_exec, Algo, Hasher};
+    use crate::dest::{Dest, Store};
+    let [src, dst, bin] = temp_dirs();
+    let copied = copied_pairs(src.path(), dst.path(), &["a"]);
+    let damaged = dst.path().join("a");
+    let mtime = fs::metadata(&damaged).unwrap().modified().unwrap();
+    fs::write(&damaged, b"X").unwrap();
+    File::options().write(true).open(&damaged).unwrap().set_modified(mtime).unwrap();
+    fs::write(bin.path().join("good"), b"a").unwrap();
+    let tools = bin.path().join("tools");
+    fs::create_dir(&tools).unwrap();
+    let swap = format!(
+        "#!/bin/sh\nfor f; do mv \"$f\" \"$f.orig\"; ln -s {} \"$f\"; /usr/bin/sha256sum \"$f\"; rm \"$f\"; mv \"$f.orig\" \"$f\"; done\n",
+        bin.path().join("good").display()
+    );
+    fs::write(tools.join("sha256sum"), swap).unwrap();
+    Command::new("chmod").arg("+x").arg(tools.join("sha256sum")).status().unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    let path = format!("{}:/usr/bin:/bin", tools.display());
+    dest.hash_on_server(Hasher { exec: local_exec(bin.path(), &path), algo: Algo::Sha256 });
+    let proof = crate::end::mover::prove(src.path(), &dest, copied, &AtomicBool::new(false));
+    assert_eq!(fs::read(&damaged).unwrap(), b"X", "the damaged copy is back under its name");
+    assert!(proof.proven.is_empty(), "a damaged copy proven: {proof:?}");
+}
+
 /// A server whose hasher fails (here: a name it cannot read makes the command exit non-zero)
 /// proves nothing by its lines: the copies are read back instead, and still proven or not.
 #[test]
