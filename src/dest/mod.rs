@@ -609,10 +609,15 @@ impl Dest {
         self.store.flush_folder(&folder)
     }
 
-    /// The file `rel` opened to append to (made when missing), without a link.
+    /// The file `rel` opened to append to (made when missing), without a link, its name durable in
+    /// its folder: [`Appending::flush`] makes what was appended durable, not the name of a file
+    /// just made (the journal's lines vouch for freed files only if the journal is found).
     pub fn append_file(&self, rel: &Path) -> io::Result<Appending<'_>> {
+        self.still_held()?;
         let (dir, name) = split(rel)?;
-        let w = self.store.append(&self.open_folder(dir, false)?, name, 0o644)?;
+        let folder = self.open_folder(dir, false)?;
+        let w = self.store.append(&folder, name, 0o644)?;
+        self.store.flush_folder(&folder)?;
         Ok(Appending { dest: self, w })
     }
 
@@ -631,6 +636,17 @@ impl Dest {
     /// where it cannot be (then each copy is flushed by name: [`Dest::flush_copy`]).
     pub fn flush_filesystem(&self) -> io::Result<()> {
         self.store.flush_all(&self.open_folder(Path::new(""), false)?)
+    }
+
+    /// Makes the copies `rels` durable before their sources go: the whole filesystem flushed where
+    /// it can be; over SFTP, whose flush of everything reaches folders only, each copy is fsynced
+    /// on the server first (one found there may never have been). Unsupported as
+    /// [`Dest::flush_filesystem`].
+    pub fn flush_copies(&self, rels: &[&Path]) -> io::Result<()> {
+        if let Store::Sftp(s) = &self.store {
+            s.flush_files(rels)?;
+        }
+        self.flush_filesystem()
     }
 
     /// Makes the copy `rel` durable, and its name in its folder.
@@ -754,8 +770,13 @@ pub struct Appending<'a> {
 }
 
 impl Appending<'_> {
-    /// Appends `bytes`.
+    /// Appends `bytes`, never under a claim not held: the journal's lines are a change like any
+    /// other (a run that took the destination over knows freed files from the journal as it read
+    /// it), and a line refused is a file not freed. Held now, no other run can take the claim
+    /// over for at least half the stale time (design.md, "The ssh destination: the SFTP client"):
+    /// the batch this line announces is freed within it.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.dest.still_held()?;
         self.dest.store.write(&self.w, bytes)
     }
 

@@ -582,11 +582,12 @@ impl Sftp {
         Ok(())
     }
 
-    /// Fsyncs each of `folders` (open as a file, fsync@openssh.com, close), pipelined in bursts of
-    /// [`FLUSH_BURST`] (requests in flight bounded however many folders a resumed run looked at).
-    fn flush_folders(&self, folders: &[Vec<u8>]) -> io::Result<()> {
+    /// Fsyncs each of `paths`, folders or files (opened read-only, fsync@openssh.com, close: the
+    /// server fsyncs the descriptor of either), pipelined in bursts of [`FLUSH_BURST`] (requests in
+    /// flight bounded however many folders a resumed run looked at).
+    fn fsync_each(&self, paths: &[Vec<u8>]) -> io::Result<()> {
         let mut failed = None;
-        for burst in folders.chunks(FLUSH_BURST) {
+        for burst in paths.chunks(FLUSH_BURST) {
             if let Err(e) = self.flush_burst(burst) {
                 failed = failed.or(Some(e));
             }
@@ -681,6 +682,21 @@ impl Sftp {
 }
 
 impl Sftp {
+    /// Fsyncs the files `rels` below the root on the server, all pipelined: the flush of everything
+    /// reaches folders only (each copy this run names was fsynced first), so a copy found there,
+    /// one no run of ours wrote or one a local run on the server left unflushed, is made durable
+    /// this way before its source is freed (docs/design.md, "The end of a run", Freeing).
+    pub fn flush_files(&self, rels: &[&Path]) -> io::Result<()> {
+        if self.durable.batched() {
+            // The flush of everything is then a `sync -f` of the whole filesystem: every dirty
+            // page there, whoever wrote it (an earlier run, rsync), is written by it.
+            return Ok(());
+        }
+        let path =
+            |r: &Path| r.components().fold(self.root.clone(), |at, c| join(&at, &bytes(Path::new(c.as_os_str()))));
+        self.fsync_each(&rels.iter().map(|r| path(r)).collect::<Vec<_>>())
+    }
+
     /// What each of `rels` below the root is, with its path on the server, all in two bursts:
     /// every folder on the way looked at (a link or not a folder there is an error naming it),
     /// then the names themselves, never followed. For proofs of many copies at once
@@ -899,7 +915,7 @@ impl Backend for Sftp {
 
     fn flush_folder(&self, folder: &Folder) -> io::Result<()> {
         self.touched.lock().unwrap_or_else(|e| e.into_inner()).remove(&folder.path);
-        self.flush_folders(std::slice::from_ref(&folder.path))
+        self.fsync_each(std::slice::from_ref(&folder.path))
     }
 
     fn append(&self, folder: &Folder, name: &Path, mode: u32) -> io::Result<Writer> {
@@ -951,7 +967,7 @@ impl Backend for Sftp {
         if !folders.contains(&root.path) {
             folders.push(root.path.clone());
         }
-        let flushed = self.flush_folders(&folders);
+        let flushed = self.fsync_each(&folders);
         if flushed.is_err() {
             // Not flushed: asked again at the next flush.
             self.touched.lock().unwrap_or_else(|e| e.into_inner()).extend(folders);

@@ -215,10 +215,10 @@ fn by_digest(c: &Copied, size: u64, digest: &Digest, ours: Result<Ours, Unproven
 }
 
 /// Makes every copy durable before any source goes: one `syncfs` of the destination where there is
-/// one; elsewhere each copy and its folder are flushed (the rename that named it is durable only
-/// once its folder is).
+/// one (over SFTP each copy fsynced, then the folders); elsewhere each copy and its folder are
+/// flushed (the rename that named it is durable only once its folder is).
 fn make_durable(dest: &Dest, files: &[&Copied]) -> Result<(), String> {
-    if dest.flush_filesystem().is_ok() {
+    if dest.flush_copies(&files.iter().map(|c| c.rel.as_path()).collect::<Vec<_>>()).is_ok() {
         return Ok(());
     }
     for c in files {

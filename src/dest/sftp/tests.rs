@@ -303,10 +303,10 @@ fn a_lost_session_is_started_again_at_the_next_call() {
     assert!(root.join("again").is_dir() && !root.join("c").exists());
 }
 
-/// A session on a server whose pid is written to `pidfile`, with the server's log (INFO: every
-/// OPEN with its path and flags) appended to `log` (`None`: no log).
+/// A session on a server whose pid is written to `pidfile`, with the server's log (VERBOSE: every
+/// OPEN with its path and flags, every fsync with its path) appended to `log` (`None`: no log).
 fn watched_session(pidfile: &Path, log: Option<&Path>) -> Session {
-    let logging = log.map_or(String::new(), |l| format!(" -e -l INFO 2>>{}", l.display()));
+    let logging = log.map_or(String::new(), |l| format!(" -e -l VERBOSE 2>>{}", l.display()));
     let mut c = Command::new("sh");
     c.args(["-c", &format!("echo $$ > {}; exec {SERVER}{logging}", pidfile.display())]);
     Session::spawn(c, Options { handshake_timeout: Duration::from_secs(10), ..Options::default() }).unwrap()
@@ -363,6 +363,36 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     // Its refresher finds the same, and it never takes the claim back.
     assert!(matches!(dest_a.check_root(), Err(crate::dest::RootProblem::Elsewhere(_))));
     assert_eq!(named(&root), "pid 2 on b");
+}
+
+/// A run that lost its claim while freeing (its refresh stalled past the stale time, another run
+/// over the same source took the destination over) must free nothing more: the other run knows
+/// the freed files only from the journal as it read it at its start, so it takes a source file
+/// freed now for a deletion to mirror and removes its copy, the only one left. The journal's lines
+/// are a change like any other (design.md, invariant 10).
+#[test]
+fn a_run_whose_claim_was_taken_over_frees_no_source() {
+    use crate::dest::{Dest, Store};
+    let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let copied = copied_pairs(src.path(), &root, &["0"]);
+    let pidfile = dir.path().join("pid");
+    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
+    a.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let dest_a = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
+    let claim_a = dest_a.claim(src.path()).unwrap();
+    // A stalls; B, with the same stale time, takes the claim over once it is stale.
+    signal(&pidfile, "STOP");
+    let mut b = storage(&root);
+    b.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let _claim_b = b.claim(&b.folder(Path::new(""), false).unwrap(), "pid 2 on b").unwrap();
+    signal(&pidfile, "CONT");
+    let no_stop = AtomicBool::new(false);
+    let freed = crate::end::mover::delete_sources(src.path(), &dest_a, &copied, None, false, Duration::ZERO, &no_stop);
+    assert!(src.path().join("0").exists(), "a source freed under a claim lost: {freed:?}");
+    assert!(!root.join(crate::end::journal::JOURNAL).exists(), "A wrote in B's destination");
+    drop(claim_a);
 }
 
 /// `Some(changing)` once `dest.changing()` answers as `want` (Ok or not), within 10 s.
@@ -447,6 +477,59 @@ fn the_flush_of_everything_reaches_folders_an_earlier_run_named_copies_in() {
     }
 }
 
+/// The server's log (VERBOSE) of a freeing of `names` over SFTP, whose copies were written
+/// straight to the server's disk, not over SFTP (nothing fsynced them), and the destination.
+fn freeing_logged(names: &[&str]) -> (String, tempfile::TempDir) {
+    use crate::dest::{Dest, Store};
+    let (src, dst, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let copied = copied_pairs(src.path(), dst.path(), names);
+    let (pidfile, log) = (logs.path().join("pid"), logs.path().join("log"));
+    let storage = Sftp::open(watched_session(&pidfile, Some(&log)), dst.path()).unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage), dst.path(), None).unwrap();
+    let claim = dest.claim(src.path()).unwrap();
+    let no_stop = AtomicBool::new(false);
+    let report =
+        crate::end::mover::delete_sources(src.path(), &dest, &copied, None, false, Duration::ZERO, &no_stop).unwrap();
+    assert_eq!(report.deleted.len(), names.len(), "{report:?}");
+    drop((claim, dest));
+    (fs::read_to_string(&log).unwrap(), dst)
+}
+
+/// A copy this run did not write (an unrecorded destination filled by `rsync`, a local run on the
+/// server killed before its flush) may still be in the server's page cache only: the flush before
+/// any source is freed must fsync each proven copy itself, not only the folders, or a power cut on
+/// the server after the freeing loses both (docs/design.md, "The end of a run", Freeing (4)).
+#[test]
+fn a_copy_this_run_did_not_write_is_fsynced_on_the_server_before_its_source_is_freed() {
+    let (logged, dst) = freeing_logged(&["0", "1"]);
+    let journal = format!("open \"{}\"", dst.path().join(crate::end::journal::JOURNAL).display());
+    let journaled = logged.find(&journal).expect("the journal is written before any source goes");
+    for rel in ["0", "1"] {
+        let fsynced = format!("fsync \"{}\"", dst.path().join(rel).display());
+        let at = logged.find(&fsynced);
+        assert!(at.is_some_and(|at| at < journaled), "{rel} not fsynced before the freeing began:\n{logged}");
+    }
+}
+
+/// The journal made by the freeing is the only record that its sources left on purpose: a later
+/// run without it takes the copies of freed chunks for stale ones. Its entry in the root must be
+/// durable before its lines vouch for anything (the fsync of the file alone does not promise its
+/// name): the root is fsynced after the journal is made, before the lines of the first batch are
+/// flushed (the unlinks come after that flush).
+#[test]
+fn the_journal_made_by_the_freeing_has_its_name_flushed_before_its_first_lines() {
+    let (logged, dst) = freeing_logged(&["0"]);
+    let journal = dst.path().join(crate::end::journal::JOURNAL);
+    let made = logged.find(&format!("open \"{}\" flags WRITE,CREATE,EXCL", journal.display())).expect("made");
+    let last_flush = logged.rfind(&format!("fsync \"{}\"", journal.display())).expect("its lines flushed");
+    // The server ends its log lines with "\r\n": the root's line, not a file's below it.
+    let root_flushed = logged[made..].find(&format!("fsync \"{}\"\r", dst.path().display())).map(|at| made + at);
+    assert!(
+        root_flushed.is_some_and(|at| at < last_flush),
+        "the root not fsynced after the journal's making:\n{logged}"
+    );
+}
+
 /// The same folder claimed by a run copying to it as a local path (on the server itself, or
 /// through a mounted share) and by a run copying to it over ssh: the lock file has the same name
 /// in both, but the local claim is an OS lock on a file it never touches, and the ssh claim is the
@@ -516,6 +599,39 @@ fn the_servers_digests_prove_copies_and_a_damaged_or_linked_copy_is_not_proven()
     assert_eq!((proof.by_server, proof.read_back), (2, 0));
 }
 
+/// A link put at a copy's name after the look before the hash, and the copy put back before the
+/// look after it (design.md, "proof by the server's hash", Links: the window left). SFTP's looks
+/// see size and mtime only, which a rename keeps; the ctime a rename changes, and the inode, are
+/// seen only by the server's shell (`stat` of each name before and after the hash, in the same
+/// command, would close it). Here the "server's" sha256sum does the swap itself, around its hash.
+#[test]
+#[ignore = "finding (the documented window): a copy swapped for a link to good bytes during the server's hash is proven"]
+fn a_copy_swapped_for_a_link_during_the_servers_hash_is_not_proven() {
+    use crate::dest::server_hash::{local_exec, Algo, Hasher};
+    use crate::dest::{Dest, Store};
+    let [src, dst, bin] = temp_dirs();
+    let copied = copied_pairs(src.path(), dst.path(), &["a"]);
+    let damaged = dst.path().join("a");
+    let mtime = fs::metadata(&damaged).unwrap().modified().unwrap();
+    fs::write(&damaged, b"X").unwrap();
+    File::options().write(true).open(&damaged).unwrap().set_modified(mtime).unwrap();
+    fs::write(bin.path().join("good"), b"a").unwrap();
+    let tools = bin.path().join("tools");
+    fs::create_dir(&tools).unwrap();
+    let swap = format!(
+        "#!/bin/sh\nfor f; do mv \"$f\" \"$f.orig\"; ln -s {} \"$f\"; /usr/bin/sha256sum \"$f\"; rm \"$f\"; mv \"$f.orig\" \"$f\"; done\n",
+        bin.path().join("good").display()
+    );
+    fs::write(tools.join("sha256sum"), swap).unwrap();
+    Command::new("chmod").arg("+x").arg(tools.join("sha256sum")).status().unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    let path = format!("{}:/usr/bin:/bin", tools.display());
+    dest.hash_on_server(Hasher { exec: local_exec(bin.path(), &path), algo: Algo::Sha256 });
+    let proof = crate::end::mover::prove(src.path(), &dest, copied, &AtomicBool::new(false));
+    assert_eq!(fs::read(&damaged).unwrap(), b"X", "the damaged copy is back under its name");
+    assert!(proof.proven.is_empty(), "a damaged copy proven: {proof:?}");
+}
+
 /// A server whose hasher fails (here: a name it cannot read makes the command exit non-zero)
 /// proves nothing by its lines: the copies are read back instead, and still proven or not.
 #[test]
@@ -571,11 +687,18 @@ fn a_copy_read_with_reads_ahead_is_its_bytes_in_order_across_seeks() {
 /// A "server" whose shell sees other files than SFTP does: its sha256sum hashes each name below
 /// `elsewhere`, where every file holds "other".
 fn hasher_elsewhere(bin: &Path, elsewhere: &Path) -> crate::dest::server_hash::Hasher {
+    let plant = format!("mkdir -p \"{0}$(dirname \"$f\")\"; echo other > \"{0}$f\"; ", elsewhere.display());
+    hasher_below(bin, elsewhere, &plant)
+}
+
+/// A "server" whose sha256sum hashes each name below `elsewhere`, after `plant` (shell, per name
+/// `$f`).
+fn hasher_below(bin: &Path, elsewhere: &Path, plant: &str) -> crate::dest::server_hash::Hasher {
     use crate::dest::server_hash::{local_exec, Algo, Hasher};
     let tools = bin.join("tools");
     fs::create_dir_all(&tools).unwrap();
     let other = format!(
-        "#!/bin/sh\nfor f; do mkdir -p \"{0}$(dirname \"$f\")\"; echo other > \"{0}$f\"; (cd {0} && /usr/bin/sha256sum \".$f\" | sed \"s| \\./| /|\"); done\n",
+        "#!/bin/sh\nfor f; do {plant}(cd {0} && /usr/bin/sha256sum \".$f\" | sed \"s| \\./| /|\"); done\n",
         elsewhere.display()
     );
     fs::write(tools.join("sha256sum"), other).unwrap();
@@ -607,17 +730,45 @@ fn a_hasher_that_does_not_see_the_files_sftp_writes_is_not_used() {
 #[test]
 fn verify_reads_every_copy_back_when_the_server_hashes_other_files() {
     use crate::dest::{Dest, Store};
-    let (src, dst, bin, elsewhere) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
+    let [src, dst, bin, elsewhere] = temp_dirs();
     copied_pairs(src.path(), dst.path(), &["a", "b", "c"]);
     let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
     dest.hash_on_server(hasher_elsewhere(bin.path(), elsewhere.path()));
     let report = verified_by_content(src.path(), &dest, &AtomicBool::new(false));
     assert!(report.content_mismatch.is_empty() && report.ok(), "{report:?}");
+}
+
+/// `softcopy verify --checksum` over ssh trusts the server's digests once the first copy it hashed,
+/// read back, agrees. A shell whose view is another tree holding good copies of the same files
+/// (an earlier copy of the acquisition at the same path outside an SFTP chroot, another node
+/// behind the same host name) passes that check, and a copy damaged in the tree SFTP serves is
+/// then reported identical: one copy agreeing does not show the shell sees the files SFTP serves.
+#[test]
+#[ignore = "finding: verify --checksum over ssh checks the shell's view on one copy; a view holding good copies hides a damaged one"]
+fn verify_finds_a_damaged_copy_whatever_tree_the_servers_shell_sees() {
+    use crate::dest::{Dest, Store};
+    let [src, dst, bin, elsewhere] = temp_dirs();
+    copied_pairs(src.path(), dst.path(), &["a", "b"]);
+    // The shell's tree: good copies of both, at the same paths.
+    let theirs = elsewhere.path().join(dst.path().strip_prefix("/").unwrap());
+    fs::create_dir_all(&theirs).unwrap();
+    copied_pairs(src.path(), &theirs, &["a", "b"]);
+    // The copy SFTP serves damaged, its size and mtime kept: the one compared second (verify
+    // compares in the source's listing order; the first is the one read back).
+    let second = fs::read_dir(src.path()).unwrap().nth(1).unwrap().unwrap().file_name();
+    let damaged = dst.path().join(&second);
+    let mtime = fs::metadata(&damaged).unwrap().modified().unwrap();
+    fs::write(&damaged, b"X").unwrap();
+    File::options().write(true).open(&damaged).unwrap().set_modified(mtime).unwrap();
+    let dest = Dest::open_store(Store::Sftp(storage(dst.path())), dst.path(), None).unwrap();
+    dest.hash_on_server(hasher_below(bin.path(), elsewhere.path(), ""));
+    let report = verified_by_content(src.path(), &dest, &AtomicBool::new(false));
+    assert_eq!(report.content_mismatch, [PathBuf::from(second)], "{report:?}");
+}
+
+/// `N` fresh temporary folders.
+fn temp_dirs<const N: usize>() -> [tempfile::TempDir; N] {
+    std::array::from_fn(|_| tempfile::tempdir().unwrap())
 }
 
 /// `src` against `dest` with the contents compared (`softcopy verify --checksum`).
