@@ -226,9 +226,20 @@ impl Claim {
         // run ending removes the file it held: a few tries tell those from a claim.
         let mut tries = 0;
         let mut file = loop {
-            let mut file = open_lock(&path, true).map_err(cannot)?;
+            let (mut file, made) = match open_lock(&path, Opening::Make) {
+                Ok(file) => (file, true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match open_lock(&path, Opening::Take) {
+                    Ok(file) => (file, false),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => {
+                        tries += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(cannot(e)),
+                },
+                Err(e) => return Err(cannot(e)),
+            };
             match file.try_lock() {
-                Ok(()) if still_named(&file, &path) && !says_touched(&mut file) => break file,
+                Ok(()) if still_named(&file, &path) && (made || !kept_by_touching(&mut file)) => break file,
                 Ok(()) if still_named(&file, &path) => match watch(&path, timing) {
                     Watched::Live => {
                         let holder = describe(&mut file);
@@ -237,13 +248,9 @@ impl Claim {
                             root.display()
                         ));
                     }
-                    // Moved aside, as an ssh run takes one over: of two runs taking it at once,
-                    // one rename finds it; the lock is taken again on a new file.
-                    Watched::Stale => {
-                        let aside = root.join(format!("{LOCK}.stale-{}", std::process::id()));
-                        std::fs::rename(&path, &aside).map_err(cannot)?;
-                        let _ = std::fs::remove_file(&aside);
-                    }
+                    // Moved aside, as an ssh run takes one over; the lock is taken again on a
+                    // new file.
+                    Watched::Stale => set_aside(&file, &path)?,
                 },
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) if tries < 5 => {}
@@ -300,7 +307,7 @@ fn touch(
         if still_named(file, path) {
             holding.confirmed(sent, timing.hold_for(), &who);
         } else {
-            let found = open_lock(path, false).ok().map(|mut f| describe(&mut f));
+            let found = open_lock(path, Opening::Look).ok().map(|mut f| describe(&mut f));
             if let Err(why) = judged(found.as_deref(), &who, root) {
                 holding.lost(why);
             }
@@ -308,9 +315,38 @@ fn touch(
     }
 }
 
+/// Moves the stale claim file `file` at `path` aside and removes it. The rename goes by name: a
+/// run that took the same stale file over first may have put its own claim there since the file
+/// was last looked at, which is then put back (never removed) and this run refused.
+fn set_aside(file: &File, path: &Path) -> Result<(), Refusal> {
+    let aside = path.with_file_name(format!("{LOCK}.stale-{}", std::process::id()));
+    let cannot = |e: io::Error| format!("cannot claim {}: {e}", path.display());
+    std::fs::rename(path, &aside).map_err(cannot)?;
+    if still_named(file, &aside) {
+        let _ = std::fs::remove_file(&aside);
+        return Ok(());
+    }
+    let holder = open_lock(&aside, Opening::Look).map(|mut f| describe(&mut f)).unwrap_or_default();
+    // Put back without replacing: a third run's file there now stays, and this one is left aside.
+    if std::fs::hard_link(&aside, path).is_ok() {
+        let _ = std::fs::remove_file(&aside);
+    }
+    Err(format!(
+        "destination {} is being copied to by another softcopy ({holder}), which took it over first",
+        path.parent().unwrap_or(path).display()
+    ))
+}
+
 /// Whether the claim file says it is an ssh run's ([`TOUCHED`]).
 fn says_touched(file: &mut File) -> bool {
     text_of(file).lines().any(|l| l.trim() == TOUCHED)
+}
+
+/// Whether a claim file this run did not make may be an ssh run's, which only its touches tell
+/// live: one saying so, or one still empty (an ssh run makes its file, then writes it: two
+/// requests, docs/design.md invariant 10).
+fn kept_by_touching(file: &mut File) -> bool {
+    text_of(file).trim().is_empty() || says_touched(file)
 }
 
 /// Looks at an ssh run's claim file at `path` every [`WATCH_EVERY`] for up to the stale time.
@@ -346,7 +382,7 @@ fn still_named(file: &File, path: &Path) -> bool {
 /// a run that ended, unless it is an ssh run's, which one look cannot tell stale (a claim wrongly
 /// seen keeps softcopy out, never in).
 pub fn held_in(dir: &Path) -> Option<String> {
-    let mut file = open_lock(&dir.join(LOCK), false).ok()?;
+    let mut file = open_lock(&dir.join(LOCK), Opening::Look).ok()?;
     match file.try_lock_shared() {
         Ok(()) => {
             let touched = says_touched(&mut file).then(|| describe(&mut file));
@@ -358,11 +394,22 @@ pub fn held_in(dir: &Path) -> Option<String> {
     }
 }
 
+/// How the claim file is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// Made by this call (else AlreadyExists): nobody else's claim.
+    Make,
+    /// One already there, to be claimed if nobody holds it.
+    Take,
+    /// Read only, to say who holds it.
+    Look,
+}
+
 /// Opens the claim file, never through a link (a link planted there must not make softcopy
 /// truncate whatever it points at).
-fn open_lock(path: &Path, create: bool) -> io::Result<File> {
+fn open_lock(path: &Path, how: Opening) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.read(true).write(create).create(create).truncate(false);
+    options.read(true).write(how != Opening::Look).create_new(how == Opening::Make);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -432,6 +479,68 @@ mod tests {
             *wall -= Duration::from_secs(60);
         }
         assert!(matches!(holding.standing(root), Standing::Unconfirmed(_)));
+    }
+
+    /// An ssh run makes its claim's file exclusively, then writes it (two requests): a local run
+    /// that finds the file empty in between must not take it as a crashed local run's, or both
+    /// hold the destination (the ssh run's text lands over the local run's, its read-back finds
+    /// itself, and the local run's touches find the same file).
+    #[test]
+    #[cfg(unix)]
+    fn an_ssh_claim_file_not_yet_written_is_not_taken_by_a_local_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let path = root.join(LOCK);
+        File::create(&path).unwrap();
+        let timing = Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ssh_run = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // The ssh run's write lands once the local run has the file locked (then the
+                // ssh run touches it, as its refresher does, until the test ends).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let probe = File::open(&path).unwrap();
+                while probe.try_lock_shared().is_ok() {
+                    let _ = probe.unlock();
+                    if Instant::now() > deadline || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let f = OpenOptions::new().write(true).open(&path).unwrap();
+                std::os::unix::fs::FileExt::write_at(&f, format!("pid 2 on the microscope\n{TOUCHED}\n").as_bytes(), 0)
+                    .unwrap();
+                for n in 1.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let _ = f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(n));
+                    std::thread::sleep(timing.refresh);
+                }
+            })
+        };
+        let local = Claim::held(&root, "pid 1 here\n", std::sync::Arc::default(), timing);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        ssh_run.join().unwrap();
+        let refused = local.err().expect("the local run took a claim an ssh run was making");
+        assert!(refused.contains("pid 2 on the microscope"), "{refused}");
+    }
+
+    /// A local run and an ssh run both find one claim file stale; the ssh run moves it aside and
+    /// makes its own first: the local run's rename, by name, then meets the ssh run's fresh file,
+    /// which must stay (else both write the destination).
+    #[test]
+    fn a_stale_claim_taken_over_first_by_another_run_is_put_back_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK);
+        std::fs::write(&path, format!("pid 9 on a host that is gone\n{TOUCHED}\n")).unwrap();
+        let stale = open_lock(&path, Opening::Take).unwrap();
+        std::fs::rename(&path, dir.path().join("moved by the ssh run")).unwrap();
+        std::fs::write(&path, format!("pid 2 on the microscope\n{TOUCHED}\n")).unwrap();
+        let refused = set_aside(&stale, &path).expect_err("the other run's fresh claim was set aside");
+        assert!(refused.contains("pid 2 on the microscope"), "{refused}");
+        assert_eq!(described(&std::fs::read_to_string(&path).unwrap()), "pid 2 on the microscope");
     }
 
     /// A local claim whose file was taken over (an ssh run found its touches stalled past the

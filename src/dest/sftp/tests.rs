@@ -257,6 +257,24 @@ fn a_file_appended_to_stays_open_across_its_flushes() {
     assert_eq!(fs::read_to_string(dir.path().join("journal")).unwrap(), "F one\nK one\n");
 }
 
+/// Two runs find one claim file stale; one moves it aside and makes its own first: the other's
+/// rename, by name, then meets the fresh file, which must stay where it is (else both write the
+/// destination), and the late run is refused.
+#[test]
+fn a_stale_claim_taken_over_first_by_another_run_is_put_back_not_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    let path = dir.path().join(LOCK);
+    fs::write(&path, "pid 9 on a host that is gone\n").unwrap();
+    let seen = s.lstat(&bytes(&path)).unwrap();
+    // The first run's take-over, between the late run's last look and its rename.
+    fs::rename(&path, dir.path().join("moved by the first run")).unwrap();
+    s.make_lock(&bytes(&path), "pid 2 on the microscope").unwrap();
+    let refused = s.set_aside(&bytes(&path), &seen).expect_err("the first run's fresh claim was set aside");
+    assert!(refused.contains("pid 2 on the microscope"), "{refused}");
+    assert_eq!(s.holder(&bytes(&path)).unwrap().as_deref(), Some("pid 2 on the microscope"));
+}
+
 /// A run whose claim was taken over (it was away past the stale time) must not remove the claim
 /// of the run that took it when it ends.
 #[test]
