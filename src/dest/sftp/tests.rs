@@ -378,6 +378,9 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     assert!(dest_a.changing().is_err(), "and every change after it is refused");
     assert!(dest_a.write_file(Path::new("complete"), Path::new(".complete.partial"), b"").is_err(), "no marker");
     assert!(!root.join("complete").exists() && !root.join(".complete.partial").exists());
+    // Nor removes anything there: B's copy in flight stays (A's end looks for its own leftovers).
+    fs::write(root.join(format!(".c{}", crate::vocab::PARTIAL_SUFFIX)), "B's copy in flight").unwrap();
+    assert_eq!(crate::copy::remove_partials(&dest_a).removed, 0, "B's partial removed by A");
     // Its refresher finds the same, and it never takes the claim back.
     assert!(matches!(dest_a.check_root(), Err(crate::dest::RootProblem::Elsewhere(_))));
     assert_eq!(named(&root), "pid 2 on b");
