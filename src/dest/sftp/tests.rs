@@ -386,6 +386,42 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     assert_eq!(named(&root), "pid 2 on b");
 }
 
+/// The claim's margin (design.md, invariant 10) takes every change sent while the claim is held
+/// to land within half the stale time. A change sent then but delivered later (the client's link
+/// down, its requests queued in its socket or in ssh, the TCP connection surviving the outage)
+/// lands after another run found the claim stale and took the destination over: A's copy named
+/// over B's. Shown here with A's server stopped (its requests wait in the pipe) just after
+/// `Dest::changing` said held.
+#[test]
+#[ignore = "finding: a change sent while the claim is held but delivered after the stale time (requests queued through an outage) lands in the destination another run took over; SFTP has no conditional change to fence it"]
+fn a_change_sent_while_held_but_delivered_after_a_takeover_does_not_land() {
+    use crate::dest::{Dest, Store};
+    let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
+    a.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let naming = a.share();
+    let dest_a = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
+    let _claim_a = dest_a.claim(src.path()).unwrap();
+    // A's copy of `c`, written whole and answered, waits for its name.
+    fs::write(root.join(".c.partial"), "A's copy").unwrap();
+    dest_a.changing().unwrap();
+    signal(&pidfile, "STOP");
+    let renamed = std::thread::spawn(move || {
+        let folder = naming.folder(Path::new(""), false).unwrap();
+        naming.rename(&folder, Path::new(".c.partial"), &folder, Path::new("c"))
+    });
+    let mut b = storage(&root);
+    b.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let _claim_b = b.claim(&b.folder(Path::new(""), false).unwrap(), "pid 2 on b").unwrap();
+    fs::write(root.join("c"), "B's copy").unwrap();
+    signal(&pidfile, "CONT");
+    let _ = renamed.join().unwrap();
+    assert_eq!(fs::read_to_string(root.join("c")).unwrap(), "B's copy", "A's late rename landed in B's destination");
+}
+
 /// `Some(changing)` once `dest.changing()` answers as `want` (Ok or not), within 10 s.
 fn until_changing(dest: &crate::dest::Dest, want: bool) -> Option<io::Result<()>> {
     let deadline = Instant::now() + Duration::from_secs(10);
