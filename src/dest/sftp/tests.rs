@@ -330,6 +330,17 @@ fn watched_session(pidfile: &Path, log: Option<&Path>) -> Session {
     Session::spawn(c, Options { handshake_timeout: Duration::from_secs(10), ..Options::default() }).unwrap()
 }
 
+/// A destination `root` in `dir` over a server whose pid is in `pidfile` (to stop it), its
+/// claim's file found stale after `stale` and touched every 50 ms: (root, pidfile, storage).
+fn stoppable(dir: &Path, stale: Duration) -> (PathBuf, PathBuf, Sftp) {
+    let root = dir.join("root");
+    fs::create_dir(&root).unwrap();
+    let pidfile = dir.join("pid");
+    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
+    a.timing(stale, Duration::from_millis(50));
+    (root, pidfile, a)
+}
+
 /// Stops (`STOP`) or continues (`CONT`) the server whose pid is in `pidfile`; a stop is waited
 /// for (bounded) until the kernel says the process is stopped, so nothing it answers comes after.
 fn signal(pidfile: &Path, sig: &str) {
@@ -357,11 +368,7 @@ fn signal(pidfile: &Path, sig: &str) {
 fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     use crate::dest::{Dest, Store};
     let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let pidfile = dir.path().join("pid");
-    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
-    a.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let (root, pidfile, a) = stoppable(dir.path(), Duration::from_secs(2));
     let dest_a = Dest::open_store(Store::Sftp(a), &root, Some("complete")).unwrap();
     let _claim_a = dest_a.claim(src.path()).unwrap();
     dest_a.check_root().unwrap();
@@ -397,11 +404,7 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
 fn a_change_sent_while_held_but_delivered_after_a_takeover_does_not_land() {
     use crate::dest::{Dest, Store};
     let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let pidfile = dir.path().join("pid");
-    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
-    a.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let (root, pidfile, a) = stoppable(dir.path(), Duration::from_secs(2));
     let naming = a.share();
     let dest_a = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
     let _claim_a = dest_a.claim(src.path()).unwrap();
@@ -443,11 +446,7 @@ fn until_changing(dest: &crate::dest::Dest, want: bool) -> Option<io::Result<()>
 fn a_claim_not_confirmed_lately_pauses_changes_until_it_is_again() {
     use crate::dest::{Dest, Store};
     let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let pidfile = dir.path().join("pid");
-    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
-    a.timing(Duration::from_millis(600), Duration::from_millis(50));
+    let (root, pidfile, a) = stoppable(dir.path(), Duration::from_millis(600));
     let dest = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
     let _claim = dest.claim(src.path()).unwrap();
     dest.changing().unwrap();
