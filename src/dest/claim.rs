@@ -225,11 +225,20 @@ impl Claim {
         // A run looking whether this folder is claimed holds a shared lock for an instant, and a
         // run ending removes the file it held: a few tries tell those from a claim.
         let mut tries = 0;
+        // The file this run made, if it did: still empty, yet nobody else's (a try may find it
+        // locked for an instant by another run's look, and open it again).
+        let mut made_here = None;
         let mut file = loop {
             let (mut file, made) = match open_lock(&path, Opening::Make) {
-                Ok(file) => (file, true),
+                Ok(file) => {
+                    made_here = identity(&file);
+                    (file, true)
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match open_lock(&path, Opening::Take) {
-                    Ok(file) => (file, false),
+                    Ok(file) => {
+                        let made = made_here.is_some() && identity(&file) == made_here;
+                        (file, made)
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => {
                         tries += 1;
                         continue;
@@ -371,11 +380,16 @@ pub fn who(source: &Path) -> String {
 /// Whether the file locked is still the one at `path`: the run that held it may have removed it
 /// between our open and our lock (then the lock is on a file nobody else will look at).
 fn still_named(file: &File, path: &Path) -> bool {
-    let held = file.metadata().map(|m| crate::sys::file_identity(file, &m));
-    match (held, crate::sys::path_identity(path)) {
-        (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
+    match (identity(file), crate::sys::path_identity(path)) {
+        (Some(a), Ok(b)) => a == (b.dev, b.ino),
         _ => false,
     }
+}
+
+/// The open `file`'s device and file number.
+fn identity(file: &File) -> Option<(u64, u64)> {
+    let id = file.metadata().map(|m| crate::sys::file_identity(file, &m)).ok()?;
+    Some((id.dev, id.ino))
 }
 
 /// Who holds the claim in `dir`, if a running softcopy does. A claim file nobody locks is left by
