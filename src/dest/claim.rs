@@ -557,17 +557,24 @@ mod tests {
         assert_eq!(described(&std::fs::read_to_string(&path).unwrap()), "pid 2 on the microscope");
     }
 
+    /// A folder claimed by "pid 1 here", timed by `timing`: (the folder kept, its path, what
+    /// its toucher learns, the claim).
+    fn claimed_here(timing: Timing) -> (tempfile::TempDir, std::path::PathBuf, std::sync::Arc<Holding>, Claim) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let holding = std::sync::Arc::new(Holding::default());
+        let claim = Claim::held(&root, "pid 1 here\n", holding.clone(), timing).unwrap();
+        (dir, root, holding, claim)
+    }
+
     /// A claim's file removed by a person while its run lives: the next run makes a new one and
     /// holds the destination at once, while the first still holds it until its next touch finds
     /// the file another's (up to one refresh, 5 s): both write meanwhile.
     #[test]
     #[ignore = "finding: a live claim's file removed by hand lets a new run in at once; the first learns it only at its next touch (up to 5 s of both writing)"]
     fn a_claim_whose_file_was_removed_by_hand_is_not_held_once_another_run_claims() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
         let timing = Timing { stale: Duration::from_secs(3600), refresh: Duration::from_secs(60) };
-        let holding = std::sync::Arc::new(Holding::default());
-        let _first = Claim::held(&root, "pid 1 here\n", holding.clone(), timing).unwrap();
+        let (_dir, root, holding, _first) = claimed_here(timing);
         std::fs::remove_file(root.join(LOCK)).unwrap();
         let _second = Claim::held(&root, "pid 2 here\n", std::sync::Arc::default(), timing).unwrap();
         assert_ne!(holding.standing(&root), Standing::Held, "both runs hold the destination");
@@ -577,11 +584,8 @@ mod tests {
     /// stale time and moved it aside) is lost, and its end leaves the other run's file.
     #[test]
     fn a_local_claim_whose_file_was_taken_over_is_lost_and_leaves_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let timing = Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) };
-        let holding = std::sync::Arc::new(Holding::default());
-        let claim = Claim::held(&root, "pid 1 here\n", holding.clone(), timing).unwrap();
+        let (_dir, root, holding, claim) =
+            claimed_here(Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) });
         assert_eq!(holding.standing(&root), Standing::Held);
         std::fs::rename(root.join(LOCK), root.join("aside")).unwrap();
         std::fs::write(root.join(LOCK), format!("pid 2 on the microscope\n{TOUCHED}\n")).unwrap();
