@@ -312,14 +312,23 @@ fn touch(
         if file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(n)).is_err() {
             continue;
         }
-        let root = path.parent().unwrap_or(path);
-        if still_named(file, path) {
+        // Its text read back too, as an ssh run's: where the OS lock does not reach every client
+        // of a share (sshfs), another client's run takes the file in place and writes its name.
+        let text = match open_lock(path, Opening::Look) {
+            Ok(mut f) => Some(text_of(&mut f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(_) => continue,
+        };
+        let named = still_named(file, path);
+        // This run's own text may be missing: a full destination when it claimed.
+        if named && text.as_deref().is_some_and(|t| t.trim().is_empty()) {
             holding.confirmed(sent, timing.hold_for(), &who);
-        } else {
-            let found = open_lock(path, Opening::Look).ok().map(|mut f| describe(&mut f));
-            if let Err(why) = judged(found.as_deref(), &who, root) {
-                holding.lost(why);
-            }
+            continue;
+        }
+        match judged(text.as_deref().map(described).as_deref(), &who, path.parent().unwrap_or(path)) {
+            Ok(()) if named => holding.confirmed(sent, timing.hold_for(), &who),
+            Ok(()) => {}
+            Err(why) => holding.lost(why),
         }
     }
 }
@@ -565,6 +574,43 @@ mod tests {
         let holding = std::sync::Arc::new(Holding::default());
         let claim = Claim::held(&root, "pid 1 here\n", holding.clone(), timing).unwrap();
         (dir, root, holding, claim)
+    }
+
+    /// Where the OS lock does not reach every client of a share (sshfs keeps it on the one
+    /// client), a run on another client gets the lock on the same file and writes its name in it:
+    /// the first run learns it at its next touch, as an ssh run does.
+    #[test]
+    fn a_local_claim_whose_file_names_another_run_is_lost() {
+        let (_dir, root, holding, _claim) =
+            claimed_here(Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) });
+        std::fs::write(root.join(LOCK), "pid 2 on another client of the share\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holding.standing(&root) == Standing::Held {
+            assert!(Instant::now() < deadline, "not lost within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(matches!(holding.standing(&root), Standing::Lost(why) if why.contains("another client")));
+    }
+
+    /// A claim whose own text could not be written (the destination full when it claimed: the
+    /// lock is the claim, the text only a message) is still held at its touches.
+    #[test]
+    fn a_local_claim_whose_own_text_could_not_be_written_stays_held() {
+        let (_dir, root, holding, _claim) =
+            claimed_here(Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) });
+        OpenOptions::new().write(true).open(root.join(LOCK)).unwrap().set_len(0).unwrap();
+        let mtime = || std::fs::metadata(root.join(LOCK)).unwrap().modified().unwrap();
+        let (first, deadline) = (mtime(), Instant::now() + Duration::from_secs(10));
+        // Two touches since (each sets a new mtime), each read back.
+        let mut seen = vec![first];
+        while seen.len() < 3 {
+            assert!(Instant::now() < deadline, "not touched twice within 10 s");
+            if mtime() != *seen.last().unwrap() {
+                seen.push(mtime());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(holding.standing(&root), Standing::Held);
     }
 
     /// A claim's file removed by a person while its run lives: the next run makes a new one and
