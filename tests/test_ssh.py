@@ -109,22 +109,28 @@ def test_a_second_softcopy_on_the_same_ssh_destination_is_refused_while_the_firs
     assert_same_tree(src, remote / "acq.zarr")
 
 
-def test_an_ssh_destination_inside_the_source_on_this_machine_is_refused(tmp_path: Path, sshd: Sshd) -> None:
-    # The same machine over ssh (loopback, or the PC's own name): the copy would land inside the
-    # acquisition, be walked as part of it, and copy itself again, filling the acquisition's disk.
-    src = tmp_path / "acq.zarr"
-    write_finished_archive(src, "v3", timepoints=1)
+def refused(src: Path, dst: str, sshd: Sshd) -> None:
+    """`softcopy SRC DST` is refused in one line, exit 2, within 30 s (not left copying)."""
     try:
         r = subprocess.run(
-            softcopy_cmd(src, f"root@127.0.0.1:{src}/backup", "--ssh-command", ssh_command(sshd)),
+            softcopy_cmd(src, dst, "--ssh-command", ssh_command(sshd)),
             check=False,
             capture_output=True,
             text=True,
             timeout=30,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail("not refused: still copying after 30 s")
+        pytest.fail("not refused: still running after 30 s")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_an_ssh_destination_inside_the_source_on_this_machine_is_refused(tmp_path: Path, sshd: Sshd) -> None:
+    # The same machine over ssh (loopback, or the PC's own name): the copy would land inside the
+    # acquisition, be walked as part of it, and copy itself again, filling the acquisition's disk.
+    src = tmp_path / "acq.zarr"
+    write_finished_archive(src, "v3", timepoints=1)
+    refused(src, f"root@127.0.0.1:{src}/backup", sshd)
     assert not (src / "backup").exists(), "nothing written into the acquisition"
 
 
@@ -324,6 +330,21 @@ def test_another_acquisitions_copy_on_the_server_is_refused_in_one_line_before_a
     assert r.returncode == 2 and "holds the copy of another acquisition" in r.stderr, r.stdout + r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert {p: p.stat().st_mtime_ns for p in (remote / "x.zarr").rglob("*")} == before, "nothing written there"
+
+
+@pytest.mark.parametrize("root", ["acq", "acq/backup", "."], ids=["the-folder", "inside", "around"])
+def test_the_service_forms_ssh_root_on_this_machines_acquisitions_folder_is_refused(
+    tmp_path: Path, sshd: Sshd, root: str
+) -> None:
+    # As a local root (config.check_pair): the root and the acquisitions folder must not contain
+    # each other. Over ssh to this very machine, the root itself was never compared: each
+    # acquisition was its own "copy", said already verified, or copied beside itself as x-2.zarr,
+    # which the pattern then took as a new acquisition.
+    acq = tmp_path / "acq"
+    (acq / "backup").mkdir(parents=True)
+    write_finished_archive(acq / "x.zarr", "v3", timepoints=1)
+    refused(acq / "*.zarr", f"root@127.0.0.1:{(tmp_path / root).resolve()}", sshd)
+    assert sorted(p.name for p in acq.iterdir()) == ["backup", "x.zarr"], "nothing copied beside the acquisition"
 
 
 def test_the_service_form_needs_its_ssh_root_itself_one_line_and_exit_2(tmp_path: Path, sshd: Sshd) -> None:

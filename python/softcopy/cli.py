@@ -117,8 +117,13 @@ def check_target(t: Target) -> None:
     if isinstance(t.destination, SshDestination):
         try:
             pattern = is_pattern(t.source)
+            # A pattern's root and its acquisitions folder must not contain each other, as a local
+            # root's (config.check_pair): compared on the server (docs/design.md, "The ssh destination").
             check_ssh_destination(
-                t.destination, t.ssh_command, holds_acquisitions=pattern, source=None if pattern else t.source
+                t.destination,
+                t.ssh_command,
+                holds_acquisitions=pattern,
+                source=t.source.parent if pattern else t.source,
             )
         except ValueError as e:
             raise ConfigError(str(e)) from None

@@ -225,10 +225,30 @@ impl Claim {
         // A run looking whether this folder is claimed holds a shared lock for an instant, and a
         // run ending removes the file it held: a few tries tell those from a claim.
         let mut tries = 0;
+        // The file this run made, if it did: still empty, yet nobody else's (a try may find it
+        // locked for an instant by another run's look, and open it again).
+        let mut made_here = None;
         let mut file = loop {
-            let mut file = open_lock(&path, true).map_err(cannot)?;
+            let (mut file, made) = match open_lock(&path, Opening::Make) {
+                Ok(file) => {
+                    made_here = identity(&file);
+                    (file, true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match open_lock(&path, Opening::Take) {
+                    Ok(file) => {
+                        let made = made_here.is_some() && identity(&file) == made_here;
+                        (file, made)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => {
+                        tries += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(cannot(e)),
+                },
+                Err(e) => return Err(cannot(e)),
+            };
             match file.try_lock() {
-                Ok(()) if still_named(&file, &path) && !says_touched(&mut file) => break file,
+                Ok(()) if still_named(&file, &path) && (made || !kept_by_touching(&mut file)) => break file,
                 Ok(()) if still_named(&file, &path) => match watch(&path, timing) {
                     Watched::Live => {
                         let holder = describe(&mut file);
@@ -237,13 +257,9 @@ impl Claim {
                             root.display()
                         ));
                     }
-                    // Moved aside, as an ssh run takes one over: of two runs taking it at once,
-                    // one rename finds it; the lock is taken again on a new file.
-                    Watched::Stale => {
-                        let aside = root.join(format!("{LOCK}.stale-{}", std::process::id()));
-                        std::fs::rename(&path, &aside).map_err(cannot)?;
-                        let _ = std::fs::remove_file(&aside);
-                    }
+                    // Moved aside, as an ssh run takes one over; the lock is taken again on a
+                    // new file.
+                    Watched::Stale => set_aside(&file, &path)?,
                 },
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) if tries < 5 => {}
@@ -296,21 +312,59 @@ fn touch(
         if file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(n)).is_err() {
             continue;
         }
-        let root = path.parent().unwrap_or(path);
-        if still_named(file, path) {
+        // Its text read back too, as an ssh run's: where the OS lock does not reach every client
+        // of a share (sshfs), another client's run takes the file in place and writes its name.
+        let text = match open_lock(path, Opening::Look) {
+            Ok(mut f) => Some(text_of(&mut f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(_) => continue,
+        };
+        let named = still_named(file, path);
+        // This run's own text may be missing: a full destination when it claimed.
+        if named && text.as_deref().is_some_and(|t| t.trim().is_empty()) {
             holding.confirmed(sent, timing.hold_for(), &who);
-        } else {
-            let found = open_lock(path, false).ok().map(|mut f| describe(&mut f));
-            if let Err(why) = judged(found.as_deref(), &who, root) {
-                holding.lost(why);
-            }
+            continue;
+        }
+        match judged(text.as_deref().map(described).as_deref(), &who, path.parent().unwrap_or(path)) {
+            Ok(()) if named => holding.confirmed(sent, timing.hold_for(), &who),
+            Ok(()) => {}
+            Err(why) => holding.lost(why),
         }
     }
+}
+
+/// Moves the stale claim file `file` at `path` aside and removes it. The rename goes by name: a
+/// run that took the same stale file over first may have put its own claim there since the file
+/// was last looked at, which is then put back (never removed) and this run refused.
+fn set_aside(file: &File, path: &Path) -> Result<(), Refusal> {
+    let aside = path.with_file_name(format!("{LOCK}.stale-{}", std::process::id()));
+    let cannot = |e: io::Error| format!("cannot claim {}: {e}", path.display());
+    std::fs::rename(path, &aside).map_err(cannot)?;
+    if still_named(file, &aside) {
+        let _ = std::fs::remove_file(&aside);
+        return Ok(());
+    }
+    let holder = open_lock(&aside, Opening::Look).map(|mut f| describe(&mut f)).unwrap_or_default();
+    // Put back without replacing: a third run's file there now stays, and this one is left aside.
+    if std::fs::hard_link(&aside, path).is_ok() {
+        let _ = std::fs::remove_file(&aside);
+    }
+    Err(format!(
+        "destination {} is being copied to by another softcopy ({holder}), which took it over first",
+        path.parent().unwrap_or(path).display()
+    ))
 }
 
 /// Whether the claim file says it is an ssh run's ([`TOUCHED`]).
 fn says_touched(file: &mut File) -> bool {
     text_of(file).lines().any(|l| l.trim() == TOUCHED)
+}
+
+/// Whether a claim file this run did not make may be an ssh run's, which only its touches tell
+/// live: one saying so, or one still empty (an ssh run makes its file, then writes it: two
+/// requests, docs/design.md invariant 10).
+fn kept_by_touching(file: &mut File) -> bool {
+    text_of(file).trim().is_empty() || says_touched(file)
 }
 
 /// Looks at an ssh run's claim file at `path` every [`WATCH_EVERY`] for up to the stale time.
@@ -335,18 +389,23 @@ pub fn who(source: &Path) -> String {
 /// Whether the file locked is still the one at `path`: the run that held it may have removed it
 /// between our open and our lock (then the lock is on a file nobody else will look at).
 fn still_named(file: &File, path: &Path) -> bool {
-    let held = file.metadata().map(|m| crate::sys::file_identity(file, &m));
-    match (held, crate::sys::path_identity(path)) {
-        (Ok(a), Ok(b)) => (a.dev, a.ino) == (b.dev, b.ino),
+    match (identity(file), crate::sys::path_identity(path)) {
+        (Some(a), Ok(b)) => a == (b.dev, b.ino),
         _ => false,
     }
+}
+
+/// The open `file`'s device and file number.
+fn identity(file: &File) -> Option<(u64, u64)> {
+    let id = file.metadata().map(|m| crate::sys::file_identity(file, &m)).ok()?;
+    Some((id.dev, id.ino))
 }
 
 /// Who holds the claim in `dir`, if a running softcopy does. A claim file nobody locks is left by
 /// a run that ended, unless it is an ssh run's, which one look cannot tell stale (a claim wrongly
 /// seen keeps softcopy out, never in).
 pub fn held_in(dir: &Path) -> Option<String> {
-    let mut file = open_lock(&dir.join(LOCK), false).ok()?;
+    let mut file = open_lock(&dir.join(LOCK), Opening::Look).ok()?;
     match file.try_lock_shared() {
         Ok(()) => {
             let touched = says_touched(&mut file).then(|| describe(&mut file));
@@ -358,11 +417,22 @@ pub fn held_in(dir: &Path) -> Option<String> {
     }
 }
 
+/// How the claim file is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// Made by this call (else AlreadyExists): nobody else's claim.
+    Make,
+    /// One already there, to be claimed if nobody holds it.
+    Take,
+    /// Read only, to say who holds it.
+    Look,
+}
+
 /// Opens the claim file, never through a link (a link planted there must not make softcopy
 /// truncate whatever it points at).
-fn open_lock(path: &Path, create: bool) -> io::Result<File> {
+fn open_lock(path: &Path, how: Opening) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.read(true).write(create).create(create).truncate(false);
+    options.read(true).write(how != Opening::Look).create_new(how == Opening::Make);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -434,15 +504,134 @@ mod tests {
         assert!(matches!(holding.standing(root), Standing::Unconfirmed(_)));
     }
 
+    /// An ssh run makes its claim's file exclusively, then writes it (two requests): a local run
+    /// that finds the file empty in between must not take it as a crashed local run's, or both
+    /// hold the destination (the ssh run's text lands over the local run's, its read-back finds
+    /// itself, and the local run's touches find the same file).
+    #[test]
+    #[cfg(unix)]
+    fn an_ssh_claim_file_not_yet_written_is_not_taken_by_a_local_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let path = root.join(LOCK);
+        File::create(&path).unwrap();
+        let timing = Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ssh_run = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // The ssh run's write lands once the local run has the file locked (then the
+                // ssh run touches it, as its refresher does, until the test ends).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let probe = File::open(&path).unwrap();
+                while probe.try_lock_shared().is_ok() {
+                    let _ = probe.unlock();
+                    if Instant::now() > deadline || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let f = OpenOptions::new().write(true).open(&path).unwrap();
+                std::os::unix::fs::FileExt::write_at(&f, format!("pid 2 on the microscope\n{TOUCHED}\n").as_bytes(), 0)
+                    .unwrap();
+                for n in 1.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let _ = f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(n));
+                    std::thread::sleep(timing.refresh);
+                }
+            })
+        };
+        let local = Claim::held(&root, "pid 1 here\n", std::sync::Arc::default(), timing);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        ssh_run.join().unwrap();
+        let refused = local.err().expect("the local run took a claim an ssh run was making");
+        assert!(refused.contains("pid 2 on the microscope"), "{refused}");
+    }
+
+    /// A local run and an ssh run both find one claim file stale; the ssh run moves it aside and
+    /// makes its own first: the local run's rename, by name, then meets the ssh run's fresh file,
+    /// which must stay (else both write the destination).
+    #[test]
+    fn a_stale_claim_taken_over_first_by_another_run_is_put_back_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK);
+        std::fs::write(&path, format!("pid 9 on a host that is gone\n{TOUCHED}\n")).unwrap();
+        let stale = open_lock(&path, Opening::Take).unwrap();
+        std::fs::rename(&path, dir.path().join("moved by the ssh run")).unwrap();
+        std::fs::write(&path, format!("pid 2 on the microscope\n{TOUCHED}\n")).unwrap();
+        let refused = set_aside(&stale, &path).expect_err("the other run's fresh claim was set aside");
+        assert!(refused.contains("pid 2 on the microscope"), "{refused}");
+        assert_eq!(described(&std::fs::read_to_string(&path).unwrap()), "pid 2 on the microscope");
+    }
+
+    /// A folder claimed by "pid 1 here", timed by `timing`: (the folder kept, its path, what
+    /// its toucher learns, the claim).
+    fn claimed_here(timing: Timing) -> (tempfile::TempDir, std::path::PathBuf, std::sync::Arc<Holding>, Claim) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let holding = std::sync::Arc::new(Holding::default());
+        let claim = Claim::held(&root, "pid 1 here\n", holding.clone(), timing).unwrap();
+        (dir, root, holding, claim)
+    }
+
+    /// Where the OS lock does not reach every client of a share (sshfs keeps it on the one
+    /// client), a run on another client gets the lock on the same file and writes its name in it:
+    /// the first run learns it at its next touch, as an ssh run does.
+    #[test]
+    fn a_local_claim_whose_file_names_another_run_is_lost() {
+        let (_dir, root, holding, _claim) =
+            claimed_here(Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) });
+        std::fs::write(root.join(LOCK), "pid 2 on another client of the share\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holding.standing(&root) == Standing::Held {
+            assert!(Instant::now() < deadline, "not lost within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(matches!(holding.standing(&root), Standing::Lost(why) if why.contains("another client")));
+    }
+
+    /// A claim whose own text could not be written (the destination full when it claimed: the
+    /// lock is the claim, the text only a message) is still held at its touches.
+    #[test]
+    fn a_local_claim_whose_own_text_could_not_be_written_stays_held() {
+        let (_dir, root, holding, _claim) =
+            claimed_here(Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) });
+        OpenOptions::new().write(true).open(root.join(LOCK)).unwrap().set_len(0).unwrap();
+        let mtime = || std::fs::metadata(root.join(LOCK)).unwrap().modified().unwrap();
+        let (first, deadline) = (mtime(), Instant::now() + Duration::from_secs(10));
+        // Two touches since (each sets a new mtime), each read back.
+        let mut seen = vec![first];
+        while seen.len() < 3 {
+            assert!(Instant::now() < deadline, "not touched twice within 10 s");
+            if mtime() != *seen.last().unwrap() {
+                seen.push(mtime());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(holding.standing(&root), Standing::Held);
+    }
+
+    /// A claim's file removed by a person while its run lives: the next run makes a new one and
+    /// holds the destination at once, while the first still holds it until its next touch finds
+    /// the file another's (up to one refresh, 5 s): both write meanwhile.
+    #[test]
+    #[ignore = "finding: a live claim's file removed by hand lets a new run in at once; the first learns it only at its next touch (up to 5 s of both writing)"]
+    fn a_claim_whose_file_was_removed_by_hand_is_not_held_once_another_run_claims() {
+        let timing = Timing { stale: Duration::from_secs(3600), refresh: Duration::from_secs(60) };
+        let (_dir, root, holding, _first) = claimed_here(timing);
+        std::fs::remove_file(root.join(LOCK)).unwrap();
+        let _second = Claim::held(&root, "pid 2 here\n", std::sync::Arc::default(), timing).unwrap();
+        assert_ne!(holding.standing(&root), Standing::Held, "both runs hold the destination");
+    }
+
     /// A local claim whose file was taken over (an ssh run found its touches stalled past the
     /// stale time and moved it aside) is lost, and its end leaves the other run's file.
     #[test]
     fn a_local_claim_whose_file_was_taken_over_is_lost_and_leaves_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let timing = Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) };
-        let holding = std::sync::Arc::new(Holding::default());
-        let claim = Claim::held(&root, "pid 1 here\n", holding.clone(), timing).unwrap();
+        let (_dir, root, holding, claim) =
+            claimed_here(Timing { stale: Duration::from_secs(2), refresh: Duration::from_millis(20) });
         assert_eq!(holding.standing(&root), Standing::Held);
         std::fs::rename(root.join(LOCK), root.join("aside")).unwrap();
         std::fs::write(root.join(LOCK), format!("pid 2 on the microscope\n{TOUCHED}\n")).unwrap();

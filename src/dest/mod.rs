@@ -497,9 +497,11 @@ impl Dest {
         self.kind_changed.load(Ordering::Relaxed)
     }
 
-    /// Removes the file `rel`, reached without a link.
+    /// Removes the file `rel`, reached without a link; never under a claim not held (another
+    /// run's copies may be there: docs/design.md, invariant 10).
     pub fn remove_file(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = split(rel)?;
+        self.still_held()?;
         self.store.remove_file(&self.folder(dir, false)?, name)
     }
 
@@ -548,8 +550,9 @@ impl Dest {
         self.store.list(folder)
     }
 
-    /// Removes the file `name` in `folder`.
+    /// Removes the file `name` in `folder`; never under a claim not held.
     pub fn remove_name(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        self.still_held()?;
         self.store.remove_file(folder, name)
     }
 

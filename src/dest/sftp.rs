@@ -639,19 +639,44 @@ impl Sftp {
         Ok(Some(super::claim::described(&String::from_utf8_lossy(&text))))
     }
 
-    /// Whether the lock file at `path` stays unchanged (size and mtime) for `self.stale`, looked
-    /// at every [`REFRESH`]: only then is its run gone. An error or a change says it is not.
-    fn stays_unchanged(&self, path: &[u8]) -> bool {
-        let Ok(first) = self.lstat(path) else { return false };
+    /// What the lock file at `path` looked like, when it stays unchanged (size and times) for
+    /// `self.stale`, looked at every [`REFRESH`]: only then is its run gone. An error or a change
+    /// says it is not (`None`).
+    fn stays_unchanged(&self, path: &[u8]) -> Option<Attrs> {
+        let first = self.lstat(path).ok()?;
         let since = Instant::now();
         while since.elapsed() < self.timing.stale {
             std::thread::sleep(self.timing.refresh.min(self.timing.stale));
             match self.lstat(path) {
                 Ok(now) if (now.size, now.times) == (first.size, first.times) => {}
-                _ => return false,
+                _ => return None,
             }
         }
-        true
+        Some(first)
+    }
+
+    /// Moves the stale lock file at `path`, `seen` so, aside under a name of our own and removes
+    /// it. The rename goes by name: a run that took the same stale file over first may have made
+    /// its own there since it was last looked at, which is then put back (never removed: a link
+    /// fails if a third run's file is there, and then it stays aside) and this run refused.
+    fn set_aside(&self, path: &[u8], seen: &Attrs) -> Result<(), String> {
+        let shown = path_of(path);
+        let cannot = |e: io::Error| format!("cannot claim {}: {e}", shown.display());
+        let mut aside = path.to_vec();
+        aside.extend_from_slice(format!(".stale-{}", std::process::id()).as_bytes());
+        self.session().call(&Request::PosixRename { from: path, to: &aside }).map_err(|e| cannot(e.into()))?;
+        if self.lstat(&aside).is_ok_and(|moved| (moved.size, moved.times) == (seen.size, seen.times)) {
+            let _ = self.session().call(&Request::Remove(&aside));
+            return Ok(());
+        }
+        let holder = self.holder(&aside).ok().flatten().unwrap_or_default();
+        if self.session().call(&Request::Hardlink { from: &aside, to: path }).is_ok() {
+            let _ = self.session().call(&Request::Remove(&aside));
+        }
+        Err(format!(
+            "destination {} is being copied to by another softcopy ({holder}), which took it over first",
+            shown.parent().unwrap_or(&shown).display()
+        ))
     }
 
     /// Makes the lock file at `path` saying `who` (and [`super::claim::TOUCHED`]), exclusively: AlreadyExists when one is there.
@@ -1032,14 +1057,12 @@ impl Backend for Sftp {
                 Err(e) => return Err(cannot(e)),
             }
             let held = self.holder(&path).map_err(cannot)?.unwrap_or_default();
-            if !self.stays_unchanged(&path) {
+            let Some(seen) = self.stays_unchanged(&path) else {
                 return Err(format!("destination {} is being copied to by another softcopy ({held})", shown.display()));
-            }
-            // Stale: moved aside under a name of our own; of two runs taking it over at once, only
-            // one rename finds it, and the other tries again (and finds the winner's claim).
-            let aside = join(&root.path, format!("{LOCK}.stale-{}", std::process::id()).as_bytes());
-            self.session().call(&Request::PosixRename { from: &path, to: &aside }).map_err(|e| cannot(e.into()))?;
-            let _ = self.session().call(&Request::Remove(&aside));
+            };
+            // Stale: of two runs taking it over at once, only one rename finds it, and the other
+            // tries again (and finds the winner's claim), or meets the winner's file (refused).
+            self.set_aside(&path, &seen)?;
         };
         self.holding.confirmed(made, self.timing.hold_for(), who);
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);

@@ -249,6 +249,10 @@ fn absent(e: io::Error) -> io::Result<bool> {
 
 /// Notes at the copy `dest` that its acquisition was let go, and why (told once: see [`LET_GO`]).
 pub fn note_let_go(dest: &Dest, why: &str) -> io::Result<()> {
+    // Never in a copy another run has claimed since: its folder is that run's (invariant 10).
+    if let Some(who) = dest.claimed(Path::new("")) {
+        return Err(io::Error::other(format!("another softcopy is copying to it now ({who})")));
+    }
     // Written under a new name and renamed over the note: neither step follows a link planted at
     // either name (a rename replaces the link itself).
     let text = format!("{why}\n");
@@ -267,6 +271,18 @@ pub fn clear_let_go(dest: &Dest) {
 mod tests {
     use super::*;
     use std::fs;
+
+    /// The service notes a copy let go after its own run ended; by then another run (the
+    /// acquisition's folder back under its name, a one-shot) may have claimed the copy: its
+    /// folder is that run's alone (invariant 10), and a note there would hide the copy, should that
+    /// run be stopped unfinished, from the next start's look for copies left unfinished.
+    #[test]
+    fn a_copy_another_run_has_claimed_gets_no_let_go_note() {
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let _running = Dest::at(dst.path()).claim(src.path()).unwrap();
+        assert!(note_let_go(&Dest::at(dst.path()), "let go: its folder is gone").is_err());
+        assert!(!dst.path().join(LET_GO).exists());
+    }
 
     #[test]
     fn a_folder_made_again_under_the_name_is_another_acquisition() {

@@ -257,6 +257,24 @@ fn a_file_appended_to_stays_open_across_its_flushes() {
     assert_eq!(fs::read_to_string(dir.path().join("journal")).unwrap(), "F one\nK one\n");
 }
 
+/// Two runs find one claim file stale; one moves it aside and makes its own first: the other's
+/// rename, by name, then meets the fresh file, which must stay where it is (else both write the
+/// destination), and the late run is refused.
+#[test]
+fn a_stale_claim_taken_over_first_by_another_run_is_put_back_not_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    let path = dir.path().join(LOCK);
+    fs::write(&path, "pid 9 on a host that is gone\n").unwrap();
+    let seen = s.lstat(&bytes(&path)).unwrap();
+    // The first run's take-over, between the late run's last look and its rename.
+    fs::rename(&path, dir.path().join("moved by the first run")).unwrap();
+    s.make_lock(&bytes(&path), "pid 2 on the microscope").unwrap();
+    let refused = s.set_aside(&bytes(&path), &seen).expect_err("the first run's fresh claim was set aside");
+    assert!(refused.contains("pid 2 on the microscope"), "{refused}");
+    assert_eq!(s.holder(&bytes(&path)).unwrap().as_deref(), Some("pid 2 on the microscope"));
+}
+
 /// A run whose claim was taken over (it was away past the stale time) must not remove the claim
 /// of the run that took it when it ends.
 #[test]
@@ -312,6 +330,17 @@ fn watched_session(pidfile: &Path, log: Option<&Path>) -> Session {
     Session::spawn(c, Options { handshake_timeout: Duration::from_secs(10), ..Options::default() }).unwrap()
 }
 
+/// A destination `root` in `dir` over a server whose pid is in `pidfile` (to stop it), its
+/// claim's file found stale after `stale` and touched every 50 ms: (root, pidfile, storage).
+fn stoppable(dir: &Path, stale: Duration) -> (PathBuf, PathBuf, Sftp) {
+    let root = dir.join("root");
+    fs::create_dir(&root).unwrap();
+    let pidfile = dir.join("pid");
+    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
+    a.timing(stale, Duration::from_millis(50));
+    (root, pidfile, a)
+}
+
 /// Stops (`STOP`) or continues (`CONT`) the server whose pid is in `pidfile`; a stop is waited
 /// for (bounded) until the kernel says the process is stopped, so nothing it answers comes after.
 fn signal(pidfile: &Path, sig: &str) {
@@ -339,11 +368,7 @@ fn signal(pidfile: &Path, sig: &str) {
 fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     use crate::dest::{Dest, Store};
     let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let pidfile = dir.path().join("pid");
-    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
-    a.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let (root, pidfile, a) = stoppable(dir.path(), Duration::from_secs(2));
     let dest_a = Dest::open_store(Store::Sftp(a), &root, Some("complete")).unwrap();
     let _claim_a = dest_a.claim(src.path()).unwrap();
     dest_a.check_root().unwrap();
@@ -360,6 +385,9 @@ fn a_run_whose_claim_was_taken_over_is_refused_its_next_change() {
     assert!(dest_a.changing().is_err(), "and every change after it is refused");
     assert!(dest_a.write_file(Path::new("complete"), Path::new(".complete.partial"), b"").is_err(), "no marker");
     assert!(!root.join("complete").exists() && !root.join(".complete.partial").exists());
+    // Nor removes anything there: B's copy in flight stays (A's end looks for its own leftovers).
+    fs::write(root.join(format!(".c{}", crate::vocab::PARTIAL_SUFFIX)), "B's copy in flight").unwrap();
+    assert_eq!(crate::copy::remove_partials(&dest_a).removed, 0, "B's partial removed by A");
     // Its refresher finds the same, and it never takes the claim back.
     assert!(matches!(dest_a.check_root(), Err(crate::dest::RootProblem::Elsewhere(_))));
     assert_eq!(named(&root), "pid 2 on b");
@@ -395,6 +423,38 @@ fn a_run_whose_claim_was_taken_over_frees_no_source() {
     drop(claim_a);
 }
 
+/// The claim's margin (design.md, invariant 10) takes every change sent while the claim is held
+/// to land within half the stale time. A change sent then but delivered later (the client's link
+/// down, its requests queued in its socket or in ssh, the TCP connection surviving the outage)
+/// lands after another run found the claim stale and took the destination over: A's copy named
+/// over B's. Shown here with A's server stopped (its requests wait in the pipe) just after
+/// `Dest::changing` said held.
+#[test]
+#[ignore = "finding: a change sent while the claim is held but delivered after the stale time (requests queued through an outage) lands in the destination another run took over; SFTP has no conditional change to fence it"]
+fn a_change_sent_while_held_but_delivered_after_a_takeover_does_not_land() {
+    use crate::dest::{Dest, Store};
+    let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (root, pidfile, a) = stoppable(dir.path(), Duration::from_secs(2));
+    let naming = a.share();
+    let dest_a = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
+    let _claim_a = dest_a.claim(src.path()).unwrap();
+    // A's copy of `c`, written whole and answered, waits for its name.
+    fs::write(root.join(".c.partial"), "A's copy").unwrap();
+    dest_a.changing().unwrap();
+    signal(&pidfile, "STOP");
+    let renamed = std::thread::spawn(move || {
+        let folder = naming.folder(Path::new(""), false).unwrap();
+        naming.rename(&folder, Path::new(".c.partial"), &folder, Path::new("c"))
+    });
+    let mut b = storage(&root);
+    b.timing(Duration::from_secs(2), Duration::from_millis(50));
+    let _claim_b = b.claim(&b.folder(Path::new(""), false).unwrap(), "pid 2 on b").unwrap();
+    fs::write(root.join("c"), "B's copy").unwrap();
+    signal(&pidfile, "CONT");
+    let _ = renamed.join().unwrap();
+    assert_eq!(fs::read_to_string(root.join("c")).unwrap(), "B's copy", "A's late rename landed in B's destination");
+}
+
 /// `Some(changing)` once `dest.changing()` answers as `want` (Ok or not), within 10 s.
 fn until_changing(dest: &crate::dest::Dest, want: bool) -> Option<io::Result<()>> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -416,11 +476,7 @@ fn until_changing(dest: &crate::dest::Dest, want: bool) -> Option<io::Result<()>
 fn a_claim_not_confirmed_lately_pauses_changes_until_it_is_again() {
     use crate::dest::{Dest, Store};
     let (dir, src) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let pidfile = dir.path().join("pid");
-    let mut a = Sftp::open(watched_session(&pidfile, None), &root).unwrap();
-    a.timing(Duration::from_millis(600), Duration::from_millis(50));
+    let (root, pidfile, a) = stoppable(dir.path(), Duration::from_millis(600));
     let dest = Dest::open_store(Store::Sftp(a), &root, None).unwrap();
     let _claim = dest.claim(src.path()).unwrap();
     dest.changing().unwrap();
