@@ -377,6 +377,18 @@ mod tests {
     use std::fs;
     use std::io::{Seek, Write};
 
+    /// A folder made tells whether this call made it (`folder_making` relies on it: a folder
+    /// made here was empty under exactly its name); one already there is no error; any other
+    /// failure is.
+    #[test]
+    fn mkdir_in_says_whether_it_made_the_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = File::open(t.path()).unwrap();
+        assert!(mkdir_in(&dir, Path::new("x")).unwrap(), "made");
+        assert!(!mkdir_in(&dir, Path::new("x")).unwrap(), "already there");
+        assert_eq!(mkdir_in(&dir, Path::new("none/y")).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
     #[test]
     fn a_writer_opening_a_leased_file_signals_nothing_and_its_open_is_seen() {
         // The kernel makes the lease's taker the owner of its break signal, SIGIO by default,
