@@ -18,7 +18,10 @@ publishing and freeing (the crash points of docs/design.md, or strace at the unl
 either end) and the same command run again; the source's disk unmounted and another mounted in its
 place; the destination on a filesystem whose listing of the copy's root fails when a rule arms it;
 files deleted while no engine runs (the stale chunks of an array the end must prune); a destination
-that folds case, with names at the source that fold to one; a second target copying the same source
+that folds case, with names at the source that fold to one; an ssh destination
+(`root@127.0.0.1:/…` through a real sshd on loopback: its link, damage and the model's looks are on
+the server's own folder; a killed run's claim is taken over after `SOFTCOPY_CLAIM_STALE`); a second
+target copying the same source
 (refused with `--delete-source`, else both copies whole, each marker over its own copy only); an
 acquisition ended, then `rm -rf` and a new take under its name, which ext4 hands the old folder's
 inode (the earlier take's copy and marker stay as they were, never written into).
@@ -53,12 +56,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import softcopy
+from _share import Sshd
 from conftest import fuse_mount, softcopy_cmd, sysctl, tree, wait_for
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
@@ -70,7 +76,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from softcopy.config import destination_of
 from test_properties import apply
+from test_ssh import ssh_command
 from test_trust4 import GOING
 
 # `Log` and `log` are one file at a destination that folds case: a source holding both cannot be
@@ -146,11 +154,14 @@ def group_json(data: bytes) -> bytes:
 
 
 class Acquisition(RuleBasedStateMachine):
+    # The sshd on loopback an ssh destination is reached through: one per test, not per sequence.
+    server: ClassVar[Sshd | None] = None
+
     @initialize(
         delete_source=st.booleans(),
         crash=CRASHES,
         disk=st.booleans(),
-        dst=st.sampled_from(["local", "faulty", "casefold"]),
+        dst=st.sampled_from(["local", "faulty", "casefold", "ssh"]),
         lossy=st.booleans(),
         second=st.sampled_from([False, False, True]),
         opening=st.lists(WRITER_OPS, min_size=1, max_size=4),
@@ -185,10 +196,7 @@ class Acquisition(RuleBasedStateMachine):
         # tests/casefold_fs.py (case-insensitive, case-preserving: NTFS, SMB, macOS).
         self.arm = self.tmp / "arm" if dst == "faulty" else None
         self.casefold = dst == "casefold"
-        self.dst = self._share(dst) / "out.zarr" if dst != "local" else self.tmp / "out.zarr"
-        # The model looks at the copy beside the mount, so that its looks never meet the fault,
-        # and see each name as stored.
-        self.view = self.tmp / "backing" / "out.zarr" if dst != "local" else self.dst
+        self._destination(dst)
         self.src.mkdir()
         self.delete_source = delete_source
         # A second target copying the same source, to a local folder of its own.
@@ -227,6 +235,25 @@ class Acquisition(RuleBasedStateMachine):
         self.caught_up()
         self.timepoint(opening)
 
+    def _destination(self, kind: str) -> None:
+        """Where the copy goes (`dst`, as softcopy is given it), where the model looks at it
+        (`view`: beside a mount, so that its looks never meet the fault, and see each name as
+        stored; the ssh server's own folder), and where a fault is done to it (`at_dst`)."""
+        assert kind != "ssh" or self.server, "an ssh destination is reached through the test's sshd"
+        self.ssh = ssh_command(self.server) if kind == "ssh" and self.server else None
+        self.dst: Path | str
+        if kind == "local":
+            self.dst = self.view = self.tmp / "out.zarr"
+        elif kind == "ssh":
+            # A `str` of the remote form: an ssh destination (docs/design.md, "The ssh destination").
+            self.view = self.tmp / "out.zarr"
+            self.dst = f"root@127.0.0.1:{self.view}"
+        else:
+            self.dst = self._share(kind) / "out.zarr"
+            self.view = self.tmp / "backing" / "out.zarr"
+        # A fault at an ssh destination is done on the server, as an admin or the disk would.
+        self.at_dst = self.dst if isinstance(self.dst, Path) else self.view
+
     def _mount_disk(self) -> None:
         assert self.disk is not None
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(self.disk)], check=True)
@@ -250,10 +277,19 @@ class Acquisition(RuleBasedStateMachine):
     def _start(self) -> softcopy.Copier:
         # Settled files leave memory within a few steps, so records meet every action and rescan.
         first = softcopy.Target(
-            self.src, self.dst, delete_source=self.delete_source, settle_time=0.01, evict_after=0.05
+            self.src,
+            destination_of(self.dst),
+            delete_source=self.delete_source,
+            settle_time=0.01,
+            evict_after=0.05,
+            ssh_command=self.ssh,
         )
         # The second a backup to a slower share: still copying when the first one is done.
-        second = replace(first, destination=self.second, nprocs=1, sleep_time=0.05) if self.second else None
+        second = (
+            replace(first, destination=self.second, nprocs=1, sleep_time=0.05, ssh_command=None)
+            if self.second
+            else None
+        )
         targets = [first, *([second] if second else [])]
         if self.second and self.delete_source:
             # One source, one freeing: the second target would mirror the first one's freeing.
@@ -290,6 +326,7 @@ class Acquisition(RuleBasedStateMachine):
     @rule(data=st.data(), fill=st.integers(0, 255))
     def same_tick_rewrite(self, data: st.DataObject, fill: int) -> None:
         # Same size, other bytes, the mtime set back: only the events (and the ctime) can tell.
+        # Over ssh the copy's mtime is whole seconds (SFTP), so nothing at the destination can.
         key = data.draw(st.sampled_from(sorted(self.current)))
         if key in self.pinned or key == ARRAY_META:
             return
@@ -399,6 +436,8 @@ class Acquisition(RuleBasedStateMachine):
         self._new_engine()
         self.unconfirmed = False
 
+    # Not over ssh: the fault is tests/faulty_fs.py's, a mount (an ssh listing that fails is a
+    # lost connection: tests/test_ssh.py kills sshd mid-copy).
     @precondition(lambda self: self.arm is not None)
     @rule()
     def fail_next_listing(self) -> None:
@@ -487,12 +526,12 @@ class Acquisition(RuleBasedStateMachine):
     def link_in_the_destination(self) -> None:
         self.faults.append("link")
         # `dst/new -> elsewhere`: whatever the source later holds under `new/`
-        # is never written, read or deleted through the link.
-        if os.path.lexists(self.dst / "new") or not self.dst.is_dir():
+        # is never written, read or deleted through the link (over ssh, planted on the server).
+        if os.path.lexists(self.at_dst / "new") or not self.at_dst.is_dir():
             return
         (self.elsewhere / "d").mkdir(parents=True)
         (self.elsewhere / "d" / "0").write_bytes(b"not the acquisition's")
-        (self.dst / "new").symlink_to(self.elsewhere)
+        (self.at_dst / "new").symlink_to(self.elsewhere)
         self.linked = True
 
     @precondition(
@@ -513,12 +552,13 @@ class Acquisition(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 1 << 16))
     def damage_a_copy(self, pick: int) -> None:
         self.faults.append("damage")
-        # Bit rot at the destination: one byte changed, size and mtime kept.
+        # Bit rot at the destination: one byte changed, size and mtime kept (over ssh, on the
+        # server: only its hash, or a read back, tells it before the source is freed).
         ok = sorted(k for k, v in snapshot(self.view).items() if v and self.current.get(k) == v)
         if not ok:
             return
         key = ok[pick % len(ok)]
-        path = self.dst / key
+        path = self.at_dst / key
         st_ = path.stat()
         damaged = bytes([path.read_bytes()[0] ^ 1]) + path.read_bytes()[1:]
         path.write_bytes(damaged)
@@ -656,12 +696,25 @@ class Acquisition(RuleBasedStateMachine):
         assert self.copier.wait(30) is not None
         args: list[str | Path] = [self.src, self.dst, "--settle-time", "0.01", "-q"]
         args += ["--delete-source"] if self.delete_source else []
+        args += ["--ssh-command", self.ssh] if self.ssh else []
         env = dict(os.environ)
         pre: list[str] = []
         if kind == "point":
             env["SOFTCOPY_FAILPOINTS"] = f"{where}={passes}*off->return"
         else:  # killed on entering the unlink (or set-aside, or publishing rename) of `where`
-            pre = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(self.src / where), "-P", str(self.dst / where)]
+            # Over ssh the destination's unlinks are the server's (its SFTP subsystem), not
+            # softcopy's: only the source's are traced, a run not killed by them ends as usual.
+            pre = [
+                "strace",
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-P",
+                str(self.src / where),
+                "-P",
+                str(self.at_dst / where),
+            ]
             pre += ["-e", f"trace={GOING}", "-e", f"inject={GOING}:signal=KILL"]
         r = subprocess.run(
             [*pre, *softcopy_cmd(*args)], check=False, env=env, capture_output=True, text=True, timeout=120
@@ -903,9 +956,26 @@ class Lab(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+# A killed ssh run leaves its claim's file, taken over by the next run once unchanged for the
+# stale time (docs/design.md, invariant 10): 30 s, shortened for this test (`SOFTCOPY_CLAIM_STALE`).
+CLAIM_STALE = "3"
+
+
+@pytest.fixture(scope="module")
+def model_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    server = Sshd(tmp_path_factory.mktemp("model-sshd"), quiet=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
 @pytest.mark.kernel_wide
 @pytest.mark.timeout(60 + 10 * EXAMPLES)
-def test_model(request: pytest.FixtureRequest) -> None:
+def test_model(request: pytest.FixtureRequest, model_sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOFTCOPY_CLAIM_STALE", CLAIM_STALE)
+    monkeypatch.setattr(Acquisition, "server", model_sshd)
     run_model(request, Acquisition, EXAMPLES)
 
 

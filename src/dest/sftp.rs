@@ -350,8 +350,8 @@ impl Sftp {
             other => return Err(unexpected("lstat", &other)),
         }
         let link = Arc::new(Link::new(vec![session], None));
-        let (touched, timing, holding, writing) = Default::default();
-        Ok(Sftp { link, root, touched, timing, holding, writing })
+        let (touched, holding, writing) = Default::default();
+        Ok(Sftp { link, root, touched, timing: Timing::for_ssh(), holding, writing })
     }
 
     /// `connections` sessions in all, the others started with `connect`, which also starts a
