@@ -155,6 +155,13 @@ def group_json(data: bytes) -> bytes:
 
 class Acquisition(RuleBasedStateMachine):
     # The sshd on loopback an ssh destination is reached through: one per test, not per sequence.
+    # Over ssh every rule stands: the writer's and the source's (its disk swapped, a file pinned)
+    # as anywhere; a link planted and a copy damaged on the server's folder; `--delete-source`
+    # freeing on the server's sha256sum of the copies (docs/design.md, "The ssh destination: proof
+    # by the server's hash"); the end killed at every crash point, its claim's file left behind
+    # and taken over by the next run (`CLAIM_STALE`); a second target, local, beside it. Only the
+    # listing armed to fail is a mount's (`fail_next_listing`), and strace sees only the source's
+    # unlinks (the destination's are the server's).
     server: ClassVar[Sshd | None] = None
 
     @initialize(
@@ -230,6 +237,7 @@ class Acquisition(RuleBasedStateMachine):
             self.versions[key] = {data}
         self.copier = self._start()
         event(f"a second target copies the source: {self.second is not None}")
+        event(f"destination: {dst}")
         # The writer goes on while softcopy watches: what it writes and deletes now is heard, not
         # found by a scan (the first chunks arrive first, so that a deletion deletes a copy).
         self.caught_up()
@@ -704,17 +712,8 @@ class Acquisition(RuleBasedStateMachine):
         else:  # killed on entering the unlink (or set-aside, or publishing rename) of `where`
             # Over ssh the destination's unlinks are the server's (its SFTP subsystem), not
             # softcopy's: only the source's are traced, a run not killed by them ends as usual.
-            pre = [
-                "strace",
-                "-f",
-                "-qq",
-                "-o",
-                "/dev/null",
-                "-P",
-                str(self.src / where),
-                "-P",
-                str(self.at_dst / where),
-            ]
+            pre = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(self.src / where)]
+            pre += ["-P", str(self.at_dst / where)]
             pre += ["-e", f"trace={GOING}", "-e", f"inject={GOING}:signal=KILL"]
         r = subprocess.run(
             [*pre, *softcopy_cmd(*args)], check=False, env=env, capture_output=True, text=True, timeout=120
