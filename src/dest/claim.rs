@@ -52,7 +52,26 @@ impl Default for Timing {
     }
 }
 
+/// For tests only: the stale time of ssh claims, in seconds (docs/design.md, invariant 10). A
+/// test that kills runs (`kill -9`) would wait [`STALE`] at each next start; refresh keeps its
+/// ratio to the stale time, so a live run's claim is never seen stale sooner than it is touched.
+pub const STALE_ENV: &str = "SOFTCOPY_CLAIM_STALE";
+
 impl Timing {
+    /// The timing of ssh claims: the default, unless a test set [`STALE_ENV`].
+    pub fn for_ssh() -> Timing {
+        Timing::stale_after(std::env::var(STALE_ENV).ok().as_deref())
+    }
+
+    /// The timing whose stale time is `given` seconds (the default where none or not a time).
+    fn stale_after(given: Option<&str>) -> Timing {
+        let stale = given.and_then(|s| s.trim().parse::<f64>().ok());
+        match stale.and_then(|s| Duration::try_from_secs_f64(s).ok()).filter(|s| !s.is_zero()) {
+            Some(stale) => Timing { stale, refresh: stale.mul_f64(REFRESH.as_secs_f64() / STALE.as_secs_f64()) },
+            None => Timing::default(),
+        }
+    }
+
     /// How long after the last touch confirmed (sent, then its file read back as ours) the claim
     /// is taken as held: half the stale time; the other half is the margin in which changes
     /// already sent land before a waiting run can find the file stale (docs/design.md, invariant 10).
@@ -469,6 +488,16 @@ fn host() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_sets_the_stale_time_of_ssh_claims_and_their_refresh_keeps_its_ratio() {
+        let t = Timing::stale_after(Some("1.2"));
+        assert_eq!((t.stale, t.refresh), (Duration::from_millis(1200), Duration::from_millis(200)));
+        for unset in [None, Some(""), Some("soon"), Some("0"), Some("-3")] {
+            let t = Timing::stale_after(unset);
+            assert_eq!((t.stale, t.refresh), (STALE, REFRESH), "{unset:?}");
+        }
+    }
 
     #[test]
     fn a_claimed_destination_refuses_a_second_claim_and_anything_inside_it() {

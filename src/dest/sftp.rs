@@ -381,9 +381,9 @@ impl Sftp {
             other => return Err(unexpected("lstat", &other)),
         }
         let link = Arc::new(Link::new(vec![session], None));
-        let (touched, timing, holding, writing, known) = Default::default();
+        let (touched, holding, writing, known) = Default::default();
         let durable = Arc::new(Durable::EachFile);
-        Ok(Sftp { link, root, touched, timing, holding, writing, known, durable })
+        Ok(Sftp { link, root, touched, timing: Timing::for_ssh(), holding, writing, known, durable })
     }
 
     /// `connections` sessions in all, the others started with `connect`, which also starts a
