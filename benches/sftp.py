@@ -28,7 +28,7 @@ from network import Proxy, one_stream
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-EXAMPLE = ROOT / "target" / "release" / "examples" / "sftp_bench"
+EXAMPLES = ROOT / "target"
 
 
 @dataclass
@@ -69,9 +69,20 @@ def checked(src: Path, landed: Path, name: str) -> None:
         raise SystemExit(f"{name} copied {src} wrong: {diff[:5]}")
 
 
-def run_client(client: str, src: Path, dest: Path, ssh: list[str], sessions: int, window: int, fsync: bool) -> Row:
+def example(debug: bool) -> Path:
+    """Builds the driver: release for figures; the dev build for the suite's miniature, which checks the
+    bench runs and its copies are whole, not its figures (CI's `cargo test` has built it already, where a
+    release build with fat LTO would take most of a test's time)."""
+    profile = ["--profile", "dev"] if debug else ["--release"]
+    subprocess.run(["cargo", "build", *profile, "--example", "sftp_bench"], cwd=ROOT, check=True)
+    return EXAMPLES / ("debug" if debug else "release") / "examples" / "sftp_bench"
+
+
+def run_client(
+    driver: Path, client: str, src: Path, dest: Path, ssh: list[str], sessions: int, window: int, fsync: bool
+) -> Row:
     mode = "fsync" if fsync else "nofsync"
-    cmd = [str(EXAMPLE), client, str(src), str(dest), str(sessions), str(window), mode, "--", *ssh]
+    cmd = [str(driver), client, str(src), str(dest), str(sessions), str(window), mode, "--", *ssh]
     out = subprocess.run(cmd, check=False, stderr=subprocess.PIPE, text=True, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"{client} failed: {out.stderr.strip().splitlines()[-1:]}")
@@ -111,7 +122,7 @@ def measure(src: Path, remote: Path, ssh: list[str], args: argparse.Namespace) -
                 row = run_rsync(src, landed, ssh, fsync)
             else:
                 cmd = [*ssh, "-s", "root@127.0.0.1", "sftp"]
-                row = run_client(client, src, landed, cmd, sessions, args.window, fsync)
+                row = run_client(args.driver, client, src, landed, cmd, sessions, args.window, fsync)
             checked(src, landed, name)
             rmtree(landed)
             rows.setdefault(name, []).append(row)
@@ -145,8 +156,9 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp/softcopy-bench-sftp"))
     ap.add_argument("--remote", type=Path, help="where the server writes (default DIR/remote; e.g. a tmpfs)")
     ap.add_argument("--small-only", action="store_true", help="leave out the large chunks")
+    ap.add_argument("--debug-build", action="store_true", help="the driver's dev build (a check, not figures)")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--example", "sftp_bench"], cwd=ROOT, check=True)
+    args.driver = example(args.debug_build)
     rmtree(args.dir)
     small, big = args.dir / "small.zarr", args.dir / "big.zarr"
     remote = args.remote or args.dir / "remote"
