@@ -103,6 +103,9 @@ def test_impact_measures_the_writer_alone_and_beside_each_copier(tmp_path: Path)
         r"^none +writer at half \(\d+ MiB/s\): keeps \d+ %; softcopy copies \d+ MiB/s", out, re.MULTILINE
     ), out
     assert re.search(r"^none +writer stopped: softcopy copies \d+ MiB/s, \d+ % of its solo", out, re.MULTILINE), out
+    assert re.search(
+        r"^none +writer stopped: .* of --no-back-off's \d+ MiB/s after the same stop", out, re.MULTILINE
+    ), out
 
 
 def test_cpu_measures_idle_and_a_busy_worker_with_a_timer_due(tmp_path: Path) -> None:
