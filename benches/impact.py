@@ -14,7 +14,7 @@ scheduler (the machine is shared: ratios within a run are what count):
   from `--recover-after` s after its start; the bytes the source device served, sampled every 50 ms);
 - `writer stops`: the writer stops halfway through softcopy's run; softcopy's speed over the same
   window from `--recover-after` s after the writer's last chunk was complete, against `solo softcopy`;
-- `stops, no back-off`: the same with `--no-back-off`: what the disk gives right after a burst of
+- `stops no back-off`: the same with `--no-back-off`: what the disk gives right after a burst of
   writes (on a VM the host may still be writing them out), against which the back-off's recovery
   is judged (the archive must outlast the window: `--archive-gib 10 --seconds 8 --warmup 1`).
 
@@ -91,7 +91,7 @@ CASES = {
     "half softcopy": Case("softcopy", writer="half"),
     "solo softcopy": Case("softcopy", writer="none"),
     "writer stops": Case("softcopy", writer="stops"),
-    "stops, no back-off": Case("softcopy", ("--no-back-off",), writer="stops"),
+    "stops no back-off": Case("softcopy", ("--no-back-off",), writer="stops"),
 }
 
 
@@ -250,8 +250,8 @@ def say(scheduler: str, results: dict[str, list[Run]]) -> None:
         print(
             f"{scheduler:<12} writer stopped: softcopy copies {after:.0f} MiB/s, {100 * after / max(free, 1e-9):.0f} % of its solo {free:.0f} MiB/s"
         )
-    if "writer stops" in results and "stops, no back-off" in results:
-        after, unthrottled = med("writer stops", "window"), med("stops, no back-off", "window")
+    if "writer stops" in results and "stops no back-off" in results:
+        after, unthrottled = med("writer stops", "window"), med("stops no back-off", "window")
         print(
             f"{scheduler:<12} writer stopped: softcopy copies {after:.0f} MiB/s, {100 * after / max(unthrottled, 1e-9):.0f} % "
             f"of --no-back-off's {unthrottled:.0f} MiB/s after the same stop"
