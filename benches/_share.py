@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,39 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
+
+
+class TreeCpu:
+    """The user + system CPU seconds a process and all below it spend from now until `total`,
+    sampled from /proc every 0.1 s: a server's session processes are reaped by the server, never by
+    the bench, so wait4 cannot count them. A session that ends between two samples loses at most
+    its last 0.1 s: a floor, not an estimate."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.tick = pid, os.sysconf("SC_CLK_TCK")
+        self.base = self.now()
+        self.seen = dict(self.base)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def now(self) -> dict[int, float]:
+        out = {}
+        for pid in [self.pid, *descendants(self.pid)]:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[pid] = (int(fields[11]) + int(fields[12])) / self.tick
+        return out
+
+    def sample(self) -> None:
+        while not self.done.wait(0.1):
+            self.seen.update(self.now())
+
+    def total(self) -> float:
+        self.done.set()
+        self.thread.join()
+        self.seen.update(self.now())
+        return sum(cpu - self.base.get(pid, 0.0) for pid, cpu in self.seen.items())
 
 
 class Sshd:

@@ -66,14 +66,19 @@ def test_bulk_compares_contenders_cold_and_warm(tmp_path: Path) -> None:
         assert re.search(rf"^ratio {cache} softcopy / cp -r: wall [\d.]+x, CPU [\d.]+x$", out, re.MULTILINE), out
 
 
-def test_live_reports_lag_drain_and_device_reads(tmp_path: Path) -> None:
+def test_live_reports_lag_drain_and_device_reads_locally_and_over_ssh(tmp_path: Path) -> None:
     out = bench(
         "live.py", "--timepoints", 30, "--chunk-kib", 256, "--rate-mib", 50, "--runs", 1,
-        "--no-original", "--dir", tmp_path / "l",
+        "--no-original", "--ssh-rtt", 2, "--writer-after-ready", "--dir", tmp_path / "l",
     )  # fmt: skip
-    assert re.search(
-        r"^softcopy .*lag ms p50 .* p99 .* exit .* source device read .* of \d+ MiB copied", out, re.MULTILINE
-    ), out
+    for name in ("softcopy", "softcopy over ssh, 2 ms"):
+        assert re.search(
+            rf"^{name} +writer .*\.zarray copied +\d+ ms after start; lag ms p50 .* p99 .* exit .* "
+            r"source device read .* of \d+ MiB copied",
+            out,
+            re.MULTILINE,
+        ), out
+    assert re.search(r"^over ssh, 2 ms: one ssh stream [\d.]+ MiB/s", out, re.MULTILINE), out
 
 
 def test_scale_compares_the_scan_with_find(tmp_path: Path) -> None:
