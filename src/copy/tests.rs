@@ -192,6 +192,47 @@ fn a_copy_whose_mtime_the_destination_cut_to_whole_seconds_is_found_and_a_freein
     }
 }
 
+/// A copy's ctime is when its name or metadata last changed, not when its bytes were read: the
+/// copy of a version published late (checked against the source, then its rename held up past the
+/// source's next change: a slow flush, a stopped process) or changed later by someone (a chmod, a
+/// hard link of a snapshot) holds an older version under a ctime after the source's last change.
+/// Where the copy's mtime is whole seconds, a rewrite of the same size within that second is not
+/// the version that copy holds: the bytes must decide, and a resumed run copies it.
+#[test]
+fn a_copy_in_whole_seconds_whose_ctime_moved_after_a_rewrite_in_that_second_is_copied_again() {
+    for late in ["published late", "chmod later"] {
+        let p = Pair::new();
+        // The first version, last written at .123 s; its copy, its mtime cut to the second (a
+        // destination keeping whole seconds), not yet named (or named, to be chmodded later).
+        p.write("f", b"frames: 1001");
+        fs::write(p.d(".f.partial"), b"frames: 1001").unwrap();
+        set_mtime(&p.d(".f.partial"), SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_001));
+        if late == "chmod later" {
+            fs::rename(p.d(".f.partial"), p.d("f")).unwrap();
+        }
+        // The writer's next version, the same size, written at .623 s of the same second.
+        fs::write(p.s("f"), b"frames: 1002").unwrap();
+        set_mtime(&p.s("f"), SystemTime::UNIX_EPOCH + Duration::new(1_700_000_001, 623_456_789));
+        let changed = crate::sys::path_identity(&p.s("f")).unwrap().ctime_ns;
+        // More than a tick and the clocks' margin later, the copy's ctime moves.
+        let after = changed + 10_000_000 + CLOCK_MARGIN_NS;
+        let started = std::time::Instant::now();
+        while crate::vocab::now_ns() <= after + 1_000_000 {
+            assert!(started.elapsed() < Duration::from_secs(10), "the clock stands still");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match late {
+            "published late" => fs::rename(p.d(".f.partial"), p.d("f")).unwrap(),
+            _ => fs::set_permissions(p.d("f"), fs::Permissions::from_mode(0o444)).unwrap(),
+        }
+        assert!(crate::sys::path_identity(&p.d("f")).unwrap().ctime_ns > after, "{late}: ctime moved");
+        // A resumed run (a kill before the next version's copy): the copy holds other bytes.
+        let (outcome, copied) = p.sync("f", Prev::Unknown, &CopyOptions::default());
+        assert!(copied, "{late}: {outcome:?}");
+        assert_eq!(fs::read(p.d("f")).unwrap(), b"frames: 1002", "{late}");
+    }
+}
+
 #[test]
 fn a_copy_of_another_size_or_mtime_is_replaced() {
     let p = Pair::new();
