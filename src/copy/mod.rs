@@ -269,12 +269,16 @@ fn look_at_copy(
     if let Ok(look) = dest.look(&f, name) {
         let copy = look.ident;
         // A destination keeping whole seconds (SFTP, many shares) holds the source's mtime cut to
-        // them: compared exactly, every resumed copy there looked changed, and a file freed in part
-        // by a run killed between its journal line and its unlink was taken for a new take's.
+        // them: compared exactly, every resumed copy there looked changed, and a file whose freeing
+        // a crash cut short (journaled, not unlinked) was taken for a new take's. Such a copy is the
+        // version only if its bytes are: a rewrite of the same size within that second keeps both
+        // size and cut mtime, and the copy's ctime says when its name or metadata last changed, not
+        // which version it holds (docs/design.md, "A version is decided on evidence").
+        let exact = copy.mtime_ns == ident.mtime_ns;
         if look.is_file() && !other_case && copy.size == ident.size && same_mtime_ns(ident.mtime_ns, copy.mtime_ns) {
             // Size and mtime prove it only if the copy was made after the source last changed:
             // a rewrite within one tick keeps both. Otherwise the contents decide.
-            if copied_after(ident, &copy) || dest.same_contents(&f, name, src).unwrap_or(false) {
+            if (exact && copied_after(ident, &copy)) || dest.same_contents(&f, name, src).unwrap_or(false) {
                 return Ok(Err(Outcome::Unchanged(*ident)));
             }
         }
