@@ -11,9 +11,9 @@ scheduler (the machine is shared: ratios within a run are what count):
 - `half alone`, `half softcopy`: the writer held to half its solo rate, alone and beside softcopy
   (does the backlog still shrink, and how fast);
 - `solo softcopy`: softcopy with no writer (its unthrottled speed, over a window of `--window` s
-  from `--recover-after` s after its start);
+  from `--recover-after` s after its start; the bytes the source device served, sampled every 50 ms);
 - `writer stops`: the writer stops halfway through softcopy's run; softcopy's speed over the same
-  window from `--recover-after` s after the stop, against `solo softcopy`.
+  window from `--recover-after` s after the writer's last chunk was complete, against `solo softcopy`.
 
 The writer's throughput is taken over the time the copier runs. As root only.
 
@@ -29,6 +29,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,37 @@ def start_writer(s: Setup, case: Case) -> subprocess.Popen[str] | None:
     return writer
 
 
+class DeviceReads:
+    """The source device's read counter, sampled every 50 ms from a thread while a run lasts: what
+    the copier reads from the disk (the writer only writes), so a window can be taken after the fact
+    from the writer's own last chunk, not from when the bench asked it to stop."""
+
+    def __init__(self, device: str) -> None:
+        self.stat = Path(f"/sys/block/{device}/stat")
+        self.samples: list[tuple[float, int]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.samples.append((time.monotonic(), int(self.stat.read_text().split()[2]) * 512))
+            self.done.wait(0.05)
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def mib_s(self, t0: float, seconds: float) -> float | None:
+        """MiB/s read over [t0, t0 + seconds] (the samples nearest inside it); None where the run ended
+        before the window did."""
+        inside = [(t, b) for t, b in self.samples if t0 <= t <= t0 + seconds + 0.05]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] < seconds * 0.9:
+            return None
+        (ta, ba), (tb, bb) = inside[0], inside[-1]
+        return (bb - ba) / 2**20 / (tb - ta)
+
+
 def one_run(s: Setup, case: Case) -> Run:
     rmtree(s.fs.mount / "stream.zarr")
     dst = s.base / "tmpfs" / "copy.zarr"
@@ -136,34 +168,32 @@ def one_run(s: Setup, case: Case) -> Run:
     time.sleep(s.warmup if writer else 0.0)  # the writer reaches its steady rate before the copier starts
     start = time.monotonic()
     end = start + s.seconds - s.warmup - 1.0
-    # The window: after the copier's start (no writer), or after the writer stopped.
-    w0 = start + s.recover_after + ((s.seconds - s.warmup) / 2 if case.writer == "stops" else 0.0)
-    marks: list[tuple[float, int]] = []
     proc = None
+    reads = DeviceReads(s.fs.name)
     if case.copier == "softcopy":
         cmd = [sys.executable, "-m", "softcopy", str(s.archive), str(dst), "--quiet", *SOFTCOPY_ARGS, *case.args]
         proc = subprocess.Popen(cmd)
     elif case.copier == "cp -r":
         proc = subprocess.Popen(["cp", "-r", str(s.archive), str(dst)])
     while time.monotonic() < end and (proc is None or proc.poll() is None):
-        now = time.monotonic()
-        if proc and len(marks) < 2 and now >= w0 + len(marks) * s.window:
-            marks.append((now, tree_bytes(dst)))
         time.sleep(0.02)
     end = min(end, time.monotonic())
+    # The copier's last reads are in the window or not at all: the counter stops before it does.
+    reads.close()
     if proc and proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     if proc:
         proc.wait(60)
     copied = tree_bytes(dst) if proc else 0
     span = max(1e-9, end - start)
-    window = (marks[1][1] - marks[0][1]) / 2**20 / (marks[1][0] - marks[0][0]) if len(marks) == 2 else None
     if writer is None:
-        return Run(0.0, copied / 2**20 / span, window)
+        return Run(0.0, copied / 2**20 / span, reads.mib_s(start + s.recover_after, s.window))
     assert writer.stdout is not None
     stamps = json.loads(writer.stdout.readline())
     writer.wait(60)
     chunks = sum(1 for t in stamps if start <= t <= end)
+    # After the writer's last chunk was complete (its clock is this one: CLOCK_MONOTONIC is the system's).
+    window = reads.mib_s(max(stamps) + s.recover_after, s.window) if case.writer == "stops" and stamps else None
     return Run(chunks / span, copied / 2**20 / span, window)
 
 

@@ -609,12 +609,6 @@ def test_a_host_without_a_shell_gets_each_copy_fsynced(tmp_path: Path, sshd: Ssh
     assert fsyncs(log) >= files, f"{fsyncs(log)} fsyncs for {files} files"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: over ssh, a freeing killed (kill -9) at an unlink leaves files journaled and not yet "
-    "unlinked that the next run takes for a new take's ('its copy is the only one of the file freed at the "
-    "source by an earlier run') and never frees; to a local destination the next run frees them",
-)
 def test_a_freeing_killed_at_an_unlink_is_finished_by_the_next_run(tmp_path: Path, sshd: Sshd) -> None:
     from test_model import ARRAY
     from test_trust4 import GOING

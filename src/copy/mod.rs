@@ -26,7 +26,7 @@ use crate::dest::{Dest, Folder, Kind};
 use crate::gentle::pace::Pace;
 use crate::gentle::rate::RateLimit;
 use crate::sys::{self, CopyMethod};
-use crate::vocab::{time_unit_ns, Hash, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
+use crate::vocab::{same_mtime_ns, time_unit_ns, Hash, Identity, Job, Outcome, Partial, Prev, PARTIAL_SUFFIX};
 use crate::Error;
 
 /// How workers copy.
@@ -268,7 +268,10 @@ fn look_at_copy(
         .is_some();
     if let Ok(look) = dest.look(&f, name) {
         let copy = look.ident;
-        if look.is_file() && !other_case && copy.size == ident.size && copy.mtime_ns == ident.mtime_ns {
+        // A destination keeping whole seconds (SFTP, many shares) holds the source's mtime cut to
+        // them: compared exactly, every resumed copy there looked changed, and a file freed in part
+        // by a run killed between its journal line and its unlink was taken for a new take's.
+        if look.is_file() && !other_case && copy.size == ident.size && same_mtime_ns(ident.mtime_ns, copy.mtime_ns) {
             // Size and mtime prove it only if the copy was made after the source last changed:
             // a rewrite within one tick keeps both. Otherwise the contents decide.
             if copied_after(ident, &copy) || dest.same_contents(&f, name, src).unwrap_or(false) {

@@ -167,6 +167,31 @@ fn a_version_already_at_the_destination_is_not_copied_again() {
     assert!(matches!(p.sync("f", Prev::Unknown, &fresh).0, Outcome::Copied { .. }));
 }
 
+/// A destination that keeps whole seconds (SFTP, many shares) holds the source's mtime cut to them:
+/// such a copy is the version when its bytes are; and a file whose freeing was cut short (journaled,
+/// not yet unlinked) is then this acquisition's, finished by the run, never taken for a new take's.
+#[test]
+fn a_copy_whose_mtime_the_destination_cut_to_whole_seconds_is_found_and_a_freeing_cut_short_finished() {
+    // (copy's bytes, freed by an earlier run) → whether the copy is this version.
+    for (bytes, freed) in [(b"same", false), (b"same", true), (b"SAME", false), (b"SAME", true)] {
+        let p = Pair::new();
+        let ident = p.write("f", b"same");
+        fs::write(p.d("f"), bytes).unwrap();
+        set_mtime(&p.d("f"), SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_001));
+        if freed {
+            p.dest.keep_freed([PathBuf::from("f")].into());
+        }
+        let (outcome, _) = p.sync("f", Prev::Unknown, &CopyOptions::default());
+        match (bytes == b"same", freed) {
+            (true, _) => assert_eq!(outcome, Outcome::Unchanged(ident), "freed: {freed}"),
+            // Other bytes under the same size and second: a new version; where the file was freed,
+            // a new take's, refused.
+            (false, true) => assert!(matches!(&outcome, Outcome::Failed(why) if why.contains("freed")), "{outcome:?}"),
+            (false, false) => assert!(matches!(outcome, Outcome::Copied { .. }), "{outcome:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_copy_of_another_size_or_mtime_is_replaced() {
     let p = Pair::new();
