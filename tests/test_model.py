@@ -1016,9 +1016,16 @@ def test_model_over_ssh(request: pytest.FixtureRequest, sshd: Sshd, monkeypatch:
     "liveness bound, at one target or both, though the rescan after the overflow finds it gone",
 )
 def test_a_file_deleted_with_its_events_lost_after_a_restart_is_mirrored_live(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The history the random search shrank to, replayed step by step on the model (failed 4 of 4
-    # times on the 2-core machine): the same steps, the same checks.
+    # The history the random search shrank to, replayed step by step on the model, the same checks.
+    # Whether the deletion's event is lost is up to the scheduler: one replay failed 12 of 17 times
+    # on the 2-core machine, so up to six are run, each a history of its own (all six passing by
+    # chance: under 0.1%).
     monkeypatch.setattr(sys.modules[__name__], "event", lambda _: None)  # no Hypothesis run to note in
+    for _ in range(6):
+        replay_a_deletion_lost_after_a_restart()
+
+
+def replay_a_deletion_lost_after_a_restart() -> None:
     state = Acquisition()
     try:
         opening = [("rename", "0.0", b"\xc2\x00\xb7NV\xae\x1c`\x8eG\xb8")]
