@@ -729,8 +729,9 @@ class Acquisition(RuleBasedStateMachine):
                 (self.src / "complete").touch()
                 self._check_end(self.copier.wait(60))
         finally:
-            self.copier.stop()
-            self.copier.wait(10)
+            if hasattr(self, "copier"):  # not where the first engine failed to start: clean up still
+                self.copier.stop()
+                self.copier.wait(10)
             # Immutable files, wherever a rename took them, are made mutable again.
             subprocess.run(["chattr", "-R", "-i", str(self.tmp)], check=False, capture_output=True)
             for mnt in self.mounts:
