@@ -4,7 +4,9 @@ on a real filesystem, with the trust invariants checked after every step:
 - a file that reached the destination never disappears from it unless its source was deleted while
   the root was present (or the writer replaced the whole root);
 - every file at the destination holds a version its source really had (or the damage we did to it);
-- with `--delete-source`, no source file is freed unless its copy holds exactly its last version.
+- with `--delete-source`, no source file is freed unless its copy holds exactly its last version,
+  and a history without faults that ends verified has freed them all (a freeing killed is finished
+  by the next run).
 
 Writer actions: tensorstore-style rename-publish, in-place write, a same-size rewrite within one
 timestamp tick (mtime set back with `utime`), delete, new folders, the root replaced by its writer
@@ -29,6 +31,11 @@ deleted once the first chunks arrived), and a run whose events were not lost mus
 change (`found_at_end` is 0; docs/design.md, "Live, proven live"): so a watch that drops deletions, or
 a tracker deaf to tensorstore's lockfile rename, fails the CI run, not only a long random search.
 
+To an ssh destination (`AcquisitionOverSsh`, `test_model_over_ssh`, a sixth as many sequences): the
+same histories, the copy over SFTP to a loopback sshd that writes to a folder the model looks at;
+the end killed at its named steps and at a source file's unlink (the server makes the
+destination's unlinks, out of strace's reach); a killed run's claim stale in 3 s.
+
 The service form (`Lab`, `test_model_of_the_service`, a sixteenth as many sequences: a service
 process per sequence): `softcopy 'ACQ/*.zarr' DST` while two acquisitions are written, end, and are
 deleted and taken again under their names once the service reported their copies verified (often on
@@ -38,7 +45,8 @@ started again as systemd would. After every step: a destination folder holds one
 marked copy never changes again, nothing copied vanishes; at the end every take is verified.
 
 Replaying a failure: the test prints its profile, its number of sequences and its seed first (shown
-with a failure). CI's profile ("softcopy") is derandomized: the same sequences on every run, so
+with a failure). CI's profile ("softcopy") is derandomized: the same sequences on every run (those of
+`Acquisition` from a pinned seed, `CI_SEED`, so that editing its text does not change them), so
 `cd tests && SOFTCOPY_MODEL_EXAMPLES=<n> python -m pytest test_model.py` replays it (and the
 `@reproduce_failure` blob printed replays the very sequence); it reports the first failing sequence as
 found, unshrunk (shrinking real processes takes minutes; histories are at most 8 steps). The random
@@ -52,15 +60,18 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import types
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 import softcopy
+from _share import Sshd
 from conftest import fuse_mount, softcopy_cmd, sysctl, tree, wait_for
-from hypothesis import HealthCheck, Phase, event, settings
+from hypothesis import HealthCheck, Phase, event, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -70,7 +81,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from softcopy.config import destination_of
 from test_properties import apply
+from test_ssh import ssh_command
 from test_trust4 import GOING
 
 # `Log` and `log` are one file at a destination that folds case: a source holding both cannot be
@@ -146,6 +159,7 @@ def group_json(data: bytes) -> bytes:
 
 
 class Acquisition(RuleBasedStateMachine):
+    # Drawn in this order: CI's histories are the draws of a pinned seed (`CI_SEED`).
     @initialize(
         delete_source=st.booleans(),
         crash=CRASHES,
@@ -181,14 +195,7 @@ class Acquisition(RuleBasedStateMachine):
             self._mount_disk()
         base = self.disk or self.tmp
         self.src, self.away = base / "run.zarr", base / "away.zarr"
-        # The destination through tests/faulty_fs.py (its root's listing fails once when armed) or
-        # tests/casefold_fs.py (case-insensitive, case-preserving: NTFS, SMB, macOS).
-        self.arm = self.tmp / "arm" if dst == "faulty" else None
-        self.casefold = dst == "casefold"
-        self.dst = self._share(dst) / "out.zarr" if dst != "local" else self.tmp / "out.zarr"
-        # The model looks at the copy beside the mount, so that its looks never meet the fault,
-        # and see each name as stored.
-        self.view = self.tmp / "backing" / "out.zarr" if dst != "local" else self.dst
+        self._destination(dst)
         self.src.mkdir()
         self.delete_source = delete_source
         # A second target copying the same source, to a local folder of its own.
@@ -232,6 +239,19 @@ class Acquisition(RuleBasedStateMachine):
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(self.disk)], check=True)
         self.mounts.append(self.disk)
 
+    def _destination(self, kind: str) -> None:
+        """Sets where the copy goes: `dst` as softcopy is given it, `here` where this machine's
+        files reach it (damage, links and the end's kills are made there), `view` where the model
+        looks at it (each name as stored, beside any fault)."""
+        # Through tests/faulty_fs.py (its root's listing fails once when armed) or
+        # tests/casefold_fs.py (case-insensitive, case-preserving: NTFS, SMB, macOS).
+        self.arm = self.tmp / "arm" if kind == "faulty" else None
+        self.casefold = kind == "casefold"
+        self.ssh_command: str | None = None
+        self.dst: Path | str = self._share(kind) / "out.zarr" if kind != "local" else self.tmp / "out.zarr"
+        self.here = Path(self.dst)
+        self.view = self.tmp / "backing" / "out.zarr" if kind != "local" else self.here
+
     def _share(self, kind: str) -> Path:
         (self.tmp / "backing").mkdir()
         env = {"FAULTY_READDIR": "/out.zarr", "FAULTY_ARM": str(self.arm)} if kind == "faulty" else {}
@@ -250,8 +270,10 @@ class Acquisition(RuleBasedStateMachine):
     def _start(self) -> softcopy.Copier:
         # Settled files leave memory within a few steps, so records meet every action and rescan.
         first = softcopy.Target(
-            self.src, self.dst, delete_source=self.delete_source, settle_time=0.01, evict_after=0.05
+            self.src, destination_of(self.dst), delete_source=self.delete_source, settle_time=0.01, evict_after=0.05
         )
+        if self.ssh_command:
+            first = replace(first, ssh_command=self.ssh_command, connections=CONNECTIONS)
         # The second a backup to a slower share: still copying when the first one is done.
         second = replace(first, destination=self.second, nprocs=1, sleep_time=0.05) if self.second else None
         targets = [first, *([second] if second else [])]
@@ -488,11 +510,11 @@ class Acquisition(RuleBasedStateMachine):
         self.faults.append("link")
         # `dst/new -> elsewhere`: whatever the source later holds under `new/`
         # is never written, read or deleted through the link.
-        if os.path.lexists(self.dst / "new") or not self.dst.is_dir():
+        if os.path.lexists(self.here / "new") or not self.here.is_dir():
             return
         (self.elsewhere / "d").mkdir(parents=True)
         (self.elsewhere / "d" / "0").write_bytes(b"not the acquisition's")
-        (self.dst / "new").symlink_to(self.elsewhere)
+        (self.here / "new").symlink_to(self.elsewhere)
         self.linked = True
 
     @precondition(
@@ -518,7 +540,7 @@ class Acquisition(RuleBasedStateMachine):
         if not ok:
             return
         key = ok[pick % len(ok)]
-        path = self.dst / key
+        path = self.here / key
         st_ = path.stat()
         damaged = bytes([path.read_bytes()[0] ^ 1]) + path.read_bytes()[1:]
         path.write_bytes(damaged)
@@ -611,6 +633,8 @@ class Acquisition(RuleBasedStateMachine):
                 assert self.delete_source, f"{key} deleted at the source without --delete-source"
                 assert key not in self.pinned, f"{key} is immutable, yet gone"
                 assert at_dst.get(key) == last, f"{key} freed without an identical copy"
+        if self.delete_source and t.verified and not self.faults:
+            self._freed_whole(t)
         if t.verified:
             # Whole: every file in its last version (a damaged copy keeps its size and mtime, so
             # only reading it, as --delete-source does, can tell); anything more at the
@@ -622,6 +646,13 @@ class Acquisition(RuleBasedStateMachine):
             if ARRAY_META in self.current:
                 stale = {k for k in at_dst if k.startswith("arr/c/")} - set(self.current) - self.leftovers
                 assert not stale, f"verified with stale chunks {sorted(stale)}, read as data: {t}"
+
+    def _freed_whole(self, t: softcopy.TargetReport) -> None:
+        """A verified end with `--delete-source` and no fault leaves nothing at the source but its
+        marker: a run killed while freeing is finished by the next (docs/design.md, "The end of a
+        run": freeing survives a crash at any instant)."""
+        left = sorted(tree(self.src, skip_marker=True))
+        assert not left, f"verified, yet {left} not freed at the source: {t.source_kept}"
 
     @precondition(
         lambda self: (
@@ -656,12 +687,15 @@ class Acquisition(RuleBasedStateMachine):
         assert self.copier.wait(30) is not None
         args: list[str | Path] = [self.src, self.dst, "--settle-time", "0.01", "-q"]
         args += ["--delete-source"] if self.delete_source else []
+        args += ["--ssh-command", self.ssh_command, "--connections", str(CONNECTIONS)] if self.ssh_command else []
         env = dict(os.environ)
         pre: list[str] = []
         if kind == "point":
             env["SOFTCOPY_FAILPOINTS"] = f"{where}={passes}*off->return"
         else:  # killed on entering the unlink (or set-aside, or publishing rename) of `where`
-            pre = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(self.src / where), "-P", str(self.dst / where)]
+            # (at the destination only where softcopy's own process makes it: not over ssh, where
+            # the server does; its freeing's unlinks at the source are softcopy's)
+            pre = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", str(self.src / where), "-P", str(self.here / where)]
             pre += ["-e", f"trace={GOING}", "-e", f"inject={GOING}:signal=KILL"]
         r = subprocess.run(
             [*pre, *softcopy_cmd(*args)], check=False, env=env, capture_output=True, text=True, timeout=120
@@ -695,14 +729,61 @@ class Acquisition(RuleBasedStateMachine):
                 (self.src / "complete").touch()
                 self._check_end(self.copier.wait(60))
         finally:
-            self.copier.stop()
-            self.copier.wait(10)
+            if hasattr(self, "copier"):  # not where the first engine failed to start: clean up still
+                self.copier.stop()
+                self.copier.wait(10)
             # Immutable files, wherever a rename took them, are made mutable again.
             subprocess.run(["chattr", "-R", "-i", str(self.tmp)], check=False, capture_output=True)
             for mnt in self.mounts:
                 subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
             self.fuse.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# To an ssh destination, a sixth as many sequences per run (each engine start starts ssh sessions):
+# CI's 13 took 47 s on the 2-core machine, its 80 local ones 89 s.
+SSH_EXAMPLES = max(EXAMPLES // 6, 4)
+CONNECTIONS = 2  # two sessions: requests in flight on both, no order between them, fewer to start
+
+
+class AcquisitionOverSsh(Acquisition):
+    """The same histories, the copy over ssh (docs/design.md, "The ssh destination: the SFTP
+    client") to the loopback server, which writes to a folder here: the model looks at it as at a
+    local copy, and damages and links it there. The end is killed at its named steps and at the
+    unlink of a source file as to a local destination; not at a destination's unlink, which the
+    server makes, not softcopy (`verify.prune` stands for it). A killed run's claim is taken over
+    in seconds (`SOFTCOPY_CLAIM_STALE`, set by the test), not 30."""
+
+    sshd: Sshd  # the test's loopback server, set by the test for its histories
+
+    @initialize(
+        delete_source=st.booleans(),
+        crash=CRASHES,
+        disk=st.booleans(),
+        dst=st.just("ssh"),
+        lossy=st.booleans(),
+        second=st.sampled_from([False, False, True]),
+        opening=st.lists(WRITER_OPS, min_size=1, max_size=4),
+    )
+    def start(
+        self,
+        delete_source: bool,
+        crash: Crash,
+        disk: bool,
+        dst: str,
+        lossy: bool,
+        second: bool,
+        opening: list[WriterOp],
+    ) -> None:
+        super().start(delete_source, crash, disk, dst, lossy, second, opening)
+
+    def _destination(self, kind: str) -> None:
+        server = self.tmp / "server"
+        server.mkdir()
+        self.arm, self.casefold = None, False
+        self.ssh_command = ssh_command(self.sshd)
+        self.dst = f"root@127.0.0.1:{server / 'out.zarr'}"
+        self.here = self.view = server / "out.zarr"
 
 
 # The service form: one service over an acquisitions folder, for a few sequences per run (each
@@ -903,10 +984,74 @@ class Lab(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+# The seed CI's histories of `Acquisition` are drawn from: the one Hypothesis derived from the
+# machine's text when they were chosen, pinned so that an edit to that text (a fix, a comment, a
+# destination added) does not reshuffle them. A change to its rules or strategies still does.
+CI_SEED = int(
+    "1292733919014023796385273294861299825269590140397858124092057348885452599963344449319664377149847269807602431194"
+    "2659"
+)
+
+
 @pytest.mark.kernel_wide
 @pytest.mark.timeout(60 + 10 * EXAMPLES)
 def test_model(request: pytest.FixtureRequest) -> None:
-    run_model(request, Acquisition, EXAMPLES)
+    run_model(request, Acquisition, EXAMPLES, pinned=CI_SEED)
+
+
+@pytest.mark.kernel_wide
+@pytest.mark.timeout(60 + 15 * SSH_EXAMPLES)
+def test_model_over_ssh(request: pytest.FixtureRequest, sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run killed at the end leaves its claim: the next one takes it over once stale.
+    monkeypatch.setenv("SOFTCOPY_CLAIM_STALE", "3")
+    monkeypatch.setattr(AcquisitionOverSsh, "sshd", sshd, raising=False)
+    run_model(request, AcquisitionOverSsh, SSH_EXAMPLES)
+
+
+@pytest.mark.kernel_wide
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="finding (the model's random search over ssh, seed 1; the same to local folders): with events "
+    "lost (a queue of one), a file the writer deleted after a restart stays at the destination past the "
+    "liveness bound, at one target or both, though the rescan after the overflow finds it gone",
+)
+def test_a_file_deleted_with_its_events_lost_after_a_restart_is_mirrored_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The history the random search shrank to, replayed step by step on the model, the same checks.
+    # Whether the deletion's event is lost is up to the scheduler: one replay failed 12 of 17 times
+    # on the 2-core machine, so up to six are run, each a history of its own (all six passing by
+    # chance: under 0.1%).
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda _: None)  # no Hypothesis run to note in
+    for _ in range(6):
+        replay_a_deletion_lost_after_a_restart()
+
+
+def replay_a_deletion_lost_after_a_restart() -> None:
+    state = Acquisition()
+    try:
+        opening = [("rename", "0.0", b"\xc2\x00\xb7NV\xae\x1c`\x8eG\xb8")]
+        state.start(delete_source=False, crash=None, disk=False, dst="local", lossy=True, second=True, opening=opening)
+        state.timepoint([("delete", "a/b/c/0", b"")])  # arr/c/0/0
+        # a/b/c/0 and Log written, 0.0 and c/0/0 deleted
+        writes = [
+            ("rename", "a/b/c/0", b"\x82\x97Zq\x81)fF5<"),
+            ("delete", "arr/c/1/1", b""),
+            ("rename_none", "Log", b"*"),
+        ]
+        state.timepoint([*writes, ("delete", "log", b"")])
+        state.rename_to_another_case(stopped=True)  # stopped, Log renamed log, started again
+        state.timepoint(
+            [("in_place", "zarr.json", b";`\xf9\xd1\x8c6B\x976"), ("delete", "arr/c/1/1", b""), ("delete", "log", b"")]
+        )
+        if state.gone_live != {"a/b/c/0", "log"}:  # not the failure: the steps no longer make that history
+            raise RuntimeError(f"not the history found: deleted while watched {state.gone_live}")
+        writes = [("rename_none", "0.0", b"\xbe\xd1"), ("in_place", "zarr.json", b"\xef,\x9a\xa3\x0f")]
+        state.timepoint(
+            [*writes, ("in_place", "log", b"\x9c\xc0-"), ("in_place", "zarr.json", b";`\xf9\xd1\x8c6B\x976")]
+        )
+        state.caught_up()
+    finally:
+        state.teardown()
 
 
 @pytest.mark.kernel_wide
@@ -916,13 +1061,22 @@ def test_model_of_the_service(request: pytest.FixtureRequest) -> None:
 
 
 def run_model(
-    request: pytest.FixtureRequest, machine: type[RuleBasedStateMachine], examples: int, steps: int = 8
+    request: pytest.FixtureRequest,
+    machine: type[RuleBasedStateMachine],
+    examples: int,
+    steps: int = 8,
+    pinned: int | None = None,
 ) -> None:
+    """Runs `examples` histories of `machine`; derandomized (CI), those of the seed `pinned` where
+    given, else of the seed Hypothesis derives from `machine`'s text."""
     profile = os.environ.get("SOFTCOPY_HYPOTHESIS", "softcopy")
-    seed = request.config.getoption("hypothesis_seed", default=None)
-    derandomized = seed is None and settings().derandomize
-    how = "derandomized: the same sequences every run" if derandomized else f"seed {seed}"
+    given = request.config.getoption("hypothesis_seed", default=None)
+    derandomized = given is None and settings().derandomize
+    how = "derandomized: the same sequences every run" if derandomized else f"seed {given}"
     print(f"model test: profile {profile}, {examples} sequences, {how}")
+    if derandomized and pinned is not None:
+        # A subclass carries the seed, and inherits a `@reproduce_failure` put on the machine.
+        machine = seed(pinned)(types.new_class(machine.__name__, (machine,)))
     # Derandomized (CI): the first failure as found; shrinking replays real processes for minutes.
     phases = [p for p in Phase if p != Phase.shrink or not derandomized]
     run_state_machine_as_test(
