@@ -64,10 +64,11 @@ pub fn same_mtime_ns(s: i64, d: i64) -> bool {
 }
 
 /// The coarsest unit a timestamp (ns since 1970) is a whole number of: 2 s (FAT), 1 s (SFTP, many
-/// network shares), 1 ms, 1 µs, 100 ns (NTFS, SMB); 1 when none. A filesystem that keeps whole
-/// units writes every timestamp that way, so one timestamp tells its unit (nearly always).
+/// network shares), 10 ms (exFAT: Linux's driver keeps its modification times in 10 ms steps), 1 ms,
+/// 1 µs, 100 ns (NTFS, SMB); 1 when none. A filesystem that keeps whole units writes every
+/// timestamp that way, so one timestamp tells its unit (nearly always).
 pub fn time_unit_ns(t: i64) -> i64 {
-    [2_000_000_000i64, 1_000_000_000, 1_000_000, 1_000, 100].into_iter().find(|u| t % u == 0).unwrap_or(1)
+    [2_000_000_000i64, 1_000_000_000, 10_000_000, 1_000_000, 1_000, 100].into_iter().find(|u| t % u == 0).unwrap_or(1)
 }
 
 /// What the tracker knows of the destination's copy of a file, for the job that brings it in line.
