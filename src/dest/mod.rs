@@ -45,6 +45,9 @@ pub use store::{Folder, Store};
 
 use crate::vocab::STAGING;
 
+/// How many folders [`Dest`] remembers as looked at for another run's claim.
+const UNCLAIMED_REMEMBERED: usize = 16 * 1024;
+
 /// The destination root of one target.
 pub struct Dest {
     root: PathBuf,
@@ -60,8 +63,8 @@ pub struct Dest {
     /// The destination does not tell `A` from `a` (NTFS, SMB, macOS volumes by default): two
     /// source names that differ only in case would be one file there.
     folds_case: std::sync::atomic::AtomicBool,
-    /// Folders below the root already looked at for another run's claim (one look per folder
-    /// per run, not per file).
+    /// Folders below the root already looked at for another run's claim (one look per folder,
+    /// not per file; forgotten past [`UNCLAIMED_REMEMBERED`], then looked at again).
     unclaimed: Mutex<HashSet<PathBuf>>,
     /// Names whose copies the move journal says are the only ones left (their sources freed by
     /// an earlier run): never written over nor removed (docs/design.md, "Freeing the source").
@@ -354,7 +357,7 @@ impl Dest {
                 continue;
             }
             if made_from.is_some_and(|first| i >= first) {
-                self.unclaimed.lock().unwrap_or_else(|e| e.into_inner()).insert(prefix.clone());
+                self.remember_unclaimed(&prefix);
                 continue;
             }
             let name = Path::new(part.as_os_str());
@@ -373,9 +376,21 @@ impl Dest {
             if let Some(who) = held {
                 return Err(Refused::Claimed { path: self.root.join(&prefix), who }.into());
             }
-            self.unclaimed.lock().unwrap_or_else(|e| e.into_inner()).insert(prefix.clone());
+            self.remember_unclaimed(&prefix);
         }
         Ok(())
+    }
+
+    /// Remembers a folder looked at for a claim. A run copies the folders of a large archive one
+    /// after another, so the set forgets all at once when full: a folder still in use is looked
+    /// at once more, and the memory stays bounded however many folders the archive has
+    /// (docs/design.md, "Memory").
+    fn remember_unclaimed(&self, rel_dir: &Path) {
+        let mut known = self.unclaimed.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= UNCLAIMED_REMEMBERED {
+            *known = HashSet::new();
+        }
+        known.insert(rel_dir.to_path_buf());
     }
 
     fn open_folder(&self, rel_dir: &Path, create: bool) -> io::Result<Folder> {

@@ -273,10 +273,10 @@ pub fn verify(src: &Path, dest: &crate::dest::Dest, check: &Check<'_>, stop: &At
         same_size: Vec::new(),
         copies: 0,
         known: 0,
-        settled_found: HashMap::new(),
+        settled_found: Vec::new(),
     };
     proof.walk_source()?;
-    proof.prove_settled()?;
+    proof.prove_settled(0)?;
     if proof.must_walk_destination()? {
         proof.walk_destination()?;
     }
@@ -302,8 +302,10 @@ struct Proof<'a> {
     /// are known copies of their current version.
     copies: usize,
     known: usize,
-    /// Per folder with a record: what its files the tracker does not hold sum to.
-    settled_found: HashMap<std::ffi::OsString, crate::track::settled::Sum>,
+    /// Per folder with a record that the walk is still in (its depth, name, and what its files
+    /// the tracker does not hold sum to): proven as the walk leaves it, so this holds the walk's
+    /// path, not every folder of the archive (docs/design.md, "Memory").
+    settled_found: Vec<(usize, std::ffi::OsString, crate::track::settled::Sum)>,
 }
 
 impl Proof<'_> {
@@ -339,6 +341,9 @@ impl Proof<'_> {
         let (src, content) = (self.src, self.check.content);
         for entry in walkdir::WalkDir::new(src).follow_links(false) {
             let entry = entry?;
+            // The walk goes depth first: an entry at this depth means every folder at it or
+            // deeper has been listed whole.
+            self.prove_settled(entry.depth())?;
             let Ok(rel) = entry.path().strip_prefix(src) else {
                 continue;
             };
@@ -370,8 +375,14 @@ impl Proof<'_> {
                 .filter(|s| !content && copied.is_none() && s.has_folder_of(rel.as_os_str()));
             if let Some((settled, ident)) = settled.and_then(|s| ident().map(|i| (s, i))) {
                 // Proven with its folder's record after the walk, or looked at then (below).
-                let folder = crate::track::settled::folder_of(rel.as_os_str()).to_owned();
-                self.settled_found.entry(folder).or_default().add(settled.fingerprint(rel.as_os_str(), &ident));
+                let folder = crate::track::settled::folder_of(rel.as_os_str());
+                let depth = entry.depth() - 1;
+                if !self.settled_found.last().is_some_and(|(d, f, _)| *d == depth && f == folder) {
+                    self.settled_found.push((depth, folder.to_owned(), Default::default()));
+                }
+                if let Some((_, _, sum)) = self.settled_found.last_mut() {
+                    sum.add(settled.fingerprint(rel.as_os_str(), &ident));
+                }
                 self.account(rel, entry.path(), true);
                 continue;
             }
@@ -396,9 +407,11 @@ impl Proof<'_> {
 
     /// A folder whose settled files are exactly its record's is proven as this run's copies. Any
     /// other (one changed, added or deleted since it settled) has those files looked at one by one.
-    fn prove_settled(&mut self) -> std::io::Result<()> {
+    /// Takes the folders at `depth` or deeper: the walk has left them.
+    fn prove_settled(&mut self, depth: usize) -> std::io::Result<()> {
         let Some(settled) = self.landed.and_then(|l| l.settled) else { return Ok(()) };
-        for (folder, found) in std::mem::take(&mut self.settled_found) {
+        while self.settled_found.last().is_some_and(|(d, _, _)| *d >= depth) {
+            let Some((_, folder, found)) = self.settled_found.pop() else { break };
             if settled.proves(&folder, &found) {
                 self.copies += found.files as usize;
                 self.known += found.files as usize;

@@ -6,6 +6,8 @@
 //! May import only the base: `sys`, `vocab`, `error`.
 
 pub mod arrivals;
+#[cfg(target_os = "linux")]
+mod inotify;
 pub mod rescan;
 pub mod root;
 pub mod watcher;

@@ -39,8 +39,11 @@ pub enum FsEvent {
 
 /// A recursive watch on one source tree.
 pub struct Watcher {
-    // Elsewhere than Linux it is only held: dropping it would end the watch.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// On Linux a watch per folder, in a table of our own (`inotify.rs`).
+    #[cfg(target_os = "linux")]
+    tree: super::inotify::TreeWatch,
+    /// Elsewhere one recursive watch, only held: dropping it would end the watch.
+    #[cfg(not(target_os = "linux"))]
     inner: RecommendedWatcher,
     /// The root's parent, watched by a watcher of its own that asks only for names coming and
     /// going: the folder next to an acquisition is often busy (a log the microscope appends to,
@@ -77,6 +80,8 @@ enum Met {
 /// What the tree's watch asks the kernel for: the events [`translate`] uses, and no more. Opens,
 /// read-only closes and attribute changes are left out: every read of a source file (our own
 /// copies among them, a viewer's) would otherwise be two events in a queue that can overflow.
+/// (Linux's own table asks for the same: `inotify.rs`.)
+#[cfg(not(target_os = "linux"))]
 fn tree_events() -> EventKindMask {
     EventKindMask::CREATE
         | EventKindMask::REMOVE
@@ -94,6 +99,10 @@ impl Watcher {
         // Not following symlinks: a linked folder is outside the source (invariant 6), and following
         // them makes notify stat every file while it adds its watches.
         let config = notify::Config::default().with_follow_symlinks(false);
+        #[cfg(target_os = "linux")]
+        let tree = super::inotify::TreeWatch::new(root, tx.clone())
+            .map_err(|e| Error::Watch { path: root.to_path_buf(), message: e.to_string() })?;
+        #[cfg(not(target_os = "linux"))]
         let inner = RecommendedWatcher::new(tx.clone(), config.with_event_kinds(tree_events()))
             .map_err(|e| watch_error(root, e))?;
         let mut limited = None;
@@ -109,7 +118,11 @@ impl Watcher {
             }
             parent_watch = Some(watcher);
         }
-        Ok((Watcher { inner, _parent: parent_watch }, limited))
+        #[cfg(target_os = "linux")]
+        let watcher = Watcher { tree, _parent: parent_watch };
+        #[cfg(not(target_os = "linux"))]
+        let watcher = Watcher { inner, _parent: parent_watch };
+        Ok((watcher, limited))
     }
 
     /// Watches the tree at `root` and calls `found` with every regular file in it (relative to
@@ -177,8 +190,8 @@ impl Watcher {
     /// The watch on a folder the walk reached, before it is listed (walkdir lists a folder only
     /// after yielding it).
     fn watch_walked(&mut self, walk: &mut Walk, dir: &Path) -> Result<()> {
-        if let Err(e) = self.inner.watch(dir, RecursiveMode::NonRecursive) {
-            match watch_error(dir, e) {
+        if let Err(e) = self.watch_one(dir) {
+            match e {
                 e @ Error::WatchLimit(_) => {
                     walk.limit = Some(e);
                     walk.unwatched = true;
@@ -201,7 +214,21 @@ impl Watcher {
     pub fn ensure_watched(&mut self, dir: &Path) -> Result<()> {
         #[cfg(target_os = "linux")]
         {
-            self.inner.watch(dir, RecursiveMode::Recursive).map_err(|e| watch_error(dir, e))
+            // The folder and every folder already below it (made before its watch was in place),
+            // each watched before the scan that follows lists it.
+            for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+                let Ok(entry) = entry else { continue };
+                if !entry.file_type().is_dir() {
+                    continue;
+                }
+                match self.watch_one(entry.path()) {
+                    Ok(()) => {}
+                    Err(e @ Error::WatchLimit(_)) => return Err(e),
+                    Err(_) if !entry.path().exists() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -210,6 +237,23 @@ impl Watcher {
             let _ = dir;
             Ok(())
         }
+    }
+}
+
+impl Watcher {
+    /// The watch of one folder (Linux: a folder at a time, see `walk`).
+    #[cfg(target_os = "linux")]
+    fn watch_one(&mut self, dir: &Path) -> Result<()> {
+        self.tree.add(dir).map_err(|e| match e.raw_os_error() {
+            // ENOSPC from inotify_add_watch is the watch limit (inotify(7)).
+            Some(libc::ENOSPC) => Error::WatchLimit(dir.to_path_buf()),
+            _ => Error::Watch { path: dir.to_path_buf(), message: e.to_string() },
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn watch_one(&mut self, dir: &Path) -> Result<()> {
+        self.inner.watch(dir, RecursiveMode::NonRecursive).map_err(|e| watch_error(dir, e))
     }
 }
 
@@ -445,6 +489,29 @@ mod tests {
         let want = [FsEvent::File(Path::new("sub").join("inner"), Change::Created)];
         let got = events_until(&root, &rx, &want);
         assert!(got.contains(&want[0]), "{got:?}");
+    }
+
+    #[test]
+    fn a_folder_moved_within_the_tree_is_heard_under_its_new_name_below_it_too() {
+        // A folder's events named by where it was would send the tracker to files that are not
+        // there, and away from those that are.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (mut w, _) = Watcher::new(&root, tx).unwrap();
+        w.watch_tree(&root, |_| {}).unwrap();
+        std::fs::rename(root.join("a"), root.join("c")).unwrap();
+        fs_file(&root.join("c/b"), "x");
+        fs_file(&root.join("c"), "y");
+        let want = [
+            FsEvent::File(PathBuf::from("c/b/x"), Change::Created),
+            FsEvent::File(PathBuf::from("c/y"), Change::Created),
+        ];
+        let got = events_until(&root, &rx, &want);
+        assert!(want.iter().all(|w| got.contains(w)), "{got:?}");
+        let stale = |e: &FsEvent| matches!(e, FsEvent::File(rel, _) if rel.starts_with("a"));
+        assert!(!got.iter().any(stale), "{got:?}");
     }
 
     #[test]

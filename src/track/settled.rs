@@ -24,17 +24,20 @@ pub fn folder_of(rel: &OsStr) -> &OsStr {
     Path::new(rel).parent().map_or(OsStr::new(""), Path::as_os_str)
 }
 
-/// What is kept of a folder's settled files: their number and their fingerprints' sum.
+/// What is kept of a folder's settled files: their number and their fingerprints' sum. The sum
+/// is kept as two halves: a `u128` would align the record to 16 bytes, and with 10⁵ or more
+/// folders every byte of a record counts (docs/design.md, "Memory").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sum {
     pub files: u64,
-    pub digest: u128,
+    digest: [u64; 2],
 }
 
 impl Sum {
     pub fn add(&mut self, fingerprint: u128) {
         self.files += 1;
-        self.digest = self.digest.wrapping_add(fingerprint);
+        let sum = (u128::from(self.digest[1]) << 64 | u128::from(self.digest[0])).wrapping_add(fingerprint);
+        self.digest = [sum as u64, (sum >> 64) as u64];
     }
 }
 
@@ -51,7 +54,7 @@ struct Record {
 /// Every folder's record, and the count of settled copies whose record was given up.
 #[derive(Debug)]
 pub struct Settled {
-    folders: HashMap<OsString, Record>,
+    folders: HashMap<Box<OsStr>, Record>,
     keys: (RandomState, RandomState),
     /// Files the records hold, kept as a total: the status asks for it every loop.
     held: u64,
@@ -85,7 +88,7 @@ impl Settled {
     /// Folds a settled file into its folder's record.
     pub fn keep(&mut self, rel: &OsStr, ident: &Identity) {
         let fp = self.fingerprint(rel, ident);
-        self.folders.entry(folder_of(rel).to_owned()).or_default().kept.add(fp);
+        self.folders.entry(folder_of(rel).into()).or_default().kept.add(fp);
         self.held += 1;
     }
 
@@ -151,9 +154,14 @@ impl Settled {
     /// and its files looked at one by one. Folders the initial walk may still be `listing` are
     /// not judged: the sweep left their files to it.
     pub fn end_sweep(&mut self, listing: impl Fn(&OsStr) -> bool) -> Vec<OsString> {
-        let changed: Vec<OsString> =
-            self.folders.iter().filter(|(f, r)| r.kept != r.swept && !listing(f)).map(|(f, _)| f.clone()).collect();
-        self.unheard += changed.iter().filter(|f| self.folders.get(*f).is_some_and(|r| !r.heard)).count() as u64;
+        let changed: Vec<OsString> = self
+            .folders
+            .iter()
+            .filter(|(f, r)| r.kept != r.swept && !listing(f))
+            .map(|(f, _)| f.to_os_string())
+            .collect();
+        self.unheard +=
+            changed.iter().filter(|f| self.folders.get(f.as_os_str()).is_some_and(|r| !r.heard)).count() as u64;
         for f in &changed {
             self.drop_folder(f);
         }
@@ -170,7 +178,7 @@ impl Settled {
                 let f = f.as_encoded_bytes();
                 p.is_empty() || f == p || f.starts_with(p) && matches!(f.get(p.len()), Some(b'/' | b'\\'))
             })
-            .cloned()
+            .map(|f| f.to_os_string())
             .collect();
         for f in &under {
             self.drop_folder(f);

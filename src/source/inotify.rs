@@ -1,0 +1,401 @@
+//! The tree's watch on Linux: inotify, with a table of our own (docs/design.md, "Memory").
+//!
+//! notify keeps each watch in two maps keyed by absolute paths, about 300 bytes a folder on our
+//! heap and more in its thread's allocator arena: a finished archive with a folder per ten chunks
+//! (10⁵ folders for 10⁶ files) spent a third of its memory there. Here a folder is its watch
+//! descriptor and its path relative to the root, kept in one buffer of names: about 30 bytes plus
+//! the path. Events go on as notify's `Event`s, so [`super::watcher::translate`] reads this watch
+//! and notify's (the root's parent, other platforms) alike.
+//!
+//! What the table must never do is name a folder wrongly: an event is a hint the tracker looks
+//! into, but a hint under the wrong name sends it to the wrong file. So a watch is added and its
+//! name set under the table's lock (the reader cannot meet a descriptor not yet named), a folder
+//! moved away loses its watch and every watch below it, and one moved within the tree is named
+//! again before the events that follow its move are read.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_channel::Sender;
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, Flag, ModifyKind, RemoveKind, RenameMode};
+use notify::{Event, EventKind};
+
+/// What each folder's watch asks the kernel for: what [`super::watcher::translate`] uses (see
+/// `tree_events` there), the root's own deletion and move, and nothing through a link.
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MOVE_SELF
+        | WatchMask::DELETE_SELF
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::ONLYDIR
+}
+
+/// Each watched folder's path relative to the root, by watch descriptor.
+struct Table {
+    root: PathBuf,
+    /// Where each folder's path lies in `names`.
+    folders: HashMap<i32, (u32, u32)>,
+    names: Vec<u8>,
+    /// Bytes of `names` no folder uses any more: the buffer is rebuilt when they are half.
+    unused: usize,
+    root_wd: Option<i32>,
+}
+
+impl Table {
+    fn rel(&self, wd: i32) -> Option<&Path> {
+        let &(at, len) = self.folders.get(&wd)?;
+        let bytes = &self.names[at as usize..(at + len) as usize];
+        Some(Path::new(OsStr::from_bytes(bytes)))
+    }
+
+    fn name(&mut self, wd: i32, rel: &Path) {
+        let bytes = rel.as_os_str().as_bytes();
+        if let Some((_, old)) = self.folders.get(&wd) {
+            self.unused += *old as usize;
+        }
+        // Past 4 GiB of names (10⁸ folders) a path is no longer kept: its events are dropped
+        // as a folder unknown, which the end's sweep covers.
+        let (Ok(at), Ok(len)) = (u32::try_from(self.names.len()), u32::try_from(bytes.len())) else {
+            return;
+        };
+        self.names.extend_from_slice(bytes);
+        self.folders.insert(wd, (at, len));
+        if rel.as_os_str().is_empty() {
+            self.root_wd = Some(wd);
+        }
+    }
+
+    fn forget(&mut self, wd: i32) {
+        if let Some((_, len)) = self.folders.remove(&wd) {
+            self.unused += len as usize;
+        }
+        if self.unused > self.names.len() / 2 && self.unused > 4096 {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let mut names = Vec::with_capacity(self.names.len() - self.unused);
+        for (at, len) in self.folders.values_mut() {
+            let start = names.len() as u32;
+            names.extend_from_slice(&self.names[*at as usize..(*at + *len) as usize]);
+            *at = start;
+        }
+        self.names = names;
+        self.unused = 0;
+    }
+
+    /// The watches at or below `rel` (a folder that left the tree: none of them is in it now).
+    fn at_or_below(&self, rel: &Path) -> Vec<i32> {
+        self.folders.keys().copied().filter(|&wd| self.rel(wd).is_some_and(|r| r.starts_with(rel))).collect()
+    }
+}
+
+/// The watch on every folder of one source tree, and the thread that reads its events.
+pub struct TreeWatch {
+    watches: Watches,
+    table: Arc<Mutex<Table>>,
+    /// Written to stop the reader, which waits on it beside the inotify descriptor.
+    stop: OwnedFd,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TreeWatch {
+    /// A watch for the tree at `root` (no folder watched yet), its events sent on `tx`.
+    pub fn new(root: &Path, tx: Sender<notify::Result<Event>>) -> io::Result<TreeWatch> {
+        let inotify = Inotify::init()?;
+        // SAFETY: eventfd returns a new descriptor or -1, checked before it is owned.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if stop < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `stop` is a descriptor this call just opened and nothing else owns.
+        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
+        let table = Arc::new(Mutex::new(Table {
+            root: root.to_path_buf(),
+            folders: HashMap::new(),
+            names: Vec::new(),
+            unused: 0,
+            root_wd: None,
+        }));
+        let watches = inotify.watches();
+        let mut reader = Reader { inotify, watches: watches.clone(), table: table.clone(), tx, moved_in: Vec::new() };
+        let woken = stop.try_clone()?;
+        let thread = std::thread::Builder::new().name("softcopy-inotify".into()).spawn(move || reader.run(&woken))?;
+        Ok(TreeWatch { watches, table, stop, reader: Some(thread) })
+    }
+
+    /// Watches the folder `dir` (absolute, at or below the root). `Err` with the kernel's error:
+    /// `ENOSPC` is the watch limit (inotify(7)).
+    pub fn add(&mut self, dir: &Path) -> io::Result<()> {
+        let mut table = lock(&self.table);
+        let rel = dir.strip_prefix(&table.root).map_err(|_| io::Error::other("outside the watched tree"))?;
+        let rel = rel.to_path_buf();
+        // Under the lock: the reader cannot take an event of this watch before it is named.
+        let wd = self.watches.add(dir, mask())?;
+        table.name(wd.get_watch_descriptor_id(), &rel);
+        Ok(())
+    }
+}
+
+impl Drop for TreeWatch {
+    fn drop(&mut self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to an eventfd this watch owns.
+        unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    crate::vocab::lock(table)
+}
+
+/// The thread that reads the kernel's events and names them.
+struct Reader {
+    inotify: Inotify,
+    watches: Watches,
+    table: Arc<Mutex<Table>>,
+    tx: Sender<notify::Result<Event>>,
+    /// Folders moved within the tree and named again at their new name, whose own `MOVE_SELF`
+    /// (always after the `MOVED_TO`) is still to come: that one must not drop their watches.
+    moved_in: Vec<i32>,
+}
+
+impl Reader {
+    fn run(&mut self, stop: &OwnedFd) {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let mut fds = [
+                libc::pollfd { fd: self.inotify.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: two pollfd records in a live array, its length given.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n < 0 || fds[1].revents != 0 {
+                return;
+            }
+            loop {
+                let events = match self.inotify.read_events(&mut buffer) {
+                    Ok(events) => events,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        let _ = self.tx.send(Err(notify::Error::io(e)));
+                        return;
+                    }
+                };
+                let mut out = Vec::new();
+                for event in events {
+                    self.take(&event.wd, event.mask, event.name, &mut out);
+                }
+                for event in out {
+                    if self.tx.send(Ok(event)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One kernel event, as the notify events `translate` reads (the kinds notify gives them).
+    fn take(&mut self, wd: &WatchDescriptor, mask: EventMask, name: Option<&OsStr>, out: &mut Vec<Event>) {
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            out.push(Event::new(EventKind::Other).set_flag(Flag::Rescan));
+            return;
+        }
+        let id = wd.get_watch_descriptor_id();
+        let shared = self.table.clone();
+        let mut table = lock(&shared);
+        if mask.contains(EventMask::IGNORED) {
+            table.forget(id);
+            return;
+        }
+        let Some(rel) = table.rel(id) else { return };
+        let folder = table.root.join(rel);
+        let is_root = table.root_wd == Some(id);
+        let path = name.map_or_else(|| folder.clone(), |n| folder.join(n));
+        let dir = mask.contains(EventMask::ISDIR);
+        let kind = if mask.contains(EventMask::MOVED_FROM) {
+            EventKind::Modify(ModifyKind::Name(RenameMode::From))
+        } else if mask.contains(EventMask::MOVED_TO) {
+            if dir {
+                self.name_moved_in(&mut table, &path);
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::To))
+        } else if mask.contains(EventMask::MOVE_SELF) {
+            if is_root {
+                EventKind::Modify(ModifyKind::Name(RenameMode::From))
+            } else {
+                // Its parent's MOVED_FROM said it left that name.
+                self.moved_away(&mut table, id);
+                return;
+            }
+        } else if mask.contains(EventMask::CREATE) {
+            EventKind::Create(if dir { CreateKind::Folder } else { CreateKind::File })
+        } else if mask.contains(EventMask::DELETE) {
+            EventKind::Remove(if dir { RemoveKind::Folder } else { RemoveKind::File })
+        } else if mask.contains(EventMask::DELETE_SELF) {
+            // A folder's deletion is its parent's DELETE; the root's is its own (and its parent's).
+            if !is_root {
+                return;
+            }
+            EventKind::Remove(RemoveKind::Folder)
+        } else if mask.contains(EventMask::UNMOUNT) {
+            EventKind::Remove(RemoveKind::Other)
+        } else if mask.contains(EventMask::MODIFY) {
+            EventKind::Modify(ModifyKind::Data(DataChange::Any))
+        } else if mask.contains(EventMask::CLOSE_WRITE) {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+        } else {
+            return;
+        };
+        out.push(Event::new(kind).add_path(path));
+    }
+
+    /// A folder moved to `path` within the tree: if it was watched, its watch and those below it
+    /// are named again now (the same inode gives the same descriptor), before the events that
+    /// follow its move are read.
+    fn name_moved_in(&mut self, table: &mut Table, path: &Path) {
+        let Ok(rel) = path.strip_prefix(&table.root).map(Path::to_path_buf) else { return };
+        let Ok(wd) = self.watches.add(path, mask()) else { return };
+        let id = wd.get_watch_descriptor_id();
+        if let Some(old) = table.rel(id).map(Path::to_path_buf) {
+            for below in table.at_or_below(&old).into_iter().filter(|&b| b != id) {
+                let Some(under) = table.rel(below).and_then(|r| r.strip_prefix(&old).ok()).map(|r| rel.join(r)) else {
+                    continue;
+                };
+                table.name(below, &under);
+            }
+            // Watched before the move, so its own MOVE_SELF is queued behind this event.
+            self.moved_in.push(id);
+        }
+        table.name(id, &rel);
+    }
+
+    /// A folder left its name for one outside the tree: it and every folder below it lose their
+    /// watches, so nothing they do is taken for the tree's.
+    fn moved_away(&mut self, table: &mut Table, id: i32) {
+        if let Some(i) = self.moved_in.iter().position(|&m| m == id) {
+            self.moved_in.swap_remove(i);
+            return;
+        }
+        let Some(rel) = table.rel(id).map(Path::to_path_buf) else { return };
+        for wd in table.at_or_below(&rel) {
+            table.forget(wd);
+            // The kernel's IGNORED for it follows; an error means it is gone already.
+            // SAFETY: removes a watch from the inotify descriptor this reader owns.
+            unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), wd) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The paths of the events heard until one at `until` comes (or five seconds pass).
+    fn heard_until(rx: &crossbeam_channel::Receiver<notify::Result<Event>>, until: &Path) -> Vec<PathBuf> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut heard = Vec::new();
+        while !heard.iter().any(|p: &PathBuf| p == until) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Ok(event)) = rx.recv_timeout(left) else { break };
+            heard.extend(event.paths);
+        }
+        heard
+    }
+
+    fn watched_tree() -> (tempfile::TempDir, PathBuf, TreeWatch, crossbeam_channel::Receiver<notify::Result<Event>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut watch = TreeWatch::new(&root, tx).unwrap();
+        for folder in ["", "a", "a/b"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        (dir, root, watch, rx)
+    }
+
+    #[test]
+    fn a_folder_moved_within_the_tree_is_heard_under_its_new_name_and_so_are_those_below_it() {
+        let (_dir, root, _watch, rx) = watched_tree();
+        std::fs::rename(root.join("a"), root.join("c")).unwrap();
+        std::fs::write(root.join("c/b/x"), b"x").unwrap();
+        std::fs::write(root.join("c/y"), b"y").unwrap();
+        let heard = heard_until(&rx, &root.join("c/y"));
+        assert!(heard.contains(&root.join("c/b/x")), "{heard:?}");
+        assert!(!heard.iter().any(|p| p.starts_with(root.join("a/b"))), "heard under the old name: {heard:?}");
+    }
+
+    #[test]
+    fn a_folder_moved_out_of_the_tree_is_heard_no_more() {
+        let (dir, root, watch, rx) = watched_tree();
+        std::fs::rename(root.join("a"), dir.path().join("away")).unwrap();
+        std::fs::write(dir.path().join("away/b/x"), b"x").unwrap();
+        std::fs::write(dir.path().join("away/z"), b"z").unwrap();
+        std::fs::write(root.join("sentinel"), b"s").unwrap();
+        let heard = heard_until(&rx, &root.join("sentinel"));
+        assert!(heard.contains(&root.join("sentinel")), "{heard:?}");
+        // Its move is heard (the parent's MOVED_FROM); nothing done in it since.
+        let below = |p: &PathBuf| p.starts_with(root.join("a")) && *p != root.join("a");
+        assert!(!heard.iter().any(below), "heard from outside the tree: {heard:?}");
+        // Their watches are gone from the table too (the kernel's IGNORED removes them).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&watch.table).folders.len() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(lock(&watch.table).folders.len(), 1, "only the root is watched");
+    }
+
+    #[test]
+    fn a_deleted_folder_leaves_the_table_and_its_names_are_given_back() {
+        let (_dir, root, watch, rx) = watched_tree();
+        std::fs::remove_dir(root.join("a/b")).unwrap();
+        std::fs::remove_dir(root.join("a")).unwrap();
+        let heard = heard_until(&rx, &root.join("a"));
+        assert!(heard.contains(&root.join("a/b")) && heard.contains(&root.join("a")), "{heard:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&watch.table).folders.len() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let table = lock(&watch.table);
+        assert_eq!(table.folders.len(), 1);
+        assert_eq!(table.unused, "a".len() + "a/b".len());
+    }
+
+    #[test]
+    fn the_names_buffer_is_rebuilt_when_half_of_it_is_unused() {
+        let mut table =
+            Table { root: PathBuf::from("/r"), folders: HashMap::new(), names: Vec::new(), unused: 0, root_wd: None };
+        let long = "n".repeat(1000);
+        for wd in 0..10 {
+            table.name(wd, Path::new(&format!("{long}{wd}")));
+        }
+        for wd in 0..6 {
+            table.forget(wd);
+        }
+        assert_eq!(table.unused, 0, "rebuilt");
+        assert_eq!(table.names.len(), 4 * 1001);
+        for wd in 6..10 {
+            assert_eq!(table.rel(wd), Some(Path::new(&format!("{long}{wd}"))));
+        }
+    }
+}
