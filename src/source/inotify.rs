@@ -49,7 +49,6 @@ struct Table {
     names: Vec<u8>,
     /// Bytes of `names` no folder uses any more: the buffer is rebuilt when they are half.
     unused: usize,
-    root_wd: Option<i32>,
 }
 
 impl Table {
@@ -71,9 +70,6 @@ impl Table {
         };
         self.names.extend_from_slice(bytes);
         self.folders.insert(wd, (at, len));
-        if rel.as_os_str().is_empty() {
-            self.root_wd = Some(wd);
-        }
     }
 
     fn forget(&mut self, wd: i32) {
@@ -127,7 +123,6 @@ impl TreeWatch {
             folders: HashMap::new(),
             names: Vec::new(),
             unused: 0,
-            root_wd: None,
         }));
         let watches = inotify.watches();
         let mut reader = Reader { inotify, watches: watches.clone(), table: table.clone(), tx, moved_in: Vec::new() };
@@ -228,7 +223,9 @@ impl Reader {
         }
         let Some(rel) = table.rel(id) else { return };
         let folder = table.root.join(rel);
-        let is_root = table.root_wd == Some(id);
+        // The root, or a root deleted and made again whose old watch still speaks: the
+        // coordinator tells the two apart (`RootGone` with the root certainly here).
+        let is_root = rel.as_os_str().is_empty();
         let path = name.map_or_else(|| folder.clone(), |n| folder.join(n));
         let dir = mask.contains(EventMask::ISDIR);
         let kind = if mask.contains(EventMask::MOVED_FROM) {
@@ -383,8 +380,7 @@ mod tests {
 
     #[test]
     fn the_names_buffer_is_rebuilt_when_half_of_it_is_unused() {
-        let mut table =
-            Table { root: PathBuf::from("/r"), folders: HashMap::new(), names: Vec::new(), unused: 0, root_wd: None };
+        let mut table = Table { root: PathBuf::from("/r"), folders: HashMap::new(), names: Vec::new(), unused: 0 };
         let long = "n".repeat(1000);
         for wd in 0..10 {
             table.name(wd, Path::new(&format!("{long}{wd}")));
