@@ -954,6 +954,22 @@ mod tests {
     }
 
     #[test]
+    fn the_folders_looked_at_for_a_claim_are_remembered_up_to_a_bound() {
+        let dest = Dest::open(Path::new("."), Path::new("."), None).unwrap();
+        let known = || dest.unclaimed.lock().unwrap().len();
+        // A few thousand folders are looked at once each...
+        for i in 0..3000 {
+            dest.remember_unclaimed(Path::new(&format!("t/{i}")));
+        }
+        assert_eq!(known(), 3000);
+        // ...and a million cost no more than the bound.
+        for i in 3000..UNCLAIMED_REMEMBERED + 10 {
+            dest.remember_unclaimed(Path::new(&format!("t/{i}")));
+            assert!(known() <= UNCLAIMED_REMEMBERED);
+        }
+    }
+
+    #[test]
     fn a_folder_swapped_in_under_the_roots_name_is_elsewhere() {
         // No record kept: the folder's own identity tells it (on Windows, from a handle).
         let base = tempfile::tempdir().unwrap();

@@ -377,8 +377,11 @@ impl Proof<'_> {
                 // Proven with its folder's record after the walk, or looked at then (below).
                 let folder = crate::track::settled::folder_of(rel.as_os_str());
                 let depth = entry.depth() - 1;
-                if !self.settled_found.last().is_some_and(|(d, f, _)| *d == depth && f == folder) {
-                    self.settled_found.push((depth, folder.to_owned(), Default::default()));
+                // A folder open at this depth is this one: any other there was left (and taken
+                // off) when the walk met this one.
+                match self.settled_found.last() {
+                    Some((d, f, _)) if *d == depth => debug_assert_eq!(f.as_os_str(), folder),
+                    _ => self.settled_found.push((depth, folder.to_owned(), Default::default())),
                 }
                 if let Some((_, _, sum)) = self.settled_found.last_mut() {
                     sum.add(settled.fingerprint(rel.as_os_str(), &ident));
@@ -789,6 +792,40 @@ mod tests {
         let r = run(&settled);
         assert_eq!((r.proven_as_copied, r.mtime_mismatch.clone()), (1, vec![Path::new("1").join("0")]), "{r:?}");
         assert!(r.destination_walked && !r.ok());
+    }
+
+    #[test]
+    fn a_folders_files_split_around_its_subfolders_by_the_walk_are_proven_together() {
+        // The walk is depth first: a folder's files may come before and after those of the
+        // folders below it. Each folder's sum must still be its files', whole, when proven.
+        let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut keys: Vec<String> = (0..20).map(|i| format!("a/{i}")).collect();
+        keys.extend((0..3).map(|i| format!("a/s/{i}")));
+        keys.extend((0..5).map(|i| format!("b/{i}")));
+        keys.push("top".into());
+        let mut settled = crate::track::settled::Settled::default();
+        for key in &keys {
+            for root in [src.path(), dst.path()] {
+                fs::create_dir_all(root.join(key).parent().unwrap()).unwrap();
+            }
+            // The copies' mtimes differ from their sources': only the records can prove them.
+            fs::write(dst.path().join(key), b"chunk").unwrap();
+            fs::write(src.path().join(key), b"chunk").unwrap();
+            let rel = Path::new(key).components().collect::<PathBuf>();
+            settled.keep(rel.as_os_str(), &crate::sys::path_identity(&src.path().join(key)).unwrap());
+        }
+        let landed = Landed { copied: &|_| None, settled: Some(&settled), count: keys.len() };
+        let check = Check {
+            marker: "complete",
+            arrays: &[],
+            content: false,
+            prune: None,
+            landed: Some(&landed),
+            exclude: None,
+        };
+        let r = verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &AtomicBool::new(false)).unwrap();
+        assert!(r.ok() && !r.destination_walked, "{r:?}");
+        assert_eq!(r.proven_as_copied, keys.len() as u64, "{r:?}");
     }
 
     /// Copies `rel` from `src` to `dst` with its mtime, as the copier does.

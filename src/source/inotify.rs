@@ -379,6 +379,22 @@ mod tests {
     }
 
     #[test]
+    fn a_link_is_never_watched_in_place_of_a_folder() {
+        // A folder swapped for a link between its event and its watch: watching where the link
+        // leads would name the events of a folder outside the tree as the tree's.
+        let (dir, root, mut watch, rx) = watched_tree();
+        std::fs::create_dir(dir.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("link")).unwrap();
+        assert!(watch.add(&root.join("link")).is_err(), "a link is not a folder to watch");
+        std::fs::write(dir.path().join("outside/x"), b"x").unwrap();
+        std::fs::write(root.join("sentinel"), b"s").unwrap();
+        let heard = heard_until(&rx, &root.join("sentinel"));
+        // The link's own making is heard (its parent's CREATE); nothing done where it leads.
+        let below = |p: &PathBuf| p.starts_with(root.join("link")) && *p != root.join("link");
+        assert!(heard.contains(&root.join("sentinel")) && !heard.iter().any(below), "{heard:?}");
+    }
+
+    #[test]
     fn the_names_buffer_is_rebuilt_when_half_of_it_is_unused() {
         let mut table = Table { root: PathBuf::from("/r"), folders: HashMap::new(), names: Vec::new(), unused: 0 };
         let long = "n".repeat(1000);
