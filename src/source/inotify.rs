@@ -29,16 +29,18 @@ use notify::{Event, EventKind};
 /// What each folder's watch asks the kernel for: what [`super::watcher::translate`] uses (see
 /// `tree_events` there), the root's own deletion and move, and nothing through a link.
 fn mask() -> WatchMask {
-    WatchMask::CREATE
-        | WatchMask::MOVED_TO
-        | WatchMask::DELETE
-        | WatchMask::MOVED_FROM
-        | WatchMask::MODIFY
-        | WatchMask::CLOSE_WRITE
-        | WatchMask::MOVE_SELF
-        | WatchMask::DELETE_SELF
-        | WatchMask::DONT_FOLLOW
-        | WatchMask::ONLYDIR
+    WatchMask::from_iter([
+        WatchMask::CREATE,
+        WatchMask::MOVED_TO,
+        WatchMask::DELETE,
+        WatchMask::MOVED_FROM,
+        WatchMask::MODIFY,
+        WatchMask::CLOSE_WRITE,
+        WatchMask::MOVE_SELF,
+        WatchMask::DELETE_SELF,
+        WatchMask::DONT_FOLLOW,
+        WatchMask::ONLYDIR,
+    ])
 }
 
 /// Each watched folder's path relative to the root, by watch descriptor.
