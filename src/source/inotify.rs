@@ -213,6 +213,9 @@ impl Reader {
     /// One kernel event, as the notify events `translate` reads (the kinds notify gives them).
     fn take(&mut self, wd: &WatchDescriptor, mask: EventMask, name: Option<&OsStr>, out: &mut Vec<Event>) {
         if mask.contains(EventMask::Q_OVERFLOW) {
+            // A MOVE_SELF awaited may be among the events lost: none is awaited any more, so a
+            // later move away of that folder is not taken for it and drops its watch.
+            self.moved_in.clear();
             out.push(Event::new(EventKind::Other).set_flag(Flag::Rescan));
             return;
         }
