@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::Sender;
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, Inotify, WatchMask, Watches};
 use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, Flag, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, EventKind};
 
@@ -199,7 +199,7 @@ impl Reader {
                 };
                 let mut out = Vec::new();
                 for event in events {
-                    self.take(&event.wd, event.mask, event.name, &mut out);
+                    self.take(event.wd.get_watch_descriptor_id(), event.mask, event.name, &mut out);
                 }
                 for event in out {
                     if self.tx.send(Ok(event)).is_err() {
@@ -211,7 +211,7 @@ impl Reader {
     }
 
     /// One kernel event, as the notify events `translate` reads (the kinds notify gives them).
-    fn take(&mut self, wd: &WatchDescriptor, mask: EventMask, name: Option<&OsStr>, out: &mut Vec<Event>) {
+    fn take(&mut self, id: i32, mask: EventMask, name: Option<&OsStr>, out: &mut Vec<Event>) {
         if mask.contains(EventMask::Q_OVERFLOW) {
             // A MOVE_SELF awaited may be among the events lost: none is awaited any more, so a
             // later move away of that folder is not taken for it and drops its watch.
@@ -219,7 +219,6 @@ impl Reader {
             out.push(Event::new(EventKind::Other).set_flag(Flag::Rescan));
             return;
         }
-        let id = wd.get_watch_descriptor_id();
         let shared = self.table.clone();
         let mut table = lock(&shared);
         if mask.contains(EventMask::IGNORED) {
@@ -397,6 +396,37 @@ mod tests {
         // The link's own making is heard (its parent's CREATE); nothing done where it leads.
         let below = |p: &PathBuf| p.starts_with(root.join("link")) && *p != root.join("link");
         assert!(heard.contains(&root.join("sentinel")) && !heard.iter().any(below), "{heard:?}");
+    }
+
+    #[test]
+    fn after_lost_events_a_folder_moved_away_loses_its_watch_whatever_move_was_awaited() {
+        // Events fed by hand to a reader of a real watch: the order the kernel gives, with the
+        // MOVE_SELF of a move within the tree lost in an overflow.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let inotify = Inotify::init().unwrap();
+        let table =
+            Arc::new(Mutex::new(Table { root: root.clone(), folders: HashMap::new(), names: Vec::new(), unused: 0 }));
+        let mut reader = Reader { watches: inotify.watches(), inotify, table: table.clone(), tx, moved_in: Vec::new() };
+        let mut watched = |rel: &str| {
+            let wd = reader.watches.add(root.join(rel), mask()).unwrap().get_watch_descriptor_id();
+            lock(&table).name(wd, Path::new(rel));
+            wd
+        };
+        let (top, a) = (watched(""), watched("a"));
+        let mut out = Vec::new();
+        std::fs::rename(root.join("a"), root.join("c")).unwrap();
+        reader.take(top, EventMask::MOVED_FROM | EventMask::ISDIR, Some(OsStr::new("a")), &mut out);
+        reader.take(top, EventMask::MOVED_TO | EventMask::ISDIR, Some(OsStr::new("c")), &mut out);
+        assert_eq!(lock(&table).rel(a), Some(Path::new("c")));
+        reader.take(-1, EventMask::Q_OVERFLOW, None, &mut out);
+        // Its MOVE_SELF was lost; later it leaves the tree.
+        std::fs::rename(root.join("c"), dir.path().join("away")).unwrap();
+        reader.take(top, EventMask::MOVED_FROM | EventMask::ISDIR, Some(OsStr::new("c")), &mut out);
+        reader.take(a, EventMask::MOVE_SELF, None, &mut out);
+        assert_eq!(lock(&table).rel(a), None, "its watch is dropped");
     }
 
     #[test]
