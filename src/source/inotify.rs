@@ -443,6 +443,13 @@ mod tests {
         assert_eq!(table.names.len(), 4 * 1001);
         for wd in 6..10 {
             assert_eq!(table.rel(wd), Some(Path::new(&format!("{long}{wd}"))));
-        }
+        } // A folder named again leaves its old name unused; small leftovers are not worth a rebuild.
+        let mut table = Table { root: PathBuf::from("/r"), folders: HashMap::new(), names: Vec::new(), unused: 0 };
+        table.name(1, Path::new("abc"));
+        table.name(1, Path::new("de"));
+        assert_eq!((table.unused, table.rel(1)), (3, Some(Path::new("de"))));
+        table.name(2, Path::new(&"n".repeat(4093)));
+        table.forget(2);
+        assert_eq!(table.unused, 4096, "at most 4096 unused bytes are kept");
     }
 }
