@@ -10,12 +10,17 @@
 //! scan) fails that folder's proof, and its files are then looked at one by one, as a resumed
 //! run's would be; nothing is ever proven by the absence of a file from a record. The keys of the
 //! hash are drawn at random per run, so no name can be chosen to collide.
+//!
+//! Beside it a record keeps the sum of a keyed hash of each file's name alone: a record dropped
+//! at a sweep hands it on ([`Dropped`]), so that the copies at the destination can be proven to be
+//! exactly its files by name, and those whose source is gone mirrored as deletions
+//! (docs/design.md, "Memory").
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::hash::BuildHasher;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::vocab::Identity;
 
@@ -36,19 +41,35 @@ pub struct Sum {
 impl Sum {
     pub fn add(&mut self, fingerprint: u128) {
         self.files += 1;
-        let sum = (u128::from(self.digest[1]) << 64 | u128::from(self.digest[0])).wrapping_add(fingerprint);
-        self.digest = [sum as u64, (sum >> 64) as u64];
+        self.digest = wrapping_add(self.digest, fingerprint);
     }
+}
+
+/// `halves` (a `u128` as its low and high halves) plus `n`, modulo 2¹²⁸.
+fn wrapping_add(halves: [u64; 2], n: u128) -> [u64; 2] {
+    let sum = (u128::from(halves[1]) << 64 | u128::from(halves[0])).wrapping_add(n);
+    [sum as u64, (sum >> 64) as u64]
 }
 
 #[derive(Debug, Default)]
 struct Record {
     kept: Sum,
+    /// The sum of the kept files' name prints ([`Settled::name_print`]), one per file of `kept`
+    /// (two halves, as [`Sum`]'s).
+    names: [u64; 2],
     /// An event was heard for one of its files since it was kept: a sweep that finds the folder
     /// changed learns nothing the events did not say (docs/design.md, "Live, proven live").
     heard: bool,
     /// What the current reconcile sweep found of these files (see [`Settled::sweep_found`]).
     swept: Sum,
+}
+
+/// A folder's record dropped at a sweep: the names it kept, as a count and a sum of name prints,
+/// what [`crate::track::Tracker::mirror_dropped`] proves the destination's copies against.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Dropped {
+    pub folder: PathBuf,
+    pub(in crate::track) names: Sum,
 }
 
 /// Every folder's record, and the count of settled copies whose record was given up.
@@ -85,10 +106,18 @@ impl Settled {
         (u128::from(self.keys.0.hash_one(item)) << 64) | u128::from(self.keys.1.hash_one(item))
     }
 
+    /// The print of a file's name alone (its path below the root), keyed as the fingerprint is.
+    pub fn name_print(&self, rel: &OsStr) -> u128 {
+        let item = rel.as_encoded_bytes();
+        (u128::from(self.keys.0.hash_one(item)) << 64) | u128::from(self.keys.1.hash_one(item))
+    }
+
     /// Folds a settled file into its folder's record.
     pub fn keep(&mut self, rel: &OsStr, ident: &Identity) {
-        let fp = self.fingerprint(rel, ident);
-        self.folders.entry(folder_of(rel).into()).or_default().kept.add(fp);
+        let (fp, np) = (self.fingerprint(rel, ident), self.name_print(rel));
+        let r = self.folders.entry(folder_of(rel).into()).or_default();
+        r.kept.add(fp);
+        r.names = wrapping_add(r.names, np);
         self.held += 1;
     }
 
@@ -153,7 +182,7 @@ impl Settled {
     /// (changed, added or deleted without an event) is dropped and returned, to be listed again
     /// and its files looked at one by one. Folders the initial walk may still be `listing` are
     /// not judged: the sweep left their files to it.
-    pub fn end_sweep(&mut self, listing: impl Fn(&OsStr) -> bool) -> Vec<OsString> {
+    pub fn end_sweep(&mut self, listing: impl Fn(&OsStr) -> bool) -> Vec<Dropped> {
         let changed: Vec<OsString> = self
             .folders
             .iter()
@@ -162,10 +191,11 @@ impl Settled {
             .collect();
         self.unheard +=
             changed.iter().filter(|f| self.folders.get(f.as_os_str()).is_some_and(|r| !r.heard)).count() as u64;
-        for f in &changed {
-            self.drop_folder(f);
-        }
-        changed
+        let dropped = changed.into_iter().filter_map(|f| {
+            let r = self.drop_folder(&f)?;
+            Some(Dropped { folder: PathBuf::from(f), names: Sum { files: r.kept.files, digest: r.names } })
+        });
+        dropped.collect()
     }
 
     /// Drops the records of `prefix` and every folder below it (a folder removed or renamed away).
@@ -185,11 +215,11 @@ impl Settled {
         }
     }
 
-    fn drop_folder(&mut self, folder: &OsStr) {
-        if let Some(r) = self.folders.remove(folder) {
-            self.held -= r.kept.files;
-            self.lost += r.kept.files;
-        }
+    fn drop_folder(&mut self, folder: &OsStr) -> Option<Record> {
+        let r = self.folders.remove(folder)?;
+        self.held -= r.kept.files;
+        self.lost += r.kept.files;
+        Some(r)
     }
 }
 
@@ -232,7 +262,11 @@ mod tests {
         s.begin_sweep();
         s.sweep_found(OsStr::new("a/0"), &ident(1, 5));
         s.sweep_found(OsStr::new("b/0"), &ident(2, 9));
-        assert_eq!(s.end_sweep(|_| false), vec![OsString::from("b")]);
+        let dropped = s.end_sweep(|_| false);
+        assert_eq!(dropped.iter().map(|d| &d.folder).collect::<Vec<_>>(), [Path::new("b")]);
+        let mut names = Sum::default();
+        names.add(s.name_print(OsStr::new("b/0")));
+        assert_eq!(dropped[0].names, names, "the names it kept, handed on");
         assert!(s.has_folder_of(OsStr::new("a/7")) && !s.has_folder_of(OsStr::new("b/0")));
         assert_eq!((s.held(), s.copies()), (1, 2));
     }

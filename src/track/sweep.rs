@@ -1,9 +1,12 @@
 //! The tracker's sweeps (a full scan compared with what it holds) and its settled files, which
 //! leave its map for their folder's record (docs/design.md, "Memory").
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::settled::{Dropped, Sum};
 use super::{key_of, FileState, Key, Tracker, Want};
 
 /// Whether something is under way for a file (an event was heard and not yet acted on, a copy or a
@@ -108,8 +111,8 @@ impl Tracker {
     /// Ends a complete sweep: files it did not find vanished unseen and are mirrored as deletions.
     /// Returns the folders whose settled files are no longer what their record kept (changed,
     /// added or deleted unseen): the caller lists each again (its files then come back one by one,
-    /// as found), and the end walks the destination for the copies of those deleted.
-    pub fn end_sweep(&mut self, now: Instant) -> Vec<PathBuf> {
+    /// as found), and its copies with it, for [`Tracker::mirror_dropped`] to find those deleted.
+    pub fn end_sweep(&mut self, now: Instant) -> Vec<Dropped> {
         self.sweeping = false;
         self.events_lost = false;
         let gone: Vec<Key> = self.files.iter().filter(|(_, st)| !st.seen).map(|(p, _)| p.clone()).collect();
@@ -120,9 +123,42 @@ impl Tracker {
         let before = self.settled.unheard();
         let (walking, at) = (self.walking, &self.walk_at);
         let listing = |folder: &std::ffi::OsStr| super::paced::may_list(walking, at, folder);
-        let changed: Vec<PathBuf> = self.settled.end_sweep(listing).into_iter().map(PathBuf::from).collect();
+        let changed = self.settled.end_sweep(listing);
         self.counts.unheard += self.settled.unheard() - before;
         changed
+    }
+
+    /// The settled files of a record dropped at a complete sweep whose source is gone, mirrored as
+    /// deletions: `copies` are the files at the destination's copy of the folder, `listed` every
+    /// name in the source's folder now (a listing that succeeded whole). Only where the copies the
+    /// tracker does not hold are, by name, exactly the files the record kept (count and sum of name
+    /// prints) is each of them proven a settled file's copy; then those not listed are deletions,
+    /// each a job whose worker looks at the source again (invariant 8). Anything else there (a
+    /// person's note, a copy of a file deleted while no run watched, a copy gone) leaves them all
+    /// to the end (docs/design.md, "Memory"). Returns the names mirrored, before any is relisted.
+    pub fn mirror_dropped(
+        &mut self,
+        dropped: &Dropped,
+        listed: &HashSet<OsString>,
+        copies: &[OsString],
+        now: Instant,
+    ) -> Vec<PathBuf> {
+        let rels = copies.iter().map(|name| dropped.folder.join(name));
+        let unheld: Vec<PathBuf> =
+            rels.filter(|rel| !self.ignores(rel) && !self.files.contains_key(&*key_of(rel))).collect();
+        let mut sum = Sum::default();
+        for rel in &unheld {
+            sum.add(self.settled.name_print(&key_of(rel)));
+        }
+        if sum != dropped.names {
+            return Vec::new();
+        }
+        let gone: Vec<PathBuf> =
+            unheld.into_iter().filter(|rel| rel.file_name().is_some_and(|n| !listed.contains(n))).collect();
+        for rel in &gone {
+            self.event(rel, Change::Removed, now);
+        }
+        gone
     }
 
     /// Moves files that are settled out of the map into their folder's record: a file whose

@@ -1,5 +1,7 @@
 //! The tracker's rules, one sequence of events each, on a mock clock.
 use super::*;
+use std::collections::HashSet;
+use std::ffi::OsString;
 
 /// A mock clock: a fixed origin plus offsets in milliseconds.
 struct Clock(Instant);
@@ -27,6 +29,11 @@ fn setup() -> (Tracker, Clock) {
 
 fn drain(t: &mut Tracker, now: Instant) -> Vec<PathBuf> {
     jobs(t, now).into_iter().map(|j| j.rel).collect()
+}
+
+/// The folders of the records a sweep dropped.
+fn folders(dropped: Vec<settled::Dropped>) -> Vec<PathBuf> {
+    dropped.into_iter().map(|d| d.folder).collect()
 }
 
 fn jobs(t: &mut Tracker, now: Instant) -> Vec<Job> {
@@ -623,12 +630,60 @@ fn a_sweep_proves_a_settled_folder_or_hands_it_back_to_be_listed() {
     t.scanned(&p("a/0"), ident(1), c.at(30));
     t.scanned(&p("a/1"), ident(7), c.at(30));
     t.scanned(&p("a/2"), ident(8), c.at(30));
-    let mut back = t.end_sweep(c.at(30));
+    let mut back = folders(t.end_sweep(c.at(30)));
     back.sort();
     assert_eq!(back, vec![p("a"), p("b")]);
     assert!(drain(&mut t, c.at(30)).is_empty(), "the caller lists them again; nothing is taken on faith");
     // Their copies are still counted, so the end cannot take the destination as known.
     assert_eq!((t.settled().held(), t.copied_count()), (0, 3));
+}
+
+/// `a/0`, `a/1` copied and settled into `a`'s record, then `a/0` deleted unheard: the record a
+/// sweep drops, and the names listed at the source now.
+fn a_settled_file_deleted_unheard() -> (Tracker, Clock, settled::Dropped, HashSet<OsString>) {
+    let (mut t, c) = setup();
+    copy_all(&mut t, &c, &["a/0", "a/1"], 1);
+    t.evict_settled();
+    t.evict_settled();
+    t.begin_sweep();
+    t.scanned(&p("a/1"), ident(2), c.at(20));
+    let mut dropped = t.end_sweep(c.at(20));
+    assert_eq!(dropped.len(), 1);
+    (t, c, dropped.remove(0), HashSet::from([OsString::from("1")]))
+}
+
+fn names(names: &[&str]) -> Vec<OsString> {
+    names.iter().map(OsString::from).collect()
+}
+
+#[test]
+fn a_settled_file_deleted_unheard_is_mirrored_where_the_copies_are_the_records_files_by_name() {
+    let (mut t, c, dropped, listed) = a_settled_file_deleted_unheard();
+    assert!(drain(&mut t, c.at(20)).is_empty(), "the sweep alone cannot name it");
+    // The copies there are exactly `a/0` and `a/1`, and `a/0` is not at the source: its deletion.
+    assert_eq!(t.mirror_dropped(&dropped, &listed, &names(&["1", "0"]), c.at(21)), vec![p("a/0")]);
+    let job = t.next_job(c.at(21)).expect("a job mirrors it");
+    assert_eq!((job.rel, job.prev), (p("a/0"), Prev::Unknown), "its worker looks at the source again");
+    t.finish(&p("a/0"), Outcome::Deleted, c.at(22));
+    assert!(t.is_idle() && t.files.is_empty());
+}
+
+#[test]
+fn a_copy_the_record_cannot_account_for_leaves_the_deletions_to_the_end() {
+    // A person's note beside the copies, a copy gone, a copy of another name: no proof, no job.
+    for copies in [&["0", "1", "notes.txt"][..], &["0"], &["0", "2"], &[]] {
+        let (mut t, c, dropped, listed) = a_settled_file_deleted_unheard();
+        assert!(t.mirror_dropped(&dropped, &listed, &names(copies), c.at(21)).is_empty(), "{copies:?}");
+        assert!(drain(&mut t, c.at(21)).is_empty(), "{copies:?}");
+    }
+    // Held by the tracker, a name is its own: a copy of it is not counted as the record's.
+    let (mut t, c, dropped, listed) = a_settled_file_deleted_unheard();
+    t.event(&p("a/1"), Change::Replaced, c.at(21));
+    assert!(t.mirror_dropped(&dropped, &listed, &names(&["0", "1"]), c.at(21)).is_empty());
+    // Ours at the source's root, a writer's lock: never a copy, never counted.
+    let (mut t, c, dropped, listed) = a_settled_file_deleted_unheard();
+    let with_ours = names(&["0", "1", "1.__lock", ".k.1.softcopy-partial"]);
+    assert_eq!(t.mirror_dropped(&dropped, &listed, &with_ours, c.at(21)), vec![p("a/0")]);
 }
 
 #[test]
@@ -646,7 +701,7 @@ fn a_settled_folder_changed_unheard_counts_and_one_heard_does_not() {
     for (k, ino) in [("a/0", 1), ("a/1", 7), ("b/0", 9), ("b/1", 4)] {
         t.scanned(&p(k), ident(ino), c.at(30));
     }
-    let mut back = t.end_sweep(c.at(30));
+    let mut back = folders(t.end_sweep(c.at(30)));
     back.sort();
     assert_eq!(back, vec![p("a"), p("b")], "both records fail");
     assert_eq!(t.counts().unheard, 1, "only a's change was missed by the events");
@@ -920,7 +975,7 @@ fn a_sweep_while_the_walk_is_inside_a_folder_with_a_record_leaves_its_unlisted_f
     t.begin_sweep();
     assert_eq!(t.scanned(&p("a/0"), ident(1), c.at(1)), None, "the walk may still list `a`");
     assert_eq!(t.scanned(&p("a/1"), ident(2), c.at(1)), None);
-    assert_eq!(t.end_sweep(c.at(1)), Vec::<PathBuf>::new(), "`a`'s record is not judged yet");
+    assert_eq!(folders(t.end_sweep(c.at(1))), Vec::<PathBuf>::new(), "`a`'s record is not judged yet");
     assert_eq!((t.settled().held(), t.settled().exact(), t.counts().unheard), (1, true, 0));
     // The walk lists `a/1` and ends: the sweep after it judges the record, and finds what changed
     // unheard meanwhile.
@@ -929,7 +984,7 @@ fn a_sweep_while_the_walk_is_inside_a_folder_with_a_record_leaves_its_unlisted_f
     t.begin_sweep();
     assert_eq!(t.scanned(&p("a/0"), ident(9), c.at(3)), Some(false));
     t.scanned(&p("a/1"), ident(2), c.at(3));
-    assert_eq!(t.end_sweep(c.at(3)), vec![p("a")], "`a/0` changed unheard: its folder is listed again");
+    assert_eq!(folders(t.end_sweep(c.at(3))), vec![p("a")], "`a/0` changed unheard: its folder is listed again");
 }
 
 #[test]
@@ -949,7 +1004,7 @@ fn a_walk_started_again_keeps_a_file_already_let_go_once() {
     // The final sweep: nothing changed in `a`, and its record proves it.
     t.begin_sweep();
     assert_eq!(t.scanned(&p("a/0"), ident(1), c.at(2)), Some(false));
-    assert_eq!(t.end_sweep(c.at(2)), Vec::<PathBuf>::new());
+    assert_eq!(folders(t.end_sweep(c.at(2))), Vec::<PathBuf>::new());
     assert_eq!(t.counts().unheard, 0, "no file is said to have been missed");
 }
 

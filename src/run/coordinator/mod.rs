@@ -245,8 +245,8 @@ impl Run<'_> {
         };
         match problem {
             None => {
-                for folder in self.tracker.end_sweep(now) {
-                    self.relist(&folder, now);
+                for dropped in self.tracker.end_sweep(now) {
+                    self.relist(&dropped, now);
                 }
                 (self.status.bytes_known, self.status.bytes_left) = (known, left);
                 Swept::Complete
@@ -263,12 +263,22 @@ impl Run<'_> {
         }
     }
 
-    /// A folder whose settled files changed unseen (its record was dropped): each of its files
-    /// goes back to the tracker, found, its copy looked at before any new one is made (it may be
-    /// this run's, of this very version); subfolders have records of their own.
-    fn relist(&mut self, folder: &Path, now: Instant) {
+    /// A folder whose settled files changed unseen (its record was dropped): those deleted are
+    /// mirrored where its copies prove them (`Tracker::mirror_dropped`, on a listing of the
+    /// folder that succeeded whole), then each of its files goes back to the tracker, found, its
+    /// copy looked at before any new one is made (it may be this run's, of this very version);
+    /// subfolders have records of their own.
+    fn relist(&mut self, dropped: &crate::track::settled::Dropped, now: Instant) {
+        let folder = &dropped.folder;
         let Ok(entries) = fs::read_dir(self.src.join(folder)) else { return };
-        for entry in entries.flatten() {
+        let entries: Vec<std::io::Result<fs::DirEntry>> = entries.collect();
+        if entries.iter().all(Result::is_ok) {
+            let listed = entries.iter().flatten().map(fs::DirEntry::file_name).collect();
+            if let Some(copies) = self.copies_in(folder) {
+                self.tracker.mirror_dropped(dropped, &listed, &copies, now);
+            }
+        }
+        for entry in entries.into_iter().flatten() {
             if entry.file_type().is_ok_and(|t| t.is_file()) {
                 let rel = folder.join(entry.file_name());
                 if self.is_marker(&rel) {
@@ -278,6 +288,13 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// The names of the files at the destination's copy of `folder` (not its marker), if listed.
+    fn copies_in(&self, folder: &Path) -> Option<Vec<std::ffi::OsString>> {
+        let listed = self.dest.folder(folder, false).and_then(|f| self.dest.list(&f)).ok()?;
+        let files = listed.into_iter().filter(|(_, kind)| *kind == crate::dest::Kind::File);
+        Some(files.map(|(name, _)| name).filter(|name| !self.is_marker(&folder.join(name))).collect())
     }
 
     fn rescan_if_due(&mut self, now: Instant) {

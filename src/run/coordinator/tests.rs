@@ -234,3 +234,49 @@ fn drive<T: Send>(
         }
     })
 }
+
+/// A run over `d/0`, `d/1` (and `setup`'s `a`, `b`, `c`), each copied and settled into its
+/// folder's record, with `extra` beside the copies in `d`; then `d/0` deleted unheard (its event
+/// lost) and the source reconciled. Returns the jobs the reconcile made.
+fn settled_then_deleted_unheard(extra: &[&str]) -> Vec<PathBuf> {
+    let (t, cfg) = setup();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::create_dir_all(dst.join("d")).unwrap();
+    for name in ["d/0", "d/1"].iter().chain(extra) {
+        fs::write(src.join(name), name).unwrap();
+    }
+    let sh = Shared::default();
+    let ControlFlow::Continue(opened) = open(&cfg, &sh).unwrap() else { panic!("the run opens") };
+    let mut run = Run::new(&cfg, &sh, Instant::now(), &opened, Arc::default());
+    let now = Instant::now();
+    for rel in ["a", "b", "c", "d/0", "d/1"] {
+        run.file_event(PathBuf::from(rel), Change::Found, now);
+    }
+    while let Some(job) = run.tracker.next_job(now) {
+        fs::copy(src.join(&job.rel), dst.join(&job.rel)).unwrap();
+        run.tracker.finish(&job.rel, copied(&src, &job.rel, now).outcome, now);
+    }
+    for name in extra {
+        fs::rename(src.join(name), dst.join(name)).unwrap(); // there, and never at the source
+    }
+    run.tracker.evict_settled();
+    run.tracker.evict_settled();
+    assert_eq!(run.tracker.settled().held(), 5, "every copy settled into its folder's record");
+    fs::remove_file(src.join("d/0")).unwrap();
+    assert!(matches!(run.reconcile(), Swept::Complete));
+    std::iter::from_fn(|| run.tracker.next_job(now)).map(|job| job.rel).collect()
+}
+
+#[test]
+fn a_settled_file_deleted_with_its_event_lost_is_mirrored_by_the_next_reconcile() {
+    // Its folder's record fails, and the copies in `d` are the record's files: `d/0`'s deletion
+    // is a job (its worker finds the source gone and removes the copy), not left to the end.
+    let jobs = settled_then_deleted_unheard(&[]);
+    assert!(jobs.contains(&PathBuf::from("d/0")), "the deletion of d/0 never mirrored live: {jobs:?}");
+    // A person's note beside the copies: no proof that the copies are the record's, nothing
+    // deleted live (the end prunes what it must).
+    let jobs = settled_then_deleted_unheard(&["d/notes.txt"]);
+    assert!(!jobs.contains(&PathBuf::from("d/0")), "{jobs:?}");
+    assert!(!jobs.contains(&PathBuf::from("d/notes.txt")), "{jobs:?}");
+}

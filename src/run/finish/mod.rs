@@ -199,7 +199,7 @@ fn publishing(
         Err(_) => return Err(Phase::Stopped),
     }
     let Late { mut moved, lost } = (d.late)();
-    if moved.is_empty() && lost && !still_as_verified(d, check) {
+    if moved.is_empty() && lost && !still_as_verified(d, check, &v.report.extra) {
         moved.push(PathBuf::new());
     }
     if moved.is_empty() {
@@ -312,11 +312,13 @@ fn reachable(d: &Drained<'_>) -> Reach {
 /// must be proven by this run's own records (its whole identity, ctime and inode too: a rewrite
 /// within one mtime tick, or at a destination keeping whole seconds, passes a look at size and
 /// mtime), and the source must hold as many files as were copied (one deleted since is a change,
-/// not an extra). Nothing is pruned: the marker stands now.
-fn still_as_verified(d: &Drained<'_>, check: &crate::end::verify::Check<'_>) -> bool {
+/// not an extra). An extra the verification found (`verified_extra`: the copy of a file deleted
+/// while no run watched, kept) is no change since. Nothing is pruned: the marker stands now.
+fn still_as_verified(d: &Drained<'_>, check: &crate::end::verify::Check<'_>, verified_extra: &[PathBuf]) -> bool {
+    let new_extra = |r: &crate::end::verify::Report| r.extra.iter().any(|e| !verified_extra.contains(e));
     let again = crate::end::verify::Check { prune: None, landed: Some(&d.records), ..*check };
     let Ok(r) = crate::end::verify::verify(d.src, d.dest, &again, &d.sh.stop) else { return false };
-    if !(r.ok() && r.proven_as_copied == r.files && r.extra.is_empty()) {
+    if !(r.ok() && r.proven_as_copied == r.files && !new_extra(&r)) {
         return false;
     }
     if d.records.settled.is_none_or(crate::track::settled::Settled::exact) {
@@ -326,7 +328,7 @@ fn still_as_verified(d: &Drained<'_>, check: &crate::end::verify::Check<'_>) -> 
     // count is only a bound. A file deleted since is then told by walking the destination for a
     // copy the source no longer has.
     let walked = crate::end::verify::Check { prune: None, landed: None, ..*check };
-    crate::end::verify::verify(d.src, d.dest, &walked, &d.sh.stop).is_ok_and(|r| r.ok() && r.extra.is_empty())
+    crate::end::verify::verify(d.src, d.dest, &walked, &d.sh.stop).is_ok_and(|r| r.ok() && !new_extra(&r))
 }
 
 /// Withdraws the destination's marker when dropped, unless the run was [`Unverified::verified`]:

@@ -330,7 +330,16 @@ fn a_file_deleted_unheard_after_the_final_look_withdraws_the_marker() {
 /// `deleted_after_the_final_look` where a settled record was given up during the run: the count
 /// of copies is then a bound (a copy found again is counted twice), not the number of files.
 fn after_a_record_given_up(change: fn(&Path)) -> (Run, Phase) {
+    after_a_record_given_up_beside(&[], change)
+}
+
+/// `after_a_record_given_up` with `extra` at the destination before the run (copies of files
+/// deleted while no run watched, not chunks: extras, never pruned).
+fn after_a_record_given_up_beside(extra: &[&str], change: fn(&Path)) -> (Run, Phase) {
     let run = Run::new();
+    for name in extra {
+        fs::write(run.dst.path().join(name), b"deleted before this run").unwrap();
+    }
     fs::write(run.src.path().join("notes"), b"notes").unwrap();
     copy(run.src.path(), run.dst.path(), "notes");
     let (a, notes) = (run.ident("a"), run.ident("notes"));
@@ -384,4 +393,21 @@ fn events_lost_at_the_end_after_a_settled_record_was_given_up_still_tell_a_file_
         assert_eq!(phase, Phase::Incomplete);
         assert!(!run.marker_at_destination());
     }
+}
+
+#[test]
+fn events_lost_at_the_end_do_not_take_an_extra_already_there_at_verification_for_a_change() {
+    // Found by the model test: with a record given up, the look after lost events walks the
+    // destination, and took the copy of a file deleted before the run (an extra at verification
+    // too, kept there) for a file deleted since: "changed at the source after it was verified".
+    let (run, phase) = after_a_record_given_up_beside(&["old"], |_| {});
+    assert_eq!(phase, Phase::Verified);
+    assert!(run.marker_at_destination());
+}
+
+#[test]
+fn events_lost_at_the_end_still_tell_a_deletion_beside_an_extra_already_there() {
+    let (run, phase) = after_a_record_given_up_beside(&["old"], |p| fs::remove_file(p).unwrap());
+    assert_eq!(phase, Phase::Incomplete);
+    assert!(!run.marker_at_destination());
 }
