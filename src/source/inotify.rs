@@ -181,11 +181,13 @@ impl Reader {
                 libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
             // SAFETY: two pollfd records in a live array, its length given.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } == -1 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
             }
-            if n < 0 || fds[1].revents != 0 {
+            if fds[1].revents != 0 {
                 return;
             }
             loop {
