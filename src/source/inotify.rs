@@ -174,6 +174,14 @@ struct Reader {
 
 impl Reader {
     fn run(&mut self, stop: &OwnedFd) {
+        // Signals are the main thread's (Python handles them there): blocked here, the wait is
+        // never interrupted, and an error from it is the end.
+        // SAFETY: a signal set filled and passed by pointer to this thread's own mask.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        }
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             let mut fds = [
@@ -181,22 +189,18 @@ impl Reader {
                 libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
             // SAFETY: two pollfd records in a live array, its length given.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } == -1 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return;
-            }
-            if fds[1].revents != 0 {
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } == -1 || fds[1].revents != 0 {
                 return;
             }
             loop {
                 let events = match self.inotify.read_events(&mut buffer) {
                     Ok(events) => events,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        let _ = self.tx.send(Err(notify::Error::io(e)));
-                        return;
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            let _ = self.tx.send(Err(notify::Error::io(e)));
+                            return;
+                        }
+                        break;
                     }
                 };
                 let mut out = Vec::new();
@@ -429,6 +433,24 @@ mod tests {
         reader.take(top, EventMask::MOVED_FROM | EventMask::ISDIR, Some(OsStr::new("c")), &mut out);
         reader.take(a, EventMask::MOVE_SELF, None, &mut out);
         assert_eq!(lock(&table).rel(a), None, "its watch is dropped");
+    }
+
+    #[test]
+    fn the_roots_own_deletion_is_heard_and_a_folders_only_from_its_parent() {
+        let (_dir, root, _watch, rx) = watched_tree();
+        std::fs::remove_dir_all(&root).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut heard = Vec::new();
+        while !heard.contains(&(EventKind::Remove(RemoveKind::Folder), root.clone())) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Ok(event)) = rx.recv_timeout(left) else { break };
+            heard.extend(event.paths.into_iter().map(|p| (event.kind, p)));
+        }
+        assert!(heard.contains(&(EventKind::Remove(RemoveKind::Folder), root.clone())), "{heard:?}");
+        // Each folder below once, from its parent's DELETE: its own DELETE_SELF says nothing more.
+        for rel in ["a", "a/b"] {
+            assert_eq!(heard.iter().filter(|(_, p)| *p == root.join(rel)).count(), 1, "{rel}: {heard:?}");
+        }
     }
 
     #[test]

@@ -196,8 +196,6 @@ impl Watcher {
                     walk.limit = Some(e);
                     walk.unwatched = true;
                 }
-                // Gone already (its removal is an event of its parent's watch).
-                Error::Watch { .. } if !dir.exists() => {}
                 e => return Err(e),
             }
         }
@@ -221,12 +219,7 @@ impl Watcher {
                 if !entry.file_type().is_dir() {
                     continue;
                 }
-                match self.watch_one(entry.path()) {
-                    Ok(()) => {}
-                    Err(e @ Error::WatchLimit(_)) => return Err(e),
-                    Err(_) if !entry.path().exists() => {}
-                    Err(e) => return Err(e),
-                }
+                self.watch_one(entry.path())?;
             }
             Ok(())
         }
@@ -244,11 +237,15 @@ impl Watcher {
     /// The watch of one folder (Linux: a folder at a time, see `walk`).
     #[cfg(target_os = "linux")]
     fn watch_one(&mut self, dir: &Path) -> Result<()> {
-        self.tree.add(dir).map_err(|e| match e.raw_os_error() {
+        let Err(e) = self.tree.add(dir) else { return Ok(()) };
+        match e.raw_os_error() {
+            // Gone, or no folder any more (a file or a link in its place): its removal is an
+            // event of its parent's watch.
+            Some(libc::ENOENT | libc::ENOTDIR) => Ok(()),
             // ENOSPC from inotify_add_watch is the watch limit (inotify(7)).
-            Some(libc::ENOSPC) => Error::WatchLimit(dir.to_path_buf()),
-            _ => Error::Watch { path: dir.to_path_buf(), message: e.to_string() },
-        })
+            Some(libc::ENOSPC) => Err(Error::WatchLimit(dir.to_path_buf())),
+            _ => Err(Error::Watch { path: dir.to_path_buf(), message: e.to_string() }),
+        }
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -512,6 +509,21 @@ mod tests {
         assert!(want.iter().all(|w| got.contains(w)), "{got:?}");
         let stale = |e: &FsEvent| matches!(e, FsEvent::File(rel, _) if rel.starts_with("a"));
         assert!(!got.iter().any(stale), "{got:?}");
+    }
+
+    #[test]
+    fn a_folder_gone_before_its_watch_is_no_error_and_one_outside_the_tree_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        std::fs::create_dir(&root).unwrap();
+        fs_file(&root, "file");
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let (mut w, _) = Watcher::new(&root, tx).unwrap();
+        // Gone, or a file in its place: its parent's watch says so.
+        assert!(w.watch_one(&root.join("gone")).is_ok());
+        assert!(w.watch_one(&root.join("file")).is_ok());
+        assert!(matches!(w.watch_one(dir.path()), Err(Error::Watch { .. })), "outside the tree");
+        assert!(matches!(w.ensure_watched(dir.path()), Err(Error::Watch { .. })), "outside the tree");
     }
 
     #[test]
