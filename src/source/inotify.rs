@@ -130,7 +130,7 @@ impl TreeWatch {
             root_wd: None,
         }));
         let watches = inotify.watches();
-        let mut reader = Reader { inotify, watches: watches.clone(), table: table.clone(), tx, moved_in: Vec::new() };
+        let mut reader = Reader { inotify, watches: watches.clone(), table: table.clone(), tx };
         let woken = stop.try_clone()?;
         let thread = std::thread::Builder::new().name("softcopy-inotify".into()).spawn(move || reader.run(&woken))?;
         Ok(TreeWatch { watches, table, stop, reader: Some(thread) })
@@ -170,9 +170,6 @@ struct Reader {
     watches: Watches,
     table: Arc<Mutex<Table>>,
     tx: Sender<notify::Result<Event>>,
-    /// Folders moved within the tree and named again at their new name, whose own `MOVE_SELF`
-    /// (always after the `MOVED_TO`) is still to come: that one must not drop their watches.
-    moved_in: Vec<i32>,
 }
 
 impl Reader {
@@ -270,7 +267,8 @@ impl Reader {
 
     /// A folder moved to `path` within the tree: if it was watched, its watch and those below it
     /// are named again now (the same inode gives the same descriptor), before the events that
-    /// follow its move are read.
+    /// follow its move are read. Its own `MOVE_SELF`, queued behind this event, then finds it at
+    /// its name (see [`Reader::moved_away`]).
     fn name_moved_in(&mut self, table: &mut Table, path: &Path) {
         let Ok(rel) = path.strip_prefix(&table.root).map(Path::to_path_buf) else { return };
         let Ok(wd) = self.watches.add(path, mask()) else { return };
@@ -282,26 +280,42 @@ impl Reader {
                 };
                 table.name(below, &under);
             }
-            // Watched before the move, so its own MOVE_SELF is queued behind this event.
-            self.moved_in.push(id);
         }
         table.name(id, &rel);
     }
 
-    /// A folder left its name for one outside the tree: it and every folder below it lose their
-    /// watches, so nothing they do is taken for the tree's.
+    /// A folder left a name (its `MOVE_SELF`). If the table's name for it leads to it now, it is
+    /// in the tree: its move within the tree was read and named, or a walk named it since (a
+    /// folder moved into one not yet watched has no `MOVED_TO`, and the coordinator's walk of
+    /// the new folder can name it before this is read). Otherwise it left the tree, or moved
+    /// again (that move's `MOVED_TO`, read later, watches and walks it anew): it and every folder
+    /// below it lose their watches, so nothing they do is taken for the tree's. Whether it moved
+    /// within the tree is not remembered from its `MOVED_TO`: read late, that names whatever
+    /// folder is at the name by then, whose own `MOVE_SELF` may never come.
     fn moved_away(&mut self, table: &mut Table, id: i32) {
-        if let Some(i) = self.moved_in.iter().position(|&m| m == id) {
-            self.moved_in.swap_remove(i);
+        let Some(rel) = table.rel(id).map(Path::to_path_buf) else { return };
+        if self.still_at(table, id, &rel) {
             return;
         }
-        let Some(rel) = table.rel(id).map(Path::to_path_buf) else { return };
         for wd in table.at_or_below(&rel) {
             table.forget(wd);
             // The kernel's IGNORED for it follows; an error means it is gone already.
             // SAFETY: removes a watch from the inotify descriptor this reader owns.
             unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), wd) };
         }
+    }
+
+    /// Whether the folder watched as `id` is the one at `rel` now: a watch added for what is
+    /// there is `id` only for that folder (the same inode gives the same descriptor). A watch
+    /// the look made on another folder, one the table does not hold, is taken off again.
+    fn still_at(&mut self, table: &Table, id: i32, rel: &Path) -> bool {
+        let Ok(wd) = self.watches.add(table.root.join(rel), mask()) else { return false };
+        let found = wd.get_watch_descriptor_id();
+        if found != id && table.rel(found).is_none() {
+            // SAFETY: removes a watch from the inotify descriptor this reader owns.
+            unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), found) };
+        }
+        found == id
     }
 }
 
@@ -379,6 +393,94 @@ mod tests {
         let table = lock(&watch.table);
         assert_eq!(table.folders.len(), 1);
         assert_eq!(table.unused, "a".len() + "a/b".len());
+    }
+
+    /// A watch whose reader is not running: the test reads the kernel's queue itself, when it
+    /// chooses. It plays a reader thread that is late (a busy machine, a long batch): the events
+    /// are the kernel's, in its order; only when they are read is chosen.
+    fn late_reader_tree() -> (tempfile::TempDir, PathBuf, TreeWatch, Reader) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("x")).unwrap();
+        let inotify = Inotify::init().unwrap();
+        let table = Arc::new(Mutex::new(Table {
+            root: root.clone(),
+            folders: HashMap::new(),
+            names: Vec::new(),
+            unused: 0,
+            root_wd: None,
+        }));
+        // SAFETY: eventfd returns a new descriptor or -1, checked before it is owned.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(stop >= 0);
+        // SAFETY: `stop` is a descriptor this call just opened and nothing else owns.
+        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
+        let (tx, _) = crossbeam_channel::unbounded();
+        let watches = inotify.watches();
+        let reader = Reader { inotify, watches: watches.clone(), table: table.clone(), tx };
+        let mut watch = TreeWatch { watches, table, stop, reader: None };
+        for folder in ["", "a", "a/b", "x"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        (dir, root, watch, reader)
+    }
+
+    /// The paths of every event in the kernel's queue now, as the reader names them.
+    fn read_now(reader: &mut Reader) -> Vec<PathBuf> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        loop {
+            let events = match reader.inotify.read_events(&mut buffer) {
+                Ok(events) => events.map(|e| (e.wd, e.mask, e.name.map(OsStr::to_owned))).collect::<Vec<_>>(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            };
+            for (wd, mask, name) in events {
+                reader.take(&wd, mask, name.as_deref(), &mut out);
+            }
+        }
+        out.into_iter().flat_map(|e| e.paths).collect()
+    }
+
+    #[test]
+    fn a_folder_moved_into_a_new_folder_watched_before_its_move_is_read_keeps_its_watch() {
+        // `mkdir n; mv a n/a`, the coordinator's `ensure_watched(n)` (a walk that adds n, n/a,
+        // n/a/b) running after the move and before the reader reads it: a/ had no MOVED_TO (n was
+        // not watched yet), so its MOVE_SELF must not be taken for a move out of the tree; the
+        // folder is in the tree, at the name the walk gave it.
+        let (_dir, root, mut watch, mut reader) = late_reader_tree();
+        std::fs::create_dir(root.join("n")).unwrap();
+        read_now(&mut reader);
+        std::fs::rename(root.join("a"), root.join("n/a")).unwrap();
+        for folder in ["n", "n/a", "n/a/b"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        read_now(&mut reader);
+        std::fs::write(root.join("n/a/b/f"), b"f").unwrap();
+        std::fs::write(root.join("n/a/g"), b"g").unwrap();
+        let heard = read_now(&mut reader);
+        assert!(heard.contains(&root.join("n/a/b/f")) && heard.contains(&root.join("n/a/g")), "{heard:?}");
+    }
+
+    #[test]
+    fn a_folder_moved_in_over_a_name_read_late_is_still_dropped_when_it_moves_out() {
+        // An atomic swap of a folder read late: `mv a c` (a is watched), `mv c away`, `mv x c`,
+        // all before the reader reads the first. When it reads a's MOVED_TO, c is x already: taken
+        // for a move within the tree of x, that read made x's MOVE_SELF, once x itself left the
+        // tree later, be passed over, and x kept its watch and was heard as the tree's.
+        let (dir, root, _watch, mut reader) = late_reader_tree();
+        std::fs::rename(root.join("a"), root.join("c")).unwrap();
+        std::fs::rename(root.join("c"), dir.path().join("away1")).unwrap();
+        std::fs::rename(root.join("x"), root.join("c")).unwrap();
+        read_now(&mut reader);
+        std::fs::rename(root.join("c"), dir.path().join("away2")).unwrap();
+        read_now(&mut reader);
+        std::fs::write(dir.path().join("away2/f"), b"f").unwrap();
+        std::fs::write(root.join("sentinel"), b"s").unwrap();
+        let heard = read_now(&mut reader);
+        assert!(heard.contains(&root.join("sentinel")), "{heard:?}");
+        assert!(!heard.contains(&root.join("c/f")), "heard from outside the tree: {heard:?}");
     }
 
     #[test]
