@@ -273,7 +273,9 @@ impl Reader {
         let Ok(rel) = path.strip_prefix(&table.root).map(Path::to_path_buf) else { return };
         let Ok(wd) = self.watches.add(path, mask()) else { return };
         let id = wd.get_watch_descriptor_id();
-        if let Some(old) = table.rel(id).map(Path::to_path_buf) {
+        let old = table.rel(id).map(Path::to_path_buf);
+        self.drop_displaced(table, &rel, id, old.as_deref());
+        if let Some(old) = old {
             for below in table.at_or_below(&old).into_iter().filter(|&b| b != id) {
                 let Some(under) = table.rel(below).and_then(|r| r.strip_prefix(&old).ok()).map(|r| rel.join(r)) else {
                     continue;
@@ -282,6 +284,28 @@ impl Reader {
             }
         }
         table.name(id, &rel);
+    }
+
+    /// The folders the table names at or below `rel`, where folder `id` (named `old` until now)
+    /// just came, that are not there: the folder it replaced, or the other of two folders
+    /// exchanged, whose own move is read next. They lose their watches, so that naming by prefix,
+    /// now or at that move, never mixes them with the folder that came; the other's move, read
+    /// next, watches it anew and the coordinator walks it.
+    fn drop_displaced(&mut self, table: &mut Table, rel: &Path, id: i32, old: Option<&Path>) {
+        let coming = |r: &Path| old.is_some_and(|o| r.starts_with(o));
+        let named: Vec<(i32, PathBuf)> = table
+            .at_or_below(rel)
+            .into_iter()
+            .filter(|&wd| wd != id)
+            .filter_map(|wd| table.rel(wd).filter(|r| !coming(r)).map(|r| (wd, r.to_path_buf())))
+            .collect();
+        for (wd, name) in named {
+            if !self.still_at(table, wd, &name) {
+                table.forget(wd);
+                // SAFETY: removes a watch from the inotify descriptor this reader owns.
+                unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), wd) };
+            }
+        }
     }
 
     /// A folder left a name (its `MOVE_SELF`). If the table's name for it leads to it now, it is
@@ -322,6 +346,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
     use std::time::{Duration, Instant};
 
     /// The paths of the events heard until one at `until` comes (or five seconds pass).
@@ -481,6 +506,39 @@ mod tests {
         let heard = read_now(&mut reader);
         assert!(heard.contains(&root.join("sentinel")), "{heard:?}");
         assert!(!heard.contains(&root.join("c/f")), "heard from outside the tree: {heard:?}");
+    }
+
+    #[test]
+    fn two_folders_exchanged_are_each_heard_under_its_new_name() {
+        // renameat2(RENAME_EXCHANGE), an atomic swap of two folders: a's MOVED_TO is read while
+        // the table still names the other folder (and those below it) "c"; naming by that prefix
+        // again at the other's MOVED_TO must not take a's folder along.
+        let (_dir, root, mut watch, rx) = watched_tree();
+        std::fs::create_dir_all(root.join("c/d")).unwrap();
+        for folder in ["c", "c/d"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        let path = |rel: &str| std::ffi::CString::new(root.join(rel).into_os_string().into_vec()).unwrap();
+        let (a, c) = (path("a"), path("c"));
+        // SAFETY: two live NUL-terminated paths.
+        let swapped =
+            unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, c.as_ptr(), libc::RENAME_EXCHANGE) };
+        assert_eq!(swapped, 0, "{}", io::Error::last_os_error());
+        std::fs::write(root.join("read"), b"").unwrap();
+        heard_until(&rx, &root.join("read"));
+        // What the coordinator does for the folder that came to a (a new folder to it): walk it.
+        for folder in ["a", "a/d"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        for file in ["c/b/x", "c/y", "a/d/z", "a/w"] {
+            std::fs::write(root.join(file), b"").unwrap();
+        }
+        std::fs::write(root.join("sentinel"), b"").unwrap();
+        let heard = heard_until(&rx, &root.join("sentinel"));
+        let want = ["c/b/x", "c/y", "a/d/z", "a/w"].map(|p| root.join(p));
+        assert!(want.iter().all(|w| heard.contains(w)), "{heard:?}");
+        let wrong = ["a/b/x", "a/y", "c/d/z", "c/w"].map(|p| root.join(p));
+        assert!(!heard.iter().any(|p| wrong.contains(p)), "heard under the other's name: {heard:?}");
     }
 
     #[test]
