@@ -451,21 +451,35 @@ mod tests {
         (dir, root, watch, reader)
     }
 
-    /// The paths of every event in the kernel's queue now, as the reader names them.
-    fn read_now(reader: &mut Reader) -> Vec<PathBuf> {
+    /// Every event in the kernel's queue now, not yet named.
+    fn queued(reader: &mut Reader) -> Vec<(WatchDescriptor, EventMask, Option<std::ffi::OsString>)> {
         let mut buffer = vec![0u8; 64 * 1024];
-        let mut out = Vec::new();
+        let mut queued = Vec::new();
         loop {
-            let events = match reader.inotify.read_events(&mut buffer) {
-                Ok(events) => events.map(|e| (e.wd, e.mask, e.name.map(OsStr::to_owned))).collect::<Vec<_>>(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            match reader.inotify.read_events(&mut buffer) {
+                Ok(events) => queued.extend(events.map(|e| (e.wd, e.mask, e.name.map(OsStr::to_owned)))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return queued,
                 Err(e) => panic!("{e}"),
-            };
-            for (wd, mask, name) in events {
-                reader.take(&wd, mask, name.as_deref(), &mut out);
             }
         }
+    }
+
+    /// The paths of `events`, as the reader names them.
+    fn take_all(
+        reader: &mut Reader,
+        events: &[(WatchDescriptor, EventMask, Option<std::ffi::OsString>)],
+    ) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for (wd, mask, name) in events {
+            reader.take(wd, *mask, name.as_deref(), &mut out);
+        }
         out.into_iter().flat_map(|e| e.paths).collect()
+    }
+
+    /// The paths of every event in the kernel's queue now, as the reader names them.
+    fn read_now(reader: &mut Reader) -> Vec<PathBuf> {
+        let events = queued(reader);
+        take_all(reader, &events)
     }
 
     #[test]
@@ -510,10 +524,11 @@ mod tests {
 
     #[test]
     fn two_folders_exchanged_are_each_heard_under_its_new_name() {
-        // renameat2(RENAME_EXCHANGE), an atomic swap of two folders: a's MOVED_TO is read while
-        // the table still names the other folder (and those below it) "c"; naming by that prefix
-        // again at the other's MOVED_TO must not take a's folder along.
-        let (_dir, root, mut watch, rx) = watched_tree();
+        // renameat2(RENAME_EXCHANGE), an atomic swap of a and c, its events read in two reads
+        // (the reader woken by the first of them): between the two, the coordinator walks c, the
+        // new folder the first read announced. The second read's MOVED_TO of a must not rename the
+        // folder now at c (named "c" again by that walk) with the one that left c.
+        let (_dir, root, mut watch, mut reader) = late_reader_tree();
         std::fs::create_dir_all(root.join("c/d")).unwrap();
         for folder in ["c", "c/d"] {
             watch.add(&root.join(folder)).unwrap();
@@ -524,17 +539,19 @@ mod tests {
         let swapped =
             unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, c.as_ptr(), libc::RENAME_EXCHANGE) };
         assert_eq!(swapped, 0, "{}", io::Error::last_os_error());
-        std::fs::write(root.join("read"), b"").unwrap();
-        heard_until(&rx, &root.join("read"));
-        // What the coordinator does for the folder that came to a (a new folder to it): walk it.
-        for folder in ["a", "a/d"] {
-            watch.add(&root.join(folder)).unwrap();
-        }
+        let events = queued(&mut reader);
+        let first = events.iter().position(|(_, mask, _)| mask.contains(EventMask::MOVE_SELF)).unwrap() + 1;
+        take_all(&mut reader, &events[..first]);
+        // What the coordinator does with a folder that came (`ensure_watched`): walk it.
+        let walk =
+            |watch: &mut TreeWatch, folders: &[&str]| folders.iter().for_each(|f| watch.add(&root.join(f)).unwrap());
+        walk(&mut watch, &["c", "c/b"]);
+        take_all(&mut reader, &events[first..]);
+        walk(&mut watch, &["a", "a/d"]);
         for file in ["c/b/x", "c/y", "a/d/z", "a/w"] {
             std::fs::write(root.join(file), b"").unwrap();
         }
-        std::fs::write(root.join("sentinel"), b"").unwrap();
-        let heard = heard_until(&rx, &root.join("sentinel"));
+        let heard = read_now(&mut reader);
         let want = ["c/b/x", "c/y", "a/d/z", "a/w"].map(|p| root.join(p));
         assert!(want.iter().all(|w| heard.contains(w)), "{heard:?}");
         let wrong = ["a/b/x", "a/y", "c/d/z", "c/w"].map(|p| root.join(p));
