@@ -3,10 +3,11 @@ a finding through the engine on a real filesystem, red before its fix."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import sysctl, wait_for
+from conftest import holds_for, sysctl, wait_for
 
 
 @pytest.mark.kernel_wide
@@ -45,3 +46,36 @@ def test_folders_made_or_moved_while_events_were_lost_are_watched_after_the_resc
     finally:
         c.stop()
         c.wait(10)
+
+
+def test_a_filesystem_unmounted_inside_the_source_is_no_deletion_and_its_mount_point_stays_watched(
+    tmp_path: Path,
+) -> None:
+    # A disk mounted in a folder of the acquisition is unmounted during the run (the kernel's
+    # IN_UNMOUNT on the folder's watch, then IN_IGNORED). Its files are not deleted: their copies
+    # stay. The folder under it (the mount point, on the source's own disk) is a folder of the
+    # tree, and what is put in it afterwards is heard.
+    import softcopy
+
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    (src / "m").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "late").write_bytes(b"late")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(src / "m")], check=True)
+    try:
+        (src / "m" / "f").write_bytes(b"f")
+        c = softcopy.Copier([softcopy.Target(src, dst)])
+        c.start()
+        try:
+            wait_for(lambda: c.poll() is None and (dst / "m" / "f").exists(), 10, "the first copy")
+        finally:
+            subprocess.run(["umount", str(src / "m")], check=True)
+        try:
+            holds_for(lambda: (dst / "m" / "f").exists(), 3, "the unmounted disk's copy kept")
+            (outside / "late").rename(src / "m" / "late")
+            wait_for(lambda: (dst / "m" / "late").exists(), 10, "a file put in the mount point, copied live")
+        finally:
+            c.stop()
+            c.wait(10)
+    finally:
+        subprocess.run(["umount", str(src / "m")], check=False, capture_output=True)

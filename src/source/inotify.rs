@@ -254,7 +254,17 @@ impl Reader {
             }
             EventKind::Remove(RemoveKind::Folder)
         } else if mask.contains(EventMask::UNMOUNT) {
-            EventKind::Remove(RemoveKind::Other)
+            if is_root {
+                EventKind::Remove(RemoveKind::Other)
+            } else if folder.is_dir() {
+                // The filesystem mounted on this folder is gone (its watches with it), and the
+                // folder under it, a folder of the tree, is at the name now: a new folder to watch
+                // and list. Its files are no evidence of a deletion: only said of none of them.
+                EventKind::Create(CreateKind::Folder)
+            } else {
+                // A folder within that filesystem: nothing is at its name now.
+                return;
+            }
         } else if mask.contains(EventMask::MODIFY) {
             EventKind::Modify(ModifyKind::Data(DataChange::Any))
         } else if mask.contains(EventMask::CLOSE_WRITE) {
