@@ -303,15 +303,19 @@ impl Reader {
     /// next, watches it anew and the coordinator walks it.
     fn drop_displaced(&mut self, table: &mut Table, rel: &Path, id: i32, old: Option<&Path>) {
         let coming = |r: &Path| old.is_some_and(|o| r.starts_with(o));
-        let named: Vec<(i32, PathBuf)> = table
-            .at_or_below(rel)
-            .into_iter()
-            .filter(|&wd| wd != id)
-            .filter_map(|wd| table.rel(wd).filter(|r| !coming(r)).map(|r| (wd, r.to_path_buf())))
-            .collect();
-        for (wd, name) in named {
+        let named: Vec<i32> =
+            table.at_or_below(rel).into_iter().filter(|&wd| wd != id && !table.rel(wd).is_some_and(coming)).collect();
+        self.drop_unless_there(table, named);
+    }
+
+    /// Drops the watches of `wds` whose folders are not at their names now; a folder that is
+    /// (one a walk watched since, under a name another folder left) keeps its watch.
+    fn drop_unless_there(&mut self, table: &mut Table, wds: Vec<i32>) {
+        for wd in wds {
+            let Some(name) = table.rel(wd).map(Path::to_path_buf) else { continue };
             if !self.still_at(table, wd, &name) {
                 table.forget(wd);
+                // The kernel's IGNORED for it follows; an error means it is gone already.
                 // SAFETY: removes a watch from the inotify descriptor this reader owns.
                 unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), wd) };
             }
@@ -323,20 +327,19 @@ impl Reader {
     /// folder moved into one not yet watched has no `MOVED_TO`, and the coordinator's walk of
     /// the new folder can name it before this is read). Otherwise it left the tree, or moved
     /// again (that move's `MOVED_TO`, read later, watches and walks it anew): it and every folder
-    /// below it lose their watches, so nothing they do is taken for the tree's. Whether it moved
-    /// within the tree is not remembered from its `MOVED_TO`: read late, that names whatever
-    /// folder is at the name by then, whose own `MOVE_SELF` may never come.
+    /// named below it that is not at its name now lose their watches, so nothing they do is
+    /// taken for the tree's. Whether it moved within the tree is not remembered from its
+    /// `MOVED_TO`: read late, that names whatever folder is at the name by then, whose own
+    /// `MOVE_SELF` may never come.
     fn moved_away(&mut self, table: &mut Table, id: i32) {
         let Some(rel) = table.rel(id).map(Path::to_path_buf) else { return };
         if self.still_at(table, id, &rel) {
             return;
         }
-        for wd in table.at_or_below(&rel) {
-            table.forget(wd);
-            // The kernel's IGNORED for it follows; an error means it is gone already.
-            // SAFETY: removes a watch from the inotify descriptor this reader owns.
-            unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), wd) };
-        }
+        // Those named below it are looked at one by one: a walk may have watched a new folder
+        // made under its name (or below) before this was read.
+        let named = table.at_or_below(&rel);
+        self.drop_unless_there(table, named);
     }
 
     /// Whether the folder watched as `id` is the one at `rel` now: a watch added for what is
@@ -510,6 +513,24 @@ mod tests {
         std::fs::write(root.join("n/a/g"), b"g").unwrap();
         let heard = read_now(&mut reader);
         assert!(heard.contains(&root.join("n/a/b/f")) && heard.contains(&root.join("n/a/g")), "{heard:?}");
+    }
+
+    #[test]
+    fn a_folder_made_under_the_name_of_one_moved_out_keeps_its_watch_when_the_move_is_read_late() {
+        // `mv a away; mkdir -p a/b`, and a walk (the initial one, paced, or the rescan's after
+        // lost events) watches the new a and a/b before the reader reads the old a's MOVE_SELF:
+        // dropping the watches at or below the old a's name must spare the new folders there.
+        let (dir, root, mut watch, mut reader) = late_reader_tree();
+        std::fs::rename(root.join("a"), dir.path().join("away")).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        for folder in ["a", "a/b"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        read_now(&mut reader);
+        std::fs::write(root.join("a/b/f"), b"f").unwrap();
+        std::fs::write(root.join("a/g"), b"g").unwrap();
+        let heard = read_now(&mut reader);
+        assert!(heard.contains(&root.join("a/b/f")) && heard.contains(&root.join("a/g")), "{heard:?}");
     }
 
     #[test]
