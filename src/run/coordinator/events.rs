@@ -136,6 +136,12 @@ impl Run<'_> {
     /// named where it was, so what was made in it later was heard by no event (docs/design.md,
     /// "Memory"). Before the rescan that lists their files.
     pub(super) fn watch_every_folder(&mut self, watcher: &mut Watcher) {
+        // A root away is watched again when it is back (`rewatch_and_reconcile`); a folder under
+        // its name meanwhile may be another's (its going may be among the events lost), and
+        // none of it is ours to watch.
+        if self.root_gone.is_some() || self.paused.is_some() || self.ensure_root().is_err() {
+            return;
+        }
         match watcher.watch_tree(&self.src, |_| {}) {
             Ok(Some(limit)) => self.watch_limited(limit.to_string()),
             Ok(None) => {}
