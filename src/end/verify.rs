@@ -795,37 +795,50 @@ mod tests {
     }
 
     #[test]
-    fn a_folders_files_split_around_its_subfolders_by_the_walk_are_proven_together() {
-        // The walk is depth first: a folder's files may come before and after those of the
-        // folders below it. Each folder's sum must still be its files', whole, when proven.
+    fn a_folders_files_listed_around_its_subfolders_are_proven_by_its_own_record() {
+        // The proof runs as the depth-first walk leaves each folder: p's files come before and
+        // after p/s's (readdir's order, many names), and p/s, rewritten, fails its proof while
+        // the walk is still in p. Neither folder's sum may take the other's files.
         let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut keys: Vec<String> = (0..20).map(|i| format!("a/{i}")).collect();
-        keys.extend((0..3).map(|i| format!("a/s/{i}")));
-        keys.extend((0..5).map(|i| format!("b/{i}")));
-        keys.push("top".into());
+        let keys: Vec<String> =
+            (0..20).map(|i| format!("p/{i}")).chain((0..5).map(|i| format!("p/s/{i}"))).chain(["q/0".into()]).collect();
         let mut settled = crate::track::settled::Settled::default();
         for key in &keys {
             for root in [src.path(), dst.path()] {
                 fs::create_dir_all(root.join(key).parent().unwrap()).unwrap();
             }
-            // The copies' mtimes differ from their sources': only the records can prove them.
-            fs::write(dst.path().join(key), b"chunk").unwrap();
             fs::write(src.path().join(key), b"chunk").unwrap();
+            copy(src.path(), dst.path(), key);
+            // Keyed as walks spell them (`\` on Windows).
             let rel = Path::new(key).components().collect::<PathBuf>();
             settled.keep(rel.as_os_str(), &crate::sys::path_identity(&src.path().join(key)).unwrap());
         }
-        let landed = Landed { copied: &|_| None, settled: Some(&settled), count: keys.len() };
-        let check = Check {
-            marker: "complete",
-            arrays: &[],
-            content: false,
-            prune: None,
-            landed: Some(&landed),
-            exclude: None,
+        let listed: Vec<String> = walkdir::WalkDir::new(src.path().join("p"))
+            .into_iter()
+            .map(|e| e.unwrap().path().strip_prefix(src.path()).unwrap().to_string_lossy().into_owned())
+            .collect();
+        let s_at = listed.iter().position(|p| p == "p/s").unwrap();
+        assert!(s_at > 1 && s_at < listed.len() - 5 - 1, "p's files on both sides of p/s: {listed:?}");
+        let run = || {
+            let landed = Landed { copied: &|_| None, settled: Some(&settled), count: keys.len() };
+            let check = Check {
+                marker: "complete",
+                arrays: &[],
+                content: false,
+                prune: None,
+                landed: Some(&landed),
+                exclude: None,
+            };
+            verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &AtomicBool::new(false)).unwrap()
         };
-        let r = verify(src.path(), &crate::dest::Dest::at(dst.path()), &check, &AtomicBool::new(false)).unwrap();
-        assert!(r.ok() && !r.destination_walked, "{r:?}");
-        assert_eq!(r.proven_as_copied, keys.len() as u64, "{r:?}");
+        let r = run();
+        assert!(r.ok() && r.proven_as_copied == keys.len() as u64 && !r.destination_walked, "{r:?}");
+        fs::write(src.path().join("p/s/3"), b"CHUNK").unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        fs::File::options().write(true).open(src.path().join("p/s/3")).unwrap().set_modified(later).unwrap();
+        let r = run();
+        assert_eq!(r.mtime_mismatch, vec![Path::new("p").join("s").join("3")], "{r:?}");
+        assert_eq!(r.proven_as_copied, 21, "p and q proven by their records, p/s looked at: {r:?}");
     }
 
     /// Copies `rel` from `src` to `dst` with its mtime, as the copier does.

@@ -127,7 +127,7 @@ impl TreeWatch {
             unused: 0,
         }));
         let watches = inotify.watches();
-        let mut reader = Reader { inotify, watches: watches.clone(), table: table.clone(), tx, moved_in: Vec::new() };
+        let mut reader = Reader { inotify, watches: watches.clone(), table: table.clone(), tx };
         let woken = stop.try_clone()?;
         let thread = std::thread::Builder::new().name("softcopy-inotify".into()).spawn(move || reader.run(&woken))?;
         Ok(TreeWatch { watches, table, stop, reader: Some(thread) })
@@ -167,9 +167,6 @@ struct Reader {
     watches: Watches,
     table: Arc<Mutex<Table>>,
     tx: Sender<notify::Result<Event>>,
-    /// Folders moved within the tree and named again at their new name, whose own `MOVE_SELF`
-    /// (always after the `MOVED_TO`) is still to come: that one must not drop their watches.
-    moved_in: Vec<i32>,
 }
 
 impl Reader {
@@ -219,9 +216,6 @@ impl Reader {
     /// One kernel event, as the notify events `translate` reads (the kinds notify gives them).
     fn take(&mut self, id: i32, mask: EventMask, name: Option<&OsStr>, out: &mut Vec<Event>) {
         if mask.contains(EventMask::Q_OVERFLOW) {
-            // A MOVE_SELF awaited may be among the events lost: none is awaited any more, so a
-            // later move away of that folder is not taken for it and drops its watch.
-            self.moved_in.clear();
             out.push(Event::new(EventKind::Other).set_flag(Flag::Rescan));
             return;
         }
@@ -264,7 +258,17 @@ impl Reader {
             }
             EventKind::Remove(RemoveKind::Folder)
         } else if mask.contains(EventMask::UNMOUNT) {
-            EventKind::Remove(RemoveKind::Other)
+            if is_root {
+                EventKind::Remove(RemoveKind::Other)
+            } else if folder.is_dir() {
+                // The filesystem mounted on this folder is gone (its watches with it), and the
+                // folder under it, a folder of the tree, is at the name now: a new folder to watch
+                // and list. Its files are no evidence of a deletion: only said of none of them.
+                EventKind::Create(CreateKind::Folder)
+            } else {
+                // A folder within that filesystem: nothing is at its name now.
+                return;
+            }
         } else if mask.contains(EventMask::MODIFY) {
             EventKind::Modify(ModifyKind::Data(DataChange::Any))
         } else if mask.contains(EventMask::CLOSE_WRITE) {
@@ -277,44 +281,89 @@ impl Reader {
 
     /// A folder moved to `path` within the tree: if it was watched, its watch and those below it
     /// are named again now (the same inode gives the same descriptor), before the events that
-    /// follow its move are read.
+    /// follow its move are read. Its own `MOVE_SELF`, queued behind this event, then finds it at
+    /// its name (see [`Reader::moved_away`]).
     fn name_moved_in(&mut self, table: &mut Table, path: &Path) {
         let Ok(rel) = path.strip_prefix(&table.root).map(Path::to_path_buf) else { return };
         let Ok(wd) = self.watches.add(path, mask()) else { return };
         let id = wd.get_watch_descriptor_id();
-        if let Some(old) = table.rel(id).map(Path::to_path_buf) {
+        let old = table.rel(id).map(Path::to_path_buf);
+        self.drop_displaced(table, &rel, id, old.as_deref());
+        if let Some(old) = old {
             for below in table.at_or_below(&old).into_iter().filter(|&b| b != id) {
                 let Some(under) = table.rel(below).and_then(|r| r.strip_prefix(&old).ok()).map(|r| rel.join(r)) else {
                     continue;
                 };
                 table.name(below, &under);
             }
-            // Watched before the move, so its own MOVE_SELF is queued behind this event.
-            self.moved_in.push(id);
         }
         table.name(id, &rel);
     }
 
-    /// A folder left its name for one outside the tree: it and every folder below it lose their
-    /// watches, so nothing they do is taken for the tree's.
+    /// The folders the table names at or below `rel`, where folder `id` (named `old` until now)
+    /// just came, that are not there: the folder it replaced, or the other of two folders
+    /// exchanged, whose own move is read next. They lose their watches, so that naming by prefix,
+    /// now or at that move, never mixes them with the folder that came; the other's move, read
+    /// next, watches it anew and the coordinator walks it.
+    fn drop_displaced(&mut self, table: &mut Table, rel: &Path, id: i32, old: Option<&Path>) {
+        let coming = |r: &Path| old.is_some_and(|o| r.starts_with(o));
+        let named: Vec<i32> =
+            table.at_or_below(rel).into_iter().filter(|&wd| wd != id && !table.rel(wd).is_some_and(coming)).collect();
+        self.drop_unless_there(table, named);
+    }
+
+    /// Drops the watches of `wds` whose folders are not at their names now; a folder that is
+    /// (one a walk watched since, under a name another folder left) keeps its watch.
+    fn drop_unless_there(&mut self, table: &mut Table, wds: Vec<i32>) {
+        for wd in wds {
+            let Some(name) = table.rel(wd).map(Path::to_path_buf) else { continue };
+            if !self.still_at(table, wd, &name) {
+                table.forget(wd);
+                // The kernel's IGNORED for it follows; an error means it is gone already.
+                // SAFETY: removes a watch from the inotify descriptor this reader owns.
+                unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), wd) };
+            }
+        }
+    }
+
+    /// A folder left a name (its `MOVE_SELF`). If the table's name for it leads to it now, it is
+    /// in the tree: its move within the tree was read and named, or a walk named it since (a
+    /// folder moved into one not yet watched has no `MOVED_TO`, and the coordinator's walk of
+    /// the new folder can name it before this is read). Otherwise it left the tree, or moved
+    /// again (that move's `MOVED_TO`, read later, watches and walks it anew): it and every folder
+    /// named below it that is not at its name now lose their watches, so nothing they do is
+    /// taken for the tree's. Whether it moved within the tree is not remembered from its
+    /// `MOVED_TO`: read late, that names whatever folder is at the name by then, whose own
+    /// `MOVE_SELF` may never come.
     fn moved_away(&mut self, table: &mut Table, id: i32) {
-        if let Some(i) = self.moved_in.iter().position(|&m| m == id) {
-            self.moved_in.swap_remove(i);
+        let Some(rel) = table.rel(id).map(Path::to_path_buf) else { return };
+        if self.still_at(table, id, &rel) {
             return;
         }
-        let Some(rel) = table.rel(id).map(Path::to_path_buf) else { return };
-        for wd in table.at_or_below(&rel) {
-            table.forget(wd);
-            // The kernel's IGNORED for it follows; an error means it is gone already.
+        // Those named below it are looked at one by one: a walk may have watched a new folder
+        // made under its name (or below) before this was read.
+        let named = table.at_or_below(&rel);
+        self.drop_unless_there(table, named);
+    }
+
+    /// Whether the folder watched as `id` is the one at `rel` now: a watch added for what is
+    /// there is `id` only for that folder (the same inode gives the same descriptor). A watch
+    /// the look made on another folder, one the table does not hold, is taken off again.
+    fn still_at(&mut self, table: &Table, id: i32, rel: &Path) -> bool {
+        let Ok(wd) = self.watches.add(table.root.join(rel), mask()) else { return false };
+        let found = wd.get_watch_descriptor_id();
+        if found != id && table.rel(found).is_none() {
             // SAFETY: removes a watch from the inotify descriptor this reader owns.
-            unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), wd) };
+            unsafe { libc::inotify_rm_watch(self.inotify.as_fd().as_raw_fd(), found) };
         }
+        found == id
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
     use std::time::{Duration, Instant};
 
     /// The paths of the events heard until one at `until` comes (or five seconds pass).
@@ -388,6 +437,156 @@ mod tests {
         assert_eq!(table.unused, "a".len() + "a/b".len());
     }
 
+    /// A watch whose reader is not running: the test reads the kernel's queue itself, when it
+    /// chooses. It plays a reader thread that is late (a busy machine, a long batch): the events
+    /// are the kernel's, in its order; only when they are read is chosen.
+    fn late_reader_tree() -> (tempfile::TempDir, PathBuf, TreeWatch, Reader) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("acq");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("x")).unwrap();
+        let inotify = Inotify::init().unwrap();
+        let table =
+            Arc::new(Mutex::new(Table { root: root.clone(), folders: HashMap::new(), names: Vec::new(), unused: 0 }));
+        // SAFETY: eventfd returns a new descriptor or -1, checked before it is owned.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(stop >= 0);
+        // SAFETY: `stop` is a descriptor this call just opened and nothing else owns.
+        let stop = unsafe { OwnedFd::from_raw_fd(stop) };
+        let (tx, _) = crossbeam_channel::unbounded();
+        let watches = inotify.watches();
+        let reader = Reader { inotify, watches: watches.clone(), table: table.clone(), tx };
+        let mut watch = TreeWatch { watches, table, stop, reader: None };
+        for folder in ["", "a", "a/b", "x"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        (dir, root, watch, reader)
+    }
+
+    /// Every event in the kernel's queue now, not yet named.
+    fn queued(reader: &mut Reader) -> Vec<(i32, EventMask, Option<std::ffi::OsString>)> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut queued = Vec::new();
+        loop {
+            match reader.inotify.read_events(&mut buffer) {
+                Ok(events) => {
+                    queued.extend(events.map(|e| (e.wd.get_watch_descriptor_id(), e.mask, e.name.map(OsStr::to_owned))))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return queued,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// The paths of `events`, as the reader names them.
+    fn take_all(reader: &mut Reader, events: &[(i32, EventMask, Option<std::ffi::OsString>)]) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for (wd, mask, name) in events {
+            reader.take(*wd, *mask, name.as_deref(), &mut out);
+        }
+        out.into_iter().flat_map(|e| e.paths).collect()
+    }
+
+    /// The paths of every event in the kernel's queue now, as the reader names them.
+    fn read_now(reader: &mut Reader) -> Vec<PathBuf> {
+        let events = queued(reader);
+        take_all(reader, &events)
+    }
+
+    #[test]
+    fn a_folder_moved_into_a_new_folder_watched_before_its_move_is_read_keeps_its_watch() {
+        // `mkdir n; mv a n/a`, the coordinator's `ensure_watched(n)` (a walk that adds n, n/a,
+        // n/a/b) running after the move and before the reader reads it: a/ had no MOVED_TO (n was
+        // not watched yet), so its MOVE_SELF must not be taken for a move out of the tree; the
+        // folder is in the tree, at the name the walk gave it.
+        let (_dir, root, mut watch, mut reader) = late_reader_tree();
+        std::fs::create_dir(root.join("n")).unwrap();
+        read_now(&mut reader);
+        std::fs::rename(root.join("a"), root.join("n/a")).unwrap();
+        for folder in ["n", "n/a", "n/a/b"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        read_now(&mut reader);
+        std::fs::write(root.join("n/a/b/f"), b"f").unwrap();
+        std::fs::write(root.join("n/a/g"), b"g").unwrap();
+        let heard = read_now(&mut reader);
+        assert!(heard.contains(&root.join("n/a/b/f")) && heard.contains(&root.join("n/a/g")), "{heard:?}");
+    }
+
+    #[test]
+    fn a_folder_made_under_the_name_of_one_moved_out_keeps_its_watch_when_the_move_is_read_late() {
+        // `mv a away; mkdir -p a/b`, and a walk (the initial one, paced, or the rescan's after
+        // lost events) watches the new a and a/b before the reader reads the old a's MOVE_SELF:
+        // dropping the watches at or below the old a's name must spare the new folders there.
+        let (dir, root, mut watch, mut reader) = late_reader_tree();
+        std::fs::rename(root.join("a"), dir.path().join("away")).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        for folder in ["a", "a/b"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        read_now(&mut reader);
+        std::fs::write(root.join("a/b/f"), b"f").unwrap();
+        std::fs::write(root.join("a/g"), b"g").unwrap();
+        let heard = read_now(&mut reader);
+        assert!(heard.contains(&root.join("a/b/f")) && heard.contains(&root.join("a/g")), "{heard:?}");
+    }
+
+    #[test]
+    fn a_folder_moved_in_over_a_name_read_late_is_still_dropped_when_it_moves_out() {
+        // An atomic swap of a folder read late: `mv a c` (a is watched), `mv c away`, `mv x c`,
+        // all before the reader reads the first. When it reads a's MOVED_TO, c is x already: taken
+        // for a move within the tree of x, that read made x's MOVE_SELF, once x itself left the
+        // tree later, be passed over, and x kept its watch and was heard as the tree's.
+        let (dir, root, _watch, mut reader) = late_reader_tree();
+        std::fs::rename(root.join("a"), root.join("c")).unwrap();
+        std::fs::rename(root.join("c"), dir.path().join("away1")).unwrap();
+        std::fs::rename(root.join("x"), root.join("c")).unwrap();
+        read_now(&mut reader);
+        std::fs::rename(root.join("c"), dir.path().join("away2")).unwrap();
+        read_now(&mut reader);
+        std::fs::write(dir.path().join("away2/f"), b"f").unwrap();
+        std::fs::write(root.join("sentinel"), b"s").unwrap();
+        let heard = read_now(&mut reader);
+        assert!(heard.contains(&root.join("sentinel")), "{heard:?}");
+        assert!(!heard.contains(&root.join("c/f")), "heard from outside the tree: {heard:?}");
+    }
+
+    #[test]
+    fn two_folders_exchanged_are_each_heard_under_its_new_name() {
+        // renameat2(RENAME_EXCHANGE), an atomic swap of a and c, its events read in two reads
+        // (the reader woken by the first of them): between the two, the coordinator walks c, the
+        // new folder the first read announced. The second read's MOVED_TO of a must not rename the
+        // folder now at c (named "c" again by that walk) with the one that left c.
+        let (_dir, root, mut watch, mut reader) = late_reader_tree();
+        std::fs::create_dir_all(root.join("c/d")).unwrap();
+        for folder in ["c", "c/d"] {
+            watch.add(&root.join(folder)).unwrap();
+        }
+        let path = |rel: &str| std::ffi::CString::new(root.join(rel).into_os_string().into_vec()).unwrap();
+        let (a, c) = (path("a"), path("c"));
+        // SAFETY: two live NUL-terminated paths.
+        let swapped =
+            unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, c.as_ptr(), libc::RENAME_EXCHANGE) };
+        assert_eq!(swapped, 0, "{}", io::Error::last_os_error());
+        let events = queued(&mut reader);
+        let first = events.iter().position(|(_, mask, _)| mask.contains(EventMask::MOVE_SELF)).unwrap() + 1;
+        take_all(&mut reader, &events[..first]);
+        // What the coordinator does with a folder that came (`ensure_watched`): walk it.
+        let walk =
+            |watch: &mut TreeWatch, folders: &[&str]| folders.iter().for_each(|f| watch.add(&root.join(f)).unwrap());
+        walk(&mut watch, &["c", "c/b"]);
+        take_all(&mut reader, &events[first..]);
+        walk(&mut watch, &["a", "a/d"]);
+        for file in ["c/b/x", "c/y", "a/d/z", "a/w"] {
+            std::fs::write(root.join(file), b"").unwrap();
+        }
+        let heard = read_now(&mut reader);
+        let want = ["c/b/x", "c/y", "a/d/z", "a/w"].map(|p| root.join(p));
+        assert!(want.iter().all(|w| heard.contains(w)), "{heard:?}");
+        let wrong = ["a/b/x", "a/y", "c/d/z", "c/w"].map(|p| root.join(p));
+        assert!(!heard.iter().any(|p| wrong.contains(p)), "heard under the other's name: {heard:?}");
+    }
+
     #[test]
     fn a_link_is_never_watched_in_place_of_a_folder() {
         // A folder swapped for a link between its event and its watch: watching where the link
@@ -402,37 +601,6 @@ mod tests {
         // The link's own making is heard (its parent's CREATE); nothing done where it leads.
         let below = |p: &PathBuf| p.starts_with(root.join("link")) && *p != root.join("link");
         assert!(heard.contains(&root.join("sentinel")) && !heard.iter().any(below), "{heard:?}");
-    }
-
-    #[test]
-    fn after_lost_events_a_folder_moved_away_loses_its_watch_whatever_move_was_awaited() {
-        // Events fed by hand to a reader of a real watch: the order the kernel gives, with the
-        // MOVE_SELF of a move within the tree lost in an overflow.
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("acq");
-        std::fs::create_dir_all(root.join("a")).unwrap();
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        let inotify = Inotify::init().unwrap();
-        let table =
-            Arc::new(Mutex::new(Table { root: root.clone(), folders: HashMap::new(), names: Vec::new(), unused: 0 }));
-        let mut reader = Reader { watches: inotify.watches(), inotify, table: table.clone(), tx, moved_in: Vec::new() };
-        let mut watched = |rel: &str| {
-            let wd = reader.watches.add(root.join(rel), mask()).unwrap().get_watch_descriptor_id();
-            lock(&table).name(wd, Path::new(rel));
-            wd
-        };
-        let (top, a) = (watched(""), watched("a"));
-        let mut out = Vec::new();
-        std::fs::rename(root.join("a"), root.join("c")).unwrap();
-        reader.take(top, EventMask::MOVED_FROM | EventMask::ISDIR, Some(OsStr::new("a")), &mut out);
-        reader.take(top, EventMask::MOVED_TO | EventMask::ISDIR, Some(OsStr::new("c")), &mut out);
-        assert_eq!(lock(&table).rel(a), Some(Path::new("c")));
-        reader.take(-1, EventMask::Q_OVERFLOW, None, &mut out);
-        // Its MOVE_SELF was lost; later it leaves the tree.
-        std::fs::rename(root.join("c"), dir.path().join("away")).unwrap();
-        reader.take(top, EventMask::MOVED_FROM | EventMask::ISDIR, Some(OsStr::new("c")), &mut out);
-        reader.take(a, EventMask::MOVE_SELF, None, &mut out);
-        assert_eq!(lock(&table).rel(a), None, "its watch is dropped");
     }
 
     #[test]

@@ -96,6 +96,10 @@ struct Run<'a> {
     paused: Option<String>,
     /// The root came back: its watches must be made again (then it is reconciled again).
     rewatch: bool,
+    /// Events were lost: folders made meanwhile have no watch and those moved are named where
+    /// they were, so the next rescan watches every folder again first (and the final reconcile
+    /// waits for it).
+    watch_again: bool,
     /// What the final reconcile found that no event had announced (docs/design.md, "Live, proven
     /// live"): zero where the watch missed nothing.
     found_at_end: u64,
@@ -297,9 +301,12 @@ impl Run<'_> {
         Some(files.map(|(name, _)| name).filter(|name| !self.is_marker(&folder.join(name))).collect())
     }
 
-    fn rescan_if_due(&mut self, now: Instant) {
+    fn rescan_if_due(&mut self, now: Instant, watcher: &mut Watcher) {
         if self.rescans.due(now) {
             let started = Instant::now();
+            if std::mem::take(&mut self.watch_again) {
+                self.watch_every_folder(watcher);
+            }
             let swept = self.reconcile();
             self.rescans.ran(started, matches!(swept, Swept::RootGone(_)));
         }
@@ -511,7 +518,7 @@ impl Run<'_> {
     /// memory, a look at the destination's root, watches made again. Ends the loop where the
     /// destination stayed unavailable beyond `give_up_after`.
     fn keep_up(&mut self, now: Instant, watcher: &mut Watcher) -> Option<LoopEnd> {
-        self.rescan_if_due(now);
+        self.rescan_if_due(now, watcher);
         self.list_new_dirs(now);
         if let Some((_, every)) = self.evict.filter(|(at, _)| *at <= now) {
             // Settled at one pass, still settled at the next: quiet for at least `every`.
@@ -568,7 +575,9 @@ impl Run<'_> {
         if let Some(why) = self.paused.clone().or_else(|| self.dest_root.away().map(String::from)) {
             return if self.tracker.in_flight() == 0 { Next::End(LoopEnd::RootGone(why)) } else { Next::Sleep };
         }
-        if !self.tracker.is_idle() || self.walk.is_some() {
+        // A rescan after lost events is due within `RESCAN_MIN`; the final one comes after it,
+        // once every folder is watched again.
+        if !self.tracker.is_idle() || self.walk.is_some() || self.watch_again && !ending.reconciled {
             return Next::Sleep;
         }
         if ending.reconciled {
@@ -1005,6 +1014,7 @@ impl<'a> Run<'a> {
             root_gone: None,
             paused: None,
             rewatch: false,
+            watch_again: false,
             found_at_end: 0,
             tracker: Tracker::new(cfg.settle, cfg.debounce).with_exclude(cfg.exclude.clone()),
             finishing: cfg.once,
