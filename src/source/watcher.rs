@@ -59,6 +59,7 @@ pub struct Walk {
     /// still lists every file, and the caller falls back to periodic rescans.
     pub limit: Option<Error>,
     /// No more watches are added (the limit is reached, or one recursive watch covers the tree).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     unwatched: bool,
 }
 
@@ -73,6 +74,7 @@ pub enum Walked {
 
 /// What a walk met next.
 enum Met {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Folder(PathBuf),
     File(PathBuf, Option<Identity>),
 }
@@ -175,6 +177,8 @@ impl Watcher {
         let mut ignored_incomplete = None;
         while let Some(met) = next_met(&mut walk.entries, &root, false, &mut ignored_incomplete) {
             match met.map_err(|e| Error::Watch { path: root.clone(), message: e.to_string() })? {
+                // Elsewhere the tree's one recursive watch covers every folder (`walk`).
+                #[cfg(target_os = "linux")]
                 Met::Folder(dir) if !walk.unwatched => self.watch_walked(walk, &dir)?,
                 Met::Folder(_) => {}
                 Met::File(rel, _) => {
@@ -189,6 +193,7 @@ impl Watcher {
 
     /// The watch on a folder the walk reached, before it is listed (walkdir lists a folder only
     /// after yielding it).
+    #[cfg(target_os = "linux")]
     fn watch_walked(&mut self, walk: &mut Walk, dir: &Path) -> Result<()> {
         if let Err(e) = self.watch_one(dir) {
             match e {
@@ -234,7 +239,7 @@ impl Watcher {
 }
 
 impl Watcher {
-    /// The watch of one folder (Linux: a folder at a time, see `walk`).
+    /// The watch of one folder (a folder at a time, see `walk`).
     #[cfg(target_os = "linux")]
     fn watch_one(&mut self, dir: &Path) -> Result<()> {
         let Err(e) = self.tree.add(dir) else { return Ok(()) };
@@ -246,11 +251,6 @@ impl Watcher {
             Some(libc::ENOSPC) => Err(Error::WatchLimit(dir.to_path_buf())),
             _ => Err(Error::Watch { path: dir.to_path_buf(), message: e.to_string() }),
         }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn watch_one(&mut self, dir: &Path) -> Result<()> {
-        self.inner.watch(dir, RecursiveMode::NonRecursive).map_err(|e| watch_error(dir, e))
     }
 }
 

@@ -47,7 +47,7 @@ impl Sum {
 
 /// `halves` (a `u128` as its low and high halves) plus `n`, modulo 2¹²⁸.
 fn wrapping_add(halves: [u64; 2], n: u128) -> [u64; 2] {
-    let sum = (u128::from(halves[1]) << 64 | u128::from(halves[0])).wrapping_add(n);
+    let sum = ((u128::from(halves[1]) << 64) + u128::from(halves[0])).wrapping_add(n);
     [sum as u64, (sum >> 64) as u64]
 }
 
@@ -229,6 +229,13 @@ mod tests {
 
     fn ident(ino: u64, mtime_ns: i64) -> Identity {
         Identity { dev: 1, ino, size: 10, mtime_ns, ctime_ns: mtime_ns }
+    }
+
+    #[test]
+    fn a_sum_kept_in_two_halves_adds_as_one_number_modulo_two_to_the_128() {
+        assert_eq!(wrapping_add([u64::MAX, 0], 1), [0, 1], "the carry");
+        assert_eq!(wrapping_add([5, 7], (3 << 64) | 2), [7, 10]);
+        assert_eq!(wrapping_add([u64::MAX, u64::MAX], 2), [1, 0], "modulo 2^128");
     }
 
     #[test]
