@@ -93,7 +93,10 @@ def test_two_folders_swapped_while_events_are_heard_are_copied_again(tmp_path: P
 
 @pytest.mark.kernel_wide
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: with a queue of one event, the reader may free the queue between two events of
+    # the one syscall and hear both folders' moves (never seen in 9 runs, but possible); then it
+    # copies them as new and the history passes. The resumed run's test below is strict.
+    strict=False,
     reason="a file listed again after its folder's record failed takes a copy of the same size and "
     "mtime made after its last change for its own, but a folder's rename changes no ctime below it: "
     "two folders swapped while events were lost keep each other's copies, and the end proves them "
