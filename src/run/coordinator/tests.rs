@@ -280,3 +280,45 @@ fn a_settled_file_deleted_with_its_event_lost_is_mirrored_by_the_next_reconcile(
     assert!(!jobs.contains(&PathBuf::from("d/0")), "{jobs:?}");
     assert!(!jobs.contains(&PathBuf::from("d/notes.txt")), "{jobs:?}");
 }
+
+#[test]
+fn after_lost_events_the_next_rescan_watches_a_folder_made_meanwhile() {
+    // A folder made while the queue overflowed has no watch (its creation was among the events
+    // lost): what is put in it later is heard only once the rescan has watched it.
+    let (t, cfg) = setup();
+    let src = t.path().join("src");
+    let sh = Shared::default();
+    let ControlFlow::Continue(opened) = open(&cfg, &sh).unwrap() else { panic!("the run opens") };
+    let (mut run, mut watcher, ev_rx) = walking(&cfg, &sh, &opened, 100);
+    fs::create_dir(src.join("n")).unwrap();
+    run.handle(FsEvent::Rescan, &mut watcher);
+    while ev_rx.try_recv().is_ok() {} // the folder's own creation: lost
+    run.rescan_if_due(Instant::now(), &mut watcher);
+    fs::write(src.join("n/f"), b"f").unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let mut heard = Vec::new();
+    while !heard.contains(&FsEvent::File(PathBuf::from("n/f"), Change::Created)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(event) = ev_rx.recv_timeout(left) else { break };
+        crate::source::watcher::translate(&src, event, &mut heard);
+    }
+    assert!(heard.contains(&FsEvent::File(PathBuf::from("n/f"), Change::Created)), "never heard: {heard:?}");
+}
+
+#[test]
+fn the_final_look_waits_for_the_rescan_that_watches_every_folder_again() {
+    // Lost events make a rescan due that watches every folder again; the final look, which
+    // proves the end, comes after it (a folder unwatched then could change unheard after it).
+    let (_t, cfg) = setup();
+    let sh = Shared::default();
+    let ControlFlow::Continue(opened) = open(&cfg, &sh).unwrap() else { panic!("the run opens") };
+    let mut run = Run::new(&cfg, &sh, Instant::now(), &opened, Arc::default());
+    let mut ending = Ending::default();
+    run.finishing = true;
+    run.watch_again = true;
+    assert!(matches!(run.towards_the_end(&mut ending, Instant::now()), Next::Sleep));
+    assert!(!ending.reconciled, "the final look came before the rescan");
+    run.watch_again = false;
+    assert!(matches!(run.towards_the_end(&mut ending, Instant::now()), Next::Again));
+    assert!(ending.reconciled);
+}
