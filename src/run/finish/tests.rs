@@ -333,9 +333,18 @@ fn after_a_record_given_up(change: fn(&Path)) -> (Run, Phase) {
     after_a_record_given_up_beside(&[], change)
 }
 
+/// `after_a_record_given_up` where `change` is made to the destination's copy of `notes`.
+fn after_a_record_given_up_then_at_the_destination(change: fn(&Path)) -> (Run, Phase) {
+    after_a_record_given_up_at(&[], change, true)
+}
+
 /// `after_a_record_given_up` with `extra` at the destination before the run (copies of files
 /// deleted while no run watched, not chunks: extras, never pruned).
 fn after_a_record_given_up_beside(extra: &[&str], change: fn(&Path)) -> (Run, Phase) {
+    after_a_record_given_up_at(extra, change, false)
+}
+
+fn after_a_record_given_up_at(extra: &[&str], change: fn(&Path), at_destination: bool) -> (Run, Phase) {
     let run = Run::new();
     for name in extra {
         fs::write(run.dst.path().join(name), b"deleted before this run").unwrap();
@@ -350,7 +359,7 @@ fn after_a_record_given_up_beside(extra: &[&str], change: fn(&Path)) -> (Run, Ph
     let sh = Shared::default();
     *lock(&sh.expected) = Some(Expected::default());
     let dest = crate::dest::Dest::at(run.dst.path());
-    let gone = run.src.path().join("notes");
+    let gone = if at_destination { run.dst.path() } else { run.src.path() }.join("notes");
     let late = move || {
         change(&gone);
         Late { moved: Vec::new(), lost: true }
@@ -403,6 +412,28 @@ fn events_lost_at_the_end_do_not_take_an_extra_already_there_at_verification_for
     let (run, phase) = after_a_record_given_up_beside(&["old"], |_| {});
     assert_eq!(phase, Phase::Verified);
     assert!(run.marker_at_destination());
+}
+
+#[test]
+fn events_lost_at_the_end_still_tell_a_rewrite_that_kept_the_size_and_mtime() {
+    // The look at size and mtime passes; the file's own identity (its ctime) does not.
+    let rewritten: fn(&Path) = |p| {
+        let mtime = fs::metadata(p).unwrap().modified().unwrap();
+        fs::write(p, b"NOTES").unwrap();
+        fs::File::options().write(true).open(p).unwrap().set_modified(mtime).unwrap();
+    };
+    let (run, phase) = after_a_record_given_up(rewritten);
+    assert_eq!(phase, Phase::Incomplete);
+    assert!(!run.marker_at_destination());
+}
+
+#[test]
+fn events_lost_at_the_end_with_a_record_given_up_tell_a_copy_gone_since() {
+    // The count is only a bound there: the destination is walked, and a copy missing now is no
+    // copy to stand a marker on.
+    let (run, phase) = after_a_record_given_up_then_at_the_destination(|p| fs::remove_file(p).unwrap());
+    assert_ne!(phase, Phase::Verified);
+    assert!(!run.marker_at_destination());
 }
 
 #[test]
