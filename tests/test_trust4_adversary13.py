@@ -43,6 +43,15 @@ def exchange(a: Path, b: Path) -> None:
         raise OSError(err, os.strerror(err), str(a))
 
 
+def two_positions(src: Path) -> None:
+    """Two positions' chunks in folders `p0` and `p1` of `src`: one size and one mtime, different bytes."""
+    for folder, data in (("p0", b"position 0's chunk"), ("p1", b"position 1's chunk")):
+        (src / folder).mkdir(parents=True)
+        (src / folder / "0").write_bytes(data)
+    stamp = (src / "p0" / "0").stat().st_mtime_ns
+    os.utime(src / "p1" / "0", ns=(stamp, stamp))
+
+
 def swapped_settled_folders(
     tmp_path: Path, how: str, queue: int | None
 ) -> tuple[bool, dict[str, bytes], dict[str, bytes]]:
@@ -52,11 +61,7 @@ def swapped_settled_folders(
     # Two positions' chunks of one size and one mtime (a writer within one clock tick, or files
     # restored with their times: `tar x`, `rsync -t`); different bytes.
     src, dst = tmp_path / "acq", tmp_path / "out"
-    for folder, data in (("p0", b"position 0's chunk"), ("p1", b"position 1's chunk")):
-        (src / folder).mkdir(parents=True)
-        (src / folder / "0").write_bytes(data)
-    stamp = (src / "p0" / "0").stat().st_mtime_ns
-    os.utime(src / "p1" / "0", ns=(stamp, stamp))
+    two_positions(src)
     # The copies are made more than a tick and the clocks' margin (2 s) after the sources' last
     # change, so that a look takes size and mtime as proof (not a synchronisation: the clock must
     # have moved on).
@@ -122,11 +127,7 @@ def test_two_folders_swapped_while_events_were_lost_are_not_verified_with_each_o
 def test_two_folders_swapped_between_runs_are_not_verified_with_each_others_copies(tmp_path: Path) -> None:
     # The same look as a relisted file's, where no run watched the swap.
     src, dst = tmp_path / "acq", tmp_path / "out"
-    for folder, data in (("p0", b"position 0's chunk"), ("p1", b"position 1's chunk")):
-        (src / folder).mkdir(parents=True)
-        (src / folder / "0").write_bytes(data)
-    stamp = (src / "p0" / "0").stat().st_mtime_ns
-    os.utime(src / "p1" / "0", ns=(stamp, stamp))
+    two_positions(src)
     (src / "complete").touch()
     changed = max((src / f / "0").stat().st_ctime_ns for f in ("p0", "p1"))
     wait_for(lambda: time.time_ns() > changed + 2_500_000_000, 5, "the clock to pass the margin")
