@@ -1,7 +1,8 @@
 """The rescan that finds a folder's record of settled files failed, read as an adversary
 (docs/design.md, "Memory"; "A version is decided on evidence"): each test drives a real engine on
-a real filesystem with events lost, and is red (a strict xfail with its reason) where a finding
-has no fix yet."""
+a real filesystem with events lost. Two folders swapped kept each other's copies (a look at a
+copy's size, mtime and ctime cannot see a folder's move above the file): red before the look
+checked the folders on the file's path, green since."""
 
 from __future__ import annotations
 
@@ -97,16 +98,6 @@ def test_two_folders_swapped_while_events_are_heard_are_copied_again(tmp_path: P
 
 
 @pytest.mark.kernel_wide
-@pytest.mark.xfail(
-    # Not strict: with a queue of one event, the reader may free the queue between two events of
-    # the one syscall and hear both folders' moves (never seen in 9 runs, but possible); then it
-    # copies them as new and the history passes. The resumed run's test below is strict.
-    strict=False,
-    reason="a file listed again after its folder's record failed takes a copy of the same size and "
-    "mtime made after its last change for its own, but a folder's rename changes no ctime below it: "
-    "two folders swapped while events were lost keep each other's copies, and the end proves them "
-    "by this run's records (verified)",
-)
 def test_two_folders_swapped_while_events_were_lost_are_not_verified_with_each_others_copies(
     tmp_path: Path,
 ) -> None:
@@ -118,12 +109,6 @@ def test_two_folders_swapped_while_events_were_lost_are_not_verified_with_each_o
     assert copies == chunks or not verified, f"verified with each other's copies: {chunks} at the source, {copies}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a resumed run takes a copy of the same size and mtime made after the source's last change "
-    "for that file's, but a folder's rename changes no ctime below it: folders swapped between runs "
-    "keep each other's copies, verified",
-)
 def test_two_folders_swapped_between_runs_are_not_verified_with_each_others_copies(tmp_path: Path) -> None:
     # The same look as a relisted file's, where no run watched the swap.
     src, dst = tmp_path / "acq", tmp_path / "out"

@@ -278,7 +278,8 @@ fn look_at_copy(
         if look.is_file() && !other_case && copy.size == ident.size && same_mtime_ns(ident.mtime_ns, copy.mtime_ns) {
             // Size and mtime prove it only if the copy was made after the source last changed:
             // a rewrite within one tick keeps both. Otherwise the contents decide.
-            if (exact && copied_after(ident, &copy)) || dest.same_contents(&f, name, src).unwrap_or(false) {
+            let shortcut = exact && copied_after(ident, &copy) && path_unmoved_since(src, &job.rel, &copy);
+            if shortcut || dest.same_contents(&f, name, src).unwrap_or(false) {
                 return Ok(Err(Outcome::Unchanged(*ident)));
             }
         }
@@ -394,6 +395,35 @@ const CLOCK_MARGIN_NS: i64 = 2_000_000_000;
 fn copied_after(src: &Identity, copy: &Identity) -> bool {
     let tick = tick_of(src).as_nanos() as i64;
     copy.ctime_ns != 0 && src.ctime_ns != 0 && copy.ctime_ns > src.mtime_ns.max(src.ctime_ns) + tick + CLOCK_MARGIN_NS
+}
+
+/// Whether no folder on the path to the source file `src` (at `rel` below the root) was moved
+/// since `copy` was made. A folder's rename changes no ctime of the files below it, so without
+/// this a copy made after the source file's last change may be another file's: two folders
+/// swapped keep each other's copies (docs/design.md, "A version is decided on evidence"). A
+/// folder moved changes its own ctime and its parent's entries (their mtime): a folder that
+/// changed before the copy, or whose parent's entries did, was not moved since. Any other, or a
+/// folder that cannot be looked at, leaves the decision to the bytes. Folders still filling
+/// (the parent of the newest files, and its parent making new ones) are the common case sent to
+/// the bytes: a bounded few, where the shortcut is for the rest of a resumed archive.
+fn path_unmoved_since(src: &Path, rel: &Path, copy: &Identity) -> bool {
+    let Some(root) = rel.components().try_fold(src, |p, _| p.parent()) else { return false };
+    let before = |t: i64, unit: &Identity| {
+        let tick = tick_of(unit).as_nanos() as i64;
+        t != 0 && copy.ctime_ns > t + tick + CLOCK_MARGIN_NS
+    };
+    let mut folder = rel.parent();
+    while let Some(f) = folder.filter(|f| !f.as_os_str().is_empty()) {
+        let parent = f.parent().unwrap_or(Path::new(""));
+        let (Ok(it), Ok(up)) = (sys::path_identity(&root.join(f)), sys::path_identity(&root.join(parent))) else {
+            return false;
+        };
+        if !before(it.ctime_ns, &it) && !before(up.mtime_ns, &up) {
+            return false;
+        }
+        folder = Some(parent);
+    }
+    true
 }
 
 /// After a deletion, removes the destination directories that became empty and no longer exist at

@@ -652,3 +652,30 @@ fn the_wait_for_a_tick_is_what_is_left_of_it() {
     let Outcome::Unsettled(left) = outcome else { panic!("{outcome:?}") };
     assert!(left < Duration::from_secs(2) && left > Duration::from_secs(1), "{left:?}");
 }
+
+#[test]
+fn a_copy_is_taken_for_its_files_own_only_where_no_folder_above_it_moved_since() {
+    // Two folders swapped keep each other's copies unless a folder's move is seen: its own ctime
+    // and its parent's entries (their mtime) change, the files' below it do not.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("acq");
+    fs::create_dir_all(root.join("p0/z")).unwrap();
+    fs::write(root.join("p0/z/0"), b"0").unwrap();
+    let file = root.join("p0/z/0");
+    let now = sys::path_identity(&root.join("p0")).unwrap().ctime_ns;
+    let copy_at = |ctime_ns: i64| Identity { dev: 1, ino: 1, size: 1, mtime_ns: 0, ctime_ns };
+    let rel = Path::new("p0/z/0");
+    // Made well after every folder on the path last changed: nothing moved since.
+    assert!(path_unmoved_since(&file, rel, &copy_at(now + 10_000_000_000)));
+    // Made before: every folder changed since, and so did the entries of each one's parent.
+    assert!(!path_unmoved_since(&file, rel, &copy_at(now - 10_000_000_000)));
+    // The folders changed since, but no entry of their parents did (their mtimes set back): no
+    // folder was moved.
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+    for dir in ["", "p0"] {
+        fs::File::open(root.join(dir)).unwrap().set_modified(long_ago).unwrap();
+    }
+    assert!(path_unmoved_since(&file, rel, &copy_at(now - 10_000_000_000)));
+    // A folder that cannot be looked at proves nothing.
+    assert!(!path_unmoved_since(&root.join("gone/0"), Path::new("gone/0"), &copy_at(now + 10_000_000_000)));
+}
