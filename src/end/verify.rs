@@ -813,12 +813,16 @@ mod tests {
             let rel = Path::new(key).components().collect::<PathBuf>();
             settled.keep(rel.as_os_str(), &crate::sys::path_identity(&src.path().join(key)).unwrap());
         }
-        let listed: Vec<String> = walkdir::WalkDir::new(src.path().join("p"))
+        let listed: Vec<PathBuf> = walkdir::WalkDir::new(src.path().join("p"))
             .into_iter()
-            .map(|e| e.unwrap().path().strip_prefix(src.path()).unwrap().to_string_lossy().into_owned())
+            .map(|e| e.unwrap().path().strip_prefix(src.path()).unwrap().to_path_buf())
             .collect();
-        let s_at = listed.iter().position(|p| p == "p/s").unwrap();
-        assert!(s_at > 1 && s_at < listed.len() - 5 - 1, "p's files on both sides of p/s: {listed:?}");
+        let s_at = listed.iter().position(|p| *p == Path::new("p").join("s")).unwrap();
+        // Linux lists a folder in its own order (here p/s among p's files); Windows in name order
+        // (p/s last): there the proof is tested without the split.
+        if cfg!(target_os = "linux") {
+            assert!(s_at > 1 && s_at < listed.len() - 5 - 1, "p's files on both sides of p/s: {listed:?}");
+        }
         let run = || {
             let landed = Landed { copied: &|_| None, settled: Some(&settled), count: keys.len() };
             let check = Check {
