@@ -108,3 +108,26 @@ def test_a_file_rewritten_with_its_times_then_the_destination_snapshotted_is_cop
     again = run(src, dst)
     chunks, copies = tree(src, skip_marker=True), tree(dst, skip_marker=True)
     assert copies == chunks or again.returncode != 0, f"verified with a stale copy: {chunks}, {copies}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a folder moved changes its parent's mtime, but a tool that restores folders' times "
+    "(rsync -a from a copy of the acquisition, whose quick check skips files of one size and mtime) "
+    "sets it back: folders swapped before look unmoved since the copy, and keep each other's copies, "
+    "verified",
+)
+def test_folders_swapped_then_their_times_restored_by_rsync_are_not_verified_with_each_others_copies(
+    tmp_path: Path,
+) -> None:
+    src, dst, ref = tmp_path / "acq", tmp_path / "out", tmp_path / "ref"
+    first_run(src, dst)
+    subprocess.run(["cp", "-a", str(src), str(ref)], check=True)  # a copy kept aside, times and all
+    exchange(src / "p0", src / "p1")
+    # Files missing at the source brought back from the copy: rsync's quick check (size and mtime)
+    # leaves the swapped files alone, and it sets every folder's times to the copy's.
+    subprocess.run(["rsync", "-a", f"{ref}/", f"{src}/"], check=True)
+    assert (src / "p0" / "0").read_bytes() == b"position 1's chunk", "rsync left the swapped files as they were"
+    again = run(src, dst)
+    chunks, copies = tree(src, skip_marker=True), tree(dst, skip_marker=True)
+    assert copies == chunks or again.returncode != 0, f"verified with each other's copies: {chunks}, {copies}"
