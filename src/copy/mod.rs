@@ -401,11 +401,14 @@ fn copied_after(src: &Identity, copy: &Identity) -> bool {
 /// since `copy` was made. A folder's rename changes no ctime of the files below it, so without
 /// this a copy made after the source file's last change may be another file's: two folders
 /// swapped keep each other's copies (docs/design.md, "A version is decided on evidence"). A
-/// folder moved changes its own ctime and its parent's entries (their mtime): a folder that
-/// changed before the copy, or whose parent's entries did, was not moved since. Any other, or a
+/// folder moved changes its own ctime and its parent's entries, so the parent's ctime (its mtime
+/// would not do: a tool restoring folders' times, `rsync -a`, sets it back): a folder that changed
+/// before the copy, or whose parent did, was not moved since. Any other, or a
 /// folder that cannot be looked at, leaves the decision to the bytes. Folders still filling
 /// (the parent of the newest files, and its parent making new ones) are the common case sent to
-/// the bytes: a bounded few, where the shortcut is for the rest of a resumed archive.
+/// the bytes: a bounded few, where the shortcut is for the rest of a resumed archive, except
+/// below a folder gaining folders in one whose entries change too (a growing Zarr v3 array's `c`
+/// beside a `zarr.json` rewritten by rename: all of it goes to the bytes).
 fn path_unmoved_since(src: &Path, rel: &Path, copy: &Identity) -> bool {
     let Some(root) = rel.components().try_fold(src, |p, _| p.parent()) else { return false };
     let before = |t: i64, unit: &Identity| {
@@ -418,7 +421,7 @@ fn path_unmoved_since(src: &Path, rel: &Path, copy: &Identity) -> bool {
         let (Ok(it), Ok(up)) = (sys::path_identity(&root.join(f)), sys::path_identity(&root.join(parent))) else {
             return false;
         };
-        if !before(it.ctime_ns, &it) && !before(up.mtime_ns, &up) {
+        if !before(it.ctime_ns, &it) && !before(up.ctime_ns, &up) {
             return false;
         }
         folder = Some(parent);

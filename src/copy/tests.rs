@@ -656,7 +656,7 @@ fn the_wait_for_a_tick_is_what_is_left_of_it() {
 #[test]
 fn a_copy_is_taken_for_its_files_own_only_where_no_folder_above_it_moved_since() {
     // Two folders swapped keep each other's copies unless a folder's move is seen: its own ctime
-    // and its parent's entries (their mtime) change, the files' below it do not.
+    // and its parent's entries (so the parent's ctime) change, the files' below it do not.
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("acq");
     fs::create_dir_all(root.join("p0/z")).unwrap();
@@ -669,13 +669,13 @@ fn a_copy_is_taken_for_its_files_own_only_where_no_folder_above_it_moved_since()
     assert!(path_unmoved_since(&file, rel, &copy_at(now + 10_000_000_000)));
     // Made before: every folder changed since, and so did the entries of each one's parent.
     assert!(!path_unmoved_since(&file, rel, &copy_at(now - 10_000_000_000)));
-    // The folders changed since, but no entry of their parents did (their mtimes set back): no
-    // folder was moved.
+    // Their parents' mtimes set back (as `rsync -a` restores folders' times) hide no move: the
+    // setting back changes their ctimes.
     let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
     for dir in ["", "p0"] {
         fs::File::open(root.join(dir)).unwrap().set_modified(long_ago).unwrap();
     }
-    assert!(path_unmoved_since(&file, rel, &copy_at(now - 10_000_000_000)));
+    assert!(!path_unmoved_since(&file, rel, &copy_at(now - 10_000_000_000)));
     // A folder that cannot be looked at proves nothing.
     assert!(!path_unmoved_since(&root.join("gone/0"), Path::new("gone/0"), &copy_at(now + 10_000_000_000)));
 }
