@@ -411,20 +411,24 @@ fn copied_after(src: &Identity, copy: &Identity) -> bool {
 /// beside a `zarr.json` rewritten by rename: all of it goes to the bytes).
 fn path_unmoved_since(src: &Path, rel: &Path, copy: &Identity) -> bool {
     let Some(root) = rel.components().try_fold(src, |p, _| p.parent()) else { return false };
-    let before = |t: i64, unit: &Identity| {
-        let tick = tick_of(unit).as_nanos() as i64;
-        t != 0 && copy.ctime_ns > t + tick + CLOCK_MARGIN_NS
+    if rel.parent().is_none_or(|p| p.as_os_str().is_empty()) {
+        return true;
+    }
+    // Whether a folder last changed before the copy; None where it cannot be looked at.
+    let changed_before = |dir: &Path| {
+        let it = sys::path_identity(&root.join(dir)).ok()?;
+        let tick = tick_of(&it).as_nanos() as i64;
+        Some(it.ctime_ns != 0 && copy.ctime_ns > it.ctime_ns + tick + CLOCK_MARGIN_NS)
     };
-    let mut folder = rel.parent();
-    while let Some(f) = folder.filter(|f| !f.as_os_str().is_empty()) {
-        let parent = f.parent().unwrap_or(Path::new(""));
-        let (Ok(it), Ok(up)) = (sys::path_identity(&root.join(f)), sys::path_identity(&root.join(parent))) else {
-            return false;
-        };
-        if !before(it.ctime_ns, &it) && !before(up.ctime_ns, &up) {
+    // Each folder on the path, then the root: each looked at once, and each folder paired with
+    // the one above it (its parent).
+    let mut below = None;
+    for dir in rel.ancestors().skip(1) {
+        let Some(this) = changed_before(dir) else { return false };
+        if below == Some(false) && !this {
             return false;
         }
-        folder = Some(parent);
+        below = Some(this);
     }
     true
 }
