@@ -101,14 +101,19 @@ def test_a_copy_damaged_with_size_and_mtime_unchanged_keeps_its_source(tmp_path:
 
 def test_a_damaged_copy_left_by_an_earlier_run_is_copied_again(tmp_path: Path) -> None:
     # Once found: a copy made moments after its source's last change cannot be proven by size
-    # and mtime on resume: the contents are compared, and the damaged copy is replaced before the
-    # source is freed.
+    # and mtime on resume. A copy damaged in place keeps its mark of the version it was made
+    # from, so a resumed run takes it without reading it; the proof by content before freeing
+    # finds it, frees nothing, and takes the mark off: the next run compares the bytes and
+    # replaces the damaged copy before the source is freed.
     src, dst = tmp_path / "data.zarr", tmp_path / "out.zarr"
     before = archive(src)
     r = run(src, dst, "--once")
     assert r.returncode == 0, r.stderr
     rel = next(k for k in sorted(before) if k.startswith("c/"))
     damage(dst / rel, 0)
+    r = run(src, dst, "--once", "--delete-source")
+    assert r.returncode != 0 and "not verified" in r.stderr, r.stderr
+    assert tree(src) == before, "nothing freed while a copy differs"
     r = run(src, dst, "--once", "--delete-source")
     assert r.returncode == 0, r.stderr
     assert tree(dst) == before, "the damaged copy was replaced"

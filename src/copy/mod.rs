@@ -270,16 +270,14 @@ fn look_at_copy(
         let copy = look.ident;
         // A destination keeping whole seconds (SFTP, many shares) holds the source's mtime cut to
         // them: compared exactly, every resumed copy there looked changed, and a file whose freeing
-        // a crash cut short (journaled, not unlinked) was taken for a new take's. Such a copy is the
-        // version only if its bytes are: a rewrite of the same size within that second keeps both
-        // size and cut mtime, and the copy's ctime says when its name or metadata last changed, not
-        // which version it holds (docs/design.md, "A version is decided on evidence").
-        let exact = copy.mtime_ns == ident.mtime_ns;
+        // a crash cut short (journaled, not unlinked) was taken for a new take's.
         if look.is_file() && !other_case && copy.size == ident.size && same_mtime_ns(ident.mtime_ns, copy.mtime_ns) {
-            // Size and mtime prove it only if the copy was made after the source last changed:
-            // a rewrite within one tick keeps both. Otherwise the contents decide.
-            let shortcut = exact && copied_after(ident, &copy) && path_unmoved_since(src, &job.rel, &copy);
-            if shortcut || dest.same_contents(&f, name, src).unwrap_or(false) {
+            // Size and mtime do not prove the version (a rewrite within one tick keeps both; two
+            // folders swapped keep each other's copies): the copy's mark of the version it was
+            // made from does, else the contents decide (docs/design.md, "A version is decided on
+            // evidence").
+            let marked = mark_of(ident).is_some_and(|mark| dest.mark(&f, name).is_some_and(|m| m == mark));
+            if marked || dest.same_contents(&f, name, src).unwrap_or(false) {
                 return Ok(Err(Outcome::Unchanged(*ident)));
             }
         }
@@ -340,9 +338,24 @@ fn write_copy(
     // No unnamed file where the copy is read back by name.
     let unnamed = (!opts.checksum).then_some(&*opts.learned);
     let out = PartialFile::create(dest, folder, &job.rel, mode, job.partial, unnamed)?;
+    // The copy is marked with its version only if a write after it began would change the
+    // version's ctime: a version changed within a tick of its clock is waited for (a live file
+    // just closed: at most 10 ms, while other workers go on), where the copy can be marked.
+    let mark = mark_of(&ident).filter(|_| !opts.learned.no_marks.load(Ordering::Relaxed));
+    if mark.is_some() {
+        let left = ident.ctime_ns + CTIME_TICK_NS - crate::vocab::now_ns();
+        if left > 0 {
+            std::thread::sleep(Duration::from_nanos(left.min(CTIME_TICK_NS) as u64));
+        }
+    }
+    let started = crate::vocab::now_ns();
     // With `--checksum` through user space: the bytes must pass through the hasher on their way.
     let (bytes, hash) = out.fill(file, ident.size, opts.checksum, (opts.method, &opts.learned), &opts.pace(stop))?;
     out.stamp(mode, source.meta.modified().ok())?;
+    // The bytes are the version `ident` only if a write during the copy would have changed it.
+    if let Some(mark) = mark.filter(|_| settled_before(&ident, started)) {
+        out.mark(&mark, &opts.learned);
+    }
     sys::drop_cache(file);
     // Re-check the source after the copy (invariant 2): if the name now points at another
     // version, or this one changed in place, what we hold is stale and must not be published.
@@ -387,50 +400,30 @@ fn tick_of(ident: &Identity) -> Duration {
     Duration::from_nanos(unit.unwrap_or(1).max(10_000_000) as u64)
 }
 
-/// Margin for clocks: the copy's ctime is the destination's clock, the source's the source's.
-const CLOCK_MARGIN_NS: i64 = 2_000_000_000;
-
-/// Whether the destination file `copy` was made after the source `src` last changed, by more than
-/// a tick and the clocks' margin: then equal size and mtime prove the copy is of the current version.
-fn copied_after(src: &Identity, copy: &Identity) -> bool {
-    let tick = tick_of(src).as_nanos() as i64;
-    copy.ctime_ns != 0 && src.ctime_ns != 0 && copy.ctime_ns > src.mtime_ns.max(src.ctime_ns) + tick + CLOCK_MARGIN_NS
+/// What a copy records of the source version its bytes are: that version's inode, size, mtime
+/// and ctime. A file's ctime cannot be set back, and a write, a rename onto its name or an inode
+/// handed to a new file changes it, so while a file keeps these it is the version whose bytes
+/// the copy holds, under whatever name and folder: two folders swapped change no time, but
+/// their files' inodes are each other's. Not the device: a disk found under another number
+/// after a reboot would send every copy to the bytes, and another filesystem's file of the same
+/// inode, ctime to the nanosecond, size and mtime is not a risk worth that. `None` for a version
+/// these cannot tell: no inode or no change time, or a change time in whole seconds (what
+/// filesystems that keep none report, FUSE and network ones that copy the mtime into it, where
+/// inode numbers may also be made up per mount).
+fn mark_of(ident: &Identity) -> Option<Vec<u8>> {
+    let real = ident.ino != 0 && ident.ctime_ns != 0 && time_unit_ns(ident.ctime_ns) < 1_000_000_000;
+    real.then(|| format!("softcopy 1 {} {} {} {}", ident.ino, ident.size, ident.mtime_ns, ident.ctime_ns).into_bytes())
 }
 
-/// Whether no folder on the path to the source file `src` (at `rel` below the root) was moved
-/// since `copy` was made. A folder's rename changes no ctime of the files below it, so without
-/// this a copy made after the source file's last change may be another file's: two folders
-/// swapped keep each other's copies (docs/design.md, "A version is decided on evidence"). A
-/// folder moved changes its own ctime and its parent's entries, so the parent's ctime (its mtime
-/// would not do: a tool restoring folders' times, `rsync -a`, sets it back): a folder that changed
-/// before the copy, or whose parent did, was not moved since. Any other, or a
-/// folder that cannot be looked at, leaves the decision to the bytes. Folders still filling
-/// (the parent of the newest files, and its parent making new ones) are the common case sent to
-/// the bytes: a bounded few, where the shortcut is for the rest of a resumed archive, except
-/// below a folder gaining folders in one whose entries change too (a growing Zarr v3 array's `c`
-/// beside a `zarr.json` rewritten by rename: all of it goes to the bytes).
-fn path_unmoved_since(src: &Path, rel: &Path, copy: &Identity) -> bool {
-    let Some(root) = rel.components().try_fold(src, |p, _| p.parent()) else { return false };
-    if rel.parent().is_none_or(|p| p.as_os_str().is_empty()) {
-        return true;
-    }
-    // Whether a folder last changed before the copy; None where it cannot be looked at.
-    let changed_before = |dir: &Path| {
-        let it = sys::path_identity(&root.join(dir)).ok()?;
-        let tick = tick_of(&it).as_nanos() as i64;
-        Some(it.ctime_ns != 0 && copy.ctime_ns > it.ctime_ns + tick + CLOCK_MARGIN_NS)
-    };
-    // Each folder on the path, then the root: each looked at once, and each folder paired with
-    // the one above it (its parent).
-    let mut below = None;
-    for dir in rel.ancestors().skip(1) {
-        let Some(this) = changed_before(dir) else { return false };
-        if below == Some(false) && !this {
-            return false;
-        }
-        below = Some(this);
-    }
-    true
+/// A tick of the clock the kernel stamps a change time from, where it keeps it finer than a
+/// second (the versions [`mark_of`] marks): Linux's coarse clock ticks at least every 10 ms.
+const CTIME_TICK_NS: i64 = 10_000_000;
+
+/// Whether the version `ident` last changed (its ctime: a writer cannot set it, as `utime` can
+/// the mtime) a tick or more before `started` (ns since 1970): then a write after `started`
+/// gives it another ctime.
+fn settled_before(ident: &Identity, started: i64) -> bool {
+    ident.ctime_ns.saturating_add(CTIME_TICK_NS) <= started
 }
 
 /// After a deletion, removes the destination directories that became empty and no longer exist at

@@ -103,6 +103,14 @@ pub trait Backend: Send + Sync {
     fn fill<P: Pacing>(&self, w: &Self::Writer, src: &File, how: Fill<'_, P>) -> io::Result<(u64, Option<Hash>)>;
     /// Gives `w` permission bits `mode` and its modification time.
     fn stamp(&self, w: &Self::Writer, mode: u32, mtime: Option<SystemTime>) -> io::Result<()>;
+    /// Records on `w` which source version its bytes are (docs/design.md, "A version is decided
+    /// on evidence"); Unsupported where the storage keeps no such record (`learned` remembers it).
+    fn set_mark(&self, w: &Self::Writer, mark: &[u8], learned: &Learned) -> io::Result<()>;
+    /// The record [`Backend::set_mark`] left on `name` in `folder`, never through a link; `None`
+    /// where there is none.
+    fn mark(&self, folder: &Self::Folder, name: &Path) -> io::Result<Option<Vec<u8>>>;
+    /// Removes that record from `name` in `folder`, never through a link (none there: done).
+    fn unmark(&self, folder: &Self::Folder, name: &Path) -> io::Result<()>;
     /// Makes what was written to `w` durable.
     fn flush_file(&self, w: &Self::Writer) -> io::Result<()>;
     /// The copy in `w` is written in full: whatever the storage needs before it may be named

@@ -171,6 +171,18 @@ impl Backend for Local {
         }
     }
 
+    fn set_mark(&self, w: &File, mark: &[u8], learned: &Learned) -> io::Result<()> {
+        sys::set_mark(w, mark, learned)
+    }
+
+    fn mark(&self, folder: &Folder, name: &Path) -> io::Result<Option<Vec<u8>>> {
+        sys::mark(&folder.join(name))
+    }
+
+    fn unmark(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        sys::unmark(&folder.join(name))
+    }
+
     fn flush_file(&self, w: &File) -> io::Result<()> {
         w.sync_all()
     }

@@ -531,6 +531,19 @@ impl Dest {
         self.store.look(folder, name)
     }
 
+    /// The mark a copy of ours keeps of its source version, on `name` in `folder` (never
+    /// followed); `None` where there is none or it cannot be read.
+    pub fn mark(&self, folder: &Folder, name: &Path) -> Option<Vec<u8>> {
+        self.store.mark(folder, name).ok().flatten()
+    }
+
+    /// Takes the mark off the copy `rel` (found to differ from its source): a later run then
+    /// compares its bytes, and copies it again, where the mark would have vouched for it.
+    pub fn unmark(&self, rel: &Path) -> io::Result<()> {
+        let (dir, name) = split(rel)?;
+        self.store.unmark(&self.open_folder(dir, false)?, name)
+    }
+
     /// Every entry below the root, depth first, none through a link: `visit(rel, kind)` for
     /// each, until it breaks. A folder that cannot be listed is no evidence of an empty one: the
     /// walk goes on past it and says so (`Walked::failed`). Another run's claim is no reason not

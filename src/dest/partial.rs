@@ -121,6 +121,13 @@ impl<'a> PartialFile<'a> {
         self.dest.store().stamp(self.writer(), mode, mtime).map_err(|e| Error::io("set mtime", &self.shown, e))
     }
 
+    /// Records on the copy which source version its bytes are (`mark`), where the storage keeps
+    /// such a record: a later run takes the copy for that version without reading it. Failing to
+    /// is no failure of the copy: without the mark, a later run compares the bytes.
+    pub fn mark(&self, mark: &[u8], learned: &sys::Learned) {
+        let _ = self.dest.store().set_mark(self.writer(), mark, learned);
+    }
+
     /// The hash of the partial file read back by name (`None` for a file with no name: there is
     /// nothing to read it back by).
     pub fn read_back(&self) -> crate::Result<Option<Hash>> {

@@ -861,6 +861,20 @@ impl Backend for Sftp {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    // OpenSSH's SFTP server keeps no extended attributes: a resumed run compares the bytes (by
+    // the server's hash where it has one).
+    fn set_mark(&self, _w: &Writer, _mark: &[u8], _learned: &Learned) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn mark(&self, _folder: &Folder, _name: &Path) -> io::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    fn unmark(&self, _folder: &Folder, _name: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
     fn fill<P: Pacing>(&self, w: &Writer, src: &File, how: Fill<'_, P>) -> io::Result<(u64, Option<Hash>)> {
         let (limit, pace, mut hasher) = match how {
             Fill::Copy { size, pace, .. } => (size, pace, None),

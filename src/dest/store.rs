@@ -205,6 +205,18 @@ impl Backend for Store {
         on!(self, s, B => s.stamp(B::writer_of(w)?, mode, mtime))
     }
 
+    fn set_mark(&self, w: &Writer, mark: &[u8], learned: &Learned) -> io::Result<()> {
+        on!(self, s, B => s.set_mark(B::writer_of(w)?, mark, learned))
+    }
+
+    fn mark(&self, folder: &Folder, name: &Path) -> io::Result<Option<Vec<u8>>> {
+        on!(self, s, B => s.mark(B::folder_of(folder)?, name))
+    }
+
+    fn unmark(&self, folder: &Folder, name: &Path) -> io::Result<()> {
+        on!(self, s, B => s.unmark(B::folder_of(folder)?, name))
+    }
+
     fn flush_file(&self, w: &Writer) -> io::Result<()> {
         on!(self, s, B => s.flush_file(B::writer_of(w)?))
     }

@@ -303,6 +303,54 @@ pub fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
     }
 }
 
+/// The extended attribute a copy's source version is kept in (`super::set_mark`).
+const MARK: &std::ffi::CStr = c"user.softcopy.source";
+
+pub fn set_mark(file: &File, mark: &[u8]) -> io::Result<()> {
+    // SAFETY: a valid descriptor, a NUL-terminated name and a buffer alive for the call.
+    let rc = unsafe { libc::fsetxattr(file.as_raw_fd(), MARK.as_ptr(), mark.as_ptr().cast(), mark.len(), 0) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    // setxattr(2): ENOTSUP where the filesystem keeps no user attributes (many FUSE and network
+    // filesystems: sshfs, NFS before 4.2).
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS) => Err(io::ErrorKind::Unsupported.into()),
+        _ => Err(err),
+    }
+}
+
+pub fn unmark(path: &Path) -> io::Result<()> {
+    let c = c_path(path)?;
+    // SAFETY: NUL-terminated path and name alive for the call; never follows a link.
+    if unsafe { libc::lremovexattr(c.as_ptr(), MARK.as_ptr()) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODATA | libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+pub fn mark(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let c = c_path(path)?;
+    let mut buf = [0u8; 128];
+    // SAFETY: NUL-terminated path and name, a buffer of the length given; lgetxattr never follows
+    // a link at the last component.
+    let n = unsafe { libc::lgetxattr(c.as_ptr(), MARK.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if let Ok(n) = usize::try_from(n) {
+        return Ok(Some(buf[..n].to_vec()));
+    }
+    let err = io::Error::last_os_error();
+    // ENODATA: no mark; ERANGE: a value longer than any mark we write, so not one of ours.
+    match err.raw_os_error() {
+        Some(libc::ENODATA | libc::ERANGE) => Ok(None),
+        _ => Err(err),
+    }
+}
+
 pub fn gettid() -> u64 {
     // SAFETY: gettid takes no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_gettid) as u64 }

@@ -30,6 +30,8 @@ pub struct Learned {
     no_unnamed: AtomicBool,
     /// The source cannot be asked whether a writer has a file open (no lease here).
     pub no_busy_check: AtomicBool,
+    /// The destination keeps no mark on a file ([`set_mark`]).
+    pub no_marks: AtomicBool,
 }
 
 /// Copies `size` bytes (the size `fstat` gave) from the current offset of `src` to that of `dst`;
@@ -254,6 +256,54 @@ pub fn link_unnamed(file: &File, path: &std::path::Path) -> io::Result<()> {
     {
         let _ = (file, path);
         Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Records `mark` on the file being written (an extended attribute, `user.softcopy.source`): what
+/// a later run reads back with [`mark`] to know which source version the copy's bytes are
+/// (docs/design.md, "A version is decided on evidence"). Unsupported where the system or the
+/// filesystem keeps none (then `learned` remembers it, and no later copy tries).
+pub fn set_mark(file: &File, mark: &[u8], learned: &Learned) -> io::Result<()> {
+    if learned.no_marks.load(Ordering::Relaxed) {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    #[cfg(target_os = "linux")]
+    let r = linux::set_mark(file, mark);
+    #[cfg(not(target_os = "linux"))]
+    let r: io::Result<()> = {
+        let _ = (file, mark);
+        Err(io::ErrorKind::Unsupported.into())
+    };
+    if r.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::Unsupported) {
+        learned.no_marks.store(true, Ordering::Relaxed);
+    }
+    r
+}
+
+/// Removes the mark [`set_mark`] left on the file at `path` (never through a link), if any.
+pub fn unmark(path: &std::path::Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::unmark(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+/// The mark [`set_mark`] left on the file at `path`, never through a link: `None` where there is
+/// none.
+pub fn mark(path: &std::path::Path) -> io::Result<Option<Vec<u8>>> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::mark(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Ok(None)
     }
 }
 

@@ -132,13 +132,17 @@ impl Run<'_> {
     }
 
     fn pause(&mut self, why: String) {
-        if self.paused.as_deref() != Some(why.as_str()) {
+        let news = self.paused.as_deref() != Some(why.as_str());
+        self.paused = Some(why.clone());
+        // The status says paused no later than the message does: a reader woken by the message
+        // reads the status next, before this loop publishes it again.
+        lock(&self.sh.status).paused = Some(why.clone());
+        if news {
             self.sh.say(
                 Level::Warning,
                 format!("{why}: paused, nothing is deleted at the destination (the copy is kept)"),
             );
         }
-        self.paused = Some(why);
         // Looked at again every few seconds (a stat, no walk while it is away): a root that comes
         // back without an event (events lost, a disk mounted again) must not stay paused forever.
         self.rescans.soon(Instant::now() + RESCAN_MIN);

@@ -170,6 +170,13 @@ fn proving(
     // A copy found different, or gone, fails the run: its proof is the last look before the
     // marker, and the verification before it may have trusted this run's records alone.
     if let Some(p) = proof.as_ref().filter(|p| !p.differs.is_empty() || !p.gone.is_empty()) {
+        // A copy that differs is no version of its source, whatever its mark says: the next run
+        // compares its bytes and copies it again (damage at the destination, size and mtime kept).
+        for rel in &p.differs {
+            if let Err(e) = d.dest.unmark(rel) {
+                d.sh.say(Level::Warning, format!("could not take the mark off {}: {e}", d.dest.shown(rel).display()));
+            }
+        }
         v.report.content_mismatch = p.differs.clone();
         v.report.missing.extend(p.gone.iter().cloned());
         return Err(Phase::Incomplete);
