@@ -62,6 +62,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import types
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -418,6 +419,27 @@ class Acquisition(RuleBasedStateMachine):
         self.copier.stop()
         assert self.copier.wait(30) is not None
         self.delete(data)
+        self._new_engine()
+        self.unconfirmed = False
+
+    @precondition(lambda self: not self.root_away and not self.pinned and bool(self.current))
+    @rule(data=st.data(), fill=st.integers(0, 255), how=st.sampled_from(["snapshot", "chmod"]))
+    def rewrite_unseen_then_touch_the_copies(self, data: st.DataObject, fill: int, how: str) -> None:
+        # A chunk corrected while no engine watches, its size and mtime kept (`cp -p`), then the
+        # destination's metadata changed without its bytes (a hard-linked snapshot, the archive
+        # opened to its group) a while later: every copy's ctime is then after the correction,
+        # and only the copy's own record of its source version tells it is stale (docs/design.md,
+        # "A version is decided on evidence").
+        self.copier.stop()
+        assert self.copier.wait(30) is not None
+        self.same_tick_rewrite(data, fill)
+        last = max(p.stat().st_ctime_ns for p in self.src.rglob("*"))
+        # Past the 2 s the clocks were once given (not a synchronisation: the clock must move on).
+        wait_for(lambda: time.time_ns() > last + 2_500_000_000, 5, "the clock to pass the margin")
+        if how == "snapshot" and self.here == self.view:
+            subprocess.run(["cp", "-al", str(self.here), str(self.tmp / f"snapshot{time.time_ns()}")], check=True)
+        else:
+            subprocess.run(["chmod", "-R", "g+w", str(self.view)], check=True)
         self._new_engine()
         self.unconfirmed = False
 
