@@ -70,16 +70,11 @@ def resumed_run(src: Path, dst: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(shutil.which("rclone") is None, reason="needs rclone")
-@pytest.mark.xfail(
-    strict=True,
-    reason="rclone mount (like other FUSE filesystems with no change time of their own) reports the "
-    "mtime, to the nanosecond, as the ctime, and an inode number made from the path: a file rewritten "
-    "with its mtime kept, or folders swapped, keep every field of the mark at each path, so a "
-    "resumed run takes the stale copy unread and says verified; mark_of refuses only ctimes in "
-    "whole seconds",
-)
 @pytest.mark.parametrize("change", ["rewritten", "swapped"])
 def test_a_source_changed_under_an_rclone_mount_is_not_verified_with_stale_copies(tmp_path: Path, change: str) -> None:
+    # rclone reports the mtime, to the nanosecond, as the ctime, and numbers a file by its path: a
+    # file rewritten with its mtime kept, or two folders swapped, keep every field of the mark at
+    # each path (red while a FUSE source's versions were marked: the stale copies were verified).
     backing, dst = tmp_path / "backing", tmp_path / "out"
     two_positions(backing / "acq")
     (backing / "acq" / "complete").touch()
