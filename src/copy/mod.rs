@@ -149,7 +149,7 @@ fn sync_inner(
     if job.prev == Prev::Copied(ident) {
         return Ok(Outcome::Unchanged(ident));
     }
-    let (folder, may_exist) = match look_at_copy(dest, job, src, name, &ident, opts)? {
+    let (folder, may_exist) = match look_at_copy(dest, job, &source, name, opts)? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
@@ -242,11 +242,11 @@ fn open_source_file(
 fn look_at_copy(
     dest: &Dest,
     job: &Job,
-    src: &Path,
+    source: &Source,
     name: &Path,
-    ident: &Identity,
     opts: &CopyOptions,
 ) -> crate::Result<Result<(Option<Folder>, bool), Outcome>> {
+    let (src, ident) = (&source.path, &source.ident);
     let mut may_exist = job.prev != Prev::Unknown;
     let look_first = match job.prev {
         Prev::Unknown => !opts.fresh_destination,
@@ -276,7 +276,7 @@ fn look_at_copy(
             // folders swapped keep each other's copies): the copy's mark of the version it was
             // made from does, else the contents decide (docs/design.md, "A version is decided on
             // evidence").
-            let marked = mark_of(ident).is_some_and(|mark| dest.mark(&f, name).is_some_and(|m| m == mark));
+            let marked = source_mark(source).is_some_and(|mark| dest.mark(&f, name).is_some_and(|m| m == mark));
             if marked || dest.same_contents(&f, name, src).unwrap_or(false) {
                 return Ok(Err(Outcome::Unchanged(*ident)));
             }
@@ -341,7 +341,7 @@ fn write_copy(
     // The copy is marked with its version only if a write after it began would change the
     // version's ctime: a version changed within a tick of its clock is waited for (a live file
     // just closed: at most 10 ms, while other workers go on), where the copy can be marked.
-    let mark = mark_of(&ident).filter(|_| !opts.learned.no_marks.load(Ordering::Relaxed));
+    let mark = source_mark(source).filter(|_| !opts.learned.no_marks.load(Ordering::Relaxed));
     if mark.is_some() {
         let left = ident.ctime_ns + CTIME_TICK_NS - crate::vocab::now_ns();
         if left > 0 {
@@ -413,6 +413,15 @@ fn tick_of(ident: &Identity) -> Duration {
 fn mark_of(ident: &Identity) -> Option<Vec<u8>> {
     let real = ident.ino != 0 && ident.ctime_ns != 0 && time_unit_ns(ident.ctime_ns) < 1_000_000_000;
     real.then(|| format!("softcopy 1 {} {} {} {}", ident.ino, ident.size, ident.mtime_ns, ident.ctime_ns).into_bytes())
+}
+
+/// The mark of the version `source` is ([`mark_of`]), where its filesystem's kernel stamps the
+/// ctime: not on FUSE, where the daemon says what ctime and inode number are (rclone gives the
+/// mtime, to the nanosecond, as the ctime and numbers a file by its path: a file rewritten with
+/// its mtime kept, or two folders swapped, kept every field of the mark; docs/design.md, "A
+/// version is decided on evidence").
+fn source_mark(source: &Source) -> Option<Vec<u8>> {
+    mark_of(&source.ident).filter(|_| sys::ctime_is_the_kernels(&source.file))
 }
 
 /// A tick of the clock the kernel stamps a change time from, where it keeps it finer than a

@@ -391,6 +391,16 @@ pub fn lower_thread_priority() -> Result<(), String> {
         Err(problems.join("; "))
     }
 }
+
+/// The type of the filesystem holding the open `file` (statfs's `f_type`), if it can be asked.
+pub fn fs_type(file: &File) -> Option<libc::c_long> {
+    // SAFETY: a zeroed statfs is a valid buffer for fstatfs to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a buffer of the right type.
+    let ok = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } == 0;
+    ok.then_some(st.f_type)
+}
+
 /// Whether `path` is on a FUSE mount (sshfs and the like).
 pub fn is_fuse(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;

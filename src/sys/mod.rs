@@ -280,6 +280,21 @@ pub fn set_mark(file: &File, mark: &[u8], learned: &Learned) -> io::Result<()> {
     r
 }
 
+/// Whether the open `file`'s ctime and inode number are the kernel's own, what a mark names: not
+/// on a FUSE mount (its daemon reports them; rclone's ctime is the mtime) nor where the
+/// filesystem cannot be asked. Elsewhere than Linux there are no marks.
+pub fn ctime_is_the_kernels(file: &File) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        linux::fs_type(file).is_some_and(|t| t != libc::FUSE_SUPER_MAGIC)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        false
+    }
+}
+
 /// Removes the mark [`set_mark`] left on the file at `path` (never through a link), if any.
 pub fn unmark(path: &std::path::Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
