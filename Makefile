@@ -15,12 +15,13 @@ install: system-deps ## build softcopy (Rust + Python) in place, with test and l
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test,lint]'
 	@date +'== install ended at %T'
 
-system-deps: ## Debian packages the tests drive: sshd + sshfs (a network destination), tmux (the display), util-linux + e2fsprogs (loop filesystems), GNU time (peak RSS in benches), libfuse2 (a case-insensitive destination), rsync (a contender in the network bench), strace (kills softcopy at an exact system call in the crash tests)
+system-deps: ## Debian packages the tests drive: sshd + sshfs (a network destination), tmux (the display), util-linux + e2fsprogs (loop filesystems), GNU time (peak RSS in benches), libfuse2 (a case-insensitive destination), rsync (a contender in the network bench), strace (kills softcopy at an exact system call in the crash tests), rclone + erofs-utils (sources whose ctime is not the kernel's stamp, in the mark's adversary tests)
 	@command -v sshfs >/dev/null && test -x /usr/sbin/sshd && command -v tmux >/dev/null \
 		&& test -x /usr/bin/time && command -v rsync >/dev/null && command -v strace >/dev/null && command -v mkfs.ext4 >/dev/null && command -v losetup >/dev/null \
+		&& command -v rclone >/dev/null && command -v mkfs.erofs >/dev/null \
 		&& ldconfig -p | grep -q 'libfuse.so.2 ' || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			openssh-server openssh-client sshfs util-linux procps tmux time e2fsprogs libfuse2 rsync strace >/dev/null; }
+			openssh-server openssh-client sshfs util-linux procps tmux time e2fsprogs libfuse2 rsync strace rclone erofs-utils >/dev/null; }
 
 demo: ## install softcopy and copy a simulated acquisition live
 	$(PIP) install --quiet --disable-pip-version-check . && softcopy --demo

@@ -1052,6 +1052,32 @@ def test_a_file_deleted_with_its_events_lost_after_a_restart_is_mirrored_live(mo
         replay_a_deletion_lost_after_a_restart()
 
 
+@pytest.mark.kernel_wide
+def test_a_chunk_corrected_unseen_then_its_copy_touched_is_copied_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The model's rule `rewrite_unseen_then_touch_the_copies` on its own, replayed step by step
+    # with the model's checks: a resumed run took the stale copy by its ctime (renewed by the
+    # snapshot or the chmod) and the copy never caught up (red before the copy's mark, both ways).
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda _: None)  # no Hypothesis run to note in
+    for how in ("snapshot", "chmod"):
+        state = Acquisition()
+        try:
+            state.start(delete_source=False, crash=None, disk=False, dst="local", lossy=False, second=False, opening=[])
+            state.rewrite_unseen_then_touch_the_copies(Picked("c/0/0"), 7, how)
+            state.caught_up()
+        finally:
+            state.teardown()
+
+
+class Picked:
+    """A draw decided in advance: what `st.data()` gives a rule, for a replay."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def draw(self, _strategy: object) -> object:
+        return self.value
+
+
 def replay_a_deletion_lost_after_a_restart() -> None:
     state = Acquisition()
     try:

@@ -138,7 +138,7 @@ def test_a_resumed_run_reads_none_of_a_growing_v3_arrays_earlier_copies(
         first.kill()
         first.wait()
         copies = [p for p in (dst / "c").rglob("*") if p.is_file() and not p.name.startswith(".")]
-        earlier = {p: (st.st_ino, st.st_atime_ns) for p in copies if (st := p.stat())}
+        earlier = {p: (was.st_ino, was.st_atime_ns) for p in copies if (was := p.stat())}
         wait_for(lambda: (src / "c" / "5").is_dir(), 60, "the array to grow to six timepoints")
         hold.touch()
         assert writer.wait(timeout=60) == 0

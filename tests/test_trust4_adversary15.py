@@ -3,7 +3,9 @@ decided on evidence"): each test drives the CLI over resumed runs on real filesy
 names the source's inode, size, mtime and ctime; a resumed run takes a copy whose mark equals the
 source's present one without reading a byte. It rests on the source keeping a ctime of its own
 (stamped by the kernel, never set back) and inode numbers that stay with the file, and on the
-copy's bytes staying what they were when it was marked."""
+copy's bytes staying what they were when it was marked. Each finding was a strict xfail, red:
+rclone's and erofs's ctimes are not the kernel's stamp (no mark there since), and a copy that
+`verify --checksum` found different kept its mark (taken off since)."""
 
 from __future__ import annotations
 
@@ -122,15 +124,6 @@ def erofs_mount(tree_: Path, image: Path, mnt: Path) -> Iterator[Path]:
 
 
 @pytest.mark.skipif(not has_erofs(), reason="needs mkfs.erofs and the erofs module")
-@pytest.mark.xfail(
-    strict=True,
-    reason="erofs, a kernel filesystem, keeps only an mtime (to the nanosecond) and reports it as "
-    "the ctime, and numbers files by their place in the image: an image built again (reproducibly, "
-    "one UUID) with a file rewritten, its size and mtime kept, shows that file under every field of its old mark, and "
-    "a resumed run takes the stale copy unread and says verified. Not FUSE, so the source's "
-    "filesystem type does not refuse it; a list of filesystems whose kernel stamps the ctime "
-    "would (ext4, xfs, btrfs, tmpfs, ...)",
-)
 def test_a_file_rewritten_in_an_erofs_image_built_again_is_not_verified_with_its_stale_copy(tmp_path: Path) -> None:
     tree_, mnt, dst = tmp_path / "tree", tmp_path / "mnt", tmp_path / "out"
     two_positions(tree_ / "acq")
@@ -159,13 +152,6 @@ def damage_in_place(copy: Path) -> None:
     os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only the proof before freeing (--delete-source) takes the mark off a copy found "
-    "different; `softcopy verify --checksum` finds it and writes nothing, so the run the user "
-    "starts next to put it right takes the damaged copy by its mark, copies nothing and says "
-    "verified complete",
-)
 def test_a_copy_verify_checksum_found_different_is_not_verified_by_the_next_run(tmp_path: Path) -> None:
     src, dst = tmp_path / "acq", tmp_path / "out"
     two_positions(src)

@@ -161,6 +161,11 @@ fn differing(src: &Path, dest: &crate::dest::Dest, rels: &[PathBuf]) -> Vec<Path
     });
     let mut out = out.into_inner().unwrap_or_else(|e| e.into_inner());
     out.sort();
+    // A copy found different is no version of its source, whatever its mark says: the next run
+    // compares its bytes and copies it again (docs/design.md, "A version is decided on evidence").
+    for rel in &out {
+        let _ = dest.unmark(rel);
+    }
     out
 }
 

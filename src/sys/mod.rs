@@ -280,13 +280,19 @@ pub fn set_mark(file: &File, mark: &[u8], learned: &Learned) -> io::Result<()> {
     r
 }
 
-/// Whether the open `file`'s ctime and inode number are the kernel's own, what a mark names: not
-/// on a FUSE mount (its daemon reports them; rclone's ctime is the mtime) nor where the
-/// filesystem cannot be asked. Elsewhere than Linux there are no marks.
+/// Whether the open `file`'s ctime and inode number are the kernel's own, what a mark names: on
+/// a local filesystem known to stamp the ctime at each change and to keep a file's inode number
+/// for its life. Not on a FUSE mount (its daemon reports them; rclone's ctime is the mtime), a
+/// network one (the server's filesystem may keep none), erofs or squashfs (an mtime reported as
+/// the ctime, numbers by place in the image), nor where the filesystem cannot be asked.
+/// Elsewhere than Linux there are no marks.
 pub fn ctime_is_the_kernels(file: &File) -> bool {
     #[cfg(target_os = "linux")]
     {
-        linux::fs_type(file).is_some_and(|t| t != libc::FUSE_SUPER_MAGIC)
+        // ext2/3/4, xfs, btrfs, tmpfs, f2fs, zfs, bcachefs (linux/magic.h; zfs's own).
+        const STAMP_CTIME: [u32; 7] =
+            [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0xF2F5_2010, 0x2FC1_2FC1, 0xCA45_1A4E];
+        linux::fs_type(file).is_some_and(|t| STAMP_CTIME.contains(&(t as u32)))
     }
     #[cfg(not(target_os = "linux"))]
     {
