@@ -72,6 +72,26 @@ impl RootId {
         self.adopt(path)
     }
 
+    /// The folder held, opened where `path` leads to it now: held open from its adoption until
+    /// its watches stand, its descriptor tells what became of it if its name leads elsewhere
+    /// meanwhile ([`gone_how`]). `None` where it is not there, or cannot be held (not Linux).
+    pub fn open_held(&self, path: &Path) -> Option<std::fs::File> {
+        #[cfg(target_os = "linux")]
+        {
+            let held = self.held()?;
+            let file = crate::sys::open_folder(path).ok()?;
+            let meta = file.metadata().ok()?;
+            let id = crate::sys::file_identity(&file, &meta);
+            let here = FolderId { dev: id.dev, ino: id.ino, born: born(&meta), fs: held.fs };
+            held.same(&here).then_some(file)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = path;
+            None
+        }
+    }
+
     /// Whether the folder recorded is certainly still at `path`: the same identity, birth time
     /// included (without one, a folder made again can have the old one's inode and device).
     pub fn certainly_here(&self, path: &Path) -> bool {
@@ -87,6 +107,18 @@ impl RootId {
             Err(format!("{} is another folder now (not the one being copied)", path.display()))
         }
     }
+}
+
+/// How the folder `held` (opened by [`RootId::open_held`]) went away from its name: deleted when
+/// no link to it is left (positive evidence: a writer's `overwrite=True`), else moved away.
+pub fn gone_how(held: &std::fs::File) -> Gone {
+    #[cfg(unix)]
+    if held.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0) {
+        return Gone::Deleted;
+    }
+    #[cfg(not(unix))]
+    let _ = held;
+    Gone::MovedAway
 }
 
 /// A folder's identity across time (docs/design.md, "One destination, one acquisition"): device,

@@ -153,10 +153,20 @@ impl Run<'_> {
     /// its open listings held may be the old root's.
     pub(super) fn rewatch_and_reconcile(&mut self, watcher: &mut Watcher) {
         self.rewatch = false;
+        let adopted = self.adopted.take();
         match watcher.watch_tree(&self.src, |_| {}) {
             Ok(Some(limit)) => self.watch_limited(limit.to_string()),
             Ok(None) => {}
             Err(e) => self.sh.say(Level::Warning, e.to_string()),
+        }
+        // A re-take adopted by what its name led to, then watched by that name: if the name
+        // leads elsewhere now, the watches may stand on a newer folder and the adopted one's
+        // going is never heard (the run paused for good). Its descriptor says how it went: no
+        // link left is a deletion (the next folder there is followed), else it was moved away.
+        if let Some(held) = adopted.filter(|_| self.root.check(&self.src).is_err()) {
+            let how = crate::source::root::gone_how(&held);
+            self.handle(FsEvent::RootGone(how), watcher);
+            return;
         }
         if self.walk.is_some() {
             if let Err(e) = self.start_walk(watcher) {

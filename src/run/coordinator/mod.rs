@@ -96,6 +96,10 @@ struct Run<'a> {
     paused: Option<String>,
     /// The root came back: its watches must be made again (then it is reconciled again).
     rewatch: bool,
+    /// The root adopted as a re-take, held open until its watches stand: watched by its name,
+    /// made again once more in between, the watches land on the newer folder and the adopted
+    /// one's going is never heard.
+    adopted: Option<std::fs::File>,
     /// Events were lost: folders made meanwhile have no watch and those moved are named where
     /// they were, so the next rescan watches every folder again first (and the final reconcile
     /// waits for it).
@@ -192,6 +196,7 @@ impl Run<'_> {
             return Err(why);
         }
         if self.root_gone == Some(Gone::Deleted) {
+            self.adopted = self.root.open_held(&self.src);
             // The writer's new root is this run's acquisition: the destination says so from now.
             let recorded = crate::run::origin::record(&self.dest, &self.src)
                 .and_then(|()| self.dest.keep_record(Path::new(crate::run::origin::ORIGIN)));
@@ -1018,6 +1023,7 @@ impl<'a> Run<'a> {
             root_gone: None,
             paused: None,
             rewatch: false,
+            adopted: None,
             watch_again: false,
             found_at_end: 0,
             tracker: Tracker::new(cfg.settle, cfg.debounce).with_exclude(cfg.exclude.clone()),
