@@ -345,10 +345,16 @@ class Acquisition(RuleBasedStateMachine):
             probe = os.urandom(8)
             apply(self.src, "rename", "probe", probe)
             self.versions.setdefault("probe", set()).add(probe)
+
             # Where the root's removal was among the events lost, a re-take cannot be told from
             # another folder: the engine pauses on it for good, and never adopts what comes next.
+            # Every target's: the second one, slower, may not have followed yet, and would adopt
+            # the folder made after the rename as the re-take (seen: it verified that folder).
+            def followed_or_refused(i: int, view: Path) -> bool:
+                return snapshot(view).get("probe") == probe or "another folder" in self._paused(i)
+
             wait_for(
-                lambda: snapshot(self.view).get("probe") == probe or "another folder" in self._paused(),
+                lambda: all(followed_or_refused(i, v) for i, v in enumerate(self._views())),
                 20,
                 "the engine to follow this folder, or to refuse it",
             )
@@ -359,9 +365,9 @@ class Acquisition(RuleBasedStateMachine):
         self.foreign = True
         self.current.clear()
 
-    def _paused(self) -> str:
+    def _paused(self, target: int = 0) -> str:
         self.copier.poll()
-        return self.copier.status()[0].paused or ""
+        return self.copier.status()[target].paused or ""
 
     def _deletable(self) -> list[str]:
         return sorted(set(self.current) - self.pinned - {ARRAY_META})

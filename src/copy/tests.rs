@@ -406,6 +406,24 @@ fn a_marked_copy_is_taken_for_its_version_without_its_bytes() {
 }
 
 #[test]
+fn a_copy_whose_mark_was_taken_off_is_compared_and_copied_again() {
+    let p = Pair::new();
+    let ident = p.write("a/f", b"frames");
+    assert!(matches!(p.sync("a/f", Prev::Unknown, &CopyOptions::default()).0, Outcome::Copied { .. }));
+    // Damaged in place, its size and mtime kept, then found different by a proof by content.
+    let (stamp, copy) = (fs::metadata(p.d("a/f")).unwrap().modified().unwrap(), p.d("a/f"));
+    fs::OpenOptions::new().write(true).open(&copy).unwrap().write_all_at(b"FRAMES", 0).unwrap();
+    set_mtime(&copy, stamp);
+    p.dest.unmark(Path::new("a/f")).unwrap();
+    assert_eq!(crate::sys::mark(&copy).unwrap(), None);
+    p.dest.unmark(Path::new("a/f")).unwrap();
+    let (outcome, copied) = p.sync("a/f", Prev::Unknown, &CopyOptions::default());
+    assert!(copied && matches!(outcome, Outcome::Copied { .. }), "{outcome:?}");
+    assert_eq!(fs::read(&copy).unwrap(), b"frames");
+    assert_eq!(crate::sys::mark(&copy).unwrap(), mark_of(&ident));
+}
+
+#[test]
 fn a_marked_copy_is_not_taken_for_another_version_of_the_same_size_and_mtime() {
     // (how the source changed) → the copy is compared, found stale and replaced.
     for how in ["rewritten in place", "replaced by rename", "folders swapped"] {
