@@ -250,7 +250,7 @@ impl Run<'_> {
             (_, Err(why)) => {
                 self.tracker.abandon_sweep();
                 // Paused, how it went unknown: its events say (a move is never followed, and a
-                // deletion heard after it is no re-take).
+                // deletion heard after it is no re-take: docs/design.md, invariant 8).
                 self.pause(why.clone());
                 return Swept::RootGone(why);
             }
