@@ -95,6 +95,11 @@ impl Run<'_> {
             // name was adopted (rm -rf and mkdir at once): the folder held is there, the news is
             // the old one's (docs/design.md, invariant 8: a root deleted and made again).
             FsEvent::RootGone(Gone::Deleted) if self.root_gone.is_none() && self.root.certainly_here(&self.src) => {}
+            // A root moved away stays moved away: a deletion heard after that is of the folder where
+            // it went (its own watch went with it), no writer's re-take under its name. Taken for
+            // one, a folder a person put under the name was followed and the copy pruned to it
+            // (docs/design.md, invariant 8).
+            FsEvent::RootGone(Gone::Deleted) if self.root_gone == Some(Gone::MovedAway) => {}
             FsEvent::RootGone(how) => {
                 // Deleted: a writer recreating it (`overwrite=True`) will be followed when it
                 // returns. Moved or unmounted: whatever appears under its name is not this copy.

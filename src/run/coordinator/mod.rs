@@ -249,8 +249,9 @@ impl Run<'_> {
         let problem = match (scanned, self.root.check(&self.src)) {
             (_, Err(why)) => {
                 self.tracker.abandon_sweep();
+                // Paused, how it went unknown: its events say (a move is never followed, and a
+                // deletion heard after it is no re-take: docs/design.md, invariant 8).
                 self.pause(why.clone());
-                self.root_gone.get_or_insert(Gone::MovedAway);
                 return Swept::RootGone(why);
             }
             (Err(e), _) => Some(e.to_string()),
