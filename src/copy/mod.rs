@@ -343,9 +343,9 @@ fn write_copy(
     // just closed: at most 10 ms, while other workers go on), where the copy can be marked.
     let mark = source_mark(source).filter(|_| !opts.learned.no_marks.load(Ordering::Relaxed));
     if mark.is_some() {
-        let left = ident.ctime_ns + CTIME_TICK_NS - crate::vocab::now_ns();
-        if left > 0 {
-            std::thread::sleep(Duration::from_nanos(left.min(CTIME_TICK_NS) as u64));
+        let left = tick_left(ident.ctime_ns, crate::vocab::now_ns());
+        if !left.is_zero() {
+            std::thread::sleep(left);
         }
     }
     let started = crate::vocab::now_ns();
@@ -427,6 +427,12 @@ fn source_mark(source: &Source) -> Option<Vec<u8>> {
 /// A tick of the clock the kernel stamps a change time from, where it keeps it finer than a
 /// second (the versions [`mark_of`] marks): Linux's coarse clock ticks at least every 10 ms.
 const CTIME_TICK_NS: i64 = 10_000_000;
+
+/// What is left, at `now_ns`, of the tick that began at a version's ctime `ctime_ns`: none once
+/// it passed, never more than a tick (a clock set back meanwhile).
+fn tick_left(ctime_ns: i64, now_ns: i64) -> Duration {
+    Duration::from_nanos(ctime_ns.saturating_add(CTIME_TICK_NS).saturating_sub(now_ns).clamp(0, CTIME_TICK_NS) as u64)
+}
 
 /// Whether the version `ident` last changed (its ctime: a writer cannot set it, as `utime` can
 /// the mtime) a tick or more before `started` (ns since 1970): then a write after `started`

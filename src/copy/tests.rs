@@ -374,6 +374,17 @@ fn a_version_is_marked_only_by_a_real_inode_and_a_change_time_finer_than_a_secon
 }
 
 #[test]
+fn a_copy_waits_what_is_left_of_its_versions_tick_and_never_more() {
+    let ms = Duration::from_millis;
+    let c = 1_000_000_001;
+    assert_eq!(tick_left(c, c), ms(10));
+    assert_eq!(tick_left(c, c + 4_000_000), ms(6));
+    assert_eq!(tick_left(c, c + 10_000_000), ms(0));
+    assert_eq!(tick_left(c, c + 1_000_000_000), ms(0));
+    assert_eq!(tick_left(c, c - 5_000_000_000), ms(10), "a clock set back: one tick at most");
+}
+
+#[test]
 fn a_version_settled_a_tick_before_its_copy_began_and_not_later() {
     let id = |mtime_ns, ctime_ns| Identity { dev: 1, ino: 1, size: 1, mtime_ns, ctime_ns };
     // The ctime counts, not an mtime a writer may set anywhere.
