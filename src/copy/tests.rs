@@ -370,6 +370,7 @@ fn a_version_is_marked_only_by_a_real_inode_and_a_change_time_finer_than_a_secon
     assert_eq!(mark_of(&id(0, 1_000_000_001)), None, "no inode");
     assert_eq!(mark_of(&id(3, 0)), None, "no change time");
     assert_eq!(mark_of(&id(3, 2_000_000_000)), None, "a change time in whole seconds");
+    assert_eq!(mark_of(&id(3, 3_000_000_000)), None, "in whole seconds, odd");
     assert!(mark_of(&id(3, 2_010_000_000)).is_some(), "in hundredths");
 }
 

@@ -431,6 +431,24 @@ pub fn filesystem_id(path: &Path) -> io::Result<Option<u64>> {
 
 #[cfg(test)]
 mod tests {
+    /// A filesystem without user attributes (procfs) is learned once, and no other copy tries;
+    /// any other refusal (a pipe: EPERM) is that file's alone.
+    #[test]
+    fn a_filesystem_that_keeps_no_marks_is_learned_and_another_refusal_is_not() {
+        use std::sync::atomic::Ordering;
+        let learned = Learned::default();
+        let (_r, w) = std::io::pipe().unwrap();
+        let pipe = File::from(std::os::fd::OwnedFd::from(w));
+        assert!(super::super::set_mark(&pipe, b"m", &learned).is_err());
+        assert!(!learned.no_marks.load(Ordering::Relaxed), "a pipe's refusal is not the filesystem's");
+        let comm = std::fs::OpenOptions::new().write(true).open("/proc/self/comm").unwrap();
+        let e = super::super::set_mark(&comm, b"m", &learned).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(learned.no_marks.load(Ordering::Relaxed));
+        let tmp = tempfile::tempfile().unwrap();
+        assert_eq!(super::super::set_mark(&tmp, b"m", &learned).unwrap_err().kind(), io::ErrorKind::Unsupported);
+    }
+
     use super::*;
     use std::fs;
     use std::io::{Seek, Write};
