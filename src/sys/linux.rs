@@ -449,6 +449,14 @@ mod tests {
         assert_eq!(super::super::set_mark(&tmp, b"m", &learned).unwrap_err().kind(), io::ErrorKind::Unsupported);
     }
 
+    /// A mark names a ctime the kernel stamped: a local filesystem's (here's temporary folder is
+    /// ext4 or tmpfs), not procfs's, whose times are made up when asked.
+    #[test]
+    fn only_a_known_local_filesystem_stamps_the_ctime_a_mark_names() {
+        assert!(super::super::ctime_is_the_kernels(&tempfile::tempfile().unwrap()));
+        assert!(!super::super::ctime_is_the_kernels(&File::open("/proc/self/status").unwrap()));
+    }
+
     use super::*;
     use std::fs;
     use std::io::{Seek, Write};
