@@ -26,9 +26,12 @@ pub enum FsEvent {
     Gone(PathBuf),
     /// Events were lost (queue overflow): rescan everything.
     Rescan,
-    /// The source root itself appeared again (a writer's `overwrite=True` removes and recreates it,
-    /// or a folder was moved back).
+    /// A folder was made under the source root's name (a writer's `overwrite=True` removes and
+    /// recreates it).
     RootCreated,
+    /// A folder was renamed to the source root's name: the root moved back, or another folder
+    /// moved in, never a writer's re-take (docs/design.md, invariant 8).
+    RootMovedIn,
     /// The source root itself went away, deleted or renamed away (see [`crate::source::root::Gone`]).
     RootGone(crate::source::root::Gone),
     /// The watcher reported a problem.
@@ -286,9 +289,8 @@ pub fn translate(root: &Path, event: notify::Result<Event>, out: &mut Vec<FsEven
         let Ok(rel) = path.strip_prefix(root) else { continue };
         if rel.as_os_str().is_empty() {
             match event.kind {
-                EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-                    out.push(FsEvent::RootCreated)
-                }
+                EventKind::Create(_) => out.push(FsEvent::RootCreated),
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)) => out.push(FsEvent::RootMovedIn),
                 EventKind::Remove(_) => out.push(FsEvent::RootGone(crate::source::root::Gone::Deleted)),
                 EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
                     out.push(FsEvent::RootGone(crate::source::root::Gone::MovedAway))
@@ -618,7 +620,7 @@ mod translate_tests {
             (EventKind::Remove(RemoveKind::Folder), "folder", Some(FsEvent::Gone("folder".into()))),
             (EventKind::Remove(RemoveKind::File), "chunk", file(Change::Removed)),
             (EventKind::Create(CreateKind::Folder), "", Some(FsEvent::RootCreated)),
-            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), "", Some(FsEvent::RootCreated)),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), "", Some(FsEvent::RootMovedIn)),
             (EventKind::Remove(RemoveKind::Folder), "", Some(FsEvent::RootGone(crate::source::root::Gone::Deleted))),
             (
                 EventKind::Modify(ModifyKind::Name(RenameMode::From)),

@@ -115,7 +115,14 @@ impl Run<'_> {
                 // The directory itself too: its worker removes it at the destination once empty.
                 self.tracker.event(&rel, Change::Removed, now);
             }
-            FsEvent::RootCreated => self.root_created(watcher),
+            FsEvent::RootCreated => {
+                self.moved_in = false;
+                self.root_created(watcher);
+            }
+            FsEvent::RootMovedIn => {
+                self.moved_in = true;
+                self.root_created(watcher);
+            }
             FsEvent::Rescan => {
                 self.tracker.events_lost();
                 self.watch_again = true;

@@ -96,6 +96,9 @@ struct Run<'a> {
     paused: Option<String>,
     /// The root came back: its watches must be made again (then it is reconciled again).
     rewatch: bool,
+    /// The last folder to arrive under the root's name was renamed there, not made: never
+    /// adopted as the acquisition made again (docs/design.md, invariant 8).
+    moved_in: bool,
     /// The root adopted as a re-take, held open until its watches stand: watched by its name,
     /// made again once more in between, the watches land on the newer folder and the adopted
     /// one's going is never heard.
@@ -176,6 +179,12 @@ impl Run<'_> {
     /// move, only the same folder moved back counts. A root that is back gets its watches again.
     fn ensure_root(&mut self) -> Result<(), String> {
         let checked = match self.root_gone {
+            // A folder renamed over the name (over an empty re-take, which that unlinks) is no
+            // writer's re-take, whatever the old folder's watch says.
+            Some(Gone::Deleted) if self.moved_in => Err(format!(
+                "{} is a folder moved there, not the acquisition made again: it is not followed",
+                self.src.display()
+            )),
             // A destination holding files freed from the old folder is that acquisition's: the
             // new one is another acquisition, never written over their only copies.
             Some(Gone::Deleted) if !crate::end::journal::Journal::read(&self.dest).is_ok_and(|j| j.is_empty()) => {
@@ -206,6 +215,7 @@ impl Run<'_> {
                 return Err(why);
             }
         }
+        self.moved_in = false;
         if self.paused.take().is_some() || self.root_gone.is_some() {
             // Its old watches died with the old folder (or moved with it): made again before the
             // next reconcile lists its files (invariant 3).
@@ -686,7 +696,7 @@ fn moved_since(
             }
             FsEvent::NewDir(rel) | FsEvent::Gone(rel) if !tracker.ignores(&rel) => moved.push(rel),
             FsEvent::NewDir(_) | FsEvent::Gone(_) => {}
-            FsEvent::RootGone(_) | FsEvent::RootCreated => moved.push(PathBuf::new()),
+            FsEvent::RootGone(_) | FsEvent::RootCreated | FsEvent::RootMovedIn => moved.push(PathBuf::new()),
             FsEvent::Rescan => lost = true,
             FsEvent::Error(_) | FsEvent::WatchLimit(_) => {}
         }
@@ -1024,6 +1034,7 @@ impl<'a> Run<'a> {
             root_gone: None,
             paused: None,
             rewatch: false,
+            moved_in: false,
             adopted: None,
             watch_again: false,
             found_at_end: 0,
