@@ -276,7 +276,8 @@ fn look_at_copy(
             // folders swapped keep each other's copies): the copy's mark of the version it was
             // made from does, else the contents decide (docs/design.md, "A version is decided on
             // evidence").
-            let marked = source_mark(source).is_some_and(|mark| dest.mark(&f, name).is_some_and(|m| m == mark));
+            let marked =
+                source_mark(source).is_some_and(|mark| dest.mark(&f, name, &opts.learned).is_some_and(|m| m == mark));
             if marked || dest.same_contents(&f, name, src).unwrap_or(false) {
                 return Ok(Err(Outcome::Unchanged(*ident)));
             }
@@ -341,7 +342,7 @@ fn write_copy(
     // The copy is marked with its version only if a write after it began would change the
     // version's ctime: a version changed within a tick of its clock is waited for (a live file
     // just closed: at most 10 ms, while other workers go on), where the copy can be marked.
-    let mark = source_mark(source).filter(|_| !opts.learned.no_marks.load(Ordering::Relaxed));
+    let mark = (!opts.learned.no_marks.load(Ordering::Relaxed)).then(|| source_mark(source)).flatten();
     if mark.is_some() {
         let left = tick_left(ident.ctime_ns, crate::vocab::now_ns());
         if !left.is_zero() {

@@ -532,9 +532,18 @@ impl Dest {
     }
 
     /// The mark a copy of ours keeps of its source version, on `name` in `folder` (never
-    /// followed); `None` where there is none or it cannot be read.
-    pub fn mark(&self, folder: &Folder, name: &Path) -> Option<Vec<u8>> {
-        self.store.mark(folder, name).ok().flatten()
+    /// followed); `None` where there is none or it cannot be read. A storage that keeps none is
+    /// learned once (`learned`): asked no more, a resumed run over a share saves a round trip
+    /// per file.
+    pub fn mark(&self, folder: &Folder, name: &Path, learned: &crate::sys::Learned) -> Option<Vec<u8>> {
+        if learned.no_marks.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let read = self.store.mark(folder, name);
+        if read.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::Unsupported) {
+            learned.no_marks.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        read.ok().flatten()
     }
 
     /// Takes the mark off the copy `rel` (found to differ from its source): a later run then

@@ -347,6 +347,7 @@ pub fn mark(path: &Path) -> io::Result<Option<Vec<u8>>> {
     // ENODATA: no mark; ERANGE: a value longer than any mark we write, so not one of ours.
     match err.raw_os_error() {
         Some(libc::ENODATA | libc::ERANGE) => Ok(None),
+        Some(libc::EOPNOTSUPP | libc::ENOSYS) => Err(io::ErrorKind::Unsupported.into()),
         _ => Err(err),
     }
 }
@@ -455,6 +456,16 @@ mod tests {
     fn only_a_known_local_filesystem_stamps_the_ctime_a_mark_names() {
         assert!(super::super::ctime_is_the_kernels(&tempfile::tempfile().unwrap()));
         assert!(!super::super::ctime_is_the_kernels(&File::open("/proc/self/status").unwrap()));
+    }
+
+    /// Reading a mark where the filesystem keeps none says so (what `Dest::mark` learns once),
+    /// and a file without one has none.
+    #[test]
+    fn a_mark_read_where_none_can_be_kept_is_unsupported_and_one_never_set_is_none() {
+        let e = mark(Path::new("/proc/self/status")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert_eq!(mark(f.path()).unwrap(), None);
     }
 
     use super::*;
